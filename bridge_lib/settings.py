@@ -1,0 +1,107 @@
+"""Settings pieces every service composes, and one loader that fails with a clear message.
+
+Names are the environment variables themselves (``TELEGRAM_BOT_TOKEN``...), read from the
+environment and an optional ``.env`` in the working directory. A service lists only the pieces
+it needs, so each one asks only for its own credentials.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# What to tell an operator about a variable that is missing or wrong.
+HOW_TO_GET: dict[str, str] = {
+    "TELEGRAM_BOT_TOKEN": (
+        "talk to @BotFather in Telegram, /newbot, and copy the token it gives; then /setprivacy -> "
+        "Disable, or the bot cannot see group messages"
+    ),
+    "TELEGRAM_API_BASE_URL": "the Bot API server, normally https://api.telegram.org",
+    "PLANFIX_BASE_URL": "your account's REST address, e.g. https://<account>.planfix.com/rest/",
+    "PLANFIX_API_TOKEN": (
+        "in Planfix: Account management -> API access -> REST API -> add a token "
+        "(paid plans only; best issued for a dedicated 'robot' employee)"
+    ),
+    "PLANFIX_WEBHOOK_SECRET": (
+        "any long random string, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'; "
+        "the Planfix scenario calls /planfix/webhook/<this secret>"
+    ),
+    "NATS_URL": "the NATS server, e.g. nats://127.0.0.1:4222",
+    "MONGODB_URL": "the MongoDB server, e.g. mongodb://127.0.0.1:27017",
+}
+
+
+class BridgeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+
+
+class NatsSettings(BridgeSettings):
+    nats_url: str = Field(default="nats://127.0.0.1:4222", alias="NATS_URL")
+
+
+class MongoSettings(BridgeSettings):
+    mongodb_url: str = Field(default="mongodb://127.0.0.1:27017", alias="MONGODB_URL")
+    mongodb_database: str = Field(default="planfix_bridge", alias="MONGODB_DATABASE")
+
+
+class TelegramSettings(BridgeSettings):
+    telegram_bot_token: SecretStr = Field(alias="TELEGRAM_BOT_TOKEN")
+    telegram_api_base_url: str = Field(default="https://api.telegram.org", alias="TELEGRAM_API_BASE_URL")
+
+    @field_validator("telegram_bot_token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr) -> SecretStr:
+        # BotFather tokens look like "123456:ABC-def..."; catch a pasted chat id or URL early.
+        if ":" not in value.get_secret_value():
+            raise ValueError("does not look like a bot token (expected '<digits>:<letters>')")
+        return value
+
+
+class PlanfixSettings(BridgeSettings):
+    planfix_base_url: str = Field(alias="PLANFIX_BASE_URL")
+    planfix_api_token: SecretStr = Field(alias="PLANFIX_API_TOKEN")
+    # Written into sourceId of every comment the bridge creates, so its own comments are
+    # recognised when Planfix sends them back. A fixed UUID; change it only with care.
+    planfix_source_id: str = Field(default="0c6b7f0e-2d7a-4f0e-9a56-6a3f1c9b8e11", alias="PLANFIX_SOURCE_ID")
+    planfix_timeout_s: float = Field(default=15.0, alias="PLANFIX_TIMEOUT_S")
+
+    @field_validator("planfix_base_url")
+    @classmethod
+    def _url_shape(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// (e.g. https://<account>.planfix.com/rest/)")
+        return value if value.endswith("/") else value + "/"
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(settings_class: type[S], service: str) -> S:
+    """Build the settings or exit with a message naming each bad variable; no traceback."""
+    try:
+        return settings_class()
+    except ValidationError as error:
+        _exit_with_settings_error(error, service)
+
+
+def describe_settings_error(error: ValidationError) -> list[str]:
+    lines = []
+    for problem in error.errors():
+        name = str(problem["loc"][0]) if problem["loc"] else "?"
+        what = "is not set" if problem["type"] == "missing" else f"is invalid: {problem['msg']}"
+        hint = HOW_TO_GET.get(name)
+        lines.append(f"  {name} {what}" + (f"\n      how to get it: {hint}" if hint else ""))
+    return lines
+
+
+def _exit_with_settings_error(error: ValidationError, service: str) -> NoReturn:
+    print(f"{service}: cannot start, settings are missing or wrong:", file=sys.stderr)
+    for line in describe_settings_error(error):
+        print(line, file=sys.stderr)
+    print("Set them in the environment or in .env (see .env.example).", file=sys.stderr)
+    raise SystemExit(2)

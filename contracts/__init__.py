@@ -1,0 +1,1 @@
+"""Shared contracts: event types (``contracts.events``) and subjects/streams (``contracts.subjects``)."""

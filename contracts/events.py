@@ -1,0 +1,230 @@
+"""The events every service shares: immutable, tagged, versioned msgspec Structs.
+
+Rules (see ``contracts/__init__.py`` for subjects and streams):
+
+* Each event is a past-tense fact with an explicit, stable tag ``<area>.<fact>.v<N>``; the
+  tag, not the class name, is the wire format, so renaming a class changes nothing on the wire.
+* Every event carries ``event_id``, ``occurred_at``, ``correlation_id`` and ``causation_id``.
+  ``event_id`` is derived from the event's *source key* (``uuid5``), so an event rebuilt
+  from the same source (a redelivered Telegram update, a re-posted webhook, a redelivered
+  causing event) has the same id and the same ``Nats-Msg-Id``: JetStream drops the repeat.
+* Evolution is additive: a new field gets a default and goes at the end; a breaking change is
+  a new tag (``...v2``), never an edit of an existing one. No ``forbid_unknown_fields``, so an
+  older consumer skips fields it does not know.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+
+import msgspec
+
+# Namespace for event ids derived from source keys; never change it (ids would change).
+_EVENT_ID_NAMESPACE = uuid.UUID("5b0f6c1e-3f0a-4b8e-9d2a-7c1f4e6a9b21")
+
+
+def event_id_for(source_key: str) -> str:
+    """The event id for a source key: the same key always gives the same id."""
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, source_key))
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Fields every event carries."""
+
+    event_id: str
+    occurred_at: datetime
+    # The id of the first event of the chain (e.g. the Telegram message that started it all).
+    correlation_id: str
+    # The id (or, for a root event, the source key) of what directly caused this event.
+    causation_id: str
+
+    @property
+    def tag(self) -> str:
+        return str(type(self).__struct_config__.tag)
+
+
+class TelegramUser(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    full_name: str
+    username: str | None = None
+    is_bot: bool = False
+
+    @property
+    def display(self) -> str:
+        """"Ivan Petrov (@ivan)", or just the name when there is no username."""
+        return f"{self.full_name} (@{self.username})" if self.username else self.full_name
+
+
+class PlanfixPerson(msgspec.Struct, frozen=True, kw_only=True):
+    # Planfix person ids are prefixed strings: "user:5", "contact:10".
+    id: str | None = None
+    name: str = ""
+
+
+# --- Telegram side -------------------------------------------------------------------------
+
+
+class TelegramMessageReceived(Event, frozen=True, kw_only=True, tag="telegram.message_received.v1"):
+    """A text message was written in a Telegram group the bot is in."""
+
+    chat_id: int
+    message_id: int
+    sender: TelegramUser
+    text: str
+    sent_at: datetime
+    chat_title: str | None = None
+    thread_id: int | None = None
+    update_id: int | None = None
+
+    @property
+    def source_key(self) -> str:
+        return telegram_message_key(self.chat_id, self.message_id)
+
+
+class BindRequested(Event, frozen=True, kw_only=True, tag="binding.bind_requested.v1"):
+    """Someone wrote ``/task <title>`` (create a task) or ``/task <number>`` (bind an existing one)."""
+
+    chat_id: int
+    message_id: int
+    requested_by: TelegramUser
+    task_number: int | None = None
+    task_title: str | None = None
+    chat_title: str | None = None
+    thread_id: int | None = None
+
+
+class BindingRejectionReason(enum.StrEnum):
+    TASK_NOT_FOUND = "task_not_found"
+    PLANFIX_REFUSED = "planfix_refused"
+    INVALID_REQUEST = "invalid_request"
+
+
+class TaskBound(Event, frozen=True, kw_only=True, tag="binding.task_bound.v1"):
+    """The binder stored a binding: from now on this group and this task talk to each other."""
+
+    chat_id: int
+    task_number: int
+    task_title: str
+    created_task: bool
+    requested_by: TelegramUser
+    thread_id: int | None = None
+    previous_task_number: int | None = None
+
+
+class BindRejected(Event, frozen=True, kw_only=True, tag="binding.bind_rejected.v1"):
+    """A bind request could not be carried out; nothing was stored."""
+
+    chat_id: int
+    reason: BindingRejectionReason
+    detail: str
+    task_number: int | None = None
+    thread_id: int | None = None
+
+
+# --- Planfix side --------------------------------------------------------------------------
+
+
+class PlanfixCommentWebhookReceived(Event, frozen=True, kw_only=True, tag="planfix.comment_webhook_received.v1"):
+    """Planfix's scenario told us a comment was added; ids only, the content is fetched next."""
+
+    task_number: int
+    comment_id: int
+
+
+class PlanfixCommentAdded(Event, frozen=True, kw_only=True, tag="planfix.comment_added.v1"):
+    """A comment in a Planfix task, with its content as fetched through the REST API."""
+
+    task_number: int
+    comment_id: int
+    # Planfix comment bodies are HTML.
+    text_html: str
+    author: PlanfixPerson
+    source_id: str | None = None
+    source_object_id: str | None = None
+    written_at: str | None = None
+
+
+# --- Effects: what the bridge did in the outside world ---------------------------------------
+
+
+class PlanfixCommentPosted(Event, frozen=True, kw_only=True, tag="effect.planfix_comment_posted.v1"):
+    """The bridge wrote a comment into a Planfix task (a Telegram message carried over)."""
+
+    task_number: int
+    comment_id: int
+    source_object_id: str
+    chat_id: int
+    message_id: int
+
+
+class TelegramMessageKind(enum.StrEnum):
+    PLANFIX_COMMENT = "planfix_comment"
+    BIND_CONFIRMATION = "bind_confirmation"
+    BIND_REJECTION = "bind_rejection"
+
+
+class TelegramMessageSent(Event, frozen=True, kw_only=True, tag="effect.telegram_message_sent.v1"):
+    """The bridge sent a message into a Telegram group."""
+
+    chat_id: int
+    message_ids: list[int]
+    kind: TelegramMessageKind
+    task_number: int | None = None
+    comment_id: int | None = None
+    thread_id: int | None = None
+
+
+AnyEvent = (
+    TelegramMessageReceived
+    | BindRequested
+    | TaskBound
+    | BindRejected
+    | PlanfixCommentWebhookReceived
+    | PlanfixCommentAdded
+    | PlanfixCommentPosted
+    | TelegramMessageSent
+)
+
+BindingEvent = TaskBound | BindRejected
+
+_encoder = msgspec.json.Encoder()
+_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
+
+
+def encode_event(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode_event(data: bytes) -> AnyEvent:
+    """Decode any event by its tag; raises ``msgspec.ValidationError``/``DecodeError`` on bad input."""
+    return _decoder.decode(data)
+
+
+# --- Source keys: the one place that says how a source becomes a dedup id -------------------
+
+
+def telegram_message_key(chat_id: int, message_id: int) -> str:
+    return f"tg:msg:{chat_id}:{message_id}"
+
+
+def telegram_bind_key(chat_id: int, message_id: int) -> str:
+    return f"tg:bind:{chat_id}:{message_id}"
+
+
+def planfix_webhook_key(comment_id: int) -> str:
+    return f"pf:webhook:comment:{comment_id}"
+
+
+def planfix_comment_key(comment_id: int) -> str:
+    return f"pf:comment:{comment_id}"
+
+
+def derived_key(cause: Event, what: str) -> str:
+    """Key for an event caused by ``cause``: redelivering the cause rebuilds the same event."""
+    return f"{what}:from:{cause.event_id}"

@@ -1,0 +1,115 @@
+"""Subjects and JetStream streams: the one place that names them.
+
+Subject scheme: ``<area>.<noun>.<fact>.<routing key>`` where the routing key is the Telegram
+chat id (for things that happen in or go to a group) or the Planfix task number (for things
+that happen in a task). Consumers filter with ``>``/``*`` on the leading tokens; the key comes
+last so that a later partition mapping (``{{partition(N, <key position>)}}``) can keep per-group
+order while groups run in parallel.
+
+==============================================  ===========  =====================================
+subject                                         stream       published by
+==============================================  ===========  =====================================
+``telegram.message.received.<chat_id>``          TELEGRAM     telegram_gateway
+``telegram.bind.requested.<chat_id>``            TELEGRAM     telegram_gateway
+``planfix.webhook.comment.<task_number>``        PLANFIX      planfix_gateway (HTTP, ids only)
+``planfix.comment.added.<task_number>``          PLANFIX      planfix_gateway (content fetched)
+``binding.bound.<chat_id>``                      BINDING      binder
+``binding.rejected.<chat_id>``                   BINDING      binder
+``effect.planfix.comment_posted.<task_number>``  EFFECTS      relay
+``effect.telegram.message_sent.<chat_id>``       EFFECTS      relay
+==============================================  ===========  =====================================
+
+Streams are on file storage. Each has a duplicate window: a publish whose ``Nats-Msg-Id``
+was seen within the window is acknowledged as a duplicate and not stored. Inbound streams keep
+24 h of ids because Telegram redelivers unconfirmed updates for up to 24 h and Planfix retries a
+failed webhook for up to about 2 h 45 min. The BINDING stream keeps every event forever: it is
+the source of truth that services (and ``binder rebuild`` later) replay to learn bindings.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+
+
+class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    subjects: list[str]
+    description: str
+    duplicate_window_s: float
+    # 0 means "keep forever".
+    max_age_s: float = 0.0
+
+
+TELEGRAM_STREAM = StreamSpec(
+    name="TELEGRAM",
+    subjects=["telegram.>"],
+    description="What people did in Telegram groups, as the gateway saw it",
+    duplicate_window_s=DAY,
+    max_age_s=30 * DAY,
+)
+PLANFIX_STREAM = StreamSpec(
+    name="PLANFIX",
+    subjects=["planfix.>"],
+    description="What happened in Planfix tasks: webhook notices and fetched comments",
+    duplicate_window_s=DAY,
+    max_age_s=30 * DAY,
+)
+BINDING_STREAM = StreamSpec(
+    name="BINDING",
+    subjects=["binding.>"],
+    description="Group-to-task bindings decided by the binder; kept forever",
+    duplicate_window_s=DAY,
+)
+EFFECTS_STREAM = StreamSpec(
+    name="EFFECTS",
+    subjects=["effect.>"],
+    description="What the bridge wrote to the outside world",
+    duplicate_window_s=DAY,
+    max_age_s=30 * DAY,
+)
+
+ALL_STREAMS: tuple[StreamSpec, ...] = (TELEGRAM_STREAM, PLANFIX_STREAM, BINDING_STREAM, EFFECTS_STREAM)
+
+
+def telegram_message_received(chat_id: int) -> str:
+    return f"telegram.message.received.{chat_id}"
+
+
+def telegram_bind_requested(chat_id: int) -> str:
+    return f"telegram.bind.requested.{chat_id}"
+
+
+def planfix_comment_webhook(task_number: int) -> str:
+    return f"planfix.webhook.comment.{task_number}"
+
+
+def planfix_comment_added(task_number: int) -> str:
+    return f"planfix.comment.added.{task_number}"
+
+
+def binding_bound(chat_id: int) -> str:
+    return f"binding.bound.{chat_id}"
+
+
+def binding_rejected(chat_id: int) -> str:
+    return f"binding.rejected.{chat_id}"
+
+
+def planfix_comment_posted(task_number: int) -> str:
+    return f"effect.planfix.comment_posted.{task_number}"
+
+
+def telegram_message_sent(chat_id: int) -> str:
+    return f"effect.telegram.message_sent.{chat_id}"
+
+
+# Filters consumers subscribe with.
+ALL_TELEGRAM_MESSAGES = "telegram.message.received.*"
+ALL_BIND_REQUESTS = "telegram.bind.requested.*"
+ALL_PLANFIX_COMMENT_WEBHOOKS = "planfix.webhook.comment.*"
+ALL_PLANFIX_COMMENTS = "planfix.comment.added.*"
+ALL_BINDING_EVENTS = "binding.>"
+ALL_EFFECTS = "effect.>"
