@@ -1,0 +1,100 @@
+"""Start the embedded infrastructure: a real ``nats-server`` with JetStream and ``nx-27017``.
+
+Used by ``make run`` (the launcher) and by the test fixtures, so both start the same things the
+same way. Both programs come from PyPI wheels installed in the virtualenv, next to the Python
+interpreter running this code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def venv_binary(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} not found next to {sys.executable} or on PATH; run `make install`")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, *, host: str = "127.0.0.1", timeout_s: float = 20.0,
+                  process: subprocess.Popen[bytes] | None = None, what: str = "server") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} did not listen on {host}:{port} within {timeout_s}s")
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_nats(data_dir: Path, *, port: int | None = None, log_file: Path | None = None) -> ManagedProcess:
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
+    process = subprocess.Popen(
+        [venv_binary("nats-server"), "--jetstream", "--store_dir", str(data_dir), "--addr", "127.0.0.1",
+         "--port", str(port), "--server_name", f"bridge-dev-{port}"],
+        stdout=out, stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, process=process, what="nats-server")
+    return ManagedProcess("nats", process, port, {"url": f"nats://127.0.0.1:{port}"})
+
+
+def start_nx27017(data_dir: Path, *, port: int | None = None, log_file: Path | None = None) -> ManagedProcess:
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
+    process = subprocess.Popen(
+        [venv_binary("nx-27017"), "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port),
+         "--log-file", str(data_dir / "nx-27017.log"), "--pid-file", str(data_dir / "nx-27017.pid")],
+        stdout=out, stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, process=process, what="nx-27017")
+    return ManagedProcess("mongo", process, port, {"url": f"mongodb://127.0.0.1:{port}"})
+
+
+@contextlib.contextmanager
+def running(*processes: ManagedProcess) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for managed in reversed(processes):
+            managed.stop()
