@@ -1,0 +1,87 @@
+"""Fixtures: real nats-server and nx-27017 on free loopback ports, the fakes, the services.
+
+Session-scoped infrastructure keeps ``make test`` fast; tests stay independent by using their
+own chat ids and task numbers (``unique_chat_id``), never by resetting shared state.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge_lib import devstack
+from sandbox.fake_planfix import FakePlanfix
+from sandbox.fake_telegram import FakeTelegram
+from tests.support import LoopThread
+
+BOT_TOKEN = "123456:TEST-token-for-the-fake"
+PLANFIX_TOKEN = "test-planfix-token"
+WEBHOOK_SECRET = "s3cret-webhook-path-token"
+
+
+@pytest.fixture(scope="session")
+def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bridge")
+
+
+@pytest.fixture(scope="session")
+def loop() -> Iterator[LoopThread]:
+    thread = LoopThread()
+    yield thread
+    thread.close()
+
+
+@pytest.fixture(scope="session")
+def nats_url(work_dir: Path) -> Iterator[str]:
+    server = devstack.start_nats(work_dir / "nats", log_file=work_dir / "nats-server.log")
+    try:
+        yield server.extra["url"]
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_url(work_dir: Path) -> Iterator[str]:
+    # MONGODB_URL set: run the store tests against that real MongoDB instead.
+    external = os.environ.get("MONGODB_URL")
+    if external:
+        yield external
+        return
+    server = devstack.start_nx27017(work_dir / "mongo", log_file=work_dir / "nx-27017.out")
+    try:
+        yield server.extra["url"]
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_telegram(loop: LoopThread) -> Iterator[FakeTelegram]:
+    fake = FakeTelegram(token=BOT_TOKEN)
+    loop.run(fake.start())
+    try:
+        yield fake
+    finally:
+        loop.run(fake.stop())
+
+
+@pytest.fixture(scope="session")
+def fake_planfix(loop: LoopThread) -> Iterator[FakePlanfix]:
+    fake = FakePlanfix(token=PLANFIX_TOKEN)
+    loop.run(fake.start())
+    try:
+        yield fake
+    finally:
+        loop.run(fake.stop())
+
+
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+def unique_chat_id() -> int:
+    """A supergroup-style chat id no other test uses."""
+    return -1001000000000 - next(_ids) * 1000 - os.getpid() % 1000

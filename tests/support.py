@@ -1,0 +1,134 @@
+"""Test plumbing: an event loop in a background thread, service subprocesses, NATS helpers.
+
+Tests are plain synchronous functions. Anything async (the fake HTTP servers, NATS clients)
+runs on one background event loop (``LoopThread``) and is driven through ``loop.run(coro)``;
+the services run as real subprocesses, as in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.js.api import DeliverPolicy
+
+from contracts.events import AnyEvent, decode_event
+
+T = TypeVar("T")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class LoopThread:
+    """An asyncio loop running in a daemon thread; ``run`` executes a coroutine on it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result(timeout_s)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+
+def eventually(check: Callable[[], T], *, timeout_s: float = 15.0, interval_s: float = 0.05,
+               what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy (and return it), or fail with its last error."""
+    deadline = time.monotonic() + timeout_s
+    last_error: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except AssertionError as error:
+            last_error = error
+        time.sleep(interval_s)
+    if last_error:
+        raise AssertionError(f"{what} not met within {timeout_s}s: {last_error}") from last_error
+    raise AssertionError(f"{what} not met within {timeout_s}s")
+
+
+def stays(check: Callable[[], bool], *, for_s: float = 1.5, interval_s: float = 0.05, what: str = "") -> None:
+    """Assert ``check`` holds for the whole period (for 'nothing more happens')."""
+    deadline = time.monotonic() + for_s
+    while time.monotonic() < deadline:
+        assert check(), f"stopped holding: {what}"
+        time.sleep(interval_s)
+
+
+class ServiceProcess:
+    """One service (``python -m services.<name>``) as a subprocess, with its output in a log file."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.env = env
+        self.log_path = log_dir / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServiceProcess:
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed by the child on exit
+        self.process = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"], cwd=REPO_ROOT,
+                                        env=env, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+async def connect_nats(url: str) -> NatsClient:
+    return await nats.connect(url, connect_timeout=5, max_reconnect_attempts=5)
+
+
+async def read_stream_events(url: str, subject_filter: str) -> list[tuple[str, AnyEvent]]:
+    """Every event stored so far under ``subject_filter`` (within one stream), in stream order."""
+    nc = await connect_nats(url)
+    events: list[tuple[str, AnyEvent]] = []
+    try:
+        js = nc.jetstream()
+        sub = await js.subscribe(subject_filter, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=0.3)
+                except nats.errors.TimeoutError:
+                    break
+                try:
+                    events.append((msg.subject, decode_event(msg.data)))
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+        finally:
+            await sub.unsubscribe()
+    finally:
+        await nc.close()
+    return events
