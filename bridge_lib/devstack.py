@@ -35,8 +35,14 @@ def free_port() -> int:
         return port
 
 
-def wait_for_port(port: int, *, host: str = "127.0.0.1", timeout_s: float = 20.0,
-                  process: subprocess.Popen[bytes] | None = None, what: str = "server") -> None:
+def wait_for_port(
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    timeout_s: float = 20.0,
+    process: subprocess.Popen[bytes] | None = None,
+    what: str = "server",
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -70,9 +76,20 @@ def start_nats(data_dir: Path, *, port: int | None = None, log_file: Path | None
     data_dir.mkdir(parents=True, exist_ok=True)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
     process = subprocess.Popen(
-        [venv_binary("nats-server"), "--jetstream", "--store_dir", str(data_dir), "--addr", "127.0.0.1",
-         "--port", str(port), "--server_name", f"bridge-dev-{port}"],
-        stdout=out, stderr=subprocess.STDOUT,
+        [
+            venv_binary("nats-server"),
+            "--jetstream",
+            "--store_dir",
+            str(data_dir),
+            "--addr",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--server_name",
+            f"bridge-dev-{port}",
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
     )
     wait_for_port(port, process=process, what="nats-server")
     return ManagedProcess("nats", process, port, {"url": f"nats://127.0.0.1:{port}"})
@@ -83,9 +100,21 @@ def start_nx27017(data_dir: Path, *, port: int | None = None, log_file: Path | N
     data_dir.mkdir(parents=True, exist_ok=True)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
     process = subprocess.Popen(
-        [venv_binary("nx-27017"), "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port),
-         "--log-file", str(data_dir / "nx-27017.log"), "--pid-file", str(data_dir / "nx-27017.pid")],
-        stdout=out, stderr=subprocess.STDOUT,
+        [
+            venv_binary("nx-27017"),
+            "--data-dir",
+            str(data_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-file",
+            str(data_dir / "nx-27017.log"),
+            "--pid-file",
+            str(data_dir / "nx-27017.pid"),
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
     )
     wait_for_port(port, process=process, what="nx-27017")
     return ManagedProcess("mongo", process, port, {"url": f"mongodb://127.0.0.1:{port}"})

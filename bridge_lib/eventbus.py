@@ -116,9 +116,13 @@ class EventPublisher:
             try:
                 js = self._broker.connection.jetstream()
                 ack = await js.publish(subject, payload, headers=headers, timeout=5.0)
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
-                    nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError,
-                    nats.js.errors.ServiceUnavailableError) as error:
+            except (
+                nats.errors.TimeoutError,
+                nats.errors.NoRespondersError,
+                nats.errors.ConnectionClosedError,
+                nats.errors.OutboundBufferLimitError,
+                nats.js.errors.ServiceUnavailableError,
+            ) as error:
                 if time.monotonic() > deadline:
                     raise
                 log.warning("publish_retry", subject=subject, msg_id=msg_id, error=type(error).__name__)
@@ -165,17 +169,20 @@ async def consume(
     """Decode, handle and settle one JetStream message (FastStream subscriber, MANUAL ack)."""
     metadata = msg.raw_message.metadata
     delivery = Delivery(stream_seq=metadata.sequence.stream, num_delivered=metadata.num_delivered)
-    with structlog.contextvars.bound_contextvars(subject=msg.raw_message.subject, stream_seq=delivery.stream_seq,
-                                                 delivery=delivery.num_delivered):
+    with structlog.contextvars.bound_contextvars(
+        subject=msg.raw_message.subject, stream_seq=delivery.stream_seq, delivery=delivery.num_delivered
+    ):
         try:
             event: AnyEvent = decode_event(msg.body)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            log.error("undecodable_event_terminated", error=str(error),
-                      body=msg.body[:200].decode(errors="replace"))
+            log.error(
+                "undecodable_event_terminated", error=str(error), body=msg.body[:200].decode(errors="replace")
+            )
             await msg.reject()
             return
-        with structlog.contextvars.bound_contextvars(correlation_id=event.correlation_id, event_type=event.tag,
-                                                     event_id=event.event_id):
+        with structlog.contextvars.bound_contextvars(
+            correlation_id=event.correlation_id, event_type=event.tag, event_id=event.event_id
+        ):
             if not isinstance(event, event_type):
                 log.warning("unexpected_event_type_skipped")
                 await msg.ack()
@@ -183,8 +190,9 @@ async def consume(
             await _handle(msg, event, delivery, handler)
 
 
-async def _handle(msg: NatsMessage, event: Event, delivery: Delivery,
-                  handler: Callable[[Any, Delivery], Awaitable[None]]) -> None:
+async def _handle(
+    msg: NatsMessage, event: Event, delivery: Delivery, handler: Callable[[Any, Delivery], Awaitable[None]]
+) -> None:
     started = time.perf_counter()
     try:
         await handler(event, delivery)

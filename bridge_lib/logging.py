@@ -38,8 +38,11 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
     # Libraries log through stdlib logging; keep their noise down and their format plain.
-    logging.basicConfig(level=max(numeric_level, logging.WARNING), stream=sys.stderr,
-                        format=f"%(asctime)s {service} %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=max(numeric_level, logging.WARNING),
+        stream=sys.stderr,
+        format=f"%(asctime)s {service} %(name)s %(levelname)s %(message)s",
+    )
     for noisy in ("httpx", "httpcore", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

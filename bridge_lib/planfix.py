@@ -113,8 +113,7 @@ class PlanfixClient:
         return int(body["id"])
 
     async def get_task(self, number: int) -> PlanfixTask:
-        body = await self._call("GET", f"task/{number}", params={"fields": "id,name"},
-                                not_found=TaskNotFound)
+        body = await self._call("GET", f"task/{number}", params={"fields": "id,name"}, not_found=TaskNotFound)
         task = body.get("task") or {}
         return PlanfixTask(number=int(task.get("id", number)), name=str(task.get("name", "")))
 
@@ -138,11 +137,17 @@ class PlanfixClient:
     async def list_comments(
         self, task_number: int, *, source_id: str | None = None, offset: int = 0, page_size: int = 100
     ) -> list[PlanfixComment]:
-        payload: dict[str, Any] = {"offset": offset, "pageSize": page_size, "typeList": "Comments",
-                                   "fields": COMMENT_FIELDS}
+        payload: dict[str, Any] = {
+            "offset": offset,
+            "pageSize": page_size,
+            "typeList": "Comments",
+            "fields": COMMENT_FIELDS,
+        }
         if source_id:
             payload["sourceId"] = source_id
-        body = await self._call("POST", f"task/{task_number}/comments/list", json=payload, not_found=TaskNotFound)
+        body = await self._call(
+            "POST", f"task/{task_number}/comments/list", json=payload, not_found=TaskNotFound
+        )
         return [_comment_from_json(raw) for raw in body.get("comments", [])]
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -163,8 +168,12 @@ class PlanfixClient:
         body = _json_or_empty(response)
         code = body.get("code") if isinstance(body.get("code"), int) else None
         if response.status_code >= 500 or response.status_code == 429 or code == CODE_DAILY_LIMIT:
-            raise PlanfixUnavailable(f"{method} {path}: HTTP {response.status_code} {body.get('error', '')}".strip())
-        failed = response.status_code >= 400 or (body.get("result") not in (None, "success") and code is not None)
+            raise PlanfixUnavailable(
+                f"{method} {path}: HTTP {response.status_code} {body.get('error', '')}".strip()
+            )
+        failed = response.status_code >= 400 or (
+            body.get("result") not in (None, "success") and code is not None
+        )
         if not failed:
             return body
         message = f"{method} {path}: HTTP {response.status_code}, code {code}: {body.get('error', '')}"

@@ -15,5 +15,8 @@ from aiogram.enums import ParseMode
 
 def make_bot(token: str, *, api_base_url: str = "https://api.telegram.org", timeout_s: float = 60.0) -> Bot:
     session = AiohttpSession(api=TelegramAPIServer.from_base(api_base_url.rstrip("/")), timeout=timeout_s)
-    return Bot(token=token, session=session,
-               default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True))
+    return Bot(
+        token=token,
+        session=session,
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
+    )

@@ -57,7 +57,7 @@ class TelegramUser(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def display(self) -> str:
-        """"Ivan Petrov (@ivan)", or just the name when there is no username."""
+        """ "Ivan Petrov (@ivan)", or just the name when there is no username."""
         return f"{self.full_name} (@{self.username})" if self.username else self.full_name
 
 
@@ -130,7 +130,9 @@ class BindRejected(Event, frozen=True, kw_only=True, tag="binding.bind_rejected.
 # --- Planfix side --------------------------------------------------------------------------
 
 
-class PlanfixCommentWebhookReceived(Event, frozen=True, kw_only=True, tag="planfix.comment_webhook_received.v1"):
+class PlanfixCommentWebhookReceived(
+    Event, frozen=True, kw_only=True, tag="planfix.comment_webhook_received.v1"
+):
     """Planfix's scenario told us a comment was added; ids only, the content is fetched next."""
 
     task_number: int

@@ -47,8 +47,9 @@ class LoopThread:
         self._thread.join(5)
 
 
-def eventually(check: Callable[[], T], *, timeout_s: float = 15.0, interval_s: float = 0.05,
-               what: str = "condition") -> T:
+def eventually(
+    check: Callable[[], T], *, timeout_s: float = 15.0, interval_s: float = 0.05, what: str = "condition"
+) -> T:
     """Poll ``check`` until it returns something truthy (and return it), or fail with its last error."""
     deadline = time.monotonic() + timeout_s
     last_error: BaseException | None = None
@@ -85,8 +86,13 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed by the child on exit
-        self.process = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"], cwd=REPO_ROOT,
-                                        env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{self.name}"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         return self
 
     def stop(self, timeout_s: float = 10.0) -> int | None:

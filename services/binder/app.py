@@ -1,0 +1,68 @@
+"""Wiring: NATS subscriber for bind requests -> ``Binder`` (MongoDB + Planfix) -> binding events."""
+
+from __future__ import annotations
+
+import structlog
+from faststream import Context
+from faststream.middlewares import AckPolicy
+from faststream.nats import NatsRouter
+from faststream.nats.annotations import NatsMessage
+from motor.motor_asyncio import AsyncIOMotorClient
+
+from bridge_lib.eventbus import EventPublisher, consume, durable_pull, ensure_streams, jstream, make_broker
+from bridge_lib.planfix import PlanfixClient
+from bridge_lib.runtime import wait_for_stop_signal
+from contracts import subjects
+from contracts.events import BindRequested
+from contracts.subjects import TELEGRAM_STREAM
+from services.binder.config import BinderSettings
+from services.binder.handlers import Binder
+from services.binder.store import BindingStore
+
+log = structlog.get_logger("binder")
+router = NatsRouter()
+
+
+@router.subscriber(
+    subjects.ALL_BIND_REQUESTS,
+    stream=jstream(TELEGRAM_STREAM),
+    ack_policy=AckPolicy.MANUAL,
+    **durable_pull("binder-bind-requests"),
+)
+async def on_bind_requested(msg: NatsMessage, binder: Binder = Context()) -> None:
+    await consume(msg, BindRequested, binder.handle_bind_request)
+
+
+async def run(settings: BinderSettings) -> None:
+    mongo: AsyncIOMotorClient[dict[str, object]] = AsyncIOMotorClient(
+        settings.mongodb_url, serverSelectionTimeoutMS=10_000, tz_aware=True
+    )
+    store = BindingStore(mongo[settings.mongodb_database])
+    await store.create_indexes()
+    planfix = PlanfixClient(
+        base_url=settings.planfix_base_url,
+        token=settings.planfix_api_token.get_secret_value(),
+        timeout_s=settings.planfix_timeout_s,
+    )
+    broker = make_broker(settings.nats_url, name="binder")
+    broker.include_router(router)
+    await broker.connect()
+    await ensure_streams(broker)
+    broker.context.set_global(
+        "binder",
+        Binder(
+            store=store,
+            planfix=planfix,
+            publisher=EventPublisher(broker),
+            max_task_title=settings.max_task_title,
+        ),
+    )
+    await broker.start()
+    log.info("binder_started")
+    try:
+        await wait_for_stop_signal()
+    finally:
+        log.info("binder_stopping")
+        await broker.stop()
+        await planfix.aclose()
+        mongo.close()

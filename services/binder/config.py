@@ -1,0 +1,12 @@
+"""Binder settings: NATS, MongoDB (its own collections) and Planfix (to create and check tasks)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from bridge_lib.settings import MongoSettings, NatsSettings, PlanfixSettings
+
+
+class BinderSettings(NatsSettings, MongoSettings, PlanfixSettings):
+    # Longest task title the binder sends to Planfix; longer titles are cut with an ellipsis.
+    max_task_title: int = Field(default=250, alias="BINDER_MAX_TASK_TITLE")

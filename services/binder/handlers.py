@@ -1,0 +1,187 @@
+"""The binder's decision: ``BindRequested`` -> a stored binding and ``TaskBound``, or ``BindRejected``.
+
+Idempotent by construction: the outcome of each request is stored under the request's source
+key before the resulting event is published, and the event's ``Nats-Msg-Id`` is derived from
+the request's event id. A redelivered request republishes the same event (JetStream drops the
+repeat) and, for ``/task <title>``, reuses the task created the first time.
+"""
+
+from __future__ import annotations
+
+import html
+
+import structlog
+
+from bridge_lib.eventbus import Delivery, EventPublisher, TransientFailure
+from bridge_lib.planfix import PlanfixClient, PlanfixRejected, PlanfixUnavailable, TaskNotFound
+from contracts import subjects
+from contracts.events import (
+    BindingRejectionReason,
+    BindRejected,
+    BindRequested,
+    TaskBound,
+    derived_key,
+    event_id_for,
+    telegram_bind_key,
+    utc_now,
+)
+from services.binder.store import Binding, BindingStore, BindOutcome, group_key
+
+log = structlog.get_logger("binder")
+
+
+class Binder:
+    def __init__(
+        self,
+        *,
+        store: BindingStore,
+        planfix: PlanfixClient,
+        publisher: EventPublisher,
+        max_task_title: int = 250,
+    ) -> None:
+        self._store = store
+        self._planfix = planfix
+        self._publisher = publisher
+        self._max_task_title = max_task_title
+
+    async def handle_bind_request(self, request: BindRequested, delivery: Delivery) -> None:
+        structlog.contextvars.bind_contextvars(chat_id=request.chat_id, task_number=request.task_number)
+        request_key = telegram_bind_key(request.chat_id, request.message_id)
+        outcome = await self._store.outcome_for(request_key)
+        if outcome is None or outcome.decided is None:
+            outcome = await self._decide(request, request_key, outcome)
+            await self._store.save_outcome(outcome)
+        await self._publish(request, outcome)
+
+    async def _decide(
+        self, request: BindRequested, request_key: str, earlier: BindOutcome | None
+    ) -> BindOutcome:
+        try:
+            if request.task_number is not None:
+                task = await self._planfix.get_task(request.task_number)
+                number, title, created = task.number, task.name or f"#{task.number}", None
+            elif request.task_title:
+                title = _shorten(request.task_title, self._max_task_title)
+                reused = earlier.created_task_number if earlier else None
+                if reused is None:
+                    number = await self._planfix.create_task(
+                        name=title, description=_task_description(request)
+                    )
+                    # Remember the task before anything else can fail, so a retry reuses it.
+                    await self._store.save_outcome(
+                        BindOutcome(request_key=request_key, created_task_number=number)
+                    )
+                    log.info("task_created", task_number=number)
+                else:
+                    number = reused
+                created = number
+            else:
+                return _rejected(
+                    request_key,
+                    BindingRejectionReason.INVALID_REQUEST,
+                    "write /task <title of a new task> or /task <number of an existing task>",
+                )
+        except TaskNotFound:
+            return _rejected(
+                request_key,
+                BindingRejectionReason.TASK_NOT_FOUND,
+                f"task #{request.task_number} was not found in Planfix, or the bridge's "
+                "Planfix user cannot see it",
+                task_number=request.task_number,
+            )
+        except PlanfixUnavailable as error:
+            raise TransientFailure(str(error)) from error
+        except PlanfixRejected as error:
+            log.warning("planfix_refused_bind", error=str(error), code=error.code)
+            return _rejected(
+                request_key,
+                BindingRejectionReason.PLANFIX_REFUSED,
+                f"Planfix refused the request (error code {error.code})",
+                task_number=request.task_number,
+            )
+        key = group_key(request.chat_id, request.thread_id)
+        previous = await self._store.binding_for(key)
+        await self._store.bind(
+            Binding(
+                group_key=key,
+                chat_id=request.chat_id,
+                thread_id=request.thread_id,
+                task_number=number,
+                task_title=title,
+                bound_at=utc_now(),
+                bound_by_user_id=request.requested_by.id,
+                request_key=request_key,
+            )
+        )
+        log.info("group_bound", task_number=number, created_task=created is not None)
+        return BindOutcome(
+            request_key=request_key,
+            created_task_number=created,
+            decided="bound",
+            task_number=number,
+            task_title=title,
+            previous_task_number=previous.task_number
+            if previous and previous.task_number != number
+            else None,
+        )
+
+    async def _publish(self, request: BindRequested, outcome: BindOutcome) -> None:
+        if outcome.decided == "bound" and outcome.task_number is not None:
+            key = derived_key(request, "bound")
+            await self._publisher.publish(
+                TaskBound(
+                    event_id=event_id_for(key),
+                    occurred_at=utc_now(),
+                    correlation_id=request.correlation_id,
+                    causation_id=request.event_id,
+                    chat_id=request.chat_id,
+                    thread_id=request.thread_id,
+                    task_number=outcome.task_number,
+                    task_title=outcome.task_title or "",
+                    created_task=outcome.created_task_number is not None,
+                    requested_by=request.requested_by,
+                    previous_task_number=outcome.previous_task_number,
+                ),
+                subject=subjects.binding_bound(request.chat_id),
+                msg_id=key,
+            )
+        else:
+            key = derived_key(request, "rejected")
+            await self._publisher.publish(
+                BindRejected(
+                    event_id=event_id_for(key),
+                    occurred_at=utc_now(),
+                    correlation_id=request.correlation_id,
+                    causation_id=request.event_id,
+                    chat_id=request.chat_id,
+                    thread_id=request.thread_id,
+                    reason=BindingRejectionReason(outcome.reason or BindingRejectionReason.INVALID_REQUEST),
+                    detail=outcome.detail or "",
+                    task_number=outcome.task_number,
+                ),
+                subject=subjects.binding_rejected(request.chat_id),
+                msg_id=key,
+            )
+
+
+def _rejected(
+    request_key: str, reason: BindingRejectionReason, detail: str, *, task_number: int | None = None
+) -> BindOutcome:
+    log.info("bind_rejected", reason=str(reason))
+    return BindOutcome(
+        request_key=request_key,
+        decided="rejected",
+        reason=str(reason),
+        detail=detail,
+        task_number=task_number,
+    )
+
+
+def _shorten(title: str, limit: int) -> str:
+    title = " ".join(title.split())
+    return title if len(title) <= limit else title[: limit - 1].rstrip() + "…"
+
+
+def _task_description(request: BindRequested) -> str:
+    group = request.chat_title or str(request.chat_id)
+    return html.escape(f"Created from Telegram group «{group}» by {request.requested_by.display}.")

@@ -1,0 +1,78 @@
+"""The binder's MongoDB collections; only the binder reads or writes them.
+
+``bindings``: one document per group (unique ``group_key``): which task the group talks to.
+``bind_requests``: one document per ``/task`` message (``_id`` = its source key): what the
+binder decided, and the task it created, so a redelivered request never creates a second task.
+Only operations that both MongoDB and nx-27017 serve are used (CRUD, unique indexes, upserts).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from motor.motor_asyncio import AsyncIOMotorDatabase
+
+
+def group_key(chat_id: int, thread_id: int | None) -> str:
+    # A forum topic is its own group for binding purposes; a plain group has no thread.
+    return f"{chat_id}" if thread_id is None else f"{chat_id}/{thread_id}"
+
+
+class Binding(msgspec.Struct, frozen=True, kw_only=True):
+    group_key: str
+    chat_id: int
+    thread_id: int | None
+    task_number: int
+    task_title: str
+    bound_at: datetime
+    bound_by_user_id: int
+    request_key: str
+
+
+class BindOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What the binder decided for one request; enough to publish the same event again."""
+
+    request_key: str
+    created_task_number: int | None = None
+    decided: str | None = None  # "bound" | "rejected"
+    task_number: int | None = None
+    task_title: str | None = None
+    previous_task_number: int | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+
+class BindingStore:
+    def __init__(self, database: AsyncIOMotorDatabase[Any]) -> None:
+        self._bindings = database["bindings"]
+        self._requests = database["bind_requests"]
+
+    async def create_indexes(self) -> None:
+        await self._bindings.create_index("group_key", unique=True, name="one_task_per_group")
+        await self._bindings.create_index("task_number", name="by_task")
+
+    async def binding_for(self, key: str) -> Binding | None:
+        document = await self._bindings.find_one({"group_key": key}, {"_id": 0})
+        return msgspec.convert(document, Binding) if document else None
+
+    async def bind(self, binding: Binding) -> None:
+        """Store the binding, replacing the group's previous one (a group talks to one task)."""
+        await self._bindings.update_one(
+            {"group_key": binding.group_key},
+            {"$set": msgspec.to_builtins(binding, builtin_types=(datetime,))},
+            upsert=True,
+        )
+
+    async def outcome_for(self, request_key: str) -> BindOutcome | None:
+        document = await self._requests.find_one({"_id": request_key})
+        if not document:
+            return None
+        document["request_key"] = document.pop("_id")
+        return msgspec.convert(document, BindOutcome)
+
+    async def save_outcome(self, outcome: BindOutcome) -> None:
+        fields = msgspec.to_builtins(outcome)
+        request_key = fields.pop("request_key")
+        await self._requests.update_one({"_id": request_key}, {"$set": fields}, upsert=True)
