@@ -1,0 +1,13 @@
+"""Relay settings: NATS, MongoDB (effect records), Planfix and Telegram credentials."""
+
+from __future__ import annotations
+
+from bridge_lib.settings import MongoSettings, NatsSettings, PlanfixSettings, TelegramSettings
+
+
+class RelaySettings(NatsSettings, MongoSettings, PlanfixSettings, TelegramSettings):
+    @property
+    def planfix_web_url(self) -> str:
+        """``https://acc.planfix.com/`` from ``https://acc.planfix.com/rest/``: where people open tasks."""
+        base = self.planfix_base_url
+        return base[: -len("rest/")] if base.endswith("rest/") else base

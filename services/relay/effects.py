@@ -1,0 +1,41 @@
+"""The relay's effect records in MongoDB: what it already did in the outside world.
+
+``effects``: ``_id`` = an effect key (what was carried where); written after the outbound call
+succeeded, read before making one, so a redelivered event does not post twice.
+``own_comments``: ``_id`` = a Planfix comment id the bridge created; a comment coming back by
+webhook with one of these ids is never echoed into the group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo.errors import DuplicateKeyError
+
+
+class EffectStore:
+    def __init__(self, database: AsyncIOMotorDatabase[Any]) -> None:
+        self._effects = database["effects"]
+        self._own_comments = database["own_comments"]
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        document: dict[str, Any] | None = await self._effects.find_one({"_id": key})
+        return document
+
+    async def record(self, key: str, **result: Any) -> None:
+        # Recorded by an earlier delivery of the same event? Then the first record stands.
+        with contextlib.suppress(DuplicateKeyError):
+            await self._effects.insert_one({"_id": key, "recorded_at": datetime.now(UTC), **result})
+
+    async def remember_own_comment(self, comment_id: int, *, task_number: int, source_object_id: str) -> None:
+        await self._own_comments.update_one(
+            {"_id": comment_id},
+            {"$set": {"task_number": task_number, "source_object_id": source_object_id}},
+            upsert=True,
+        )
+
+    async def is_own_comment(self, comment_id: int) -> bool:
+        return await self._own_comments.find_one({"_id": comment_id}) is not None

@@ -1,0 +1,136 @@
+"""Text on the way across: Telegram text -> Planfix comment HTML, Planfix HTML -> Telegram HTML.
+
+Telegram's HTML parse mode accepts only a few tags (b, i, u, s, code, pre, a, blockquote,
+tg-spoiler); anything else makes ``sendMessage`` fail, so Planfix HTML is rebuilt from a
+whitelist: known tags are mapped, unknown ones dropped with their text kept, and every piece of
+text is escaped again.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from html.parser import HTMLParser
+
+from contracts.events import BindRejected, PlanfixCommentAdded, TaskBound, TelegramMessageReceived
+
+TELEGRAM_TEXT_LIMIT = 4096
+
+_INLINE_TAGS = {
+    "b": "b", "strong": "b", "i": "i", "em": "i", "u": "u", "ins": "u",
+    "s": "s", "strike": "s", "del": "s", "code": "code", "pre": "pre", "blockquote": "blockquote",
+}  # fmt: skip
+_BLOCK_TAGS = {"p", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "table"}
+
+
+def planfix_comment_html(message: TelegramMessageReceived) -> str:
+    """The comment a Telegram message becomes: who wrote it, then the text."""
+    author = f"<b>{html.escape(message.sender.full_name)}</b>"
+    if message.sender.username:
+        author += f" (@{html.escape(message.sender.username)})"
+    body = html.escape(message.text).replace("\n", "<br>")
+    return f"<p>{author} · Telegram</p><p>{body}</p>"
+
+
+def telegram_comment_text(comment: PlanfixCommentAdded) -> str:
+    author = html.escape(comment.author.name or "Planfix")
+    return f"<b>{author}</b> · Planfix:\n{planfix_html_to_telegram(comment.text_html)}"
+
+
+def bound_notice(event: TaskBound, task_url: str) -> str:
+    title = html.escape(event.task_title)
+    how = "created and bound" if event.created_task else "bound"
+    link = f'<a href="{html.escape(task_url)}">#{event.task_number}</a>'
+    lines = [
+        f"✅ This group is now {how} to Planfix task {link} «{title}».",
+        "Messages written here become comments in the task; new comments in the task appear here.",
+    ]
+    if event.previous_task_number is not None:
+        lines.append(f"(It was bound to task #{event.previous_task_number} before.)")
+    return "\n".join(lines)
+
+
+def rejected_notice(event: BindRejected) -> str:
+    return f"⚠️ Could not bind this group: {html.escape(event.detail)}."
+
+
+class _TelegramHtmlBuilder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.open_tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "br":
+            self.parts.append("\n")
+        elif tag == "li":
+            self.parts.append("• ")
+        elif tag == "a":
+            href = dict(attrs).get("href") or ""
+            if href.startswith(("http://", "https://", "tg://", "mailto:")):
+                self._open("a", f'<a href="{html.escape(href)}">')
+        elif tag in _INLINE_TAGS:
+            mapped = _INLINE_TAGS[tag]
+            self._open(mapped, f"<{mapped}>")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+        mapped = "a" if tag == "a" else _INLINE_TAGS.get(tag)
+        if mapped and mapped in self.open_tags:
+            # Close everything opened inside it too, so the output always nests properly.
+            while self.open_tags:
+                closing = self.open_tags.pop()
+                self.parts.append(f"</{closing}>")
+                if closing == mapped:
+                    break
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(html.escape(data, quote=False))
+
+    def _open(self, name: str, markup: str) -> None:
+        self.open_tags.append(name)
+        self.parts.append(markup)
+
+    def result(self) -> str:
+        self.close()
+        closing = "".join(f"</{name}>" for name in reversed(self.open_tags))
+        return "".join(self.parts) + closing
+
+
+def planfix_html_to_telegram(source: str) -> str:
+    builder = _TelegramHtmlBuilder()
+    builder.feed(source)
+    text = builder.result()
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def split_for_telegram(text: str, limit: int = TELEGRAM_TEXT_LIMIT) -> list[str]:
+    """Split a long message into parts Telegram accepts, in order, nothing lost.
+
+    Splits on line, then word boundaries. A part that would cut through markup falls back to
+    plain text for that message, so no part carries a half-open tag.
+    """
+    if len(text) <= limit:
+        return [text]
+    plain = html.escape(html.unescape(re.sub(r"<[^>]+>", "", text)), quote=False)
+    parts: list[str] = []
+    current = ""
+    for line in plain.split("\n"):
+        while len(line) > limit:
+            cut = line.rfind(" ", 0, limit)
+            cut = cut if cut > 0 else limit
+            if current:
+                parts.append(current)
+                current = ""
+            parts.append(line[:cut])
+            line = line[cut:].lstrip()
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > limit:
+            parts.append(current)
+            current = line
+        else:
+            current = candidate
+    if current:
+        parts.append(current)
+    return parts
