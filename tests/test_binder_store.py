@@ -1,0 +1,85 @@
+"""The binder's store against the embedded nx-27017, or real MongoDB when MONGODB_URL is set."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo.errors import DuplicateKeyError
+
+from contracts.events import utc_now
+from services.binder.store import Binding, BindingStore, BindOutcome, group_key
+from tests.support import LoopThread
+
+
+@pytest.fixture
+def store(loop: LoopThread, mongo_url: str) -> Iterator[tuple[BindingStore, Any]]:
+    client: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(
+        mongo_url, tz_aware=True, io_loop=loop.loop
+    )
+    name = f"test_binder_{uuid.uuid4().hex[:8]}"
+    database = client[name]
+    binding_store = BindingStore(database)
+    loop.run(binding_store.create_indexes())
+    try:
+        yield binding_store, database
+    finally:
+        loop.run(client.drop_database(name))
+        client.close()
+
+
+def binding(chat_id: int, task_number: int) -> Binding:
+    return Binding(
+        group_key=group_key(chat_id, None),
+        chat_id=chat_id,
+        thread_id=None,
+        task_number=task_number,
+        task_title=f"task {task_number}",
+        bound_at=utc_now(),
+        bound_by_user_id=1,
+        request_key=f"r{task_number}",
+    )
+
+
+def test_binding_again_replaces_the_groups_task(loop: LoopThread, store: tuple[BindingStore, Any]) -> None:
+    binding_store, database = store
+    loop.run(binding_store.bind(binding(-100, 1)))
+    loop.run(binding_store.bind(binding(-100, 2)))
+
+    found = loop.run(binding_store.binding_for(group_key(-100, None)))
+    assert found is not None
+    assert found.task_number == 2
+    assert loop.run(database["bindings"].count_documents({})) == 1
+
+
+def test_one_task_per_group_is_enforced_by_a_unique_index(
+    loop: LoopThread, store: tuple[BindingStore, Any]
+) -> None:
+    binding_store, database = store
+    loop.run(binding_store.bind(binding(-100, 1)))
+    with pytest.raises(DuplicateKeyError):
+        loop.run(database["bindings"].insert_one({"group_key": group_key(-100, None), "task_number": 9}))
+
+
+def test_an_outcome_is_remembered_per_request(loop: LoopThread, store: tuple[BindingStore, Any]) -> None:
+    binding_store, _ = store
+    loop.run(binding_store.save_outcome(BindOutcome(request_key="tg:bind:-1:5", created_task_number=77)))
+    loop.run(
+        binding_store.save_outcome(
+            BindOutcome(
+                request_key="tg:bind:-1:5",
+                created_task_number=77,
+                decided="bound",
+                task_number=77,
+                task_title="t",
+            )
+        )
+    )
+    outcome = loop.run(binding_store.outcome_for("tg:bind:-1:5"))
+    assert outcome == BindOutcome(
+        request_key="tg:bind:-1:5", created_task_number=77, decided="bound", task_number=77, task_title="t"
+    )
+    assert loop.run(binding_store.outcome_for("tg:bind:-1:6")) is None

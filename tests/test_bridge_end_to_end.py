@@ -1,0 +1,330 @@
+"""The whole bridge, end to end: the four services as processes, real NATS JetStream, the real
+store, the real aiogram and httpx clients, and fake Telegram and Planfix HTTP servers.
+
+Each test reads as the feature: given what people do in Telegram or Planfix, expect what the
+fakes receive (and, where it matters, the events on the streams).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from motor.motor_asyncio import AsyncIOMotorClient
+
+from bridge_lib import devstack
+from contracts.events import (
+    BindRejected,
+    PlanfixCommentAdded,
+    PlanfixCommentPosted,
+    TaskBound,
+    TelegramMessageReceived,
+)
+from sandbox.fake_planfix import FakePlanfix
+from sandbox.fake_telegram import FakeTelegram
+from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET
+from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events, stays
+
+SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
+
+
+@dataclass
+class Bridge:
+    nats_url: str
+    mongo_url: str
+    database: str
+    webhook_url: str
+    processes: dict[str, ServiceProcess]
+    loop: LoopThread
+
+    def events(self, subject_filter: str) -> list[Any]:
+        return [event for _, event in self.loop.run(read_stream_events(self.nats_url, subject_filter))]
+
+    def binding_document(self, chat_id: int) -> dict[str, Any] | None:
+        async def find() -> dict[str, Any] | None:
+            client: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(self.mongo_url)
+            try:
+                document: dict[str, Any] | None = await client[self.database]["bindings"].find_one(
+                    {"chat_id": chat_id}
+                )
+                return document
+            finally:
+                client.close()
+
+        return self.loop.run(find())
+
+    def restart(self, name: str) -> None:
+        assert self.processes[name].stop() == 0, (
+            f"{name} did not stop cleanly:\n{self.processes[name].log_text()}"
+        )
+        self.processes[name].start()
+
+
+@pytest.fixture(scope="module")
+def bridge(
+    loop: LoopThread,
+    work_dir: Path,
+    mongo_url: str,
+    fake_telegram: FakeTelegram,
+    fake_planfix: FakePlanfix,
+) -> Iterator[Bridge]:
+    # A NATS server of its own: no events from other test modules reach these services.
+    nats = devstack.start_nats(work_dir / "e2e-nats", log_file=work_dir / "e2e-nats.log")
+    webhook_port = devstack.free_port()
+    database = f"e2e_{webhook_port}"
+    env = {
+        "NATS_URL": nats.extra["url"],
+        "MONGODB_URL": mongo_url,
+        "MONGODB_DATABASE": database,
+        "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
+        "TELEGRAM_API_BASE_URL": fake_telegram.base_url,
+        "PLANFIX_BASE_URL": fake_planfix.base_url,
+        "PLANFIX_API_TOKEN": PLANFIX_TOKEN,
+        "PLANFIX_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "PLANFIX_WEBHOOK_PORT": str(webhook_port),
+        "PLANFIX_WEBHOOK_HOST": "127.0.0.1",
+        "LOG_LEVEL": "INFO",
+    }
+    log_dir = work_dir / "e2e-logs"
+    log_dir.mkdir(exist_ok=True)
+    processes = {name: ServiceProcess(name, env, log_dir).start() for name in SERVICES}
+    webhook_url = f"http://127.0.0.1:{webhook_port}/planfix/webhook/{WEBHOOK_SECRET}"
+    previous_webhook_url = fake_planfix.webhook_url
+    fake_planfix.webhook_url = webhook_url
+    try:
+        devstack.wait_for_port(webhook_port, timeout_s=30, what="planfix_gateway")
+        bridge = Bridge(nats.extra["url"], mongo_url, database, webhook_url, processes, loop)
+        # Ready when the relay's consumers exist (it starts them after its directory caught up).
+        eventually(
+            lambda: "relay_started" in processes["relay"].log_text(), timeout_s=30, what="relay started"
+        )
+        eventually(
+            lambda: "binder_started" in processes["binder"].log_text(), timeout_s=30, what="binder started"
+        )
+        yield bridge
+    finally:
+        fake_planfix.webhook_url = previous_webhook_url
+        for process in processes.values():
+            process.stop()
+        nats.stop()
+        for name, process in processes.items():
+            assert "Traceback" not in process.log_text(), f"{name} logged a traceback:\n{process.log_text()}"
+
+
+def texts_sent(fake_telegram: FakeTelegram, chat_id: int) -> list[str]:
+    return [str(message["text"]) for message in fake_telegram.sent_messages(chat_id)]
+
+
+def bind_new_task(bridge: Bridge, fake_telegram: FakeTelegram, chat_id: int, title: str) -> int:
+    fake_telegram.add_group_message(chat_id, f"/task {title}")
+    bound = eventually(
+        lambda: [e for e in bridge.events("binding.>") if isinstance(e, TaskBound) and e.chat_id == chat_id],
+        what="task bound",
+    )
+    eventually(lambda: texts_sent(fake_telegram, chat_id), what="confirmation sent")
+    number: int = bound[0].task_number
+    return number
+
+
+# --- binding ----------------------------------------------------------------------------------
+
+
+def test_task_with_a_title_creates_the_task_binds_the_group_and_confirms(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Fix the printer")
+
+    task = fake_planfix.task(number)
+    assert task is not None
+    assert task.name == "Fix the printer"
+    document = bridge.binding_document(unique_chat_id)
+    assert document is not None
+    assert document["task_number"] == number
+    [confirmation] = texts_sent(fake_telegram, unique_chat_id)
+    assert f"#{number}" in confirmation
+    assert "Fix the printer" in confirmation
+
+
+def test_task_with_a_number_binds_an_existing_task(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = fake_planfix.add_task("Printer on floor 3")
+
+    fake_telegram.add_group_message(unique_chat_id, f"/task {number}")
+
+    [confirmation] = eventually(lambda: texts_sent(fake_telegram, unique_chat_id), what="confirmation")
+    assert f"#{number}" in confirmation
+    assert "Printer on floor 3" in confirmation
+    document = bridge.binding_document(unique_chat_id)
+    assert document is not None
+    assert document["task_number"] == number
+
+
+def test_task_with_a_missing_number_tells_the_group_why_and_stores_nothing(
+    bridge: Bridge, fake_telegram: FakeTelegram, unique_chat_id: int
+) -> None:
+    fake_telegram.add_group_message(unique_chat_id, "/task 999999")
+
+    [reason] = eventually(lambda: texts_sent(fake_telegram, unique_chat_id), what="rejection")
+    assert "999999" in reason
+    assert "not found" in reason
+    assert bridge.binding_document(unique_chat_id) is None
+    rejected = [
+        e for e in bridge.events("binding.>") if isinstance(e, BindRejected) and e.chat_id == unique_chat_id
+    ]
+    assert len(rejected) == 1
+
+
+# --- Telegram -> Planfix ------------------------------------------------------------------------
+
+
+def test_a_message_in_a_bound_group_becomes_one_comment_naming_the_author_and_never_echoes(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Echo check")
+    messages_before = len(texts_sent(fake_telegram, unique_chat_id))
+
+    fake_telegram.add_group_message(
+        unique_chat_id,
+        "The printer says <PC LOAD LETTER> & stops",
+        first_name="Anna",
+        last_name="Ivanova",
+        username="anna_iv",
+    )
+
+    [comment] = eventually(lambda: fake_planfix.comments(number), what="comment posted")
+    assert "Anna Ivanova" in comment.description
+    assert "@anna_iv" in comment.description
+    assert "&lt;PC LOAD LETTER&gt; &amp; stops" in comment.description
+    # Planfix's scenario sends the bridge's own comment back; the bridge fetches it and stops there.
+    eventually(
+        lambda: [
+            e
+            for e in bridge.events("planfix.>")
+            if isinstance(e, PlanfixCommentAdded) and e.comment_id == comment.id
+        ],
+        what="own comment came back by webhook",
+    )
+    stays(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == messages_before, what="no echo")
+    assert len(fake_planfix.comments(number)) == 1
+
+
+def test_the_same_update_delivered_twice_is_still_one_comment(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Twice")
+
+    update = fake_telegram.add_group_message(unique_chat_id, "only once please")
+    fake_telegram.add_update(update)
+
+    eventually(lambda: fake_planfix.comments(number), what="comment posted")
+    stays(lambda: len(fake_planfix.comments(number)) == 1, what="exactly one comment")
+    received = [
+        e
+        for e in bridge.events("telegram.>")
+        if isinstance(e, TelegramMessageReceived) and e.chat_id == unique_chat_id
+    ]
+    assert len(received) == 1
+
+
+def test_a_message_from_an_unbound_group_is_not_relayed(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    calls_before = len([call for call in fake_planfix.calls if "/comments/" in call.path])
+
+    fake_telegram.add_group_message(unique_chat_id, "is anyone there?")
+
+    eventually(
+        lambda: [e for e in bridge.events("telegram.>") if getattr(e, "chat_id", None) == unique_chat_id],
+        what="message received by the gateway",
+    )
+    stays(
+        lambda: len([call for call in fake_planfix.calls if "/comments/" in call.path]) == calls_before,
+        what="no comment posted",
+    )
+
+
+# --- Planfix -> Telegram ------------------------------------------------------------------------
+
+
+def test_a_comment_in_a_bound_task_becomes_one_message_naming_the_author(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "From Planfix")
+    before = len(texts_sent(fake_telegram, unique_chat_id))
+
+    fake_planfix.add_employee_comment(
+        number, "<p>Replaced the <b>toner</b>.</p>", author_name="Olga Smirnova"
+    )
+
+    eventually(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == before + 1, what="message sent")
+    text = texts_sent(fake_telegram, unique_chat_id)[-1]
+    assert "Olga Smirnova" in text
+    assert "Replaced the <b>toner</b>." in text
+    stays(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == before + 1, what="exactly one message")
+
+
+def test_the_same_webhook_posted_twice_is_still_one_message(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Webhook twice")
+    before = len(texts_sent(fake_telegram, unique_chat_id))
+
+    comment_id = fake_planfix.add_employee_comment(number, "Done twice?")
+    fake_planfix.post_webhook(number, comment_id)
+
+    eventually(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == before + 1, what="message sent")
+    stays(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == before + 1, what="exactly one message")
+
+
+def test_the_webhook_refuses_a_wrong_secret_and_bad_bodies_and_keeps_serving(bridge: Bridge) -> None:
+    wrong = bridge.webhook_url.rsplit("/", 1)[0] + "/not-the-secret"
+    with httpx.Client(timeout=5) as client:
+        assert client.post(wrong, json={"task": 1, "comment": 2}).status_code == 401
+        assert (
+            client.post(bridge.webhook_url, content=b'{"task": "4821", "comment": "no "quotes"}').status_code
+            == 400
+        )
+        assert client.post(bridge.webhook_url, json={"task": 1}).status_code == 400
+        assert client.get(bridge.webhook_url.split("/planfix/")[0] + "/healthz").status_code == 200
+
+
+# --- durability -------------------------------------------------------------------------------
+
+
+def test_restarting_the_relay_between_two_messages_loses_and_repeats_nothing(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Restart me")
+    fake_telegram.add_group_message(unique_chat_id, "first, before the restart")
+    eventually(lambda: len(fake_planfix.comments(number)) == 1, what="first comment")
+
+    bridge.processes["relay"].stop()
+    fake_telegram.add_group_message(unique_chat_id, "second, while the relay is down")
+    eventually(
+        lambda: [
+            e
+            for e in bridge.events("telegram.>")
+            if isinstance(e, TelegramMessageReceived)
+            and e.text.startswith("second")
+            and e.chat_id == unique_chat_id
+        ],
+        what="second message stored in the stream",
+    )
+    bridge.processes["relay"].start()
+
+    eventually(lambda: len(fake_planfix.comments(number)) == 2, timeout_s=30, what="second comment")
+    stays(lambda: len(fake_planfix.comments(number)) == 2, what="no duplicates")
+    first, second = fake_planfix.comments(number)
+    assert "first, before the restart" in first.description
+    assert "second, while the relay is down" in second.description
+    posted = [
+        e
+        for e in bridge.events("effect.>")
+        if isinstance(e, PlanfixCommentPosted) and e.task_number == number
+    ]
+    assert len(posted) == 2

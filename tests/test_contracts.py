@@ -1,0 +1,103 @@
+"""Contracts: every event survives the wire, tags are stable, subjects land in their streams."""
+
+from __future__ import annotations
+
+import fnmatch
+import typing
+
+import msgspec
+import pytest
+
+from contracts import subjects
+from contracts.events import (
+    AnyEvent,
+    TelegramMessageReceived,
+    TelegramUser,
+    decode_event,
+    encode_event,
+    event_id_for,
+    utc_now,
+)
+
+EXPECTED_TAGS = {
+    "telegram.message_received.v1",
+    "binding.bind_requested.v1",
+    "binding.task_bound.v1",
+    "binding.bind_rejected.v1",
+    "planfix.comment_webhook_received.v1",
+    "planfix.comment_added.v1",
+    "effect.planfix_comment_posted.v1",
+    "effect.telegram_message_sent.v1",
+}
+
+
+def test_every_event_type_has_its_explicit_stable_tag() -> None:
+    tags = {event_type.__struct_config__.tag for event_type in typing.get_args(AnyEvent)}
+    assert tags == EXPECTED_TAGS
+
+
+def test_an_event_round_trips_with_its_tag_and_envelope() -> None:
+    event = TelegramMessageReceived(
+        event_id=event_id_for("tg:msg:-100:1"),
+        occurred_at=utc_now(),
+        correlation_id="c",
+        causation_id="tg:update:9",
+        chat_id=-100,
+        message_id=1,
+        sender=TelegramUser(id=5, full_name="Ivan"),
+        text="hi",
+        sent_at=utc_now(),
+    )
+    wire = encode_event(event)
+    assert msgspec.json.decode(wire)["type"] == "telegram.message_received.v1"
+    assert decode_event(wire) == event
+
+
+def test_an_older_consumer_skips_fields_it_does_not_know() -> None:
+    event = TelegramMessageReceived(
+        event_id="e",
+        occurred_at=utc_now(),
+        correlation_id="c",
+        causation_id="x",
+        chat_id=-1,
+        message_id=1,
+        sender=TelegramUser(id=5, full_name="Ivan"),
+        text="hi",
+        sent_at=utc_now(),
+    )
+    raw = msgspec.json.decode(encode_event(event))
+    raw["added_in_a_later_version"] = {"anything": 1}
+    assert decode_event(msgspec.json.encode(raw)) == event
+
+
+def test_event_ids_derive_from_source_keys() -> None:
+    assert event_id_for("tg:msg:-100:1") == event_id_for("tg:msg:-100:1")
+    assert event_id_for("tg:msg:-100:1") != event_id_for("tg:msg:-100:2")
+
+
+def test_undecodable_input_raises_a_clear_error() -> None:
+    with pytest.raises(msgspec.ValidationError):
+        decode_event(b'{"type": "no.such.event.v1"}')
+    with pytest.raises(msgspec.DecodeError):
+        decode_event(b"not json")
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        subjects.telegram_message_received(-1001),
+        subjects.telegram_bind_requested(-1001),
+        subjects.planfix_comment_webhook(4821),
+        subjects.planfix_comment_added(4821),
+        subjects.binding_bound(-1001),
+        subjects.binding_rejected(-1001),
+        subjects.planfix_comment_posted(4821),
+        subjects.telegram_message_sent(-1001),
+    ],
+)
+def test_every_subject_belongs_to_exactly_one_stream(subject: str) -> None:
+    def matches(pattern: str) -> bool:
+        return fnmatch.fnmatch(subject, pattern.replace(">", "*"))
+
+    owners = [spec.name for spec in subjects.ALL_STREAMS if any(matches(p) for p in spec.subjects)]
+    assert len(owners) == 1

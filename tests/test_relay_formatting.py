@@ -1,0 +1,65 @@
+"""What text looks like on the other side."""
+
+from __future__ import annotations
+
+from contracts.events import TelegramMessageReceived, TelegramUser, utc_now
+from services.relay.formatting import (
+    TELEGRAM_TEXT_LIMIT,
+    planfix_comment_html,
+    planfix_html_to_telegram,
+    split_for_telegram,
+)
+
+
+def message(text: str, username: str | None = "ivan_p") -> TelegramMessageReceived:
+    return TelegramMessageReceived(
+        event_id="e",
+        occurred_at=utc_now(),
+        correlation_id="c",
+        causation_id="u",
+        chat_id=-1,
+        message_id=1,
+        sender=TelegramUser(id=1, full_name="Ivan <Petrov>", username=username),
+        text=text,
+        sent_at=utc_now(),
+    )
+
+
+def test_a_telegram_message_becomes_escaped_html_with_its_author() -> None:
+    html = planfix_comment_html(message("<script>alert(1)</script>\nsecond line"))
+    assert "<b>Ivan &lt;Petrov&gt;</b> (@ivan_p)" in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;<br>second line" in html
+    assert "<script>" not in html
+
+
+def test_an_author_without_username_is_named_by_name_only() -> None:
+    assert "(@" not in planfix_comment_html(message("hi", username=None))
+
+
+def test_planfix_html_keeps_what_telegram_supports_and_drops_the_rest() -> None:
+    converted = planfix_html_to_telegram(
+        '<p>Hello <strong>team</strong>,<br>see <a href="https://x.example/a?b=1&amp;c=2">this</a></p>'
+        '<span style="color:red">red</span><ul><li>one</li><li>two</li></ul><img src="x.png">'
+    )
+    assert converted == (
+        'Hello <b>team</b>,\nsee <a href="https://x.example/a?b=1&amp;c=2">this</a>\nred• one\n• two'
+    )
+
+
+def test_unbalanced_planfix_html_still_nests_properly() -> None:
+    assert planfix_html_to_telegram("<b>bold <i>both</b> after") == "<b>bold <i>both</i></b> after"
+    assert planfix_html_to_telegram("<i>never closed") == "<i>never closed</i>"
+    assert planfix_html_to_telegram("1 &lt; 2 &amp; 3") == "1 &lt; 2 &amp; 3"
+
+
+def test_javascript_links_are_dropped() -> None:
+    assert planfix_html_to_telegram('<a href="javascript:alert(1)">x</a>') == "x"
+
+
+def test_a_long_message_is_split_in_order_without_loss() -> None:
+    lines = [f"line {n} " + "word " * 30 for n in range(300)]
+    text = "\n".join(lines)
+    parts = split_for_telegram(text)
+    assert len(parts) > 1
+    assert all(len(part) <= TELEGRAM_TEXT_LIMIT for part in parts)
+    assert "\n".join(parts).split() == text.split()
