@@ -1,0 +1,511 @@
+"""A fake Planfix REST API v2 (and its "comment added" scenario) for tests and the sandbox.
+
+It serves the calls ``bridge_lib.planfix.PlanfixClient`` makes, with the shapes and error codes
+of the project's reference notes (``/work/shared/reference/planfix-api.md``):
+
+* ``Authorization: Bearer <token>`` (or ``?access_token=`` on GET); else HTTP 401, code 1.
+* errors are ``{"result": "fail", "code": N, "error": text}``: 30 bad JSON, 40 missing
+  parameter, 41 bad value, 1000 unknown task, 5000 unknown comment (HTTP 400, our guess: the
+  real statuses are undocumented).
+* ``sourceObjectId`` of a comment is shown only to a reader passing the same ``sourceId`` the
+  comment was created with: our assumption of how Planfix scopes it.
+* comments written through the API belong to the token's employee (the robot).
+
+The scenario side behaves like an automatic scenario's "HTTP request" action: one request at
+a time per account (a single worker drains a queue), ids pasted into a hand-written JSON
+template as text. By default it fires for every new comment, including the bridge's own (the
+worst case for echo loops, since Planfix may do so: reference §5.10).
+
+Not simulated: the 1 request/second limit, retries after a failed scenario request (tests
+re-fire with ``post_webhook``), the 3-minute stall after a failure.
+
+Tests drive it from their own thread while the server runs on another thread's loop: state
+sits behind a ``threading.Lock``, webhook sends are handed to the server's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+FIRST_TASK_NUMBER = 4800
+FIRST_COMMENT_ID = 90001
+MAX_PAGE_SIZE = 100
+ROBOT_ID = "user:1"
+
+CODE_UNKNOWN = 0
+CODE_BAD_TOKEN = 1
+CODE_BAD_JSON = 30
+CODE_MISSING_PARAMETER = 40
+CODE_BAD_PARAMETER = 41
+CODE_TASK_NOT_FOUND = 1000
+CODE_COMMENT_NOT_FOUND = 5000
+
+# What a comment read returns when the caller names no fields (the real default is undocumented).
+DEFAULT_COMMENT_FIELDS = ("id", "dateTime", "description", "owner", "task")
+
+
+@dataclass(frozen=True)
+class FakeComment:
+    id: int
+    task_number: int
+    description: str
+    owner_id: str
+    owner_name: str
+    source_id: str | None
+    source_object_id: str | None
+    created_at: datetime
+    files: tuple[int, ...] = ()
+
+
+@dataclass
+class FakeTask:
+    number: int
+    name: str
+    description: str = ""
+    comments: list[FakeComment] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    task_number: int
+    comment_id: int
+    # HTTP status of the answer; 0 when no answer came (refused, timed out).
+    status: int
+    body: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordedCall:
+    method: str
+    path: str
+    query: dict[str, str]
+    # The parsed JSON body, or None (no body, or not JSON).
+    json: Any
+    status: int = 0
+
+
+class _Fail(Exception):
+    """A Planfix error answer."""
+
+    def __init__(self, status: int, code: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+_NO_BODY = object()
+_BAD_JSON = object()
+# The parsed request body (or one of the two markers above), read once by the middleware.
+_BODY = web.RequestKey("planfix_body", object)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class FakePlanfix:
+    def __init__(self, *, token: str, robot_name: str = "Bridge Robot") -> None:
+        self._token = token
+        self._lock = threading.Lock()
+        self._tasks: dict[int, FakeTask] = {}
+        self._comments: dict[int, FakeComment] = {}
+        self._people: dict[str, str] = {ROBOT_ID: robot_name}
+        self._next_task = FIRST_TASK_NUMBER
+        self._next_comment = FIRST_COMMENT_ID
+        self._unavailable = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._queue: asyncio.Queue[tuple[str, int, int]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self.base_url = ""
+        self.webhook_url: str | None = None
+        self.fire_webhooks_for_api_comments = True
+        self.webhook_deliveries: list[WebhookDelivery] = []
+        self.calls: list[RecordedCall] = []
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._loop = asyncio.get_running_loop()
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_get("/rest/ping", self._ping)
+        for suffix in ("", "/"):
+            app.router.add_post("/rest/task" + suffix, self._create_task)
+            app.router.add_post(r"/rest/task/{number:\d+}/comments" + suffix, self._add_comment)
+        app.router.add_get(r"/rest/task/{number:\d+}", self._get_task)
+        app.router.add_post(r"/rest/task/{number:\d+}/comments/list", self._list_comments)
+        app.router.add_get(r"/rest/comment/{id:\d+}", self._get_comment)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound_port = self._runner.addresses[0][1]
+        self.base_url = f"http://{host}:{bound_port}/rest/"
+        # Planfix may wait a while for an answer; 30 s keeps a hung receiver from blocking tests forever.
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.create_task(self._webhook_worker())
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # --- driving and observing (any thread) --------------------------------------------------
+
+    def add_task(self, name: str, *, number: int | None = None) -> int:
+        with self._lock:
+            return self._add_task_locked(name, "", number)
+
+    def task(self, number: int) -> FakeTask | None:
+        with self._lock:
+            task = self._tasks.get(number)
+            return replace(task, comments=list(task.comments)) if task else None
+
+    def comments(self, task_number: int) -> list[FakeComment]:
+        with self._lock:
+            task = self._tasks.get(task_number)
+            return list(task.comments) if task else []
+
+    def add_employee_comment(
+        self,
+        task_number: int,
+        text_html: str,
+        *,
+        author_id: str = "user:7",
+        author_name: str = "Olga Smirnova",
+        fire_webhook: bool = True,
+    ) -> int:
+        """A comment as if written in the Planfix UI; fires the scenario request in the background."""
+        with self._lock:
+            if task_number not in self._tasks:
+                raise KeyError(f"no task {task_number} in the fake")
+            self._people[author_id] = author_name
+            comment = self._add_comment_locked(task_number, text_html, author_id, None, None, ())
+        if fire_webhook:
+            self._schedule_webhook(task_number, comment.id)
+        return comment.id
+
+    def post_webhook(self, task_number: int, comment_id: int) -> None:
+        """Fire (again) the scenario request for a comment, e.g. to test a duplicate."""
+        self._schedule_webhook(task_number, comment_id)
+
+    def set_unavailable(self, unavailable: bool) -> None:
+        with self._lock:
+            self._unavailable = unavailable
+
+    # --- HTTP plumbing ----------------------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        raw = await request.read()
+        request[_BODY] = _parse_body(raw)
+        with self._lock:
+            unavailable = self._unavailable
+        response: web.StreamResponse
+        try:
+            if unavailable:
+                # An outage usually shows up as a proxy's HTML page, not as a Planfix JSON error.
+                response = web.Response(
+                    status=503,
+                    text="<html><body>503 Service Unavailable</body></html>",
+                    content_type="text/html",
+                )
+            elif not self._authorized(request):
+                raise _Fail(401, CODE_BAD_TOKEN, "Invalid or missing token")
+            else:
+                response = await handler(request)
+        except _Fail as fail:
+            response = web.json_response(
+                {"result": "fail", "code": fail.code, "error": fail.message}, status=fail.status
+            )
+        except web.HTTPException as error:
+            self._record(request, error.status)
+            raise
+        self._record(request, response.status)
+        return response
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        if header == f"Bearer {self._token}":
+            return True
+        # The docs allow the token as a query parameter on GET requests.
+        return request.method == "GET" and request.query.get("access_token") == self._token
+
+    def _record(self, request: web.Request, status: int) -> None:
+        body = request.get(_BODY)
+        call = RecordedCall(
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            json=None if body is _NO_BODY or body is _BAD_JSON else body,
+            status=status,
+        )
+        with self._lock:
+            self.calls.append(call)
+
+    # --- endpoints --------------------------------------------------------------------------
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        return _success()
+
+    async def _create_task(self, request: web.Request) -> web.Response:
+        body = _json_object(request)
+        name = _required_str(body, "name")
+        description = _optional_str(body, "description") or ""
+        with self._lock:
+            number = self._add_task_locked(name, description, None)
+        return _success(id=number)
+
+    async def _get_task(self, request: web.Request) -> web.Response:
+        number = int(request.match_info["number"])
+        with self._lock:
+            task = self._tasks.get(number)
+        if task is None:
+            raise _Fail(400, CODE_TASK_NOT_FOUND, f"Task {number} does not exist")
+        full: dict[str, Any] = {
+            "id": task.number,
+            "name": task.name,
+            "description": task.description,
+            "isDeleted": False,
+        }
+        return _success(task=_select(full, request.query.get("fields", ""), ("id", "name")))
+
+    async def _add_comment(self, request: web.Request) -> web.Response:
+        number = int(request.match_info["number"])
+        body = _json_object(request)
+        description = _optional_str(body, "description")
+        files = _file_ids(body)
+        if description is None and not files:
+            raise _Fail(400, CODE_MISSING_PARAMETER, "Required parameter 'description' is missing")
+        source_id = _optional_str(body, "sourceId")
+        source_object_id = _optional_str(body, "sourceObjectId")
+        owner_id = _owner_id(body) or ROBOT_ID
+        with self._lock:
+            if number not in self._tasks:
+                raise _Fail(400, CODE_TASK_NOT_FOUND, f"Task {number} does not exist")
+            comment = self._add_comment_locked(
+                number, description or "", owner_id, source_id, source_object_id, files
+            )
+        if self.fire_webhooks_for_api_comments:
+            self._schedule_webhook(number, comment.id)
+        return _success(id=comment.id)
+
+    async def _list_comments(self, request: web.Request) -> web.Response:
+        number = int(request.match_info["number"])
+        body = _json_object(request, empty_ok=True)
+        offset = _int_param(body, "offset", 0)
+        page_size = _int_param(body, "pageSize", MAX_PAGE_SIZE)
+        if offset < 0 or page_size < 1:
+            raise _Fail(400, CODE_BAD_PARAMETER, "offset must be >= 0 and pageSize >= 1")
+        # Lists return at most 100 items whatever the caller asks for.
+        page_size = min(page_size, MAX_PAGE_SIZE)
+        reader_source = _optional_str(body, "sourceId")
+        fields = body.get("fields", "")
+        with self._lock:
+            task = self._tasks.get(number)
+            if task is None:
+                raise _Fail(400, CODE_TASK_NOT_FOUND, f"Task {number} does not exist")
+            page = task.comments[offset : offset + page_size]
+            rendered = [
+                self._comment_json(c, fields if isinstance(fields, str) else "", reader_source) for c in page
+            ]
+        return _success(comments=rendered)
+
+    async def _get_comment(self, request: web.Request) -> web.Response:
+        comment_id = int(request.match_info["id"])
+        with self._lock:
+            comment = self._comments.get(comment_id)
+            if comment is None:
+                raise _Fail(400, CODE_COMMENT_NOT_FOUND, f"Comment {comment_id} does not exist")
+            rendered = self._comment_json(
+                comment, request.query.get("fields", ""), request.query.get("sourceId")
+            )
+        return _success(comment=rendered)
+
+    # --- state (call with the lock held) ----------------------------------------------------
+
+    def _add_task_locked(self, name: str, description: str, number: int | None) -> int:
+        if number is None:
+            while self._next_task in self._tasks:
+                self._next_task += 1
+            number = self._next_task
+        elif number in self._tasks:
+            raise ValueError(f"task {number} already exists in the fake")
+        self._tasks[number] = FakeTask(number=number, name=name, description=description)
+        return number
+
+    def _add_comment_locked(
+        self,
+        task_number: int,
+        description: str,
+        owner_id: str,
+        source_id: str | None,
+        source_object_id: str | None,
+        files: tuple[int, ...],
+    ) -> FakeComment:
+        comment = FakeComment(
+            id=self._next_comment,
+            task_number=task_number,
+            description=description,
+            owner_id=owner_id,
+            owner_name=self._people.get(owner_id, ""),
+            source_id=source_id,
+            source_object_id=source_object_id,
+            created_at=datetime.now(UTC),
+            files=files,
+        )
+        self._next_comment += 1
+        self._comments[comment.id] = comment
+        self._tasks[task_number].comments.append(comment)
+        return comment
+
+    def _comment_json(self, comment: FakeComment, fields: str, reader_source: str | None) -> dict[str, Any]:
+        at = comment.created_at
+        full: dict[str, Any] = {
+            "id": comment.id,
+            "description": comment.description,
+            "owner": {"id": comment.owner_id, "name": comment.owner_name},
+            "task": {"id": comment.task_number},
+            "dateTime": {
+                "date": at.strftime("%d-%m-%Y"),
+                "time": at.strftime("%H:%M"),
+                "datetime": at.strftime("%Y-%m-%dT%H:%MZ"),
+            },
+            "isDeleted": False,
+            "files": [{"id": file_id} for file_id in comment.files],
+        }
+        if comment.source_object_id is not None and reader_source and reader_source == comment.source_id:
+            full["sourceObjectId"] = comment.source_object_id
+        return _select(full, fields, DEFAULT_COMMENT_FIELDS)
+
+    # --- the scenario's HTTP request ----------------------------------------------------------
+
+    def _schedule_webhook(self, task_number: int, comment_id: int) -> None:
+        # The URL is read now: a test that resets webhook_url afterwards still gets this send.
+        url = self.webhook_url
+        loop, queue = self._loop, self._queue
+        if url is None or loop is None or queue is None:
+            return
+        job = (url, task_number, comment_id)
+        if _running_loop() is loop:
+            queue.put_nowait(job)
+        else:
+            asyncio.run_coroutine_threadsafe(queue.put(job), loop).result(5)
+
+    async def _webhook_worker(self) -> None:
+        assert self._queue is not None
+        # One worker: Planfix sends an account's scenario requests strictly one after another.
+        while True:
+            url, task_number, comment_id = await self._queue.get()
+            # Planfix pastes the values into the template as text, hence the quoted numbers.
+            body = f'{{"event":"comment.added","task":"{task_number}","comment":"{comment_id}"}}'
+            status, error = 0, None
+            try:
+                assert self._session is not None
+                async with self._session.post(
+                    url, data=body.encode(), headers={"Content-Type": "application/json"}
+                ) as response:
+                    status = response.status
+                    await response.read()
+            except Exception as failure:  # the worker must survive any receiver behaviour
+                error = f"{type(failure).__name__}: {failure}"
+            with self._lock:
+                self.webhook_deliveries.append(WebhookDelivery(task_number, comment_id, status, body, error))
+
+
+# --- request parsing helpers ----------------------------------------------------------------
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _parse_body(raw: bytes) -> Any:
+    if not raw.strip():
+        return _NO_BODY
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return _BAD_JSON
+
+
+def _json_object(request: web.Request, *, empty_ok: bool = False) -> dict[str, Any]:
+    body: Any = request[_BODY]
+    if body is _NO_BODY and empty_ok:
+        return {}
+    if body is _NO_BODY or body is _BAD_JSON or not isinstance(body, dict):
+        raise _Fail(400, CODE_BAD_JSON, "Request body is not a valid JSON object")
+    return body
+
+
+def _required_str(body: dict[str, Any], name: str) -> str:
+    value = _optional_str(body, name)
+    if not value:
+        raise _Fail(400, CODE_MISSING_PARAMETER, f"Required parameter '{name}' is missing")
+    return value
+
+
+def _optional_str(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise _Fail(400, CODE_BAD_PARAMETER, f"Parameter '{name}' has a bad value")
+    return str(value)
+
+
+def _int_param(body: dict[str, Any], name: str, default: int) -> int:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Fail(400, CODE_BAD_PARAMETER, f"Parameter '{name}' must be an integer")
+    return value
+
+
+def _owner_id(body: dict[str, Any]) -> str | None:
+    owner = body.get("owner")
+    if owner is None:
+        return None
+    if not isinstance(owner, dict) or not isinstance(owner.get("id"), str):
+        raise _Fail(400, CODE_BAD_PARAMETER, 'Parameter \'owner\' must be {"id": "user:N"}')
+    owner_id: str = owner["id"]
+    return owner_id
+
+
+def _file_ids(body: dict[str, Any]) -> tuple[int, ...]:
+    files = body.get("files")
+    if files is None:
+        return ()
+    if not isinstance(files, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("id"), int) for f in files
+    ):
+        raise _Fail(400, CODE_BAD_PARAMETER, "Parameter 'files' must be [{\"id\": N}, ...]")
+    return tuple(f["id"] for f in files)
+
+
+def _select(full: dict[str, Any], fields: str, default: tuple[str, ...]) -> dict[str, Any]:
+    wanted = {name.strip() for name in fields.split(",") if name.strip()} or set(default)
+    wanted.add("id")
+    return {key: value for key, value in full.items() if key in wanted}
+
+
+def _success(**payload: Any) -> web.Response:
+    return web.json_response({"result": "success", **payload})

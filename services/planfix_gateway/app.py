@@ -1,0 +1,167 @@
+"""Wiring: NATS streams, the comment fetcher, the webhook HTTP server, and an orderly stop.
+
+Start-up order: NATS (waits for it if it is down), streams, a Planfix self-check (a bad token
+stops the service with exit 2; an unreachable Planfix only warns, the fetcher retries), the
+fetcher, then the HTTP listener. SIGTERM/SIGINT stop the listener first (no new notices),
+then drain NATS, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import structlog
+from aiohttp import web
+from faststream.nats import NatsBroker
+
+from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
+from bridge_lib.planfix import (
+    PlanfixAuthError,
+    PlanfixClient,
+    PlanfixRejected,
+    PlanfixUnavailable,
+    TaskNotFound,
+)
+from services.planfix_gateway.config import PlanfixGatewaySettings
+from services.planfix_gateway.fetcher import CommentFetcher, router
+from services.planfix_gateway.webhook import WebhookReceiver
+
+log = structlog.get_logger("planfix_gateway")
+
+SERVICE = "planfix_gateway"
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+# Planfix holds back every other scenario request while ours waits: answer (200 or 503) quickly.
+WEBHOOK_PUBLISH_TIMEOUT_S = 4.0
+# Below the fetcher's ack_wait (60 s), so a stuck publish is retried before NATS redelivers.
+FETCHER_PUBLISH_GIVE_UP_S = 30.0
+STOP_TIMEOUT_S = 10.0
+# Any task number will do: "not found" proves the token works as well as a hit does.
+SELF_CHECK_TASK = 1
+
+
+async def run(settings: PlanfixGatewaySettings) -> int:
+    """Run until SIGTERM/SIGINT; the process exit code."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with contextlib.AsyncExitStack() as stack:
+        # Start-up can wait a long time (NATS down): a stop signal must still end it.
+        startup = asyncio.create_task(_start(settings, stack))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({startup, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not startup.done():
+            log.info("stopped_during_startup")
+            startup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await startup
+            return EXIT_OK
+        try:
+            exit_code = startup.result()
+        except Exception:
+            log.exception("startup_failed")
+            exit_code = EXIT_FAILED
+        if exit_code is not None:
+            stopped.cancel()
+            return exit_code
+        await stopped
+        log.info("planfix_gateway_stopping")
+    log.info("planfix_gateway_stopped")
+    return EXIT_OK
+
+
+async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitStack) -> int | None:
+    """Start everything, registering each teardown on ``stack``; an exit code if start-up failed."""
+    planfix = PlanfixClient(
+        base_url=settings.planfix_base_url,
+        token=settings.planfix_api_token.get_secret_value(),
+        timeout_s=settings.planfix_timeout_s,
+    )
+    stack.push_async_callback(planfix.aclose)
+
+    broker = make_broker(settings.nats_url, name=SERVICE)
+    broker.include_router(router)
+    stack.push_async_callback(_stop_broker, broker)
+    log.info("nats_connecting")
+    await broker.connect()
+    await ensure_streams(broker)
+
+    if not await planfix_self_check(planfix):
+        return EXIT_CONFIG
+
+    fetcher = CommentFetcher(
+        planfix=planfix,
+        source_id=settings.planfix_source_id,
+        publisher=EventPublisher(broker, give_up_after_s=FETCHER_PUBLISH_GIVE_UP_S),
+    )
+    broker.context.set_global("fetcher", fetcher)
+    await broker.start()
+
+    receiver = WebhookReceiver(
+        secret=settings.planfix_webhook_secret.get_secret_value(),
+        max_body=settings.planfix_webhook_max_body,
+        publisher=EventPublisher(broker, give_up_after_s=WEBHOOK_PUBLISH_TIMEOUT_S),
+        publish_timeout_s=WEBHOOK_PUBLISH_TIMEOUT_S,
+    )
+    runner = web.AppRunner(receiver.app(), access_log=None)  # the access log would show the secret path
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(
+        runner, settings.planfix_webhook_host, settings.planfix_webhook_port, shutdown_timeout=STOP_TIMEOUT_S
+    )
+    try:
+        await site.start()
+    except OSError as error:
+        log.error(
+            "webhook_listen_failed",
+            host=settings.planfix_webhook_host,
+            port=settings.planfix_webhook_port,
+            error=str(error),
+            hint="is PLANFIX_WEBHOOK_PORT used by another process?",
+        )
+        return EXIT_FAILED
+    log.info(
+        "planfix_gateway_started",
+        host=settings.planfix_webhook_host,
+        port=settings.planfix_webhook_port,
+        webhook_path="/planfix/webhook/<PLANFIX_WEBHOOK_SECRET>",
+    )
+    return None
+
+
+async def planfix_self_check(planfix: PlanfixClient) -> bool:
+    """False when Planfix refuses the token (the operator must fix it); True otherwise."""
+    try:
+        await planfix.get_task(SELF_CHECK_TASK)
+    except PlanfixAuthError as error:
+        log.error(
+            "planfix_token_rejected",
+            error=str(error),
+            hint="PLANFIX_API_TOKEN is wrong or inactive: Planfix -> Account management -> API access",
+        )
+        return False
+    except PlanfixUnavailable as error:
+        log.warning(
+            "planfix_unreachable_at_start",
+            error=str(error),
+            hint="check PLANFIX_BASE_URL; comments are fetched once Planfix answers",
+        )
+    except TaskNotFound:
+        log.info("planfix_self_check_ok")
+    except PlanfixRejected as error:
+        log.warning("planfix_self_check_refused", error=str(error), hint="the token may lack rights")
+    else:
+        log.info("planfix_self_check_ok")
+    return True
+
+
+async def _stop_broker(broker: NatsBroker) -> None:
+    # Drain lets the in-flight fetch finish and acks go out; bounded, as NATS may be gone.
+    try:
+        await asyncio.wait_for(broker.stop(), STOP_TIMEOUT_S)
+    except Exception as error:
+        log.warning("nats_stop_incomplete", error=f"{type(error).__name__}: {error}")

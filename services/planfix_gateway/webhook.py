@@ -1,0 +1,165 @@
+"""The HTTP side: Planfix's scenario POSTs ids here; we store them as an event and answer fast.
+
+Planfix sends an account's scenario requests one at a time and stalls every request for
+3 minutes after a failure, so this handler does nothing slow: check the secret, parse two ids,
+publish one event, answer. The comment itself is fetched later by ``fetcher``.
+
+Accepted body: a JSON object ``{"task": <id>, "comment": <id>}`` (aliases ``taskNumber`` and
+``commentId``), each id an integer or a string of digits, since Planfix pastes template values
+as text; an optional ``"event"`` must be ``"comment.added"``. Anything else is a 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+from typing import Any, NamedTuple
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from bridge_lib.eventbus import EventPublisher
+from contracts import subjects
+from contracts.events import PlanfixCommentWebhookReceived, event_id_for, planfix_webhook_key, utc_now
+
+log = structlog.get_logger("planfix_gateway.webhook")
+
+WEBHOOK_EVENT = "comment.added"
+# Ids must fit the int64 the events are encoded with.
+MAX_ID = 2**63 - 1
+_DIGITS = re.compile(r"\d{1,19}")
+# A client that takes longer than this to send a small body is not Planfix.
+BODY_READ_TIMEOUT_S = 10.0
+
+
+class WebhookIds(NamedTuple):
+    task_number: int
+    comment_id: int
+
+
+class BadWebhook(ValueError):
+    """The body is not a comment notice we understand; the text says why (sent back to the caller)."""
+
+
+def parse_webhook(raw: bytes) -> WebhookIds:
+    try:
+        data: Any = msgspec.json.decode(raw)
+    except ValueError as error:  # msgspec.DecodeError, or UnicodeDecodeError inside a string
+        raise BadWebhook("body is not valid JSON") from error
+    if not isinstance(data, dict):
+        raise BadWebhook("body must be a JSON object")
+    event = data.get("event")
+    if event is not None and event != WEBHOOK_EVENT:
+        raise BadWebhook(f"'event' must be {WEBHOOK_EVENT!r}")
+    return WebhookIds(
+        task_number=_id(data, "task", "taskNumber"), comment_id=_id(data, "comment", "commentId")
+    )
+
+
+def _id(data: dict[str, Any], name: str, alias: str) -> int:
+    key = name if name in data else alias
+    if key not in data:
+        raise BadWebhook(f"'{name}' is missing")
+    value = data[key]
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        value = int(value.strip())
+    # bool is an int subclass: true must not become task 1.
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
+        raise BadWebhook(f"'{key}' must be a positive integer or a string of digits")
+    return value
+
+
+def build_event(ids: WebhookIds) -> PlanfixCommentWebhookReceived:
+    key = planfix_webhook_key(ids.comment_id)
+    event_id = event_id_for(key)
+    return PlanfixCommentWebhookReceived(
+        event_id=event_id,
+        occurred_at=utc_now(),
+        correlation_id=event_id,
+        causation_id=key,
+        task_number=ids.task_number,
+        comment_id=ids.comment_id,
+    )
+
+
+class WebhookReceiver:
+    def __init__(
+        self, *, secret: str, max_body: int, publisher: EventPublisher, publish_timeout_s: float
+    ) -> None:
+        self._secret = secret.encode()
+        self._max_body = max_body
+        self._publisher = publisher
+        self._publish_timeout_s = publish_timeout_s
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self._max_body)
+        app.router.add_post("/planfix/webhook/{secret}", self.handle)
+        app.router.add_get("/healthz", healthz)
+        return app
+
+    async def handle(self, request: web.Request) -> web.Response:
+        # Constant-time, and before the body is read: a stranger costs us nothing.
+        if not hmac.compare_digest(request.match_info["secret"].encode(), self._secret):
+            log.warning("webhook_bad_secret", remote=request.remote)
+            return _error(401, "unauthorized")
+        try:
+            raw = await self._read_body(request)
+        except TimeoutError:
+            log.warning("webhook_body_too_slow", remote=request.remote)
+            return _error(408, "body not received in time")
+        if raw is None:
+            log.warning(
+                "webhook_body_too_large", remote=request.remote, content_length=request.content_length
+            )
+            return _error(413, f"body larger than {self._max_body} bytes")
+        try:
+            ids = parse_webhook(raw)
+        except BadWebhook as error:
+            log.warning(
+                "webhook_rejected",
+                reason=str(error),
+                remote=request.remote,
+                body=raw[:200].decode(errors="replace"),
+            )
+            return _error(400, str(error))
+        return await self._store(ids)
+
+    async def _read_body(self, request: web.Request) -> bytes | None:
+        """The body, or None when it is over the limit (read no further than limit + 1 bytes)."""
+        if request.content_length is not None and request.content_length > self._max_body:
+            return None
+        body = bytearray()
+        async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+            while chunk := await request.content.read(self._max_body + 1 - len(body)):
+                body += chunk
+                if len(body) > self._max_body:
+                    return None
+        return bytes(body)
+
+    async def _store(self, ids: WebhookIds) -> web.Response:
+        event = build_event(ids)
+        with structlog.contextvars.bound_contextvars(
+            task_number=ids.task_number, comment_id=ids.comment_id, event_id=event.event_id
+        ):
+            try:
+                async with asyncio.timeout(self._publish_timeout_s):
+                    stored = await self._publisher.publish(
+                        event,
+                        subject=subjects.planfix_comment_webhook(ids.task_number),
+                        msg_id=planfix_webhook_key(ids.comment_id),
+                    )
+            except Exception as error:  # NATS down or slow: Planfix retries later, nothing is lost
+                log.warning("webhook_not_stored", error=f"{type(error).__name__}: {error}")
+                return _error(503, "cannot store the notice now, retry later")
+            log.info("webhook_accepted", duplicate=not stored)
+        return web.json_response({"ok": True})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+def _error(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)

@@ -1,0 +1,324 @@
+"""``bridge_lib.planfix.PlanfixClient`` against the fake Planfix, and the fake's own promises.
+
+The client runs on the test loop thread next to the fake (``loop.run``). The fake is shared by
+the whole session: each test makes its own tasks and restores any option it changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from aiohttp import web
+
+from bridge_lib.planfix import (
+    CommentNotFound,
+    PlanfixAuthError,
+    PlanfixClient,
+    PlanfixUnavailable,
+    TaskNotFound,
+)
+from sandbox.fake_planfix import FakePlanfix, WebhookDelivery
+from tests.conftest import PLANFIX_TOKEN
+from tests.support import LoopThread, eventually, stays
+
+SOURCE_ID = "0c6b7f0e-2d7a-4f0e-9a56-6a3f1c9b8e11"
+OTHER_SOURCE_ID = "11111111-2222-3333-4444-555555555555"
+T = TypeVar("T")
+
+
+@pytest.fixture
+def with_client(loop: LoopThread, fake_planfix: FakePlanfix) -> Callable[..., Any]:
+    """Run ``action(client)`` on the loop with a fresh client; ``token`` overrides the good one."""
+
+    def run(action: Callable[[PlanfixClient], Awaitable[T]], token: str = PLANFIX_TOKEN) -> T:
+        async def go() -> T:
+            async with PlanfixClient(base_url=fake_planfix.base_url, token=token, timeout_s=5) as client:
+                return await action(client)
+
+        return loop.run(go())
+
+    return run
+
+
+@pytest.fixture
+def planfix_down(fake_planfix: FakePlanfix) -> Iterator[None]:
+    fake_planfix.set_unavailable(True)
+    try:
+        yield
+    finally:
+        fake_planfix.set_unavailable(False)
+
+
+def test_create_and_get_task(with_client: Callable[..., Any], fake_planfix: FakePlanfix) -> None:
+    number = with_client(lambda c: c.create_task(name="TG: Support", description="Bound to chat -100123"))
+
+    task = with_client(lambda c: c.get_task(number))
+
+    assert (task.number, task.name) == (number, "TG: Support")
+    stored = fake_planfix.task(number)
+    assert stored is not None
+    assert stored.description == "Bound to chat -100123"
+    create = [c for c in fake_planfix.calls if c.method == "POST" and c.path == "/rest/task/"]
+    assert create[-1].json == {"name": "TG: Support", "description": "Bound to chat -100123"}
+
+
+def test_add_task_numbers(fake_planfix: FakePlanfix) -> None:
+    chosen = fake_planfix.add_task("Chosen number", number=7_100_001)
+    assert chosen == 7_100_001
+    automatic = fake_planfix.add_task("Next free")
+    assert automatic >= 4800
+    assert automatic != chosen
+    with pytest.raises(ValueError, match="already exists"):
+        fake_planfix.add_task("Twice", number=chosen)
+
+
+def test_unknown_task_is_task_not_found(with_client: Callable[..., Any]) -> None:
+    with pytest.raises(TaskNotFound) as caught:
+        with_client(lambda c: c.get_task(7_199_999))
+    assert caught.value.code == 1000
+
+
+def test_comment_on_unknown_task_is_task_not_found(with_client: Callable[..., Any]) -> None:
+    with pytest.raises(TaskNotFound):
+        with_client(
+            lambda c: c.add_comment(
+                task_number=7_199_998, description_html="hi", source_id=SOURCE_ID, source_object_id="tg:1:1"
+            )
+        )
+
+
+def test_bad_token_is_auth_error(with_client: Callable[..., Any], fake_planfix: FakePlanfix) -> None:
+    number = fake_planfix.add_task("Auth check")
+    with pytest.raises(PlanfixAuthError) as caught:
+        with_client(lambda c: c.get_task(number), token="wrong-token")
+    assert caught.value.code == 1
+    assert caught.value.status == 401
+
+
+def test_outage_is_unavailable(
+    with_client: Callable[..., Any], fake_planfix: FakePlanfix, planfix_down: None
+) -> None:
+    number = fake_planfix.add_task("Outage check")
+    with pytest.raises(PlanfixUnavailable):
+        with_client(lambda c: c.get_task(number))
+    with pytest.raises(PlanfixUnavailable):
+        with_client(lambda c: c.get_comment(90001))
+
+
+def test_unreachable_is_unavailable(loop: LoopThread) -> None:
+    async def go() -> None:
+        # Port 9 (discard) on loopback: nothing listens there in the test environment.
+        async with PlanfixClient(base_url="http://127.0.0.1:9/rest/", token="x", timeout_s=2) as client:
+            await client.get_task(1)
+
+    with pytest.raises(PlanfixUnavailable):
+        loop.run(go())
+
+
+def test_add_and_get_comment(with_client: Callable[..., Any], fake_planfix: FakePlanfix) -> None:
+    number = fake_planfix.add_task("Comments")
+    comment_id = with_client(
+        lambda c: c.add_comment(
+            task_number=number,
+            description_html="<b>Ivan (TG)</b>: hello<br>second line",
+            source_id=SOURCE_ID,
+            source_object_id="tg:-100123:456",
+        )
+    )
+
+    comment = with_client(lambda c: c.get_comment(comment_id, source_id=SOURCE_ID))
+
+    assert comment_id >= 90001
+    assert comment.id == comment_id
+    assert comment.task_number == number
+    assert comment.description == "<b>Ivan (TG)</b>: hello<br>second line"
+    # Written through the API: owned by the token's employee.
+    assert (comment.owner_id, comment.owner_name) == ("user:1", "Bridge Robot")
+    assert comment.source_object_id == "tg:-100123:456"
+    assert comment.written_at is not None
+    assert not comment.is_deleted
+    [stored] = fake_planfix.comments(number)
+    assert (stored.source_id, stored.source_object_id) == (SOURCE_ID, "tg:-100123:456")
+
+
+def test_source_object_id_is_scoped_by_source_id(
+    with_client: Callable[..., Any], fake_planfix: FakePlanfix
+) -> None:
+    number = fake_planfix.add_task("Scoping")
+    ours = with_client(
+        lambda c: c.add_comment(
+            task_number=number, description_html="from tg", source_id=SOURCE_ID, source_object_id="tg:-1:1"
+        )
+    )
+
+    assert with_client(lambda c: c.get_comment(ours, source_id=OTHER_SOURCE_ID)).source_object_id is None
+    assert with_client(lambda c: c.get_comment(ours)).source_object_id is None
+    listed_other = with_client(lambda c: c.list_comments(number, source_id=OTHER_SOURCE_ID))
+    listed_ours = with_client(lambda c: c.list_comments(number, source_id=SOURCE_ID))
+    assert [c.source_object_id for c in listed_other] == [None]
+    assert [c.source_object_id for c in listed_ours] == ["tg:-1:1"]
+
+
+def test_employee_comment_and_list_pages(with_client: Callable[..., Any], fake_planfix: FakePlanfix) -> None:
+    number = fake_planfix.add_task("Paging")
+    ids = [fake_planfix.add_employee_comment(number, f"comment {i}", fire_webhook=False) for i in range(5)]
+
+    first = with_client(lambda c: c.list_comments(number, page_size=2))
+    rest = with_client(lambda c: c.list_comments(number, offset=2, page_size=100))
+    one = with_client(lambda c: c.get_comment(ids[0], source_id=SOURCE_ID))
+
+    assert [c.id for c in first + rest] == ids
+    assert [c.description for c in first] == ["comment 0", "comment 1"]
+    assert (one.owner_id, one.owner_name, one.source_object_id) == ("user:7", "Olga Smirnova", None)
+    assert ids == sorted(ids)
+
+
+def test_unknown_comment_is_comment_not_found(with_client: Callable[..., Any]) -> None:
+    with pytest.raises(CommentNotFound) as caught:
+        with_client(lambda c: c.get_comment(89_999))
+    assert caught.value.code == 5000
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("POST", "task/", b"{not json", 400, 30),
+        ("POST", "task/", b'{"description": "no name"}', 400, 40),
+        ("POST", "task/", b'["an", "array"]', 400, 30),
+        ("GET", "task/abc", None, 404, None),
+    ],
+)
+def test_raw_errors(
+    fake_planfix: FakePlanfix, method: str, path: str, body: bytes | None, status: int, code: int | None
+) -> None:
+    response = httpx.request(
+        method,
+        fake_planfix.base_url + path,
+        content=body,
+        headers={"Authorization": f"Bearer {PLANFIX_TOKEN}"},
+    )
+    assert response.status_code == status
+    if code is not None:
+        assert response.json()["result"] == "fail"
+        assert response.json()["code"] == code
+
+
+def test_raw_auth_and_ping(fake_planfix: FakePlanfix) -> None:
+    missing = httpx.get(fake_planfix.base_url + "ping")
+    query_token = httpx.get(fake_planfix.base_url + "ping", params={"access_token": PLANFIX_TOKEN})
+    assert missing.status_code == 401
+    assert missing.json() == {"result": "fail", "code": 1, "error": missing.json()["error"]}
+    assert query_token.json() == {"result": "success"}
+
+
+def test_page_size_is_capped_at_100(fake_planfix: FakePlanfix) -> None:
+    number = fake_planfix.add_task("Cap")
+    for i in range(101):
+        fake_planfix.add_employee_comment(number, f"c{i}", fire_webhook=False)
+    response = httpx.post(
+        f"{fake_planfix.base_url}task/{number}/comments/list",
+        json={"pageSize": 500},
+        headers={"Authorization": f"Bearer {PLANFIX_TOKEN}"},
+    )
+    assert len(response.json()["comments"]) == 100
+
+
+class _Receiver:
+    """A tiny scenario-request receiver that notices overlapping requests."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/hook"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            self.bodies.append(json.loads(await request.read()))
+            await asyncio.sleep(0.05)
+            return web.Response(status=200 if len(self.bodies) != 2 else 500)
+        finally:
+            self.in_flight -= 1
+
+
+def test_scenario_requests_one_at_a_time(
+    loop: LoopThread, fake_planfix: FakePlanfix, with_client: Callable[..., Any]
+) -> None:
+    receiver = _Receiver()
+    loop.run(receiver.start())
+    previous = fake_planfix.webhook_url
+    fake_planfix.webhook_url = receiver.url
+    try:
+        number = fake_planfix.add_task("Scenario")
+        ui_ids = [fake_planfix.add_employee_comment(number, f"ui {i}") for i in range(3)]
+        api_id = with_client(
+            lambda c: c.add_comment(
+                task_number=number, description_html="api", source_id=SOURCE_ID, source_object_id="tg:-5:5"
+            )
+        )
+        fake_planfix.post_webhook(number, ui_ids[0])
+        fake_planfix.add_employee_comment(number, "silent", fire_webhook=False)
+
+        expected = [*ui_ids, api_id, ui_ids[0]]
+
+        def mine() -> list[WebhookDelivery]:
+            return [d for d in fake_planfix.webhook_deliveries if d.task_number == number]
+
+        eventually(lambda: len(mine()) >= len(expected), what="five scenario requests")
+        stays(lambda: len(mine()) == len(expected), for_s=0.3, what="no request for the silent comment")
+        deliveries = mine()
+    finally:
+        fake_planfix.webhook_url = previous
+        assert receiver.runner is not None
+        loop.run(receiver.runner.cleanup())
+
+    assert [d.comment_id for d in deliveries] == expected
+    assert [d.status for d in deliveries] == [200, 500, 200, 200, 200]
+    assert receiver.bodies == [
+        {"event": "comment.added", "task": str(number), "comment": str(c)} for c in expected
+    ]
+    assert receiver.max_in_flight == 1
+
+
+def test_api_comments_can_skip_the_scenario(
+    fake_planfix: FakePlanfix, with_client: Callable[..., Any]
+) -> None:
+    previous = fake_planfix.webhook_url
+    fake_planfix.webhook_url = "http://127.0.0.1:9/never"
+    fake_planfix.fire_webhooks_for_api_comments = False
+    try:
+        number = fake_planfix.add_task("No echo scenario")
+        with_client(
+            lambda c: c.add_comment(
+                task_number=number, description_html="api", source_id=SOURCE_ID, source_object_id="tg:-6:6"
+            )
+        )
+        ui = fake_planfix.add_employee_comment(number, "ui")
+        [delivery] = eventually(
+            lambda: [d for d in fake_planfix.webhook_deliveries if d.task_number == number],
+            what="the UI comment's scenario request",
+        )
+    finally:
+        fake_planfix.webhook_url = previous
+        fake_planfix.fire_webhooks_for_api_comments = True
+    assert delivery.comment_id == ui
+    # Nothing listens there: no answer is recorded as status 0 with the error.
+    assert delivery.status == 0
+    assert delivery.error

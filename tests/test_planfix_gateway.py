@@ -1,0 +1,457 @@
+"""The Planfix gateway as a real subprocess: fake Planfix scenario -> HTTP -> NATS -> fetch -> NATS.
+
+One gateway serves most tests (module fixture) on the session's NATS; tests that need the
+service to start differently (bad token, Planfix or NATS down) start their own, and those that
+keep running use a private nats-server so that they never take notices from the shared one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import pytest
+
+from bridge_lib import devstack
+from contracts.events import AnyEvent, Event, PlanfixCommentAdded, PlanfixCommentWebhookReceived
+from sandbox.fake_planfix import FakePlanfix
+from tests.conftest import PLANFIX_TOKEN, WEBHOOK_SECRET
+from tests.support import REPO_ROOT, LoopThread, ServiceProcess, eventually, read_stream_events, stays
+
+E = TypeVar("E", bound=Event)
+OUR_SOURCE_ID = "0c6b7f0e-2d7a-4f0e-9a56-6a3f1c9b8e11"
+
+
+@dataclass
+class Gateway:
+    service: ServiceProcess
+    base_url: str
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.base_url}/planfix/webhook/{WEBHOOK_SECRET}"
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+def gateway_env(*, nats_url: str, planfix_url: str, port: int, token: str = PLANFIX_TOKEN) -> dict[str, str]:
+    return {
+        "PLANFIX_BASE_URL": planfix_url,
+        "PLANFIX_API_TOKEN": token,
+        "PLANFIX_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "PLANFIX_WEBHOOK_HOST": "127.0.0.1",
+        "PLANFIX_WEBHOOK_PORT": str(port),
+        "PLANFIX_TIMEOUT_S": "5",
+        "NATS_URL": nats_url,
+    }
+
+
+def start_gateway(log_dir: Path, **env: str) -> Gateway:
+    """Start a gateway and wait until it answers; the caller stops it."""
+    port = devstack.free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    service = ServiceProcess("planfix_gateway", gateway_env(port=port, **env), log_dir).start()
+    gateway = Gateway(service=service, base_url=f"http://127.0.0.1:{port}")
+
+    def up() -> bool:
+        assert service.alive(), f"gateway exited:\n{service.log_text()}"
+        return gateway.healthy()
+
+    eventually(up, timeout_s=30, what="gateway answering /healthz")
+    return gateway
+
+
+@pytest.fixture(scope="module")
+def gateway(nats_url: str, fake_planfix: FakePlanfix, work_dir: Path) -> Iterator[Gateway]:
+    running = start_gateway(work_dir / "gateway-main", nats_url=nats_url, planfix_url=fake_planfix.base_url)
+    try:
+        yield running
+    finally:
+        running.service.stop()
+
+
+@pytest.fixture
+def scenario_to(gateway: Gateway, fake_planfix: FakePlanfix) -> Iterator[None]:
+    """Point the fake's comment scenario at the gateway for one test."""
+    previous = fake_planfix.webhook_url
+    fake_planfix.webhook_url = gateway.webhook_url
+    try:
+        yield
+    finally:
+        fake_planfix.webhook_url = previous
+
+
+def task_events(loop: LoopThread, nats_url: str, task_number: int) -> list[AnyEvent]:
+    events = loop.run(read_stream_events(nats_url, "planfix.>"))
+    return [event for _, event in events if getattr(event, "task_number", None) == task_number]
+
+
+def of_type(events: list[AnyEvent], kind: type[E]) -> list[E]:
+    return [event for event in events if isinstance(event, kind)]
+
+
+def wait_events(loop: LoopThread, nats_url: str, task_number: int, count: int) -> list[AnyEvent]:
+    def enough() -> list[AnyEvent]:
+        events = task_events(loop, nats_url, task_number)
+        return events if len(events) >= count else []
+
+    return eventually(enough, what=f"{count} events for task {task_number}")
+
+
+def post(gateway: Gateway, body: bytes, *, url: str | None = None) -> httpx.Response:
+    return httpx.post(
+        url or gateway.webhook_url, content=body, headers={"Content-Type": "application/json"}, timeout=10
+    )
+
+
+def ids_body(task: int | str, comment: int | str) -> bytes:
+    return f'{{"event":"comment.added","task":"{task}","comment":"{comment}"}}'.encode()
+
+
+# --- the happy path and duplicates ------------------------------------------------------------
+
+
+def test_employee_comment_becomes_webhook_and_comment_events(
+    loop: LoopThread, nats_url: str, fake_planfix: FakePlanfix, scenario_to: None
+) -> None:
+    task = fake_planfix.add_task("Gateway happy path")
+    comment_id = fake_planfix.add_employee_comment(task, "<p>Hello from <b>Planfix</b></p>")
+
+    events = wait_events(loop, nats_url, task, 2)
+    stays(lambda: len(task_events(loop, nats_url, task)) == 2, for_s=1.0, what="exactly two events")
+
+    [notice] = of_type(events, PlanfixCommentWebhookReceived)
+    [added] = of_type(events, PlanfixCommentAdded)
+    assert (notice.task_number, notice.comment_id) == (task, comment_id)
+    assert notice.correlation_id == notice.event_id
+    assert (added.task_number, added.comment_id) == (task, comment_id)
+    assert added.text_html == "<p>Hello from <b>Planfix</b></p>"
+    assert (added.author.id, added.author.name) == ("user:7", "Olga Smirnova")
+    assert (added.source_id, added.source_object_id) == (None, None)
+    assert added.written_at
+    assert added.correlation_id == notice.correlation_id
+    assert added.causation_id == notice.event_id
+    # The fake records the answer after reading it, which may be just after the events landed.
+    [delivery] = eventually(
+        lambda: [d for d in fake_planfix.webhook_deliveries if d.comment_id == comment_id],
+        what="the scenario request's answer",
+    )
+    assert delivery.status == 200
+
+
+def test_same_webhook_twice_is_stored_once(
+    loop: LoopThread, nats_url: str, fake_planfix: FakePlanfix, gateway: Gateway, scenario_to: None
+) -> None:
+    task = fake_planfix.add_task("Gateway duplicate")
+    comment_id = fake_planfix.add_employee_comment(task, "once")
+    eventually(lambda: len(task_events(loop, nats_url, task)) == 2, what="first delivery handled")
+
+    fake_planfix.post_webhook(task, comment_id)
+    # The same ids in another accepted spelling are the same notice too.
+    again = post(gateway, f'{{"taskNumber": {task}, "commentId": {comment_id}}}'.encode())
+
+    assert again.status_code == 200
+    assert again.json() == {"ok": True}
+    eventually(
+        lambda: len([d for d in fake_planfix.webhook_deliveries if d.comment_id == comment_id]) == 2,
+        what="second scenario request answered",
+    )
+    assert {d.status for d in fake_planfix.webhook_deliveries if d.comment_id == comment_id} == {200}
+    stays(lambda: len(task_events(loop, nats_url, task)) == 2, for_s=1.5, what="still one of each")
+
+
+def test_bridge_comment_is_marked_as_ours(
+    loop: LoopThread, nats_url: str, fake_planfix: FakePlanfix, scenario_to: None
+) -> None:
+    task = fake_planfix.add_task("Gateway echo marker")
+
+    async def write() -> int:
+        from bridge_lib.planfix import PlanfixClient
+
+        async with PlanfixClient(base_url=fake_planfix.base_url, token=PLANFIX_TOKEN) as client:
+            return await client.add_comment(
+                task_number=task,
+                description_html="relayed",
+                source_id=OUR_SOURCE_ID,
+                source_object_id="tg:-100500:7",
+            )
+
+    comment_id = loop.run(write())
+
+    [added] = eventually(
+        lambda: of_type(task_events(loop, nats_url, task), PlanfixCommentAdded), what="the comment event"
+    )
+    assert added.comment_id == comment_id
+    assert (added.source_id, added.source_object_id) == (OUR_SOURCE_ID, "tg:-100500:7")
+    assert (added.author.id, added.author.name) == ("user:1", "Bridge Robot")
+
+
+def test_comment_task_wins_over_webhook_task(
+    loop: LoopThread, nats_url: str, fake_planfix: FakePlanfix, gateway: Gateway
+) -> None:
+    real_task = fake_planfix.add_task("Gateway real task")
+    wrong_task = fake_planfix.add_task("Gateway wrong task")
+    comment_id = fake_planfix.add_employee_comment(real_task, "where am I", fire_webhook=False)
+
+    assert post(gateway, ids_body(wrong_task, comment_id)).status_code == 200
+
+    [added] = eventually(
+        lambda: of_type(task_events(loop, nats_url, real_task), PlanfixCommentAdded),
+        what="comment event on the comment's own task",
+    )
+    assert added.comment_id == comment_id
+    assert of_type(task_events(loop, nats_url, wrong_task), PlanfixCommentAdded) == []
+
+
+def test_vanished_comment_is_skipped(
+    loop: LoopThread, nats_url: str, fake_planfix: FakePlanfix, gateway: Gateway
+) -> None:
+    task = fake_planfix.add_task("Gateway vanished comment")
+    assert post(gateway, ids_body(task, 89_000_001)).status_code == 200
+    later = fake_planfix.add_employee_comment(task, "after the vanished one", fire_webhook=False)
+    assert post(gateway, ids_body(task, later)).status_code == 200
+
+    # One consumer, one message at a time: the later comment shows the missing one was settled.
+    [added] = eventually(
+        lambda: of_type(task_events(loop, nats_url, task), PlanfixCommentAdded), what="the later comment"
+    )
+    assert added.comment_id == later
+    assert any(c.path == "/rest/comment/89000001" and c.status == 400 for c in fake_planfix.calls)
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def test_wrong_secret_is_401_and_publishes_nothing(loop: LoopThread, nats_url: str, gateway: Gateway) -> None:
+    task = 7_300_001
+    for secret in ("not-the-right-secret-at-all", WEBHOOK_SECRET[:-1], WEBHOOK_SECRET + "x"):
+        response = post(gateway, ids_body(task, 1), url=f"{gateway.base_url}/planfix/webhook/{secret}")
+        assert response.status_code == 401
+    stays(lambda: task_events(loop, nats_url, task) == [], for_s=1.0, what="nothing published")
+
+
+MALFORMED: list[tuple[str, bytes, int]] = [
+    ("not json", b"task=7300002&comment=1", 400),
+    ("empty", b"", 400),
+    (
+        "broken by a pasted quote and newline",
+        b'{"task":"7300003","comment":"1","text":"He said "hi"\nbye"}',
+        400,
+    ),
+    ("not an object", b'["7300004", "1"]', 400),
+    ("missing comment", b'{"task": "7300005"}', 400),
+    ("missing task", b'{"comment": "1"}', 400),
+    ("non-numeric task", b'{"task": "73x0006", "comment": "1"}', 400),
+    ("template not filled", b'{"task": "{{Task.Number}}", "comment": "{{Comment.Id}}"}', 400),
+    ("float id", b'{"task": 7300007.5, "comment": 1}', 400),
+    ("bool id", b'{"task": true, "comment": 1}', 400),
+    ("negative id", b'{"task": -7300008, "comment": 1}', 400),
+    ("zero id", b'{"task": 7300009, "comment": 0}', 400),
+    ("too big for int64", b'{"task": 99999999999999999999, "comment": 1}', 400),
+    ("other event", b'{"event": "task.updated", "task": 7300010, "comment": 1}', 400),
+    ("invalid utf-8", b'{"task": "7300011", "comment": "\xff\xfe"}', 400),
+    ("huge", b'{"task": 7300012, "comment": 1, "pad": "' + b"x" * 70_000 + b'"}', 413),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "status"), [(b, s) for _, b, s in MALFORMED], ids=[n for n, _, _ in MALFORMED]
+)
+def test_malformed_body_is_rejected(gateway: Gateway, body: bytes, status: int) -> None:
+    response = post(gateway, body)
+
+    assert response.status_code == status
+    assert response.json()["error"]
+    assert gateway.healthy()
+
+
+def test_huge_chunked_body_is_413(gateway: Gateway) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"task": 7300013, "comment": 1, "pad": "'
+        for _ in range(100):
+            yield b"x" * 1024
+        yield b'"}'
+
+    # No Content-Length: the limit must hold while reading.
+    response = httpx.post(f"{gateway.webhook_url}", content=chunks(), timeout=10)
+
+    assert response.status_code == 413
+    assert gateway.healthy()
+
+
+def test_rejected_bodies_published_nothing(loop: LoopThread, nats_url: str, gateway: Gateway) -> None:
+    for body, _ in [(b, s) for _, b, s in MALFORMED]:
+        post(gateway, body)
+    events = loop.run(read_stream_events(nats_url, "planfix.>"))
+    assert [e for _, e in events if 7_300_000 < getattr(e, "task_number", 0) < 7_400_000] == []
+    assert gateway.service.alive()
+
+
+# --- outages --------------------------------------------------------------------------------------
+
+
+def test_comment_arrives_once_planfix_is_back(
+    loop: LoopThread, nats_url: str, fake_planfix: FakePlanfix, scenario_to: None
+) -> None:
+    task = fake_planfix.add_task("Gateway Planfix outage")
+    fake_planfix.set_unavailable(True)
+    try:
+        comment_id = fake_planfix.add_employee_comment(task, "written during the outage")
+        eventually(
+            lambda: of_type(task_events(loop, nats_url, task), PlanfixCommentWebhookReceived),
+            what="the notice stored while Planfix is down",
+        )
+        eventually(
+            lambda: any(
+                c.path == f"/rest/comment/{comment_id}" and c.status == 503 for c in fake_planfix.calls
+            ),
+            what="a failed fetch",
+        )
+        assert of_type(task_events(loop, nats_url, task), PlanfixCommentAdded) == []
+    finally:
+        fake_planfix.set_unavailable(False)
+
+    [added] = eventually(
+        lambda: of_type(task_events(loop, nats_url, task), PlanfixCommentAdded),
+        timeout_s=40,
+        what="the comment after the outage",
+    )
+    assert added.text_html == "written during the outage"
+
+
+def test_nats_down_answers_503_then_recovers(work_dir: Path, fake_planfix: FakePlanfix) -> None:
+    nats_dir = work_dir / "nats-gateway-outage"
+    nats = devstack.start_nats(nats_dir, log_file=work_dir / "nats-gateway-outage.log")
+    url = nats.extra["url"]
+    running = start_gateway(work_dir / "gateway-nats-outage", nats_url=url, planfix_url=fake_planfix.base_url)
+    try:
+        assert post(running, ids_body(7_400_001, 1)).status_code == 200
+        nats.stop()
+
+        during = post(running, ids_body(7_400_002, 2))
+
+        assert during.status_code == 503
+        assert running.healthy()
+        nats = devstack.start_nats(nats_dir, port=nats.port, log_file=work_dir / "nats-gateway-outage.log")
+        eventually(
+            lambda: post(running, ids_body(7_400_002, 2)).status_code == 200,
+            timeout_s=30,
+            what="accepting again after NATS is back",
+        )
+    finally:
+        running.service.stop()
+        nats.stop()
+
+
+# --- start-up and shutdown ------------------------------------------------------------------------
+
+
+def test_missing_settings_exit_2_naming_them(work_dir: Path) -> None:
+    # Run outside the repository so that no .env file can fill the gaps.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLANFIX_", "NATS_"))}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "services.planfix_gateway"],
+        cwd=work_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    for name in ("PLANFIX_BASE_URL", "PLANFIX_API_TOKEN", "PLANFIX_WEBHOOK_SECRET"):
+        assert name in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_short_secret_is_refused(work_dir: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "PLANFIX_BASE_URL": "http://127.0.0.1:9/rest/",
+        "PLANFIX_API_TOKEN": "t",
+        "PLANFIX_WEBHOOK_SECRET": "short",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "services.planfix_gateway"],
+        cwd=work_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "PLANFIX_WEBHOOK_SECRET is invalid" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_token_exits_2(nats_url: str, fake_planfix: FakePlanfix, work_dir: Path) -> None:
+    log_dir = work_dir / "gateway-bad-token"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = gateway_env(
+        nats_url=nats_url, planfix_url=fake_planfix.base_url, port=devstack.free_port(), token="revoked-token"
+    )
+    service = ServiceProcess("planfix_gateway", env, log_dir).start()
+    assert service.process is not None
+    try:
+        code = service.process.wait(30)
+    finally:
+        service.stop()
+
+    assert code == 2
+    assert "planfix_token_rejected" in service.log_text()
+    assert "PLANFIX_API_TOKEN" in service.log_text()
+    assert "Traceback" not in service.log_text()
+
+
+def test_unreachable_planfix_only_warns_and_sigterm_exits_0(work_dir: Path) -> None:
+    nats = devstack.start_nats(work_dir / "nats-gateway-noplanfix", log_file=work_dir / "nats-noplanfix.log")
+    try:
+        running = start_gateway(
+            work_dir / "gateway-noplanfix", nats_url=nats.extra["url"], planfix_url="http://127.0.0.1:9/rest/"
+        )
+        try:
+            assert post(running, ids_body(7_500_001, 1)).status_code == 200
+        finally:
+            code = running.service.stop()
+    finally:
+        nats.stop()
+
+    assert code == 0
+    log = running.service.log_text()
+    assert "planfix_unreachable_at_start" in log
+    assert "planfix_gateway_stopped" in log
+    assert "Traceback" not in log
+
+
+def test_sigterm_while_waiting_for_nats_exits_0(fake_planfix: FakePlanfix, work_dir: Path) -> None:
+    log_dir = work_dir / "gateway-no-nats"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = gateway_env(
+        nats_url=f"nats://127.0.0.1:{devstack.free_port()}",
+        planfix_url=fake_planfix.base_url,
+        port=devstack.free_port(),
+    )
+    service = ServiceProcess("planfix_gateway", env, log_dir).start()
+    try:
+        eventually(lambda: "nats_connecting" in service.log_text(), timeout_s=30, what="waiting for NATS")
+    finally:
+        code = service.stop()
+
+    assert code == 0
+    assert "stopped_during_startup" in service.log_text()
+    assert "Traceback" not in service.log_text()
