@@ -27,7 +27,10 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     if sys.stderr.isatty():
         renderer = structlog.dev.ConsoleRenderer()
     else:
-        shared.append(structlog.processors.dict_tracebacks)
+        # No local variables in tracebacks: a frame of an HTTP client may hold a URL with a token.
+        shared.append(
+            structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+        )
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(
         processors=[*shared, renderer],

@@ -93,8 +93,8 @@ async def run(settings: RelaySettings) -> None:
         await wait_for_stop_signal()
     finally:
         log.info("relay_stopping")
-        await broker.stop()
         await directory.stop()
+        await broker.stop()
         await planfix.aclose()
         await bot.session.close()
         mongo.close()

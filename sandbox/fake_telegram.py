@@ -1,0 +1,596 @@
+"""A fake Telegram Bot API server that the real aiogram ``Bot`` talks to over HTTP.
+
+Point the bot at it with ``TelegramAPIServer.from_base(fake.base_url)``. It answers
+``GET|POST /bot<token>/<method>`` the way the Bot API does: params as a query string, JSON,
+form-urlencoded or multipart (aiogram 3 sends form-urlencoded, or multipart when a file goes
+along, every value a string and nested objects as JSON text); answers ``{"ok": true, "result":
+...}`` or ``{"ok": false, "error_code": N, "description": ...}`` with the same HTTP status.
+
+The server runs on one event loop (the tests' background loop) while tests drive and observe it
+from their own thread, so every public method takes ``_lock`` and wakes long polls through
+``loop.call_soon_threadsafe``.
+
+Deliberate differences from Telegram: any chat id is accepted (positive = private chat,
+``-100...`` = supergroup, other negative = group), and ``offset`` confirms only updates that
+were delivered at least once, so ``add_update`` of an already confirmed update delivers it once
+more (how tests simulate Telegram redelivering an update).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import Any
+
+from aiohttp import web
+
+# Fixed ids Telegram uses as ``from`` of messages written on behalf of a chat.
+GROUP_ANONYMOUS_BOT = {
+    "id": 1087968824,
+    "is_bot": True,
+    "first_name": "Group",
+    "username": "GroupAnonymousBot",
+}
+CHANNEL_BOT = {"id": 136817688, "is_bot": True, "first_name": "Channel", "username": "Channel_Bot"}
+
+MAX_MESSAGE_UTF16 = 4096
+MAX_UPDATES_PER_CALL = 100
+# Without allowed_updates Telegram sends every update type except these.
+NOT_SENT_BY_DEFAULT = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
+# Tags Telegram's HTML parse mode knows; anything else is a 400.
+HTML_TAGS = frozenset(
+    {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler", "a", "code", "pre"}
+    | {"blockquote", "tg-emoji", "tg-time"}
+)
+
+# Form values all arrive as strings; these say how the Bot API reads them back.
+INT_PARAMS = frozenset(
+    {"chat_id", "message_thread_id", "offset", "limit", "timeout", "message_id", "reply_to_message_id"}
+    | {"from_chat_id", "user_id", "direct_messages_topic_id", "max_connections"}
+)
+BOOL_PARAMS = frozenset(
+    {"disable_notification", "protect_content", "allow_paid_broadcast", "drop_pending_updates"}
+    | {"disable_web_page_preview", "allow_sending_without_reply", "show_caption_above_media"}
+)
+JSON_PARAMS = frozenset(
+    {"allowed_updates", "reply_markup", "entities", "caption_entities", "link_preview_options"}
+    | {"reply_parameters", "media", "message_ids"}
+)
+_INT_TEXT = re.compile(r"-?\d+")
+_COMMAND = re.compile(r"/[A-Za-z0-9_]+(@[A-Za-z0-9_]+)?")
+
+
+@dataclass(frozen=True)
+class RecordedCall:
+    method: str
+    params: dict[str, Any]
+    at: float  # time.time() when the request arrived
+    error_code: int | None = None  # None when the call succeeded
+
+
+@dataclass
+class _Failure:
+    error_code: int
+    description: str
+    parameters: dict[str, Any] | None
+
+
+@dataclass
+class _Queued:
+    update: dict[str, Any]
+    delivered: bool = False
+
+
+@dataclass
+class _ChatState:
+    chat: dict[str, Any]
+    last_message_id: int = 0
+
+
+class BotAPIError(Exception):
+    def __init__(self, error_code: int, description: str, parameters: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{error_code} {description}")
+        self.error_code = error_code
+        self.description = description
+        self.parameters = parameters
+
+
+@dataclass
+class _State:
+    queue: list[_Queued] = field(default_factory=list)
+    chats: dict[int, _ChatState] = field(default_factory=dict)
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[RecordedCall] = field(default_factory=list)
+    failures: dict[str, list[_Failure]] = field(default_factory=dict)
+    allowed_updates: frozenset[str] | None = None  # None: Telegram's default set
+    webhook_url: str = ""
+    poll_generation: int = 0
+
+
+class FakeTelegram:
+    def __init__(
+        self,
+        *,
+        token: str,
+        bot_id: int = 7000001,
+        bot_username: str = "planfix_bridge_bot",
+        can_read_all_group_messages: bool = True,
+    ) -> None:
+        self.token = token
+        self.bot_user: dict[str, Any] = {
+            "id": bot_id,
+            "is_bot": True,
+            "first_name": "Planfix Bridge",
+            "username": bot_username,
+        }
+        self.can_read_all_group_messages = can_read_all_group_messages
+        self.base_url = ""
+        self._lock = threading.Lock()
+        self._state = _State()
+        self._next_update_id = 1
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopping = False
+        # Replaced after each wake-up; a long poll waits on the one current when it found nothing.
+        self._new_updates = asyncio.Event()
+        self._methods: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
+            "getme": self._get_me,
+            "getupdates": self._get_updates,
+            "sendmessage": self._send_message,
+            "deletewebhook": self._delete_webhook,
+            "setwebhook": self._set_webhook,
+            "getchat": self._get_chat,
+        }
+
+    # --- life-cycle --------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._new_updates = asyncio.Event()
+        self._stopping = False
+        # Multipart uploads go up to 50 MB on the real Bot API.
+        app = web.Application(client_max_size=60 * 1024 * 1024)
+        app.router.add_route("*", "/{bot:bot[^/]*}/{method}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        # Bind the socket here so port 0 gives a free port we can read back.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        await web.SockSite(self._runner, sock).start()
+        self.base_url = f"http://{host}:{sock.getsockname()[1]}"
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake_pollers()  # pending long polls answer [] at once instead of holding shutdown
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # --- driving (any thread) ----------------------------------------------------------------
+
+    def add_group_message(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        user_id: int = 501,
+        first_name: str = "Ivan",
+        last_name: str | None = "Petrov",
+        username: str | None = "ivan_p",
+        chat_title: str = "Support group",
+        thread_id: int | None = None,
+        sender_chat: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Queue an Update with a text ``message`` in ``chat_id`` and return it (Bot API JSON)."""
+        sender: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": first_name}
+        if last_name:
+            sender["last_name"] = last_name
+        if username:
+            sender["username"] = username
+        sender["language_code"] = "en"
+        if sender_chat is not None:
+            # Telegram hides the person: ``from`` becomes a placeholder bot.
+            sender = dict(GROUP_ANONYMOUS_BOT if sender_chat.get("id") == chat_id else CHANNEL_BOT)
+        with self._lock:
+            chat = self._chat_locked(chat_id, title=chat_title, person=sender, forum=thread_id is not None)
+            message: dict[str, Any] = {
+                "message_id": self._next_message_id_locked(chat_id),
+                "from": sender,
+                "chat": copy.deepcopy(chat.chat),
+                "date": int(time.time()),
+                "text": text,
+            }
+            if sender_chat is not None:
+                message["sender_chat"] = copy.deepcopy(sender_chat)
+            if thread_id is not None:
+                message["message_thread_id"] = thread_id
+                message["is_topic_message"] = True
+            if command := _COMMAND.match(text):
+                message["entities"] = [{"type": "bot_command", "offset": 0, "length": _utf16_len(command[0])}]
+            update = {"update_id": self._take_update_id_locked(None), "message": message}
+            self._enqueue_locked(update)
+        return copy.deepcopy(update)
+
+    def add_update(self, update: dict[str, Any]) -> dict[str, Any]:
+        """Queue a raw update as-is (its ``update_id`` kept when present) and return it."""
+        update = copy.deepcopy(update)
+        with self._lock:
+            update["update_id"] = self._take_update_id_locked(update.get("update_id"))
+            message = update.get("message") or update.get("edited_message") or {}
+            chat_id = (message.get("chat") or {}).get("id")
+            if isinstance(chat_id, int) and isinstance(message.get("message_id"), int):
+                state = self._chat_locked(chat_id)
+                state.last_message_id = max(state.last_message_id, message["message_id"])
+            self._enqueue_locked(update)
+        return copy.deepcopy(update)
+
+    def fail_next(
+        self,
+        method: str,
+        *,
+        error_code: int = 429,
+        retry_after: int | None = None,
+        description: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        times: int = 1,
+    ) -> None:
+        """Make the next ``times`` calls of ``method`` fail (a 429 carries ``retry_after``)."""
+        params = dict(parameters or {})
+        if retry_after is not None:
+            params["retry_after"] = retry_after
+        if description is None:
+            description = (
+                f"Too Many Requests: retry after {retry_after or 1}"
+                if error_code == 429
+                else f"Error {error_code}"
+            )
+        if error_code == 429 and "retry_after" not in params:
+            params["retry_after"] = 1
+        failure = _Failure(error_code=error_code, description=description, parameters=params or None)
+        with self._lock:
+            self._state.failures.setdefault(method.lower(), []).extend([failure] * times)
+
+    # --- observing (any thread) ---------------------------------------------------------------
+
+    def sent_messages(self, chat_id: int | None = None) -> list[dict[str, Any]]:
+        """Every successful sendMessage (normalised params plus the assigned ``message_id``)."""
+        with self._lock:
+            sent = [m for m in self._state.sent if chat_id is None or m.get("chat_id") == chat_id]
+            return copy.deepcopy(sent)
+
+    @property
+    def calls(self) -> list[RecordedCall]:
+        """Every API call so far, oldest first (a snapshot)."""
+        with self._lock:
+            return list(self._state.calls)
+
+    # --- HTTP ----------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        method_name = request.match_info["method"]
+        try:
+            params = await _read_params(request)
+        except BotAPIError as error:
+            return _error_response(error)
+        # Recorded on arrival, so a long poll shows up while it is still waiting.
+        call = RecordedCall(method_name, params, time.time())
+        with self._lock:
+            self._state.calls.append(call)
+        try:
+            result = await self._dispatch(request, method_name, params)
+        except BotAPIError as error:
+            with self._lock:
+                calls = self._state.calls
+                index = next(i for i in range(len(calls) - 1, -1, -1) if calls[i] is call)
+                calls[index] = dataclasses.replace(call, error_code=error.error_code)
+            return _error_response(error)
+        return web.json_response({"ok": True, "result": result})
+
+    async def _dispatch(self, request: web.Request, method_name: str, params: dict[str, Any]) -> Any:
+        if request.match_info["bot"] != f"bot{self.token}":
+            raise BotAPIError(401, "Unauthorized")
+        method = self._methods.get(method_name.lower())
+        if method is None:
+            raise BotAPIError(404, "Not Found")
+        self._raise_planned_failure(method_name.lower())
+        return await method(params)
+
+    def _raise_planned_failure(self, method: str) -> None:
+        with self._lock:
+            planned = self._state.failures.get(method)
+            failure = planned.pop(0) if planned else None
+        if failure is not None:
+            raise BotAPIError(failure.error_code, failure.description, failure.parameters)
+
+    # --- methods -------------------------------------------------------------------------------
+
+    async def _get_me(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **self.bot_user,
+            "can_join_groups": True,
+            "can_read_all_group_messages": self.can_read_all_group_messages,
+            "supports_inline_queries": False,
+            "can_connect_to_business": False,
+            "has_main_web_app": False,
+        }
+
+    async def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        offset = _int_param(params, "offset", None)
+        limit = min(max(_int_param(params, "limit", MAX_UPDATES_PER_CALL) or 1, 1), MAX_UPDATES_PER_CALL)
+        timeout = max(_int_param(params, "timeout", 0) or 0, 0)
+        loop = self._loop
+        if loop is None:
+            raise BotAPIError(500, "Internal Server Error: not started")
+        with self._lock:
+            if self._state.webhook_url:
+                raise BotAPIError(
+                    409,
+                    "Conflict: can't use getUpdates method while webhook is active; "
+                    "use deleteWebhook to delete the webhook first",
+                )
+            if "allowed_updates" in params:
+                allowed = params["allowed_updates"]
+                self._state.allowed_updates = frozenset(allowed) if allowed else None
+            self._confirm_locked(offset)
+            self._state.poll_generation += 1
+            generation = self._state.poll_generation
+        self._wake_pollers()  # an older long poll still waiting is now terminated with a 409
+        deadline = loop.time() + timeout
+        while True:
+            with self._lock:
+                if generation != self._state.poll_generation:
+                    raise BotAPIError(
+                        409,
+                        "Conflict: terminated by other getUpdates request; "
+                        "make sure that only one bot instance is running",
+                    )
+                batch = self._state.queue[:limit]
+                for queued in batch:
+                    queued.delivered = True
+                if batch or self._stopping:
+                    return [copy.deepcopy(q.update) for q in batch]
+                wake = self._new_updates
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            try:
+                await asyncio.wait_for(wake.wait(), remaining)
+            except TimeoutError:
+                return []
+
+    async def _send_message(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = params.get("chat_id")
+        if chat_id is None or chat_id == "":
+            raise BotAPIError(400, "Bad Request: chat_id is empty")
+        if not isinstance(chat_id, int):
+            raise BotAPIError(400, "Bad Request: chat not found")
+        text = params.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise BotAPIError(400, "Bad Request: message text is empty")
+        plain = _plain_text(text) if str(params.get("parse_mode", "")).upper() == "HTML" else text
+        if _utf16_len(plain) > MAX_MESSAGE_UTF16:
+            raise BotAPIError(400, "Bad Request: message is too long")
+        if not plain.strip():
+            raise BotAPIError(400, "Bad Request: message text is empty")
+        thread_id = params.get("message_thread_id")
+        with self._lock:
+            chat = self._chat_locked(chat_id)
+            message_id = self._next_message_id_locked(chat_id)
+            self._state.sent.append({**params, "message_id": message_id})
+            result: dict[str, Any] = {
+                "message_id": message_id,
+                "from": dict(self.bot_user),
+                "chat": copy.deepcopy(chat.chat),
+                "date": int(time.time()),
+                "text": plain,
+            }
+        if isinstance(thread_id, int):
+            result["message_thread_id"] = thread_id
+            result["is_topic_message"] = True
+        return result
+
+    async def _delete_webhook(self, params: dict[str, Any]) -> bool:
+        with self._lock:
+            self._state.webhook_url = ""
+            if params.get("drop_pending_updates") is True:
+                self._state.queue.clear()
+        return True
+
+    async def _set_webhook(self, params: dict[str, Any]) -> bool:
+        url = params.get("url")
+        if not isinstance(url, str):
+            raise BotAPIError(400, "Bad Request: bad webhook: URL must be provided for webhook")
+        with self._lock:
+            self._state.webhook_url = url
+        return True
+
+    async def _get_chat(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = params.get("chat_id")
+        if not isinstance(chat_id, int):
+            raise BotAPIError(400, "Bad Request: chat not found")
+        with self._lock:
+            chat = copy.deepcopy(self._chat_locked(chat_id).chat)
+        gifts = (
+            "unlimited_gifts",
+            "limited_gifts",
+            "unique_gifts",
+            "premium_subscription",
+            "gifts_from_channels",
+        )
+        return {
+            **chat,
+            "accent_color_id": 0,
+            "max_reaction_count": 11,
+            "accepted_gift_types": dict.fromkeys(gifts, False),
+        }
+
+    # --- state helpers (call with _lock held) --------------------------------------------------
+
+    def _chat_locked(
+        self,
+        chat_id: int,
+        *,
+        title: str | None = None,
+        person: dict[str, Any] | None = None,
+        forum: bool = False,
+    ) -> _ChatState:
+        state = self._state.chats.get(chat_id)
+        if state is None:
+            state = _ChatState(chat=_chat_object(chat_id, title=title, person=person))
+            self._state.chats[chat_id] = state
+        if title and state.chat["type"] != "private":
+            state.chat["title"] = title
+        if forum and state.chat["type"] == "supergroup":
+            state.chat["is_forum"] = True
+        return state
+
+    def _next_message_id_locked(self, chat_id: int) -> int:
+        state = self._chat_locked(chat_id)
+        state.last_message_id += 1
+        return state.last_message_id
+
+    def _take_update_id_locked(self, wanted: Any) -> int:
+        update_id = wanted if isinstance(wanted, int) else self._next_update_id
+        self._next_update_id = max(self._next_update_id, update_id + 1)
+        return update_id
+
+    def _enqueue_locked(self, update: dict[str, Any]) -> None:
+        kind = next((key for key in update if key != "update_id"), "")
+        allowed = self._state.allowed_updates
+        # Like Telegram: updates of a type the bot did not ask for are never stored.
+        if (kind in allowed) if allowed is not None else (kind not in NOT_SENT_BY_DEFAULT):
+            self._state.queue.append(_Queued(update))
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._wake_pollers)
+
+    def _confirm_locked(self, offset: int | None) -> None:
+        if offset is None:
+            return
+        queue = self._state.queue
+        if offset < 0:
+            del queue[: max(len(queue) + offset, 0)]
+            return
+        queue[:] = [q for q in queue if not (q.delivered and q.update["update_id"] < offset)]
+
+    def _wake_pollers(self) -> None:
+        """Runs on the server loop: release every waiting long poll, arm a fresh event."""
+        self._new_updates.set()
+        self._new_updates = asyncio.Event()
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _chat_object(chat_id: int, *, title: str | None, person: dict[str, Any] | None) -> dict[str, Any]:
+    if chat_id > 0:
+        chat: dict[str, Any] = {"id": chat_id, "type": "private", "first_name": "User"}
+        for key in ("first_name", "last_name", "username"):
+            if person and person.get(key) and not person.get("is_bot"):
+                chat[key] = person[key]
+        return chat
+    kind = "supergroup" if str(chat_id).startswith("-100") else "group"
+    return {"id": chat_id, "type": kind, "title": title or f"Group {chat_id}"}
+
+
+async def _read_params(request: web.Request) -> dict[str, Any]:
+    raw: dict[str, Any] = dict(request.query)
+    if request.method == "POST" and request.can_read_body:
+        if request.content_type == "application/json":
+            try:
+                body = await request.json()
+            except json.JSONDecodeError as error:
+                raise BotAPIError(400, "Bad Request: can't parse JSON body") from error
+            if not isinstance(body, dict):
+                raise BotAPIError(400, "Bad Request: JSON body must be an object")
+            raw.update(body)
+        else:
+            # Covers both application/x-www-form-urlencoded and multipart/form-data.
+            for key, value in (await request.post()).items():
+                if isinstance(value, web.FileField):
+                    raw[key] = {
+                        "filename": value.filename,
+                        "content_type": value.content_type,
+                        "data": value.file.read(),
+                    }
+                else:
+                    raw[key] = value
+    return {key: _coerce(key, value) for key, value in raw.items()}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if key in INT_PARAMS and _INT_TEXT.fullmatch(value):
+        return int(value)
+    if key in BOOL_PARAMS and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    if key in JSON_PARAMS:
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as error:
+            raise BotAPIError(400, f"Bad Request: can't parse {key} JSON object") from error
+    return value
+
+
+def _int_param(params: dict[str, Any], key: str, default: int | None) -> int | None:
+    value = params.get(key, default)
+    if value is None or isinstance(value, int):
+        return value
+    raise BotAPIError(400, f"Bad Request: {key} must be an integer")
+
+
+def _error_response(error: BotAPIError) -> web.Response:
+    body: dict[str, Any] = {"ok": False, "error_code": error.error_code, "description": error.description}
+    if error.parameters:
+        body["parameters"] = error.parameters
+    return web.json_response(body, status=error.error_code)
+
+
+def _utf16_len(text: str) -> int:
+    # Telegram counts lengths in UTF-16 code units.
+    return len(text.encode("utf-16-le")) // 2
+
+
+class _TelegramHTML(HTMLParser):
+    """Checks HTML the way Telegram's parse mode does (known tags, balanced) and keeps the text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.open: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in HTML_TAGS:
+            raise BotAPIError(400, f'Bad Request: can\'t parse entities: Unsupported start tag "{tag}"')
+        self.open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.open or self.open[-1] != tag:
+            raise BotAPIError(400, f'Bad Request: can\'t parse entities: Unexpected end tag "{tag}"')
+        self.open.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _plain_text(html: str) -> str:
+    parser = _TelegramHTML()
+    parser.feed(html)
+    parser.close()
+    if parser.open:
+        raise BotAPIError(
+            400,
+            "Bad Request: can't parse entities: "
+            f'Can\'t find end tag corresponding to start tag "{parser.open[-1]}"',
+        )
+    return "".join(parser.text)

@@ -1,0 +1,126 @@
+"""Wiring: NATS connection and streams, the bot's identity check, then polling until a signal.
+
+Exit codes: 0 after SIGTERM/SIGINT, 2 when Telegram refuses the token (a restart cannot help),
+1 when handling an update failed (the update stays unconfirmed; a restart retries it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import structlog
+from aiogram import Bot, Dispatcher
+from aiogram.exceptions import (
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
+from aiogram.utils.backoff import Backoff
+from faststream.nats import NatsBroker
+
+from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
+from bridge_lib.runtime import wait_for_stop_signal
+from bridge_lib.telegram import make_bot
+from services.telegram_gateway.config import TelegramGatewaySettings
+from services.telegram_gateway.handlers import AnonymousAdminNotices, build_router
+from services.telegram_gateway.polling import BACKOFF, poll_updates, redact
+
+log = structlog.get_logger("telegram_gateway")
+T = TypeVar("T")
+
+PRIVACY_HINT = (
+    "Group Privacy is on, so the bot only sees commands and replies to itself in groups. In "
+    "@BotFather: /setprivacy -> choose the bot -> Disable; then remove the bot from each group and "
+    "add it again (Telegram applies the change only on re-adding)."
+)
+
+
+def build_dispatcher(publisher: EventPublisher) -> Dispatcher:
+    # Keyword arguments become handler parameters of the same name (aiogram's injection).
+    dispatcher = Dispatcher(publisher=publisher, notices=AnonymousAdminNotices())
+    dispatcher.include_router(build_router())
+    return dispatcher
+
+
+async def run(settings: TelegramGatewaySettings) -> None:
+    # No local variable holds the token: tracebacks rendered with locals would print it.
+    bot = make_bot(
+        settings.telegram_bot_token.get_secret_value(), api_base_url=settings.telegram_api_base_url
+    )
+    broker = make_broker(settings.nats_url, name="telegram_gateway")
+    stop = asyncio.create_task(wait_for_stop_signal())
+    work = asyncio.create_task(_serve(bot, broker, settings.nats_url))
+    try:
+        done, _ = await asyncio.wait({stop, work}, return_when=asyncio.FIRST_COMPLETED)
+        if work in done:
+            work.result()  # polling only ends by failing
+        else:
+            log.info("telegram_gateway_stopping")
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+    except TelegramUnauthorizedError:
+        log.error(
+            "telegram_token_refused",
+            detail="Telegram answered 401 Unauthorized: TELEGRAM_BOT_TOKEN is wrong or was revoked",
+        )
+        raise SystemExit(2) from None
+    except Exception as error:
+        # Formatted here, without the frames' locals (bridge_lib's dict_tracebacks shows them).
+        text = "".join(traceback.format_exception(error))
+        log.error("telegram_gateway_failed", error=type(error).__name__, traceback=redact(text, bot.token))
+        raise SystemExit(1) from None
+    finally:
+        stop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stop
+        await broker.stop()
+        await bot.session.close()
+    log.info("telegram_gateway_stopped")
+
+
+async def _serve(bot: Bot, broker: NatsBroker, nats_url: str) -> None:
+    # The broker retries forever while NATS is down; say what it is waiting for.
+    log.info("nats_connecting", server=_host_of(nats_url))
+    await broker.start()
+    await ensure_streams(broker)
+    log.info("nats_connected")
+    me = await _retrying("getMe", bot.me)
+    log.info("telegram_bot_identified", bot_username=me.username, bot_id=me.id)
+    if not me.can_read_all_group_messages:
+        log.warning("telegram_group_privacy_enabled", bot_username=me.username, fix=PRIVACY_HINT)
+    # getUpdates fails with 409 while a webhook is set; polling is this service's only mode.
+    await _retrying("deleteWebhook", lambda: bot.delete_webhook(drop_pending_updates=False))
+    dispatcher = build_dispatcher(EventPublisher(broker))
+    allowed_updates = dispatcher.resolve_used_update_types()
+    log.info("telegram_gateway_started", allowed_updates=allowed_updates)
+    await poll_updates(bot, dispatcher, allowed_updates=allowed_updates)
+
+
+def _host_of(url: str) -> str:
+    """host:port only: a NATS URL may carry a user and password."""
+    try:
+        parts = urlsplit(url)
+        return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    except ValueError:  # e.g. a comma-separated server list
+        return "(see NATS_URL)"
+
+
+async def _retrying(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """Start-up calls wait out a Telegram outage instead of crashing the service."""
+    backoff = Backoff(config=BACKOFF)
+    while True:
+        try:
+            return await call()
+        except TelegramRetryAfter as error:
+            delay, reason = float(error.retry_after), "flood_wait"
+        except (TelegramNetworkError, TelegramServerError) as error:
+            delay, reason = next(backoff), type(error).__name__
+        log.warning("telegram_call_retry", call=what, reason=reason, retry_in_s=round(delay, 1))
+        await asyncio.sleep(delay)

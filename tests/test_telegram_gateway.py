@@ -1,0 +1,405 @@
+"""The Telegram gateway as a process: the real aiogram client polls the fake Bot API server and
+stores what groups write as events in the real JetStream TELEGRAM stream.
+
+The fake Telegram server is shared by the whole session and only one process may poll it, so
+one gateway runs for this module and the last test stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiogram import Dispatcher
+from aiogram.types import Message
+
+from bridge_lib.telegram import make_bot
+from contracts import subjects
+from contracts.events import (
+    AnyEvent,
+    BindRequested,
+    TelegramMessageReceived,
+    TelegramUser,
+    event_id_for,
+    telegram_bind_key,
+    telegram_message_key,
+)
+from sandbox.fake_telegram import FakeTelegram
+from services.telegram_gateway.handlers import TaskArgs, parse_task_args
+from services.telegram_gateway.polling import poll_updates
+from tests.conftest import BOT_TOKEN
+from tests.support import REPO_ROOT, LoopThread, ServiceProcess, eventually, read_stream_events, stays
+
+
+def gateway_env(fake: FakeTelegram, nats_url: str) -> dict[str, str]:
+    return {
+        "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
+        "TELEGRAM_API_BASE_URL": fake.base_url,
+        "NATS_URL": nats_url,
+        "LOG_LEVEL": "INFO",
+    }
+
+
+@pytest.fixture(scope="module")
+def gateway(fake_telegram: FakeTelegram, nats_url: str, work_dir: Path) -> Iterator[ServiceProcess]:
+    log_dir = work_dir / "telegram-gateway"
+    log_dir.mkdir(exist_ok=True)
+    started_at = time.time()
+    process = ServiceProcess("telegram_gateway", gateway_env(fake_telegram, nats_url), log_dir).start()
+    try:
+        eventually(
+            lambda: any(c.method == "getUpdates" and c.at >= started_at for c in fake_telegram.calls),
+            timeout_s=30,
+            what=f"gateway polling; log:\n{process.log_text()}",
+        )
+        yield process
+    finally:
+        process.stop()
+
+
+class Streams:
+    def __init__(self, loop: LoopThread, nats_url: str) -> None:
+        self._loop = loop
+        self._nats_url = nats_url
+
+    def events(self, subject: str) -> list[AnyEvent]:
+        return [event for _, event in self._loop.run(read_stream_events(self._nats_url, subject))]
+
+    def messages(self, chat_id: int) -> list[TelegramMessageReceived]:
+        found = self.events(subjects.telegram_message_received(chat_id))
+        return [e for e in found if isinstance(e, TelegramMessageReceived)]
+
+    def bind_requests(self, chat_id: int) -> list[BindRequested]:
+        found = self.events(subjects.telegram_bind_requested(chat_id))
+        return [e for e in found if isinstance(e, BindRequested)]
+
+    def anything(self, chat_id: int) -> list[AnyEvent]:
+        return self.events(f"telegram.*.*.{chat_id}")
+
+
+@pytest.fixture
+def streams(loop: LoopThread, nats_url: str, gateway: ServiceProcess) -> Streams:
+    return Streams(loop, nats_url)
+
+
+def handled_up_to(fake: FakeTelegram, streams: Streams, chat_id: int) -> None:
+    """Updates are handled in order: once a later marker is stored, everything before it was handled."""
+    marker = fake.add_group_message(chat_id, "marker")["message"]["message_id"]
+    eventually(
+        lambda: [e for e in streams.messages(chat_id) if e.message_id == marker], what="marker message stored"
+    )
+
+
+# --- /task parsing (pure) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ("Fix the printer", TaskArgs(None, "Fix the printer")),
+        ("  Fix the printer  ", TaskArgs(None, "Fix the printer")),
+        ("4821", TaskArgs(4821, None)),
+        ("#4821", TaskArgs(4821, None)),
+        (" #0042 ", TaskArgs(42, None)),
+        ("4821 printer", TaskArgs(None, "4821 printer")),
+        ("# 4821", TaskArgs(None, "# 4821")),
+        ("²", TaskArgs(None, "²")),
+        ("Fix\nthe printer", TaskArgs(None, "Fix\nthe printer")),
+        ("", TaskArgs(None, None)),
+        ("   ", TaskArgs(None, None)),
+        (None, TaskArgs(None, None)),
+    ],
+)
+def test_task_arguments_are_a_number_or_a_title(args: str | None, expected: TaskArgs) -> None:
+    assert parse_task_args(args) == expected
+
+
+# --- polling (in-process, against a fake of its own) ------------------------------------------
+
+
+def test_an_update_whose_handling_failed_stays_unconfirmed(loop: LoopThread) -> None:
+    fake = FakeTelegram(token=BOT_TOKEN)
+    loop.run(fake.start())
+    chat_id = -1009999999999
+    seen: list[str] = []
+
+    async def scenario() -> list[str]:
+        bot = make_bot(BOT_TOKEN, api_base_url=fake.base_url)
+        dispatcher = Dispatcher()
+
+        @dispatcher.message()
+        async def store(message: Message) -> None:
+            seen.append(str(message.text))
+            if message.text == "stored":
+                fake.add_group_message(chat_id, "cannot be stored")
+            else:
+                raise ConnectionError("NATS unreachable for minutes")
+
+        try:
+            with pytest.raises(ConnectionError):
+                await asyncio.wait_for(
+                    poll_updates(bot, dispatcher, allowed_updates=["message"], timeout_s=1), 20
+                )
+            # What a restarted gateway gets first: the failed update, and only that one.
+            again = await bot.get_updates(timeout=0)
+            return [str(update.message.text) for update in again if update.message]
+        finally:
+            await bot.session.close()
+
+    # A 429 on the first getUpdates is waited out, not fatal.
+    fake.fail_next("getUpdates", retry_after=1)
+    fake.add_group_message(chat_id, "stored")
+    try:
+        redelivered = loop.run(scenario(), timeout_s=40)
+    finally:
+        loop.run(fake.stop())
+
+    assert seen == ["stored", "cannot be stored"]
+    assert redelivered == ["cannot be stored"]
+    assert next(c.error_code for c in fake.calls if c.method == "getUpdates") == 429
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def run_gateway_briefly(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    # cwd outside the repository: a developer's .env must not supply what the test leaves out.
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "NATS_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "services.telegram_gateway"],
+        env={**base, "PYTHONPATH": str(REPO_ROOT), **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_missing_token_is_named_and_exits_2_without_a_traceback(work_dir: Path) -> None:
+    result = run_gateway_briefly({}, work_dir)
+
+    assert result.returncode == 2
+    assert "TELEGRAM_BOT_TOKEN" in result.stderr
+    assert "@BotFather" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_refused_token_exits_2_and_never_logs_the_token(
+    fake_telegram: FakeTelegram, nats_url: str, work_dir: Path
+) -> None:
+    wrong = "999999:not-the-right-token"
+    env = {**gateway_env(fake_telegram, nats_url), "TELEGRAM_BOT_TOKEN": wrong}
+
+    result = run_gateway_briefly(env, work_dir)
+
+    assert result.returncode == 2
+    assert "telegram_token_refused" in result.stderr
+    assert wrong not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_group_privacy_on_is_reported_with_the_fix(loop: LoopThread, nats_url: str, work_dir: Path) -> None:
+    # Its own fake server: this gateway must not poll the shared one.
+    private_fake = FakeTelegram(token=BOT_TOKEN, can_read_all_group_messages=False)
+    loop.run(private_fake.start())
+    process = ServiceProcess("telegram_gateway", gateway_env(private_fake, nats_url), work_dir)
+    process.log_path = work_dir / "telegram-gateway-privacy.log"
+    try:
+        process.start()
+        eventually(lambda: "telegram_gateway_started" in process.log_text(), timeout_s=30, what="started")
+        log = process.log_text()
+        assert "telegram_group_privacy_enabled" in log
+        assert "/setprivacy" in log
+    finally:
+        process.stop()
+        loop.run(private_fake.stop())
+
+
+# --- group messages ---------------------------------------------------------------------------
+
+
+def test_a_group_text_becomes_one_message_event(
+    fake_telegram: FakeTelegram, streams: Streams, unique_chat_id: int
+) -> None:
+    update = fake_telegram.add_group_message(unique_chat_id, "The printer is out of toner")
+    message: dict[str, Any] = update["message"]
+
+    [event] = eventually(lambda: streams.messages(unique_chat_id), what="message event")
+
+    key = telegram_message_key(unique_chat_id, message["message_id"])
+    assert event.event_id == event_id_for(key)
+    assert event.correlation_id == event.event_id
+    assert event.causation_id == f"tg:update:{update['update_id']}"
+    assert event.chat_id == unique_chat_id
+    assert event.message_id == message["message_id"]
+    assert event.update_id == update["update_id"]
+    assert event.text == "The printer is out of toner"
+    assert event.sender == TelegramUser(id=501, full_name="Ivan Petrov", username="ivan_p", is_bot=False)
+    assert event.sent_at == datetime.fromtimestamp(message["date"], UTC)
+    assert event.chat_title == "Support group"
+    assert event.thread_id is None
+
+
+def test_a_forum_topic_message_keeps_its_thread(
+    fake_telegram: FakeTelegram, streams: Streams, unique_chat_id: int
+) -> None:
+    fake_telegram.add_group_message(unique_chat_id, "In a topic", thread_id=77, username=None, last_name=None)
+
+    [event] = eventually(lambda: streams.messages(unique_chat_id), what="message event")
+
+    assert event.thread_id == 77
+    assert event.sender == TelegramUser(id=501, full_name="Ivan", username=None, is_bot=False)
+
+
+def test_the_same_update_delivered_twice_is_still_one_event(
+    fake_telegram: FakeTelegram, streams: Streams, unique_chat_id: int
+) -> None:
+    update = fake_telegram.add_group_message(unique_chat_id, "only once please")
+    eventually(lambda: streams.messages(unique_chat_id), what="first delivery stored")
+
+    fake_telegram.add_update(update)
+    handled_up_to(fake_telegram, streams, unique_chat_id)
+
+    texts = [e.text for e in streams.messages(unique_chat_id)]
+    assert texts == ["only once please", "marker"]
+
+
+@pytest.mark.parametrize(
+    ("text", "number", "title"),
+    [
+        ("/task Fix the printer", None, "Fix the printer"),
+        ("/task 4821", 4821, None),
+        ("/task #4821", 4821, None),
+        ("/task@planfix_bridge_bot   Replace toner  ", None, "Replace toner"),
+        ("/task", None, None),
+    ],
+)
+def test_task_command_becomes_a_bind_request(
+    fake_telegram: FakeTelegram,
+    streams: Streams,
+    unique_chat_id: int,
+    text: str,
+    number: int | None,
+    title: str | None,
+) -> None:
+    update = fake_telegram.add_group_message(unique_chat_id, text, thread_id=5)
+    message_id = update["message"]["message_id"]
+
+    [event] = eventually(lambda: streams.bind_requests(unique_chat_id), what="bind request")
+
+    assert event.task_number == number
+    assert event.task_title == title
+    assert event.event_id == event_id_for(telegram_bind_key(unique_chat_id, message_id))
+    assert event.causation_id == f"tg:update:{update['update_id']}"
+    assert event.message_id == message_id
+    assert event.requested_by.username == "ivan_p"
+    assert event.chat_title == "Support group"
+    assert event.thread_id == 5
+    # A command is a request to the bot, not a message to carry over.
+    handled_up_to(fake_telegram, streams, unique_chat_id)
+    assert [e.text for e in streams.messages(unique_chat_id)] == ["marker"]
+
+
+def test_a_command_for_another_bot_is_an_ordinary_message(
+    fake_telegram: FakeTelegram, streams: Streams, unique_chat_id: int
+) -> None:
+    fake_telegram.add_group_message(unique_chat_id, "/task@some_other_bot Fix it")
+
+    [event] = eventually(lambda: streams.messages(unique_chat_id), what="message event")
+
+    assert event.text == "/task@some_other_bot Fix it"
+    assert streams.bind_requests(unique_chat_id) == []
+
+
+def test_an_anonymous_admin_gets_guidance_and_nothing_is_stored(
+    fake_telegram: FakeTelegram, streams: Streams, unique_chat_id: int
+) -> None:
+    group = {"id": unique_chat_id, "type": "supergroup", "title": "Support group"}
+    update = fake_telegram.add_group_message(unique_chat_id, "/task Secret admin task", sender_chat=group)
+
+    [notice] = eventually(lambda: fake_telegram.sent_messages(unique_chat_id), what="guidance sent")
+
+    assert "Remain anonymous" in notice["text"]
+    assert notice["reply_parameters"]["message_id"] == update["message"]["message_id"]
+    assert "message_thread_id" not in notice
+    assert streams.anything(unique_chat_id) == []
+    # A second anonymous message soon after is not answered again: one notice per group at a time.
+    fake_telegram.add_group_message(unique_chat_id, "still anonymous", sender_chat=group)
+    handled_up_to(fake_telegram, streams, unique_chat_id)
+    assert len(fake_telegram.sent_messages(unique_chat_id)) == 1
+    assert [e.text for e in streams.messages(unique_chat_id)] == ["marker"]
+
+
+def test_a_message_posted_as_a_channel_is_stored_under_the_channel(
+    fake_telegram: FakeTelegram, streams: Streams, unique_chat_id: int
+) -> None:
+    channel_id = unique_chat_id - 7
+    channel = {
+        "id": channel_id,
+        "type": "channel",
+        "title": "Support news",
+        "username": "support_news",
+    }
+    fake_telegram.add_group_message(unique_chat_id, "Posted as the channel", sender_chat=channel)
+
+    [event] = eventually(lambda: streams.messages(unique_chat_id), what="message event")
+
+    assert event.sender == TelegramUser(id=channel_id, full_name="Support news", username="support_news")
+
+
+def test_private_chats_are_ignored(
+    fake_telegram: FakeTelegram, streams: Streams, unique_chat_id: int
+) -> None:
+    private_chat_id = abs(unique_chat_id)  # positive ids are people
+    fake_telegram.add_group_message(private_chat_id, "/task Fix the printer")
+    fake_telegram.add_group_message(private_chat_id, "hello bot")
+
+    handled_up_to(fake_telegram, streams, unique_chat_id)
+
+    assert streams.anything(private_chat_id) == []
+    assert fake_telegram.sent_messages(private_chat_id) == []
+
+
+def test_non_text_group_messages_are_ignored(
+    fake_telegram: FakeTelegram, streams: Streams, unique_chat_id: int
+) -> None:
+    photo = {
+        "message_id": 900,
+        "from": {"id": 501, "is_bot": False, "first_name": "Ivan"},
+        "chat": {"id": unique_chat_id, "type": "supergroup", "title": "Support group"},
+        "date": int(time.time()),
+        "photo": [{"file_id": "AgAD", "file_unique_id": "AQAD", "width": 90, "height": 90}],
+        "caption": "/task from a caption",
+    }
+    fake_telegram.add_update({"message": photo})
+
+    handled_up_to(fake_telegram, streams, unique_chat_id)
+
+    assert [e.text for e in streams.messages(unique_chat_id)] == ["marker"]
+    assert streams.bind_requests(unique_chat_id) == []
+
+
+# --- life-cycle (last: stops this module's gateway) ----------------------------------------------
+
+
+def test_sigterm_stops_the_gateway_cleanly_within_seconds(gateway: ServiceProcess, streams: Streams) -> None:
+    stays(gateway.alive, for_s=0.5, what="gateway running before the stop")
+    started = time.monotonic()
+
+    code = gateway.stop(timeout_s=10)
+
+    assert code == 0, gateway.log_text()
+    assert time.monotonic() - started < 5
+    log = gateway.log_text()
+    assert "telegram_gateway_stopped" in log
+    assert "Traceback" not in log
+    assert BOT_TOKEN not in log
