@@ -29,7 +29,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     else:
         # No local variables in tracebacks: a frame of an HTTP client may hold a URL with a token.
         shared.append(
-            structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
         )
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(

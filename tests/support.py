@@ -14,10 +14,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 import nats
@@ -38,8 +38,13 @@ class LoopThread:
         self._thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
         self._thread.start()
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+    def run(self, awaitable: Awaitable[T], timeout_s: float = 30.0) -> T:
+        """Run a coroutine (or any awaitable, such as a motor future) on the loop; return its result."""
+
+        async def wrapper() -> T:
+            return await awaitable
+
+        future: Future[T] = asyncio.run_coroutine_threadsafe(wrapper(), self.loop)
         return future.result(timeout_s)
 
     def close(self) -> None:
