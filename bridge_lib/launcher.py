@@ -78,6 +78,8 @@ class Supervisor:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", f"services.{name}", env=self.env,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                # Own session: Ctrl-C reaches only the launcher, which stops the services in order.
+                start_new_session=True,
             )  # fmt: skip
             self.processes[name] = process
             await self._pump(name, process)

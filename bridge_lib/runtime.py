@@ -13,13 +13,11 @@ async def wait_for_stop_signal() -> None:
     """Return when the process gets SIGTERM or SIGINT (Ctrl-C)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # The handlers stay installed: a second signal during the orderly stop (Ctrl-C pressed
+    # twice, or a supervisor's SIGTERM after the terminal's SIGINT) must not interrupt it.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+    await stop.wait()
 
 
 def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
