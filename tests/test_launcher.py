@@ -1,13 +1,18 @@
-"""``make run`` without credentials: a clear message naming each missing variable, exit 2."""
+"""`make run`: the whole bridge from one command, stopped by Ctrl-C; without credentials, a clear message."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import REPO_ROOT
+from bridge_lib import devstack
+from sandbox.fake_planfix import FakePlanfix
+from sandbox.fake_telegram import FakeTelegram
+from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET
+from tests.support import REPO_ROOT, eventually
 
 REQUIRED = ("TELEGRAM_BOT_TOKEN", "PLANFIX_BASE_URL", "PLANFIX_API_TOKEN", "PLANFIX_WEBHOOK_SECRET")
 
@@ -36,3 +41,54 @@ def test_missing_credentials_are_named_with_how_to_get_them(tmp_path: Path) -> N
     assert "Traceback" not in result.stderr
     # Nothing was started: no runtime data was written.
     assert not (tmp_path / "var").exists()
+
+
+def test_make_run_starts_the_whole_bridge_and_ctrl_c_stops_it(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    webhook_port = devstack.free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TELEGRAM_", "PLANFIX_", "NATS_", "MONGODB_"))
+    }
+    env.update(
+        PYTHONPATH=str(REPO_ROOT),
+        TELEGRAM_BOT_TOKEN=BOT_TOKEN,
+        TELEGRAM_API_BASE_URL=fake_telegram.base_url,
+        PLANFIX_BASE_URL=fake_planfix.base_url,
+        PLANFIX_API_TOKEN=PLANFIX_TOKEN,
+        PLANFIX_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        PLANFIX_WEBHOOK_PORT=str(webhook_port),
+        NATS_PORT=str(devstack.free_port()),
+        MONGODB_PORT=str(devstack.free_port()),
+    )
+    output = tmp_path / "make-run.log"
+    with open(output, "wb") as sink:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "bridge_lib.launcher"],
+            cwd=tmp_path,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        eventually(lambda: "relay_started" in output.read_text(), timeout_s=60, what="relay started")
+        eventually(
+            lambda: "telegram_gateway_started" in output.read_text(), timeout_s=60, what="gateway started"
+        )
+
+        fake_telegram.add_group_message(unique_chat_id, "/task Started by make run")
+
+        eventually(lambda: fake_telegram.sent_messages(unique_chat_id), timeout_s=30, what="confirmation")
+        assert "Started by make run" in fake_telegram.sent_messages(unique_chat_id)[0]["text"]
+    finally:
+        launcher.send_signal(signal.SIGINT)
+        code = launcher.wait(30)
+    log = output.read_text()
+    assert code == 0, log
+    assert "Traceback" not in log
+    assert (tmp_path / "var" / "nats").is_dir()
+    assert (tmp_path / "var" / "mongo").is_dir()
+    for name in ("binder", "relay", "planfix_gateway", "telegram_gateway"):
+        assert f'"{name}_stopping"' in log or f"{name}_stopping" in log
