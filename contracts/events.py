@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import UTC, datetime
+from typing import TypedDict
 
 import msgspec
 
@@ -230,3 +231,33 @@ def planfix_comment_key(comment_id: int) -> str:
 def derived_key(cause: Event, what: str) -> str:
     """Key for an event caused by ``cause``: redelivering the cause rebuilds the same event."""
     return f"{what}:from:{cause.event_id}"
+
+
+class Envelope(TypedDict):
+    """The fields every event carries; spread into an event with ``**``."""
+
+    event_id: str
+    occurred_at: datetime
+    correlation_id: str
+    causation_id: str
+
+
+def root_envelope(source_key: str, *, caused_by: str) -> Envelope:
+    """For the first event of a chain: it correlates with itself; ``caused_by`` names the source."""
+    event_id = event_id_for(source_key)
+    return {
+        "event_id": event_id,
+        "occurred_at": utc_now(),
+        "correlation_id": event_id,
+        "causation_id": caused_by,
+    }
+
+
+def envelope_after(cause: Event, key: str) -> Envelope:
+    """For an event caused by another: same correlation, caused by it, id from ``key``."""
+    return {
+        "event_id": event_id_for(key),
+        "occurred_at": utc_now(),
+        "correlation_id": cause.correlation_id,
+        "causation_id": cause.event_id,
+    }

@@ -21,7 +21,7 @@ from contracts.events import (
     BindRequested,
     TaskBound,
     derived_key,
-    event_id_for,
+    envelope_after,
     telegram_bind_key,
     utc_now,
 )
@@ -130,10 +130,7 @@ class Binder:
             key = derived_key(request, "bound")
             await self._publisher.publish(
                 TaskBound(
-                    event_id=event_id_for(key),
-                    occurred_at=utc_now(),
-                    correlation_id=request.correlation_id,
-                    causation_id=request.event_id,
+                    **envelope_after(request, key),
                     chat_id=request.chat_id,
                     thread_id=request.thread_id,
                     task_number=outcome.task_number,
@@ -149,10 +146,7 @@ class Binder:
             key = derived_key(request, "rejected")
             await self._publisher.publish(
                 BindRejected(
-                    event_id=event_id_for(key),
-                    occurred_at=utc_now(),
-                    correlation_id=request.correlation_id,
-                    causation_id=request.event_id,
+                    **envelope_after(request, key),
                     chat_id=request.chat_id,
                     thread_id=request.thread_id,
                     reason=BindingRejectionReason(outcome.reason or BindingRejectionReason.INVALID_REQUEST),

@@ -34,9 +34,8 @@ from contracts.events import (
     PlanfixCommentAdded,
     PlanfixCommentWebhookReceived,
     PlanfixPerson,
-    event_id_for,
+    envelope_after,
     planfix_comment_key,
-    utc_now,
 )
 from contracts.subjects import PLANFIX_STREAM
 
@@ -101,10 +100,7 @@ def comment_added(
 ) -> PlanfixCommentAdded:
     key = planfix_comment_key(comment.id)
     return PlanfixCommentAdded(
-        event_id=event_id_for(key),
-        occurred_at=utc_now(),
-        correlation_id=notice.correlation_id,
-        causation_id=notice.event_id,
+        **envelope_after(notice, key),
         task_number=task_number,
         comment_id=comment.id,
         text_html=comment.description,

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from bridge_lib.eventbus import EventPublisher
 from contracts import subjects
-from contracts.events import PlanfixCommentWebhookReceived, event_id_for, planfix_webhook_key, utc_now
+from contracts.events import PlanfixCommentWebhookReceived, planfix_webhook_key, root_envelope
 
 log = structlog.get_logger("planfix_gateway.webhook")
 
@@ -73,12 +73,8 @@ def _id(data: dict[str, Any], name: str, alias: str) -> int:
 
 def build_event(ids: WebhookIds) -> PlanfixCommentWebhookReceived:
     key = planfix_webhook_key(ids.comment_id)
-    event_id = event_id_for(key)
     return PlanfixCommentWebhookReceived(
-        event_id=event_id,
-        occurred_at=utc_now(),
-        correlation_id=event_id,
-        causation_id=key,
+        **root_envelope(key, caused_by=key),
         task_number=ids.task_number,
         comment_id=ids.comment_id,
     )

@@ -11,9 +11,6 @@ Telegram has nothing to look up: the window for a duplicate there is one in-flig
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TypedDict
-
 import structlog
 from aiogram import Bot
 from aiogram.exceptions import (
@@ -36,9 +33,8 @@ from contracts.events import (
     TelegramMessageKind,
     TelegramMessageReceived,
     TelegramMessageSent,
-    event_id_for,
+    envelope_after,
     planfix_comment_key,
-    utc_now,
 )
 from services.relay.directory import BindingDirectory
 from services.relay.effects import EffectStore
@@ -54,13 +50,6 @@ log = structlog.get_logger("relay")
 
 # How far back to look for a comment lost in a crash (pages of 100).
 _RECOVERY_PAGES = 5
-
-
-class EventMeta(TypedDict):
-    event_id: str
-    occurred_at: datetime
-    correlation_id: str
-    causation_id: str
 
 
 class Relay:
@@ -106,7 +95,7 @@ class Relay:
             log.info("comment_posted", comment_id=comment_id)
         await self._publish_effect(
             PlanfixCommentPosted(
-                **self._derived(message, effect_key),
+                **envelope_after(message, effect_key),
                 task_number=bound.task_number,
                 comment_id=comment_id,
                 source_object_id=source_object_id,
@@ -228,7 +217,7 @@ class Relay:
             log.info("telegram_message_sent", chat_id=chat_id, message_ids=message_ids, kind=str(kind))
         await self._publish_effect(
             TelegramMessageSent(
-                **self._derived(cause, effect_key),
+                **envelope_after(cause, effect_key),
                 chat_id=chat_id,
                 message_ids=message_ids,
                 kind=kind,
@@ -253,14 +242,6 @@ class Relay:
         except (TelegramForbiddenError, TelegramBadRequest) as error:
             raise PermanentFailure(f"Telegram refused the message: {error}") from error
         return message_ids
-
-    def _derived(self, cause: Event, effect_key: str) -> EventMeta:
-        return {
-            "event_id": event_id_for(effect_key),
-            "occurred_at": utc_now(),
-            "correlation_id": cause.correlation_id,
-            "causation_id": cause.event_id,
-        }
 
     async def _publish_effect(self, event: Event, *, subject: str, effect_key: str) -> None:
         await self._publisher.publish(event, subject=subject, msg_id=f"effect:{effect_key}")

@@ -23,10 +23,9 @@ from contracts.events import (
     BindRequested,
     TelegramMessageReceived,
     TelegramUser,
-    event_id_for,
+    root_envelope,
     telegram_bind_key,
     telegram_message_key,
-    utc_now,
 )
 
 log = structlog.get_logger("telegram_gateway")
@@ -126,13 +125,9 @@ async def on_task_command(
         return
     chat_id, message_id = message.chat.id, message.message_id
     key = telegram_bind_key(chat_id, message_id)
-    event_id = event_id_for(key)
     args = parse_task_args(command.args)
     event = BindRequested(
-        event_id=event_id,
-        occurred_at=utc_now(),
-        correlation_id=event_id,
-        causation_id=f"tg:update:{event_update.update_id}",
+        **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
         chat_id=chat_id,
         message_id=message_id,
         requested_by=requested_by,
@@ -142,7 +137,7 @@ async def on_task_command(
         thread_id=thread_of(message),
     )
     with structlog.contextvars.bound_contextvars(
-        correlation_id=event_id, chat_id=chat_id, message_id=message_id
+        correlation_id=event.correlation_id, chat_id=chat_id, message_id=message_id
     ):
         stored = await publisher.publish(event, subject=subjects.telegram_bind_requested(chat_id), msg_id=key)
         log.info(
@@ -159,12 +154,8 @@ async def on_group_text(message: Message, event_update: Update, publisher: Event
         return
     chat_id, message_id = message.chat.id, message.message_id
     key = telegram_message_key(chat_id, message_id)
-    event_id = event_id_for(key)
     event = TelegramMessageReceived(
-        event_id=event_id,
-        occurred_at=utc_now(),
-        correlation_id=event_id,
-        causation_id=f"tg:update:{event_update.update_id}",
+        **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
         chat_id=chat_id,
         message_id=message_id,
         sender=sender,
@@ -175,7 +166,7 @@ async def on_group_text(message: Message, event_update: Update, publisher: Event
         update_id=event_update.update_id,
     )
     with structlog.contextvars.bound_contextvars(
-        correlation_id=event_id, chat_id=chat_id, message_id=message_id
+        correlation_id=event.correlation_id, chat_id=chat_id, message_id=message_id
     ):
         stored = await publisher.publish(
             event, subject=subjects.telegram_message_received(chat_id), msg_id=key
