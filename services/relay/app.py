@@ -20,7 +20,8 @@ from contracts.subjects import BINDING_STREAM, PLANFIX_STREAM, TELEGRAM_STREAM
 from services.relay.config import RelaySettings
 from services.relay.directory import BindingDirectory
 from services.relay.effects import EffectStore
-from services.relay.handlers import Relay
+from services.relay.to_planfix import ToPlanfix
+from services.relay.to_telegram import ToTelegram
 
 log = structlog.get_logger("relay")
 router = NatsRouter()
@@ -32,8 +33,8 @@ router = NatsRouter()
     ack_policy=AckPolicy.MANUAL,
     **durable_pull("relay-telegram-messages"),
 )
-async def on_telegram_message(msg: NatsMessage, relay: Relay = Context()) -> None:
-    await consume(msg, TelegramMessageReceived, relay.carry_telegram_message)
+async def on_telegram_message(msg: NatsMessage, to_planfix: ToPlanfix = Context()) -> None:
+    await consume(msg, TelegramMessageReceived, to_planfix.carry_telegram_message)
 
 
 @router.subscriber(
@@ -42,8 +43,8 @@ async def on_telegram_message(msg: NatsMessage, relay: Relay = Context()) -> Non
     ack_policy=AckPolicy.MANUAL,
     **durable_pull("relay-planfix-comments"),
 )
-async def on_planfix_comment(msg: NatsMessage, relay: Relay = Context()) -> None:
-    await consume(msg, PlanfixCommentAdded, relay.carry_planfix_comment)
+async def on_planfix_comment(msg: NatsMessage, to_telegram: ToTelegram = Context()) -> None:
+    await consume(msg, PlanfixCommentAdded, to_telegram.carry_planfix_comment)
 
 
 @router.subscriber(
@@ -52,8 +53,8 @@ async def on_planfix_comment(msg: NatsMessage, relay: Relay = Context()) -> None
     ack_policy=AckPolicy.MANUAL,
     **durable_pull("relay-binding-notices"),
 )
-async def on_binding_decided(msg: NatsMessage, relay: Relay = Context()) -> None:
-    await consume(msg, (TaskBound, BindRejected), relay.announce_binding)
+async def on_binding_decided(msg: NatsMessage, to_telegram: ToTelegram = Context()) -> None:
+    await consume(msg, (TaskBound, BindRejected), to_telegram.announce_binding)
 
 
 async def run(settings: RelaySettings) -> None:
@@ -77,16 +78,28 @@ async def run(settings: RelaySettings) -> None:
     await ensure_streams(broker)
     directory = BindingDirectory()
     await directory.start(broker.connection.jetstream())
-    relay = Relay(
-        directory=directory,
-        effects=effects,
-        planfix=planfix,
-        bot=bot,
-        publisher=EventPublisher(broker),
-        planfix_source_id=settings.planfix_source_id,
-        planfix_web_url=settings.planfix_web_url,
+    publisher = EventPublisher(broker)
+    broker.context.set_global(
+        "to_planfix",
+        ToPlanfix(
+            directory=directory,
+            effects=effects,
+            planfix=planfix,
+            publisher=publisher,
+            planfix_source_id=settings.planfix_source_id,
+        ),
     )
-    broker.context.set_global("relay", relay)
+    broker.context.set_global(
+        "to_telegram",
+        ToTelegram(
+            directory=directory,
+            effects=effects,
+            bot=bot,
+            publisher=publisher,
+            planfix_source_id=settings.planfix_source_id,
+            planfix_web_url=settings.planfix_web_url,
+        ),
+    )
     await broker.start()
     log.info("relay_started")
     try:

@@ -15,6 +15,9 @@ from typing import Any
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo.errors import DuplicateKeyError
 
+from bridge_lib.eventbus import EventPublisher
+from contracts.events import Event
+
 
 class EffectStore:
     def __init__(self, database: AsyncIOMotorDatabase[Any]) -> None:
@@ -39,3 +42,8 @@ class EffectStore:
 
     async def is_own_comment(self, comment_id: int) -> bool:
         return await self._own_comments.find_one({"_id": comment_id}) is not None
+
+
+async def publish_effect(publisher: EventPublisher, event: Event, *, subject: str, effect_key: str) -> None:
+    """Publish the record of an effect; its id derives from the effect key, so a repeat is dropped."""
+    await publisher.publish(event, subject=subject, msg_id=f"effect:{effect_key}")

@@ -1,12 +1,8 @@
-"""The relay's work: carry each event to the other side exactly once.
+"""Planfix -> Telegram: new task comments and binding decisions become messages in the group.
 
-For every outbound call the same three steps: look up the effect record (done before? then
-only republish the effect event), make the call, record it. The effect event's ``Nats-Msg-Id``
-derives from the effect key, so republishing it is harmless.
-
-If the process dies between a Planfix call and its record, the redelivered event first looks
-for the comment by its ``sourceObjectId`` in the task, so Planfix still gets one comment.
-Telegram has nothing to look up: the window for a duplicate there is one in-flight send.
+The same three steps as the other direction (effect record, call, record). Telegram has
+nothing to look up afterwards: if the process dies between a send and its record, the send is
+repeated, so the window for a duplicate is one in-flight send.
 """
 
 from __future__ import annotations
@@ -22,43 +18,30 @@ from aiogram.exceptions import (
 )
 
 from bridge_lib.eventbus import Delivery, EventPublisher, PermanentFailure, TransientFailure
-from bridge_lib.planfix import PlanfixAuthError, PlanfixClient, PlanfixRejected, PlanfixUnavailable
 from contracts import subjects
 from contracts.events import (
     BindRejected,
     Event,
     PlanfixCommentAdded,
-    PlanfixCommentPosted,
     TaskBound,
     TelegramMessageKind,
-    TelegramMessageReceived,
     TelegramMessageSent,
     envelope_after,
     planfix_comment_key,
 )
 from services.relay.directory import BindingDirectory
-from services.relay.effects import EffectStore
-from services.relay.formatting import (
-    bound_notice,
-    planfix_comment_html,
-    rejected_notice,
-    split_for_telegram,
-    telegram_comment_text,
-)
+from services.relay.effects import EffectStore, publish_effect
+from services.relay.formatting import bound_notice, rejected_notice, split_for_telegram, telegram_comment_text
 
-log = structlog.get_logger("relay")
-
-# How far back to look for a comment lost in a crash (pages of 100).
-_RECOVERY_PAGES = 5
+log = structlog.get_logger("relay.to_telegram")
 
 
-class Relay:
+class ToTelegram:
     def __init__(
         self,
         *,
         directory: BindingDirectory,
         effects: EffectStore,
-        planfix: PlanfixClient,
         bot: Bot,
         publisher: EventPublisher,
         planfix_source_id: str,
@@ -66,80 +49,10 @@ class Relay:
     ) -> None:
         self._directory = directory
         self._effects = effects
-        self._planfix = planfix
         self._bot = bot
         self._publisher = publisher
         self._source_id = planfix_source_id
         self._web_url = planfix_web_url
-
-    # --- Telegram -> Planfix ------------------------------------------------------------------
-
-    async def carry_telegram_message(self, message: TelegramMessageReceived, delivery: Delivery) -> None:
-        structlog.contextvars.bind_contextvars(chat_id=message.chat_id)
-        bound = await self._directory.task_for(message.chat_id, message.thread_id)
-        if bound is None:
-            log.info("unbound_group_not_relayed")
-            return
-        structlog.contextvars.bind_contextvars(task_number=bound.task_number)
-        source_object_id = message.source_key
-        effect_key = f"planfix-comment:{source_object_id}"
-        record = await self._effects.get(effect_key)
-        if record is not None:
-            comment_id = int(record["comment_id"])
-        else:
-            comment_id = await self._post_comment_once(bound.task_number, message, delivery)
-            await self._effects.remember_own_comment(
-                comment_id, task_number=bound.task_number, source_object_id=source_object_id
-            )
-            await self._effects.record(effect_key, comment_id=comment_id, task_number=bound.task_number)
-            log.info("comment_posted", comment_id=comment_id)
-        await self._publish_effect(
-            PlanfixCommentPosted(
-                **envelope_after(message, effect_key),
-                task_number=bound.task_number,
-                comment_id=comment_id,
-                source_object_id=source_object_id,
-                chat_id=message.chat_id,
-                message_id=message.message_id,
-            ),
-            subject=subjects.planfix_comment_posted(bound.task_number),
-            effect_key=effect_key,
-        )
-
-    async def _post_comment_once(
-        self, task_number: int, message: TelegramMessageReceived, delivery: Delivery
-    ) -> int:
-        try:
-            if delivery.is_redelivery:
-                found = await self._find_comment(task_number, message.source_key)
-                if found is not None:
-                    log.info("comment_found_after_crash", comment_id=found)
-                    return found
-            return await self._planfix.add_comment(
-                task_number=task_number,
-                description_html=planfix_comment_html(message),
-                source_id=self._source_id,
-                source_object_id=message.source_key,
-            )
-        except (PlanfixUnavailable, PlanfixAuthError) as error:
-            # An auth error is an operator's fix (a new token); keep the message until then.
-            raise TransientFailure(str(error)) from error
-        except PlanfixRejected as error:
-            raise PermanentFailure(f"Planfix refused the comment: {error}") from error
-
-    async def _find_comment(self, task_number: int, source_object_id: str) -> int | None:
-        for page in range(_RECOVERY_PAGES):
-            comments = await self._planfix.list_comments(
-                task_number, source_id=self._source_id, offset=page * 100, page_size=100
-            )
-            for comment in comments:
-                if comment.source_object_id == source_object_id:
-                    return comment.id
-            if len(comments) < 100:
-                break
-        return None
-
-    # --- Planfix -> Telegram ------------------------------------------------------------------
 
     async def carry_planfix_comment(self, comment: PlanfixCommentAdded, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(task_number=comment.task_number, comment_id=comment.comment_id)
@@ -215,7 +128,8 @@ class Relay:
             message_ids = await self._send(chat_id, thread_id, text)
             await self._effects.record(effect_key, message_ids=message_ids, chat_id=chat_id)
             log.info("telegram_message_sent", chat_id=chat_id, message_ids=message_ids, kind=str(kind))
-        await self._publish_effect(
+        await publish_effect(
+            self._publisher,
             TelegramMessageSent(
                 **envelope_after(cause, effect_key),
                 chat_id=chat_id,
@@ -242,6 +156,3 @@ class Relay:
         except (TelegramForbiddenError, TelegramBadRequest) as error:
             raise PermanentFailure(f"Telegram refused the message: {error}") from error
         return message_ids
-
-    async def _publish_effect(self, event: Event, *, subject: str, effect_key: str) -> None:
-        await self._publisher.publish(event, subject=subject, msg_id=f"effect:{effect_key}")
