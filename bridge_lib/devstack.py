@@ -95,6 +95,69 @@ def start_nats(data_dir: Path, *, port: int | None = None, log_file: Path | None
     return ManagedProcess("nats", process, port, {"url": f"nats://127.0.0.1:{port}"})
 
 
+@dataclass
+class NatsCluster:
+    """Three (or more) clustered nats-server processes on loopback, each with JetStream."""
+
+    nodes: list[ManagedProcess]
+    data_dirs: list[Path]
+    cluster_ports: list[int]
+    log_files: list[Path | None]
+
+    @property
+    def url(self) -> str:
+        """All client URLs, comma-separated: the form NATS_URL takes for a cluster."""
+        return ",".join(node.extra["url"] for node in self.nodes)
+
+    def stop_node(self, index: int, *, kill: bool = False) -> None:
+        node = self.nodes[index]
+        if kill:
+            node.process.kill()
+            node.process.wait()
+        else:
+            node.stop()
+
+    def start_node(self, index: int) -> None:
+        """Start a stopped node again with the same ports and data (it rejoins the cluster)."""
+        self.nodes[index] = _start_cluster_node(
+            index, self.nodes[index].port, self.cluster_ports, self.data_dirs[index], self.log_files[index]
+        )
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def start_nats_cluster(base_dir: Path, *, size: int = 3, log_dir: Path | None = None) -> NatsCluster:
+    client_ports = [free_port() for _ in range(size)]
+    cluster_ports = [free_port() for _ in range(size)]
+    data_dirs = [base_dir / f"node{index}" for index in range(size)]
+    log_files: list[Path | None] = [
+        log_dir / f"nats-node{index}.log" if log_dir else None for index in range(size)
+    ]
+    nodes = [
+        _start_cluster_node(index, client_ports[index], cluster_ports, data_dirs[index], log_files[index])
+        for index in range(size)
+    ]
+    return NatsCluster(nodes, data_dirs, cluster_ports, log_files)
+
+
+def _start_cluster_node(
+    index: int, port: int, cluster_ports: list[int], data_dir: Path, log_file: Path | None
+) -> ManagedProcess:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    routes = ",".join(f"nats-route://127.0.0.1:{other}" for other in cluster_ports)
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
+    process = subprocess.Popen(
+        [venv_binary("nats-server"), "--jetstream", "--store_dir", str(data_dir), "--addr", "127.0.0.1",
+         "--port", str(port), "--server_name", f"bridge-node{index}", "--cluster_name", "bridge",
+         "--cluster", f"nats://127.0.0.1:{cluster_ports[index]}", "--routes", routes],
+        stdout=out, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    wait_for_port(port, process=process, what=f"nats-server node {index}")
+    return ManagedProcess(f"nats{index}", process, port, {"url": f"nats://127.0.0.1:{port}"})
+
+
 def start_nx27017(data_dir: Path, *, port: int | None = None, log_file: Path | None = None) -> ManagedProcess:
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
