@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest install lock clean audit
+.PHONY: run test lint typecheck pytest install lock clean audit fuzz
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ pytest: install
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# A longer fuzz run than the one in `make test`; prints how many inputs were tried.
+fuzz: install
+	FUZZ_EXAMPLES=20000 $(BIN)/pytest -q -s tests/test_fuzz_planfix_webhook.py
 
 # Known vulnerabilities in the pinned dependencies (see tools/audit.py and audit-exceptions.toml).
 audit: install
