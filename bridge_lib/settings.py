@@ -40,6 +40,13 @@ class BridgeSettings(BaseSettings):
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
 
 
+class HealthSettings(BridgeSettings):
+    """Where /healthz, /readyz and /metrics listen; each service adds its own ``*_HEALTH_PORT``."""
+
+    # Loopback by default (make run); the compose stack sets 0.0.0.0 so Prometheus can scrape.
+    health_host: str = Field(default="127.0.0.1", alias="HEALTH_HOST")
+
+
 class NatsSettings(BridgeSettings):
     nats_url: str = Field(default="nats://127.0.0.1:4222", alias="NATS_URL")
 

@@ -12,9 +12,12 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 
+from bridge_lib.metrics import TelegramCallMetrics
+
 
 def make_bot(token: str, *, api_base_url: str = "https://api.telegram.org", timeout_s: float = 60.0) -> Bot:
     session = AiohttpSession(api=TelegramAPIServer.from_base(api_base_url.rstrip("/")), timeout=timeout_s)
+    session.middleware(TelegramCallMetrics())
     return Bot(
         token=token,
         session=session,

@@ -15,15 +15,23 @@ subject                                         stream       published by
 ``planfix.comment.added.<task_number>``          PLANFIX      planfix_gateway (content fetched)
 ``binding.bound.<chat_id>``                      BINDING      binder
 ``binding.rejected.<chat_id>``                   BINDING      binder
+``binding.unbound.<chat_id>``                    BINDING      ``bridge bindings unbind`` (operator)
 ``effect.planfix.comment_posted.<task_number>``  EFFECTS      relay
 ``effect.telegram.message_sent.<chat_id>``       EFFECTS      relay
+``deadletter.<consumer>``                        DEADLETTER   any consumer (``bridge_lib.eventbus``)
 ==============================================  ===========  =====================================
 
 Streams are on file storage. Each has a duplicate window: a publish whose ``Nats-Msg-Id``
 was seen within the window is acknowledged as a duplicate and not stored. Inbound streams keep
 24 h of ids because Telegram redelivers unconfirmed updates for up to 24 h and Planfix retries a
 failed webhook for up to about 2 h 45 min. The BINDING stream keeps every event forever: it is
-the source of truth that services (and ``binder rebuild`` later) replay to learn bindings.
+the source of truth that services (and ``bridge binder rebuild``) replay to learn bindings.
+
+Dead letters: when a consumer gives up on a message (undecodable, a permanent failure, or its
+last allowed delivery failed), ``bridge_lib.eventbus.consume`` stores a ``MessageDeadLettered``
+event (the original subject, headers and body, the reason, the consumer and the delivery count)
+on ``deadletter.<consumer>`` before it terminates the message. The DEADLETTER stream keeps them
+until an operator retries (``bridge dlq retry``) or drops (``bridge dlq drop``) them.
 """
 
 from __future__ import annotations
@@ -71,7 +79,20 @@ EFFECTS_STREAM = StreamSpec(
     max_age_s=30 * DAY,
 )
 
-ALL_STREAMS: tuple[StreamSpec, ...] = (TELEGRAM_STREAM, PLANFIX_STREAM, BINDING_STREAM, EFFECTS_STREAM)
+DEADLETTER_STREAM = StreamSpec(
+    name="DEADLETTER",
+    subjects=["deadletter.>"],
+    description="Messages a consumer gave up on, with the reason; kept until retried or dropped",
+    duplicate_window_s=DAY,
+)
+
+ALL_STREAMS: tuple[StreamSpec, ...] = (
+    TELEGRAM_STREAM,
+    PLANFIX_STREAM,
+    BINDING_STREAM,
+    EFFECTS_STREAM,
+    DEADLETTER_STREAM,
+)
 
 
 def telegram_message_received(chat_id: int) -> str:
@@ -98,12 +119,21 @@ def binding_rejected(chat_id: int) -> str:
     return f"binding.rejected.{chat_id}"
 
 
+def binding_unbound(chat_id: int) -> str:
+    return f"binding.unbound.{chat_id}"
+
+
 def planfix_comment_posted(task_number: int) -> str:
     return f"effect.planfix.comment_posted.{task_number}"
 
 
 def telegram_message_sent(chat_id: int) -> str:
     return f"effect.telegram.message_sent.{chat_id}"
+
+
+def dead_letter(consumer: str) -> str:
+    """Durable consumer names are NATS-safe tokens (letters, digits, ``-``, ``_``)."""
+    return f"deadletter.{consumer}"
 
 
 # Filters consumers subscribe with.
@@ -113,3 +143,4 @@ ALL_PLANFIX_COMMENT_WEBHOOKS = "planfix.webhook.comment.*"
 ALL_PLANFIX_COMMENTS = "planfix.comment.added.*"
 ALL_BINDING_EVENTS = "binding.>"
 ALL_EFFECTS = "effect.>"
+ALL_DEAD_LETTERS = "deadletter.>"

@@ -25,6 +25,7 @@ from aiogram.utils.backoff import Backoff
 from faststream.nats import NatsBroker
 
 from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
+from bridge_lib.health import start_health_server
 from bridge_lib.runtime import wait_for_stop_signal
 from bridge_lib.telegram import make_bot
 from services.telegram_gateway.config import TelegramGatewaySettings
@@ -54,6 +55,9 @@ async def run(settings: TelegramGatewaySettings) -> None:
         settings.telegram_bot_token.get_secret_value(), api_base_url=settings.telegram_api_base_url
     )
     broker = make_broker(settings.nats_url, name="telegram_gateway")
+    health = await start_health_server(
+        service="telegram_gateway", broker=broker, host=settings.health_host, port=settings.health_port
+    )
     stop = asyncio.create_task(wait_for_stop_signal())
     work = asyncio.create_task(_serve(bot, broker, settings.nats_url))
     try:
@@ -81,6 +85,7 @@ async def run(settings: TelegramGatewaySettings) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await stop
         await broker.stop()
+        await health.stop()
         await bot.session.close()
     log.info("telegram_gateway_stopped")
 
