@@ -363,7 +363,7 @@ async def _give_up(
         original_event_id=event.event_id if event is not None else None,
     )
     # The connection that delivered the message; the dead letter goes out the same way.
-    publisher = _ConnectionPublisher(raw._client)
+    publisher = ConnectionPublisher(raw._client)
     try:
         await publisher.publish(dead, subject=dead_letter(delivery.consumer), msg_id=key)
     except Exception as error:
@@ -381,8 +381,8 @@ async def _give_up(
     await msg.reject()
 
 
-class _ConnectionPublisher(EventPublisher):
-    """An ``EventPublisher`` over a bare nats-py connection instead of a FastStream broker."""
+class ConnectionPublisher(EventPublisher):
+    """An ``EventPublisher`` (same headers, same retries) over a bare nats-py connection."""
 
     def __init__(self, connection: Any, *, give_up_after_s: float = 30.0) -> None:
         self._connection = connection
