@@ -113,7 +113,11 @@ def list_bindings(ctx: typer.Context) -> None:
     out.print(f"{len(current)} binding(s)")
 
 
-@bindings_app.command("show")
+# Chat ids of groups are negative: let "-100123" be the argument, not an unknown option.
+NEGATIVE_NUMBERS_OK = {"ignore_unknown_options": True}
+
+
+@bindings_app.command("show", context_settings=NEGATIVE_NUMBERS_OK)
 def show_binding(
     ctx: typer.Context,
     chat: Annotated[int, typer.Argument(help="the Telegram chat id")],
@@ -157,7 +161,7 @@ def show_binding(
         out.print("binder store: agrees")
 
 
-@bindings_app.command("unbind")
+@bindings_app.command("unbind", context_settings=NEGATIVE_NUMBERS_OK)
 def unbind(
     ctx: typer.Context,
     chat: Annotated[int, typer.Argument(help="the Telegram chat id")],

@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 import msgspec
 import typer
-from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 from motor.motor_asyncio import AsyncIOMotorClient
 from nats.js.api import StorageType
 from pydantic import ValidationError
@@ -31,7 +30,6 @@ from bridge_lib.planfix import (
     TaskNotFound,
 )
 from bridge_lib.settings import HOW_TO_GET, PlanfixSettings, TelegramSettings, describe_settings_error
-from bridge_lib.telegram import make_bot
 from contracts.subjects import ALL_STREAMS, DEADLETTER_STREAM
 
 PRIVACY_FIX = (
@@ -112,6 +110,11 @@ def check_settings() -> list[Finding]:
 
 async def check_telegram() -> list[Finding]:
     """The token (getMe) and, when it works, group privacy."""
+    # aiogram takes seconds to import; only this check needs it.
+    from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
+
+    from bridge_lib.telegram import make_bot
+
     try:
         settings = TelegramSettings()
     except ValidationError as error:

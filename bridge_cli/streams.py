@@ -52,7 +52,8 @@ class DumpRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     subject: str
     headers: dict[str, str]
     time: datetime | None = None
-    event: msgspec.Raw | None = None
+    # The event's JSON as stored (written as-is; read back as plain JSON values).
+    event: Any = None
     data_b64: str | None = None
 
     @classmethod
@@ -78,7 +79,12 @@ class DumpRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
         )
 
     def to_message(self) -> StoredMessage:
-        data = bytes(self.event) if self.event is not None else base64.b64decode(self.data_b64 or "")
+        if self.event is not None:
+            data = (
+                bytes(self.event) if isinstance(self.event, msgspec.Raw) else msgspec.json.encode(self.event)
+            )
+        else:
+            data = base64.b64decode(self.data_b64 or "")
         return StoredMessage(
             stream=self.stream,
             seq=self.seq,

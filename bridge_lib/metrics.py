@@ -5,9 +5,9 @@ Instrumented centrally, so handlers stay free of metric calls:
 * ``eventbus.consume`` counts events in (per consumer, event type and outcome), retries, dead
   letters, and times each handling;
 * ``EventPublisher.publish`` counts events out (per event type, stored or duplicate);
-* the Planfix HTTP transport and the aiogram session middleware below count outbound calls by
-  target, operation and result, and the Planfix transport keeps the daily request budget that
-  Planfix reports in ``X-RateLimit-Remaining``;
+* the Planfix HTTP transport below and the aiogram session middleware in ``bridge_lib.telegram``
+  count outbound calls by target, operation and result, and the Planfix transport keeps the
+  daily request budget that Planfix reports in ``X-RateLimit-Remaining``;
 * ``health.HealthServer`` polls consumer lag from JetStream.
 
 Label values are bounded: event tags, durable consumer names, API method names with numbers
@@ -21,13 +21,6 @@ import time
 from typing import Any
 
 import httpx
-from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
-from aiogram.exceptions import (
-    TelegramAPIError,
-    TelegramNetworkError,
-    TelegramRetryAfter,
-    TelegramServerError,
-)
 from prometheus_client import Counter, Gauge, Histogram
 
 # Handling takes milliseconds when everything is local and up to the Planfix timeout (15 s) when
@@ -154,29 +147,3 @@ def track_planfix_budget(client: Any) -> None:
         return float(value) if isinstance(value, int | float) else float("nan")
 
     PLANFIX_BUDGET.set_function(read)
-
-
-class TelegramCallMetrics(BaseRequestMiddleware):
-    """aiogram session middleware: counts every Bot API call by method and result."""
-
-    async def __call__(self, make_request: NextRequestMiddlewareType[Any], bot: Any, method: Any) -> Any:
-        operation = str(getattr(type(method), "__api_method__", "call"))
-        started = time.perf_counter()
-        result = "ok"
-        try:
-            return await make_request(bot, method)
-        except TelegramRetryAfter:
-            result = "throttled"
-            raise
-        except TelegramNetworkError:
-            result = "network_error"
-            raise
-        except TelegramServerError:
-            result = "server_error"
-            raise
-        except TelegramAPIError:
-            result = "client_error"
-            raise
-        finally:
-            OUTBOUND_CALLS.labels("telegram", operation, result).inc()
-            OUTBOUND_SECONDS.labels("telegram", operation).observe(time.perf_counter() - started)
