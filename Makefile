@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest install lock clean
+.PHONY: run test lint typecheck pytest install lock clean asyncapi
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ pytest: install
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The event contracts as AsyncAPI (docs/asyncapi/bridge.yaml); a test fails when it is stale.
+asyncapi: install
+	$(BIN)/python -m bridge_cli.asyncapi docs/asyncapi
 
 # Regenerate the lock from the ranges in pyproject.toml (run by a maintainer, then commit constraints.txt).
 lock:

@@ -50,8 +50,11 @@ def durable_consumers(broker: NatsBroker) -> list[ConsumerRef]:
         stream = getattr(subscriber, "stream", None)
         config = getattr(subscriber, "config", None)
         durable = getattr(config, "durable_name", None)
+        # FastStream keeps the filter as an Address; broker_address is the NATS subject itself.
+        address = getattr(subscriber, "subject", None)
+        subject = str(getattr(address, "broker_address", address or ""))
         if stream is not None and durable:
-            found.append(ConsumerRef(stream.name, durable, str(getattr(subscriber, "subject", ""))))
+            found.append(ConsumerRef(stream.name, durable, subject))
     return found
 
 

@@ -136,6 +136,91 @@ def dead_letter(consumer: str) -> str:
     return f"deadletter.{consumer}"
 
 
+class SubjectSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One subject family of the table above, machine-readable (for the AsyncAPI docs)."""
+
+    # As consumers filter it: the routing key is "*".
+    pattern: str
+    stream: str
+    event_tags: tuple[str, ...]
+    published_by: str
+    description: str
+
+
+CATALOGUE: tuple[SubjectSpec, ...] = (
+    SubjectSpec(
+        pattern="telegram.message.received.*",
+        stream="TELEGRAM",
+        event_tags=("telegram.message_received.v1",),
+        published_by="telegram_gateway",
+        description="A message written in a Telegram group; key: chat id",
+    ),
+    SubjectSpec(
+        pattern="telegram.bind.requested.*",
+        stream="TELEGRAM",
+        event_tags=("binding.bind_requested.v1",),
+        published_by="telegram_gateway",
+        description="/task <title> or /task <number> in a group; key: chat id",
+    ),
+    SubjectSpec(
+        pattern="planfix.webhook.comment.*",
+        stream="PLANFIX",
+        event_tags=("planfix.comment_webhook_received.v1",),
+        published_by="planfix_gateway",
+        description="Planfix's scenario said a comment was added (ids only); key: task number",
+    ),
+    SubjectSpec(
+        pattern="planfix.comment.added.*",
+        stream="PLANFIX",
+        event_tags=("planfix.comment_added.v1",),
+        published_by="planfix_gateway",
+        description="A Planfix comment with its content, fetched through the REST API; key: task number",
+    ),
+    SubjectSpec(
+        pattern="binding.bound.*",
+        stream="BINDING",
+        event_tags=("binding.task_bound.v1",),
+        published_by="binder",
+        description="A group was bound to a task; key: chat id",
+    ),
+    SubjectSpec(
+        pattern="binding.rejected.*",
+        stream="BINDING",
+        event_tags=("binding.bind_rejected.v1",),
+        published_by="binder",
+        description="A bind request was refused; key: chat id",
+    ),
+    SubjectSpec(
+        pattern="binding.unbound.*",
+        stream="BINDING",
+        event_tags=("binding.task_unbound.v1",),
+        published_by="bridge CLI (operator)",
+        description="An operator removed a group's binding; key: chat id",
+    ),
+    SubjectSpec(
+        pattern="effect.planfix.comment_posted.*",
+        stream="EFFECTS",
+        event_tags=("effect.planfix_comment_posted.v1",),
+        published_by="relay",
+        description="The relay wrote a comment into a Planfix task; key: task number",
+    ),
+    SubjectSpec(
+        pattern="effect.telegram.message_sent.*",
+        stream="EFFECTS",
+        event_tags=("effect.telegram_message_sent.v1",),
+        published_by="relay",
+        description="The relay sent a message into a Telegram group; key: chat id",
+    ),
+    SubjectSpec(
+        pattern="deadletter.*",
+        stream="DEADLETTER",
+        event_tags=("ops.message_dead_lettered.v1",),
+        published_by="any consumer",
+        description="A message a consumer gave up on, with the reason; key: durable consumer name",
+    ),
+)
+
+
 # Filters consumers subscribe with.
 ALL_TELEGRAM_MESSAGES = "telegram.message.received.*"
 ALL_BIND_REQUESTS = "telegram.bind.requested.*"
