@@ -20,6 +20,7 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from bridge_lib.eventbus import server_urls
 from contracts.events import AnyEvent, decode_event
 from contracts.subjects import ALL_STREAMS
 
@@ -104,7 +105,7 @@ async def connect(url: str, *, timeout_s: float = 5.0) -> NatsClient:
 
     client: NatsClient = await asyncio.wait_for(
         nats.connect(
-            url,
+            server_urls(url),
             connect_timeout=timeout_s,
             max_reconnect_attempts=1,
             reconnect_time_wait=0.2,

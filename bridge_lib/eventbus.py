@@ -69,9 +69,14 @@ RETRY_OF_HEADER = "Bridge-Dead-Letter-Retry-Of"
 _max_deliver_by_consumer: dict[str, int] = {}
 
 
+def server_urls(nats_url: str) -> list[str]:
+    """``NATS_URL`` may list a cluster's nodes separated by commas."""
+    return [url.strip() for url in nats_url.split(",") if url.strip()]
+
+
 def make_broker(nats_url: str, *, name: str) -> NatsBroker:
     return NatsBroker(
-        nats_url,
+        server_urls(nats_url),
         name=name,
         # -1: keep reconnecting through an outage; the orchestrator decides when to give up.
         max_reconnect_attempts=-1,

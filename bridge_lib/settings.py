@@ -48,7 +48,10 @@ class HealthSettings(BridgeSettings):
 
 
 class NatsSettings(BridgeSettings):
+    # One server, or several separated by commas (the nodes of a cluster).
     nats_url: str = Field(default="nats://127.0.0.1:4222", alias="NATS_URL")
+    # Copies JetStream keeps of each stream: 1 on a single server, 3 on a 3-node cluster.
+    nats_stream_replicas: int = Field(default=1, alias="NATS_STREAM_REPLICAS", ge=1, le=5)
 
 
 class MongoSettings(BridgeSettings):

@@ -57,7 +57,7 @@ async def run(settings: BinderSettings) -> None:
         checks={"mongodb": mongo_ping(mongo)},
     )
     await broker.connect()
-    await ensure_streams(broker)
+    await ensure_streams(broker, replicas=settings.nats_stream_replicas)
     broker.context.set_global(
         "binder",
         Binder(

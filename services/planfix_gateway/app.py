@@ -95,7 +95,7 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
     stack.push_async_callback(health.stop)
     log.info("nats_connecting")
     await broker.connect()
-    await ensure_streams(broker)
+    await ensure_streams(broker, replicas=settings.nats_stream_replicas)
 
     if not await planfix_self_check(planfix):
         return EXIT_CONFIG

@@ -85,7 +85,7 @@ async def run(settings: RelaySettings) -> None:
         checks={"mongodb": mongo_ping(mongo)},
     )
     await broker.connect()
-    await ensure_streams(broker)
+    await ensure_streams(broker, replicas=settings.nats_stream_replicas)
     directory = BindingDirectory()
     await directory.start(broker.connection.jetstream())
     publisher = EventPublisher(broker)

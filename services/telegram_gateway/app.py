@@ -59,7 +59,7 @@ async def run(settings: TelegramGatewaySettings) -> None:
         service="telegram_gateway", broker=broker, host=settings.health_host, port=settings.health_port
     )
     stop = asyncio.create_task(wait_for_stop_signal())
-    work = asyncio.create_task(_serve(bot, broker, settings.nats_url))
+    work = asyncio.create_task(_serve(bot, broker, settings.nats_url, settings.nats_stream_replicas))
     try:
         done, _ = await asyncio.wait({stop, work}, return_when=asyncio.FIRST_COMPLETED)
         if work in done:
@@ -90,11 +90,11 @@ async def run(settings: TelegramGatewaySettings) -> None:
     log.info("telegram_gateway_stopped")
 
 
-async def _serve(bot: Bot, broker: NatsBroker, nats_url: str) -> None:
+async def _serve(bot: Bot, broker: NatsBroker, nats_url: str, stream_replicas: int = 1) -> None:
     # The broker retries forever while NATS is down; say what it is waiting for.
     log.info("nats_connecting", server=_host_of(nats_url))
     await broker.start()
-    await ensure_streams(broker)
+    await ensure_streams(broker, replicas=stream_replicas)
     log.info("nats_connected")
     me = await _retrying("getMe", bot.me)
     log.info("telegram_bot_identified", bot_username=me.username, bot_id=me.id)
