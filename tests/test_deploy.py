@@ -135,7 +135,8 @@ def test_bridge_services_are_healthy_only_when_ready(path: Path) -> None:
         check = services[name]["healthcheck"]
         assert check["test"][:3] == ["CMD", "python", "-c"]
         assert f"http://127.0.0.1:{port}/readyz" in check["test"][-1]
-        assert check["interval"] and check["start_period"]
+        assert check["interval"]
+        assert check["start_period"]
 
 
 def test_the_cluster_runs_three_nats_nodes_and_a_mongodb_replica_set() -> None:
