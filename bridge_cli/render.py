@@ -11,6 +11,7 @@ from datetime import datetime
 from rich.text import Text
 
 from bridge_cli.streams import StoredMessage
+from bridge_lib.eventbus import REPLAY_HEADER, RETRY_OF_HEADER
 from contracts.events import (
     AnyEvent,
     BindRejected,
@@ -105,14 +106,17 @@ def event_line(message: StoredMessage, event: AnyEvent | None) -> Text:
     """``time  STREAM/seq  type  summary`` (and a replay marker), coloured by kind."""
     line = Text()
     line.append(clock(message.time), style="dim")
-    line.append(f"  {message.stream}/{message.seq:<6} ")
+    line.append(f"  {f'{message.stream}/{message.seq}':<16} ")
     if event is None:
         line.append("undecodable message", style="bold red")
         line.append(f"  on {message.subject}")
         return line
     line.append(f"{event.tag:<36} ", style=style_of(event.tag))
     line.append(summary(event))
-    replay = message.headers.get("Bridge-Replay-Id")
+    replay = message.headers.get(REPLAY_HEADER)
     if replay:
         line.append(f"  [replay {replay}]", style="magenta")
+    retry_of = message.headers.get(RETRY_OF_HEADER)
+    if retry_of:
+        line.append(f"  [retry of dead letter {retry_of}]", style="magenta")
     return line

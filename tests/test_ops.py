@@ -293,6 +293,24 @@ def test_trace_of_a_message_shows_the_comment_it_became(
     (ops.work_dir / "trace-message.txt").write_text(output)
 
 
+def test_trace_of_a_planfix_comment_shows_the_webhook_the_fetch_and_the_message_sent(
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "From Planfix")
+    before = len(texts_sent(fake_telegram, unique_chat_id))
+    comment_id = fake_planfix.add_employee_comment(task, "<p>Toner replaced</p>")
+    eventually(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == before + 1, what="message sent")
+
+    output = ops.ok("trace", f"pf:{comment_id}")
+
+    steps = [line for line in output.splitlines() if re.match(r"\s*\d+\. ", line)]
+    assert [step.split()[1] for step in steps] == ["planfix_gateway", "planfix_gateway", "relay"], output
+    assert "planfix_gateway-comment-fetcher: handled" in output
+    assert "relay-planfix-comments: handled" in output
+    assert f"sent planfix_comment to chat {unique_chat_id}" in output
+    (ops.work_dir / "trace-comment.txt").write_text(output)
+
+
 def test_trace_of_an_unknown_message_says_so(ops: OpsBridge) -> None:
     result = ops.cli("trace", "tg:-1:1")
     assert result.returncode == 1
@@ -430,7 +448,7 @@ def test_dlq_retry_delivers_a_dead_lettered_message_once(
     before = len(texts_sent(fake_telegram, unique_chat_id))
     fake_telegram.fail_next("sendMessage", error_code=400, description="Bad Request: not enough rights")
 
-    fake_planfix.add_employee_comment(task, "<p>Will fail once</p>")
+    comment_id = fake_planfix.add_employee_comment(task, "<p>Will fail once</p>")
 
     listed = eventually(lambda: dlq_listing_with(ops, "relay-planfix-comments"), what="dead letter")
     seq = next(line.split()[0] for line in listed.splitlines() if "relay-planfix-comments" in line)
@@ -448,6 +466,11 @@ def test_dlq_retry_delivers_a_dead_lettered_message_once(
     assert seq not in [line.split()[0] for line in ops.ok("dlq", "list").splitlines()[:-1]]
     assert "no dead letter" in ops.cli("dlq", "retry", seq).stderr
     stays(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == before + 1, what="delivered once")
+    trace = ops.ok("trace", f"pf:{comment_id}")
+    # The dead letter is gone once retried; the retried copy says where it came from.
+    assert f"[retry of dead letter {seq}]" in trace
+    assert trace.index("retry of dead letter") < trace.index("effect.telegram_message_sent.v1")
+    (ops.work_dir / "trace-dead-letter.txt").write_text(trace)
 
 
 def test_an_undecodable_message_is_dead_lettered_not_dropped(ops: OpsBridge, unique_chat_id: int) -> None:
