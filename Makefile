@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest install lock clean audit fuzz
+.PHONY: run test lint typecheck pytest install lock clean audit fuzz asyncapi
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ fuzz: install
 # Known vulnerabilities in the pinned dependencies (see tools/audit.py and audit-exceptions.toml).
 audit: install
 	$(BIN)/python tools/audit.py
+
+# The event contracts as AsyncAPI (docs/asyncapi/bridge.yaml); a test fails when it is stale.
+asyncapi: install
+	$(BIN)/python -m bridge_cli.asyncapi docs/asyncapi
 
 # Regenerate the lock from the ranges in pyproject.toml (run by a maintainer, then commit constraints.txt).
 lock:

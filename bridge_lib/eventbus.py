@@ -7,15 +7,28 @@
   the stream's ack, retrying with the same id until it is stored (a retry can never become a
   second event).
 * ``consume`` runs one handler for one JetStream message with an explicit outcome: ack on
-  success, ``nak`` with a growing delay on a transient failure, ``term`` on a message that can
-  never succeed (undecodable, or a ``PermanentFailure``).
+  success, ``nak`` with a growing delay on a transient failure, and for a message that can never
+  succeed (undecodable, a ``PermanentFailure``, or its last allowed delivery failed) a dead
+  letter on ``deadletter.<consumer>`` first, then ``term``: nothing is dropped silently.
+
+Both ends are instrumented here (``bridge_lib.metrics``) and log one line per handled event
+with its correlation id, event type, chat and task, so handlers carry no metric or log plumbing.
+
+Replays (``bridge events replay``, ``bridge dlq retry``) carry ``Bridge-Replay-Id``; the handler
+sees it in ``Delivery.replay_id`` (also through ``current_delivery()``), and events published
+while handling a replay carry it on. Effects stay idempotent (effect records still hold) unless
+the replay also carries ``Bridge-Force-Effects``: then effect stores are asked to act again
+(``forcing_effects()``) and the resulting events get fresh ``Nats-Msg-Id``s so they are stored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextvars
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -27,8 +40,17 @@ from faststream.nats.annotations import NatsMessage
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, StorageType, StreamConfig
 
-from contracts.events import AnyEvent, Event, decode_event
-from contracts.subjects import ALL_STREAMS, StreamSpec
+from bridge_lib import metrics
+from contracts.events import (
+    AnyEvent,
+    DeadLetterReason,
+    Event,
+    MessageDeadLettered,
+    dead_letter_key,
+    decode_event,
+    event_id_for,
+)
+from contracts.subjects import ALL_STREAMS, StreamSpec, dead_letter
 
 log = structlog.get_logger("eventbus")
 
@@ -36,11 +58,25 @@ log = structlog.get_logger("eventbus")
 MSG_ID_HEADER = "Nats-Msg-Id"
 EVENT_TYPE_HEADER = "Bridge-Event-Type"
 CORRELATION_HEADER = "Bridge-Correlation-Id"
+# Set by the `bridge` CLI on re-published messages: a replay (its id) and whether to redo effects.
+REPLAY_HEADER = "Bridge-Replay-Id"
+FORCE_EFFECTS_HEADER = "Bridge-Force-Effects"
+# Stream sequence of the dead letter a `bridge dlq retry` re-published.
+RETRY_OF_HEADER = "Bridge-Dead-Letter-Retry-Of"
+
+# max_deliver of each durable consumer this process declared (see ``durable_pull``): consume()
+# must know when a delivery is the last one, because after it JetStream stops redelivering.
+_max_deliver_by_consumer: dict[str, int] = {}
+
+
+def server_urls(nats_url: str) -> list[str]:
+    """``NATS_URL`` may list a cluster's nodes separated by commas."""
+    return [url.strip() for url in nats_url.split(",") if url.strip()]
 
 
 def make_broker(nats_url: str, *, name: str) -> NatsBroker:
     return NatsBroker(
-        nats_url,
+        server_urls(nats_url),
         name=name,
         # -1: keep reconnecting through an outage; the orchestrator decides when to give up.
         max_reconnect_attempts=-1,
@@ -83,6 +119,7 @@ def durable_pull(durable: str, *, ack_wait_s: float = 60.0, max_deliver: int = 2
     One at a time keeps the order of a group's messages; ``ack_wait`` is longer than the
     slowest outbound call (Planfix timeout x retries), so a slow call is not redelivered.
     """
+    _max_deliver_by_consumer[durable] = max_deliver
     return {
         "durable": durable,
         "pull_sub": PullSub(batch_size=1, timeout=5.0),
@@ -101,6 +138,9 @@ class EventPublisher:
         self._broker = broker
         self._give_up_after_s = give_up_after_s
 
+    def _jetstream(self) -> Any:
+        return self._broker.connection.jetstream()
+
     async def publish(self, event: Event, *, subject: str, msg_id: str) -> bool:
         """Store ``event`` on ``subject``; returns False when the stream already had ``msg_id``."""
         payload = msgspec.json.encode(event)
@@ -110,11 +150,31 @@ class EventPublisher:
             CORRELATION_HEADER: event.correlation_id,
             "content-type": "application/json",
         }
+        delivery = current_delivery()
+        if delivery is not None and delivery.replay_id:
+            headers[REPLAY_HEADER] = delivery.replay_id
+            if delivery.force_effects:
+                # A forced replay redoes effects on purpose; its events must not be dropped as repeats.
+                headers[MSG_ID_HEADER] = f"{msg_id}:replay:{delivery.replay_id}"
+                headers[FORCE_EFFECTS_HEADER] = "true"
+        stored = await self._publish_with_retries(subject, payload, headers)
+        metrics.EVENTS_OUT.labels(event.tag, "stored" if stored else "duplicate").inc()
+        log.debug(
+            "published",
+            subject=subject,
+            msg_id=headers[MSG_ID_HEADER],
+            event_type=event.tag,
+            duplicate=not stored,
+        )
+        return stored
+
+    async def _publish_with_retries(self, subject: str, payload: bytes, headers: dict[str, str]) -> bool:
+        msg_id = headers[MSG_ID_HEADER]
         deadline = time.monotonic() + self._give_up_after_s
         delay = 0.2
         while True:
             try:
-                js = self._broker.connection.jetstream()
+                js = self._jetstream()
                 ack = await js.publish(subject, payload, headers=headers, timeout=5.0)
             except (
                 nats.errors.TimeoutError,
@@ -129,9 +189,7 @@ class EventPublisher:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            duplicate = bool(ack.duplicate)
-            log.debug("published", subject=subject, msg_id=msg_id, event_type=event.tag, duplicate=duplicate)
-            return not duplicate
+            return not bool(ack.duplicate)
 
 
 class TransientFailure(Exception):
@@ -151,14 +209,35 @@ def retry_delay_s(num_delivered: int) -> float:
 
 
 class Delivery(msgspec.Struct, frozen=True):
-    """Where a message sits in its stream and how often it was delivered."""
+    """Where a message sits in its stream, how often it was delivered, and whether it is a replay."""
 
     stream_seq: int
     num_delivered: int
+    consumer: str = ""
+    # Set when an operator re-published the message (``bridge events replay`` / ``dlq retry``).
+    replay_id: str | None = None
+    # The replay asks for effects to be carried out again even where records say they were done.
+    force_effects: bool = False
 
     @property
     def is_redelivery(self) -> bool:
         return self.num_delivered > 1
+
+
+_current_delivery: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar(
+    "bridge_current_delivery", default=None
+)
+
+
+def current_delivery() -> Delivery | None:
+    """The delivery being handled in this task, if any (set by ``consume``)."""
+    return _current_delivery.get()
+
+
+def forcing_effects() -> bool:
+    """True while handling a replay whose operator asked for effects to be carried out again."""
+    delivery = _current_delivery.get()
+    return delivery is not None and delivery.force_effects
 
 
 async def consume(
@@ -167,46 +246,152 @@ async def consume(
     handler: Callable[[Any, Delivery], Awaitable[None]],
 ) -> None:
     """Decode, handle and settle one JetStream message (FastStream subscriber, MANUAL ack)."""
-    metadata = msg.raw_message.metadata
-    delivery = Delivery(stream_seq=metadata.sequence.stream, num_delivered=metadata.num_delivered)
-    with structlog.contextvars.bound_contextvars(
-        subject=msg.raw_message.subject, stream_seq=delivery.stream_seq, delivery=delivery.num_delivered
-    ):
+    raw = msg.raw_message
+    metadata = raw.metadata
+    headers = dict(raw.headers or {})
+    delivery = Delivery(
+        stream_seq=metadata.sequence.stream,
+        num_delivered=metadata.num_delivered,
+        consumer=metadata.consumer,
+        replay_id=headers.get(REPLAY_HEADER) or None,
+        force_effects=headers.get(FORCE_EFFECTS_HEADER, "").lower() == "true",
+    )
+    # Handlers bind more context (chat, task, comment); none of it may leak into the next message.
+    context_before = structlog.contextvars.get_contextvars()
+    token = _current_delivery.set(delivery)
+    try:
+        structlog.contextvars.bind_contextvars(
+            subject=raw.subject,
+            consumer=delivery.consumer,
+            stream_seq=delivery.stream_seq,
+            delivery=delivery.num_delivered,
+            **({"replay_id": delivery.replay_id} if delivery.replay_id else {}),
+        )
         try:
             event: AnyEvent = decode_event(msg.body)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            log.error(
-                "undecodable_event_terminated", error=str(error), body=msg.body[:200].decode(errors="replace")
-            )
-            await msg.reject()
+            log.error("undecodable_event", error=str(error), body=msg.body[:200].decode(errors="replace"))
+            metrics.EVENTS_IN.labels(delivery.consumer, "undecodable", "dead_lettered").inc()
+            await _give_up(msg, delivery, None, DeadLetterReason.UNDECODABLE, str(error))
             return
-        with structlog.contextvars.bound_contextvars(
-            correlation_id=event.correlation_id, event_type=event.tag, event_id=event.event_id
-        ):
-            if not isinstance(event, event_type):
-                log.warning("unexpected_event_type_skipped")
-                await msg.ack()
-                return
-            await _handle(msg, event, delivery, handler)
+        structlog.contextvars.bind_contextvars(
+            correlation_id=event.correlation_id,
+            event_type=event.tag,
+            event_id=event.event_id,
+            **_routing_of(event),
+        )
+        if not isinstance(event, event_type):
+            log.info("event_skipped", why="this consumer does not handle this event type")
+            metrics.EVENTS_IN.labels(delivery.consumer, event.tag, "skipped").inc()
+            await msg.ack()
+            return
+        await _handle(msg, event, delivery, handler)
+    finally:
+        _current_delivery.reset(token)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(**context_before)
+
+
+def _routing_of(event: Event) -> dict[str, Any]:
+    """The chat and task an event is about, for the log line (absent fields are left out)."""
+    fields = {name: getattr(event, name, None) for name in ("chat_id", "task_number")}
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 async def _handle(
     msg: NatsMessage, event: Event, delivery: Delivery, handler: Callable[[Any, Delivery], Awaitable[None]]
 ) -> None:
     started = time.perf_counter()
+    labels = (delivery.consumer, event.tag)
     try:
         await handler(event, delivery)
     except PermanentFailure as error:
         log.error("event_failed_permanently", error=str(error))
-        await msg.reject()
-    except TransientFailure as error:
+        metrics.EVENTS_IN.labels(*labels, "dead_lettered").inc()
+        await _give_up(msg, delivery, event, DeadLetterReason.PERMANENT_FAILURE, str(error))
+    except Exception as error:
+        transient = isinstance(error, TransientFailure)
+        detail = str(error) if transient else f"{type(error).__name__}: {error}"
+        if _is_last_delivery(delivery):
+            log.error("event_retries_exhausted", error=detail, crashed=not transient)
+            metrics.EVENTS_IN.labels(*labels, "dead_lettered").inc()
+            await _give_up(msg, delivery, event, DeadLetterReason.RETRIES_EXHAUSTED, detail)
+            return
         delay = retry_delay_s(delivery.num_delivered)
-        log.warning("event_retry_later", error=str(error), retry_in_s=delay)
-        await msg.nack(delay=delay)
-    except Exception:
-        delay = retry_delay_s(delivery.num_delivered)
-        log.exception("event_handler_crashed", retry_in_s=delay)
+        if transient:
+            log.warning("event_retry_later", error=detail, retry_in_s=delay)
+        else:
+            log.exception("event_handler_crashed", retry_in_s=delay)
+        metrics.RETRIES.labels(delivery.consumer, "transient" if transient else "crash").inc()
+        metrics.EVENTS_IN.labels(*labels, "retry").inc()
         await msg.nack(delay=delay)
     else:
         await msg.ack()
-        log.info("event_handled", ms=round((time.perf_counter() - started) * 1000, 1))
+        elapsed = time.perf_counter() - started
+        metrics.EVENTS_IN.labels(*labels, "ok").inc()
+        metrics.EVENT_AGE_SECONDS.labels(*labels).observe(
+            max(0.0, (datetime.now(UTC) - event.occurred_at).total_seconds())
+        )
+        log.info("event_handled", ms=round(elapsed * 1000, 1))
+    finally:
+        metrics.HANDLING_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+
+
+def _is_last_delivery(delivery: Delivery) -> bool:
+    max_deliver = _max_deliver_by_consumer.get(delivery.consumer)
+    return max_deliver is not None and max_deliver > 0 and delivery.num_delivered >= max_deliver
+
+
+async def _give_up(
+    msg: NatsMessage, delivery: Delivery, event: Event | None, reason: DeadLetterReason, detail: str
+) -> None:
+    """Store the message as a dead letter, then terminate it; if it cannot be stored, keep it."""
+    raw = msg.raw_message
+    stream = raw.metadata.stream
+    key = dead_letter_key(stream, delivery.stream_seq, delivery.consumer)
+    event_id = event_id_for(key)
+    dead = MessageDeadLettered(
+        event_id=event_id,
+        occurred_at=datetime.now(UTC),
+        correlation_id=event.correlation_id if event is not None else event_id,
+        causation_id=event.event_id if event is not None else f"{stream}:{delivery.stream_seq}",
+        consumer=delivery.consumer,
+        stream=stream,
+        stream_seq=delivery.stream_seq,
+        original_subject=raw.subject,
+        original_headers=dict(raw.headers or {}),
+        body_b64=base64.b64encode(raw.data).decode("ascii"),
+        reason=reason,
+        detail=detail[:2000],
+        num_delivered=delivery.num_delivered,
+        original_event_type=event.tag if event is not None else None,
+        original_event_id=event.event_id if event is not None else None,
+    )
+    # The connection that delivered the message; the dead letter goes out the same way.
+    publisher = ConnectionPublisher(raw._client)
+    try:
+        await publisher.publish(dead, subject=dead_letter(delivery.consumer), msg_id=key)
+    except Exception as error:
+        # Not stored: leave the message to JetStream (nak) rather than lose it with a term.
+        log.error(
+            "dead_letter_not_stored",
+            error=f"{type(error).__name__}: {error}",
+            hint=f"the message stays in stream {stream} at sequence {delivery.stream_seq}; "
+            "`bridge events replay --stream ... --from-seq ... --to-seq ...` re-delivers it",
+        )
+        await msg.nack(delay=retry_delay_s(delivery.num_delivered))
+        return
+    metrics.DEAD_LETTERS.labels(delivery.consumer, str(reason)).inc()
+    log.error("event_dead_lettered", reason=str(reason), detail=detail[:500])
+    await msg.reject()
+
+
+class ConnectionPublisher(EventPublisher):
+    """An ``EventPublisher`` (same headers, same retries) over a bare nats-py connection."""
+
+    def __init__(self, connection: Any, *, give_up_after_s: float = 30.0) -> None:
+        self._connection = connection
+        self._give_up_after_s = give_up_after_s
+
+    def _jetstream(self) -> Any:
+        return self._connection.jetstream()

@@ -23,6 +23,8 @@ from typing import Any, Self
 import httpx
 import msgspec
 
+from bridge_lib.metrics import PlanfixCallMetrics
+
 # Planfix error codes the bridge acts on.
 CODE_BAD_TOKEN = 1
 CODE_TOKEN_INACTIVE = 2
@@ -92,7 +94,8 @@ class PlanfixClient:
             base_url=base_url,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             timeout=httpx.Timeout(timeout_s, connect=5.0),
-            transport=transport,
+            # Counts every call by result and notes the daily budget Planfix reports.
+            transport=PlanfixCallMetrics(transport),
         )
 
     async def __aenter__(self) -> Self:

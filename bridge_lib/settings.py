@@ -40,8 +40,18 @@ class BridgeSettings(BaseSettings):
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
 
 
+class HealthSettings(BridgeSettings):
+    """Where /healthz, /readyz and /metrics listen; each service adds its own ``*_HEALTH_PORT``."""
+
+    # Loopback by default (make run); the compose stack sets 0.0.0.0 so Prometheus can scrape.
+    health_host: str = Field(default="127.0.0.1", alias="HEALTH_HOST")
+
+
 class NatsSettings(BridgeSettings):
+    # One server, or several separated by commas (the nodes of a cluster).
     nats_url: str = Field(default="nats://127.0.0.1:4222", alias="NATS_URL")
+    # Copies JetStream keeps of each stream: 1 on a single server, 3 on a 3-node cluster.
+    nats_stream_replicas: int = Field(default=1, alias="NATS_STREAM_REPLICAS", ge=1, le=5)
 
 
 class MongoSettings(BridgeSettings):

@@ -6,17 +6,56 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+
+from bridge_lib.metrics import OUTBOUND_CALLS, OUTBOUND_SECONDS
 
 
 def make_bot(token: str, *, api_base_url: str = "https://api.telegram.org", timeout_s: float = 60.0) -> Bot:
     session = AiohttpSession(api=TelegramAPIServer.from_base(api_base_url.rstrip("/")), timeout=timeout_s)
+    session.middleware(TelegramCallMetrics())
     return Bot(
         token=token,
         session=session,
         default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
     )
+
+
+class TelegramCallMetrics(BaseRequestMiddleware):
+    """aiogram session middleware: counts every Bot API call by method and result."""
+
+    async def __call__(self, make_request: NextRequestMiddlewareType[Any], bot: Any, method: Any) -> Any:
+        operation = str(getattr(type(method), "__api_method__", "call"))
+        started = time.perf_counter()
+        result = "ok"
+        try:
+            return await make_request(bot, method)
+        except TelegramRetryAfter:
+            result = "throttled"
+            raise
+        except TelegramNetworkError:
+            result = "network_error"
+            raise
+        except TelegramServerError:
+            result = "server_error"
+            raise
+        except TelegramAPIError:
+            result = "client_error"
+            raise
+        finally:
+            OUTBOUND_CALLS.labels("telegram", operation, result).inc()
+            OUTBOUND_SECONDS.labels("telegram", operation).observe(time.perf_counter() - started)

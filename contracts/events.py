@@ -183,6 +183,48 @@ class TelegramMessageSent(Event, frozen=True, kw_only=True, tag="effect.telegram
     thread_id: int | None = None
 
 
+class TaskUnbound(Event, frozen=True, kw_only=True, tag="binding.task_unbound.v1"):
+    """An operator removed a group's binding (``bridge bindings unbind``); nothing is relayed any more."""
+
+    chat_id: int
+    task_number: int
+    # Who did it, e.g. "bridge-cli:alice"; never a secret.
+    unbound_by: str
+    reason: str = ""
+    thread_id: int | None = None
+
+
+# --- Operations: messages a consumer gave up on ------------------------------------------------
+
+
+class DeadLetterReason(enum.StrEnum):
+    # The body is not an event this version can read.
+    UNDECODABLE = "undecodable"
+    # The handler said retrying cannot help (``PermanentFailure``).
+    PERMANENT_FAILURE = "permanent_failure"
+    # Every delivery the consumer's ``max_deliver`` allows has failed.
+    RETRIES_EXHAUSTED = "retries_exhausted"
+
+
+class MessageDeadLettered(Event, frozen=True, kw_only=True, tag="ops.message_dead_lettered.v1"):
+    """A consumer gave up on a message; it is kept, as it was, until an operator retries or drops it.
+
+    The original body travels base64-encoded because an undecodable message may not be text.
+    """
+
+    consumer: str
+    stream: str
+    stream_seq: int
+    original_subject: str
+    original_headers: dict[str, str]
+    body_b64: str
+    reason: DeadLetterReason
+    detail: str
+    num_delivered: int
+    original_event_type: str | None = None
+    original_event_id: str | None = None
+
+
 AnyEvent = (
     TelegramMessageReceived
     | BindRequested
@@ -192,9 +234,11 @@ AnyEvent = (
     | PlanfixCommentAdded
     | PlanfixCommentPosted
     | TelegramMessageSent
+    | TaskUnbound
+    | MessageDeadLettered
 )
 
-BindingEvent = TaskBound | BindRejected
+BindingEvent = TaskBound | BindRejected | TaskUnbound
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
@@ -226,6 +270,11 @@ def planfix_webhook_key(comment_id: int) -> str:
 
 def planfix_comment_key(comment_id: int) -> str:
     return f"pf:comment:{comment_id}"
+
+
+def dead_letter_key(stream: str, stream_seq: int, consumer: str) -> str:
+    """One dead letter per consumer and stored message: a repeated give-up is not a second one."""
+    return f"dlq:{stream}:{stream_seq}:{consumer}"
 
 
 def derived_key(cause: Event, what: str) -> str:

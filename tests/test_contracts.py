@@ -28,6 +28,8 @@ EXPECTED_TAGS = {
     "planfix.comment_added.v1",
     "effect.planfix_comment_posted.v1",
     "effect.telegram_message_sent.v1",
+    "binding.task_unbound.v1",
+    "ops.message_dead_lettered.v1",
 }
 
 
@@ -93,6 +95,8 @@ def test_undecodable_input_raises_a_clear_error() -> None:
         subjects.binding_rejected(-1001),
         subjects.planfix_comment_posted(4821),
         subjects.telegram_message_sent(-1001),
+        subjects.binding_unbound(-1001),
+        subjects.dead_letter("relay-telegram-messages"),
     ],
 )
 def test_every_subject_belongs_to_exactly_one_stream(subject: str) -> None:

@@ -25,16 +25,19 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "deploy" / "compose.yaml"
+CLUSTER = ROOT / "deploy" / "compose.cluster.yaml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 ENV_EXAMPLE = ROOT / ".env.example"
 
 BRIDGE_SERVICES = ("telegram_gateway", "planfix_gateway", "binder", "relay")
 INFRASTRUCTURE = ("nats", "mongo")
+MONITORING = ("prometheus", "grafana")
+HEALTH_PORTS = {"telegram_gateway": 9101, "planfix_gateway": 9102, "binder": 9103, "relay": 9104}
 BASE_IMAGE = "python:3.11-slim-bookworm"
 
 
-def load_compose() -> dict[str, Any]:
-    document: dict[str, Any] = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+def load_compose(path: Path = COMPOSE) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
     return document
 
 
@@ -48,8 +51,9 @@ def check_against_compose_spec(path: Path) -> subprocess.CompletedProcess[str]:
 # ---- compose.yaml ------------------------------------------------------------------------
 
 
-def test_compose_file_matches_the_compose_specification() -> None:
-    result = check_against_compose_spec(COMPOSE)
+@pytest.mark.parametrize("path", [COMPOSE, CLUSTER], ids=["compose", "cluster"])
+def test_compose_files_match_the_compose_specification(path: Path) -> None:
+    result = check_against_compose_spec(path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -73,7 +77,8 @@ def test_the_schema_check_rejects_mistakes(tmp_path: Path) -> None:
 
 def test_every_service_restarts_and_has_a_healthcheck() -> None:
     services = load_compose()["services"]
-    assert set(services) == {*INFRASTRUCTURE, *BRIDGE_SERVICES}
+    assert set(services) == {*INFRASTRUCTURE, *BRIDGE_SERVICES, *MONITORING}
+    assert all(services[name]["profiles"] == ["monitoring"] for name in MONITORING)
     for name, service in services.items():
         assert service.get("restart") == "unless-stopped", name
         healthcheck = service.get("healthcheck") or {}
@@ -110,18 +115,90 @@ def test_bridge_services_run_from_one_image_against_the_compose_servers() -> Non
         assert volume in document["volumes"], name
 
 
-def test_planfix_gateway_publishes_its_webhook_port_and_checks_healthz() -> None:
+def test_planfix_gateway_publishes_its_webhook_port() -> None:
     gateway = load_compose()["services"]["planfix_gateway"]
     port = gateway["environment"]["PLANFIX_WEBHOOK_PORT"]
     assert port == "8081"
     assert gateway["environment"]["PLANFIX_WEBHOOK_HOST"] == "0.0.0.0"
     assert gateway["ports"] == [f"{port}:{port}"]
-    assert f"http://127.0.0.1:{port}/healthz" in gateway["healthcheck"]["test"][-1]
 
 
-def test_compose_sets_only_variables_the_code_reads() -> None:
+@pytest.mark.parametrize("path", [COMPOSE, CLUSTER], ids=["compose", "cluster"])
+def test_bridge_services_are_healthy_only_when_ready(path: Path) -> None:
+    """Each healthcheck asks the service's own /readyz (NATS connected, consumers bound, store up)."""
+    services = load_compose(path)["services"]
+    for name in BRIDGE_SERVICES:
+        environment = services[name]["environment"]
+        port = environment[f"{name.upper()}_HEALTH_PORT"]
+        assert int(port) == HEALTH_PORTS[name]
+        assert environment["HEALTH_HOST"] == "0.0.0.0"
+        check = services[name]["healthcheck"]
+        assert check["test"][:3] == ["CMD", "python", "-c"]
+        assert f"http://127.0.0.1:{port}/readyz" in check["test"][-1]
+        assert check["interval"]
+        assert check["start_period"]
+
+
+def test_the_cluster_runs_three_nats_nodes_and_a_mongodb_replica_set() -> None:
+    document = load_compose(CLUSTER)
+    services = document["services"]
+    nodes = [f"nats{n}" for n in (1, 2, 3)]
+    members = [f"mongo{n}" for n in (1, 2, 3)]
+    assert set(services) == {*nodes, *members, *BRIDGE_SERVICES}
+    routes = ",".join(f"nats://{node}:6222" for node in nodes)
+    for node in nodes:
+        command = services[node]["command"]
+        assert "-js" in command
+        assert command[command.index("--server_name") + 1] == node
+        assert command[command.index("--routes") + 1] == routes
+        assert command[command.index("--cluster_name") + 1] == "planfix-bridge"
+        assert services[node]["volumes"][0].split(":")[0] in document["volumes"]
+    for member in members:
+        assert services[member]["command"][-3:] == ["--replSet", "rs0", "--bind_ip_all"]
+    initiate = services["mongo1"]["healthcheck"]["test"][-1]
+    assert "rs.initiate" in initiate
+    assert all(f"{member}:27017" in initiate for member in members)
+    for name in BRIDGE_SERVICES:
+        environment = services[name]["environment"]
+        assert environment["NATS_URL"] == ",".join(f"nats://{node}:4222" for node in nodes)
+        assert environment["NATS_STREAM_REPLICAS"] == "3"
+        assert environment["MONGODB_URL"] == (
+            "mongodb://mongo1:27017,mongo2:27017,mongo3:27017/?replicaSet=rs0"
+        )
+        depends = services[name]["depends_on"]
+        assert {*nodes, "mongo1"} <= set(depends)
+        assert all(d["condition"] == "service_healthy" for d in depends.values())
+        assert services[name]["restart"] == "unless-stopped"
+
+
+def test_prometheus_scrapes_every_service_and_the_dashboard_uses_real_metrics() -> None:
+    import json
+
+    from prometheus_client import REGISTRY
+
+    import bridge_lib.metrics  # noqa: F401 - registers the bridge's metrics
+
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text(encoding="utf-8"))
+    targets = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert sorted(targets) == sorted(f"{name}:{port}" for name, port in HEALTH_PORTS.items())
+    exported = {
+        family.name + suffix
+        for family in REGISTRY.collect()
+        for suffix in ("", "_total", "_count", "_sum", "_bucket")
+    } | {"up"}
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "bridge.json").read_text())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used = set(re.findall(r"\b(bridge_[a-z_]+|up)\b", target["expr"]))
+            assert used <= exported, f"{panel['title']}: {used - exported}"
+
+
+@pytest.mark.parametrize("path", [COMPOSE, CLUSTER], ids=["compose", "cluster"])
+def test_compose_sets_only_variables_the_code_reads(path: Path) -> None:
     known = setting_names()
-    for name, service in load_compose()["services"].items():
+    for name, service in load_compose(path)["services"].items():
+        if name in MONITORING:
+            continue
         unknown = set(service.get("environment") or {}) - known
         assert not unknown, f"{name} sets variables no settings class reads: {sorted(unknown)}"
 
@@ -250,7 +327,8 @@ def compose_cli() -> list[str] | None:
     return None
 
 
-def test_docker_compose_accepts_the_file() -> None:
+@pytest.mark.parametrize("path", [COMPOSE, CLUSTER], ids=["compose", "cluster"])
+def test_docker_compose_accepts_the_file(path: Path) -> None:
     cli = compose_cli()
     if cli is None:
         pytest.skip("no docker-compose or docker compose plugin on this machine")
@@ -262,7 +340,7 @@ def test_docker_compose_accepts_the_file() -> None:
         # syntax of the current specification; the file targets Compose v2.24 or newer.
         pytest.skip(f"docker-compose {version} is Compose v1, which cannot read this file")
     result = subprocess.run(
-        [*cli, "-f", str(COMPOSE), "config", "-q"],
+        [*cli, "-f", str(path), "--profile", "monitoring", "config", "-q"],
         capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
     )  # fmt: skip
     # Some pip-installed wrappers lose the exit code; an error always lands on stderr.

@@ -10,6 +10,8 @@ from faststream.nats.annotations import NatsMessage
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from bridge_lib.eventbus import EventPublisher, consume, durable_pull, ensure_streams, jstream, make_broker
+from bridge_lib.health import mongo_ping, start_health_server
+from bridge_lib.metrics import track_planfix_budget
 from bridge_lib.planfix import PlanfixClient
 from bridge_lib.runtime import wait_for_stop_signal
 from contracts import subjects
@@ -44,10 +46,18 @@ async def run(settings: BinderSettings) -> None:
         token=settings.planfix_api_token.get_secret_value(),
         timeout_s=settings.planfix_timeout_s,
     )
+    track_planfix_budget(planfix)
     broker = make_broker(settings.nats_url, name="binder")
     broker.include_router(router)
+    health = await start_health_server(
+        service="binder",
+        broker=broker,
+        host=settings.health_host,
+        port=settings.health_port,
+        checks={"mongodb": mongo_ping(mongo)},
+    )
     await broker.connect()
-    await ensure_streams(broker)
+    await ensure_streams(broker, replicas=settings.nats_stream_replicas)
     broker.context.set_global(
         "binder",
         Binder(
@@ -64,5 +74,6 @@ async def run(settings: BinderSettings) -> None:
     finally:
         log.info("binder_stopping")
         await broker.stop()
+        await health.stop()
         await planfix.aclose()
         mongo.close()

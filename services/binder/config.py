@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from bridge_lib.settings import MongoSettings, NatsSettings, PlanfixSettings
+from bridge_lib.settings import HealthSettings, MongoSettings, NatsSettings, PlanfixSettings
 
 
-class BinderSettings(NatsSettings, MongoSettings, PlanfixSettings):
+class BinderSettings(NatsSettings, MongoSettings, PlanfixSettings, HealthSettings):
+    health_port: int = Field(default=9103, alias="BINDER_HEALTH_PORT", ge=0, le=65535)
     # Longest task title the binder sends to Planfix; longer titles are cut with an ellipsis.
     max_task_title: int = Field(default=250, alias="BINDER_MAX_TASK_TITLE")

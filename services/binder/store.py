@@ -65,6 +65,16 @@ class BindingStore:
             upsert=True,
         )
 
+    async def all_bindings(self) -> list[Binding]:
+        """Every stored binding (for `bridge binder rebuild` and `bridge bindings`)."""
+        documents = await self._bindings.find({}, {"_id": 0}).to_list(None)
+        return [msgspec.convert(document, Binding) for document in documents]
+
+    async def unbind(self, key: str, *, task_number: int) -> bool:
+        """Remove the group's binding if it still points at ``task_number``; True when removed."""
+        result = await self._bindings.delete_one({"group_key": key, "task_number": task_number})
+        return bool(result.deleted_count)
+
     async def outcome_for(self, request_key: str) -> BindOutcome | None:
         document = await self._requests.find_one({"_id": request_key})
         if not document:

@@ -17,6 +17,8 @@ from aiohttp import web
 from faststream.nats import NatsBroker
 
 from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
+from bridge_lib.health import start_health_server
+from bridge_lib.metrics import track_planfix_budget
 from bridge_lib.planfix import (
     PlanfixAuthError,
     PlanfixClient,
@@ -82,13 +84,18 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
         timeout_s=settings.planfix_timeout_s,
     )
     stack.push_async_callback(planfix.aclose)
+    track_planfix_budget(planfix)
 
     broker = make_broker(settings.nats_url, name=SERVICE)
     broker.include_router(router)
     stack.push_async_callback(_stop_broker, broker)
+    health = await start_health_server(
+        service=SERVICE, broker=broker, host=settings.health_host, port=settings.health_port
+    )
+    stack.push_async_callback(health.stop)
     log.info("nats_connecting")
     await broker.connect()
-    await ensure_streams(broker)
+    await ensure_streams(broker, replicas=settings.nats_stream_replicas)
 
     if not await planfix_self_check(planfix):
         return EXIT_CONFIG

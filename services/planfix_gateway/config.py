@@ -6,14 +6,15 @@ import re
 
 from pydantic import Field, SecretStr, field_validator
 
-from bridge_lib.settings import NatsSettings, PlanfixSettings
+from bridge_lib.settings import HealthSettings, NatsSettings, PlanfixSettings
 
 MIN_SECRET_LENGTH = 16
 # Characters that survive a URL path untouched (RFC 3986 "unreserved").
 _URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 
 
-class PlanfixGatewaySettings(NatsSettings, PlanfixSettings):
+class PlanfixGatewaySettings(NatsSettings, PlanfixSettings, HealthSettings):
+    health_port: int = Field(default=9102, alias="PLANFIX_GATEWAY_HEALTH_PORT", ge=0, le=65535)
     # The URL path token the Planfix scenario calls (/planfix/webhook/<secret>): Planfix cannot
     # sign its requests, so this secret is the only thing keeping strangers out.
     planfix_webhook_secret: SecretStr = Field(alias="PLANFIX_WEBHOOK_SECRET")

@@ -11,6 +11,8 @@ from faststream.nats.annotations import NatsMessage
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from bridge_lib.eventbus import EventPublisher, consume, durable_pull, ensure_streams, jstream, make_broker
+from bridge_lib.health import mongo_ping, start_health_server
+from bridge_lib.metrics import track_planfix_budget
 from bridge_lib.planfix import PlanfixClient
 from bridge_lib.runtime import wait_for_stop_signal
 from bridge_lib.telegram import make_bot
@@ -72,10 +74,18 @@ async def run(settings: RelaySettings) -> None:
         api_base_url=settings.telegram_api_base_url,
         timeout_s=30.0,
     )
+    track_planfix_budget(planfix)
     broker = make_broker(settings.nats_url, name="relay")
     broker.include_router(router)
+    health = await start_health_server(
+        service="relay",
+        broker=broker,
+        host=settings.health_host,
+        port=settings.health_port,
+        checks={"mongodb": mongo_ping(mongo)},
+    )
     await broker.connect()
-    await ensure_streams(broker)
+    await ensure_streams(broker, replicas=settings.nats_stream_replicas)
     directory = BindingDirectory()
     await directory.start(broker.connection.jetstream())
     publisher = EventPublisher(broker)
@@ -108,6 +118,7 @@ async def run(settings: RelaySettings) -> None:
         log.info("relay_stopping")
         await directory.stop()
         await broker.stop()
+        await health.stop()
         await planfix.aclose()
         await bot.session.close()
         mongo.close()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from bridge_lib.settings import MongoSettings, NatsSettings, PlanfixSettings, TelegramSettings
+from pydantic import Field
+
+from bridge_lib.settings import HealthSettings, MongoSettings, NatsSettings, PlanfixSettings, TelegramSettings
 
 
-class RelaySettings(NatsSettings, MongoSettings, PlanfixSettings, TelegramSettings):
+class RelaySettings(NatsSettings, MongoSettings, PlanfixSettings, TelegramSettings, HealthSettings):
+    health_port: int = Field(default=9104, alias="RELAY_HEALTH_PORT", ge=0, le=65535)
+
     @property
     def planfix_web_url(self) -> str:
         """``https://acc.planfix.com/`` from ``https://acc.planfix.com/rest/``: where people open tasks."""

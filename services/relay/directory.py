@@ -16,7 +16,7 @@ import msgspec
 import structlog
 from nats.js.api import DeliverPolicy
 
-from contracts.events import TaskBound, decode_event
+from contracts.events import TaskBound, TaskUnbound, decode_event
 from contracts.subjects import ALL_BINDING_EVENTS, BINDING_STREAM
 
 log = structlog.get_logger("relay.directory")
@@ -59,6 +59,14 @@ class BindingDirectory:
         self._task_by_group[group] = BoundTask(event.task_number, event.task_title)
         self._groups_by_task.setdefault(event.task_number, set()).add(group)
 
+    def remove(self, event: TaskUnbound) -> None:
+        group = (event.chat_id, event.thread_id)
+        current = self._task_by_group.get(group)
+        # Only the binding that was removed: a later rebind to another task stands.
+        if current is not None and current.task_number == event.task_number:
+            del self._task_by_group[group]
+            self._groups_by_task.get(current.task_number, set()).discard(group)
+
     async def task_for(self, chat_id: int, thread_id: int | None = None) -> BoundTask | None:
         found = self._lookup_task(chat_id, thread_id)
         if found is None:
@@ -92,6 +100,8 @@ class BindingDirectory:
             event = None
         if isinstance(event, TaskBound):
             self.apply(event)
+        elif isinstance(event, TaskUnbound):
+            self.remove(event)
         async with self._progress:
             self._applied_seq = msg.metadata.sequence.stream
             self._progress.notify_all()

@@ -15,7 +15,7 @@ from typing import Any
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo.errors import DuplicateKeyError
 
-from bridge_lib.eventbus import EventPublisher
+from bridge_lib.eventbus import EventPublisher, forcing_effects
 from contracts.events import Event
 
 
@@ -25,6 +25,9 @@ class EffectStore:
         self._own_comments = database["own_comments"]
 
     async def get(self, key: str) -> dict[str, Any] | None:
+        if forcing_effects():
+            # `bridge events replay --force-effects`: the operator wants the effect again.
+            return None
         document: dict[str, Any] | None = await self._effects.find_one({"_id": key})
         return document
 

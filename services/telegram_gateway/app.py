@@ -25,6 +25,7 @@ from aiogram.utils.backoff import Backoff
 from faststream.nats import NatsBroker
 
 from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
+from bridge_lib.health import start_health_server
 from bridge_lib.runtime import wait_for_stop_signal
 from bridge_lib.telegram import make_bot
 from services.telegram_gateway.config import TelegramGatewaySettings
@@ -54,8 +55,11 @@ async def run(settings: TelegramGatewaySettings) -> None:
         settings.telegram_bot_token.get_secret_value(), api_base_url=settings.telegram_api_base_url
     )
     broker = make_broker(settings.nats_url, name="telegram_gateway")
+    health = await start_health_server(
+        service="telegram_gateway", broker=broker, host=settings.health_host, port=settings.health_port
+    )
     stop = asyncio.create_task(wait_for_stop_signal())
-    work = asyncio.create_task(_serve(bot, broker, settings.nats_url))
+    work = asyncio.create_task(_serve(bot, broker, settings.nats_url, settings.nats_stream_replicas))
     try:
         done, _ = await asyncio.wait({stop, work}, return_when=asyncio.FIRST_COMPLETED)
         if work in done:
@@ -81,15 +85,16 @@ async def run(settings: TelegramGatewaySettings) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await stop
         await broker.stop()
+        await health.stop()
         await bot.session.close()
     log.info("telegram_gateway_stopped")
 
 
-async def _serve(bot: Bot, broker: NatsBroker, nats_url: str) -> None:
+async def _serve(bot: Bot, broker: NatsBroker, nats_url: str, stream_replicas: int = 1) -> None:
     # The broker retries forever while NATS is down; say what it is waiting for.
     log.info("nats_connecting", server=_host_of(nats_url))
     await broker.start()
-    await ensure_streams(broker)
+    await ensure_streams(broker, replicas=stream_replicas)
     log.info("nats_connected")
     me = await _retrying("getMe", bot.me)
     log.info("telegram_bot_identified", bot_username=me.username, bot_id=me.id)

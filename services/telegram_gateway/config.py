@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from bridge_lib.settings import NatsSettings, TelegramSettings
+from pydantic import Field
+
+from bridge_lib.settings import HealthSettings, NatsSettings, TelegramSettings
 
 
-class TelegramGatewaySettings(TelegramSettings, NatsSettings):
-    pass
+class TelegramGatewaySettings(TelegramSettings, NatsSettings, HealthSettings):
+    health_port: int = Field(default=9101, alias="TELEGRAM_GATEWAY_HEALTH_PORT", ge=0, le=65535)

@@ -1,0 +1,577 @@
+"""Ops and debugging, end to end: the four services as processes on a NATS of their own, real
+MongoDB-wire store, fake Telegram and Planfix, and the ``bridge`` CLI run as a real command.
+
+Each test reads as what an operator or developer does: send messages, then look at /metrics,
+/readyz, ``bridge trace``, ``bridge events dump``/``replay``, ``bridge binder rebuild``,
+``bridge dlq``, ``bridge doctor`` and ``bridge events tail``. The NATS outage test stops the
+module's NATS, so it comes last.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pytest
+from motor.motor_asyncio import AsyncIOMotorClient
+
+from bridge_lib import devstack
+from contracts.events import PlanfixCommentPosted, TaskBound, TelegramMessageReceived
+from sandbox.fake_planfix import FakePlanfix
+from sandbox.fake_telegram import FakeTelegram
+from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET
+from tests.support import REPO_ROOT, LoopThread, ServiceProcess, eventually, read_stream_events, stays
+
+SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
+HEALTH_PORT_SETTING = {
+    "telegram_gateway": "TELEGRAM_GATEWAY_HEALTH_PORT",
+    "planfix_gateway": "PLANFIX_GATEWAY_HEALTH_PORT",
+    "binder": "BINDER_HEALTH_PORT",
+    "relay": "RELAY_HEALTH_PORT",
+}
+
+
+@dataclass
+class OpsBridge:
+    env: dict[str, str]
+    nats: devstack.ManagedProcess
+    nats_dir: Path
+    work_dir: Path
+    health_ports: dict[str, int]
+    processes: dict[str, ServiceProcess]
+    loop: LoopThread
+
+    @property
+    def nats_url(self) -> str:
+        return self.env["NATS_URL"]
+
+    def cli(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """``bridge ARGS`` as a separate process, the way an operator runs it."""
+        return subprocess.run(
+            [sys.executable, "-m", "bridge_cli", *args],
+            cwd=REPO_ROOT,
+            env={**os.environ, **self.env, **(extra_env or {}), "COLUMNS": "250"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def ok(self, *args: str) -> str:
+        result = self.cli(*args)
+        assert result.returncode == 0, f"bridge {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    def health(self, service: str, path: str) -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{self.health_ports[service]}{path}", timeout=5)
+
+    def readiness(self, service: str) -> int:
+        """/readyz status, or 0 while the service does not answer at all."""
+        try:
+            return self.health(service, "/readyz").status_code
+        except httpx.HTTPError:
+            return 0
+
+    def metric(self, service: str, name: str, **labels: str) -> float:
+        """The sum of ``service``'s /metrics samples with these labels (0 when absent)."""
+        text = self.health(service, "/metrics").text
+        total = 0.0
+        for line in text.splitlines():
+            sample = re.fullmatch(re.escape(name) + r"(?:\{(.*)\})? (\S+)", line)
+            if sample is None:
+                continue
+            found = dict(re.findall(r'(\w+)="([^"]*)"', sample[1] or ""))
+            if all(found.get(key) == value for key, value in labels.items()):
+                total += float(sample[2])
+        return total
+
+    def events(self, subject_filter: str) -> list[Any]:
+        return [event for _, event in self.loop.run(read_stream_events(self.nats_url, subject_filter))]
+
+    def mongo(self, action: Any) -> Any:
+        async def run() -> Any:
+            client: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(self.env["MONGODB_URL"])
+            try:
+                return await action(client[self.env["MONGODB_DATABASE"]])
+            finally:
+                client.close()
+
+        return self.loop.run(run())
+
+
+@pytest.fixture(scope="module")
+def ops(
+    loop: LoopThread, work_dir: Path, mongo_url: str, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix
+) -> Iterator[OpsBridge]:
+    nats_dir = work_dir / "ops-nats"
+    nats_server = devstack.start_nats(nats_dir, log_file=work_dir / "ops-nats.log")
+    webhook_port = devstack.free_port()
+    health_ports = {name: devstack.free_port() for name in SERVICES}
+    env = {
+        "NATS_URL": nats_server.extra["url"],
+        "MONGODB_URL": mongo_url,
+        "MONGODB_DATABASE": f"ops_{webhook_port}",
+        "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
+        "TELEGRAM_API_BASE_URL": fake_telegram.base_url,
+        "PLANFIX_BASE_URL": fake_planfix.base_url,
+        "PLANFIX_API_TOKEN": PLANFIX_TOKEN,
+        "PLANFIX_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "PLANFIX_WEBHOOK_PORT": str(webhook_port),
+        "PLANFIX_WEBHOOK_HOST": "127.0.0.1",
+        "HEALTH_HOST": "127.0.0.1",
+        "LOG_LEVEL": "INFO",
+        **{HEALTH_PORT_SETTING[name]: str(port) for name, port in health_ports.items()},
+    }
+    log_dir = work_dir / "ops-logs"
+    log_dir.mkdir(exist_ok=True)
+    processes = {name: ServiceProcess(name, env, log_dir).start() for name in SERVICES}
+    previous_webhook_url = fake_planfix.webhook_url
+    fake_planfix.webhook_url = f"http://127.0.0.1:{webhook_port}/planfix/webhook/{WEBHOOK_SECRET}"
+    bridge = OpsBridge(env, nats_server, nats_dir, work_dir, health_ports, processes, loop)
+    try:
+        for name in SERVICES:
+            eventually(
+                lambda name=name: bridge.readiness(name) == 200,  # type: ignore[misc]
+                timeout_s=40,
+                what=f"{name} ready",
+            )
+        yield bridge
+    finally:
+        fake_planfix.webhook_url = previous_webhook_url
+        for process in processes.values():
+            process.stop()
+        bridge.nats.stop()
+        for name, process in processes.items():
+            assert "Traceback" not in process.log_text(), f"{name} logged a traceback:\n{process.log_text()}"
+
+
+def texts_sent(fake_telegram: FakeTelegram, chat_id: int) -> list[str]:
+    return [str(message["text"]) for message in fake_telegram.sent_messages(chat_id)]
+
+
+def bind_new_task(ops: OpsBridge, fake_telegram: FakeTelegram, chat_id: int, title: str) -> tuple[int, int]:
+    """Bind the chat to a new task; (task number, message id of the /task command)."""
+    update = fake_telegram.add_group_message(chat_id, f"/task {title}")
+    bound = eventually(
+        lambda: [e for e in ops.events("binding.>") if isinstance(e, TaskBound) and e.chat_id == chat_id],
+        what="task bound",
+    )
+    eventually(lambda: texts_sent(fake_telegram, chat_id), what="confirmation sent")
+    return bound[0].task_number, update["message"]["message_id"]
+
+
+def say(
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, chat_id: int, task: int, text: str
+) -> int:
+    """Write in the group and wait for the comment; the Telegram message id."""
+    before = len(fake_planfix.comments(task))
+    update = fake_telegram.add_group_message(chat_id, text)
+    eventually(lambda: len(fake_planfix.comments(task)) == before + 1, what="comment posted")
+    message_id: int = update["message"]["message_id"]
+    return message_id
+
+
+# --- health, metrics, logs ----------------------------------------------------------------------
+
+
+def test_metrics_count_events_calls_and_latency_as_messages_flow(
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    consumed = {
+        "consumer": "relay-telegram-messages",
+        "event_type": "telegram.message_received.v1",
+        "outcome": "ok",
+    }
+    planfix_ok = {"target": "planfix", "operation": "POST task/{id}/comments", "result": "ok"}
+    before_in = ops.metric("relay", "bridge_events_consumed_total", **consumed)
+    before_calls = ops.metric("relay", "bridge_outbound_calls_total", **planfix_ok)
+    before_out = ops.metric(
+        "telegram_gateway", "bridge_events_published_total", event_type="telegram.message_received.v1"
+    )
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Metrics")
+
+    for n in range(3):
+        say(ops, fake_telegram, fake_planfix, unique_chat_id, task, f"message {n}")
+
+    eventually(lambda: ops.metric("relay", "bridge_events_consumed_total", **consumed) >= before_in + 3)
+    assert ops.metric("relay", "bridge_outbound_calls_total", **planfix_ok) >= before_calls + 3
+    assert (
+        ops.metric(
+            "telegram_gateway", "bridge_events_published_total", event_type="telegram.message_received.v1"
+        )
+        >= before_out + 3
+    )
+    assert ops.metric("relay", "bridge_event_handling_seconds_count", consumer="relay-telegram-messages") >= 3
+    assert ops.metric("relay", "bridge_event_age_seconds_count", consumer="relay-telegram-messages") >= 3
+    assert (
+        ops.metric(
+            "relay", "bridge_outbound_calls_total", target="telegram", operation="sendMessage", result="ok"
+        )
+        >= 1
+    )
+    metrics_text = ops.health("relay", "/metrics").text
+    assert "bridge_planfix_daily_budget_remaining" in metrics_text
+    assert "bridge_dead_letters_total" in metrics_text or "bridge_dead_letters" in metrics_text
+    # The lag gauge is polled from JetStream; the relay has caught up.
+    eventually(
+        lambda: (
+            'bridge_consumer_pending_messages{consumer="relay-telegram-messages",stream="TELEGRAM"} 0.0'
+            in ops.health("relay", "/metrics").text
+        ),
+        what="lag gauge polled",
+    )
+
+
+def test_each_handled_event_logs_one_line_with_correlation_type_chat_and_task(
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Logs")
+    say(ops, fake_telegram, fake_planfix, unique_chat_id, task, "log me once")
+
+    def handled_lines() -> list[dict[str, Any]]:
+        import json
+
+        lines = []
+        for raw in ops.processes["relay"].log_text().splitlines():
+            if raw.startswith("{") and '"event_handled"' in raw:
+                line = json.loads(raw)
+                if (
+                    line.get("chat_id") == unique_chat_id
+                    and line.get("event_type") == "telegram.message_received.v1"
+                ):
+                    lines.append(line)
+        return lines
+
+    [line] = eventually(handled_lines, what="event_handled line")
+    assert line["task_number"] == task
+    assert line["correlation_id"]
+    assert line["consumer"] == "relay-telegram-messages"
+    assert BOT_TOKEN not in ops.processes["relay"].log_text()
+    assert PLANFIX_TOKEN not in ops.processes["relay"].log_text()
+
+
+# --- trace --------------------------------------------------------------------------------------
+
+
+def test_trace_of_a_bind_shows_the_gateway_binder_and_relay_steps_in_order(
+    ops: OpsBridge, fake_telegram: FakeTelegram, unique_chat_id: int
+) -> None:
+    task, command_id = bind_new_task(ops, fake_telegram, unique_chat_id, "Trace me")
+
+    output = ops.ok("trace", f"tg:{unique_chat_id}:{command_id}")
+
+    steps = [line for line in output.splitlines() if re.match(r"\s*\d+\. ", line)]
+    assert [step.split()[1] for step in steps] == ["telegram_gateway", "binder", "relay"], output
+    assert "binding.bind_requested.v1" in steps[0]
+    assert f"bound to task #{task}" in steps[1] or f"created and bound to task #{task}" in steps[1]
+    assert "effect.telegram_message_sent.v1" in steps[2]
+    assert "binder-bind-requests: handled" in output
+    (ops.work_dir / "trace-bind.txt").write_text(output)
+
+
+def test_trace_of_a_message_shows_the_comment_it_became(
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Where did it go")
+    message_id = say(ops, fake_telegram, fake_planfix, unique_chat_id, task, "where did my message go?")
+    [comment] = fake_planfix.comments(task)
+
+    output = ops.ok("trace", f"tg:{unique_chat_id}:{message_id}")
+
+    assert "telegram.message_received.v1" in output
+    assert "relay-telegram-messages: handled" in output
+    assert f"posted comment {comment.id} in task #{task}" in output
+    assert "where did my message go" not in output  # no message text in the CLI's output
+    (ops.work_dir / "trace-message.txt").write_text(output)
+
+
+def test_trace_of_a_planfix_comment_shows_the_webhook_the_fetch_and_the_message_sent(
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "From Planfix")
+    before = len(texts_sent(fake_telegram, unique_chat_id))
+    comment_id = fake_planfix.add_employee_comment(task, "<p>Toner replaced</p>")
+    eventually(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == before + 1, what="message sent")
+
+    output = ops.ok("trace", f"pf:{comment_id}")
+
+    steps = [line for line in output.splitlines() if re.match(r"\s*\d+\. ", line)]
+    assert [step.split()[1] for step in steps] == ["planfix_gateway", "planfix_gateway", "relay"], output
+    assert "planfix_gateway-comment-fetcher: handled" in output
+    assert "relay-planfix-comments: handled" in output
+    assert f"sent planfix_comment to chat {unique_chat_id}" in output
+    (ops.work_dir / "trace-comment.txt").write_text(output)
+
+
+def test_trace_of_an_unknown_message_says_so(ops: OpsBridge) -> None:
+    result = ops.cli("trace", "tg:-1:1")
+    assert result.returncode == 1
+    assert "nothing stored" in result.stdout
+
+
+# --- dump and replay ----------------------------------------------------------------------------
+
+
+def test_dump_then_replay_reproduces_the_effects_once(
+    ops: OpsBridge,
+    fake_telegram: FakeTelegram,
+    fake_planfix: FakePlanfix,
+    unique_chat_id: int,
+    tmp_path: Path,
+) -> None:
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Replay")
+    say(ops, fake_telegram, fake_planfix, unique_chat_id, task, "replay me")
+    dump = tmp_path / "events.jsonl"
+
+    ops.ok("events", "dump", "--stream", "TELEGRAM", "--chat", str(unique_chat_id), "-o", str(dump))
+    records = dump.read_text().splitlines()
+    assert len(records) == 2  # the /task command and the message
+    assert all('"seq":' in record and '"Nats-Msg-Id"' in record for record in records)
+
+    dry = ops.ok("events", "replay", str(dump), "--into", "relay-telegram-messages", "--dry-run")
+    assert "would send 1 message(s), 1 not for relay-telegram-messages" in dry
+    stays(lambda: len(fake_planfix.comments(task)) == 1, for_s=1.0, what="dry run sends nothing")
+
+    replayed = ops.ok("events", "replay", str(dump), "--into", "relay-telegram-messages")
+    assert "sent 1 message(s)" in replayed
+    marked = eventually(
+        lambda: [
+            e
+            for e in ops.events("telegram.>")
+            if isinstance(e, TelegramMessageReceived) and e.chat_id == unique_chat_id
+        ],
+        what="replayed copy stored",
+    )
+    assert len(marked) == 2  # the original and the replayed copy (same event id)
+    eventually(lambda: _relay_caught_up(ops), what="relay handled the replay")
+    stays(lambda: len(fake_planfix.comments(task)) == 1, what="a replay posts no second comment")
+
+    forced = ops.ok("events", "replay", str(dump), "--into", "relay-telegram-messages", "--force-effects")
+    assert "--force-effects" in forced
+    eventually(lambda: len(fake_planfix.comments(task)) == 2, what="forced replay posted again")
+    stays(lambda: len(fake_planfix.comments(task)) == 2, what="exactly once more")
+    first, again = fake_planfix.comments(task)
+    assert first.description == again.description
+    posted = [
+        e for e in ops.events("effect.>") if isinstance(e, PlanfixCommentPosted) and e.task_number == task
+    ]
+    assert len(posted) == 2  # the forced replay's effect is recorded as a new event
+
+
+def _relay_caught_up(ops: OpsBridge) -> bool:
+    async def check() -> bool:
+        nc = await nats.connect(ops.nats_url)
+        try:
+            info = await nc.jetstream().consumer_info("TELEGRAM", "relay-telegram-messages")
+            return bool(info.num_pending == 0 and info.num_ack_pending == 0)
+        finally:
+            await nc.close()
+
+    return ops.loop.run(check())
+
+
+# --- bindings and binder rebuild ----------------------------------------------------------------
+
+
+def test_binder_rebuild_restores_every_binding_of_an_emptied_collection(
+    ops: OpsBridge, fake_telegram: FakeTelegram, unique_chat_id: int
+) -> None:
+    first, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Rebuild one")
+    second, _ = bind_new_task(ops, fake_telegram, unique_chat_id - 1, "Rebuild two")
+
+    async def snapshot(db: Any) -> dict[int, int]:
+        return {doc["chat_id"]: doc["task_number"] async for doc in db["bindings"].find({})}
+
+    before = ops.mongo(snapshot)
+    assert before[unique_chat_id] == first
+    assert before[unique_chat_id - 1] == second
+
+    async def empty(db: Any) -> None:
+        await db["bindings"].delete_many({})
+
+    ops.mongo(empty)
+    output = ops.ok("binder", "rebuild")
+
+    assert f"restored  {unique_chat_id}: task #{first}" in output
+    assert f"restored  {unique_chat_id - 1}: task #{second}" in output
+    assert ops.mongo(snapshot) == before
+    again = ops.ok("binder", "rebuild")
+    assert " 0  restored" in again or "0 restored" in again, again
+
+
+def test_bindings_list_show_and_unbind(
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Unbind me")
+    assert f"chat {unique_chat_id} -> task #{task}" in ops.ok("bindings", "list")
+    shown = ops.ok("bindings", "show", str(unique_chat_id))
+    assert f"in force: chat {unique_chat_id} -> task #{task}" in shown
+    assert "binder store: agrees" in shown
+
+    unbound = ops.ok("bindings", "unbind", str(unique_chat_id), "--yes", "--reason", "test")
+
+    assert "TaskUnbound stored; binder store updated" in unbound
+    assert f"chat {unique_chat_id} is not bound" in ops.ok("bindings", "show", str(unique_chat_id))
+    fake_telegram.add_group_message(unique_chat_id, "nobody listens now")
+    eventually(
+        lambda: [
+            e
+            for e in ops.events("telegram.>")
+            if isinstance(e, TelegramMessageReceived) and e.text == "nobody listens now"
+        ],
+        what="message stored",
+    )
+    stays(lambda: fake_planfix.comments(task) == [], what="unbound group is not relayed")
+
+
+# --- dead letters -------------------------------------------------------------------------------
+
+
+def dlq_listing_with(ops: OpsBridge, text: str) -> str:
+    """``bridge dlq list`` once it mentions ``text``; "" before."""
+    listing = ops.ok("dlq", "list")
+    return listing if text in listing else ""
+
+
+def test_dlq_retry_delivers_a_dead_lettered_message_once(
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Dead letters")
+    before = len(texts_sent(fake_telegram, unique_chat_id))
+    fake_telegram.fail_next("sendMessage", error_code=400, description="Bad Request: not enough rights")
+
+    comment_id = fake_planfix.add_employee_comment(task, "<p>Will fail once</p>")
+
+    listed = eventually(lambda: dlq_listing_with(ops, "relay-planfix-comments"), what="dead letter")
+    seq = next(line.split()[0] for line in listed.splitlines() if "relay-planfix-comments" in line)
+    assert "permanent_failure" in listed
+    shown = ops.ok("dlq", "show", seq)
+    assert "not enough rights" in shown
+    assert "planfix.comment.added." in shown
+    assert len(texts_sent(fake_telegram, unique_chat_id)) == before
+
+    retried = ops.ok("dlq", "retry", seq)
+
+    assert "re-published on planfix.comment.added." in retried
+    eventually(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == before + 1, what="delivered")
+    assert "Will fail once" in texts_sent(fake_telegram, unique_chat_id)[-1]
+    assert seq not in [line.split()[0] for line in ops.ok("dlq", "list").splitlines()[:-1]]
+    assert "no dead letter" in ops.cli("dlq", "retry", seq).stderr
+    stays(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == before + 1, what="delivered once")
+    trace = ops.ok("trace", f"pf:{comment_id}")
+    # The dead letter is gone once retried; the retried copy says where it came from.
+    assert f"[retry of dead letter {seq}]" in trace
+    assert trace.index("retry of dead letter") < trace.index("effect.telegram_message_sent.v1")
+    (ops.work_dir / "trace-dead-letter.txt").write_text(trace)
+
+
+def test_an_undecodable_message_is_dead_lettered_not_dropped(ops: OpsBridge, unique_chat_id: int) -> None:
+    async def publish_garbage() -> None:
+        nc = await nats.connect(ops.nats_url)
+        try:
+            await nc.jetstream().publish(f"telegram.message.received.{unique_chat_id}", b"\x00 not an event")
+        finally:
+            await nc.close()
+
+    ops.loop.run(publish_garbage())
+
+    listed = eventually(lambda: dlq_listing_with(ops, "undecodable"), what="dead letter")
+    line = next(line for line in listed.splitlines() if "undecodable" in line)
+    assert "relay-telegram-messages" in line
+    seq = line.split()[0]
+    assert "dropped" in ops.ok("dlq", "drop", seq, "--yes")
+
+
+# --- doctor -------------------------------------------------------------------------------------
+
+
+def test_doctor_passes_on_a_healthy_bridge(ops: OpsBridge) -> None:
+    result = ops.cli("doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[ok  ] telegram: token accepted" in result.stdout
+    assert "[ok  ] telegram privacy" in result.stdout
+    assert "[ok  ] consumer relay-telegram-messages" in result.stdout
+    assert "0 problem(s)" in result.stdout
+
+
+def test_doctor_names_a_wrong_token_and_an_unreachable_nats(ops: OpsBridge) -> None:
+    result = ops.cli(
+        "doctor",
+        extra_env={
+            "TELEGRAM_BOT_TOKEN": "123456:not-the-token",
+            "PLANFIX_API_TOKEN": "not-the-planfix-token",
+            "NATS_URL": f"nats://127.0.0.1:{devstack.free_port()}",
+        },
+    )
+
+    assert result.returncode == 1
+    assert "[FAIL] telegram: Telegram refuses TELEGRAM_BOT_TOKEN" in result.stdout
+    assert "[FAIL] planfix: Planfix refuses PLANFIX_API_TOKEN" in result.stdout
+    assert "[FAIL] nats: cannot connect to NATS" in result.stdout
+    assert "fix: start NATS" in result.stdout
+    assert "not-the-token" not in result.stdout + result.stderr
+
+
+# --- tail ---------------------------------------------------------------------------------------
+
+
+def test_events_tail_shows_new_events_of_one_chat_live(
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Tail")
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "bridge_cli", "events", "tail", "--chat", str(unique_chat_id), "--count", "2"],
+        cwd=REPO_ROOT,
+        env={**os.environ, **ops.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert tail.stderr is not None
+        assert "following" in tail.stderr.readline()
+        say(ops, fake_telegram, fake_planfix, unique_chat_id, task, "tail me")
+        output, _ = tail.communicate(timeout=30)
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+    lines = output.splitlines()
+    assert len(lines) == 2
+    assert "telegram.message_received.v1" in lines[0]
+    assert "effect.planfix_comment_posted.v1" in lines[1]
+
+
+# --- NATS outage (last: it stops the module's NATS) --------------------------------------------
+
+
+def test_readyz_is_not_ready_while_nats_is_down_and_ready_again_after(
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Outage")
+    assert ops.health("relay", "/healthz").status_code == 200
+    port = int(ops.nats_url.rsplit(":", 1)[1])
+
+    ops.nats.stop()
+
+    for name in SERVICES:
+        eventually(lambda name=name: ops.readiness(name) == 503, what=f"{name} not ready")  # type: ignore[misc]
+        assert ops.health(name, "/healthz").status_code == 200
+    assert "nats" in ops.health("relay", "/readyz").json()["checks"]
+
+    ops.nats = devstack.start_nats(ops.nats_dir, port=port, log_file=ops.work_dir / "ops-nats.log")
+
+    for name in SERVICES:
+        eventually(
+            lambda name=name: ops.readiness(name) == 200,  # type: ignore[misc]
+            timeout_s=40,
+            what=f"{name} ready again",
+        )
+    say(ops, fake_telegram, fake_planfix, unique_chat_id, task, "after the outage")
