@@ -10,14 +10,30 @@ order while groups run in parallel.
 subject                                         stream       published by
 ==============================================  ===========  =====================================
 ``telegram.message.received.<chat_id>``          TELEGRAM     telegram_gateway
+``telegram.message.edited.<chat_id>``            TELEGRAM     telegram_gateway
+``telegram.message.reacted.<chat_id>``           TELEGRAM     telegram_gateway
 ``telegram.bind.requested.<chat_id>``            TELEGRAM     telegram_gateway
 ``planfix.webhook.comment.<task_number>``        PLANFIX      planfix_gateway (HTTP, ids only)
 ``planfix.comment.added.<task_number>``          PLANFIX      planfix_gateway (content fetched)
 ``binding.bound.<chat_id>``                      BINDING      binder
 ``binding.rejected.<chat_id>``                   BINDING      binder
 ``effect.planfix.comment_posted.<task_number>``  EFFECTS      relay
+``effect.planfix.comment_updated.<task_number>`` EFFECTS      relay
 ``effect.telegram.message_sent.<chat_id>``       EFFECTS      relay
 ==============================================  ===========  =====================================
+
+Messages, their edits and reactions share the ``telegram.message.`` prefix so that one consumer
+(``telegram.message.>``) sees them in the order they happened: an edit never overtakes its
+message.
+
+Key-value buckets (JetStream streams named ``KV_<bucket>``):
+
+==================  ==========================================================================
+bucket              what
+==================  ==========================================================================
+``PLANFIX_PACING``  one key per Planfix account: the time of its next free request slot, shared
+                    by every service and replica that calls Planfix (``bridge_lib.pacing``)
+==================  ==========================================================================
 
 Streams are on file storage. Each has a duplicate window: a publish whose ``Nats-Msg-Id``
 was seen within the window is acknowledged as a duplicate and not stored. Inbound streams keep
@@ -78,6 +94,14 @@ def telegram_message_received(chat_id: int) -> str:
     return f"telegram.message.received.{chat_id}"
 
 
+def telegram_message_edited(chat_id: int) -> str:
+    return f"telegram.message.edited.{chat_id}"
+
+
+def telegram_message_reacted(chat_id: int) -> str:
+    return f"telegram.message.reacted.{chat_id}"
+
+
 def telegram_bind_requested(chat_id: int) -> str:
     return f"telegram.bind.requested.{chat_id}"
 
@@ -102,14 +126,24 @@ def planfix_comment_posted(task_number: int) -> str:
     return f"effect.planfix.comment_posted.{task_number}"
 
 
+def planfix_comment_updated(task_number: int) -> str:
+    return f"effect.planfix.comment_updated.{task_number}"
+
+
 def telegram_message_sent(chat_id: int) -> str:
     return f"effect.telegram.message_sent.{chat_id}"
 
 
 # Filters consumers subscribe with.
 ALL_TELEGRAM_MESSAGES = "telegram.message.received.*"
+# Messages, edits and reactions together, in stream order.
+ALL_TELEGRAM_MESSAGE_ACTIVITY = "telegram.message.>"
 ALL_BIND_REQUESTS = "telegram.bind.requested.*"
 ALL_PLANFIX_COMMENT_WEBHOOKS = "planfix.webhook.comment.*"
 ALL_PLANFIX_COMMENTS = "planfix.comment.added.*"
 ALL_BINDING_EVENTS = "binding.>"
 ALL_EFFECTS = "effect.>"
+
+
+# Key-value buckets.
+PLANFIX_PACING_BUCKET = "PLANFIX_PACING"

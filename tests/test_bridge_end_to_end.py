@@ -84,6 +84,9 @@ def bridge(
         "TELEGRAM_API_BASE_URL": fake_telegram.base_url,
         "PLANFIX_BASE_URL": fake_planfix.base_url,
         "PLANFIX_API_TOKEN": PLANFIX_TOKEN,
+        # The shared fake enforces no rate (test_planfix_pacing does); keep these tests quick.
+        "PLANFIX_RATE_PER_S": "50",
+        "PLANFIX_BURST": "5",
         "PLANFIX_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "PLANFIX_WEBHOOK_PORT": str(webhook_port),
         "PLANFIX_WEBHOOK_HOST": "127.0.0.1",

@@ -52,6 +52,8 @@ def gateway_env(*, nats_url: str, planfix_url: str, port: int, token: str = PLAN
         "PLANFIX_WEBHOOK_HOST": "127.0.0.1",
         "PLANFIX_WEBHOOK_PORT": str(port),
         "PLANFIX_TIMEOUT_S": "5",
+        # The shared fake enforces no rate; a high budget keeps these tests quick.
+        "PLANFIX_RATE_PER_S": "50",
         "NATS_URL": nats_url,
     }
 

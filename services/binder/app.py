@@ -10,7 +10,7 @@ from faststream.nats.annotations import NatsMessage
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from bridge_lib.eventbus import EventPublisher, consume, durable_pull, ensure_streams, jstream, make_broker
-from bridge_lib.planfix import PlanfixClient
+from bridge_lib.planfix_setup import paced_planfix_client
 from bridge_lib.runtime import wait_for_stop_signal
 from contracts import subjects
 from contracts.events import BindRequested
@@ -39,15 +39,11 @@ async def run(settings: BinderSettings) -> None:
     )
     store = BindingStore(mongo[settings.mongodb_database])
     await store.create_indexes()
-    planfix = PlanfixClient(
-        base_url=settings.planfix_base_url,
-        token=settings.planfix_api_token.get_secret_value(),
-        timeout_s=settings.planfix_timeout_s,
-    )
     broker = make_broker(settings.nats_url, name="binder")
     broker.include_router(router)
     await broker.connect()
     await ensure_streams(broker)
+    planfix = await paced_planfix_client(settings, broker.connection.jetstream())
     broker.context.set_global(
         "binder",
         Binder(

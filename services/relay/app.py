@@ -11,7 +11,7 @@ from faststream.nats.annotations import NatsMessage
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from bridge_lib.eventbus import EventPublisher, consume, durable_pull, ensure_streams, jstream, make_broker
-from bridge_lib.planfix import PlanfixClient
+from bridge_lib.planfix_setup import paced_planfix_client
 from bridge_lib.runtime import wait_for_stop_signal
 from bridge_lib.telegram import make_bot
 from contracts import subjects
@@ -62,11 +62,6 @@ async def run(settings: RelaySettings) -> None:
         settings.mongodb_url, serverSelectionTimeoutMS=10_000, tz_aware=True
     )
     effects = EffectStore(mongo[settings.mongodb_database])
-    planfix = PlanfixClient(
-        base_url=settings.planfix_base_url,
-        token=settings.planfix_api_token.get_secret_value(),
-        timeout_s=settings.planfix_timeout_s,
-    )
     bot = make_bot(
         settings.telegram_bot_token.get_secret_value(),
         api_base_url=settings.telegram_api_base_url,
@@ -76,6 +71,7 @@ async def run(settings: RelaySettings) -> None:
     broker.include_router(router)
     await broker.connect()
     await ensure_streams(broker)
+    planfix = await paced_planfix_client(settings, broker.connection.jetstream())
     directory = BindingDirectory()
     await directory.start(broker.connection.jetstream())
     publisher = EventPublisher(broker)
