@@ -33,6 +33,8 @@ bucket              what
 ==================  ==========================================================================
 ``PLANFIX_PACING``  one key per Planfix account: the time of its next free request slot, shared
                     by every service and replica that calls Planfix (``bridge_lib.pacing``)
+``LEASES``          single-active work among replicas (``bridge_lib.lease``): ``relay_inbound``
+                    is held by the one relay replica that carries messages to Planfix
 ==================  ==========================================================================
 
 Streams are on file storage. Each has a duplicate window: a publish whose ``Nats-Msg-Id``
@@ -147,3 +149,4 @@ ALL_EFFECTS = "effect.>"
 
 # Key-value buckets.
 PLANFIX_PACING_BUCKET = "PLANFIX_PACING"
+LEASES_BUCKET = "LEASES"

@@ -1,0 +1,193 @@
+"""The relay's Telegram -> Planfix consumer: batches from one durable pull consumer, in order.
+
+Why batches and not one message at a time (``eventbus.consume``): combining a backlog into one
+comment needs to *see* the backlog. Each fetch takes whatever waits in the stream (up to
+``batch``); a batch whose newest message is an album part younger than ``album_window_s`` waits
+that long for the album's other parts. ``ToPlanfix`` splits the batch into units that succeed or
+fail as a whole, and each unit's messages are settled like ``eventbus.consume`` settles one:
+ack on success, ``nak`` with the same growing delay on a ``TransientFailure``, ``term`` on a
+``PermanentFailure`` or an undecodable message. Messages of a batch are kept alive with
+``in_progress`` while they wait for Planfix's pace.
+
+Why one active replica (a lease in NATS KV): Planfix allows about one request per second for the
+whole account, so parallel replicas would add no throughput here, but they would post a group's
+messages out of order. Every replica runs; one holds the lease and consumes, the others stand by
+and take over within ``lease_ttl_s`` when it stops or dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import msgspec
+import nats.errors
+import structlog
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from bridge_lib.eventbus import PermanentFailure, TransientFailure, retry_delay_s
+from bridge_lib.lease import Lease, LeaseLost
+from contracts.events import (
+    TelegramMessageEdited,
+    TelegramMessageReceived,
+    TelegramReactionChanged,
+    decode_event,
+)
+from contracts.subjects import ALL_TELEGRAM_MESSAGE_ACTIVITY, TELEGRAM_STREAM
+from services.relay.to_planfix import InboundEvent, ToPlanfix
+
+log = structlog.get_logger("relay.inbound")
+
+DURABLE = "relay-telegram-inbound"
+ACK_WAIT_S = 60.0
+_HEARTBEAT_S = ACK_WAIT_S / 3
+
+
+class InboundConsumer:
+    def __init__(
+        self,
+        js: Any,
+        to_planfix: ToPlanfix,
+        lease: Lease,
+        *,
+        batch: int = 100,
+        album_window_s: float = 1.5,
+    ) -> None:
+        self._js = js
+        self._to_planfix = to_planfix
+        self._lease = lease
+        self._batch = batch
+        self._album_window_s = album_window_s
+
+    async def run(self) -> None:
+        """Consume while holding the lease; stand by while another replica holds it."""
+        try:
+            while True:
+                await self._lease.acquire()
+                keep = asyncio.create_task(self._lease.keep())
+                work = asyncio.create_task(self._consume())
+                try:
+                    done, _ = await asyncio.wait({keep, work}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in (keep, work):
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, LeaseLost):
+                            await task
+                if work in done:
+                    work.result()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._lease.release(), 2.0)
+
+    async def _consume(self) -> None:
+        subscription = await self._js.pull_subscribe(
+            ALL_TELEGRAM_MESSAGE_ACTIVITY,
+            durable=DURABLE,
+            stream=TELEGRAM_STREAM.name,
+            config=ConsumerConfig(
+                durable_name=DURABLE,
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=ACK_WAIT_S,
+                max_deliver=-1,
+                max_ack_pending=1000,
+            ),
+        )
+        log.info("inbound_consumer_started")
+        try:
+            while True:
+                try:
+                    messages = await subscription.fetch(self._batch, timeout=5.0)
+                except nats.errors.TimeoutError:
+                    continue
+                except nats.errors.Error as error:
+                    # NATS away (the client reconnects by itself): try again shortly.
+                    log.warning("inbound_fetch_failed", error=type(error).__name__)
+                    await asyncio.sleep(1.0)
+                    continue
+                messages += await self._rest_of_album(subscription, messages)
+                await self._handle(messages)
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def _rest_of_album(self, subscription: Any, messages: list[Any]) -> list[Any]:
+        """More messages while the newest one is an album part younger than the window."""
+        more: list[Any] = []
+        while True:
+            newest = (more or messages)[-1]
+            if b'"media_group_id":"' not in newest.data:
+                return more
+            age = time.time() - newest.metadata.timestamp.timestamp()
+            if age >= self._album_window_s:
+                return more
+            try:
+                more += await subscription.fetch(self._batch, timeout=self._album_window_s - age + 0.05)
+            except nats.errors.TimeoutError:
+                return more
+
+    async def _handle(self, messages: list[Any]) -> None:
+        events: list[InboundEvent] = []
+        raw_of: dict[str, Any] = {}
+        for message in messages:
+            try:
+                event = decode_event(message.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                log.error("undecodable_event_terminated", error=str(error), subject=message.subject)
+                await message.term()
+                continue
+            if not isinstance(
+                event, TelegramMessageReceived | TelegramMessageEdited | TelegramReactionChanged
+            ):
+                await message.ack()
+                continue
+            events.append(event)
+            raw_of[event.event_id] = message
+        if not events:
+            return
+        heartbeat = asyncio.create_task(self._heartbeat(list(raw_of.values())))
+        try:
+            for unit in await self._to_planfix.units(events):
+                raws = [raw_of[event.event_id] for event in unit.events]
+                attempts = max(raw.metadata.num_delivered for raw in raws)
+                with structlog.contextvars.bound_contextvars(
+                    correlation_id=unit.events[0].correlation_id, batch_events=len(unit.events)
+                ):
+                    await self._settle(unit, raws, attempts)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _settle(self, unit: Any, raws: list[Any], attempts: int) -> None:
+        started = time.perf_counter()
+        try:
+            await self._to_planfix.carry(unit, redelivered=attempts > 1, attempts=attempts)
+        except PermanentFailure as error:
+            log.error("event_failed_permanently", error=str(error))
+            for raw in raws:
+                await raw.term()
+        except TransientFailure as error:
+            delay = retry_delay_s(attempts)
+            log.warning("event_retry_later", error=str(error), retry_in_s=delay)
+            for raw in raws:
+                await raw.nak(delay=delay)
+        except Exception:
+            delay = retry_delay_s(attempts)
+            log.exception("event_handler_crashed", retry_in_s=delay)
+            for raw in raws:
+                await raw.nak(delay=delay)
+        else:
+            for raw in raws:
+                await raw.ack_sync()
+            log.info("event_handled", ms=round((time.perf_counter() - started) * 1000, 1))
+
+    async def _heartbeat(self, raws: list[Any]) -> None:
+        """Tell NATS the batch is still being worked on, so a slow pace is not a redelivery."""
+        while True:
+            await asyncio.sleep(_HEARTBEAT_S)
+            for raw in raws:
+                with contextlib.suppress(Exception):
+                    await raw.in_progress()
