@@ -296,3 +296,28 @@ def test_authors_are_named_and_channels_and_bots_are_marked(
     text = all_text(fake_planfix, number)
     assert "<b>Linked news</b> (@linked) [channel]" in text
     assert "<b>CI Bot</b> (@ci_bot) [bot]" in text
+
+
+def test_a_comment_notified_three_times_is_one_message_and_own_comments_never_come_back(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Three notices")
+    fake_telegram.add_group_message(unique_chat_id, "from the group")
+    [own] = comments_of(fake_planfix, number, 1)
+    fake_planfix.post_webhook(number, own.id)  # the bridge's own comment, notified again
+    before = len(fake_telegram.sent_messages(unique_chat_id))
+
+    comment_id = fake_planfix.add_employee_comment(number, "Noted, thanks")
+    fake_planfix.post_webhook(number, comment_id)
+    fake_planfix.post_webhook(number, comment_id)
+
+    eventually(
+        lambda: len(fake_telegram.sent_messages(unique_chat_id)) == before + 1,
+        what="one message in the group",
+    )
+    stays(
+        lambda: len(fake_telegram.sent_messages(unique_chat_id)) == before + 1,
+        for_s=1.5,
+        what="exactly one message, no echo",
+    )
+    assert "Noted, thanks" in str(fake_telegram.sent_messages(unique_chat_id)[-1]["text"])
