@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 import nats.errors
+import nats.js.errors
 import structlog
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -41,6 +42,7 @@ from services.relay.to_planfix import InboundEvent, ToPlanfix
 log = structlog.get_logger("relay.inbound")
 
 DURABLE = "relay-telegram-inbound"
+LEGACY_DURABLE = "relay-telegram-messages"
 ACK_WAIT_S = 60.0
 _HEARTBEAT_S = ACK_WAIT_S / 3
 
@@ -82,6 +84,9 @@ class InboundConsumer:
                 await asyncio.wait_for(self._lease.release(), 2.0)
 
     async def _consume(self) -> None:
+        # The one-message-at-a-time consumer of earlier versions would hold messages forever.
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self._js.delete_consumer(TELEGRAM_STREAM.name, LEGACY_DURABLE)
         subscription = await self._js.pull_subscribe(
             ALL_TELEGRAM_MESSAGE_ACTIVITY,
             durable=DURABLE,

@@ -215,6 +215,10 @@ class ToPlanfix:
                 # Planned before (a redelivery): finish that comment as it was planned.
                 await self._finish(run_key, message, redelivered=True)
                 continue
+            if await self._effects.get(f"planfix-comment:{message.source_key}") is not None:
+                # Carried one by one by a relay from before batching; its record stands.
+                log.info("message_carried_before", message_id=message.message_id)
+                continue
             album = await self._album_comment(message)
             if album is not None:
                 await self._add_late_album_part(album, message, attempts)
