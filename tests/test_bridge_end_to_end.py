@@ -72,9 +72,11 @@ def bridge(
     fake_telegram: FakeTelegram,
     fake_planfix: FakePlanfix,
 ) -> Iterator[Bridge]:
-    # A NATS server of its own: no events from other test modules reach these services.
-    nats = devstack.start_nats(work_dir / "e2e-nats", log_file=work_dir / "e2e-nats.log")
+    # A NATS server of its own: no events from other test modules reach these services (each
+    # module importing this fixture gets its own directory too).
     webhook_port = devstack.free_port()
+    run_dir = work_dir / f"e2e-{webhook_port}"
+    nats = devstack.start_nats(run_dir / "nats", log_file=run_dir / "nats.log")
     database = f"e2e_{webhook_port}"
     env = {
         "NATS_URL": nats.extra["url"],
@@ -92,7 +94,7 @@ def bridge(
         "PLANFIX_WEBHOOK_HOST": "127.0.0.1",
         "LOG_LEVEL": "INFO",
     }
-    log_dir = work_dir / "e2e-logs"
+    log_dir = run_dir / "logs"
     log_dir.mkdir(exist_ok=True)
     processes = {name: ServiceProcess(name, env, log_dir).start() for name in SERVICES}
     webhook_url = f"http://127.0.0.1:{webhook_port}/planfix/webhook/{WEBHOOK_SECRET}"

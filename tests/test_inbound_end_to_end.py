@@ -321,3 +321,25 @@ def test_a_comment_notified_three_times_is_one_message_and_own_comments_never_co
         what="exactly one message, no echo",
     )
     assert "Noted, thanks" in str(fake_telegram.sent_messages(unique_chat_id)[-1]["text"])
+
+
+def test_a_file_planfix_refuses_as_too_large_is_named_in_the_comment(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Plan limit")
+    scan = fake_telegram.add_file(b"s" * 4096)
+    limit = fake_planfix.max_file_size
+    fake_planfix.max_file_size = 1024  # a small plan: Planfix answers code 7002
+    try:
+        fake_telegram.add_group_message(
+            unique_chat_id, None, extra={"document": {**scan, "file_name": "scan.pdf"}, "caption": "the scan"}
+        )
+        [comment] = comments_of(fake_planfix, number, 1)
+    finally:
+        fake_planfix.max_file_size = limit
+
+    assert (
+        "scan.pdf (4 KB) was not attached: it is larger than the Planfix plan allows" in comment.description
+    )
+    assert "the scan" in comment.description
+    assert comment.files == ()

@@ -88,7 +88,6 @@ class Unit:
     task_number: int | None = None
     messages: list[TelegramMessageReceived] = field(default_factory=list)
     updates: list[TelegramMessageEdited | TelegramReactionChanged] = field(default_factory=list)
-    run_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -173,22 +172,9 @@ class ToPlanfix:
     async def _update_units(
         self, updates: list[TelegramMessageEdited | TelegramReactionChanged]
     ) -> list[Unit]:
-        by_run: dict[str, Unit] = {}
-        idle: list[InboundEvent] = []
-        for update in updates:
-            run_key = await self._store.run_of(update.message_key)
-            if run_key is None:
-                what = "edit" if isinstance(update, TelegramMessageEdited) else "reaction"
-                # Written before the bridge was bound, or never carried: nothing to change.
-                log.info(
-                    f"{what}_of_unknown_message_ignored", chat_id=update.chat_id, message_id=update.message_id
-                )
-                idle.append(update)
-                continue
-            unit = by_run.setdefault(run_key, Unit(events=[], run_key=run_key))
-            unit.events.append(update)
-            unit.updates.append(update)
-        return ([Unit(events=idle)] if idle else []) + list(by_run.values())
+        # Resolved when carried, after this batch's messages were planned: an edit may follow
+        # its message within one batch.
+        return [Unit(events=list(updates), updates=list(updates))] if updates else []
 
     # --- carrying a unit --------------------------------------------------------------------
 
@@ -196,8 +182,8 @@ class ToPlanfix:
         try:
             if unit.messages and unit.task_number is not None:
                 await self._carry_messages(unit.task_number, unit.messages, redelivered, attempts)
-            elif unit.updates and unit.run_key is not None:
-                await self._apply_updates(unit.run_key, unit.updates)
+            elif unit.updates:
+                await self._apply_all_updates(unit.updates)
         except (PlanfixUnavailable, PlanfixAuthError) as error:
             # An auth error is an operator's fix (a new token); keep the messages until then.
             raise TransientFailure(str(error)) from error
@@ -398,6 +384,24 @@ class ToPlanfix:
         return buffer.getvalue()
 
     # --- edits and reactions ----------------------------------------------------------------
+
+    async def _apply_all_updates(
+        self, updates: list[TelegramMessageEdited | TelegramReactionChanged]
+    ) -> None:
+        """Group edits and reactions by the comment they change: one rewrite per comment."""
+        by_run: dict[str, list[TelegramMessageEdited | TelegramReactionChanged]] = {}
+        for update in updates:
+            run_key = await self._store.run_of(update.message_key)
+            if run_key is None:
+                what = "edit" if isinstance(update, TelegramMessageEdited) else "reaction"
+                # Written before the group was bound, or never carried: nothing to change.
+                log.info(
+                    f"{what}_of_unknown_message_ignored", chat_id=update.chat_id, message_id=update.message_id
+                )
+                continue
+            by_run.setdefault(run_key, []).append(update)
+        for run_key, changes in by_run.items():
+            await self._apply_updates(run_key, changes)
 
     async def _apply_updates(
         self, run_key: str, updates: list[TelegramMessageEdited | TelegramReactionChanged]
