@@ -159,3 +159,23 @@ def test_a_burst_of_100_arrives_complete_in_order_in_few_comments_without_overru
     assert [c.id for c in paced.planfix.comments(number) if c.updates] == [holder.id]
     stays(lambda: len(paced.planfix.comments(number)) == len(comments), for_s=1.0, what="no new comment")
     assert paced.planfix.throttled_calls() == []
+
+
+def test_when_the_active_relay_stops_the_standby_carries_on(
+    paced: PacedBridge, fake_telegram: FakeTelegram, unique_chat_id: int
+) -> None:
+    fake_telegram.add_group_message(unique_chat_id, "/task Takeover")
+    number = paced.bound_task(unique_chat_id)
+    relays = [p for p in paced.processes if p.name == "relay"]
+    [active] = [p for p in relays if "lease_acquired" in p.log_text()]
+    [standby] = [p for p in relays if p is not active]
+
+    assert active.stop() == 0
+    fake_telegram.add_group_message(unique_chat_id, "after the switch")
+
+    eventually(
+        lambda: any("after the switch" in c.description for c in paced.planfix.comments(number)),
+        timeout_s=60,
+        what="the standby relay carried the message",
+    )
+    assert "lease_acquired" in standby.log_text()
