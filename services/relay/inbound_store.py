@@ -76,7 +76,7 @@ class InboundStore:
         except DuplicateKeyError:
             earlier = await self.load(comment.run_key)
             if earlier is not None:
-                return earlier
+                comment = earlier
         for key in comment.message_keys:
             await self._link(key, comment.run_key)
         if comment.media_group_id is not None:

@@ -210,9 +210,11 @@ class ToPlanfix:
                 await self._add_late_album_part(album, message, attempts)
                 continue
             fresh.append(message)
-        if fresh:
+        while fresh:
             planned = await self._plan(task_number, fresh, attempts)
             await self._finish(planned.run_key, fresh[0], redelivered=redelivered)
+            # An intent left by a crash may hold fewer of these messages: the rest go next.
+            fresh = [m for m in fresh if m.source_key not in planned.message_keys]
 
     async def _album_comment(self, message: TelegramMessageReceived) -> StoredComment | None:
         if message.media_group_id is None:
@@ -310,16 +312,18 @@ class ToPlanfix:
         caption, if it has one) to that comment."""
         uploaded, notes = await self._files(message, album.run_key, attempts)
         block = build_block(message, self._zone, notes)
-        if block.body or block.tail:
+        if (block.body or block.tail) and album.block_for(message.source_key) is None:
             album.blocks.append(block)
         album.file_ids.extend(f for f in uploaded if f not in album.file_ids)
-        await self._store.link(message.source_key, album.run_key)
+        # Linked last: a redelivery of a part not linked yet adds it again (files are reused).
         if album.comment_id is None:
             await self._store.save(album)
+            await self._store.link(message.source_key, album.run_key)
             await self._finish(album.run_key, message, redelivered=True)
             return
         await self._rewrite(album, files_changed=True)
         await self._store.save(album)
+        await self._store.link(message.source_key, album.run_key)
         await self._publish_update(album, message.message_id, "album_part", message)
         log.info("late_album_part_added", comment_id=album.comment_id, files=len(album.file_ids))
 
