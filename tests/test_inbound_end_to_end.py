@@ -343,3 +343,31 @@ def test_a_file_planfix_refuses_as_too_large_is_named_in_the_comment(
     )
     assert "the scan" in comment.description
     assert comment.files == ()
+
+
+def test_while_planfix_is_down_messages_and_edits_wait_and_arrive_once_in_order(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Outage")
+    fake_planfix.set_unavailable(True)
+    try:
+        first = fake_telegram.add_group_message(unique_chat_id, "first during the outage")
+        fake_telegram.add_group_message(unique_chat_id, "second during the outage")
+        fake_telegram.edit_group_message(first, "first during the outage, edited")
+        eventually(
+            lambda: any(
+                c.path.endswith(f"/task/{number}/comments/") and c.status == 503 for c in fake_planfix.calls
+            ),
+            what="a refused post",
+        )
+    finally:
+        fake_planfix.set_unavailable(False)
+
+    eventually(
+        lambda: "first during the outage, edited" in all_text(fake_planfix, number),
+        timeout_s=40,
+        what="both messages and the edit after the outage",
+    )
+    text = all_text(fake_planfix, number)
+    assert text.count("during the outage") == 2
+    assert text.index("first during") < text.index("second during")

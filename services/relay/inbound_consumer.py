@@ -113,7 +113,11 @@ class InboundConsumer:
                     await asyncio.sleep(1.0)
                     continue
                 messages += await self._rest_of_album(subscription, messages)
-                await self._handle(messages)
+                retry_in = await self._handle(messages)
+                if retry_in is not None:
+                    # Fetch nothing new until the held-back messages are due again: they are
+                    # redelivered ahead of newer ones, so a group's order survives the failure.
+                    await asyncio.sleep(retry_in)
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
@@ -133,7 +137,8 @@ class InboundConsumer:
             except nats.errors.TimeoutError:
                 return more
 
-    async def _handle(self, messages: list[Any]) -> None:
+    async def _handle(self, messages: list[Any]) -> float | None:
+        """Carry a batch; the retry delay when part of it was held back for later."""
         events: list[InboundEvent] = []
         raw_of: dict[str, Any] = {}
         for message in messages:
@@ -151,22 +156,39 @@ class InboundConsumer:
             events.append(event)
             raw_of[event.event_id] = message
         if not events:
-            return
+            return None
         heartbeat = asyncio.create_task(self._heartbeat(list(raw_of.values())))
         try:
-            for unit in await self._to_planfix.units(events):
+            retry_in: float | None = None
+            try:
+                units = await self._to_planfix.units(events)
+            except Exception:  # the store or the binding directory is unreachable
+                retry_in = retry_delay_s(max(raw.metadata.num_delivered for raw in raw_of.values()))
+                log.exception("batch_not_planned", retry_in_s=retry_in)
+                for raw in raw_of.values():
+                    await raw.nak(delay=retry_in)
+                return retry_in
+            for unit in units:
                 raws = [raw_of[event.event_id] for event in unit.events]
                 attempts = max(raw.metadata.num_delivered for raw in raws)
+                if retry_in is not None:
+                    # An earlier unit will come again: so does everything after it (an edit
+                    # must not overtake the message it edits).
+                    for raw in raws:
+                        await raw.nak(delay=retry_in)
+                    continue
                 with structlog.contextvars.bound_contextvars(
                     correlation_id=unit.events[0].correlation_id, batch_events=len(unit.events)
                 ):
-                    await self._settle(unit, raws, attempts)
+                    retry_in = await self._settle(unit, raws, attempts)
+            return retry_in
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
 
-    async def _settle(self, unit: Any, raws: list[Any], attempts: int) -> None:
+    async def _settle(self, unit: Any, raws: list[Any], attempts: int) -> float | None:
+        """Carry one unit and settle its messages; the retry delay when they will come again."""
         started = time.perf_counter()
         try:
             await self._to_planfix.carry(unit, redelivered=attempts > 1, attempts=attempts)
@@ -179,15 +201,18 @@ class InboundConsumer:
             log.warning("event_retry_later", error=str(error), retry_in_s=delay)
             for raw in raws:
                 await raw.nak(delay=delay)
+            return delay
         except Exception:
             delay = retry_delay_s(attempts)
             log.exception("event_handler_crashed", retry_in_s=delay)
             for raw in raws:
                 await raw.nak(delay=delay)
+            return delay
         else:
             for raw in raws:
                 await raw.ack_sync()
             log.info("event_handled", ms=round((time.perf_counter() - started) * 1000, 1))
+        return None
 
     async def _heartbeat(self, raws: list[Any]) -> None:
         """Tell NATS the batch is still being worked on, so a slow pace is not a redelivery."""
