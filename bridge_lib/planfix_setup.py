@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
+
 from bridge_lib.pacing import shared_pacer
-from bridge_lib.planfix import PlanfixClient
+from bridge_lib.planfix import PlanfixAuthError, PlanfixClient, PlanfixRejected, PlanfixUnavailable
 from bridge_lib.settings import PlanfixSettings
+
+log = structlog.get_logger("planfix")
 
 
 async def paced_planfix_client(settings: PlanfixSettings, js: Any) -> PlanfixClient:
@@ -25,3 +29,28 @@ async def paced_planfix_client(settings: PlanfixSettings, js: Any) -> PlanfixCli
         retry_attempts=settings.planfix_retry_attempts,
         task_defaults=settings.planfix_task_defaults,
     )
+
+
+async def planfix_self_check(planfix: PlanfixClient) -> bool:
+    """False when Planfix refuses the token (the operator must fix it; the service exits 2);
+    True otherwise: an unreachable Planfix only warns, the work waits for it."""
+    try:
+        await planfix.ping()
+    except PlanfixAuthError as error:
+        log.error(
+            "planfix_token_rejected",
+            error=str(error),
+            hint="PLANFIX_API_TOKEN is wrong or inactive: Planfix -> Account management -> API access",
+        )
+        return False
+    except PlanfixUnavailable as error:
+        log.warning(
+            "planfix_unreachable_at_start",
+            error=str(error),
+            hint="check PLANFIX_BASE_URL; the work waits until Planfix answers",
+        )
+    except PlanfixRejected as error:
+        log.warning("planfix_self_check_refused", error=str(error), hint="the token may lack rights")
+    else:
+        log.info("planfix_self_check_ok", daily_budget_remaining=planfix.daily_budget_remaining)
+    return True

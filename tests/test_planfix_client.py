@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -27,8 +28,9 @@ from bridge_lib.planfix import (
     TaskNotFound,
 )
 from sandbox.fake_planfix import FakePlanfix, RecordedCall, WebhookDelivery
-from tests.conftest import PLANFIX_TOKEN
-from tests.support import LoopThread, eventually, stays
+from sandbox.fake_telegram import FakeTelegram
+from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN
+from tests.support import LoopThread, ServiceProcess, eventually, stays
 
 SOURCE_ID = "0c6b7f0e-2d7a-4f0e-9a56-6a3f1c9b8e11"
 OTHER_SOURCE_ID = "11111111-2222-3333-4444-555555555555"
@@ -512,3 +514,33 @@ def test_throttling_is_retried_and_the_daily_cap_is_reported(loop: LoopThread) -
     assert statuses.count(200) == 4
     assert 429 in statuses
     assert statuses[-1] == 400  # code 22, not retried
+
+
+@pytest.mark.parametrize("service", ["binder", "relay"])
+def test_a_service_with_a_refused_token_says_so_and_exits_2(
+    service: str,
+    fake_planfix: FakePlanfix,
+    fake_telegram: FakeTelegram,
+    nats_url: str,
+    mongo_url: str,
+    work_dir: Path,
+) -> None:
+    log_dir = work_dir / f"bad-token-{service}"
+    log_dir.mkdir(exist_ok=True)
+    env = {
+        "NATS_URL": nats_url,
+        "MONGODB_URL": mongo_url,
+        "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
+        "TELEGRAM_API_BASE_URL": fake_telegram.base_url,
+        "PLANFIX_BASE_URL": fake_planfix.base_url,
+        "PLANFIX_API_TOKEN": "revoked-token",
+        "PLANFIX_RATE_PER_S": "50",
+    }
+    process = ServiceProcess(service, env, log_dir).start()
+    assert process.process is not None
+
+    code = process.process.wait(timeout=60)
+
+    assert code == 2, process.log_text()
+    assert "planfix_token_rejected" in process.log_text()
+    assert "revoked-token" not in process.log_text()

@@ -10,7 +10,7 @@ from faststream.nats.annotations import NatsMessage
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from bridge_lib.eventbus import EventPublisher, consume, durable_pull, ensure_streams, jstream, make_broker
-from bridge_lib.planfix_setup import paced_planfix_client
+from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
 from bridge_lib.runtime import wait_for_stop_signal
 from contracts import subjects
 from contracts.events import BindRequested
@@ -44,6 +44,8 @@ async def run(settings: BinderSettings) -> None:
     await broker.connect()
     await ensure_streams(broker)
     planfix = await paced_planfix_client(settings, broker.connection.jetstream())
+    if not await planfix_self_check(planfix):
+        raise SystemExit(2)
     broker.context.set_global(
         "binder",
         Binder(

@@ -17,13 +17,7 @@ from aiohttp import web
 from faststream.nats import NatsBroker
 
 from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
-from bridge_lib.planfix import (
-    PlanfixAuthError,
-    PlanfixClient,
-    PlanfixRejected,
-    PlanfixUnavailable,
-)
-from bridge_lib.planfix_setup import paced_planfix_client
+from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
 from services.planfix_gateway.config import PlanfixGatewaySettings
 from services.planfix_gateway.fetcher import CommentFetcher, router
 from services.planfix_gateway.webhook import WebhookReceiver
@@ -125,30 +119,6 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
         webhook_path="/planfix/webhook/<PLANFIX_WEBHOOK_SECRET>",
     )
     return None
-
-
-async def planfix_self_check(planfix: PlanfixClient) -> bool:
-    """False when Planfix refuses the token (the operator must fix it); True otherwise."""
-    try:
-        await planfix.ping()
-    except PlanfixAuthError as error:
-        log.error(
-            "planfix_token_rejected",
-            error=str(error),
-            hint="PLANFIX_API_TOKEN is wrong or inactive: Planfix -> Account management -> API access",
-        )
-        return False
-    except PlanfixUnavailable as error:
-        log.warning(
-            "planfix_unreachable_at_start",
-            error=str(error),
-            hint="check PLANFIX_BASE_URL; comments are fetched once Planfix answers",
-        )
-    except PlanfixRejected as error:
-        log.warning("planfix_self_check_refused", error=str(error), hint="the token may lack rights")
-    else:
-        log.info("planfix_self_check_ok", daily_budget_remaining=planfix.daily_budget_remaining)
-    return True
 
 
 async def _stop_broker(broker: NatsBroker) -> None:

@@ -19,7 +19,7 @@ from motor.motor_asyncio import AsyncIOMotorClient
 
 from bridge_lib.eventbus import EventPublisher, consume, durable_pull, ensure_streams, jstream, make_broker
 from bridge_lib.lease import Lease, open_lease_bucket
-from bridge_lib.planfix_setup import paced_planfix_client
+from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
 from bridge_lib.runtime import wait_for_stop_signal
 from bridge_lib.telegram import make_bot
 from contracts import subjects
@@ -73,6 +73,8 @@ async def run(settings: RelaySettings) -> None:
     await broker.connect()
     await ensure_streams(broker)
     planfix = await paced_planfix_client(settings, broker.connection.jetstream())
+    if not await planfix_self_check(planfix):
+        raise SystemExit(2)
     directory = BindingDirectory()
     await directory.start(broker.connection.jetstream())
     publisher = EventPublisher(broker)
