@@ -109,3 +109,8 @@ def test_a_file_too_big_to_download_is_named_with_its_size() -> None:
         kind="document", file_id="f", file_unique_id="u", file_name="a<b>.zip", file_size=25 * 2**20
     )
     assert too_big_for_telegram_note(big).startswith("📎 a&lt;b&gt;.zip (25.0 MB) was not attached")
+
+
+def test_content_a_comment_cannot_hold_is_named_not_dropped() -> None:
+    html = comment_html([build_block(message(text="", content_type="paid_media"), ZoneInfo("UTC"), [])])
+    assert "A paid media was posted here; it cannot be shown in Planfix, open it in Telegram." in html

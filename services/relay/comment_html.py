@@ -19,6 +19,8 @@ from contracts.events import TelegramAttachment, TelegramEntity, TelegramMessage
 from services.relay.entities import entities_to_html
 
 MB = 1024 * 1024
+# Telegram content a comment cannot hold (see telegram_gateway.content.NAMED_CONTENT).
+NOT_SHOWN = frozenset({"story", "game", "invoice", "paid_media", "giveaway", "giveaway_winners", "checklist"})
 
 
 class Block(msgspec.Struct, kw_only=True):
@@ -84,6 +86,11 @@ def tail_html(message: TelegramMessageReceived, file_notes: Sequence[str]) -> st
         if attachment.kind == "sticker":
             set_name = f" ({html.escape(attachment.set_name)})" if attachment.set_name else ""
             lines.append(f"Sticker {html.escape(attachment.emoji or '')}{set_name}".rstrip())
+    if message.content_type in NOT_SHOWN:
+        kind = message.content_type.replace("_", " ")
+        lines.append(
+            f"⚠️ A {html.escape(kind)} was posted here; it cannot be shown in Planfix, open it in Telegram."
+        )
     lines.extend(file_notes)
     return f"<p>{'<br>'.join(lines)}</p>" if lines else ""
 

@@ -32,11 +32,17 @@ from contracts.events import (
     TelegramUser,
 )
 
-# Content types carried to Planfix; service messages (joins, pins, title changes...) are not.
-CARRIED_CONTENT = frozenset(
+# Content types carried to Planfix with their content; service messages (joins, pins, title
+# changes...) are not carried.
+SHOWN_CONTENT = frozenset(
     {"text", "photo", "document", "voice", "audio", "video", "video_note", "sticker", "animation"}
     | {"location", "venue", "contact", "poll", "dice"}
 )
+# Written by a person but not representable in a comment: carried as a line saying so.
+NAMED_CONTENT = frozenset(
+    {"story", "game", "invoice", "paid_media", "giveaway", "giveaway_winners", "checklist"}
+)
+CARRIED_CONTENT = SHOWN_CONTENT | NAMED_CONTENT
 # A quote shows the answered message's first line, cut to this many characters.
 QUOTE_CHARS = 120
 
