@@ -31,8 +31,12 @@ def service_brokers() -> dict[str, NatsBroker]:
 
 
 def expected_consumers() -> dict[str, list[ConsumerRef]]:
-    """Service name -> the durable consumers it creates."""
-    return {service: durable_consumers(broker) for service, broker in service_brokers().items()}
+    """Service name -> the durable consumers it creates (routers, plus the relay's own batch reader)."""
+    from services.relay.app import INBOUND_CONSUMER
+
+    found = {service: durable_consumers(broker) for service, broker in service_brokers().items()}
+    found["relay"].append(INBOUND_CONSUMER)
+    return found
 
 
 def consumer_owner(durable: str) -> str | None:

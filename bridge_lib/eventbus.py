@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import contextvars
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -234,6 +235,28 @@ def current_delivery() -> Delivery | None:
     return _current_delivery.get()
 
 
+@contextlib.contextmanager
+def handling(delivery: Delivery) -> Iterator[None]:
+    """Make ``delivery`` the current one (for consumers that settle messages themselves)."""
+    token = _current_delivery.set(delivery)
+    try:
+        yield
+    finally:
+        _current_delivery.reset(token)
+
+
+def delivery_of(raw: Any, consumer: str) -> Delivery:
+    """The ``Delivery`` of a nats-py JetStream message (stream position, attempts, replay marks)."""
+    headers = dict(raw.headers or {})
+    return Delivery(
+        stream_seq=raw.metadata.sequence.stream,
+        num_delivered=raw.metadata.num_delivered,
+        consumer=consumer,
+        replay_id=headers.get(REPLAY_HEADER) or None,
+        force_effects=headers.get(FORCE_EFFECTS_HEADER, "").lower() == "true",
+    )
+
+
 def forcing_effects() -> bool:
     """True while handling a replay whose operator asked for effects to be carried out again."""
     delivery = _current_delivery.get()
@@ -346,7 +369,19 @@ async def _give_up(
     msg: NatsMessage, delivery: Delivery, event: Event | None, reason: DeadLetterReason, detail: str
 ) -> None:
     """Store the message as a dead letter, then terminate it; if it cannot be stored, keep it."""
-    raw = msg.raw_message
+    if await store_dead_letter(msg.raw_message, delivery, event, reason, detail):
+        await msg.reject()
+    else:
+        await msg.nack(delay=retry_delay_s(delivery.num_delivered))
+
+
+async def store_dead_letter(
+    raw: Any, delivery: Delivery, event: Event | None, reason: DeadLetterReason, detail: str
+) -> bool:
+    """Publish a nats-py JetStream message to the DEADLETTER stream; False when that failed.
+
+    The caller settles the message: ``term`` once stored, ``nak`` when not (never lose it).
+    """
     stream = raw.metadata.stream
     key = dead_letter_key(stream, delivery.stream_seq, delivery.consumer)
     event_id = event_id_for(key)
@@ -372,18 +407,16 @@ async def _give_up(
     try:
         await publisher.publish(dead, subject=dead_letter(delivery.consumer), msg_id=key)
     except Exception as error:
-        # Not stored: leave the message to JetStream (nak) rather than lose it with a term.
         log.error(
             "dead_letter_not_stored",
             error=f"{type(error).__name__}: {error}",
             hint=f"the message stays in stream {stream} at sequence {delivery.stream_seq}; "
             "`bridge events replay --stream ... --from-seq ... --to-seq ...` re-delivers it",
         )
-        await msg.nack(delay=retry_delay_s(delivery.num_delivered))
-        return
+        return False
     metrics.DEAD_LETTERS.labels(delivery.consumer, str(reason)).inc()
     log.error("event_dead_lettered", reason=str(reason), detail=detail[:500])
-    await msg.reject()
+    return True
 
 
 class ConnectionPublisher(EventPublisher):

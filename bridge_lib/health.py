@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -76,14 +76,20 @@ class HealthServer:
         host: str,
         port: int,
         checks: Mapping[str, Check] | None = None,
+        extra_consumers: Sequence[ConsumerRef] = (),
     ) -> None:
         self._service = service
+        # Durable consumers the service reads without a FastStream subscriber (its own loops).
+        self._extra_consumers = list(extra_consumers)
         self._broker = broker
         self._host = host
         self._port = port
         self._checks = dict(checks or {})
         self._runner: web.AppRunner | None = None
         self._poller: asyncio.Task[None] | None = None
+
+    def _consumers(self) -> list[ConsumerRef]:
+        return [*durable_consumers(self._broker), *self._extra_consumers]
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -147,7 +153,7 @@ class HealthServer:
     async def readiness(self) -> dict[str, str | None]:
         """Each check's problem, or None when it passed."""
         results: dict[str, str | None] = {"nats": self._nats_problem()}
-        for consumer in durable_consumers(self._broker):
+        for consumer in self._consumers():
             name = f"consumer:{consumer.durable}"
             results[name] = (
                 "NATS not connected" if results["nats"] else await self._consumer_problem(consumer)
@@ -175,7 +181,7 @@ class HealthServer:
         while True:
             if self._nats_problem() is None:
                 js = self._broker.connection.jetstream()
-                for consumer in durable_consumers(self._broker):
+                for consumer in self._consumers():
                     try:
                         async with asyncio.timeout(CHECK_TIMEOUT_S):
                             info = await js.consumer_info(consumer.stream, consumer.durable)
@@ -206,8 +212,11 @@ async def start_health_server(
     host: str,
     port: int,
     checks: Mapping[str, Check] | None = None,
+    extra_consumers: Sequence[ConsumerRef] = (),
 ) -> HealthServer:
     """Start the server (or log why not) and return it; ``stop()`` it on the way out."""
-    server = HealthServer(service=service, broker=broker, host=host, port=port, checks=checks)
+    server = HealthServer(
+        service=service, broker=broker, host=host, port=port, checks=checks, extra_consumers=extra_consumers
+    )
     await server.start()
     return server

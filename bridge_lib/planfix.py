@@ -2,28 +2,44 @@
 
 Facts it relies on (``docs`` of the Planfix REST API; see the project's reference notes):
 ``Authorization: Bearer <token>``; success bodies carry ``"result": "success"``; errors carry
-``{"result": ..., "code": <int>, "error": <text>}`` with codes such as 1 (bad token), 1000 (task
-does not exist) and 5000 (comment does not exist). The HTTP status that goes with each code is
-not documented, so the *code* decides, whatever the status.
+``{"result": ..., "code": <int>, "error": <text>}`` with codes such as 1 (bad token), 22 (daily
+limit), 1000 (task does not exist), 5000 (comment does not exist) and 7002 (file over the plan's
+size limit). The HTTP status that goes with each code is not documented, so the *code* decides,
+whatever the status. ``X-RateLimit-Remaining`` on an answer is the day's remaining requests.
 
 Assumptions, stated where the docs are silent: ``GET /comment/{id}`` wraps the comment in a
 ``"comment"`` key (we also accept an unwrapped body); ``sourceObjectId`` is scoped by the
-``sourceId`` passed as a query parameter.
+``sourceId`` passed as a query parameter; an overrun of the 1 request/second limit is answered
+with HTTP 429 (any body, perhaps a ``Retry-After`` header): it is treated as retryable.
 
-Failures become typed errors: ``PlanfixUnavailable`` (transport, 5xx, throttling: try later)
-and ``PlanfixRejected`` with subclasses for what callers act on (``TaskNotFound``,
-``CommentNotFound``, ``PlanfixAuthError``).
+Failures become typed errors: ``PlanfixUnavailable`` (transport, 5xx, throttling, daily cap: try
+later) and ``PlanfixRejected`` with subclasses for what callers act on (``TaskNotFound``,
+``CommentNotFound``, ``PlanfixAuthError``, ``FileTooLarge``).
+
+Every request first waits for its turn in the account's shared budget (``bridge_lib.pacing``),
+then is retried with exponential backoff (stamina) when the failure is retryable *and* a retry
+cannot duplicate anything: reads and updates on any retryable failure; creations (task, comment,
+file) only when the request certainly did not reach Planfix (connection refused) or Planfix
+said to slow down. A creation that timed out is not repeated here: its caller decides (the
+relay looks the comment up by ``sourceObjectId`` before posting again).
 """
 
 from __future__ import annotations
 
+import email.utils
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
 import msgspec
+import stamina
+import structlog
 
 from bridge_lib.metrics import PlanfixCallMetrics
+from bridge_lib.pacing import NoPacing, Pacer, PacingUnavailable
+
+log = structlog.get_logger("planfix")
 
 # Planfix error codes the bridge acts on.
 CODE_BAD_TOKEN = 1
@@ -32,8 +48,12 @@ CODE_ACCESS_DENIED = 6
 CODE_DAILY_LIMIT = 22
 CODE_TASK_NOT_FOUND = 1000
 CODE_COMMENT_NOT_FOUND = 5000
+CODE_FILE_TOO_LARGE = 7002
 
-COMMENT_FIELDS = "id,dateTime,description,owner,task,sourceObjectId,isDeleted"
+COMMENT_FIELDS = "id,dateTime,description,owner,task,sourceObjectId,isDeleted,isHidden,files"
+RATE_LIMIT_HEADER = "X-RateLimit-Remaining"
+# Log the remaining daily budget when it crosses a multiple of this.
+_BUDGET_LOG_STEP = 1000
 
 
 class PlanfixError(Exception):
@@ -42,6 +62,18 @@ class PlanfixError(Exception):
 
 class PlanfixUnavailable(PlanfixError):
     """Planfix could not be reached or asked us to slow down; the call may succeed later."""
+
+
+class PlanfixThrottled(PlanfixUnavailable):
+    """Planfix refused the request for going over the per-second limit."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DailyLimitReached(PlanfixUnavailable):
+    """The account's daily request cap is used up (code 22); retrying within minutes is pointless."""
 
 
 class PlanfixRejected(PlanfixError):
@@ -65,6 +97,14 @@ class CommentNotFound(PlanfixRejected):
     pass
 
 
+class FileTooLarge(PlanfixRejected):
+    """The file is over the size the account's plan allows (code 7002)."""
+
+
+class _NotSent(PlanfixUnavailable):
+    """The request never reached Planfix: safe to repeat even when it creates something."""
+
+
 class PlanfixTask(msgspec.Struct, frozen=True, kw_only=True):
     number: int
     name: str
@@ -79,6 +119,31 @@ class PlanfixComment(msgspec.Struct, frozen=True, kw_only=True):
     written_at: str | None = None
     source_object_id: str | None = None
     is_deleted: bool = False
+    is_hidden: bool = False
+    file_ids: list[int] = []
+
+
+class TaskDefaults(msgspec.Struct, frozen=True, kw_only=True):
+    """What every task the bridge creates gets, from settings (all optional)."""
+
+    template_id: int | None = None
+    project_id: int | None = None
+    # "user:5", "contact:9" (people) or "group:3" (employee groups).
+    assignees: tuple[str, ...] = ()
+
+    def fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        if self.template_id is not None:
+            fields["template"] = {"id": self.template_id}
+        if self.project_id is not None:
+            fields["project"] = {"id": self.project_id}
+        users = [{"id": a} for a in self.assignees if not a.startswith("group:")]
+        groups = [{"id": int(a.split(":", 1)[1])} for a in self.assignees if a.startswith("group:")]
+        if users or groups:
+            fields["assignees"] = {
+                key: value for key, value in (("users", users), ("groups", groups)) if value
+            }
+        return fields
 
 
 class PlanfixClient:
@@ -89,6 +154,10 @@ class PlanfixClient:
         token: str,
         timeout_s: float = 15.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        pacer: Pacer | None = None,
+        retry_attempts: int = 4,
+        retry_timeout_s: float = 60.0,
+        task_defaults: TaskDefaults | None = None,
     ) -> None:
         self._http = httpx.AsyncClient(
             base_url=base_url,
@@ -97,6 +166,12 @@ class PlanfixClient:
             # Counts every call by result and notes the daily budget Planfix reports.
             transport=PlanfixCallMetrics(transport),
         )
+        self.pacer: Pacer = pacer or NoPacing()
+        self._attempts = max(1, retry_attempts)
+        self._retry_timeout_s = retry_timeout_s
+        self._task_defaults = task_defaults or TaskDefaults()
+        # The day's remaining requests as Planfix last reported them (None until it does).
+        self.daily_budget_remaining: int | None = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -109,10 +184,17 @@ class PlanfixClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    # --- account ----------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """A cheap authenticated call: raises ``PlanfixAuthError`` for a bad token."""
+        await self._call("GET", "ping")
+
     # --- tasks ------------------------------------------------------------------------------
 
     async def create_task(self, *, name: str, description: str = "") -> int:
-        body = await self._call("POST", "task/", json={"name": name, "description": description})
+        payload = {"name": name, "description": description, **self._task_defaults.fields()}
+        body = await self._call("POST", "task/", json=payload, creates=True)
         return int(body["id"])
 
     async def get_task(self, number: int) -> PlanfixTask:
@@ -123,11 +205,36 @@ class PlanfixClient:
     # --- comments ---------------------------------------------------------------------------
 
     async def add_comment(
-        self, *, task_number: int, description_html: str, source_id: str, source_object_id: str
+        self,
+        *,
+        task_number: int,
+        description_html: str,
+        source_id: str,
+        source_object_id: str,
+        file_ids: list[int] | None = None,
     ) -> int:
-        payload = {"description": description_html, "sourceId": source_id, "sourceObjectId": source_object_id}
-        body = await self._call("POST", f"task/{task_number}/comments/", json=payload, not_found=TaskNotFound)
+        payload: dict[str, Any] = {
+            "description": description_html,
+            "sourceId": source_id,
+            "sourceObjectId": source_object_id,
+        }
+        if file_ids:
+            payload["files"] = [{"id": file_id} for file_id in file_ids]
+        body = await self._call(
+            "POST", f"task/{task_number}/comments/", json=payload, not_found=TaskNotFound, creates=True
+        )
         return int(body["id"])
+
+    async def update_comment(
+        self, *, task_number: int, comment_id: int, description_html: str, file_ids: list[int] | None = None
+    ) -> None:
+        """Replace a comment's text; ``file_ids`` given replaces its files (left out: kept)."""
+        payload: dict[str, Any] = {"description": description_html}
+        if file_ids is not None:
+            payload["files"] = [{"id": file_id} for file_id in file_ids]
+        await self._call(
+            "POST", f"task/{task_number}/comments/{comment_id}", json=payload, not_found=CommentNotFound
+        )
 
     async def get_comment(self, comment_id: int, *, source_id: str | None = None) -> PlanfixComment:
         params = {"fields": COMMENT_FIELDS}
@@ -153,6 +260,15 @@ class PlanfixClient:
         )
         return [_comment_from_json(raw) for raw in body.get("comments", [])]
 
+    # --- files ------------------------------------------------------------------------------
+
+    async def upload_file(self, *, name: str, data: bytes, content_type: str | None = None) -> int:
+        """Upload bytes (multipart field ``file``); the new file's id. Over the plan's limit:
+        ``FileTooLarge``."""
+        files = {"file": (name, data, content_type or "application/octet-stream")}
+        body = await self._call("POST", "file/", files=files, creates=True)
+        return int(body["id"])
+
     # --- plumbing ---------------------------------------------------------------------------
 
     async def _call(
@@ -162,29 +278,102 @@ class PlanfixClient:
         *,
         json: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
         not_found: type[PlanfixRejected] = PlanfixRejected,
+        creates: bool = False,
+    ) -> dict[str, Any]:
+        def retryable(error: Exception) -> bool | float:
+            if isinstance(error, DailyLimitReached):
+                return False
+            if isinstance(error, PlanfixThrottled):
+                return error.retry_after_s if error.retry_after_s else True
+            if creates:
+                return isinstance(error, _NotSent)
+            return isinstance(error, PlanfixUnavailable)
+
+        async for attempt in stamina.retry_context(
+            on=retryable,
+            attempts=self._attempts,
+            timeout=self._retry_timeout_s,
+            wait_initial=0.5,
+            wait_max=10.0,
+        ):
+            with attempt:
+                return await self._once(
+                    method, path, json=json, params=params, files=files, not_found=not_found
+                )
+        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None,
+        params: dict[str, str] | None,
+        files: dict[str, tuple[str, bytes, str]] | None,
+        not_found: type[PlanfixRejected],
     ) -> dict[str, Any]:
         try:
-            response = await self._http.request(method, path, json=json, params=params)
+            await self.pacer.wait_turn()
+        except PacingUnavailable as error:
+            raise _NotSent(str(error)) from error
+        try:
+            response = await self._http.request(method, path, json=json, params=params, files=files)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+            raise _NotSent(f"{method} {path}: {type(error).__name__}") from error
         except httpx.TransportError as error:
             raise PlanfixUnavailable(f"{method} {path}: {type(error).__name__}") from error
+        self._note_budget(response)
         body = _json_or_empty(response)
         code = body.get("code") if isinstance(body.get("code"), int) else None
-        if response.status_code >= 500 or response.status_code == 429 or code == CODE_DAILY_LIMIT:
-            raise PlanfixUnavailable(
-                f"{method} {path}: HTTP {response.status_code} {body.get('error', '')}".strip()
+        where = f"{method} {path}: HTTP {response.status_code}"
+        if response.status_code == 429:
+            raise PlanfixThrottled(
+                f"{where} {body.get('error', '')}".strip(), retry_after_s=_retry_after(response)
             )
+        if code == CODE_DAILY_LIMIT:
+            raise DailyLimitReached(f"{where}, code 22: the account's daily request limit is used up")
+        if response.status_code >= 500:
+            raise PlanfixUnavailable(f"{where} {body.get('error', '')}".strip())
         failed = response.status_code >= 400 or (
             body.get("result") not in (None, "success") and code is not None
         )
         if not failed:
             return body
-        message = f"{method} {path}: HTTP {response.status_code}, code {code}: {body.get('error', '')}"
+        message = f"{where}, code {code}: {body.get('error', '')}"
         if code in (CODE_BAD_TOKEN, CODE_TOKEN_INACTIVE) or response.status_code == 401:
             raise PlanfixAuthError(message, code=code, status=response.status_code)
+        if code == CODE_FILE_TOO_LARGE or response.status_code == 413:
+            raise FileTooLarge(message, code=code, status=response.status_code)
         if code in (CODE_TASK_NOT_FOUND, CODE_COMMENT_NOT_FOUND) or response.status_code == 404:
             raise not_found(message, code=code, status=response.status_code)
         raise PlanfixRejected(message, code=code, status=response.status_code)
+
+    def _note_budget(self, response: httpx.Response) -> None:
+        raw = response.headers.get(RATE_LIMIT_HEADER)
+        if raw is None or not raw.strip().isdigit():
+            return
+        remaining = int(raw.strip())
+        previous = self.daily_budget_remaining
+        self.daily_budget_remaining = remaining
+        if previous is None or previous // _BUDGET_LOG_STEP != remaining // _BUDGET_LOG_STEP:
+            log.info("planfix_daily_budget", remaining=remaining)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    raw = response.headers.get("Retry-After")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
@@ -201,6 +390,7 @@ def _comment_from_json(raw: dict[str, Any]) -> PlanfixComment:
     owner = raw.get("owner") or {}
     task = raw.get("task") or {}
     written = raw.get("dateTime")
+    files = raw.get("files") or []
     return PlanfixComment(
         id=int(raw["id"]),
         task_number=int(task["id"]) if task.get("id") is not None else None,
@@ -210,4 +400,6 @@ def _comment_from_json(raw: dict[str, Any]) -> PlanfixComment:
         written_at=str(written.get("datetime")) if isinstance(written, dict) else None,
         source_object_id=raw.get("sourceObjectId") or None,
         is_deleted=bool(raw.get("isDeleted", False)),
+        is_hidden=bool(raw.get("isHidden", False)),
+        file_ids=[int(f["id"]) for f in files if isinstance(f, dict) and isinstance(f.get("id"), int)],
     )

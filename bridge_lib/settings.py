@@ -13,6 +13,8 @@ from typing import NoReturn, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bridge_lib.planfix import TaskDefaults
+
 # What to tell an operator about a variable that is missing or wrong.
 HOW_TO_GET: dict[str, str] = {
     "TELEGRAM_BOT_TOKEN": (
@@ -79,6 +81,32 @@ class PlanfixSettings(BridgeSettings):
     # recognised when Planfix sends them back. A fixed UUID; change it only with care.
     planfix_source_id: str = Field(default="0c6b7f0e-2d7a-4f0e-9a56-6a3f1c9b8e11", alias="PLANFIX_SOURCE_ID")
     planfix_timeout_s: float = Field(default=15.0, alias="PLANFIX_TIMEOUT_S")
+    # The account's request budget, shared by every service and replica (bridge_lib.pacing).
+    planfix_rate_per_s: float = Field(default=1.0, alias="PLANFIX_RATE_PER_S", gt=0)
+    planfix_burst: int = Field(default=1, alias="PLANFIX_BURST", ge=1)
+    # Tries of one call when Planfix is unreachable, failing or throttling (1 = no retry).
+    planfix_retry_attempts: int = Field(default=4, alias="PLANFIX_RETRY_ATTEMPTS", ge=1)
+    # What every task the bridge creates gets (all optional).
+    planfix_task_template_id: int | None = Field(default=None, alias="PLANFIX_TASK_TEMPLATE_ID")
+    planfix_task_project_id: int | None = Field(default=None, alias="PLANFIX_TASK_PROJECT_ID")
+    planfix_task_assignees: str = Field(default="", alias="PLANFIX_TASK_ASSIGNEES")
+
+    @field_validator("planfix_task_assignees")
+    @classmethod
+    def _assignees_shape(cls, value: str) -> str:
+        for item in _split_list(value):
+            kind, _, number = item.partition(":")
+            if kind not in ("user", "contact", "group") or not number.isdigit():
+                raise ValueError(f"{item!r}: expected a comma-separated list like 'user:5,group:3'")
+        return value
+
+    @property
+    def planfix_task_defaults(self) -> TaskDefaults:
+        return TaskDefaults(
+            template_id=self.planfix_task_template_id,
+            project_id=self.planfix_task_project_id,
+            assignees=tuple(_split_list(self.planfix_task_assignees)),
+        )
 
     @field_validator("planfix_base_url")
     @classmethod
@@ -86,6 +114,10 @@ class PlanfixSettings(BridgeSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with https:// (e.g. https://<account>.planfix.com/rest/)")
         return value if value.endswith("/") else value + "/"
+
+
+def _split_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 S = TypeVar("S", bound=BaseSettings)

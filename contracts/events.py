@@ -55,6 +55,8 @@ class TelegramUser(msgspec.Struct, frozen=True, kw_only=True):
     full_name: str
     username: str | None = None
     is_bot: bool = False
+    # Posted as a chat (a group's linked channel, or a channel itself), not by a person.
+    is_channel: bool = False
 
     @property
     def display(self) -> str:
@@ -71,6 +73,60 @@ class PlanfixPerson(msgspec.Struct, frozen=True, kw_only=True):
 # --- Telegram side -------------------------------------------------------------------------
 
 
+class TelegramEntity(msgspec.Struct, frozen=True, kw_only=True):
+    """A formatting entity; ``offset``/``length`` count UTF-16 code units, as Telegram does."""
+
+    type: str
+    offset: int
+    length: int
+    url: str | None = None
+    language: str | None = None
+    user_id: int | None = None
+
+
+class TelegramAttachment(msgspec.Struct, frozen=True, kw_only=True):
+    """A file of a message, by its Bot API ``file_id`` (downloaded later, through ``getFile``)."""
+
+    kind: str  # photo, document, voice, audio, video, video_note, sticker, animation
+    file_id: str
+    file_unique_id: str
+    file_name: str | None = None
+    mime_type: str | None = None
+    # As Telegram reported it; None when it did not say.
+    file_size: int | None = None
+    # Stickers: the emoji and the set; "animated"/"video" stickers are not images.
+    emoji: str | None = None
+    set_name: str | None = None
+    is_image: bool = True
+
+
+class TelegramQuote(msgspec.Struct, frozen=True, kw_only=True):
+    """The message a reply answers: who wrote it and its first line."""
+
+    message_id: int
+    author: str
+    first_line: str
+
+
+class TelegramLocation(msgspec.Struct, frozen=True, kw_only=True):
+    latitude: float
+    longitude: float
+    title: str | None = None
+    address: str | None = None
+
+
+class TelegramContact(msgspec.Struct, frozen=True, kw_only=True):
+    full_name: str
+    phone_number: str
+    user_id: int | None = None
+
+
+class TelegramPoll(msgspec.Struct, frozen=True, kw_only=True):
+    question: str
+    options: list[str]
+    is_quiz: bool = False
+
+
 class TelegramMessageReceived(Event, frozen=True, kw_only=True, tag="telegram.message_received.v1"):
     """A text message was written in a Telegram group the bot is in."""
 
@@ -82,9 +138,61 @@ class TelegramMessageReceived(Event, frozen=True, kw_only=True, tag="telegram.me
     chat_title: str | None = None
     thread_id: int | None = None
     update_id: int | None = None
+    # Everything below describes more than plain text; all of it arrived after v1's first cut.
+    # "text" is the text or the caption; ``entities`` format it.
+    entities: list[TelegramEntity] = []
+    attachments: list[TelegramAttachment] = []
+    # Telegram's content type: text, photo, document, sticker, location, poll...
+    content_type: str = "text"
+    # Parts of one album share it.
+    media_group_id: str | None = None
+    reply_to: TelegramQuote | None = None
+    # "Anna Ivanova (@anna)", "channel News", "hidden user Bob": whose message was forwarded.
+    forwarded_from: str | None = None
+    location: TelegramLocation | None = None
+    contact: TelegramContact | None = None
+    poll: TelegramPoll | None = None
 
     @property
     def source_key(self) -> str:
+        return telegram_message_key(self.chat_id, self.message_id)
+
+
+class TelegramMessageEdited(Event, frozen=True, kw_only=True, tag="telegram.message_edited.v1"):
+    """Someone edited a group message: its new text (or caption) and formatting."""
+
+    chat_id: int
+    message_id: int
+    sender: TelegramUser
+    text: str
+    edited_at: datetime
+    entities: list[TelegramEntity] = []
+    thread_id: int | None = None
+    update_id: int | None = None
+
+    @property
+    def message_key(self) -> str:
+        return telegram_message_key(self.chat_id, self.message_id)
+
+
+class TelegramReaction(msgspec.Struct, frozen=True, kw_only=True):
+    """One reaction: an emoji, or a custom emoji / paid star shown by a stand-in."""
+
+    emoji: str
+
+
+class TelegramReactionChanged(Event, frozen=True, kw_only=True, tag="telegram.reaction_changed.v1"):
+    """Someone's reactions to a message changed; ``reactions`` is their whole current set."""
+
+    chat_id: int
+    message_id: int
+    actor: TelegramUser
+    reactions: list[TelegramReaction]
+    changed_at: datetime
+    update_id: int | None = None
+
+    @property
+    def message_key(self) -> str:
         return telegram_message_key(self.chat_id, self.message_id)
 
 
@@ -151,6 +259,7 @@ class PlanfixCommentAdded(Event, frozen=True, kw_only=True, tag="planfix.comment
     source_id: str | None = None
     source_object_id: str | None = None
     written_at: str | None = None
+    is_hidden: bool = False
 
 
 # --- Effects: what the bridge did in the outside world ---------------------------------------
@@ -164,6 +273,19 @@ class PlanfixCommentPosted(Event, frozen=True, kw_only=True, tag="effect.planfix
     source_object_id: str
     chat_id: int
     message_id: int
+    # A combined comment holds several messages (backlog) or an album's parts; all are listed.
+    message_ids: list[int] = []
+    file_ids: list[int] = []
+
+
+class PlanfixCommentRewritten(Event, frozen=True, kw_only=True, tag="effect.planfix_comment_rewritten.v1"):
+    """The bridge rewrote one of its comments (an edit or a reaction in Telegram)."""
+
+    task_number: int
+    comment_id: int
+    chat_id: int
+    message_id: int
+    reason: str  # "edit" | "reaction" | "album_part"
 
 
 class TelegramMessageKind(enum.StrEnum):
@@ -227,12 +349,15 @@ class MessageDeadLettered(Event, frozen=True, kw_only=True, tag="ops.message_dea
 
 AnyEvent = (
     TelegramMessageReceived
+    | TelegramMessageEdited
+    | TelegramReactionChanged
     | BindRequested
     | TaskBound
     | BindRejected
     | PlanfixCommentWebhookReceived
     | PlanfixCommentAdded
     | PlanfixCommentPosted
+    | PlanfixCommentRewritten
     | TelegramMessageSent
     | TaskUnbound
     | MessageDeadLettered
@@ -258,6 +383,11 @@ def decode_event(data: bytes) -> AnyEvent:
 
 def telegram_message_key(chat_id: int, message_id: int) -> str:
     return f"tg:msg:{chat_id}:{message_id}"
+
+
+def telegram_update_key(kind: str, chat_id: int, update_id: int) -> str:
+    """Edits and reactions: the update id tells two changes within one second apart."""
+    return f"tg:{kind}:{chat_id}:{update_id}"
 
 
 def telegram_bind_key(chat_id: int, message_id: int) -> str:

@@ -10,6 +10,8 @@ order while groups run in parallel.
 subject                                         stream       published by
 ==============================================  ===========  =====================================
 ``telegram.message.received.<chat_id>``          TELEGRAM     telegram_gateway
+``telegram.message.edited.<chat_id>``            TELEGRAM     telegram_gateway
+``telegram.message.reacted.<chat_id>``           TELEGRAM     telegram_gateway
 ``telegram.bind.requested.<chat_id>``            TELEGRAM     telegram_gateway
 ``planfix.webhook.comment.<task_number>``        PLANFIX      planfix_gateway (HTTP, ids only)
 ``planfix.comment.added.<task_number>``          PLANFIX      planfix_gateway (content fetched)
@@ -17,9 +19,25 @@ subject                                         stream       published by
 ``binding.rejected.<chat_id>``                   BINDING      binder
 ``binding.unbound.<chat_id>``                    BINDING      ``bridge bindings unbind`` (operator)
 ``effect.planfix.comment_posted.<task_number>``  EFFECTS      relay
+``effect.planfix.comment_rewritten.<task_number>`` EFFECTS      relay
 ``effect.telegram.message_sent.<chat_id>``       EFFECTS      relay
 ``deadletter.<consumer>``                        DEADLETTER   any consumer (``bridge_lib.eventbus``)
 ==============================================  ===========  =====================================
+
+Messages, their edits and reactions share the ``telegram.message.`` prefix so that one consumer
+(``telegram.message.>``) sees them in the order they happened: an edit never overtakes its
+message.
+
+Key-value buckets (JetStream streams named ``KV_<bucket>``):
+
+==================  ==========================================================================
+bucket              what
+==================  ==========================================================================
+``PLANFIX_PACING``  one key per Planfix account: the time of its next free request slot, shared
+                    by every service and replica that calls Planfix (``bridge_lib.pacing``)
+``LEASES``          single-active work among replicas (``bridge_lib.lease``): ``relay_inbound``
+                    is held by the one relay replica that carries messages to Planfix
+==================  ==========================================================================
 
 Streams are on file storage. Each has a duplicate window: a publish whose ``Nats-Msg-Id``
 was seen within the window is acknowledged as a duplicate and not stored. Inbound streams keep
@@ -99,6 +117,14 @@ def telegram_message_received(chat_id: int) -> str:
     return f"telegram.message.received.{chat_id}"
 
 
+def telegram_message_edited(chat_id: int) -> str:
+    return f"telegram.message.edited.{chat_id}"
+
+
+def telegram_message_reacted(chat_id: int) -> str:
+    return f"telegram.message.reacted.{chat_id}"
+
+
 def telegram_bind_requested(chat_id: int) -> str:
     return f"telegram.bind.requested.{chat_id}"
 
@@ -125,6 +151,10 @@ def binding_unbound(chat_id: int) -> str:
 
 def planfix_comment_posted(task_number: int) -> str:
     return f"effect.planfix.comment_posted.{task_number}"
+
+
+def planfix_comment_rewritten(task_number: int) -> str:
+    return f"effect.planfix.comment_rewritten.{task_number}"
 
 
 def telegram_message_sent(chat_id: int) -> str:
@@ -154,6 +184,20 @@ CATALOGUE: tuple[SubjectSpec, ...] = (
         event_tags=("telegram.message_received.v1",),
         published_by="telegram_gateway",
         description="A message written in a Telegram group; key: chat id",
+    ),
+    SubjectSpec(
+        pattern="telegram.message.edited.*",
+        stream="TELEGRAM",
+        event_tags=("telegram.message_edited.v1",),
+        published_by="telegram_gateway",
+        description="A group message was edited; key: chat id",
+    ),
+    SubjectSpec(
+        pattern="telegram.message.reacted.*",
+        stream="TELEGRAM",
+        event_tags=("telegram.reaction_changed.v1",),
+        published_by="telegram_gateway",
+        description="The reactions on a group message changed; key: chat id",
     ),
     SubjectSpec(
         pattern="telegram.bind.requested.*",
@@ -205,6 +249,13 @@ CATALOGUE: tuple[SubjectSpec, ...] = (
         description="The relay wrote a comment into a Planfix task; key: task number",
     ),
     SubjectSpec(
+        pattern="effect.planfix.comment_rewritten.*",
+        stream="EFFECTS",
+        event_tags=("effect.planfix_comment_rewritten.v1",),
+        published_by="relay",
+        description="The relay rewrote one of its comments (an edit or reactions); key: task number",
+    ),
+    SubjectSpec(
         pattern="effect.telegram.message_sent.*",
         stream="EFFECTS",
         event_tags=("effect.telegram_message_sent.v1",),
@@ -223,9 +274,16 @@ CATALOGUE: tuple[SubjectSpec, ...] = (
 
 # Filters consumers subscribe with.
 ALL_TELEGRAM_MESSAGES = "telegram.message.received.*"
+# Messages, edits and reactions together, in stream order.
+ALL_TELEGRAM_MESSAGE_ACTIVITY = "telegram.message.>"
 ALL_BIND_REQUESTS = "telegram.bind.requested.*"
 ALL_PLANFIX_COMMENT_WEBHOOKS = "planfix.webhook.comment.*"
 ALL_PLANFIX_COMMENTS = "planfix.comment.added.*"
 ALL_BINDING_EVENTS = "binding.>"
 ALL_EFFECTS = "effect.>"
 ALL_DEAD_LETTERS = "deadletter.>"
+
+
+# Key-value buckets.
+PLANFIX_PACING_BUCKET = "PLANFIX_PACING"
+LEASES_BUCKET = "LEASES"

@@ -16,8 +16,19 @@ a time per account (a single worker drains a queue), ids pasted into a hand-writ
 template as text. By default it fires for every new comment, including the bridge's own (the
 worst case for echo loops, since Planfix may do so: reference §5.10).
 
-Not simulated: the 1 request/second limit, retries after a failed scenario request (tests
-re-fire with ``post_webhook``), the 3-minute stall after a failure.
+Limits, when asked for (``rate_per_s``, ``daily_cap``): a request closer than ``1/rate_per_s``
+to the previous accepted one (less ``rate_tolerance_s`` for network jitter) is refused with
+HTTP 429, ``{"result": "fail", "code": 0, "error": "Too many requests..."}`` and
+``Retry-After: 1`` (Planfix's real answer to an overrun is undocumented: this is our guess, in
+the documented error shape); once ``daily_cap`` requests were accepted, every request gets
+code 22. Every answer carries ``X-RateLimit-Remaining`` (the day's remaining requests).
+
+Files: ``POST /file/`` takes multipart field ``file`` and answers its id; a file over
+``max_file_size`` is code 7002. Comments carry ``files`` ``[{"id": N}]`` and can be updated with
+``POST /task/{n}/comments/{id}`` (a ``files`` array replaces the set; left out, kept).
+
+Not simulated: retries after a failed scenario request (tests re-fire with ``post_webhook``),
+the 3-minute stall after a failure.
 
 Tests drive it from their own thread while the server runs on another thread's loop: state
 sits behind a ``threading.Lock``, webhook sends are handed to the server's loop.
@@ -29,6 +40,7 @@ import asyncio
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -39,6 +51,7 @@ from aiohttp import web
 
 FIRST_TASK_NUMBER = 4800
 FIRST_COMMENT_ID = 90001
+FIRST_FILE_ID = 70001
 MAX_PAGE_SIZE = 100
 ROBOT_ID = "user:1"
 
@@ -49,6 +62,8 @@ CODE_MISSING_PARAMETER = 40
 CODE_BAD_PARAMETER = 41
 CODE_TASK_NOT_FOUND = 1000
 CODE_COMMENT_NOT_FOUND = 5000
+CODE_DAILY_LIMIT = 22
+CODE_FILE_TOO_LARGE = 7002
 
 # What a comment read returns when the caller names no fields (the real default is undocumented).
 DEFAULT_COMMENT_FIELDS = ("id", "dateTime", "description", "owner", "task")
@@ -65,6 +80,17 @@ class FakeComment:
     source_object_id: str | None
     created_at: datetime
     files: tuple[int, ...] = ()
+    is_hidden: bool = False
+    # How often the comment was rewritten through the API.
+    updates: int = 0
+
+
+@dataclass(frozen=True)
+class FakeFile:
+    id: int
+    name: str
+    content_type: str
+    data: bytes
 
 
 @dataclass
@@ -73,6 +99,8 @@ class FakeTask:
     name: str
     description: str = ""
     comments: list[FakeComment] = field(default_factory=list)
+    # template / project / assignees as the creating request sent them.
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,6 +121,7 @@ class RecordedCall:
     # The parsed JSON body, or None (no body, or not JSON).
     json: Any
     status: int = 0
+    at: float = 0.0  # time.monotonic() when the request arrived
 
 
 class _Fail(Exception):
@@ -113,8 +142,28 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class FakePlanfix:
-    def __init__(self, *, token: str, robot_name: str = "Bridge Robot") -> None:
+    def __init__(
+        self,
+        *,
+        token: str,
+        robot_name: str = "Bridge Robot",
+        rate_per_s: float | None = None,
+        rate_tolerance_s: float = 0.2,
+        daily_cap: int = 100_000,
+        max_file_size: int = 10 * 1024 * 1024,
+    ) -> None:
         self._token = token
+        self.rate_per_s = rate_per_s
+        self.rate_tolerance_s = rate_tolerance_s
+        self.daily_cap = daily_cap
+        self.max_file_size = max_file_size
+        self._used_today = 0
+        self._last_accepted_at: float | None = None
+        self._files: dict[int, FakeFile] = {}
+        self._next_file = FIRST_FILE_ID
+        # Planned answers for the next requests: an HTTP status (500...) or a delay in seconds.
+        self._planned_failures: list[int] = []
+        self._planned_delays: list[float] = []
         self._lock = threading.Lock()
         self._tasks: dict[int, FakeTask] = {}
         self._comments: dict[int, FakeComment] = {}
@@ -137,7 +186,8 @@ class FakePlanfix:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._loop = asyncio.get_running_loop()
-        app = web.Application(middlewares=[self._middleware])
+        # Uploads up to the plan's limit and a little over it (to answer 7002, not a bare 413).
+        app = web.Application(middlewares=[self._middleware], client_max_size=self.max_file_size + 2**20)
         app.router.add_get("/rest/ping", self._ping)
         for suffix in ("", "/"):
             app.router.add_post("/rest/task" + suffix, self._create_task)
@@ -145,6 +195,9 @@ class FakePlanfix:
         app.router.add_get(r"/rest/task/{number:\d+}", self._get_task)
         app.router.add_post(r"/rest/task/{number:\d+}/comments/list", self._list_comments)
         app.router.add_get(r"/rest/comment/{id:\d+}", self._get_comment)
+        app.router.add_post(r"/rest/task/{number:\d+}/comments/{id:\d+}", self._update_comment)
+        for suffix in ("", "/"):
+            app.router.add_post("/rest/file" + suffix, self._upload_file)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -190,6 +243,7 @@ class FakePlanfix:
         author_id: str = "user:7",
         author_name: str = "Olga Smirnova",
         fire_webhook: bool = True,
+        hidden: bool = False,
     ) -> int:
         """A comment as if written in the Planfix UI; fires the scenario request in the background."""
         with self._lock:
@@ -197,6 +251,9 @@ class FakePlanfix:
                 raise KeyError(f"no task {task_number} in the fake")
             self._people[author_id] = author_name
             comment = self._add_comment_locked(task_number, text_html, author_id, None, None, ())
+            if hidden:
+                comment = replace(comment, is_hidden=True)
+                self._replace_comment_locked(comment)
         if fire_webhook:
             self._schedule_webhook(task_number, comment.id)
         return comment.id
@@ -209,36 +266,89 @@ class FakePlanfix:
         with self._lock:
             self._unavailable = unavailable
 
+    def fail_next(self, times: int = 1, *, status: int = 500) -> None:
+        """Answer the next ``times`` requests with a bare HTTP ``status`` (a 5xx from a proxy)."""
+        with self._lock:
+            self._planned_failures.extend([status] * times)
+
+    def delay_next(self, seconds: float, times: int = 1) -> None:
+        """Hold the next ``times`` answers for ``seconds`` (to make a client time out)."""
+        with self._lock:
+            self._planned_delays.extend([seconds] * times)
+
+    def file(self, file_id: int) -> FakeFile | None:
+        with self._lock:
+            return self._files.get(file_id)
+
+    def comment(self, comment_id: int) -> FakeComment | None:
+        with self._lock:
+            return self._comments.get(comment_id)
+
+    def throttled_calls(self) -> list[RecordedCall]:
+        """Requests refused for going over the per-second limit."""
+        with self._lock:
+            return [call for call in self.calls if call.status == 429]
+
+    def set_hidden(self, comment_id: int, hidden: bool = True) -> None:
+        with self._lock:
+            self._replace_comment_locked(replace(self._comments[comment_id], is_hidden=hidden))
+
     # --- HTTP plumbing ----------------------------------------------------------------------
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        raw = await request.read()
-        request[_BODY] = _parse_body(raw)
+        arrived = time.monotonic()
+        # A multipart upload is read by its handler (request.post()); anything else here, once.
+        if request.content_type.startswith("multipart/"):
+            request[_BODY] = _NO_BODY
+        else:
+            request[_BODY] = _parse_body(await request.read())
         with self._lock:
             unavailable = self._unavailable
+            planned = self._planned_failures.pop(0) if self._planned_failures else None
+            delay = self._planned_delays.pop(0) if self._planned_delays else 0.0
+        if delay:
+            await asyncio.sleep(delay)
         response: web.StreamResponse
         try:
-            if unavailable:
+            if unavailable or planned is not None:
                 # An outage usually shows up as a proxy's HTML page, not as a Planfix JSON error.
+                status = planned or 503
                 response = web.Response(
-                    status=503,
-                    text="<html><body>503 Service Unavailable</body></html>",
+                    status=status,
+                    text=f"<html><body>{status} Service Unavailable</body></html>",
                     content_type="text/html",
                 )
             elif not self._authorized(request):
                 raise _Fail(401, CODE_BAD_TOKEN, "Invalid or missing token")
             else:
+                self._take_budget(arrived)
                 response = await handler(request)
         except _Fail as fail:
             response = web.json_response(
-                {"result": "fail", "code": fail.code, "error": fail.message}, status=fail.status
+                {"result": "fail", "code": fail.code, "error": fail.message},
+                status=fail.status,
+                headers={"Retry-After": "1"} if fail.status == 429 else None,
             )
         except web.HTTPException as error:
-            self._record(request, error.status)
+            self._record(request, error.status, arrived)
             raise
-        self._record(request, response.status)
+        with self._lock:
+            response.headers["X-RateLimit-Remaining"] = str(max(0, self.daily_cap - self._used_today))
+        self._record(request, response.status, arrived)
         return response
+
+    def _take_budget(self, arrived: float) -> None:
+        """Count one request against the per-second limit and the daily cap, or refuse it."""
+        with self._lock:
+            if self.rate_per_s is not None and self._last_accepted_at is not None:
+                gap = arrived - self._last_accepted_at
+                if gap < 1.0 / self.rate_per_s - self.rate_tolerance_s:
+                    raise _Fail(429, CODE_UNKNOWN, "Too many requests: at most 1 request per second")
+            if self._used_today >= self.daily_cap:
+                raise _Fail(400, CODE_DAILY_LIMIT, "Daily request limit reached")
+            self._last_accepted_at = arrived
+            self._used_today += 1
 
     def _authorized(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")
@@ -247,7 +357,7 @@ class FakePlanfix:
         # The docs allow the token as a query parameter on GET requests.
         return request.method == "GET" and request.query.get("access_token") == self._token
 
-    def _record(self, request: web.Request, status: int) -> None:
+    def _record(self, request: web.Request, status: int, arrived: float) -> None:
         body = request.get(_BODY)
         call = RecordedCall(
             method=request.method,
@@ -255,6 +365,7 @@ class FakePlanfix:
             query=dict(request.query),
             json=None if body is _NO_BODY or body is _BAD_JSON else body,
             status=status,
+            at=arrived,
         )
         with self._lock:
             self.calls.append(call)
@@ -268,8 +379,10 @@ class FakePlanfix:
         body = _json_object(request)
         name = _required_str(body, "name")
         description = _optional_str(body, "description") or ""
+        extra: dict[str, Any] = {k: body[k] for k in ("template", "project", "assignees") if k in body}
         with self._lock:
             number = self._add_task_locked(name, description, None)
+            self._tasks[number].extra = extra
         return _success(id=number)
 
     async def _get_task(self, request: web.Request) -> web.Response:
@@ -299,6 +412,7 @@ class FakePlanfix:
         with self._lock:
             if number not in self._tasks:
                 raise _Fail(400, CODE_TASK_NOT_FOUND, f"Task {number} does not exist")
+            self._check_files_locked(files)
             comment = self._add_comment_locked(
                 number, description or "", owner_id, source_id, source_object_id, files
             )
@@ -338,7 +452,58 @@ class FakePlanfix:
             )
         return _success(comment=rendered)
 
+    async def _update_comment(self, request: web.Request) -> web.Response:
+        number = int(request.match_info["number"])
+        comment_id = int(request.match_info["id"])
+        body = _json_object(request)
+        description = _optional_str(body, "description")
+        files = _file_ids(body) if "files" in body else None
+        with self._lock:
+            comment = self._comments.get(comment_id)
+            if comment is None or comment.task_number != number:
+                raise _Fail(400, CODE_COMMENT_NOT_FOUND, f"Comment {comment_id} does not exist")
+            self._check_files_locked(files or ())
+            updated = replace(
+                comment,
+                description=comment.description if description is None else description,
+                files=comment.files if files is None else files,
+                updates=comment.updates + 1,
+            )
+            self._replace_comment_locked(updated)
+        return web.Response(status=200)
+
+    async def _upload_file(self, request: web.Request) -> web.Response:
+        if not request.content_type.startswith("multipart/"):
+            raise _Fail(400, CODE_MISSING_PARAMETER, "Required parameter 'file' is missing")
+        form = await request.post()
+        upload = form.get("file")
+        if not isinstance(upload, web.FileField):
+            raise _Fail(400, CODE_MISSING_PARAMETER, "Required parameter 'file' is missing")
+        data = upload.file.read()
+        if len(data) > self.max_file_size:
+            raise _Fail(400, CODE_FILE_TOO_LARGE, "File size exceeds the limit of your plan")
+        with self._lock:
+            file = FakeFile(
+                id=self._next_file,
+                name=upload.filename or "file",
+                content_type=upload.content_type or "application/octet-stream",
+                data=data,
+            )
+            self._next_file += 1
+            self._files[file.id] = file
+        return _success(id=file.id)
+
     # --- state (call with the lock held) ----------------------------------------------------
+
+    def _replace_comment_locked(self, comment: FakeComment) -> None:
+        self._comments[comment.id] = comment
+        comments = self._tasks[comment.task_number].comments
+        comments[:] = [comment if c.id == comment.id else c for c in comments]
+
+    def _check_files_locked(self, files: tuple[int, ...]) -> None:
+        missing = [file_id for file_id in files if file_id not in self._files]
+        if missing:
+            raise _Fail(400, 7000, f"File {missing[0]} does not exist")
 
     def _add_task_locked(self, name: str, description: str, number: int | None) -> int:
         if number is None:
@@ -388,7 +553,11 @@ class FakePlanfix:
                 "datetime": at.strftime("%Y-%m-%dT%H:%MZ"),
             },
             "isDeleted": False,
-            "files": [{"id": file_id} for file_id in comment.files],
+            "isHidden": comment.is_hidden,
+            "files": [
+                {"id": file_id, "name": self._files[file_id].name if file_id in self._files else ""}
+                for file_id in comment.files
+            ],
         }
         if comment.source_object_id is not None and reader_source and reader_source == comment.source_id:
             full["sourceObjectId"] = comment.source_object_id

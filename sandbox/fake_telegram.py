@@ -10,6 +10,11 @@ The server runs on one event loop (the tests' background loop) while tests drive
 from their own thread, so every public method takes ``_lock`` and wakes long polls through
 ``loop.call_soon_threadsafe``.
 
+Files: ``add_file`` stores bytes under a new ``file_id``; ``getFile`` answers a ``File`` with a
+``file_path`` served at ``/file/bot<token>/<file_path>``, or, over the Bot API's 20 MB download
+limit, ``400 Bad Request: file is too big`` as Telegram does (a file may *declare* a bigger size
+than its bytes, so tests need not allocate 20 MB).
+
 Deliberate differences from Telegram: any chat id is accepted (positive = private chat,
 ``-100...`` = supergroup, other negative = group), and ``offset`` confirms only updates that
 were delivered at least once, so ``add_update`` of an already confirmed update delivers it once
@@ -43,6 +48,8 @@ GROUP_ANONYMOUS_BOT = {
 CHANNEL_BOT = {"id": 136817688, "is_bot": True, "first_name": "Channel", "username": "Channel_Bot"}
 
 MAX_MESSAGE_UTF16 = 4096
+# getFile refuses bigger files: bots can download at most 20 MB through the Bot API.
+MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPDATES_PER_CALL = 100
 # Without allowed_updates Telegram sends every update type except these.
 NOT_SENT_BY_DEFAULT = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
@@ -90,6 +97,14 @@ class _Queued:
     delivered: bool = False
 
 
+@dataclass(frozen=True)
+class _StoredFile:
+    file_id: str
+    file_unique_id: str
+    data: bytes
+    size: int  # what Telegram reports (may be more than len(data), see add_file)
+
+
 @dataclass
 class _ChatState:
     chat: dict[str, Any]
@@ -114,6 +129,8 @@ class _State:
     allowed_updates: frozenset[str] | None = None  # None: Telegram's default set
     webhook_url: str = ""
     poll_generation: int = 0
+    files: dict[str, _StoredFile] = field(default_factory=dict)
+    downloads: list[str] = field(default_factory=list)  # file_ids whose bytes were fetched
 
 
 class FakeTelegram:
@@ -149,6 +166,7 @@ class FakeTelegram:
             "deletewebhook": self._delete_webhook,
             "setwebhook": self._set_webhook,
             "getchat": self._get_chat,
+            "getfile": self._get_file,
         }
 
     # --- life-cycle --------------------------------------------------------------------------
@@ -160,6 +178,7 @@ class FakeTelegram:
         # Multipart uploads go up to 50 MB on the real Bot API.
         app = web.Application(client_max_size=60 * 1024 * 1024)
         app.router.add_route("*", "/{bot:bot[^/]*}/{method}", self._handle)
+        app.router.add_get("/file/{bot:bot[^/]*}/{path:.+}", self._download)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         # Bind the socket here so port 0 gives a free port we can read back.
@@ -181,7 +200,7 @@ class FakeTelegram:
     def add_group_message(
         self,
         chat_id: int,
-        text: str,
+        text: str | None,
         *,
         user_id: int = 501,
         first_name: str = "Ivan",
@@ -190,8 +209,12 @@ class FakeTelegram:
         chat_title: str = "Support group",
         thread_id: int | None = None,
         sender_chat: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Queue an Update with a text ``message`` in ``chat_id`` and return it (Bot API JSON)."""
+        """Queue an Update with a ``message`` in ``chat_id`` and return it (Bot API JSON).
+
+        ``text`` None makes a message without text (media, location...); ``extra`` adds Bot API
+        Message fields as they are (``photo``, ``caption``, ``media_group_id``...)."""
         sender: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": first_name}
         if last_name:
             sender["last_name"] = last_name
@@ -208,14 +231,16 @@ class FakeTelegram:
                 "from": sender,
                 "chat": copy.deepcopy(chat.chat),
                 "date": int(time.time()),
-                "text": text,
             }
+            if text is not None:
+                message["text"] = text
+            message.update(copy.deepcopy(extra or {}))
             if sender_chat is not None:
                 message["sender_chat"] = copy.deepcopy(sender_chat)
             if thread_id is not None:
                 message["message_thread_id"] = thread_id
                 message["is_topic_message"] = True
-            if command := _COMMAND.match(text):
+            if text is not None and (command := _COMMAND.match(text)):
                 message["entities"] = [{"type": "bot_command", "offset": 0, "length": _utf16_len(command[0])}]
             update = {"update_id": self._take_update_id_locked(None), "message": message}
             self._enqueue_locked(update)
@@ -233,6 +258,73 @@ class FakeTelegram:
                 state.last_message_id = max(state.last_message_id, message["message_id"])
             self._enqueue_locked(update)
         return copy.deepcopy(update)
+
+    def edit_group_message(
+        self, original: dict[str, Any], text: str, *, entities: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """Queue an ``edited_message`` update for a message queued before (its update's JSON)."""
+        message = copy.deepcopy(original["message"])
+        key = "text" if "text" in message else "caption"
+        message[key] = text
+        message.pop("entities" if key == "text" else "caption_entities", None)
+        if entities:
+            message["entities" if key == "text" else "caption_entities"] = entities
+        message["edit_date"] = int(time.time())
+        with self._lock:
+            update = {"update_id": self._take_update_id_locked(None), "edited_message": message}
+            self._enqueue_locked(update)
+        return copy.deepcopy(update)
+
+    def add_reaction(
+        self,
+        chat_id: int,
+        message_id: int,
+        emojis: list[str],
+        *,
+        user_id: int = 502,
+        first_name: str = "Anna",
+        username: str | None = "anna_iv",
+    ) -> dict[str, Any]:
+        """Queue a ``message_reaction`` update: ``emojis`` is the user's whole new set.
+
+        Telegram sends these only to an admin bot that asked for them in allowed_updates; the
+        fake drops them, as Telegram does, unless the last getUpdates listed them."""
+        user: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": first_name}
+        if username:
+            user["username"] = username
+        with self._lock:
+            chat = copy.deepcopy(self._chat_locked(chat_id).chat)
+            update = {
+                "update_id": self._take_update_id_locked(None),
+                "message_reaction": {
+                    "chat": chat,
+                    "message_id": message_id,
+                    "user": user,
+                    "date": int(time.time()),
+                    "old_reaction": [],
+                    "new_reaction": [{"type": "emoji", "emoji": emoji} for emoji in emojis],
+                },
+            }
+            self._enqueue_locked(update)
+        return copy.deepcopy(update)
+
+    def add_file(self, data: bytes, *, declared_size: int | None = None) -> dict[str, Any]:
+        """Store a file; its ``file_id``/``file_unique_id``/``file_size`` for a message's JSON."""
+        with self._lock:
+            number = len(self._state.files) + 1
+            stored = _StoredFile(
+                file_id=f"BQACAgIAAx{number:06d}",
+                file_unique_id=f"AgAD{number:06d}",
+                data=data,
+                size=declared_size if declared_size is not None else len(data),
+            )
+            self._state.files[stored.file_id] = stored
+        return {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id, "file_size": stored.size}
+
+    def downloads(self) -> list[str]:
+        """The file_ids whose bytes were downloaded, in order."""
+        with self._lock:
+            return list(self._state.downloads)
 
     def fail_next(
         self,
@@ -398,6 +490,33 @@ class FakeTelegram:
             result["message_thread_id"] = thread_id
             result["is_topic_message"] = True
         return result
+
+    async def _get_file(self, params: dict[str, Any]) -> dict[str, Any]:
+        file_id = params.get("file_id")
+        with self._lock:
+            stored = self._state.files.get(file_id) if isinstance(file_id, str) else None
+        if stored is None:
+            raise BotAPIError(400, "Bad Request: invalid file_id")
+        if stored.size > MAX_DOWNLOAD_BYTES:
+            raise BotAPIError(400, "Bad Request: file is too big")
+        return {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "file_size": stored.size,
+            "file_path": f"documents/{stored.file_unique_id}",
+        }
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["bot"] != f"bot{self.token}":
+            return web.Response(status=401, text="Unauthorized")
+        unique = request.match_info["path"].rsplit("/", 1)[-1]
+        with self._lock:
+            stored = next((f for f in self._state.files.values() if f.file_unique_id == unique), None)
+            if stored is not None:
+                self._state.downloads.append(stored.file_id)
+        if stored is None or stored.size > MAX_DOWNLOAD_BYTES:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=stored.data, content_type="application/octet-stream")
 
     async def _delete_webhook(self, params: dict[str, Any]) -> bool:
         with self._lock:

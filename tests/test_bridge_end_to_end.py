@@ -72,9 +72,11 @@ def bridge(
     fake_telegram: FakeTelegram,
     fake_planfix: FakePlanfix,
 ) -> Iterator[Bridge]:
-    # A NATS server of its own: no events from other test modules reach these services.
-    nats = devstack.start_nats(work_dir / "e2e-nats", log_file=work_dir / "e2e-nats.log")
+    # A NATS server of its own: no events from other test modules reach these services (each
+    # module importing this fixture gets its own directory too).
     webhook_port = devstack.free_port()
+    run_dir = work_dir / f"e2e-{webhook_port}"
+    nats = devstack.start_nats(run_dir / "nats", log_file=run_dir / "nats.log")
     database = f"e2e_{webhook_port}"
     env = {
         "NATS_URL": nats.extra["url"],
@@ -84,12 +86,15 @@ def bridge(
         "TELEGRAM_API_BASE_URL": fake_telegram.base_url,
         "PLANFIX_BASE_URL": fake_planfix.base_url,
         "PLANFIX_API_TOKEN": PLANFIX_TOKEN,
+        # The shared fake enforces no rate (test_planfix_pacing does); keep these tests quick.
+        "PLANFIX_RATE_PER_S": "50",
+        "PLANFIX_BURST": "5",
         "PLANFIX_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "PLANFIX_WEBHOOK_PORT": str(webhook_port),
         "PLANFIX_WEBHOOK_HOST": "127.0.0.1",
         "LOG_LEVEL": "INFO",
     }
-    log_dir = work_dir / "e2e-logs"
+    log_dir = run_dir / "logs"
     log_dir.mkdir(exist_ok=True)
     processes = {name: ServiceProcess(name, env, log_dir).start() for name in SERVICES}
     webhook_url = f"http://127.0.0.1:{webhook_port}/planfix/webhook/{WEBHOOK_SECRET}"

@@ -21,12 +21,15 @@ from contracts.events import (
 
 EXPECTED_TAGS = {
     "telegram.message_received.v1",
+    "telegram.message_edited.v1",
+    "telegram.reaction_changed.v1",
     "binding.bind_requested.v1",
     "binding.task_bound.v1",
     "binding.bind_rejected.v1",
     "planfix.comment_webhook_received.v1",
     "planfix.comment_added.v1",
     "effect.planfix_comment_posted.v1",
+    "effect.planfix_comment_rewritten.v1",
     "effect.telegram_message_sent.v1",
     "binding.task_unbound.v1",
     "ops.message_dead_lettered.v1",

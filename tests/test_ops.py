@@ -186,7 +186,7 @@ def test_metrics_count_events_calls_and_latency_as_messages_flow(
     ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     consumed = {
-        "consumer": "relay-telegram-messages",
+        "consumer": "relay-telegram-inbound",
         "event_type": "telegram.message_received.v1",
         "outcome": "ok",
     }
@@ -209,8 +209,8 @@ def test_metrics_count_events_calls_and_latency_as_messages_flow(
         )
         >= before_out + 3
     )
-    assert ops.metric("relay", "bridge_event_handling_seconds_count", consumer="relay-telegram-messages") >= 3
-    assert ops.metric("relay", "bridge_event_age_seconds_count", consumer="relay-telegram-messages") >= 3
+    assert ops.metric("relay", "bridge_event_handling_seconds_count", consumer="relay-telegram-inbound") >= 3
+    assert ops.metric("relay", "bridge_event_age_seconds_count", consumer="relay-telegram-inbound") >= 3
     assert (
         ops.metric(
             "relay", "bridge_outbound_calls_total", target="telegram", operation="sendMessage", result="ok"
@@ -223,7 +223,7 @@ def test_metrics_count_events_calls_and_latency_as_messages_flow(
     # The lag gauge is polled from JetStream; the relay has caught up.
     eventually(
         lambda: (
-            'bridge_consumer_pending_messages{consumer="relay-telegram-messages",stream="TELEGRAM"} 0.0'
+            'bridge_consumer_pending_messages{consumer="relay-telegram-inbound",stream="TELEGRAM"} 0.0'
             in ops.health("relay", "/metrics").text
         ),
         what="lag gauge polled",
@@ -253,7 +253,7 @@ def test_each_handled_event_logs_one_line_with_correlation_type_chat_and_task(
     [line] = eventually(handled_lines, what="event_handled line")
     assert line["task_number"] == task
     assert line["correlation_id"]
-    assert line["consumer"] == "relay-telegram-messages"
+    assert line["consumer"] == "relay-telegram-inbound"
     assert BOT_TOKEN not in ops.processes["relay"].log_text()
     assert PLANFIX_TOKEN not in ops.processes["relay"].log_text()
 
@@ -287,7 +287,7 @@ def test_trace_of_a_message_shows_the_comment_it_became(
     output = ops.ok("trace", f"tg:{unique_chat_id}:{message_id}")
 
     assert "telegram.message_received.v1" in output
-    assert "relay-telegram-messages: handled" in output
+    assert "relay-telegram-inbound: handled" in output
     assert f"posted comment {comment.id} in task #{task}" in output
     assert "where did my message go" not in output  # no message text in the CLI's output
     (ops.work_dir / "trace-message.txt").write_text(output)
@@ -336,11 +336,11 @@ def test_dump_then_replay_reproduces_the_effects_once(
     assert len(records) == 2  # the /task command and the message
     assert all('"seq":' in record and '"Nats-Msg-Id"' in record for record in records)
 
-    dry = ops.ok("events", "replay", str(dump), "--into", "relay-telegram-messages", "--dry-run")
-    assert "would send 1 message(s), 1 not for relay-telegram-messages" in dry
+    dry = ops.ok("events", "replay", str(dump), "--into", "relay-telegram-inbound", "--dry-run")
+    assert "would send 1 message(s), 1 not for relay-telegram-inbound" in dry
     stays(lambda: len(fake_planfix.comments(task)) == 1, for_s=1.0, what="dry run sends nothing")
 
-    replayed = ops.ok("events", "replay", str(dump), "--into", "relay-telegram-messages")
+    replayed = ops.ok("events", "replay", str(dump), "--into", "relay-telegram-inbound")
     assert "sent 1 message(s)" in replayed
     marked = eventually(
         lambda: [
@@ -354,7 +354,7 @@ def test_dump_then_replay_reproduces_the_effects_once(
     eventually(lambda: _relay_caught_up(ops), what="relay handled the replay")
     stays(lambda: len(fake_planfix.comments(task)) == 1, what="a replay posts no second comment")
 
-    forced = ops.ok("events", "replay", str(dump), "--into", "relay-telegram-messages", "--force-effects")
+    forced = ops.ok("events", "replay", str(dump), "--into", "relay-telegram-inbound", "--force-effects")
     assert "--force-effects" in forced
     eventually(lambda: len(fake_planfix.comments(task)) == 2, what="forced replay posted again")
     stays(lambda: len(fake_planfix.comments(task)) == 2, what="exactly once more")
@@ -370,7 +370,7 @@ def _relay_caught_up(ops: OpsBridge) -> bool:
     async def check() -> bool:
         nc = await nats.connect(ops.nats_url)
         try:
-            info = await nc.jetstream().consumer_info("TELEGRAM", "relay-telegram-messages")
+            info = await nc.jetstream().consumer_info("TELEGRAM", "relay-telegram-inbound")
             return bool(info.num_pending == 0 and info.num_ack_pending == 0)
         finally:
             await nc.close()
@@ -485,7 +485,7 @@ def test_an_undecodable_message_is_dead_lettered_not_dropped(ops: OpsBridge, uni
 
     listed = eventually(lambda: dlq_listing_with(ops, "undecodable"), what="dead letter")
     line = next(line for line in listed.splitlines() if "undecodable" in line)
-    assert "relay-telegram-messages" in line
+    assert "relay-telegram-inbound" in line
     seq = line.split()[0]
     assert "dropped" in ops.ok("dlq", "drop", seq, "--yes")
 
@@ -498,7 +498,7 @@ def test_doctor_passes_on_a_healthy_bridge(ops: OpsBridge) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[ok  ] telegram: token accepted" in result.stdout
     assert "[ok  ] telegram privacy" in result.stdout
-    assert "[ok  ] consumer relay-telegram-messages" in result.stdout
+    assert "[ok  ] consumer relay-telegram-inbound" in result.stdout
     assert "0 problem(s)" in result.stdout
 
 

@@ -9,22 +9,28 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
+import stamina
 from aiohttp import web
 
 from bridge_lib.planfix import (
     CommentNotFound,
+    DailyLimitReached,
+    FileTooLarge,
     PlanfixAuthError,
     PlanfixClient,
     PlanfixUnavailable,
+    TaskDefaults,
     TaskNotFound,
 )
-from sandbox.fake_planfix import FakePlanfix, WebhookDelivery
-from tests.conftest import PLANFIX_TOKEN
-from tests.support import LoopThread, eventually, stays
+from sandbox.fake_planfix import FakePlanfix, RecordedCall, WebhookDelivery
+from sandbox.fake_telegram import FakeTelegram
+from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN
+from tests.support import LoopThread, ServiceProcess, eventually, stays
 
 SOURCE_ID = "0c6b7f0e-2d7a-4f0e-9a56-6a3f1c9b8e11"
 OTHER_SOURCE_ID = "11111111-2222-3333-4444-555555555555"
@@ -35,9 +41,13 @@ T = TypeVar("T")
 def with_client(loop: LoopThread, fake_planfix: FakePlanfix) -> Callable[..., Any]:
     """Run ``action(client)`` on the loop with a fresh client; ``token`` overrides the good one."""
 
-    def run(action: Callable[[PlanfixClient], Awaitable[T]], token: str = PLANFIX_TOKEN) -> T:
+    def run(
+        action: Callable[[PlanfixClient], Awaitable[T]], token: str = PLANFIX_TOKEN, retry_attempts: int = 1
+    ) -> T:
         async def go() -> T:
-            async with PlanfixClient(base_url=fake_planfix.base_url, token=token, timeout_s=5) as client:
+            async with PlanfixClient(
+                base_url=fake_planfix.base_url, token=token, timeout_s=5, retry_attempts=retry_attempts
+            ) as client:
                 return await action(client)
 
         return loop.run(go())
@@ -113,7 +123,9 @@ def test_outage_is_unavailable(
 def test_unreachable_is_unavailable(loop: LoopThread) -> None:
     async def go() -> None:
         # Port 9 (discard) on loopback: nothing listens there in the test environment.
-        async with PlanfixClient(base_url="http://127.0.0.1:9/rest/", token="x", timeout_s=2) as client:
+        async with PlanfixClient(
+            base_url="http://127.0.0.1:9/rest/", token="x", timeout_s=2, retry_attempts=1
+        ) as client:
             await client.get_task(1)
 
     with pytest.raises(PlanfixUnavailable):
@@ -322,3 +334,213 @@ def test_api_comments_can_skip_the_scenario(
     # Nothing listens there: no answer is recorded as status 0 with the error.
     assert delivery.status == 0
     assert delivery.error
+
+
+# --- the complete client: task defaults, comment updates, files, self-check ---------------------
+
+
+def calls_to(fake: FakePlanfix, method: str, path: str) -> list[RecordedCall]:
+    return [c for c in fake.calls if c.method == method and c.path == path]
+
+
+def test_create_task_sends_template_project_and_assignees(
+    loop: LoopThread, fake_planfix: FakePlanfix
+) -> None:
+    defaults = TaskDefaults(template_id=12, project_id=34, assignees=("user:5", "group:3"))
+
+    async def go() -> int:
+        async with PlanfixClient(
+            base_url=fake_planfix.base_url, token=PLANFIX_TOKEN, task_defaults=defaults
+        ) as client:
+            return await client.create_task(name="With defaults")
+
+    number = loop.run(go())
+
+    task = fake_planfix.task(number)
+    assert task is not None
+    assert task.extra == {
+        "template": {"id": 12},
+        "project": {"id": 34},
+        "assignees": {"users": [{"id": "user:5"}], "groups": [{"id": 3}]},
+    }
+
+
+def test_upload_a_file_and_attach_it_then_update_the_comment(
+    with_client: Callable[..., Any], fake_planfix: FakePlanfix
+) -> None:
+    number = fake_planfix.add_task("Files")
+    file_id = with_client(lambda c: c.upload_file(name="report.pdf", data=b"%PDF-1.4 hi", content_type="x/y"))
+    comment_id = with_client(
+        lambda c: c.add_comment(
+            task_number=number,
+            description_html="see file",
+            source_id=SOURCE_ID,
+            source_object_id="tg:-7:7",
+            file_ids=[file_id],
+        )
+    )
+
+    with_client(
+        lambda c: c.update_comment(task_number=number, comment_id=comment_id, description_html="edited")
+    )
+
+    stored = fake_planfix.file(file_id)
+    assert stored is not None
+    assert (stored.name, stored.content_type, stored.data) == ("report.pdf", "x/y", b"%PDF-1.4 hi")
+    comment = fake_planfix.comment(comment_id)
+    assert comment is not None
+    assert (comment.description, comment.files, comment.updates) == ("edited", (file_id,), 1)
+    read = with_client(lambda c: c.get_comment(comment_id))
+    assert read.file_ids == [file_id]
+    [update] = calls_to(fake_planfix, "POST", f"/rest/task/{number}/comments/{comment_id}")
+    assert update.json == {"description": "edited"}
+
+
+def test_a_file_over_the_plans_limit_is_file_too_large(
+    with_client: Callable[..., Any], fake_planfix: FakePlanfix
+) -> None:
+    limit = fake_planfix.max_file_size
+    fake_planfix.max_file_size = 1000
+    try:
+        with pytest.raises(FileTooLarge) as caught:
+            with_client(lambda c: c.upload_file(name="big.bin", data=b"x" * 1001))
+    finally:
+        fake_planfix.max_file_size = limit
+    assert caught.value.code == 7002
+
+
+def test_updating_an_unknown_comment_is_comment_not_found(
+    with_client: Callable[..., Any], fake_planfix: FakePlanfix
+) -> None:
+    number = fake_planfix.add_task("No such comment")
+    with pytest.raises(CommentNotFound):
+        with_client(lambda c: c.update_comment(task_number=number, comment_id=1, description_html="x"))
+
+
+def test_ping_checks_the_token(with_client: Callable[..., Any]) -> None:
+    with_client(lambda c: c.ping())
+    with pytest.raises(PlanfixAuthError):
+        with_client(lambda c: c.ping(), token="revoked")
+
+
+# --- retries --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_retry_waits() -> Iterator[None]:
+    stamina.set_testing(True, attempts=100, cap=True)
+    try:
+        yield
+    finally:
+        stamina.set_testing(False)
+
+
+def test_a_read_is_retried_through_5xx_answers(
+    with_client: Callable[..., Any], fake_planfix: FakePlanfix, no_retry_waits: None
+) -> None:
+    number = fake_planfix.add_task("Retry 5xx")
+    fake_planfix.fail_next(2, status=502)
+
+    task = with_client(lambda c: c.get_task(number), retry_attempts=3)
+
+    assert task.name == "Retry 5xx"
+    assert [c.status for c in calls_to(fake_planfix, "GET", f"/rest/task/{number}")] == [502, 502, 200]
+
+
+def test_a_read_is_retried_after_a_timeout(
+    loop: LoopThread, fake_planfix: FakePlanfix, no_retry_waits: None
+) -> None:
+    number = fake_planfix.add_task("Retry timeout")
+    fake_planfix.delay_next(1.5)
+
+    async def go() -> str:
+        async with PlanfixClient(
+            base_url=fake_planfix.base_url, token=PLANFIX_TOKEN, timeout_s=0.5, retry_attempts=2
+        ) as client:
+            return (await client.get_task(number)).name
+
+    assert loop.run(go()) == "Retry timeout"
+
+
+def test_a_creation_is_not_repeated_after_a_5xx(
+    with_client: Callable[..., Any], fake_planfix: FakePlanfix, no_retry_waits: None
+) -> None:
+    # A 5xx after a POST may mean the comment exists: repeating it here could post it twice.
+    number = fake_planfix.add_task("No blind repeat")
+    fake_planfix.fail_next(1, status=502)
+
+    with pytest.raises(PlanfixUnavailable):
+        with_client(
+            lambda c: c.add_comment(
+                task_number=number, description_html="x", source_id=SOURCE_ID, source_object_id="tg:-8:8"
+            ),
+            retry_attempts=3,
+        )
+    assert len(calls_to(fake_planfix, "POST", f"/rest/task/{number}/comments/")) == 1
+
+
+def test_unknown_task_code_1000_is_not_retried(
+    with_client: Callable[..., Any], fake_planfix: FakePlanfix, no_retry_waits: None
+) -> None:
+    with pytest.raises(TaskNotFound):
+        with_client(lambda c: c.get_task(7_188_888), retry_attempts=4)
+    assert len(calls_to(fake_planfix, "GET", "/rest/task/7188888")) == 1
+
+
+def test_throttling_is_retried_and_the_daily_cap_is_reported(loop: LoopThread) -> None:
+    fake = FakePlanfix(token=PLANFIX_TOKEN, rate_per_s=1.0, rate_tolerance_s=0.0, daily_cap=4)
+    loop.run(fake.start())
+    try:
+        number = fake.add_task("Limits")
+
+        async def go() -> tuple[list[int | None], type[Exception] | None]:
+            seen: list[int | None] = []
+            async with PlanfixClient(base_url=fake.base_url, token=PLANFIX_TOKEN, retry_attempts=3) as client:
+                for _ in range(4):
+                    await client.get_task(number)  # the 2nd..4th overrun 1/s, wait Retry-After, pass
+                    seen.append(client.daily_budget_remaining)
+                try:
+                    await client.get_task(number)
+                except DailyLimitReached as error:
+                    return seen, type(error)
+            return seen, None
+
+        remaining, error = loop.run(go(), timeout_s=60)
+    finally:
+        loop.run(fake.stop())
+    assert remaining == [3, 2, 1, 0]
+    assert error is DailyLimitReached
+    statuses = [c.status for c in fake.calls]
+    assert statuses.count(200) == 4
+    assert 429 in statuses
+    assert statuses[-1] == 400  # code 22, not retried
+
+
+@pytest.mark.parametrize("service", ["binder", "relay"])
+def test_a_service_with_a_refused_token_says_so_and_exits_2(
+    service: str,
+    fake_planfix: FakePlanfix,
+    fake_telegram: FakeTelegram,
+    nats_url: str,
+    mongo_url: str,
+    work_dir: Path,
+) -> None:
+    log_dir = work_dir / f"bad-token-{service}"
+    log_dir.mkdir(exist_ok=True)
+    env = {
+        "NATS_URL": nats_url,
+        "MONGODB_URL": mongo_url,
+        "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
+        "TELEGRAM_API_BASE_URL": fake_telegram.base_url,
+        "PLANFIX_BASE_URL": fake_planfix.base_url,
+        "PLANFIX_API_TOKEN": "revoked-token",
+        "PLANFIX_RATE_PER_S": "50",
+    }
+    process = ServiceProcess(service, env, log_dir).start()
+    assert process.process is not None
+
+    code = process.process.wait(timeout=60)
+
+    assert code == 2, process.log_text()
+    assert "planfix_token_rejected" in process.log_text()
+    assert "revoked-token" not in process.log_text()

@@ -52,6 +52,8 @@ def gateway_env(*, nats_url: str, planfix_url: str, port: int, token: str = PLAN
         "PLANFIX_WEBHOOK_HOST": "127.0.0.1",
         "PLANFIX_WEBHOOK_PORT": str(port),
         "PLANFIX_TIMEOUT_S": "5",
+        # The shared fake enforces no rate; a high budget keeps these tests quick.
+        "PLANFIX_RATE_PER_S": "50",
         "NATS_URL": nats_url,
     }
 
@@ -244,8 +246,8 @@ MALFORMED: list[tuple[str, bytes, int]] = [
     ("not json", b"task=7300002&comment=1", 400),
     ("empty", b"", 400),
     (
-        "broken by a pasted quote and newline",
-        b'{"task":"7300003","comment":"1","text":"He said "hi"\nbye"}',
+        "broken JSON whose ids cannot be read",
+        b'{"task":"7300003","comment":"1","text":"He said "comment": 2,\n"}',
         400,
     ),
     ("not an object", b'["7300004", "1"]', 400),
@@ -273,6 +275,44 @@ def test_malformed_body_is_rejected(gateway: Gateway, body: bytes, status: int) 
     assert response.status_code == status
     assert response.json()["error"]
     assert gateway.healthy()
+
+
+def test_a_body_broken_by_raw_newlines_and_quotes_is_still_read_by_its_ids(
+    loop: LoopThread, nats_url: str, fake_planfix: FakePlanfix, gateway: Gateway
+) -> None:
+    task = fake_planfix.add_task("Gateway pasted text")
+    comment_id = fake_planfix.add_employee_comment(task, 'He said "hi"', fire_webhook=False)
+    # A scenario that also pastes the comment's text: Planfix inserts it raw.
+    body = f'{{"event":"comment.added","task":"{task}","comment":"{comment_id}","text":"He said "hi"\nbye"}}'
+
+    response = post(gateway, body.encode())
+
+    assert response.status_code == 200
+    [added] = eventually(
+        lambda: of_type(task_events(loop, nats_url, task), PlanfixCommentAdded), what="comment fetched"
+    )
+    assert added.comment_id == comment_id
+
+
+def test_hidden_comments_are_not_relayed(
+    loop: LoopThread, nats_url: str, fake_planfix: FakePlanfix, gateway: Gateway
+) -> None:
+    task = fake_planfix.add_task("Gateway hidden")
+    hidden = fake_planfix.add_employee_comment(task, "internal note", fire_webhook=False, hidden=True)
+    shown = fake_planfix.add_employee_comment(task, "for everyone", fire_webhook=False)
+
+    assert post(gateway, ids_body(task, hidden)).status_code == 200
+    assert post(gateway, ids_body(task, shown)).status_code == 200
+
+    [added] = eventually(
+        lambda: of_type(task_events(loop, nats_url, task), PlanfixCommentAdded), what="the shown comment"
+    )
+    assert added.comment_id == shown
+    stays(
+        lambda: len(of_type(task_events(loop, nats_url, task), PlanfixCommentAdded)) == 1,
+        for_s=1.0,
+        what="hidden comment not published",
+    )
 
 
 def test_huge_chunked_body_is_413(gateway: Gateway) -> None:

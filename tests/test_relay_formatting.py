@@ -2,38 +2,11 @@
 
 from __future__ import annotations
 
-from contracts.events import TelegramMessageReceived, TelegramUser, utc_now
 from services.relay.formatting import (
     TELEGRAM_TEXT_LIMIT,
-    planfix_comment_html,
     planfix_html_to_telegram,
     split_for_telegram,
 )
-
-
-def message(text: str, username: str | None = "ivan_p") -> TelegramMessageReceived:
-    return TelegramMessageReceived(
-        event_id="e",
-        occurred_at=utc_now(),
-        correlation_id="c",
-        causation_id="u",
-        chat_id=-1,
-        message_id=1,
-        sender=TelegramUser(id=1, full_name="Ivan <Petrov>", username=username),
-        text=text,
-        sent_at=utc_now(),
-    )
-
-
-def test_a_telegram_message_becomes_escaped_html_with_its_author() -> None:
-    html = planfix_comment_html(message("<script>alert(1)</script>\nsecond line"))
-    assert "<b>Ivan &lt;Petrov&gt;</b> (@ivan_p)" in html
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;<br>second line" in html
-    assert "<script>" not in html
-
-
-def test_an_author_without_username_is_named_by_name_only() -> None:
-    assert "(@" not in planfix_comment_html(message("hi", username=None))
 
 
 def test_planfix_html_keeps_what_telegram_supports_and_drops_the_rest() -> None:

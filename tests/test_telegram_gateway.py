@@ -26,7 +26,9 @@ from contracts import subjects
 from contracts.events import (
     AnyEvent,
     BindRequested,
+    TelegramMessageEdited,
     TelegramMessageReceived,
+    TelegramReactionChanged,
     TelegramUser,
     event_id_for,
     telegram_bind_key,
@@ -353,7 +355,9 @@ def test_a_message_posted_as_a_channel_is_stored_under_the_channel(
 
     [event] = eventually(lambda: streams.messages(unique_chat_id), what="message event")
 
-    assert event.sender == TelegramUser(id=channel_id, full_name="Support news", username="support_news")
+    assert event.sender == TelegramUser(
+        id=channel_id, full_name="Support news", username="support_news", is_channel=True
+    )
 
 
 def test_private_chats_are_ignored(
@@ -369,7 +373,7 @@ def test_private_chats_are_ignored(
     assert fake_telegram.sent_messages(private_chat_id) == []
 
 
-def test_non_text_group_messages_are_ignored(
+def test_a_caption_is_never_a_command_and_service_messages_are_not_carried(
     fake_telegram: FakeTelegram, streams: Streams, unique_chat_id: int
 ) -> None:
     photo = {
@@ -381,11 +385,226 @@ def test_non_text_group_messages_are_ignored(
         "caption": "/task from a caption",
     }
     fake_telegram.add_update({"message": photo})
+    fake_telegram.add_group_message(unique_chat_id, None, extra={"new_chat_title": "Renamed"})
 
     handled_up_to(fake_telegram, streams, unique_chat_id)
 
-    assert [e.text for e in streams.messages(unique_chat_id)] == ["marker"]
+    assert [e.text for e in streams.messages(unique_chat_id)] == ["/task from a caption", "marker"]
     assert streams.bind_requests(unique_chat_id) == []
+
+
+# --- every kind of message, edits and reactions ----------------------------------------------------
+
+USER = {"id": 777, "is_bot": False, "first_name": "Olga", "username": "olga_s"}
+KINDS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    (
+        "photo: the largest size",
+        {
+            "photo": [
+                {"file_id": "small", "file_unique_id": "s1", "width": 90, "height": 90, "file_size": 900},
+                {"file_id": "large", "file_unique_id": "l1", "width": 1280, "height": 960, "file_size": 9e4},
+            ],
+            "caption": "the jam",
+        },
+        {"text": "the jam", "content_type": "photo", "files": [("photo", "large")]},
+    ),
+    (
+        "document",
+        {"document": {"file_id": "doc", "file_unique_id": "d1", "file_name": "log.txt", "file_size": 5}},
+        {"text": "", "content_type": "document", "files": [("document", "doc")], "name": "log.txt"},
+    ),
+    (
+        "voice",
+        {"voice": {"file_id": "v", "file_unique_id": "v1", "duration": 3, "mime_type": "audio/ogg"}},
+        {"content_type": "voice", "files": [("voice", "v")]},
+    ),
+    (
+        "audio",
+        {"audio": {"file_id": "a", "file_unique_id": "a1", "duration": 3, "file_name": "song.mp3"}},
+        {"content_type": "audio", "files": [("audio", "a")], "name": "song.mp3"},
+    ),
+    (
+        "video",
+        {"video": {"file_id": "vi", "file_unique_id": "vi1", "width": 1, "height": 1, "duration": 1}},
+        {"content_type": "video", "files": [("video", "vi")]},
+    ),
+    (
+        "video note",
+        {"video_note": {"file_id": "vn", "file_unique_id": "vn1", "length": 1, "duration": 1}},
+        {"content_type": "video_note", "files": [("video_note", "vn")]},
+    ),
+    (
+        "animation",
+        {
+            "animation": {"file_id": "an", "file_unique_id": "an1", "width": 1, "height": 1, "duration": 1},
+            "document": {"file_id": "an", "file_unique_id": "an1"},
+        },
+        {"content_type": "animation", "files": [("animation", "an")]},
+    ),
+    (
+        "sticker",
+        {
+            "sticker": {
+                "file_id": "st",
+                "file_unique_id": "st1",
+                "type": "regular",
+                "width": 512,
+                "height": 512,
+                "is_animated": True,
+                "is_video": False,
+                "emoji": "😀",
+                "set_name": "HappyCats",
+            }
+        },
+        {"content_type": "sticker", "files": [("sticker", "st")], "sticker": ("😀", "HappyCats", False)},
+    ),
+    ("location", {"location": {"latitude": 55.75, "longitude": 37.61}}, {"location": (55.75, 37.61, None)}),
+    (
+        "venue",
+        {
+            "location": {"latitude": 1.5, "longitude": 2.5},
+            "venue": {
+                "location": {"latitude": 1.5, "longitude": 2.5},
+                "title": "Office",
+                "address": "Main 1",
+            },
+        },
+        {"location": (1.5, 2.5, "Office")},
+    ),
+    (
+        "contact",
+        {"contact": {"phone_number": "+100200", "first_name": "Petr", "last_name": "Sidorov", "user_id": 9}},
+        {"contact": ("Petr Sidorov", "+100200")},
+    ),
+    (
+        "poll",
+        {
+            "poll": {
+                "id": "p",
+                "question": "Lunch?",
+                "total_voter_count": 0,
+                "is_closed": False,
+                "is_anonymous": True,
+                "type": "regular",
+                "allows_multiple_answers": False,
+                "allows_revoting": False,
+                "members_only": False,
+                "options": [
+                    {"persistent_id": "1", "text": "Pizza", "voter_count": 0},
+                    {"persistent_id": "2", "text": "Soup", "voter_count": 0},
+                ],
+            }
+        },
+        {"poll": ("Lunch?", ["Pizza", "Soup"])},
+    ),
+    (
+        "forwarded from a person",
+        {"text": "fwd", "forward_origin": {"type": "user", "date": 1, "sender_user": USER}},
+        {"forwarded": "Olga (@olga_s)"},
+    ),
+    (
+        "forwarded from a channel",
+        {
+            "text": "news",
+            "forward_origin": {
+                "type": "channel",
+                "date": 1,
+                "message_id": 3,
+                "chat": {"id": -1009, "type": "channel", "title": "Ops news", "username": "opsnews"},
+            },
+        },
+        {"forwarded": "channel Ops news (@opsnews)"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "expected"), [(f, e) for _, f, e in KINDS], ids=[n for n, _, _ in KINDS])
+def test_every_kind_of_message_becomes_a_message_event_with_its_content(
+    fake_telegram: FakeTelegram,
+    streams: Streams,
+    unique_chat_id: int,
+    fields: dict[str, Any],
+    expected: dict[str, Any],
+) -> None:
+    fake_telegram.add_group_message(unique_chat_id, None, extra=fields)
+
+    [event] = eventually(lambda: streams.messages(unique_chat_id), what="message event")
+
+    if "text" in expected:
+        assert event.text == expected["text"]
+    if "content_type" in expected:
+        assert event.content_type == expected["content_type"]
+    if "files" in expected:
+        assert [(a.kind, a.file_id) for a in event.attachments] == expected["files"]
+    if "name" in expected:
+        assert event.attachments[0].file_name == expected["name"]
+    if "sticker" in expected:
+        sticker = event.attachments[0]
+        assert (sticker.emoji, sticker.set_name, sticker.is_image) == expected["sticker"]
+    if "location" in expected:
+        assert event.location is not None
+        assert (event.location.latitude, event.location.longitude, event.location.title) == expected[
+            "location"
+        ]
+    if "contact" in expected:
+        assert event.contact is not None
+        assert (event.contact.full_name, event.contact.phone_number) == expected["contact"]
+    if "poll" in expected:
+        assert event.poll is not None
+        assert (event.poll.question, event.poll.options) == expected["poll"]
+    if "forwarded" in expected:
+        assert event.forwarded_from == expected["forwarded"]
+
+
+def test_a_reply_carries_a_quote_and_entities_and_albums_keep_their_group(
+    fake_telegram: FakeTelegram, streams: Streams, unique_chat_id: int
+) -> None:
+    first = fake_telegram.add_group_message(
+        unique_chat_id, "Printer on floor 3\nsecond line", first_name="Anna"
+    )
+    bold = [{"type": "bold", "offset": 0, "length": 4}]
+    fake_telegram.add_group_message(
+        unique_chat_id,
+        "Done, replaced it",
+        extra={"reply_to_message": first["message"], "entities": bold, "media_group_id": "album-1"},
+    )
+
+    events = eventually(lambda: streams.messages(unique_chat_id)[1:], what="reply event")
+
+    [reply] = events
+    assert reply.reply_to is not None
+    assert (reply.reply_to.author, reply.reply_to.first_line) == (
+        "Anna Petrov (@ivan_p)",
+        "Printer on floor 3",
+    )
+    assert [(e.type, e.offset, e.length) for e in reply.entities] == [("bold", 0, 4)]
+    assert reply.media_group_id == "album-1"
+
+
+def test_an_edit_and_a_reaction_become_events_and_reactions_are_asked_for(
+    fake_telegram: FakeTelegram, streams: Streams, unique_chat_id: int
+) -> None:
+    original = fake_telegram.add_group_message(unique_chat_id, "typo hree")
+    message_id = original["message"]["message_id"]
+    eventually(lambda: streams.messages(unique_chat_id), what="message stored")
+
+    fake_telegram.edit_group_message(original, "typo here")
+    fake_telegram.add_reaction(unique_chat_id, message_id, ["👍", "🔥"])
+
+    [edited] = eventually(
+        lambda: [e for e in streams.anything(unique_chat_id) if isinstance(e, TelegramMessageEdited)],
+        what="edit event",
+    )
+    [reacted] = eventually(
+        lambda: [e for e in streams.anything(unique_chat_id) if isinstance(e, TelegramReactionChanged)],
+        what="reaction event",
+    )
+    assert (edited.message_id, edited.text) == (message_id, "typo here")
+    assert reacted.message_id == message_id
+    assert [r.emoji for r in reacted.reactions] == ["👍", "🔥"]
+    assert reacted.actor.display == "Anna (@anna_iv)"
+    polls = [c for c in fake_telegram.calls if c.method == "getUpdates" and "allowed_updates" in c.params]
+    assert {"message", "edited_message", "message_reaction"} <= set(polls[-1].params["allowed_updates"])
 
 
 # --- life-cycle (last: stops this module's gateway) ----------------------------------------------

@@ -12,7 +12,7 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from bridge_lib.eventbus import EventPublisher, consume, durable_pull, ensure_streams, jstream, make_broker
 from bridge_lib.health import mongo_ping, start_health_server
 from bridge_lib.metrics import track_planfix_budget
-from bridge_lib.planfix import PlanfixClient
+from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
 from bridge_lib.runtime import wait_for_stop_signal
 from contracts import subjects
 from contracts.events import BindRequested
@@ -41,12 +41,6 @@ async def run(settings: BinderSettings) -> None:
     )
     store = BindingStore(mongo[settings.mongodb_database])
     await store.create_indexes()
-    planfix = PlanfixClient(
-        base_url=settings.planfix_base_url,
-        token=settings.planfix_api_token.get_secret_value(),
-        timeout_s=settings.planfix_timeout_s,
-    )
-    track_planfix_budget(planfix)
     broker = make_broker(settings.nats_url, name="binder")
     broker.include_router(router)
     health = await start_health_server(
@@ -58,6 +52,10 @@ async def run(settings: BinderSettings) -> None:
     )
     await broker.connect()
     await ensure_streams(broker, replicas=settings.nats_stream_replicas)
+    planfix = await paced_planfix_client(settings, broker.connection.jetstream())
+    track_planfix_budget(planfix)
+    if not await planfix_self_check(planfix):
+        raise SystemExit(2)
     broker.context.set_global(
         "binder",
         Binder(

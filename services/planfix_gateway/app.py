@@ -19,13 +19,7 @@ from faststream.nats import NatsBroker
 from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
 from bridge_lib.health import start_health_server
 from bridge_lib.metrics import track_planfix_budget
-from bridge_lib.planfix import (
-    PlanfixAuthError,
-    PlanfixClient,
-    PlanfixRejected,
-    PlanfixUnavailable,
-    TaskNotFound,
-)
+from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
 from services.planfix_gateway.config import PlanfixGatewaySettings
 from services.planfix_gateway.fetcher import CommentFetcher, router
 from services.planfix_gateway.webhook import WebhookReceiver
@@ -41,8 +35,6 @@ WEBHOOK_PUBLISH_TIMEOUT_S = 4.0
 # Below the fetcher's ack_wait (60 s), so a stuck publish is retried before NATS redelivers.
 FETCHER_PUBLISH_GIVE_UP_S = 30.0
 STOP_TIMEOUT_S = 10.0
-# Any task number will do: "not found" proves the token works as well as a hit does.
-SELF_CHECK_TASK = 1
 
 
 async def run(settings: PlanfixGatewaySettings) -> int:
@@ -78,14 +70,6 @@ async def run(settings: PlanfixGatewaySettings) -> int:
 
 async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitStack) -> int | None:
     """Start everything, registering each teardown on ``stack``; an exit code if start-up failed."""
-    planfix = PlanfixClient(
-        base_url=settings.planfix_base_url,
-        token=settings.planfix_api_token.get_secret_value(),
-        timeout_s=settings.planfix_timeout_s,
-    )
-    stack.push_async_callback(planfix.aclose)
-    track_planfix_budget(planfix)
-
     broker = make_broker(settings.nats_url, name=SERVICE)
     broker.include_router(router)
     stack.push_async_callback(_stop_broker, broker)
@@ -96,6 +80,9 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
     log.info("nats_connecting")
     await broker.connect()
     await ensure_streams(broker, replicas=settings.nats_stream_replicas)
+    planfix = await paced_planfix_client(settings, broker.connection.jetstream())
+    stack.push_async_callback(planfix.aclose)
+    track_planfix_budget(planfix)
 
     if not await planfix_self_check(planfix):
         return EXIT_CONFIG
@@ -103,6 +90,7 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
     fetcher = CommentFetcher(
         planfix=planfix,
         source_id=settings.planfix_source_id,
+        relay_hidden=settings.planfix_relay_hidden_comments,
         publisher=EventPublisher(broker, give_up_after_s=FETCHER_PUBLISH_GIVE_UP_S),
     )
     broker.context.set_global("fetcher", fetcher)
@@ -138,32 +126,6 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
         webhook_path="/planfix/webhook/<PLANFIX_WEBHOOK_SECRET>",
     )
     return None
-
-
-async def planfix_self_check(planfix: PlanfixClient) -> bool:
-    """False when Planfix refuses the token (the operator must fix it); True otherwise."""
-    try:
-        await planfix.get_task(SELF_CHECK_TASK)
-    except PlanfixAuthError as error:
-        log.error(
-            "planfix_token_rejected",
-            error=str(error),
-            hint="PLANFIX_API_TOKEN is wrong or inactive: Planfix -> Account management -> API access",
-        )
-        return False
-    except PlanfixUnavailable as error:
-        log.warning(
-            "planfix_unreachable_at_start",
-            error=str(error),
-            hint="check PLANFIX_BASE_URL; comments are fetched once Planfix answers",
-        )
-    except TaskNotFound:
-        log.info("planfix_self_check_ok")
-    except PlanfixRejected as error:
-        log.warning("planfix_self_check_refused", error=str(error), hint="the token may lack rights")
-    else:
-        log.info("planfix_self_check_ok")
-    return True
 
 
 async def _stop_broker(broker: NatsBroker) -> None:

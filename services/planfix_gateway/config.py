@@ -22,6 +22,8 @@ class PlanfixGatewaySettings(NatsSettings, PlanfixSettings, HealthSettings):
     planfix_webhook_port: int = Field(default=8081, alias="PLANFIX_WEBHOOK_PORT", ge=0, le=65535)
     # A scenario body holds two ids; anything near this size is not from our scenario.
     planfix_webhook_max_body: int = Field(default=64 * 1024, alias="PLANFIX_WEBHOOK_MAX_BODY", ge=256)
+    # Hidden comments (isHidden) are internal to Planfix; relay them to the group only if asked.
+    planfix_relay_hidden_comments: bool = Field(default=False, alias="PLANFIX_RELAY_HIDDEN_COMMENTS")
 
     @field_validator("planfix_webhook_secret")
     @classmethod

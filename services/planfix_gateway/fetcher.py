@@ -46,10 +46,13 @@ DURABLE = "planfix_gateway-comment-fetcher"
 
 
 class CommentFetcher:
-    def __init__(self, *, planfix: PlanfixClient, publisher: EventPublisher, source_id: str) -> None:
+    def __init__(
+        self, *, planfix: PlanfixClient, publisher: EventPublisher, source_id: str, relay_hidden: bool = False
+    ) -> None:
         self._planfix = planfix
         self._publisher = publisher
         self._source_id = source_id
+        self._relay_hidden = relay_hidden
 
     async def handle(self, notice: PlanfixCommentWebhookReceived, delivery: Delivery) -> None:
         comment = await self._fetch(notice.comment_id)
@@ -57,6 +60,10 @@ class CommentFetcher:
             return
         if comment.is_deleted:
             log.info("comment_deleted_skipped", comment_id=comment.id)
+            return
+        if comment.is_hidden and not self._relay_hidden:
+            # Hidden comments are Planfix-internal; PLANFIX_RELAY_HIDDEN_COMMENTS=true relays them.
+            log.info("hidden_comment_not_relayed", comment_id=comment.id)
             return
         # The comment's own task wins: a hand-edited scenario template may send the wrong number.
         task_number = comment.task_number or notice.task_number
@@ -109,6 +116,7 @@ def comment_added(
         source_id=our_source_id if comment.source_object_id else None,
         source_object_id=comment.source_object_id,
         written_at=comment.written_at,
+        is_hidden=comment.is_hidden,
     )
 
 

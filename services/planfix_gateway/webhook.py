@@ -7,6 +7,11 @@ publish one event, answer. The comment itself is fetched later by ``fetcher``.
 Accepted body: a JSON object ``{"task": <id>, "comment": <id>}`` (aliases ``taskNumber`` and
 ``commentId``), each id an integer or a string of digits, since Planfix pastes template values
 as text; an optional ``"event"`` must be ``"comment.added"``. Anything else is a 400.
+
+Planfix pastes template variables raw, so a scenario whose body also carries text (a comment
+with quotes or line breaks) sends broken JSON. Such a body is still accepted when the ids can be
+read from it unambiguously (``"task": "123"`` and ``"comment": "456"``, each exactly once): the
+ids are all the bridge needs, and refusing would stall Planfix's queue for 3 minutes.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import re
+from collections import Counter
 from typing import Any, NamedTuple
 
 import msgspec
@@ -47,7 +53,10 @@ def parse_webhook(raw: bytes) -> WebhookIds:
     try:
         data: Any = msgspec.json.decode(raw)
     except ValueError as error:  # msgspec.DecodeError, or UnicodeDecodeError inside a string
-        raise BadWebhook("body is not valid JSON") from error
+        salvaged = salvage_ids(raw)
+        if salvaged is None:
+            raise BadWebhook("body is not valid JSON") from error
+        data = salvaged
     if not isinstance(data, dict):
         raise BadWebhook("body must be a JSON object")
     event = data.get("event")
@@ -56,6 +65,26 @@ def parse_webhook(raw: bytes) -> WebhookIds:
     return WebhookIds(
         task_number=_id(data, "task", "taskNumber"), comment_id=_id(data, "comment", "commentId")
     )
+
+
+_SALVAGE_FIELDS = ("event", "task", "taskNumber", "comment", "commentId")
+
+
+def salvage_ids(raw: bytes) -> dict[str, str] | None:
+    """The top-level fields of our template read from a body that is not valid JSON (a pasted
+    text broke it), or None when they cannot be read unambiguously."""
+    text = raw.decode("utf-8", errors="replace")
+    found: dict[str, str] = {}
+    for name in _SALVAGE_FIELDS:
+        value = r'"([A-Za-z0-9._-]{1,40})"' if name == "event" else r'"?\s*(\d{1,19})\s*"?'
+        matches = re.findall(rf'"{name}"\s*:\s*{value}\s*(?=[,}}\s])', text)
+        if len(matches) > 1:
+            return None  # the field appears twice: no guessing which one is ours
+        if matches:
+            found[name] = matches[0]
+    has_task = "task" in found or "taskNumber" in found
+    has_comment = "comment" in found or "commentId" in found
+    return found if has_task and has_comment else None
 
 
 def _id(data: dict[str, Any], name: str, alias: str) -> int:
@@ -88,6 +117,8 @@ class WebhookReceiver:
         self._max_body = max_body
         self._publisher = publisher
         self._publish_timeout_s = publish_timeout_s
+        # Answers by outcome (accepted, duplicate, rejected, bad_secret...), for metrics.
+        self.counts: Counter[str] = Counter()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self._max_body)
@@ -99,6 +130,7 @@ class WebhookReceiver:
         # Constant-time, and before the body is read: a stranger costs us nothing.
         if not hmac.compare_digest(request.match_info["secret"].encode(), self._secret):
             log.warning("webhook_bad_secret", remote=request.remote)
+            self.counts["bad_secret"] += 1
             return _error(401, "unauthorized")
         try:
             raw = await self._read_body(request)
@@ -109,6 +141,7 @@ class WebhookReceiver:
             log.warning(
                 "webhook_body_too_large", remote=request.remote, content_length=request.content_length
             )
+            self.counts["too_large"] += 1
             return _error(413, f"body larger than {self._max_body} bytes")
         try:
             ids = parse_webhook(raw)
@@ -119,6 +152,7 @@ class WebhookReceiver:
                 remote=request.remote,
                 body=raw[:200].decode(errors="replace"),
             )
+            self.counts["rejected"] += 1
             return _error(400, str(error))
         return await self._store(ids)
 
@@ -148,8 +182,10 @@ class WebhookReceiver:
                     )
             except Exception as error:  # NATS down or slow: Planfix retries later, nothing is lost
                 log.warning("webhook_not_stored", error=f"{type(error).__name__}: {error}")
+                self.counts["not_stored"] += 1
                 return _error(503, "cannot store the notice now, retry later")
             log.info("webhook_accepted", duplicate=not stored)
+            self.counts["accepted" if stored else "duplicate"] += 1
         return web.json_response({"ok": True})
 
 

@@ -1,4 +1,5 @@
-"""Text on the way across: Telegram text -> Planfix comment HTML, Planfix HTML -> Telegram HTML.
+"""Text on the way to Telegram: Planfix HTML -> Telegram HTML (Telegram -> Planfix comment HTML
+is ``comment_html``).
 
 Telegram's HTML parse mode accepts only a few tags (b, i, u, s, code, pre, a, blockquote,
 tg-spoiler); anything else makes ``sendMessage`` fail, so Planfix HTML is rebuilt from a
@@ -12,7 +13,7 @@ import html
 import re
 from html.parser import HTMLParser
 
-from contracts.events import BindRejected, PlanfixCommentAdded, TaskBound, TelegramMessageReceived
+from contracts.events import BindRejected, PlanfixCommentAdded, TaskBound
 
 TELEGRAM_TEXT_LIMIT = 4096
 
@@ -21,15 +22,6 @@ _INLINE_TAGS = {
     "s": "s", "strike": "s", "del": "s", "code": "code", "pre": "pre", "blockquote": "blockquote",
 }  # fmt: skip
 _BLOCK_TAGS = {"p", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "table"}
-
-
-def planfix_comment_html(message: TelegramMessageReceived) -> str:
-    """The comment a Telegram message becomes: who wrote it, then the text."""
-    author = f"<b>{html.escape(message.sender.full_name)}</b>"
-    if message.sender.username:
-        author += f" (@{html.escape(message.sender.username)})"
-    body = html.escape(message.text).replace("\n", "<br>")
-    return f"<p>{author} · Telegram</p><p>{body}</p>"
 
 
 def telegram_comment_text(comment: PlanfixCommentAdded) -> str:

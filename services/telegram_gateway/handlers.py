@@ -21,11 +21,16 @@ from bridge_lib.eventbus import EventPublisher
 from contracts import subjects
 from contracts.events import (
     BindRequested,
-    TelegramMessageReceived,
     TelegramUser,
     root_envelope,
     telegram_bind_key,
-    telegram_message_key,
+)
+from services.telegram_gateway import content
+from services.telegram_gateway.content import thread_of
+from services.telegram_gateway.inbound import (
+    on_edited_group_message,
+    on_group_message,
+    on_message_reaction,
 )
 
 log = structlog.get_logger("telegram_gateway")
@@ -73,11 +78,6 @@ def sender_of(message: Message) -> TelegramUser | None:
     if user is None:
         return None
     return TelegramUser(id=user.id, full_name=user.full_name, username=user.username, is_bot=user.is_bot)
-
-
-def thread_of(message: Message) -> int | None:
-    # message_thread_id is also set on replies in ordinary groups; only forum topics count.
-    return message.message_thread_id if message.is_topic_message else None
 
 
 class AnonymousAdminNotices:
@@ -147,40 +147,10 @@ async def on_task_command(
         )
 
 
-async def on_group_text(message: Message, event_update: Update, publisher: EventPublisher) -> None:
-    sender = sender_of(message)
-    if sender is None or message.text is None:
-        log.info("message_without_sender_ignored", chat_id=message.chat.id, message_id=message.message_id)
-        return
-    chat_id, message_id = message.chat.id, message.message_id
-    key = telegram_message_key(chat_id, message_id)
-    event = TelegramMessageReceived(
-        **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
-        chat_id=chat_id,
-        message_id=message_id,
-        sender=sender,
-        text=message.text,
-        sent_at=message.date,
-        chat_title=message.chat.title,
-        thread_id=thread_of(message),
-        update_id=event_update.update_id,
-    )
-    with structlog.contextvars.bound_contextvars(
-        correlation_id=event.correlation_id, chat_id=chat_id, message_id=message_id
-    ):
-        stored = await publisher.publish(
-            event, subject=subjects.telegram_message_received(chat_id), msg_id=key
-        )
-        # The length, not the text: message content stays out of the logs.
-        log.info(
-            "telegram_message_stored" if stored else "telegram_message_duplicate", chars=len(message.text)
-        )
-
-
 async def on_other_group_message(message: Message) -> None:
-    # Media, stickers, service messages: not carried yet.
+    # Service messages (joins, pins, title changes...): nothing a person wrote.
     log.info(
-        "non_text_message_ignored",
+        "service_message_ignored",
         chat_id=message.chat.id,
         message_id=message.message_id,
         content_type=str(message.content_type),
@@ -194,6 +164,10 @@ def build_router() -> Router:
     router.message.register(on_private_message, F.chat.type == ChatType.PRIVATE)
     router.message.register(on_anonymous_admin, GROUP_CHATS, is_anonymous_admin)
     router.message.register(on_task_command, GROUP_CHATS, F.text, Command("task", ignore_case=True))
-    router.message.register(on_group_text, GROUP_CHATS, F.text)
+    router.message.register(on_group_message, GROUP_CHATS, content.is_carried)
     router.message.register(on_other_group_message, GROUP_CHATS)
+    router.edited_message.register(on_edited_group_message, GROUP_CHATS)
+    # Telegram sends reactions only to an admin bot that lists them in allowed_updates; this
+    # registration puts "message_reaction" there (Dispatcher.resolve_used_update_types).
+    router.message_reaction.register(on_message_reaction, GROUP_CHATS)
     return router

@@ -1,0 +1,144 @@
+"""One request budget per Planfix account, shared by every service and replica that calls it.
+
+Planfix allows about one request per second per account (and a daily cap). The binder, every
+relay replica and the planfix_gateway all call the same account, so a per-process limiter
+cannot keep the sum under the limit. The budget therefore lives in NATS, which every service
+already depends on: a JetStream key-value bucket (``PLANFIX_PACING``) holds, per account, the
+*theoretical arrival time* of the next request (GCRA, a token bucket written as one number).
+
+Taking a turn is a read and a compare-and-set write of that number: the caller reserves the
+next slot (``max(stored, now) + interval``) and sleeps until its slot begins. A lost race (the
+revision moved) just retries with the new value, so two callers never get the same slot, and no
+extra service or leader election is needed: the bucket is as available as NATS itself. Why not a
+pacing service that grants slots: one more process to run, scale and keep alive, for a
+decision that takes one CAS here; a grant costs about a millisecond against a one-second budget.
+
+Assumption: hosts that share a budget keep their clocks in sync (NTP); a skew of ``d`` seconds
+lets the budget be exceeded by at most ``d`` once, never steadily.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.js.api import KeyValueConfig, StorageType
+
+from contracts.subjects import PLANFIX_PACING_BUCKET
+
+log = structlog.get_logger("pacing")
+
+# A reservation further ahead than this means the budget is overbooked by a burst of
+# callers; they still get their slot, but say so.
+_LONG_WAIT_S = 30.0
+
+
+class Pacer(Protocol):
+    async def wait_turn(self) -> None:
+        """Return when the caller may send one request."""
+
+
+class PacingUnavailable(Exception):
+    """The shared budget could not be read or written (NATS is down)."""
+
+
+class NoPacing:
+    """For tests and tools that talk to a fake with no limit."""
+
+    async def wait_turn(self) -> None:
+        return None
+
+
+def account_key(base_url: str) -> str:
+    """A KV key per Planfix account: the account is its REST address (no secret in it)."""
+    digest = hashlib.sha256(base_url.rstrip("/").lower().encode()).hexdigest()[:16]
+    return f"account_{digest}"
+
+
+class SharedPacer:
+    """GCRA over one JetStream KV key; see the module docstring."""
+
+    def __init__(
+        self,
+        kv: Any,
+        key: str,
+        *,
+        rate_per_s: float,
+        burst: int = 1,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        if rate_per_s <= 0:
+            raise ValueError("rate_per_s must be positive")
+        self._kv = kv
+        self._key = key
+        self._interval = 1.0 / rate_per_s
+        # How far ahead of its theoretical time a request may go: burst-1 intervals.
+        self._tolerance = max(0, burst - 1) * self._interval
+        self._clock = clock
+        self._sleep = sleep
+
+    async def wait_turn(self) -> None:
+        slot = await self._reserve()
+        delay = slot - self._clock()
+        if delay > _LONG_WAIT_S:
+            log.warning("planfix_pacing_long_wait", wait_s=round(delay, 1))
+        if delay > 0:
+            await self._sleep(delay)
+
+    async def _reserve(self) -> float:
+        """Book the next slot with compare-and-set; the slot's start time (wall clock)."""
+        while True:
+            try:
+                stored, revision = await self._read()
+                now = self._clock()
+                arrival = max(stored, now)
+                value = f"{arrival + self._interval:.6f}".encode()
+                if revision is None:
+                    await self._kv.create(self._key, value)
+                else:
+                    await self._kv.update(self._key, value, last=revision)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue  # another caller booked first: read its booking and go after it
+            except (nats.errors.Error, nats.js.errors.Error, OSError) as error:
+                raise PacingUnavailable(
+                    f"Planfix pacing budget unavailable: {type(error).__name__}"
+                ) from error
+            return arrival - self._tolerance
+
+    async def _read(self) -> tuple[float, int | None]:
+        try:
+            entry = await self._kv.get(self._key)
+        except nats.js.errors.KeyNotFoundError:
+            return 0.0, None
+        try:
+            return float((entry.value or b"0").decode()), entry.revision
+        except ValueError:
+            return 0.0, entry.revision
+
+
+async def open_pacing_bucket(js: Any) -> Any:
+    """The pacing bucket, created on first use (one value per key, memory is not enough:
+    a restarted NATS must not hand out a burst of slots that were already used)."""
+    try:
+        return await js.key_value(PLANFIX_PACING_BUCKET)
+    except nats.js.errors.BucketNotFoundError:
+        return await js.create_key_value(
+            KeyValueConfig(
+                bucket=PLANFIX_PACING_BUCKET,
+                description="Next free Planfix request slot per account",
+                history=1,
+                storage=StorageType.FILE,
+            )
+        )
+
+
+async def shared_pacer(js: Any, *, base_url: str, rate_per_s: float, burst: int) -> SharedPacer:
+    kv = await open_pacing_bucket(js)
+    return SharedPacer(kv, account_key(base_url), rate_per_s=rate_per_s, burst=burst)

@@ -1,0 +1,56 @@
+"""Build the Planfix client every service uses the same way: settings, retries, shared pacing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from bridge_lib.pacing import shared_pacer
+from bridge_lib.planfix import PlanfixAuthError, PlanfixClient, PlanfixRejected, PlanfixUnavailable
+from bridge_lib.settings import PlanfixSettings
+
+log = structlog.get_logger("planfix")
+
+
+async def paced_planfix_client(settings: PlanfixSettings, js: Any) -> PlanfixClient:
+    """A client whose every request takes a turn in the account's budget kept in NATS ``js``."""
+    pacer = await shared_pacer(
+        js,
+        base_url=settings.planfix_base_url,
+        rate_per_s=settings.planfix_rate_per_s,
+        burst=settings.planfix_burst,
+    )
+    return PlanfixClient(
+        base_url=settings.planfix_base_url,
+        token=settings.planfix_api_token.get_secret_value(),
+        timeout_s=settings.planfix_timeout_s,
+        pacer=pacer,
+        retry_attempts=settings.planfix_retry_attempts,
+        task_defaults=settings.planfix_task_defaults,
+    )
+
+
+async def planfix_self_check(planfix: PlanfixClient) -> bool:
+    """False when Planfix refuses the token (the operator must fix it; the service exits 2);
+    True otherwise: an unreachable Planfix only warns, the work waits for it."""
+    try:
+        await planfix.ping()
+    except PlanfixAuthError as error:
+        log.error(
+            "planfix_token_rejected",
+            error=str(error),
+            hint="PLANFIX_API_TOKEN is wrong or inactive: Planfix -> Account management -> API access",
+        )
+        return False
+    except PlanfixUnavailable as error:
+        log.warning(
+            "planfix_unreachable_at_start",
+            error=str(error),
+            hint="check PLANFIX_BASE_URL; the work waits until Planfix answers",
+        )
+    except PlanfixRejected as error:
+        log.warning("planfix_self_check_refused", error=str(error), hint="the token may lack rights")
+    else:
+        log.info("planfix_self_check_ok", daily_budget_remaining=planfix.daily_budget_remaining)
+    return True

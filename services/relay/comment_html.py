@@ -1,0 +1,146 @@
+"""Telegram -> Planfix: the HTML of a comment, built from one or more message blocks.
+
+A comment holds one Telegram message, or several (a backlog combined, an album) each as its own
+block: an author line with the time, what it forwards or answers, the text with its formatting,
+what is not text (location, contact, poll, sticker, files that could not be attached), and one
+short line of reactions. Blocks are stored apart (``inbound_store``) so that an edit or a
+reaction rewrites one block and the comment is rebuilt from all of them.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from contracts.events import TelegramAttachment, TelegramEntity, TelegramMessageReceived, TelegramUser
+from services.relay.entities import entities_to_html
+
+MB = 1024 * 1024
+# Telegram content a comment cannot hold (see telegram_gateway.content.NAMED_CONTENT).
+NOT_SHOWN = frozenset({"story", "game", "invoice", "paid_media", "giveaway", "giveaway_winners", "checklist"})
+
+
+class Block(msgspec.Struct, kw_only=True):
+    """One Telegram message inside a comment; ``body`` is what an edit replaces."""
+
+    message_key: str
+    message_id: int
+    head: str
+    body: str
+    tail: str = ""
+    edited: bool = False
+    # Who reacted with what: "Anna (@anna)" -> ["👍"]; insertion order is display order.
+    reactions: dict[str, list[str]] = {}
+
+
+def author_html(sender: TelegramUser) -> str:
+    name = f"<b>{html.escape(sender.full_name)}</b>"
+    if sender.username:
+        name += f" (@{html.escape(sender.username)})"
+    if sender.is_channel:
+        name += " [channel]"
+    elif sender.is_bot:
+        name += " [bot]"
+    return name
+
+
+def head_html(message: TelegramMessageReceived, zone: ZoneInfo) -> str:
+    when = message.sent_at.astimezone(zone).strftime("%H:%M")
+    lines = [f"{author_html(message.sender)} · Telegram · {when}"]
+    if message.forwarded_from:
+        lines.append(f"↪ <i>Forwarded from {html.escape(message.forwarded_from)}</i>")
+    head = f"<p>{'<br>'.join(lines)}</p>"
+    if message.reply_to is not None:
+        quote = message.reply_to
+        head += (
+            f"<blockquote><b>{html.escape(quote.author)}</b>: {html.escape(quote.first_line)}</blockquote>"
+        )
+    return head
+
+
+def body_html(text: str, entities: Sequence[TelegramEntity]) -> str:
+    if not text:
+        return ""
+    return f"<p>{entities_to_html(text, entities)}</p>"
+
+
+def tail_html(message: TelegramMessageReceived, file_notes: Sequence[str]) -> str:
+    lines: list[str] = []
+    if message.location is not None:
+        place = message.location
+        link = f"https://www.openstreetmap.org/?mlat={place.latitude}&mlon={place.longitude}"
+        what = html.escape(" — ".join(p for p in (place.title, place.address) if p)) or "Location"
+        lines.append(f'📍 {what}: <a href="{html.escape(link)}">{place.latitude}, {place.longitude}</a>')
+    if message.contact is not None:
+        contact = message.contact
+        lines.append(f"👤 Contact: {html.escape(contact.full_name)}, {html.escape(contact.phone_number)}")
+    if message.poll is not None:
+        poll = message.poll
+        kind = "Quiz" if poll.is_quiz else "Poll"
+        options = "".join(f"<br>• {html.escape(option)}" for option in poll.options)
+        lines.append(f"📊 {kind}: <b>{html.escape(poll.question)}</b>{options}")
+    for attachment in message.attachments:
+        if attachment.kind == "sticker":
+            set_name = f" ({html.escape(attachment.set_name)})" if attachment.set_name else ""
+            lines.append(f"Sticker {html.escape(attachment.emoji or '')}{set_name}".rstrip())
+    if message.content_type in NOT_SHOWN:
+        kind = message.content_type.replace("_", " ")
+        lines.append(
+            f"⚠️ A {html.escape(kind)} was posted here; it cannot be shown in Planfix, open it in Telegram."
+        )
+    lines.extend(file_notes)
+    return f"<p>{'<br>'.join(lines)}</p>" if lines else ""
+
+
+def reactions_html(reactions: dict[str, list[str]]) -> str:
+    shown = [f"{''.join(emojis)} {html.escape(who)}" for who, emojis in reactions.items() if emojis]
+    return f"<p><i>Reactions: {', '.join(shown)}</i></p>" if shown else ""
+
+
+def block_html(block: Block) -> str:
+    head = block.head
+    if block.edited:
+        head = head.replace("</p>", " · <i>edited</i></p>", 1)
+    return head + block.body + block.tail + reactions_html(block.reactions)
+
+
+def comment_html(blocks: Sequence[Block]) -> str:
+    # A rule between the messages of a combined comment keeps each one readable on its own.
+    return "<hr>".join(block_html(block) for block in blocks)
+
+
+def build_block(message: TelegramMessageReceived, zone: ZoneInfo, file_notes: Sequence[str]) -> Block:
+    return Block(
+        message_key=message.source_key,
+        message_id=message.message_id,
+        head=head_html(message, zone),
+        body=body_html(message.text, message.entities),
+        tail=tail_html(message, file_notes),
+    )
+
+
+def size_text(size: int) -> str:
+    return f"{size / MB:.1f} MB" if size >= MB else f"{max(1, size // 1024)} KB"
+
+
+def file_label(attachment: TelegramAttachment) -> str:
+    name = html.escape(attachment.file_name or attachment.kind)
+    return f"{name} ({size_text(attachment.file_size)})" if attachment.file_size else name
+
+
+def too_big_for_telegram_note(attachment: TelegramAttachment) -> str:
+    return (
+        f"📎 {file_label(attachment)} was not attached: Telegram lets bots download files of at "
+        "most 20 MB. Open it in the Telegram group."
+    )
+
+
+def too_big_for_planfix_note(attachment: TelegramAttachment) -> str:
+    return f"📎 {file_label(attachment)} was not attached: it is larger than the Planfix plan allows."
+
+
+def unavailable_note(attachment: TelegramAttachment) -> str:
+    return f"📎 {file_label(attachment)} could not be fetched from Telegram. Open it in the Telegram group."

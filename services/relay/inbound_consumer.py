@@ -1,0 +1,291 @@
+"""The relay's Telegram -> Planfix consumer: batches from one durable pull consumer, in order.
+
+Why batches and not one message at a time (``eventbus.consume``): combining a backlog into one
+comment needs to *see* the backlog. Each fetch takes whatever waits in the stream (up to
+``batch``); a batch whose newest message is an album part younger than ``album_window_s`` waits
+that long for the album's other parts. ``ToPlanfix`` splits the batch into units that succeed or
+fail as a whole, and each unit's messages are settled like ``eventbus.consume`` settles one:
+ack on success, ``nak`` with the same growing delay on a ``TransientFailure``, ``term`` on a
+``PermanentFailure`` or an undecodable message. Messages of a batch are kept alive with
+``in_progress`` while they wait for Planfix's pace.
+
+Why one active replica (a lease in NATS KV): Planfix allows about one request per second for the
+whole account, so parallel replicas would add no throughput here, but they would post a group's
+messages out of order. Every replica runs; one holds the lease and consumes, the others stand by
+and take over within ``lease_ttl_s`` when it stops or dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import msgspec
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from bridge_lib import metrics
+from bridge_lib.eventbus import (
+    Delivery,
+    PermanentFailure,
+    TransientFailure,
+    delivery_of,
+    handling,
+    retry_delay_s,
+    store_dead_letter,
+)
+from bridge_lib.lease import Lease, LeaseLost
+from contracts.events import (
+    DeadLetterReason,
+    Event,
+    TelegramMessageEdited,
+    TelegramMessageReceived,
+    TelegramReactionChanged,
+    decode_event,
+)
+from contracts.subjects import ALL_TELEGRAM_MESSAGE_ACTIVITY, TELEGRAM_STREAM
+from services.relay.to_planfix import InboundEvent, ToPlanfix
+
+log = structlog.get_logger("relay.inbound")
+
+DURABLE = "relay-telegram-inbound"
+LEGACY_DURABLE = "relay-telegram-messages"
+ACK_WAIT_S = 60.0
+_HEARTBEAT_S = ACK_WAIT_S / 3
+
+
+class InboundConsumer:
+    def __init__(
+        self,
+        js: Any,
+        to_planfix: ToPlanfix,
+        lease: Lease,
+        *,
+        batch: int = 100,
+        album_window_s: float = 1.5,
+    ) -> None:
+        self._js = js
+        self._to_planfix = to_planfix
+        self._lease = lease
+        self._batch = batch
+        self._album_window_s = album_window_s
+
+    async def run(self) -> None:
+        """Consume while holding the lease; stand by while another replica holds it."""
+        try:
+            while True:
+                await self._lease.acquire()
+                keep = asyncio.create_task(self._lease.keep())
+                work = asyncio.create_task(self._consume())
+                try:
+                    done, _ = await asyncio.wait({keep, work}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in (keep, work):
+                        await _cancelled(task)
+                if work in done:
+                    work.result()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._lease.release(), 2.0)
+
+    async def _consume(self) -> None:
+        # The one-message-at-a-time consumer of earlier versions would hold messages forever.
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self._js.delete_consumer(TELEGRAM_STREAM.name, LEGACY_DURABLE)
+        subscription = await self._js.pull_subscribe(
+            ALL_TELEGRAM_MESSAGE_ACTIVITY,
+            durable=DURABLE,
+            stream=TELEGRAM_STREAM.name,
+            config=ConsumerConfig(
+                durable_name=DURABLE,
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=ACK_WAIT_S,
+                max_deliver=-1,
+                max_ack_pending=1000,
+            ),
+        )
+        log.info("inbound_consumer_started")
+        try:
+            while True:
+                try:
+                    messages = await subscription.fetch(self._batch, timeout=5.0)
+                except nats.errors.TimeoutError:
+                    continue
+                except nats.errors.Error as error:
+                    # NATS away (the client reconnects by itself): try again shortly.
+                    log.warning("inbound_fetch_failed", error=type(error).__name__)
+                    await asyncio.sleep(1.0)
+                    continue
+                messages += await self._rest_of_album(subscription, messages)
+                retry_in = await self._handle(messages)
+                if retry_in is not None:
+                    # Fetch nothing new until the held-back messages are due again: they are
+                    # redelivered ahead of newer ones, so a group's order survives the failure.
+                    await asyncio.sleep(retry_in)
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def _rest_of_album(self, subscription: Any, messages: list[Any]) -> list[Any]:
+        """More messages while the newest one is an album part younger than the window."""
+        more: list[Any] = []
+        while True:
+            newest = (more or messages)[-1]
+            if b'"media_group_id":"' not in newest.data:
+                return more
+            age = time.time() - newest.metadata.timestamp.timestamp()
+            if age >= self._album_window_s:
+                return more
+            try:
+                more += await subscription.fetch(self._batch, timeout=self._album_window_s - age + 0.05)
+            except nats.errors.TimeoutError:
+                return more
+
+    async def _handle(self, messages: list[Any]) -> float | None:
+        """Carry a batch; the retry delay when part of it was held back for later.
+
+        A replay an operator sent with ``--force-effects`` is carried on its own, marked as the
+        current delivery, so the effects it asks for are made again (see ``forcing_effects``).
+        """
+        forced = [message for message in messages if delivery_of(message, DURABLE).force_effects]
+        if not forced:
+            return await self._handle_batch(messages)
+        retry_in = await self._handle_batch([m for m in messages if m not in forced])
+        for message in forced:
+            with handling(delivery_of(message, DURABLE)):
+                retry_in = await self._handle_batch([message]) or retry_in
+        return retry_in
+
+    async def _handle_batch(self, messages: list[Any]) -> float | None:
+        if not messages:
+            return None
+        events: list[InboundEvent] = []
+        raw_of: dict[str, Any] = {}
+        for message in messages:
+            try:
+                event = decode_event(message.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                log.error("undecodable_event", error=str(error), subject=message.subject)
+                metrics.EVENTS_IN.labels(DURABLE, "undecodable", "dead_lettered").inc()
+                await _give_up(message, None, DeadLetterReason.UNDECODABLE, str(error))
+                continue
+            if not isinstance(
+                event, TelegramMessageReceived | TelegramMessageEdited | TelegramReactionChanged
+            ):
+                metrics.EVENTS_IN.labels(DURABLE, event.tag, "skipped").inc()
+                await message.ack()
+                continue
+            events.append(event)
+            raw_of[event.event_id] = message
+        if not events:
+            return None
+        heartbeat = asyncio.create_task(self._heartbeat(list(raw_of.values())))
+        try:
+            retry_in: float | None = None
+            try:
+                units = await self._to_planfix.units(events)
+            except Exception:  # the store or the binding directory is unreachable
+                retry_in = retry_delay_s(max(raw.metadata.num_delivered for raw in raw_of.values()))
+                log.exception("batch_not_planned", retry_in_s=retry_in)
+                for raw in raw_of.values():
+                    await raw.nak(delay=retry_in)
+                return retry_in
+            for unit in units:
+                raws = [raw_of[event.event_id] for event in unit.events]
+                attempts = max(raw.metadata.num_delivered for raw in raws)
+                if retry_in is not None:
+                    # An earlier unit will come again: so does everything after it (an edit
+                    # must not overtake the message it edits).
+                    for raw in raws:
+                        await raw.nak(delay=retry_in)
+                    continue
+                with structlog.contextvars.bound_contextvars(
+                    consumer=DURABLE,
+                    correlation_id=unit.events[0].correlation_id,
+                    event_type=unit.events[0].tag,
+                    batch_events=len(unit.events),
+                ):
+                    retry_in = await self._settle(unit, raws, attempts)
+            return retry_in
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _settle(self, unit: Any, raws: list[Any], attempts: int) -> float | None:
+        """Carry one unit and settle its messages; the retry delay when they will come again."""
+        started = time.perf_counter()
+        try:
+            await self._to_planfix.carry(unit, redelivered=attempts > 1, attempts=attempts)
+        except PermanentFailure as error:
+            log.error("event_failed_permanently", error=str(error))
+            for event, raw in zip(unit.events, raws, strict=True):
+                metrics.EVENTS_IN.labels(DURABLE, event.tag, "dead_lettered").inc()
+                await _give_up(raw, event, DeadLetterReason.PERMANENT_FAILURE, str(error))
+        except Exception as error:
+            transient = isinstance(error, TransientFailure)
+            delay = retry_delay_s(attempts)
+            if transient:
+                log.warning("event_retry_later", error=str(error), retry_in_s=delay)
+            else:
+                log.exception("event_handler_crashed", retry_in_s=delay)
+            metrics.RETRIES.labels(DURABLE, "transient" if transient else "crash").inc()
+            for event, raw in zip(unit.events, raws, strict=True):
+                metrics.EVENTS_IN.labels(DURABLE, event.tag, "retry").inc()
+                await raw.nak(delay=delay)
+            return delay
+        else:
+            for raw in raws:
+                await raw.ack_sync()
+            elapsed = time.perf_counter() - started
+            now = time.time()
+            for event in unit.events:
+                metrics.EVENTS_IN.labels(DURABLE, event.tag, "ok").inc()
+                metrics.EVENT_AGE_SECONDS.labels(DURABLE, event.tag).observe(
+                    max(0.0, now - event.occurred_at.timestamp())
+                )
+                # A combined comment's time is shared by the messages it carried.
+                metrics.HANDLING_SECONDS.labels(DURABLE, event.tag).observe(elapsed / len(unit.events))
+            log.info("event_handled", ms=round(elapsed * 1000, 1))
+        return None
+
+    async def _heartbeat(self, raws: list[Any]) -> None:
+        """Tell NATS the batch is still being worked on, so a slow pace is not a redelivery."""
+        while True:
+            await asyncio.sleep(_HEARTBEAT_S)
+            for raw in raws:
+                with contextlib.suppress(Exception):
+                    await raw.in_progress()
+
+
+async def _give_up(raw: Any, event: Event | None, reason: DeadLetterReason, detail: str) -> None:
+    """Dead-letter one message, then terminate it; when the dead letter cannot be stored, keep it."""
+    delivery = Delivery(
+        stream_seq=raw.metadata.sequence.stream, num_delivered=raw.metadata.num_delivered, consumer=DURABLE
+    )
+    if await store_dead_letter(raw, delivery, event, reason, detail):
+        await raw.term()
+    else:
+        await raw.nak(delay=retry_delay_s(delivery.num_delivered))
+
+
+async def _cancelled(task: asyncio.Task[Any]) -> None:
+    """Cancel a task and wait for it; what it raises while being cancelled is only logged.
+
+    (nats-py's ``fetch`` can raise an IndexError instead of CancelledError when cancelled
+    mid-request; a stop must not turn that into a crash.)
+    """
+    if task.done():
+        return
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, LeaseLost):
+        pass
+    except Exception as error:
+        log.warning("stopped_with_error", task=task.get_name(), error=f"{type(error).__name__}: {error}")

@@ -1,0 +1,97 @@
+"""Where the relay keeps what it wrote into Planfix for Telegram messages (MongoDB).
+
+``inbound_comments``: one document per comment the bridge posts, ``_id`` = its *run key*: the
+source key of the first Telegram message in it, also sent as the comment's ``sourceObjectId``.
+It holds the task, the blocks (one per message, see ``comment_html.Block``), the attached
+Planfix file ids and, once posted, the comment id. It is written *before* the comment is
+posted (the intent) and completed after, so a crash in between is resumed from the stored
+HTML and never posts a second, differently combined comment.
+
+``message_comments``: ``_id`` = a Telegram message's source key (or an album's key) -> the run
+key holding it. Edits and reactions find their comment through it.
+
+Only operations that both MongoDB and nx-27017 serve are used (find, insert, $set updates).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import msgspec
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo.errors import DuplicateKeyError
+
+from services.relay.comment_html import Block
+
+
+class StoredComment(msgspec.Struct, kw_only=True):
+    run_key: str
+    task_number: int
+    chat_id: int
+    blocks: list[Block]
+    file_ids: list[int] = []
+    comment_id: int | None = None
+    media_group_id: str | None = None
+
+    @property
+    def message_keys(self) -> list[str]:
+        return [block.message_key for block in self.blocks]
+
+    def block_for(self, message_key: str) -> Block | None:
+        return next((block for block in self.blocks if block.message_key == message_key), None)
+
+
+def album_key(chat_id: int, media_group_id: str) -> str:
+    return f"tg:album:{chat_id}:{media_group_id}"
+
+
+class InboundStore:
+    def __init__(self, database: AsyncIOMotorDatabase[Any]) -> None:
+        self._comments = database["inbound_comments"]
+        self._index = database["message_comments"]
+
+    async def run_of(self, key: str) -> str | None:
+        """The run key holding a message (or an album), if it was ever planned into a comment."""
+        document = await self._index.find_one({"_id": key})
+        return str(document["run"]) if document else None
+
+    async def load(self, run_key: str) -> StoredComment | None:
+        document = await self._comments.find_one({"_id": run_key})
+        if not document:
+            return None
+        document["run_key"] = document.pop("_id")
+        return msgspec.convert(document, StoredComment)
+
+    async def comment_for_message(self, message_key: str) -> StoredComment | None:
+        run_key = await self.run_of(message_key)
+        return await self.load(run_key) if run_key else None
+
+    async def plan(self, comment: StoredComment) -> StoredComment:
+        """Store the intent to post ``comment``; an earlier intent under the same key wins."""
+        fields = msgspec.to_builtins(comment)
+        fields["_id"] = fields.pop("run_key")
+        try:
+            await self._comments.insert_one(fields)
+        except DuplicateKeyError:
+            earlier = await self.load(comment.run_key)
+            if earlier is not None:
+                comment = earlier
+        for key in comment.message_keys:
+            await self._link(key, comment.run_key)
+        if comment.media_group_id is not None:
+            await self._link(album_key(comment.chat_id, comment.media_group_id), comment.run_key)
+        return comment
+
+    async def save(self, comment: StoredComment) -> None:
+        """Write the comment's current blocks, files and id (after a post or an update)."""
+        fields = msgspec.to_builtins(comment)
+        fields.pop("run_key")
+        await self._comments.update_one({"_id": comment.run_key}, {"$set": fields})
+
+    async def link(self, key: str, run_key: str) -> None:
+        await self._link(key, run_key)
+
+    async def _link(self, key: str, run_key: str) -> None:
+        with contextlib.suppress(DuplicateKeyError):
+            await self._index.insert_one({"_id": key, "run": run_key})

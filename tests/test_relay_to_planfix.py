@@ -1,0 +1,156 @@
+"""The relay's Telegram -> Planfix step when Planfix fails mid-post: nothing lost, nothing twice.
+
+``ToPlanfix`` runs in the test's loop with its real collaborators: motor against the store, the
+real ``PlanfixClient`` against the fake Planfix, the real aiogram ``Bot`` against the fake
+Telegram, a real NATS for its effect events. Only the binding directory is fixed (one task).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from motor.motor_asyncio import AsyncIOMotorClient
+
+from bridge_lib.eventbus import EventPublisher, TransientFailure, ensure_streams, make_broker
+from bridge_lib.planfix import PlanfixClient
+from bridge_lib.telegram import make_bot
+from contracts.events import (
+    TelegramMessageReceived,
+    TelegramUser,
+    event_id_for,
+    telegram_message_key,
+    utc_now,
+)
+from sandbox.fake_planfix import FakePlanfix
+from sandbox.fake_telegram import FakeTelegram
+from services.relay.directory import BindingDirectory, BoundTask
+from services.relay.effects import EffectStore
+from services.relay.inbound_store import InboundStore
+from services.relay.to_planfix import ToPlanfix
+from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN
+from tests.support import LoopThread, eventually, stays
+
+SOURCE_ID = "0c6b7f0e-2d7a-4f0e-9a56-6a3f1c9b8e11"
+
+
+class OneTask(BindingDirectory):
+    def __init__(self, task_number: int) -> None:
+        super().__init__()
+        self._bound = BoundTask(task_number, "fixed")
+
+    async def task_for(self, chat_id: int, thread_id: int | None = None) -> BoundTask | None:
+        return self._bound
+
+
+@dataclass
+class Relay:
+    to_planfix: ToPlanfix
+    task_number: int
+    loop: LoopThread
+
+    def carry(self, messages: list[TelegramMessageReceived], *, attempt: int) -> None:
+        async def go() -> None:
+            for unit in await self.to_planfix.units(messages):
+                await self.to_planfix.carry(unit, redelivered=attempt > 1, attempts=attempt)
+
+        self.loop.run(go())
+
+
+@pytest.fixture
+def relay(
+    loop: LoopThread, mongo_url: str, nats_url: str, fake_planfix: FakePlanfix, fake_telegram: FakeTelegram
+) -> Iterator[Relay]:
+    client: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(
+        mongo_url, tz_aware=True, io_loop=loop.loop
+    )
+    name = f"test_relay_{uuid.uuid4().hex[:8]}"
+    broker = make_broker(nats_url, name="test-relay")
+    planfix = PlanfixClient(
+        base_url=fake_planfix.base_url, token=PLANFIX_TOKEN, timeout_s=1.0, retry_attempts=1
+    )
+    bot = make_bot(BOT_TOKEN, api_base_url=fake_telegram.base_url)
+
+    async def connect() -> None:
+        await broker.connect()
+        await ensure_streams(broker)
+
+    loop.run(connect())
+    task_number = fake_planfix.add_task("Crash recovery")
+    to_planfix = ToPlanfix(
+        directory=OneTask(task_number),
+        effects=EffectStore(client[name]),
+        store=InboundStore(client[name]),
+        planfix=planfix,
+        bot=bot,
+        publisher=EventPublisher(broker),
+        planfix_source_id=SOURCE_ID,
+        zone=ZoneInfo("UTC"),
+    )
+    try:
+        yield Relay(to_planfix, task_number, loop)
+    finally:
+        loop.run(planfix.aclose())
+        loop.run(bot.session.close())
+        loop.run(broker.stop())
+        loop.run(client.drop_database(name))
+        client.close()
+
+
+def messages(chat_id: int, *texts: str) -> list[TelegramMessageReceived]:
+    return [
+        TelegramMessageReceived(
+            event_id=event_id_for(telegram_message_key(chat_id, number)),
+            occurred_at=utc_now(),
+            correlation_id="c",
+            causation_id="u",
+            chat_id=chat_id,
+            message_id=number,
+            sender=TelegramUser(id=1, full_name="Ivan"),
+            text=text,
+            sent_at=utc_now(),
+        )
+        for number, text in enumerate(texts, start=1)
+    ]
+
+
+def test_a_failed_post_is_posted_once_as_planned_when_the_batch_comes_again(
+    relay: Relay, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    first, second, third = messages(unique_chat_id, "one", "two", "three")
+    fake_planfix.fail_next(1, status=502)
+    with pytest.raises(TransientFailure):
+        relay.carry([first, second], attempt=1)
+    assert fake_planfix.comments(relay.task_number) == []
+
+    # Redelivered with a message that came meanwhile: the planned pair stays one comment.
+    relay.carry([first, second, third], attempt=2)
+
+    comments = fake_planfix.comments(relay.task_number)
+    assert [("one" in c.description, "two" in c.description, "three" in c.description) for c in comments] == [
+        (True, True, False),
+        (False, False, True),
+    ]
+
+
+def test_a_comment_created_but_not_confirmed_is_found_not_posted_again(
+    relay: Relay, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    [message] = messages(unique_chat_id, "answer lost")
+    fake_planfix.delay_next(1.5)  # Planfix creates the comment; the client gives up waiting
+    with pytest.raises(TransientFailure):
+        relay.carry([message], attempt=1)
+    # NATS redelivers after a delay (1 s, then longer); by then Planfix has finished the request.
+    eventually(lambda: fake_planfix.comments(relay.task_number), what="Planfix finished the slow request")
+
+    relay.carry([message], attempt=2)
+    relay.carry([message], attempt=3)
+
+    stays(lambda: len(fake_planfix.comments(relay.task_number)) == 1, for_s=1.0, what="one comment")
+    [comment] = fake_planfix.comments(relay.task_number)
+    assert "answer lost" in comment.description
+    assert comment.source_object_id == message.source_key
