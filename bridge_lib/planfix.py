@@ -12,14 +12,19 @@ Assumptions, stated where the docs are silent: ``GET /comment/{id}`` wraps the c
 
 Failures become typed errors: ``PlanfixUnavailable`` (transport, 5xx, throttling: try later)
 and ``PlanfixRejected`` with subclasses for what callers act on (``TaskNotFound``,
-``CommentNotFound``, ``PlanfixAuthError``).
+``CommentNotFound``, ``FileNotFound``, ``PlanfixAuthError``).
+
+Files: ``GET /file/{id}?fields=id,name,size`` (assumed wrapped in ``"file"``, like a task in
+``"task"``) and ``GET /file/{id}/download`` (the bytes; an error comes back as the usual JSON).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import anyio
 import httpx
 import msgspec
 
@@ -30,8 +35,11 @@ CODE_ACCESS_DENIED = 6
 CODE_DAILY_LIMIT = 22
 CODE_TASK_NOT_FOUND = 1000
 CODE_COMMENT_NOT_FOUND = 5000
+CODE_FILE_NOT_FOUND = 7000
 
-COMMENT_FIELDS = "id,dateTime,description,owner,task,sourceObjectId,isDeleted"
+COMMENT_FIELDS = "id,dateTime,description,owner,task,sourceObjectId,isDeleted,files"
+FILE_FIELDS = "id,name,size"
+_DOWNLOAD_CHUNK = 256 * 1024
 
 
 class PlanfixError(Exception):
@@ -63,9 +71,27 @@ class CommentNotFound(PlanfixRejected):
     pass
 
 
+class FileNotFound(PlanfixRejected):
+    pass
+
+
+class FileTooLarge(PlanfixError):
+    """A download went past the size the caller can use; nothing was kept."""
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
 class PlanfixTask(msgspec.Struct, frozen=True, kw_only=True):
     number: int
     name: str
+
+
+class PlanfixFileInfo(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    name: str = ""
+    size: int | None = None
 
 
 class PlanfixComment(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,6 +103,7 @@ class PlanfixComment(msgspec.Struct, frozen=True, kw_only=True):
     written_at: str | None = None
     source_object_id: str | None = None
     is_deleted: bool = False
+    files: tuple[PlanfixFileInfo, ...] = ()
 
 
 class PlanfixClient:
@@ -150,6 +177,42 @@ class PlanfixClient:
         )
         return [_comment_from_json(raw) for raw in body.get("comments", [])]
 
+    # --- files ------------------------------------------------------------------------------
+
+    async def get_file(self, file_id: int) -> PlanfixFileInfo:
+        body = await self._call(
+            "GET", f"file/{file_id}", params={"fields": FILE_FIELDS}, not_found=FileNotFound
+        )
+        raw = body.get("file", body)
+        info = _file_from_json(raw if isinstance(raw, dict) else {})
+        return info or PlanfixFileInfo(id=file_id)
+
+    async def download_file(self, file_id: int, destination: Path, *, max_bytes: int) -> int:
+        """Write the file's bytes to ``destination``; the number of bytes written.
+
+        Streams to disk, so a large file never sits in memory; past ``max_bytes`` it stops,
+        deletes what it wrote and raises ``FileTooLarge``.
+        """
+        path = f"file/{file_id}/download"
+        try:
+            async with self._http.stream("GET", path) as response:
+                if response.status_code >= 400 or "json" in response.headers.get("content-type", ""):
+                    # An error answer, or a JSON file: only an error body carries a failure code.
+                    content = await response.aread()
+                    _raise_for(response, _json_or_empty(response), "GET", path, FileNotFound)
+                    written = len(content)
+                    if written <= max_bytes:
+                        await anyio.Path(destination).write_bytes(content)
+                else:
+                    written = await _stream_to(response, destination, max_bytes)
+        except httpx.TransportError as error:
+            await anyio.Path(destination).unlink(missing_ok=True)
+            raise PlanfixUnavailable(f"GET {path}: {type(error).__name__}") from error
+        if written > max_bytes:
+            await anyio.Path(destination).unlink(missing_ok=True)
+            raise FileTooLarge(f"file {file_id} is larger than {max_bytes} bytes", limit=max_bytes)
+        return written
+
     # --- plumbing ---------------------------------------------------------------------------
 
     async def _call(
@@ -166,22 +229,43 @@ class PlanfixClient:
         except httpx.TransportError as error:
             raise PlanfixUnavailable(f"{method} {path}: {type(error).__name__}") from error
         body = _json_or_empty(response)
-        code = body.get("code") if isinstance(body.get("code"), int) else None
-        if response.status_code >= 500 or response.status_code == 429 or code == CODE_DAILY_LIMIT:
-            raise PlanfixUnavailable(
-                f"{method} {path}: HTTP {response.status_code} {body.get('error', '')}".strip()
-            )
-        failed = response.status_code >= 400 or (
-            body.get("result") not in (None, "success") and code is not None
+        _raise_for(response, body, method, path, not_found)
+        return body
+
+
+async def _stream_to(response: httpx.Response, destination: Path, max_bytes: int) -> int:
+    """Bytes written; stops once past ``max_bytes`` (the caller then discards the file)."""
+    written = 0
+    async with await anyio.open_file(destination, "wb") as out:
+        async for chunk in response.aiter_bytes(_DOWNLOAD_CHUNK):
+            written += len(chunk)
+            if written > max_bytes:
+                break
+            await out.write(chunk)
+    return written
+
+
+def _raise_for(
+    response: httpx.Response, body: dict[str, Any], method: str, path: str, not_found: type[PlanfixRejected]
+) -> None:
+    """Raise the typed error an answer stands for; return when it is a success."""
+    code = body.get("code") if isinstance(body.get("code"), int) else None
+    if response.status_code >= 500 or response.status_code == 429 or code == CODE_DAILY_LIMIT:
+        raise PlanfixUnavailable(
+            f"{method} {path}: HTTP {response.status_code} {body.get('error', '')}".strip()
         )
-        if not failed:
-            return body
-        message = f"{method} {path}: HTTP {response.status_code}, code {code}: {body.get('error', '')}"
-        if code in (CODE_BAD_TOKEN, CODE_TOKEN_INACTIVE) or response.status_code == 401:
-            raise PlanfixAuthError(message, code=code, status=response.status_code)
-        if code in (CODE_TASK_NOT_FOUND, CODE_COMMENT_NOT_FOUND) or response.status_code == 404:
-            raise not_found(message, code=code, status=response.status_code)
-        raise PlanfixRejected(message, code=code, status=response.status_code)
+    failed = response.status_code >= 400 or (body.get("result") not in (None, "success") and code is not None)
+    if not failed:
+        return
+    message = f"{method} {path}: HTTP {response.status_code}, code {code}: {body.get('error', '')}"
+    if code in (CODE_BAD_TOKEN, CODE_TOKEN_INACTIVE) or response.status_code == 401:
+        raise PlanfixAuthError(message, code=code, status=response.status_code)
+    if (
+        code in (CODE_TASK_NOT_FOUND, CODE_COMMENT_NOT_FOUND, CODE_FILE_NOT_FOUND)
+        or response.status_code == 404
+    ):
+        raise not_found(message, code=code, status=response.status_code)
+    raise PlanfixRejected(message, code=code, status=response.status_code)
 
 
 def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
@@ -207,4 +291,21 @@ def _comment_from_json(raw: dict[str, Any]) -> PlanfixComment:
         written_at=str(written.get("datetime")) if isinstance(written, dict) else None,
         source_object_id=raw.get("sourceObjectId") or None,
         is_deleted=bool(raw.get("isDeleted", False)),
+        files=tuple(info for item in raw.get("files") or () if (info := _file_from_json(item))),
+    )
+
+
+def _file_from_json(raw: Any) -> PlanfixFileInfo | None:
+    """``{"id": 9911, "name": "scan.pdf", "size": 48213}``; None without a usable id."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        file_id = int(raw["id"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    size = raw.get("size")
+    return PlanfixFileInfo(
+        id=file_id,
+        name=str(raw.get("name") or ""),
+        size=int(size) if isinstance(size, int | float) and not isinstance(size, bool) else None,
     )

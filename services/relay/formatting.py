@@ -13,8 +13,9 @@ import re
 from html.parser import HTMLParser
 
 from contracts.events import BindRejected, PlanfixCommentAdded, TaskBound, TelegramMessageReceived
+from services.relay.telegram_text import TEXT_LIMIT, split_html
 
-TELEGRAM_TEXT_LIMIT = 4096
+TELEGRAM_TEXT_LIMIT = TEXT_LIMIT
 
 _INLINE_TAGS = {
     "b": "b", "strong": "b", "i": "i", "em": "i", "u": "u", "ins": "u",
@@ -106,31 +107,5 @@ def planfix_html_to_telegram(source: str) -> str:
 
 
 def split_for_telegram(text: str, limit: int = TELEGRAM_TEXT_LIMIT) -> list[str]:
-    """Split a long message into parts Telegram accepts, in order, nothing lost.
-
-    Splits on line, then word boundaries. A part that would cut through markup falls back to
-    plain text for that message, so no part carries a half-open tag.
-    """
-    if len(text) <= limit:
-        return [text]
-    plain = html.escape(html.unescape(re.sub(r"<[^>]+>", "", text)), quote=False)
-    parts: list[str] = []
-    current = ""
-    for line in plain.split("\n"):
-        while len(line) > limit:
-            cut = line.rfind(" ", 0, limit)
-            cut = cut if cut > 0 else limit
-            if current:
-                parts.append(current)
-                current = ""
-            parts.append(line[:cut])
-            line = line[cut:].lstrip()
-        candidate = f"{current}\n{line}" if current else line
-        if len(candidate) > limit:
-            parts.append(current)
-            current = line
-        else:
-            current = candidate
-    if current:
-        parts.append(current)
-    return parts
+    """Parts Telegram accepts, in order, nothing lost (see ``telegram_text.split_html``)."""
+    return split_html(text, limit)
