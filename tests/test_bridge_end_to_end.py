@@ -26,7 +26,7 @@ from contracts.events import (
 )
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
-from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET
+from tests.conftest import BOT_TOKEN, GROUP_PACE, PLANFIX_TOKEN, WEBHOOK_SECRET
 from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events, stays
 
 SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
@@ -87,6 +87,8 @@ def bridge(
         "PLANFIX_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "PLANFIX_WEBHOOK_PORT": str(webhook_port),
         "PLANFIX_WEBHOOK_HOST": "127.0.0.1",
+        "RELAY_GROUP_PACE_MESSAGES": str(GROUP_PACE[0]),
+        "RELAY_GROUP_PACE_WINDOW_S": str(GROUP_PACE[1]),
         "LOG_LEVEL": "INFO",
     }
     log_dir = work_dir / "e2e-logs"

@@ -1,7 +1,13 @@
-"""Wiring: three durable consumers (Telegram messages, Planfix comments, binding decisions),
-the binding directory, effect records in MongoDB, and the Planfix and Telegram clients."""
+"""Wiring: four durable consumers (Telegram messages, Planfix comment changes, binding
+decisions, group events), the binding directory, effect records and the Telegram outbox in
+MongoDB, the per-group senders with their pace in NATS KV, and the Planfix and Telegram clients."""
 
 from __future__ import annotations
+
+import os
+import socket
+import uuid
+from typing import get_args
 
 import structlog
 from faststream import Context
@@ -11,15 +17,21 @@ from faststream.nats.annotations import NatsMessage
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from bridge_lib.eventbus import EventPublisher, consume, durable_pull, ensure_streams, jstream, make_broker
+from bridge_lib.kvstore import ensure_bucket
 from bridge_lib.planfix import PlanfixClient
 from bridge_lib.runtime import wait_for_stop_signal
 from bridge_lib.telegram import make_bot
 from contracts import subjects
-from contracts.events import BindRejected, PlanfixCommentAdded, TaskBound, TelegramMessageReceived
-from contracts.subjects import BINDING_STREAM, PLANFIX_STREAM, TELEGRAM_STREAM
+from contracts.events import BindingEvent, PlanfixCommentChange, TelegramGroupEvent, TelegramMessageReceived
+from contracts.subjects import BINDING_STREAM, PLANFIX_STREAM, TELEGRAM_PACE_BUCKET, TELEGRAM_STREAM
 from services.relay.config import RelaySettings
+from services.relay.courier import Courier
 from services.relay.directory import BindingDirectory
 from services.relay.effects import EffectStore
+from services.relay.outbox import Outbox
+from services.relay.pacing import GroupLeases, TelegramPace
+from services.relay.sender import TelegramSender
+from services.relay.sent_comments import SentComments
 from services.relay.to_planfix import ToPlanfix
 from services.relay.to_telegram import ToTelegram
 
@@ -37,14 +49,17 @@ async def on_telegram_message(msg: NatsMessage, to_planfix: ToPlanfix = Context(
     await consume(msg, TelegramMessageReceived, to_planfix.carry_telegram_message)
 
 
+# Added, updated and deleted comments through one consumer: a task's changes stay in order.
+# (It replaces "relay-planfix-comments", which saw added comments only; the outbox and the
+# effect records it checks make a replay by this new consumer send nothing twice.)
 @router.subscriber(
-    subjects.ALL_PLANFIX_COMMENTS,
+    subjects.ALL_PLANFIX_COMMENT_CHANGES,
     stream=jstream(PLANFIX_STREAM),
     ack_policy=AckPolicy.MANUAL,
-    **durable_pull("relay-planfix-comments"),
+    **durable_pull("relay-planfix-comment-changes"),
 )
 async def on_planfix_comment(msg: NatsMessage, to_telegram: ToTelegram = Context()) -> None:
-    await consume(msg, PlanfixCommentAdded, to_telegram.carry_planfix_comment)
+    await consume(msg, get_args(PlanfixCommentChange), to_telegram.carry_comment_change)
 
 
 @router.subscriber(
@@ -54,14 +69,27 @@ async def on_planfix_comment(msg: NatsMessage, to_telegram: ToTelegram = Context
     **durable_pull("relay-binding-notices"),
 )
 async def on_binding_decided(msg: NatsMessage, to_telegram: ToTelegram = Context()) -> None:
-    await consume(msg, (TaskBound, BindRejected), to_telegram.announce_binding)
+    await consume(msg, get_args(BindingEvent), to_telegram.announce_binding)
+
+
+@router.subscriber(
+    subjects.ALL_TELEGRAM_GROUP_EVENTS,
+    stream=jstream(TELEGRAM_STREAM),
+    ack_policy=AckPolicy.MANUAL,
+    **durable_pull("relay-group-events"),
+)
+async def on_group_event(msg: NatsMessage, to_telegram: ToTelegram = Context()) -> None:
+    await consume(msg, get_args(TelegramGroupEvent), to_telegram.answer_group_event)
 
 
 async def run(settings: RelaySettings) -> None:
     mongo: AsyncIOMotorClient[dict[str, object]] = AsyncIOMotorClient(
         settings.mongodb_url, serverSelectionTimeoutMS=10_000, tz_aware=True
     )
-    effects = EffectStore(mongo[settings.mongodb_database])
+    database = mongo[settings.mongodb_database]
+    effects = EffectStore(database)
+    outbox = Outbox(database)
+    await outbox.create_indexes()
     planfix = PlanfixClient(
         base_url=settings.planfix_base_url,
         token=settings.planfix_api_token.get_secret_value(),
@@ -76,9 +104,45 @@ async def run(settings: RelaySettings) -> None:
     broker.include_router(router)
     await broker.connect()
     await ensure_streams(broker)
+    js = broker.connection.jetstream()
     directory = BindingDirectory()
-    await directory.start(broker.connection.jetstream())
+    await directory.start(js)
     publisher = EventPublisher(broker)
+    pace_bucket = await ensure_bucket(js, TELEGRAM_PACE_BUCKET)
+    pace = TelegramPace(
+        pace_bucket,
+        group_limit=settings.group_pace_messages,
+        group_window_s=settings.group_pace_window_s,
+        bot_per_second=settings.bot_pace_per_s,
+    )
+    sender = TelegramSender(
+        outbox=outbox,
+        pace=pace,
+        leases=GroupLeases(pace_bucket, owner=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"),
+        directory=directory,
+        publisher=publisher,
+        max_attempts=settings.send_max_attempts,
+        secret=settings.telegram_bot_token.get_secret_value(),
+    )
+    to_telegram = ToTelegram(
+        directory=directory,
+        effects=effects,
+        outbox=outbox,
+        sender=sender,
+        planfix_source_id=settings.planfix_source_id,
+        planfix_web_url=settings.planfix_web_url,
+    )
+    sender.courier = Courier(
+        bot=bot,
+        planfix=planfix,
+        outbox=outbox,
+        sent=SentComments(database),
+        pace=pace,
+        before_call=sender.guard,
+        task_url=to_telegram.task_url,
+    )
+    # After the replay: only live binding changes (e.g. a resumed group) wake a sender.
+    directory.on_change(sender.wake)
     broker.context.set_global(
         "to_planfix",
         ToPlanfix(
@@ -89,23 +153,15 @@ async def run(settings: RelaySettings) -> None:
             planfix_source_id=settings.planfix_source_id,
         ),
     )
-    broker.context.set_global(
-        "to_telegram",
-        ToTelegram(
-            directory=directory,
-            effects=effects,
-            bot=bot,
-            publisher=publisher,
-            planfix_source_id=settings.planfix_source_id,
-            planfix_web_url=settings.planfix_web_url,
-        ),
-    )
+    broker.context.set_global("to_telegram", to_telegram)
     await broker.start()
+    sender.start()
     log.info("relay_started")
     try:
         await wait_for_stop_signal()
     finally:
         log.info("relay_stopping")
+        await sender.stop()
         await directory.stop()
         await broker.stop()
         await planfix.aclose()

@@ -12,7 +12,13 @@ import html
 import re
 from html.parser import HTMLParser
 
-from contracts.events import BindRejected, PlanfixCommentAdded, TaskBound, TelegramMessageReceived
+from contracts.events import (
+    BindRejected,
+    PlanfixCommentAdded,
+    PlanfixCommentUpdated,
+    TaskBound,
+    TelegramMessageReceived,
+)
 from services.relay.telegram_text import TEXT_LIMIT, split_html
 
 TELEGRAM_TEXT_LIMIT = TEXT_LIMIT
@@ -33,9 +39,15 @@ def planfix_comment_html(message: TelegramMessageReceived) -> str:
     return f"<p>{author} · Telegram</p><p>{body}</p>"
 
 
-def telegram_comment_text(comment: PlanfixCommentAdded) -> str:
-    author = html.escape(comment.author.name or "Planfix")
-    return f"<b>{author}</b> · Planfix:\n{planfix_html_to_telegram(comment.text_html)}"
+def comment_author_line(comment: PlanfixCommentAdded | PlanfixCommentUpdated) -> str:
+    """Who wrote a comment, as the first line of its message (and the caption of its files)."""
+    return f"<b>{html.escape(comment.author.name or 'Planfix')}</b> · Planfix"
+
+
+def telegram_comment_text(comment: PlanfixCommentAdded | PlanfixCommentUpdated) -> str:
+    body = planfix_html_to_telegram(comment.text_html)
+    author = comment_author_line(comment)
+    return f"{author}:\n{body}" if body else author
 
 
 def bound_notice(event: TaskBound, task_url: str) -> str:
