@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import structlog
 from faststream import Context
 from faststream.middlewares import AckPolicy
@@ -13,9 +15,10 @@ from bridge_lib.eventbus import EventPublisher, consume, durable_pull, ensure_st
 from bridge_lib.planfix import PlanfixClient
 from bridge_lib.runtime import wait_for_stop_signal
 from contracts import subjects
-from contracts.events import BindRequested
+from contracts.events import BindRequested, TelegramGroupEvent, UnbindRequested
 from contracts.subjects import TELEGRAM_STREAM
 from services.binder.config import BinderSettings
+from services.binder.group_life import GroupLife
 from services.binder.handlers import Binder
 from services.binder.store import BindingStore
 
@@ -30,7 +33,17 @@ router = NatsRouter()
     **durable_pull("binder-bind-requests"),
 )
 async def on_bind_requested(msg: NatsMessage, binder: Binder = Context()) -> None:
-    await consume(msg, BindRequested, binder.handle_bind_request)
+    await consume(msg, (BindRequested, UnbindRequested), binder.handle_bind_request)
+
+
+@router.subscriber(
+    subjects.ALL_TELEGRAM_GROUP_EVENTS,
+    stream=jstream(TELEGRAM_STREAM),
+    ack_policy=AckPolicy.MANUAL,
+    **durable_pull("binder-group-changes"),
+)
+async def on_group_changed(msg: NatsMessage, group_life: GroupLife = Context()) -> None:
+    await consume(msg, get_args(TelegramGroupEvent), group_life.handle_group_event)
 
 
 async def run(settings: BinderSettings) -> None:
@@ -48,6 +61,7 @@ async def run(settings: BinderSettings) -> None:
     broker.include_router(router)
     await broker.connect()
     await ensure_streams(broker)
+    broker.context.set_global("group_life", GroupLife(store=store, publisher=EventPublisher(broker)))
     broker.context.set_global(
         "binder",
         Binder(
@@ -55,6 +69,7 @@ async def run(settings: BinderSettings) -> None:
             planfix=planfix,
             publisher=EventPublisher(broker),
             max_task_title=settings.max_task_title,
+            everyone_may_bind=settings.everyone_may_bind,
         ),
     )
     await broker.start()

@@ -10,3 +10,5 @@ from bridge_lib.settings import MongoSettings, NatsSettings, PlanfixSettings
 class BinderSettings(NatsSettings, MongoSettings, PlanfixSettings):
     # Longest task title the binder sends to Planfix; longer titles are cut with an ellipsis.
     max_task_title: int = Field(default=250, alias="BINDER_MAX_TASK_TITLE")
+    # Who may /task and /unbind: the group's admins only (false), or every member (true).
+    everyone_may_bind: bool = Field(default=False, alias="BINDER_EVERYONE_MAY_BIND")

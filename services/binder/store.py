@@ -1,8 +1,11 @@
 """The binder's MongoDB collections; only the binder reads or writes them.
 
 ``bindings``: one document per group (unique ``group_key``): which task the group talks to.
-``bind_requests``: one document per ``/task`` message (``_id`` = its source key): what the
-binder decided, and the task it created, so a redelivered request never creates a second task.
+``bind_requests``: one document per ``/task`` or ``/unbind`` message (``_id`` = its source
+key): what the binder decided, and the task it created, so a redelivered request never creates
+a second task.
+``group_changes``: one document per bot membership change or migration (``_id`` = its source
+key): the bindings it suspended, resumed or moved, so a redelivery publishes the same events.
 Only operations that both MongoDB and nx-27017 serve are used (CRUD, unique indexes, upserts).
 """
 
@@ -29,6 +32,8 @@ class Binding(msgspec.Struct, frozen=True, kw_only=True):
     bound_at: datetime
     bound_by_user_id: int
     request_key: str
+    # The bot was removed from the group: kept, but nothing is carried until it is back.
+    suspended: bool = False
 
 
 class BindOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,10 +49,18 @@ class BindOutcome(msgspec.Struct, frozen=True, kw_only=True):
     detail: str | None = None
 
 
+class GroupChange(msgspec.Struct, frozen=True, kw_only=True):
+    """What the binder did for one membership change or migration: the bindings it touched."""
+
+    key: str
+    bindings: list[Binding]
+
+
 class BindingStore:
     def __init__(self, database: AsyncIOMotorDatabase[Any]) -> None:
         self._bindings = database["bindings"]
         self._requests = database["bind_requests"]
+        self._changes = database["group_changes"]
 
     async def create_indexes(self) -> None:
         await self._bindings.create_index("group_key", unique=True, name="one_task_per_group")
@@ -76,3 +89,33 @@ class BindingStore:
         fields = msgspec.to_builtins(outcome)
         request_key = fields.pop("request_key")
         await self._requests.update_one({"_id": request_key}, {"$set": fields}, upsert=True)
+
+    async def bindings_of_chat(self, chat_id: int) -> list[Binding]:
+        cursor = self._bindings.find({"chat_id": chat_id}, {"_id": 0})
+        return [msgspec.convert(document, Binding) async for document in cursor]
+
+    async def unbind(self, key: str) -> None:
+        await self._bindings.delete_one({"group_key": key})
+
+    async def set_suspended(self, key: str, suspended: bool) -> None:
+        await self._bindings.update_one({"group_key": key}, {"$set": {"suspended": suspended}})
+
+    async def move(self, binding: Binding, new_chat_id: int) -> Binding:
+        """The same binding under a new chat id (the group became a supergroup)."""
+        moved = msgspec.structs.replace(
+            binding, chat_id=new_chat_id, group_key=group_key(new_chat_id, binding.thread_id)
+        )
+        await self.bind(moved)
+        await self._bindings.delete_one({"group_key": binding.group_key})
+        return moved
+
+    async def change_for(self, key: str) -> GroupChange | None:
+        document = await self._changes.find_one({"_id": key})
+        if not document:
+            return None
+        document["key"] = document.pop("_id")
+        return msgspec.convert(document, GroupChange)
+
+    async def save_change(self, change: GroupChange) -> None:
+        fields = msgspec.to_builtins(change, builtin_types=(datetime,))
+        await self._changes.replace_one({"_id": fields.pop("key")}, fields, upsert=True)
