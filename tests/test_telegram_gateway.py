@@ -17,10 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiogram import Dispatcher
 from aiogram.types import Message
 
+from bridge_lib import devstack
 from bridge_lib.telegram import make_bot
 from contracts import subjects
 from contracts.events import (
@@ -41,6 +43,7 @@ from contracts.events import (
 from sandbox.fake_telegram import FakeTelegram
 from services.telegram_gateway.commands import TaskArgs, parse_task_args
 from services.telegram_gateway.polling import poll_updates
+from services.telegram_gateway.webhook import SECRET_HEADER
 from tests.conftest import BOT_TOKEN
 from tests.support import REPO_ROOT, LoopThread, ServiceProcess, eventually, read_stream_events, stays
 
@@ -234,6 +237,64 @@ def test_group_privacy_on_is_reported_with_the_fix(loop: LoopThread, nats_url: s
     finally:
         process.stop()
         loop.run(private_fake.stop())
+
+
+def test_webhook_mode_registers_checks_the_secret_and_stores_what_telegram_posts(
+    loop: LoopThread, nats_url: str, work_dir: Path, unique_chat_id: int
+) -> None:
+    # Its own fake: in webhook mode the fake posts updates instead of answering getUpdates.
+    fake = FakeTelegram(token=BOT_TOKEN)
+    loop.run(fake.start())
+    port = devstack.free_port()
+    url = f"http://127.0.0.1:{port}/telegram/updates"
+    env = {
+        **gateway_env(fake, nats_url),
+        "TELEGRAM_WEBHOOK_URL": url,
+        "TELEGRAM_WEBHOOK_HOST": "127.0.0.1",
+        "TELEGRAM_WEBHOOK_PORT": str(port),
+    }
+    process = ServiceProcess("telegram_gateway", env, work_dir)
+    process.log_path = work_dir / "telegram-gateway-webhook.log"
+    streams = Streams(loop, nats_url)
+    try:
+        process.start()
+        eventually(
+            lambda: fake.webhook["url"] == url, timeout_s=30, what=f"setWebhook; log:\n{process.log_text()}"
+        )
+        secret = fake.webhook["secret_token"]
+        assert secret
+        assert BOT_TOKEN not in secret
+        assert {"message", "my_chat_member"} <= set(fake.webhook["allowed_updates"])
+        assert fake.webhook["max_connections"] == 1
+
+        forged = {
+            "update_id": 1,
+            "message": {
+                "message_id": 1,
+                "date": 0,
+                "chat": {"id": unique_chat_id, "type": "supergroup", "title": "x"},
+                "from": {"id": 5, "is_bot": False, "first_name": "Eve"},
+                "text": "forged",
+            },
+        }
+        with httpx.Client(timeout=10) as client:
+            assert client.post(url, json=forged).status_code == 401
+            assert client.post(url, json=forged, headers={SECRET_HEADER: "wrong"}).status_code == 401
+            assert client.post(url, content=b"not json", headers={SECRET_HEADER: secret}).status_code == 400
+            too_big = b"{" + b" " * 2_000_000 + b"}"
+            assert client.post(url, content=too_big, headers={SECRET_HEADER: secret}).status_code == 413
+
+        fake.add_group_message(unique_chat_id, "carried by the webhook")
+
+        [event] = eventually(lambda: streams.messages(unique_chat_id), what="the posted update stored")
+        assert event.text == "carried by the webhook"
+        eventually(lambda: (event.update_id, 200) in fake.webhook_deliveries, what="answered 200")
+        assert all(e.text != "forged" for e in streams.messages(unique_chat_id))
+    finally:
+        process.stop()
+        loop.run(fake.stop())
+    assert "Traceback" not in process.log_text()
+    assert BOT_TOKEN not in process.log_text()
 
 
 # --- group messages ---------------------------------------------------------------------------
