@@ -297,13 +297,20 @@ class FakeTelegram:
             self._chat_locked(chat_id).members[user_id] = status
 
     def set_bot_membership(
-        self, chat_id: int, status: str, *, by_user_id: int = 501, chat_title: str = "Support group"
+        self,
+        chat_id: int,
+        status: str,
+        *,
+        old_status: str | None = None,
+        by_user_id: int = 501,
+        chat_title: str = "Support group",
     ) -> dict[str, Any]:
         """The bot was added (``member``/``administrator``) or removed (``left``/``kicked``): queue
-        the ``my_chat_member`` update Telegram sends, and return it."""
+        the ``my_chat_member`` update Telegram sends, and return it. ``old_status`` overrides
+        what the bot was before (a chat the fake has not seen counts as one the bot is in)."""
         with self._lock:
             chat = self._chat_locked(chat_id, title=chat_title)
-            old = chat.bot_status
+            old = old_status or chat.bot_status
             chat.bot_status = status
             by = {"id": by_user_id, "is_bot": False, "first_name": "Ivan", "last_name": "Petrov"}
             update = {

@@ -7,6 +7,8 @@ a second task.
 ``group_changes``: one document per bot membership change or migration (``_id`` = its source
 key): the bindings it suspended, resumed or moved, so a redelivery publishes the same events.
 Only operations that both MongoDB and nx-27017 serve are used (CRUD, unique indexes, upserts).
+nx-27017 hands back a boolean written with ``$set`` as 1/0, so documents are read in msgspec's
+lax mode (``strict=False``), which takes 1/0 for a bool.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class BindingStore:
 
     async def binding_for(self, key: str) -> Binding | None:
         document = await self._bindings.find_one({"group_key": key}, {"_id": 0})
-        return msgspec.convert(document, Binding) if document else None
+        return msgspec.convert(document, Binding, strict=False) if document else None
 
     async def bind(self, binding: Binding) -> None:
         """Store the binding, replacing the group's previous one (a group talks to one task)."""
@@ -92,7 +94,7 @@ class BindingStore:
 
     async def bindings_of_chat(self, chat_id: int) -> list[Binding]:
         cursor = self._bindings.find({"chat_id": chat_id}, {"_id": 0})
-        return [msgspec.convert(document, Binding) async for document in cursor]
+        return [msgspec.convert(document, Binding, strict=False) async for document in cursor]
 
     async def unbind(self, key: str) -> None:
         await self._bindings.delete_one({"group_key": key})
@@ -114,8 +116,10 @@ class BindingStore:
         if not document:
             return None
         document["key"] = document.pop("_id")
-        return msgspec.convert(document, GroupChange)
+        return msgspec.convert(document, GroupChange, strict=False)
 
     async def save_change(self, change: GroupChange) -> None:
         fields = msgspec.to_builtins(change, builtin_types=(datetime,))
-        await self._changes.replace_one({"_id": fields.pop("key")}, fields, upsert=True)
+        key = fields.pop("key")
+        # _id in the document too: nx-27017 does not take it from the filter on an upsert.
+        await self._changes.replace_one({"_id": key}, {"_id": key, **fields}, upsert=True)

@@ -64,13 +64,15 @@ class OutboxItem(msgspec.Struct, kw_only=True):
 
     @property
     def combinable(self) -> bool:
-        """A plain comment text: may share one message with its neighbours."""
+        """A plain comment text: may share one message with its neighbours (unless Telegram
+        refused it already: then it goes alone, so the refusal is counted against it only)."""
         return (
             self.action is Action.SEND
             and self.kind is TelegramMessageKind.PLANFIX_COMMENT
             and not self.files
             and not self.progress
             and self.reply_to_message_id is None
+            and self.attempts == 0
         )
 
 
@@ -83,7 +85,8 @@ def _document(item: OutboxItem) -> dict[str, Any]:
 
 def _item(document: dict[str, Any]) -> OutboxItem:
     fields = {k: v for k, v in document.items() if k not in ("_id", "enqueued_at", "finished_at")}
-    return msgspec.convert({**fields, "key": document["_id"]}, OutboxItem)
+    # Lax: nx-27017 may hand back a boolean as 1/0.
+    return msgspec.convert({**fields, "key": document["_id"]}, OutboxItem, strict=False)
 
 
 class Outbox:

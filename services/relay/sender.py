@@ -149,7 +149,10 @@ class TelegramSender:
             await asyncio.sleep(SWEEP_EVERY_S)
 
     async def _run(self, chat_id: int) -> None:
-        structlog.contextvars.bind_contextvars(chat_id=chat_id)
+        # The task inherited the context of whatever woke it (another event): start clean.
+        service = structlog.contextvars.get_contextvars().get("service")
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(service=service, chat_id=chat_id)
         try:
             while True:
                 self._again.discard(chat_id)
@@ -215,6 +218,9 @@ class TelegramSender:
 
     async def _deliver(self, batch: list[OutboxItem]) -> None:
         assert self.courier is not None
+        structlog.contextvars.bind_contextvars(
+            correlation_id=batch[0].correlation_id, outbox_key=batch[0].key, comment_id=batch[0].comment_id
+        )
         if len(batch) > 1:
             message_id = await self.courier.send_combined(batch)
             log.info("comments_sent_combined", comments=len(batch), message_id=message_id)

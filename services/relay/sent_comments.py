@@ -57,25 +57,24 @@ class SentComments:
 
     async def get(self, comment_id: int, chat_id: int, thread_id: int | None) -> SentComment | None:
         document = await self._sent.find_one({"_id": _sent_id(comment_id, chat_id, thread_id)}, {"_id": 0})
-        return msgspec.convert(document, SentComment) if document else None
+        return msgspec.convert(document, SentComment, strict=False) if document else None
 
     async def save(self, sent: SentComment) -> None:
-        await self._sent.replace_one(
-            {"_id": _sent_id(sent.comment_id, sent.chat_id, sent.thread_id)},
-            msgspec.to_builtins(sent),
-            upsert=True,
-        )
+        key = _sent_id(sent.comment_id, sent.chat_id, sent.thread_id)
+        # _id in the document too: nx-27017 does not take it from the filter on an upsert.
+        await self._sent.replace_one({"_id": key}, {"_id": key, **msgspec.to_builtins(sent)}, upsert=True)
 
     async def forget(self, sent: SentComment) -> None:
         await self._sent.delete_one({"_id": _sent_id(sent.comment_id, sent.chat_id, sent.thread_id)})
 
     async def combined(self, chat_id: int, message_id: int) -> CombinedMessage | None:
         document = await self._combined.find_one({"_id": f"{chat_id}:{message_id}"}, {"_id": 0})
-        return msgspec.convert(document, CombinedMessage) if document else None
+        return msgspec.convert(document, CombinedMessage, strict=False) if document else None
 
     async def save_combined(self, message: CombinedMessage) -> None:
+        key = f"{message.chat_id}:{message.message_id}"
         await self._combined.replace_one(
-            {"_id": f"{message.chat_id}:{message.message_id}"}, msgspec.to_builtins(message), upsert=True
+            {"_id": key}, {"_id": key, **msgspec.to_builtins(message)}, upsert=True
         )
 
     async def forget_combined(self, chat_id: int, message_id: int) -> None:
