@@ -186,7 +186,7 @@ class TelegramSender:
             if not items:
                 await self._leases.release(chat_id)
                 return
-            batch = [items[0]] if solo_next else _batch(items)
+            batch = [items[0]] if solo_next else next_batch(items)
             solo_next = False
             try:
                 await self._deliver(batch)
@@ -324,7 +324,7 @@ class TelegramSender:
         self.wake(new_chat_id)
 
 
-def _batch(items: list[OutboxItem]) -> list[OutboxItem]:
+def next_batch(items: list[OutboxItem]) -> list[OutboxItem]:
     """The first item alone, or the run of plain comments at the head that fits one message."""
     run: list[OutboxItem] = []
     for item in items:
