@@ -252,6 +252,35 @@ def test_an_edited_comment_edits_its_message_and_a_deleted_one_removes_it(
     ]
 
 
+def test_comments_sharing_a_combined_message_are_edited_and_deleted_within_it(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Combined edits")
+    # A 429 holds the group for a second: the three comments wait together and go as one.
+    fake_telegram.fail_next("sendMessage", error_code=429, retry_after=1)
+    first, second, _third = (
+        fake_planfix.add_employee_comment(number, f"<p>{word} comment</p>")
+        for word in ("first", "second", "third")
+    )
+    combined = wait_shown(fake_telegram, unique_chat_id, "third comment")
+    assert ["first comment" in combined["text"], "second comment" in combined["text"]] == [True, True]
+
+    fake_planfix.edit_comment(second, "<p>second comment, corrected</p>")
+    wait_shown(fake_telegram, unique_chat_id, "second comment, corrected")
+    fake_planfix.delete_comment(first)
+
+    eventually(
+        lambda: "first comment" not in fake_telegram.chat_messages(unique_chat_id)[-1]["text"],
+        what="first removed",
+    )
+    [message] = fake_telegram.chat_messages(unique_chat_id)[1:]
+    assert message["message_id"] == combined["message_id"]
+    assert message["text"] == (
+        "Olga Smirnova · Planfix:\nsecond comment, corrected\n\nOlga Smirnova · Planfix:\nthird comment"
+    )
+    assert calls_to(fake_telegram, "deleteMessage", unique_chat_id) == []
+
+
 # --- commands ------------------------------------------------------------------------------------------
 
 

@@ -36,7 +36,7 @@ from aiogram.exceptions import (
 )
 
 from bridge_lib.eventbus import EventPublisher
-from bridge_lib.planfix import PlanfixRejected, PlanfixUnavailable
+from bridge_lib.planfix import PlanfixAuthError, PlanfixRejected, PlanfixUnavailable
 from contracts import subjects
 from contracts.events import (
     ChatMigrated,
@@ -200,20 +200,21 @@ class TelegramSender:
             except TelegramMigrateToChat as error:
                 await self._migrated(chat_id, error.migrate_to_chat_id, batch[0])
                 return
-            except (TelegramEntityTooLarge, PlanfixRejected) as error:
+            except TelegramEntityTooLarge as error:  # a network error by class, a refusal in fact
                 solo_next = await self._refused(batch, error)
             except (
                 TelegramNetworkError,
                 TelegramServerError,
                 TelegramUnauthorizedError,
                 PlanfixUnavailable,
+                PlanfixAuthError,  # a revoked token is an operator's fix: wait for it
             ) as error:
                 outage += 1
                 log.warning(
                     "telegram_send_retry_later", error=self._describe(error), retry_in_s=backoff_s(outage)
                 )
                 await asyncio.sleep(backoff_s(outage))
-            except TelegramAPIError as error:  # 400, 403, 404: Telegram refuses
+            except (TelegramAPIError, PlanfixRejected) as error:  # 400, 403, 404: refused
                 solo_next = await self._refused(batch, error)
 
     async def _deliver(self, batch: list[OutboxItem]) -> None:
