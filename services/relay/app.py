@@ -30,6 +30,7 @@ from services.relay.directory import BindingDirectory
 from services.relay.effects import EffectStore
 from services.relay.outbox import Outbox
 from services.relay.pacing import GroupLeases, TelegramPace
+from services.relay.revisions import CommentRevisions
 from services.relay.sender import TelegramSender
 from services.relay.sent_comments import SentComments
 from services.relay.to_planfix import ToPlanfix
@@ -132,15 +133,17 @@ async def run(settings: RelaySettings) -> None:
         planfix_source_id=settings.planfix_source_id,
         planfix_web_url=settings.planfix_web_url,
     )
+    sent_comments = SentComments(database)
     sender.courier = Courier(
         bot=bot,
         planfix=planfix,
         outbox=outbox,
-        sent=SentComments(database),
+        sent=sent_comments,
         pace=pace,
         before_call=sender.guard,
         task_url=to_telegram.task_url,
     )
+    sender.revisions = CommentRevisions(bot=bot, courier=sender.courier, sent=sent_comments)
     # After the replay: only live binding changes (e.g. a resumed group) wake a sender.
     directory.on_change(sender.wake)
     broker.context.set_global(

@@ -1,15 +1,14 @@
 """Carrying one outbox item to Telegram: the API calls it takes, in order, each in its turn.
 
-Every call goes through ``_call``: renew this replica's lease on the group, wait for the
+Every call goes through ``call``: renew this replica's lease on the group, wait for the
 group's and the bot's pace, call, then start the group's next interval (or, on a 429, hold the
 group for exactly ``retry_after``). Errors are left to the sender, which retries the item;
 every finished step of a send is recorded first, so a retry resumes after it.
 
 A send: files first (captioned with the text when it fits 1024 units, else with the author
-line and the text follows), then the text split into parts of at most 4096 units. An edit
-changes the messages that show the comment (its own, or its share of a combined message);
-a deletion removes them, or, where Telegram no longer lets a bot delete (after 48 hours),
-marks them deleted. What Telegram cannot parse goes again as plain text rather than not at all.
+line and the text follows), then the text split into parts of at most 4096 units. What
+Telegram cannot parse goes again as plain text rather than not at all. Edits and deletions
+of what was sent are in ``revisions.py``.
 """
 
 from __future__ import annotations
@@ -51,7 +50,6 @@ from services.relay.sent_comments import CombinedMessage, CombinedPart, SentComm
 from services.relay.telegram_text import (
     CAPTION_LIMIT,
     COMBINED_SEPARATOR,
-    TEXT_LIMIT,
     fits,
     plain_text,
     split_html,
@@ -59,8 +57,7 @@ from services.relay.telegram_text import (
 
 log = structlog.get_logger("relay.courier")
 T = TypeVar("T")
-
-DELETED_MARK = "🗑 <i>This comment was deleted in Planfix.</i>"
+AnyInputMedia = InputMediaAudio | InputMediaDocument | InputMediaLivePhoto | InputMediaPhoto | InputMediaVideo
 
 
 @dataclass(frozen=True)
@@ -72,7 +69,8 @@ class Step:
     caption_is_text: bool = False
 
 
-def _said(error: TelegramBadRequest, *fragments: str) -> bool:
+def said(error: TelegramBadRequest, *fragments: str) -> bool:
+    """Whether Telegram's error text mentions any of ``fragments`` (its only detail)."""
     message = error.message.lower()
     return any(fragment in message for fragment in fragments)
 
@@ -115,7 +113,7 @@ class Courier:
     async def send_combined(self, items: list[OutboxItem]) -> int:
         """Several consecutive comments as one message, each keeping its author line."""
         first = items[0]
-        message_id = await self._send_text(
+        message_id = await self.send_text(
             first, COMBINED_SEPARATOR.join(item.text for item in items), reply=False
         )
         parts = [CombinedPart(comment_id=item.comment_id or 0, text=item.text) for item in items]
@@ -182,7 +180,7 @@ class Courier:
 
     async def _run_step(self, item: OutboxItem, step: Step, *, first: bool) -> list[int]:
         if not step.media:
-            return [await self._send_text(item, step.text, reply=first)]
+            return [await self.send_text(item, step.text, reply=first)]
         try:
             return await self._send_media(item, step.text, list(step.media))
         except TelegramBadRequest as error:
@@ -192,7 +190,7 @@ class Courier:
             log.warning("media_refused_sending_as_documents", error=error.message)
             return await self._send_media(item, step.text, as_documents(list(step.media)))
 
-    async def _send_text(self, item: OutboxItem, text: str, *, reply: bool) -> int:
+    async def send_text(self, item: OutboxItem, text: str, *, reply: bool) -> int:
         reply_to = item.reply_to_message_id if reply else None
         thread_id = item.thread_id
 
@@ -208,14 +206,14 @@ class Courier:
             )
 
         try:
-            message = await self._call(item.chat_id, 1, send(text, "HTML", thread_id))
+            message = await self.call(item.chat_id, 1, send(text, "HTML", thread_id))
         except TelegramBadRequest as error:
-            if _said(error, "can't parse entities"):
+            if said(error, "can't parse entities"):
                 log.warning("html_refused_sent_as_plain_text", error=error.message)
-                message = await self._call(item.chat_id, 1, send(plain_text(text), None, thread_id))
-            elif _said(error, "thread not found") and thread_id is not None:
+                message = await self.call(item.chat_id, 1, send(plain_text(text), None, thread_id))
+            elif said(error, "thread not found") and thread_id is not None:
                 log.warning("forum_topic_gone_sent_to_general", thread_id=thread_id)
-                message = await self._call(item.chat_id, 1, send(text, "HTML", None))
+                message = await self.call(item.chat_id, 1, send(text, "HTML", None))
             else:
                 raise
         return message.message_id
@@ -235,15 +233,13 @@ class Courier:
                 return []
             if len(present) == 1:
                 ((entry, upload),) = present
-                message = await self._call(item.chat_id, 1, self._single(item, entry.kind, upload, caption))
+                message = await self.call(item.chat_id, 1, self._single(item, entry.kind, upload, caption))
                 return [message.message_id]
-            group: list[
-                InputMediaAudio | InputMediaDocument | InputMediaLivePhoto | InputMediaPhoto | InputMediaVideo
-            ] = [
+            group: list[AnyInputMedia] = [
                 _input_media(entry.kind, upload, caption if index == 0 else None)
                 for index, (entry, upload) in enumerate(present)
             ]
-            messages = await self._call(
+            messages = await self.call(
                 item.chat_id,
                 len(group),
                 lambda: self._bot.send_media_group(
@@ -279,166 +275,9 @@ class Courier:
             return lambda: self._bot.send_audio(audio=upload, **common)
         return lambda: self._bot.send_document(document=upload, **common)
 
-    # --- edits ----------------------------------------------------------------------------------
-
-    async def edit(self, item: OutboxItem) -> list[int]:
-        """Show the comment's new text where it was shown; the ids of the messages changed."""
-        sent = await self._sent.get(item.comment_id or 0, item.chat_id, item.thread_id)
-        if sent is None:
-            log.info("edit_of_a_comment_never_shown_here_ignored")
-            return []
-        if sent.text == item.text:
-            return []
-        if sent.combined:
-            changed = await self._edit_combined(item, sent)
-        elif sent.caption_message_id is not None and not sent.text_message_ids:
-            changed = await self._edit_caption(item, sent)
-        else:
-            changed = await self._edit_parts(item, sent)
-        sent.text = item.text
-        await self._sent.save(sent)
-        return changed
-
-    async def _edit_combined(self, item: OutboxItem, sent: SentComment) -> list[int]:
-        message_id = sent.text_message_ids[0]
-        combined = await self._sent.combined(item.chat_id, message_id)
-        if combined is None:
-            return []
-        for part in combined.parts:
-            if part.comment_id == item.comment_id:
-                part.text = item.text
-        joined = COMBINED_SEPARATOR.join(part.text for part in combined.parts)
-        if fits(joined, TEXT_LIMIT):
-            await self._edit_text(item.chat_id, message_id, joined)
-            await self._sent.save_combined(combined)
-            return [message_id]
-        # No longer fits beside its neighbours: it leaves the shared message and stands alone.
-        combined.parts = [part for part in combined.parts if part.comment_id != item.comment_id]
-        await self._edit_text(
-            item.chat_id, message_id, COMBINED_SEPARATOR.join(p.text for p in combined.parts)
-        )
-        await self._sent.save_combined(combined)
-        sent.combined = False
-        sent.text_message_ids = [
-            await self._send_text(item, part, reply=False) for part in split_html(item.text)
-        ]
-        return [message_id, *sent.text_message_ids]
-
-    async def _edit_caption(self, item: OutboxItem, sent: SentComment) -> list[int]:
-        assert sent.caption_message_id is not None
-        if fits(item.text, CAPTION_LIMIT):
-            await self._edit_caption_text(item.chat_id, sent.caption_message_id, item.text)
-            return [sent.caption_message_id]
-        await self._edit_caption_text(item.chat_id, sent.caption_message_id, sent.short_caption)
-        sent.text_message_ids = [
-            await self._send_text(item, part, reply=False) for part in split_html(item.text)
-        ]
-        return [sent.caption_message_id, *sent.text_message_ids]
-
-    async def _edit_parts(self, item: OutboxItem, sent: SentComment) -> list[int]:
-        parts = split_html(item.text)
-        old = list(sent.text_message_ids)
-        changed: list[int] = []
-        for index, part in enumerate(parts):
-            if index < len(old):
-                await self._edit_text(item.chat_id, old[index], part)
-                changed.append(old[index])
-            else:
-                new_id = await self._send_text(item, part, reply=False)
-                sent.text_message_ids.append(new_id)
-                await self._sent.save(sent)
-                changed.append(new_id)
-        for extra in old[len(parts) :]:
-            await self._delete_or_mark(item.chat_id, extra, media=False)
-            sent.text_message_ids.remove(extra)
-            changed.append(extra)
-        return changed
-
-    async def _edit_text(self, chat_id: int, message_id: int, text: str) -> None:
-        try:
-            await self._call(
-                chat_id,
-                1,
-                lambda: self._bot.edit_message_text(text=text, chat_id=chat_id, message_id=message_id),
-            )
-        except TelegramBadRequest as error:
-            if _said(error, "can't parse entities"):
-                await self._call(
-                    chat_id,
-                    1,
-                    lambda: self._bot.edit_message_text(
-                        text=plain_text(text), chat_id=chat_id, message_id=message_id, parse_mode=None
-                    ),
-                )
-            elif not _said(error, "not modified", "message to edit not found"):
-                raise
-
-    async def _edit_caption_text(self, chat_id: int, message_id: int, caption: str) -> None:
-        try:
-            await self._call(
-                chat_id,
-                1,
-                lambda: self._bot.edit_message_caption(
-                    chat_id=chat_id, message_id=message_id, caption=caption
-                ),
-            )
-        except TelegramBadRequest as error:
-            if not _said(error, "not modified", "message to edit not found"):
-                raise
-
-    # --- deletions --------------------------------------------------------------------------------
-
-    async def delete(self, item: OutboxItem) -> list[int]:
-        """Remove what showed the comment; the ids of the messages removed or changed."""
-        sent = await self._sent.get(item.comment_id or 0, item.chat_id, item.thread_id)
-        if sent is None:
-            log.info("deletion_of_a_comment_never_shown_here_ignored")
-            return []
-        changed: list[int] = []
-        if sent.combined:
-            changed += await self._leave_combined(item.chat_id, sent)
-        else:
-            for message_id in sent.text_message_ids:
-                await self._delete_or_mark(item.chat_id, message_id, media=False)
-                changed.append(message_id)
-        for message_id in sent.file_message_ids:
-            await self._delete_or_mark(item.chat_id, message_id, media=True)
-            changed.append(message_id)
-        await self._sent.forget(sent)
-        return changed
-
-    async def _leave_combined(self, chat_id: int, sent: SentComment) -> list[int]:
-        message_id = sent.text_message_ids[0]
-        combined = await self._sent.combined(chat_id, message_id)
-        others = [p for p in combined.parts if p.comment_id != sent.comment_id] if combined else []
-        if combined is None or not others:
-            await self._delete_or_mark(chat_id, message_id, media=False)
-            await self._sent.forget_combined(chat_id, message_id)
-            return [message_id]
-        combined.parts = others
-        await self._edit_text(chat_id, message_id, COMBINED_SEPARATOR.join(p.text for p in others))
-        await self._sent.save_combined(combined)
-        return [message_id]
-
-    async def _delete_or_mark(self, chat_id: int, message_id: int, *, media: bool) -> None:
-        try:
-            await self._call(
-                chat_id, 1, lambda: self._bot.delete_message(chat_id=chat_id, message_id=message_id)
-            )
-        except TelegramBadRequest as error:
-            if _said(error, "message to delete not found"):
-                return
-            if not _said(error, "can't be deleted"):
-                raise
-            log.info("message_too_old_to_delete_marked_instead", message_id=message_id)
-            if media:
-                await self._edit_caption_text(chat_id, message_id, DELETED_MARK)
-            else:
-                await self._edit_text(chat_id, message_id, DELETED_MARK)
-
     # --- every call ---------------------------------------------------------------------------
 
-    async def _call(self, chat_id: int, messages: int, call: Callable[[], Awaitable[T]]) -> T:
+    async def call(self, chat_id: int, messages: int, call: Callable[[], Awaitable[T]]) -> T:
         await self._before_call(chat_id)
         await self._pace.wait_for_group(chat_id)
         await self._pace.take_bot_slots(messages)

@@ -55,6 +55,7 @@ from services.relay.courier import Courier
 from services.relay.directory import BindingDirectory
 from services.relay.outbox import Action, Outbox, OutboxItem
 from services.relay.pacing import GroupLeases, TelegramPace
+from services.relay.revisions import CommentRevisions
 from services.relay.telegram_text import combine
 
 log = structlog.get_logger("relay.sender")
@@ -104,6 +105,7 @@ class TelegramSender:
         # Error texts may quote request URLs, and those carry the bot token.
         self._secret = secret
         self.courier: Courier | None = None
+        self.revisions: CommentRevisions | None = None
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._again: set[int] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -231,9 +233,11 @@ class TelegramSender:
             return
         item = batch[0]
         if item.action is Action.EDIT:
-            ids = await self.courier.edit(item)
+            assert self.revisions is not None
+            ids = await self.revisions.edit(item)
         elif item.action is Action.DELETE:
-            ids = await self.courier.delete(item)
+            assert self.revisions is not None
+            ids = await self.revisions.delete(item)
         else:
             ids = await self.courier.send(item)
         log.info("telegram_item_done", action=str(item.action), kind=str(item.kind), message_ids=ids)
