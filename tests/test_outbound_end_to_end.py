@@ -141,6 +141,10 @@ def test_a_message_telegram_refuses_for_good_is_set_aside_visibly_and_the_next_s
     )
 
     refused = fake_planfix.add_employee_comment(number, "<p>refused twice</p>")
+    # Once refused, it is retried alone (a refused text is never combined with the next one).
+    eventually(
+        lambda: [c for c in calls_to(fake_telegram, "sendMessage", unique_chat_id) if c.error_code == 400]
+    )
     fake_planfix.add_employee_comment(number, "<p>the next one</p>")
 
     wait_shown(fake_telegram, unique_chat_id, "the next one")
@@ -256,8 +260,8 @@ def test_comments_sharing_a_combined_message_are_edited_and_deleted_within_it(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Combined edits")
-    # A 429 holds the group for a second: the three comments wait together and go as one.
-    fake_telegram.fail_next("sendMessage", error_code=429, retry_after=1)
+    # A 429 holds the group for two seconds: the three comments wait together and go as one.
+    fake_telegram.fail_next("sendMessage", error_code=429, retry_after=2)
     first, second, _third = (
         fake_planfix.add_employee_comment(number, f"<p>{word} comment</p>")
         for word in ("first", "second", "third")
