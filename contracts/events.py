@@ -198,12 +198,17 @@ class BindRejected(Event, frozen=True, kw_only=True, tag="binding.bind_rejected.
 
 
 class TaskUnbound(Event, frozen=True, kw_only=True, tag="binding.task_unbound.v1"):
-    """The binder removed a binding after ``/unbind``: the group and the task no longer talk."""
+    """A group's binding was removed (``/unbind`` in the group, or an operator's
+    ``bridge bindings unbind``); nothing is relayed any more."""
 
     chat_id: int
     task_number: int
-    requested_by: TelegramUser
+    # Who did it: "telegram:<user id>" for /unbind, e.g. "bridge-cli:alice" for an operator.
+    unbound_by: str
+    reason: str = ""
     thread_id: int | None = None
+    # The person who wrote /unbind (None for an operator).
+    requested_by: TelegramUser | None = None
 
 
 class UnbindRejected(Event, frozen=True, kw_only=True, tag="binding.unbind_rejected.v1"):

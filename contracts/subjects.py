@@ -21,7 +21,7 @@ subject                                             stream       published by
 ``planfix.comment.deleted.<task_number>``           PLANFIX      planfix_gateway (checked gone)
 ``binding.bound.<chat_id>``                         BINDING      binder
 ``binding.rejected.<chat_id>``                      BINDING      binder
-``binding.unbound.<chat_id>``                       BINDING      binder
+``binding.unbound.<chat_id>``                       BINDING      binder (/unbind), bridge CLI
 ``binding.unbind_rejected.<chat_id>``               BINDING      binder
 ``binding.suspended.<chat_id>``                     BINDING      binder
 ``binding.resumed.<chat_id>``                       BINDING      binder

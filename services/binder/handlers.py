@@ -201,6 +201,8 @@ class Binder:
                 chat_id=request.chat_id,
                 thread_id=request.thread_id,
                 task_number=outcome.task_number,
+                unbound_by=f"telegram:{request.requested_by.id}",
+                reason="/unbind in the group",
                 requested_by=request.requested_by,
             )
             subject = subjects.binding_unbound(request.chat_id)
