@@ -21,6 +21,7 @@ CHAT_ID = -1009000000001
 def main(messages: int = 100) -> None:
     services = ("binder", "relay", "planfix_gateway", "telegram_gateway")
     with running_stack(services, planfix_rate_per_s=1.0) as stack:
+        stack.telegram.set_member_status(CHAT_ID, 501, "administrator")  # only admins bind
         stack.telegram.add_group_message(CHAT_ID, "/task Burst benchmark")
         eventually(lambda: stack.telegram.sent_messages(CHAT_ID), timeout_s=60, what="group bound")
         [number] = [t for t in range(4800, 4900) if stack.planfix.task(t)]

@@ -22,15 +22,20 @@ cannot duplicate anything: reads and updates on any retryable failure; creations
 file) only when the request certainly did not reach Planfix (connection refused) or Planfix
 said to slow down. A creation that timed out is not repeated here: its caller decides (the
 relay looks the comment up by ``sourceObjectId`` before posting again).
+
+Files: ``GET /file/{id}?fields=id,name,size`` (assumed wrapped in ``"file"``, like a task in
+``"task"``) and ``GET /file/{id}/download`` (the bytes; an error comes back as the usual JSON).
 """
 
 from __future__ import annotations
 
 import email.utils
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import anyio
 import httpx
 import msgspec
 import stamina
@@ -48,12 +53,15 @@ CODE_ACCESS_DENIED = 6
 CODE_DAILY_LIMIT = 22
 CODE_TASK_NOT_FOUND = 1000
 CODE_COMMENT_NOT_FOUND = 5000
+CODE_FILE_NOT_FOUND = 7000
 CODE_FILE_TOO_LARGE = 7002
 
 COMMENT_FIELDS = "id,dateTime,description,owner,task,sourceObjectId,isDeleted,isHidden,files"
+FILE_FIELDS = "id,name,size"
 RATE_LIMIT_HEADER = "X-RateLimit-Remaining"
 # Log the remaining daily budget when it crosses a multiple of this.
 _BUDGET_LOG_STEP = 1000
+_DOWNLOAD_CHUNK = 256 * 1024
 
 
 class PlanfixError(Exception):
@@ -105,9 +113,27 @@ class _NotSent(PlanfixUnavailable):
     """The request never reached Planfix: safe to repeat even when it creates something."""
 
 
+class FileNotFound(PlanfixRejected):
+    pass
+
+
+class FileTooLargeToDownload(PlanfixError):
+    """A download went past the size the caller can use; nothing was kept."""
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
 class PlanfixTask(msgspec.Struct, frozen=True, kw_only=True):
     number: int
     name: str
+
+
+class PlanfixFileInfo(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    name: str = ""
+    size: int | None = None
 
 
 class PlanfixComment(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,6 +147,7 @@ class PlanfixComment(msgspec.Struct, frozen=True, kw_only=True):
     is_deleted: bool = False
     is_hidden: bool = False
     file_ids: list[int] = []
+    files: tuple[PlanfixFileInfo, ...] = ()
 
 
 class TaskDefaults(msgspec.Struct, frozen=True, kw_only=True):
@@ -269,6 +296,44 @@ class PlanfixClient:
         body = await self._call("POST", "file/", files=files, creates=True)
         return int(body["id"])
 
+    async def get_file(self, file_id: int) -> PlanfixFileInfo:
+        body = await self._call(
+            "GET", f"file/{file_id}", params={"fields": FILE_FIELDS}, not_found=FileNotFound
+        )
+        raw = body.get("file", body)
+        info = _file_from_json(raw if isinstance(raw, dict) else {})
+        return info or PlanfixFileInfo(id=file_id)
+
+    async def download_file(self, file_id: int, destination: Path, *, max_bytes: int) -> int:
+        """Write the file's bytes to ``destination``; the number of bytes written.
+
+        Streams to disk, so a large file never sits in memory; past ``max_bytes`` it stops,
+        deletes what it wrote and raises ``FileTooLargeToDownload``.
+        """
+        path = f"file/{file_id}/download"
+        try:
+            await self.pacer.wait_turn()
+        except PacingUnavailable as error:
+            raise PlanfixUnavailable(str(error)) from error
+        try:
+            async with self._http.stream("GET", path) as response:
+                if response.status_code >= 400 or "json" in response.headers.get("content-type", ""):
+                    # An error answer, or a JSON file: only an error body carries a failure code.
+                    content = await response.aread()
+                    _raise_for(response, _json_or_empty(response), "GET", path, FileNotFound)
+                    written = len(content)
+                    if written <= max_bytes:
+                        await anyio.Path(destination).write_bytes(content)
+                else:
+                    written = await _stream_to(response, destination, max_bytes)
+        except httpx.TransportError as error:
+            await anyio.Path(destination).unlink(missing_ok=True)
+            raise PlanfixUnavailable(f"GET {path}: {type(error).__name__}") from error
+        if written > max_bytes:
+            await anyio.Path(destination).unlink(missing_ok=True)
+            raise FileTooLargeToDownload(f"file {file_id} is larger than {max_bytes} bytes", limit=max_bytes)
+        return written
+
     # --- plumbing ---------------------------------------------------------------------------
 
     async def _call(
@@ -326,29 +391,8 @@ class PlanfixClient:
             raise PlanfixUnavailable(f"{method} {path}: {type(error).__name__}") from error
         self._note_budget(response)
         body = _json_or_empty(response)
-        code = body.get("code") if isinstance(body.get("code"), int) else None
-        where = f"{method} {path}: HTTP {response.status_code}"
-        if response.status_code == 429:
-            raise PlanfixThrottled(
-                f"{where} {body.get('error', '')}".strip(), retry_after_s=_retry_after(response)
-            )
-        if code == CODE_DAILY_LIMIT:
-            raise DailyLimitReached(f"{where}, code 22: the account's daily request limit is used up")
-        if response.status_code >= 500:
-            raise PlanfixUnavailable(f"{where} {body.get('error', '')}".strip())
-        failed = response.status_code >= 400 or (
-            body.get("result") not in (None, "success") and code is not None
-        )
-        if not failed:
-            return body
-        message = f"{where}, code {code}: {body.get('error', '')}"
-        if code in (CODE_BAD_TOKEN, CODE_TOKEN_INACTIVE) or response.status_code == 401:
-            raise PlanfixAuthError(message, code=code, status=response.status_code)
-        if code == CODE_FILE_TOO_LARGE or response.status_code == 413:
-            raise FileTooLarge(message, code=code, status=response.status_code)
-        if code in (CODE_TASK_NOT_FOUND, CODE_COMMENT_NOT_FOUND) or response.status_code == 404:
-            raise not_found(message, code=code, status=response.status_code)
-        raise PlanfixRejected(message, code=code, status=response.status_code)
+        _raise_for(response, body, method, path, not_found)
+        return body
 
     def _note_budget(self, response: httpx.Response) -> None:
         raw = response.headers.get(RATE_LIMIT_HEADER)
@@ -359,6 +403,48 @@ class PlanfixClient:
         self.daily_budget_remaining = remaining
         if previous is None or previous // _BUDGET_LOG_STEP != remaining // _BUDGET_LOG_STEP:
             log.info("planfix_daily_budget", remaining=remaining)
+
+
+async def _stream_to(response: httpx.Response, destination: Path, max_bytes: int) -> int:
+    """Bytes written; stops once past ``max_bytes`` (the caller then discards the file)."""
+    written = 0
+    async with await anyio.open_file(destination, "wb") as out:
+        async for chunk in response.aiter_bytes(_DOWNLOAD_CHUNK):
+            written += len(chunk)
+            if written > max_bytes:
+                break
+            await out.write(chunk)
+    return written
+
+
+def _raise_for(
+    response: httpx.Response, body: dict[str, Any], method: str, path: str, not_found: type[PlanfixRejected]
+) -> None:
+    """Raise the typed error an answer stands for; return when it is a success."""
+    code = body.get("code") if isinstance(body.get("code"), int) else None
+    where = f"{method} {path}: HTTP {response.status_code}"
+    if response.status_code == 429:
+        raise PlanfixThrottled(
+            f"{where} {body.get('error', '')}".strip(), retry_after_s=_retry_after(response)
+        )
+    if code == CODE_DAILY_LIMIT:
+        raise DailyLimitReached(f"{where}, code 22: the account's daily request limit is used up")
+    if response.status_code >= 500:
+        raise PlanfixUnavailable(f"{where} {body.get('error', '')}".strip())
+    failed = response.status_code >= 400 or (body.get("result") not in (None, "success") and code is not None)
+    if not failed:
+        return
+    message = f"{where}, code {code}: {body.get('error', '')}"
+    if code in (CODE_BAD_TOKEN, CODE_TOKEN_INACTIVE) or response.status_code == 401:
+        raise PlanfixAuthError(message, code=code, status=response.status_code)
+    if code == CODE_FILE_TOO_LARGE or response.status_code == 413:
+        raise FileTooLarge(message, code=code, status=response.status_code)
+    if (
+        code in (CODE_TASK_NOT_FOUND, CODE_COMMENT_NOT_FOUND, CODE_FILE_NOT_FOUND)
+        or response.status_code == 404
+    ):
+        raise not_found(message, code=code, status=response.status_code)
+    raise PlanfixRejected(message, code=code, status=response.status_code)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -402,4 +488,21 @@ def _comment_from_json(raw: dict[str, Any]) -> PlanfixComment:
         is_deleted=bool(raw.get("isDeleted", False)),
         is_hidden=bool(raw.get("isHidden", False)),
         file_ids=[int(f["id"]) for f in files if isinstance(f, dict) and isinstance(f.get("id"), int)],
+        files=tuple(info for item in raw.get("files") or () if (info := _file_from_json(item))),
+    )
+
+
+def _file_from_json(raw: Any) -> PlanfixFileInfo | None:
+    """``{"id": 9911, "name": "scan.pdf", "size": 48213}``; None without a usable id."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        file_id = int(raw["id"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    size = raw.get("size")
+    return PlanfixFileInfo(
+        id=file_id,
+        name=str(raw.get("name") or ""),
+        size=int(size) if isinstance(size, int | float) and not isinstance(size, bool) else None,
     )

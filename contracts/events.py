@@ -70,6 +70,15 @@ class PlanfixPerson(msgspec.Struct, frozen=True, kw_only=True):
     name: str = ""
 
 
+class PlanfixFile(msgspec.Struct, frozen=True, kw_only=True):
+    """A file attached to a Planfix comment: enough to decide how to send it and to fetch it."""
+
+    id: int
+    name: str = ""
+    # Bytes; None when Planfix did not say (the relay then asks for it before downloading).
+    size: int | None = None
+
+
 # --- Telegram side -------------------------------------------------------------------------
 
 
@@ -206,12 +215,72 @@ class BindRequested(Event, frozen=True, kw_only=True, tag="binding.bind_requeste
     task_title: str | None = None
     chat_title: str | None = None
     thread_id: int | None = None
+    # What getChatMember said when the command arrived: True for the group's creator and
+    # administrators, None when Telegram could not be asked. The binder decides what it means.
+    requester_is_admin: bool | None = None
+
+
+class UnbindRequested(Event, frozen=True, kw_only=True, tag="binding.unbind_requested.v1"):
+    """Someone wrote ``/unbind``: the group (or forum topic) should stop talking to its task."""
+
+    chat_id: int
+    message_id: int
+    requested_by: TelegramUser
+    thread_id: int | None = None
+    requester_is_admin: bool | None = None
+
+
+class GroupCommand(enum.StrEnum):
+    STATUS = "status"
+    HELP = "help"
+
+
+class GroupCommandReceived(Event, frozen=True, kw_only=True, tag="telegram.group_command_received.v1"):
+    """``/status`` or ``/help`` in a group: a question the relay answers in the group."""
+
+    chat_id: int
+    message_id: int
+    command: GroupCommand
+    requested_by: TelegramUser
+    thread_id: int | None = None
+    # From getMe at the gateway's start: False means Group Privacy is on (the bot sees only
+    # commands), and /status says how to switch it off.
+    bot_reads_all_messages: bool = True
+    bot_username: str | None = None
+
+
+class AnonymousAdminPosted(Event, frozen=True, kw_only=True, tag="telegram.anonymous_admin_posted.v1"):
+    """A message was sent as the group itself (an anonymous admin): it cannot be relayed."""
+
+    chat_id: int
+    message_id: int
+    thread_id: int | None = None
+
+
+class BotMembershipChanged(Event, frozen=True, kw_only=True, tag="telegram.bot_membership_changed.v1"):
+    """The bot was added to a group, or removed or kicked from it (``my_chat_member``)."""
+
+    chat_id: int
+    # Telegram's ChatMember status after the change: member, administrator, left, kicked...
+    status: str
+    is_member: bool
+    chat_title: str | None = None
+    changed_by: TelegramUser | None = None
+
+
+class ChatMigrated(Event, frozen=True, kw_only=True, tag="telegram.chat_migrated.v1"):
+    """A group became a supergroup and got a new chat id; what was bound to the old id follows."""
+
+    old_chat_id: int
+    chat_id: int
 
 
 class BindingRejectionReason(enum.StrEnum):
     TASK_NOT_FOUND = "task_not_found"
     PLANFIX_REFUSED = "planfix_refused"
     INVALID_REQUEST = "invalid_request"
+    NOT_ALLOWED = "not_allowed"
+    NOT_BOUND = "not_bound"
 
 
 class TaskBound(Event, frozen=True, kw_only=True, tag="binding.task_bound.v1"):
@@ -236,16 +305,75 @@ class BindRejected(Event, frozen=True, kw_only=True, tag="binding.bind_rejected.
     thread_id: int | None = None
 
 
+class TaskUnbound(Event, frozen=True, kw_only=True, tag="binding.task_unbound.v1"):
+    """A group's binding was removed (``/unbind`` in the group, or an operator's
+    ``bridge bindings unbind``); nothing is relayed any more."""
+
+    chat_id: int
+    task_number: int
+    # Who did it: "telegram:<user id>" for /unbind, e.g. "bridge-cli:alice" for an operator.
+    unbound_by: str
+    reason: str = ""
+    thread_id: int | None = None
+    # The person who wrote /unbind (None for an operator).
+    requested_by: TelegramUser | None = None
+
+
+class UnbindRejected(Event, frozen=True, kw_only=True, tag="binding.unbind_rejected.v1"):
+    """An ``/unbind`` could not be carried out (not bound, or not allowed); nothing changed."""
+
+    chat_id: int
+    reason: BindingRejectionReason
+    detail: str
+    thread_id: int | None = None
+
+
+class BindingSuspended(Event, frozen=True, kw_only=True, tag="binding.binding_suspended.v1"):
+    """The bot left the group: the binding is kept but nothing is carried until it comes back."""
+
+    chat_id: int
+    task_number: int
+    thread_id: int | None = None
+
+
+class BindingResumed(Event, frozen=True, kw_only=True, tag="binding.binding_resumed.v1"):
+    """The bot is back in a group whose binding was suspended: carrying starts again."""
+
+    chat_id: int
+    task_number: int
+    task_title: str
+    thread_id: int | None = None
+
+
+class BindingMoved(Event, frozen=True, kw_only=True, tag="binding.binding_moved.v1"):
+    """The group migrated to a supergroup: its binding now belongs to the new chat id."""
+
+    old_chat_id: int
+    chat_id: int
+    task_number: int
+    task_title: str
+    thread_id: int | None = None
+
+
 # --- Planfix side --------------------------------------------------------------------------
+
+
+class PlanfixCommentAction(enum.StrEnum):
+    """What a Planfix scenario says happened to a comment (the webhook body's ``event``)."""
+
+    ADDED = "comment.added"
+    UPDATED = "comment.updated"
+    DELETED = "comment.deleted"
 
 
 class PlanfixCommentWebhookReceived(
     Event, frozen=True, kw_only=True, tag="planfix.comment_webhook_received.v1"
 ):
-    """Planfix's scenario told us a comment was added; ids only, the content is fetched next."""
+    """Planfix's scenario told us a comment was added, changed or deleted; ids only."""
 
     task_number: int
     comment_id: int
+    action: PlanfixCommentAction = PlanfixCommentAction.ADDED
 
 
 class PlanfixCommentAdded(Event, frozen=True, kw_only=True, tag="planfix.comment_added.v1"):
@@ -260,6 +388,26 @@ class PlanfixCommentAdded(Event, frozen=True, kw_only=True, tag="planfix.comment
     source_object_id: str | None = None
     written_at: str | None = None
     is_hidden: bool = False
+    files: list[PlanfixFile] = msgspec.field(default_factory=list)
+
+
+class PlanfixCommentUpdated(Event, frozen=True, kw_only=True, tag="planfix.comment_updated.v1"):
+    """A Planfix comment was changed; its content as fetched after the change."""
+
+    task_number: int
+    comment_id: int
+    text_html: str
+    author: PlanfixPerson
+    source_id: str | None = None
+    source_object_id: str | None = None
+    files: list[PlanfixFile] = msgspec.field(default_factory=list)
+
+
+class PlanfixCommentDeleted(Event, frozen=True, kw_only=True, tag="planfix.comment_deleted.v1"):
+    """A Planfix comment was deleted (checked: Planfix no longer shows it)."""
+
+    task_number: int
+    comment_id: int
 
 
 # --- Effects: what the bridge did in the outside world ---------------------------------------
@@ -292,6 +440,12 @@ class TelegramMessageKind(enum.StrEnum):
     PLANFIX_COMMENT = "planfix_comment"
     BIND_CONFIRMATION = "bind_confirmation"
     BIND_REJECTION = "bind_rejection"
+    UNBIND_CONFIRMATION = "unbind_confirmation"
+    STATUS = "status"
+    HELP = "help"
+    GREETING = "greeting"
+    ANONYMOUS_ADMIN_GUIDANCE = "anonymous_admin_guidance"
+    BINDING_RESUMED = "binding_resumed"
 
 
 class TelegramMessageSent(Event, frozen=True, kw_only=True, tag="effect.telegram_message_sent.v1"):
@@ -302,17 +456,6 @@ class TelegramMessageSent(Event, frozen=True, kw_only=True, tag="effect.telegram
     kind: TelegramMessageKind
     task_number: int | None = None
     comment_id: int | None = None
-    thread_id: int | None = None
-
-
-class TaskUnbound(Event, frozen=True, kw_only=True, tag="binding.task_unbound.v1"):
-    """An operator removed a group's binding (``bridge bindings unbind``); nothing is relayed any more."""
-
-    chat_id: int
-    task_number: int
-    # Who did it, e.g. "bridge-cli:alice"; never a secret.
-    unbound_by: str
-    reason: str = ""
     thread_id: int | None = None
 
 
@@ -347,23 +490,74 @@ class MessageDeadLettered(Event, frozen=True, kw_only=True, tag="ops.message_dea
     original_event_id: str | None = None
 
 
+class TelegramMessagesEdited(Event, frozen=True, kw_only=True, tag="effect.telegram_messages_edited.v1"):
+    """The bridge changed the messages it had sent for a Planfix comment that was edited."""
+
+    chat_id: int
+    comment_id: int
+    message_ids: list[int]
+    thread_id: int | None = None
+
+
+class TelegramMessagesDeleted(Event, frozen=True, kw_only=True, tag="effect.telegram_messages_deleted.v1"):
+    """The bridge removed the messages it had sent for a Planfix comment that was deleted."""
+
+    chat_id: int
+    comment_id: int
+    message_ids: list[int]
+    thread_id: int | None = None
+
+
+class TelegramDeliveryFailed(Event, frozen=True, kw_only=True, tag="effect.telegram_delivery_failed.v1"):
+    """Telegram refused a message for good (after the retry budget): an operator should look.
+
+    The message is kept in the relay's outbox with this reason; nothing is dropped silently.
+    """
+
+    chat_id: int
+    outbox_key: str
+    reason: str
+    kind: TelegramMessageKind
+    task_number: int | None = None
+    comment_id: int | None = None
+    thread_id: int | None = None
+
+
 AnyEvent = (
     TelegramMessageReceived
     | TelegramMessageEdited
     | TelegramReactionChanged
     | BindRequested
+    | UnbindRequested
+    | GroupCommandReceived
+    | AnonymousAdminPosted
+    | BotMembershipChanged
+    | ChatMigrated
     | TaskBound
     | BindRejected
+    | TaskUnbound
+    | UnbindRejected
+    | BindingSuspended
+    | BindingResumed
+    | BindingMoved
     | PlanfixCommentWebhookReceived
     | PlanfixCommentAdded
+    | PlanfixCommentUpdated
+    | PlanfixCommentDeleted
     | PlanfixCommentPosted
     | PlanfixCommentRewritten
     | TelegramMessageSent
-    | TaskUnbound
+    | TelegramMessagesEdited
+    | TelegramMessagesDeleted
+    | TelegramDeliveryFailed
     | MessageDeadLettered
 )
 
-BindingEvent = TaskBound | BindRejected | TaskUnbound
+BindingEvent = (
+    TaskBound | BindRejected | TaskUnbound | UnbindRejected | BindingSuspended | BindingResumed | BindingMoved
+)
+PlanfixCommentChange = PlanfixCommentAdded | PlanfixCommentUpdated | PlanfixCommentDeleted
+TelegramGroupEvent = GroupCommandReceived | AnonymousAdminPosted | BotMembershipChanged | ChatMigrated
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
@@ -394,8 +588,32 @@ def telegram_bind_key(chat_id: int, message_id: int) -> str:
     return f"tg:bind:{chat_id}:{message_id}"
 
 
+def telegram_unbind_key(chat_id: int, message_id: int) -> str:
+    return f"tg:unbind:{chat_id}:{message_id}"
+
+
+def telegram_command_key(chat_id: int, message_id: int) -> str:
+    return f"tg:command:{chat_id}:{message_id}"
+
+
+def telegram_migration_key(old_chat_id: int, new_chat_id: int) -> str:
+    # Both service messages of one upgrade (migrate_to_chat_id in the old group,
+    # migrate_from_chat_id in the new one) give this key: one event per migration.
+    return f"tg:migrate:{old_chat_id}:{new_chat_id}"
+
+
+def telegram_membership_key(chat_id: int, update_id: int) -> str:
+    return f"tg:membership:{chat_id}:{update_id}"
+
+
 def planfix_webhook_key(comment_id: int) -> str:
     return f"pf:webhook:comment:{comment_id}"
+
+
+def planfix_change_webhook_key(comment_id: int, action: str, received_at_ms: int) -> str:
+    """Key of an edit/delete notice. An edit has no id of its own (a comment may change many
+    times), so the arrival time is part of it; a rare repeat is harmless downstream."""
+    return f"pf:webhook:comment:{comment_id}:{action}:{received_at_ms}"
 
 
 def planfix_comment_key(comment_id: int) -> str:
@@ -405,6 +623,10 @@ def planfix_comment_key(comment_id: int) -> str:
 def dead_letter_key(stream: str, stream_seq: int, consumer: str) -> str:
     """One dead letter per consumer and stored message: a repeated give-up is not a second one."""
     return f"dlq:{stream}:{stream_seq}:{consumer}"
+
+
+def planfix_comment_deleted_key(comment_id: int) -> str:
+    return f"pf:comment:{comment_id}:deleted"
 
 
 def derived_key(cause: Event, what: str) -> str:

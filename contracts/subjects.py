@@ -6,23 +6,41 @@ that happen in a task). Consumers filter with ``>``/``*`` on the leading tokens;
 last so that a later partition mapping (``{{partition(N, <key position>)}}``) can keep per-group
 order while groups run in parallel.
 
-==============================================  ===========  =====================================
-subject                                         stream       published by
-==============================================  ===========  =====================================
-``telegram.message.received.<chat_id>``          TELEGRAM     telegram_gateway
-``telegram.message.edited.<chat_id>``            TELEGRAM     telegram_gateway
-``telegram.message.reacted.<chat_id>``           TELEGRAM     telegram_gateway
-``telegram.bind.requested.<chat_id>``            TELEGRAM     telegram_gateway
-``planfix.webhook.comment.<task_number>``        PLANFIX      planfix_gateway (HTTP, ids only)
-``planfix.comment.added.<task_number>``          PLANFIX      planfix_gateway (content fetched)
-``binding.bound.<chat_id>``                      BINDING      binder
-``binding.rejected.<chat_id>``                   BINDING      binder
-``binding.unbound.<chat_id>``                    BINDING      ``bridge bindings unbind`` (operator)
-``effect.planfix.comment_posted.<task_number>``  EFFECTS      relay
-``effect.planfix.comment_rewritten.<task_number>`` EFFECTS      relay
-``effect.telegram.message_sent.<chat_id>``       EFFECTS      relay
-``deadletter.<consumer>``                        DEADLETTER   any consumer (``bridge_lib.eventbus``)
-==============================================  ===========  =====================================
+====================================================  ===========  ================================
+subject                                               stream       published by
+====================================================  ===========  ================================
+``telegram.message.received.<chat_id>``               TELEGRAM     telegram_gateway
+``telegram.message.edited.<chat_id>``                 TELEGRAM     telegram_gateway
+``telegram.message.reacted.<chat_id>``                TELEGRAM     telegram_gateway
+``telegram.bind.requested.<chat_id>``                 TELEGRAM     telegram_gateway (/task, /unbind)
+``telegram.group.command_received.<chat_id>``         TELEGRAM     telegram_gateway (/status, /help)
+``telegram.group.anonymous_admin_posted.<chat_id>``   TELEGRAM     telegram_gateway
+``telegram.group.bot_membership_changed.<chat_id>``   TELEGRAM     telegram_gateway (my_chat_member)
+``telegram.group.migrated.<new_chat_id>``             TELEGRAM     telegram_gateway, relay
+``planfix.webhook.comment.<task_number>``             PLANFIX      planfix_gateway (HTTP, ids only)
+``planfix.comment.added.<task_number>``               PLANFIX      planfix_gateway (content fetched)
+``planfix.comment.updated.<task_number>``             PLANFIX      planfix_gateway (content fetched)
+``planfix.comment.deleted.<task_number>``             PLANFIX      planfix_gateway (checked gone)
+``binding.bound.<chat_id>``                           BINDING      binder
+``binding.rejected.<chat_id>``                        BINDING      binder
+``binding.unbound.<chat_id>``                         BINDING      binder (/unbind), bridge CLI
+``binding.unbind_rejected.<chat_id>``                 BINDING      binder
+``binding.suspended.<chat_id>``                       BINDING      binder
+``binding.resumed.<chat_id>``                         BINDING      binder
+``binding.moved.<new_chat_id>``                       BINDING      binder
+``effect.planfix.comment_posted.<task_number>``       EFFECTS      relay
+``effect.planfix.comment_rewritten.<task_number>``    EFFECTS      relay
+``effect.telegram.message_sent.<chat_id>``            EFFECTS      relay
+``effect.telegram.messages_edited.<chat_id>``         EFFECTS      relay
+``effect.telegram.messages_deleted.<chat_id>``        EFFECTS      relay
+``effect.telegram.delivery_failed.<chat_id>``         EFFECTS      relay
+``deadletter.<consumer>``                             DEADLETTER   any consumer (bridge_lib.eventbus)
+====================================================  ===========  ================================
+
+``/task`` and ``/unbind`` share one subject so the binder sees them in the order they were
+written. ``telegram.group.*`` carries what happens to a group as a whole, for the binder
+(membership, migration) and the relay (answers, greetings); each skips the kinds it does not
+act on. ``planfix.comment.*`` keeps a task's added, updated and deleted comments in one order.
 
 Messages, their edits and reactions share the ``telegram.message.`` prefix so that one consumer
 (``telegram.message.>``) sees them in the order they happened: an edit never overtakes its
@@ -33,6 +51,9 @@ Key-value buckets (JetStream streams named ``KV_<bucket>``):
 ==================  ==========================================================================
 bucket              what
 ==================  ==========================================================================
+``telegram_pace``   relay: when the next message may go to each group (``chat.<chat_id>``) and
+                    to Telegram at all (``bot``), and which relay replica currently sends to a
+                    group (``owner.<chat_id>``)
 ``PLANFIX_PACING``  one key per Planfix account: the time of its next free request slot, shared
                     by every service and replica that calls Planfix (``bridge_lib.pacing``)
 ``LEASES``          single-active work among replicas (``bridge_lib.lease``): ``relay_inbound``
@@ -113,6 +134,20 @@ ALL_STREAMS: tuple[StreamSpec, ...] = (
 )
 
 
+class BucketSpec(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    description: str
+    # Entries untouched for this long disappear (0: never).
+    ttl_s: float = 0.0
+
+
+TELEGRAM_PACE_BUCKET = BucketSpec(
+    name="telegram_pace",
+    description="When the next Telegram message may go to each group and to the bot, and who sends",
+    ttl_s=DAY,
+)
+
+
 def telegram_message_received(chat_id: int) -> str:
     return f"telegram.message.received.{chat_id}"
 
@@ -133,8 +168,32 @@ def planfix_comment_webhook(task_number: int) -> str:
     return f"planfix.webhook.comment.{task_number}"
 
 
+def telegram_group_command(chat_id: int) -> str:
+    return f"telegram.group.command_received.{chat_id}"
+
+
+def telegram_anonymous_admin_posted(chat_id: int) -> str:
+    return f"telegram.group.anonymous_admin_posted.{chat_id}"
+
+
+def telegram_bot_membership_changed(chat_id: int) -> str:
+    return f"telegram.group.bot_membership_changed.{chat_id}"
+
+
+def telegram_group_migrated(new_chat_id: int) -> str:
+    return f"telegram.group.migrated.{new_chat_id}"
+
+
 def planfix_comment_added(task_number: int) -> str:
     return f"planfix.comment.added.{task_number}"
+
+
+def planfix_comment_updated(task_number: int) -> str:
+    return f"planfix.comment.updated.{task_number}"
+
+
+def planfix_comment_deleted(task_number: int) -> str:
+    return f"planfix.comment.deleted.{task_number}"
 
 
 def binding_bound(chat_id: int) -> str:
@@ -147,6 +206,22 @@ def binding_rejected(chat_id: int) -> str:
 
 def binding_unbound(chat_id: int) -> str:
     return f"binding.unbound.{chat_id}"
+
+
+def binding_unbind_rejected(chat_id: int) -> str:
+    return f"binding.unbind_rejected.{chat_id}"
+
+
+def binding_suspended(chat_id: int) -> str:
+    return f"binding.suspended.{chat_id}"
+
+
+def binding_resumed(chat_id: int) -> str:
+    return f"binding.resumed.{chat_id}"
+
+
+def binding_moved(new_chat_id: int) -> str:
+    return f"binding.moved.{new_chat_id}"
 
 
 def planfix_comment_posted(task_number: int) -> str:
@@ -202,9 +277,9 @@ CATALOGUE: tuple[SubjectSpec, ...] = (
     SubjectSpec(
         pattern="telegram.bind.requested.*",
         stream="TELEGRAM",
-        event_tags=("binding.bind_requested.v1",),
+        event_tags=("binding.bind_requested.v1", "binding.unbind_requested.v1"),
         published_by="telegram_gateway",
-        description="/task <title> or /task <number> in a group; key: chat id",
+        description="/task <title>, /task <number> or /unbind in a group, in order; key: chat id",
     ),
     SubjectSpec(
         pattern="planfix.webhook.comment.*",
@@ -238,8 +313,8 @@ CATALOGUE: tuple[SubjectSpec, ...] = (
         pattern="binding.unbound.*",
         stream="BINDING",
         event_tags=("binding.task_unbound.v1",),
-        published_by="bridge CLI (operator)",
-        description="An operator removed a group's binding; key: chat id",
+        published_by="binder (/unbind), bridge CLI (operator)",
+        description="A group's binding was removed; key: chat id",
     ),
     SubjectSpec(
         pattern="effect.planfix.comment_posted.*",
@@ -263,6 +338,97 @@ CATALOGUE: tuple[SubjectSpec, ...] = (
         description="The relay sent a message into a Telegram group; key: chat id",
     ),
     SubjectSpec(
+        pattern="telegram.group.command_received.*",
+        stream="TELEGRAM",
+        event_tags=("telegram.group_command_received.v1",),
+        published_by="telegram_gateway",
+        description="/status or /help in a group; key: chat id",
+    ),
+    SubjectSpec(
+        pattern="telegram.group.anonymous_admin_posted.*",
+        stream="TELEGRAM",
+        event_tags=("telegram.anonymous_admin_posted.v1",),
+        published_by="telegram_gateway",
+        description="A message sent anonymously as the group (not carried); key: chat id",
+    ),
+    SubjectSpec(
+        pattern="telegram.group.bot_membership_changed.*",
+        stream="TELEGRAM",
+        event_tags=("telegram.bot_membership_changed.v1",),
+        published_by="telegram_gateway",
+        description="The bot was added to or removed from a group; key: chat id",
+    ),
+    SubjectSpec(
+        pattern="telegram.group.migrated.*",
+        stream="TELEGRAM",
+        event_tags=("telegram.chat_migrated.v1",),
+        published_by="telegram_gateway, relay",
+        description="A group became a supergroup with a new chat id; key: the new chat id",
+    ),
+    SubjectSpec(
+        pattern="planfix.comment.updated.*",
+        stream="PLANFIX",
+        event_tags=("planfix.comment_updated.v1",),
+        published_by="planfix_gateway",
+        description="A Planfix comment was changed, with its new content; key: task number",
+    ),
+    SubjectSpec(
+        pattern="planfix.comment.deleted.*",
+        stream="PLANFIX",
+        event_tags=("planfix.comment_deleted.v1",),
+        published_by="planfix_gateway",
+        description="A Planfix comment was deleted (checked); key: task number",
+    ),
+    SubjectSpec(
+        pattern="binding.unbind_rejected.*",
+        stream="BINDING",
+        event_tags=("binding.unbind_rejected.v1",),
+        published_by="binder",
+        description="An /unbind was refused; key: chat id",
+    ),
+    SubjectSpec(
+        pattern="binding.suspended.*",
+        stream="BINDING",
+        event_tags=("binding.binding_suspended.v1",),
+        published_by="binder",
+        description="The bot left the group: its binding waits; key: chat id",
+    ),
+    SubjectSpec(
+        pattern="binding.resumed.*",
+        stream="BINDING",
+        event_tags=("binding.binding_resumed.v1",),
+        published_by="binder",
+        description="The bot is back: the binding carries again; key: chat id",
+    ),
+    SubjectSpec(
+        pattern="binding.moved.*",
+        stream="BINDING",
+        event_tags=("binding.binding_moved.v1",),
+        published_by="binder",
+        description="The binding followed the group to its new chat id; key: the new chat id",
+    ),
+    SubjectSpec(
+        pattern="effect.telegram.messages_edited.*",
+        stream="EFFECTS",
+        event_tags=("effect.telegram_messages_edited.v1",),
+        published_by="relay",
+        description="The relay edited its messages for an edited comment; key: chat id",
+    ),
+    SubjectSpec(
+        pattern="effect.telegram.messages_deleted.*",
+        stream="EFFECTS",
+        event_tags=("effect.telegram_messages_deleted.v1",),
+        published_by="relay",
+        description="The relay deleted its messages for a deleted comment; key: chat id",
+    ),
+    SubjectSpec(
+        pattern="effect.telegram.delivery_failed.*",
+        stream="EFFECTS",
+        event_tags=("effect.telegram_delivery_failed.v1",),
+        published_by="relay",
+        description="Telegram refused a message for good; it is kept in the outbox; key: chat id",
+    ),
+    SubjectSpec(
         pattern="deadletter.*",
         stream="DEADLETTER",
         event_tags=("ops.message_dead_lettered.v1",),
@@ -272,6 +438,18 @@ CATALOGUE: tuple[SubjectSpec, ...] = (
 )
 
 
+def telegram_messages_edited(chat_id: int) -> str:
+    return f"effect.telegram.messages_edited.{chat_id}"
+
+
+def telegram_messages_deleted(chat_id: int) -> str:
+    return f"effect.telegram.messages_deleted.{chat_id}"
+
+
+def telegram_delivery_failed(chat_id: int) -> str:
+    return f"effect.telegram.delivery_failed.{chat_id}"
+
+
 # Filters consumers subscribe with.
 ALL_TELEGRAM_MESSAGES = "telegram.message.received.*"
 # Messages, edits and reactions together, in stream order.
@@ -279,6 +457,8 @@ ALL_TELEGRAM_MESSAGE_ACTIVITY = "telegram.message.>"
 ALL_BIND_REQUESTS = "telegram.bind.requested.*"
 ALL_PLANFIX_COMMENT_WEBHOOKS = "planfix.webhook.comment.*"
 ALL_PLANFIX_COMMENTS = "planfix.comment.added.*"
+ALL_PLANFIX_COMMENT_CHANGES = "planfix.comment.*.*"
+ALL_TELEGRAM_GROUP_EVENTS = "telegram.group.*.*"
 ALL_BINDING_EVENTS = "binding.>"
 ALL_EFFECTS = "effect.>"
 ALL_DEAD_LETTERS = "deadletter.>"

@@ -10,11 +10,16 @@ of the project's reference notes (``/work/shared/reference/planfix-api.md``):
 * ``sourceObjectId`` of a comment is shown only to a reader passing the same ``sourceId`` the
   comment was created with: our assumption of how Planfix scopes it.
 * comments written through the API belong to the token's employee (the robot).
+* files: ``GET /file/{id}?fields=id,name,size`` answers ``{"file": {...}}`` and
+  ``GET /file/{id}/download`` the bytes (code 7000 for an unknown file); a comment lists its
+  files as ``[{"id", "name", "size"}]``. A deleted comment still reads, with ``isDeleted``.
 
 The scenario side behaves like an automatic scenario's "HTTP request" action: one request at
 a time per account (a single worker drains a queue), ids pasted into a hand-written JSON
-template as text. By default it fires for every new comment, including the bridge's own (the
-worst case for echo loops, since Planfix may do so: reference §5.10).
+template as text, ``"event"`` naming what happened (``comment.added``, ``comment.updated``,
+``comment.deleted``: one scenario per event, as the README tells operators to set up). By
+default it fires for every new comment, including the bridge's own (the worst case for echo
+loops, since Planfix may do so: reference §5.10).
 
 Limits, when asked for (``rate_per_s``, ``daily_cap``): a request closer than ``1/rate_per_s``
 to the previous accepted one (less ``rate_tolerance_s`` for network jitter) is refused with
@@ -63,6 +68,7 @@ CODE_BAD_PARAMETER = 41
 CODE_TASK_NOT_FOUND = 1000
 CODE_COMMENT_NOT_FOUND = 5000
 CODE_DAILY_LIMIT = 22
+CODE_FILE_NOT_FOUND = 7000
 CODE_FILE_TOO_LARGE = 7002
 
 # What a comment read returns when the caller names no fields (the real default is undocumented).
@@ -83,14 +89,18 @@ class FakeComment:
     is_hidden: bool = False
     # How often the comment was rewritten through the API.
     updates: int = 0
+    is_deleted: bool = False
 
 
 @dataclass(frozen=True)
 class FakeFile:
     id: int
     name: str
-    content_type: str
     data: bytes
+    # What Planfix reports as the size; tests set it above the data's length to stand for a
+    # file too large to send without holding megabytes in memory.
+    size: int = -1
+    content_type: str = "application/octet-stream"
 
 
 @dataclass
@@ -174,7 +184,7 @@ class FakePlanfix:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._queue: asyncio.Queue[tuple[str, int, int]] | None = None
+        self._queue: asyncio.Queue[tuple[str, str, int, int]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self.base_url = ""
         self.webhook_url: str | None = None
@@ -198,6 +208,8 @@ class FakePlanfix:
         app.router.add_post(r"/rest/task/{number:\d+}/comments/{id:\d+}", self._update_comment)
         for suffix in ("", "/"):
             app.router.add_post("/rest/file" + suffix, self._upload_file)
+        app.router.add_get(r"/rest/file/{id:\d+}", self._get_file)
+        app.router.add_get(r"/rest/file/{id:\d+}/download", self._download_file)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -244,13 +256,17 @@ class FakePlanfix:
         author_name: str = "Olga Smirnova",
         fire_webhook: bool = True,
         hidden: bool = False,
+        files: tuple[int, ...] = (),
     ) -> int:
         """A comment as if written in the Planfix UI; fires the scenario request in the background."""
         with self._lock:
             if task_number not in self._tasks:
                 raise KeyError(f"no task {task_number} in the fake")
+            unknown = [file_id for file_id in files if file_id not in self._files]
+            if unknown:
+                raise KeyError(f"no files {unknown} in the fake")
             self._people[author_id] = author_name
-            comment = self._add_comment_locked(task_number, text_html, author_id, None, None, ())
+            comment = self._add_comment_locked(task_number, text_html, author_id, None, None, files)
             if hidden:
                 comment = replace(comment, is_hidden=True)
                 self._replace_comment_locked(comment)
@@ -258,9 +274,35 @@ class FakePlanfix:
             self._schedule_webhook(task_number, comment.id)
         return comment.id
 
-    def post_webhook(self, task_number: int, comment_id: int) -> None:
+    def edit_comment(self, comment_id: int, text_html: str, *, fire_webhook: bool = True) -> None:
+        """Change a comment's text as if in the UI; fires the "comment.updated" scenario."""
+        with self._lock:
+            comment = replace(self._comments[comment_id], description=text_html)
+            self._replace_comment_locked(comment)
+        if fire_webhook:
+            self._schedule_webhook(comment.task_number, comment_id, "comment.updated")
+
+    def delete_comment(self, comment_id: int, *, fire_webhook: bool = True) -> None:
+        """Delete a comment as if in the UI; fires the "comment.deleted" scenario."""
+        with self._lock:
+            comment = replace(self._comments[comment_id], is_deleted=True)
+            self._replace_comment_locked(comment)
+        if fire_webhook:
+            self._schedule_webhook(comment.task_number, comment_id, "comment.deleted")
+
+    def add_file(self, name: str, data: bytes, *, size: int | None = None) -> int:
+        """A file in the account's storage (as if uploaded in the UI), to attach to comments."""
+        with self._lock:
+            file = FakeFile(
+                id=self._next_file, name=name, data=data, size=len(data) if size is None else size
+            )
+            self._next_file += 1
+            self._files[file.id] = file
+            return file.id
+
+    def post_webhook(self, task_number: int, comment_id: int, event: str = "comment.added") -> None:
         """Fire (again) the scenario request for a comment, e.g. to test a duplicate."""
-        self._schedule_webhook(task_number, comment_id)
+        self._schedule_webhook(task_number, comment_id, event)
 
     def set_unavailable(self, unavailable: bool) -> None:
         with self._lock:
@@ -488,10 +530,31 @@ class FakePlanfix:
                 name=upload.filename or "file",
                 content_type=upload.content_type or "application/octet-stream",
                 data=data,
+                size=len(data),
             )
             self._next_file += 1
             self._files[file.id] = file
         return _success(id=file.id)
+
+    async def _get_file(self, request: web.Request) -> web.Response:
+        file = self._file(int(request.match_info["id"]))
+        full = {"id": file.id, "name": file.name, "size": file.size}
+        return _success(file=_select(full, request.query.get("fields", ""), ("id", "name")))
+
+    async def _download_file(self, request: web.Request) -> web.Response:
+        file = self._file(int(request.match_info["id"]))
+        return web.Response(
+            body=file.data,
+            content_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{file.name}"'},
+        )
+
+    def _file(self, file_id: int) -> FakeFile:
+        with self._lock:
+            file = self._files.get(file_id)
+        if file is None:
+            raise _Fail(400, CODE_FILE_NOT_FOUND, f"File {file_id} does not exist")
+        return file
 
     # --- state (call with the lock held) ----------------------------------------------------
 
@@ -552,26 +615,29 @@ class FakePlanfix:
                 "time": at.strftime("%H:%M"),
                 "datetime": at.strftime("%Y-%m-%dT%H:%MZ"),
             },
-            "isDeleted": False,
+            "isDeleted": comment.is_deleted,
             "isHidden": comment.is_hidden,
-            "files": [
-                {"id": file_id, "name": self._files[file_id].name if file_id in self._files else ""}
-                for file_id in comment.files
-            ],
+            "files": [self._file_json_locked(file_id) for file_id in comment.files],
         }
         if comment.source_object_id is not None and reader_source and reader_source == comment.source_id:
             full["sourceObjectId"] = comment.source_object_id
         return _select(full, fields, DEFAULT_COMMENT_FIELDS)
 
+    def _file_json_locked(self, file_id: int) -> dict[str, Any]:
+        file = self._files.get(file_id)
+        if file is None:  # attached through the API with an id the fake never stored
+            return {"id": file_id}
+        return {"id": file.id, "name": file.name, "size": file.size}
+
     # --- the scenario's HTTP request ----------------------------------------------------------
 
-    def _schedule_webhook(self, task_number: int, comment_id: int) -> None:
+    def _schedule_webhook(self, task_number: int, comment_id: int, event: str = "comment.added") -> None:
         # The URL is read now: a test that resets webhook_url afterwards still gets this send.
         url = self.webhook_url
         loop, queue = self._loop, self._queue
         if url is None or loop is None or queue is None:
             return
-        job = (url, task_number, comment_id)
+        job = (url, event, task_number, comment_id)
         if _running_loop() is loop:
             queue.put_nowait(job)
         else:
@@ -581,9 +647,9 @@ class FakePlanfix:
         assert self._queue is not None
         # One worker: Planfix sends an account's scenario requests strictly one after another.
         while True:
-            url, task_number, comment_id = await self._queue.get()
+            url, event, task_number, comment_id = await self._queue.get()
             # Planfix pastes the values into the template as text, hence the quoted numbers.
-            body = f'{{"event":"comment.added","task":"{task_number}","comment":"{comment_id}"}}'
+            body = f'{{"event":"{event}","task":"{task_number}","comment":"{comment_id}"}}'
             status, error = 0, None
             try:
                 assert self._session is not None

@@ -19,24 +19,47 @@ Deliberate differences from Telegram: any chat id is accepted (positive = privat
 ``-100...`` = supergroup, other negative = group), and ``offset`` confirms only updates that
 were delivered at least once, so ``add_update`` of an already confirmed update delivers it once
 more (how tests simulate Telegram redelivering an update).
+
+Like Telegram, it refuses what the real API refuses: texts over 4096 and captions over 1024
+UTF-16 units after parsing, HTML it cannot parse, oversized uploads and media groups of the
+wrong size or mix (``fake_telegram_media``). It enforces the per-group pace (``group_pace``:
+at most N new messages in any window of W seconds, 20 per 60 s by default) with a 429 and
+``retry_after``; answers a send to a group that became a supergroup with a 400 carrying
+``migrate_to_chat_id``, and a send to a group the bot left with a 403. With a webhook set it
+POSTs updates there one at a time with ``X-Telegram-Bot-Api-Secret-Token``, and getUpdates
+answers 409, as Telegram does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import json
+import math
 import re
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
+import aiohttp
 from aiohttp import web
+
+from sandbox.fake_telegram_media import (
+    FILE_KINDS,
+    MAX_CAPTION_UTF16,
+    BotAPIError,
+    chat_member,
+    check_media_group,
+    file_object,
+    resolve_file,
+)
 
 # Fixed ids Telegram uses as ``from`` of messages written on behalf of a chat.
 GROUP_ANONYMOUS_BOT = {
@@ -62,7 +85,7 @@ HTML_TAGS = frozenset(
 # Form values all arrive as strings; these say how the Bot API reads them back.
 INT_PARAMS = frozenset(
     {"chat_id", "message_thread_id", "offset", "limit", "timeout", "message_id", "reply_to_message_id"}
-    | {"from_chat_id", "user_id", "direct_messages_topic_id", "max_connections"}
+    | {"from_chat_id", "user_id", "direct_messages_topic_id", "max_connections", "duration"}
 )
 BOOL_PARAMS = frozenset(
     {"disable_notification", "protect_content", "allow_paid_broadcast", "drop_pending_updates"}
@@ -70,8 +93,9 @@ BOOL_PARAMS = frozenset(
 )
 JSON_PARAMS = frozenset(
     {"allowed_updates", "reply_markup", "entities", "caption_entities", "link_preview_options"}
-    | {"reply_parameters", "media", "message_ids"}
+    | {"reply_parameters", "media", "message_ids", "commands", "scope"}
 )
+_SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _INT_TEXT = re.compile(r"-?\d+")
 _COMMAND = re.compile(r"/[A-Za-z0-9_]+(@[A-Za-z0-9_]+)?")
 
@@ -109,14 +133,17 @@ class _StoredFile:
 class _ChatState:
     chat: dict[str, Any]
     last_message_id: int = 0
-
-
-class BotAPIError(Exception):
-    def __init__(self, error_code: int, description: str, parameters: dict[str, Any] | None = None) -> None:
-        super().__init__(f"{error_code} {description}")
-        self.error_code = error_code
-        self.description = description
-        self.parameters = parameters
+    # The bot's own status in the chat: member, administrator, left or kicked.
+    bot_status: str = "member"
+    # Set once the group became a supergroup: sends to this id then fail with a 400.
+    migrated_to: int | None = None
+    # Statuses getChatMember answers for people; anyone else is a plain "member".
+    members: dict[int, str] = field(default_factory=dict)
+    # What the bot posted that is still there (message_id -> the message as stored).
+    messages: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Arrival times of the bot's new messages, for the per-group pace.
+    sent_at: deque[float] = field(default_factory=deque)
+    flood_refusals: int = 0
 
 
 @dataclass
@@ -128,9 +155,13 @@ class _State:
     failures: dict[str, list[_Failure]] = field(default_factory=dict)
     allowed_updates: frozenset[str] | None = None  # None: Telegram's default set
     webhook_url: str = ""
+    webhook_secret: str = ""
+    webhook_max_connections: int = 40
     poll_generation: int = 0
     files: dict[str, _StoredFile] = field(default_factory=dict)
     downloads: list[str] = field(default_factory=list)  # file_ids whose bytes were fetched
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    commands_scope: dict[str, Any] | None = None
 
 
 class FakeTelegram:
@@ -141,8 +172,11 @@ class FakeTelegram:
         bot_id: int = 7000001,
         bot_username: str = "planfix_bridge_bot",
         can_read_all_group_messages: bool = True,
+        group_pace: tuple[int, float] | None = (20, 60.0),
     ) -> None:
         self.token = token
+        # (messages, seconds): at most that many new bot messages per group in any such window.
+        self.group_pace = group_pace
         self.bot_user: dict[str, Any] = {
             "id": bot_id,
             "is_bot": True,
@@ -151,6 +185,8 @@ class FakeTelegram:
         }
         self.can_read_all_group_messages = can_read_all_group_messages
         self.base_url = ""
+        # (update_id, HTTP status answered; 0 = no answer) for each webhook delivery attempt.
+        self.webhook_deliveries: list[tuple[int, int]] = []
         self._lock = threading.Lock()
         self._state = _State()
         self._next_update_id = 1
@@ -159,14 +195,26 @@ class FakeTelegram:
         self._stopping = False
         # Replaced after each wake-up; a long poll waits on the one current when it found nothing.
         self._new_updates = asyncio.Event()
+        self._webhook_wake = asyncio.Event()
+        self._webhook_worker: asyncio.Task[None] | None = None
+        self._http: aiohttp.ClientSession | None = None
         self._methods: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
             "getme": self._get_me,
             "getupdates": self._get_updates,
             "sendmessage": self._send_message,
             "deletewebhook": self._delete_webhook,
             "setwebhook": self._set_webhook,
+            "getwebhookinfo": self._get_webhook_info,
             "getchat": self._get_chat,
             "getfile": self._get_file,
+            "getchatmember": self._get_chat_member,
+            "setmycommands": self._set_my_commands,
+            "getmycommands": self._get_my_commands,
+            "editmessagetext": self._edit_message_text,
+            "editmessagecaption": self._edit_message_caption,
+            "deletemessage": self._delete_message,
+            "sendmediagroup": self._send_media_group,
+            **{f"send{kind}": self._file_sender(kind) for kind in FILE_KINDS},
         }
 
     # --- life-cycle --------------------------------------------------------------------------
@@ -187,10 +235,19 @@ class FakeTelegram:
         sock.bind((host, port))
         await web.SockSite(self._runner, sock).start()
         self.base_url = f"http://{host}:{sock.getsockname()[1]}"
+        self._webhook_wake = asyncio.Event()
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        self._webhook_worker = asyncio.create_task(self._deliver_to_webhook())
 
     async def stop(self) -> None:
         self._stopping = True
         self._wake_pollers()  # pending long polls answer [] at once instead of holding shutdown
+        if self._webhook_worker is not None:
+            self._webhook_worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._webhook_worker
+        if self._http is not None:
+            await self._http.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -308,6 +365,41 @@ class FakeTelegram:
             self._enqueue_locked(update)
         return copy.deepcopy(update)
 
+    def set_member_status(self, chat_id: int, user_id: int, status: str) -> None:
+        """What getChatMember answers for ``user_id`` (creator, administrator, member, ...)."""
+        with self._lock:
+            self._chat_locked(chat_id).members[user_id] = status
+
+    def set_bot_membership(
+        self,
+        chat_id: int,
+        status: str,
+        *,
+        old_status: str | None = None,
+        by_user_id: int = 501,
+        chat_title: str = "Support group",
+    ) -> dict[str, Any]:
+        """The bot was added (``member``/``administrator``) or removed (``left``/``kicked``): queue
+        the ``my_chat_member`` update Telegram sends, and return it. ``old_status`` overrides
+        what the bot was before (a chat the fake has not seen counts as one the bot is in)."""
+        with self._lock:
+            chat = self._chat_locked(chat_id, title=chat_title)
+            old = old_status or chat.bot_status
+            chat.bot_status = status
+            by = {"id": by_user_id, "is_bot": False, "first_name": "Ivan", "last_name": "Petrov"}
+            update = {
+                "update_id": self._take_update_id_locked(None),
+                "my_chat_member": {
+                    "chat": copy.deepcopy(chat.chat),
+                    "from": by,
+                    "date": int(time.time()),
+                    "old_chat_member": chat_member(dict(self.bot_user), old),
+                    "new_chat_member": chat_member(dict(self.bot_user), status),
+                },
+            }
+            self._enqueue_locked(update)
+        return copy.deepcopy(update)
+
     def add_file(self, data: bytes, *, declared_size: int | None = None) -> dict[str, Any]:
         """Store a file; its ``file_id``/``file_unique_id``/``file_size`` for a message's JSON."""
         with self._lock:
@@ -325,6 +417,34 @@ class FakeTelegram:
         """The file_ids whose bytes were downloaded, in order."""
         with self._lock:
             return list(self._state.downloads)
+
+    def migrate_to_supergroup(self, chat_id: int, *, by_user_id: int = 501) -> int:
+        """Upgrade a group: queue the two service messages (``migrate_to_chat_id`` in the old chat,
+        ``migrate_from_chat_id`` in the new one); from now on a send to the old id is a 400."""
+        new_chat_id = int(f"-100{abs(chat_id)}")
+        with self._lock:
+            old = self._chat_locked(chat_id)
+            old.migrated_to = new_chat_id
+            new = self._chat_locked(new_chat_id, title=old.chat.get("title"))
+            new.members = dict(old.members)
+            by = {"id": by_user_id, "is_bot": False, "first_name": "Ivan", "last_name": "Petrov"}
+            for chat, service in (
+                (old, {"migrate_to_chat_id": new_chat_id}),
+                (new, {"migrate_from_chat_id": chat_id}),
+            ):
+                message = {
+                    "message_id": self._next_message_id_locked(int(chat.chat["id"])),
+                    "from": by,
+                    "chat": copy.deepcopy(chat.chat),
+                    "date": int(time.time()),
+                    **service,
+                }
+                self._enqueue_locked({"update_id": self._take_update_id_locked(None), "message": message})
+        return new_chat_id
+
+    def set_group_pace(self, pace: tuple[int, float] | None) -> None:
+        with self._lock:
+            self.group_pace = pace
 
     def fail_next(
         self,
@@ -365,6 +485,42 @@ class FakeTelegram:
         """Every API call so far, oldest first (a snapshot)."""
         with self._lock:
             return list(self._state.calls)
+
+    def chat_messages(self, chat_id: int) -> list[dict[str, Any]]:
+        """What the bot posted in a chat and is still there, oldest first, as edits left it.
+
+        Each: ``message_id``, ``type`` (text, photo, document, audio, video), ``text`` (the
+        text or caption as people see it), ``html`` (as sent), ``file_name``, ``file_size``,
+        ``media_group_id``, ``message_thread_id``, ``edited``.
+        """
+        with self._lock:
+            state = self._state.chats.get(chat_id)
+            messages = [state.messages[key] for key in sorted(state.messages)] if state else []
+            return copy.deepcopy(messages)
+
+    def flood_refusals(self, chat_id: int) -> int:
+        """How many sends to this chat got a 429 for going over the group pace."""
+        with self._lock:
+            state = self._state.chats.get(chat_id)
+            return state.flood_refusals if state else 0
+
+    @property
+    def webhook(self) -> dict[str, Any]:
+        """The webhook as set: url, secret_token, allowed_updates, max_connections."""
+        with self._lock:
+            allowed = self._state.allowed_updates
+            return {
+                "url": self._state.webhook_url,
+                "secret_token": self._state.webhook_secret,
+                "allowed_updates": sorted(allowed) if allowed is not None else None,
+                "max_connections": self._state.webhook_max_connections,
+            }
+
+    @property
+    def commands(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """The bot's command list and its scope, as setMyCommands left them."""
+        with self._lock:
+            return copy.deepcopy(self._state.commands), copy.deepcopy(self._state.commands_scope)
 
     # --- HTTP ----------------------------------------------------------------------------------
 
@@ -461,35 +617,138 @@ class FakeTelegram:
                 return []
 
     async def _send_message(self, params: dict[str, Any]) -> dict[str, Any]:
-        chat_id = params.get("chat_id")
-        if chat_id is None or chat_id == "":
-            raise BotAPIError(400, "Bad Request: chat_id is empty")
-        if not isinstance(chat_id, int):
-            raise BotAPIError(400, "Bad Request: chat not found")
+        chat_id = _chat_id(params)
         text = params.get("text")
         if not isinstance(text, str) or not text.strip():
             raise BotAPIError(400, "Bad Request: message text is empty")
-        plain = _plain_text(text) if str(params.get("parse_mode", "")).upper() == "HTML" else text
-        if _utf16_len(plain) > MAX_MESSAGE_UTF16:
-            raise BotAPIError(400, "Bad Request: message is too long")
+        plain = _visible_text(text, params.get("parse_mode"), MAX_MESSAGE_UTF16, "message is too long")
         if not plain.strip():
             raise BotAPIError(400, "Bad Request: message text is empty")
-        thread_id = params.get("message_thread_id")
         with self._lock:
-            chat = self._chat_locked(chat_id)
+            chat = self._sendable_chat_locked(chat_id, new_messages=1)
             message_id = self._next_message_id_locked(chat_id)
             self._state.sent.append({**params, "message_id": message_id})
-            result: dict[str, Any] = {
-                "message_id": message_id,
-                "from": dict(self.bot_user),
-                "chat": copy.deepcopy(chat.chat),
-                "date": int(time.time()),
-                "text": plain,
-            }
-        if isinstance(thread_id, int):
-            result["message_thread_id"] = thread_id
-            result["is_topic_message"] = True
-        return result
+            self._store_locked(chat, message_id, params, kind="text", text=plain, html=text)
+            return self._message_json_locked(chat, message_id, params, text=plain)
+
+    def _file_sender(self, kind: str) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
+        async def send(params: dict[str, Any]) -> dict[str, Any]:
+            return await self._send_file(kind, params)
+
+        return send
+
+    async def _send_file(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = _chat_id(params)
+        caption = _optional_str(params, "caption")
+        plain = _visible_text(
+            caption, params.get("parse_mode"), MAX_CAPTION_UTF16, "message caption is too long"
+        )
+        file = resolve_file(params, params.get(kind), kind)
+        with self._lock:
+            chat = self._sendable_chat_locked(chat_id, new_messages=1)
+            message_id = self._next_message_id_locked(chat_id)
+            self._store_locked(chat, message_id, params, kind=kind, text=plain, html=caption, file=file)
+            content: dict[str, Any] = {kind: file_object(kind, file, message_id, chat_id)}
+            if plain:
+                content["caption"] = plain
+            return self._message_json_locked(chat, message_id, params, **content)
+
+    async def _send_media_group(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        chat_id = _chat_id(params)
+        items = []
+        for item in check_media_group(params.get("media")):
+            kind = str(item["type"])
+            caption = _optional_str(item, "caption")
+            plain = _visible_text(
+                caption, item.get("parse_mode"), MAX_CAPTION_UTF16, "message caption is too long"
+            )
+            items.append((kind, resolve_file(params, item.get("media"), kind), caption, plain))
+        with self._lock:
+            chat = self._sendable_chat_locked(chat_id, new_messages=len(items))
+            group_id = f"{abs(chat_id)}{chat.last_message_id + 1}"
+            results = []
+            for kind, file, caption, plain in items:
+                message_id = self._next_message_id_locked(chat_id)
+                self._store_locked(
+                    chat,
+                    message_id,
+                    params,
+                    kind=kind,
+                    text=plain,
+                    html=caption,
+                    file=file,
+                    media_group_id=group_id,
+                )
+                content: dict[str, Any] = {
+                    kind: file_object(kind, file, message_id, chat_id),
+                    "media_group_id": group_id,
+                }
+                if plain:
+                    content["caption"] = plain
+                results.append(self._message_json_locked(chat, message_id, params, **content))
+            return results
+
+    async def _edit_message_text(self, params: dict[str, Any]) -> dict[str, Any]:
+        text = params.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise BotAPIError(400, "Bad Request: message text is empty")
+        plain = _visible_text(text, params.get("parse_mode"), MAX_MESSAGE_UTF16, "message is too long")
+        with self._lock:
+            chat, message = self._own_message_locked(params, "message to edit not found")
+            if message["type"] != "text":
+                raise BotAPIError(400, "Bad Request: there is no text in the message to edit")
+            self._apply_edit_locked(message, plain, text)
+            return self._message_json_locked(chat, message["message_id"], message, text=plain, edited=True)
+
+    async def _edit_message_caption(self, params: dict[str, Any]) -> dict[str, Any]:
+        caption = _optional_str(params, "caption")
+        plain = _visible_text(
+            caption, params.get("parse_mode"), MAX_CAPTION_UTF16, "message caption is too long"
+        )
+        with self._lock:
+            chat, message = self._own_message_locked(params, "message to edit not found")
+            if message["type"] == "text":
+                raise BotAPIError(400, "Bad Request: there is no caption in the message to edit")
+            self._apply_edit_locked(message, plain, caption)
+            return self._message_json_locked(chat, message["message_id"], message, caption=plain, edited=True)
+
+    async def _delete_message(self, params: dict[str, Any]) -> bool:
+        with self._lock:
+            chat, message = self._own_message_locked(params, "message to delete not found")
+            del chat.messages[message["message_id"]]
+        return True
+
+    async def _get_chat_member(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id, user_id = _chat_id(params), params.get("user_id")
+        if not isinstance(user_id, int):
+            raise BotAPIError(400, "Bad Request: invalid user_id specified")
+        with self._lock:
+            chat = self._chat_locked(chat_id)
+            if user_id == self.bot_user["id"]:
+                return chat_member(dict(self.bot_user), chat.bot_status)
+            user = {"id": user_id, "is_bot": False, "first_name": "User"}
+            return chat_member(user, chat.members.get(user_id, "member"))
+
+    async def _set_my_commands(self, params: dict[str, Any]) -> bool:
+        commands = params.get("commands")
+        if not isinstance(commands, list) or len(commands) > 100:
+            raise BotAPIError(400, "Bad Request: can't parse commands JSON object")
+        for command in commands:
+            name = command.get("command") if isinstance(command, dict) else None
+            description = command.get("description") if isinstance(command, dict) else None
+            if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_]{1,32}", name):
+                raise BotAPIError(400, "Bad Request: BOT_COMMAND_INVALID")
+            if not isinstance(description, str) or not 1 <= len(description) <= 256:
+                raise BotAPIError(400, "Bad Request: BOT_COMMAND_DESCRIPTION_INVALID")
+        with self._lock:
+            self._state.commands = copy.deepcopy(commands)
+            scope = params.get("scope")
+            self._state.commands_scope = copy.deepcopy(scope) if isinstance(scope, dict) else None
+        return True
+
+    async def _get_my_commands(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._state.commands)
 
     async def _get_file(self, params: dict[str, Any]) -> dict[str, Any]:
         file_id = params.get("file_id")
@@ -521,6 +780,7 @@ class FakeTelegram:
     async def _delete_webhook(self, params: dict[str, Any]) -> bool:
         with self._lock:
             self._state.webhook_url = ""
+            self._state.webhook_secret = ""
             if params.get("drop_pending_updates") is True:
                 self._state.queue.clear()
         return True
@@ -529,9 +789,35 @@ class FakeTelegram:
         url = params.get("url")
         if not isinstance(url, str):
             raise BotAPIError(400, "Bad Request: bad webhook: URL must be provided for webhook")
+        secret = params.get("secret_token", "")
+        if secret and not (isinstance(secret, str) and _SECRET_TOKEN.fullmatch(secret)):
+            raise BotAPIError(400, "Bad Request: bad webhook: secret token contains unallowed characters")
+        max_connections = params.get("max_connections", 40)
+        if not isinstance(max_connections, int) or not 1 <= max_connections <= 100:
+            raise BotAPIError(400, "Bad Request: bad webhook: max_connections must be between 1 and 100")
         with self._lock:
             self._state.webhook_url = url
+            self._state.webhook_secret = str(secret or "")
+            self._state.webhook_max_connections = max_connections
+            if "allowed_updates" in params:
+                allowed = params["allowed_updates"]
+                self._state.allowed_updates = frozenset(allowed) if allowed else None
+            if params.get("drop_pending_updates") is True:
+                self._state.queue.clear()
+        self._wake_pollers()
         return True
+
+    async def _get_webhook_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            info: dict[str, Any] = {
+                "url": self._state.webhook_url,
+                "has_custom_certificate": False,
+                "pending_update_count": len(self._state.queue),
+                "max_connections": self._state.webhook_max_connections,
+            }
+            if self._state.allowed_updates is not None:
+                info["allowed_updates"] = sorted(self._state.allowed_updates)
+            return info
 
     async def _get_chat(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = params.get("chat_id")
@@ -573,6 +859,117 @@ class FakeTelegram:
             state.chat["is_forum"] = True
         return state
 
+    def _sendable_chat_locked(self, chat_id: int, *, new_messages: int) -> _ChatState:
+        """The chat, if the bot may post there now; else Telegram's refusal."""
+        chat = self._chat_locked(chat_id)
+        self._check_reachable_locked(chat)
+        self._take_pace_locked(chat, new_messages)
+        return chat
+
+    def _check_reachable_locked(self, chat: _ChatState) -> None:
+        if chat.migrated_to is not None:
+            raise BotAPIError(
+                400,
+                "Bad Request: group chat was upgraded to a supergroup chat",
+                {"migrate_to_chat_id": chat.migrated_to},
+            )
+        kind = "supergroup" if chat.chat["type"] == "supergroup" else "group"
+        if chat.bot_status == "kicked":
+            raise BotAPIError(403, f"Forbidden: bot was kicked from the {kind} chat")
+        if chat.bot_status == "left":
+            raise BotAPIError(403, f"Forbidden: bot is not a member of the {kind} chat")
+
+    def _take_pace_locked(self, chat: _ChatState, count: int) -> None:
+        """Telegram's ~20 messages a minute per group: a send over the pace is a 429."""
+        if self.group_pace is None or chat.chat["type"] == "private":
+            return
+        limit, window = self.group_pace
+        now = time.monotonic()
+        while chat.sent_at and chat.sent_at[0] <= now - window:
+            chat.sent_at.popleft()
+        over = len(chat.sent_at) + count - limit
+        if over > 0:
+            chat.flood_refusals += 1
+            free_at = (
+                chat.sent_at[min(over, len(chat.sent_at)) - 1] + window if chat.sent_at else now + window
+            )
+            retry_after = max(1, math.ceil(free_at - now))
+            raise BotAPIError(
+                429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after}
+            )
+        chat.sent_at.extend([now] * count)
+
+    def _store_locked(
+        self,
+        chat: _ChatState,
+        message_id: int,
+        params: dict[str, Any],
+        *,
+        kind: str,
+        text: str,
+        html: str,
+        file: dict[str, Any] | None = None,
+        media_group_id: str | None = None,
+    ) -> None:
+        thread_id = params.get("message_thread_id")
+        chat.messages[message_id] = {
+            "message_id": message_id,
+            "chat_id": chat.chat["id"],
+            "type": kind,
+            "text": text,
+            "html": html,
+            "file_name": file["name"] if file else None,
+            "file_size": file["size"] if file else None,
+            "media_group_id": media_group_id,
+            "message_thread_id": thread_id if isinstance(thread_id, int) else None,
+            "reply_to_message_id": (params.get("reply_parameters") or {}).get("message_id"),
+            "edited": False,
+        }
+
+    def _own_message_locked(self, params: dict[str, Any], missing: str) -> tuple[_ChatState, dict[str, Any]]:
+        chat_id, message_id = _chat_id(params), params.get("message_id")
+        chat = self._state.chats.get(chat_id)
+        if chat is not None:
+            self._check_reachable_locked(chat)
+        message = chat.messages.get(message_id) if chat is not None and isinstance(message_id, int) else None
+        if chat is None or message is None:
+            raise BotAPIError(400, f"Bad Request: {missing}")
+        return chat, message
+
+    @staticmethod
+    def _apply_edit_locked(message: dict[str, Any], plain: str, html: str) -> None:
+        if message["html"] == html:
+            raise BotAPIError(
+                400,
+                "Bad Request: message is not modified: specified new message content and reply markup "
+                "are exactly the same as a current content and reply markup of the message",
+            )
+        message.update(text=plain, html=html, edited=True)
+
+    def _message_json_locked(
+        self,
+        chat: _ChatState,
+        message_id: int,
+        params: dict[str, Any],
+        *,
+        edited: bool = False,
+        **content: Any,
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "message_id": message_id,
+            "from": dict(self.bot_user),
+            "chat": copy.deepcopy(chat.chat),
+            "date": int(time.time()),
+            **content,
+        }
+        if edited:
+            result["edit_date"] = int(time.time())
+        thread_id = params.get("message_thread_id")
+        if isinstance(thread_id, int):
+            result["message_thread_id"] = thread_id
+            result["is_topic_message"] = True
+        return result
+
     def _next_message_id_locked(self, chat_id: int) -> int:
         state = self._chat_locked(chat_id)
         state.last_message_id += 1
@@ -602,9 +999,40 @@ class FakeTelegram:
         queue[:] = [q for q in queue if not (q.delivered and q.update["update_id"] < offset)]
 
     def _wake_pollers(self) -> None:
-        """Runs on the server loop: release every waiting long poll, arm a fresh event."""
+        """Runs on the server loop: release every waiting long poll (and the webhook sender)."""
         self._new_updates.set()
         self._new_updates = asyncio.Event()
+        self._webhook_wake.set()
+        self._webhook_wake = asyncio.Event()
+
+    # --- webhook delivery ----------------------------------------------------------------------
+
+    async def _deliver_to_webhook(self) -> None:
+        """With a webhook set, POST queued updates there one at a time, oldest first; an update
+        leaves the queue only when answered 200 (Telegram retries the rest later)."""
+        while True:
+            with self._lock:
+                url, secret = self._state.webhook_url, self._state.webhook_secret
+                head = self._state.queue[0] if url and self._state.queue else None
+                wake = self._webhook_wake
+            if head is None:
+                await wake.wait()
+                continue
+            headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret else {}
+            status = 0
+            try:
+                assert self._http is not None
+                async with self._http.post(url, json=head.update, headers=headers) as response:
+                    status = response.status
+                    await response.read()
+            except (aiohttp.ClientError, TimeoutError):
+                status = 0
+            with self._lock:
+                self.webhook_deliveries.append((int(head.update["update_id"]), status))
+                if status == 200 and self._state.queue and self._state.queue[0] is head:
+                    self._state.queue.pop(0)
+            if status != 200:
+                await asyncio.sleep(0.5)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -659,6 +1087,28 @@ def _coerce(key: str, value: Any) -> Any:
         except json.JSONDecodeError as error:
             raise BotAPIError(400, f"Bad Request: can't parse {key} JSON object") from error
     return value
+
+
+def _chat_id(params: dict[str, Any]) -> int:
+    chat_id = params.get("chat_id")
+    if chat_id is None or chat_id == "":
+        raise BotAPIError(400, "Bad Request: chat_id is empty")
+    if not isinstance(chat_id, int):
+        raise BotAPIError(400, "Bad Request: chat not found")
+    return chat_id
+
+
+def _optional_str(params: dict[str, Any], key: str) -> str:
+    value = params.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _visible_text(text: str, parse_mode: Any, limit: int, too_long: str) -> str:
+    """The text as shown (HTML parsed, like Telegram); a 400 over ``limit`` UTF-16 units."""
+    plain = _plain_text(text) if str(parse_mode or "").upper() == "HTML" else text
+    if _utf16_len(plain) > limit:
+        raise BotAPIError(400, f"Bad Request: {too_long}")
+    return plain
 
 
 def _int_param(params: dict[str, Any], key: str, default: int | None) -> int | None:

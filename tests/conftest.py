@@ -21,6 +21,9 @@ from tests.support import LoopThread
 BOT_TOKEN = "123456:TEST-token-for-the-fake"
 PLANFIX_TOKEN = "test-planfix-token"
 WEBHOOK_SECRET = "s3cret-webhook-path-token"
+# Telegram's per-group pace, shrunk from 20 a minute so tests need not wait: the session's fake
+# Bot API enforces it, and the relays under test are set to keep it.
+GROUP_PACE = (20, 4.0)
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +63,7 @@ def mongo_url(work_dir: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def fake_telegram(loop: LoopThread) -> Iterator[FakeTelegram]:
-    fake = FakeTelegram(token=BOT_TOKEN)
+    fake = FakeTelegram(token=BOT_TOKEN, group_pace=GROUP_PACE)
     loop.run(fake.start())
     try:
         yield fake

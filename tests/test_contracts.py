@@ -11,6 +11,9 @@ import pytest
 from contracts import subjects
 from contracts.events import (
     AnyEvent,
+    PlanfixCommentAction,
+    PlanfixCommentAdded,
+    PlanfixCommentWebhookReceived,
     TelegramMessageReceived,
     TelegramUser,
     decode_event,
@@ -33,6 +36,20 @@ EXPECTED_TAGS = {
     "effect.telegram_message_sent.v1",
     "binding.task_unbound.v1",
     "ops.message_dead_lettered.v1",
+    "binding.unbind_requested.v1",
+    "telegram.group_command_received.v1",
+    "telegram.anonymous_admin_posted.v1",
+    "telegram.bot_membership_changed.v1",
+    "telegram.chat_migrated.v1",
+    "binding.unbind_rejected.v1",
+    "binding.binding_suspended.v1",
+    "binding.binding_resumed.v1",
+    "binding.binding_moved.v1",
+    "planfix.comment_updated.v1",
+    "planfix.comment_deleted.v1",
+    "effect.telegram_messages_edited.v1",
+    "effect.telegram_messages_deleted.v1",
+    "effect.telegram_delivery_failed.v1",
 }
 
 
@@ -100,6 +117,19 @@ def test_undecodable_input_raises_a_clear_error() -> None:
         subjects.telegram_message_sent(-1001),
         subjects.binding_unbound(-1001),
         subjects.dead_letter("relay-telegram-messages"),
+        subjects.telegram_group_command(-1001),
+        subjects.telegram_anonymous_admin_posted(-1001),
+        subjects.telegram_bot_membership_changed(-1001),
+        subjects.telegram_group_migrated(-1001),
+        subjects.planfix_comment_updated(4821),
+        subjects.planfix_comment_deleted(4821),
+        subjects.binding_unbind_rejected(-1001),
+        subjects.binding_suspended(-1001),
+        subjects.binding_resumed(-1001),
+        subjects.binding_moved(-1001),
+        subjects.telegram_messages_edited(-1001),
+        subjects.telegram_messages_deleted(-1001),
+        subjects.telegram_delivery_failed(-1001),
     ],
 )
 def test_every_subject_belongs_to_exactly_one_stream(subject: str) -> None:
@@ -108,3 +138,35 @@ def test_every_subject_belongs_to_exactly_one_stream(subject: str) -> None:
 
     owners = [spec.name for spec in subjects.ALL_STREAMS if any(matches(p) for p in spec.subjects)]
     assert len(owners) == 1
+
+
+def test_a_comment_event_from_before_files_existed_still_decodes_with_no_files() -> None:
+    old = {
+        "type": "planfix.comment_added.v1",
+        "event_id": "e",
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "correlation_id": "c",
+        "causation_id": "x",
+        "task_number": 4821,
+        "comment_id": 9,
+        "text_html": "<p>hi</p>",
+        "author": {"id": "user:7", "name": "Olga"},
+    }
+    event = decode_event(msgspec.json.encode(old))
+    assert isinstance(event, PlanfixCommentAdded)
+    assert event.files == []
+
+
+def test_a_webhook_notice_from_before_edits_existed_means_added() -> None:
+    old = {
+        "type": "planfix.comment_webhook_received.v1",
+        "event_id": "e",
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "correlation_id": "c",
+        "causation_id": "x",
+        "task_number": 4821,
+        "comment_id": 9,
+    }
+    event = decode_event(msgspec.json.encode(old))
+    assert isinstance(event, PlanfixCommentWebhookReceived)
+    assert event.action is PlanfixCommentAction.ADDED

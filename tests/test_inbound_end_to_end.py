@@ -12,8 +12,9 @@ from typing import Any
 
 from sandbox.fake_planfix import FakeComment, FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
+from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task
 from tests.support import eventually, stays
-from tests.test_bridge_end_to_end import Bridge, bind_new_task, bridge
+from tests.test_bridge_end_to_end import bridge
 
 __all__ = ["bridge"]  # the module-scoped bridge fixture: one for this module
 
@@ -255,6 +256,7 @@ def test_reactions_show_as_one_line_on_the_comment_updated_in_place(
 def test_each_forum_topic_binds_its_own_task_and_talks_only_to_it(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
+    fake_telegram.set_member_status(unique_chat_id, ADMIN_ID, "administrator")  # only admins bind
     fake_telegram.add_group_message(unique_chat_id, "/task Printers", thread_id=5)
     fake_telegram.add_group_message(unique_chat_id, "/task Network", thread_id=7)
 

@@ -78,6 +78,7 @@ def test_make_run_starts_the_whole_bridge_and_ctrl_c_stops_it(
             lambda: "telegram_gateway_started" in output.read_text(), timeout_s=60, what="gateway started"
         )
 
+        fake_telegram.set_member_status(unique_chat_id, 501, "administrator")  # only admins bind
         fake_telegram.add_group_message(unique_chat_id, "/task Started by make run")
 
         eventually(lambda: fake_telegram.sent_messages(unique_chat_id), timeout_s=30, what="confirmation")

@@ -159,6 +159,7 @@ def texts_sent(fake_telegram: FakeTelegram, chat_id: int) -> list[str]:
 
 def bind_new_task(ops: OpsBridge, fake_telegram: FakeTelegram, chat_id: int, title: str) -> tuple[int, int]:
     """Bind the chat to a new task; (task number, message id of the /task command)."""
+    fake_telegram.set_member_status(chat_id, 501, "administrator")  # only admins bind
     update = fake_telegram.add_group_message(chat_id, f"/task {title}")
     bound = eventually(
         lambda: [e for e in ops.events("binding.>") if isinstance(e, TaskBound) and e.chat_id == chat_id],
@@ -169,12 +170,21 @@ def bind_new_task(ops: OpsBridge, fake_telegram: FakeTelegram, chat_id: int, tit
 
 
 def say(
-    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, chat_id: int, task: int, text: str
+    ops: OpsBridge,
+    fake_telegram: FakeTelegram,
+    fake_planfix: FakePlanfix,
+    chat_id: int,
+    task: int,
+    text: str,
+    *,
+    timeout_s: float = 15.0,
 ) -> int:
     """Write in the group and wait for the comment; the Telegram message id."""
     before = len(fake_planfix.comments(task))
     update = fake_telegram.add_group_message(chat_id, text)
-    eventually(lambda: len(fake_planfix.comments(task)) == before + 1, what="comment posted")
+    eventually(
+        lambda: len(fake_planfix.comments(task)) == before + 1, timeout_s=timeout_s, what="comment posted"
+    )
     message_id: int = update["message"]["message_id"]
     return message_id
 
@@ -306,7 +316,7 @@ def test_trace_of_a_planfix_comment_shows_the_webhook_the_fetch_and_the_message_
     steps = [line for line in output.splitlines() if re.match(r"\s*\d+\. ", line)]
     assert [step.split()[1] for step in steps] == ["planfix_gateway", "planfix_gateway", "relay"], output
     assert "planfix_gateway-comment-fetcher: handled" in output
-    assert "relay-planfix-comments: handled" in output
+    assert "relay-planfix-comment-changes: handled" in output
     assert f"sent planfix_comment to chat {unique_chat_id}" in output
     (ops.work_dir / "trace-comment.txt").write_text(output)
 
@@ -446,21 +456,23 @@ def test_dlq_retry_delivers_a_dead_lettered_message_once(
 ) -> None:
     task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Dead letters")
     before = len(texts_sent(fake_telegram, unique_chat_id))
-    fake_telegram.fail_next("sendMessage", error_code=400, description="Bad Request: not enough rights")
+    # Planfix refuses the comment fetch once (403: not a retryable answer): the gateway gives up.
+    fake_planfix.fail_next(status=403)
 
     comment_id = fake_planfix.add_employee_comment(task, "<p>Will fail once</p>")
 
-    listed = eventually(lambda: dlq_listing_with(ops, "relay-planfix-comments"), what="dead letter")
-    seq = next(line.split()[0] for line in listed.splitlines() if "relay-planfix-comments" in line)
+    consumer = "planfix_gateway-comment-fetcher"
+    listed = eventually(lambda: dlq_listing_with(ops, consumer), what="dead letter")
+    seq = next(line.split()[0] for line in listed.splitlines() if consumer in line)
     assert "permanent_failure" in listed
     shown = ops.ok("dlq", "show", seq)
-    assert "not enough rights" in shown
-    assert "planfix.comment.added." in shown
+    assert "HTTP 403" in shown
+    assert "planfix.webhook.comment." in shown
     assert len(texts_sent(fake_telegram, unique_chat_id)) == before
 
     retried = ops.ok("dlq", "retry", seq)
 
-    assert "re-published on planfix.comment.added." in retried
+    assert "re-published on planfix.webhook.comment." in retried
     eventually(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == before + 1, what="delivered")
     assert "Will fail once" in texts_sent(fake_telegram, unique_chat_id)[-1]
     assert seq not in [line.split()[0] for line in ops.ok("dlq", "list").splitlines()[:-1]]
@@ -574,4 +586,5 @@ def test_readyz_is_not_ready_while_nats_is_down_and_ready_again_after(
             timeout_s=40,
             what=f"{name} ready again",
         )
-    say(ops, fake_telegram, fake_planfix, unique_chat_id, task, "after the outage")
+    # The relay's single-active lease may have to run out first (its TTL is 15 s).
+    say(ops, fake_telegram, fake_planfix, unique_chat_id, task, "after the outage", timeout_s=60)

@@ -20,9 +20,12 @@ from aiohttp import web
 from bridge_lib.planfix import (
     CommentNotFound,
     DailyLimitReached,
+    FileNotFound,
     FileTooLarge,
+    FileTooLargeToDownload,
     PlanfixAuthError,
     PlanfixClient,
+    PlanfixFileInfo,
     PlanfixUnavailable,
     TaskDefaults,
     TaskNotFound,
@@ -544,3 +547,45 @@ def test_a_service_with_a_refused_token_says_so_and_exits_2(
     assert code == 2, process.log_text()
     assert "planfix_token_rejected" in process.log_text()
     assert "revoked-token" not in process.log_text()
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def test_a_comments_files_are_read_and_downloaded(
+    with_client: Callable[..., Any], fake_planfix: FakePlanfix, tmp_path: Path
+) -> None:
+    task = fake_planfix.add_task("Files")
+    data = bytes(range(256)) * 3000  # 768 kB: several chunks
+    file_id = fake_planfix.add_file("scan.pdf", data)
+    comment_id = fake_planfix.add_employee_comment(
+        task, "scan attached", files=(file_id,), fire_webhook=False
+    )
+
+    comment = with_client(lambda c: c.get_comment(comment_id))
+    info = with_client(lambda c: c.get_file(file_id))
+    written = with_client(lambda c: c.download_file(file_id, tmp_path / "scan.pdf", max_bytes=1_000_000))
+
+    assert comment.files == (PlanfixFileInfo(id=file_id, name="scan.pdf", size=len(data)),)
+    assert info == PlanfixFileInfo(id=file_id, name="scan.pdf", size=len(data))
+    assert written == len(data)
+    assert (tmp_path / "scan.pdf").read_bytes() == data
+
+
+def test_a_download_past_the_limit_keeps_nothing(
+    with_client: Callable[..., Any], fake_planfix: FakePlanfix, tmp_path: Path
+) -> None:
+    file_id = fake_planfix.add_file("big.bin", b"x" * 10_000)
+
+    with pytest.raises(FileTooLargeToDownload):
+        with_client(lambda c: c.download_file(file_id, tmp_path / "big.bin", max_bytes=9_999))
+
+    assert not (tmp_path / "big.bin").exists()
+
+
+def test_an_unknown_file_is_file_not_found(with_client: Callable[..., Any], tmp_path: Path) -> None:
+    with pytest.raises(FileNotFound):
+        with_client(lambda c: c.get_file(79_999_999))
+    with pytest.raises(FileNotFound):
+        with_client(lambda c: c.download_file(79_999_999, tmp_path / "none", max_bytes=100))
+    assert not (tmp_path / "none").exists()

@@ -19,7 +19,16 @@ import httpx
 import pytest
 
 from bridge_lib import devstack
-from contracts.events import AnyEvent, Event, PlanfixCommentAdded, PlanfixCommentWebhookReceived
+from contracts.events import (
+    AnyEvent,
+    Event,
+    PlanfixCommentAction,
+    PlanfixCommentAdded,
+    PlanfixCommentDeleted,
+    PlanfixCommentUpdated,
+    PlanfixCommentWebhookReceived,
+    PlanfixFile,
+)
 from sandbox.fake_planfix import FakePlanfix
 from tests.conftest import PLANFIX_TOKEN, WEBHOOK_SECRET
 from tests.support import REPO_ROOT, LoopThread, ServiceProcess, eventually, read_stream_events, stays
@@ -196,6 +205,83 @@ def test_bridge_comment_is_marked_as_ours(
     assert added.comment_id == comment_id
     assert (added.source_id, added.source_object_id) == (OUR_SOURCE_ID, "tg:-100500:7")
     assert (added.author.id, added.author.name) == ("user:1", "Bridge Robot")
+
+
+def test_a_comment_with_files_carries_their_ids_names_and_sizes(
+    loop: LoopThread, nats_url: str, fake_planfix: FakePlanfix, scenario_to: None
+) -> None:
+    task = fake_planfix.add_task("Gateway files")
+    scan = fake_planfix.add_file("scan.pdf", b"%PDF-1.4 scan")
+    photo = fake_planfix.add_file("printer.jpg", b"\xff\xd8 jpeg", size=70_000_000)
+
+    fake_planfix.add_employee_comment(task, "see attached", files=(scan, photo))
+
+    [added] = eventually(
+        lambda: of_type(task_events(loop, nats_url, task), PlanfixCommentAdded), what="the comment event"
+    )
+    assert added.files == [
+        PlanfixFile(id=scan, name="scan.pdf", size=len(b"%PDF-1.4 scan")),
+        PlanfixFile(id=photo, name="printer.jpg", size=70_000_000),
+    ]
+
+
+def test_an_edited_comment_becomes_an_update_with_the_new_text(
+    loop: LoopThread, nats_url: str, fake_planfix: FakePlanfix, scenario_to: None
+) -> None:
+    task = fake_planfix.add_task("Gateway edit")
+    comment_id = fake_planfix.add_employee_comment(task, "first version")
+    eventually(lambda: of_type(task_events(loop, nats_url, task), PlanfixCommentAdded), what="added")
+
+    fake_planfix.edit_comment(comment_id, "<p>second version</p>")
+    fake_planfix.edit_comment(comment_id, "<p>third version</p>")
+
+    updates = eventually(
+        lambda: [
+            e
+            for e in of_type(task_events(loop, nats_url, task), PlanfixCommentUpdated)
+            if "third" in e.text_html
+        ],
+        what="the latest edit",
+    )
+    notices = of_type(task_events(loop, nats_url, task), PlanfixCommentWebhookReceived)
+    assert [n.action for n in notices] == [
+        PlanfixCommentAction.ADDED,
+        PlanfixCommentAction.UPDATED,
+        PlanfixCommentAction.UPDATED,
+    ]
+    assert updates[-1].comment_id == comment_id
+    assert updates[-1].author.name == "Olga Smirnova"
+    assert len(of_type(task_events(loop, nats_url, task), PlanfixCommentUpdated)) == 2
+
+
+def test_a_deleted_comment_becomes_one_deletion_and_a_false_notice_none(
+    loop: LoopThread, nats_url: str, fake_planfix: FakePlanfix, gateway: Gateway, scenario_to: None
+) -> None:
+    task = fake_planfix.add_task("Gateway delete")
+    kept = fake_planfix.add_employee_comment(task, "still here")
+    gone = fake_planfix.add_employee_comment(task, "about to go")
+    eventually(
+        lambda: len(of_type(task_events(loop, nats_url, task), PlanfixCommentAdded)) == 2, what="added"
+    )
+
+    assert (
+        post(
+            gateway, f'{{"event":"comment.deleted","task":"{task}","comment":"{kept}"}}'.encode()
+        ).status_code
+        == 200
+    )
+    fake_planfix.delete_comment(gone)
+    fake_planfix.post_webhook(task, gone, "comment.deleted")
+
+    [deleted] = eventually(
+        lambda: of_type(task_events(loop, nats_url, task), PlanfixCommentDeleted), what="the deletion"
+    )
+    assert (deleted.task_number, deleted.comment_id) == (task, gone)
+    stays(
+        lambda: len(of_type(task_events(loop, nats_url, task), PlanfixCommentDeleted)) == 1,
+        for_s=1.0,
+        what="one deletion, none for the comment still there",
+    )
 
 
 def test_comment_task_wins_over_webhook_task(

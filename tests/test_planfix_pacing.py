@@ -125,6 +125,8 @@ def test_a_burst_of_100_arrives_complete_in_order_in_few_comments_without_overru
     paced: PacedBridge, fake_telegram: FakeTelegram, unique_chat_id: int
 ) -> None:
     other_groups = [unique_chat_id - 1, unique_chat_id - 2]
+    for chat_id in (unique_chat_id, *other_groups):
+        fake_telegram.set_member_status(chat_id, 501, "administrator")  # only admins bind
     fake_telegram.add_group_message(unique_chat_id, "/task Burst")
     number = paced.bound_task(unique_chat_id)
     # The binder creates two more tasks while the burst is carried: three services spend one budget.
@@ -164,6 +166,7 @@ def test_a_burst_of_100_arrives_complete_in_order_in_few_comments_without_overru
 def test_when_the_active_relay_stops_the_standby_carries_on(
     paced: PacedBridge, fake_telegram: FakeTelegram, unique_chat_id: int
 ) -> None:
+    fake_telegram.set_member_status(unique_chat_id, 501, "administrator")  # only admins bind
     fake_telegram.add_group_message(unique_chat_id, "/task Takeover")
     number = paced.bound_task(unique_chat_id)
     relays = [p for p in paced.processes if p.name == "relay"]

@@ -17,26 +17,35 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiogram import Dispatcher
 from aiogram.types import Message
 
+from bridge_lib import devstack
 from bridge_lib.telegram import make_bot
 from contracts import subjects
 from contracts.events import (
+    AnonymousAdminPosted,
     AnyEvent,
     BindRequested,
+    BotMembershipChanged,
+    ChatMigrated,
+    GroupCommand,
+    GroupCommandReceived,
     TelegramMessageEdited,
     TelegramMessageReceived,
     TelegramReactionChanged,
     TelegramUser,
+    UnbindRequested,
     event_id_for,
     telegram_bind_key,
     telegram_message_key,
 )
 from sandbox.fake_telegram import FakeTelegram
-from services.telegram_gateway.handlers import TaskArgs, parse_task_args
+from services.telegram_gateway.commands import TaskArgs, parse_task_args
 from services.telegram_gateway.polling import poll_updates
+from services.telegram_gateway.webhook import SECRET_HEADER
 from tests.conftest import BOT_TOKEN
 from tests.support import REPO_ROOT, LoopThread, ServiceProcess, eventually, read_stream_events, stays
 
@@ -83,8 +92,14 @@ class Streams:
         found = self.events(subjects.telegram_bind_requested(chat_id))
         return [e for e in found if isinstance(e, BindRequested)]
 
+    def bind_requests_and_unbinds(self, chat_id: int) -> list[AnyEvent]:
+        return self.events(subjects.telegram_bind_requested(chat_id))
+
     def anything(self, chat_id: int) -> list[AnyEvent]:
         return self.events(f"telegram.*.*.{chat_id}")
+
+    def group_events(self, chat_id: int) -> list[AnyEvent]:
+        return self.events(f"telegram.group.*.{chat_id}")
 
 
 @pytest.fixture
@@ -226,6 +241,64 @@ def test_group_privacy_on_is_reported_with_the_fix(loop: LoopThread, nats_url: s
         loop.run(private_fake.stop())
 
 
+def test_webhook_mode_registers_checks_the_secret_and_stores_what_telegram_posts(
+    loop: LoopThread, nats_url: str, work_dir: Path, unique_chat_id: int
+) -> None:
+    # Its own fake: in webhook mode the fake posts updates instead of answering getUpdates.
+    fake = FakeTelegram(token=BOT_TOKEN)
+    loop.run(fake.start())
+    port = devstack.free_port()
+    url = f"http://127.0.0.1:{port}/telegram/updates"
+    env = {
+        **gateway_env(fake, nats_url),
+        "TELEGRAM_WEBHOOK_URL": url,
+        "TELEGRAM_WEBHOOK_HOST": "127.0.0.1",
+        "TELEGRAM_WEBHOOK_PORT": str(port),
+    }
+    process = ServiceProcess("telegram_gateway", env, work_dir)
+    process.log_path = work_dir / "telegram-gateway-webhook.log"
+    streams = Streams(loop, nats_url)
+    try:
+        process.start()
+        eventually(
+            lambda: fake.webhook["url"] == url, timeout_s=30, what=f"setWebhook; log:\n{process.log_text()}"
+        )
+        secret = fake.webhook["secret_token"]
+        assert secret
+        assert BOT_TOKEN not in secret
+        assert {"message", "my_chat_member"} <= set(fake.webhook["allowed_updates"])
+        assert fake.webhook["max_connections"] == 1
+
+        forged = {
+            "update_id": 1,
+            "message": {
+                "message_id": 1,
+                "date": 0,
+                "chat": {"id": unique_chat_id, "type": "supergroup", "title": "x"},
+                "from": {"id": 5, "is_bot": False, "first_name": "Eve"},
+                "text": "forged",
+            },
+        }
+        with httpx.Client(timeout=10) as client:
+            assert client.post(url, json=forged).status_code == 401
+            assert client.post(url, json=forged, headers={SECRET_HEADER: "wrong"}).status_code == 401
+            assert client.post(url, content=b"not json", headers={SECRET_HEADER: secret}).status_code == 400
+            too_big = b"{" + b" " * 2_000_000 + b"}"
+            assert client.post(url, content=too_big, headers={SECRET_HEADER: secret}).status_code == 413
+
+        fake.add_group_message(unique_chat_id, "carried by the webhook")
+
+        [event] = eventually(lambda: streams.messages(unique_chat_id), what="the posted update stored")
+        assert event.text == "carried by the webhook"
+        eventually(lambda: (event.update_id, 200) in fake.webhook_deliveries, what="answered 200")
+        assert all(e.text != "forged" for e in streams.messages(unique_chat_id))
+    finally:
+        process.stop()
+        loop.run(fake.stop())
+    assert "Traceback" not in process.log_text()
+    assert BOT_TOKEN not in process.log_text()
+
+
 # --- group messages ---------------------------------------------------------------------------
 
 
@@ -322,23 +395,24 @@ def test_a_command_for_another_bot_is_an_ordinary_message(
     assert streams.bind_requests(unique_chat_id) == []
 
 
-def test_an_anonymous_admin_gets_guidance_and_nothing_is_stored(
+def test_an_anonymous_admin_message_is_stored_as_such_and_nothing_else(
     fake_telegram: FakeTelegram, streams: Streams, unique_chat_id: int
 ) -> None:
     group = {"id": unique_chat_id, "type": "supergroup", "title": "Support group"}
     update = fake_telegram.add_group_message(unique_chat_id, "/task Secret admin task", sender_chat=group)
-
-    [notice] = eventually(lambda: fake_telegram.sent_messages(unique_chat_id), what="guidance sent")
-
-    assert "Remain anonymous" in notice["text"]
-    assert notice["reply_parameters"]["message_id"] == update["message"]["message_id"]
-    assert "message_thread_id" not in notice
-    assert streams.anything(unique_chat_id) == []
-    # A second anonymous message soon after is not answered again: one notice per group at a time.
     fake_telegram.add_group_message(unique_chat_id, "still anonymous", sender_chat=group)
+
     handled_up_to(fake_telegram, streams, unique_chat_id)
-    assert len(fake_telegram.sent_messages(unique_chat_id)) == 1
+
+    posted = [e for e in streams.anything(unique_chat_id) if isinstance(e, AnonymousAdminPosted)]
+    assert [e.message_id for e in posted] == [
+        update["message"]["message_id"],
+        update["message"]["message_id"] + 1,
+    ]
     assert [e.text for e in streams.messages(unique_chat_id)] == ["marker"]
+    assert streams.bind_requests(unique_chat_id) == []
+    # The gateway only reports it; the relay gives the guidance (see the end-to-end tests).
+    assert fake_telegram.sent_messages(unique_chat_id) == []
 
 
 def test_a_message_posted_as_a_channel_is_stored_under_the_channel(
@@ -605,6 +679,95 @@ def test_an_edit_and_a_reaction_become_events_and_reactions_are_asked_for(
     assert reacted.actor.display == "Anna (@anna_iv)"
     polls = [c for c in fake_telegram.calls if c.method == "getUpdates" and "allowed_updates" in c.params]
     assert {"message", "edited_message", "message_reaction"} <= set(polls[-1].params["allowed_updates"])
+
+
+# --- commands and the group's life-cycle ----------------------------------------------------------
+
+
+def test_the_commands_are_registered_for_groups_at_start(
+    fake_telegram: FakeTelegram, gateway: ServiceProcess
+) -> None:
+    commands, scope = fake_telegram.commands
+
+    assert [c["command"] for c in commands] == ["task", "status", "unbind", "help"]
+    assert scope == {"type": "all_group_chats"}
+    polls = [c for c in fake_telegram.calls if c.method == "getUpdates"]
+    assert {"message", "my_chat_member"} <= set(polls[-1].params["allowed_updates"])
+
+
+def test_task_carries_whether_the_sender_is_an_admin(
+    fake_telegram: FakeTelegram, streams: Streams, unique_chat_id: int
+) -> None:
+    fake_telegram.set_member_status(unique_chat_id, 601, "administrator")
+    fake_telegram.add_group_message(unique_chat_id, "/task 4821", user_id=601)
+    fake_telegram.add_group_message(unique_chat_id, "/task 4822", user_id=602)
+
+    eventually(lambda: len(streams.bind_requests(unique_chat_id)) == 2, what="two bind requests")
+    requests = streams.bind_requests(unique_chat_id)
+
+    assert [(r.task_number, r.requester_is_admin) for r in requests] == [(4821, True), (4822, False)]
+    asked = [
+        c.params
+        for c in fake_telegram.calls
+        if c.method == "getChatMember" and c.params["chat_id"] == unique_chat_id
+    ]
+    assert [a["user_id"] for a in asked] == [601, 602]
+
+
+def test_unbind_status_and_help_become_requests(
+    fake_telegram: FakeTelegram, streams: Streams, unique_chat_id: int
+) -> None:
+    fake_telegram.add_group_message(unique_chat_id, "/unbind", thread_id=9)
+    status = fake_telegram.add_group_message(unique_chat_id, "/status@planfix_bridge_bot")
+    fake_telegram.add_group_message(unique_chat_id, "/help")
+    fake_telegram.add_group_message(unique_chat_id, "/status@some_other_bot")
+
+    handled_up_to(fake_telegram, streams, unique_chat_id)
+
+    [unbind] = [
+        e for e in streams.bind_requests_and_unbinds(unique_chat_id) if isinstance(e, UnbindRequested)
+    ]
+    assert (unbind.thread_id, unbind.requester_is_admin, unbind.requested_by.username) == (9, False, "ivan_p")
+    questions = [e for e in streams.group_events(unique_chat_id) if isinstance(e, GroupCommandReceived)]
+    assert [(q.command, q.bot_reads_all_messages, q.bot_username) for q in questions] == [
+        (GroupCommand.STATUS, True, "planfix_bridge_bot"),
+        (GroupCommand.HELP, True, "planfix_bridge_bot"),
+    ]
+    assert questions[0].message_id == status["message"]["message_id"]
+    assert [e.text for e in streams.messages(unique_chat_id)] == ["/status@some_other_bot", "marker"]
+
+
+def test_the_bot_joining_and_leaving_are_membership_changes_a_promotion_is_not(
+    fake_telegram: FakeTelegram, streams: Streams, unique_chat_id: int
+) -> None:
+    fake_telegram.set_bot_membership(unique_chat_id, "left")
+    fake_telegram.set_bot_membership(unique_chat_id, "member")
+    fake_telegram.set_bot_membership(unique_chat_id, "administrator")
+    fake_telegram.set_bot_membership(unique_chat_id, "kicked")
+
+    eventually(lambda: len(streams.group_events(unique_chat_id)) == 3, what="three membership changes")
+    changes = streams.group_events(unique_chat_id)
+
+    assert [(c.is_member, c.status) for c in changes if isinstance(c, BotMembershipChanged)] == [
+        (False, "left"),
+        (True, "member"),
+        (False, "kicked"),
+    ]
+
+
+def test_both_service_messages_of_an_upgrade_are_one_migration(
+    fake_telegram: FakeTelegram, streams: Streams, unique_chat_id: int
+) -> None:
+    old_group = -(abs(unique_chat_id) % 10_000_000_000)  # a basic group's id: no -100 prefix
+    new_group = fake_telegram.migrate_to_supergroup(old_group)
+
+    [migrated] = eventually(lambda: streams.group_events(new_group), what="the migration")
+    stays(lambda: len(streams.group_events(new_group)) == 1, for_s=1.0, what="only one")
+
+    assert isinstance(migrated, ChatMigrated)
+    assert (migrated.old_chat_id, migrated.chat_id) == (old_group, new_group)
+    assert streams.messages(old_group) == []
+    assert streams.messages(new_group) == []
 
 
 # --- life-cycle (last: stops this module's gateway) ----------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import structlog
 from faststream import Context
 from faststream.middlewares import AckPolicy
@@ -15,9 +17,10 @@ from bridge_lib.metrics import track_planfix_budget
 from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
 from bridge_lib.runtime import wait_for_stop_signal
 from contracts import subjects
-from contracts.events import BindRequested
+from contracts.events import BindRequested, TelegramGroupEvent, UnbindRequested
 from contracts.subjects import TELEGRAM_STREAM
 from services.binder.config import BinderSettings
+from services.binder.group_life import GroupLife
 from services.binder.handlers import Binder
 from services.binder.store import BindingStore
 
@@ -32,7 +35,17 @@ router = NatsRouter()
     **durable_pull("binder-bind-requests"),
 )
 async def on_bind_requested(msg: NatsMessage, binder: Binder = Context()) -> None:
-    await consume(msg, BindRequested, binder.handle_bind_request)
+    await consume(msg, (BindRequested, UnbindRequested), binder.handle_bind_request)
+
+
+@router.subscriber(
+    subjects.ALL_TELEGRAM_GROUP_EVENTS,
+    stream=jstream(TELEGRAM_STREAM),
+    ack_policy=AckPolicy.MANUAL,
+    **durable_pull("binder-group-changes"),
+)
+async def on_group_changed(msg: NatsMessage, group_life: GroupLife = Context()) -> None:
+    await consume(msg, get_args(TelegramGroupEvent), group_life.handle_group_event)
 
 
 async def run(settings: BinderSettings) -> None:
@@ -56,6 +69,7 @@ async def run(settings: BinderSettings) -> None:
     track_planfix_budget(planfix)
     if not await planfix_self_check(planfix):
         raise SystemExit(2)
+    broker.context.set_global("group_life", GroupLife(store=store, publisher=EventPublisher(broker)))
     broker.context.set_global(
         "binder",
         Binder(
@@ -63,6 +77,7 @@ async def run(settings: BinderSettings) -> None:
             planfix=planfix,
             publisher=EventPublisher(broker),
             max_task_title=settings.max_task_title,
+            everyone_may_bind=settings.everyone_may_bind,
         ),
     )
     await broker.start()

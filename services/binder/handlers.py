@@ -1,9 +1,16 @@
-"""The binder's decision: ``BindRequested`` -> a stored binding and ``TaskBound``, or ``BindRejected``.
+"""The binder's decisions about bindings.
 
-Idempotent by construction: the outcome of each request is stored under the request's source
-key before the resulting event is published, and the event's ``Nats-Msg-Id`` is derived from
-the request's event id. A redelivered request republishes the same event (JetStream drops the
-repeat) and, for ``/task <title>``, reuses the task created the first time.
+* ``BindRequested`` -> a stored binding and ``TaskBound``, or ``BindRejected``;
+* ``UnbindRequested`` -> the binding removed and ``TaskUnbound``, or ``UnbindRejected``;
+(the group's life-cycle, membership and migration, is in ``group_life.py``.)
+
+Only the group's admins (as Telegram told the gateway) may bind or unbind, unless
+``BINDER_EVERYONE_MAY_BIND`` is set; others get a polite refusal and nothing changes.
+
+Idempotent by construction: the outcome of each request or change is stored under its source
+key before the resulting events are published, and each event's ``Nats-Msg-Id`` is derived from
+the cause's event id. A redelivery republishes the same events (JetStream drops the repeats)
+and, for ``/task <title>``, reuses the task created the first time.
 """
 
 from __future__ import annotations
@@ -20,9 +27,13 @@ from contracts.events import (
     BindRejected,
     BindRequested,
     TaskBound,
+    TaskUnbound,
+    UnbindRejected,
+    UnbindRequested,
     derived_key,
     envelope_after,
     telegram_bind_key,
+    telegram_unbind_key,
     utc_now,
 )
 from services.binder.store import Binding, BindingStore, BindOutcome, group_key
@@ -38,13 +49,18 @@ class Binder:
         planfix: PlanfixClient,
         publisher: EventPublisher,
         max_task_title: int = 250,
+        everyone_may_bind: bool = False,
     ) -> None:
         self._store = store
         self._planfix = planfix
         self._publisher = publisher
         self._max_task_title = max_task_title
+        self._everyone_may_bind = everyone_may_bind
 
-    async def handle_bind_request(self, request: BindRequested, delivery: Delivery) -> None:
+    async def handle_bind_request(self, request: BindRequested | UnbindRequested, delivery: Delivery) -> None:
+        if isinstance(request, UnbindRequested):
+            await self.handle_unbind_request(request)
+            return
         structlog.contextvars.bind_contextvars(chat_id=request.chat_id, task_number=request.task_number)
         request_key = telegram_bind_key(request.chat_id, request.message_id)
         outcome = await self._store.outcome_for(request_key)
@@ -53,9 +69,21 @@ class Binder:
             await self._store.save_outcome(outcome)
         await self._publish(request, outcome)
 
+    def _refusal(self, request: BindRequested | UnbindRequested, what: str) -> str | None:
+        """Why this person may not change the binding, or None when they may."""
+        if self._everyone_may_bind or request.requester_is_admin:
+            return None
+        if request.requester_is_admin is None:
+            return (
+                f"Telegram could not tell whether you are an admin of this group; please {what} again later"
+            )
+        return f"only the group's admins can {what} it, sorry"
+
     async def _decide(
         self, request: BindRequested, request_key: str, earlier: BindOutcome | None
     ) -> BindOutcome:
+        if refusal := self._refusal(request, "bind"):
+            return _rejected(request_key, BindingRejectionReason.NOT_ALLOWED, refusal)
         try:
             if request.task_number is not None:
                 task = await self._planfix.get_task(request.task_number)
@@ -156,6 +184,51 @@ class Binder:
                 subject=subjects.binding_rejected(request.chat_id),
                 msg_id=key,
             )
+
+    # --- /unbind ----------------------------------------------------------------------------------
+
+    async def handle_unbind_request(self, request: UnbindRequested) -> None:
+        structlog.contextvars.bind_contextvars(chat_id=request.chat_id)
+        request_key = telegram_unbind_key(request.chat_id, request.message_id)
+        outcome = await self._store.outcome_for(request_key)
+        if outcome is None or outcome.decided is None:
+            outcome = await self._decide_unbind(request, request_key)
+            await self._store.save_outcome(outcome)
+        if outcome.decided == "unbound" and outcome.task_number is not None:
+            key = derived_key(request, "unbound")
+            event: TaskUnbound | UnbindRejected = TaskUnbound(
+                **envelope_after(request, key),
+                chat_id=request.chat_id,
+                thread_id=request.thread_id,
+                task_number=outcome.task_number,
+                unbound_by=f"telegram:{request.requested_by.id}",
+                reason="/unbind in the group",
+                requested_by=request.requested_by,
+            )
+            subject = subjects.binding_unbound(request.chat_id)
+        else:
+            key = derived_key(request, "unbind-rejected")
+            event = UnbindRejected(
+                **envelope_after(request, key),
+                chat_id=request.chat_id,
+                thread_id=request.thread_id,
+                reason=BindingRejectionReason(outcome.reason or BindingRejectionReason.NOT_BOUND),
+                detail=outcome.detail or "",
+            )
+            subject = subjects.binding_unbind_rejected(request.chat_id)
+        await self._publisher.publish(event, subject=subject, msg_id=key)
+
+    async def _decide_unbind(self, request: UnbindRequested, request_key: str) -> BindOutcome:
+        if refusal := self._refusal(request, "unbind"):
+            return _rejected(request_key, BindingRejectionReason.NOT_ALLOWED, refusal)
+        key = group_key(request.chat_id, request.thread_id)
+        binding = await self._store.binding_for(key)
+        if binding is None:
+            where = "this topic" if request.thread_id is not None else "this group"
+            return _rejected(request_key, BindingRejectionReason.NOT_BOUND, f"{where} is not bound to a task")
+        await self._store.unbind(key)
+        log.info("group_unbound", task_number=binding.task_number)
+        return BindOutcome(request_key=request_key, decided="unbound", task_number=binding.task_number)
 
 
 def _rejected(

@@ -1,7 +1,14 @@
-"""The JetStream side: for each stored webhook notice, fetch the comment and publish its content.
+"""The JetStream side: for each stored webhook notice, fetch the comment and publish what happened.
 
 Fetching here and not in the HTTP handler keeps the webhook answer fast and lets an outage of
 the Planfix API wait in the stream: the notice is redelivered until the fetch works.
+
+* ``comment.added`` -> ``PlanfixCommentAdded`` (text, author, files), once per comment.
+* ``comment.updated`` -> ``PlanfixCommentUpdated`` with the content as it is now; one per
+  notice (a repeated notice only repeats an edit to the same text, which changes nothing).
+* ``comment.deleted`` -> ``PlanfixCommentDeleted``, once per comment, and only when Planfix
+  confirms it: the comment is gone or marked deleted. A notice about a comment that is still
+  there is logged and dropped, so a wrong scenario cannot wipe messages from a group.
 """
 
 from __future__ import annotations
@@ -31,10 +38,16 @@ from bridge_lib.planfix import (
 )
 from contracts import subjects
 from contracts.events import (
+    PlanfixCommentAction,
     PlanfixCommentAdded,
+    PlanfixCommentDeleted,
+    PlanfixCommentUpdated,
     PlanfixCommentWebhookReceived,
+    PlanfixFile,
     PlanfixPerson,
+    derived_key,
     envelope_after,
+    planfix_comment_deleted_key,
     planfix_comment_key,
 )
 from contracts.subjects import PLANFIX_STREAM
@@ -55,7 +68,11 @@ class CommentFetcher:
         self._relay_hidden = relay_hidden
 
     async def handle(self, notice: PlanfixCommentWebhookReceived, delivery: Delivery) -> None:
+        structlog.contextvars.bind_contextvars(action=notice.action)
         comment = await self._fetch(notice.comment_id)
+        if notice.action is PlanfixCommentAction.DELETED:
+            await self._publish_deleted(notice, comment)
+            return
         if comment is None:
             return
         if comment.is_deleted:
@@ -69,6 +86,9 @@ class CommentFetcher:
         task_number = comment.task_number or notice.task_number
         if task_number != notice.task_number:
             log.warning("comment_task_differs", webhook_task=notice.task_number, comment_task=task_number)
+        if notice.action is PlanfixCommentAction.UPDATED:
+            await self._publish_updated(notice, comment, task_number)
+            return
         added = comment_added(notice, comment, task_number=task_number, our_source_id=self._source_id)
         stored = await self._publisher.publish(
             added, subject=subjects.planfix_comment_added(task_number), msg_id=planfix_comment_key(comment.id)
@@ -79,6 +99,48 @@ class CommentFetcher:
             comment_id=comment.id,
             duplicate=not stored,
             ours=added.source_object_id is not None,
+        )
+
+    async def _publish_updated(
+        self, notice: PlanfixCommentWebhookReceived, comment: PlanfixComment, task_number: int
+    ) -> None:
+        key = derived_key(notice, "updated")
+        updated = PlanfixCommentUpdated(
+            **envelope_after(notice, key),
+            task_number=task_number,
+            comment_id=comment.id,
+            text_html=comment.description,
+            author=PlanfixPerson(id=comment.owner_id, name=comment.owner_name),
+            source_id=self._source_id if comment.source_object_id else None,
+            source_object_id=comment.source_object_id,
+            files=files_of(comment),
+        )
+        stored = await self._publisher.publish(
+            updated, subject=subjects.planfix_comment_updated(task_number), msg_id=key
+        )
+        log.info(
+            "comment_update_published", task_number=task_number, comment_id=comment.id, duplicate=not stored
+        )
+
+    async def _publish_deleted(
+        self, notice: PlanfixCommentWebhookReceived, comment: PlanfixComment | None
+    ) -> None:
+        if comment is not None and not comment.is_deleted:
+            log.warning("delete_notice_for_a_comment_still_there_ignored", comment_id=notice.comment_id)
+            return
+        task_number = (comment.task_number if comment else None) or notice.task_number
+        key = planfix_comment_deleted_key(notice.comment_id)
+        deleted = PlanfixCommentDeleted(
+            **envelope_after(notice, key), task_number=task_number, comment_id=notice.comment_id
+        )
+        stored = await self._publisher.publish(
+            deleted, subject=subjects.planfix_comment_deleted(task_number), msg_id=key
+        )
+        log.info(
+            "comment_delete_published",
+            task_number=task_number,
+            comment_id=notice.comment_id,
+            duplicate=not stored,
         )
 
     async def _fetch(self, comment_id: int) -> PlanfixComment | None:
@@ -117,7 +179,12 @@ def comment_added(
         source_object_id=comment.source_object_id,
         written_at=comment.written_at,
         is_hidden=comment.is_hidden,
+        files=files_of(comment),
     )
+
+
+def files_of(comment: PlanfixComment) -> list[PlanfixFile]:
+    return [PlanfixFile(id=file.id, name=file.name, size=file.size) for file in comment.files]
 
 
 @router.subscriber(

@@ -6,7 +6,8 @@ publish one event, answer. The comment itself is fetched later by ``fetcher``.
 
 Accepted body: a JSON object ``{"task": <id>, "comment": <id>}`` (aliases ``taskNumber`` and
 ``commentId``), each id an integer or a string of digits, since Planfix pastes template values
-as text; an optional ``"event"`` must be ``"comment.added"``. Anything else is a 400.
+as text; an optional ``"event"`` is ``"comment.added"`` (the default), ``"comment.updated"`` or
+``"comment.deleted"`` (one Planfix scenario per event). Anything else is a 400.
 
 Planfix pastes template variables raw, so a scenario whose body also carries text (a comment
 with quotes or line breaks) sends broken JSON. Such a body is still accepted when the ids can be
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import re
+import time
 from collections import Counter
 from typing import Any, NamedTuple
 
@@ -28,11 +30,17 @@ from aiohttp import web
 
 from bridge_lib.eventbus import EventPublisher
 from contracts import subjects
-from contracts.events import PlanfixCommentWebhookReceived, planfix_webhook_key, root_envelope
+from contracts.events import (
+    PlanfixCommentAction,
+    PlanfixCommentWebhookReceived,
+    planfix_change_webhook_key,
+    planfix_webhook_key,
+    root_envelope,
+)
 
 log = structlog.get_logger("planfix_gateway.webhook")
 
-WEBHOOK_EVENT = "comment.added"
+WEBHOOK_EVENTS = tuple(action.value for action in PlanfixCommentAction)
 # Ids must fit the int64 the events are encoded with.
 MAX_ID = 2**63 - 1
 _DIGITS = re.compile(r"\d{1,19}")
@@ -43,6 +51,7 @@ BODY_READ_TIMEOUT_S = 10.0
 class WebhookIds(NamedTuple):
     task_number: int
     comment_id: int
+    action: PlanfixCommentAction = PlanfixCommentAction.ADDED
 
 
 class BadWebhook(ValueError):
@@ -59,11 +68,13 @@ def parse_webhook(raw: bytes) -> WebhookIds:
         data = salvaged
     if not isinstance(data, dict):
         raise BadWebhook("body must be a JSON object")
-    event = data.get("event")
-    if event is not None and event != WEBHOOK_EVENT:
-        raise BadWebhook(f"'event' must be {WEBHOOK_EVENT!r}")
+    event = data.get("event", PlanfixCommentAction.ADDED.value)
+    if event not in WEBHOOK_EVENTS:
+        raise BadWebhook(f"'event' must be one of {', '.join(WEBHOOK_EVENTS)}")
     return WebhookIds(
-        task_number=_id(data, "task", "taskNumber"), comment_id=_id(data, "comment", "commentId")
+        task_number=_id(data, "task", "taskNumber"),
+        comment_id=_id(data, "comment", "commentId"),
+        action=PlanfixCommentAction(event),
     )
 
 
@@ -100,12 +111,19 @@ def _id(data: dict[str, Any], name: str, alias: str) -> int:
     return value
 
 
-def build_event(ids: WebhookIds) -> PlanfixCommentWebhookReceived:
-    key = planfix_webhook_key(ids.comment_id)
+def notice_key(ids: WebhookIds, received_at_ms: int) -> str:
+    """A comment is added once, so its notice key is the comment; edits and deletes carry time."""
+    if ids.action is PlanfixCommentAction.ADDED:
+        return planfix_webhook_key(ids.comment_id)
+    return planfix_change_webhook_key(ids.comment_id, ids.action.value, received_at_ms)
+
+
+def build_event(ids: WebhookIds, key: str) -> PlanfixCommentWebhookReceived:
     return PlanfixCommentWebhookReceived(
         **root_envelope(key, caused_by=key),
         task_number=ids.task_number,
         comment_id=ids.comment_id,
+        action=ids.action,
     )
 
 
@@ -169,16 +187,15 @@ class WebhookReceiver:
         return bytes(body)
 
     async def _store(self, ids: WebhookIds) -> web.Response:
-        event = build_event(ids)
+        key = notice_key(ids, time.time_ns() // 1_000_000)
+        event = build_event(ids, key)
         with structlog.contextvars.bound_contextvars(
-            task_number=ids.task_number, comment_id=ids.comment_id, event_id=event.event_id
+            task_number=ids.task_number, comment_id=ids.comment_id, event_id=event.event_id, action=ids.action
         ):
             try:
                 async with asyncio.timeout(self._publish_timeout_s):
                     stored = await self._publisher.publish(
-                        event,
-                        subject=subjects.planfix_comment_webhook(ids.task_number),
-                        msg_id=planfix_webhook_key(ids.comment_id),
+                        event, subject=subjects.planfix_comment_webhook(ids.task_number), msg_id=key
                     )
             except Exception as error:  # NATS down or slow: Planfix retries later, nothing is lost
                 log.warning("webhook_not_stored", error=f"{type(error).__name__}: {error}")

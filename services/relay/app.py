@@ -1,13 +1,15 @@
 """Wiring: the Telegram -> Planfix batch consumer (``inbound_consumer``, one active replica),
-two durable consumers (Planfix comments, binding decisions), the binding directory, effect
-records in MongoDB, and the Planfix and Telegram clients."""
+three durable consumers (Planfix comment changes, binding decisions, group events), the binding
+directory, effect records and the Telegram outbox in MongoDB, the per-group senders with their
+pace in NATS KV, and the Planfix and Telegram clients."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
+import uuid
+from typing import get_args
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -19,20 +21,33 @@ from motor.motor_asyncio import AsyncIOMotorClient
 
 from bridge_lib.eventbus import EventPublisher, consume, durable_pull, ensure_streams, jstream, make_broker
 from bridge_lib.health import ConsumerRef, mongo_ping, start_health_server
+from bridge_lib.kvstore import ensure_bucket
 from bridge_lib.lease import Lease, open_lease_bucket
 from bridge_lib.metrics import track_planfix_budget
 from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
 from bridge_lib.runtime import wait_for_stop_signal
 from bridge_lib.telegram import make_bot
 from contracts import subjects
-from contracts.events import BindRejected, PlanfixCommentAdded, TaskBound
-from contracts.subjects import ALL_TELEGRAM_MESSAGE_ACTIVITY, BINDING_STREAM, PLANFIX_STREAM, TELEGRAM_STREAM
+from contracts.events import BindingEvent, PlanfixCommentChange, TelegramGroupEvent
+from contracts.subjects import (
+    ALL_TELEGRAM_MESSAGE_ACTIVITY,
+    BINDING_STREAM,
+    PLANFIX_STREAM,
+    TELEGRAM_PACE_BUCKET,
+    TELEGRAM_STREAM,
+)
 from services.relay.config import RelaySettings
+from services.relay.courier import Courier
 from services.relay.directory import BindingDirectory
 from services.relay.effects import EffectStore
 from services.relay.inbound_consumer import DURABLE as INBOUND_DURABLE
-from services.relay.inbound_consumer import InboundConsumer
+from services.relay.inbound_consumer import InboundConsumer, cancelled
 from services.relay.inbound_store import InboundStore
+from services.relay.outbox import Outbox
+from services.relay.pacing import GroupLeases, TelegramPace
+from services.relay.revisions import CommentRevisions
+from services.relay.sender import TelegramSender
+from services.relay.sent_comments import SentComments
 from services.relay.to_planfix import CombineLimits, ToPlanfix
 from services.relay.to_telegram import ToTelegram
 
@@ -41,14 +56,17 @@ INBOUND_CONSUMER = ConsumerRef(TELEGRAM_STREAM.name, INBOUND_DURABLE, ALL_TELEGR
 router = NatsRouter()
 
 
+# Added, updated and deleted comments through one consumer: a task's changes stay in order.
+# (It replaces "relay-planfix-comments", which saw added comments only; the outbox and the
+# effect records it checks make a replay by this new consumer send nothing twice.)
 @router.subscriber(
-    subjects.ALL_PLANFIX_COMMENTS,
+    subjects.ALL_PLANFIX_COMMENT_CHANGES,
     stream=jstream(PLANFIX_STREAM),
     ack_policy=AckPolicy.MANUAL,
-    **durable_pull("relay-planfix-comments"),
+    **durable_pull("relay-planfix-comment-changes"),
 )
 async def on_planfix_comment(msg: NatsMessage, to_telegram: ToTelegram = Context()) -> None:
-    await consume(msg, PlanfixCommentAdded, to_telegram.carry_planfix_comment)
+    await consume(msg, get_args(PlanfixCommentChange), to_telegram.carry_comment_change)
 
 
 @router.subscriber(
@@ -58,15 +76,28 @@ async def on_planfix_comment(msg: NatsMessage, to_telegram: ToTelegram = Context
     **durable_pull("relay-binding-notices"),
 )
 async def on_binding_decided(msg: NatsMessage, to_telegram: ToTelegram = Context()) -> None:
-    await consume(msg, (TaskBound, BindRejected), to_telegram.announce_binding)
+    await consume(msg, get_args(BindingEvent), to_telegram.announce_binding)
+
+
+@router.subscriber(
+    subjects.ALL_TELEGRAM_GROUP_EVENTS,
+    stream=jstream(TELEGRAM_STREAM),
+    ack_policy=AckPolicy.MANUAL,
+    **durable_pull("relay-group-events"),
+)
+async def on_group_event(msg: NatsMessage, to_telegram: ToTelegram = Context()) -> None:
+    await consume(msg, get_args(TelegramGroupEvent), to_telegram.answer_group_event)
 
 
 async def run(settings: RelaySettings) -> None:
     mongo: AsyncIOMotorClient[dict[str, object]] = AsyncIOMotorClient(
         settings.mongodb_url, serverSelectionTimeoutMS=10_000, tz_aware=True
     )
-    effects = EffectStore(mongo[settings.mongodb_database])
-    inbound_store = InboundStore(mongo[settings.mongodb_database])
+    database = mongo[settings.mongodb_database]
+    effects = EffectStore(database)
+    inbound_store = InboundStore(database)
+    outbox = Outbox(database)
+    await outbox.create_indexes()
     bot = make_bot(
         settings.telegram_bot_token.get_secret_value(),
         api_base_url=settings.telegram_api_base_url,
@@ -84,14 +115,17 @@ async def run(settings: RelaySettings) -> None:
     )
     await broker.connect()
     await ensure_streams(broker, replicas=settings.nats_stream_replicas)
-    planfix = await paced_planfix_client(settings, broker.connection.jetstream())
+    js = broker.connection.jetstream()
+    planfix = await paced_planfix_client(settings, js)
     track_planfix_budget(planfix)
     if not await planfix_self_check(planfix):
         raise SystemExit(2)
     directory = BindingDirectory()
-    await directory.start(broker.connection.jetstream())
+    await directory.start(js)
     publisher = EventPublisher(broker)
-    js = broker.connection.jetstream()
+    owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+    # Telegram -> Planfix: one active replica, batches combined into comments.
     to_planfix = ToPlanfix(
         directory=directory,
         effects=effects,
@@ -103,21 +137,52 @@ async def run(settings: RelaySettings) -> None:
         zone=ZoneInfo(settings.relay_timezone),
         limits=CombineLimits(max_messages=settings.relay_combine_max_messages),
     )
-    lease = Lease(await open_lease_bucket(js), "relay_inbound", owner=f"{socket.gethostname()}:{os.getpid()}")
+    lease = Lease(await open_lease_bucket(js), "relay_inbound", owner=owner)
     inbound = InboundConsumer(js, to_planfix, lease, album_window_s=settings.relay_album_window_s)
-    broker.context.set_global(
-        "to_telegram",
-        ToTelegram(
-            directory=directory,
-            effects=effects,
-            bot=bot,
-            publisher=publisher,
-            planfix_source_id=settings.planfix_source_id,
-            planfix_web_url=settings.planfix_web_url,
-        ),
+
+    # Planfix -> Telegram: an outbox drained per group at Telegram's pace.
+    pace_bucket = await ensure_bucket(js, TELEGRAM_PACE_BUCKET)
+    pace = TelegramPace(
+        pace_bucket,
+        group_limit=settings.group_pace_messages,
+        group_window_s=settings.group_pace_window_s,
+        bot_per_second=settings.bot_pace_per_s,
     )
+    sender = TelegramSender(
+        outbox=outbox,
+        pace=pace,
+        leases=GroupLeases(pace_bucket, owner=owner),
+        directory=directory,
+        publisher=publisher,
+        max_attempts=settings.send_max_attempts,
+        secret=settings.telegram_bot_token.get_secret_value(),
+    )
+    to_telegram = ToTelegram(
+        directory=directory,
+        effects=effects,
+        outbox=outbox,
+        sender=sender,
+        planfix_source_id=settings.planfix_source_id,
+        planfix_web_url=settings.planfix_web_url,
+    )
+    sent_comments = SentComments(database)
+    sender.courier = Courier(
+        bot=bot,
+        planfix=planfix,
+        outbox=outbox,
+        sent=sent_comments,
+        pace=pace,
+        before_call=sender.guard,
+        task_url=to_telegram.task_url,
+    )
+    sender.revisions = CommentRevisions(bot=bot, courier=sender.courier, sent=sent_comments)
+    # After the replay: only live binding changes (e.g. a resumed group) wake a sender.
+    directory.on_change(sender.wake)
+    broker.context.set_global("to_telegram", to_telegram)
+
     await broker.start()
-    inbound_task = asyncio.create_task(inbound.run())
+    sender.start()
+    inbound_task = asyncio.create_task(inbound.run(), name="inbound")
     log.info("relay_started")
     try:
         stop = asyncio.create_task(wait_for_stop_signal())
@@ -127,9 +192,8 @@ async def run(settings: RelaySettings) -> None:
         stop.cancel()
     finally:
         log.info("relay_stopping")
-        inbound_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await inbound_task
+        await cancelled(inbound_task)
+        await sender.stop()
         await directory.stop()
         await broker.stop()
         await health.stop()

@@ -1,4 +1,4 @@
-"""Relay settings: NATS, MongoDB (effect records), Planfix and Telegram credentials."""
+"""Relay settings: NATS, MongoDB (effect records, outbox), Planfix and Telegram, Telegram's pace."""
 
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ class RelaySettings(NatsSettings, MongoSettings, PlanfixSettings, TelegramSettin
     relay_combine_max_messages: int = Field(default=50, alias="RELAY_COMBINE_MAX_MESSAGES", ge=1)
     # Time zone of the times written on each message's author line in Planfix.
     relay_timezone: str = Field(default="UTC", alias="RELAY_TIMEZONE")
+    # Telegram takes about 20 messages a minute in one group: at most this many per window.
+    group_pace_messages: int = Field(default=20, alias="RELAY_GROUP_PACE_MESSAGES", ge=1)
+    group_pace_window_s: float = Field(default=60.0, alias="RELAY_GROUP_PACE_WINDOW_S", gt=0)
+    # And about 30 messages a second from one bot, across all groups and relay replicas.
+    bot_pace_per_s: float = Field(default=30.0, alias="RELAY_BOT_PACE_PER_S", gt=0)
+    # A message Telegram refuses (400/403) is tried this many times before it is set aside.
+    send_max_attempts: int = Field(default=8, alias="RELAY_SEND_MAX_ATTEMPTS", ge=1)
 
     @field_validator("relay_timezone")
     @classmethod

@@ -5,19 +5,35 @@ message through an ordered consumer, then follows it live. Lookups are dictionar
 carrying a message costs no database round trip. A miss may only mean "not caught up yet", so
 before answering "unbound" the directory waits until it has applied everything the stream held
 at the moment of the question.
+
+A suspended binding (the bot was removed from the group) stays in the directory, marked: the
+group's outgoing messages wait for it to resume. A group that became a supergroup is found
+under its new id even before the binder has moved the binding: a miss looks for the group's
+``ChatMigrated`` event (by subject, in the TELEGRAM stream) and answers with the old id's
+binding, so no message of the new supergroup is dropped in between.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
+import nats.js.errors
 import structlog
 from nats.js.api import DeliverPolicy
 
-from contracts.events import TaskBound, TaskUnbound, decode_event
-from contracts.subjects import ALL_BINDING_EVENTS, BINDING_STREAM
+from contracts.events import (
+    BindingMoved,
+    BindingResumed,
+    BindingSuspended,
+    ChatMigrated,
+    TaskBound,
+    TaskUnbound,
+    decode_event,
+)
+from contracts.subjects import ALL_BINDING_EVENTS, BINDING_STREAM, TELEGRAM_STREAM, telegram_group_migrated
 
 log = structlog.get_logger("relay.directory")
 
@@ -25,6 +41,7 @@ log = structlog.get_logger("relay.directory")
 class BoundTask(msgspec.Struct, frozen=True):
     task_number: int
     task_title: str
+    suspended: bool = False
 
 
 Group = tuple[int, int | None]  # (chat id, forum topic id or None)
@@ -38,6 +55,13 @@ class BindingDirectory:
         self._progress = asyncio.Condition()
         self._subscription: Any = None
         self._js: Any = None
+        # new chat id -> old chat id, learned from ChatMigrated events on a miss.
+        self._migrated_from: dict[int, int] = {}
+        self._listeners: list[Callable[[int], None]] = []
+
+    def on_change(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(chat_id)`` whenever a group's binding changes (e.g. to wake its sender)."""
+        self._listeners.append(listener)
 
     async def start(self, js: Any) -> None:
         self._js = js
@@ -51,13 +75,43 @@ class BindingDirectory:
         if self._subscription is not None:
             await self._subscription.unsubscribe()
 
-    def apply(self, event: TaskBound) -> None:
-        group = (event.chat_id, event.thread_id)
-        previous = self._task_by_group.get(group)
+    def apply(self, event: Any) -> None:
+        if isinstance(event, TaskBound):
+            self._set((event.chat_id, event.thread_id), BoundTask(event.task_number, event.task_title))
+        elif isinstance(event, TaskUnbound):
+            self._remove((event.chat_id, event.thread_id))
+        elif isinstance(event, BindingSuspended | BindingResumed):
+            found = self._task_by_group.get((event.chat_id, event.thread_id))
+            if found is not None:
+                suspended = isinstance(event, BindingSuspended)
+                self._set(
+                    (event.chat_id, event.thread_id), msgspec.structs.replace(found, suspended=suspended)
+                )
+        elif isinstance(event, BindingMoved):
+            self._remove((event.old_chat_id, event.thread_id))
+            self._set((event.chat_id, event.thread_id), BoundTask(event.task_number, event.task_title))
+        else:
+            return
+        for listener in self._listeners:
+            listener(event.chat_id)
+
+    def _set(self, group: Group, bound: BoundTask) -> None:
+        self._remove(group)
+        self._task_by_group[group] = bound
+        self._groups_by_task.setdefault(bound.task_number, set()).add(group)
+
+    def _remove(self, group: Group) -> None:
+        previous = self._task_by_group.pop(group, None)
         if previous is not None:
             self._groups_by_task.get(previous.task_number, set()).discard(group)
-        self._task_by_group[group] = BoundTask(event.task_number, event.task_title)
-        self._groups_by_task.setdefault(event.task_number, set()).add(group)
+
+    def is_suspended(self, chat_id: int) -> bool:
+        """The bot left this group: nothing may be sent there until the binding resumes."""
+        return any(bound.suspended for (chat, _), bound in self._task_by_group.items() if chat == chat_id)
+
+    def bindings_of(self, chat_id: int) -> dict[int | None, BoundTask]:
+        """Every binding of a chat, by forum topic (None: the group as a whole)."""
+        return {thread: bound for (chat, thread), bound in self._task_by_group.items() if chat == chat_id}
 
     def remove(self, event: TaskUnbound) -> None:
         group = (event.chat_id, event.thread_id)
@@ -72,7 +126,26 @@ class BindingDirectory:
         if found is None:
             await self.catch_up()
             found = self._lookup_task(chat_id, thread_id)
+        if found is None and (old_chat_id := await self._migrated_from_chat(chat_id)) is not None:
+            found = self._lookup_task(old_chat_id, thread_id)
         return found
+
+    async def _migrated_from_chat(self, chat_id: int) -> int | None:
+        """The group's old chat id if it became a supergroup; only ever asked on a miss."""
+        if chat_id in self._migrated_from:
+            return self._migrated_from[chat_id]
+        try:
+            raw = await self._js.get_last_msg(TELEGRAM_STREAM.name, telegram_group_migrated(chat_id))
+        except nats.js.errors.NotFoundError:
+            return None
+        try:
+            event = decode_event(raw.data or b"")
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        if not isinstance(event, ChatMigrated):
+            return None
+        self._migrated_from[chat_id] = event.old_chat_id
+        return event.old_chat_id
 
     async def groups_for(self, task_number: int) -> list[Group]:
         groups = self._groups_by_task.get(task_number)
@@ -98,7 +171,7 @@ class BindingDirectory:
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
             log.error("undecodable_binding_event_skipped", error=str(error))
             event = None
-        if isinstance(event, TaskBound):
+        if event is not None:
             self.apply(event)
         elif isinstance(event, TaskUnbound):
             self.remove(event)

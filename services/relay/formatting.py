@@ -13,9 +13,15 @@ import html
 import re
 from html.parser import HTMLParser
 
-from contracts.events import BindRejected, PlanfixCommentAdded, TaskBound
+from contracts.events import (
+    BindRejected,
+    PlanfixCommentAdded,
+    PlanfixCommentUpdated,
+    TaskBound,
+)
+from services.relay.telegram_text import TEXT_LIMIT, split_html
 
-TELEGRAM_TEXT_LIMIT = 4096
+TELEGRAM_TEXT_LIMIT = TEXT_LIMIT
 
 _INLINE_TAGS = {
     "b": "b", "strong": "b", "i": "i", "em": "i", "u": "u", "ins": "u",
@@ -24,9 +30,15 @@ _INLINE_TAGS = {
 _BLOCK_TAGS = {"p", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "table"}
 
 
-def telegram_comment_text(comment: PlanfixCommentAdded) -> str:
-    author = html.escape(comment.author.name or "Planfix")
-    return f"<b>{author}</b> · Planfix:\n{planfix_html_to_telegram(comment.text_html)}"
+def comment_author_line(comment: PlanfixCommentAdded | PlanfixCommentUpdated) -> str:
+    """Who wrote a comment, as the first line of its message (and the caption of its files)."""
+    return f"<b>{html.escape(comment.author.name or 'Planfix')}</b> · Planfix"
+
+
+def telegram_comment_text(comment: PlanfixCommentAdded | PlanfixCommentUpdated) -> str:
+    body = planfix_html_to_telegram(comment.text_html)
+    author = comment_author_line(comment)
+    return f"{author}:\n{body}" if body else author
 
 
 def bound_notice(event: TaskBound, task_url: str) -> str:
@@ -98,31 +110,5 @@ def planfix_html_to_telegram(source: str) -> str:
 
 
 def split_for_telegram(text: str, limit: int = TELEGRAM_TEXT_LIMIT) -> list[str]:
-    """Split a long message into parts Telegram accepts, in order, nothing lost.
-
-    Splits on line, then word boundaries. A part that would cut through markup falls back to
-    plain text for that message, so no part carries a half-open tag.
-    """
-    if len(text) <= limit:
-        return [text]
-    plain = html.escape(html.unescape(re.sub(r"<[^>]+>", "", text)), quote=False)
-    parts: list[str] = []
-    current = ""
-    for line in plain.split("\n"):
-        while len(line) > limit:
-            cut = line.rfind(" ", 0, limit)
-            cut = cut if cut > 0 else limit
-            if current:
-                parts.append(current)
-                current = ""
-            parts.append(line[:cut])
-            line = line[cut:].lstrip()
-        candidate = f"{current}\n{line}" if current else line
-        if len(candidate) > limit:
-            parts.append(current)
-            current = line
-        else:
-            current = candidate
-    if current:
-        parts.append(current)
-    return parts
+    """Parts Telegram accepts, in order, nothing lost (see ``telegram_text.split_html``)."""
+    return split_html(text, limit)

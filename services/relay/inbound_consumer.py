@@ -85,7 +85,7 @@ class InboundConsumer:
                     done, _ = await asyncio.wait({keep, work}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     for task in (keep, work):
-                        await _cancelled(task)
+                        await cancelled(task)
                 if work in done:
                     work.result()
         finally:
@@ -274,7 +274,7 @@ async def _give_up(raw: Any, event: Event | None, reason: DeadLetterReason, deta
         await raw.nak(delay=retry_delay_s(delivery.num_delivered))
 
 
-async def _cancelled(task: asyncio.Task[Any]) -> None:
+async def cancelled(task: asyncio.Task[Any]) -> None:
     """Cancel a task and wait for it; what it raises while being cancelled is only logged.
 
     (nats-py's ``fetch`` can raise an IndexError instead of CancelledError when cancelled

@@ -1,37 +1,65 @@
-"""Planfix -> Telegram: new task comments and binding decisions become messages in the group.
+"""Planfix -> Telegram: what should appear in a group, stored in the outbox for its sender.
 
-The same three steps as the other direction (effect record, call, record). Telegram has
-nothing to look up afterwards: if the process dies between a send and its record, the send is
-repeated, so the window for a duplicate is one in-flight send.
+Each handler turns one event into outbox items, one per group concerned, keyed by what they
+carry (so a redelivered event adds nothing), wakes the groups' senders and returns: the event
+is settled in milliseconds whatever the groups' pace. ``sender.py`` does the sending.
+
+* comment added / edited / deleted in a bound task -> send / edit / delete in each group bound
+  to the task (comments the bridge wrote itself are never echoed);
+* binding decisions -> confirmations and refusals in the group;
+* ``/status``, ``/help`` -> the answer, as a reply; an anonymous admin's message -> guidance,
+  once per group ever (the outbox key is the group); the bot added to a group that has no
+  binding -> a greeting with how to bind;
+* a group that became a supergroup -> its waiting items follow it to the new chat id.
 """
 
 from __future__ import annotations
 
 import structlog
-from aiogram import Bot
-from aiogram.exceptions import (
-    TelegramBadRequest,
-    TelegramForbiddenError,
-    TelegramNetworkError,
-    TelegramRetryAfter,
-    TelegramServerError,
-)
 
-from bridge_lib.eventbus import Delivery, EventPublisher, PermanentFailure, TransientFailure
-from contracts import subjects
+from bridge_lib.eventbus import Delivery
 from contracts.events import (
+    AnonymousAdminPosted,
+    BindingEvent,
+    BindingMoved,
+    BindingResumed,
+    BindingSuspended,
     BindRejected,
+    BotMembershipChanged,
+    ChatMigrated,
     Event,
+    GroupCommand,
+    GroupCommandReceived,
     PlanfixCommentAdded,
+    PlanfixCommentChange,
+    PlanfixCommentDeleted,
+    PlanfixCommentUpdated,
     TaskBound,
+    TaskUnbound,
+    TelegramGroupEvent,
     TelegramMessageKind,
-    TelegramMessageSent,
-    envelope_after,
+    UnbindRejected,
     planfix_comment_key,
 )
 from services.relay.directory import BindingDirectory
-from services.relay.effects import EffectStore, publish_effect
-from services.relay.formatting import bound_notice, rejected_notice, split_for_telegram, telegram_comment_text
+from services.relay.effects import EffectStore
+from services.relay.formatting import (
+    bound_notice,
+    comment_author_line,
+    rejected_notice,
+    telegram_comment_text,
+)
+from services.relay.notices import (
+    ANONYMOUS_ADMIN_GUIDANCE,
+    greeting_text,
+    help_text,
+    resumed_notice,
+    status_text,
+    unbind_rejected_notice,
+    unbound_notice,
+)
+from services.relay.outbox import Action, Outbox, OutboxItem
+from services.relay.sender import TelegramSender
 
 log = structlog.get_logger("relay.to_telegram")
 
@@ -42,44 +70,61 @@ class ToTelegram:
         *,
         directory: BindingDirectory,
         effects: EffectStore,
-        bot: Bot,
-        publisher: EventPublisher,
+        outbox: Outbox,
+        sender: TelegramSender,
         planfix_source_id: str,
         planfix_web_url: str,
     ) -> None:
         self._directory = directory
         self._effects = effects
-        self._bot = bot
-        self._publisher = publisher
+        self._outbox = outbox
+        self._sender = sender
         self._source_id = planfix_source_id
         self._web_url = planfix_web_url
 
-    async def carry_planfix_comment(self, comment: PlanfixCommentAdded, delivery: Delivery) -> None:
-        structlog.contextvars.bind_contextvars(task_number=comment.task_number, comment_id=comment.comment_id)
-        if await self._is_own_comment(comment):
+    def task_url(self, task_number: int) -> str:
+        return f"{self._web_url}task/{task_number}"
+
+    # --- comments -------------------------------------------------------------------------------
+
+    async def carry_comment_change(self, event: PlanfixCommentChange, delivery: Delivery) -> None:
+        structlog.contextvars.bind_contextvars(task_number=event.task_number, comment_id=event.comment_id)
+        if not isinstance(event, PlanfixCommentDeleted) and await self._is_own_comment(event):
             log.info("own_comment_not_echoed")
             return
-        groups = await self._directory.groups_for(comment.task_number)
+        groups = await self._directory.groups_for(event.task_number)
         if not groups:
             log.info("unbound_task_not_relayed")
             return
-        text = telegram_comment_text(comment)
+        comment_key = planfix_comment_key(event.comment_id)
         for chat_id, thread_id in groups:
-            effect_key = (
-                f"telegram-message:{planfix_comment_key(comment.comment_id)}:{chat_id}:{thread_id or 0}"
-            )
-            await self._send_once(
-                comment,
-                effect_key,
-                chat_id=chat_id,
-                thread_id=thread_id,
-                text=text,
-                kind=TelegramMessageKind.PLANFIX_COMMENT,
-                task_number=comment.task_number,
-                comment_id=comment.comment_id,
-            )
+            where = f"{chat_id}:{thread_id or 0}"
+            if isinstance(event, PlanfixCommentAdded):
+                key = f"telegram-message:{comment_key}:{where}"
+                if await self._effects.get(key) is not None:
+                    continue  # sent by a relay from before the outbox
+                item = self._item(
+                    event, key, chat_id, thread_id, Action.SEND, TelegramMessageKind.PLANFIX_COMMENT
+                )
+                item.text = telegram_comment_text(event)
+                item.short_caption = comment_author_line(event)
+                item.files = list(event.files)
+            elif isinstance(event, PlanfixCommentUpdated):
+                key = f"telegram-edit:{event.event_id}:{where}"
+                item = self._item(
+                    event, key, chat_id, thread_id, Action.EDIT, TelegramMessageKind.PLANFIX_COMMENT
+                )
+                item.text = telegram_comment_text(event)
+                item.short_caption = comment_author_line(event)
+            else:
+                key = f"telegram-delete:{comment_key}:{where}"
+                item = self._item(
+                    event, key, chat_id, thread_id, Action.DELETE, TelegramMessageKind.PLANFIX_COMMENT
+                )
+            item.task_number, item.comment_id = event.task_number, event.comment_id
+            await self._enqueue(item)
 
-    async def _is_own_comment(self, comment: PlanfixCommentAdded) -> bool:
+    async def _is_own_comment(self, comment: PlanfixCommentAdded | PlanfixCommentUpdated) -> bool:
         # Two independent signs, no guessing from names: the sourceId/sourceObjectId the bridge
         # wrote on the comment (present even when the webhook beats our own record), and the
         # record of comment ids the bridge created.
@@ -87,72 +132,114 @@ class ToTelegram:
             return True
         return await self._effects.is_own_comment(comment.comment_id)
 
-    # --- Binding notices ----------------------------------------------------------------------
+    # --- binding decisions ------------------------------------------------------------------------
 
-    async def announce_binding(self, event: TaskBound | BindRejected, delivery: Delivery) -> None:
+    async def announce_binding(self, event: BindingEvent, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(chat_id=event.chat_id)
+        if isinstance(event, BindingMoved):
+            moved = await self._outbox.move_chat(event.old_chat_id, event.chat_id)
+            log.info("binding_moved_items_follow", old_chat_id=event.old_chat_id, items=moved)
+            self._sender.wake(event.chat_id)
+            return
+        if isinstance(event, BindingSuspended):
+            return  # the bot is no longer in the group: nobody to tell
+        kind, text = self._binding_notice(event)
+        item = self._item(
+            event, f"telegram-notice:{event.event_id}", event.chat_id, event.thread_id, Action.SEND, kind
+        )
+        item.text = text
+        item.task_number = getattr(event, "task_number", None)
+        await self._enqueue(item)
+
+    def _binding_notice(
+        self, event: TaskBound | BindRejected | TaskUnbound | UnbindRejected | BindingResumed
+    ) -> tuple[TelegramMessageKind, str]:
         if isinstance(event, TaskBound):
-            text = bound_notice(event, f"{self._web_url}task/{event.task_number}")
-            kind = TelegramMessageKind.BIND_CONFIRMATION
+            return TelegramMessageKind.BIND_CONFIRMATION, bound_notice(
+                event, self.task_url(event.task_number)
+            )
+        if isinstance(event, BindRejected):
+            return TelegramMessageKind.BIND_REJECTION, rejected_notice(event)
+        if isinstance(event, TaskUnbound):
+            return TelegramMessageKind.UNBIND_CONFIRMATION, unbound_notice(event)
+        if isinstance(event, UnbindRejected):
+            return TelegramMessageKind.BIND_REJECTION, unbind_rejected_notice(event)
+        return TelegramMessageKind.BINDING_RESUMED, resumed_notice(event, self.task_url(event.task_number))
+
+    # --- the group as a whole ----------------------------------------------------------------------
+
+    async def answer_group_event(self, event: TelegramGroupEvent, delivery: Delivery) -> None:
+        structlog.contextvars.bind_contextvars(chat_id=event.chat_id)
+        if isinstance(event, GroupCommandReceived):
+            await self._answer_command(event)
+        elif isinstance(event, AnonymousAdminPosted):
+            # One key per group: the guidance goes out once, however many such messages follow.
+            key = f"telegram-anonymous-admin-guidance:{event.chat_id}"
+            kind = TelegramMessageKind.ANONYMOUS_ADMIN_GUIDANCE
+            item = self._item(event, key, event.chat_id, event.thread_id, Action.SEND, kind)
+            item.text = ANONYMOUS_ADMIN_GUIDANCE
+            item.reply_to_message_id = event.message_id
+            await self._enqueue(item)
+        elif isinstance(event, BotMembershipChanged):
+            await self._greet(event)
+        elif isinstance(event, ChatMigrated):
+            moved = await self._outbox.move_chat(event.old_chat_id, event.chat_id)
+            log.info("group_migrated_items_follow", old_chat_id=event.old_chat_id, items=moved)
+            self._sender.wake(event.chat_id)
+
+    async def _answer_command(self, event: GroupCommandReceived) -> None:
+        if event.command is GroupCommand.STATUS:
+            bound = await self._directory.task_for(event.chat_id, event.thread_id)
+            text = status_text(
+                bound,
+                task_url=self.task_url(bound.task_number) if bound else "",
+                in_topic=event.thread_id is not None,
+                bot_reads_all_messages=event.bot_reads_all_messages,
+            )
+            kind = TelegramMessageKind.STATUS
         else:
-            text = rejected_notice(event)
-            kind = TelegramMessageKind.BIND_REJECTION
-        await self._send_once(
+            text, kind = help_text(event.bot_username), TelegramMessageKind.HELP
+        item = self._item(
+            event, f"telegram-answer:{event.event_id}", event.chat_id, event.thread_id, Action.SEND, kind
+        )
+        item.text = text
+        item.reply_to_message_id = event.message_id
+        await self._enqueue(item)
+
+    async def _greet(self, event: BotMembershipChanged) -> None:
+        if not event.is_member:
+            return  # removed: the binder suspends the binding; nobody to tell
+        await self._directory.catch_up()
+        if self._directory.bindings_of(event.chat_id):
+            return  # re-added to a bound group: the binder resumes it and that notice says so
+        item = self._item(
             event,
-            f"telegram-notice:{event.event_id}",
-            chat_id=event.chat_id,
-            thread_id=event.thread_id,
-            text=text,
+            f"telegram-greeting:{event.event_id}",
+            event.chat_id,
+            None,
+            Action.SEND,
+            TelegramMessageKind.GREETING,
+        )
+        item.text = greeting_text()
+        await self._enqueue(item)
+
+    # --- shared -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _item(
+        cause: Event, key: str, chat_id: int, thread_id: int | None, action: Action, kind: TelegramMessageKind
+    ) -> OutboxItem:
+        return OutboxItem(
+            key=key,
+            chat_id=chat_id,
+            thread_id=thread_id,
+            action=action,
             kind=kind,
-            task_number=event.task_number,
+            correlation_id=cause.correlation_id,
+            causation_id=cause.event_id,
         )
 
-    # --- shared -------------------------------------------------------------------------------
-
-    async def _send_once(
-        self,
-        cause: Event,
-        effect_key: str,
-        *,
-        chat_id: int,
-        thread_id: int | None,
-        text: str,
-        kind: TelegramMessageKind,
-        task_number: int | None = None,
-        comment_id: int | None = None,
-    ) -> None:
-        record = await self._effects.get(effect_key)
-        if record is not None:
-            message_ids = [int(value) for value in record["message_ids"]]
-        else:
-            message_ids = await self._send(chat_id, thread_id, text)
-            await self._effects.record(effect_key, message_ids=message_ids, chat_id=chat_id)
-            log.info("telegram_message_sent", chat_id=chat_id, message_ids=message_ids, kind=str(kind))
-        await publish_effect(
-            self._publisher,
-            TelegramMessageSent(
-                **envelope_after(cause, effect_key),
-                chat_id=chat_id,
-                message_ids=message_ids,
-                kind=kind,
-                task_number=task_number,
-                comment_id=comment_id,
-                thread_id=thread_id,
-            ),
-            subject=subjects.telegram_message_sent(chat_id),
-            effect_key=effect_key,
-        )
-
-    async def _send(self, chat_id: int, thread_id: int | None, text: str) -> list[int]:
-        message_ids: list[int] = []
-        try:
-            for part in split_for_telegram(text):
-                sent = await self._bot.send_message(chat_id=chat_id, text=part, message_thread_id=thread_id)
-                message_ids.append(sent.message_id)
-        except TelegramRetryAfter as error:
-            raise TransientFailure(f"Telegram asks to wait {error.retry_after}s") from error
-        except (TelegramNetworkError, TelegramServerError) as error:
-            raise TransientFailure(f"Telegram unavailable: {error}") from error
-        except (TelegramForbiddenError, TelegramBadRequest) as error:
-            raise PermanentFailure(f"Telegram refused the message: {error}") from error
-        return message_ids
+    async def _enqueue(self, item: OutboxItem) -> None:
+        stored = await self._outbox.enqueue(item)
+        log.info("telegram_item_queued" if stored else "telegram_item_already_queued", key=item.key)
+        self._sender.wake(item.chat_id)

@@ -1,7 +1,9 @@
-"""Wiring: NATS connection and streams, the bot's identity check, then polling until a signal.
+"""Wiring: NATS connection and streams, the bot's identity check and command menu, then long
+polling, or the webhook endpoint when ``TELEGRAM_WEBHOOK_URL`` is set, until a signal.
 
 Exit codes: 0 after SIGTERM/SIGINT, 2 when Telegram refuses the token (a restart cannot help),
-1 when handling an update failed (the update stays unconfirmed; a restart retries it).
+1 when handling an update failed in polling mode (the update stays unconfirmed; a restart
+retries it) or the webhook port cannot be opened.
 """
 
 from __future__ import annotations
@@ -21,16 +23,21 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
+from aiogram.types import BotCommand, BotCommandScopeAllGroupChats, User
 from aiogram.utils.backoff import Backoff
+from aiohttp import web
 from faststream.nats import NatsBroker
 
 from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
 from bridge_lib.health import start_health_server
 from bridge_lib.runtime import wait_for_stop_signal
 from bridge_lib.telegram import make_bot
+from services.telegram_gateway.commands import BOT_COMMANDS, BotProfile, build_commands_router
 from services.telegram_gateway.config import TelegramGatewaySettings
-from services.telegram_gateway.handlers import AnonymousAdminNotices, build_router
+from services.telegram_gateway.group_life import build_group_life_router
+from services.telegram_gateway.handlers import build_router
 from services.telegram_gateway.polling import BACKOFF, poll_updates, redact
+from services.telegram_gateway.webhook import TelegramWebhook, webhook_path
 
 log = structlog.get_logger("telegram_gateway")
 T = TypeVar("T")
@@ -42,10 +49,13 @@ PRIVACY_HINT = (
 )
 
 
-def build_dispatcher(publisher: EventPublisher) -> Dispatcher:
+def build_dispatcher(publisher: EventPublisher, me: User) -> Dispatcher:
     # Keyword arguments become handler parameters of the same name (aiogram's injection).
-    dispatcher = Dispatcher(publisher=publisher, notices=AnonymousAdminNotices())
-    dispatcher.include_router(build_router())
+    profile = BotProfile(username=me.username, reads_all_group_messages=bool(me.can_read_all_group_messages))
+    dispatcher = Dispatcher(publisher=publisher, bot_profile=profile)
+    # Order matters: the first matching handler wins. Life-cycle first (anonymous admins,
+    # service messages), then commands, then ordinary messages.
+    dispatcher.include_routers(build_group_life_router(), build_commands_router(), build_router())
     return dispatcher
 
 
@@ -59,7 +69,7 @@ async def run(settings: TelegramGatewaySettings) -> None:
         service="telegram_gateway", broker=broker, host=settings.health_host, port=settings.health_port
     )
     stop = asyncio.create_task(wait_for_stop_signal())
-    work = asyncio.create_task(_serve(bot, broker, settings.nats_url, settings.nats_stream_replicas))
+    work = asyncio.create_task(_serve(bot, broker, settings))
     try:
         done, _ = await asyncio.wait({stop, work}, return_when=asyncio.FIRST_COMPLETED)
         if work in done:
@@ -90,22 +100,68 @@ async def run(settings: TelegramGatewaySettings) -> None:
     log.info("telegram_gateway_stopped")
 
 
-async def _serve(bot: Bot, broker: NatsBroker, nats_url: str, stream_replicas: int = 1) -> None:
+async def _serve(bot: Bot, broker: NatsBroker, settings: TelegramGatewaySettings) -> None:
     # The broker retries forever while NATS is down; say what it is waiting for.
-    log.info("nats_connecting", server=_host_of(nats_url))
+    log.info("nats_connecting", server=_host_of(settings.nats_url))
     await broker.start()
-    await ensure_streams(broker, replicas=stream_replicas)
+    await ensure_streams(broker, replicas=settings.nats_stream_replicas)
     log.info("nats_connected")
     me = await _retrying("getMe", bot.me)
     log.info("telegram_bot_identified", bot_username=me.username, bot_id=me.id)
     if not me.can_read_all_group_messages:
         log.warning("telegram_group_privacy_enabled", bot_username=me.username, fix=PRIVACY_HINT)
-    # getUpdates fails with 409 while a webhook is set; polling is this service's only mode.
-    await _retrying("deleteWebhook", lambda: bot.delete_webhook(drop_pending_updates=False))
-    dispatcher = build_dispatcher(EventPublisher(broker))
+    commands = [BotCommand(command=name, description=text) for name, text in BOT_COMMANDS.items()]
+    await _retrying(
+        "setMyCommands", lambda: bot.set_my_commands(commands, scope=BotCommandScopeAllGroupChats())
+    )
+    dispatcher = build_dispatcher(EventPublisher(broker), me)
     allowed_updates = dispatcher.resolve_used_update_types()
-    log.info("telegram_gateway_started", allowed_updates=allowed_updates)
+    if settings.telegram_webhook_url:
+        await _serve_webhook(bot, dispatcher, settings, allowed_updates)
+        return
+    # getUpdates fails with 409 while a webhook is set.
+    await _retrying("deleteWebhook", lambda: bot.delete_webhook(drop_pending_updates=False))
+    log.info("telegram_gateway_started", mode="polling", allowed_updates=allowed_updates)
     await poll_updates(bot, dispatcher, allowed_updates=allowed_updates)
+
+
+async def _serve_webhook(
+    bot: Bot, dispatcher: Dispatcher, settings: TelegramGatewaySettings, allowed_updates: list[str]
+) -> None:
+    url = settings.telegram_webhook_url or ""
+    path = webhook_path(url)
+    endpoint = TelegramWebhook(
+        bot=bot,
+        dispatcher=dispatcher,
+        secret=settings.webhook_secret(),
+        max_body=settings.telegram_webhook_max_body,
+        path=path,
+    )
+    runner = web.AppRunner(endpoint.app(), access_log=None)
+    await runner.setup()
+    try:
+        # Listen before Telegram is told where to post.
+        await web.TCPSite(runner, settings.telegram_webhook_host, settings.telegram_webhook_port).start()
+        await _retrying(
+            "setWebhook",
+            lambda: bot.set_webhook(
+                url,
+                secret_token=settings.webhook_secret(),
+                allowed_updates=allowed_updates,
+                max_connections=settings.telegram_webhook_max_connections,
+                drop_pending_updates=False,
+            ),
+        )
+        log.info(
+            "telegram_gateway_started",
+            mode="webhook",
+            path=path,
+            port=settings.telegram_webhook_port,
+            allowed_updates=allowed_updates,
+        )
+        await asyncio.Event().wait()  # until cancelled by the stop signal
+    finally:
+        await runner.cleanup()
 
 
 def _host_of(url: str) -> str:

@@ -1,0 +1,93 @@
+"""What the bridge says in a group about itself: answers to commands, greetings, guidance."""
+
+from __future__ import annotations
+
+import html
+
+from contracts.events import BindingResumed, TaskUnbound, UnbindRejected
+from services.relay.directory import BoundTask
+
+PRIVACY_FIX = (
+    "⚠️ <b>Group Privacy is on</b>, so I only see commands and replies to me, not the group's "
+    "messages. To fix it, the bot's owner opens @BotFather → /setprivacy → chooses this bot → "
+    "<b>Disable</b>, then removes me from this group and adds me again (Telegram applies the "
+    "change only then)."
+)
+
+HOW_TO_BIND = (
+    "An admin binds the group to a task with <code>/task title of a new task</code> or "
+    "<code>/task 4821</code> (the number of an existing task)."
+)
+
+ANONYMOUS_ADMIN_GUIDANCE = (
+    "⚠️ Messages sent anonymously on behalf of the group are <b>not</b> passed on to Planfix: "
+    "Telegram does not tell the bot who wrote them.\n"
+    "To fix it, a group owner opens the group settings → Administrators → the admin's entry and "
+    "switches off <b>Remain anonymous</b>. (I say this once per group.)"
+)
+
+
+def link(url: str, text: str) -> str:
+    return f'<a href="{html.escape(url)}">{html.escape(text)}</a>'
+
+
+def status_text(
+    bound: BoundTask | None, *, task_url: str, in_topic: bool, bot_reads_all_messages: bool
+) -> str:
+    where = "This topic" if in_topic else "This group"
+    if bound is None:
+        lines = [f"ℹ️ {where} is not bound to a Planfix task.", HOW_TO_BIND]
+    else:
+        task = link(task_url, f"#{bound.task_number}")
+        lines = [
+            f"🔗 {where} is bound to Planfix task {task} «{html.escape(bound.task_title)}».",
+            "Messages written here become comments in the task; new comments in the task appear here.",
+            "/unbind stops that.",
+        ]
+    if not bot_reads_all_messages:
+        lines.append(PRIVACY_FIX)
+    return "\n".join(lines)
+
+
+def help_text(bot_username: str | None) -> str:
+    mention = f" (or /task@{html.escape(bot_username)})" if bot_username else ""
+    return "\n".join(
+        [
+            "I carry messages between this group and a Planfix task, both ways.",
+            f"/task <i>title</i> — create a task and bind this group to it{mention}",
+            "/task <i>number</i> — bind this group to an existing task",
+            "/status — which task this group is bound to",
+            "/unbind — stop carrying messages",
+            "/help — this list",
+            "Binding and unbinding are for the group's admins.",
+        ]
+    )
+
+
+def greeting_text() -> str:
+    return "\n".join(
+        [
+            "👋 Hello! I carry messages between this group and a Planfix task, both ways.",
+            HOW_TO_BIND,
+            "/help lists the commands.",
+        ]
+    )
+
+
+def unbound_notice(event: TaskUnbound) -> str:
+    return (
+        f"🔓 This group is no longer bound to Planfix task #{event.task_number}; messages are not "
+        "carried any more. /task binds it again."
+    )
+
+
+def unbind_rejected_notice(event: UnbindRejected) -> str:
+    return f"⚠️ Could not unbind: {html.escape(event.detail)}."
+
+
+def resumed_notice(event: BindingResumed, task_url: str) -> str:
+    task = link(task_url, f"#{event.task_number}")
+    return (
+        f"✅ Welcome back: this group is bound to Planfix task {task} «{html.escape(event.task_title)}» "
+        "again. Comments written in the task meanwhile follow."
+    )

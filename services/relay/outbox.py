@@ -1,0 +1,160 @@
+"""The relay's Telegram outbox in MongoDB: every message, edit and deletion bound for a group.
+
+Why an outbox and not a send inside the event handler: a group may take about 20 messages a
+minute, so sends must wait for their turn without holding up other groups or the event
+stream, and comments waiting for the same group can then go out combined. The handler stores
+an item (its ``_id`` is the effect key, so a redelivered event stores nothing new) and returns;
+a per-group sender (``sender.py``) drains the items in order.
+
+``telegram_outbox``: one document per item; ``seq`` (from ``counters``) orders them across the
+whole bridge, so the order survives a group's move to a new chat id. ``progress`` records each
+finished step of a multi-message item (parts of a long text, files), so a retry resumes where
+it stopped instead of repeating what Telegram already shows. ``state``: pending, done, or dead
+(Telegram refused it for good; kept with the reason for an operator).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from contracts.events import PlanfixFile, TelegramMessageKind
+
+
+class Action(enum.StrEnum):
+    SEND = "send"
+    EDIT = "edit"
+    DELETE = "delete"
+
+
+class ItemState(enum.StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    DEAD = "dead"
+
+
+class OutboxItem(msgspec.Struct, kw_only=True):
+    key: str
+    chat_id: int
+    action: Action
+    kind: TelegramMessageKind
+    correlation_id: str
+    causation_id: str
+    seq: int = 0
+    thread_id: int | None = None
+    # Telegram HTML: the whole text of the message (author line included).
+    text: str = ""
+    # Caption for the files when ``text`` is too long to be one (the author line).
+    short_caption: str = ""
+    files: list[PlanfixFile] = msgspec.field(default_factory=list)
+    task_number: int | None = None
+    comment_id: int | None = None
+    reply_to_message_id: int | None = None
+    state: ItemState = ItemState.PENDING
+    # step index (as text, a MongoDB key) -> message ids that step produced
+    progress: dict[str, list[int]] = msgspec.field(default_factory=dict)
+    attempts: int = 0
+    reason: str | None = None
+
+    @property
+    def combinable(self) -> bool:
+        """A plain comment text: may share one message with its neighbours (unless Telegram
+        refused it already: then it goes alone, so the refusal is counted against it only)."""
+        return (
+            self.action is Action.SEND
+            and self.kind is TelegramMessageKind.PLANFIX_COMMENT
+            and not self.files
+            and not self.progress
+            and self.reply_to_message_id is None
+            and self.attempts == 0
+        )
+
+
+def _document(item: OutboxItem) -> dict[str, Any]:
+    fields: dict[str, Any] = msgspec.to_builtins(item)
+    fields["_id"] = fields.pop("key")
+    fields["enqueued_at"] = datetime.now(UTC)
+    return fields
+
+
+def _item(document: dict[str, Any]) -> OutboxItem:
+    fields = {k: v for k, v in document.items() if k not in ("_id", "enqueued_at", "finished_at")}
+    # Lax: nx-27017 may hand back a boolean as 1/0.
+    return msgspec.convert({**fields, "key": document["_id"]}, OutboxItem, strict=False)
+
+
+class Outbox:
+    def __init__(self, database: AsyncIOMotorDatabase[Any]) -> None:
+        self._items = database["telegram_outbox"]
+        self._counters = database["counters"]
+
+    async def create_indexes(self) -> None:
+        await self._items.create_index([("state", 1), ("chat_id", 1), ("seq", 1)], name="pending_by_chat")
+
+    async def enqueue(self, item: OutboxItem) -> bool:
+        """Store the item; False when an item with its key exists already (a redelivery)."""
+        if await self._items.find_one({"_id": item.key}, {"_id": 1}) is not None:
+            return False
+        counter = await self._counters.find_one_and_update(
+            {"_id": "telegram_outbox"},
+            {"$inc": {"value": 1}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        item.seq = int(counter["value"])
+        try:
+            await self._items.insert_one(_document(item))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def get(self, key: str) -> OutboxItem | None:
+        document = await self._items.find_one({"_id": key})
+        return _item(document) if document else None
+
+    async def pending(self, chat_id: int, *, limit: int) -> list[OutboxItem]:
+        cursor = self._items.find({"state": ItemState.PENDING.value, "chat_id": chat_id}).sort("seq", 1)
+        return [_item(document) for document in await cursor.to_list(limit)]
+
+    async def has_pending(self, chat_id: int) -> bool:
+        found = await self._items.find_one({"state": ItemState.PENDING.value, "chat_id": chat_id}, {"_id": 1})
+        return found is not None
+
+    async def chats_with_pending(self) -> set[int]:
+        cursor = self._items.find({"state": ItemState.PENDING.value}, {"chat_id": 1})
+        return {int(document["chat_id"]) async for document in cursor}
+
+    async def step_done(self, key: str, step: int, message_ids: list[int]) -> None:
+        await self._items.update_one({"_id": key}, {"$set": {f"progress.{step}": message_ids}})
+
+    async def finish(self, key: str) -> None:
+        await self._items.update_one(
+            {"_id": key}, {"$set": {"state": ItemState.DONE.value, "finished_at": datetime.now(UTC)}}
+        )
+
+    async def count_attempt(self, key: str, reason: str) -> int:
+        document = await self._items.find_one_and_update(
+            {"_id": key},
+            {"$inc": {"attempts": 1}, "$set": {"reason": reason}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return int(document["attempts"]) if document else 0
+
+    async def give_up(self, key: str, reason: str) -> None:
+        await self._items.update_one(
+            {"_id": key},
+            {"$set": {"state": ItemState.DEAD.value, "reason": reason, "finished_at": datetime.now(UTC)}},
+        )
+
+    async def move_chat(self, old_chat_id: int, new_chat_id: int) -> int:
+        """Pending items for a group that became a supergroup go to its new id, in their order."""
+        result = await self._items.update_many(
+            {"state": ItemState.PENDING.value, "chat_id": old_chat_id}, {"$set": {"chat_id": new_chat_id}}
+        )
+        return int(result.modified_count)

@@ -1,0 +1,129 @@
+"""How fast the relay may talk to Telegram, shared by every relay replica through NATS KV.
+
+Telegram allows a group about 20 messages a minute and a bot about 30 messages a second, and
+answers more with 429 (and, repeated, with longer bans). So the relay paces itself instead of
+waiting for 429s:
+
+* per group: the next message goes no earlier than ``window / limit`` seconds after the
+  previous one was *answered* (measured from the answer, so transit time cannot bunch two
+  sends together at Telegram's end); then no window of ``window`` seconds ever holds more than
+  ``limit`` messages. A 429 moves the group's next turn to exactly ``retry_after`` from now.
+* per bot: a reservation every ``1 / per_second`` seconds, taken with compare-and-set on one
+  key, so two replicas never take the same slot.
+
+Keys in the ``telegram_pace`` bucket: ``chat.<chat_id>`` and ``bot`` hold the time (Unix
+seconds) of the next allowed send; ``owner.<chat_id>`` names the replica sending to that group
+and until when (``GroupLeases``): one sender per group keeps its messages in order and lets it
+combine what waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats.js.errors
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+# Re-read the shared state at least this often while waiting (another replica may change it).
+_MAX_NAP_S = 5.0
+
+
+async def _read(kv: Any, key: str) -> tuple[bytes | None, int]:
+    """(value, revision); (None, 0) when the key does not exist."""
+    try:
+        entry = await kv.get(key)
+    except nats.js.errors.NotFoundError:  # never set, or deleted
+        return None, 0
+    return entry.value, int(entry.revision)
+
+
+async def _swap(kv: Any, key: str, value: bytes, revision: int) -> bool:
+    """Write ``value`` if the key is still at ``revision`` (0: absent); False if someone was first."""
+    try:
+        if revision:
+            await kv.update(key, value, last=revision)
+        else:
+            await kv.create(key, value)
+    except nats.js.errors.KeyWrongLastSequenceError:
+        return False
+    return True
+
+
+class TelegramPace:
+    def __init__(
+        self,
+        kv: Any,
+        *,
+        group_limit: int,
+        group_window_s: float,
+        bot_per_second: float,
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._kv = kv
+        self.group_interval_s = group_window_s / group_limit
+        self._bot_interval_s = 1.0 / bot_per_second
+        self._clock = clock
+        self._sleep = sleep
+
+    async def wait_for_group(self, chat_id: int) -> None:
+        """Return when the group may get its next message."""
+        while True:
+            value, _ = await _read(self._kv, f"chat.{chat_id}")
+            wait = (float(value) if value else 0.0) - self._clock()
+            if wait <= 0:
+                return
+            await self._sleep(min(wait, _MAX_NAP_S))
+
+    async def take_bot_slots(self, messages: int = 1) -> None:
+        """Reserve ``messages`` of the bot's sends (waiting for them when the bot is busy)."""
+        while True:
+            value, revision = await _read(self._kv, "bot")
+            now = self._clock()
+            next_at = float(value) if value else 0.0
+            if next_at > now:
+                await self._sleep(min(next_at - now, _MAX_NAP_S))
+                continue
+            reserved = str(now + messages * self._bot_interval_s).encode()
+            if await _swap(self._kv, "bot", reserved, revision):
+                return
+
+    async def group_sent(self, chat_id: int, messages: int = 1) -> None:
+        """Telegram answered a send of ``messages`` messages: the group's next turn starts now."""
+        next_at = self._clock() + messages * self.group_interval_s
+        await self._kv.put(f"chat.{chat_id}", str(next_at).encode())
+
+    async def hold_group(self, chat_id: int, seconds: float) -> None:
+        """Telegram said to wait ``seconds`` (429 retry_after): nothing goes to the group before."""
+        await self._kv.put(f"chat.{chat_id}", str(self._clock() + seconds).encode())
+
+
+class GroupLeases:
+    """Which relay replica sends to a group: a lease that its holder renews before each call."""
+
+    def __init__(self, kv: Any, *, owner: str, ttl_s: float = 120.0, clock: Clock = time.time) -> None:
+        self._kv = kv
+        self._owner = owner
+        self._ttl_s = ttl_s
+        self._clock = clock
+
+    async def acquire(self, chat_id: int) -> bool:
+        """Take or renew the group's lease; False while another replica holds it."""
+        key = f"owner.{chat_id}"
+        value, revision = await _read(self._kv, key)
+        now = self._clock()
+        if value:
+            holder, _, until = value.decode().partition(" ")
+            if holder != self._owner and float(until or 0) > now:
+                return False
+        return await _swap(self._kv, key, f"{self._owner} {now + self._ttl_s}".encode(), revision)
+
+    async def release(self, chat_id: int) -> None:
+        key = f"owner.{chat_id}"
+        value, revision = await _read(self._kv, key)
+        if value and value.decode().partition(" ")[0] == self._owner:
+            await _swap(self._kv, key, f"{self._owner} 0".encode(), revision)

@@ -1,0 +1,194 @@
+"""Following a Planfix comment's edits and deletion in the groups that show it.
+
+An edit changes the messages that carry the comment: its own messages (parts of a long text
+edited in place, parts added or removed as the length changes), a file's caption (or, when the
+new text no longer fits a caption, the caption becomes the author line and the text follows),
+or its share of a combined message (rebuilt with the new text; if it no longer fits there, it
+leaves and stands alone). A deletion removes them, edits a combined message down to the other
+comments, and where Telegram no longer lets a bot delete (after 48 hours) marks them deleted.
+"No such message" and "not modified" count as done: a retry after a partial edit is harmless.
+"""
+
+from __future__ import annotations
+
+import structlog
+from aiogram import Bot
+from aiogram.exceptions import TelegramBadRequest
+
+from services.relay.courier import Courier, said
+from services.relay.outbox import OutboxItem
+from services.relay.sent_comments import SentComment, SentComments
+from services.relay.telegram_text import (
+    CAPTION_LIMIT,
+    COMBINED_SEPARATOR,
+    TEXT_LIMIT,
+    fits,
+    plain_text,
+    split_html,
+)
+
+log = structlog.get_logger("relay.revisions")
+
+DELETED_MARK = "🗑 <i>This comment was deleted in Planfix.</i>"
+
+
+class CommentRevisions:
+    def __init__(self, *, bot: Bot, courier: Courier, sent: SentComments) -> None:
+        self._bot = bot
+        self._courier = courier
+        self._sent = sent
+
+    async def edit(self, item: OutboxItem) -> list[int]:
+        """Show the comment's new text where it was shown; the ids of the messages changed."""
+        sent = await self._sent.get(item.comment_id or 0, item.chat_id, item.thread_id)
+        if sent is None:
+            log.info("edit_of_a_comment_never_shown_here_ignored")
+            return []
+        if sent.text == item.text:
+            return []
+        if sent.combined:
+            changed = await self._edit_combined(item, sent)
+        elif sent.caption_message_id is not None and not sent.text_message_ids:
+            changed = await self._edit_caption(item, sent)
+        else:
+            changed = await self._edit_parts(item, sent)
+        sent.text = item.text
+        await self._sent.save(sent)
+        return changed
+
+    async def _edit_combined(self, item: OutboxItem, sent: SentComment) -> list[int]:
+        message_id = sent.text_message_ids[0]
+        combined = await self._sent.combined(item.chat_id, message_id)
+        if combined is None:
+            return []
+        for part in combined.parts:
+            if part.comment_id == item.comment_id:
+                part.text = item.text
+        joined = COMBINED_SEPARATOR.join(part.text for part in combined.parts)
+        if fits(joined, TEXT_LIMIT):
+            await self._edit_text(item.chat_id, message_id, joined)
+            await self._sent.save_combined(combined)
+            return [message_id]
+        # No longer fits beside its neighbours: it leaves the shared message and stands alone.
+        combined.parts = [part for part in combined.parts if part.comment_id != item.comment_id]
+        await self._edit_text(
+            item.chat_id, message_id, COMBINED_SEPARATOR.join(p.text for p in combined.parts)
+        )
+        await self._sent.save_combined(combined)
+        sent.combined = False
+        sent.text_message_ids = [
+            await self._courier.send_text(item, part, reply=False) for part in split_html(item.text)
+        ]
+        return [message_id, *sent.text_message_ids]
+
+    async def _edit_caption(self, item: OutboxItem, sent: SentComment) -> list[int]:
+        assert sent.caption_message_id is not None
+        if fits(item.text, CAPTION_LIMIT):
+            await self._edit_caption_text(item.chat_id, sent.caption_message_id, item.text)
+            return [sent.caption_message_id]
+        await self._edit_caption_text(item.chat_id, sent.caption_message_id, sent.short_caption)
+        sent.text_message_ids = [
+            await self._courier.send_text(item, part, reply=False) for part in split_html(item.text)
+        ]
+        return [sent.caption_message_id, *sent.text_message_ids]
+
+    async def _edit_parts(self, item: OutboxItem, sent: SentComment) -> list[int]:
+        parts = split_html(item.text)
+        old = list(sent.text_message_ids)
+        changed: list[int] = []
+        for index, part in enumerate(parts):
+            if index < len(old):
+                await self._edit_text(item.chat_id, old[index], part)
+                changed.append(old[index])
+            else:
+                new_id = await self._courier.send_text(item, part, reply=False)
+                sent.text_message_ids.append(new_id)
+                await self._sent.save(sent)
+                changed.append(new_id)
+        for extra in old[len(parts) :]:
+            await self._delete_or_mark(item.chat_id, extra, media=False)
+            sent.text_message_ids.remove(extra)
+            changed.append(extra)
+        return changed
+
+    async def _edit_text(self, chat_id: int, message_id: int, text: str) -> None:
+        try:
+            await self._courier.call(
+                chat_id,
+                1,
+                lambda: self._bot.edit_message_text(text=text, chat_id=chat_id, message_id=message_id),
+            )
+        except TelegramBadRequest as error:
+            if said(error, "can't parse entities"):
+                await self._courier.call(
+                    chat_id,
+                    1,
+                    lambda: self._bot.edit_message_text(
+                        text=plain_text(text), chat_id=chat_id, message_id=message_id, parse_mode=None
+                    ),
+                )
+            elif not said(error, "not modified", "message to edit not found"):
+                raise
+
+    async def _edit_caption_text(self, chat_id: int, message_id: int, caption: str) -> None:
+        try:
+            await self._courier.call(
+                chat_id,
+                1,
+                lambda: self._bot.edit_message_caption(
+                    chat_id=chat_id, message_id=message_id, caption=caption
+                ),
+            )
+        except TelegramBadRequest as error:
+            if not said(error, "not modified", "message to edit not found"):
+                raise
+
+    # --- deletions --------------------------------------------------------------------------------
+
+    async def delete(self, item: OutboxItem) -> list[int]:
+        """Remove what showed the comment; the ids of the messages removed or changed."""
+        sent = await self._sent.get(item.comment_id or 0, item.chat_id, item.thread_id)
+        if sent is None:
+            log.info("deletion_of_a_comment_never_shown_here_ignored")
+            return []
+        changed: list[int] = []
+        if sent.combined:
+            changed += await self._leave_combined(item.chat_id, sent)
+        else:
+            for message_id in sent.text_message_ids:
+                await self._delete_or_mark(item.chat_id, message_id, media=False)
+                changed.append(message_id)
+        for message_id in sent.file_message_ids:
+            await self._delete_or_mark(item.chat_id, message_id, media=True)
+            changed.append(message_id)
+        await self._sent.forget(sent)
+        return changed
+
+    async def _leave_combined(self, chat_id: int, sent: SentComment) -> list[int]:
+        message_id = sent.text_message_ids[0]
+        combined = await self._sent.combined(chat_id, message_id)
+        others = [p for p in combined.parts if p.comment_id != sent.comment_id] if combined else []
+        if combined is None or not others:
+            await self._delete_or_mark(chat_id, message_id, media=False)
+            await self._sent.forget_combined(chat_id, message_id)
+            return [message_id]
+        combined.parts = others
+        await self._edit_text(chat_id, message_id, COMBINED_SEPARATOR.join(p.text for p in others))
+        await self._sent.save_combined(combined)
+        return [message_id]
+
+    async def _delete_or_mark(self, chat_id: int, message_id: int, *, media: bool) -> None:
+        try:
+            await self._courier.call(
+                chat_id, 1, lambda: self._bot.delete_message(chat_id=chat_id, message_id=message_id)
+            )
+        except TelegramBadRequest as error:
+            if said(error, "message to delete not found"):
+                return
+            if not said(error, "can't be deleted"):
+                raise
+            log.info("message_too_old_to_delete_marked_instead", message_id=message_id)
+            if media:
+                await self._edit_caption_text(chat_id, message_id, DELETED_MARK)
+            else:
+                await self._edit_text(chat_id, message_id, DELETED_MARK)

@@ -1,0 +1,341 @@
+"""Per-group senders: drain each group's outbox in order, at the group's pace, combining bursts.
+
+One asyncio task per group with pending items, woken when an item is stored (and by a sweep
+every few seconds, which also picks up the work of a replica that died). A task first takes
+the group's lease (``pacing.GroupLeases``; another replica holding it means that replica
+sends), waits for the group's turn, *then* reads what is pending: comments that arrived while
+it waited go out together, as one message of at most 4096 units, each with its author line.
+
+Failures, per item:
+
+* 429: the group waits exactly ``retry_after`` (``TelegramPace.hold_group``), then the same
+  item goes again; nothing is skipped.
+* the group became a supergroup (400 with ``migrate_to_chat_id``): its pending items move to
+  the new id, in order, and a ``ChatMigrated`` event lets the binder move the binding.
+* Telegram or Planfix unreachable, 5xx, a revoked token: retried with backoff, without limit;
+  the group's queue waits, in order.
+* Telegram refuses (400, 403): retried with backoff up to ``max_attempts``; then the item is
+  marked dead in the outbox with the reason and ``TelegramDeliveryFailed`` is published. A
+  group whose binding is suspended (the bot was removed) keeps its items until it is resumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramEntityTooLarge,
+    TelegramMigrateToChat,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
+
+from bridge_lib.eventbus import EventPublisher
+from bridge_lib.planfix import PlanfixAuthError, PlanfixRejected, PlanfixUnavailable
+from contracts import subjects
+from contracts.events import (
+    ChatMigrated,
+    Envelope,
+    Event,
+    TelegramDeliveryFailed,
+    TelegramMessagesDeleted,
+    TelegramMessagesEdited,
+    TelegramMessageSent,
+    event_id_for,
+    root_envelope,
+    telegram_migration_key,
+    utc_now,
+)
+from services.relay.courier import Courier
+from services.relay.directory import BindingDirectory
+from services.relay.outbox import Action, Outbox, OutboxItem
+from services.relay.pacing import GroupLeases, TelegramPace
+from services.relay.revisions import CommentRevisions
+from services.relay.telegram_text import combine
+
+log = structlog.get_logger("relay.sender")
+
+# How many pending items one pass looks at (enough to fill a message with short comments).
+PEEK = 200
+SWEEP_EVERY_S = 10.0
+LEASE_BUSY_RETRY_S = 2.0
+
+
+class LeaseLost(Exception):
+    """Another replica took over the group (this one stalled past its lease)."""
+
+
+def backoff_s(attempt: int) -> float:
+    return float(min(60, 2 ** max(0, attempt - 1)))
+
+
+def _envelope(item: OutboxItem, key: str) -> Envelope:
+    # Like ``envelope_after``, from what the item kept of the event that caused it.
+    return {
+        "event_id": event_id_for(key),
+        "occurred_at": utc_now(),
+        "correlation_id": item.correlation_id,
+        "causation_id": item.causation_id,
+    }
+
+
+class TelegramSender:
+    def __init__(
+        self,
+        *,
+        outbox: Outbox,
+        pace: TelegramPace,
+        leases: GroupLeases,
+        directory: BindingDirectory,
+        publisher: EventPublisher,
+        max_attempts: int,
+        secret: str = "",
+    ) -> None:
+        self._outbox = outbox
+        self._pace = pace
+        self._leases = leases
+        self._directory = directory
+        self._publisher = publisher
+        self._max_attempts = max_attempts
+        # Error texts may quote request URLs, and those carry the bot token.
+        self._secret = secret
+        self.courier: Courier | None = None
+        self.revisions: CommentRevisions | None = None
+        self._workers: dict[int, asyncio.Task[None]] = {}
+        self._again: set[int] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def _describe(self, error: BaseException) -> str:
+        text = f"{type(error).__name__}: {error}"
+        return text.replace(self._secret, "<token>") if self._secret else text
+
+    async def guard(self, chat_id: int) -> None:
+        """Before each Telegram call: still this replica's group?"""
+        if not await self._leases.acquire(chat_id):
+            raise LeaseLost(f"group {chat_id} is sent to by another relay replica now")
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        tasks = [task for task in (self._sweeper, *self._workers.values()) if task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def wake(self, chat_id: int) -> None:
+        """Something is pending for this group: make sure a task drains it."""
+        if self._stopping:
+            return
+        if chat_id in self._workers:
+            self._again.add(chat_id)
+            return
+        self._workers[chat_id] = asyncio.create_task(self._run(chat_id))
+
+    async def _sweep(self) -> None:
+        while True:
+            try:
+                for chat_id in await self._outbox.chats_with_pending():
+                    self.wake(chat_id)
+            except Exception as error:  # the store may be briefly away; the next sweep tries again
+                log.warning("outbox_sweep_failed", error=f"{type(error).__name__}: {error}")
+            await asyncio.sleep(SWEEP_EVERY_S)
+
+    async def _run(self, chat_id: int) -> None:
+        # The task inherited the context of whatever woke it (another event): start clean.
+        service = structlog.contextvars.get_contextvars().get("service")
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(service=service, chat_id=chat_id)
+        try:
+            while True:
+                self._again.discard(chat_id)
+                await self._drain(chat_id)
+                # No await between this check and leaving the dict: a wake() either sees the
+                # task still registered (and it loops) or starts a new one.
+                if chat_id not in self._again:
+                    break
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("group_sender_crashed")  # the sweep starts it again
+        finally:
+            self._workers.pop(chat_id, None)
+
+    async def _drain(self, chat_id: int) -> None:
+        solo_next = False
+        outage = 0  # consecutive failures to reach Telegram or Planfix
+        while not self._stopping:
+            if not await self._leases.acquire(chat_id):
+                if not await self._outbox.has_pending(chat_id):
+                    return
+                await asyncio.sleep(LEASE_BUSY_RETRY_S)
+                continue
+            if self._directory.is_suspended(chat_id):
+                log.info("group_suspended_messages_kept")
+                await self._leases.release(chat_id)
+                return
+            await self._pace.wait_for_group(chat_id)
+            items = await self._outbox.pending(chat_id, limit=PEEK)
+            if not items:
+                await self._leases.release(chat_id)
+                return
+            batch = [items[0]] if solo_next else next_batch(items)
+            solo_next = False
+            try:
+                await self._deliver(batch)
+                outage = 0
+            except LeaseLost as error:
+                log.info("group_lease_lost", detail=str(error))
+                return
+            except TelegramRetryAfter as error:
+                # The courier already holds the group for retry_after; the next turn waits it out.
+                log.warning("telegram_flood_wait", retry_after=error.retry_after)
+            except TelegramMigrateToChat as error:
+                await self._migrated(chat_id, error.migrate_to_chat_id, batch[0])
+                return
+            except TelegramEntityTooLarge as error:  # a network error by class, a refusal in fact
+                solo_next = await self._refused(batch, error)
+            except (
+                TelegramNetworkError,
+                TelegramServerError,
+                TelegramUnauthorizedError,
+                PlanfixUnavailable,
+                PlanfixAuthError,  # a revoked token is an operator's fix: wait for it
+            ) as error:
+                outage += 1
+                log.warning(
+                    "telegram_send_retry_later", error=self._describe(error), retry_in_s=backoff_s(outage)
+                )
+                await asyncio.sleep(backoff_s(outage))
+            except (TelegramAPIError, PlanfixRejected) as error:  # 400, 403, 404: refused
+                solo_next = await self._refused(batch, error)
+
+    async def _deliver(self, batch: list[OutboxItem]) -> None:
+        assert self.courier is not None
+        structlog.contextvars.bind_contextvars(
+            correlation_id=batch[0].correlation_id, outbox_key=batch[0].key, comment_id=batch[0].comment_id
+        )
+        if len(batch) > 1:
+            message_id = await self.courier.send_combined(batch)
+            log.info("comments_sent_combined", comments=len(batch), message_id=message_id)
+            for item in batch:
+                await self._outbox.step_done(item.key, 0, [message_id])
+                await self._finish(item, [message_id])
+            return
+        item = batch[0]
+        if item.action is Action.EDIT:
+            assert self.revisions is not None
+            ids = await self.revisions.edit(item)
+        elif item.action is Action.DELETE:
+            assert self.revisions is not None
+            ids = await self.revisions.delete(item)
+        else:
+            ids = await self.courier.send(item)
+        log.info("telegram_item_done", action=str(item.action), kind=str(item.kind), message_ids=ids)
+        await self._finish(item, ids)
+
+    async def _finish(self, item: OutboxItem, message_ids: list[int]) -> None:
+        await self._outbox.finish(item.key)
+        effect: Event
+        if item.action is Action.SEND:
+            effect = TelegramMessageSent(
+                **_envelope(item, item.key),
+                chat_id=item.chat_id,
+                message_ids=message_ids,
+                kind=item.kind,
+                task_number=item.task_number,
+                comment_id=item.comment_id,
+                thread_id=item.thread_id,
+            )
+            subject = subjects.telegram_message_sent(item.chat_id)
+        elif item.action is Action.EDIT:
+            effect = TelegramMessagesEdited(
+                **_envelope(item, item.key),
+                chat_id=item.chat_id,
+                comment_id=item.comment_id or 0,
+                message_ids=message_ids,
+                thread_id=item.thread_id,
+            )
+            subject = subjects.telegram_messages_edited(item.chat_id)
+        else:
+            effect = TelegramMessagesDeleted(
+                **_envelope(item, item.key),
+                chat_id=item.chat_id,
+                comment_id=item.comment_id or 0,
+                message_ids=message_ids,
+                thread_id=item.thread_id,
+            )
+            subject = subjects.telegram_messages_deleted(item.chat_id)
+        await self._publisher.publish(effect, subject=subject, msg_id=f"effect:{item.key}")
+
+    async def _refused(self, batch: list[OutboxItem], error: Exception) -> bool:
+        """Count a refusal against the item; True when the next pass should send items one by one."""
+        if len(batch) > 1:
+            # Something in the combined text was refused: find which by sending them singly.
+            log.warning("combined_message_refused_sending_singly", error=self._describe(error))
+            return True
+        item = batch[0]
+        if self._directory.is_suspended(item.chat_id):
+            return False
+        attempt = await self._outbox.count_attempt(item.key, self._describe(error))
+        if attempt < self._max_attempts:
+            log.warning("telegram_refused_retry_later", error=self._describe(error), attempt=attempt)
+            await asyncio.sleep(backoff_s(attempt))
+            return False
+        await self._dead(item, self._describe(error))
+        return False
+
+    async def _dead(self, item: OutboxItem, reason: str) -> None:
+        log.error("telegram_delivery_failed", key=item.key, reason=reason, kind=str(item.kind))
+        await self._outbox.give_up(item.key, reason)
+        key = f"dead:{item.key}"
+        await self._publisher.publish(
+            TelegramDeliveryFailed(
+                **_envelope(item, key),
+                chat_id=item.chat_id,
+                outbox_key=item.key,
+                reason=reason,
+                kind=item.kind,
+                task_number=item.task_number,
+                comment_id=item.comment_id,
+                thread_id=item.thread_id,
+            ),
+            subject=subjects.telegram_delivery_failed(item.chat_id),
+            msg_id=f"effect:{key}",
+        )
+
+    async def _migrated(self, old_chat_id: int, new_chat_id: int, item: OutboxItem) -> None:
+        moved = await self._outbox.move_chat(old_chat_id, new_chat_id)
+        log.info("group_migrated_items_moved", new_chat_id=new_chat_id, items=moved)
+        await self._leases.release(old_chat_id)
+        key = telegram_migration_key(old_chat_id, new_chat_id)
+        # The gateway publishes the same event from Telegram's service message; one is kept.
+        await self._publisher.publish(
+            ChatMigrated(
+                **root_envelope(key, caused_by=item.key), old_chat_id=old_chat_id, chat_id=new_chat_id
+            ),
+            subject=subjects.telegram_group_migrated(new_chat_id),
+            msg_id=key,
+        )
+        self.wake(new_chat_id)
+
+
+def next_batch(items: list[OutboxItem]) -> list[OutboxItem]:
+    """The first item alone, or the run of plain comments at the head that fits one message."""
+    run: list[OutboxItem] = []
+    for item in items:
+        if not item.combinable or (run and item.thread_id != run[0].thread_id):
+            break
+        run.append(item)
+    if len(run) < 2:
+        return [items[0]]
+    return [run[index] for index in combine([item.text for item in run])[0]]

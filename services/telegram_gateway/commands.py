@@ -1,0 +1,180 @@
+"""The bot's commands in groups, as events: ``/task``, ``/unbind``, ``/status``, ``/help``.
+
+They work as ``/task@YourBot`` too, and a command addressed to another bot is left to the
+ordinary message handlers (aiogram's ``Command`` filter checks the mention against ``getMe``).
+For ``/task`` and ``/unbind`` the gateway asks Telegram whether the sender is an admin
+(``getChatMember``) and carries the answer; the binder decides what it allows. ``/status`` and
+``/help`` carry what the relay needs to answer (whether Group Privacy hides messages from us).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import NamedTuple
+
+import structlog
+from aiogram import Bot, F, Router
+from aiogram.enums import ChatMemberStatus
+from aiogram.exceptions import ClientDecodeError, TelegramAPIError
+from aiogram.filters import Command, CommandObject
+from aiogram.types import Message, Update
+
+from bridge_lib.eventbus import EventPublisher
+from contracts import subjects
+from contracts.events import (
+    BindRequested,
+    GroupCommand,
+    GroupCommandReceived,
+    UnbindRequested,
+    root_envelope,
+    telegram_bind_key,
+    telegram_command_key,
+    telegram_unbind_key,
+)
+from services.telegram_gateway.handlers import GROUP_CHATS, sender_of, thread_of
+
+log = structlog.get_logger("telegram_gateway.commands")
+
+# What the bot offers in Telegram's command menu of groups (setMyCommands at start).
+BOT_COMMANDS = {
+    "task": "Bind this group to a Planfix task: /task <title> or /task <number>",
+    "status": "Which Planfix task this group is bound to",
+    "unbind": "Stop carrying messages between this group and its task",
+    "help": "What this bot does and its commands",
+}
+
+
+class BotProfile(NamedTuple):
+    """What getMe said at start; handlers get it injected as ``bot_profile``."""
+
+    username: str | None
+    reads_all_group_messages: bool
+
+
+class TaskArgs(NamedTuple):
+    task_number: int | None
+    task_title: str | None
+
+
+_TASK_NUMBER = re.compile(r"#?([0-9]+)")
+
+
+def parse_task_args(args: str | None) -> TaskArgs:
+    """``/task 4821`` or ``/task #4821`` bind a task by number; any other text is a new title."""
+    rest = (args or "").strip()
+    if not rest:
+        return TaskArgs(None, None)
+    # [0-9] rather than \d or isdigit(): "²" or Arabic-Indic digits are not task numbers.
+    if number := _TASK_NUMBER.fullmatch(rest):
+        return TaskArgs(int(number[1]), None)
+    return TaskArgs(None, rest)
+
+
+async def requester_is_admin(bot: Bot, message: Message) -> bool | None:
+    """True for the group's creator and admins; None when Telegram could not be asked."""
+    if message.sender_chat is not None:
+        return False  # a channel speaking in the group is nobody's admin
+    if message.from_user is None:
+        return None
+    try:
+        member = await bot.get_chat_member(chat_id=message.chat.id, user_id=message.from_user.id)
+    except (TelegramAPIError, ClientDecodeError) as error:
+        log.warning("admin_check_failed", chat_id=message.chat.id, error=type(error).__name__)
+        return None
+    return member.status in (ChatMemberStatus.CREATOR, ChatMemberStatus.ADMINISTRATOR)
+
+
+async def on_task_command(
+    message: Message, command: CommandObject, event_update: Update, publisher: EventPublisher, bot: Bot
+) -> None:
+    requested_by = sender_of(message)
+    if requested_by is None:
+        log.info("message_without_sender_ignored", chat_id=message.chat.id, message_id=message.message_id)
+        return
+    chat_id, message_id = message.chat.id, message.message_id
+    key = telegram_bind_key(chat_id, message_id)
+    args = parse_task_args(command.args)
+    event = BindRequested(
+        **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
+        chat_id=chat_id,
+        message_id=message_id,
+        requested_by=requested_by,
+        task_number=args.task_number,
+        task_title=args.task_title,
+        chat_title=message.chat.title,
+        thread_id=thread_of(message),
+        requester_is_admin=await requester_is_admin(bot, message),
+    )
+    with structlog.contextvars.bound_contextvars(
+        correlation_id=event.correlation_id, chat_id=chat_id, message_id=message_id
+    ):
+        stored = await publisher.publish(event, subject=subjects.telegram_bind_requested(chat_id), msg_id=key)
+        log.info(
+            "bind_request_stored" if stored else "bind_request_duplicate",
+            task_number=args.task_number,
+            has_title=args.task_title is not None,
+            requester_is_admin=event.requester_is_admin,
+        )
+
+
+async def on_unbind_command(
+    message: Message, event_update: Update, publisher: EventPublisher, bot: Bot
+) -> None:
+    requested_by = sender_of(message)
+    if requested_by is None:
+        return
+    chat_id, message_id = message.chat.id, message.message_id
+    key = telegram_unbind_key(chat_id, message_id)
+    event = UnbindRequested(
+        **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
+        chat_id=chat_id,
+        message_id=message_id,
+        requested_by=requested_by,
+        thread_id=thread_of(message),
+        requester_is_admin=await requester_is_admin(bot, message),
+    )
+    # Same subject as /task: the binder sees a group's bind and unbind requests in order.
+    stored = await publisher.publish(event, subject=subjects.telegram_bind_requested(chat_id), msg_id=key)
+    log.info("unbind_request_stored" if stored else "unbind_request_duplicate", chat_id=chat_id)
+
+
+QuestionHandler = Callable[[Message, Update, EventPublisher, BotProfile], Awaitable[None]]
+
+
+def question_handler(command: GroupCommand) -> QuestionHandler:
+    """The handler of ``/status`` or ``/help``: both only ask the relay for an answer."""
+
+    async def on_question(
+        message: Message, event_update: Update, publisher: EventPublisher, bot_profile: BotProfile
+    ) -> None:
+        requested_by = sender_of(message)
+        if requested_by is None:
+            return
+        chat_id, message_id = message.chat.id, message.message_id
+        key = telegram_command_key(chat_id, message_id)
+        event = GroupCommandReceived(
+            **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
+            chat_id=chat_id,
+            message_id=message_id,
+            command=command,
+            requested_by=requested_by,
+            thread_id=thread_of(message),
+            bot_reads_all_messages=bot_profile.reads_all_group_messages,
+            bot_username=bot_profile.username,
+        )
+        stored = await publisher.publish(event, subject=subjects.telegram_group_command(chat_id), msg_id=key)
+        log.info("group_command_stored" if stored else "group_command_duplicate", command=str(command))
+
+    return on_question
+
+
+def build_commands_router() -> Router:
+    router = Router(name="telegram_gateway.commands")
+    router.message.register(on_task_command, GROUP_CHATS, F.text, Command("task", ignore_case=True))
+    router.message.register(on_unbind_command, GROUP_CHATS, F.text, Command("unbind", ignore_case=True))
+    for command in GroupCommand:
+        router.message.register(
+            question_handler(command), GROUP_CHATS, F.text, Command(command.value, ignore_case=True)
+        )
+    return router

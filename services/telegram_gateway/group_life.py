@@ -1,0 +1,109 @@
+"""What happens to a group as a whole, as events: the bot added or removed, the group upgraded
+to a supergroup, a message sent by an anonymous admin.
+
+* ``my_chat_member`` -> ``BotMembershipChanged`` when the bot joins or leaves (a promotion to
+  admin is not a change of membership); the binder suspends or resumes the group's binding,
+  the relay greets a group that has none.
+* a service message with ``migrate_to_chat_id`` (in the old group) or ``migrate_from_chat_id``
+  (in the new supergroup) -> one ``ChatMigrated`` (both give the same key); the binder moves
+  the binding to the new id.
+* a message sent as the group itself (``sender_chat`` is the chat: an admin with "Remain
+  anonymous" on) cannot be attributed, so it is not relayed: ``AnonymousAdminPosted``, and the
+  relay tells the group how to fix it, once.
+"""
+
+from __future__ import annotations
+
+import structlog
+from aiogram import F, Router
+from aiogram.enums import ChatMemberStatus, ChatType
+from aiogram.types import ChatMemberUpdated, Message, Update
+
+from bridge_lib.eventbus import EventPublisher
+from contracts import subjects
+from contracts.events import (
+    AnonymousAdminPosted,
+    BotMembershipChanged,
+    ChatMigrated,
+    TelegramUser,
+    root_envelope,
+    telegram_membership_key,
+    telegram_message_key,
+    telegram_migration_key,
+)
+from services.telegram_gateway.handlers import GROUP_CHATS, is_anonymous_admin, thread_of
+
+log = structlog.get_logger("telegram_gateway.group_life")
+
+_PRESENT = {ChatMemberStatus.CREATOR, ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.MEMBER}
+
+
+def _is_member(member: object) -> bool:
+    status = getattr(member, "status", None)
+    # A restricted bot is still in the group when its is_member says so.
+    return status in _PRESENT or (
+        status == ChatMemberStatus.RESTRICTED and bool(getattr(member, "is_member", False))
+    )
+
+
+async def on_bot_membership(
+    update: ChatMemberUpdated, event_update: Update, publisher: EventPublisher
+) -> None:
+    was, now = _is_member(update.old_chat_member), _is_member(update.new_chat_member)
+    chat_id = update.chat.id
+    if was == now:
+        log.info("bot_member_status_changed", chat_id=chat_id, status=str(update.new_chat_member.status))
+        return
+    key = telegram_membership_key(chat_id, event_update.update_id)
+    by = update.from_user
+    event = BotMembershipChanged(
+        **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
+        chat_id=chat_id,
+        status=str(update.new_chat_member.status),
+        is_member=now,
+        chat_title=update.chat.title,
+        changed_by=TelegramUser(id=by.id, full_name=by.full_name, username=by.username, is_bot=by.is_bot)
+        if by
+        else None,
+    )
+    stored = await publisher.publish(
+        event, subject=subjects.telegram_bot_membership_changed(chat_id), msg_id=key
+    )
+    log.info("bot_added_to_group" if now else "bot_removed_from_group", chat_id=chat_id, duplicate=not stored)
+
+
+async def on_migration(message: Message, event_update: Update, publisher: EventPublisher) -> None:
+    if message.migrate_to_chat_id is not None:
+        old_chat_id, new_chat_id = message.chat.id, message.migrate_to_chat_id
+    else:
+        assert message.migrate_from_chat_id is not None
+        old_chat_id, new_chat_id = message.migrate_from_chat_id, message.chat.id
+    key = telegram_migration_key(old_chat_id, new_chat_id)
+    event = ChatMigrated(
+        **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
+        old_chat_id=old_chat_id,
+        chat_id=new_chat_id,
+    )
+    stored = await publisher.publish(event, subject=subjects.telegram_group_migrated(new_chat_id), msg_id=key)
+    log.info("group_migrated", old_chat_id=old_chat_id, new_chat_id=new_chat_id, duplicate=not stored)
+
+
+async def on_anonymous_admin(message: Message, event_update: Update, publisher: EventPublisher) -> None:
+    chat_id, message_id = message.chat.id, message.message_id
+    key = f"{telegram_message_key(chat_id, message_id)}:anonymous"
+    event = AnonymousAdminPosted(
+        **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
+        chat_id=chat_id,
+        message_id=message_id,
+        thread_id=thread_of(message),
+    )
+    await publisher.publish(event, subject=subjects.telegram_anonymous_admin_posted(chat_id), msg_id=key)
+    log.warning("anonymous_admin_message_not_bridged", chat_id=chat_id, message_id=message_id)
+
+
+def build_group_life_router() -> Router:
+    router = Router(name="telegram_gateway.group_life")
+    router.my_chat_member.register(on_bot_membership, F.chat.type.in_({ChatType.GROUP, ChatType.SUPERGROUP}))
+    router.message.register(on_migration, GROUP_CHATS, F.migrate_to_chat_id | F.migrate_from_chat_id)
+    router.message.register(on_anonymous_admin, GROUP_CHATS, is_anonymous_admin)
+    return router

@@ -1,0 +1,85 @@
+"""Webhook mode: Telegram POSTs each update to us instead of being polled.
+
+The endpoint checks ``X-Telegram-Bot-Api-Secret-Token`` before it reads the body (wrong or
+missing: 401, nothing read, nothing published), refuses bodies over the limit (413) and
+malformed ones (400), and answers 200 only after the update's event is stored: a failure is a
+500, and Telegram delivers the update again later, as an unconfirmed update is in polling
+mode. Updates are handled one at a time, in the order they arrive (with the default
+``max_connections`` of 1 Telegram sends them in order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from urllib.parse import urlsplit
+
+import msgspec
+import structlog
+from aiogram import Bot, Dispatcher
+from aiogram.types import Update
+from aiohttp import web
+from pydantic import ValidationError
+
+log = structlog.get_logger("telegram_gateway.webhook")
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+BODY_READ_TIMEOUT_S = 10.0
+
+
+def webhook_path(url: str) -> str:
+    """The path to listen on: the path of the public URL (a proxy forwards it unchanged)."""
+    return urlsplit(url).path or "/"
+
+
+class TelegramWebhook:
+    def __init__(self, *, bot: Bot, dispatcher: Dispatcher, secret: str, max_body: int, path: str) -> None:
+        self._bot = bot
+        self._dispatcher = dispatcher
+        self._secret = secret.encode()
+        self._max_body = max_body
+        self._path = path
+        self._in_order = asyncio.Lock()
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self._max_body)
+        app.router.add_post(self._path, self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.Response:
+        given = request.headers.get(SECRET_HEADER, "").encode()
+        if not hmac.compare_digest(given, self._secret):
+            log.warning("telegram_webhook_bad_secret", remote=request.remote)
+            return web.json_response({"error": "unauthorized"}, status=401)
+        if request.content_length is not None and request.content_length > self._max_body:
+            return web.json_response({"error": "body too large"}, status=413)
+        try:
+            raw = await self._read_body(request)
+        except TimeoutError:
+            return web.json_response({"error": "body not received in time"}, status=408)
+        if raw is None:
+            return web.json_response({"error": "body too large"}, status=413)
+        try:
+            update = Update.model_validate(msgspec.json.decode(raw), context={"bot": self._bot})
+        except (msgspec.DecodeError, ValidationError, UnicodeDecodeError) as error:
+            log.warning("telegram_webhook_bad_update", error=str(error)[:200])
+            return web.json_response({"error": "not a Telegram update"}, status=400)
+        async with self._in_order:
+            with structlog.contextvars.bound_contextvars(update_id=update.update_id):
+                try:
+                    await self._dispatcher.feed_update(self._bot, update)
+                except Exception:
+                    # Not stored: Telegram keeps the update and sends it again later.
+                    log.exception("telegram_webhook_update_failed")
+                    return web.json_response({"error": "not stored, retry later"}, status=500)
+        return web.json_response({"ok": True})
+
+    async def _read_body(self, request: web.Request) -> bytes | None:
+        """The body, or None past the limit (reading no more than limit + 1 bytes)."""
+        body = bytearray()
+        async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+            while chunk := await request.content.read(self._max_body + 1 - len(body)):
+                body += chunk
+                if len(body) > self._max_body:
+                    return None
+        return bytes(body)

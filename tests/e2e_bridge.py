@@ -1,0 +1,140 @@
+"""The whole bridge as real processes for end-to-end tests: four services on their own NATS,
+the real store, the session's fake Telegram and Planfix servers.
+
+``running_bridge`` starts them (a module's tests share one bridge; they stay independent by
+using their own chats and tasks) and, on the way out, fails the module if a service logged a
+traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from motor.motor_asyncio import AsyncIOMotorClient
+
+from bridge_lib import devstack
+from contracts.events import TaskBound
+from sandbox.fake_planfix import FakePlanfix
+from sandbox.fake_telegram import FakeTelegram
+from tests.conftest import BOT_TOKEN, GROUP_PACE, PLANFIX_TOKEN, WEBHOOK_SECRET
+from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events
+
+SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
+
+
+@dataclass
+class Bridge:
+    nats_url: str
+    mongo_url: str
+    database: str
+    webhook_url: str
+    processes: dict[str, ServiceProcess]
+    loop: LoopThread
+
+    def events(self, subject_filter: str) -> list[Any]:
+        return [event for _, event in self.loop.run(read_stream_events(self.nats_url, subject_filter))]
+
+    def binding_document(self, chat_id: int) -> dict[str, Any] | None:
+        async def find() -> dict[str, Any] | None:
+            client: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(self.mongo_url)
+            try:
+                document: dict[str, Any] | None = await client[self.database]["bindings"].find_one(
+                    {"chat_id": chat_id}
+                )
+                return document
+            finally:
+                client.close()
+
+        return self.loop.run(find())
+
+    def restart(self, name: str) -> None:
+        assert self.processes[name].stop() == 0, (
+            f"{name} did not stop cleanly:\n{self.processes[name].log_text()}"
+        )
+        self.processes[name].start()
+
+
+@contextlib.contextmanager
+def running_bridge(
+    loop: LoopThread,
+    work_dir: Path,
+    mongo_url: str,
+    fake_telegram: FakeTelegram,
+    fake_planfix: FakePlanfix,
+    *,
+    name: str = "e2e",
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Bridge]:
+    # A NATS server of its own: no events from other test modules reach these services (and a
+    # directory of its own, as several modules use this fixture).
+    webhook_port = devstack.free_port()
+    run_dir = work_dir / f"{name}-{webhook_port}"
+    nats = devstack.start_nats(run_dir / "nats", log_file=run_dir / "nats.log")
+    database = f"{name.replace('-', '_')}_{webhook_port}"
+    env = {
+        "NATS_URL": nats.extra["url"],
+        "MONGODB_URL": mongo_url,
+        "MONGODB_DATABASE": database,
+        "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
+        "TELEGRAM_API_BASE_URL": fake_telegram.base_url,
+        "PLANFIX_BASE_URL": fake_planfix.base_url,
+        "PLANFIX_API_TOKEN": PLANFIX_TOKEN,
+        # The shared fake enforces no rate (test_planfix_pacing does); keep these tests quick.
+        "PLANFIX_RATE_PER_S": "50",
+        "PLANFIX_BURST": "5",
+        "PLANFIX_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "PLANFIX_WEBHOOK_PORT": str(webhook_port),
+        "PLANFIX_WEBHOOK_HOST": "127.0.0.1",
+        "RELAY_GROUP_PACE_MESSAGES": str(GROUP_PACE[0]),
+        "RELAY_GROUP_PACE_WINDOW_S": str(GROUP_PACE[1]),
+        "LOG_LEVEL": "INFO",
+        **(extra_env or {}),
+    }
+    log_dir = run_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    processes = {name: ServiceProcess(name, env, log_dir).start() for name in SERVICES}
+    webhook_url = f"http://127.0.0.1:{webhook_port}/planfix/webhook/{WEBHOOK_SECRET}"
+    previous_webhook_url = fake_planfix.webhook_url
+    fake_planfix.webhook_url = webhook_url
+    try:
+        devstack.wait_for_port(webhook_port, timeout_s=30, what="planfix_gateway")
+        bridge = Bridge(nats.extra["url"], mongo_url, database, webhook_url, processes, loop)
+        # Ready when the relay's consumers exist (it starts them after its directory caught up).
+        eventually(
+            lambda: "relay_started" in processes["relay"].log_text(), timeout_s=30, what="relay started"
+        )
+        eventually(
+            lambda: "binder_started" in processes["binder"].log_text(), timeout_s=30, what="binder started"
+        )
+        yield bridge
+    finally:
+        fake_planfix.webhook_url = previous_webhook_url
+        for process in processes.values():
+            process.stop()
+        nats.stop()
+        for name, process in processes.items():
+            assert "Traceback" not in process.log_text(), f"{name} logged a traceback:\n{process.log_text()}"
+
+
+def texts_sent(fake_telegram: FakeTelegram, chat_id: int) -> list[str]:
+    return [str(message["text"]) for message in fake_telegram.sent_messages(chat_id)]
+
+
+ADMIN_ID = 501  # the default sender of FakeTelegram.add_group_message
+
+
+def bind_new_task(bridge: Bridge, fake_telegram: FakeTelegram, chat_id: int, title: str) -> int:
+    """An admin writes ``/task <title>``; the task number once the group is bound and told so."""
+    fake_telegram.set_member_status(chat_id, ADMIN_ID, "administrator")
+    fake_telegram.add_group_message(chat_id, f"/task {title}")
+    bound = eventually(
+        lambda: [e for e in bridge.events("binding.>") if isinstance(e, TaskBound) and e.chat_id == chat_id],
+        what="task bound",
+    )
+    eventually(lambda: texts_sent(fake_telegram, chat_id), what="confirmation sent")
+    number: int = bound[0].task_number
+    return number

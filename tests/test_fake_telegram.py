@@ -1,0 +1,231 @@
+"""The fake Bot API keeps Telegram's promises: what the real aiogram client gets from it is what
+Telegram would answer (limits, 429 with retry_after, migration, kicked, webhook delivery).
+
+Each test starts its own fake (the session's one is shared by the service tests) and drives it
+with a real ``aiogram.Bot`` on the test loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from aiogram import Bot
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramConflictError,
+    TelegramEntityTooLarge,
+    TelegramForbiddenError,
+    TelegramMigrateToChat,
+    TelegramRetryAfter,
+)
+from aiogram.types import (
+    BotCommand,
+    BotCommandScopeAllGroupChats,
+    BufferedInputFile,
+    InputMediaDocument,
+    InputMediaPhoto,
+)
+from aiohttp import web
+
+from bridge_lib import devstack
+from bridge_lib.telegram import make_bot
+from sandbox.fake_telegram import FakeTelegram
+from tests.conftest import BOT_TOKEN
+from tests.support import LoopThread, eventually
+
+T = TypeVar("T")
+GROUP = -1005550000001
+
+
+@pytest.fixture
+def fake(loop: LoopThread) -> Iterator[FakeTelegram]:
+    fake = FakeTelegram(token=BOT_TOKEN, group_pace=(3, 60.0))
+    loop.run(fake.start())
+    try:
+        yield fake
+    finally:
+        loop.run(fake.stop())
+
+
+@pytest.fixture
+def with_bot(loop: LoopThread, fake: FakeTelegram) -> Iterator[Callable[[Callable[[Bot], Awaitable[T]]], T]]:
+    """Run ``action(bot)`` on the loop with one real aiogram Bot for the whole test."""
+    bot = make_bot(BOT_TOKEN, api_base_url=fake.base_url)
+
+    def run(action: Callable[[Bot], Awaitable[T]]) -> T:
+        return loop.run(action(bot))
+
+    try:
+        yield run
+    finally:
+        loop.run(bot.session.close())
+
+
+def file(name: str, size: int = 100) -> BufferedInputFile:
+    return BufferedInputFile(b"x" * size, filename=name)
+
+
+def test_texts_and_captions_are_limited_after_parsing(with_bot: Any, fake: FakeTelegram) -> None:
+    fake.set_group_pace(None)
+    with_bot(lambda bot: bot.send_message(GROUP, "<b>" + "a" * 4096 + "</b>"))
+    with_bot(lambda bot: bot.send_photo(GROUP, file("p.jpg"), caption="&lt;" * 1024))
+
+    with pytest.raises(TelegramBadRequest, match="message is too long"):
+        with_bot(lambda bot: bot.send_message(GROUP, "😀" * 2049))
+    with pytest.raises(TelegramBadRequest, match="caption is too long"):
+        with_bot(lambda bot: bot.send_document(GROUP, file("d.pdf"), caption="c" * 1025))
+    with pytest.raises(TelegramBadRequest, match="Unsupported start tag"):
+        with_bot(lambda bot: bot.send_message(GROUP, "<p>no</p>"))
+
+    [text, photo] = fake.chat_messages(GROUP)
+    assert (text["type"], len(text["text"])) == ("text", 4096)
+    assert (photo["type"], photo["file_name"], photo["text"]) == ("photo", "p.jpg", "<" * 1024)
+
+
+def test_files_go_by_kind_and_a_media_group_takes_2_to_10_of_one_family(
+    with_bot: Any, fake: FakeTelegram
+) -> None:
+    fake.set_group_pace(None)
+    sent = with_bot(
+        lambda bot: bot.send_media_group(
+            GROUP,
+            [
+                InputMediaPhoto(media=file("a.jpg"), caption="<b>album</b>"),
+                InputMediaPhoto(media=file("b.png")),
+            ],
+        )
+    )
+    with_bot(lambda bot: bot.send_audio(GROUP, file("song.mp3")))
+    with_bot(lambda bot: bot.send_video(GROUP, file("clip.mp4")))
+
+    assert [m.photo is not None for m in sent] == [True, True]
+    assert sent[0].media_group_id == sent[1].media_group_id
+    with pytest.raises(TelegramBadRequest, match="wrong number of media"):
+        with_bot(lambda bot: bot.send_media_group(GROUP, [InputMediaPhoto(media=file("a.jpg"))]))
+    with pytest.raises(TelegramBadRequest, match="grouped only"):
+        with_bot(
+            lambda bot: bot.send_media_group(
+                GROUP, [InputMediaPhoto(media=file("a.jpg")), InputMediaDocument(media=file("d.pdf"))]
+            )
+        )
+    with pytest.raises(TelegramEntityTooLarge):
+        with_bot(lambda bot: bot.send_photo(GROUP, file("huge.jpg", 10 * 1024 * 1024 + 1)))
+    kinds = [(m["type"], m["file_name"], m["text"]) for m in fake.chat_messages(GROUP)]
+    assert kinds == [
+        ("photo", "a.jpg", "album"),
+        ("photo", "b.png", ""),
+        ("audio", "song.mp3", ""),
+        ("video", "clip.mp4", ""),
+    ]
+
+
+def test_the_group_pace_is_enforced_with_retry_after(with_bot: Any, fake: FakeTelegram) -> None:
+    for n in range(3):
+        with_bot(lambda bot, n=n: bot.send_message(GROUP, f"message {n}"))
+
+    with pytest.raises(TelegramRetryAfter) as refused:
+        with_bot(lambda bot: bot.send_message(GROUP, "one too many"))
+
+    assert 1 <= refused.value.retry_after <= 60
+    assert fake.flood_refusals(GROUP) == 1
+    assert [c.error_code for c in fake.calls if c.method == "sendMessage"] == [None, None, None, 429]
+    # Private chats and other groups have their own allowance.
+    with_bot(lambda bot: bot.send_message(GROUP - 1, "another group"))
+
+
+def test_edits_and_deletes_act_on_the_bots_own_messages(with_bot: Any, fake: FakeTelegram) -> None:
+    message = with_bot(lambda bot: bot.send_message(GROUP, "first"))
+
+    with_bot(lambda bot: bot.edit_message_text("<i>second</i>", chat_id=GROUP, message_id=message.message_id))
+    with pytest.raises(TelegramBadRequest, match="not modified"):
+        with_bot(
+            lambda bot: bot.edit_message_text("<i>second</i>", chat_id=GROUP, message_id=message.message_id)
+        )
+    [edited] = fake.chat_messages(GROUP)
+    assert (edited["text"], edited["edited"]) == ("second", True)
+
+    assert with_bot(lambda bot: bot.delete_message(GROUP, message.message_id)) is True
+    with pytest.raises(TelegramBadRequest, match="message to delete not found"):
+        with_bot(lambda bot: bot.delete_message(GROUP, message.message_id))
+    assert fake.chat_messages(GROUP) == []
+
+
+def test_an_upgraded_group_answers_with_its_new_id_and_a_left_group_with_403(
+    with_bot: Any, fake: FakeTelegram
+) -> None:
+    old_group = -5550000002
+    new_group = fake.migrate_to_supergroup(old_group)
+
+    with pytest.raises(TelegramMigrateToChat) as moved:
+        with_bot(lambda bot: bot.send_message(old_group, "hello?"))
+    assert moved.value.migrate_to_chat_id == new_group == -1005550000002
+    with_bot(lambda bot: bot.send_message(new_group, "hello!"))
+
+    fake.set_bot_membership(new_group, "kicked")
+    with pytest.raises(TelegramForbiddenError, match="kicked"):
+        with_bot(lambda bot: bot.send_message(new_group, "still there?"))
+
+
+def test_chat_members_and_commands(with_bot: Any, fake: FakeTelegram) -> None:
+    fake.set_member_status(GROUP, 42, "administrator")
+
+    admin = with_bot(lambda bot: bot.get_chat_member(GROUP, 42))
+    member = with_bot(lambda bot: bot.get_chat_member(GROUP, 43))
+    with_bot(
+        lambda bot: bot.set_my_commands(
+            [BotCommand(command="status", description="Which task this group is bound to")],
+            scope=BotCommandScopeAllGroupChats(),
+        )
+    )
+
+    assert (admin.status, member.status) == ("administrator", "member")
+    commands, scope = fake.commands
+    assert commands == [{"command": "status", "description": "Which task this group is bound to"}]
+    assert scope == {"type": "all_group_chats"}
+
+
+def test_with_a_webhook_set_updates_are_posted_with_the_secret_until_answered_200(
+    with_bot: Any, fake: FakeTelegram, loop: LoopThread
+) -> None:
+    received: list[tuple[str | None, dict[str, Any]]] = []
+    answers = [500, 200, 200]
+
+    async def endpoint(request: web.Request) -> web.Response:
+        received.append((request.headers.get("X-Telegram-Bot-Api-Secret-Token"), await request.json()))
+        return web.Response(status=answers.pop(0) if answers else 200)
+
+    port = devstack.free_port()
+
+    async def serve() -> web.AppRunner:
+        app = web.Application()
+        app.router.add_post("/hook", endpoint)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        return runner
+
+    runner = loop.run(serve())
+    try:
+        with_bot(
+            lambda bot: bot.set_webhook(
+                f"http://127.0.0.1:{port}/hook", secret_token="s3cret_token-1", allowed_updates=["message"]
+            )
+        )
+        first = fake.add_group_message(GROUP, "one")
+        second = fake.add_group_message(GROUP, "two")
+
+        eventually(lambda: len(received) == 3, what="three deliveries (one retried)")
+        with pytest.raises(TelegramConflictError):
+            with_bot(lambda bot: bot.get_updates())
+    finally:
+        loop.run(runner.cleanup())
+
+    assert [secret for secret, _ in received] == ["s3cret_token-1"] * 3
+    assert [update["update_id"] for _, update in received] == [
+        first["update_id"],
+        first["update_id"],
+        second["update_id"],
+    ]
+    assert fake.webhook["allowed_updates"] == ["message"]

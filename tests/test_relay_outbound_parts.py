@@ -1,0 +1,218 @@
+"""The relay's outbound parts on their own: how files are sent, what is combined, what /status
+says, and the pace and leases shared through a real NATS KV bucket (with a clock the test moves,
+so no test waits for real time)."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from typing import Any
+
+import pytest
+
+from bridge_lib.kvstore import ensure_bucket
+from contracts.events import PlanfixFile, TelegramMessageKind
+from contracts.subjects import BucketSpec
+from services.relay.directory import BoundTask
+from services.relay.media import MediaKind, media_groups, media_kind, too_large
+from services.relay.notices import status_text
+from services.relay.outbox import Action, OutboxItem
+from services.relay.pacing import GroupLeases, TelegramPace
+from services.relay.sender import next_batch
+from tests.support import LoopThread, connect_nats
+
+MB = 1024 * 1024
+
+
+def file(name: str, size: int | None = 1000) -> PlanfixFile:
+    return PlanfixFile(id=abs(hash(name)) % 10_000, name=name, size=size)
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "kind"),
+    [
+        ("printer.JPG", 2 * MB, MediaKind.PHOTO),
+        ("scan.png", 11 * MB, MediaKind.DOCUMENT),  # over Telegram's 10 MB for photos
+        ("clip.mp4", 40 * MB, MediaKind.VIDEO),
+        ("clip.mov", 1 * MB, MediaKind.DOCUMENT),
+        ("voice.mp3", 1 * MB, MediaKind.AUDIO),
+        ("animation.gif", 1 * MB, MediaKind.DOCUMENT),
+        ("no-extension", None, MediaKind.DOCUMENT),
+    ],
+)
+def test_a_file_goes_as_the_kind_telegram_shows_best(name: str, size: int | None, kind: MediaKind) -> None:
+    assert media_kind(file(name, size)) is kind
+
+
+def test_files_are_grouped_by_family_in_order_ten_at_most() -> None:
+    photos = [file(f"p{n}.jpg") for n in range(12)]
+    files = [file("a.pdf"), *photos[:6], file("song.mp3"), file("clip.mp4"), *photos[6:], file("b.pdf")]
+
+    groups = media_groups(files)
+
+    assert [[m.file.name for m in group] for group in groups] == [
+        ["a.pdf", "b.pdf"],
+        [*(f"p{n}.jpg" for n in range(6)), "clip.mp4", *(f"p{n}.jpg" for n in range(6, 9))],
+        ["p9.jpg", "p10.jpg", "p11.jpg"],
+        ["song.mp3"],
+    ]
+
+
+def test_only_a_file_known_to_be_over_50_mb_is_too_large() -> None:
+    assert too_large(file("big.zip", 50 * MB + 1))
+    assert not too_large(file("exact.zip", 50 * MB))
+    assert not too_large(file("unknown.zip", None))
+
+
+# --- combining ------------------------------------------------------------------------------------
+
+_keys = itertools.count()
+
+
+def item(text: str, **changes: Any) -> OutboxItem:
+    fields: dict[str, Any] = {
+        "key": f"k{next(_keys)}",
+        "chat_id": -100,
+        "action": Action.SEND,
+        "kind": TelegramMessageKind.PLANFIX_COMMENT,
+        "correlation_id": "c",
+        "causation_id": "e",
+        "text": text,
+        **changes,
+    }
+    return OutboxItem(**fields)
+
+
+def test_the_waiting_comments_at_the_head_are_combined_up_to_4096_units() -> None:
+    waiting = [item("a" * 2000), item("b" * 2000), item("c" * 2000), item("d")]
+    assert [i.text[0] for i in next_batch(waiting)] == ["a", "b"]
+
+
+def test_what_cannot_share_a_message_goes_alone() -> None:
+    notice = item("bound!", kind=TelegramMessageKind.BIND_CONFIRMATION)
+    with_file = item("see file", files=[file("a.pdf")])
+    refused_before = item("refused once", attempts=1)
+    edit = item("new text", action=Action.EDIT)
+    for first in (notice, with_file, refused_before, edit):
+        assert next_batch([first, item("x"), item("y")]) == [first]
+    plain = item("first")
+    assert next_batch([plain, item("other topic", thread_id=7)]) == [plain]
+    assert len(next_batch([item("1"), item("2"), notice, item("3")])) == 2
+
+
+# --- /status -------------------------------------------------------------------------------------
+
+
+def test_status_says_how_to_switch_group_privacy_off_when_it_is_on() -> None:
+    bound = BoundTask(4821, "Printer <floor 3>")
+    text = status_text(
+        bound, task_url="https://acc.planfix.com/task/4821", in_topic=False, bot_reads_all_messages=False
+    )
+    assert '<a href="https://acc.planfix.com/task/4821">#4821</a>' in text
+    assert "Printer &lt;floor 3&gt;" in text
+    assert "/setprivacy" in text
+    unbound = status_text(None, task_url="", in_topic=True, bot_reads_all_messages=True)
+    assert "This topic is not bound" in unbound
+    assert "/setprivacy" not in unbound
+
+
+# --- pace and leases over NATS KV ----------------------------------------------------------------
+
+
+class Clock:
+    """Time that moves only when the code under test sleeps (or the test says so)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self.slept: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(round(seconds, 3))
+        self.now += seconds
+
+
+def test_a_group_gets_its_next_message_an_interval_after_the_last_answer(
+    loop: LoopThread, nats_url: str
+) -> None:
+    clock = Clock()
+
+    async def scenario() -> list[float]:
+        nc = await connect_nats(nats_url)
+        try:
+            kv = await ensure_bucket(
+                nc.jetstream(), BucketSpec(name=f"pace_{uuid.uuid4().hex[:8]}", description="t")
+            )
+            pace = TelegramPace(
+                kv, group_limit=20, group_window_s=60, bot_per_second=30, clock=clock.time, sleep=clock.sleep
+            )
+            await pace.wait_for_group(-1)  # first message: no wait
+            await pace.group_sent(-1)
+            await pace.wait_for_group(-1)  # 60 / 20 = 3 s after the answer
+            await pace.group_sent(-1, messages=2)  # a media group of two
+            await pace.wait_for_group(-1)
+            await pace.wait_for_group(-2)  # another group: its own pace
+            await pace.hold_group(-1, 7)  # a 429 with retry_after 7
+            await pace.wait_for_group(-1)
+            return clock.slept
+        finally:
+            await nc.close()
+
+    assert loop.run(scenario()) == [3.0, 5.0, 1.0, 5.0, 2.0]
+
+
+def test_bot_slots_are_spaced_for_every_caller(loop: LoopThread, nats_url: str) -> None:
+    clock = Clock()
+
+    async def scenario() -> list[float]:
+        nc = await connect_nats(nats_url)
+        try:
+            kv = await ensure_bucket(
+                nc.jetstream(), BucketSpec(name=f"pace_{uuid.uuid4().hex[:8]}", description="t")
+            )
+            replicas = [
+                TelegramPace(
+                    kv,
+                    group_limit=20,
+                    group_window_s=60,
+                    bot_per_second=10,
+                    clock=clock.time,
+                    sleep=clock.sleep,
+                )
+                for _ in range(2)
+            ]
+            for pace in (*replicas, *replicas):
+                await pace.take_bot_slots()
+            return clock.slept
+        finally:
+            await nc.close()
+
+    assert loop.run(scenario()) == [0.1, 0.1, 0.1]
+
+
+def test_one_replica_at_a_time_sends_to_a_group(loop: LoopThread, nats_url: str) -> None:
+    clock = Clock()
+
+    async def scenario() -> list[bool]:
+        nc = await connect_nats(nats_url)
+        try:
+            kv = await ensure_bucket(
+                nc.jetstream(), BucketSpec(name=f"lease_{uuid.uuid4().hex[:8]}", description="t")
+            )
+            first = GroupLeases(kv, owner="relay-a", ttl_s=60, clock=clock.time)
+            second = GroupLeases(kv, owner="relay-b", ttl_s=60, clock=clock.time)
+            results = [await first.acquire(-1), await second.acquire(-1), await first.acquire(-1)]
+            await first.release(-1)
+            results.append(await second.acquire(-1))
+            clock.now += 61  # relay-b stalls past its lease
+            results.append(await first.acquire(-1))
+            return results
+        finally:
+            await nc.close()
+
+    assert loop.run(scenario()) == [True, False, True, True, True]
