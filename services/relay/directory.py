@@ -24,6 +24,7 @@ import nats.js.errors
 import structlog
 from nats.js.api import DeliverPolicy
 
+from bridge_lib.eventbus import TransientFailure
 from contracts.events import (
     BindingMoved,
     BindingResumed,
@@ -156,10 +157,16 @@ class BindingDirectory:
 
     async def catch_up(self, timeout_s: float = 10.0) -> None:
         """Wait until every binding event stored by now has been applied."""
-        info = await self._js.stream_info(BINDING_STREAM.name)
-        target = info.state.last_seq
-        async with self._progress:
-            await asyncio.wait_for(self._progress.wait_for(lambda: self._applied_seq >= target), timeout_s)
+        try:
+            info = await self._js.stream_info(BINDING_STREAM.name)
+            target = info.state.last_seq
+            async with self._progress:
+                await asyncio.wait_for(
+                    self._progress.wait_for(lambda: self._applied_seq >= target), timeout_s
+                )
+        except Exception as error:
+            # NATS slow or away: the caller's event is retried later rather than judged unbound.
+            raise TransientFailure(f"binding directory could not catch up: {type(error).__name__}") from error
 
     def _lookup_task(self, chat_id: int, thread_id: int | None) -> BoundTask | None:
         # A forum topic without its own binding follows the group's binding.

@@ -75,19 +75,35 @@ class InboundConsumer:
         self._album_window_s = album_window_s
 
     async def run(self) -> None:
-        """Consume while holding the lease; stand by while another replica holds it."""
+        """Consume while holding the lease; stand by while another replica holds it.
+
+        Nothing here ends the process: a NATS hiccup while taking or keeping the lease, or a
+        failure of the consuming loop, is logged and the loop starts again a moment later.
+        """
         try:
             while True:
-                await self._lease.acquire()
-                keep = asyncio.create_task(self._lease.keep())
-                work = asyncio.create_task(self._consume())
+                try:
+                    await self._lease.acquire()
+                except Exception as error:
+                    log.warning("lease_acquire_failed", error=f"{type(error).__name__}: {error}")
+                    await asyncio.sleep(1.0)
+                    continue
+                keep = asyncio.create_task(self._lease.keep(), name="lease-keep")
+                work = asyncio.create_task(self._consume(), name="inbound-consume")
                 try:
                     done, _ = await asyncio.wait({keep, work}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     for task in (keep, work):
                         await cancelled(task)
-                if work in done:
-                    work.result()
+                for task in done:
+                    failure = None if task.cancelled() else task.exception()
+                    if failure is not None and not isinstance(failure, LeaseLost):
+                        log.warning(
+                            "inbound_restarting",
+                            task=task.get_name(),
+                            error=f"{type(failure).__name__}: {failure}",
+                        )
+                await asyncio.sleep(0.5)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._lease.release(), 2.0)
