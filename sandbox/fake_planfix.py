@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -83,6 +84,8 @@ class WebhookDelivery:
     status: int
     body: str
     error: str | None = None
+    # time.time() when the POST was started: benchmarks measure the bridge's latency from here.
+    sent_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ class RecordedCall:
     # The parsed JSON body, or None (no body, or not JSON).
     json: Any
     status: int = 0
+    # time.time() when the request arrived (before its body was read): benchmarks' receipt time.
+    at: float = 0.0
 
 
 class _Fail(Exception):
@@ -213,6 +218,7 @@ class FakePlanfix:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        arrived = time.time()
         raw = await request.read()
         request[_BODY] = _parse_body(raw)
         with self._lock:
@@ -235,9 +241,9 @@ class FakePlanfix:
                 {"result": "fail", "code": fail.code, "error": fail.message}, status=fail.status
             )
         except web.HTTPException as error:
-            self._record(request, error.status)
+            self._record(request, error.status, arrived)
             raise
-        self._record(request, response.status)
+        self._record(request, response.status, arrived)
         return response
 
     def _authorized(self, request: web.Request) -> bool:
@@ -247,7 +253,7 @@ class FakePlanfix:
         # The docs allow the token as a query parameter on GET requests.
         return request.method == "GET" and request.query.get("access_token") == self._token
 
-    def _record(self, request: web.Request, status: int) -> None:
+    def _record(self, request: web.Request, status: int, arrived: float) -> None:
         body = request.get(_BODY)
         call = RecordedCall(
             method=request.method,
@@ -255,6 +261,7 @@ class FakePlanfix:
             query=dict(request.query),
             json=None if body is _NO_BODY or body is _BAD_JSON else body,
             status=status,
+            at=arrived,
         )
         with self._lock:
             self.calls.append(call)
@@ -416,6 +423,7 @@ class FakePlanfix:
             # Planfix pastes the values into the template as text, hence the quoted numbers.
             body = f'{{"event":"comment.added","task":"{task_number}","comment":"{comment_id}"}}'
             status, error = 0, None
+            sent_at = time.time()
             try:
                 assert self._session is not None
                 async with self._session.post(
@@ -426,7 +434,9 @@ class FakePlanfix:
             except Exception as failure:  # the worker must survive any receiver behaviour
                 error = f"{type(failure).__name__}: {failure}"
             with self._lock:
-                self.webhook_deliveries.append(WebhookDelivery(task_number, comment_id, status, body, error))
+                self.webhook_deliveries.append(
+                    WebhookDelivery(task_number, comment_id, status, body, error, sent_at=sent_at)
+                )
 
 
 # --- request parsing helpers ----------------------------------------------------------------
