@@ -72,7 +72,6 @@ def soak(
     sampler.join()
     drained_in = receipts.wait_for(inbound, timeout_s=drain_timeout_s, check=stack.check_alive)
     drained_out = receipts.wait_for(outbound, timeout_s=drain_timeout_s, check=stack.check_alive)
-    minutes = seconds / 60.0
     per_service: dict[str, Any] = {}
     for label in samples[-1][1]:
         points = [(at / 60.0, rss[label]) for at, rss in samples if label in rss]
@@ -99,7 +98,7 @@ def soak(
             "soak: messages delivered",
             float(delivered),
             "",
-            baseline=f"{rate:g} msg/s for {minutes:.1f} min, both ways",
+            baseline=f"{rate:g} msg/s for {_duration(seconds)}, both ways",
             target=f"= {inbound.count + outbound.count:,}",
             met=drained_in and drained_out,
         )
@@ -125,3 +124,7 @@ def soak(
         "latency_ms": latencies,
         "delivered": delivered,
     }
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"

@@ -93,7 +93,7 @@ def table(results: Results) -> str:
     info = machine()
     header = ("item", "figure", "measured", "baseline / input", "target", "verdict")
     rows = [
-        (f.item, f.name, f.shown, f.baseline, f.target, f.verdict or f.note or "") for f in results.figures
+        (f.item, f.name, f.shown, f.baseline, f.target, f.verdict or f.note or "") for f in in_order(results)
     ]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     widths[-1] = min(widths[-1], 60)
@@ -125,9 +125,14 @@ def markdown_table(results: Results) -> str:
     header = "| item | figure | measured | baseline / input | target | verdict |\n|---|---|---|---|---|---|"
     rows = [
         f"| {f.item} | {f.name} | {f.shown} | {f.baseline} | {f.target} | {f.verdict or f.note} |"
-        for f in results.figures
+        for f in in_order(results)
     ]
     return "\n".join([header, *rows])
+
+
+def in_order(results: Results) -> list[Figure]:
+    """By the issue's item number (phases run in another order); unnumbered items last."""
+    return sorted(results.figures, key=lambda f: int(f.item.split()[0]) if f.item[0].isdigit() else 99)
 
 
 def _number(value: float) -> str:
