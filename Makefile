@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest install lock clean
+.PHONY: run test lint typecheck pytest install lock clean bench soak
 
 install: $(STAMP)
 
@@ -28,6 +28,14 @@ pytest: install
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# Benchmarks (docs/benchmarks.md): one table, figures in bench/results/latest.json, < 10 minutes.
+bench: install
+	$(BIN)/python -m bench
+
+# The full 10-minute memory soak at 50 messages/s (make bench runs a 2-minute one).
+soak: install
+	$(BIN)/python -m bench --mode soak
 
 # Regenerate the lock from the ranges in pyproject.toml (run by a maintainer, then commit constraints.txt).
 lock:

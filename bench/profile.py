@@ -21,6 +21,9 @@ from bridge_lib.devstack import venv_binary
 
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<path>[^()]*?)(?::\d+)?\)$")
 OWN_PACKAGES = ("services/", "bridge_lib/", "contracts/")
+# Entry frames under which the event loop runs everything: not "what the bridge was doing".
+_ENTRY_FUNCTIONS = frozenset({"<module>", "main", "run_service"})
+LOOP_AND_LIBRARIES = "event loop and library callbacks"
 
 
 @dataclass
@@ -29,6 +32,9 @@ class Profile:
     samples: int = 0
     self_by_package: Counter[str] = field(default_factory=Counter)
     inclusive_own: Counter[str] = field(default_factory=Counter)
+    # Each sample charged to the innermost bridge function on its stack (with the library code
+    # it called): a partition of the CPU by what the bridge was doing.
+    under_own: Counter[str] = field(default_factory=Counter)
     error: str | None = None
 
     def top_packages(self, n: int = 8) -> list[tuple[str, float]]:
@@ -36,6 +42,9 @@ class Profile:
 
     def top_own(self, n: int = 12) -> list[tuple[str, float]]:
         return [(name, 100.0 * count / self.samples) for name, count in self.inclusive_own.most_common(n)]
+
+    def top_under_own(self, n: int = 12) -> list[tuple[str, float]]:
+        return [(name, 100.0 * count / self.samples) for name, count in self.under_own.most_common(n)]
 
 
 class Sampler:
@@ -84,8 +93,15 @@ def parse_collapsed(label: str, text: str) -> Profile:
             continue
         profile.samples += count
         profile.self_by_package[_package(frames[-1][1])] += count
-        for own in {f"{function} ({_short(path)})" for function, path in frames if _is_own(path)}:
-            profile.inclusive_own[own] += count
+        own = [f"{function} ({_short(path)})" for function, path in frames if _is_own(path)]
+        for name in set(own):
+            profile.inclusive_own[name] += count
+        doing = [
+            f"{function} ({_short(path)})"
+            for function, path in frames
+            if _is_own(path) and function not in _ENTRY_FUNCTIONS
+        ]
+        profile.under_own[doing[-1] if doing else LOOP_AND_LIBRARIES] += count
     return profile
 
 
@@ -100,8 +116,8 @@ def _package(path: str) -> str:
     """py-spy shows paths relative to their sys.path entry: the first part names the package."""
     if _is_own(path):
         return _short(path).split("/")[0] + " (ours)"
-    if path.startswith("<frozen"):
-        return "stdlib (frozen)"
+    if path.startswith("<frozen "):
+        return f"stdlib {path.removeprefix('<frozen ').rstrip('>')}"
     top = path.split("/")[0].removesuffix(".py")
     return f"stdlib {top}" if top in sys.stdlib_module_names else top or "?"
 
@@ -117,10 +133,6 @@ def _short(path: str) -> str:
     return path
 
 
-# Frames every sample passes through (entry points, the consume wrapper): they say nothing.
-_ENTRY_SHARE = 80.0
-
-
 def report_profiles(results: Results, profiles: list[Profile], messages: int) -> None:
     for profile in profiles:
         item = "profile"
@@ -133,12 +145,12 @@ def report_profiles(results: Results, profiles: list[Profile], messages: int) ->
                     item, f"{profile.label}: CPU in {name}", share, "%", baseline=f"{profile.samples} samples"
                 )
             )
-        own = [(name, share) for name, share in profile.top_own(30) if share < _ENTRY_SHARE]
-        for name, share in own[:4]:
-            results.add(Figure(item, f"{profile.label}: under {name.split(' (')[0]}", share, "%"))
+        for name, share in profile.top_under_own(5):
+            results.add(Figure(item, f"{profile.label}: in/under {name.split(' (')[0]}", share, "%"))
         results.details.setdefault("profiles", {})[profile.label] = {
             "samples": profile.samples,
             "messages": messages,
             "self_by_package_pct": dict(profile.top_packages(15)),
             "inclusive_own_pct": dict(profile.top_own(25)),
+            "innermost_own_pct": dict(profile.top_under_own(25)),
         }
