@@ -50,7 +50,27 @@ def run_webhook(stack: BenchStack, results: Results, *, concurrent: int, rounds:
             met=dist["p99"] <= P99_TARGET_MS and ok,
         )
     )
-    results.details["webhook"] = {"concurrent": concurrent, "rounds": rounds, "statuses": statuses, **dist}
+    comments = [
+        stack.planfix.add_employee_comment(task, f"<p>webhook bench one by one {i}</p>", fire_webhook=False)
+        for i in range(concurrent)
+    ]
+    one_by_one = distribution(stack.loop.run(_post_in_turn(stack.webhook_url, task, comments), timeout_s=120))
+    results.add(
+        Figure(
+            "5 webhook",
+            "answer time p99, one at a time (as Planfix sends)",
+            one_by_one["p99"],
+            "ms",
+            baseline=f"p50 {one_by_one['p50']:.1f} ms, {concurrent} in turn",
+        )
+    )
+    results.details["webhook"] = {
+        "concurrent": concurrent,
+        "rounds": rounds,
+        "statuses": statuses,
+        **dist,
+        "one_at_a_time": one_by_one,
+    }
 
 
 async def _post_all(url: str, task: int, comments: list[int]) -> list[tuple[int, float]]:
@@ -61,6 +81,14 @@ async def _post_all(url: str, task: int, comments: list[int]) -> list[tuple[int,
         await asyncio.sleep(0.05)  # every request waits at the line; then all go at once
         start.set()
         return await asyncio.gather(*jobs)
+
+
+async def _post_in_turn(url: str, task: int, comments: list[int]) -> list[float]:
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        go = asyncio.Event()
+        go.set()
+        return [(await _post_one(session, url, task, comment, go))[1] for comment in comments]
 
 
 async def _post_one(
