@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest install lock clean bench soak
+.PHONY: run test lint typecheck pytest install lock clean bench soak bench-pacing
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ bench: install
 # The full 10-minute memory soak at 50 messages/s (make bench runs a 2-minute one).
 soak: install
 	$(BIN)/python -m bench --mode soak
+
+# Item 4 alone (pacing against Planfix's and Telegram's limits), without make bench's time limit.
+bench-pacing: install
+	$(BIN)/python -m bench --mode pacing
 
 # Regenerate the lock from the ranges in pyproject.toml (run by a maintainer, then commit constraints.txt).
 lock:

@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_all(config: BenchConfig, results: Results, work_dir: Path) -> None:
     phase = Phases(config, results)
+    if config.pacing_only:
+        with phase("pacing"):
+            run_pacing(results, config, work_dir, time_left_s=config.budget_s)
+        return
     if config.startup:
         with phase("start-up"):
             loop = LoopThread()
@@ -84,7 +88,8 @@ def run_all(config: BenchConfig, results: Results, work_dir: Path) -> None:
         stack.stop()
     if not config.soak_only:
         with phase("pacing"):
-            run_pacing(results, config, work_dir)
+            time_left_s = config.budget_s - (time.time() - results.started_at)
+            run_pacing(results, config, work_dir, time_left_s=time_left_s)
 
 
 def run_on_stack(config: BenchConfig, results: Results, stack: BenchStack, phase: Phases) -> None:

@@ -104,15 +104,16 @@ def report_capacity(
             note=_lost(outbound),
         )
     )
-    for label, ms in sorted(inbound.cpu_ms_per_message.items(), key=lambda item: -item[1]):
-        if ms >= 0.05:
+    cpu_in, cpu_out = inbound.cpu_ms_per_message, outbound.cpu_ms_per_message
+    for label in sorted(cpu_in, key=lambda name: -(cpu_in[name] + cpu_out.get(name, 0.0))):
+        if max(cpu_in[label], cpu_out.get(label, 0.0)) >= 0.05:
             results.add(
                 Figure(
                     "1 capacity",
                     f"CPU per message group→task: {label}",
-                    ms,
+                    cpu_in[label],
                     "ms",
-                    baseline=f"task→group: {outbound.cpu_ms_per_message.get(label, 0.0):.2f} ms",
+                    baseline=f"task→group: {cpu_out.get(label, 0.0):.2f} ms",
                 )
             )
     results.details["capacity"] = {

@@ -36,6 +36,10 @@ class BenchConfig:
     profile: bool = True
     # soak mode: only start the stack, take the idle figure, and soak.
     soak_only: bool = False
+    # pacing mode: only item 4 (it can take minutes once the fakes enforce the limits).
+    pacing_only: bool = False
+    # make bench must finish within 10 minutes: the last phase (pacing) gets what is left of this.
+    budget_s: float = 570.0
 
 
 FULL = BenchConfig(name="full")
@@ -65,5 +69,6 @@ QUICK = BenchConfig(
     pacing_timeout_s=30.0,
     startup=False,
 )
-SOAK = BenchConfig(name="soak", soak_only=True, soak_s=600.0, startup=False, profile=False)
-MODES = {config.name: config for config in (FULL, QUICK, SOAK)}
+SOAK = BenchConfig(name="soak", soak_only=True, soak_s=600.0, startup=False, profile=False, budget_s=900.0)
+PACING = BenchConfig(name="pacing", pacing_only=True, startup=False, budget_s=900.0)
+MODES = {config.name: config for config in (FULL, QUICK, SOAK, PACING)}

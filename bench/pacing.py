@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench.bindings import bind_by_command
@@ -39,10 +40,19 @@ PLANFIX_PACING_VARIABLES = {"PLANFIX_RATE_PER_S", "PLANFIX_RATE_BURST", "PLANFIX
 TELEGRAM_PACING_VARIABLES = {"TELEGRAM_GROUP_PER_MINUTE", "TELEGRAM_GLOBAL_PER_S", "TELEGRAM_PACING_ENABLED"}
 
 
-def run_pacing(results: Results, config: BenchConfig, work_dir: Path) -> None:
+# Starting a stack, binding groups, stopping it: what one side costs besides its drain.
+_SIDE_OVERHEAD_S = 20.0
+
+
+def run_pacing(results: Results, config: BenchConfig, work_dir: Path, *, time_left_s: float) -> None:
+    """Both sides, each draining for at most its share of ``time_left_s`` (make bench's budget)."""
     declared = declared_variables()
-    _planfix_side(results, config, work_dir, declared)
-    _telegram_side(results, config, work_dir, declared)
+    deadline = time.monotonic() + time_left_s
+    for side in (_planfix_side, _telegram_side):
+        sides_left = 2 if side is _planfix_side else 1
+        share = (deadline - time.monotonic()) / sides_left - _SIDE_OVERHEAD_S
+        timeout_s = min(config.pacing_timeout_s, share)
+        side(results, replace(config, pacing_timeout_s=timeout_s), work_dir, declared)
 
 
 def _missing(option: str, probe: object, variables: set[str], declared: set[str]) -> str | None:
@@ -54,9 +64,16 @@ def _missing(option: str, probe: object, variables: set[str], declared: set[str]
     return None
 
 
+def _no_time(config: BenchConfig) -> str | None:
+    if config.pacing_timeout_s >= 30.0:
+        return None
+    return "make bench's 10 minutes are used up; run python -m bench --mode pacing"
+
+
 def _planfix_side(results: Results, config: BenchConfig, work_dir: Path, declared: set[str]) -> None:
     item = "4 pacing Planfix"
     why = _missing(PLANFIX_LIMIT_OPTION, FakePlanfix(token="probe"), PLANFIX_PACING_VARIABLES, declared)
+    why = why or _no_time(config)
     if why:
         name = (
             f"{config.pacing_planfix_messages} messages over {config.pacing_planfix_tasks} tasks at 1 req/s"
@@ -86,7 +103,9 @@ def _planfix_side(results: Results, config: BenchConfig, work_dir: Path, declare
             for c in calls
             if c.method == "POST" and c.path.rstrip("/").endswith("/comments") and c.status == 200
         )
-        achieved = len(calls) / seconds if seconds > 0 else 0.0
+        # The rate between the first and the last request: N requests at 1/s span N-1 seconds.
+        span = calls[-1].at - calls[0].at if len(calls) > 1 else 0.0
+        achieved = (len(calls) - 1) / span if span > 0 else 0.0
         efficiency = achieved / PLANFIX_ALLOWED_PER_S
         note = "" if drained else f"{receipts.delivered(batch)} of {batch.count} in before the timeout"
         results.add(
@@ -106,8 +125,8 @@ def _planfix_side(results: Results, config: BenchConfig, work_dir: Path, declare
                 efficiency,
                 "",
                 baseline=f"{len(calls)} requests in {seconds:.1f} s",
-                target="≥ 0.95",
-                met=efficiency >= 0.95,
+                target="≥ 0.95 (and ≤ 1)",
+                met=0.95 <= efficiency <= 1.02,
             )
         )
         results.add(Figure(item, "limit violations", float(refused), "", target="0", met=refused == 0))
@@ -128,6 +147,7 @@ def _planfix_side(results: Results, config: BenchConfig, work_dir: Path, declare
 def _telegram_side(results: Results, config: BenchConfig, work_dir: Path, declared: set[str]) -> None:
     item = "4 pacing Telegram"
     why = _missing(TELEGRAM_LIMIT_OPTION, FakeTelegram(token="1:probe"), TELEGRAM_PACING_VARIABLES, declared)
+    why = why or _no_time(config)
     if why:
         results.skipped(item, f"{config.pacing_telegram_comments} comments into one group at ~20/min", why)
         return

@@ -23,7 +23,7 @@ _FRAME = re.compile(r"^(?P<function>.*) \((?P<path>[^()]*?)(?::\d+)?\)$")
 OWN_PACKAGES = ("services/", "bridge_lib/", "contracts/")
 # Entry frames under which the event loop runs everything: not "what the bridge was doing".
 _ENTRY_FUNCTIONS = frozenset({"<module>", "main", "run_service"})
-LOOP_AND_LIBRARIES = "event loop and library callbacks"
+LOOP_ITSELF = "the event loop itself"
 
 
 @dataclass
@@ -96,13 +96,24 @@ def parse_collapsed(label: str, text: str) -> Profile:
         own = [f"{function} ({_short(path)})" for function, path in frames if _is_own(path)]
         for name in set(own):
             profile.inclusive_own[name] += count
-        doing = [
-            f"{function} ({_short(path)})"
-            for function, path in frames
-            if _is_own(path) and function not in _ENTRY_FUNCTIONS
-        ]
-        profile.under_own[doing[-1] if doing else LOOP_AND_LIBRARIES] += count
+        profile.under_own[_doing(frames)] += count
     return profile
+
+
+def _doing(frames: list[tuple[str, str]]) -> str:
+    """The innermost bridge function on the stack; else the library the event loop called into."""
+    doing = [
+        f"{function} ({_short(path)})"
+        for function, path in frames
+        if _is_own(path) and function not in _ENTRY_FUNCTIONS
+    ]
+    if doing:
+        return doing[-1]
+    for _, path in frames:
+        package = _package(path)
+        if not package.startswith("stdlib") and not package.endswith("(ours)"):
+            return f"{package}, outside any bridge function"
+    return LOOP_ITSELF
 
 
 def _parse_frame(frame: str) -> tuple[str, str] | None:

@@ -136,6 +136,8 @@ def in_order(results: Results) -> list[Figure]:
 
 
 def _number(value: float) -> str:
+    if float(value).is_integer():
+        return f"{value:,.0f}"
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     if abs(value) >= 100:
