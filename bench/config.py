@@ -50,7 +50,7 @@ QUICK = BenchConfig(
     capacity_messages=30,
     profile=False,
     latency_rate=20.0,
-    latency_s=1.5,
+    latency_s=1.0,
     drain_timeout_s=30.0,
     scale_groups=(1, 5),
     # The second relay and the start-up measurement cost seconds each; the smoke test skips them.
@@ -61,7 +61,7 @@ QUICK = BenchConfig(
     webhook_concurrent=10,
     webhook_rounds=1,
     soak_rate=20.0,
-    soak_s=2.0,
+    soak_s=1.5,
     soak_sample_s=0.5,
     pacing_planfix_messages=6,
     pacing_planfix_tasks=2,

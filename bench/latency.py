@@ -38,7 +38,11 @@ def offered(
     else:
         batch = add_task_comments(stack.planfix, tasks, count, rate=rate)
     drained = receipts.wait_for(batch, timeout_s=drain_timeout_s, check=stack.check_alive)
-    return batch, distribution(receipts.latencies_ms(batch, stack.planfix)), drained
+    dist = distribution(receipts.latencies_ms(batch, stack.planfix))
+    # What the bridge carried while the load lasted, and after: below the offered rate = a queue.
+    span = receipts.last_arrival(batch) - batch.started
+    dist["carried_msg_per_s"] = receipts.delivered(batch) / span if span > 0 else 0.0
+    return batch, dist, drained
 
 
 def report_latency(
@@ -59,6 +63,18 @@ def report_latency(
         )
     )
     results.add(Figure(item, f"{direction} p95", dist["p95"], "ms"))
+    results.add(
+        Figure(
+            item,
+            f"{direction} carried",
+            dist["carried_msg_per_s"],
+            "msg/s",
+            baseline=f"offered {batch.offered_rate:.0f} msg/s",
+            note=""
+            if dist["carried_msg_per_s"] >= 0.97 * batch.offered_rate
+            else "saturated: a queue built up",
+        )
+    )
     results.add(
         Figure(
             item,
