@@ -102,13 +102,16 @@ def run_on_stack(config: BenchConfig, results: Results, stack: BenchStack, phase
     if config.soak_only:
         run_soak(config, results, stack, receipts, chats, tasks, phase)
         return
+    with phase("warm-up"):
+        burst(stack, receipts, chats=chats, count=config.warmup_messages, timeout_s=120)
+        burst(stack, receipts, tasks=tasks, count=config.warmup_messages, timeout_s=120)
     with phase("ceiling"):
         ceiling = measure_ceiling(stack.work_dir, config.ceiling_messages)
     with phase("capacity"):
         inbound = burst(stack, receipts, chats=chats, count=config.capacity_messages, timeout_s=300)
         outbound = burst(stack, receipts, tasks=tasks, count=config.capacity_messages, timeout_s=300)
         report_capacity(results, ceiling, inbound, outbound)
-    messages = inbound.batch.count + outbound.batch.count
+    messages = inbound.batch.count + outbound.batch.count + 2 * config.warmup_messages
     if config.profile:
         with phase("profile"):
             samplers = [

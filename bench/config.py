@@ -11,6 +11,8 @@ class BenchConfig:
     # Groups bound with /task, over which capacity, latency and soak messages are spread.
     groups: int = 20
     ceiling_messages: int = 20_000
+    # Messages each way before anything is measured (and through a newly started relay).
+    warmup_messages: int = 200
     capacity_messages: int = 2_000
     profile_messages: int = 1_500
     profile_s: int = 10
@@ -47,6 +49,7 @@ QUICK = BenchConfig(
     name="quick",
     groups=3,
     ceiling_messages=300,
+    warmup_messages=5,
     capacity_messages=30,
     profile=False,
     latency_rate=20.0,
