@@ -8,6 +8,7 @@ python -m bench --mode quick    # a few messages per phase (the smoke test)
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from bench.latency import offered, report_latency
 from bench.memory import report_rss, service_rss, soak
 from bench.pacing import run_pacing
 from bench.profile import Sampler, report_profiles
-from bench.report import Results, table
+from bench.report import Results, markdown_table, table
 from bench.scale import run_scale
 from bench.stack import REPO_ROOT, BenchStack
 from bench.startup import run_startup
@@ -42,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--soak-seconds", type=float, help="override the soak's length")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, data) afterwards")
+    parser.add_argument("--markdown", type=Path, help="only print the table of this results JSON as Markdown")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown_table(json.loads(args.markdown.read_text())))
+        return 0
     config = MODES[args.mode]
     if args.soak_seconds is not None:
         config = BenchConfig(**{**config.__dict__, "soak_s": args.soak_seconds})

@@ -121,13 +121,29 @@ def table(results: Results) -> str:
     return "\n".join(out)
 
 
-def markdown_table(results: Results) -> str:
-    header = "| item | figure | measured | baseline / input | target | verdict |\n|---|---|---|---|---|---|"
-    rows = [
-        f"| {f.item} | {f.name} | {f.shown} | {f.baseline} | {f.target} | {f.verdict or f.note} |"
-        for f in in_order(results)
+def markdown_table(data: dict[str, Any]) -> str:
+    """The table of a results JSON (``Results.to_json``) as Markdown, for docs/benchmarks.md."""
+    info = data["machine"]
+    before = _load(tuple(data["load_average_before"]))
+    after = _load(tuple(data["load_average_after"]))
+    lines = [
+        f"`{data['mode']}` run of {data['started_at']}, commit `{info['commit']}`, "
+        f"{data['duration_s']:.0f} s: "
+        f"**{info['cores']} cores** ({info['cpu']}, {info['memory_gb']} GB), Python {info['python']}, "
+        f"load average {before} before and {after} after (other work ran on the machine).",
+        "",
+        "| item | figure | measured | baseline / input | target | verdict |",
+        "|---|---|---|---|---|---|",
     ]
-    return "\n".join([header, *rows])
+    figures = sorted(
+        data["figures"], key=lambda f: int(f["item"].split()[0]) if f["item"][0].isdigit() else 99
+    )
+    for f in figures:
+        verdict = f["verdict"] or f["note"]
+        cells = [f["item"], f["name"], f["shown"], f["baseline"], f["target"], verdict]
+        lines.append("| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |")
+    lines.extend(f"\nNote: {note}" for note in data["notes"])
+    return "\n".join(lines)
 
 
 def in_order(results: Results) -> list[Figure]:
@@ -144,7 +160,7 @@ def _number(value: float) -> str:
         return f"{value:.0f}"
     if abs(value) >= 10:
         return f"{value:.1f}"
-    return f"{value:.2f}"
+    return f"{value:.3g}"
 
 
 def _load(load: tuple[float, float, float]) -> str:
