@@ -24,19 +24,24 @@ from bench.config import BenchConfig
 from bench.report import Figure, Results
 from bench.settings_probe import PACING_OFF, declared_variables
 from bench.stack import BenchStack
-from bench.traffic import Receipts, add_task_comments, send_group_messages
+from bench.traffic import Receipts, add_task_comments, send_group_messages, wall_time
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 
 # FakePlanfix attribute: requests per second it accepts (None: no limit); over it, it refuses.
-PLANFIX_LIMIT_OPTION = "requests_per_second"
+PLANFIX_LIMIT_OPTION = "rate_per_s"
 PLANFIX_ALLOWED_PER_S = 1.0
 # FakeTelegram attribute: messages per minute it accepts into one group; over it, 429.
 TELEGRAM_LIMIT_OPTION = "group_messages_per_minute"
 TELEGRAM_ALLOWED_PER_MIN = 20
 # Status of a request a fake refused for the rate (Telegram's 429; assumed the same for Planfix).
 REFUSED_STATUS = 429
-PLANFIX_PACING_VARIABLES = {"PLANFIX_RATE_PER_S", "PLANFIX_RATE_BURST", "PLANFIX_PACING_ENABLED"}
+PLANFIX_PACING_VARIABLES = {
+    "PLANFIX_RATE_PER_S",
+    "PLANFIX_BURST",
+    "PLANFIX_RATE_BURST",
+    "PLANFIX_PACING_ENABLED",
+}
 TELEGRAM_PACING_VARIABLES = {"TELEGRAM_GROUP_PER_MINUTE", "TELEGRAM_GLOBAL_PER_S", "TELEGRAM_PACING_ENABLED"}
 
 
@@ -96,7 +101,7 @@ def _planfix_side(results: Results, config: BenchConfig, work_dir: Path, declare
         drained = receipts.wait_for(batch, timeout_s=config.pacing_timeout_s, check=stack.check_alive)
         end = receipts.last_arrival(batch) if drained else time.time()
         seconds = end - batch.started
-        calls = [c for c in stack.planfix.calls[first_call:] if c.at <= end + 0.001]
+        calls = [c for c in stack.planfix.calls[first_call:] if wall_time(c.at) <= end + 0.001]
         refused = sum(1 for c in calls if c.status == REFUSED_STATUS)
         comments = sum(
             1
@@ -104,7 +109,7 @@ def _planfix_side(results: Results, config: BenchConfig, work_dir: Path, declare
             if c.method == "POST" and c.path.rstrip("/").endswith("/comments") and c.status == 200
         )
         # The rate between the first and the last request: N requests at 1/s span N-1 seconds.
-        span = calls[-1].at - calls[0].at if len(calls) > 1 else 0.0
+        span = wall_time(calls[-1].at) - wall_time(calls[0].at) if len(calls) > 1 else 0.0
         achieved = (len(calls) - 1) / span if span > 0 else 0.0
         efficiency = achieved / PLANFIX_ALLOWED_PER_S
         note = "" if drained else f"{receipts.delivered(batch)} of {batch.count} in before the timeout"

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings
 # Variable -> value that switches the limit off (a rate far above anything measured here).
 PACING_OFF: dict[str, str] = {
     "PLANFIX_RATE_PER_S": "100000",
+    "PLANFIX_BURST": "100000",
     "PLANFIX_RATE_BURST": "100000",
     "PLANFIX_PACING_ENABLED": "false",
     "TELEGRAM_GROUP_PER_MINUTE": "1000000",

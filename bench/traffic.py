@@ -27,6 +27,12 @@ _run_ids = itertools.count(1)
 FILLER = "the printer on floor 3 says <PC LOAD LETTER> & stops again, could someone have a look?"
 
 
+def wall_time(at: float) -> float:
+    """A fake's timestamp as ``time.time()``: the fakes stamp calls with ``time.time()`` or, in
+    some versions, ``time.monotonic()``; both run in this process, so the latter converts."""
+    return at if at > 1e9 else at + (time.time() - time.monotonic())
+
+
 def new_run_id() -> int:
     return next(_run_ids)
 
@@ -68,13 +74,13 @@ class Receipts:
         telegram_calls = self._telegram.calls
         for call in telegram_calls[self._telegram_seen :]:
             if call.method.lower() == "sendmessage" and call.error_code is None:
-                self._note("telegram", str(call.params.get("text", "")), call.at)
+                self._note("telegram", str(call.params.get("text", "")), wall_time(call.at))
         self._telegram_seen = len(telegram_calls)
         planfix_calls = self._planfix.calls[self._planfix_seen :]
         for pcall in planfix_calls:
             body: Any = pcall.json
             if pcall.method == "POST" and isinstance(body, dict) and isinstance(body.get("description"), str):
-                self._note("planfix", body["description"], pcall.at)
+                self._note("planfix", body["description"], wall_time(pcall.at))
         self._planfix_seen += len(planfix_calls)
 
     def _note(self, side: str, text: str, at: float) -> None:

@@ -11,12 +11,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from bench.profile import parse_collapsed
 from bench.stats import percentile, trend
+from bench.traffic import wall_time
 from tests.support import REPO_ROOT
 
 
@@ -78,3 +80,8 @@ def test_collapsed_stacks_give_self_time_by_package_and_time_under_our_functions
         "EffectStore.get (services/relay/effects.py)": 75.0,
         "PlanfixClient._call (bridge_lib/planfix.py)": 25.0,
     }
+
+
+def test_a_fakes_monotonic_stamp_reads_as_wall_clock_time() -> None:
+    assert wall_time(time.monotonic()) == pytest.approx(time.time(), abs=0.01)
+    assert wall_time(1_800_000_000.5) == 1_800_000_000.5
