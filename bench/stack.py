@@ -31,6 +31,12 @@ BOT_TOKEN = "123456:BENCH-token-for-the-fake"
 PLANFIX_TOKEN = "bench-planfix-token"
 WEBHOOK_SECRET = "bench-webhook-path-secret"
 SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
+HEALTH_PORT_VARIABLES = {
+    "binder": "BINDER_HEALTH_PORT",
+    "relay": "RELAY_HEALTH_PORT",
+    "planfix_gateway": "PLANFIX_GATEWAY_HEALTH_PORT",
+    "telegram_gateway": "TELEGRAM_GATEWAY_HEALTH_PORT",
+}
 # What each service logs once it serves (its consumers are bound, its listener is up).
 READY_MARKERS = {
     "binder": "binder_started",
@@ -146,7 +152,10 @@ class BenchStack:
 
     def start_service(self, service: str, label: str | None = None) -> ServiceProcess:
         label = label or service
-        process = ServiceProcess(service, label, self.env, self.work_dir / "logs").start()
+        # Each process its own health/metrics port (where the services have one): the fixed
+        # defaults would collide between replicas and with other stacks on the machine.
+        env = {**self.env, HEALTH_PORT_VARIABLES[service]: str(devstack.free_port())}
+        process = ServiceProcess(service, label, env, self.work_dir / "logs").start()
         self.services[label] = process
         return process
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bench.report import Figure, Results
-from bench.stack import READY_MARKERS, REPO_ROOT, service_env, start_fakes
+from bench.stack import HEALTH_PORT_VARIABLES, READY_MARKERS, REPO_ROOT, service_env, start_fakes
 from bridge_lib import devstack
 from tests.support import LoopThread
 
@@ -32,6 +32,7 @@ def run_startup(results: Results, work_dir: Path, loop: LoopThread, timeout_s: f
         **service_env(telegram, planfix, devstack.free_port()),
         "NATS_PORT": str(devstack.free_port()),
         "MONGODB_PORT": str(devstack.free_port()),
+        **{variable: str(devstack.free_port()) for variable in HEALTH_PORT_VARIABLES.values()},
         "PYTHONPATH": str(REPO_ROOT),
         "PYTHONUNBUFFERED": "1",
     }
