@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest install lock clean audit fuzz asyncapi
+.PHONY: run test lint typecheck pytest install lock clean audit fuzz asyncapi bench soak bench-pacing
 
 install: $(STAMP)
 
@@ -40,6 +40,18 @@ audit: install
 # The event contracts as AsyncAPI (docs/asyncapi/bridge.yaml); a test fails when it is stale.
 asyncapi: install
 	$(BIN)/python -m bridge_cli.asyncapi docs/asyncapi
+
+# Benchmarks (docs/benchmarks.md): one table, figures in bench/results/latest.json, < 10 minutes.
+bench: install
+	$(BIN)/python -m bench
+
+# The full 10-minute memory soak at 50 messages/s (make bench runs a 2-minute one).
+soak: install
+	$(BIN)/python -m bench --mode soak
+
+# Item 4 alone (pacing against Planfix's and Telegram's limits), without make bench's time limit.
+bench-pacing: install
+	$(BIN)/python -m bench --mode pacing
 
 # Regenerate the lock from the ranges in pyproject.toml (run by a maintainer, then commit constraints.txt).
 lock:

@@ -33,7 +33,7 @@ class Stack:
 def running_stack(services: tuple[str, ...], *, planfix_rate_per_s: float | None) -> Iterator[Stack]:
     loop = LoopThread()
     work_dir = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
-    telegram = FakeTelegram(token=BOT_TOKEN)
+    telegram = FakeTelegram(token=BOT_TOKEN, group_pace=None)
     planfix = FakePlanfix(token=PLANFIX_TOKEN, rate_per_s=planfix_rate_per_s)
     loop.run(telegram.start())
     loop.run(planfix.start())

@@ -121,6 +121,8 @@ class WebhookDelivery:
     status: int
     body: str
     error: str | None = None
+    # time.time() when the POST was started: benchmarks measure the bridge's latency from here.
+    sent_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -651,6 +653,7 @@ class FakePlanfix:
             # Planfix pastes the values into the template as text, hence the quoted numbers.
             body = f'{{"event":"{event}","task":"{task_number}","comment":"{comment_id}"}}'
             status, error = 0, None
+            sent_at = time.time()
             try:
                 assert self._session is not None
                 async with self._session.post(
@@ -661,7 +664,9 @@ class FakePlanfix:
             except Exception as failure:  # the worker must survive any receiver behaviour
                 error = f"{type(failure).__name__}: {failure}"
             with self._lock:
-                self.webhook_deliveries.append(WebhookDelivery(task_number, comment_id, status, body, error))
+                self.webhook_deliveries.append(
+                    WebhookDelivery(task_number, comment_id, status, body, error, sent_at=sent_at)
+                )
 
 
 # --- request parsing helpers ----------------------------------------------------------------

@@ -1,0 +1,138 @@
+"""Item 1, pipeline capacity: a burst through the whole bridge, against the broker's ceiling.
+
+The fake Telegram holds the whole burst from the start (updates served as fast as the gateway
+asks), the fake Planfix answers at once, pacing is off (``settings_probe``). Throughput is the
+burst size over the time from the first update becoming available to the last comment
+reaching the fake Planfix. The same run notes how much CPU each process spent per message,
+which says where the bridge's cost lies on a machine where every process shares two cores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bench.report import Figure, Results
+from bench.stack import BenchStack, Usage
+from bench.traffic import Batch, Receipts, add_task_comments, send_group_messages
+
+
+@dataclass
+class BurstResult:
+    batch: Batch
+    delivered: int
+    seconds: float
+    cpu_ms_per_message: dict[str, float]
+
+    @property
+    def msg_per_s(self) -> float:
+        return self.delivered / self.seconds if self.seconds > 0 else 0.0
+
+
+def cpu_per_message(before: dict[str, Usage], after: dict[str, Usage], messages: int) -> dict[str, float]:
+    return {
+        label: (after[label].cpu_s - before[label].cpu_s) * 1000.0 / max(messages, 1)
+        for label in after
+        if label in before
+    }
+
+
+def burst(
+    stack: BenchStack,
+    receipts: Receipts,
+    *,
+    chats: Sequence[int] = (),
+    tasks: Sequence[int] = (),
+    count: int,
+    timeout_s: float,
+) -> BurstResult:
+    """``count`` messages into ``chats`` (or comments into ``tasks``) at once; wait until all are out."""
+    before = stack.usage()
+    if chats:
+        batch = send_group_messages(stack.telegram, chats, count, rate=None)
+    else:
+        batch = add_task_comments(stack.planfix, tasks, count, rate=None)
+    receipts.wait_for(batch, timeout_s=timeout_s, check=stack.check_alive)
+    after = stack.usage()
+    delivered = receipts.delivered(batch)
+    seconds = receipts.last_arrival(batch) - batch.started
+    return BurstResult(batch, delivered, seconds, cpu_per_message(before, after, delivered))
+
+
+def report_capacity(
+    results: Results, ceiling: dict[str, float], inbound: BurstResult, outbound: BurstResult
+) -> None:
+    ceiling_rate = ceiling["msg_per_s"]
+    ratio = inbound.msg_per_s / ceiling_rate
+    results.add(
+        Figure(
+            "1 capacity",
+            "ceiling: raw JetStream publish→pull→ack",
+            ceiling_rate,
+            "msg/s",
+            baseline=f"{int(ceiling['messages']):,} msgs of {ceiling['payload_bytes']:.0f} B",
+        )
+    )
+    results.add(
+        Figure(
+            "1 capacity",
+            "bridge group→task (update → Planfix comment)",
+            inbound.msg_per_s,
+            "msg/s",
+            baseline=f"burst of {inbound.batch.count:,}",
+            note=_lost(inbound),
+        )
+    )
+    results.add(
+        Figure(
+            "1 capacity",
+            "bridge / ceiling",
+            ratio,
+            "",
+            baseline=f"{inbound.msg_per_s:.0f} / {ceiling_rate:,.0f} msg/s",
+            target="≥ 0.5",
+            met=ratio >= 0.5 and inbound.delivered == inbound.batch.count,
+        )
+    )
+    results.add(
+        Figure(
+            "1 capacity",
+            "bridge task→group (webhook → sendMessage)",
+            outbound.msg_per_s,
+            "msg/s",
+            baseline=f"burst of {outbound.batch.count:,}; ratio {outbound.msg_per_s / ceiling_rate:.3f}",
+            note=_lost(outbound),
+        )
+    )
+    cpu_in, cpu_out = inbound.cpu_ms_per_message, outbound.cpu_ms_per_message
+    for label in sorted(cpu_in, key=lambda name: -(cpu_in[name] + cpu_out.get(name, 0.0))):
+        if max(cpu_in[label], cpu_out.get(label, 0.0)) >= 0.05:
+            results.add(
+                Figure(
+                    "1 capacity",
+                    f"CPU per message group→task: {label}",
+                    cpu_in[label],
+                    "ms",
+                    baseline=f"task→group: {cpu_out.get(label, 0.0):.2f} ms",
+                )
+            )
+    results.details["capacity"] = {
+        "ceiling": ceiling,
+        "group_to_task": _detail(inbound),
+        "task_to_group": _detail(outbound),
+    }
+
+
+def _lost(result: BurstResult) -> str:
+    missing = result.batch.count - result.delivered
+    return f"{missing} not delivered in time" if missing else ""
+
+
+def _detail(result: BurstResult) -> dict[str, object]:
+    return {
+        "messages": result.batch.count,
+        "delivered": result.delivered,
+        "seconds": result.seconds,
+        "msg_per_s": result.msg_per_s,
+        "cpu_ms_per_message": result.cpu_ms_per_message,
+    }
