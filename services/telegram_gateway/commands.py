@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 import structlog
-from aiogram import Bot, F, Router
+from aiogram import Bot, Router
 from aiogram.enums import ChatMemberStatus
 from aiogram.exceptions import ClientDecodeError, TelegramAPIError
 from aiogram.filters import Command, CommandObject
@@ -32,6 +32,7 @@ from contracts.events import (
     telegram_command_key,
     telegram_unbind_key,
 )
+from services.telegram_gateway import filters
 from services.telegram_gateway.handlers import GROUP_CHATS, sender_of, thread_of
 
 log = structlog.get_logger("telegram_gateway.commands")
@@ -171,10 +172,12 @@ def question_handler(command: GroupCommand) -> QuestionHandler:
 
 def build_commands_router() -> Router:
     router = Router(name="telegram_gateway.commands")
-    router.message.register(on_task_command, GROUP_CHATS, F.text, Command("task", ignore_case=True))
-    router.message.register(on_unbind_command, GROUP_CHATS, F.text, Command("unbind", ignore_case=True))
+    router.message.register(on_task_command, GROUP_CHATS, filters.has_text, Command("task", ignore_case=True))
+    router.message.register(
+        on_unbind_command, GROUP_CHATS, filters.has_text, Command("unbind", ignore_case=True)
+    )
     for command in GroupCommand:
         router.message.register(
-            question_handler(command), GROUP_CHATS, F.text, Command(command.value, ignore_case=True)
+            question_handler(command), GROUP_CHATS, filters.has_text, Command(command.value, ignore_case=True)
         )
     return router

@@ -15,8 +15,8 @@ to a supergroup, a message sent by an anonymous admin.
 from __future__ import annotations
 
 import structlog
-from aiogram import F, Router
-from aiogram.enums import ChatMemberStatus, ChatType
+from aiogram import Router
+from aiogram.enums import ChatMemberStatus
 from aiogram.types import ChatMemberUpdated, Message, Update
 
 from bridge_lib.eventbus import EventPublisher
@@ -31,7 +31,8 @@ from contracts.events import (
     telegram_message_key,
     telegram_migration_key,
 )
-from services.telegram_gateway.handlers import GROUP_CHATS, is_anonymous_admin, thread_of
+from services.telegram_gateway import filters
+from services.telegram_gateway.handlers import GROUP_CHATS, thread_of
 
 log = structlog.get_logger("telegram_gateway.group_life")
 
@@ -103,7 +104,7 @@ async def on_anonymous_admin(message: Message, event_update: Update, publisher: 
 
 def build_group_life_router() -> Router:
     router = Router(name="telegram_gateway.group_life")
-    router.my_chat_member.register(on_bot_membership, F.chat.type.in_({ChatType.GROUP, ChatType.SUPERGROUP}))
-    router.message.register(on_migration, GROUP_CHATS, F.migrate_to_chat_id | F.migrate_from_chat_id)
-    router.message.register(on_anonymous_admin, GROUP_CHATS, is_anonymous_admin)
+    router.my_chat_member.register(on_bot_membership, filters.in_group_chat)
+    router.message.register(on_migration, GROUP_CHATS, filters.is_migration)
+    router.message.register(on_anonymous_admin, GROUP_CHATS, filters.sent_as_the_group)
     return router

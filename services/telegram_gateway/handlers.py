@@ -11,12 +11,11 @@ that reach this router are people's messages, carried by ``inbound``.
 from __future__ import annotations
 
 import structlog
-from aiogram import F, Router
-from aiogram.enums import ChatType
+from aiogram import Router
 from aiogram.types import Message
 
 from contracts.events import TelegramUser
-from services.telegram_gateway import content
+from services.telegram_gateway import filters
 from services.telegram_gateway.content import thread_of
 from services.telegram_gateway.inbound import (
     on_edited_group_message,
@@ -28,7 +27,8 @@ __all__ = ["GROUP_CHATS", "build_router", "is_anonymous_admin", "sender_of", "th
 
 log = structlog.get_logger("telegram_gateway")
 
-GROUP_CHATS = F.chat.type.in_({ChatType.GROUP, ChatType.SUPERGROUP})
+# A coroutine filter: aiogram runs synchronous ones in a thread (see ``filters``).
+GROUP_CHATS = filters.in_group_chat
 
 
 def is_anonymous_admin(message: Message) -> bool:
@@ -65,8 +65,8 @@ def build_router() -> Router:
     """A fresh router each call: an aiogram router can belong to one dispatcher only."""
     router = Router(name="telegram_gateway")
     # Order matters: the first matching handler wins.
-    router.message.register(on_private_message, F.chat.type == ChatType.PRIVATE)
-    router.message.register(on_group_message, GROUP_CHATS, content.is_carried)
+    router.message.register(on_private_message, filters.in_private_chat)
+    router.message.register(on_group_message, GROUP_CHATS, filters.is_carried)
     router.message.register(on_other_group_message, GROUP_CHATS)
     router.edited_message.register(on_edited_group_message, GROUP_CHATS)
     # Telegram sends reactions only to an admin bot that lists them in allowed_updates; this
