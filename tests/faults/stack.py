@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import nats
@@ -85,9 +86,7 @@ class FaultBridge:
             env = {**self.env, "RELAY_HEALTH_PORT": str(devstack.free_port())}
             self.extra_relays.append(ServiceProcess("relay", env, log_dir).start())
         for replica in self.extra_relays:
-            eventually(
-                lambda r=replica: "relay_started" in r.log_text(), timeout_s=60, what="replica started"
-            )
+            eventually(partial(started, replica, "relay"), timeout_s=60, what="replica started")
 
     def all_processes(self) -> list[ServiceProcess]:
         return [*self.processes.values(), *self.extra_relays]
@@ -199,6 +198,10 @@ class FaultBridge:
         return to_planfix, to_telegram
 
 
+def started(process: ServiceProcess, name: str) -> bool:
+    return f"{name}_started" in process.log_text()
+
+
 async def jetstream_ready(url: str) -> bool:
     try:
         nc = await nats.connect(server_urls(url), connect_timeout=2, max_reconnect_attempts=1)
@@ -262,9 +265,7 @@ def fault_bridge(
     try:
         devstack.wait_for_port(webhook_port, timeout_s=60, what="planfix_gateway")
         for name in ("relay", "binder"):
-            eventually(
-                lambda n=name: f"{n}_started" in processes[n].log_text(), timeout_s=60, what=f"{name} started"
-            )
+            eventually(partial(started, processes[name], name), timeout_s=60, what=f"{name} started")
         yield bridge
     finally:
         fake_planfix.webhook_url = previous_webhook_url
