@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest install lock clean audit fuzz asyncapi bench soak bench-pacing
+.PHONY: run test lint typecheck pytest install lock clean audit fuzz asyncapi bench soak bench-pacing faults faults-full
 
 install: $(STAMP)
 
@@ -32,6 +32,14 @@ test: lint typecheck pytest
 # A longer fuzz run than the one in `make test`; prints how many inputs were tried.
 fuzz: install
 	FUZZ_EXAMPLES=20000 $(BIN)/pytest -q -s tests/test_fuzz_planfix_webhook.py
+
+# Fault injection (tests/faults): kill -9 of each service, a NATS node, outages, three relays;
+# prints sent/delivered/lost/duplicated/reordered per fault. faults-full uses the issue's sizes.
+faults: install
+	FAULTS_SCALE=default $(BIN)/pytest -q -s tests/faults
+
+faults-full: install
+	FAULTS_SCALE=full $(BIN)/pytest -q -s tests/faults
 
 # Known vulnerabilities in the pinned dependencies (see tools/audit.py and audit-exceptions.toml).
 audit: install

@@ -65,6 +65,7 @@ CODE_BAD_TOKEN = 1
 CODE_BAD_JSON = 30
 CODE_MISSING_PARAMETER = 40
 CODE_BAD_PARAMETER = 41
+CODE_ACCESS_DENIED = 6
 CODE_TASK_NOT_FOUND = 1000
 CODE_COMMENT_NOT_FOUND = 5000
 CODE_DAILY_LIMIT = 22
@@ -183,6 +184,8 @@ class FakePlanfix:
         self._next_task = FIRST_TASK_NUMBER
         self._next_comment = FIRST_COMMENT_ID
         self._unavailable = False
+        # Tasks the token's employee may not see (Planfix answers error code 6, access denied).
+        self._denied_tasks: set[int] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -305,6 +308,11 @@ class FakePlanfix:
     def post_webhook(self, task_number: int, comment_id: int, event: str = "comment.added") -> None:
         """Fire (again) the scenario request for a comment, e.g. to test a duplicate."""
         self._schedule_webhook(task_number, comment_id, event)
+
+    def deny_access(self, task_number: int) -> None:
+        """The token's employee loses access to the task: reading it answers code 6."""
+        with self._lock:
+            self._denied_tasks.add(task_number)
 
     def set_unavailable(self, unavailable: bool) -> None:
         with self._lock:
@@ -433,6 +441,9 @@ class FakePlanfix:
         number = int(request.match_info["number"])
         with self._lock:
             task = self._tasks.get(number)
+            denied = number in self._denied_tasks
+        if denied:
+            raise _Fail(400, CODE_ACCESS_DENIED, "Access denied")
         if task is None:
             raise _Fail(400, CODE_TASK_NOT_FOUND, f"Task {number} does not exist")
         full: dict[str, Any] = {

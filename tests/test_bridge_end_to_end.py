@@ -88,6 +88,25 @@ def test_task_with_a_missing_number_tells_the_group_why_and_stores_nothing(
     assert len(rejected) == 1
 
 
+def test_task_the_token_cannot_see_is_refused_exactly_like_a_missing_one(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    hidden = fake_planfix.add_task("Salaries 2026")
+    fake_planfix.deny_access(hidden)
+    missing = 987654
+    other_chat = unique_chat_id - 1
+    for chat_id, number in ((unique_chat_id, hidden), (other_chat, missing)):
+        fake_telegram.set_member_status(chat_id, ADMIN_ID, "administrator")
+        fake_telegram.add_group_message(chat_id, f"/task {number}")
+
+    [hidden_reply] = eventually(lambda: texts_sent(fake_telegram, unique_chat_id), what="hidden refused")
+    [missing_reply] = eventually(lambda: texts_sent(fake_telegram, other_chat), what="missing refused")
+    # Nothing tells the group whether the task exists: the same words, only the number differs.
+    assert hidden_reply.replace(str(hidden), "N") == missing_reply.replace(str(missing), "N")
+    assert "Salaries" not in hidden_reply
+    assert bridge.binding_document(unique_chat_id) is None
+
+
 # --- Telegram -> Planfix ------------------------------------------------------------------------
 
 

@@ -20,7 +20,13 @@ import html
 import structlog
 
 from bridge_lib.eventbus import Delivery, EventPublisher, TransientFailure
-from bridge_lib.planfix import PlanfixClient, PlanfixRejected, PlanfixUnavailable, TaskNotFound
+from bridge_lib.planfix import (
+    CODE_ACCESS_DENIED,
+    PlanfixClient,
+    PlanfixRejected,
+    PlanfixUnavailable,
+    TaskNotFound,
+)
 from contracts import subjects
 from contracts.events import (
     BindingRejectionReason,
@@ -110,16 +116,13 @@ class Binder:
                     "write /task <title of a new task> or /task <number of an existing task>",
                 )
         except TaskNotFound:
-            return _rejected(
-                request_key,
-                BindingRejectionReason.TASK_NOT_FOUND,
-                f"task #{request.task_number} was not found in Planfix, or the bridge's "
-                "Planfix user cannot see it",
-                task_number=request.task_number,
-            )
+            return _not_found_or_hidden(request_key, request.task_number)
         except PlanfixUnavailable as error:
             raise TransientFailure(str(error)) from error
         except PlanfixRejected as error:
+            if error.code == CODE_ACCESS_DENIED:
+                # Worded exactly like "not found": the group must not learn that the task exists.
+                return _not_found_or_hidden(request_key, request.task_number)
             log.warning("planfix_refused_bind", error=str(error), code=error.code)
             return _rejected(
                 request_key,
@@ -240,6 +243,16 @@ def _rejected(
         decided="rejected",
         reason=str(reason),
         detail=detail,
+        task_number=task_number,
+    )
+
+
+def _not_found_or_hidden(request_key: str, task_number: int | None) -> BindOutcome:
+    """One answer for a task that does not exist and one the token may not see."""
+    return _rejected(
+        request_key,
+        BindingRejectionReason.TASK_NOT_FOUND,
+        f"task #{task_number} was not found in Planfix, or the bridge's Planfix user cannot see it",
         task_number=task_number,
     )
 

@@ -151,7 +151,7 @@ async def run(settings: RelaySettings) -> None:
     sender = TelegramSender(
         outbox=outbox,
         pace=pace,
-        leases=GroupLeases(pace_bucket, owner=owner),
+        leases=GroupLeases(pace_bucket, owner=owner, ttl_s=settings.group_lease_ttl_s),
         directory=directory,
         publisher=publisher,
         max_attempts=settings.send_max_attempts,

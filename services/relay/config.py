@@ -23,6 +23,9 @@ class RelaySettings(NatsSettings, MongoSettings, PlanfixSettings, TelegramSettin
     group_pace_window_s: float = Field(default=60.0, alias="RELAY_GROUP_PACE_WINDOW_S", gt=0)
     # And about 30 messages a second from one bot, across all groups and relay replicas.
     bot_pace_per_s: float = Field(default=30.0, alias="RELAY_BOT_PACE_PER_S", gt=0)
+    # How long a relay replica keeps a group after its last call: after a crash, the group's
+    # messages wait this long before another replica (or the restarted one) takes the group over.
+    group_lease_ttl_s: float = Field(default=120.0, alias="RELAY_GROUP_LEASE_TTL_S", gt=0)
     # A message Telegram refuses (400/403) is tried this many times before it is set aside.
     send_max_attempts: int = Field(default=8, alias="RELAY_SEND_MAX_ATTEMPTS", ge=1)
 

@@ -137,6 +137,9 @@ class InboundConsumer:
                     log.warning("inbound_fetch_failed", error=type(error).__name__)
                     await asyncio.sleep(1.0)
                     continue
+                if not messages:
+                    # A pull can end empty (a stream leader moving in a cluster): nothing to do.
+                    continue
                 messages += await self._rest_of_album(subscription, messages)
                 retry_in = await self._handle(messages)
                 if retry_in is not None:

@@ -1,0 +1,274 @@
+"""The bridge under faults: the four services as processes on a 3-node NATS cluster (streams at
+3 replicas), the real store, the session's fake Telegram and Planfix; plus the bursts and the
+counting that every fault test shares.
+
+``FAULTS_SCALE=full`` (``make faults``) runs the issue's sizes; the default keeps ``make test``
+quick with the same faults on fewer messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import nats
+import nats.errors
+
+from bridge_lib import devstack
+from bridge_lib.eventbus import server_urls, stream_config
+from contracts.events import TaskBound
+from contracts.subjects import ALL_STREAMS
+from sandbox.fake_planfix import FakePlanfix
+from sandbox.fake_telegram import FakeTelegram
+from tests.conftest import BOT_TOKEN, GROUP_PACE, PLANFIX_TOKEN, WEBHOOK_SECRET
+from tests.faults.figures import Figures, count, marker, markers_in
+from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events
+
+SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
+ADMIN_ID = 501
+TG, PF = "tg", "pf"  # the two ways: Telegram -> Planfix, Planfix -> Telegram
+# After a relay dies, its groups wait this long for another replica (set short for tests).
+GROUP_LEASE_TTL_S = 8.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    groups: int
+    messages_each_way: int
+    replica_groups: int
+    replica_messages: int
+    outage_s: float
+
+
+DEFAULT_SIZES = Sizes(groups=20, messages_each_way=200, replica_groups=20, replica_messages=300, outage_s=5.0)
+FULL_SIZES = Sizes(groups=20, messages_each_way=1000, replica_groups=50, replica_messages=2000, outage_s=30.0)
+
+
+def sizes() -> Sizes:
+    return FULL_SIZES if os.environ.get("FAULTS_SCALE", "").lower() == "full" else DEFAULT_SIZES
+
+
+@dataclass
+class FaultBridge:
+    loop: LoopThread
+    cluster: devstack.NatsCluster
+    env: dict[str, str]
+    log_dir: Path
+    fake_telegram: FakeTelegram
+    fake_planfix: FakePlanfix
+    figures_file: Path
+    processes: dict[str, ServiceProcess]
+    extra_relays: list[ServiceProcess] = field(default_factory=list)
+    tasks: dict[int, int] = field(default_factory=dict)  # chat id -> task number
+
+    # --- processes ------------------------------------------------------------------------
+
+    def kill(self, name: str) -> None:
+        """kill -9: no SIGTERM handler runs, in-flight work is cut wherever it was."""
+        process = self.processes[name].process
+        assert process is not None
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def start(self, name: str) -> None:
+        self.processes[name].start()
+
+    def add_relay_replicas(self, how_many: int) -> None:
+        for index in range(how_many):
+            log_dir = self.log_dir / f"relay-replica-{index + 1}"
+            log_dir.mkdir(parents=True, exist_ok=True)
+            env = {**self.env, "RELAY_HEALTH_PORT": str(devstack.free_port())}
+            self.extra_relays.append(ServiceProcess("relay", env, log_dir).start())
+        for replica in self.extra_relays:
+            eventually(partial(started, replica, "relay"), timeout_s=60, what="replica started")
+
+    def all_processes(self) -> list[ServiceProcess]:
+        return [*self.processes.values(), *self.extra_relays]
+
+    # --- groups -----------------------------------------------------------------------------
+
+    def bind_groups(self, chat_ids: list[int]) -> None:
+        """Admins bind each group to a new task (all at once), then wait for every binding."""
+        for chat_id in chat_ids:
+            self.fake_telegram.set_member_status(chat_id, ADMIN_ID, "administrator")
+            self.fake_telegram.add_group_message(chat_id, f"/task Fault group {chat_id}")
+        wanted = set(chat_ids)
+
+        def bound() -> dict[int, int]:
+            events = self.loop.run(read_stream_events(self.cluster.nodes[2].extra["url"], "binding.>"))
+            found = {e.chat_id: e.task_number for _, e in events if isinstance(e, TaskBound)}
+            assert wanted <= found.keys(), f"{len(wanted - found.keys())} groups not bound yet"
+            return found
+
+        found = eventually(bound, timeout_s=120, what="all groups bound")
+        self.tasks.update({chat_id: found[chat_id] for chat_id in chat_ids})
+        # The confirmations go out too; wait for them so they do not mix with a burst's pace.
+        eventually(
+            lambda: all(self.fake_telegram.sent_messages(c) for c in chat_ids),
+            timeout_s=120,
+            what="confirmed",
+        )
+
+    # --- bursts -----------------------------------------------------------------------------
+
+    def burst(
+        self,
+        fault: str,
+        chat_ids: list[int],
+        messages_each_way: int,
+        *,
+        midway: Callable[[], None] | None = None,
+    ) -> dict[int, int]:
+        """Write ``messages_each_way`` messages in the groups and as many comments in their tasks,
+        round-robin over the groups; ``midway`` runs (the fault) when half are written.
+        Returns how many were written per group (each way)."""
+        written = dict.fromkeys(chat_ids, 0)
+        for index in range(messages_each_way):
+            if midway is not None and index == messages_each_way // 2:
+                midway()
+            group = index % len(chat_ids)
+            chat_id = chat_ids[group]
+            seq = written[chat_id]
+            self.fake_telegram.add_group_message(
+                chat_id, f"note {marker(fault, TG, group, seq)} from the group"
+            )
+            self.fake_planfix.add_employee_comment(
+                self.tasks[chat_id], f"<p>reply {marker(fault, PF, group, seq)} from Planfix</p>"
+            )
+            written[chat_id] = seq + 1
+        return written
+
+    def redeliver_failed_webhooks(self, since: int) -> int:
+        """Planfix retries a scenario request that got no 200 (after 15 min for real; here now)."""
+        failed = [d for d in self.fake_planfix.webhook_deliveries[since:] if d.status != 200]
+        for delivery in failed:
+            self.fake_planfix.post_webhook(delivery.task_number, delivery.comment_id)
+        return len(failed)
+
+    # --- counting ---------------------------------------------------------------------------
+
+    def seen_in_planfix(self, fault: str, chat_ids: list[int]) -> dict[int, list[int]]:
+        seen: dict[int, list[int]] = {}
+        for group, chat_id in enumerate(chat_ids):
+            text = "\n".join(c.description for c in self.fake_planfix.comments(self.tasks[chat_id]))
+            seen[group] = [seq for g, seq in markers_in(text, fault, TG) if g == group]
+        return seen
+
+    def seen_in_telegram(self, fault: str, chat_ids: list[int]) -> dict[int, list[int]]:
+        seen: dict[int, list[int]] = {}
+        for group, chat_id in enumerate(chat_ids):
+            text = "\n".join(str(m.get("text", "")) for m in self.fake_telegram.sent_messages(chat_id))
+            seen[group] = [seq for g, seq in markers_in(text, fault, PF) if g == group]
+        return seen
+
+    def figures(self, fault: str, chat_ids: list[int], written: dict[int, int]) -> tuple[Figures, Figures]:
+        sent = {group: written[chat_id] for group, chat_id in enumerate(chat_ids)}
+        return (
+            count(sent, self.seen_in_planfix(fault, chat_ids)),
+            count(sent, self.seen_in_telegram(fault, chat_ids)),
+        )
+
+    def settle(
+        self, fault: str, chat_ids: list[int], written: dict[int, int], *, timeout_s: float = 180
+    ) -> None:
+        """Wait until nothing is missing either way (lost stays > 0 until the timeout fails the test)."""
+
+        def all_there() -> bool:
+            to_planfix, to_telegram = self.figures(fault, chat_ids, written)
+            assert to_planfix.lost == 0, f"Telegram -> Planfix still missing {to_planfix.lost}"
+            assert to_telegram.lost == 0, f"Planfix -> Telegram still missing {to_telegram.lost}"
+            return True
+
+        eventually(all_there, timeout_s=timeout_s, interval_s=0.5, what=f"{fault}: everything delivered")
+        # A duplicate would come right after; give it the chance before counting.
+        time.sleep(2.0)
+
+    def report(self, fault: str, chat_ids: list[int], written: dict[int, int]) -> tuple[Figures, Figures]:
+        to_planfix, to_telegram = self.figures(fault, chat_ids, written)
+        lines = [to_planfix.line(fault, "Telegram->Planfix"), to_telegram.line(fault, "Planfix->Telegram")]
+        with self.figures_file.open("a") as out:
+            out.write("\n".join(lines) + "\n")
+        print("\n" + "\n".join(lines))
+        return to_planfix, to_telegram
+
+
+def started(process: ServiceProcess, name: str) -> bool:
+    return f"{name}_started" in process.log_text()
+
+
+async def jetstream_ready(url: str) -> bool:
+    try:
+        nc = await nats.connect(server_urls(url), connect_timeout=2, max_reconnect_attempts=1)
+    except (nats.errors.Error, OSError):
+        return False
+    try:
+        js = nc.jetstream(timeout=20)
+        await js.account_info()
+        # Created here, one after another, as a deploy's first start would: four services
+        # creating the same 3-replica streams at once on a fresh cluster time out (5 s).
+        for spec in ALL_STREAMS:
+            await js.add_stream(stream_config(spec, replicas=3))
+        return True
+    except (nats.errors.Error, OSError):
+        return False
+    finally:
+        await nc.close()
+
+
+@contextlib.contextmanager
+def fault_bridge(
+    loop: LoopThread,
+    run_dir: Path,
+    mongo_url: str,
+    fake_telegram: FakeTelegram,
+    fake_planfix: FakePlanfix,
+    figures_file: Path,
+) -> Iterator[FaultBridge]:
+    cluster = devstack.start_nats_cluster(run_dir / "nats", log_dir=run_dir)
+    # A fresh cluster answers JetStream requests only once it elected a meta leader.
+    eventually(lambda: loop.run(jetstream_ready(cluster.url)), timeout_s=60, what="JetStream cluster ready")
+    webhook_port = devstack.free_port()
+    env = {
+        "NATS_URL": cluster.url,
+        "NATS_STREAM_REPLICAS": "3",
+        "MONGODB_URL": mongo_url,
+        "MONGODB_DATABASE": f"faults_{webhook_port}",
+        "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
+        "TELEGRAM_API_BASE_URL": fake_telegram.base_url,
+        "PLANFIX_BASE_URL": fake_planfix.base_url,
+        "PLANFIX_API_TOKEN": PLANFIX_TOKEN,
+        "PLANFIX_RATE_PER_S": "50",
+        "PLANFIX_BURST": "5",
+        # A hung Planfix answer is given up on (and retried) after this long.
+        "PLANFIX_TIMEOUT_S": "3",
+        "PLANFIX_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "PLANFIX_WEBHOOK_PORT": str(webhook_port),
+        "PLANFIX_WEBHOOK_HOST": "127.0.0.1",
+        "RELAY_GROUP_PACE_MESSAGES": str(GROUP_PACE[0]),
+        "RELAY_GROUP_PACE_WINDOW_S": str(GROUP_PACE[1]),
+        "RELAY_GROUP_LEASE_TTL_S": str(GROUP_LEASE_TTL_S),
+        "LOG_LEVEL": "INFO",
+        **{f"{name.upper()}_HEALTH_PORT": str(devstack.free_port()) for name in SERVICES},
+    }
+    log_dir = run_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    previous_webhook_url = fake_planfix.webhook_url
+    fake_planfix.webhook_url = f"http://127.0.0.1:{webhook_port}/planfix/webhook/{WEBHOOK_SECRET}"
+    processes = {name: ServiceProcess(name, env, log_dir).start() for name in SERVICES}
+    bridge = FaultBridge(loop, cluster, env, log_dir, fake_telegram, fake_planfix, figures_file, processes)
+    try:
+        devstack.wait_for_port(webhook_port, timeout_s=60, what="planfix_gateway")
+        for name in ("relay", "binder"):
+            eventually(partial(started, processes[name], name), timeout_s=60, what=f"{name} started")
+        yield bridge
+    finally:
+        fake_planfix.webhook_url = previous_webhook_url
+        for process in bridge.all_processes():
+            process.stop()
+        cluster.stop()
