@@ -112,6 +112,7 @@ class InboundConsumer:
         # The one-message-at-a-time consumer of earlier versions would hold messages forever.
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await self._js.delete_consumer(TELEGRAM_STREAM.name, LEGACY_DURABLE)
+        start_seq = await self._restart_point()
         subscription = await self._js.pull_subscribe(
             ALL_TELEGRAM_MESSAGE_ACTIVITY,
             durable=DURABLE,
@@ -119,7 +120,8 @@ class InboundConsumer:
             config=ConsumerConfig(
                 durable_name=DURABLE,
                 ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
+                deliver_policy=DeliverPolicy.ALL if start_seq is None else DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=start_seq,
                 ack_wait=ACK_WAIT_S,
                 max_deliver=-1,
                 max_ack_pending=1000,
@@ -149,6 +151,25 @@ class InboundConsumer:
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+
+    async def _restart_point(self) -> int | None:
+        """Where to start when an earlier holder left messages unacknowledged (it died mid-batch).
+
+        JetStream would redeliver those only after ``ack_wait``, and hand out newer messages in
+        the meantime: a group's order would break. So the consumer is recreated from just after
+        its acknowledgement floor; whatever after it was already carried is skipped by the
+        stored plans and effect records (idempotent), so nothing is posted twice.
+        """
+        try:
+            info = await self._js.consumer_info(TELEGRAM_STREAM.name, DURABLE)
+        except nats.js.errors.NotFoundError:
+            return None
+        if not info.num_ack_pending:
+            return None
+        start_seq = int(info.ack_floor.stream_seq) + 1
+        log.warning("inbound_consumer_rewound", in_flight=info.num_ack_pending, from_stream_seq=start_seq)
+        await self._js.delete_consumer(TELEGRAM_STREAM.name, DURABLE)
+        return start_seq
 
     async def _rest_of_album(self, subscription: Any, messages: list[Any]) -> list[Any]:
         """More messages while the newest one is an album part younger than the window."""
