@@ -119,6 +119,9 @@ def durable_pull(durable: str, *, ack_wait_s: float = 60.0, max_deliver: int = 2
 
     One at a time keeps the order of a group's messages; ``ack_wait`` is longer than the
     slowest outbound call (Planfix timeout x retries), so a slow call is not redelivered.
+    ``max_ack_pending=1``: JetStream hands out nothing new while a message is unacknowledged, so
+    when a replica dies mid-message the next delivery is that message again (after
+    ``ack_wait``), not a newer one; and several replicas on one durable still go in order.
     """
     _max_deliver_by_consumer[durable] = max_deliver
     return {
@@ -129,7 +132,7 @@ def durable_pull(durable: str, *, ack_wait_s: float = 60.0, max_deliver: int = 2
             ack_policy=JsAckPolicy.EXPLICIT,
             ack_wait=ack_wait_s,
             max_deliver=max_deliver,
-            max_ack_pending=1000,
+            max_ack_pending=1,
         ),
     }
 
