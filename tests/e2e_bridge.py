@@ -118,6 +118,9 @@ def running_bridge(
         nats.stop()
         for name, process in processes.items():
             assert "Traceback" not in process.log_text(), f"{name} logged a traceback:\n{process.log_text()}"
+            # No secret ever reaches a log line (issue: security), whatever the traffic was.
+            for secret in (BOT_TOKEN, BOT_TOKEN.split(":", 1)[1], PLANFIX_TOKEN, WEBHOOK_SECRET):
+                assert secret not in process.log_text(), f"{name} logged a secret"
 
 
 def texts_sent(fake_telegram: FakeTelegram, chat_id: int) -> list[str]:
