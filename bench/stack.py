@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from bench.settings_probe import pacing_off_env
 from bridge_lib import devstack
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
+from tests import support
 from tests.support import LoopThread
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -46,38 +45,26 @@ READY_MARKERS = {
 }
 
 
-class ServiceProcess:
-    """One service process; ``label`` tells replicas apart (``relay``, ``relay#2``)."""
+class ServiceProcess(support.ServiceProcess):
+    """One service process (``tests.support.ServiceProcess``); ``label`` tells replicas apart
+    (``relay``, ``relay#2``), and the start time is kept for start-up figures."""
 
     def __init__(self, service: str, label: str, env: dict[str, str], log_dir: Path) -> None:
+        super().__init__(service, env, log_dir)
         self.service = service
         self.label = label
-        self.env = env
         self.log_path = log_dir / f"{label.replace('#', '-')}.log"
-        self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
 
     def start(self) -> ServiceProcess:
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it
         self.started_at = time.monotonic()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.service}"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
+        super().start()
         return self
 
     @property
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def log_has(self, marker: str) -> bool:
         if not self.log_path.exists():
@@ -86,14 +73,7 @@ class ServiceProcess:
             return marker.encode() in log.read()
 
     def stop(self, timeout_s: float = 15.0) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        return super().stop(timeout_s)
 
 
 @dataclass
