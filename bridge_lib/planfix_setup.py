@@ -13,10 +13,12 @@ from bridge_lib.settings import PlanfixSettings
 log = structlog.get_logger("planfix")
 
 
-async def paced_planfix_client(settings: PlanfixSettings, js: Any) -> PlanfixClient:
-    """A client whose every request takes a turn in the account's budget kept in NATS ``js``."""
+async def paced_planfix_client(settings: PlanfixSettings, js: Any, *, replicas: int = 1) -> PlanfixClient:
+    """A client whose every request takes a turn in the account's budget kept in NATS ``js``
+    (in a bucket with ``replicas`` copies, as the streams)."""
     pacer = await shared_pacer(
         js,
+        replicas=replicas,
         base_url=settings.planfix_base_url,
         rate_per_s=settings.planfix_rate_per_s,
         burst=settings.planfix_burst,

@@ -485,6 +485,9 @@ ALL_EFFECTS = "effect.>"
 ALL_DEAD_LETTERS = "deadletter.>"
 
 
-# Key-value buckets.
-PLANFIX_PACING_BUCKET = "PLANFIX_PACING"
-LEASES_BUCKET = "LEASES"
+# Key-value buckets (besides TELEGRAM_PACE_BUCKET above).
+# File storage for pacing: a restarted NATS must not hand out a burst of slots already used.
+PLANFIX_PACING_BUCKET = BucketSpec(
+    name="PLANFIX_PACING", description="Next free Planfix request slot per account"
+)
+LEASES_BUCKET = BucketSpec(name="LEASES", description="Leases of single-active work")

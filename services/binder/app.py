@@ -65,7 +65,9 @@ async def run(settings: BinderSettings) -> None:
     )
     await broker.connect()
     await ensure_streams(broker, replicas=settings.nats_stream_replicas)
-    planfix = await paced_planfix_client(settings, broker.connection.jetstream())
+    planfix = await paced_planfix_client(
+        settings, broker.connection.jetstream(), replicas=settings.nats_stream_replicas
+    )
     track_planfix_budget(planfix)
     if not await planfix_self_check(planfix):
         raise SystemExit(2)

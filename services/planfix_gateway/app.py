@@ -80,7 +80,9 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
     log.info("nats_connecting")
     await broker.connect()
     await ensure_streams(broker, replicas=settings.nats_stream_replicas)
-    planfix = await paced_planfix_client(settings, broker.connection.jetstream())
+    planfix = await paced_planfix_client(
+        settings, broker.connection.jetstream(), replicas=settings.nats_stream_replicas
+    )
     stack.push_async_callback(planfix.aclose)
     track_planfix_budget(planfix)
 

@@ -116,7 +116,7 @@ async def run(settings: RelaySettings) -> None:
     await broker.connect()
     await ensure_streams(broker, replicas=settings.nats_stream_replicas)
     js = broker.connection.jetstream()
-    planfix = await paced_planfix_client(settings, js)
+    planfix = await paced_planfix_client(settings, js, replicas=settings.nats_stream_replicas)
     track_planfix_budget(planfix)
     if not await planfix_self_check(planfix):
         raise SystemExit(2)
@@ -137,11 +137,13 @@ async def run(settings: RelaySettings) -> None:
         zone=ZoneInfo(settings.relay_timezone),
         limits=CombineLimits(max_messages=settings.relay_combine_max_messages),
     )
-    lease = Lease(await open_lease_bucket(js), "relay_inbound", owner=owner)
+    lease = Lease(
+        await open_lease_bucket(js, replicas=settings.nats_stream_replicas), "relay_inbound", owner=owner
+    )
     inbound = InboundConsumer(js, to_planfix, lease, album_window_s=settings.relay_album_window_s)
 
     # Planfix -> Telegram: an outbox drained per group at Telegram's pace.
-    pace_bucket = await ensure_bucket(js, TELEGRAM_PACE_BUCKET)
+    pace_bucket = await ensure_bucket(js, TELEGRAM_PACE_BUCKET, replicas=settings.nats_stream_replicas)
     pace = TelegramPace(
         pace_bucket,
         group_limit=settings.group_pace_messages,
