@@ -3,10 +3,11 @@
 Why not ``Dispatcher.start_polling``: with ``handle_as_tasks=False`` it does handle updates in
 order, but when a handler raises it logs the error, moves the offset past the update anyway and
 confirms it with the next ``getUpdates`` (aiogram 3.31 ``Dispatcher._process_update`` returns
-True on any exception). An event that could not be stored would be lost. Here the handler's
-exception ends polling before the offset moves, so the update stays unconfirmed and Telegram
-delivers it again after the restart; JetStream's ``Nats-Msg-Id`` drops the repeat if the event
-had been stored after all.
+True on any exception). An event that could not be stored would be lost. Here, when handling
+an update fails (JetStream unreachable, a stream electing a new leader after a node died), the
+offset stays before it, the rest of the batch is left, and after a growing pause the same
+updates are fetched again, in order; JetStream's ``Nats-Msg-Id`` drops a repeat if the event had
+been stored after all. The process keeps running through a NATS outage.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ BACKOFF = BackoffConfig(min_delay=1.0, max_delay=30.0, factor=1.6, jitter=0.1)
 async def poll_updates(
     bot: Bot, dispatcher: Dispatcher, *, allowed_updates: list[str], timeout_s: int = POLL_TIMEOUT_S
 ) -> None:
-    """Fetch and handle updates until cancelled; a handler's exception propagates unconfirmed."""
+    """Fetch and handle updates until cancelled; an update whose handling failed is fetched again."""
     offset: int | None = None
     backoff = Backoff(config=BACKOFF)
+    handling_backoff = Backoff(config=BACKOFF)
     # Without this the HTTP request times out before Telegram ends the long poll.
     request_timeout = int(bot.session.timeout + timeout_s)
     while True:
@@ -67,7 +69,19 @@ async def poll_updates(
             continue
         backoff.reset()
         for update in updates:
-            await _handle(bot, dispatcher, update)
+            try:
+                await _handle(bot, dispatcher, update)
+            except Exception as error:
+                delay = next(handling_backoff)
+                log.warning(
+                    "update_not_stored",
+                    update_id=update.update_id,
+                    error=redact(f"{type(error).__name__}: {error}", bot.token),
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
+                break  # fetch again from the same offset: this update comes first
+            handling_backoff.reset()
             # max(): an update delivered again must not move the offset back.
             offset = update.update_id + 1 if offset is None else max(offset, update.update_id + 1)
 
