@@ -186,6 +186,8 @@ class EventPublisher:
                 nats.errors.ConnectionClosedError,
                 nats.errors.OutboundBufferLimitError,
                 nats.js.errors.ServiceUnavailableError,
+                # The stream has no leader for a moment (a node of the cluster died).
+                nats.js.errors.NoStreamResponseError,
             ) as error:
                 if time.monotonic() > deadline:
                     raise
