@@ -137,8 +137,8 @@ def summary(event: AnyEvent) -> str:
     if described:
         return described
     parts = [
-        f"{name.replace('_', ' ')} {getattr(event, name)}"
-        for name in ("chat_id", "task_number", "comment_id", "message_id")
+        f"{label}{getattr(event, name)}"
+        for name, label in (("chat_id", "chat "), ("task_number", "task #"), ("comment_id", "comment "))
         if getattr(event, name, None) is not None
     ]
     return ", ".join(parts)
