@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from bridge_lib import devstack
 from tests.support import REPO_ROOT, eventually
@@ -31,9 +32,6 @@ WAIT_MS = 45_000
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (`make test` installs Debian's chromium)"
 )
-
-if CHROMIUM.exists():
-    from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 
 class SandboxRun:
@@ -96,7 +94,12 @@ def small_png(width: int = 48, height: int = 32) -> bytes:
 
     rows = b"".join(b"\x00" + bytes((210, 40, 40)) * width for _ in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +109,9 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxRun]:
     try:
         yield run
     finally:
-        code = run.stop() if run.process and run.process.poll() is None else run.process and run.process.poll()
+        code = (
+            run.stop() if run.process and run.process.poll() is None else run.process and run.process.poll()
+        )
         log = run.log()
         assert code == 0, log[-5000:]
         assert "Traceback" not in log, log[-5000:]
@@ -146,7 +151,8 @@ def test_the_page_opens_on_a_group_the_bot_greeted(page: Page, sandbox: SandboxR
     expect(page.locator("#groups button.active")).to_have_text("Support group")
     expect(page.locator("#messages .bubble.bot").first).to_contain_text("/task")
     expect(page.locator("#task-head")).to_contain_text("Not bound")
-    assert "SANDBOX MODE" in sandbox.log() and sandbox.url.rstrip("/") in sandbox.log()
+    assert "SANDBOX MODE" in sandbox.log()
+    assert sandbox.url.rstrip("/") in sandbox.log()
     snap(page, "01-greeted")
 
 
