@@ -173,8 +173,11 @@ class FakeTelegram:
         bot_username: str = "planfix_bridge_bot",
         can_read_all_group_messages: bool = True,
         group_pace: tuple[int, float] | None = (20, 60.0),
+        keep_sent_files: bool = False,
     ) -> None:
         self.token = token
+        # Keep the bytes of files the bot sends (the sandbox shows them; tests need not hold them).
+        self.keep_sent_files = keep_sent_files
         # (messages, seconds): at most that many new bot messages per group in any such window.
         self.group_pace = group_pace
         self.bot_user: dict[str, Any] = {
@@ -405,14 +408,7 @@ class FakeTelegram:
     def add_file(self, data: bytes, *, declared_size: int | None = None) -> dict[str, Any]:
         """Store a file; its ``file_id``/``file_unique_id``/``file_size`` for a message's JSON."""
         with self._lock:
-            number = len(self._state.files) + 1
-            stored = _StoredFile(
-                file_id=f"BQACAgIAAx{number:06d}",
-                file_unique_id=f"AgAD{number:06d}",
-                data=data,
-                size=declared_size if declared_size is not None else len(data),
-            )
-            self._state.files[stored.file_id] = stored
+            stored = self._add_file_locked(data, declared_size if declared_size is not None else len(data))
         return {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id, "file_size": stored.size}
 
     def downloads(self) -> list[str]:
@@ -1006,6 +1002,7 @@ class FakeTelegram:
         media_group_id: str | None = None,
     ) -> None:
         thread_id = params.get("message_thread_id")
+        kept = self._add_file_locked(file["data"], file["size"]) if self.keep_sent_files and file else None
         chat.messages[message_id] = {
             "message_id": message_id,
             "chat_id": chat.chat["id"],
@@ -1014,6 +1011,8 @@ class FakeTelegram:
             "html": html,
             "file_name": file["name"] if file else None,
             "file_size": file["size"] if file else None,
+            # With keep_sent_files: the id its bytes are kept under (``file_bytes``).
+            "file_id": kept.file_id if kept else None,
             "media_group_id": media_group_id,
             "message_thread_id": thread_id if isinstance(thread_id, int) else None,
             "reply_to_message_id": (params.get("reply_parameters") or {}).get("message_id"),
@@ -1063,6 +1062,14 @@ class FakeTelegram:
             result["message_thread_id"] = thread_id
             result["is_topic_message"] = True
         return result
+
+    def _add_file_locked(self, data: bytes, size: int) -> _StoredFile:
+        number = len(self._state.files) + 1
+        stored = _StoredFile(
+            file_id=f"BQACAgIAAx{number:06d}", file_unique_id=f"AgAD{number:06d}", data=data, size=size
+        )
+        self._state.files[stored.file_id] = stored
+        return stored
 
     def _next_message_id_locked(self, chat_id: int) -> int:
         state = self._chat_locked(chat_id)

@@ -92,7 +92,9 @@ class Post:
 class Sandbox:
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
-        self.telegram = FakeTelegram(token=SANDBOX_BOT_TOKEN, group_pace=SANDBOX_GROUP_PACE)
+        self.telegram = FakeTelegram(
+            token=SANDBOX_BOT_TOKEN, group_pace=SANDBOX_GROUP_PACE, keep_sent_files=True
+        )
         self.planfix = FakePlanfix(token=SANDBOX_PLANFIX_TOKEN)
         self.timeline = Timeline()
         self.groups: list[Group] = []
@@ -336,6 +338,7 @@ class Sandbox:
                     "kind": message["type"],
                     "file_name": message["file_name"],
                     "file_size": message["file_size"],
+                    "file_id": message.get("file_id"),
                     "reply_to": message["reply_to_message_id"],
                     "thread_id": message["message_thread_id"],
                     "edited": message["edited"],

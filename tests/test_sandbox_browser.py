@@ -200,7 +200,7 @@ def test_a_comment_written_in_the_task_arrives_in_the_group(page: Page) -> None:
     snap(page, "04-comment-to-group")
 
 
-def test_a_picture_from_disk_reaches_the_task(page: Page, tmp_path: Path) -> None:
+def test_pictures_from_disk_cross_both_ways(page: Page, tmp_path: Path) -> None:
     picture = tmp_path / "jam.png"
     picture.write_bytes(small_png())
     page.select_option("#person", "chen")
@@ -211,7 +211,14 @@ def test_a_picture_from_disk_reaches_the_task(page: Page, tmp_path: Path) -> Non
     expect(page.locator("#messages .bubble", has_text="where it jams").locator("img")).to_be_visible()
     comment = page.locator("#comments .comment", has_text="where it jams")
     expect(comment.locator("img")).to_be_visible()
-    snap(page, "05-picture")
+
+    page.select_option("#employee", "user:8")
+    page.set_input_files("#comment-file", str(picture))
+    page.fill("#comment-text", "Same as in the manual")
+    page.click("#add-comment")
+    bot_says = page.locator("#messages .bubble.bot", has_text="Same as in the manual")
+    expect(bot_says.locator("img")).to_be_visible()
+    snap(page, "05-pictures")
 
 
 def test_an_edit_rewrites_the_comment(page: Page) -> None:
@@ -222,6 +229,26 @@ def test_an_edit_rewrites_the_comment(page: Page) -> None:
     expect(page.locator("#comments .comment", has_text="fixed by itself")).to_contain_text("changed")
     expect(page.locator("#messages .bubble", has_text="fixed by itself")).to_contain_text("edited")
     snap(page, "06-edited")
+
+
+def test_a_forum_topic_binds_on_its_own_and_an_anonymous_admin_is_told_how_to_be_heard(page: Page) -> None:
+    page.fill("#new-group input[name=title]", "Office move")
+    page.check("#new-group input[name=forum]")
+    page.click("#new-group button")
+    expect(page.locator("#groups button.active")).to_contain_text("Office move")
+    page.fill("#new-topic input[name=name]", "Printers")
+    page.click("#new-topic button")
+    expect(page.locator("#topics button.active")).to_have_text("Printers")
+
+    write_as(page, "anonymous", "Who am I?")
+    expect(page.locator("#messages .bubble.bot", has_text="anonymous")).to_be_visible()
+    write_as(page, "anna", "/task 4800")  # the task the sandbox starts with
+    expect(page.locator("#task-head")).to_contain_text("Printer on floor 2 is jammed")
+    expect(page.locator("#comments")).to_contain_text("paper tray")
+    snap(page, "07-forum-topic")
+
+    page.locator("#groups button", has_text="Support group").click()
+    expect(page.locator("#task-head")).to_contain_text("Fix the printer")
 
 
 def test_a_restart_keeps_groups_tasks_and_comments_and_the_bridge_keeps_working(
@@ -241,4 +268,4 @@ def test_a_restart_keeps_groups_tasks_and_comments_and_the_bridge_keeps_working(
     page.fill("#comment-text", "Welcome back")
     page.click("#add-comment")
     expect(page.locator("#messages .bubble.bot", has_text="Welcome back")).to_be_visible()
-    snap(page, "07-after-restart")
+    snap(page, "08-after-restart")

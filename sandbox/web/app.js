@@ -97,7 +97,10 @@ function bubble(m, byId) {
     node.append(el("div", { class: "quote", text: answered.author + ": " + words.slice(0, 80) }));
   }
   if (m.from_bot) {
-    if (m.kind !== "text") node.append(el("div", { class: "file", text: fileLabel(m.kind, m.file_name, m.file_size) }));
+    const url = m.file_id ? "/api/files/telegram/" + encodeURIComponent(m.file_id) : null;
+    if (m.kind === "photo" && url) node.append(el("img", { src: url, alt: m.file_name || "photo" }));
+    else if (m.kind !== "text" && url) node.append(el("a", { href: url, text: fileLabel(m.kind, m.file_name, m.file_size) }));
+    else if (m.kind !== "text") node.append(el("div", { class: "file", text: fileLabel(m.kind, m.file_name, m.file_size) }));
     if (m.html) node.append(el("div", { class: "text", html: m.html }));
   } else {
     if (m.photo) node.append(el("img", { src: "/api/files/telegram/" + encodeURIComponent(m.photo), alt: "photo" }));
