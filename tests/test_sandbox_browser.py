@@ -21,6 +21,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from bridge_lib import devstack
+from sandbox.config import SANDBOX_BOT_TOKEN
 from tests.support import REPO_ROOT, eventually
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
@@ -115,6 +116,11 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxRun]:
         log = run.log()
         assert code == 0, log[-5000:]
         assert "Traceback" not in log, log[-5000:]
+        # The generated webhook secret is kept in var/sandbox and never printed.
+        secret = (run.work_dir / "var" / "sandbox" / "planfix-webhook-secret").read_text().strip()
+        assert len(secret) >= 16
+        assert secret not in log
+        assert SANDBOX_BOT_TOKEN.split(":", 1)[1] not in log
 
 
 @pytest.fixture(scope="module")
