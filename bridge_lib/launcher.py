@@ -27,7 +27,7 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TextIO
 
@@ -49,7 +49,7 @@ MODES = ("live", "sandbox")
 LIVE_VARIABLES = ("TELEGRAM_BOT_TOKEN", "PLANFIX_BASE_URL", "PLANFIX_API_TOKEN", "PLANFIX_WEBHOOK_SECRET")
 
 
-def chosen_mode(environ: dict[str, str] | os._Environ[str]) -> str:
+def chosen_mode(environ: Mapping[str, str]) -> str:
     """``sandbox`` when no credentials are given (or BRIDGE_MODE says so), else ``live``."""
     wanted = environ.get("BRIDGE_MODE", "").strip().lower()
     if wanted:
