@@ -3,8 +3,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The browser tests (tests/test_sandbox_browser.py) drive Debian's Chromium through Playwright.
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint typecheck pytest install lock clean audit fuzz asyncapi bench soak bench-pacing faults faults-full
+.PHONY: run test lint typecheck pytest install lock clean audit fuzz asyncapi bench soak bench-pacing faults faults-full chromium
 
 install: $(STAMP)
 
@@ -14,6 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,embedded]'
 	@touch $(STAMP)
 
+# Without credentials: sandbox mode (fake Telegram and Planfix, page at http://127.0.0.1:8080).
 run: install
 	$(BIN)/python -m bridge_lib.launcher
 
@@ -24,8 +27,19 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install chromium
 	$(BIN)/pytest
+
+# Debian's chromium for the browser tests, installed when missing and we may (root, as in CI);
+# otherwise those tests are skipped with a note saying how to get it.
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium for the browser tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	  else \
+	    echo "no $(CHROMIUM): browser tests will be skipped (sudo apt-get install chromium)"; \
+	  fi; }
 
 test: lint typecheck pytest
 
