@@ -27,8 +27,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Two workers, whole files each: the fault-injection file (minutes of mostly waiting) runs beside
+# the rest of the suite.
 pytest: install chromium
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 # Debian's chromium for the browser tests, installed when missing and we may (root, as in CI);
 # otherwise those tests are skipped with a note saying how to get it.
@@ -36,7 +38,7 @@ chromium:
 	@test -x $(CHROMIUM) || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing chromium for the browser tests"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-color-emoji >/dev/null || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-color-emoji >/dev/null; }; \
 	  else \
 	    echo "no $(CHROMIUM): browser tests will be skipped (sudo apt-get install chromium)"; \
 	  fi; }

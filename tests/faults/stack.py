@@ -219,6 +219,14 @@ class FaultBridge:
         with self.figures_file.open("a") as out:
             out.write("\n".join(lines) + "\n")
         print("\n" + "\n".join(lines))
+        # What went wrong, group by group, for whoever reads a failed run.
+        for way, seen in (
+            ("Telegram->Planfix", self.seen_in_planfix),
+            ("Planfix->Telegram", self.seen_in_telegram),
+        ):
+            for group, arrivals in seen(fault, chat_ids).items():
+                if arrivals != sorted(set(arrivals)):
+                    print(f"  {way} group {group} (chat {chat_ids[group]}) arrived as: {arrivals}")
         return to_planfix, to_telegram
 
 
