@@ -1,4 +1,5 @@
-"""aiogram's schemas are built on first use (bridge_lib/aiogram_schemas.py), and every one still builds.
+"""aiogram's schemas are built on first use (bridge_lib/aiogram_schemas.py), and every one still builds;
+the services do not load the CLI's rich/pygments/click (bridge_lib/__init__.py).
 
 Run in a fresh interpreter: the test process may have imported aiogram before bridge_lib.
 """
@@ -13,12 +14,16 @@ import textwrap
 PROBE = textwrap.dedent(
     """
     import json
+    import sys
     import bridge_lib  # installs the hook, as every service's __main__ does first
     import aiogram
+    import services.relay.app
+    import services.telegram_gateway.app
     from aiogram import methods, types
     from aiogram.methods.base import Response
 
-    report = {"complete_after_import": [
+    cli_only = [name for name in ("rich", "pygments", "click") if name in sys.modules]
+    report = {"cli_only": cli_only, "complete_after_import": [
         name for name in ("Update", "Message", "Chat") if getattr(types, name).__pydantic_complete__
     ] + [name for name in ("SendMessage", "SendMediaGroup") if getattr(methods, name).__pydantic_complete__]}
 
@@ -62,6 +67,7 @@ def test_aiogram_types_are_built_on_first_use_and_all_of_them_build() -> None:
     report = json.loads(probe.stdout)
 
     assert report["complete_after_import"] == []
+    assert report["cli_only"] == [], "the services do not load the CLI's rendering libraries"
     assert report["photo"] == "p"
     assert report["reply_text"] == "earlier"
     assert report["sent_chat"] == -100
