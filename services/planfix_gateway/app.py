@@ -100,7 +100,7 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
         source_id=settings.planfix_source_id,
         relay_hidden=settings.planfix_relay_hidden_comments,
         publisher=EventPublisher(broker, give_up_after_s=FETCHER_PUBLISH_GIVE_UP_S),
-        before_fetch=receiver.no_answer_pending,
+        before_fetch=receiver.no_burst_pending,
     )
     broker.context.set_global("fetcher", fetcher)
     await broker.start()

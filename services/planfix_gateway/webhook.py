@@ -50,6 +50,9 @@ BODY_READ_TIMEOUT_S = 10.0
 # The fetcher waits for pending answers at most this long: a steady stream of notices must not
 # starve it (its ack_wait is 60 s).
 MAX_FETCH_DEFERRAL_S = 1.0
+# Planfix sends an account's scenario requests one at a time: this many answers pending at once
+# is a burst (several accounts, or retries after an outage), when answering comes first.
+BURST_ANSWERS = 2
 
 
 class WebhookIds(NamedTuple):
@@ -142,24 +145,26 @@ class WebhookReceiver:
         # Answers by outcome (accepted, duplicate, rejected, bad_secret...), for metrics.
         self.counts: Counter[str] = Counter()
         self._answers_pending = 0
-        self._no_answer_pending = asyncio.Event()
-        self._no_answer_pending.set()
+        self._no_burst = asyncio.Event()
+        self._no_burst.set()
 
     @property
     def answers_pending(self) -> int:
         return self._answers_pending
 
-    async def no_answer_pending(self, max_wait_s: float = MAX_FETCH_DEFERRAL_S) -> None:
-        """Return once no request waits for its answer (or after ``max_wait_s``).
+    async def no_burst_pending(self, max_wait_s: float = MAX_FETCH_DEFERRAL_S) -> None:
+        """Return once fewer than ``BURST_ANSWERS`` requests wait for their answer (or after
+        ``max_wait_s``).
 
         The fetcher calls this before each Planfix fetch. Planfix holds its scenario queue
         while we answer, and under a burst the fetches and publishes of notices already stored
-        took most of this process's CPU, delaying the answers still owed (p99 61 ms for 100 at
-        once, 40 ms of it behind fetches); fetching a moment later costs nothing.
+        took most of this process's CPU, delaying the answers still owed (p99 ~60 ms for 100 at
+        once); fetching a moment later costs nothing. Requests one at a time, as Planfix sends
+        them, never make the fetcher wait.
         """
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max_wait_s):
-                await self._no_answer_pending.wait()
+                await self._no_burst.wait()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self._max_body)
@@ -169,13 +174,14 @@ class WebhookReceiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         self._answers_pending += 1
-        self._no_answer_pending.clear()
+        if self._answers_pending >= BURST_ANSWERS:
+            self._no_burst.clear()
         try:
             return await self._answer(request)
         finally:
             self._answers_pending -= 1
-            if not self._answers_pending:
-                self._no_answer_pending.set()
+            if self._answers_pending < BURST_ANSWERS:
+                self._no_burst.set()
 
     async def _answer(self, request: web.Request) -> web.Response:
         # Constant-time, and before the body is read: a stranger costs us nothing.
