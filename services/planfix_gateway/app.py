@@ -16,10 +16,12 @@ import structlog
 from aiohttp import web
 from faststream.nats import NatsBroker
 
-from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
+from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker, start_subscribers
 from bridge_lib.health import start_health_server
+from bridge_lib.jetstream_ready import JetStreamNotReady
 from bridge_lib.metrics import track_planfix_budget
 from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
+from bridge_lib.runtime import log_startup_failed
 from services.planfix_gateway.config import PlanfixGatewaySettings
 from services.planfix_gateway.fetcher import CommentFetcher, router
 from services.planfix_gateway.webhook import WebhookReceiver
@@ -56,6 +58,9 @@ async def run(settings: PlanfixGatewaySettings) -> int:
             return EXIT_OK
         try:
             exit_code = startup.result()
+        except JetStreamNotReady as error:
+            log_startup_failed(error)
+            exit_code = EXIT_FAILED
         except Exception:
             log.exception("startup_failed")
             exit_code = EXIT_FAILED
@@ -79,8 +84,12 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
     stack.push_async_callback(health.stop)
     log.info("nats_connecting")
     await broker.connect()
-    await ensure_streams(broker, replicas=settings.nats_stream_replicas)
-    planfix = await paced_planfix_client(settings, broker.connection.jetstream())
+    await ensure_streams(
+        broker, replicas=settings.nats_stream_replicas, timeout_s=settings.nats_startup_timeout_s
+    )
+    planfix = await paced_planfix_client(
+        settings, broker.connection.jetstream(), startup_timeout_s=settings.nats_startup_timeout_s
+    )
     stack.push_async_callback(planfix.aclose)
     track_planfix_budget(planfix)
 
@@ -94,7 +103,7 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
         publisher=EventPublisher(broker, give_up_after_s=FETCHER_PUBLISH_GIVE_UP_S),
     )
     broker.context.set_global("fetcher", fetcher)
-    await broker.start()
+    await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
 
     receiver = WebhookReceiver(
         secret=settings.planfix_webhook_secret.get_secret_value(),

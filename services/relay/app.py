@@ -9,6 +9,7 @@ import asyncio
 import os
 import socket
 import uuid
+from functools import partial
 from typing import get_args
 from zoneinfo import ZoneInfo
 
@@ -19,8 +20,17 @@ from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsMessage
 from motor.motor_asyncio import AsyncIOMotorClient
 
-from bridge_lib.eventbus import EventPublisher, consume, durable_pull, ensure_streams, jstream, make_broker
+from bridge_lib.eventbus import (
+    EventPublisher,
+    consume,
+    durable_pull,
+    ensure_streams,
+    jstream,
+    make_broker,
+    start_subscribers,
+)
 from bridge_lib.health import ConsumerRef, mongo_ping, start_health_server
+from bridge_lib.jetstream_ready import when_jetstream_ready
 from bridge_lib.kvstore import ensure_bucket
 from bridge_lib.lease import Lease, open_lease_bucket
 from bridge_lib.metrics import track_planfix_budget
@@ -114,9 +124,11 @@ async def run(settings: RelaySettings) -> None:
         extra_consumers=[INBOUND_CONSUMER],
     )
     await broker.connect()
-    await ensure_streams(broker, replicas=settings.nats_stream_replicas)
+    await ensure_streams(
+        broker, replicas=settings.nats_stream_replicas, timeout_s=settings.nats_startup_timeout_s
+    )
     js = broker.connection.jetstream()
-    planfix = await paced_planfix_client(settings, js)
+    planfix = await paced_planfix_client(settings, js, startup_timeout_s=settings.nats_startup_timeout_s)
     track_planfix_budget(planfix)
     if not await planfix_self_check(planfix):
         raise SystemExit(2)
@@ -137,11 +149,18 @@ async def run(settings: RelaySettings) -> None:
         zone=ZoneInfo(settings.relay_timezone),
         limits=CombineLimits(max_messages=settings.relay_combine_max_messages),
     )
-    lease = Lease(await open_lease_bucket(js), "relay_inbound", owner=owner)
+    lease_bucket = await when_jetstream_ready(
+        "the LEASES bucket", partial(open_lease_bucket, js), timeout_s=settings.nats_startup_timeout_s
+    )
+    lease = Lease(lease_bucket, "relay_inbound", owner=owner)
     inbound = InboundConsumer(js, to_planfix, lease, album_window_s=settings.relay_album_window_s)
 
     # Planfix -> Telegram: an outbox drained per group at Telegram's pace.
-    pace_bucket = await ensure_bucket(js, TELEGRAM_PACE_BUCKET)
+    pace_bucket = await when_jetstream_ready(
+        f"the {TELEGRAM_PACE_BUCKET.name} bucket",
+        partial(ensure_bucket, js, TELEGRAM_PACE_BUCKET),
+        timeout_s=settings.nats_startup_timeout_s,
+    )
     pace = TelegramPace(
         pace_bucket,
         group_limit=settings.group_pace_messages,
@@ -180,7 +199,7 @@ async def run(settings: RelaySettings) -> None:
     directory.on_change(sender.wake)
     broker.context.set_global("to_telegram", to_telegram)
 
-    await broker.start()
+    await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
     sender.start()
     inbound_task = asyncio.create_task(inbound.run(), name="inbound")
     log.info("relay_started")

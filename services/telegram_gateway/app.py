@@ -30,7 +30,8 @@ from faststream.nats import NatsBroker
 
 from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
 from bridge_lib.health import start_health_server
-from bridge_lib.runtime import wait_for_stop_signal
+from bridge_lib.jetstream_ready import JetStreamNotReady
+from bridge_lib.runtime import log_startup_failed, wait_for_stop_signal
 from bridge_lib.telegram import make_bot
 from services.telegram_gateway.commands import BOT_COMMANDS, BotProfile, build_commands_router
 from services.telegram_gateway.config import TelegramGatewaySettings
@@ -85,6 +86,9 @@ async def run(settings: TelegramGatewaySettings) -> None:
             detail="Telegram answered 401 Unauthorized: TELEGRAM_BOT_TOKEN is wrong or was revoked",
         )
         raise SystemExit(2) from None
+    except JetStreamNotReady as error:
+        log_startup_failed(error)
+        raise SystemExit(1) from None
     except Exception as error:
         # Formatted here, without the frames' locals (bridge_lib's dict_tracebacks shows them).
         text = "".join(traceback.format_exception(error))
@@ -104,7 +108,9 @@ async def _serve(bot: Bot, broker: NatsBroker, settings: TelegramGatewaySettings
     # The broker retries forever while NATS is down; say what it is waiting for.
     log.info("nats_connecting", server=_host_of(settings.nats_url))
     await broker.start()
-    await ensure_streams(broker, replicas=settings.nats_stream_replicas)
+    await ensure_streams(
+        broker, replicas=settings.nats_stream_replicas, timeout_s=settings.nats_startup_timeout_s
+    )
     log.info("nats_connected")
     me = await _retrying("getMe", bot.me)
     log.info("telegram_bot_identified", bot_username=me.username, bot_id=me.id)
