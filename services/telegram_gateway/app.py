@@ -38,6 +38,7 @@ from services.telegram_gateway.config import TelegramGatewaySettings
 from services.telegram_gateway.group_life import build_group_life_router
 from services.telegram_gateway.handlers import build_router
 from services.telegram_gateway.polling import BACKOFF, poll_updates, redact
+from services.telegram_gateway.undecodable import UndecodableUpdates
 from services.telegram_gateway.webhook import TelegramWebhook, webhook_path
 
 log = structlog.get_logger("telegram_gateway")
@@ -120,7 +121,8 @@ async def _serve(bot: Bot, broker: NatsBroker, settings: TelegramGatewaySettings
     await _retrying(
         "setMyCommands", lambda: bot.set_my_commands(commands, scope=BotCommandScopeAllGroupChats())
     )
-    dispatcher = build_dispatcher(EventPublisher(broker), me)
+    publisher = EventPublisher(broker)
+    dispatcher = build_dispatcher(publisher, me)
     allowed_updates = dispatcher.resolve_used_update_types()
     if settings.telegram_webhook_url:
         await _serve_webhook(bot, dispatcher, settings, allowed_updates)
@@ -128,7 +130,9 @@ async def _serve(bot: Bot, broker: NatsBroker, settings: TelegramGatewaySettings
     # getUpdates fails with 409 while a webhook is set.
     await _retrying("deleteWebhook", lambda: bot.delete_webhook(drop_pending_updates=False))
     log.info("telegram_gateway_started", mode="polling", allowed_updates=allowed_updates)
-    await poll_updates(bot, dispatcher, allowed_updates=allowed_updates)
+    await poll_updates(
+        bot, dispatcher, allowed_updates=allowed_updates, undecodable=UndecodableUpdates(publisher)
+    )
 
 
 async def _serve_webhook(

@@ -7,6 +7,10 @@ True on any exception). An event that could not be stored would be lost. Here th
 exception ends polling before the offset moves, so the update stays unconfirmed and Telegram
 delivers it again after the restart; JetStream's ``Nats-Msg-Id`` drops the repeat if the event
 had been stored after all.
+
+One update aiogram cannot decode fails the whole ``getUpdates`` answer (``ClientDecodeError``)
+and would come back with every retry: the batch is then decoded update by update, the good ones
+handled, the bad ones stored as dead letters (``undecodable``), and all of them confirmed.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 
 import structlog
 from aiogram import Bot, Dispatcher
+from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.exceptions import (
     ClientDecodeError,
     TelegramAPIError,
@@ -23,7 +28,11 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 from aiogram.types import Update
+from aiogram.types.update import UpdateTypeLookupError
 from aiogram.utils.backoff import Backoff, BackoffConfig
+from pydantic import ValidationError
+
+from services.telegram_gateway.undecodable import UndecodableUpdates, raw_updates_of, update_id_of
 
 log = structlog.get_logger("telegram_gateway")
 
@@ -33,9 +42,17 @@ BACKOFF = BackoffConfig(min_delay=1.0, max_delay=30.0, factor=1.6, jitter=0.1)
 
 
 async def poll_updates(
-    bot: Bot, dispatcher: Dispatcher, *, allowed_updates: list[str], timeout_s: int = POLL_TIMEOUT_S
+    bot: Bot,
+    dispatcher: Dispatcher,
+    *,
+    allowed_updates: list[str],
+    timeout_s: int = POLL_TIMEOUT_S,
+    undecodable: UndecodableUpdates | None = None,
 ) -> None:
-    """Fetch and handle updates until cancelled; a handler's exception propagates unconfirmed."""
+    """Fetch and handle updates until cancelled; a handler's exception propagates unconfirmed.
+
+    Without ``undecodable`` a batch aiogram cannot decode is only retried (and logged).
+    """
     offset: int | None = None
     backoff = Backoff(config=BACKOFF)
     # Without this the HTTP request times out before Telegram ends the long poll.
@@ -54,7 +71,21 @@ async def poll_updates(
             continue
         except TelegramUnauthorizedError:
             raise
-        except (TelegramAPIError, ClientDecodeError) as error:
+        except ClientDecodeError as error:
+            raw_updates = raw_updates_of(error.data)
+            if raw_updates is not None and undecodable is not None:
+                confirmed = await _handle_one_by_one(bot, dispatcher, raw_updates, offset, undecodable)
+                if confirmed != offset:
+                    offset = confirmed
+                    backoff.reset()
+                    continue
+            delay = next(backoff)
+            # Not str(error): it holds the whole answer, people's messages included.
+            detail = f"{error.message}: {type(error.original).__name__}"
+            log.warning("get_updates_failed", error=type(error).__name__, detail=detail, retry_in_s=delay)
+            await asyncio.sleep(delay)
+            continue
+        except TelegramAPIError as error:
             delay = next(backoff)
             event = (
                 "get_updates_conflict" if isinstance(error, TelegramConflictError) else "get_updates_failed"
@@ -67,14 +98,57 @@ async def poll_updates(
             continue
         backoff.reset()
         for update in updates:
-            await _handle(bot, dispatcher, update)
+            await handle_update(bot, dispatcher, update)
             # max(): an update delivered again must not move the offset back.
             offset = update.update_id + 1 if offset is None else max(offset, update.update_id + 1)
 
 
-async def _handle(bot: Bot, dispatcher: Dispatcher, update: Update) -> None:
+async def _handle_one_by_one(
+    bot: Bot,
+    dispatcher: Dispatcher,
+    raw_updates: list[object],
+    offset: int | None,
+    undecodable: UndecodableUpdates,
+) -> int | None:
+    """Handle what decodes, dead-letter what does not, in order; the offset that confirms them."""
+    log.warning(
+        "get_updates_batch_undecodable",
+        updates=len(raw_updates),
+        what_now="decoding the updates one by one; those that cannot be read become dead letters",
+    )
+    for raw in raw_updates:
+        try:
+            update = Update.model_validate(raw, context={"bot": bot})
+        except ValidationError as error:
+            await undecodable.store(raw, error)
+        else:
+            await handle_update(bot, dispatcher, update)
+        update_id = update_id_of(raw)
+        if update_id is not None:
+            offset = update_id + 1 if offset is None else max(offset, update_id + 1)
+    return offset
+
+
+async def handle_update(bot: Bot, dispatcher: Dispatcher, update: Update) -> None:
+    """Feed one update to the handlers (polling and webhook alike); a publish failure raises.
+
+    An update no handler takes (a channel post, a kind not asked for) is logged with why, so
+    every update leaves a trace: an event, or a line saying why there is none.
+    """
     with structlog.contextvars.bound_contextvars(update_id=update.update_id):
-        await dispatcher.feed_update(bot, update)
+        result = await dispatcher.feed_update(bot, update)
+        if result is UNHANDLED:
+            log.info("update_not_handled", update_type=_kind_of(update), why=NOT_HANDLED_WHY)
+
+
+NOT_HANDLED_WHY = "no handler takes this kind of update or chat (only group messages and changes are carried)"
+
+
+def _kind_of(update: Update) -> str:
+    try:
+        return update.event_type
+    except UpdateTypeLookupError:
+        return "unknown"
 
 
 def redact(text: str, token: str) -> str:
