@@ -36,7 +36,7 @@ from bridge_lib.lease import Lease, open_lease_bucket
 from bridge_lib.metrics import track_planfix_budget
 from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
 from bridge_lib.runtime import wait_for_stop_signal
-from bridge_lib.telegram import make_bot
+from bridge_lib.telegram import make_bot, telegram_self_check
 from contracts import subjects
 from contracts.events import BindingEvent, PlanfixCommentChange, TelegramGroupEvent
 from contracts.subjects import (
@@ -130,7 +130,7 @@ async def run(settings: RelaySettings) -> None:
     js = broker.connection.jetstream()
     planfix = await paced_planfix_client(settings, js, startup_timeout_s=settings.nats_startup_timeout_s)
     track_planfix_budget(planfix)
-    if not await planfix_self_check(planfix):
+    if not await planfix_self_check(planfix) or not await telegram_self_check(bot):
         raise SystemExit(2)
     directory = BindingDirectory()
     await directory.start(js)

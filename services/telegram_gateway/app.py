@@ -32,7 +32,7 @@ from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
 from bridge_lib.health import start_health_server
 from bridge_lib.jetstream_ready import JetStreamNotReady
 from bridge_lib.runtime import log_startup_failed, wait_for_stop_signal
-from bridge_lib.telegram import make_bot
+from bridge_lib.telegram import TOKEN_HINT, TOKEN_REFUSED, make_bot
 from services.telegram_gateway.commands import BOT_COMMANDS, BotProfile, build_commands_router
 from services.telegram_gateway.config import TelegramGatewaySettings
 from services.telegram_gateway.group_life import build_group_life_router
@@ -82,10 +82,7 @@ async def run(settings: TelegramGatewaySettings) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await work
     except TelegramUnauthorizedError:
-        log.error(
-            "telegram_token_refused",
-            detail="Telegram answered 401 Unauthorized: TELEGRAM_BOT_TOKEN is wrong or was revoked",
-        )
+        log.error("telegram_token_refused", detail=TOKEN_REFUSED, hint=TOKEN_HINT)
         raise SystemExit(2) from None
     except JetStreamNotReady as error:
         log_startup_failed(error)
