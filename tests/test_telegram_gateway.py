@@ -500,6 +500,24 @@ def test_an_update_aiogram_cannot_decode_becomes_a_dead_letter_and_the_others_ar
     handled_up_to(fake_telegram, streams, unique_chat_id)
     assert "telegram_update_dead_lettered" in gateway.log_text()
     assert "a secret plan" not in gateway.log_text()
+    # An operator sees it in the dead-letter queue; there is nothing to re-publish it to.
+    listing = bridge_cli(gateway, "dlq", "list").stdout
+    [line] = [
+        line for line in listing.splitlines() if f"{TELEGRAM_UPDATES_SOURCE}/{odd['update_id']}" in line
+    ]
+    assert "cannot read" in bridge_cli(gateway, "dlq", "retry", line.split()[0]).stdout
+
+
+def bridge_cli(gateway: ServiceProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge_cli", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, "NATS_URL": gateway.env["NATS_URL"], "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
 
 
 def test_a_caption_is_never_a_command_and_service_messages_are_not_carried(
