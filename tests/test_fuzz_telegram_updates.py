@@ -44,7 +44,11 @@ from tests.support import LoopThread, ServiceProcess, eventually, read_stream_ev
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 # aiogram warns about every update of no kind it knows; generated ones are meant to be like that.
-pytestmark = pytest.mark.filterwarnings("ignore:Detected unknown update type:RuntimeWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Detected unknown update type:RuntimeWarning"),
+    # `make fuzz` runs far more inputs than the suite's per-test limit allows for.
+    pytest.mark.timeout(max(120, EXAMPLES // 20)),
+]
 WEBHOOK_SECRET = "fuzz-telegram-secret_0123456789"
 BOT_USERNAME = "planfix_bridge_bot"
 
@@ -296,9 +300,14 @@ updates = st.builds(
 
 # ---- mutations ---------------------------------------------------------------------------------
 
+
+def json_containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    json_containers,
     max_leaves=8,
 )
 weird_values = st.one_of(
