@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import nats.js.errors
@@ -10,21 +11,36 @@ from nats.js.api import KeyValueConfig, StorageType
 from contracts.subjects import BucketSpec
 
 
-async def ensure_bucket(js: Any, spec: BucketSpec) -> Any:
-    """The bucket (a ``nats.js.kv.KeyValue``), created with the spec's settings if missing."""
+async def ensure_bucket(js: Any, spec: BucketSpec, *, replicas: int = 1) -> Any:
+    """The bucket (a ``nats.js.kv.KeyValue``), created with the spec's settings if missing.
+
+    ``replicas`` as for the streams (``NATS_STREAM_REPLICAS``): a bucket kept on one node of a
+    cluster stops every lease and pace with that node. A bucket made with fewer copies (say,
+    before the cluster grew) is raised to ``replicas``.
+    """
     try:
-        return await js.key_value(spec.name)
+        bucket = await js.key_value(spec.name)
     except nats.js.errors.BucketNotFoundError:
         pass
+    else:
+        await _raise_replicas(js, spec, replicas)
+        return bucket
     config = KeyValueConfig(
         bucket=spec.name,
         description=spec.description,
         history=1,
         ttl=spec.ttl_s or None,
         storage=StorageType.FILE,
+        replicas=replicas,
     )
     try:
         return await js.create_key_value(config)
     except nats.js.errors.BadRequestError:
         # Another replica created it a moment ago.
         return await js.key_value(spec.name)
+
+
+async def _raise_replicas(js: Any, spec: BucketSpec, replicas: int) -> None:
+    info = await js.stream_info(f"KV_{spec.name}")
+    if (info.config.num_replicas or 1) < replicas:
+        await js.update_stream(replace(info.config, num_replicas=replicas))

@@ -16,8 +16,8 @@ import msgspec
 import nats.errors
 import nats.js.errors
 import structlog
-from nats.js.api import KeyValueConfig, StorageType
 
+from bridge_lib.kvstore import ensure_bucket
 from contracts.subjects import LEASES_BUCKET
 
 log = structlog.get_logger("lease")
@@ -32,18 +32,8 @@ class _Holder(msgspec.Struct, frozen=True):
     until: float
 
 
-async def open_lease_bucket(js: Any) -> Any:
-    try:
-        return await js.key_value(LEASES_BUCKET)
-    except nats.js.errors.BucketNotFoundError:
-        return await js.create_key_value(
-            KeyValueConfig(
-                bucket=LEASES_BUCKET,
-                description="Leases of single-active work",
-                history=1,
-                storage=StorageType.FILE,
-            )
-        )
+async def open_lease_bucket(js: Any, *, replicas: int = 1) -> Any:
+    return await ensure_bucket(js, LEASES_BUCKET, replicas=replicas)
 
 
 class Lease:

@@ -28,8 +28,8 @@ from typing import Any, Protocol
 import nats.errors
 import nats.js.errors
 import structlog
-from nats.js.api import KeyValueConfig, StorageType
 
+from bridge_lib.kvstore import ensure_bucket
 from contracts.subjects import PLANFIX_PACING_BUCKET
 
 log = structlog.get_logger("pacing")
@@ -123,22 +123,14 @@ class SharedPacer:
             return 0.0, entry.revision
 
 
-async def open_pacing_bucket(js: Any) -> Any:
-    """The pacing bucket, created on first use (one value per key, memory is not enough:
-    a restarted NATS must not hand out a burst of slots that were already used)."""
-    try:
-        return await js.key_value(PLANFIX_PACING_BUCKET)
-    except nats.js.errors.BucketNotFoundError:
-        return await js.create_key_value(
-            KeyValueConfig(
-                bucket=PLANFIX_PACING_BUCKET,
-                description="Next free Planfix request slot per account",
-                history=1,
-                storage=StorageType.FILE,
-            )
-        )
+async def open_pacing_bucket(js: Any, *, replicas: int = 1) -> Any:
+    """The pacing bucket, created on first use (file storage: a restarted NATS must not hand
+    out a burst of slots that were already used)."""
+    return await ensure_bucket(js, PLANFIX_PACING_BUCKET, replicas=replicas)
 
 
-async def shared_pacer(js: Any, *, base_url: str, rate_per_s: float, burst: int) -> SharedPacer:
-    kv = await open_pacing_bucket(js)
+async def shared_pacer(
+    js: Any, *, base_url: str, rate_per_s: float, burst: int, replicas: int = 1
+) -> SharedPacer:
+    kv = await open_pacing_bucket(js, replicas=replicas)
     return SharedPacer(kv, account_key(base_url), rate_per_s=rate_per_s, burst=burst)

@@ -16,9 +16,10 @@ log = structlog.get_logger("planfix")
 
 
 async def paced_planfix_client(
-    settings: PlanfixSettings, js: Any, *, startup_timeout_s: float = 60.0
+    settings: PlanfixSettings, js: Any, *, replicas: int = 1, startup_timeout_s: float = 60.0
 ) -> PlanfixClient:
-    """A client whose every request takes a turn in the account's budget kept in NATS ``js``.
+    """A client whose every request takes a turn in the account's budget kept in NATS ``js``
+    (in a bucket with ``replicas`` copies, as the streams).
 
     The budget's bucket is opened (created on first start) with the patience of the streams.
     """
@@ -27,6 +28,7 @@ async def paced_planfix_client(
         partial(
             shared_pacer,
             js,
+            replicas=replicas,
             base_url=settings.planfix_base_url,
             rate_per_s=settings.planfix_rate_per_s,
             burst=settings.planfix_burst,

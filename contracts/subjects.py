@@ -46,6 +46,27 @@ Messages, their edits and reactions share the ``telegram.message.`` prefix so th
 (``telegram.message.>``) sees them in the order they happened: an edit never overtakes its
 message.
 
+Order and scale (the choice, and why not N subject partitions):
+
+* Ingesting consumers are durable pull consumers with ``max_ack_pending=1``
+  (``bridge_lib.eventbus.durable_pull``): JetStream hands out the next message only after the
+  previous one is acknowledged, so the stream's order is the handling order even with several
+  replicas on one durable, and after a replica dies mid-message the next delivery is that same
+  message. Their work is cheap and local (a store write, an outbox entry, one paced Planfix fetch).
+* Telegram -> Planfix: one batch consumer held by one relay replica at a time (lease
+  ``relay_inbound``); the calls are bounded by Planfix's limit per *account*, which no number of
+  parallel partitions could raise, and a batch's messages for one task become one comment. When
+  the holder dies with messages in flight the next holder rewinds to the acknowledgement floor.
+* Planfix -> Telegram, where the limits are per *group*: comments go to a per-group outbox; each
+  group is drained in order by the one replica holding its lease (``owner.<chat_id>``), and
+  different groups are drained in parallel by whichever replicas hold them. This is the
+  partitioning the issue asks for at the finest grain (one partition per group): a group held
+  back by its own 429 never blocks another group in the same partition, and replicas take over
+  a dead replica's groups when its lease lapses (``RELAY_GROUP_LEASE_TTL_S``).
+* The routing key stays the last subject token, so a deterministic mapping
+  (``{{partition(N, <position>)}}`` in the stream's subject transform) can still be added should
+  one ingesting consumer ever become the bottleneck; measured cost today: docs/benchmarks.md.
+
 Key-value buckets (JetStream streams named ``KV_<bucket>``):
 
 ==================  ==========================================================================
@@ -468,6 +489,9 @@ ALL_EFFECTS = "effect.>"
 ALL_DEAD_LETTERS = "deadletter.>"
 
 
-# Key-value buckets.
-PLANFIX_PACING_BUCKET = "PLANFIX_PACING"
-LEASES_BUCKET = "LEASES"
+# Key-value buckets (besides TELEGRAM_PACE_BUCKET above).
+# File storage for pacing: a restarted NATS must not hand out a burst of slots already used.
+PLANFIX_PACING_BUCKET = BucketSpec(
+    name="PLANFIX_PACING", description="Next free Planfix request slot per account"
+)
+LEASES_BUCKET = BucketSpec(name="LEASES", description="Leases of single-active work")

@@ -192,6 +192,7 @@ class FakePlanfix:
         self._session: aiohttp.ClientSession | None = None
         self._queue: asyncio.Queue[tuple[str, str, int, int]] | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._webhook_in_flight = False
         self.base_url = ""
         self.webhook_url: str | None = None
         self.fire_webhooks_for_api_comments = True
@@ -655,6 +656,11 @@ class FakePlanfix:
 
     # --- the scenario's HTTP request ----------------------------------------------------------
 
+    def webhooks_waiting(self) -> int:
+        """Scenario requests scheduled but not yet answered (or failed)."""
+        queued = self._queue.qsize() if self._queue is not None else 0
+        return queued + (1 if self._webhook_in_flight else 0)
+
     def _schedule_webhook(self, task_number: int, comment_id: int, event: str = "comment.added") -> None:
         # The URL is read now: a test that resets webhook_url afterwards still gets this send.
         url = self.webhook_url
@@ -672,6 +678,7 @@ class FakePlanfix:
         # One worker: Planfix sends an account's scenario requests strictly one after another.
         while True:
             url, event, task_number, comment_id = await self._queue.get()
+            self._webhook_in_flight = True
             # Planfix pastes the values into the template as text, hence the quoted numbers.
             body = f'{{"event":"{event}","task":"{task_number}","comment":"{comment_id}"}}'
             status, error = 0, None
@@ -689,6 +696,7 @@ class FakePlanfix:
                 self.webhook_deliveries.append(
                     WebhookDelivery(task_number, comment_id, status, body, error, sent_at=sent_at)
                 )
+            self._webhook_in_flight = False
 
 
 # --- request parsing helpers ----------------------------------------------------------------

@@ -76,7 +76,10 @@ async def run(settings: BinderSettings) -> None:
         broker, replicas=settings.nats_stream_replicas, timeout_s=settings.nats_startup_timeout_s
     )
     planfix = await paced_planfix_client(
-        settings, broker.connection.jetstream(), startup_timeout_s=settings.nats_startup_timeout_s
+        settings,
+        broker.connection.jetstream(),
+        replicas=settings.nats_stream_replicas,
+        startup_timeout_s=settings.nats_startup_timeout_s,
     )
     track_planfix_budget(planfix)
     if not await planfix_self_check(planfix):

@@ -88,7 +88,10 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
         broker, replicas=settings.nats_stream_replicas, timeout_s=settings.nats_startup_timeout_s
     )
     planfix = await paced_planfix_client(
-        settings, broker.connection.jetstream(), startup_timeout_s=settings.nats_startup_timeout_s
+        settings,
+        broker.connection.jetstream(),
+        replicas=settings.nats_stream_replicas,
+        startup_timeout_s=settings.nats_startup_timeout_s,
     )
     stack.push_async_callback(planfix.aclose)
     track_planfix_budget(planfix)

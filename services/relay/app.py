@@ -128,7 +128,12 @@ async def run(settings: RelaySettings) -> None:
         broker, replicas=settings.nats_stream_replicas, timeout_s=settings.nats_startup_timeout_s
     )
     js = broker.connection.jetstream()
-    planfix = await paced_planfix_client(settings, js, startup_timeout_s=settings.nats_startup_timeout_s)
+    planfix = await paced_planfix_client(
+        settings,
+        js,
+        replicas=settings.nats_stream_replicas,
+        startup_timeout_s=settings.nats_startup_timeout_s,
+    )
     track_planfix_budget(planfix)
     if not await planfix_self_check(planfix) or not await telegram_self_check(bot):
         raise SystemExit(2)
@@ -150,7 +155,9 @@ async def run(settings: RelaySettings) -> None:
         limits=CombineLimits(max_messages=settings.relay_combine_max_messages),
     )
     lease_bucket = await when_jetstream_ready(
-        "the LEASES bucket", partial(open_lease_bucket, js), timeout_s=settings.nats_startup_timeout_s
+        "the LEASES bucket",
+        partial(open_lease_bucket, js, replicas=settings.nats_stream_replicas),
+        timeout_s=settings.nats_startup_timeout_s,
     )
     lease = Lease(lease_bucket, "relay_inbound", owner=owner)
     inbound = InboundConsumer(js, to_planfix, lease, album_window_s=settings.relay_album_window_s)
@@ -158,7 +165,7 @@ async def run(settings: RelaySettings) -> None:
     # Planfix -> Telegram: an outbox drained per group at Telegram's pace.
     pace_bucket = await when_jetstream_ready(
         f"the {TELEGRAM_PACE_BUCKET.name} bucket",
-        partial(ensure_bucket, js, TELEGRAM_PACE_BUCKET),
+        partial(ensure_bucket, js, TELEGRAM_PACE_BUCKET, replicas=settings.nats_stream_replicas),
         timeout_s=settings.nats_startup_timeout_s,
     )
     pace = TelegramPace(

@@ -5,9 +5,13 @@ comment needs to *see* the backlog. Each fetch takes whatever waits in the strea
 ``batch``); a batch whose newest message is an album part younger than ``album_window_s`` waits
 that long for the album's other parts. ``ToPlanfix`` splits the batch into units that succeed or
 fail as a whole, and each unit's messages are settled like ``eventbus.consume`` settles one:
-ack on success, ``nak`` with the same growing delay on a ``TransientFailure``, ``term`` on a
-``PermanentFailure`` or an undecodable message. Messages of a batch are kept alive with
-``in_progress`` while they wait for Planfix's pace.
+ack on success; on a ``TransientFailure``... no: a unit that fails
+is retried *here*, with the same growing delay, before anything after it is carried, because a
+``nak`` would let JetStream hand out newer messages of the group first (an outage would come out
+reordered). ``term`` (after a dead letter) on a ``PermanentFailure``, an undecodable message, or
+a handler that keeps crashing. Messages of a batch are kept alive with ``in_progress`` while
+they wait for Planfix's pace or a retry; if this replica dies meanwhile, the next holder starts
+again from the acknowledgement floor (``_restart_point``).
 
 Why one active replica (a lease in NATS KV): Planfix allows about one request per second for the
 whole account, so parallel replicas would add no throughput here, but they would post a group's
@@ -55,6 +59,9 @@ log = structlog.get_logger("relay.inbound")
 DURABLE = "relay-telegram-inbound"
 LEGACY_DURABLE = "relay-telegram-messages"
 ACK_WAIT_S = 60.0
+# A unit whose handler raises something other than a TransientFailure this many times in a row
+# is a bug, not an outage: it is dead-lettered so the messages after it can go.
+CRASH_ATTEMPTS = 10
 _HEARTBEAT_S = ACK_WAIT_S / 3
 
 
@@ -143,11 +150,7 @@ class InboundConsumer:
                     # A pull can end empty (a stream leader moving in a cluster): nothing to do.
                     continue
                 messages += await self._rest_of_album(subscription, messages)
-                retry_in = await self._handle(messages)
-                if retry_in is not None:
-                    # Fetch nothing new until the held-back messages are due again: they are
-                    # redelivered ahead of newer ones, so a group's order survives the failure.
-                    await asyncio.sleep(retry_in)
+                await self._handle(messages)
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
@@ -186,24 +189,21 @@ class InboundConsumer:
             except nats.errors.TimeoutError:
                 return more
 
-    async def _handle(self, messages: list[Any]) -> float | None:
-        """Carry a batch; the retry delay when part of it was held back for later.
+    async def _handle(self, messages: list[Any]) -> None:
+        """Carry a batch, every unit settled before the next one starts.
 
         A replay an operator sent with ``--force-effects`` is carried on its own, marked as the
         current delivery, so the effects it asks for are made again (see ``forcing_effects``).
         """
         forced = [message for message in messages if delivery_of(message, DURABLE).force_effects]
-        if not forced:
-            return await self._handle_batch(messages)
-        retry_in = await self._handle_batch([m for m in messages if m not in forced])
+        await self._handle_batch([m for m in messages if m not in forced])
         for message in forced:
             with handling(delivery_of(message, DURABLE)):
-                retry_in = await self._handle_batch([message]) or retry_in
-        return retry_in
+                await self._handle_batch([message])
 
-    async def _handle_batch(self, messages: list[Any]) -> float | None:
+    async def _handle_batch(self, messages: list[Any]) -> None:
         if not messages:
-            return None
+            return
         events: list[InboundEvent] = []
         raw_of: dict[str, Any] = {}
         for message in messages:
@@ -223,63 +223,69 @@ class InboundConsumer:
             events.append(event)
             raw_of[event.event_id] = message
         if not events:
-            return None
+            return
         heartbeat = asyncio.create_task(self._heartbeat(list(raw_of.values())))
         try:
-            retry_in: float | None = None
-            try:
-                units = await self._to_planfix.units(events)
-            except Exception:  # the store or the binding directory is unreachable
-                retry_in = retry_delay_s(max(raw.metadata.num_delivered for raw in raw_of.values()))
-                log.exception("batch_not_planned", retry_in_s=retry_in)
-                for raw in raw_of.values():
-                    await raw.nak(delay=retry_in)
-                return retry_in
+            units = await self._plan(events, raw_of)
             for unit in units:
                 raws = [raw_of[event.event_id] for event in unit.events]
                 attempts = max(raw.metadata.num_delivered for raw in raws)
-                if retry_in is not None:
-                    # An earlier unit will come again: so does everything after it (an edit
-                    # must not overtake the message it edits).
-                    for raw in raws:
-                        await raw.nak(delay=retry_in)
-                    continue
                 with structlog.contextvars.bound_contextvars(
                     consumer=DURABLE,
                     correlation_id=unit.events[0].correlation_id,
                     event_type=unit.events[0].tag,
                     batch_events=len(unit.events),
                 ):
-                    retry_in = await self._settle(unit, raws, attempts)
-            return retry_in
+                    await self._settle(unit, raws, attempts)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
 
-    async def _settle(self, unit: Any, raws: list[Any], attempts: int) -> float | None:
-        """Carry one unit and settle its messages; the retry delay when they will come again."""
-        started = time.perf_counter()
-        try:
-            await self._to_planfix.carry(unit, redelivered=attempts > 1, attempts=attempts)
-        except PermanentFailure as error:
-            log.error("event_failed_permanently", error=str(error))
-            for event, raw in zip(unit.events, raws, strict=True):
-                metrics.EVENTS_IN.labels(DURABLE, event.tag, "dead_lettered").inc()
-                await _give_up(raw, event, DeadLetterReason.PERMANENT_FAILURE, str(error))
-        except Exception as error:
-            transient = isinstance(error, TransientFailure)
-            delay = retry_delay_s(attempts)
-            if transient:
-                log.warning("event_retry_later", error=str(error), retry_in_s=delay)
-            else:
-                log.exception("event_handler_crashed", retry_in_s=delay)
-            metrics.RETRIES.labels(DURABLE, "transient" if transient else "crash").inc()
-            for event, raw in zip(unit.events, raws, strict=True):
-                metrics.EVENTS_IN.labels(DURABLE, event.tag, "retry").inc()
-                await raw.nak(delay=delay)
-            return delay
-        else:
+    async def _plan(self, events: list[InboundEvent], raw_of: dict[str, Any]) -> list[Any]:
+        """The batch split into units; while the store or the directory is away, wait for it."""
+        attempts = max(raw.metadata.num_delivered for raw in raw_of.values())
+        while True:
+            try:
+                return list(await self._to_planfix.units(events))
+            except Exception:
+                retry_in = retry_delay_s(attempts)
+                log.exception("batch_not_planned", retry_in_s=retry_in)
+                await asyncio.sleep(retry_in)
+                attempts += 1
+
+    async def _settle(self, unit: Any, raws: list[Any], attempts: int) -> None:
+        """Carry one unit, retrying it until it is done, then settle its messages."""
+        crashes = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                await self._to_planfix.carry(unit, redelivered=attempts > 1, attempts=attempts)
+            except PermanentFailure as error:
+                log.error("event_failed_permanently", error=str(error))
+                await self._give_up_unit(unit, raws, DeadLetterReason.PERMANENT_FAILURE, str(error))
+                return
+            except Exception as error:
+                transient = isinstance(error, TransientFailure)
+                crashes = 0 if transient else crashes + 1
+                if crashes >= CRASH_ATTEMPTS:
+                    log.exception("event_handler_kept_crashing", attempts=attempts)
+                    detail = f"handler failed {crashes} times: {type(error).__name__}: {error}"
+                    await self._give_up_unit(unit, raws, DeadLetterReason.RETRIES_EXHAUSTED, detail)
+                    return
+                delay = retry_delay_s(attempts)
+                if transient:
+                    log.warning("event_retry_later", error=str(error), retry_in_s=delay)
+                else:
+                    log.exception("event_handler_crashed", retry_in_s=delay)
+                metrics.RETRIES.labels(DURABLE, "transient" if transient else "crash").inc()
+                for event in unit.events:
+                    metrics.EVENTS_IN.labels(DURABLE, event.tag, "retry").inc()
+                await asyncio.sleep(delay)
+                # The next try looks up what the failed one may have done (a comment Planfix
+                # created before the answer was lost) before doing it again.
+                attempts += 1
+                continue
             for raw in raws:
                 await raw.ack_sync()
             elapsed = time.perf_counter() - started
@@ -292,7 +298,13 @@ class InboundConsumer:
                 # A combined comment's time is shared by the messages it carried.
                 metrics.HANDLING_SECONDS.labels(DURABLE, event.tag).observe(elapsed / len(unit.events))
             log.info("event_handled", ms=round(elapsed * 1000, 1))
-        return None
+            return
+
+    @staticmethod
+    async def _give_up_unit(unit: Any, raws: list[Any], reason: DeadLetterReason, detail: str) -> None:
+        for event, raw in zip(unit.events, raws, strict=True):
+            metrics.EVENTS_IN.labels(DURABLE, event.tag, "dead_lettered").inc()
+            await _give_up(raw, event, reason, detail)
 
     async def _heartbeat(self, raws: list[Any]) -> None:
         """Tell NATS the batch is still being worked on, so a slow pace is not a redelivery."""

@@ -9,6 +9,7 @@ quick with the same faults on fewer messages.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
@@ -144,12 +145,27 @@ class FaultBridge:
             written[chat_id] = seq + 1
         return written
 
-    def redeliver_failed_webhooks(self, since: int) -> int:
-        """Planfix retries a scenario request that got no 200 (after 15 min for real; here now)."""
-        failed = [d for d in self.fake_planfix.webhook_deliveries[since:] if d.status != 200]
-        for delivery in failed:
-            self.fake_planfix.post_webhook(delivery.task_number, delivery.comment_id)
-        return len(failed)
+    def redeliver_failed_webhooks(self, since: int, *, timeout_s: float = 120) -> int:
+        """Planfix retries a scenario request that got no 200 (after 15 min for real; here now),
+        again and again until every one since ``since`` was answered 200. Returns the retries."""
+        retried = 0
+
+        def all_answered() -> bool:
+            nonlocal retried
+            # Only once the scenario's queue is empty: a request still waiting may yet succeed.
+            assert self.fake_planfix.webhooks_waiting() == 0, "scenario requests still waiting"
+            deliveries = self.fake_planfix.webhook_deliveries[since:]
+            answered = {d.body for d in deliveries if d.status == 200}
+            failed = {d.body: d for d in deliveries if d.status != 200 and d.body not in answered}
+            for delivery in failed.values():
+                event = json.loads(delivery.body)["event"]
+                self.fake_planfix.post_webhook(delivery.task_number, delivery.comment_id, event)
+            retried += len(failed)
+            assert not failed, f"{len(failed)} scenario requests re-sent"
+            return True
+
+        eventually(all_answered, timeout_s=timeout_s, interval_s=1.0, what="every webhook answered 200")
+        return retried
 
     # --- counting ---------------------------------------------------------------------------
 

@@ -25,9 +25,13 @@ from tests.support import LoopThread
 
 SIZES = sizes()
 # Opt-in until the whole suite is green: `make faults` (FAULTS_SCALE=default) or `make faults-full`.
-pytestmark = pytest.mark.skipif(
-    "FAULTS_SCALE" not in os.environ, reason="fault injection runs with `make faults` (FAULTS_SCALE set)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        "FAULTS_SCALE" not in os.environ, reason="fault injection runs with `make faults` (FAULTS_SCALE set)"
+    ),
+    # A fault, its burst and the wait for everything to arrive take minutes at the full sizes.
+    pytest.mark.timeout(900),
+]
 FIRST_CHAT_ID = -1009700000000
 
 
