@@ -251,6 +251,9 @@ class EventPublisher:
                 nats.errors.ConnectionClosedError,
                 nats.errors.OutboundBufferLimitError,
                 nats.js.errors.ServiceUnavailableError,
+                # No stream answered (nats-py turns a 503 "no responders" into this): while a
+                # cluster node is lost, the stream's new leader takes a moment to answer.
+                nats.js.errors.NoStreamResponseError,
             ) as error:
                 if time.monotonic() > deadline:
                     raise

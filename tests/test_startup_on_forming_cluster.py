@@ -8,7 +8,9 @@ after ``NATS_STARTUP_TIMEOUT_S`` with one plain line saying why.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -18,11 +20,14 @@ import nats.js.errors
 import pytest
 
 from bridge_lib import devstack
+from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
 from bridge_lib.jetstream_ready import is_transient
+from contracts import subjects
+from contracts.events import TelegramMessageEdited, TelegramUser, root_envelope
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET
-from tests.support import LoopThread, ServiceProcess, eventually
+from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events
 
 SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
 
@@ -127,3 +132,41 @@ def test_a_cluster_without_quorum_makes_a_service_give_up_plainly_after_the_star
 )
 def test_which_jetstream_answers_are_waited_out(error: Exception, transient: bool) -> None:
     assert is_transient(error) is transient
+
+
+def test_an_event_published_while_no_stream_answers_is_stored_once_one_does(
+    loop: LoopThread, tmp_path: Path
+) -> None:
+    # What a publisher sees while the node that led the stream is lost: nobody answers for it.
+    server = devstack.start_nats(tmp_path / "nats")
+    broker = make_broker(server.extra["url"], name="publish-before-stream")
+
+    async def publish_then_create_the_streams() -> bool:
+        await broker.connect()
+        event = TelegramMessageEdited(
+            **root_envelope("tg:edit:-5:1", caused_by="tg:update:1"),
+            chat_id=-5,
+            message_id=1,
+            sender=TelegramUser(id=1, full_name="A"),
+            text="waits for its stream",
+            edited_at=datetime.now(UTC),
+        )
+        publishing = asyncio.create_task(
+            EventPublisher(broker, give_up_after_s=30).publish(
+                event, subject=subjects.telegram_message_edited(-5), msg_id="tg:edit:-5:1"
+            )
+        )
+        await asyncio.sleep(1.0)  # several attempts find no stream
+        assert not publishing.done()
+        await ensure_streams(broker)
+        return await publishing
+
+    try:
+        assert loop.run(publish_then_create_the_streams(), timeout_s=60) is True
+        stored = loop.run(read_stream_events(server.extra["url"], "telegram.message.edited.>"))
+        assert [event.text for _, event in stored if isinstance(event, TelegramMessageEdited)] == [
+            "waits for its stream"
+        ]
+    finally:
+        loop.run(broker.stop())
+        server.stop()
