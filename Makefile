@@ -3,8 +3,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The browser tests (tests/test_sandbox_browser.py) drive Debian's Chromium through Playwright.
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint typecheck pytest install lock clean audit fuzz asyncapi bench soak bench-pacing faults faults-full
+.PHONY: run test lint typecheck pytest install lock clean audit fuzz asyncapi bench soak bench-pacing faults faults-full chromium
 
 install: $(STAMP)
 
@@ -14,6 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,embedded]'
 	@touch $(STAMP)
 
+# Without credentials: sandbox mode (fake Telegram and Planfix, page at http://127.0.0.1:8080).
 run: install
 	$(BIN)/python -m bridge_lib.launcher
 
@@ -24,8 +27,21 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
-	$(BIN)/pytest
+# Two workers, whole files each: the fault-injection file (minutes of mostly waiting) runs beside
+# the rest of the suite.
+pytest: install chromium
+	$(BIN)/pytest -n 2 --dist loadfile
+
+# Debian's chromium for the browser tests, installed when missing and we may (root, as in CI);
+# otherwise those tests are skipped with a note saying how to get it.
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium for the browser tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-color-emoji >/dev/null || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-color-emoji >/dev/null; }; \
+	  else \
+	    echo "no $(CHROMIUM): browser tests will be skipped (sudo apt-get install chromium)"; \
+	  fi; }
 
 test: lint typecheck pytest
 
@@ -36,7 +52,8 @@ fuzz: install
 		tests/test_fuzz_planfix_webhook.py tests/test_fuzz_telegram_updates.py
 
 # Fault injection (tests/faults): kill -9 of each service, a NATS node, outages, three relays;
-# prints sent/delivered/lost/duplicated/reordered per fault. faults-full uses the issue's sizes.
+# prints sent/delivered/lost/duplicated/reordered per fault. `make test` runs them on 100 messages
+# each way; `faults` on 200, `faults-full` on the issue's sizes (1,000 each way, 2,000 over 50 groups).
 faults: install
 	FAULTS_SCALE=default $(BIN)/pytest -q -s tests/faults
 

@@ -203,9 +203,13 @@ def durable_pull(durable: str, *, ack_wait_s: float = 60.0, max_deliver: int = 2
 
 
 class EventPublisher:
-    def __init__(self, broker: NatsBroker, *, give_up_after_s: float = 300.0) -> None:
+    def __init__(
+        self, broker: NatsBroker, *, give_up_after_s: float = 300.0, attempt_timeout_s: float = 5.0
+    ) -> None:
         self._broker = broker
         self._give_up_after_s = give_up_after_s
+        # How long one publish waits for JetStream's ack before it is tried again (same msg id).
+        self._attempt_timeout_s = attempt_timeout_s
 
     def _jetstream(self) -> Any:
         return self._broker.connection.jetstream()
@@ -244,15 +248,14 @@ class EventPublisher:
         while True:
             try:
                 js = self._jetstream()
-                ack = await js.publish(subject, payload, headers=headers, timeout=5.0)
+                ack = await js.publish(subject, payload, headers=headers, timeout=self._attempt_timeout_s)
             except (
                 nats.errors.TimeoutError,
                 nats.errors.NoRespondersError,
                 nats.errors.ConnectionClosedError,
                 nats.errors.OutboundBufferLimitError,
                 nats.js.errors.ServiceUnavailableError,
-                # No stream answered (nats-py turns a 503 "no responders" into this): while a
-                # cluster node is lost, the stream's new leader takes a moment to answer.
+                # The stream has no leader for a moment (a node of the cluster died).
                 nats.js.errors.NoStreamResponseError,
             ) as error:
                 if time.monotonic() > deadline:

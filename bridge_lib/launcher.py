@@ -1,14 +1,22 @@
 """``make run``: the whole bridge on one machine, with embedded NATS and store.
 
-1. Reads ``.env`` (the environment wins), then checks the settings of all four services at
-   once and names every missing variable with how to get it (exit 2, no traceback).
-2. Starts ``nats-server`` with JetStream (data in ``var/nats``) unless ``NATS_URL`` is set, and
-   ``nx-27017`` (data in ``var/mongo``) unless ``MONGODB_URL`` is set.
-3. Runs the four services, each line of their output prefixed with the service's name; a
+1. Reads ``.env`` (the environment wins) and picks the mode: **sandbox** when neither
+   ``TELEGRAM_BOT_TOKEN`` nor ``PLANFIX_API_TOKEN`` is given (or ``BRIDGE_MODE=sandbox``),
+   **live** otherwise (or ``BRIDGE_MODE=live``).
+2. Live: checks the settings of all four services at once and names every missing variable
+   with how to get it (exit 2, no traceback). Sandbox: points the services at the fake
+   Telegram Bot API and fake Planfix of ``python -m sandbox`` (started first, with its page),
+   with placeholder tokens and a webhook secret kept in ``var/sandbox``.
+3. Starts ``nats-server`` with JetStream (data in ``var/nats``) unless ``NATS_URL`` is set, and
+   ``nx-27017`` (data in ``var/mongo``) unless ``MONGODB_URL`` is set; the sandbox always starts
+   its own, with data in ``var/sandbox``, so live and sandbox data never mix.
+4. Runs the four services, each line of their output prefixed with the service's name; a
    service that crashes is restarted with a growing delay; one that exits with a settings
    error (code 2) stops everything.
-4. Ctrl-C or SIGTERM stops the services (SIGTERM, then SIGKILL after 10 s), then NATS and
+5. Ctrl-C or SIGTERM stops the services (SIGTERM, then SIGKILL after 10 s), then NATS and
    the store.
+
+Live mode never starts a fake: only sandbox mode runs ``python -m sandbox``.
 """
 
 from __future__ import annotations
@@ -16,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TextIO
 
@@ -29,9 +39,25 @@ from bridge_lib import devstack
 from bridge_lib.settings import describe_settings_error
 
 SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
-COLOURS = {"binder": 36, "relay": 35, "planfix_gateway": 33, "telegram_gateway": 34}
+COLOURS = {"binder": 36, "relay": 35, "planfix_gateway": 33, "telegram_gateway": 34, "sandbox": 32}
 SETTINGS_ERROR_EXIT = 2
 STOP_TIMEOUT_S = 10.0
+# Either one of these given means real accounts are meant: live mode.
+CREDENTIALS = ("TELEGRAM_BOT_TOKEN", "PLANFIX_API_TOKEN")
+MODES = ("live", "sandbox")
+# Variables that switch the bridge to real accounts (named in the sandbox banner).
+LIVE_VARIABLES = ("TELEGRAM_BOT_TOKEN", "PLANFIX_BASE_URL", "PLANFIX_API_TOKEN", "PLANFIX_WEBHOOK_SECRET")
+
+
+def chosen_mode(environ: Mapping[str, str]) -> str:
+    """``sandbox`` when no credentials are given (or BRIDGE_MODE says so), else ``live``."""
+    wanted = environ.get("BRIDGE_MODE", "").strip().lower()
+    if wanted:
+        if wanted not in MODES:
+            raise ValueError(f"BRIDGE_MODE must be live or sandbox, not {wanted!r}")
+        return wanted
+    given = any(environ.get(name, "").strip() for name in CREDENTIALS)
+    return "live" if given else "sandbox"
 
 
 def load_dotenv_into_environ(path: Path) -> None:
@@ -66,17 +92,21 @@ def paint(text: str, colour: int, stream: TextIO) -> str:
 
 
 class Supervisor:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], on_all_started: Callable[[], None] | None = None) -> None:
         self.env = env
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self.stopping = asyncio.Event()
         self.fatal: str | None = None
+        # Called once, when every service has logged "<name>_started".
+        self.on_all_started = on_all_started
+        self.started: set[str] = set()
 
     async def run_service(self, name: str) -> None:
+        module = "sandbox" if name == "sandbox" else f"services.{name}"
         delay = 1.0
         while not self.stopping.is_set():
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", f"services.{name}", env=self.env,
+                sys.executable, "-m", module, env=self.env,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
                 # Own session: Ctrl-C reaches only the launcher, which stops the services in order.
                 start_new_session=True,
@@ -98,7 +128,12 @@ class Supervisor:
     async def _pump(self, name: str, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
         async for line in process.stdout:
-            self._say(name, line.decode(errors="replace").rstrip())
+            text = line.decode(errors="replace").rstrip()
+            self._say(name, text)
+            if name not in self.started and f"{name}_started" in text:
+                self.started.add(name)
+                if self.on_all_started is not None and self.started.issuperset(SERVICES):
+                    self.on_all_started()
 
     def _say(self, name: str, text: str) -> None:
         prefix = paint(f"{name:<17}|", COLOURS.get(name, 37), sys.stdout)
@@ -117,22 +152,54 @@ class Supervisor:
                 process.kill()
 
 
-async def supervise(env: dict[str, str]) -> str | None:
-    supervisor = Supervisor(env)
+async def supervise(
+    env: dict[str, str], *, sandbox_port: int | None = None, on_all_started: Callable[[], None] | None = None
+) -> str | None:
+    """Run the services until Ctrl-C; with ``sandbox_port``, the sandbox first (until it listens)."""
+    supervisor = Supervisor(env, on_all_started)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, supervisor.stopping.set)
-    tasks = [asyncio.create_task(supervisor.run_service(name)) for name in SERVICES]
+    tasks = []
+    if sandbox_port is not None:
+        tasks.append(asyncio.create_task(supervisor.run_service("sandbox")))
+        # The gateway's first getUpdates should find the fake Bot API there.
+        await _wait_for_port_async(sandbox_port, supervisor.stopping)
+    tasks += [asyncio.create_task(supervisor.run_service(name)) for name in SERVICES]
     await supervisor.stopping.wait()
     await supervisor.stop_all()
     await asyncio.gather(*tasks, return_exceptions=True)
     return supervisor.fatal
 
 
+async def _wait_for_port_async(port: int, stopping: asyncio.Event, timeout_s: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline and not stopping.is_set():
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        return
+
+
 def main() -> None:
     root = Path.cwd()
     load_dotenv_into_environ(root / ".env")
-    var = root / "var"
+    try:
+        mode = chosen_mode(os.environ)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(SETTINGS_ERROR_EXIT) from None
+    if mode == "sandbox":
+        run_sandbox(root / "var" / "sandbox")
+    else:
+        run_live(root / "var")
+
+
+def run_live(var: Path) -> None:
     problems = settings_problems()
     if problems:
         print("The bridge cannot start: these settings are missing or wrong:", file=sys.stderr)
@@ -166,6 +233,103 @@ def main() -> None:
     finally:
         for process in reversed(infra):
             process.stop()
+
+
+def run_sandbox(var: Path) -> None:
+    """The bridge against the fakes of ``python -m sandbox``, with the page to play both sides."""
+    var.mkdir(parents=True, exist_ok=True)
+    page_port = _port("SANDBOX_PORT", 8080)
+    page_host = os.environ.get("SANDBOX_HOST", "127.0.0.1")
+    webhook_port = _port("PLANFIX_WEBHOOK_PORT", 8081)
+    telegram_port, planfix_port = devstack.free_port(), devstack.free_port()
+    secret = _sandbox_webhook_secret(var / "planfix-webhook-secret")
+    from sandbox.config import SANDBOX_BOT_TOKEN, SANDBOX_GROUP_PACE, SANDBOX_PLANFIX_TOKEN
+
+    # Always its own NATS and store: sandbox events never land in a live stream.
+    for name in ("NATS_URL", "MONGODB_URL", "TELEGRAM_WEBHOOK_URL"):
+        os.environ.pop(name, None)
+    os.environ.update(
+        TELEGRAM_BOT_TOKEN=SANDBOX_BOT_TOKEN,
+        TELEGRAM_API_BASE_URL=f"http://127.0.0.1:{telegram_port}",
+        PLANFIX_BASE_URL=f"http://127.0.0.1:{planfix_port}/rest/",
+        PLANFIX_API_TOKEN=SANDBOX_PLANFIX_TOKEN,
+        PLANFIX_WEBHOOK_SECRET=secret,
+        PLANFIX_WEBHOOK_HOST="127.0.0.1",
+        PLANFIX_WEBHOOK_PORT=str(webhook_port),
+        # The fake Bot API enforces this pace; the relay must keep the same one.
+        RELAY_GROUP_PACE_MESSAGES=str(SANDBOX_GROUP_PACE[0]),
+        RELAY_GROUP_PACE_WINDOW_S=str(SANDBOX_GROUP_PACE[1]),
+        SANDBOX_STATE_DIR=str(var / "state"),
+        SANDBOX_HOST=page_host,
+        SANDBOX_PORT=str(page_port),
+        SANDBOX_TELEGRAM_PORT=str(telegram_port),
+        SANDBOX_PLANFIX_PORT=str(planfix_port),
+        SANDBOX_PLANFIX_WEBHOOK_URL=f"http://127.0.0.1:{webhook_port}/planfix/webhook/{secret}",
+    )
+    # The fake Planfix has no rate limit; a quicker budget makes the demo feel immediate while
+    # every call still takes its turn through the shared pacing code.
+    os.environ.setdefault("PLANFIX_RATE_PER_S", "10")
+    os.environ.setdefault("PLANFIX_BURST", "5")
+    problems = settings_problems()
+    if problems:  # a bad optional setting in .env, e.g. LOG_LEVEL
+        print("The sandbox cannot start: these settings are wrong:", file=sys.stderr)
+        print("\n".join(problems), file=sys.stderr)
+        raise SystemExit(SETTINGS_ERROR_EXIT)
+    banner = sandbox_banner(f"http://{page_host}:{page_port}", var)
+    print(banner, flush=True)
+    infra: list[devstack.ManagedProcess] = []
+    try:
+        nats = devstack.start_nats(
+            var / "nats", port=_port("NATS_PORT", 4222), log_file=var / "nats-server.log"
+        )
+        infra.append(nats)
+        os.environ["NATS_URL"] = nats.extra["url"]
+        mongo = devstack.start_nx27017(
+            var / "mongo", port=_port("MONGODB_PORT", 27017), log_file=var / "nx-27017.out"
+        )
+        infra.append(mongo)
+        os.environ["MONGODB_URL"] = mongo.extra["url"]
+        print(
+            f"NATS: {os.environ['NATS_URL']}   store: {os.environ['MONGODB_URL']}   data: {var}", flush=True
+        )
+
+        def ready() -> None:
+            print(banner.replace("SANDBOX MODE", "SANDBOX MODE: ready", 1), flush=True)
+
+        fatal = asyncio.run(supervise(dict(os.environ), sandbox_port=page_port, on_all_started=ready))
+        if fatal:
+            print(fatal, file=sys.stderr)
+            raise SystemExit(SETTINGS_ERROR_EXIT)
+    finally:
+        for process in reversed(infra):
+            process.stop()
+
+
+def sandbox_banner(url: str, var: Path) -> str:
+    rule = "=" * 78
+    return "\n".join(
+        [
+            rule,
+            "  SANDBOX MODE (no TELEGRAM_BOT_TOKEN and no PLANFIX_API_TOKEN given)",
+            "  Telegram and Planfix are simulated on this machine; nothing goes to the real ones.",
+            f"  Open {url} : write in a group on the left, in the task on the right,",
+            "  and watch the events on NATS below.",
+            f"  State: {var} (kept across restarts; delete the folder to start afresh).",
+            f"  Real accounts: set {', '.join(LIVE_VARIABLES)}",
+            "  in .env (see .env.example); BRIDGE_MODE=live never starts the sandbox.",
+            rule,
+        ]
+    )
+
+
+def _sandbox_webhook_secret(path: Path) -> str:
+    """The sandbox's webhook secret: made once, kept in a file only its owner reads."""
+    if path.exists():
+        return path.read_text().strip()
+    secret = secrets.token_urlsafe(32)
+    path.touch(mode=0o600)
+    path.write_text(secret)
+    return secret
 
 
 def _port(variable: str, default: int) -> int:

@@ -47,7 +47,7 @@ import json
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -351,6 +351,70 @@ class FakePlanfix:
     def set_hidden(self, comment_id: int, hidden: bool = True) -> None:
         with self._lock:
             self._replace_comment_locked(replace(self._comments[comment_id], is_hidden=hidden))
+
+    def tasks(self) -> list[FakeTask]:
+        """Every task, by number (copies)."""
+        with self._lock:
+            return [replace(t, comments=list(t.comments)) for _, t in sorted(self._tasks.items())]
+
+    # --- saving and loading (the sandbox keeps its state across restarts) ---------------------
+
+    def snapshot(self) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """Tasks, comments, people and files as JSON-ready data, and the files' bytes by name.
+
+        Task, comment and file numbers go on from where they were after a restore, so a comment
+        id the bridge already saw is never given to another comment."""
+        with self._lock:
+            data: dict[str, Any] = {
+                "next_task": self._next_task,
+                "next_comment": self._next_comment,
+                "next_file": self._next_file,
+                "people": dict(self._people),
+                "tasks": [
+                    {
+                        "number": task.number,
+                        "name": task.name,
+                        "description": task.description,
+                        "extra": task.extra,
+                        "comments": [_comment_data(comment) for comment in task.comments],
+                    }
+                    for task in self._tasks.values()
+                ],
+                "files": [
+                    {"id": f.id, "name": f.name, "size": f.size, "content_type": f.content_type}
+                    for f in self._files.values()
+                ],
+            }
+            files = {str(f.id): f.data for f in self._files.values()}
+        return data, files
+
+    def restore(self, data: dict[str, Any], files: dict[str, bytes]) -> None:
+        """Load what ``snapshot`` returned (before or after ``start``)."""
+        with self._lock:
+            self._next_task = max(self._next_task, int(data.get("next_task", FIRST_TASK_NUMBER)))
+            self._next_comment = max(self._next_comment, int(data.get("next_comment", FIRST_COMMENT_ID)))
+            self._next_file = max(self._next_file, int(data.get("next_file", FIRST_FILE_ID)))
+            self._people.update(data.get("people", {}))
+            for saved in data.get("files", []):
+                file = FakeFile(
+                    id=int(saved["id"]),
+                    name=str(saved["name"]),
+                    data=files.get(str(saved["id"]), b""),
+                    size=int(saved["size"]),
+                    content_type=str(saved.get("content_type", "application/octet-stream")),
+                )
+                self._files[file.id] = file
+            for saved in data.get("tasks", []):
+                comments = [_comment_from_data(item) for item in saved.get("comments", [])]
+                task = FakeTask(
+                    number=int(saved["number"]),
+                    name=str(saved["name"]),
+                    description=str(saved.get("description", "")),
+                    comments=comments,
+                    extra=dict(saved.get("extra", {})),
+                )
+                self._tasks[task.number] = task
+                self._comments.update((comment.id, comment) for comment in comments)
 
     # --- HTTP plumbing ----------------------------------------------------------------------
 
@@ -697,6 +761,23 @@ class FakePlanfix:
                     WebhookDelivery(task_number, comment_id, status, body, error, sent_at=sent_at)
                 )
             self._webhook_in_flight = False
+
+
+def _comment_data(comment: FakeComment) -> dict[str, Any]:
+    data = asdict(comment)
+    data["created_at"] = comment.created_at.isoformat()
+    data["files"] = list(comment.files)
+    return data
+
+
+def _comment_from_data(data: dict[str, Any]) -> FakeComment:
+    return FakeComment(
+        **{
+            **data,
+            "created_at": datetime.fromisoformat(data["created_at"]),
+            "files": tuple(int(file_id) for file_id in data.get("files", [])),
+        }
+    )
 
 
 # --- request parsing helpers ----------------------------------------------------------------

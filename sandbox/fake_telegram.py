@@ -173,8 +173,11 @@ class FakeTelegram:
         bot_username: str = "planfix_bridge_bot",
         can_read_all_group_messages: bool = True,
         group_pace: tuple[int, float] | None = (20, 60.0),
+        keep_sent_files: bool = False,
     ) -> None:
         self.token = token
+        # Keep the bytes of files the bot sends (the sandbox shows them; tests need not hold them).
+        self.keep_sent_files = keep_sent_files
         # (messages, seconds): at most that many new bot messages per group in any such window.
         self.group_pace = group_pace
         self.bot_user: dict[str, Any] = {
@@ -378,12 +381,14 @@ class FakeTelegram:
         old_status: str | None = None,
         by_user_id: int = 501,
         chat_title: str = "Support group",
+        forum: bool = False,
     ) -> dict[str, Any]:
         """The bot was added (``member``/``administrator``) or removed (``left``/``kicked``): queue
         the ``my_chat_member`` update Telegram sends, and return it. ``old_status`` overrides
-        what the bot was before (a chat the fake has not seen counts as one the bot is in)."""
+        what the bot was before (a chat the fake has not seen counts as one the bot is in);
+        ``forum`` makes a supergroup a forum (topics)."""
         with self._lock:
-            chat = self._chat_locked(chat_id, title=chat_title)
+            chat = self._chat_locked(chat_id, title=chat_title, forum=forum)
             old = old_status or chat.bot_status
             chat.bot_status = status
             by = {"id": by_user_id, "is_bot": False, "first_name": "Ivan", "last_name": "Petrov"}
@@ -403,14 +408,7 @@ class FakeTelegram:
     def add_file(self, data: bytes, *, declared_size: int | None = None) -> dict[str, Any]:
         """Store a file; its ``file_id``/``file_unique_id``/``file_size`` for a message's JSON."""
         with self._lock:
-            number = len(self._state.files) + 1
-            stored = _StoredFile(
-                file_id=f"BQACAgIAAx{number:06d}",
-                file_unique_id=f"AgAD{number:06d}",
-                data=data,
-                size=declared_size if declared_size is not None else len(data),
-            )
-            self._state.files[stored.file_id] = stored
+            stored = self._add_file_locked(data, declared_size if declared_size is not None else len(data))
         return {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id, "file_size": stored.size}
 
     def downloads(self) -> list[str]:
@@ -441,6 +439,27 @@ class FakeTelegram:
                 }
                 self._enqueue_locked({"update_id": self._take_update_id_locked(None), "message": message})
         return new_chat_id
+
+    def create_forum_topic(
+        self, chat_id: int, name: str, *, user_id: int = 501, first_name: str = "Ivan"
+    ) -> int:
+        """Someone opens a topic in a forum supergroup: queue the ``forum_topic_created`` service
+        message and return the topic's thread id (Telegram uses that message's id)."""
+        sender = {"id": user_id, "is_bot": False, "first_name": first_name}
+        with self._lock:
+            chat = self._chat_locked(chat_id, forum=True)
+            message_id = self._next_message_id_locked(chat_id)
+            message = {
+                "message_id": message_id,
+                "from": sender,
+                "chat": copy.deepcopy(chat.chat),
+                "date": int(time.time()),
+                "message_thread_id": message_id,
+                "is_topic_message": True,
+                "forum_topic_created": {"name": name, "icon_color": 7322096},
+            }
+            self._enqueue_locked({"update_id": self._take_update_id_locked(None), "message": message})
+        return message_id
 
     def set_group_pace(self, pace: tuple[int, float] | None) -> None:
         with self._lock:
@@ -497,6 +516,77 @@ class FakeTelegram:
             state = self._state.chats.get(chat_id)
             messages = [state.messages[key] for key in sorted(state.messages)] if state else []
             return copy.deepcopy(messages)
+
+    def file_bytes(self, file_id: str) -> bytes | None:
+        """The bytes of a file stored with ``add_file`` (None for an unknown id)."""
+        with self._lock:
+            stored = self._state.files.get(file_id)
+            return stored.data if stored else None
+
+    # --- saving and loading (the sandbox keeps its state across restarts) ---------------------
+
+    def snapshot(self) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """Everything a restart must keep, as JSON-ready data, and the files' bytes by name.
+
+        Update ids and message ids go on from where they were, so a gateway that already saw
+        update N does not take a new update numbered N for a duplicate."""
+        with self._lock:
+            state = self._state
+            data: dict[str, Any] = {
+                "next_update_id": self._next_update_id,
+                "queue": [copy.deepcopy(queued.update) for queued in state.queue],
+                "chats": [
+                    {
+                        "chat": copy.deepcopy(chat.chat),
+                        "last_message_id": chat.last_message_id,
+                        "bot_status": chat.bot_status,
+                        "migrated_to": chat.migrated_to,
+                        "members": {str(user): status for user, status in chat.members.items()},
+                        "messages": [copy.deepcopy(chat.messages[key]) for key in sorted(chat.messages)],
+                    }
+                    for chat in state.chats.values()
+                ],
+                "files": [
+                    {"file_id": f.file_id, "file_unique_id": f.file_unique_id, "size": f.size}
+                    for f in state.files.values()
+                ],
+                "allowed_updates": sorted(state.allowed_updates)
+                if state.allowed_updates is not None
+                else None,
+                "commands": copy.deepcopy(state.commands),
+                "commands_scope": copy.deepcopy(state.commands_scope),
+            }
+            files = {f.file_unique_id: f.data for f in state.files.values()}
+        return data, files
+
+    def restore(self, data: dict[str, Any], files: dict[str, bytes]) -> None:
+        """Load what ``snapshot`` returned (before or after ``start``)."""
+        with self._lock:
+            state = self._state
+            self._next_update_id = max(self._next_update_id, int(data.get("next_update_id", 1)))
+            state.queue = [_Queued(update) for update in data.get("queue", [])]
+            for saved in data.get("chats", []):
+                chat = _ChatState(
+                    chat=saved["chat"],
+                    last_message_id=int(saved["last_message_id"]),
+                    bot_status=str(saved["bot_status"]),
+                    migrated_to=saved.get("migrated_to"),
+                    members={int(user): status for user, status in saved.get("members", {}).items()},
+                    messages={int(m["message_id"]): m for m in saved.get("messages", [])},
+                )
+                state.chats[int(chat.chat["id"])] = chat
+            for saved in data.get("files", []):
+                unique = str(saved["file_unique_id"])
+                state.files[saved["file_id"]] = _StoredFile(
+                    file_id=str(saved["file_id"]),
+                    file_unique_id=unique,
+                    data=files.get(unique, b""),
+                    size=int(saved["size"]),
+                )
+            allowed = data.get("allowed_updates")
+            state.allowed_updates = frozenset(allowed) if allowed is not None else None
+            state.commands = list(data.get("commands", []))
+            state.commands_scope = data.get("commands_scope")
 
     def flood_refusals(self, chat_id: int) -> int:
         """How many sends to this chat got a 429 for going over the group pace."""
@@ -912,6 +1002,7 @@ class FakeTelegram:
         media_group_id: str | None = None,
     ) -> None:
         thread_id = params.get("message_thread_id")
+        kept = self._add_file_locked(file["data"], file["size"]) if self.keep_sent_files and file else None
         chat.messages[message_id] = {
             "message_id": message_id,
             "chat_id": chat.chat["id"],
@@ -920,6 +1011,8 @@ class FakeTelegram:
             "html": html,
             "file_name": file["name"] if file else None,
             "file_size": file["size"] if file else None,
+            # With keep_sent_files: the id its bytes are kept under (``file_bytes``).
+            "file_id": kept.file_id if kept else None,
             "media_group_id": media_group_id,
             "message_thread_id": thread_id if isinstance(thread_id, int) else None,
             "reply_to_message_id": (params.get("reply_parameters") or {}).get("message_id"),
@@ -969,6 +1062,14 @@ class FakeTelegram:
             result["message_thread_id"] = thread_id
             result["is_topic_message"] = True
         return result
+
+    def _add_file_locked(self, data: bytes, size: int) -> _StoredFile:
+        number = len(self._state.files) + 1
+        stored = _StoredFile(
+            file_id=f"BQACAgIAAx{number:06d}", file_unique_id=f"AgAD{number:06d}", data=data, size=size
+        )
+        self._state.files[stored.file_id] = stored
+        return stored
 
     def _next_message_id_locked(self, chat_id: int) -> int:
         state = self._chat_locked(chat_id)

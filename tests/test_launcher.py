@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bridge_lib import devstack
+from bridge_lib.launcher import chosen_mode
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET
@@ -17,13 +20,36 @@ from tests.support import REPO_ROOT, eventually
 REQUIRED = ("TELEGRAM_BOT_TOKEN", "PLANFIX_BASE_URL", "PLANFIX_API_TOKEN", "PLANFIX_WEBHOOK_SECRET")
 
 
+@pytest.mark.parametrize(
+    ("environ", "mode"),
+    [
+        ({}, "sandbox"),
+        ({"TELEGRAM_BOT_TOKEN": "", "PLANFIX_API_TOKEN": " "}, "sandbox"),  # .env.example left empty
+        ({"TELEGRAM_BOT_TOKEN": "1:x"}, "live"),  # one credential: live, and the rest is named missing
+        ({"PLANFIX_API_TOKEN": "t"}, "live"),
+        ({"BRIDGE_MODE": "live"}, "live"),
+        ({"BRIDGE_MODE": "Sandbox", "TELEGRAM_BOT_TOKEN": "1:x", "PLANFIX_API_TOKEN": "t"}, "sandbox"),
+    ],
+)
+def test_sandbox_mode_is_chosen_only_without_credentials_or_when_asked_for(
+    environ: dict[str, str], mode: str
+) -> None:
+    assert chosen_mode(environ) == mode
+
+
+def test_an_unknown_bridge_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="live or sandbox"):
+        chosen_mode({"BRIDGE_MODE": "demo"})
+
+
 def test_missing_credentials_are_named_with_how_to_get_them(tmp_path: Path) -> None:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("TELEGRAM_", "PLANFIX_", "NATS_", "MONGODB_"))
+        if not k.startswith(("TELEGRAM_", "PLANFIX_", "NATS_", "MONGODB_", "BRIDGE_"))
     }
-    env["PYTHONPATH"] = str(REPO_ROOT)
+    # Live mode asked for: without credentials it names them and stops (no sandbox instead).
+    env.update(PYTHONPATH=str(REPO_ROOT), BRIDGE_MODE="live")
 
     result = subprocess.run(
         [sys.executable, "-m", "bridge_lib.launcher"],
@@ -50,7 +76,7 @@ def test_make_run_starts_the_whole_bridge_and_ctrl_c_stops_it(
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("TELEGRAM_", "PLANFIX_", "NATS_", "MONGODB_"))
+        if not k.startswith(("TELEGRAM_", "PLANFIX_", "NATS_", "MONGODB_", "BRIDGE_", "SANDBOX_"))
     }
     env.update(
         PYTHONPATH=str(REPO_ROOT),
@@ -91,5 +117,9 @@ def test_make_run_starts_the_whole_bridge_and_ctrl_c_stops_it(
     assert "Traceback" not in log
     assert (tmp_path / "var" / "nats").is_dir()
     assert (tmp_path / "var" / "mongo").is_dir()
+    # Real credentials: no fake was started, no sandbox state was written.
+    assert "SANDBOX" not in log
+    assert "sandbox          |" not in log
+    assert not (tmp_path / "var" / "sandbox").exists()
     for name in ("binder", "relay", "planfix_gateway", "telegram_gateway"):
         assert f'"{name}_stopping"' in log or f"{name}_stopping" in log

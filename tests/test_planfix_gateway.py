@@ -121,7 +121,7 @@ def wait_events(loop: LoopThread, nats_url: str, task_number: int, count: int) -
 
 def post(gateway: Gateway, body: bytes, *, url: str | None = None) -> httpx.Response:
     return httpx.post(
-        url or gateway.webhook_url, content=body, headers={"Content-Type": "application/json"}, timeout=10
+        url or gateway.webhook_url, content=body, headers={"Content-Type": "application/json"}, timeout=30
     )
 
 

@@ -32,8 +32,13 @@ SERVICE = "planfix_gateway"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
-# Planfix holds back every other scenario request while ours waits: answer (200 or 503) quickly.
-WEBHOOK_PUBLISH_TIMEOUT_S = 4.0
+# Planfix sends an account's scenario requests one at a time, so while ours waits the others
+# wait too, in order. A non-200 costs far more: no request leaves the account for 3 minutes and
+# this one comes again only after 15 minutes, behind later comments. So the notice is tried for
+# a while (long enough for a NATS stream to elect a new leader after a node died, each attempt
+# short so a dead leader is left quickly) before the answer is 503.
+WEBHOOK_PUBLISH_TIMEOUT_S = 12.0
+WEBHOOK_PUBLISH_ATTEMPT_S = 1.5
 # Below the fetcher's ack_wait (60 s), so a stuck publish is retried before NATS redelivers.
 FETCHER_PUBLISH_GIVE_UP_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -111,7 +116,9 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
     receiver = WebhookReceiver(
         secret=settings.planfix_webhook_secret.get_secret_value(),
         max_body=settings.planfix_webhook_max_body,
-        publisher=EventPublisher(broker, give_up_after_s=WEBHOOK_PUBLISH_TIMEOUT_S),
+        publisher=EventPublisher(
+            broker, give_up_after_s=WEBHOOK_PUBLISH_TIMEOUT_S, attempt_timeout_s=WEBHOOK_PUBLISH_ATTEMPT_S
+        ),
         publish_timeout_s=WEBHOOK_PUBLISH_TIMEOUT_S,
     )
     runner = web.AppRunner(receiver.app(), access_log=None)  # the access log would show the secret path

@@ -3,10 +3,11 @@
 Why not ``Dispatcher.start_polling``: with ``handle_as_tasks=False`` it does handle updates in
 order, but when a handler raises it logs the error, moves the offset past the update anyway and
 confirms it with the next ``getUpdates`` (aiogram 3.31 ``Dispatcher._process_update`` returns
-True on any exception). An event that could not be stored would be lost. Here the handler's
-exception ends polling before the offset moves, so the update stays unconfirmed and Telegram
-delivers it again after the restart; JetStream's ``Nats-Msg-Id`` drops the repeat if the event
-had been stored after all.
+True on any exception). An event that could not be stored would be lost. Here, when handling
+an update fails (JetStream unreachable, a stream electing a new leader after a node died), the
+offset stays before it, the rest of the batch is left, and after a growing pause the same
+updates are fetched again, in order; JetStream's ``Nats-Msg-Id`` drops a repeat if the event had
+been stored after all. The process keeps running through a NATS outage.
 
 One update aiogram cannot decode fails the whole ``getUpdates`` answer (``ClientDecodeError``)
 and would come back with every retry: the batch is then decoded update by update, the good ones
@@ -49,12 +50,13 @@ async def poll_updates(
     timeout_s: int = POLL_TIMEOUT_S,
     undecodable: UndecodableUpdates | None = None,
 ) -> None:
-    """Fetch and handle updates until cancelled; a handler's exception propagates unconfirmed.
+    """Fetch and handle updates until cancelled; an update whose handling failed is fetched again.
 
     Without ``undecodable`` a batch aiogram cannot decode is only retried (and logged).
     """
     offset: int | None = None
     backoff = Backoff(config=BACKOFF)
+    handling_backoff = Backoff(config=BACKOFF)
     # Without this the HTTP request times out before Telegram ends the long poll.
     request_timeout = int(bot.session.timeout + timeout_s)
     while True:
@@ -74,7 +76,9 @@ async def poll_updates(
         except ClientDecodeError as error:
             raw_updates = raw_updates_of(error.data)
             if raw_updates is not None and undecodable is not None:
-                confirmed = await _handle_one_by_one(bot, dispatcher, raw_updates, offset, undecodable)
+                confirmed = await _handle_one_by_one(
+                    bot, dispatcher, raw_updates, offset, undecodable, handling_backoff
+                )
                 if confirmed != offset:
                     offset = confirmed
                     backoff.reset()
@@ -98,9 +102,28 @@ async def poll_updates(
             continue
         backoff.reset()
         for update in updates:
-            await handle_update(bot, dispatcher, update)
+            if not await _handled_or_paused(bot, dispatcher, update, handling_backoff):
+                break  # fetch again from the same offset: this update comes first
             # max(): an update delivered again must not move the offset back.
             offset = update.update_id + 1 if offset is None else max(offset, update.update_id + 1)
+
+
+async def _handled_or_paused(bot: Bot, dispatcher: Dispatcher, update: Update, backoff: Backoff) -> bool:
+    """Handle one update; False (after a growing pause) when its event could not be stored."""
+    try:
+        await handle_update(bot, dispatcher, update)
+    except Exception as error:
+        delay = next(backoff)
+        log.warning(
+            "update_not_stored",
+            update_id=update.update_id,
+            error=redact(f"{type(error).__name__}: {error}", bot.token),
+            retry_in_s=delay,
+        )
+        await asyncio.sleep(delay)
+        return False
+    backoff.reset()
+    return True
 
 
 async def _handle_one_by_one(
@@ -109,8 +132,10 @@ async def _handle_one_by_one(
     raw_updates: list[object],
     offset: int | None,
     undecodable: UndecodableUpdates,
+    handling_backoff: Backoff,
 ) -> int | None:
-    """Handle what decodes, dead-letter what does not, in order; the offset that confirms them."""
+    """Handle what decodes, dead-letter what does not, in order; the offset that confirms them
+    (up to the first update whose event or dead letter could not be stored: it comes again)."""
     log.warning(
         "get_updates_batch_undecodable",
         updates=len(raw_updates),
@@ -120,9 +145,16 @@ async def _handle_one_by_one(
         try:
             update = Update.model_validate(raw, context={"bot": bot})
         except ValidationError as error:
-            await undecodable.store(raw, error)
+            try:
+                await undecodable.store(raw, error)
+            except Exception as store_error:
+                delay = next(handling_backoff)
+                log.warning("dead_letter_not_stored", error=type(store_error).__name__, retry_in_s=delay)
+                await asyncio.sleep(delay)
+                return offset
         else:
-            await handle_update(bot, dispatcher, update)
+            if not await _handled_or_paused(bot, dispatcher, update, handling_backoff):
+                return offset
         update_id = update_id_of(raw)
         if update_id is not None:
             offset = update_id + 1 if offset is None else max(offset, update_id + 1)

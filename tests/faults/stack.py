@@ -2,8 +2,8 @@
 3 replicas), the real store, the session's fake Telegram and Planfix; plus the bursts and the
 counting that every fault test shares.
 
-``FAULTS_SCALE=full`` (``make faults``) runs the issue's sizes; the default keeps ``make test``
-quick with the same faults on fewer messages.
+``FAULTS_SCALE=full`` (``make faults-full``) runs the issue's sizes, ``default`` (``make faults``)
+a fifth of them; unset (``make test``) the same faults on fewer messages still.
 """
 
 from __future__ import annotations
@@ -47,12 +47,20 @@ class Sizes:
     outage_s: float
 
 
+# `make test` (FAULTS_SCALE unset): every fault, on fewer messages, so the suite stays quick.
+QUICK_SIZES = Sizes(groups=10, messages_each_way=100, replica_groups=10, replica_messages=150, outage_s=3.0)
+# `make faults`.
 DEFAULT_SIZES = Sizes(groups=20, messages_each_way=200, replica_groups=20, replica_messages=300, outage_s=5.0)
+# `make faults-full`: the issue's sizes.
 FULL_SIZES = Sizes(groups=20, messages_each_way=1000, replica_groups=50, replica_messages=2000, outage_s=30.0)
+SIZES_BY_SCALE = {"quick": QUICK_SIZES, "default": DEFAULT_SIZES, "full": FULL_SIZES}
 
 
 def sizes() -> Sizes:
-    return FULL_SIZES if os.environ.get("FAULTS_SCALE", "").lower() == "full" else DEFAULT_SIZES
+    scale = os.environ.get("FAULTS_SCALE", "quick").lower()
+    if scale not in SIZES_BY_SCALE:
+        raise ValueError(f"FAULTS_SCALE={scale!r}: expected one of {', '.join(SIZES_BY_SCALE)}")
+    return SIZES_BY_SCALE[scale]
 
 
 @dataclass
@@ -211,6 +219,14 @@ class FaultBridge:
         with self.figures_file.open("a") as out:
             out.write("\n".join(lines) + "\n")
         print("\n" + "\n".join(lines))
+        # What went wrong, group by group, for whoever reads a failed run.
+        for way, seen in (
+            ("Telegram->Planfix", self.seen_in_planfix),
+            ("Planfix->Telegram", self.seen_in_telegram),
+        ):
+            for group, arrivals in seen(fault, chat_ids).items():
+                if arrivals != sorted(set(arrivals)):
+                    print(f"  {way} group {group} (chat {chat_ids[group]}) arrived as: {arrivals}")
         return to_planfix, to_telegram
 
 
