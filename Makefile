@@ -45,9 +45,11 @@ chromium:
 
 test: lint typecheck pytest
 
-# A longer fuzz run than the one in `make test`; prints how many inputs were tried.
+# A longer fuzz run than the one in `make test` (Planfix webhook; Telegram updates and webhook);
+# prints how many inputs were tried.
 fuzz: install
-	FUZZ_EXAMPLES=20000 $(BIN)/pytest -q -s tests/test_fuzz_planfix_webhook.py
+	FUZZ_EXAMPLES=20000 $(BIN)/pytest -q -s \
+		tests/test_fuzz_planfix_webhook.py tests/test_fuzz_telegram_updates.py
 
 # Fault injection (tests/faults): kill -9 of each service, a NATS node, outages, three relays;
 # prints sent/delivered/lost/duplicated/reordered per fault. `make test` runs them on 100 messages

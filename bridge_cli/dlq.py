@@ -21,11 +21,16 @@ from bridge_cli.events import _connect_or_exit
 from bridge_cli.render import clock
 from bridge_cli.streams import StoredMessage, publish_raw, read_stream
 from bridge_lib.eventbus import FORCE_EFFECTS_HEADER, MSG_ID_HEADER, REPLAY_HEADER, RETRY_OF_HEADER
-from contracts.events import MessageDeadLettered, decode_event
+from contracts.events import TELEGRAM_UPDATES_SOURCE, MessageDeadLettered, decode_event
 from contracts.subjects import DEADLETTER_STREAM
 
 app = typer.Typer(
     help="Messages a consumer gave up on: look at them, retry them, drop them.", no_args_is_help=True
+)
+
+# An update Telegram sent that the gateway cannot read came from the Bot API, not from a stream.
+NOT_RETRYABLE = (
+    "an update from Telegram this version cannot read: nothing to re-publish; `bridge dlq drop` it"
 )
 
 SeqArguments = Annotated[
@@ -153,6 +158,9 @@ async def _retry(nats_url: str, seqs: list[int]) -> list[tuple[int, str]]:
         js = nc.jetstream()
         for seq in seqs:
             dead = await _fetch(js, seq)
+            if dead.stream == TELEGRAM_UPDATES_SOURCE:
+                results.append((seq, NOT_RETRYABLE))
+                continue
             headers = {
                 name: value
                 for name, value in dead.original_headers.items()

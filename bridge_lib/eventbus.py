@@ -2,7 +2,8 @@
 
 * ``make_broker`` builds a FastStream ``NatsBroker`` that reconnects forever (a NATS outage
   pauses the service; it does not kill it).
-* ``ensure_streams`` creates or updates the streams of ``contracts.subjects``.
+* ``ensure_streams`` creates or updates the streams of ``contracts.subjects``, waiting for a
+  cluster that is still forming (``bridge_lib.jetstream_ready``).
 * ``EventPublisher.publish`` sends an event with its deterministic ``Nats-Msg-Id`` and waits for
   the stream's ack, retrying with the same id until it is stored (a retry can never become a
   second event).
@@ -27,9 +28,11 @@ import asyncio
 import base64
 import contextlib
 import contextvars
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
@@ -42,6 +45,7 @@ from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, StorageType, StreamConfig
 
 from bridge_lib import metrics
+from bridge_lib.jetstream_ready import when_jetstream_ready
 from contracts.events import (
     AnyEvent,
     DeadLetterReason,
@@ -64,6 +68,9 @@ REPLAY_HEADER = "Bridge-Replay-Id"
 FORCE_EFFECTS_HEADER = "Bridge-Force-Effects"
 # Stream sequence of the dead letter a `bridge dlq retry` re-published.
 RETRY_OF_HEADER = "Bridge-Dead-Letter-Retry-Of"
+
+# JSStreamNameExistErr: "stream name already in use with a different configuration".
+STREAM_NAME_IN_USE = 10058
 
 # max_deliver of each durable consumer this process declared (see ``durable_pull``): consume()
 # must know when a delivery is the last one, because after it JetStream stops redelivering.
@@ -104,14 +111,72 @@ def jstream(spec: StreamSpec) -> JStream:
     return JStream(name=spec.name, subjects=list(spec.subjects), declare=False)
 
 
-async def ensure_streams(broker: NatsBroker, *, replicas: int = 1) -> None:
+async def ensure_streams(broker: NatsBroker, *, replicas: int = 1, timeout_s: float = 60.0) -> None:
+    """Create or update every stream, waiting up to ``timeout_s`` for a cluster still forming.
+
+    Raises ``JetStreamNotReady`` when JetStream keeps answering "not ready" until then.
+    """
     js = broker.connection.jetstream()
+    started = time.monotonic()
     for spec in ALL_STREAMS:
         config = stream_config(spec, replicas=replicas)
+        await when_jetstream_ready(
+            f"stream {spec.name}",
+            partial(_create_or_update_stream, js, config),
+            timeout_s=timeout_s,
+            since=started,
+        )
+
+
+async def _create_or_update_stream(js: Any, config: StreamConfig) -> None:
+    try:
+        await js.update_stream(config)
+    except nats.js.errors.NotFoundError:
         try:
-            await js.update_stream(config)
-        except nats.js.errors.NotFoundError:
             await js.add_stream(config)
+        except nats.js.errors.BadRequestError as error:
+            if error.err_code != STREAM_NAME_IN_USE:
+                raise
+            # Another service created it between our two calls: bring it to our config.
+            await js.update_stream(config)
+
+
+async def start_subscribers(broker: NatsBroker, *, timeout_s: float = 60.0) -> None:
+    """``broker.start()``, once every durable consumer of its subscribers exists and answers.
+
+    FastStream creates a missing consumer inside ``broker.start()`` with one API request; on a
+    cluster still forming that request times out and the service would exit. Declared here
+    first, with the same patience as the streams, ``broker.start()`` only finds them.
+    """
+    js = broker.connection.jetstream()
+    started = time.monotonic()
+    for subscriber in broker.subscribers:
+        options = getattr(subscriber, "extra_options", None) or {}
+        durable, stream = options.get("durable"), options.get("stream")
+        config = getattr(subscriber, "config", None)
+        if not (durable and stream and isinstance(config, ConsumerConfig)):
+            continue
+        subject = str(subscriber.subject.broker_address)  # type: ignore[attr-defined]
+        # As nats-py's pull_subscribe would create it: named after the durable, filtered on the subject.
+        wanted = dataclasses.replace(config, name=durable, durable_name=durable)
+        if not (wanted.filter_subject or wanted.filter_subjects):
+            wanted.filter_subject = subject
+        await when_jetstream_ready(
+            f"consumer {durable} on stream {stream}",
+            partial(_declare_consumer, js, stream, wanted),
+            timeout_s=timeout_s,
+            since=started,
+        )
+    await broker.start()
+
+
+async def _declare_consumer(js: Any, stream: str, config: ConsumerConfig) -> None:
+    try:
+        await js.consumer_info(stream, config.durable_name)
+    except nats.js.errors.NotFoundError:
+        await js.add_consumer(stream, config=config)
+        # Answered by the new consumer's leader: once it answers, broker.start() can bind to it.
+        await js.consumer_info(stream, config.durable_name)
 
 
 def durable_pull(durable: str, *, ack_wait_s: float = 60.0, max_deliver: int = 200) -> dict[str, Any]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import structlog
 
+from bridge_lib.jetstream_ready import when_jetstream_ready
 from bridge_lib.pacing import shared_pacer
 from bridge_lib.planfix import PlanfixAuthError, PlanfixClient, PlanfixRejected, PlanfixUnavailable
 from bridge_lib.settings import PlanfixSettings
@@ -13,15 +15,25 @@ from bridge_lib.settings import PlanfixSettings
 log = structlog.get_logger("planfix")
 
 
-async def paced_planfix_client(settings: PlanfixSettings, js: Any, *, replicas: int = 1) -> PlanfixClient:
+async def paced_planfix_client(
+    settings: PlanfixSettings, js: Any, *, replicas: int = 1, startup_timeout_s: float = 60.0
+) -> PlanfixClient:
     """A client whose every request takes a turn in the account's budget kept in NATS ``js``
-    (in a bucket with ``replicas`` copies, as the streams)."""
-    pacer = await shared_pacer(
-        js,
-        replicas=replicas,
-        base_url=settings.planfix_base_url,
-        rate_per_s=settings.planfix_rate_per_s,
-        burst=settings.planfix_burst,
+    (in a bucket with ``replicas`` copies, as the streams).
+
+    The budget's bucket is opened (created on first start) with the patience of the streams.
+    """
+    pacer = await when_jetstream_ready(
+        "the Planfix pacing bucket",
+        partial(
+            shared_pacer,
+            js,
+            replicas=replicas,
+            base_url=settings.planfix_base_url,
+            rate_per_s=settings.planfix_rate_per_s,
+            burst=settings.planfix_burst,
+        ),
+        timeout_s=startup_timeout_s,
     )
     return PlanfixClient(
         base_url=settings.planfix_base_url,

@@ -8,6 +8,13 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import structlog
+
+from bridge_lib.jetstream_ready import JetStreamNotReady
+
+log = structlog.get_logger("runtime")
+EXIT_FAILED = 1
+
 
 async def wait_for_stop_signal() -> None:
     """Return when the process gets SIGTERM or SIGINT (Ctrl-C)."""
@@ -21,6 +28,23 @@ async def wait_for_stop_signal() -> None:
 
 
 def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Entry point body for ``__main__``: run ``main`` and exit 0 after a clean stop."""
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    """Entry point body for ``__main__``: run ``main`` and exit 0 after a clean stop.
+
+    JetStream still refusing the streams or consumers after ``NATS_STARTUP_TIMEOUT_S`` ends the
+    process with exit 1 and one plain line (no traceback): the orchestrator restarts it.
+    """
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(main())
+    except JetStreamNotReady as error:
+        log_startup_failed(error)
+        raise SystemExit(EXIT_FAILED) from None
+
+
+def log_startup_failed(error: JetStreamNotReady) -> None:
+    log.error(
+        "startup_failed",
+        reason=str(error),
+        hint="check that every NATS node is up and reachable (NATS_URL) and that the cluster has "
+        "a quorum; NATS_STARTUP_TIMEOUT_S sets how long start-up waits",
+    )

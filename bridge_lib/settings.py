@@ -54,6 +54,9 @@ class NatsSettings(BridgeSettings):
     nats_url: str = Field(default="nats://127.0.0.1:4222", alias="NATS_URL")
     # Copies JetStream keeps of each stream: 1 on a single server, 3 on a 3-node cluster.
     nats_stream_replicas: int = Field(default=1, alias="NATS_STREAM_REPLICAS", ge=1, le=5)
+    # How long start-up waits for JetStream to accept the streams (a fresh cluster elects its
+    # leader first) before the service gives up and exits 1.
+    nats_startup_timeout_s: float = Field(default=60.0, alias="NATS_STARTUP_TIMEOUT_S", gt=0)
 
 
 class MongoSettings(BridgeSettings):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import structlog
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -16,13 +17,20 @@ from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextR
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.exceptions import (
+    ClientDecodeError,
     TelegramAPIError,
     TelegramNetworkError,
     TelegramRetryAfter,
     TelegramServerError,
+    TelegramUnauthorizedError,
 )
 
 from bridge_lib.metrics import OUTBOUND_CALLS, OUTBOUND_SECONDS
+
+log = structlog.get_logger("telegram")
+
+TOKEN_REFUSED = "Telegram answered 401 Unauthorized: TELEGRAM_BOT_TOKEN is wrong or was revoked"
+TOKEN_HINT = "copy the bot's token again from @BotFather (/mybots -> the bot -> API Token)"
 
 
 def make_bot(token: str, *, api_base_url: str = "https://api.telegram.org", timeout_s: float = 60.0) -> Bot:
@@ -59,3 +67,23 @@ class TelegramCallMetrics(BaseRequestMiddleware):
         finally:
             OUTBOUND_CALLS.labels("telegram", operation, result).inc()
             OUTBOUND_SECONDS.labels("telegram", operation).observe(time.perf_counter() - started)
+
+
+async def telegram_self_check(bot: Bot) -> bool:
+    """False when Telegram refuses the token (the operator must fix it; the service exits 2);
+    True otherwise: an unreachable Telegram only warns, the work waits for it."""
+    try:
+        me = await bot.get_me()
+    except TelegramUnauthorizedError:
+        log.error("telegram_token_refused", detail=TOKEN_REFUSED, hint=TOKEN_HINT)
+        return False
+    except (TelegramAPIError, ClientDecodeError) as error:
+        # Only the type: an aiogram error text can hold the request URL, and the URL the token.
+        log.warning(
+            "telegram_unreachable_at_start",
+            error=type(error).__name__,
+            hint="check TELEGRAM_API_BASE_URL; the work waits until Telegram answers",
+        )
+    else:
+        log.info("telegram_self_check_ok", bot_username=me.username)
+    return True

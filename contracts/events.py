@@ -471,6 +471,11 @@ class DeadLetterReason(enum.StrEnum):
     RETRIES_EXHAUSTED = "retries_exhausted"
 
 
+# ``MessageDeadLettered.stream`` of an update the Telegram gateway could not decode: it came from
+# the Bot API (getUpdates), not from a stream, so there is nothing to re-publish it to.
+TELEGRAM_UPDATES_SOURCE = "telegram-bot-api"
+
+
 class MessageDeadLettered(Event, frozen=True, kw_only=True, tag="ops.message_dead_lettered.v1"):
     """A consumer gave up on a message; it is kept, as it was, until an operator retries or drops it.
 

@@ -91,7 +91,10 @@ Dead letters: when a consumer gives up on a message (undecodable, a permanent fa
 last allowed delivery failed), ``bridge_lib.eventbus.consume`` stores a ``MessageDeadLettered``
 event (the original subject, headers and body, the reason, the consumer and the delivery count)
 on ``deadletter.<consumer>`` before it terminates the message. The DEADLETTER stream keeps them
-until an operator retries (``bridge dlq retry``) or drops (``bridge dlq drop``) them.
+until an operator retries (``bridge dlq retry``) or drops (``bridge dlq drop``) them. The
+Telegram gateway stores an update from ``getUpdates`` that aiogram cannot decode the same way,
+on ``deadletter.telegram_gateway`` (stream ``telegram-bot-api``, sequence = the update id); it
+cannot be retried, only read and dropped.
 """
 
 from __future__ import annotations
@@ -453,8 +456,9 @@ CATALOGUE: tuple[SubjectSpec, ...] = (
         pattern="deadletter.*",
         stream="DEADLETTER",
         event_tags=("ops.message_dead_lettered.v1",),
-        published_by="any consumer",
-        description="A message a consumer gave up on, with the reason; key: durable consumer name",
+        published_by="any consumer; telegram_gateway for an update Telegram sent that it cannot read",
+        description="A message a consumer gave up on, with the reason; key: durable consumer name "
+        "(``telegram_gateway``: updates from getUpdates that do not decode)",
     ),
 )
 

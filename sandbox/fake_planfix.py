@@ -177,6 +177,7 @@ class FakePlanfix:
         # Planned answers for the next requests: an HTTP status (500...) or a delay in seconds.
         self._planned_failures: list[int] = []
         self._planned_delays: list[float] = []
+        self._held = 0  # requests being held by delay_next right now
         self._lock = threading.Lock()
         self._tasks: dict[int, FakeTask] = {}
         self._comments: dict[int, FakeComment] = {}
@@ -329,6 +330,11 @@ class FakePlanfix:
         with self._lock:
             self._planned_delays.extend([seconds] * times)
 
+    def held_requests(self) -> int:
+        """How many requests ``delay_next`` is holding right now (a client waiting on us)."""
+        with self._lock:
+            return self._held
+
     def file(self, file_id: int) -> FakeFile | None:
         with self._lock:
             return self._files.get(file_id)
@@ -424,8 +430,13 @@ class FakePlanfix:
             unavailable = self._unavailable
             planned = self._planned_failures.pop(0) if self._planned_failures else None
             delay = self._planned_delays.pop(0) if self._planned_delays else 0.0
+            self._held += 1 if delay else 0
         if delay:
-            await asyncio.sleep(delay)
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                with self._lock:
+                    self._held -= 1
         response: web.StreamResponse
         try:
             if unavailable or planned is not None:

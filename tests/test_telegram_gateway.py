@@ -8,7 +8,9 @@ one gateway runs for this module and the last test stops it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -27,13 +29,16 @@ from bridge_lib import devstack
 from bridge_lib.telegram import make_bot
 from contracts import subjects
 from contracts.events import (
+    TELEGRAM_UPDATES_SOURCE,
     AnonymousAdminPosted,
     AnyEvent,
     BindRequested,
     BotMembershipChanged,
     ChatMigrated,
+    DeadLetterReason,
     GroupCommand,
     GroupCommandReceived,
+    MessageDeadLettered,
     TelegramMessageEdited,
     TelegramMessageReceived,
     TelegramReactionChanged,
@@ -43,6 +48,7 @@ from contracts.events import (
     telegram_bind_key,
     telegram_message_key,
 )
+from contracts.subjects import dead_letter
 from sandbox.fake_telegram import FakeTelegram
 from services.telegram_gateway.commands import TaskArgs, parse_task_args
 from services.telegram_gateway.polling import poll_updates
@@ -458,6 +464,73 @@ def test_private_chats_are_ignored(
 
     assert streams.anything(private_chat_id) == []
     assert fake_telegram.sent_messages(private_chat_id) == []
+
+
+def test_an_update_aiogram_cannot_decode_becomes_a_dead_letter_and_the_others_are_carried(
+    fake_telegram: FakeTelegram, gateway: ServiceProcess, streams: Streams, unique_chat_id: int
+) -> None:
+    # aiogram refuses the whole getUpdates answer when one update in it does not fit its models.
+    fake_telegram.add_group_message(unique_chat_id, "before the odd one")
+    odd = fake_telegram.add_update(
+        {
+            "message": {
+                "message_id": 777,
+                "date": int(time.time()),
+                "chat": {"id": unique_chat_id, "type": "supergroup", "title": "Support group"},
+                "from": {"id": 501, "is_bot": "perhaps", "first_name": "Ivan"},
+                "text": "a secret plan nobody may log",
+            }
+        }
+    )
+    fake_telegram.add_group_message(unique_chat_id, "after the odd one")
+
+    eventually(
+        lambda: (
+            [e.text for e in streams.messages(unique_chat_id)] == ["before the odd one", "after the odd one"]
+        ),
+        what="both good messages stored",
+    )
+    [dead] = eventually(
+        lambda: [
+            e
+            for e in streams.events(dead_letter("telegram_gateway"))
+            if isinstance(e, MessageDeadLettered) and e.stream_seq == odd["update_id"]
+        ],
+        what="the odd update dead-lettered",
+    )
+    assert dead.stream == TELEGRAM_UPDATES_SOURCE
+    assert dead.reason == DeadLetterReason.UNDECODABLE
+    assert json.loads(base64.b64decode(dead.body_b64)) == odd
+    assert "is_bot" in dead.detail
+    # Confirmed with the rest: the next getUpdates asks for what comes after it.
+    eventually(
+        lambda: any(
+            c.method == "getUpdates" and (c.params.get("offset") or 0) > odd["update_id"]
+            for c in fake_telegram.calls
+        ),
+        what="the odd update confirmed",
+    )
+    handled_up_to(fake_telegram, streams, unique_chat_id)
+    assert "telegram_update_dead_lettered" in gateway.log_text()
+    assert "a secret plan" not in gateway.log_text()
+    # An operator sees it in the dead-letter queue; there is nothing to re-publish it to.
+    listing = bridge_cli(gateway, "dlq", "list").stdout
+    [line] = [
+        line for line in listing.splitlines() if f"{TELEGRAM_UPDATES_SOURCE}/{odd['update_id']}" in line
+    ]
+    assert "cannot read" in bridge_cli(gateway, "dlq", "retry", line.split()[0]).stdout
+
+
+def bridge_cli(gateway: ServiceProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge_cli", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, "NATS_URL": gateway.env["NATS_URL"], "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
 
 
 def test_a_caption_is_never_a_command_and_service_messages_are_not_carried(

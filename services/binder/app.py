@@ -11,7 +11,15 @@ from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsMessage
 from motor.motor_asyncio import AsyncIOMotorClient
 
-from bridge_lib.eventbus import EventPublisher, consume, durable_pull, ensure_streams, jstream, make_broker
+from bridge_lib.eventbus import (
+    EventPublisher,
+    consume,
+    durable_pull,
+    ensure_streams,
+    jstream,
+    make_broker,
+    start_subscribers,
+)
 from bridge_lib.health import mongo_ping, start_health_server
 from bridge_lib.metrics import track_planfix_budget
 from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
@@ -64,9 +72,14 @@ async def run(settings: BinderSettings) -> None:
         checks={"mongodb": mongo_ping(mongo)},
     )
     await broker.connect()
-    await ensure_streams(broker, replicas=settings.nats_stream_replicas)
+    await ensure_streams(
+        broker, replicas=settings.nats_stream_replicas, timeout_s=settings.nats_startup_timeout_s
+    )
     planfix = await paced_planfix_client(
-        settings, broker.connection.jetstream(), replicas=settings.nats_stream_replicas
+        settings,
+        broker.connection.jetstream(),
+        replicas=settings.nats_stream_replicas,
+        startup_timeout_s=settings.nats_startup_timeout_s,
     )
     track_planfix_budget(planfix)
     if not await planfix_self_check(planfix):
@@ -82,7 +95,7 @@ async def run(settings: BinderSettings) -> None:
             everyone_may_bind=settings.everyone_may_bind,
         ),
     )
-    await broker.start()
+    await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
     log.info("binder_started")
     try:
         await wait_for_stop_signal()

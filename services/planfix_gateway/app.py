@@ -16,10 +16,12 @@ import structlog
 from aiohttp import web
 from faststream.nats import NatsBroker
 
-from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
+from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker, start_subscribers
 from bridge_lib.health import start_health_server
+from bridge_lib.jetstream_ready import JetStreamNotReady
 from bridge_lib.metrics import track_planfix_budget
 from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
+from bridge_lib.runtime import log_startup_failed
 from services.planfix_gateway.config import PlanfixGatewaySettings
 from services.planfix_gateway.fetcher import CommentFetcher, router
 from services.planfix_gateway.webhook import WebhookReceiver
@@ -61,6 +63,9 @@ async def run(settings: PlanfixGatewaySettings) -> int:
             return EXIT_OK
         try:
             exit_code = startup.result()
+        except JetStreamNotReady as error:
+            log_startup_failed(error)
+            exit_code = EXIT_FAILED
         except Exception:
             log.exception("startup_failed")
             exit_code = EXIT_FAILED
@@ -84,9 +89,14 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
     stack.push_async_callback(health.stop)
     log.info("nats_connecting")
     await broker.connect()
-    await ensure_streams(broker, replicas=settings.nats_stream_replicas)
+    await ensure_streams(
+        broker, replicas=settings.nats_stream_replicas, timeout_s=settings.nats_startup_timeout_s
+    )
     planfix = await paced_planfix_client(
-        settings, broker.connection.jetstream(), replicas=settings.nats_stream_replicas
+        settings,
+        broker.connection.jetstream(),
+        replicas=settings.nats_stream_replicas,
+        startup_timeout_s=settings.nats_startup_timeout_s,
     )
     stack.push_async_callback(planfix.aclose)
     track_planfix_budget(planfix)
@@ -110,7 +120,7 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
         before_fetch=receiver.no_burst_pending,
     )
     broker.context.set_global("fetcher", fetcher)
-    await broker.start()
+    await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
 
     runner = web.AppRunner(receiver.app(), access_log=None)  # the access log would show the secret path
     await runner.setup()

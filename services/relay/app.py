@@ -9,6 +9,7 @@ import asyncio
 import os
 import socket
 import uuid
+from functools import partial
 from typing import get_args
 from zoneinfo import ZoneInfo
 
@@ -19,14 +20,23 @@ from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsMessage
 from motor.motor_asyncio import AsyncIOMotorClient
 
-from bridge_lib.eventbus import EventPublisher, consume, durable_pull, ensure_streams, jstream, make_broker
+from bridge_lib.eventbus import (
+    EventPublisher,
+    consume,
+    durable_pull,
+    ensure_streams,
+    jstream,
+    make_broker,
+    start_subscribers,
+)
 from bridge_lib.health import ConsumerRef, mongo_ping, start_health_server
+from bridge_lib.jetstream_ready import when_jetstream_ready
 from bridge_lib.kvstore import ensure_bucket
 from bridge_lib.lease import Lease, open_lease_bucket
 from bridge_lib.metrics import track_planfix_budget
 from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
 from bridge_lib.runtime import wait_for_stop_signal
-from bridge_lib.telegram import make_bot
+from bridge_lib.telegram import make_bot, telegram_self_check
 from contracts import subjects
 from contracts.events import BindingEvent, PlanfixCommentChange, TelegramGroupEvent
 from contracts.subjects import (
@@ -116,11 +126,18 @@ async def run(settings: RelaySettings) -> None:
         extra_consumers=[INBOUND_CONSUMER],
     )
     await broker.connect()
-    await ensure_streams(broker, replicas=settings.nats_stream_replicas)
+    await ensure_streams(
+        broker, replicas=settings.nats_stream_replicas, timeout_s=settings.nats_startup_timeout_s
+    )
     js = broker.connection.jetstream()
-    planfix = await paced_planfix_client(settings, js, replicas=settings.nats_stream_replicas)
+    planfix = await paced_planfix_client(
+        settings,
+        js,
+        replicas=settings.nats_stream_replicas,
+        startup_timeout_s=settings.nats_startup_timeout_s,
+    )
     track_planfix_budget(planfix)
-    if not await planfix_self_check(planfix):
+    if not await planfix_self_check(planfix) or not await telegram_self_check(bot):
         raise SystemExit(2)
     directory = BindingDirectory()
     await directory.start(js)
@@ -139,13 +156,20 @@ async def run(settings: RelaySettings) -> None:
         zone=ZoneInfo(settings.relay_timezone),
         limits=CombineLimits(max_messages=settings.relay_combine_max_messages),
     )
-    lease = Lease(
-        await open_lease_bucket(js, replicas=settings.nats_stream_replicas), "relay_inbound", owner=owner
+    lease_bucket = await when_jetstream_ready(
+        "the LEASES bucket",
+        partial(open_lease_bucket, js, replicas=settings.nats_stream_replicas),
+        timeout_s=settings.nats_startup_timeout_s,
     )
+    lease = Lease(lease_bucket, "relay_inbound", owner=owner)
     inbound = InboundConsumer(js, to_planfix, lease, album_window_s=settings.relay_album_window_s)
 
     # Planfix -> Telegram: an outbox drained per group at Telegram's pace.
-    pace_bucket = await ensure_bucket(js, TELEGRAM_PACE_BUCKET, replicas=settings.nats_stream_replicas)
+    pace_bucket = await when_jetstream_ready(
+        f"the {TELEGRAM_PACE_BUCKET.name} bucket",
+        partial(ensure_bucket, js, TELEGRAM_PACE_BUCKET, replicas=settings.nats_stream_replicas),
+        timeout_s=settings.nats_startup_timeout_s,
+    )
     pace = TelegramPace(
         pace_bucket,
         group_limit=settings.group_pace_messages,
@@ -184,7 +208,7 @@ async def run(settings: RelaySettings) -> None:
     directory.on_change(sender.wake)
     broker.context.set_global("to_telegram", to_telegram)
 
-    await broker.start()
+    await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
     sender.start()
     inbound_task = asyncio.create_task(inbound.run(), name="inbound")
     log.info("relay_started")

@@ -30,13 +30,15 @@ from faststream.nats import NatsBroker
 
 from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
 from bridge_lib.health import start_health_server
-from bridge_lib.runtime import wait_for_stop_signal
-from bridge_lib.telegram import make_bot
+from bridge_lib.jetstream_ready import JetStreamNotReady
+from bridge_lib.runtime import log_startup_failed, wait_for_stop_signal
+from bridge_lib.telegram import TOKEN_HINT, TOKEN_REFUSED, make_bot
 from services.telegram_gateway.commands import BOT_COMMANDS, BotProfile, build_commands_router
 from services.telegram_gateway.config import TelegramGatewaySettings
 from services.telegram_gateway.group_life import build_group_life_router
 from services.telegram_gateway.handlers import build_router
 from services.telegram_gateway.polling import BACKOFF, poll_updates, redact
+from services.telegram_gateway.undecodable import UndecodableUpdates
 from services.telegram_gateway.webhook import TelegramWebhook, webhook_path
 
 log = structlog.get_logger("telegram_gateway")
@@ -80,11 +82,11 @@ async def run(settings: TelegramGatewaySettings) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await work
     except TelegramUnauthorizedError:
-        log.error(
-            "telegram_token_refused",
-            detail="Telegram answered 401 Unauthorized: TELEGRAM_BOT_TOKEN is wrong or was revoked",
-        )
+        log.error("telegram_token_refused", detail=TOKEN_REFUSED, hint=TOKEN_HINT)
         raise SystemExit(2) from None
+    except JetStreamNotReady as error:
+        log_startup_failed(error)
+        raise SystemExit(1) from None
     except Exception as error:
         # Formatted here, without the frames' locals (bridge_lib's dict_tracebacks shows them).
         text = "".join(traceback.format_exception(error))
@@ -104,7 +106,9 @@ async def _serve(bot: Bot, broker: NatsBroker, settings: TelegramGatewaySettings
     # The broker retries forever while NATS is down; say what it is waiting for.
     log.info("nats_connecting", server=_host_of(settings.nats_url))
     await broker.start()
-    await ensure_streams(broker, replicas=settings.nats_stream_replicas)
+    await ensure_streams(
+        broker, replicas=settings.nats_stream_replicas, timeout_s=settings.nats_startup_timeout_s
+    )
     log.info("nats_connected")
     me = await _retrying("getMe", bot.me)
     log.info("telegram_bot_identified", bot_username=me.username, bot_id=me.id)
@@ -114,7 +118,8 @@ async def _serve(bot: Bot, broker: NatsBroker, settings: TelegramGatewaySettings
     await _retrying(
         "setMyCommands", lambda: bot.set_my_commands(commands, scope=BotCommandScopeAllGroupChats())
     )
-    dispatcher = build_dispatcher(EventPublisher(broker), me)
+    publisher = EventPublisher(broker)
+    dispatcher = build_dispatcher(publisher, me)
     allowed_updates = dispatcher.resolve_used_update_types()
     if settings.telegram_webhook_url:
         await _serve_webhook(bot, dispatcher, settings, allowed_updates)
@@ -122,7 +127,9 @@ async def _serve(bot: Bot, broker: NatsBroker, settings: TelegramGatewaySettings
     # getUpdates fails with 409 while a webhook is set.
     await _retrying("deleteWebhook", lambda: bot.delete_webhook(drop_pending_updates=False))
     log.info("telegram_gateway_started", mode="polling", allowed_updates=allowed_updates)
-    await poll_updates(bot, dispatcher, allowed_updates=allowed_updates)
+    await poll_updates(
+        bot, dispatcher, allowed_updates=allowed_updates, undecodable=UndecodableUpdates(publisher)
+    )
 
 
 async def _serve_webhook(

@@ -124,6 +124,7 @@ async def on_unbind_command(
 ) -> None:
     requested_by = sender_of(message)
     if requested_by is None:
+        log.info("message_without_sender_ignored", chat_id=message.chat.id, message_id=message.message_id)
         return
     chat_id, message_id = message.chat.id, message.message_id
     key = telegram_unbind_key(chat_id, message_id)
@@ -151,6 +152,7 @@ def question_handler(command: GroupCommand) -> QuestionHandler:
     ) -> None:
         requested_by = sender_of(message)
         if requested_by is None:
+            log.info("message_without_sender_ignored", chat_id=message.chat.id, message_id=message.message_id)
             return
         chat_id, message_id = message.chat.id, message.message_id
         key = telegram_command_key(chat_id, message_id)

@@ -21,6 +21,8 @@ from aiogram.types import Update
 from aiohttp import web
 from pydantic import ValidationError
 
+from services.telegram_gateway.polling import handle_update
+
 log = structlog.get_logger("telegram_gateway.webhook")
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -65,13 +67,12 @@ class TelegramWebhook:
             log.warning("telegram_webhook_bad_update", error=str(error)[:200])
             return web.json_response({"error": "not a Telegram update"}, status=400)
         async with self._in_order:
-            with structlog.contextvars.bound_contextvars(update_id=update.update_id):
-                try:
-                    await self._dispatcher.feed_update(self._bot, update)
-                except Exception:
-                    # Not stored: Telegram keeps the update and sends it again later.
-                    log.exception("telegram_webhook_update_failed")
-                    return web.json_response({"error": "not stored, retry later"}, status=500)
+            try:
+                await handle_update(self._bot, self._dispatcher, update)
+            except Exception:
+                # Not stored: Telegram keeps the update and sends it again later.
+                log.exception("telegram_webhook_update_failed", update_id=update.update_id)
+                return web.json_response({"error": "not stored, retry later"}, status=500)
         return web.json_response({"ok": True})
 
     async def _read_body(self, request: web.Request) -> bytes | None:

@@ -1,0 +1,87 @@
+"""Updates Telegram sent that aiogram cannot decode: kept as dead letters, never a stuck poll.
+
+aiogram decodes a ``getUpdates`` answer as a whole, so one update it cannot read (a field newer
+than its models, a value of an unexpected type) fails the whole batch with
+``ClientDecodeError``; asked again, Telegram answers the same batch, for ever. ``polling`` then
+decodes the raw updates one by one: the good ones are handled, each bad one is stored here, on
+``deadletter.telegram_gateway`` with its raw JSON and the reason, and then confirmed with the rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+import msgspec
+import structlog
+from pydantic import ValidationError
+
+from bridge_lib.eventbus import EventPublisher
+from contracts.events import (
+    TELEGRAM_UPDATES_SOURCE,
+    DeadLetterReason,
+    MessageDeadLettered,
+    dead_letter_key,
+    root_envelope,
+)
+from contracts.subjects import dead_letter
+
+log = structlog.get_logger("telegram_gateway")
+
+# Its dead letters' "consumer" (and subject token): the gateway itself.
+CONSUMER = "telegram_gateway"
+
+
+def raw_updates_of(answer: Any) -> list[Any] | None:
+    """The raw updates of a successful getUpdates answer, None for anything else."""
+    if isinstance(answer, dict) and answer.get("ok") is True and isinstance(answer.get("result"), list):
+        return list(answer["result"])
+    return None
+
+
+def update_id_of(raw: Any) -> int | None:
+    update_id = raw.get("update_id") if isinstance(raw, dict) else None
+    return update_id if isinstance(update_id, int) and not isinstance(update_id, bool) else None
+
+
+def what_failed(error: ValidationError) -> str:
+    """Where and how the update broke aiogram's models, without the values (they are people's text)."""
+    return "; ".join(f"{'.'.join(map(str, problem['loc']))}: {problem['type']}" for problem in error.errors())
+
+
+class UndecodableUpdates:
+    def __init__(self, publisher: EventPublisher) -> None:
+        self._publisher = publisher
+
+    async def store(self, raw: Any, error: ValidationError) -> None:
+        """Store ``raw`` as a dead letter (raises when it cannot be stored: it stays unconfirmed)."""
+        body = msgspec.json.encode(raw)
+        update_id = update_id_of(raw)
+        seq = update_id if update_id is not None else 0
+        # One dead letter per update, however often Telegram sends it.
+        key = (
+            dead_letter_key(TELEGRAM_UPDATES_SOURCE, seq, CONSUMER)
+            if update_id is not None
+            else f"dlq:{TELEGRAM_UPDATES_SOURCE}:body:{hashlib.sha256(body).hexdigest()}"
+        )
+        dead = MessageDeadLettered(
+            **root_envelope(key, caused_by=f"tg:update:{seq}"),
+            consumer=CONSUMER,
+            stream=TELEGRAM_UPDATES_SOURCE,
+            stream_seq=seq,
+            original_subject="getUpdates",
+            original_headers={},
+            body_b64=base64.b64encode(body).decode("ascii"),
+            reason=DeadLetterReason.UNDECODABLE,
+            detail=f"aiogram cannot decode this update: {error}"[:2000],
+            num_delivered=1,
+        )
+        stored = await self._publisher.publish(dead, subject=dead_letter(CONSUMER), msg_id=key)
+        log.error(
+            "telegram_update_dead_lettered",
+            update_id=update_id,
+            problems=what_failed(error)[:500],
+            duplicate=not stored,
+            hint="`bridge dlq list` shows it with its raw JSON; it cannot be retried, only read and dropped",
+        )
