@@ -318,7 +318,7 @@ def test_only_admins_may_bind_or_unbind_and_others_are_told_politely(
     assert "bind" in refusal["text"]
     assert bridge.binding_document(unique_chat_id) is None
     assert not any(
-        c.path == "/rest/task/" and c.json and c.json.get("name") == "Not mine to create"
+        c.path == "/rest/task/" and isinstance(c.json, dict) and c.json.get("name") == "Not mine to create"
         for c in fake_planfix.calls
     )
 
