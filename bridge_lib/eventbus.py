@@ -496,9 +496,12 @@ async def store_dead_letter(
 class ConnectionPublisher(EventPublisher):
     """An ``EventPublisher`` (same headers, same retries) over a bare nats-py connection."""
 
-    def __init__(self, connection: Any, *, give_up_after_s: float = 30.0) -> None:
+    def __init__(
+        self, connection: Any, *, give_up_after_s: float = 30.0, attempt_timeout_s: float = 5.0
+    ) -> None:
         self._connection = connection
         self._give_up_after_s = give_up_after_s
+        self._attempt_timeout_s = attempt_timeout_s
 
     def _jetstream(self) -> Any:
         return self._connection.jetstream()
