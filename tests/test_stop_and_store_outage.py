@@ -74,13 +74,6 @@ def stop_within_10_s_with_exit_0(bridge: Bridge, name: str) -> None:
     assert f"{name}_stopping" in process.log_text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: on SIGTERM the relay cancels its Telegram -> Planfix consumer mid-post "
-    "(services/relay/app.py cancels the inbound task at once); Planfix still completes the held "
-    "request, the restarted relay finds no comment yet by sourceObjectId and posts it again. "
-    "Finishing the unit in flight before stopping (inbound_consumer) would close it.",
-)
 def test_sigterm_to_the_relay_while_it_posts_a_comment_then_the_comment_arrives_once(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:

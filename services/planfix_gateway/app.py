@@ -104,15 +104,6 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
     if not await planfix_self_check(planfix):
         return EXIT_CONFIG
 
-    fetcher = CommentFetcher(
-        planfix=planfix,
-        source_id=settings.planfix_source_id,
-        relay_hidden=settings.planfix_relay_hidden_comments,
-        publisher=EventPublisher(broker, give_up_after_s=FETCHER_PUBLISH_GIVE_UP_S),
-    )
-    broker.context.set_global("fetcher", fetcher)
-    await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
-
     receiver = WebhookReceiver(
         secret=settings.planfix_webhook_secret.get_secret_value(),
         max_body=settings.planfix_webhook_max_body,
@@ -121,6 +112,16 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
         ),
         publish_timeout_s=WEBHOOK_PUBLISH_TIMEOUT_S,
     )
+    fetcher = CommentFetcher(
+        planfix=planfix,
+        source_id=settings.planfix_source_id,
+        relay_hidden=settings.planfix_relay_hidden_comments,
+        publisher=EventPublisher(broker, give_up_after_s=FETCHER_PUBLISH_GIVE_UP_S),
+        before_fetch=receiver.no_burst_pending,
+    )
+    broker.context.set_global("fetcher", fetcher)
+    await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
+
     runner = web.AppRunner(receiver.app(), access_log=None)  # the access log would show the secret path
     await runner.setup()
     stack.push_async_callback(runner.cleanup)

@@ -13,6 +13,8 @@ the Planfix API wait in the stream: the notice is redelivered until the fetch wo
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import structlog
 from faststream import Context
 from faststream.middlewares import AckPolicy
@@ -60,15 +62,25 @@ DURABLE = "planfix_gateway-comment-fetcher"
 
 class CommentFetcher:
     def __init__(
-        self, *, planfix: PlanfixClient, publisher: EventPublisher, source_id: str, relay_hidden: bool = False
+        self,
+        *,
+        planfix: PlanfixClient,
+        publisher: EventPublisher,
+        source_id: str,
+        relay_hidden: bool = False,
+        before_fetch: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._planfix = planfix
         self._publisher = publisher
         self._source_id = source_id
         self._relay_hidden = relay_hidden
+        # Webhook answers come first: they hold Planfix's scenario queue, a fetch holds nothing.
+        self._before_fetch = before_fetch
 
     async def handle(self, notice: PlanfixCommentWebhookReceived, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(action=notice.action)
+        if self._before_fetch is not None:
+            await self._before_fetch()
         comment = await self._fetch(notice.comment_id)
         if notice.action is PlanfixCommentAction.DELETED:
             await self._publish_deleted(notice, comment)

@@ -51,7 +51,7 @@ from services.relay.courier import Courier
 from services.relay.directory import BindingDirectory
 from services.relay.effects import EffectStore
 from services.relay.inbound_consumer import DURABLE as INBOUND_DURABLE
-from services.relay.inbound_consumer import InboundConsumer, cancelled
+from services.relay.inbound_consumer import InboundConsumer
 from services.relay.inbound_store import InboundStore
 from services.relay.outbox import Outbox
 from services.relay.pacing import GroupLeases, TelegramPace
@@ -62,6 +62,8 @@ from services.relay.to_planfix import CombineLimits, ToPlanfix
 from services.relay.to_telegram import ToTelegram
 
 log = structlog.get_logger("relay")
+# Of the 10 s a stop may take, what the Telegram -> Planfix unit in flight gets to finish.
+INBOUND_STOP_GRACE_S = 7.0
 INBOUND_CONSUMER = ConsumerRef(TELEGRAM_STREAM.name, INBOUND_DURABLE, ALL_TELEGRAM_MESSAGE_ACTIVITY)
 router = NatsRouter()
 
@@ -218,7 +220,8 @@ async def run(settings: RelaySettings) -> None:
         stop.cancel()
     finally:
         log.info("relay_stopping")
-        await cancelled(inbound_task)
+        # Most of the 10 s a stop may take: the Planfix call in flight is let finish.
+        await inbound.stop(inbound_task, grace_s=INBOUND_STOP_GRACE_S)
         await sender.stop()
         await directory.stop()
         await broker.stop()

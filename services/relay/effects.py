@@ -9,6 +9,7 @@ webhook with one of these ids is never echoed into the group.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,13 @@ class EffectStore:
             return None
         document: dict[str, Any] | None = await self._effects.find_one({"_id": key})
         return document
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """``get`` for several keys in one round trip: the records found, by key."""
+        if forcing_effects() or not keys:
+            return {}
+        documents = await self._effects.find({"_id": {"$in": list(keys)}}).to_list(None)
+        return {str(document["_id"]): document for document in documents}
 
     async def record(self, key: str, **result: Any) -> None:
         # Recorded by an earlier delivery of the same event? Then the first record stands.

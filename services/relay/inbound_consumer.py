@@ -65,6 +65,10 @@ CRASH_ATTEMPTS = 10
 _HEARTBEAT_S = ACK_WAIT_S / 3
 
 
+class _Stopping(Exception):
+    """The service is stopping: leave what is not started yet for the next holder."""
+
+
 class InboundConsumer:
     def __init__(
         self,
@@ -80,6 +84,18 @@ class InboundConsumer:
         self._lease = lease
         self._batch = batch
         self._album_window_s = album_window_s
+        self._stopping = asyncio.Event()
+        self._carrying = False
+
+    async def stop(self, task: asyncio.Task[None], *, grace_s: float) -> None:
+        """Stop pulling and let the unit in flight finish (a Planfix call cut off mid-way could
+        be posted again after a restart); after ``grace_s`` it is cut off anyway. Whatever was
+        not carried stays unacknowledged: the next holder starts from it."""
+        self._stopping.set()
+        if self._carrying and not task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait({task}, timeout=grace_s)
+        await cancelled(task)
 
     async def run(self) -> None:
         """Consume while holding the lease; stand by while another replica holds it.
@@ -88,7 +104,7 @@ class InboundConsumer:
         failure of the consuming loop, is logged and the loop starts again a moment later.
         """
         try:
-            while True:
+            while not self._stopping.is_set():
                 try:
                     await self._lease.acquire()
                 except Exception as error:
@@ -136,11 +152,13 @@ class InboundConsumer:
         )
         log.info("inbound_consumer_started")
         try:
-            while True:
+            while not self._stopping.is_set():
                 try:
-                    messages = await subscription.fetch(self._batch, timeout=5.0)
+                    messages = await self._fetch_unless_stopping(subscription)
                 except nats.errors.TimeoutError:
                     continue
+                except _Stopping:
+                    return
                 except nats.errors.Error as error:
                     # NATS away (the client reconnects by itself): try again shortly.
                     log.warning("inbound_fetch_failed", error=type(error).__name__)
@@ -150,10 +168,37 @@ class InboundConsumer:
                     # A pull can end empty (a stream leader moving in a cluster): nothing to do.
                     continue
                 messages += await self._rest_of_album(subscription, messages)
-                await self._handle(messages)
+                self._carrying = True
+                try:
+                    await self._handle(messages)
+                except _Stopping:
+                    log.info("inbound_stopped_between_units")
+                    return
+                finally:
+                    self._carrying = False
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+
+    async def _fetch_unless_stopping(self, subscription: Any) -> list[Any]:
+        fetch = asyncio.ensure_future(subscription.fetch(self._batch, timeout=5.0))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not fetch.done():
+            # Anything this pull brought in the meantime stays unacknowledged for the next holder.
+            await cancelled(fetch)
+            raise _Stopping
+        return list(fetch.result())
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, unless the service stops meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        if self._stopping.is_set():
+            raise _Stopping
 
     async def _restart_point(self) -> int | None:
         """Where to start when an earlier holder left messages unacknowledged (it died mid-batch).
@@ -228,6 +273,8 @@ class InboundConsumer:
         try:
             units = await self._plan(events, raw_of)
             for unit in units:
+                if self._stopping.is_set():
+                    raise _Stopping
                 raws = [raw_of[event.event_id] for event in unit.events]
                 attempts = max(raw.metadata.num_delivered for raw in raws)
                 with structlog.contextvars.bound_contextvars(
@@ -251,7 +298,7 @@ class InboundConsumer:
             except Exception:
                 retry_in = retry_delay_s(attempts)
                 log.exception("batch_not_planned", retry_in_s=retry_in)
-                await asyncio.sleep(retry_in)
+                await self._pause(retry_in)
                 attempts += 1
 
     async def _settle(self, unit: Any, raws: list[Any], attempts: int) -> None:
@@ -281,7 +328,7 @@ class InboundConsumer:
                 metrics.RETRIES.labels(DURABLE, "transient" if transient else "crash").inc()
                 for event in unit.events:
                     metrics.EVENTS_IN.labels(DURABLE, event.tag, "retry").inc()
-                await asyncio.sleep(delay)
+                await self._pause(delay)
                 # The next try looks up what the failed one may have done (a comment Planfix
                 # created before the answer was lost) before doing it again.
                 attempts += 1

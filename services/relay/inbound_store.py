@@ -10,17 +10,19 @@ HTML and never posts a second, differently combined comment.
 ``message_comments``: ``_id`` = a Telegram message's source key (or an album's key) -> the run
 key holding it. Edits and reactions find their comment through it.
 
-Only operations that both MongoDB and nx-27017 serve are used (find, insert, $set updates).
+Only operations that both MongoDB and nx-27017 serve are used (find, ``$in``, insert, unordered
+``insert_many``, $set updates).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.relay.comment_html import Block
 
@@ -42,6 +44,9 @@ class StoredComment(msgspec.Struct, kw_only=True):
         return next((block for block in self.blocks if block.message_key == message_key), None)
 
 
+_DUPLICATE_KEY = 11000
+
+
 def album_key(chat_id: int, media_group_id: str) -> str:
     return f"tg:album:{chat_id}:{media_group_id}"
 
@@ -55,6 +60,13 @@ class InboundStore:
         """The run key holding a message (or an album), if it was ever planned into a comment."""
         document = await self._index.find_one({"_id": key})
         return str(document["run"]) if document else None
+
+    async def runs_of(self, keys: Sequence[str]) -> dict[str, str]:
+        """``run_of`` for several keys in one round trip: the run keys found, by key."""
+        if not keys:
+            return {}
+        documents = await self._index.find({"_id": {"$in": list(keys)}}).to_list(None)
+        return {str(document["_id"]): str(document["run"]) for document in documents}
 
     async def load(self, run_key: str) -> StoredComment | None:
         document = await self._comments.find_one({"_id": run_key})
@@ -77,10 +89,10 @@ class InboundStore:
             earlier = await self.load(comment.run_key)
             if earlier is not None:
                 comment = earlier
-        for key in comment.message_keys:
-            await self._link(key, comment.run_key)
+        keys = comment.message_keys
         if comment.media_group_id is not None:
-            await self._link(album_key(comment.chat_id, comment.media_group_id), comment.run_key)
+            keys.append(album_key(comment.chat_id, comment.media_group_id))
+        await self._link_all(keys, comment.run_key)
         return comment
 
     async def save(self, comment: StoredComment) -> None:
@@ -95,3 +107,15 @@ class InboundStore:
     async def _link(self, key: str, run_key: str) -> None:
         with contextlib.suppress(DuplicateKeyError):
             await self._index.insert_one({"_id": key, "run": run_key})
+
+    async def _link_all(self, keys: Sequence[str], run_key: str) -> None:
+        """``_link`` each key, in one round trip; a key linked before keeps its run (as in ``_link``)."""
+        if len(keys) == 1:
+            await self._link(keys[0], run_key)
+            return
+        try:
+            await self._index.insert_many([{"_id": key, "run": run_key} for key in keys], ordered=False)
+        except BulkWriteError as error:
+            errors = error.details.get("writeErrors", [])
+            if not errors or any(write_error.get("code") != _DUPLICATE_KEY for write_error in errors):
+                raise

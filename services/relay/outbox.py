@@ -6,15 +6,22 @@ stream, and comments waiting for the same group can then go out combined. The ha
 an item (its ``_id`` is the effect key, so a redelivered event stores nothing new) and returns;
 a per-group sender (``sender.py``) drains the items in order.
 
-``telegram_outbox``: one document per item; ``seq`` (from ``counters``) orders them across the
+``telegram_outbox``: one document per item waiting to go; ``seq`` (from ``counters``) orders them across the
 whole bridge, so the order survives a group's move to a new chat id. ``progress`` records each
 finished step of a multi-message item (parts of a long text, files), so a retry resumes where
-it stopped instead of repeating what Telegram already shows. ``state``: pending, done, or dead
-(Telegram refused it for good; kept with the reason for an operator).
+it stopped instead of repeating what Telegram already shows.
+
+``telegram_outbox_finished``: items that went out (``state`` done) or that Telegram refused for
+good (dead, with the reason, for an operator). They are moved out of ``telegram_outbox`` so that
+finding a group's next items reads only what waits, however long the bridge has run (nx-27017
+does not use the compound index, so the pending query reads the whole collection); they stay
+to recognise a redelivered event. A move is an insert there, then a delete here: an item found
+in both (a crash in between) counts as finished.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from datetime import UTC, datetime
 from typing import Any
@@ -92,14 +99,20 @@ def _item(document: dict[str, Any]) -> OutboxItem:
 class Outbox:
     def __init__(self, database: AsyncIOMotorDatabase[Any]) -> None:
         self._items = database["telegram_outbox"]
+        self._finished = database["telegram_outbox_finished"]
         self._counters = database["counters"]
 
     async def create_indexes(self) -> None:
         await self._items.create_index([("state", 1), ("chat_id", 1), ("seq", 1)], name="pending_by_chat")
+        # Earlier versions kept finished items beside the waiting ones: move them once.
+        async for document in self._items.find({"state": {"$ne": ItemState.PENDING.value}}):
+            await self._move_to_finished(document)
 
     async def enqueue(self, item: OutboxItem) -> bool:
         """Store the item; False when an item with its key exists already (a redelivery)."""
         if await self._items.find_one({"_id": item.key}, {"_id": 1}) is not None:
+            return False
+        if await self._finished.find_one({"_id": item.key}, {"_id": 1}) is not None:
             return False
         counter = await self._counters.find_one_and_update(
             {"_id": "telegram_outbox"},
@@ -115,12 +128,19 @@ class Outbox:
         return True
 
     async def get(self, key: str) -> OutboxItem | None:
-        document = await self._items.find_one({"_id": key})
+        document = await self._finished.find_one({"_id": key}) or await self._items.find_one({"_id": key})
         return _item(document) if document else None
 
     async def pending(self, chat_id: int, *, limit: int) -> list[OutboxItem]:
         cursor = self._items.find({"state": ItemState.PENDING.value, "chat_id": chat_id}).sort("seq", 1)
-        return [_item(document) for document in await cursor.to_list(limit)]
+        documents = await cursor.to_list(limit)
+        if not documents:
+            return []
+        keys = [document["_id"] for document in documents]
+        finished = {d["_id"] async for d in self._finished.find({"_id": {"$in": keys}}, {"_id": 1})}
+        for key in finished:  # left behind by a crash mid-move
+            await self._items.delete_one({"_id": key})
+        return [_item(document) for document in documents if document["_id"] not in finished]
 
     async def has_pending(self, chat_id: int) -> bool:
         found = await self._items.find_one({"state": ItemState.PENDING.value, "chat_id": chat_id}, {"_id": 1})
@@ -134,9 +154,18 @@ class Outbox:
         await self._items.update_one({"_id": key}, {"$set": {f"progress.{step}": message_ids}})
 
     async def finish(self, key: str) -> None:
-        await self._items.update_one(
-            {"_id": key}, {"$set": {"state": ItemState.DONE.value, "finished_at": datetime.now(UTC)}}
-        )
+        await self._finish(key, {"state": ItemState.DONE.value})
+
+    async def _finish(self, key: str, changes: dict[str, Any]) -> None:
+        document = await self._items.find_one({"_id": key})
+        if document is not None:
+            await self._move_to_finished({**document, **changes, "finished_at": datetime.now(UTC)})
+
+    async def _move_to_finished(self, document: dict[str, Any]) -> None:
+        # A duplicate: moved before, and the delete below did not happen.
+        with contextlib.suppress(DuplicateKeyError):
+            await self._finished.insert_one(document)
+        await self._items.delete_one({"_id": document["_id"]})
 
     async def count_attempt(self, key: str, reason: str) -> int:
         document = await self._items.find_one_and_update(
@@ -147,10 +176,7 @@ class Outbox:
         return int(document["attempts"]) if document else 0
 
     async def give_up(self, key: str, reason: str) -> None:
-        await self._items.update_one(
-            {"_id": key},
-            {"$set": {"state": ItemState.DEAD.value, "reason": reason, "finished_at": datetime.now(UTC)}},
-        )
+        await self._finish(key, {"state": ItemState.DEAD.value, "reason": reason})
 
     async def move_chat(self, old_chat_id: int, new_chat_id: int) -> int:
         """Pending items for a group that became a supergroup go to its new id, in their order."""

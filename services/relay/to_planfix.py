@@ -201,17 +201,28 @@ class ToPlanfix:
     ) -> None:
         structlog.contextvars.bind_contextvars(task_number=task_number, chat_id=messages[0].chat_id)
         fresh: list[TelegramMessageReceived] = []
+        forced = forcing_effects()
+        # The records of all the unit's messages in two round trips, not two per message. Nothing
+        # in the loop below links or records another message of the unit, so reading them first
+        # sees what reading each in turn would.
+        keys = [message.source_key for message in messages]
+        runs = {} if forced else await self._store.runs_of(keys)
+        carried_before = (
+            {}
+            if forced
+            else await self._effects.get_many([f"planfix-comment:{key}" for key in keys if key not in runs])
+        )
         for message in messages:
-            if forcing_effects():
+            if forced:
                 # An operator's forced replay: a new comment, whatever the records say.
                 fresh.append(message)
                 continue
-            run_key = await self._store.run_of(message.source_key)
+            run_key = runs.get(message.source_key)
             if run_key is not None:
                 # Planned before (a redelivery): finish that comment as it was planned.
                 await self._finish(run_key, message, redelivered=True)
                 continue
-            if await self._effects.get(f"planfix-comment:{message.source_key}") is not None:
+            if f"planfix-comment:{message.source_key}" in carried_before:
                 # Carried one by one by a relay from before batching; its record stands.
                 log.info("message_carried_before", message_id=message.message_id)
                 continue
@@ -222,7 +233,7 @@ class ToPlanfix:
             fresh.append(message)
         while fresh:
             planned = await self._plan(task_number, fresh, attempts)
-            await self._finish(planned.run_key, fresh[0], redelivered=redelivered)
+            await self._finish(planned.run_key, fresh[0], redelivered=redelivered, planned=planned)
             # An intent left by a crash may hold fewer of these messages: the rest go next.
             fresh = [m for m in fresh if m.source_key not in planned.message_keys]
 
@@ -259,8 +270,17 @@ class ToPlanfix:
             await self._store.link(album_key(planned.chat_id, album), run_key)
         return stored
 
-    async def _finish(self, run_key: str, cause: TelegramMessageReceived, *, redelivered: bool) -> None:
-        comment = await self._store.load(run_key)
+    async def _finish(
+        self,
+        run_key: str,
+        cause: TelegramMessageReceived,
+        *,
+        redelivered: bool,
+        planned: StoredComment | None = None,
+    ) -> None:
+        # ``planned``: what ``InboundStore.plan`` just stored (or the earlier intent it found);
+        # reading it back would only repeat it, one store round trip per comment.
+        comment = planned if planned is not None else await self._store.load(run_key)
         if comment is None:
             raise TransientFailure(f"planned comment {run_key} not found in the store")
         if comment.comment_id is None:
