@@ -278,9 +278,12 @@ class Courier:
     # --- every call ---------------------------------------------------------------------------
 
     async def call(self, chat_id: int, messages: int, call: Callable[[], Awaitable[T]]) -> T:
-        await self._before_call(chat_id)
         await self._pace.wait_for_group(chat_id)
         await self._pace.take_bot_slots(messages)
+        # Right before the call, after the waits for the pace: the group's lease (renewed here)
+        # must not run out between this check and the record of what was sent, or another
+        # replica would take the group over and send the same item again.
+        await self._before_call(chat_id)
         try:
             result = await call()
         except TelegramRetryAfter as error:

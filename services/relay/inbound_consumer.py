@@ -160,10 +160,11 @@ class InboundConsumer:
                 except _Stopping:
                     return
                 except nats.errors.Error as error:
-                    # NATS away (the client reconnects by itself): try again shortly.
+                    # NATS away or a leader moving: start again shortly, from the acknowledgement
+                    # floor if this pull's messages went astray (``_restart_point``).
                     log.warning("inbound_fetch_failed", error=type(error).__name__)
                     await asyncio.sleep(1.0)
-                    continue
+                    return
                 if not messages:
                     # A pull can end empty (a stream leader moving in a cluster): nothing to do.
                     continue
@@ -212,10 +213,19 @@ class InboundConsumer:
             info = await self._js.consumer_info(TELEGRAM_STREAM.name, DURABLE)
         except nats.js.errors.NotFoundError:
             return None
-        if not info.num_ack_pending:
+        delivered_beyond_floor = int(info.delivered.stream_seq) > int(info.ack_floor.stream_seq)
+        # Messages can be delivered and not counted as pending: a pull answered while a
+        # stream's leader moved (a NATS node died) leaves them in transit, and JetStream would
+        # hand them out again only after newer ones. Anything delivered past the floor counts.
+        if not info.num_ack_pending and not delivered_beyond_floor:
             return None
         start_seq = int(info.ack_floor.stream_seq) + 1
-        log.warning("inbound_consumer_rewound", in_flight=info.num_ack_pending, from_stream_seq=start_seq)
+        log.warning(
+            "inbound_consumer_rewound",
+            in_flight=info.num_ack_pending,
+            delivered_stream_seq=int(info.delivered.stream_seq),
+            from_stream_seq=start_seq,
+        )
         await self._js.delete_consumer(TELEGRAM_STREAM.name, DURABLE)
         return start_seq
 
