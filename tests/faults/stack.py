@@ -22,9 +22,8 @@ import nats
 import nats.errors
 
 from bridge_lib import devstack
-from bridge_lib.eventbus import server_urls, stream_config
+from bridge_lib.eventbus import server_urls
 from contracts.events import TaskBound
-from contracts.subjects import ALL_STREAMS
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, GROUP_PACE, PLANFIX_TOKEN, WEBHOOK_SECRET
@@ -241,12 +240,7 @@ async def jetstream_ready(url: str) -> bool:
     except (nats.errors.Error, OSError):
         return False
     try:
-        js = nc.jetstream(timeout=20)
-        await js.account_info()
-        # Created here, one after another, as a deploy's first start would: four services
-        # creating the same 3-replica streams at once on a fresh cluster time out (5 s).
-        for spec in ALL_STREAMS:
-            await js.add_stream(stream_config(spec, replicas=3))
+        await nc.jetstream(timeout=20).account_info()
         return True
     except (nats.errors.Error, OSError):
         return False
