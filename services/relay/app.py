@@ -6,11 +6,12 @@ pace in NATS KV, and the Planfix and Telegram clients."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
 from functools import partial
-from typing import get_args
+from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -56,7 +57,7 @@ from services.relay.inbound_store import InboundStore
 from services.relay.outbox import Outbox
 from services.relay.pacing import GroupLeases, TelegramPace
 from services.relay.revisions import CommentRevisions
-from services.relay.sender import TelegramSender
+from services.relay.sender import NUDGE_SUBJECT, TelegramSender
 from services.relay.sent_comments import SentComments
 from services.relay.to_planfix import CombineLimits, ToPlanfix
 from services.relay.to_telegram import ToTelegram
@@ -99,6 +100,25 @@ async def on_binding_decided(msg: NatsMessage, to_telegram: ToTelegram = Context
 )
 async def on_group_event(msg: NatsMessage, to_telegram: ToTelegram = Context()) -> None:
     await consume(msg, get_args(TelegramGroupEvent), to_telegram.answer_group_event)
+
+
+async def listen_for_nudges(nc: Any, sender: TelegramSender) -> None:
+    """Replicas tell each other about items stored for a group another replica holds."""
+
+    async def on_nudge(msg: Any) -> None:
+        try:
+            chat_id = int(msg.data)
+        except ValueError:
+            log.warning("outbox_nudge_unreadable", size=len(msg.data))
+            return
+        sender.nudged(chat_id)
+
+    async def nudge(chat_id: int) -> None:
+        with contextlib.suppress(Exception):  # best effort: the sweep is the backstop
+            await nc.publish(NUDGE_SUBJECT, str(chat_id).encode())
+
+    await nc.subscribe(NUDGE_SUBJECT, cb=on_nudge)
+    sender.nudge = nudge
 
 
 async def run(settings: RelaySettings) -> None:
@@ -206,6 +226,7 @@ async def run(settings: RelaySettings) -> None:
     sender.revisions = CommentRevisions(bot=bot, courier=sender.courier, sent=sent_comments)
     # After the replay: only live binding changes (e.g. a resumed group) wake a sender.
     directory.on_change(sender.wake)
+    await listen_for_nudges(broker.connection, sender)
     broker.context.set_global("to_telegram", to_telegram)
 
     await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
