@@ -15,7 +15,6 @@ from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
 import structlog
-from faststream import Context
 from faststream.middlewares import AckPolicy
 from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsMessage
@@ -69,6 +68,15 @@ INBOUND_CONSUMER = ConsumerRef(TELEGRAM_STREAM.name, INBOUND_DURABLE, ALL_TELEGR
 router = NatsRouter()
 
 
+class Wiring:
+    """What the subscribers hand their messages to, set by ``run`` before they start."""
+
+    to_telegram: ToTelegram
+
+
+wiring = Wiring()
+
+
 # Added, updated and deleted comments through one consumer: a task's changes stay in order.
 # (It replaces "relay-planfix-comments", which saw added comments only; the outbox and the
 # effect records it checks make a replay by this new consumer send nothing twice.)
@@ -78,8 +86,8 @@ router = NatsRouter()
     ack_policy=AckPolicy.MANUAL,
     **durable_pull("relay-planfix-comment-changes"),
 )
-async def on_planfix_comment(msg: NatsMessage, to_telegram: ToTelegram = Context()) -> None:
-    await consume(msg, get_args(PlanfixCommentChange), to_telegram.carry_comment_change)
+async def on_planfix_comment(msg: NatsMessage) -> None:
+    await consume(msg, get_args(PlanfixCommentChange), wiring.to_telegram.carry_comment_change)
 
 
 @router.subscriber(
@@ -88,8 +96,8 @@ async def on_planfix_comment(msg: NatsMessage, to_telegram: ToTelegram = Context
     ack_policy=AckPolicy.MANUAL,
     **durable_pull("relay-binding-notices"),
 )
-async def on_binding_decided(msg: NatsMessage, to_telegram: ToTelegram = Context()) -> None:
-    await consume(msg, get_args(BindingEvent), to_telegram.announce_binding)
+async def on_binding_decided(msg: NatsMessage) -> None:
+    await consume(msg, get_args(BindingEvent), wiring.to_telegram.announce_binding)
 
 
 @router.subscriber(
@@ -98,8 +106,8 @@ async def on_binding_decided(msg: NatsMessage, to_telegram: ToTelegram = Context
     ack_policy=AckPolicy.MANUAL,
     **durable_pull("relay-group-events"),
 )
-async def on_group_event(msg: NatsMessage, to_telegram: ToTelegram = Context()) -> None:
-    await consume(msg, get_args(TelegramGroupEvent), to_telegram.answer_group_event)
+async def on_group_event(msg: NatsMessage) -> None:
+    await consume(msg, get_args(TelegramGroupEvent), wiring.to_telegram.answer_group_event)
 
 
 async def listen_for_nudges(nc: Any, sender: TelegramSender) -> None:
@@ -227,7 +235,7 @@ async def run(settings: RelaySettings) -> None:
     # After the replay: only live binding changes (e.g. a resumed group) wake a sender.
     directory.on_change(sender.wake)
     await listen_for_nudges(broker.connection, sender)
-    broker.context.set_global("to_telegram", to_telegram)
+    wiring.to_telegram = to_telegram
 
     await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
     sender.start()
