@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from bench.bindings import bind_by_command
-from bench.capacity import burst
+from bench.capacity import burst, cpu_per_message
+from bench.latency import offered
 from bench.profile import Sampler
 from bench.stack import BenchStack
 from bench.traffic import Receipts
@@ -26,6 +27,8 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--rate", type=float, default=0.0, help="then this offered load (msg/s) ...")
+    parser.add_argument("--seconds", type=float, default=20.0, help="... for this long")
     args = parser.parse_args()
     work_dir = Path(tempfile.mkdtemp(prefix="bridge-t2g-"))
     stack = BenchStack(work_dir / "stack")
@@ -58,6 +61,19 @@ def main() -> None:
                 for name, share in profile.top_under_own(15):
                     print(f"  own {share:5.1f}% {name}")
                 print(f"  raw: {sampler.output}")
+        if args.rate:
+            before = stack.usage()
+            batch, dist, drained = offered(
+                stack, receipts, tasks=tasks, rate=args.rate, seconds=args.seconds, drain_timeout_s=120
+            )
+            cpu = cpu_per_message(before, stack.usage(), batch.count)
+            print(
+                f"offered {args.rate:g} msg/s for {args.seconds:g} s: "
+                f"carried {dist['carried_msg_per_s']:.0f} msg/s, p50 {dist['p50']:.1f} "
+                f"p95 {dist['p95']:.1f} p99 {dist['p99']:.1f} ms, drained {drained}; CPU ms/msg: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu.items())),
+                flush=True,
+            )
     finally:
         stack.stop()
     print(f"work dir {work_dir}")
