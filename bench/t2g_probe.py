@@ -66,12 +66,12 @@ def main() -> None:
             batch, dist, drained = offered(
                 stack, receipts, tasks=tasks, rate=args.rate, seconds=args.seconds, drain_timeout_s=120
             )
-            cpu = cpu_per_message(before, stack.usage(), batch.count)
+            offered_cpu = cpu_per_message(before, stack.usage(), batch.count)
             print(
                 f"offered {args.rate:g} msg/s for {args.seconds:g} s: "
                 f"carried {dist['carried_msg_per_s']:.0f} msg/s, p50 {dist['p50']:.1f} "
                 f"p95 {dist['p95']:.1f} p99 {dist['p99']:.1f} ms, drained {drained}; CPU ms/msg: "
-                + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu.items())),
+                + ", ".join(f"{k} {v:.2f}" for k, v in sorted(offered_cpu.items())),
                 flush=True,
             )
     finally:

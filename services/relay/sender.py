@@ -74,6 +74,10 @@ SWEEP_EVERY_S = 10.0
 LEASE_BUSY_RETRY_S = 2.0
 # How long a group's task waits for more once its items are out, keeping the lease.
 IDLE_HOLD_S = 1.0
+# Groups drained at once; the others wait their turn in wake order. The bot may send about 30
+# messages a second in all, so more at once gains nothing, and 10,000 groups woken together
+# (a replay, a takeover) would hold 10,000 calls' worth of memory.
+MAX_ACTIVE_GROUPS = 100
 # Core NATS (not a stream: a lost nudge only costs latency): "the holder of this group's lease,
 # look at its outbox". Private to the relay's replicas. Payload: the chat id.
 NUDGE_SUBJECT = "relay.outbox.nudge"
@@ -122,6 +126,8 @@ class TelegramSender:
         self.courier: Courier | None = None
         self.revisions: CommentRevisions | None = None
         self._workers: dict[int, asyncio.Task[None]] = {}
+        # Groups woken while MAX_ACTIVE_GROUPS were being drained, in wake order.
+        self._queued: dict[int, None] = {}
         self._again: set[int] = set()
         # Groups whose task waits for more with the lease held: set when something comes.
         self._idle: dict[int, asyncio.Event] = {}
@@ -166,7 +172,16 @@ class TelegramSender:
             if idle is not None:
                 idle.set()
             return
+        if len(self._workers) >= MAX_ACTIVE_GROUPS:
+            self._queued[chat_id] = None
+            return
         self._workers[chat_id] = asyncio.create_task(self._run(chat_id))
+
+    def _start_queued(self) -> None:
+        while self._queued and len(self._workers) < MAX_ACTIVE_GROUPS and not self._stopping:
+            chat_id = next(iter(self._queued))
+            del self._queued[chat_id]
+            self.wake(chat_id)
 
     def nudged(self, chat_id: int) -> None:
         """Another replica stored an item for a group whose lease this one may hold."""
@@ -201,6 +216,7 @@ class TelegramSender:
             log.exception("group_sender_crashed")  # the sweep starts it again
         finally:
             self._workers.pop(chat_id, None)
+            self._start_queued()
 
     async def _drain(self, chat_id: int) -> None:
         solo_next = False
@@ -278,6 +294,8 @@ class TelegramSender:
         if chat_id in self._again:
             self._again.discard(chat_id)
             return True
+        if self._queued:
+            return False  # other groups wait for this task's place
         idle = self._idle[chat_id] = asyncio.Event()
         try:
             await asyncio.wait_for(idle.wait(), seconds)
