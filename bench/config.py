@@ -23,6 +23,9 @@ class BenchConfig:
     scale_groups: tuple[int, ...] = (1, 100, 10_000)
     scale_replica_groups: tuple[int, ...] = (100, 10_000)
     scale_messages: int = 600
+    # The burst goes to this many of the bound groups (evenly spread), whatever their number:
+    # 100 and 10,000 bound groups then see the same traffic and differ only in their bindings.
+    scale_active_groups: int = 100
     scale_latency_rate: float = 50.0
     scale_latency_s: float = 5.0
     webhook_concurrent: int = 100
@@ -55,10 +58,11 @@ QUICK = BenchConfig(
     latency_rate=20.0,
     latency_s=1.0,
     drain_timeout_s=30.0,
-    scale_groups=(1, 5),
+    scale_groups=(1, 5, 10),
     # The second relay and the start-up measurement cost seconds each; the smoke test skips them.
     scale_replica_groups=(),
     scale_messages=20,
+    scale_active_groups=5,
     scale_latency_rate=20.0,
     scale_latency_s=0.5,
     webhook_concurrent=10,

@@ -2,9 +2,15 @@
 
 Groups are bound by ``TaskBound`` events (``bindings.bind_by_events``), each to its own task,
 and the relay announces every binding in its group as it would in production; the benchmark
-waits for those notices before measuring. For each configuration: a burst spread over the
-groups (throughput), then a fixed light load (latency). If a binding lookup cost a store round
-trip, or grew with the number of bindings, the 10,000-group figures would fall behind.
+waits for those notices (and for the relay to go quiet) before measuring. For each
+configuration: a burst over at most ``scale_active_groups`` of the bound groups, evenly spread
+(throughput), then a fixed light load over the same groups (latency).
+
+The figure with a target compares 10,000 bound groups with 100 under the *same* traffic (600
+messages over 100 groups): if a binding lookup cost a store round trip, or grew with the
+number of bindings, the relay's CPU per message would grow between the two. One bound group
+is shown too, but it is not the same traffic: its whole burst is one task's backlog, which the
+relay posts as a few combined comments, so it costs far less per message.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ def run_scale(
             started = time.monotonic()
             pairs = bind_by_events(stack, groups - len(bound), first_task=FIRST_SCALE_TASK + len(bound))
             notices_s = wait_for_notices(stack, {chat for chat, _ in pairs}, timeout_s=600)
+            stack.settle("relay")
             bound += pairs
             results.details.setdefault("scale_binding", []).append(
                 {
@@ -44,7 +51,8 @@ def run_scale(
                     "notices_seconds": notices_s,
                 }
             )
-        chats = _spread([chat for chat, _ in bound[:groups]], config.scale_messages)
+        active = _spread([chat for chat, _ in bound[:groups]], config.scale_active_groups)
+        chats = _spread(active, config.scale_messages)
         replica_counts = [1] if groups in config.scale_groups else []
         replica_counts += [2] if groups in config.scale_replica_groups else []
         for replicas in replica_counts:
@@ -53,6 +61,7 @@ def run_scale(
                 # A process's first messages cost several times the later ones (lazy imports,
                 # first connections): keep the new relay's out of the figures.
                 burst(stack, receipts, chats=chats, count=config.warmup_messages, timeout_s=120)
+            stack.settle("relay")
             result = burst(stack, receipts, chats=chats, count=config.scale_messages, timeout_s=300)
             _, dist, drained = offered(
                 stack,
@@ -96,21 +105,37 @@ def run_scale(
                 )
             )
     _set_relays(stack, 1)
-    smallest, largest = min(config.scale_groups), max(config.scale_groups)
+    largest = max(config.scale_groups)
+    # The baseline: the most bound groups that still get the same traffic as ``largest``.
+    same_traffic = [g for g in config.scale_groups if g >= config.scale_active_groups and g < largest]
+    if same_traffic and (largest, 1) in relay_cpu_ms and relay_cpu_ms[(same_traffic[0], 1)] > 0:
+        base = same_traffic[0]
+        cpu_ratio = relay_cpu_ms[(largest, 1)] / relay_cpu_ms[(base, 1)]
+        throughput_ratio = throughput[(largest, 1)] / max(throughput[(base, 1)], 1e-9)
+        results.add(
+            Figure(
+                "3 scale",
+                f"relay CPU per message, {largest:,} ÷ {base:,} bound groups",
+                cpu_ratio,
+                "",
+                baseline=(
+                    f"same traffic: {config.scale_messages} messages over {config.scale_active_groups} "
+                    f"groups; throughput ratio {throughput_ratio:.2f}; "
+                    "a store round trip per lookup would show here"
+                ),
+                target="≤ 1.2",
+                met=cpu_ratio <= 1.2,
+            )
+        )
+    smallest = min(config.scale_groups)
     if (smallest, 1) in relay_cpu_ms and (largest, 1) in relay_cpu_ms and relay_cpu_ms[(smallest, 1)] > 0:
-        cpu_ratio = relay_cpu_ms[(largest, 1)] / relay_cpu_ms[(smallest, 1)]
-        throughput_ratio = throughput[(largest, 1)] / max(throughput[(smallest, 1)], 1e-9)
         results.add(
             Figure(
                 "3 scale",
                 f"relay CPU per message, {largest:,} groups ÷ {smallest} group",
-                cpu_ratio,
+                relay_cpu_ms[(largest, 1)] / relay_cpu_ms[(smallest, 1)],
                 "",
-                baseline=(
-                    f"throughput ratio {throughput_ratio:.2f}; a store round trip per lookup would show here"
-                ),
-                target="≤ 1.2",
-                met=cpu_ratio <= 1.2,
+                baseline="not the same traffic: one group's burst is one backlog, posted as a few comments",
             )
         )
     for entry in results.details.get("scale_binding", []):

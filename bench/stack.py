@@ -167,6 +167,21 @@ class BenchStack:
         pids["fakes (bench process)"] = os.getpid()
         return {label: usage_of(pid) for label, pid in pids.items()}
 
+    def settle(self, label_prefix: str = "relay", *, below: float = 0.1, timeout_s: float = 30.0) -> float:
+        """Wait until the services named ``label_prefix*`` use less than ``below`` of a core
+        (work left over from an earlier phase would land in the next one's CPU figures)."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            before = self.usage()
+            time.sleep(0.5)
+            after = self.usage()
+            busy = sum(
+                after[label].cpu_s - before[label].cpu_s for label in after if label.startswith(label_prefix)
+            )
+            if busy / 0.5 < below:
+                break
+        return time.monotonic() - started
+
     def stop(self) -> None:
         # All at once: each takes a second or two to drain, and they do not depend on each other.
         for process in self.services.values():

@@ -34,6 +34,11 @@ from typing import Any
 
 # Filled by aiogram.types' rebuild loop: every Telegram type by name, plus the typing helpers.
 _TYPES_NAMESPACE: dict[str, Any] = {}
+# Parametrised generics built so far (``Response[Message]``...). Pydantic caches them in a
+# WeakValueDictionary, and aiogram asks for ``Response[...]`` anew on every call without keeping
+# it: once a garbage collection freed one, the next Telegram call built it again, 50-80 ms
+# with the event loop blocked (latency spikes in a relay with a large heap). Kept here for good.
+_BUILT_GENERICS: set[Any] = set()
 
 
 def _deferred_model_rebuild(
@@ -66,6 +71,8 @@ def _deferred_model_rebuild(
         _parent_namespace_depth=_parent_namespace_depth + 1,
         _types_namespace=_types_namespace,
     )
+    if getattr(cls, "__pydantic_generic_metadata__", {}).get("args"):
+        _BUILT_GENERICS.add(cls)
     return rebuilt
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import get_args
 
 import structlog
-from faststream import Context
 from faststream.middlewares import AckPolicy
 from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsMessage
@@ -36,14 +35,24 @@ log = structlog.get_logger("binder")
 router = NatsRouter()
 
 
+class Wiring:
+    """What the subscribers hand their messages to, set by ``run`` before they start."""
+
+    binder: Binder
+    group_life: GroupLife
+
+
+wiring = Wiring()
+
+
 @router.subscriber(
     subjects.ALL_BIND_REQUESTS,
     stream=jstream(TELEGRAM_STREAM),
     ack_policy=AckPolicy.MANUAL,
     **durable_pull("binder-bind-requests"),
 )
-async def on_bind_requested(msg: NatsMessage, binder: Binder = Context()) -> None:
-    await consume(msg, (BindRequested, UnbindRequested), binder.handle_bind_request)
+async def on_bind_requested(msg: NatsMessage) -> None:
+    await consume(msg, (BindRequested, UnbindRequested), wiring.binder.handle_bind_request)
 
 
 @router.subscriber(
@@ -52,8 +61,8 @@ async def on_bind_requested(msg: NatsMessage, binder: Binder = Context()) -> Non
     ack_policy=AckPolicy.MANUAL,
     **durable_pull("binder-group-changes"),
 )
-async def on_group_changed(msg: NatsMessage, group_life: GroupLife = Context()) -> None:
-    await consume(msg, get_args(TelegramGroupEvent), group_life.handle_group_event)
+async def on_group_changed(msg: NatsMessage) -> None:
+    await consume(msg, get_args(TelegramGroupEvent), wiring.group_life.handle_group_event)
 
 
 async def run(settings: BinderSettings) -> None:
@@ -84,16 +93,13 @@ async def run(settings: BinderSettings) -> None:
     track_planfix_budget(planfix)
     if not await planfix_self_check(planfix):
         raise SystemExit(2)
-    broker.context.set_global("group_life", GroupLife(store=store, publisher=EventPublisher(broker)))
-    broker.context.set_global(
-        "binder",
-        Binder(
-            store=store,
-            planfix=planfix,
-            publisher=EventPublisher(broker),
-            max_task_title=settings.max_task_title,
-            everyone_may_bind=settings.everyone_may_bind,
-        ),
+    wiring.group_life = GroupLife(store=store, publisher=EventPublisher(broker))
+    wiring.binder = Binder(
+        store=store,
+        planfix=planfix,
+        publisher=EventPublisher(broker),
+        max_task_title=settings.max_task_title,
+        everyone_may_bind=settings.everyone_may_bind,
     )
     await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
     log.info("binder_started")

@@ -24,6 +24,7 @@ from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
 from bridge_lib.runtime import log_startup_failed
 from services.planfix_gateway.config import PlanfixGatewaySettings
 from services.planfix_gateway.fetcher import CommentFetcher, router
+from services.planfix_gateway.fetcher import wiring as fetcher_wiring
 from services.planfix_gateway.webhook import WebhookReceiver
 
 log = structlog.get_logger("planfix_gateway")
@@ -119,7 +120,7 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
         publisher=EventPublisher(broker, give_up_after_s=FETCHER_PUBLISH_GIVE_UP_S),
         before_fetch=receiver.no_burst_pending,
     )
-    broker.context.set_global("fetcher", fetcher)
+    fetcher_wiring.fetcher = fetcher
     await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
 
     runner = web.AppRunner(receiver.app(), access_log=None)  # the access log would show the secret path

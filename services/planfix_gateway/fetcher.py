@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import structlog
-from faststream import Context
 from faststream.middlewares import AckPolicy
 from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsMessage
@@ -199,11 +198,20 @@ def files_of(comment: PlanfixComment) -> list[PlanfixFile]:
     return [PlanfixFile(id=file.id, name=file.name, size=file.size) for file in comment.files]
 
 
+class Wiring:
+    """What the subscriber hands its messages to, set at start before it starts."""
+
+    fetcher: CommentFetcher
+
+
+wiring = Wiring()
+
+
 @router.subscriber(
     subjects.ALL_PLANFIX_COMMENT_WEBHOOKS,
     stream=jstream(PLANFIX_STREAM),
     ack_policy=AckPolicy.MANUAL,
     **durable_pull(DURABLE),
 )
-async def on_webhook(msg: NatsMessage, fetcher: CommentFetcher = Context()) -> None:
-    await consume(msg, PlanfixCommentWebhookReceived, fetcher.handle)
+async def on_webhook(msg: NatsMessage) -> None:
+    await consume(msg, PlanfixCommentWebhookReceived, wiring.fetcher.handle)

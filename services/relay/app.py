@@ -6,15 +6,15 @@ pace in NATS KV, and the Planfix and Telegram clients."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
 from functools import partial
-from typing import get_args
+from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
 import structlog
-from faststream import Context
 from faststream.middlewares import AckPolicy
 from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsMessage
@@ -56,7 +56,7 @@ from services.relay.inbound_store import InboundStore
 from services.relay.outbox import Outbox
 from services.relay.pacing import GroupLeases, TelegramPace
 from services.relay.revisions import CommentRevisions
-from services.relay.sender import TelegramSender
+from services.relay.sender import NUDGE_SUBJECT, TelegramSender
 from services.relay.sent_comments import SentComments
 from services.relay.to_planfix import CombineLimits, ToPlanfix
 from services.relay.to_telegram import ToTelegram
@@ -68,6 +68,15 @@ INBOUND_CONSUMER = ConsumerRef(TELEGRAM_STREAM.name, INBOUND_DURABLE, ALL_TELEGR
 router = NatsRouter()
 
 
+class Wiring:
+    """What the subscribers hand their messages to, set by ``run`` before they start."""
+
+    to_telegram: ToTelegram
+
+
+wiring = Wiring()
+
+
 # Added, updated and deleted comments through one consumer: a task's changes stay in order.
 # (It replaces "relay-planfix-comments", which saw added comments only; the outbox and the
 # effect records it checks make a replay by this new consumer send nothing twice.)
@@ -77,8 +86,8 @@ router = NatsRouter()
     ack_policy=AckPolicy.MANUAL,
     **durable_pull("relay-planfix-comment-changes"),
 )
-async def on_planfix_comment(msg: NatsMessage, to_telegram: ToTelegram = Context()) -> None:
-    await consume(msg, get_args(PlanfixCommentChange), to_telegram.carry_comment_change)
+async def on_planfix_comment(msg: NatsMessage) -> None:
+    await consume(msg, get_args(PlanfixCommentChange), wiring.to_telegram.carry_comment_change)
 
 
 @router.subscriber(
@@ -87,8 +96,8 @@ async def on_planfix_comment(msg: NatsMessage, to_telegram: ToTelegram = Context
     ack_policy=AckPolicy.MANUAL,
     **durable_pull("relay-binding-notices"),
 )
-async def on_binding_decided(msg: NatsMessage, to_telegram: ToTelegram = Context()) -> None:
-    await consume(msg, get_args(BindingEvent), to_telegram.announce_binding)
+async def on_binding_decided(msg: NatsMessage) -> None:
+    await consume(msg, get_args(BindingEvent), wiring.to_telegram.announce_binding)
 
 
 @router.subscriber(
@@ -97,8 +106,27 @@ async def on_binding_decided(msg: NatsMessage, to_telegram: ToTelegram = Context
     ack_policy=AckPolicy.MANUAL,
     **durable_pull("relay-group-events"),
 )
-async def on_group_event(msg: NatsMessage, to_telegram: ToTelegram = Context()) -> None:
-    await consume(msg, get_args(TelegramGroupEvent), to_telegram.answer_group_event)
+async def on_group_event(msg: NatsMessage) -> None:
+    await consume(msg, get_args(TelegramGroupEvent), wiring.to_telegram.answer_group_event)
+
+
+async def listen_for_nudges(nc: Any, sender: TelegramSender) -> None:
+    """Replicas tell each other about items stored for a group another replica holds."""
+
+    async def on_nudge(msg: Any) -> None:
+        try:
+            chat_id = int(msg.data)
+        except ValueError:
+            log.warning("outbox_nudge_unreadable", size=len(msg.data))
+            return
+        sender.nudged(chat_id)
+
+    async def nudge(chat_id: int) -> None:
+        with contextlib.suppress(Exception):  # best effort: the sweep is the backstop
+            await nc.publish(NUDGE_SUBJECT, str(chat_id).encode())
+
+    await nc.subscribe(NUDGE_SUBJECT, cb=on_nudge)
+    sender.nudge = nudge
 
 
 async def run(settings: RelaySettings) -> None:
@@ -206,7 +234,8 @@ async def run(settings: RelaySettings) -> None:
     sender.revisions = CommentRevisions(bot=bot, courier=sender.courier, sent=sent_comments)
     # After the replay: only live binding changes (e.g. a resumed group) wake a sender.
     directory.on_change(sender.wake)
-    broker.context.set_global("to_telegram", to_telegram)
+    await listen_for_nudges(broker.connection, sender)
+    wiring.to_telegram = to_telegram
 
     await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
     sender.start()

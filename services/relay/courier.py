@@ -100,12 +100,16 @@ class Courier:
     # --- sends --------------------------------------------------------------------------------
 
     async def send(self, item: OutboxItem) -> list[int]:
+        """Every step not done yet; ``item.progress`` then holds them all, for ``Outbox.finish``."""
         steps = await self._plan(item)
         done = {int(step): ids for step, ids in item.progress.items()}
         for index, step in enumerate(steps):
             if index not in done:
                 done[index] = await self._run_step(item, step, first=index == 0)
-                await self._outbox.step_done(item.key, index, done[index])
+                item.progress[str(index)] = done[index]
+                if index < len(steps) - 1:
+                    # The last step is recorded by finishing the item, right after this.
+                    await self._outbox.step_done(item.key, index, done[index])
         if item.kind is TelegramMessageKind.PLANFIX_COMMENT and item.comment_id is not None:
             await self._sent.save(self._record(item, steps, done))
         return [message_id for index in sorted(done) for message_id in done[index]]

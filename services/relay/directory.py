@@ -52,6 +52,8 @@ class BindingDirectory:
     def __init__(self) -> None:
         self._task_by_group: dict[Group, BoundTask] = {}
         self._groups_by_task: dict[int, set[Group]] = {}
+        # chat id -> its bindings by forum topic: per-chat questions read only that chat's entries.
+        self._bindings_by_chat: dict[int, dict[int | None, BoundTask]] = {}
         self._applied_seq = 0
         self._progress = asyncio.Condition()
         self._subscription: Any = None
@@ -100,27 +102,31 @@ class BindingDirectory:
         self._remove(group)
         self._task_by_group[group] = bound
         self._groups_by_task.setdefault(bound.task_number, set()).add(group)
+        self._bindings_by_chat.setdefault(group[0], {})[group[1]] = bound
 
     def _remove(self, group: Group) -> None:
         previous = self._task_by_group.pop(group, None)
         if previous is not None:
             self._groups_by_task.get(previous.task_number, set()).discard(group)
+            threads = self._bindings_by_chat.get(group[0], {})
+            threads.pop(group[1], None)
+            if not threads:
+                self._bindings_by_chat.pop(group[0], None)
 
     def is_suspended(self, chat_id: int) -> bool:
         """The bot left this group: nothing may be sent there until the binding resumes."""
-        return any(bound.suspended for (chat, _), bound in self._task_by_group.items() if chat == chat_id)
+        return any(bound.suspended for bound in self._bindings_by_chat.get(chat_id, {}).values())
 
     def bindings_of(self, chat_id: int) -> dict[int | None, BoundTask]:
         """Every binding of a chat, by forum topic (None: the group as a whole)."""
-        return {thread: bound for (chat, thread), bound in self._task_by_group.items() if chat == chat_id}
+        return dict(self._bindings_by_chat.get(chat_id, {}))
 
     def remove(self, event: TaskUnbound) -> None:
         group = (event.chat_id, event.thread_id)
         current = self._task_by_group.get(group)
         # Only the binding that was removed: a later rebind to another task stands.
         if current is not None and current.task_number == event.task_number:
-            del self._task_by_group[group]
-            self._groups_by_task.get(current.task_number, set()).discard(group)
+            self._remove(group)
 
     async def task_for(self, chat_id: int, thread_id: int | None = None) -> BoundTask | None:
         found = self._lookup_task(chat_id, thread_id)

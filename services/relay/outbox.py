@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contracts.events import PlanfixFile, TelegramMessageKind
 
@@ -68,6 +68,7 @@ class OutboxItem(msgspec.Struct, kw_only=True):
     progress: dict[str, list[int]] = msgspec.field(default_factory=dict)
     attempts: int = 0
     reason: str | None = None
+    enqueued_at: datetime | None = None
 
     @property
     def combinable(self) -> bool:
@@ -84,14 +85,15 @@ class OutboxItem(msgspec.Struct, kw_only=True):
 
 
 def _document(item: OutboxItem) -> dict[str, Any]:
-    fields: dict[str, Any] = msgspec.to_builtins(item)
+    fields: dict[str, Any] = msgspec.to_builtins(item, builtin_types=(datetime,))
     fields["_id"] = fields.pop("key")
-    fields["enqueued_at"] = datetime.now(UTC)
+    if fields.get("enqueued_at") is None:
+        fields["enqueued_at"] = datetime.now(UTC)
     return fields
 
 
 def _item(document: dict[str, Any]) -> OutboxItem:
-    fields = {k: v for k, v in document.items() if k not in ("_id", "enqueued_at", "finished_at")}
+    fields = {k: v for k, v in document.items() if k not in ("_id", "finished_at")}
     # Lax: nx-27017 may hand back a boolean as 1/0.
     return msgspec.convert({**fields, "key": document["_id"]}, OutboxItem, strict=False)
 
@@ -110,8 +112,7 @@ class Outbox:
 
     async def enqueue(self, item: OutboxItem) -> bool:
         """Store the item; False when an item with its key exists already (a redelivery)."""
-        if await self._items.find_one({"_id": item.key}, {"_id": 1}) is not None:
-            return False
+        # One still waiting is refused by the insert below (same _id); one gone out is looked up.
         if await self._finished.find_one({"_id": item.key}, {"_id": 1}) is not None:
             return False
         counter = await self._counters.find_one_and_update(
@@ -131,11 +132,13 @@ class Outbox:
         document = await self._finished.find_one({"_id": key}) or await self._items.find_one({"_id": key})
         return _item(document) if document else None
 
-    async def pending(self, chat_id: int, *, limit: int) -> list[OutboxItem]:
+    async def pending(self, chat_id: int, *, limit: int, after_crash: bool = True) -> list[OutboxItem]:
+        """The group's next items in order. ``after_crash``: also drop items a crash left in
+        both collections (needed once per taking over a group, not after this replica's own moves)."""
         cursor = self._items.find({"state": ItemState.PENDING.value, "chat_id": chat_id}).sort("seq", 1)
         documents = await cursor.to_list(limit)
-        if not documents:
-            return []
+        if not documents or not after_crash:
+            return [_item(document) for document in documents]
         keys = [document["_id"] for document in documents]
         finished = {d["_id"] async for d in self._finished.find({"_id": {"$in": keys}}, {"_id": 1})}
         for key in finished:  # left behind by a crash mid-move
@@ -153,8 +156,24 @@ class Outbox:
     async def step_done(self, key: str, step: int, message_ids: list[int]) -> None:
         await self._items.update_one({"_id": key}, {"$set": {f"progress.{step}": message_ids}})
 
-    async def finish(self, key: str) -> None:
-        await self._finish(key, {"state": ItemState.DONE.value})
+    async def finish(self, items: list[OutboxItem]) -> None:
+        """The items went out (``progress`` holding what each step produced): move them, together.
+
+        Built from the items in hand rather than read back: the sender holds the group's lease,
+        so nobody else changed them. One insert and one delete for the lot, whatever its size.
+        """
+        finished_at = datetime.now(UTC)
+        documents = [
+            {**_document(item), "state": ItemState.DONE.value, "finished_at": finished_at} for item in items
+        ]
+        try:
+            await self._finished.insert_many(documents, ordered=False)
+        except (BulkWriteError, DuplicateKeyError):
+            # Some were moved before and not deleted here (a crash in between): keep the others.
+            for document in documents:
+                with contextlib.suppress(DuplicateKeyError):
+                    await self._finished.insert_one(document)
+        await self._items.delete_many({"_id": {"$in": [item.key for item in items]}})
 
     async def _finish(self, key: str, changes: dict[str, Any]) -> None:
         document = await self._items.find_one({"_id": key})

@@ -6,6 +6,13 @@ the group's lease (``pacing.GroupLeases``; another replica holding it means that
 sends), waits for the group's turn, *then* reads what is pending: comments that arrived while
 it waited go out together, as one message of at most 4096 units, each with its author line.
 
+When a group's items are out, its task keeps the lease for ``IDLE_HOLD_S`` in case more come
+(a conversation rarely stops at one comment): the next item then costs no lease round trip and
+no crash check. An item stored meanwhile by *another* replica (the comment consumers are shared)
+finds the lease taken; that replica nudges the holder over core NATS (``NUDGE_SUBJECT``, every
+replica listens, nothing stored: the sweep and the holder's last look before letting go are the
+backstops) instead of waiting for the lease to be let go.
+
 Failures, per item:
 
 * 429: the group waits exactly ``retry_after`` (``TelegramPace.hold_group``), then the same
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import structlog
 from aiogram.exceptions import (
@@ -64,6 +72,17 @@ log = structlog.get_logger("relay.sender")
 PEEK = 200
 SWEEP_EVERY_S = 10.0
 LEASE_BUSY_RETRY_S = 2.0
+# How long a group's task waits for more once its items are out, keeping the lease.
+IDLE_HOLD_S = 1.0
+# Groups drained at once; the others wait their turn in wake order. The bot may send about 30
+# messages a second in all, so more at once gains nothing, and 10,000 groups woken together
+# (a replay, a takeover) would hold 10,000 calls' worth of memory.
+MAX_ACTIVE_GROUPS = 100
+# Core NATS (not a stream: a lost nudge only costs latency): "the holder of this group's lease,
+# look at its outbox". Private to the relay's replicas. Payload: the chat id.
+NUDGE_SUBJECT = "relay.outbox.nudge"
+# How long a stopping relay spends letting go of the groups it holds.
+RELEASE_ON_STOP_S = 2.0
 
 
 class LeaseLost(Exception):
@@ -107,7 +126,13 @@ class TelegramSender:
         self.courier: Courier | None = None
         self.revisions: CommentRevisions | None = None
         self._workers: dict[int, asyncio.Task[None]] = {}
+        # Groups woken while MAX_ACTIVE_GROUPS were being drained, in wake order.
+        self._queued: dict[int, None] = {}
         self._again: set[int] = set()
+        # Groups whose task waits for more with the lease held: set when something comes.
+        self._idle: dict[int, asyncio.Event] = {}
+        # Publishes a nudge to the other replicas (set by the app; None: a single replica).
+        self.nudge: Callable[[int], Awaitable[None]] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -131,6 +156,11 @@ class TelegramSender:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # Let the other replicas take these groups now rather than when the leases run out.
+        try:
+            await asyncio.wait_for(self._leases.release_all(), RELEASE_ON_STOP_S)
+        except Exception as error:  # NATS going away too: the leases then simply run out
+            log.warning("group_leases_not_released", error=f"{type(error).__name__}: {error}")
 
     def wake(self, chat_id: int) -> None:
         """Something is pending for this group: make sure a task drains it."""
@@ -138,8 +168,25 @@ class TelegramSender:
             return
         if chat_id in self._workers:
             self._again.add(chat_id)
+            idle = self._idle.get(chat_id)
+            if idle is not None:
+                idle.set()
+            return
+        if len(self._workers) >= MAX_ACTIVE_GROUPS:
+            self._queued[chat_id] = None
             return
         self._workers[chat_id] = asyncio.create_task(self._run(chat_id))
+
+    def _start_queued(self) -> None:
+        while self._queued and len(self._workers) < MAX_ACTIVE_GROUPS and not self._stopping:
+            chat_id = next(iter(self._queued))
+            del self._queued[chat_id]
+            self.wake(chat_id)
+
+    def nudged(self, chat_id: int) -> None:
+        """Another replica stored an item for a group whose lease this one may hold."""
+        if self._leases.holds(chat_id):
+            self.wake(chat_id)
 
     async def _sweep(self) -> None:
         while True:
@@ -169,29 +216,52 @@ class TelegramSender:
             log.exception("group_sender_crashed")  # the sweep starts it again
         finally:
             self._workers.pop(chat_id, None)
+            self._start_queued()
 
     async def _drain(self, chat_id: int) -> None:
         solo_next = False
         outage = 0  # consecutive failures to reach Telegram or Planfix
+        # Until this replica has looked once since taking the group, items may be left in both
+        # outbox collections by a crash (its own or a replica's that held the group before).
+        after_crash = True
+        all_out = False  # everything the last look found went out
         while not self._stopping:
+            taking_over = not self._leases.holds(chat_id)
             if not await self._leases.acquire(chat_id):
                 if not await self._outbox.has_pending(chat_id):
                     return
+                if self.nudge is not None:
+                    await self.nudge(chat_id)
                 await asyncio.sleep(LEASE_BUSY_RETRY_S)
+                continue
+            if taking_over:
+                self._pace.forget(chat_id)  # another replica may have sent meanwhile
+                after_crash = True
+            if all_out:
+                all_out = False
+                # Anything stored since the last look woke this task; a nudge from another
+                # replica too. The last look before letting go catches a lost nudge.
+                if not await self._more_within(chat_id, IDLE_HOLD_S) and not await self._outbox.has_pending(
+                    chat_id
+                ):
+                    await self._release(chat_id)
+                    return
                 continue
             if self._directory.is_suspended(chat_id):
                 log.info("group_suspended_messages_kept")
-                await self._leases.release(chat_id)
+                await self._release(chat_id)
                 return
             await self._pace.wait_for_group(chat_id)
-            items = await self._outbox.pending(chat_id, limit=PEEK)
+            items = await self._outbox.pending(chat_id, limit=PEEK, after_crash=after_crash)
+            after_crash = False
             if not items:
-                await self._leases.release(chat_id)
-                return
+                all_out = True
+                continue
             batch = [items[0]] if solo_next else next_batch(items)
             solo_next = False
             try:
                 await self._deliver(batch)
+                all_out = len(batch) == len(items) < PEEK
                 outage = 0
             except LeaseLost as error:
                 log.info("group_lease_lost", detail=str(error))
@@ -219,6 +289,27 @@ class TelegramSender:
             except (TelegramAPIError, PlanfixRejected) as error:  # 400, 403, 404: refused
                 solo_next = await self._refused(batch, error)
 
+    async def _more_within(self, chat_id: int, seconds: float) -> bool:
+        """Whether something for the group is stored (or nudged) within ``seconds``."""
+        if chat_id in self._again:
+            self._again.discard(chat_id)
+            return True
+        if self._queued:
+            return False  # other groups wait for this task's place
+        idle = self._idle[chat_id] = asyncio.Event()
+        try:
+            await asyncio.wait_for(idle.wait(), seconds)
+        except TimeoutError:
+            return False
+        finally:
+            self._idle.pop(chat_id, None)
+        self._again.discard(chat_id)
+        return True
+
+    async def _release(self, chat_id: int) -> None:
+        await self._leases.release(chat_id)
+        self._pace.forget(chat_id)
+
     async def _deliver(self, batch: list[OutboxItem]) -> None:
         assert self.courier is not None
         structlog.contextvars.bind_contextvars(
@@ -228,8 +319,8 @@ class TelegramSender:
             message_id = await self.courier.send_combined(batch)
             log.info("comments_sent_combined", comments=len(batch), message_id=message_id)
             for item in batch:
-                await self._outbox.step_done(item.key, 0, [message_id])
-                await self._finish(item, [message_id])
+                item.progress["0"] = [message_id]
+            await self._finish(batch, [[message_id]] * len(batch))
             return
         item = batch[0]
         if item.action is Action.EDIT:
@@ -241,10 +332,14 @@ class TelegramSender:
         else:
             ids = await self.courier.send(item)
         log.info("telegram_item_done", action=str(item.action), kind=str(item.kind), message_ids=ids)
-        await self._finish(item, ids)
+        await self._finish([item], [ids])
 
-    async def _finish(self, item: OutboxItem, message_ids: list[int]) -> None:
-        await self._outbox.finish(item.key)
+    async def _finish(self, batch: list[OutboxItem], message_ids: list[list[int]]) -> None:
+        await self._outbox.finish(batch)
+        for item, ids in zip(batch, message_ids, strict=True):
+            await self._publish_effect(item, ids)
+
+    async def _publish_effect(self, item: OutboxItem, message_ids: list[int]) -> None:
         effect: Event
         if item.action is Action.SEND:
             effect = TelegramMessageSent(
@@ -316,7 +411,7 @@ class TelegramSender:
     async def _migrated(self, old_chat_id: int, new_chat_id: int, item: OutboxItem) -> None:
         moved = await self._outbox.move_chat(old_chat_id, new_chat_id)
         log.info("group_migrated_items_moved", new_chat_id=new_chat_id, items=moved)
-        await self._leases.release(old_chat_id)
+        await self._release(old_chat_id)
         key = telegram_migration_key(old_chat_id, new_chat_id)
         # The gateway publishes the same event from Telegram's service message; one is kept.
         await self._publisher.publish(

@@ -1,0 +1,83 @@
+"""Task→group probe: one stack, a burst of comments, CPU per message per process, optional py-spy.
+
+``python -m bench.t2g_probe [--messages 1000] [--profile]``: what ``make bench`` item 1 measures
+for task→group, alone and quickly, for working on that path (before/after in one sitting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from bench.bindings import bind_by_command
+from bench.capacity import burst, cpu_per_message
+from bench.latency import offered
+from bench.profile import Sampler
+from bench.stack import BenchStack
+from bench.traffic import Receipts
+
+PROFILED = ("relay", "planfix_gateway")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--groups", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--rate", type=float, default=0.0, help="then this offered load (msg/s) ...")
+    parser.add_argument("--seconds", type=float, default=20.0, help="... for this long")
+    args = parser.parse_args()
+    work_dir = Path(tempfile.mkdtemp(prefix="bridge-t2g-"))
+    stack = BenchStack(work_dir / "stack")
+    stack.start()
+    try:
+        receipts = Receipts(stack.telegram, stack.planfix)
+        pairs = bind_by_command(stack, args.groups)
+        tasks = [task for _, task in pairs]
+        time.sleep(1.0)
+        burst(stack, receipts, tasks=tasks, count=200, timeout_s=120)
+        for round_ in range(args.rounds):
+            samplers = []
+            if args.profile and round_ == args.rounds - 1:
+                samplers = [
+                    Sampler(stack.services[label].pid, label, work_dir, duration_s=8) for label in PROFILED
+                ]
+                time.sleep(0.3)
+            result = burst(stack, receipts, tasks=tasks, count=args.messages, timeout_s=300)
+            cpu = ", ".join(f"{k} {v:.2f}" for k, v in sorted(result.cpu_ms_per_message.items()))
+            print(
+                f"round {round_}: {result.delivered}/{args.messages} in {result.seconds:.2f} s "
+                f"= {result.msg_per_s:.0f} msg/s; CPU ms/msg: {cpu}",
+                flush=True,
+            )
+            for sampler in samplers:
+                profile = sampler.result()
+                print(f"--- {profile.label}: {profile.samples} samples")
+                for name, share in profile.top_packages(10):
+                    print(f"  pkg {share:5.1f}% {name}")
+                for name, share in profile.top_under_own(15):
+                    print(f"  own {share:5.1f}% {name}")
+                print(f"  raw: {sampler.output}")
+        if args.rate:
+            before = stack.usage()
+            batch, dist, drained = offered(
+                stack, receipts, tasks=tasks, rate=args.rate, seconds=args.seconds, drain_timeout_s=120
+            )
+            offered_cpu = cpu_per_message(before, stack.usage(), batch.count)
+            print(
+                f"offered {args.rate:g} msg/s for {args.seconds:g} s: "
+                f"carried {dist['carried_msg_per_s']:.0f} msg/s, p50 {dist['p50']:.1f} "
+                f"p95 {dist['p95']:.1f} p99 {dist['p99']:.1f} ms, drained {drained}; CPU ms/msg: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in sorted(offered_cpu.items())),
+                flush=True,
+            )
+    finally:
+        stack.stop()
+    print(f"work dir {work_dir}")
+
+
+if __name__ == "__main__":
+    main()
