@@ -15,6 +15,9 @@ is settled in milliseconds whatever the groups' pace. ``sender.py`` does the sen
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import structlog
 
 from bridge_lib.eventbus import Delivery
@@ -64,6 +67,14 @@ from services.relay.sender import TelegramSender
 log = structlog.get_logger("relay.to_telegram")
 
 
+async def _false() -> bool:
+    return False
+
+
+async def _empty() -> dict[str, dict[str, Any]]:
+    return {}
+
+
 class ToTelegram:
     def __init__(
         self,
@@ -89,20 +100,13 @@ class ToTelegram:
 
     async def carry_comment_change(self, event: PlanfixCommentChange, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(task_number=event.task_number, comment_id=event.comment_id)
-        if not isinstance(event, PlanfixCommentDeleted) and await self._is_own_comment(event):
-            log.info("own_comment_not_echoed")
-            return
         groups = await self._directory.groups_for(event.task_number)
-        if not groups:
-            log.info("unbound_task_not_relayed")
-            return
         comment_key = planfix_comment_key(event.comment_id)
+        items: list[OutboxItem] = []
         for chat_id, thread_id in groups:
             where = f"{chat_id}:{thread_id or 0}"
             if isinstance(event, PlanfixCommentAdded):
                 key = f"telegram-message:{comment_key}:{where}"
-                if await self._effects.get(key) is not None:
-                    continue  # sent by a relay from before the outbox
                 item = self._item(
                     event, key, chat_id, thread_id, Action.SEND, TelegramMessageKind.PLANFIX_COMMENT
                 )
@@ -122,7 +126,28 @@ class ToTelegram:
                     event, key, chat_id, thread_id, Action.DELETE, TelegramMessageKind.PLANFIX_COMMENT
                 )
             item.task_number, item.comment_id = event.task_number, event.comment_id
-            await self._enqueue(item)
+            items.append(item)
+        # The questions before queueing do not depend on each other: asked together, one
+        # round trip's wait instead of three (this consumer takes one event at a time).
+        keys = [item.key for item in items]
+        own, sent_before_outbox, gone_out = await asyncio.gather(
+            self._is_own_comment(event) if not isinstance(event, PlanfixCommentDeleted) else _false(),
+            self._effects.get_many(keys) if isinstance(event, PlanfixCommentAdded) else _empty(),
+            self._outbox.finished_among(keys),
+        )
+        if own:
+            log.info("own_comment_not_echoed")
+            return
+        if not groups:
+            log.info("unbound_task_not_relayed")
+            return
+        for item in items:
+            if item.key in sent_before_outbox:
+                continue  # sent by a relay from before the outbox
+            if item.key in gone_out:
+                log.info("telegram_item_already_queued", key=item.key)
+                continue
+            await self._enqueue(item, finished_checked=True)
 
     async def _is_own_comment(self, comment: PlanfixCommentAdded | PlanfixCommentUpdated) -> bool:
         # Two independent signs, no guessing from names: the sourceId/sourceObjectId the bridge
@@ -239,7 +264,7 @@ class ToTelegram:
             causation_id=cause.event_id,
         )
 
-    async def _enqueue(self, item: OutboxItem) -> None:
-        stored = await self._outbox.enqueue(item)
+    async def _enqueue(self, item: OutboxItem, *, finished_checked: bool = False) -> None:
+        stored = await self._outbox.enqueue(item, finished_checked=finished_checked)
         log.info("telegram_item_queued" if stored else "telegram_item_already_queued", key=item.key)
         self._sender.wake(item.chat_id)
