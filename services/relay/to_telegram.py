@@ -65,6 +65,8 @@ from services.relay.outbox import Action, Outbox, OutboxItem
 from services.relay.sender import TelegramSender
 
 log = structlog.get_logger("relay.to_telegram")
+# Outbox keys of sent comments; the relay before the outbox kept effect records by the same key.
+SENT_BEFORE_OUTBOX_PREFIX = "telegram-message:"
 
 
 async def _false() -> bool:
@@ -92,6 +94,14 @@ class ToTelegram:
         self._sender = sender
         self._source_id = planfix_source_id
         self._web_url = planfix_web_url
+        # Whether the effect records hold sends of the relay from before the outbox (it wrote
+        # "telegram-message:" records; nothing does now): looked up once, see ``start``.
+        self._sends_before_outbox = True
+
+    async def start(self) -> None:
+        """Once per start: if no record of the pre-outbox relay exists, none can appear later,
+        and each comment is spared that lookup."""
+        self._sends_before_outbox = await self._effects.any_key_starting(SENT_BEFORE_OUTBOX_PREFIX)
 
     def task_url(self, task_number: int) -> str:
         return f"{self._web_url}task/{task_number}"
@@ -106,7 +116,7 @@ class ToTelegram:
         for chat_id, thread_id in groups:
             where = f"{chat_id}:{thread_id or 0}"
             if isinstance(event, PlanfixCommentAdded):
-                key = f"telegram-message:{comment_key}:{where}"
+                key = f"{SENT_BEFORE_OUTBOX_PREFIX}{comment_key}:{where}"
                 item = self._item(
                     event, key, chat_id, thread_id, Action.SEND, TelegramMessageKind.PLANFIX_COMMENT
                 )
@@ -132,7 +142,9 @@ class ToTelegram:
         keys = [item.key for item in items]
         own, sent_before_outbox, gone_out = await asyncio.gather(
             self._is_own_comment(event) if not isinstance(event, PlanfixCommentDeleted) else _false(),
-            self._effects.get_many(keys) if isinstance(event, PlanfixCommentAdded) else _empty(),
+            self._effects.get_many(keys)
+            if isinstance(event, PlanfixCommentAdded) and self._sends_before_outbox
+            else _empty(),
             self._outbox.finished_among(keys),
         )
         if own:
