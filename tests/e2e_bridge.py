@@ -51,6 +51,16 @@ class Bridge:
 
         return self.loop.run(find())
 
+    def insert_document(self, collection: str, document: dict[str, Any]) -> None:
+        async def insert() -> None:
+            client: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(self.mongo_url)
+            try:
+                await client[self.database][collection].insert_one(document)
+            finally:
+                client.close()
+
+        self.loop.run(insert())
+
     def restart(self, name: str) -> None:
         assert self.processes[name].stop() == 0, (
             f"{name} did not stop cleanly:\n{self.processes[name].log_text()}"

@@ -235,6 +235,7 @@ async def run(settings: RelaySettings) -> None:
     # After the replay: only live binding changes (e.g. a resumed group) wake a sender.
     directory.on_change(sender.wake)
     await listen_for_nudges(broker.connection, sender)
+    await to_telegram.start()
     wiring.to_telegram = to_telegram
 
     await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)

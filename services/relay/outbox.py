@@ -110,10 +110,17 @@ class Outbox:
         async for document in self._items.find({"state": {"$ne": ItemState.PENDING.value}}):
             await self._move_to_finished(document)
 
-    async def enqueue(self, item: OutboxItem) -> bool:
-        """Store the item; False when an item with its key exists already (a redelivery)."""
+    async def finished_among(self, keys: list[str]) -> set[str]:
+        """Which of these items went out already (or were given up)."""
+        if not keys:
+            return set()
+        return {str(d["_id"]) async for d in self._finished.find({"_id": {"$in": keys}}, {"_id": 1})}
+
+    async def enqueue(self, item: OutboxItem, *, finished_checked: bool = False) -> bool:
+        """Store the item; False when an item with its key exists already (a redelivery).
+        ``finished_checked``: the caller asked ``finished_among`` already."""
         # One still waiting is refused by the insert below (same _id); one gone out is looked up.
-        if await self._finished.find_one({"_id": item.key}, {"_id": 1}) is not None:
+        if not finished_checked and await self._finished.find_one({"_id": item.key}, {"_id": 1}) is not None:
             return False
         counter = await self._counters.find_one_and_update(
             {"_id": "telegram_outbox"},

@@ -15,6 +15,9 @@ is settled in milliseconds whatever the groups' pace. ``sender.py`` does the sen
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import structlog
 
 from bridge_lib.eventbus import Delivery
@@ -62,6 +65,16 @@ from services.relay.outbox import Action, Outbox, OutboxItem
 from services.relay.sender import TelegramSender
 
 log = structlog.get_logger("relay.to_telegram")
+# Outbox keys of sent comments; the relay before the outbox kept effect records by the same key.
+SENT_BEFORE_OUTBOX_PREFIX = "telegram-message:"
+
+
+async def _false() -> bool:
+    return False
+
+
+async def _empty() -> dict[str, dict[str, Any]]:
+    return {}
 
 
 class ToTelegram:
@@ -81,6 +94,14 @@ class ToTelegram:
         self._sender = sender
         self._source_id = planfix_source_id
         self._web_url = planfix_web_url
+        # Whether the effect records hold sends of the relay from before the outbox (it wrote
+        # "telegram-message:" records; nothing does now): looked up once, see ``start``.
+        self._sends_before_outbox = True
+
+    async def start(self) -> None:
+        """Once per start: if no record of the pre-outbox relay exists, none can appear later,
+        and each comment is spared that lookup."""
+        self._sends_before_outbox = await self._effects.any_key_starting(SENT_BEFORE_OUTBOX_PREFIX)
 
     def task_url(self, task_number: int) -> str:
         return f"{self._web_url}task/{task_number}"
@@ -89,20 +110,13 @@ class ToTelegram:
 
     async def carry_comment_change(self, event: PlanfixCommentChange, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(task_number=event.task_number, comment_id=event.comment_id)
-        if not isinstance(event, PlanfixCommentDeleted) and await self._is_own_comment(event):
-            log.info("own_comment_not_echoed")
-            return
         groups = await self._directory.groups_for(event.task_number)
-        if not groups:
-            log.info("unbound_task_not_relayed")
-            return
         comment_key = planfix_comment_key(event.comment_id)
+        items: list[OutboxItem] = []
         for chat_id, thread_id in groups:
             where = f"{chat_id}:{thread_id or 0}"
             if isinstance(event, PlanfixCommentAdded):
-                key = f"telegram-message:{comment_key}:{where}"
-                if await self._effects.get(key) is not None:
-                    continue  # sent by a relay from before the outbox
+                key = f"{SENT_BEFORE_OUTBOX_PREFIX}{comment_key}:{where}"
                 item = self._item(
                     event, key, chat_id, thread_id, Action.SEND, TelegramMessageKind.PLANFIX_COMMENT
                 )
@@ -122,7 +136,30 @@ class ToTelegram:
                     event, key, chat_id, thread_id, Action.DELETE, TelegramMessageKind.PLANFIX_COMMENT
                 )
             item.task_number, item.comment_id = event.task_number, event.comment_id
-            await self._enqueue(item)
+            items.append(item)
+        # The questions before queueing do not depend on each other: asked together, one
+        # round trip's wait instead of three (this consumer takes one event at a time).
+        keys = [item.key for item in items]
+        own, sent_before_outbox, gone_out = await asyncio.gather(
+            self._is_own_comment(event) if not isinstance(event, PlanfixCommentDeleted) else _false(),
+            self._effects.get_many(keys)
+            if isinstance(event, PlanfixCommentAdded) and self._sends_before_outbox
+            else _empty(),
+            self._outbox.finished_among(keys),
+        )
+        if own:
+            log.info("own_comment_not_echoed")
+            return
+        if not groups:
+            log.info("unbound_task_not_relayed")
+            return
+        for item in items:
+            if item.key in sent_before_outbox:
+                continue  # sent by a relay from before the outbox
+            if item.key in gone_out:
+                log.info("telegram_item_already_queued", key=item.key)
+                continue
+            await self._enqueue(item, finished_checked=True)
 
     async def _is_own_comment(self, comment: PlanfixCommentAdded | PlanfixCommentUpdated) -> bool:
         # Two independent signs, no guessing from names: the sourceId/sourceObjectId the bridge
@@ -239,7 +276,7 @@ class ToTelegram:
             causation_id=cause.event_id,
         )
 
-    async def _enqueue(self, item: OutboxItem) -> None:
-        stored = await self._outbox.enqueue(item)
+    async def _enqueue(self, item: OutboxItem, *, finished_checked: bool = False) -> None:
+        stored = await self._outbox.enqueue(item, finished_checked=finished_checked)
         log.info("telegram_item_queued" if stored else "telegram_item_already_queued", key=item.key)
         self._sender.wake(item.chat_id)
