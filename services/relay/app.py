@@ -162,7 +162,13 @@ async def run(settings: RelaySettings) -> None:
         timeout_s=settings.nats_startup_timeout_s,
     )
     lease = Lease(lease_bucket, "relay_inbound", owner=owner)
-    inbound = InboundConsumer(js, to_planfix, lease, album_window_s=settings.relay_album_window_s)
+    inbound = InboundConsumer(
+        js,
+        to_planfix,
+        lease,
+        album_window_s=settings.relay_album_window_s,
+        concurrency=settings.relay_planfix_concurrency,
+    )
 
     # Planfix -> Telegram: an outbox drained per group at Telegram's pace.
     pace_bucket = await when_jetstream_ready(

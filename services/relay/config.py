@@ -16,6 +16,10 @@ class RelaySettings(NatsSettings, MongoSettings, PlanfixSettings, TelegramSettin
     relay_album_window_s: float = Field(default=1.5, alias="RELAY_ALBUM_WINDOW_S", ge=0)
     # At most this many waiting messages are combined into one Planfix comment.
     relay_combine_max_messages: int = Field(default=50, alias="RELAY_COMBINE_MAX_MESSAGES", ge=1)
+    # Comments of this many different tasks posted to Planfix at once (each task's in order).
+    # With Planfix's pacing on they still take their turns one by one; the overlap hides the
+    # round trips and store writes between turns.
+    relay_planfix_concurrency: int = Field(default=16, alias="RELAY_PLANFIX_CONCURRENCY", ge=1, le=100)
     # Time zone of the times written on each message's author line in Planfix.
     relay_timezone: str = Field(default="UTC", alias="RELAY_TIMEZONE")
     # Telegram takes about 20 messages a minute in one group: at most this many per window.

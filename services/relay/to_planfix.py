@@ -21,9 +21,11 @@ naming it and its size.
 
 from __future__ import annotations
 
+import asyncio
 import io
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -202,16 +204,17 @@ class ToPlanfix:
         structlog.contextvars.bind_contextvars(task_number=task_number, chat_id=messages[0].chat_id)
         fresh: list[TelegramMessageReceived] = []
         forced = forcing_effects()
-        # The records of all the unit's messages in two round trips, not two per message. Nothing
+        # The records of all the unit's messages in one round trip, not two per message. Nothing
         # in the loop below links or records another message of the unit, so reading them first
         # sees what reading each in turn would.
         keys = [message.source_key for message in messages]
-        runs = {} if forced else await self._store.runs_of(keys)
-        carried_before = (
-            {}
-            if forced
-            else await self._effects.get_many([f"planfix-comment:{key}" for key in keys if key not in runs])
-        )
+        runs: dict[str, str] = {}
+        carried_before: dict[str, dict[str, Any]] = {}
+        if not forced:
+            runs, carried_before = await asyncio.gather(
+                self._store.runs_of(keys),
+                self._effects.get_many([f"planfix-comment:{key}" for key in keys]),
+            )
         for message in messages:
             if forced:
                 # An operator's forced replay: a new comment, whatever the records say.
@@ -283,12 +286,17 @@ class ToPlanfix:
         comment = planned if planned is not None else await self._store.load(run_key)
         if comment is None:
             raise TransientFailure(f"planned comment {run_key} not found in the store")
+        records: list[Awaitable[None]] = []
         if comment.comment_id is None:
             comment.comment_id = await self._post(comment, redelivered=redelivered)
-            await self._store.save(comment)
-            await self._effects.remember_own_comment(
-                comment.comment_id, task_number=comment.task_number, source_object_id=run_key
-            )
+            # Written side by side, in one round trip: each is idempotent, and if one fails the
+            # unit is tried again, finding the comment by ``sourceObjectId`` if ``save`` was lost.
+            records = [
+                self._store.save(comment),
+                self._effects.remember_own_comment(
+                    comment.comment_id, task_number=comment.task_number, source_object_id=run_key
+                ),
+            ]
             log.info(
                 "comment_posted",
                 comment_id=comment.comment_id,
@@ -296,7 +304,7 @@ class ToPlanfix:
                 files=len(comment.file_ids),
             )
         effect_key = f"planfix-comment:{run_key}"
-        await publish_effect(
+        published = publish_effect(
             self._publisher,
             PlanfixCommentPosted(
                 **envelope_after(cause, effect_key),
@@ -311,6 +319,7 @@ class ToPlanfix:
             subject=subjects.planfix_comment_posted(comment.task_number),
             effect_key=effect_key,
         )
+        await asyncio.gather(*records, published)
 
     async def _post(self, comment: StoredComment, *, redelivered: bool) -> int:
         if redelivered:
