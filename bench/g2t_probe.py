@@ -47,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         chats = [chat for chat, _ in bind_by_command(stack, args.groups)]
         time.sleep(1.0)
         burst(stack, receipts, chats=chats, count=200, timeout_s=120)  # warm-up
+        # What each process spends with nothing to do (polls, heartbeats): part of any figure
+        # per message at a low rate.
+        before = stack.usage()
+        time.sleep(10.0)
+        after = stack.usage()
+        figures["idle_cpu_ms_per_s"] = {k: round((after[k].cpu_s - before[k].cpu_s) * 100, 2) for k in after}
+        print(json.dumps({"idle_cpu_ms_per_s": figures["idle_cpu_ms_per_s"]}), flush=True)
         result = burst(stack, receipts, chats=chats, count=args.burst, timeout_s=300)
         figures["burst"] = {
             "messages": result.delivered,
