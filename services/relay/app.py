@@ -167,7 +167,7 @@ async def run(settings: RelaySettings) -> None:
         to_planfix,
         lease,
         album_window_s=settings.relay_album_window_s,
-        concurrency=settings.relay_planfix_concurrency,
+        concurrency=settings.planfix_concurrency,
     )
 
     # Planfix -> Telegram: an outbox drained per group at Telegram's pace.
