@@ -154,3 +154,18 @@ def test_a_comment_created_but_not_confirmed_is_found_not_posted_again(
     [comment] = fake_planfix.comments(relay.task_number)
     assert "answer lost" in comment.description
     assert comment.source_object_id == message.source_key
+
+
+def test_a_comment_created_but_not_confirmed_is_found_when_a_rewound_consumer_brings_it_first(
+    relay: Relay, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    [message] = messages(unique_chat_id, "answer lost, consumer rewound")
+    fake_planfix.delay_next(1.5)  # Planfix creates the comment; the client gives up waiting
+    with pytest.raises(TransientFailure):
+        relay.carry([message], attempt=1)
+    eventually(lambda: fake_planfix.comments(relay.task_number), what="Planfix finished the slow request")
+
+    # The next holder of the lease recreated the consumer: the message comes as a first delivery.
+    relay.carry([message], attempt=1)
+
+    stays(lambda: len(fake_planfix.comments(relay.task_number)) == 1, for_s=1.0, what="one comment")

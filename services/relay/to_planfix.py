@@ -235,8 +235,11 @@ class ToPlanfix:
                 continue
             fresh.append(message)
         while fresh:
-            planned = await self._plan(task_number, fresh, attempts)
-            await self._finish(planned.run_key, fresh[0], redelivered=redelivered, planned=planned)
+            planned, resumed, links = await self._plan(task_number, fresh, attempts)
+            # ``resumed``: an intent an earlier try left; it may have been posted already.
+            await self._finish(
+                planned.run_key, fresh[0], redelivered=redelivered or resumed, planned=planned, links=links
+            )
             # An intent left by a crash may hold fewer of these messages: the rest go next.
             fresh = [m for m in fresh if m.source_key not in planned.message_keys]
 
@@ -248,7 +251,8 @@ class ToPlanfix:
 
     async def _plan(
         self, task_number: int, messages: list[TelegramMessageReceived], attempts: int
-    ) -> StoredComment:
+    ) -> tuple[StoredComment, bool, list[str]]:
+        """The stored intent, whether it is an earlier one, and the keys to link to it once posted."""
         run_key = messages[0].source_key
         delivery = current_delivery()
         if delivery is not None and delivery.force_effects:
@@ -268,10 +272,9 @@ class ToPlanfix:
             file_ids=file_ids,
             media_group_id=next(iter(albums)) if len(albums) == 1 else None,
         )
-        stored = await self._store.plan(planned)
-        for album in albums - {planned.media_group_id}:
-            await self._store.link(album_key(planned.chat_id, album), run_key)
-        return stored
+        stored, resumed = await self._store.plan(planned)
+        links = stored.link_keys + [album_key(planned.chat_id, a) for a in albums - {planned.media_group_id}]
+        return stored, resumed, links
 
     async def _finish(
         self,
@@ -280,9 +283,13 @@ class ToPlanfix:
         *,
         redelivered: bool,
         planned: StoredComment | None = None,
+        links: Sequence[str] = (),
     ) -> None:
         # ``planned``: what ``InboundStore.plan`` just stored (or the earlier intent it found);
-        # reading it back would only repeat it, one store round trip per comment.
+        # reading it back would only repeat it, one store round trip per comment. ``links``:
+        # the message (and album) keys that lead to it, written after the post with its id, so
+        # nothing but the intent stands between a message and its comment. Until they are
+        # written, a retry finds the intent again through its run key (``InboundStore.plan``).
         comment = planned if planned is not None else await self._store.load(run_key)
         if comment is None:
             raise TransientFailure(f"planned comment {run_key} not found in the store")
@@ -303,6 +310,8 @@ class ToPlanfix:
                 messages=len(comment.blocks),
                 files=len(comment.file_ids),
             )
+        if links:
+            records.append(self._store.link_all(links, run_key))
         effect_key = f"planfix-comment:{run_key}"
         published = publish_effect(
             self._publisher,
