@@ -39,6 +39,11 @@ class EffectStore:
         documents = await self._effects.find({"_id": {"$in": list(keys)}}).to_list(None)
         return {str(document["_id"]): document for document in documents}
 
+    async def any_key_starting(self, prefix: str) -> bool:
+        """Whether any record's key starts with ``prefix`` (a range on ``_id``: one index lookup)."""
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        return await self._effects.find_one({"_id": {"$gte": prefix, "$lt": upper}}, {"_id": 1}) is not None
+
     async def record(self, key: str, **result: Any) -> None:
         # Recorded by an earlier delivery of the same event? Then the first record stands.
         with contextlib.suppress(DuplicateKeyError):

@@ -139,6 +139,7 @@ class InboundConsumer:
         # The one-message-at-a-time consumer of earlier versions would hold messages forever.
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await self._js.delete_consumer(TELEGRAM_STREAM.name, LEGACY_DURABLE)
+        await self._to_planfix.look_for_records_before_batching()
         start_seq = await self._restart_point()
         subscription = await self._js.pull_subscribe(
             ALL_TELEGRAM_MESSAGE_ACTIVITY,

@@ -83,6 +83,9 @@ TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024
 _RECOVERY_PAGES = 5
 # After this many deliveries a file that cannot be downloaded is named in the comment instead.
 _FILE_ATTEMPTS = 5
+# Effect records of the relay from before batching, one per message it carried (their key is
+# this and the message's source key); this relay writes none.
+_CARRIED_ONE_BY_ONE = "planfix-comment:"
 
 InboundEvent = TelegramMessageReceived | TelegramMessageEdited | TelegramReactionChanged
 
@@ -127,6 +130,16 @@ class ToPlanfix:
         self._source_id = planfix_source_id
         self._zone = zone
         self._limits = limits
+        # Whether records of the one-at-a-time relay (before batching) may exist; until
+        # ``look_for_records_before_batching`` says there are none, every message is checked.
+        self._records_before_batching = True
+
+    async def look_for_records_before_batching(self) -> None:
+        """Once the old relay's consumer is gone (``inbound_consumer``), no such record can be
+        added: when there is none, the per-comment check of them (a store query) is skipped."""
+        self._records_before_batching = await self._effects.any_key_starting(_CARRIED_ONE_BY_ONE)
+        if self._records_before_batching:
+            log.info("records_of_the_one_by_one_relay_found", what_now="each message is checked against them")
 
     # --- planning a batch -------------------------------------------------------------------
 
@@ -210,11 +223,13 @@ class ToPlanfix:
         keys = [message.source_key for message in messages]
         runs: dict[str, str] = {}
         carried_before: dict[str, dict[str, Any]] = {}
-        if not forced:
+        if not forced and self._records_before_batching:
             runs, carried_before = await asyncio.gather(
                 self._store.runs_of(keys),
-                self._effects.get_many([f"planfix-comment:{key}" for key in keys]),
+                self._effects.get_many([f"{_CARRIED_ONE_BY_ONE}{key}" for key in keys]),
             )
+        elif not forced:
+            runs = await self._store.runs_of(keys)
         for message in messages:
             if forced:
                 # An operator's forced replay: a new comment, whatever the records say.
@@ -225,7 +240,7 @@ class ToPlanfix:
                 # Planned before (a redelivery): finish that comment as it was planned.
                 await self._finish(run_key, message, redelivered=True)
                 continue
-            if f"planfix-comment:{message.source_key}" in carried_before:
+            if f"{_CARRIED_ONE_BY_ONE}{message.source_key}" in carried_before:
                 # Carried one by one by a relay from before batching; its record stands.
                 log.info("message_carried_before", message_id=message.message_id)
                 continue
