@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         result = burst(stack, receipts, chats=chats, count=args.burst, timeout_s=300)
         figures["burst"] = {
             "messages": result.delivered,
+            "comments": receipts.calls_per_run.get(("planfix", result.batch.run), 0),
             "msg_per_s": round(result.msg_per_s, 1),
             "cpu_ms_per_message": {k: round(v, 3) for k, v in result.cpu_ms_per_message.items()},
         }
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             figures[f"latency_{rate:g}"] = {
                 **{k: round(v, 2) for k, v in dist.items()},
                 "offered": round(batch.offered_rate, 1),
+                "comments": receipts.calls_per_run.get(("planfix", batch.run), 0),
                 "drained": drained,
                 "cpu_ms_per_message": cpu,
             }
