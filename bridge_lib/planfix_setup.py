@@ -8,7 +8,7 @@ from typing import Any
 import structlog
 
 from bridge_lib.jetstream_ready import when_jetstream_ready
-from bridge_lib.pacing import shared_pacer
+from bridge_lib.pacing import NoPacing, Pacer, shared_pacer
 from bridge_lib.planfix import PlanfixAuthError, PlanfixClient, PlanfixRejected, PlanfixUnavailable
 from bridge_lib.settings import PlanfixSettings
 
@@ -22,19 +22,25 @@ async def paced_planfix_client(
     (in a bucket with ``replicas`` copies, as the streams).
 
     The budget's bucket is opened (created on first start) with the patience of the streams.
+    With ``PLANFIX_PACING_ENABLED=false`` there is no budget: every request goes at once.
     """
-    pacer = await when_jetstream_ready(
-        "the Planfix pacing bucket",
-        partial(
-            shared_pacer,
-            js,
-            replicas=replicas,
-            base_url=settings.planfix_base_url,
-            rate_per_s=settings.planfix_rate_per_s,
-            burst=settings.planfix_burst,
-        ),
-        timeout_s=startup_timeout_s,
-    )
+    pacer: Pacer
+    if not settings.planfix_pacing_enabled:
+        log.warning("planfix_pacing_disabled", hint="only for a Planfix stand-in without a request limit")
+        pacer = NoPacing()
+    else:
+        pacer = await when_jetstream_ready(
+            "the Planfix pacing bucket",
+            partial(
+                shared_pacer,
+                js,
+                replicas=replicas,
+                base_url=settings.planfix_base_url,
+                rate_per_s=settings.planfix_rate_per_s,
+                burst=settings.planfix_burst,
+            ),
+            timeout_s=startup_timeout_s,
+        )
     return PlanfixClient(
         base_url=settings.planfix_base_url,
         token=settings.planfix_api_token.get_secret_value(),

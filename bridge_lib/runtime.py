@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -25,6 +26,19 @@ async def wait_for_stop_signal() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+def freeze_startup_heap() -> None:
+    """Call once a service has started: what it built so far is left out of garbage collections.
+
+    A full collection walks every object the collector tracks and stops the event loop while
+    it does: with aiogram, pydantic, motor and nats loaded, 80-90 ms in the relay, a few times
+    a minute under load, which showed as the tail of the message latency. What start-up built
+    (modules, types, clients) lives as long as the process; frozen, a full collection walks
+    only what was made since (3-5 ms). Start-up garbage is collected first, not frozen.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:

@@ -87,6 +87,9 @@ class PlanfixSettings(BridgeSettings):
     # The account's request budget, shared by every service and replica (bridge_lib.pacing).
     planfix_rate_per_s: float = Field(default=1.0, alias="PLANFIX_RATE_PER_S", gt=0)
     planfix_burst: int = Field(default=1, alias="PLANFIX_BURST", ge=1)
+    # false: no shared budget at all, not even its NATS round trips (a Planfix stand-in with no
+    # limit, e.g. a benchmark's fake); never against a real account.
+    planfix_pacing_enabled: bool = Field(default=True, alias="PLANFIX_PACING_ENABLED")
     # Tries of one call when Planfix is unreachable, failing or throttling (1 = no retry).
     planfix_retry_attempts: int = Field(default=4, alias="PLANFIX_RETRY_ATTEMPTS", ge=1)
     # What every task the bridge creates gets (all optional).

@@ -52,6 +52,7 @@ class Relay:
     to_planfix: ToPlanfix
     task_number: int
     loop: LoopThread
+    effects: EffectStore
 
     def carry(self, messages: list[TelegramMessageReceived], *, attempt: int) -> None:
         async def go() -> None:
@@ -81,9 +82,10 @@ def relay(
 
     loop.run(connect())
     task_number = fake_planfix.add_task("Crash recovery")
+    effects = EffectStore(client[name])
     to_planfix = ToPlanfix(
         directory=OneTask(task_number),
-        effects=EffectStore(client[name]),
+        effects=effects,
         store=InboundStore(client[name]),
         planfix=planfix,
         bot=bot,
@@ -92,7 +94,7 @@ def relay(
         zone=ZoneInfo("UTC"),
     )
     try:
-        yield Relay(to_planfix, task_number, loop)
+        yield Relay(to_planfix, task_number, loop, effects)
     finally:
         loop.run(planfix.aclose())
         loop.run(bot.session.close())
@@ -154,3 +156,45 @@ def test_a_comment_created_but_not_confirmed_is_found_not_posted_again(
     [comment] = fake_planfix.comments(relay.task_number)
     assert "answer lost" in comment.description
     assert comment.source_object_id == message.source_key
+
+
+def test_a_comment_created_but_not_confirmed_is_found_when_a_rewound_consumer_brings_it_first(
+    relay: Relay, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    [message] = messages(unique_chat_id, "answer lost, consumer rewound")
+    fake_planfix.delay_next(1.5)  # Planfix creates the comment; the client gives up waiting
+    with pytest.raises(TransientFailure):
+        relay.carry([message], attempt=1)
+    eventually(lambda: fake_planfix.comments(relay.task_number), what="Planfix finished the slow request")
+
+    # The next holder of the lease recreated the consumer: the message comes as a first delivery.
+    relay.carry([message], attempt=1)
+
+    stays(lambda: len(fake_planfix.comments(relay.task_number)) == 1, for_s=1.0, what="one comment")
+
+
+def test_messages_the_one_by_one_relay_carried_are_not_carried_again_and_others_are(
+    relay: Relay, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    carried, new = messages(unique_chat_id, "carried by the old relay", "written after the upgrade")
+    relay.loop.run(relay.effects.record(f"planfix-comment:{carried.source_key}", comment_id=1))
+    relay.loop.run(relay.to_planfix.look_for_records_before_batching())
+
+    relay.carry([carried, new], attempt=1)
+
+    [comment] = fake_planfix.comments(relay.task_number)
+    assert "written after the upgrade" in comment.description
+    assert "carried by the old relay" not in comment.description
+
+
+def test_without_records_of_the_one_by_one_relay_they_are_not_looked_for(
+    relay: Relay, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    [message] = messages(unique_chat_id, "after the upgrade")
+    relay.loop.run(relay.effects.record(f"planfix-file:{message.source_key}:x", note="a file record"))
+    relay.loop.run(relay.to_planfix.look_for_records_before_batching())
+    assert not relay.to_planfix._records_before_batching
+
+    relay.carry([message], attempt=1)
+
+    assert len(fake_planfix.comments(relay.task_number)) == 1

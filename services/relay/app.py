@@ -35,7 +35,7 @@ from bridge_lib.kvstore import ensure_bucket
 from bridge_lib.lease import Lease, open_lease_bucket
 from bridge_lib.metrics import track_planfix_budget
 from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
-from bridge_lib.runtime import wait_for_stop_signal
+from bridge_lib.runtime import freeze_startup_heap, wait_for_stop_signal
 from bridge_lib.telegram import make_bot, telegram_self_check
 from contracts import subjects
 from contracts.events import BindingEvent, PlanfixCommentChange, TelegramGroupEvent
@@ -190,7 +190,13 @@ async def run(settings: RelaySettings) -> None:
         timeout_s=settings.nats_startup_timeout_s,
     )
     lease = Lease(lease_bucket, "relay_inbound", owner=owner)
-    inbound = InboundConsumer(js, to_planfix, lease, album_window_s=settings.relay_album_window_s)
+    inbound = InboundConsumer(
+        js,
+        to_planfix,
+        lease,
+        album_window_s=settings.relay_album_window_s,
+        concurrency=settings.planfix_concurrency,
+    )
 
     # Planfix -> Telegram: an outbox drained per group at Telegram's pace.
     pace_bucket = await when_jetstream_ready(
@@ -242,6 +248,7 @@ async def run(settings: RelaySettings) -> None:
     sender.start()
     inbound_task = asyncio.create_task(inbound.run(), name="inbound")
     log.info("relay_started")
+    freeze_startup_heap()
     try:
         stop = asyncio.create_task(wait_for_stop_signal())
         await asyncio.wait({stop, inbound_task}, return_when=asyncio.FIRST_COMPLETED)

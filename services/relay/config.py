@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
@@ -16,6 +17,9 @@ class RelaySettings(NatsSettings, MongoSettings, PlanfixSettings, TelegramSettin
     relay_album_window_s: float = Field(default=1.5, alias="RELAY_ALBUM_WINDOW_S", ge=0)
     # At most this many waiting messages are combined into one Planfix comment.
     relay_combine_max_messages: int = Field(default=50, alias="RELAY_COMBINE_MAX_MESSAGES", ge=1)
+    # Comments of this many different tasks posted to Planfix at once (each task's in order);
+    # with Planfix's pacing on, fewer (``planfix_concurrency``).
+    relay_planfix_concurrency: int = Field(default=16, alias="RELAY_PLANFIX_CONCURRENCY", ge=1, le=100)
     # Time zone of the times written on each message's author line in Planfix.
     relay_timezone: str = Field(default="UTC", alias="RELAY_TIMEZONE")
     # Telegram takes about 20 messages a minute in one group: at most this many per window.
@@ -37,6 +41,16 @@ class RelaySettings(NatsSettings, MongoSettings, PlanfixSettings, TelegramSettin
         except (ZoneInfoNotFoundError, ValueError) as error:
             raise ValueError("unknown time zone (use a name like Europe/Moscow or UTC)") from error
         return value
+
+    @property
+    def planfix_concurrency(self) -> int:
+        """How many comments the relay posts at once. With pacing on, each one books a turn in
+        the account's budget before it waits for it: no more than about a second's worth, so the
+        binder and the planfix_gateway, which share the budget, never queue behind many of them."""
+        if not self.planfix_pacing_enabled:
+            return self.relay_planfix_concurrency
+        second_of_budget = math.ceil(self.planfix_rate_per_s) + self.planfix_burst
+        return max(1, min(self.relay_planfix_concurrency, second_of_budget))
 
     @property
     def planfix_web_url(self) -> str:

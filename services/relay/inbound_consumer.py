@@ -9,9 +9,10 @@ ack on success; on a ``TransientFailure``... no: a unit that fails
 is retried *here*, with the same growing delay, before anything after it is carried, because a
 ``nak`` would let JetStream hand out newer messages of the group first (an outage would come out
 reordered). ``term`` (after a dead letter) on a ``PermanentFailure``, an undecodable message, or
-a handler that keeps crashing. Messages of a batch are kept alive with ``in_progress`` while
-they wait for Planfix's pace or a retry; if this replica dies meanwhile, the next holder starts
-again from the acknowledgement floor (``_restart_point``).
+a handler that keeps crashing. Units of different tasks are carried side by side, each task's
+in order (``_carry_chains``); the next batch waits for all of them. Messages of a batch are
+kept alive with ``in_progress`` while they wait for Planfix's pace or a retry; if this replica
+dies meanwhile, the next holder starts again from the acknowledgement floor (``_restart_point``).
 
 Why one active replica (a lease in NATS KV): Planfix allows about one request per second for the
 whole account, so parallel replicas would add no throughput here, but they would post a group's
@@ -52,7 +53,7 @@ from contracts.events import (
     decode_event,
 )
 from contracts.subjects import ALL_TELEGRAM_MESSAGE_ACTIVITY, TELEGRAM_STREAM
-from services.relay.to_planfix import InboundEvent, ToPlanfix
+from services.relay.to_planfix import InboundEvent, ToPlanfix, Unit
 
 log = structlog.get_logger("relay.inbound")
 
@@ -78,12 +79,15 @@ class InboundConsumer:
         *,
         batch: int = 100,
         album_window_s: float = 1.5,
+        concurrency: int = 16,
     ) -> None:
         self._js = js
         self._to_planfix = to_planfix
         self._lease = lease
         self._batch = batch
         self._album_window_s = album_window_s
+        # Units of different tasks carried at once (Planfix round trips and store writes overlap).
+        self._slots = asyncio.Semaphore(max(1, concurrency))
         self._stopping = asyncio.Event()
         self._carrying = False
 
@@ -135,6 +139,7 @@ class InboundConsumer:
         # The one-message-at-a-time consumer of earlier versions would hold messages forever.
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await self._js.delete_consumer(TELEGRAM_STREAM.name, LEGACY_DURABLE)
+        await self._to_planfix.look_for_records_before_batching()
         start_seq = await self._restart_point()
         subscription = await self._js.pull_subscribe(
             ALL_TELEGRAM_MESSAGE_ACTIVITY,
@@ -245,7 +250,7 @@ class InboundConsumer:
                 return more
 
     async def _handle(self, messages: list[Any]) -> None:
-        """Carry a batch, every unit settled before the next one starts.
+        """Carry a batch: each task's units settled in order, tasks side by side.
 
         A replay an operator sent with ``--force-effects`` is carried on its own, marked as the
         current delivery, so the effects it asks for are made again (see ``forcing_effects``).
@@ -282,7 +287,47 @@ class InboundConsumer:
         heartbeat = asyncio.create_task(self._heartbeat(list(raw_of.values())))
         try:
             units = await self._plan(events, raw_of)
+            by_task: dict[int | None, list[Unit]] = {}
+            updates: list[Unit] = []
             for unit in units:
+                if unit.updates:
+                    updates.append(unit)
+                else:
+                    by_task.setdefault(unit.task_number, []).append(unit)
+            await self._carry_chains(list(by_task.values()), raw_of)
+            # Last: an edit or a reaction may be about a message of this very batch.
+            await self._carry_chains([updates], raw_of)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _carry_chains(self, chains: list[list[Unit]], raw_of: dict[str, Any]) -> None:
+        """Carry each chain's units in order, the chains side by side (at most ``concurrency``
+        units at a time); return when every chain is done.
+
+        A chain is one task's units: a task's comments keep their order, while a task waiting
+        for its Planfix round trip (or retrying through an outage) holds up no other task. The
+        next batch starts only when all are done, so nothing newer overtakes a unit being retried.
+        """
+        chains = [chain for chain in chains if chain]
+        if len(chains) <= 1:
+            for chain in chains:
+                await self._carry_chain(chain, raw_of)
+            return
+        outcomes = await asyncio.gather(
+            *(self._carry_chain(chain, raw_of) for chain in chains), return_exceptions=True
+        )
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, _Stopping):
+                raise failure
+        if failures:
+            raise _Stopping
+
+    async def _carry_chain(self, chain: list[Unit], raw_of: dict[str, Any]) -> None:
+        for unit in chain:
+            async with self._slots:
                 if self._stopping.is_set():
                     raise _Stopping
                 raws = [raw_of[event.event_id] for event in unit.events]
@@ -294,12 +339,8 @@ class InboundConsumer:
                     batch_events=len(unit.events),
                 ):
                     await self._settle(unit, raws, attempts)
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
 
-    async def _plan(self, events: list[InboundEvent], raw_of: dict[str, Any]) -> list[Any]:
+    async def _plan(self, events: list[InboundEvent], raw_of: dict[str, Any]) -> list[Unit]:
         """The batch split into units; while the store or the directory is away, wait for it."""
         attempts = max(raw.metadata.num_delivered for raw in raw_of.values())
         while True:
@@ -311,7 +352,7 @@ class InboundConsumer:
                 await self._pause(retry_in)
                 attempts += 1
 
-    async def _settle(self, unit: Any, raws: list[Any], attempts: int) -> None:
+    async def _settle(self, unit: Unit, raws: list[Any], attempts: int) -> None:
         """Carry one unit, retrying it until it is done, then settle its messages."""
         crashes = 0
         while True:
@@ -343,8 +384,8 @@ class InboundConsumer:
                 # created before the answer was lost) before doing it again.
                 attempts += 1
                 continue
-            for raw in raws:
-                await raw.ack_sync()
+            # Every message of the unit acknowledged in one round trip, not one each.
+            await asyncio.gather(*(raw.ack_sync() for raw in raws))
             elapsed = time.perf_counter() - started
             now = time.time()
             for event in unit.events:
@@ -358,7 +399,7 @@ class InboundConsumer:
             return
 
     @staticmethod
-    async def _give_up_unit(unit: Any, raws: list[Any], reason: DeadLetterReason, detail: str) -> None:
+    async def _give_up_unit(unit: Unit, raws: list[Any], reason: DeadLetterReason, detail: str) -> None:
         for event, raw in zip(unit.events, raws, strict=True):
             metrics.EVENTS_IN.labels(DURABLE, event.tag, "dead_lettered").inc()
             await _give_up(raw, event, reason, detail)

@@ -8,7 +8,8 @@ posted (the intent) and completed after, so a crash in between is resumed from t
 HTML and never posts a second, differently combined comment.
 
 ``message_comments``: ``_id`` = a Telegram message's source key (or an album's key) -> the run
-key holding it. Edits and reactions find their comment through it.
+key holding it, written with the comment id after the post. Edits and reactions find their
+comment through it, and a redelivered message that has one was carried (or is being resumed).
 
 Only operations that both MongoDB and nx-27017 serve are used (find, ``$in``, insert, unordered
 ``insert_many``, $set updates).
@@ -39,6 +40,12 @@ class StoredComment(msgspec.Struct, kw_only=True):
     @property
     def message_keys(self) -> list[str]:
         return [block.message_key for block in self.blocks]
+
+    @property
+    def link_keys(self) -> list[str]:
+        """What leads to this comment in ``message_comments``: its messages and its album."""
+        album = [album_key(self.chat_id, self.media_group_id)] if self.media_group_id is not None else []
+        return [*self.message_keys, *album]
 
     def block_for(self, message_key: str) -> Block | None:
         return next((block for block in self.blocks if block.message_key == message_key), None)
@@ -79,8 +86,14 @@ class InboundStore:
         run_key = await self.run_of(message_key)
         return await self.load(run_key) if run_key else None
 
-    async def plan(self, comment: StoredComment) -> StoredComment:
-        """Store the intent to post ``comment``; an earlier intent under the same key wins."""
+    async def plan(self, comment: StoredComment) -> tuple[StoredComment, bool]:
+        """Store the intent to post ``comment``; an earlier intent under the same key wins.
+
+        Returns the intent and whether it is an earlier one (left by a failed or cut-off try,
+        so the comment may exist in Planfix already). Its messages are linked to it after the
+        post (``link_all``); a retry before that finds it here, under the same run key: the
+        first message not yet carried, which a redelivery brings first again.
+        """
         fields = msgspec.to_builtins(comment)
         fields["_id"] = fields.pop("run_key")
         try:
@@ -88,12 +101,8 @@ class InboundStore:
         except DuplicateKeyError:
             earlier = await self.load(comment.run_key)
             if earlier is not None:
-                comment = earlier
-        keys = comment.message_keys
-        if comment.media_group_id is not None:
-            keys.append(album_key(comment.chat_id, comment.media_group_id))
-        await self._link_all(keys, comment.run_key)
-        return comment
+                return earlier, True
+        return comment, False
 
     async def save(self, comment: StoredComment) -> None:
         """Write the comment's current blocks, files and id (after a post or an update)."""
@@ -108,7 +117,7 @@ class InboundStore:
         with contextlib.suppress(DuplicateKeyError):
             await self._index.insert_one({"_id": key, "run": run_key})
 
-    async def _link_all(self, keys: Sequence[str], run_key: str) -> None:
+    async def link_all(self, keys: Sequence[str], run_key: str) -> None:
         """``_link`` each key, in one round trip; a key linked before keeps its run (as in ``_link``)."""
         if len(keys) == 1:
             await self._link(keys[0], run_key)

@@ -21,9 +21,11 @@ naming it and its size.
 
 from __future__ import annotations
 
+import asyncio
 import io
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -81,6 +83,9 @@ TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024
 _RECOVERY_PAGES = 5
 # After this many deliveries a file that cannot be downloaded is named in the comment instead.
 _FILE_ATTEMPTS = 5
+# Effect records of the relay from before batching, one per message it carried (their key is
+# this and the message's source key); this relay writes none.
+_CARRIED_ONE_BY_ONE = "planfix-comment:"
 
 InboundEvent = TelegramMessageReceived | TelegramMessageEdited | TelegramReactionChanged
 
@@ -125,6 +130,16 @@ class ToPlanfix:
         self._source_id = planfix_source_id
         self._zone = zone
         self._limits = limits
+        # Whether records of the one-at-a-time relay (before batching) may exist; until
+        # ``look_for_records_before_batching`` says there are none, every message is checked.
+        self._records_before_batching = True
+
+    async def look_for_records_before_batching(self) -> None:
+        """Once the old relay's consumer is gone (``inbound_consumer``), no such record can be
+        added: when there is none, the per-comment check of them (a store query) is skipped."""
+        self._records_before_batching = await self._effects.any_key_starting(_CARRIED_ONE_BY_ONE)
+        if self._records_before_batching:
+            log.info("records_of_the_one_by_one_relay_found", what_now="each message is checked against them")
 
     # --- planning a batch -------------------------------------------------------------------
 
@@ -202,16 +217,19 @@ class ToPlanfix:
         structlog.contextvars.bind_contextvars(task_number=task_number, chat_id=messages[0].chat_id)
         fresh: list[TelegramMessageReceived] = []
         forced = forcing_effects()
-        # The records of all the unit's messages in two round trips, not two per message. Nothing
+        # The records of all the unit's messages in one round trip, not two per message. Nothing
         # in the loop below links or records another message of the unit, so reading them first
         # sees what reading each in turn would.
         keys = [message.source_key for message in messages]
-        runs = {} if forced else await self._store.runs_of(keys)
-        carried_before = (
-            {}
-            if forced
-            else await self._effects.get_many([f"planfix-comment:{key}" for key in keys if key not in runs])
-        )
+        runs: dict[str, str] = {}
+        carried_before: dict[str, dict[str, Any]] = {}
+        if not forced and self._records_before_batching:
+            runs, carried_before = await asyncio.gather(
+                self._store.runs_of(keys),
+                self._effects.get_many([f"{_CARRIED_ONE_BY_ONE}{key}" for key in keys]),
+            )
+        elif not forced:
+            runs = await self._store.runs_of(keys)
         for message in messages:
             if forced:
                 # An operator's forced replay: a new comment, whatever the records say.
@@ -222,7 +240,7 @@ class ToPlanfix:
                 # Planned before (a redelivery): finish that comment as it was planned.
                 await self._finish(run_key, message, redelivered=True)
                 continue
-            if f"planfix-comment:{message.source_key}" in carried_before:
+            if f"{_CARRIED_ONE_BY_ONE}{message.source_key}" in carried_before:
                 # Carried one by one by a relay from before batching; its record stands.
                 log.info("message_carried_before", message_id=message.message_id)
                 continue
@@ -232,8 +250,11 @@ class ToPlanfix:
                 continue
             fresh.append(message)
         while fresh:
-            planned = await self._plan(task_number, fresh, attempts)
-            await self._finish(planned.run_key, fresh[0], redelivered=redelivered, planned=planned)
+            planned, resumed, links = await self._plan(task_number, fresh, attempts)
+            # ``resumed``: an intent an earlier try left; it may have been posted already.
+            await self._finish(
+                planned.run_key, fresh[0], redelivered=redelivered or resumed, planned=planned, links=links
+            )
             # An intent left by a crash may hold fewer of these messages: the rest go next.
             fresh = [m for m in fresh if m.source_key not in planned.message_keys]
 
@@ -245,7 +266,8 @@ class ToPlanfix:
 
     async def _plan(
         self, task_number: int, messages: list[TelegramMessageReceived], attempts: int
-    ) -> StoredComment:
+    ) -> tuple[StoredComment, bool, list[str]]:
+        """The stored intent, whether it is an earlier one, and the keys to link to it once posted."""
         run_key = messages[0].source_key
         delivery = current_delivery()
         if delivery is not None and delivery.force_effects:
@@ -265,10 +287,9 @@ class ToPlanfix:
             file_ids=file_ids,
             media_group_id=next(iter(albums)) if len(albums) == 1 else None,
         )
-        stored = await self._store.plan(planned)
-        for album in albums - {planned.media_group_id}:
-            await self._store.link(album_key(planned.chat_id, album), run_key)
-        return stored
+        stored, resumed = await self._store.plan(planned)
+        links = stored.link_keys + [album_key(planned.chat_id, a) for a in albums - {planned.media_group_id}]
+        return stored, resumed, links
 
     async def _finish(
         self,
@@ -277,26 +298,37 @@ class ToPlanfix:
         *,
         redelivered: bool,
         planned: StoredComment | None = None,
+        links: Sequence[str] = (),
     ) -> None:
         # ``planned``: what ``InboundStore.plan`` just stored (or the earlier intent it found);
-        # reading it back would only repeat it, one store round trip per comment.
+        # reading it back would only repeat it, one store round trip per comment. ``links``:
+        # the message (and album) keys that lead to it, written after the post with its id, so
+        # nothing but the intent stands between a message and its comment. Until they are
+        # written, a retry finds the intent again through its run key (``InboundStore.plan``).
         comment = planned if planned is not None else await self._store.load(run_key)
         if comment is None:
             raise TransientFailure(f"planned comment {run_key} not found in the store")
+        records: list[Awaitable[None]] = []
         if comment.comment_id is None:
             comment.comment_id = await self._post(comment, redelivered=redelivered)
-            await self._store.save(comment)
-            await self._effects.remember_own_comment(
-                comment.comment_id, task_number=comment.task_number, source_object_id=run_key
-            )
+            # Written side by side, in one round trip: each is idempotent, and if one fails the
+            # unit is tried again, finding the comment by ``sourceObjectId`` if ``save`` was lost.
+            records = [
+                self._store.save(comment),
+                self._effects.remember_own_comment(
+                    comment.comment_id, task_number=comment.task_number, source_object_id=run_key
+                ),
+            ]
             log.info(
                 "comment_posted",
                 comment_id=comment.comment_id,
                 messages=len(comment.blocks),
                 files=len(comment.file_ids),
             )
+        if links:
+            records.append(self._store.link_all(links, run_key))
         effect_key = f"planfix-comment:{run_key}"
-        await publish_effect(
+        published = publish_effect(
             self._publisher,
             PlanfixCommentPosted(
                 **envelope_after(cause, effect_key),
@@ -311,6 +343,7 @@ class ToPlanfix:
             subject=subjects.planfix_comment_posted(comment.task_number),
             effect_key=effect_key,
         )
+        await asyncio.gather(*records, published)
 
     async def _post(self, comment: StoredComment, *, redelivered: bool) -> int:
         if redelivered:

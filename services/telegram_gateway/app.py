@@ -31,7 +31,7 @@ from faststream.nats import NatsBroker
 from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
 from bridge_lib.health import start_health_server
 from bridge_lib.jetstream_ready import JetStreamNotReady
-from bridge_lib.runtime import log_startup_failed, wait_for_stop_signal
+from bridge_lib.runtime import freeze_startup_heap, log_startup_failed, wait_for_stop_signal
 from bridge_lib.telegram import TOKEN_HINT, TOKEN_REFUSED, make_bot
 from services.telegram_gateway.commands import BOT_COMMANDS, BotProfile, build_commands_router
 from services.telegram_gateway.config import TelegramGatewaySettings
@@ -127,6 +127,7 @@ async def _serve(bot: Bot, broker: NatsBroker, settings: TelegramGatewaySettings
     # getUpdates fails with 409 while a webhook is set.
     await _retrying("deleteWebhook", lambda: bot.delete_webhook(drop_pending_updates=False))
     log.info("telegram_gateway_started", mode="polling", allowed_updates=allowed_updates)
+    freeze_startup_heap()
     await poll_updates(
         bot, dispatcher, allowed_updates=allowed_updates, undecodable=UndecodableUpdates(publisher)
     )
@@ -166,6 +167,7 @@ async def _serve_webhook(
             port=settings.telegram_webhook_port,
             allowed_updates=allowed_updates,
         )
+        freeze_startup_heap()
         await asyncio.Event().wait()  # until cancelled by the stop signal
     finally:
         await runner.cleanup()
