@@ -37,9 +37,6 @@ log = structlog.get_logger("pacing")
 # A reservation further ahead than this means the budget is overbooked by a burst of
 # callers; they still get their slot, but say so.
 _LONG_WAIT_S = 30.0
-# A budget with turns closer than this is no limit (pacing switched off by settings, e.g. for a
-# fake): booking a turn in NATS would take longer than the turn itself.
-NEGLIGIBLE_INTERVAL_S = 0.001
 
 
 class Pacer(Protocol):
@@ -134,9 +131,6 @@ async def open_pacing_bucket(js: Any, *, replicas: int = 1) -> Any:
 
 async def shared_pacer(
     js: Any, *, base_url: str, rate_per_s: float, burst: int, replicas: int = 1
-) -> SharedPacer | NoPacing:
-    if 1.0 / rate_per_s < NEGLIGIBLE_INTERVAL_S:
-        log.warning("planfix_pacing_off", rate_per_s=rate_per_s, reason="faster than 1,000 requests/s")
-        return NoPacing()
+) -> SharedPacer:
     kv = await open_pacing_bucket(js, replicas=replicas)
     return SharedPacer(kv, account_key(base_url), rate_per_s=rate_per_s, burst=burst)
