@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="bridge-g2t-"))
     stack = BenchStack(work_dir / "stack")
     figures: dict[str, Any] = {"work_dir": str(work_dir)}
-    stack.start()
     try:
+        stack.start()  # inside: a service failing at start must not leave the others running
         receipts = Receipts(stack.telegram, stack.planfix)
         chats = [chat for chat, _ in bind_by_command(stack, args.groups)]
         time.sleep(1.0)
