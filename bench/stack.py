@@ -167,9 +167,11 @@ class BenchStack:
         pids["fakes (bench process)"] = os.getpid()
         return {label: usage_of(pid) for label, pid in pids.items()}
 
-    def settle(self, label_prefix: str = "relay", *, below: float = 0.1, timeout_s: float = 30.0) -> float:
+    def settle(
+        self, label_prefix: str | tuple[str, ...] = SERVICES, *, below: float = 0.1, timeout_s: float = 30.0
+    ) -> float:
         """Wait until the services named ``label_prefix*`` use less than ``below`` of a core
-        (work left over from an earlier phase would land in the next one's CPU figures)."""
+        (work left over from an earlier phase would land in the next one's figures)."""
         started = time.monotonic()
         while time.monotonic() - started < timeout_s:
             before = self.usage()
