@@ -22,7 +22,7 @@ class BenchConfig:
     drain_timeout_s: float = 120.0
     scale_groups: tuple[int, ...] = (1, 100, 10_000)
     scale_replica_groups: tuple[int, ...] = (100, 10_000)
-    scale_messages: int = 600
+    scale_messages: int = 1_200
     # The burst goes to this many of the bound groups (evenly spread), whatever their number:
     # 100 and 10,000 bound groups then see the same traffic and differ only in their bindings.
     scale_active_groups: int = 100

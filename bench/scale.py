@@ -6,7 +6,7 @@ waits for those notices (and for the relay to go quiet) before measuring. For ea
 configuration: a burst over at most ``scale_active_groups`` of the bound groups, evenly spread
 (throughput), then a fixed light load over the same groups (latency).
 
-The figure with a target compares 10,000 bound groups with 100 under the *same* traffic (600
+The figure with a target compares 10,000 bound groups with 100 under the *same* traffic (1,200
 messages over 100 groups): if a binding lookup cost a store round trip, or grew with the
 number of bindings, the relay's CPU per message would grow between the two. One bound group
 is shown too, but it is not the same traffic: its whole burst is one task's backlog, which the

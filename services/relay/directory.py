@@ -39,7 +39,9 @@ from contracts.subjects import ALL_BINDING_EVENTS, BINDING_STREAM, TELEGRAM_STRE
 log = structlog.get_logger("relay.directory")
 
 
-class BoundTask(msgspec.Struct, frozen=True):
+class BoundTask(msgspec.Struct, frozen=True, gc=False):
+    # gc=False: only numbers and text inside, and 10,000 of them need not be walked by every
+    # full garbage collection.
     task_number: int
     task_title: str
     suspended: bool = False
