@@ -51,16 +51,15 @@ async def _read(kv: Any, key: str) -> tuple[bytes | None, int]:
     return entry.value, int(entry.revision)
 
 
-async def _swap(kv: Any, key: str, value: bytes, revision: int) -> bool:
-    """Write ``value`` if the key is still at ``revision`` (0: absent); False if someone was first."""
+async def _swap(kv: Any, key: str, value: bytes, revision: int) -> int | None:
+    """Write ``value`` if the key is still at ``revision`` (0: absent): the new revision, or
+    None if someone was first."""
     try:
         if revision:
-            await kv.update(key, value, last=revision)
-        else:
-            await kv.create(key, value)
+            return int(await kv.update(key, value, last=revision))
+        return int(await kv.create(key, value))
     except nats.js.errors.KeyWrongLastSequenceError:
-        return False
-    return True
+        return None
 
 
 class TelegramPace:
@@ -111,7 +110,7 @@ class TelegramPace:
                 await self._sleep(min(next_at - now, _MAX_NAP_S))
                 continue
             reserved = str(now + messages * self._bot_interval_s).encode()
-            if await _swap(self._kv, "bot", reserved, revision):
+            if await _swap(self._kv, "bot", reserved, revision) is not None:
                 return
 
     async def group_sent(self, chat_id: int, messages: int = 1) -> None:
@@ -167,16 +166,11 @@ class GroupLeases:
 
     async def _write(self, chat_id: int, now: float, revision: int) -> bool:
         until = now + self._ttl_s
-        value = f"{self._owner} {until}".encode()
-        try:
-            if revision:
-                written = await self._kv.update(f"owner.{chat_id}", value, last=revision)
-            else:
-                written = await self._kv.create(f"owner.{chat_id}", value)
-        except nats.js.errors.KeyWrongLastSequenceError:
+        written = await _swap(self._kv, f"owner.{chat_id}", f"{self._owner} {until}".encode(), revision)
+        if written is None:
             self._held.pop(chat_id, None)
             return False
-        self._held[chat_id] = (int(written), until)
+        self._held[chat_id] = (written, until)
         return True
 
     async def release_all(self) -> None:
