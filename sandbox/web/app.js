@@ -3,7 +3,9 @@
 // HTML. Actions are POSTs to the sandbox, which drives the fake Telegram and fake Planfix.
 "use strict";
 
-const state = { chat: null, thread: null, mode: null, target: null, view: null, lastJson: "" };
+// selected: bumped whenever the user picks a group or topic, so that a refresh that was already
+// on its way (asking for the old one) does not put the old selection back.
+const state = { chat: null, thread: null, mode: null, target: null, view: null, lastJson: "", selected: 0 };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, props, ...children) {
@@ -27,14 +29,22 @@ async function post(url, form) {
 
 // --- state ---------------------------------------------------------------------------------
 
+function select(chat, thread) {
+  state.chat = chat;
+  state.thread = thread;
+  state.lastJson = "";
+  state.selected += 1;
+}
+
 async function refresh() {
+  const selected = state.selected;
   const query = new URLSearchParams();
   if (state.chat !== null) query.set("chat", state.chat);
   if (state.thread !== null) query.set("thread", state.thread);
   const response = await fetch("/api/state?" + query);
   if (!response.ok) return;
   const text = await response.text();
-  if (text === state.lastJson) return;
+  if (selected !== state.selected || text === state.lastJson) return;
   state.lastJson = text;
   const view = JSON.parse(text);
   state.view = view;
@@ -67,14 +77,14 @@ function renderGroups(view) {
     el("button", {
       type: "button", class: group.chat_id === view.chat.chat_id ? "active" : "",
       "data-chat": group.chat_id, text: group.title + (group.forum ? " (forum)" : ""),
-      onclick: () => { state.chat = group.chat_id; state.thread = null; state.lastJson = ""; refresh(); },
+      onclick: () => { select(group.chat_id, null); refresh(); },
     })));
   $("topic-bar").hidden = !view.chat.forum;
   const topics = [{ thread_id: null, name: "General" }, ...view.chat.topics];
   $("topics").replaceChildren(...topics.map((topic) =>
     el("button", {
       type: "button", class: topic.thread_id === view.thread_id ? "active" : "", text: topic.name,
-      onclick: () => { state.thread = topic.thread_id; state.lastJson = ""; refresh(); },
+      onclick: () => { select(state.chat, topic.thread_id); refresh(); },
     })));
 }
 
@@ -225,8 +235,7 @@ async function newGroup(event) {
   try {
     const result = await post("/api/groups", new FormData($("new-group")));
     $("new-group").reset();
-    state.chat = result.chat_id;
-    state.thread = null;
+    select(result.chat_id, null);
   } catch (error) {
     alert(error.message);
   }
@@ -240,7 +249,7 @@ async function newTopic(event) {
   try {
     const result = await post("/api/groups/" + state.chat + "/topics", form);
     $("new-topic").reset();
-    state.thread = result.thread_id;
+    select(state.chat, result.thread_id);
   } catch (error) {
     alert(error.message);
   }
