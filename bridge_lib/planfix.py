@@ -7,10 +7,18 @@ limit), 1000 (task does not exist), 5000 (comment does not exist) and 7002 (file
 size limit). The HTTP status that goes with each code is not documented, so the *code* decides,
 whatever the status. ``X-RateLimit-Remaining`` on an answer is the day's remaining requests.
 
-Assumptions, stated where the docs are silent: ``GET /comment/{id}`` wraps the comment in a
-``"comment"`` key (we also accept an unwrapped body); ``sourceObjectId`` is scoped by the
-``sourceId`` passed as a query parameter; an overrun of the 1 request/second limit is answered
-with HTTP 429 (any body, perhaps a ``Retry-After`` header): it is treated as retryable.
+What the spec (Planfix's OpenAPI document 1.3.4, checked in ``tests/test_planfix_spec.py``)
+says and we follow: ``sourceId``/``sourceObjectId`` are UUIDs; ``GET /file/{id}/download``
+answers 302 with a ``Location`` to the bytes; ``recipients`` decides who is notified; list
+endpoints take ``resultOrder``. Errors may come as HTTP 400, 403 or 500 with a code; the code is
+read before deciding whether to try again (a 500 with code 1000 is a missing task, not an outage).
+
+Assumptions, stated where the spec is silent: ``GET /comment/{id}`` wraps the comment in a
+``"comment"`` key (we also accept an unwrapped body); ``sourceObjectId`` is shown only to the
+``sourceId`` that wrote it (passed as a query parameter, and in a list's body, which the spec
+does not list but does not forbid); an overrun of the 1 request/second limit is HTTP 429 (any
+body, perhaps ``Retry-After``) or, as public code sees from real Planfix, HTTP 403 with code 22
+and a time to reset (``timeToReset``, seconds, or ``Retry-After``): both are handled.
 
 Failures become typed errors: ``PlanfixUnavailable`` (transport, 5xx, throttling, daily cap: try
 later) and ``PlanfixRejected`` with subclasses for what callers act on (``TaskNotFound``,
@@ -24,13 +32,17 @@ said to slow down. A creation that timed out is not repeated here: its caller de
 relay looks the comment up by ``sourceObjectId`` before posting again).
 
 Files: ``GET /file/{id}?fields=id,name,size`` (assumed wrapped in ``"file"``, like a task in
-``"task"``) and ``GET /file/{id}/download`` (the bytes; an error comes back as the usual JSON).
+``"task"``) and ``GET /file/{id}/download``: a 302 whose ``Location`` is followed once, without
+the bearer token (the storage host is not Planfix's API), and only to ``https`` unless the API
+itself is plain ``http`` (the fakes on loopback). A 200 with the bytes is taken as well.
 """
 
 from __future__ import annotations
 
 import email.utils
+import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -56,6 +68,9 @@ CODE_TASK_NOT_FOUND = 1000
 CODE_COMMENT_NOT_FOUND = 5000
 CODE_FILE_NOT_FOUND = 7000
 CODE_FILE_TOO_LARGE = 7002
+
+CODE_UNKNOWN = 0
+CODE_BAD_JSON = 30
 
 COMMENT_FIELDS = "id,dateTime,description,owner,task,sourceObjectId,isDeleted,isHidden,files"
 FILE_FIELDS = "id,name,size"
@@ -83,6 +98,11 @@ class PlanfixThrottled(PlanfixUnavailable):
 
 class DailyLimitReached(PlanfixUnavailable):
     """The account's daily request cap is used up (code 22); retrying within minutes is pointless."""
+
+    def __init__(self, message: str, *, reset_after_s: float | None = None) -> None:
+        super().__init__(message)
+        # Seconds until Planfix counts again, when it said (``timeToReset``); None when not.
+        self.reset_after_s = reset_after_s
 
 
 class PlanfixRejected(PlanfixError):
@@ -151,6 +171,40 @@ class PlanfixComment(msgspec.Struct, frozen=True, kw_only=True):
     files: tuple[PlanfixFileInfo, ...] = ()
 
 
+class RecipientRole(StrEnum):
+    """The roles ``recipients.roles`` names (the spec's enum)."""
+
+    ASSIGNEE = "assignee"
+    PARTICIPANT = "participant"
+    AUDITOR = "auditor"
+    ASSIGNER = "assigner"
+
+
+class RolesForm(StrEnum):
+    # The spec types ``roles`` as one string, while its own example sends an array: both are
+    # sent as configured (``PLANFIX_NOTIFY_ROLES_FORM``); the string form carries the first role.
+    ARRAY = "array"
+    STRING = "string"
+
+
+class Recipients(msgspec.Struct, frozen=True, kw_only=True):
+    """Who Planfix notifies of a comment (the spec's ``NotifiedRequest``)."""
+
+    users: tuple[str, ...] = ()  # "user:5", "contact:9"
+    roles: tuple[RecipientRole, ...] = ()
+    roles_form: RolesForm = RolesForm.ARRAY
+
+    def request(self) -> dict[str, Any] | None:
+        """The ``recipients`` object, or None when nobody is to be told."""
+        body: dict[str, Any] = {}
+        if self.users:
+            body["users"] = [{"id": user} for user in self.users]
+        if self.roles:
+            roles = [str(role) for role in self.roles]
+            body["roles"] = roles if self.roles_form is RolesForm.ARRAY else roles[0]
+        return body or None
+
+
 class TaskDefaults(msgspec.Struct, frozen=True, kw_only=True):
     """What every task the bridge creates gets, from settings (all optional)."""
 
@@ -196,6 +250,9 @@ class PlanfixClient:
             transport=PlanfixCallMetrics(transport or AiohttpTransport()),
         )
         self.pacer: Pacer = pacer or NoPacing()
+        # Only an API reached over plain http (the fakes on loopback) may redirect downloads to
+        # plain http; a real account's API is https and so must its storage be.
+        self._plain_http_api = httpx.URL(base_url).scheme == "http"
         self._attempts = max(1, retry_attempts)
         self._retry_timeout_s = retry_timeout_s
         self._task_defaults = task_defaults or TaskDefaults()
@@ -241,14 +298,20 @@ class PlanfixClient:
         source_id: str,
         source_object_id: str,
         file_ids: list[int] | None = None,
+        recipients: Recipients | None = None,
     ) -> int:
+        """Post a comment; ``source_id`` and ``source_object_id`` must be UUIDs (the spec's
+        format: Planfix refuses anything else with code 30)."""
         payload: dict[str, Any] = {
             "description": description_html,
-            "sourceId": source_id,
-            "sourceObjectId": source_object_id,
+            "sourceId": _uuid_text(source_id, "sourceId"),
+            "sourceObjectId": _uuid_text(source_object_id, "sourceObjectId"),
         }
         if file_ids:
             payload["files"] = [{"id": file_id} for file_id in file_ids]
+        notified = recipients.request() if recipients is not None else None
+        if notified:
+            payload["recipients"] = notified
         body = await self._call(
             "POST", f"task/{task_number}/comments/", json=payload, not_found=TaskNotFound, creates=True
         )
@@ -274,7 +337,13 @@ class PlanfixClient:
         return _comment_from_json(raw)
 
     async def list_comments(
-        self, task_number: int, *, source_id: str | None = None, offset: int = 0, page_size: int = 100
+        self,
+        task_number: int,
+        *,
+        source_id: str | None = None,
+        offset: int = 0,
+        page_size: int = 100,
+        newest_first: bool = False,
     ) -> list[PlanfixComment]:
         payload: dict[str, Any] = {
             "offset": offset,
@@ -282,6 +351,10 @@ class PlanfixClient:
             "typeList": "Comments",
             "fields": COMMENT_FIELDS,
         }
+        if newest_first:
+            # The spec's schema spells the key "filed", its example "field": the example is what
+            # public clients send; the order asked for is by id, newest first.
+            payload["resultOrder"] = [{"field": "id", "direction": "Desc"}]
         if source_id:
             payload["sourceId"] = source_id
         body = await self._call(
@@ -309,8 +382,9 @@ class PlanfixClient:
     async def download_file(self, file_id: int, destination: Path, *, max_bytes: int) -> int:
         """Write the file's bytes to ``destination``; the number of bytes written.
 
-        Streams to disk, so a large file never sits in memory; past ``max_bytes`` it stops,
-        deletes what it wrote and raises ``FileTooLargeToDownload``.
+        Planfix answers with a redirect to its storage (the spec's 302); that request goes
+        without the bearer token. Streams to disk, so a large file never sits in memory; past
+        ``max_bytes`` it stops, deletes what it wrote and raises ``FileTooLargeToDownload``.
         """
         path = f"file/{file_id}/download"
         try:
@@ -319,15 +393,16 @@ class PlanfixClient:
             raise PlanfixUnavailable(str(error)) from error
         try:
             async with self._http.stream("GET", path) as response:
-                if response.status_code >= 400 or "json" in response.headers.get("content-type", ""):
-                    # An error answer, or a JSON file: only an error body carries a failure code.
-                    content = await response.aread()
-                    _raise_for(response, _json_or_empty(response), "GET", path, FileNotFound)
-                    written = len(content)
-                    if written <= max_bytes:
-                        await anyio.Path(destination).write_bytes(content)
+                if response.is_redirect:
+                    await response.aclose()
+                    storage = self._storage_request(response, path)
+                    stored = await self._http.send(storage, stream=True)
+                    try:
+                        written = await self._save_download(stored, destination, max_bytes, path)
+                    finally:
+                        await stored.aclose()
                 else:
-                    written = await _stream_to(response, destination, max_bytes)
+                    written = await self._save_download(response, destination, max_bytes, path)
         except httpx.TransportError as error:
             await anyio.Path(destination).unlink(missing_ok=True)
             raise PlanfixUnavailable(f"GET {path}: {type(error).__name__}") from error
@@ -335,6 +410,34 @@ class PlanfixClient:
             await anyio.Path(destination).unlink(missing_ok=True)
             raise FileTooLargeToDownload(f"file {file_id} is larger than {max_bytes} bytes", limit=max_bytes)
         return written
+
+    def _storage_request(self, redirect: httpx.Response, path: str) -> httpx.Request:
+        """The request for the redirect's ``Location``: no token, no downgrade to plain http."""
+        location = redirect.headers.get("Location")
+        if not location:
+            raise PlanfixRejected(f"GET {path}: HTTP {redirect.status_code} without a Location")
+        target = redirect.request.url.join(location)
+        if target.scheme != "https" and not (target.scheme == "http" and self._plain_http_api):
+            raise PlanfixRejected(f"GET {path}: redirected to a {target.scheme!r} address, not https")
+        request = self._http.build_request("GET", target)
+        # The storage host is not the API: Planfix's token stays with Planfix.
+        del request.headers["Authorization"]
+        return request
+
+    async def _save_download(
+        self, response: httpx.Response, destination: Path, max_bytes: int, path: str
+    ) -> int:
+        if response.is_redirect:
+            # One redirect is what the spec describes; a chain is refused, not followed.
+            raise PlanfixRejected(f"GET {path}: the download redirected more than once")
+        if response.status_code >= 400 or "json" in response.headers.get("content-type", ""):
+            # An error answer, or a JSON file: only an error body carries a failure code.
+            content = await response.aread()
+            _raise_for(response, _json_or_empty(response), "GET", path, FileNotFound)
+            if len(content) <= max_bytes:
+                await anyio.Path(destination).write_bytes(content)
+            return len(content)
+        return await _stream_to(response, destination, max_bytes)
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -351,7 +454,7 @@ class PlanfixClient:
     ) -> dict[str, Any]:
         def retryable(error: Exception) -> bool | float:
             if isinstance(error, DailyLimitReached):
-                return False
+                return False  # hours, not seconds: the caller waits for ``reset_after_s``
             if isinstance(error, PlanfixThrottled):
                 return error.retry_after_s if error.retry_after_s else True
             if creates:
@@ -422,7 +525,12 @@ async def _stream_to(response: httpx.Response, destination: Path, max_bytes: int
 def _raise_for(
     response: httpx.Response, body: dict[str, Any], method: str, path: str, not_found: type[PlanfixRejected]
 ) -> None:
-    """Raise the typed error an answer stands for; return when it is a success."""
+    """Raise the typed error an answer stands for; return when it is a success.
+
+    The code decides before the status: Planfix answers errors as 400, 403 or 500 (the spec
+    lists 500 with code 1000 for a missing task), so only a failure with no definite code
+    (none, or 0 "unknown") at 5xx counts as Planfix being away.
+    """
     code = body.get("code") if isinstance(body.get("code"), int) else None
     where = f"{method} {path}: HTTP {response.status_code}"
     if response.status_code == 429:
@@ -430,8 +538,11 @@ def _raise_for(
             f"{where} {body.get('error', '')}".strip(), retry_after_s=_retry_after(response)
         )
     if code == CODE_DAILY_LIMIT:
-        raise DailyLimitReached(f"{where}, code 22: the account's daily request limit is used up")
-    if response.status_code >= 500:
+        raise DailyLimitReached(
+            f"{where}, code 22: the account's request limit is used up",
+            reset_after_s=_time_to_reset(body) or _retry_after(response),
+        )
+    if response.status_code >= 500 and code in (None, CODE_UNKNOWN):
         raise PlanfixUnavailable(f"{where} {body.get('error', '')}".strip())
     failed = response.status_code >= 400 or (body.get("result") not in (None, "success") and code is not None)
     if not failed:
@@ -447,6 +558,23 @@ def _raise_for(
     ):
         raise not_found(message, code=code, status=response.status_code)
     raise PlanfixRejected(message, code=code, status=response.status_code)
+
+
+def _time_to_reset(body: dict[str, Any]) -> float | None:
+    """Seconds until the limit resets, as the error body says (field name assumed)."""
+    for name in ("timeToReset", "time_to_reset"):
+        value = body.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+    return None
+
+
+def _uuid_text(value: str, field: str) -> str:
+    """``value`` as the spec's ``format: uuid``; a ValueError naming the field otherwise."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ValueError(f"{field} must be a UUID (Planfix refuses anything else), got {value!r}") from None
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -8,12 +8,13 @@ it needs, so each one asks only for its own credentials.
 from __future__ import annotations
 
 import sys
+import uuid
 from typing import NoReturn, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bridge_lib.planfix import TaskDefaults
+from bridge_lib.planfix import RecipientRole, Recipients, RolesForm, TaskDefaults
 
 # What to tell an operator about a variable that is missing or wrong.
 HOW_TO_GET: dict[str, str] = {
@@ -96,6 +97,44 @@ class PlanfixSettings(BridgeSettings):
     planfix_task_template_id: int | None = Field(default=None, alias="PLANFIX_TASK_TEMPLATE_ID")
     planfix_task_project_id: int | None = Field(default=None, alias="PLANFIX_TASK_PROJECT_ID")
     planfix_task_assignees: str = Field(default="", alias="PLANFIX_TASK_ASSIGNEES")
+    # Who Planfix notifies of a comment carried from Telegram (its ``recipients``), in the order
+    # Planfix's own Telegram integration uses: people mentioned, the task's participants, its
+    # assignees; or "none". Roles listed are all sent: Planfix notifies each role's people.
+    planfix_notify: str = Field(default="mentioned,participants,assignees", alias="PLANFIX_NOTIFY")
+    # The spec types ``recipients.roles`` as one string, its example sends an array.
+    planfix_notify_roles_form: RolesForm = Field(default=RolesForm.ARRAY, alias="PLANFIX_NOTIFY_ROLES_FORM")
+
+    @field_validator("planfix_source_id")
+    @classmethod
+    def _source_id_is_uuid(cls, value: str) -> str:
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ValueError("must be a UUID (Planfix types sourceId as one)") from None
+
+    @field_validator("planfix_notify")
+    @classmethod
+    def _notify_shape(cls, value: str) -> str:
+        items = _split_list(value)
+        if items == ["none"]:
+            return value
+        unknown = [item for item in items if item not in NOTIFY_CHOICES]
+        if unknown or not items:
+            choices = ", ".join(NOTIFY_CHOICES)
+            raise ValueError(f"expected 'none' or a comma-separated list of: {choices}")
+        return value
+
+    @property
+    def planfix_recipients(self) -> Recipients:
+        """The roles Planfix notifies; mentioned people are added per comment when known."""
+        roles = tuple(NOTIFY_CHOICES[item] for item in _split_list(self.planfix_notify) if item != "none")
+        return Recipients(
+            roles=tuple(role for role in roles if role is not None), roles_form=self.planfix_notify_roles_form
+        )
+
+    @property
+    def planfix_notify_mentioned(self) -> bool:
+        return "mentioned" in _split_list(self.planfix_notify)
 
     @field_validator("planfix_task_assignees")
     @classmethod
@@ -120,6 +159,16 @@ class PlanfixSettings(BridgeSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with https:// (e.g. https://<account>.planfix.com/rest/)")
         return value if value.endswith("/") else value + "/"
+
+
+# PLANFIX_NOTIFY's words and the recipient role each stands for (None: people, not a role).
+NOTIFY_CHOICES: dict[str, RecipientRole | None] = {
+    "mentioned": None,
+    "participants": RecipientRole.PARTICIPANT,
+    "assignees": RecipientRole.ASSIGNEE,
+    "auditors": RecipientRole.AUDITOR,
+    "assigner": RecipientRole.ASSIGNER,
+}
 
 
 def _split_list(value: str) -> list[str]:

@@ -31,6 +31,17 @@ def event_id_for(source_key: str) -> str:
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, source_key))
 
 
+# Namespace of the ``sourceObjectId`` the bridge writes on each Planfix comment; never change it
+# (a comment posted before would no longer be found after a crash).
+_PLANFIX_SOURCE_OBJECT_NAMESPACE = uuid.UUID("8d5c2b7e-61a4-4f3e-b0c9-2e7a94d1c35f")
+
+
+def planfix_source_object_id(source_key: str) -> str:
+    """The ``sourceObjectId`` for a comment made from ``source_key`` (Planfix types it as a
+    UUID): a retry of the same message carries the same id."""
+    return str(uuid.uuid5(_PLANFIX_SOURCE_OBJECT_NAMESPACE, source_key))
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 

@@ -16,6 +16,7 @@ import pytest
 import stamina
 
 from bridge_lib.planfix import PlanfixClient, PlanfixUnavailable
+from contracts.events import planfix_source_object_id
 from tests.support import LoopThread
 
 Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -50,7 +51,10 @@ def add_comment(loop: LoopThread, base_url: str) -> int:
     async def go() -> int:
         async with PlanfixClient(base_url=base_url, token="t", timeout_s=0.5, retry_attempts=3) as client:
             return await client.add_comment(
-                task_number=1, description_html="<p>x</p>", source_id="s", source_object_id="tg:-1:1"
+                task_number=1,
+                description_html="<p>x</p>",
+                source_id="0c6b7f0e-2d7a-4f0e-9a56-6a3f1c9b8e11",
+                source_object_id=planfix_source_object_id("tg:-1:1"),
             )
 
     return loop.run(go())

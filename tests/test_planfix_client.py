@@ -30,6 +30,7 @@ from bridge_lib.planfix import (
     TaskDefaults,
     TaskNotFound,
 )
+from contracts.events import planfix_source_object_id
 from sandbox.fake_planfix import FakePlanfix, RecordedCall, WebhookDelivery
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN
@@ -100,7 +101,10 @@ def test_comment_on_unknown_task_is_task_not_found(with_client: Callable[..., An
     with pytest.raises(TaskNotFound):
         with_client(
             lambda c: c.add_comment(
-                task_number=7_199_998, description_html="hi", source_id=SOURCE_ID, source_object_id="tg:1:1"
+                task_number=7_199_998,
+                description_html="hi",
+                source_id=SOURCE_ID,
+                source_object_id=planfix_source_object_id("tg:1:1"),
             )
         )
 
@@ -142,7 +146,7 @@ def test_add_and_get_comment(with_client: Callable[..., Any], fake_planfix: Fake
             task_number=number,
             description_html="<b>Ivan (TG)</b>: hello<br>second line",
             source_id=SOURCE_ID,
-            source_object_id="tg:-100123:456",
+            source_object_id=planfix_source_object_id("tg:-100123:456"),
         )
     )
 
@@ -154,11 +158,14 @@ def test_add_and_get_comment(with_client: Callable[..., Any], fake_planfix: Fake
     assert comment.description == "<b>Ivan (TG)</b>: hello<br>second line"
     # Written through the API: owned by the token's employee.
     assert (comment.owner_id, comment.owner_name) == ("user:1", "Bridge Robot")
-    assert comment.source_object_id == "tg:-100123:456"
+    assert comment.source_object_id == planfix_source_object_id("tg:-100123:456")
     assert comment.written_at is not None
     assert not comment.is_deleted
     [stored] = fake_planfix.comments(number)
-    assert (stored.source_id, stored.source_object_id) == (SOURCE_ID, "tg:-100123:456")
+    assert (stored.source_id, stored.source_object_id) == (
+        SOURCE_ID,
+        planfix_source_object_id("tg:-100123:456"),
+    )
 
 
 def test_source_object_id_is_scoped_by_source_id(
@@ -167,7 +174,10 @@ def test_source_object_id_is_scoped_by_source_id(
     number = fake_planfix.add_task("Scoping")
     ours = with_client(
         lambda c: c.add_comment(
-            task_number=number, description_html="from tg", source_id=SOURCE_ID, source_object_id="tg:-1:1"
+            task_number=number,
+            description_html="from tg",
+            source_id=SOURCE_ID,
+            source_object_id=planfix_source_object_id("tg:-1:1"),
         )
     )
 
@@ -176,7 +186,7 @@ def test_source_object_id_is_scoped_by_source_id(
     listed_other = with_client(lambda c: c.list_comments(number, source_id=OTHER_SOURCE_ID))
     listed_ours = with_client(lambda c: c.list_comments(number, source_id=SOURCE_ID))
     assert [c.source_object_id for c in listed_other] == [None]
-    assert [c.source_object_id for c in listed_ours] == ["tg:-1:1"]
+    assert [c.source_object_id for c in listed_ours] == [planfix_source_object_id("tg:-1:1")]
 
 
 def test_employee_comment_and_list_pages(with_client: Callable[..., Any], fake_planfix: FakePlanfix) -> None:
@@ -285,7 +295,10 @@ def test_scenario_requests_one_at_a_time(
         ui_ids = [fake_planfix.add_employee_comment(number, f"ui {i}") for i in range(3)]
         api_id = with_client(
             lambda c: c.add_comment(
-                task_number=number, description_html="api", source_id=SOURCE_ID, source_object_id="tg:-5:5"
+                task_number=number,
+                description_html="api",
+                source_id=SOURCE_ID,
+                source_object_id=planfix_source_object_id("tg:-5:5"),
             )
         )
         fake_planfix.post_webhook(number, ui_ids[0])
@@ -322,7 +335,10 @@ def test_api_comments_can_skip_the_scenario(
         number = fake_planfix.add_task("No echo scenario")
         with_client(
             lambda c: c.add_comment(
-                task_number=number, description_html="api", source_id=SOURCE_ID, source_object_id="tg:-6:6"
+                task_number=number,
+                description_html="api",
+                source_id=SOURCE_ID,
+                source_object_id=planfix_source_object_id("tg:-6:6"),
             )
         )
         ui = fake_planfix.add_employee_comment(number, "ui")
@@ -378,7 +394,7 @@ def test_upload_a_file_and_attach_it_then_update_the_comment(
             task_number=number,
             description_html="see file",
             source_id=SOURCE_ID,
-            source_object_id="tg:-7:7",
+            source_object_id=planfix_source_object_id("tg:-7:7"),
             file_ids=[file_id],
         )
     )
@@ -475,7 +491,10 @@ def test_a_creation_is_not_repeated_after_a_5xx(
     with pytest.raises(PlanfixUnavailable):
         with_client(
             lambda c: c.add_comment(
-                task_number=number, description_html="x", source_id=SOURCE_ID, source_object_id="tg:-8:8"
+                task_number=number,
+                description_html="x",
+                source_id=SOURCE_ID,
+                source_object_id=planfix_source_object_id("tg:-8:8"),
             ),
             retry_attempts=3,
         )

@@ -23,6 +23,7 @@ from contracts.events import (
     TelegramMessageReceived,
     TelegramUser,
     event_id_for,
+    planfix_source_object_id,
     telegram_message_key,
     utc_now,
 )
@@ -155,7 +156,7 @@ def test_a_comment_created_but_not_confirmed_is_found_not_posted_again(
     stays(lambda: len(fake_planfix.comments(relay.task_number)) == 1, for_s=1.0, what="one comment")
     [comment] = fake_planfix.comments(relay.task_number)
     assert "answer lost" in comment.description
-    assert comment.source_object_id == message.source_key
+    assert comment.source_object_id == planfix_source_object_id(message.source_key)
 
 
 def test_a_comment_created_but_not_confirmed_is_found_when_a_rewound_consumer_brings_it_first(

@@ -182,6 +182,7 @@ async def run(settings: RelaySettings) -> None:
         publisher=publisher,
         planfix_source_id=settings.planfix_source_id,
         zone=ZoneInfo(settings.relay_timezone),
+        recipients=settings.planfix_recipients,
         limits=CombineLimits(max_messages=settings.relay_combine_max_messages),
     )
     lease_bucket = await when_jetstream_ready(

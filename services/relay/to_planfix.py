@@ -9,8 +9,8 @@ one message and each message gets its own comment. An album's parts arrive toget
 consumer waits a short window for the rest) and so share one comment; a part that comes later
 still is added to the album's comment (files and caption), never dropped.
 
-Each comment is planned before it is posted (``inbound_store``: blocks, files, the run key that
-becomes its ``sourceObjectId``) and completed after; a redelivered batch first resumes what was
+Each comment is planned before it is posted (``inbound_store``: blocks, files, the run key its
+``sourceObjectId`` UUID derives from) and completed after; a redelivered batch first resumes what was
 planned, looking the comment up by ``sourceObjectId`` if the process died mid-post.
 
 Files: bytes are downloaded through the Bot API (``getFile``) and uploaded to Planfix with
@@ -51,6 +51,7 @@ from bridge_lib.planfix import (
     PlanfixClient,
     PlanfixRejected,
     PlanfixUnavailable,
+    Recipients,
 )
 from contracts import subjects
 from contracts.events import (
@@ -61,6 +62,7 @@ from contracts.events import (
     TelegramMessageReceived,
     TelegramReactionChanged,
     envelope_after,
+    planfix_source_object_id,
 )
 from services.relay.comment_html import (
     Block,
@@ -119,6 +121,7 @@ class ToPlanfix:
         publisher: EventPublisher,
         planfix_source_id: str,
         zone: ZoneInfo,
+        recipients: Recipients | None = None,
         limits: CombineLimits = CombineLimits(),
     ) -> None:
         self._directory = directory
@@ -129,6 +132,7 @@ class ToPlanfix:
         self._publisher = publisher
         self._source_id = planfix_source_id
         self._zone = zone
+        self._recipients = recipients
         self._limits = limits
         # Whether records of the one-at-a-time relay (before batching) may exist; until
         # ``look_for_records_before_batching`` says there are none, every message is checked.
@@ -316,7 +320,9 @@ class ToPlanfix:
             records = [
                 self._store.save(comment),
                 self._effects.remember_own_comment(
-                    comment.comment_id, task_number=comment.task_number, source_object_id=run_key
+                    comment.comment_id,
+                    task_number=comment.task_number,
+                    source_object_id=planfix_source_object_id(run_key),
                 ),
             ]
             log.info(
@@ -334,7 +340,7 @@ class ToPlanfix:
                 **envelope_after(cause, effect_key),
                 task_number=comment.task_number,
                 comment_id=comment.comment_id,
-                source_object_id=run_key,
+                source_object_id=planfix_source_object_id(run_key),
                 chat_id=comment.chat_id,
                 message_id=comment.blocks[0].message_id,
                 message_ids=[block.message_id for block in comment.blocks],
@@ -355,17 +361,21 @@ class ToPlanfix:
             task_number=comment.task_number,
             description_html=comment_html(comment.blocks),
             source_id=self._source_id,
-            source_object_id=comment.run_key,
+            source_object_id=planfix_source_object_id(comment.run_key),
             file_ids=comment.file_ids,
+            recipients=self._recipients,
         )
 
-    async def _find_comment(self, task_number: int, source_object_id: str) -> int | None:
+    async def _find_comment(self, task_number: int, run_key: str) -> int | None:
+        """The comment posted for ``run_key`` before a crash, if Planfix has it. Read newest
+        first: a comment just posted is on the first page however long the task is."""
+        wanted = {planfix_source_object_id(run_key), run_key}  # run_key: written before UUIDs
         for page in range(_RECOVERY_PAGES):
             comments = await self._planfix.list_comments(
-                task_number, source_id=self._source_id, offset=page * 100, page_size=100
+                task_number, source_id=self._source_id, offset=page * 100, page_size=100, newest_first=True
             )
             for comment in comments:
-                if comment.source_object_id == source_object_id:
+                if comment.source_object_id in wanted:
                     return comment.id
             if len(comments) < 100:
                 break

@@ -162,10 +162,10 @@ class ToTelegram:
             await self._enqueue(item, finished_checked=True)
 
     async def _is_own_comment(self, comment: PlanfixCommentAdded | PlanfixCommentUpdated) -> bool:
-        # Two independent signs, no guessing from names: the sourceId/sourceObjectId the bridge
-        # wrote on the comment (present even when the webhook beats our own record), and the
-        # record of comment ids the bridge created.
-        if comment.source_id == self._source_id or (comment.source_object_id or "").startswith("tg:"):
+        # Two independent signs, no guessing from names or prefixes: the sourceId the bridge wrote
+        # on the comment (Planfix shows its sourceObjectId only to that sourceId, so it is there
+        # even when the webhook beats our own record), and the record of comment ids we created.
+        if comment.source_id == self._source_id:
             return True
         return await self._effects.is_own_comment(comment.comment_id)
 
