@@ -199,3 +199,24 @@ def test_without_records_of_the_one_by_one_relay_they_are_not_looked_for(
     relay.carry([message], attempt=1)
 
     assert len(fake_planfix.comments(relay.task_number)) == 1
+
+
+def test_a_comment_lost_in_transit_on_a_task_with_600_comments_is_still_found_not_posted_again(
+    relay: Relay, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    # The lookup after a crash reads newest first: a long task's oldest pages never hold it.
+    for number in range(600):
+        fake_planfix.add_employee_comment(relay.task_number, f"<p>earlier {number}</p>", fire_webhook=False)
+    [message] = messages(unique_chat_id, "posted just before the crash")
+    fake_planfix.delay_next(1.5)  # Planfix creates the comment; the client gives up waiting
+    with pytest.raises(TransientFailure):
+        relay.carry([message], attempt=1)
+    eventually(
+        lambda: len(fake_planfix.comments(relay.task_number)) == 601, what="Planfix finished the slow request"
+    )
+
+    relay.carry([message], attempt=2)
+
+    stays(lambda: len(fake_planfix.comments(relay.task_number)) == 601, for_s=1.0, what="still 601 comments")
+    ours = [c for c in fake_planfix.comments(relay.task_number) if "before the crash" in c.description]
+    assert len(ours) == 1
