@@ -13,14 +13,17 @@ from contracts.events import (
     AnyEvent,
     PlanfixCommentAction,
     PlanfixCommentAdded,
+    PlanfixCommentPosted,
     PlanfixCommentWebhookReceived,
     TelegramMessageReceived,
     TelegramUser,
     decode_event,
     encode_event,
     event_id_for,
+    planfix_source_object_id,
     utc_now,
 )
+from services.relay.to_telegram import written_by_bridge
 
 EXPECTED_TAGS = {
     "telegram.message_received.v1",
@@ -170,3 +173,54 @@ def test_a_webhook_notice_from_before_edits_existed_means_added() -> None:
     event = decode_event(msgspec.json.encode(old))
     assert isinstance(event, PlanfixCommentWebhookReceived)
     assert event.action is PlanfixCommentAction.ADDED
+
+
+OUR_SOURCE_ID = "0c6b7f0e-2d7a-4f0e-9a56-6a3f1c9b8e11"
+
+
+@pytest.mark.parametrize(
+    ("source_id", "source_object_id", "ours"),
+    [
+        (OUR_SOURCE_ID, planfix_source_object_id("tg:msg:-100:5"), True),
+        (OUR_SOURCE_ID, "tg:msg:-100:5", True),  # written before sourceObjectIds were UUIDs
+        ("11111111-2222-3333-4444-555555555555", "tg:msg:-100:5", False),
+        (None, None, False),
+    ],
+)
+def test_comments_written_before_and_after_uuids_still_count_as_ours(
+    source_id: str | None, source_object_id: str | None, ours: bool
+) -> None:
+    stored = {
+        "type": "planfix.comment_added.v1",
+        "event_id": "e",
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "correlation_id": "c",
+        "causation_id": "x",
+        "task_number": 4821,
+        "comment_id": 9,
+        "text_html": "<p>hi</p>",
+        "author": {"id": "user:1", "name": "Robot"},
+        "source_id": source_id,
+        "source_object_id": source_object_id,
+    }
+    event = decode_event(msgspec.json.encode(stored))
+    assert isinstance(event, PlanfixCommentAdded)
+    assert written_by_bridge(event, OUR_SOURCE_ID) is ours
+
+
+def test_a_posted_comment_recorded_with_the_old_source_object_id_still_decodes() -> None:
+    stored = {
+        "type": "effect.planfix_comment_posted.v1",
+        "event_id": "e",
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "correlation_id": "c",
+        "causation_id": "x",
+        "task_number": 4821,
+        "comment_id": 9,
+        "source_object_id": "tg:msg:-100:5",
+        "chat_id": -100,
+        "message_id": 5,
+    }
+    event = decode_event(msgspec.json.encode(stored))
+    assert isinstance(event, PlanfixCommentPosted)
+    assert event.source_object_id == "tg:msg:-100:5"

@@ -77,6 +77,13 @@ async def _empty() -> dict[str, dict[str, Any]]:
     return {}
 
 
+def written_by_bridge(comment: PlanfixCommentAdded | PlanfixCommentUpdated, our_source_id: str) -> bool:
+    """Whether the comment carries our ``sourceId``: Planfix shows a ``sourceObjectId`` only to the
+    ``sourceId`` that wrote it, and the gateway names ours then. No guessing from the id's form:
+    comments from before UUIDs (``tg:msg:...``) and after count alike."""
+    return comment.source_id == our_source_id
+
+
 class ToTelegram:
     def __init__(
         self,
@@ -162,10 +169,9 @@ class ToTelegram:
             await self._enqueue(item, finished_checked=True)
 
     async def _is_own_comment(self, comment: PlanfixCommentAdded | PlanfixCommentUpdated) -> bool:
-        # Two independent signs, no guessing from names or prefixes: the sourceId the bridge wrote
-        # on the comment (Planfix shows its sourceObjectId only to that sourceId, so it is there
-        # even when the webhook beats our own record), and the record of comment ids we created.
-        if comment.source_id == self._source_id:
+        # Two independent signs: the sourceId written on the comment (there even when the
+        # webhook beats our own record), and the record of comment ids we created.
+        if written_by_bridge(comment, self._source_id):
             return True
         return await self._effects.is_own_comment(comment.comment_id)
 
