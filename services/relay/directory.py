@@ -84,7 +84,7 @@ class BindingDirectory:
         if isinstance(event, TaskBound):
             self._set((event.chat_id, event.thread_id), BoundTask(event.task_number, event.task_title))
         elif isinstance(event, TaskUnbound):
-            self._remove((event.chat_id, event.thread_id))
+            self.remove(event)
         elif isinstance(event, BindingSuspended | BindingResumed):
             found = self._task_by_group.get((event.chat_id, event.thread_id))
             if found is not None:
@@ -188,8 +188,6 @@ class BindingDirectory:
             event = None
         if event is not None:
             self.apply(event)
-        elif isinstance(event, TaskUnbound):
-            self.remove(event)
         async with self._progress:
             self._applied_seq = msg.metadata.sequence.stream
             self._progress.notify_all()

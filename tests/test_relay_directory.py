@@ -1,0 +1,44 @@
+"""The relay's binding directory folds the BINDING stream as the binder does."""
+
+from __future__ import annotations
+
+from contracts.events import TaskBound, TaskUnbound, TelegramUser, utc_now
+from services.relay.directory import BindingDirectory
+
+CHAT = -1001234
+ADMIN = TelegramUser(id=1, full_name="Anna")
+
+
+def envelope(n: int) -> dict[str, object]:
+    return {"event_id": f"e{n}", "occurred_at": utc_now(), "correlation_id": "c", "causation_id": "x"}
+
+
+def bound(task_number: int, n: int) -> TaskBound:
+    return TaskBound(
+        **envelope(n),  # type: ignore[arg-type]
+        chat_id=CHAT,
+        task_number=task_number,
+        task_title=f"Task {task_number}",
+        created_task=False,
+        requested_by=ADMIN,
+    )
+
+
+def unbound(task_number: int, n: int) -> TaskUnbound:
+    return TaskUnbound(**envelope(n), chat_id=CHAT, task_number=task_number, unbound_by="bridge-cli:ops")  # type: ignore[arg-type]
+
+
+def test_an_operators_late_unbind_of_the_old_task_leaves_the_new_binding() -> None:
+    # `bridge bindings unbind` of task 1 stored after an admin's `/task 2`: the group keeps task 2,
+    # as the binder and the CLI keep it.
+    directory = BindingDirectory()
+    for event in (bound(1, 1), bound(2, 2), unbound(1, 3)):
+        directory.apply(event)
+    assert {thread: b.task_number for thread, b in directory.bindings_of(CHAT).items()} == {None: 2}
+
+
+def test_an_unbind_of_the_current_task_removes_it() -> None:
+    directory = BindingDirectory()
+    for event in (bound(1, 1), unbound(1, 2)):
+        directory.apply(event)
+    assert directory.bindings_of(CHAT) == {}
