@@ -50,6 +50,7 @@ from contracts.events import (
 )
 from contracts.subjects import dead_letter
 from sandbox.fake_telegram import FakeTelegram
+from services.telegram_gateway.app import foreign_webhook
 from services.telegram_gateway.commands import TaskArgs, parse_task_args
 from services.telegram_gateway.polling import poll_updates
 from services.telegram_gateway.webhook import SECRET_HEADER
@@ -260,9 +261,104 @@ def test_group_privacy_on_is_reported_with_the_fix(loop: LoopThread, nats_url: s
         loop.run(private_fake.stop())
 
 
+# --- whose webhook: Planfix's own bot (or another program) may hold the token ------------------
+
+ELSEWHERE = "https://planfix.example/telegram/hook/path-secret-of-another-program"
+
+
+def set_webhook_as_another_program(fake: FakeTelegram, url: str = ELSEWHERE) -> None:
+    answer = httpx.post(f"{fake.base_url}/bot{BOT_TOKEN}/setWebhook", json={"url": url}, timeout=10)
+    assert answer.json() == {"ok": True, "result": True}
+
+
+@pytest.mark.parametrize(
+    ("current", "ours", "foreign"),
+    [
+        ("", None, False),  # polling, nothing set: today's start
+        ("", "https://bridge.example/tg", False),
+        ("https://bridge.example/tg", "https://bridge.example/tg", False),  # our own, a restart
+        ("https://planfix.example/hook", None, True),  # polling: any webhook is someone else's
+        ("https://planfix.example/hook", "https://bridge.example/tg", True),
+        ("https://bridge.example/tg/", "https://bridge.example/tg", True),  # not exactly ours
+    ],
+)
+def test_a_webhook_is_another_programs_when_set_and_not_our_address(
+    current: str, ours: str | None, foreign: bool
+) -> None:
+    assert foreign_webhook(current, ours) is foreign
+
+
+@pytest.mark.parametrize("mode", ["polling", "webhook"])
+def test_a_webhook_set_by_another_program_stops_the_gateway_with_exit_2_and_is_left_as_it_was(
+    loop: LoopThread, nats_url: str, work_dir: Path, mode: str
+) -> None:
+    fake = FakeTelegram(token=BOT_TOKEN)
+    loop.run(fake.start())
+    env = gateway_env(fake, nats_url)
+    if mode == "webhook":
+        port = devstack.free_port()
+        env |= {
+            "TELEGRAM_WEBHOOK_URL": f"http://127.0.0.1:{port}/telegram/updates",
+            "TELEGRAM_WEBHOOK_HOST": "127.0.0.1",
+            "TELEGRAM_WEBHOOK_PORT": str(port),
+        }
+    try:
+        set_webhook_as_another_program(fake)
+        result = run_gateway_briefly(env, work_dir)
+        webhook = fake.webhook["url"]
+        methods = [call.method for call in fake.calls]
+    finally:
+        loop.run(fake.stop())
+
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "telegram_webhook_in_use" in result.stderr
+    assert "TELEGRAM_TAKE_OVER_WEBHOOK=true" in result.stderr
+    assert "planfix.example" in result.stderr
+    assert "path-secret-of-another-program" not in result.stderr
+    assert BOT_TOKEN.split(":", 1)[1] not in result.stderr
+    assert "Traceback" not in result.stderr
+    # Nothing of the other program's was touched: its webhook, nor the bot's command menu.
+    assert webhook == ELSEWHERE
+    assert methods.count("setWebhook") == 1  # the other program's
+    assert not set(methods) & {"deleteWebhook", "setMyCommands", "getUpdates"}
+
+
+def test_with_take_over_set_the_gateway_takes_the_bot_over_and_says_whose_it_was(
+    loop: LoopThread, nats_url: str, work_dir: Path
+) -> None:
+    fake = FakeTelegram(token=BOT_TOKEN)
+    loop.run(fake.start())
+    env = {**gateway_env(fake, nats_url), "TELEGRAM_TAKE_OVER_WEBHOOK": "true"}
+    process = ServiceProcess("telegram_gateway", env, work_dir)
+    process.log_path = work_dir / "telegram-gateway-take-over.log"
+    try:
+        set_webhook_as_another_program(fake)
+        process.start()
+        eventually(lambda: "telegram_gateway_started" in process.log_text(), timeout_s=30, what="started")
+        assert fake.webhook["url"] == ""
+        eventually(lambda: any(c.method == "getUpdates" for c in fake.calls), what="polling")
+    finally:
+        process.stop()
+        loop.run(fake.stop())
+    log = process.log_text()
+    assert "telegram_webhook_taken_over" in log
+    assert "planfix.example" in log
+    assert "path-secret-of-another-program" not in log
+
+
+def test_with_no_webhook_set_the_gateway_starts_polling_as_before(
+    fake_telegram: FakeTelegram, gateway: ServiceProcess
+) -> None:
+    methods = [call.method for call in fake_telegram.calls]
+    assert methods.index("getWebhookInfo") < methods.index("deleteWebhook") < methods.index("getUpdates")
+    assert "telegram_webhook_in_use" not in gateway.log_text()
+    assert "telegram_webhook_taken_over" not in gateway.log_text()
+
+
 def test_webhook_mode_registers_checks_the_secret_and_stores_what_telegram_posts(
     loop: LoopThread, nats_url: str, work_dir: Path, unique_chat_id: int
 ) -> None:
+    """…and what it cannot decode is a dead letter answered 200, never a 400 Telegram resends."""
     # Its own fake: in webhook mode the fake posts updates instead of answering getUpdates.
     fake = FakeTelegram(token=BOT_TOKEN)
     loop.run(fake.start())
@@ -301,21 +397,49 @@ def test_webhook_mode_registers_checks_the_secret_and_stores_what_telegram_posts
         with httpx.Client(timeout=10) as client:
             assert client.post(url, json=forged).status_code == 401
             assert client.post(url, json=forged, headers={SECRET_HEADER: "wrong"}).status_code == 401
-            assert client.post(url, content=b"not json", headers={SECRET_HEADER: secret}).status_code == 400
             too_big = b"{" + b" " * 2_000_000 + b"}"
             assert client.post(url, content=too_big, headers={SECRET_HEADER: secret}).status_code == 413
+            # Telegram sends only JSON; a body that is not is still kept, and not asked for again.
+            assert client.post(url, content=b"not json", headers={SECRET_HEADER: secret}).status_code == 200
 
+        # An update aiogram cannot decode, as Telegram posts it, then an ordinary one behind it.
+        odd = fake.add_update(
+            {
+                "message": {
+                    "message_id": 778,
+                    "date": int(time.time()),
+                    "chat": {"id": unique_chat_id, "type": "supergroup", "title": "Support group"},
+                    "from": {"id": 501, "is_bot": "perhaps", "first_name": "Ivan"},
+                    "text": "a secret plan nobody may log",
+                }
+            }
+        )
         fake.add_group_message(unique_chat_id, "carried by the webhook")
 
         [event] = eventually(lambda: streams.messages(unique_chat_id), what="the posted update stored")
         assert event.text == "carried by the webhook"
         eventually(lambda: (event.update_id, 200) in fake.webhook_deliveries, what="answered 200")
         assert all(e.text != "forged" for e in streams.messages(unique_chat_id))
+        # The odd one was answered 200 the first time (Telegram does not send it again) and kept.
+        assert [status for update_id, status in fake.webhook_deliveries if update_id == odd["update_id"]] == [
+            200
+        ]
+        dead = [
+            e for e in streams.events(dead_letter("telegram_gateway")) if isinstance(e, MessageDeadLettered)
+        ]
+        [odd_dead] = [e for e in dead if e.stream_seq == odd["update_id"]]
+        assert odd_dead.reason == DeadLetterReason.UNDECODABLE
+        assert odd_dead.original_subject == "webhook"
+        assert json.loads(base64.b64decode(odd_dead.body_b64)) == odd
+        assert "is_bot" in odd_dead.detail
+        [not_json] = [e for e in dead if base64.b64decode(e.body_b64) == b"not json"]
+        assert "not a JSON update" in not_json.detail
     finally:
         process.stop()
         loop.run(fake.stop())
     assert "Traceback" not in process.log_text()
     assert BOT_TOKEN not in process.log_text()
+    assert "a secret plan" not in process.log_text()
 
 
 # --- group messages ---------------------------------------------------------------------------
