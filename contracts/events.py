@@ -206,7 +206,8 @@ class TelegramReactionChanged(Event, frozen=True, kw_only=True, tag="telegram.re
 
 
 class BindRequested(Event, frozen=True, kw_only=True, tag="binding.bind_requested.v1"):
-    """Someone wrote ``/task <title>`` (create a task) or ``/task <number>`` (bind an existing one)."""
+    """Someone wrote ``/task <title>`` (create a task), ``/task <number>`` or ``/task <link>``
+    (bind an existing one)."""
 
     chat_id: int
     message_id: int
@@ -218,6 +219,9 @@ class BindRequested(Event, frozen=True, kw_only=True, tag="binding.bind_requeste
     # What getChatMember said when the command arrived: True for the group's creator and
     # administrators, None when Telegram could not be asked. The binder decides what it means.
     requester_is_admin: bool | None = None
+    # ``/task <link>``: the link as written (neither number nor title is set); the binder binds
+    # the task it names when it is a task of the bridge's Planfix account, and refuses otherwise.
+    task_link: str | None = None
 
 
 class UnbindRequested(Event, frozen=True, kw_only=True, tag="binding.unbind_requested.v1"):

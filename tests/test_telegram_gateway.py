@@ -138,12 +138,23 @@ def handled_up_to(fake: FakeTelegram, streams: Streams, chat_id: int) -> None:
         ("# 4821", TaskArgs(None, "# 4821")),
         ("²", TaskArgs(None, "²")),
         ("Fix\nthe printer", TaskArgs(None, "Fix\nthe printer")),
+        # A link alone is carried as a link (the binder decides), never as a title.
+        (
+            " https://acme.planfix.com/task/4821?comment=5 ",
+            TaskArgs(None, None, "https://acme.planfix.com/task/4821?comment=5"),
+        ),
+        ("https://evil.example/x", TaskArgs(None, None, "https://evil.example/x")),
+        ("acme.planfix.ru/task/4821/", TaskArgs(None, None, "acme.planfix.ru/task/4821/")),
+        (
+            "Printer https://acme.planfix.com/task/4821",
+            TaskArgs(None, "Printer https://acme.planfix.com/task/4821"),
+        ),
         ("", TaskArgs(None, None)),
         ("   ", TaskArgs(None, None)),
         (None, TaskArgs(None, None)),
     ],
 )
-def test_task_arguments_are_a_number_or_a_title(args: str | None, expected: TaskArgs) -> None:
+def test_task_arguments_are_a_number_a_link_or_a_title(args: str | None, expected: TaskArgs) -> None:
     assert parse_task_args(args) == expected
 
 
@@ -492,13 +503,14 @@ def test_the_same_update_delivered_twice_is_still_one_event(
 
 
 @pytest.mark.parametrize(
-    ("text", "number", "title"),
+    ("text", "number", "title", "link"),
     [
-        ("/task Fix the printer", None, "Fix the printer"),
-        ("/task 4821", 4821, None),
-        ("/task #4821", 4821, None),
-        ("/task@planfix_bridge_bot   Replace toner  ", None, "Replace toner"),
-        ("/task", None, None),
+        ("/task Fix the printer", None, "Fix the printer", None),
+        ("/task 4821", 4821, None, None),
+        ("/task #4821", 4821, None, None),
+        ("/task@planfix_bridge_bot   Replace toner  ", None, "Replace toner", None),
+        ("/task", None, None, None),
+        ("/task https://acme.planfix.com/task/4821", None, None, "https://acme.planfix.com/task/4821"),
     ],
 )
 def test_task_command_becomes_a_bind_request(
@@ -508,6 +520,7 @@ def test_task_command_becomes_a_bind_request(
     text: str,
     number: int | None,
     title: str | None,
+    link: str | None,
 ) -> None:
     update = fake_telegram.add_group_message(unique_chat_id, text, thread_id=5)
     message_id = update["message"]["message_id"]
@@ -516,6 +529,7 @@ def test_task_command_becomes_a_bind_request(
 
     assert event.task_number == number
     assert event.task_title == title
+    assert event.task_link == link
     assert event.event_id == event_id_for(telegram_bind_key(unique_chat_id, message_id))
     assert event.causation_id == f"tg:update:{update['update_id']}"
     assert event.message_id == message_id

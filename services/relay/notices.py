@@ -56,6 +56,7 @@ def help_text(bot_username: str | None) -> str:
             "I carry messages between this group and a Planfix task, both ways.",
             f"/task <i>title</i> — create a task and bind this group to it{mention}",
             "/task <i>number</i> — bind this group to an existing task",
+            "/task <i>link</i> — the same, with the task's link from Planfix",
             "/status — which task this group is bound to",
             "/unbind — stop carrying messages",
             "/help — this list",

@@ -21,6 +21,7 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import Message, Update
 
 from bridge_lib.eventbus import EventPublisher
+from bridge_lib.task_links import is_link
 from contracts import subjects
 from contracts.events import (
     BindRequested,
@@ -39,7 +40,7 @@ log = structlog.get_logger("telegram_gateway.commands")
 
 # What the bot offers in Telegram's command menu of groups (setMyCommands at start).
 BOT_COMMANDS = {
-    "task": "Bind this group to a Planfix task: /task <title> or /task <number>",
+    "task": "Bind this group to a Planfix task: /task <title>, /task <number> or /task <link>",
     "status": "Which Planfix task this group is bound to",
     "unbind": "Stop carrying messages between this group and its task",
     "help": "What this bot does and its commands",
@@ -56,19 +57,25 @@ class BotProfile(NamedTuple):
 class TaskArgs(NamedTuple):
     task_number: int | None
     task_title: str | None
+    # The whole argument was one link: the binder decides which task of its account it names.
+    task_link: str | None = None
 
 
 _TASK_NUMBER = re.compile(r"#?([0-9]+)")
 
 
 def parse_task_args(args: str | None) -> TaskArgs:
-    """``/task 4821`` or ``/task #4821`` bind a task by number; any other text is a new title."""
+    """``/task 4821`` or ``/task #4821`` bind a task by number, ``/task <link>`` by its link;
+    any other text is a new title (a link among words too: it is only part of the title)."""
     rest = (args or "").strip()
     if not rest:
         return TaskArgs(None, None)
     # [0-9] rather than \d or isdigit(): "²" or Arabic-Indic digits are not task numbers.
     if number := _TASK_NUMBER.fullmatch(rest):
         return TaskArgs(int(number[1]), None)
+    if is_link(rest):
+        # Never a title: a task named after a link is never what was meant.
+        return TaskArgs(None, None, rest)
     return TaskArgs(None, rest)
 
 
@@ -103,6 +110,7 @@ async def on_task_command(
         requested_by=requested_by,
         task_number=args.task_number,
         task_title=args.task_title,
+        task_link=args.task_link,
         chat_title=message.chat.title,
         thread_id=thread_of(message),
         requester_is_admin=await requester_is_admin(bot, message),
@@ -115,6 +123,7 @@ async def on_task_command(
             "bind_request_stored" if stored else "bind_request_duplicate",
             task_number=args.task_number,
             has_title=args.task_title is not None,
+            has_link=args.task_link is not None,
             requester_is_admin=event.requester_is_admin,
         )
 
