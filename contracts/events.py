@@ -251,6 +251,24 @@ class GroupCommandReceived(Event, frozen=True, kw_only=True, tag="telegram.group
     # commands), and /status says how to switch it off.
     bot_reads_all_messages: bool = True
     bot_username: str | None = None
+    # /status only: other bots of the group that may answer /task too (admin bots, as
+    # getChatAdministrators lists them, and bots someone wrote /task@<bot> to; see
+    # OtherBotCommanded), by username. Each bound to a task, every message reaches Planfix twice.
+    other_bots: list[str] = []
+
+
+class OtherBotCommanded(Event, frozen=True, kw_only=True, tag="telegram.other_bot_commanded.v1"):
+    """Someone wrote ``/task@<another bot>`` in a group: that bot answers ``/task`` too (Planfix's
+    own Telegram integration does). Bots never see each other's messages, so this is the one
+    trace of it; ``/status`` and ``bridge doctor`` name the bot. The message itself is carried
+    as any other (``TelegramMessageReceived``)."""
+
+    chat_id: int
+    message_id: int
+    bot_username: str
+    command: str
+    sent_by: TelegramUser | None = None
+    thread_id: int | None = None
 
 
 class AnonymousAdminPosted(Event, frozen=True, kw_only=True, tag="telegram.anonymous_admin_posted.v1"):
@@ -542,6 +560,7 @@ AnyEvent = (
     | AnonymousAdminPosted
     | BotMembershipChanged
     | ChatMigrated
+    | OtherBotCommanded
     | TaskBound
     | BindRejected
     | TaskUnbound
@@ -603,6 +622,10 @@ def telegram_unbind_key(chat_id: int, message_id: int) -> str:
 
 def telegram_command_key(chat_id: int, message_id: int) -> str:
     return f"tg:command:{chat_id}:{message_id}"
+
+
+def telegram_other_bot_key(chat_id: int, message_id: int) -> str:
+    return f"tg:other-bot:{chat_id}:{message_id}"
 
 
 def telegram_migration_key(old_chat_id: int, new_chat_id: int) -> str:

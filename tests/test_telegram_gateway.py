@@ -39,6 +39,7 @@ from contracts.events import (
     GroupCommand,
     GroupCommandReceived,
     MessageDeadLettered,
+    OtherBotCommanded,
     TelegramMessageEdited,
     TelegramMessageReceived,
     TelegramReactionChanged,
@@ -959,6 +960,65 @@ def test_unbind_status_and_help_become_requests(
     ]
     assert questions[0].message_id == status["message"]["message_id"]
     assert [e.text for e in streams.messages(unique_chat_id)] == ["/status@some_other_bot", "marker"]
+
+
+def test_status_names_the_other_bots_of_the_group_that_answer_task_too(
+    fake_telegram: FakeTelegram, streams: Streams, unique_chat_id: int
+) -> None:
+    # Planfix's own bot is an admin here; a bot that is only a member is invisible to the Bot API.
+    fake_telegram.add_other_bot(unique_chat_id, "planfix_bot")
+    fake_telegram.add_other_bot(unique_chat_id, "quiet_bot", status="member")
+    # Someone binds with another bot: we never see that bot's answer, but we see this.
+    sent = fake_telegram.add_group_message(unique_chat_id, "/task@Helper_Bot Fix the printer")
+    fake_telegram.add_group_message(unique_chat_id, "/help")
+    fake_telegram.add_group_message(unique_chat_id, "/status")
+
+    [status] = eventually(
+        lambda: [
+            e
+            for e in streams.group_events(unique_chat_id)
+            if isinstance(e, GroupCommandReceived) and e.command is GroupCommand.STATUS
+        ],
+        what="/status stored",
+    )
+
+    assert status.other_bots == ["planfix_bot", "Helper_Bot"]
+    [seen] = [e for e in streams.events(subjects.telegram_other_bot_commanded(unique_chat_id))]
+    assert isinstance(seen, OtherBotCommanded)
+    assert (seen.bot_username, seen.command, seen.message_id) == (
+        "Helper_Bot",
+        "task",
+        sent["message"]["message_id"],
+    )
+    # Still a message of the group like any other, and no bind request of ours.
+    assert [e.text for e in streams.messages(unique_chat_id)] == ["/task@Helper_Bot Fix the printer"]
+    assert streams.bind_requests(unique_chat_id) == []
+    # Asked once, for /status; /help and messages ask nothing.
+    asked = [
+        c
+        for c in fake_telegram.calls
+        if c.method == "getChatAdministrators" and c.params.get("chat_id") == unique_chat_id
+    ]
+    assert len(asked) == 1
+    assert asked[0].params.get("return_bots") is True
+    [help_question] = [
+        e
+        for e in streams.group_events(unique_chat_id)
+        if isinstance(e, GroupCommandReceived) and e.command is GroupCommand.HELP
+    ]
+    assert help_question.other_bots == []
+
+
+def test_status_in_a_group_with_no_other_bot_names_none(
+    fake_telegram: FakeTelegram, gateway: ServiceProcess, streams: Streams, unique_chat_id: int
+) -> None:
+    fake_telegram.add_group_message(unique_chat_id, "/status")
+
+    [status] = eventually(lambda: streams.group_events(unique_chat_id), what="/status stored")
+
+    assert isinstance(status, GroupCommandReceived)
+    assert status.other_bots == []
+    assert "other_bots_not_read" not in gateway.log_text()
 
 
 def test_the_bot_joining_and_leaving_are_membership_changes_a_promotion_is_not(

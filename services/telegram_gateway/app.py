@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import structlog
@@ -43,6 +43,7 @@ from services.telegram_gateway.commands import BOT_COMMANDS, BotProfile, build_c
 from services.telegram_gateway.config import TelegramGatewaySettings
 from services.telegram_gateway.group_life import build_group_life_router
 from services.telegram_gateway.handlers import build_router
+from services.telegram_gateway.other_bots import OtherBots
 from services.telegram_gateway.polling import BACKOFF, poll_updates, redact
 from services.telegram_gateway.undecodable import UndecodableUpdates
 from services.telegram_gateway.webhook import TelegramWebhook, webhook_path
@@ -82,10 +83,12 @@ def foreign_webhook(current: str, ours: str | None) -> bool:
     return bool(current) and current != ours
 
 
-def build_dispatcher(publisher: EventPublisher, me: User) -> Dispatcher:
+def build_dispatcher(publisher: EventPublisher, me: User, *, jetstream: Any | None = None) -> Dispatcher:
+    """``jetstream``: where /status reads which other bots were sent /task (None: not read)."""
     # Keyword arguments become handler parameters of the same name (aiogram's injection).
     profile = BotProfile(username=me.username, reads_all_group_messages=bool(me.can_read_all_group_messages))
-    dispatcher = Dispatcher(publisher=publisher, bot_profile=profile)
+    other_bots = OtherBots(me_id=me.id, jetstream=jetstream)
+    dispatcher = Dispatcher(publisher=publisher, bot_profile=profile, other_bots=other_bots)
     # Order matters: the first matching handler wins. Life-cycle first (anonymous admins,
     # service messages), then commands, then ordinary messages.
     dispatcher.include_routers(build_group_life_router(), build_commands_router(), build_router())
@@ -160,7 +163,7 @@ async def _serve(bot: Bot, broker: NatsBroker, settings: TelegramGatewaySettings
         "setMyCommands", lambda: bot.set_my_commands(commands, scope=BotCommandScopeAllGroupChats())
     )
     publisher = EventPublisher(broker)
-    dispatcher = build_dispatcher(publisher, me)
+    dispatcher = build_dispatcher(publisher, me, jetstream=broker.connection.jetstream())
     allowed_updates = dispatcher.resolve_used_update_types()
     undecodable = UndecodableUpdates(publisher)
     if settings.telegram_webhook_url:

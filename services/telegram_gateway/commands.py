@@ -1,10 +1,12 @@
 """The bot's commands in groups, as events: ``/task``, ``/unbind``, ``/status``, ``/help``.
 
 They work as ``/task@YourBot`` too, and a command addressed to another bot is left to the
-ordinary message handlers (aiogram's ``Command`` filter checks the mention against ``getMe``).
+ordinary message handlers (aiogram's ``Command`` filter checks the mention against ``getMe``);
+``/task@<another bot>`` is also stored as ``OtherBotCommanded``: that bot answers ``/task`` too.
 For ``/task`` and ``/unbind`` the gateway asks Telegram whether the sender is an admin
 (``getChatMember``) and carries the answer; the binder decides what it allows. ``/status`` and
-``/help`` carry what the relay needs to answer (whether Group Privacy hides messages from us).
+``/help`` carry what the relay needs to answer (whether Group Privacy hides messages from us;
+for ``/status``, the other bots of the group that may answer ``/task`` too: ``other_bots``).
 """
 
 from __future__ import annotations
@@ -27,14 +29,18 @@ from contracts.events import (
     BindRequested,
     GroupCommand,
     GroupCommandReceived,
+    OtherBotCommanded,
     UnbindRequested,
     root_envelope,
     telegram_bind_key,
     telegram_command_key,
+    telegram_other_bot_key,
     telegram_unbind_key,
 )
 from services.telegram_gateway import filters
 from services.telegram_gateway.handlers import GROUP_CHATS, sender_of, thread_of
+from services.telegram_gateway.inbound import on_group_message
+from services.telegram_gateway.other_bots import OtherBots, command_for_other_bot
 
 log = structlog.get_logger("telegram_gateway.commands")
 
@@ -150,14 +156,51 @@ async def on_unbind_command(
     log.info("unbind_request_stored" if stored else "unbind_request_duplicate", chat_id=chat_id)
 
 
-QuestionHandler = Callable[[Message, Update, EventPublisher, BotProfile], Awaitable[None]]
+async def task_for_other_bot(message: Message, bot_profile: BotProfile) -> bool | dict[str, str]:
+    """Filter: ``/task@<another bot>``; hands the handler that bot's username as ``addressed``."""
+    addressed = command_for_other_bot(message.text, "task", bot_profile.username)
+    return {"addressed": addressed} if addressed else False
+
+
+async def on_task_for_other_bot(
+    message: Message, event_update: Update, publisher: EventPublisher, addressed: str
+) -> None:
+    # Written to the group like any message: carried as one (if the group is bound).
+    await on_group_message(message, event_update, publisher)
+    chat_id, message_id = message.chat.id, message.message_id
+    key = telegram_other_bot_key(chat_id, message_id)
+    event = OtherBotCommanded(
+        **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
+        chat_id=chat_id,
+        message_id=message_id,
+        bot_username=addressed,
+        command="task",
+        sent_by=sender_of(message),
+        thread_id=thread_of(message),
+    )
+    stored = await publisher.publish(
+        event, subject=subjects.telegram_other_bot_commanded(chat_id), msg_id=key
+    )
+    log.info(
+        "other_bot_commanded_stored" if stored else "other_bot_commanded_duplicate",
+        chat_id=chat_id,
+        other_bot=addressed,
+    )
+
+
+QuestionHandler = Callable[[Message, Update, EventPublisher, BotProfile, Bot, OtherBots], Awaitable[None]]
 
 
 def question_handler(command: GroupCommand) -> QuestionHandler:
     """The handler of ``/status`` or ``/help``: both only ask the relay for an answer."""
 
     async def on_question(
-        message: Message, event_update: Update, publisher: EventPublisher, bot_profile: BotProfile
+        message: Message,
+        event_update: Update,
+        publisher: EventPublisher,
+        bot_profile: BotProfile,
+        bot: Bot,
+        other_bots: OtherBots,
     ) -> None:
         requested_by = sender_of(message)
         if requested_by is None:
@@ -165,6 +208,8 @@ def question_handler(command: GroupCommand) -> QuestionHandler:
             return
         chat_id, message_id = message.chat.id, message.message_id
         key = telegram_command_key(chat_id, message_id)
+        # Asked at /status only: a Bot API call (and a stream read) per message would be waste.
+        others = await other_bots.in_group(bot, chat_id) if command is GroupCommand.STATUS else []
         event = GroupCommandReceived(
             **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
             chat_id=chat_id,
@@ -174,9 +219,14 @@ def question_handler(command: GroupCommand) -> QuestionHandler:
             thread_id=thread_of(message),
             bot_reads_all_messages=bot_profile.reads_all_group_messages,
             bot_username=bot_profile.username,
+            other_bots=others,
         )
         stored = await publisher.publish(event, subject=subjects.telegram_group_command(chat_id), msg_id=key)
-        log.info("group_command_stored" if stored else "group_command_duplicate", command=str(command))
+        log.info(
+            "group_command_stored" if stored else "group_command_duplicate",
+            command=str(command),
+            other_bots=len(others),
+        )
 
     return on_question
 
@@ -191,4 +241,5 @@ def build_commands_router() -> Router:
         router.message.register(
             question_handler(command), GROUP_CHATS, filters.has_text, Command(command.value, ignore_case=True)
         )
+    router.message.register(on_task_for_other_bot, GROUP_CHATS, filters.has_text, task_for_other_bot)
     return router
