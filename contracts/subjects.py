@@ -95,9 +95,9 @@ last allowed delivery failed), ``bridge_lib.eventbus.consume`` stores a ``Messag
 event (the original subject, headers and body, the reason, the consumer and the delivery count)
 on ``deadletter.<consumer>`` before it terminates the message. The DEADLETTER stream keeps them
 until an operator retries (``bridge dlq retry``) or drops (``bridge dlq drop``) them. The
-Telegram gateway stores an update from ``getUpdates`` that aiogram cannot decode the same way,
-on ``deadletter.telegram_gateway`` (stream ``telegram-bot-api``, sequence = the update id); it
-cannot be retried, only read and dropped.
+Telegram gateway stores an update from ``getUpdates`` (or posted to its webhook) that aiogram
+cannot decode the same way, on ``deadletter.telegram_gateway`` (stream ``telegram-bot-api``,
+sequence = the update id); it cannot be retried, only read and dropped.
 """
 
 from __future__ import annotations
