@@ -163,6 +163,27 @@ def test_task_with_any_other_link_is_refused_with_why_and_never_becomes_a_task(
     assert len(fake_planfix.tasks()) == tasks_before
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="the relay must pass other_bots=event.other_bots to notices.status_text "
+    "(services/relay/to_telegram.py, _answer_command); remove this marker with that line",
+)
+def test_status_where_planfix_s_own_bot_is_an_admin_says_every_message_would_reach_planfix_twice(
+    bridge: Bridge, fake_telegram: FakeTelegram, unique_chat_id: int
+) -> None:
+    bind_new_task(bridge, fake_telegram, unique_chat_id, "Two bots")
+    fake_telegram.add_other_bot(unique_chat_id, "planfix_bot")
+
+    fake_telegram.add_group_message(unique_chat_id, "/status")
+
+    [answer] = eventually(
+        lambda: [text for text in texts_sent(fake_telegram, unique_chat_id) if text.startswith("🔗")],
+        what="/status answered",
+    )
+    assert "@planfix_bot" in answer
+    assert "every message written here reaches Planfix twice" in answer
+
+
 # --- Telegram -> Planfix ------------------------------------------------------------------------
 
 
