@@ -82,14 +82,13 @@ class TelegramWebhook:
             try:
                 value = msgspec.json.decode(raw)
             except (msgspec.DecodeError, UnicodeDecodeError) as error:
-                return await self._dead_letter(
-                    self._undecodable.store_unreadable(raw, error, came_by=FROM_WEBHOOK)
-                )
+                unreadable = self._undecodable.store_unreadable(raw, error, came_by=FROM_WEBHOOK)
+                return await self._dead_letter(unreadable)
             try:
                 update = Update.model_validate(value, context={"bot": self._bot})
             except ValidationError as error:
-                stored = self._undecodable.store(value, error, body=raw, came_by=FROM_WEBHOOK)
-                return await self._dead_letter(stored)
+                undecodable = self._undecodable.store(value, error, body=raw, came_by=FROM_WEBHOOK)
+                return await self._dead_letter(undecodable)
             try:
                 await handle_update(self._bot, self._dispatcher, update)
             except Exception:
