@@ -1,8 +1,11 @@
 """``bridge doctor``: check everything the bridge depends on and say how to fix what is wrong.
 
-Checks, in order: the settings of the four services; the Telegram token (``getMe``) and group
-privacy; the Planfix token; NATS and JetStream; MongoDB; the streams (present, on file storage,
-with their subjects); the services' durable consumers (present, how far behind); dead letters.
+Checks, in order: the settings of the four services; the Telegram token (``getMe``), group
+privacy and whose the bot's webhook is (another program's stops the gateway); the Planfix token;
+NATS and JetStream; MongoDB; the streams (present, on file storage, with their subjects); the
+services' durable consumers (present, how far behind); dead letters; and, for the bound groups,
+other bots that answer ``/task`` too (admin bots, and bots ``/task@<bot>`` was written to: with
+Planfix's own bot bound as well, every message reaches Planfix twice).
 Each check prints one line (ok, warning or problem) and, for anything not ok, how to fix it.
 The exit code is 1 when any check found a problem, so scripts and CI can use it.
 """
@@ -20,7 +23,8 @@ from pydantic import ValidationError
 from rich.text import Text
 
 from bridge_cli import context
-from bridge_cli.streams import connect
+from bridge_cli.bindings import fold_bindings
+from bridge_cli.streams import connect, read_stream
 from bridge_cli.topology import expected_consumers
 from bridge_lib.planfix import (
     PlanfixAuthError,
@@ -30,7 +34,14 @@ from bridge_lib.planfix import (
     TaskNotFound,
 )
 from bridge_lib.settings import HOW_TO_GET, PlanfixSettings, TelegramSettings, describe_settings_error
-from contracts.subjects import ALL_STREAMS, DEADLETTER_STREAM
+from contracts.events import OtherBotCommanded
+from contracts.subjects import (
+    ALL_OTHER_BOTS_COMMANDED,
+    ALL_STREAMS,
+    BINDING_STREAM,
+    DEADLETTER_STREAM,
+    TELEGRAM_STREAM,
+)
 
 PRIVACY_FIX = (
     "in @BotFather: /setprivacy -> choose the bot -> Disable; then remove the bot from each group "
@@ -38,6 +49,12 @@ PRIVACY_FIX = (
 )
 LAG_WARNING = 1000
 TIMEOUT_S = 5.0
+# getChatAdministrators is asked for at most this many bound groups (one call each).
+MAX_GROUPS_ASKED = 50
+OTHER_BOT_FIX = (
+    "keep one bot per group: remove the other bot from the group (or unbind it there), or stop "
+    "this bridge's binding with `bridge bindings unbind {chat_id}`"
+)
 
 
 class Finding(msgspec.Struct, frozen=True):
@@ -83,6 +100,8 @@ async def diagnose(target: context.Target, *, external: bool = True) -> list[Fin
         findings.append(await check_planfix())
     findings.extend(await check_nats(target.nats_url))
     findings.append(await check_mongodb(target))
+    if external:
+        findings.extend(await check_other_bots(target.nats_url))
     return findings
 
 
@@ -113,19 +132,13 @@ async def check_telegram() -> list[Finding]:
     # aiogram takes seconds to import; only this check needs it.
     from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 
-    from bridge_lib.telegram import make_bot
-
     try:
         settings = TelegramSettings()
     except ValidationError as error:
         return [
             Finding("fail", "telegram", "cannot check: " + " ".join(describe_settings_error(error)).strip())
         ]
-    bot = make_bot(
-        settings.telegram_bot_token.get_secret_value(),
-        api_base_url=settings.telegram_api_base_url,
-        timeout_s=TIMEOUT_S,
-    )
+    bot = _bot(settings)
     try:
         me = await asyncio.wait_for(bot.get_me(), TIMEOUT_S * 2)
     except TelegramUnauthorizedError:
@@ -149,6 +162,7 @@ async def check_telegram() -> list[Finding]:
     finally:
         await bot.session.close()
     found = [Finding("ok", "telegram", f"token accepted: the bot is @{me.username} (id {me.id})")]
+    found.append(await check_webhook(settings))
     if me.can_read_all_group_messages:
         found.append(
             Finding("ok", "telegram privacy", "group privacy is off: the bot sees every group message")
@@ -163,6 +177,140 @@ async def check_telegram() -> list[Finding]:
             )
         )
     return found
+
+
+def _bot(settings: TelegramSettings) -> Any:
+    from bridge_lib.telegram import make_bot
+
+    return make_bot(
+        settings.telegram_bot_token.get_secret_value(),
+        api_base_url=settings.telegram_api_base_url,
+        timeout_s=TIMEOUT_S,
+    )
+
+
+async def check_webhook(settings: TelegramSettings) -> Finding:
+    """Whose the bot's webhook is: none or the gateway's is fine; another program's stops the gateway."""
+    from aiogram.exceptions import TelegramAPIError
+
+    from services.telegram_gateway.app import WEBHOOK_IN_USE_FIX, foreign_webhook
+    from services.telegram_gateway.config import TelegramGatewaySettings
+
+    try:
+        gateway = TelegramGatewaySettings()
+        ours, take_over = gateway.telegram_webhook_url, gateway.telegram_take_over_webhook
+    except ValidationError:
+        ours, take_over = None, False  # the settings check names what is wrong
+    bot = _bot(settings)
+    try:
+        info = await asyncio.wait_for(bot.get_webhook_info(), TIMEOUT_S * 2)
+    except (TelegramAPIError, TimeoutError, OSError) as error:
+        return Finding("warn", "telegram webhook", f"getWebhookInfo failed ({type(error).__name__})")
+    finally:
+        await bot.session.close()
+    if not info.url:
+        return Finding("ok", "telegram webhook", "none set: the bot's updates are fetched by polling")
+    # The host only: a webhook's path often holds a secret.
+    host = context.host_of(info.url)
+    if not foreign_webhook(info.url, ours):
+        return Finding("ok", "telegram webhook", f"set to this bridge ({host})")
+    elsewhere = f"the bot's webhook points to another program at {host} (Planfix's own Telegram integration?)"
+    if take_over:
+        return Finding(
+            "warn",
+            "telegram webhook",
+            f"{elsewhere}; TELEGRAM_TAKE_OVER_WEBHOOK=true: the gateway takes it over",
+        )
+    return Finding(
+        "fail",
+        "telegram webhook",
+        f"{elsewhere}: it gets the bot's updates, and the gateway stops at start rather than take it over",
+        fix=WEBHOOK_IN_USE_FIX,
+    )
+
+
+async def check_other_bots(nats_url: str) -> list[Finding]:
+    """Bound groups where another bot answers /task too, as far as the Bot API shows it."""
+    from aiogram.exceptions import TelegramAPIError
+
+    from services.telegram_gateway.other_bots import merged, named
+
+    try:
+        settings = TelegramSettings()
+        nc = await connect(nats_url, timeout_s=TIMEOUT_S)
+    except Exception:
+        return []  # the telegram and nats checks say why
+    try:
+        js = nc.jetstream()
+        bindings = fold_bindings([message async for message in read_stream(js, BINDING_STREAM.name)])
+        commanded = await _bots_commanded(js)
+    except Exception as error:
+        return [Finding("warn", "other bots", f"cannot read the bindings ({type(error).__name__})")]
+    finally:
+        await nc.close()
+    tasks: dict[int, list[int]] = {}
+    for binding in bindings.values():
+        tasks.setdefault(binding.bound.chat_id, []).append(binding.bound.task_number)
+    if not tasks:
+        return [Finding("ok", "other bots", "no group is bound yet")]
+    groups = sorted(tasks)[:MAX_GROUPS_ASKED]
+    findings: list[Finding] = []
+    bot = _bot(settings)
+    try:
+        me = await asyncio.wait_for(bot.get_me(), TIMEOUT_S * 2)
+        for chat_id in groups:
+            try:
+                admins = await asyncio.wait_for(
+                    bot.get_chat_administrators(chat_id=chat_id, return_bots=True), TIMEOUT_S * 2
+                )
+            except (TelegramAPIError, TimeoutError):
+                admins = []  # e.g. the bot was removed from the group: the binding is suspended
+            others = merged(named((member.user for member in admins), me.id), commanded.get(chat_id, []))
+            if others:
+                names = ", ".join(f"@{name}" for name in others)
+                numbers = ", ".join(f"#{number}" for number in sorted(tasks[chat_id]))
+                findings.append(
+                    Finding(
+                        "warn",
+                        "other bots",
+                        f"group {chat_id} (task {numbers}): {names} may answer /task there too; if "
+                        "it is bound to a task as well, every message of the group reaches Planfix twice",
+                        fix=OTHER_BOT_FIX.format(chat_id=chat_id),
+                    )
+                )
+    except (TelegramAPIError, TimeoutError, OSError):
+        return []  # the telegram check says why
+    finally:
+        await bot.session.close()
+    asked = (
+        f"{len(groups)} of {len(tasks)} bound group(s)"
+        if len(tasks) > len(groups)
+        else f"{len(groups)} bound group(s)"
+    )
+    if not findings:
+        findings.append(
+            Finding(
+                "ok",
+                "other bots",
+                f"in {asked}, no other bot that answers /task (admin bots, /task@<bot> written there)",
+            )
+        )
+    elif len(tasks) > len(groups):
+        findings.append(Finding("warn", "other bots", f"only {asked} were asked (one Bot API call each)"))
+    return findings
+
+
+async def _bots_commanded(js: Any) -> dict[int, list[str]]:
+    """Chat id -> the bots someone wrote /task@<bot> to there (as the gateway stored it)."""
+    info = await js.stream_info(TELEGRAM_STREAM.name, subjects_filter=ALL_OTHER_BOTS_COMMANDED)
+    if not info.state.subjects:
+        return {}  # none: no need to wait for a first message that never comes
+    commanded: dict[int, list[str]] = {}
+    async for message in read_stream(js, TELEGRAM_STREAM.name, subject_filter=ALL_OTHER_BOTS_COMMANDED):
+        event = message.event()
+        if isinstance(event, OtherBotCommanded):
+            commanded.setdefault(event.chat_id, []).append(event.bot_username)
+    return commanded
 
 
 # --- Planfix ------------------------------------------------------------------------------------

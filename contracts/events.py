@@ -217,7 +217,8 @@ class TelegramReactionChanged(Event, frozen=True, kw_only=True, tag="telegram.re
 
 
 class BindRequested(Event, frozen=True, kw_only=True, tag="binding.bind_requested.v1"):
-    """Someone wrote ``/task <title>`` (create a task) or ``/task <number>`` (bind an existing one)."""
+    """Someone wrote ``/task <title>`` (create a task), ``/task <number>`` or ``/task <link>``
+    (bind an existing one)."""
 
     chat_id: int
     message_id: int
@@ -229,6 +230,9 @@ class BindRequested(Event, frozen=True, kw_only=True, tag="binding.bind_requeste
     # What getChatMember said when the command arrived: True for the group's creator and
     # administrators, None when Telegram could not be asked. The binder decides what it means.
     requester_is_admin: bool | None = None
+    # ``/task <link>``: the link as written (neither number nor title is set); the binder binds
+    # the task it names when it is a task of the bridge's Planfix account, and refuses otherwise.
+    task_link: str | None = None
 
 
 class UnbindRequested(Event, frozen=True, kw_only=True, tag="binding.unbind_requested.v1"):
@@ -258,6 +262,24 @@ class GroupCommandReceived(Event, frozen=True, kw_only=True, tag="telegram.group
     # commands), and /status says how to switch it off.
     bot_reads_all_messages: bool = True
     bot_username: str | None = None
+    # /status only: other bots of the group that may answer /task too (admin bots, as
+    # getChatAdministrators lists them, and bots someone wrote /task@<bot> to; see
+    # OtherBotCommanded), by username. Each bound to a task, every message reaches Planfix twice.
+    other_bots: list[str] = []
+
+
+class OtherBotCommanded(Event, frozen=True, kw_only=True, tag="telegram.other_bot_commanded.v1"):
+    """Someone wrote ``/task@<another bot>`` in a group: that bot answers ``/task`` too (Planfix's
+    own Telegram integration does). Bots never see each other's messages, so this is the one
+    trace of it; ``/status`` and ``bridge doctor`` name the bot. The message itself is carried
+    as any other (``TelegramMessageReceived``)."""
+
+    chat_id: int
+    message_id: int
+    bot_username: str
+    command: str
+    sent_by: TelegramUser | None = None
+    thread_id: int | None = None
 
 
 class AnonymousAdminPosted(Event, frozen=True, kw_only=True, tag="telegram.anonymous_admin_posted.v1"):
@@ -549,6 +571,7 @@ AnyEvent = (
     | AnonymousAdminPosted
     | BotMembershipChanged
     | ChatMigrated
+    | OtherBotCommanded
     | TaskBound
     | BindRejected
     | TaskUnbound
@@ -610,6 +633,10 @@ def telegram_unbind_key(chat_id: int, message_id: int) -> str:
 
 def telegram_command_key(chat_id: int, message_id: int) -> str:
     return f"tg:command:{chat_id}:{message_id}"
+
+
+def telegram_other_bot_key(chat_id: int, message_id: int) -> str:
+    return f"tg:other-bot:{chat_id}:{message_id}"
 
 
 def telegram_migration_key(old_chat_id: int, new_chat_id: int) -> str:

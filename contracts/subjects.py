@@ -17,6 +17,7 @@ subject                                               stream       published by
 ``telegram.group.anonymous_admin_posted.<chat_id>``   TELEGRAM     telegram_gateway
 ``telegram.group.bot_membership_changed.<chat_id>``   TELEGRAM     telegram_gateway (my_chat_member)
 ``telegram.group.migrated.<new_chat_id>``             TELEGRAM     telegram_gateway, relay
+``telegram.other_bot.commanded.<chat_id>``            TELEGRAM     telegram_gateway (/task@<other bot>)
 ``planfix.webhook.comment.<task_number>``             PLANFIX      planfix_gateway (HTTP, ids only)
 ``planfix.comment.added.<task_number>``               PLANFIX      planfix_gateway (content fetched)
 ``planfix.comment.updated.<task_number>``             PLANFIX      planfix_gateway (content fetched)
@@ -41,6 +42,8 @@ subject                                               stream       published by
 written. ``telegram.group.*`` carries what happens to a group as a whole, for the binder
 (membership, migration) and the relay (answers, greetings); each skips the kinds it does not
 act on. ``planfix.comment.*`` keeps a task's added, updated and deleted comments in one order.
+``telegram.other_bot.*`` is read, not consumed: by the gateway when it answers ``/status`` and
+by ``bridge doctor`` (which other bot of a group answers ``/task`` too).
 
 Messages, their edits and reactions share the ``telegram.message.`` prefix so that one consumer
 (``telegram.message.>``) sees them in the order they happened: an edit never overtakes its
@@ -92,9 +95,9 @@ last allowed delivery failed), ``bridge_lib.eventbus.consume`` stores a ``Messag
 event (the original subject, headers and body, the reason, the consumer and the delivery count)
 on ``deadletter.<consumer>`` before it terminates the message. The DEADLETTER stream keeps them
 until an operator retries (``bridge dlq retry``) or drops (``bridge dlq drop``) them. The
-Telegram gateway stores an update from ``getUpdates`` that aiogram cannot decode the same way,
-on ``deadletter.telegram_gateway`` (stream ``telegram-bot-api``, sequence = the update id); it
-cannot be retried, only read and dropped.
+Telegram gateway stores an update from ``getUpdates`` (or posted to its webhook) that aiogram
+cannot decode the same way, on ``deadletter.telegram_gateway`` (stream ``telegram-bot-api``,
+sequence = the update id); it cannot be retried, only read and dropped.
 """
 
 from __future__ import annotations
@@ -206,6 +209,10 @@ def telegram_bot_membership_changed(chat_id: int) -> str:
 
 def telegram_group_migrated(new_chat_id: int) -> str:
     return f"telegram.group.migrated.{new_chat_id}"
+
+
+def telegram_other_bot_commanded(chat_id: int) -> str:
+    return f"telegram.other_bot.commanded.{chat_id}"
 
 
 def planfix_comment_added(task_number: int) -> str:
@@ -390,6 +397,13 @@ CATALOGUE: tuple[SubjectSpec, ...] = (
         description="A group became a supergroup with a new chat id; key: the new chat id",
     ),
     SubjectSpec(
+        pattern="telegram.other_bot.commanded.*",
+        stream="TELEGRAM",
+        event_tags=("telegram.other_bot_commanded.v1",),
+        published_by="telegram_gateway",
+        description="/task@<another bot> was written in a group: that bot answers /task too; key: chat id",
+    ),
+    SubjectSpec(
         pattern="planfix.comment.updated.*",
         stream="PLANFIX",
         event_tags=("planfix.comment_updated.v1",),
@@ -484,6 +498,7 @@ ALL_PLANFIX_COMMENT_WEBHOOKS = "planfix.webhook.comment.*"
 ALL_PLANFIX_COMMENTS = "planfix.comment.added.*"
 ALL_PLANFIX_COMMENT_CHANGES = "planfix.comment.*.*"
 ALL_TELEGRAM_GROUP_EVENTS = "telegram.group.*.*"
+ALL_OTHER_BOTS_COMMANDED = "telegram.other_bot.commanded.*"
 ALL_BINDING_EVENTS = "binding.>"
 ALL_EFFECTS = "effect.>"
 ALL_DEAD_LETTERS = "deadletter.>"

@@ -27,7 +27,12 @@ at most N new messages in any window of W seconds, 20 per 60 s by default) with 
 ``retry_after``; answers a send to a group that became a supergroup with a 400 carrying
 ``migrate_to_chat_id``, and a send to a group the bot left with a 403. With a webhook set it
 POSTs updates there one at a time with ``X-Telegram-Bot-Api-Secret-Token``, and getUpdates
-answers 409, as Telegram does.
+answers 409, as Telegram does; getWebhookInfo tells the address (whoever set it) and the last
+delivery error, and deleteWebhook or setWebhook with an empty URL removes it.
+
+Other bots can be put into a group (``add_other_bot``): getChatAdministrators leaves them out
+unless asked with ``return_bots``, as Telegram does (the bot itself is always listed when it is
+an admin), and, as in Telegram, the bot never receives their messages.
 """
 
 from __future__ import annotations
@@ -90,6 +95,7 @@ INT_PARAMS = frozenset(
 BOOL_PARAMS = frozenset(
     {"disable_notification", "protect_content", "allow_paid_broadcast", "drop_pending_updates"}
     | {"disable_web_page_preview", "allow_sending_without_reply", "show_caption_above_media"}
+    | {"return_bots"}
 )
 JSON_PARAMS = frozenset(
     {"allowed_updates", "reply_markup", "entities", "caption_entities", "link_preview_options"}
@@ -139,6 +145,8 @@ class _ChatState:
     migrated_to: int | None = None
     # Statuses getChatMember answers for people; anyone else is a plain "member".
     members: dict[int, str] = field(default_factory=dict)
+    # Other bots in the chat: their user object and status (member, administrator).
+    other_bots: dict[int, tuple[dict[str, Any], str]] = field(default_factory=dict)
     # What the bot posted that is still there (message_id -> the message as stored).
     messages: dict[int, dict[str, Any]] = field(default_factory=dict)
     # Arrival times of the bot's new messages, for the per-group pace.
@@ -157,6 +165,8 @@ class _State:
     webhook_url: str = ""
     webhook_secret: str = ""
     webhook_max_connections: int = 40
+    # (unix time, what went wrong) of the last failed webhook delivery, as getWebhookInfo tells.
+    webhook_last_error: tuple[int, str] | None = None
     poll_generation: int = 0
     files: dict[str, _StoredFile] = field(default_factory=dict)
     downloads: list[str] = field(default_factory=list)  # file_ids whose bytes were fetched
@@ -211,6 +221,7 @@ class FakeTelegram:
             "getchat": self._get_chat,
             "getfile": self._get_file,
             "getchatmember": self._get_chat_member,
+            "getchatadministrators": self._get_chat_administrators,
             "setmycommands": self._set_my_commands,
             "getmycommands": self._get_my_commands,
             "editmessagetext": self._edit_message_text,
@@ -372,6 +383,17 @@ class FakeTelegram:
         """What getChatMember answers for ``user_id`` (creator, administrator, member, ...)."""
         with self._lock:
             self._chat_locked(chat_id).members[user_id] = status
+
+    def add_other_bot(
+        self, chat_id: int, username: str, *, status: str = "administrator", bot_id: int | None = None
+    ) -> dict[str, Any]:
+        """Put another bot into a group (e.g. Planfix's own, as an admin); its user object."""
+        with self._lock:
+            chat = self._chat_locked(chat_id)
+            user_id = bot_id if bot_id is not None else 8_000_000 + len(chat.other_bots)
+            user = {"id": user_id, "is_bot": True, "first_name": username, "username": username}
+            chat.other_bots[user_id] = (user, status)
+        return dict(user)
 
     def set_bot_membership(
         self,
@@ -542,6 +564,10 @@ class FakeTelegram:
                         "bot_status": chat.bot_status,
                         "migrated_to": chat.migrated_to,
                         "members": {str(user): status for user, status in chat.members.items()},
+                        "other_bots": [
+                            {"user": copy.deepcopy(user), "status": status}
+                            for user, status in chat.other_bots.values()
+                        ],
                         "messages": [copy.deepcopy(chat.messages[key]) for key in sorted(chat.messages)],
                     }
                     for chat in state.chats.values()
@@ -572,6 +598,10 @@ class FakeTelegram:
                     bot_status=str(saved["bot_status"]),
                     migrated_to=saved.get("migrated_to"),
                     members={int(user): status for user, status in saved.get("members", {}).items()},
+                    other_bots={
+                        int(bot["user"]["id"]): (bot["user"], str(bot["status"]))
+                        for bot in saved.get("other_bots", [])
+                    },
                     messages={int(m["message_id"]): m for m in saved.get("messages", [])},
                 )
                 state.chats[int(chat.chat["id"])] = chat
@@ -816,8 +846,34 @@ class FakeTelegram:
             chat = self._chat_locked(chat_id)
             if user_id == self.bot_user["id"]:
                 return chat_member(dict(self.bot_user), chat.bot_status)
+            if user_id in chat.other_bots:
+                other, status = chat.other_bots[user_id]
+                return chat_member(dict(other), status)
             user = {"id": user_id, "is_bot": False, "first_name": "User"}
             return chat_member(user, chat.members.get(user_id, "member"))
+
+    async def _get_chat_administrators(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        chat_id = _chat_id(params)
+        with self._lock:
+            chat = self._chat_locked(chat_id)
+            if chat.chat["type"] == "private":
+                raise BotAPIError(400, "Bad Request: there are no administrators in the private chat")
+            self._check_reachable_locked(chat)
+            admins = [
+                chat_member({"id": user_id, "is_bot": False, "first_name": "User"}, status)
+                for user_id, status in chat.members.items()
+                if status in ("creator", "administrator")
+            ]
+            if chat.bot_status == "administrator":
+                admins.append(chat_member(dict(self.bot_user), "administrator"))
+            # Other bots only when asked for (Bot API 9.x ``return_bots``); before that, never.
+            if params.get("return_bots") is True:
+                admins += [
+                    chat_member(dict(user), status)
+                    for user, status in chat.other_bots.values()
+                    if status == "administrator"
+                ]
+            return admins
 
     async def _set_my_commands(self, params: dict[str, Any]) -> bool:
         commands = params.get("commands")
@@ -871,6 +927,7 @@ class FakeTelegram:
         with self._lock:
             self._state.webhook_url = ""
             self._state.webhook_secret = ""
+            self._state.webhook_last_error = None
             if params.get("drop_pending_updates") is True:
                 self._state.queue.clear()
         return True
@@ -886,6 +943,8 @@ class FakeTelegram:
         if not isinstance(max_connections, int) or not 1 <= max_connections <= 100:
             raise BotAPIError(400, "Bad Request: bad webhook: max_connections must be between 1 and 100")
         with self._lock:
+            if url != self._state.webhook_url:
+                self._state.webhook_last_error = None
             self._state.webhook_url = url
             self._state.webhook_secret = str(secret or "")
             self._state.webhook_max_connections = max_connections
@@ -907,6 +966,8 @@ class FakeTelegram:
             }
             if self._state.allowed_updates is not None:
                 info["allowed_updates"] = sorted(self._state.allowed_updates)
+            if self._state.webhook_url and self._state.webhook_last_error is not None:
+                info["last_error_date"], info["last_error_message"] = self._state.webhook_last_error
             return info
 
     async def _get_chat(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -1120,16 +1181,19 @@ class FakeTelegram:
                 await wake.wait()
                 continue
             headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret else {}
-            status = 0
+            status, error = 0, ""
             try:
                 assert self._http is not None
                 async with self._http.post(url, json=head.update, headers=headers) as response:
                     status = response.status
                     await response.read()
-            except (aiohttp.ClientError, TimeoutError):
-                status = 0
+                    error = f"Wrong response from the webhook: {status} {response.reason}"
+            except (aiohttp.ClientError, TimeoutError) as failure:
+                status, error = 0, f"Connection failed: {type(failure).__name__}"
             with self._lock:
                 self.webhook_deliveries.append((int(head.update["update_id"]), status))
+                if status != 200:
+                    self._state.webhook_last_error = (int(time.time()), error)
                 if status == 200 and self._state.queue and self._state.queue[0] is head:
                     self._state.queue.pop(0)
             if status != 200:

@@ -8,7 +8,9 @@ fakes receive (and, where it matters, the events on the streams).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -105,6 +107,81 @@ def test_task_the_token_cannot_see_is_refused_exactly_like_a_missing_one(
     assert hidden_reply.replace(str(hidden), "N") == missing_reply.replace(str(missing), "N")
     assert "Salaries" not in hidden_reply
     assert bridge.binding_document(unique_chat_id) is None
+
+
+def task_link(fake_planfix: FakePlanfix, number: int, tail: str = "") -> str:
+    """The task's web link, as Planfix (here: the fake, on the account's host) shows it."""
+    return fake_planfix.base_url.removesuffix("rest/") + f"task/{number}{tail}"
+
+
+def test_task_with_the_link_of_a_task_binds_that_task_exactly_like_its_number(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = fake_planfix.add_task("Printer on floor 4")
+    tasks_before = len(fake_planfix.tasks())
+    fake_telegram.set_member_status(unique_chat_id, ADMIN_ID, "administrator")
+
+    fake_telegram.add_group_message(
+        unique_chat_id, f"/task {task_link(fake_planfix, number, '/?comment=12#c12')}"
+    )
+
+    [confirmation] = eventually(lambda: texts_sent(fake_telegram, unique_chat_id), what="confirmation")
+    assert f"#{number}" in confirmation
+    assert "Printer on floor 4" in confirmation
+    document = bridge.binding_document(unique_chat_id)
+    assert document is not None
+    assert document["task_number"] == number
+    assert len(fake_planfix.tasks()) == tasks_before
+
+
+def test_task_with_any_other_link_is_refused_with_why_and_never_becomes_a_task(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    ours = fake_planfix.add_task("Salaries 2026")
+    account_host = urlsplit(fake_planfix.base_url).netloc
+    refused = [
+        ("https://evil.example/task/1", "is not a link to a Planfix task"),
+        (f"https://someone-else.planfix.com/task/{ours}", "is to another Planfix account"),
+        (task_link(fake_planfix, ours).replace(f"task/{ours}", "project/3"), "does not open a task"),
+        # A stranger's trick: a browser opens the host after the "@", not the account's.
+        (f"http://{account_host}@evil.example/task/{ours}", "is not a link to a Planfix task"),
+    ]
+    tasks_before = len(fake_planfix.tasks())
+    chats = [unique_chat_id - index for index in range(len(refused))]
+    for chat_id, (link, _) in zip(chats, refused, strict=True):
+        fake_telegram.set_member_status(chat_id, ADMIN_ID, "administrator")
+        fake_telegram.add_group_message(chat_id, f"/task {link}")
+
+    for chat_id, (link, why) in zip(chats, refused, strict=True):
+        [reason] = eventually(partial(texts_sent, fake_telegram, chat_id), what=why)
+        assert reason.startswith("⚠️ Could not bind this group: that"), reason
+        assert why in reason
+        assert "Salaries" not in reason
+        assert link not in reason
+        assert bridge.binding_document(chat_id) is None
+    # None of them created a task (named after the link or otherwise).
+    assert len(fake_planfix.tasks()) == tasks_before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the relay must pass other_bots=event.other_bots to notices.status_text "
+    "(services/relay/to_telegram.py, _answer_command); remove this marker with that line",
+)
+def test_status_where_planfix_s_own_bot_is_an_admin_says_every_message_would_reach_planfix_twice(
+    bridge: Bridge, fake_telegram: FakeTelegram, unique_chat_id: int
+) -> None:
+    bind_new_task(bridge, fake_telegram, unique_chat_id, "Two bots")
+    fake_telegram.add_other_bot(unique_chat_id, "planfix_bot")
+
+    fake_telegram.add_group_message(unique_chat_id, "/status")
+
+    [answer] = eventually(
+        lambda: [text for text in texts_sent(fake_telegram, unique_chat_id) if text.startswith("🔗")],
+        what="/status answered",
+    )
+    assert "@planfix_bot" in answer
+    assert "every message written here reaches Planfix twice" in answer
 
 
 # --- Telegram -> Planfix ------------------------------------------------------------------------

@@ -44,6 +44,7 @@ EXPECTED_TAGS = {
     "telegram.anonymous_admin_posted.v1",
     "telegram.bot_membership_changed.v1",
     "telegram.chat_migrated.v1",
+    "telegram.other_bot_commanded.v1",
     "binding.unbind_rejected.v1",
     "binding.binding_suspended.v1",
     "binding.binding_resumed.v1",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 from aiogram import Bot
 from aiogram.exceptions import (
@@ -229,3 +230,49 @@ def test_with_a_webhook_set_updates_are_posted_with_the_secret_until_answered_20
         second["update_id"],
     ]
     assert fake.webhook["allowed_updates"] == ["message"]
+
+
+def test_webhook_info_tells_the_address_whoever_set_it_and_the_last_delivery_error(
+    with_bot: Any, fake: FakeTelegram
+) -> None:
+    assert with_bot(lambda bot: bot.get_webhook_info()).url == ""
+
+    # Another program (Planfix's own integration, say) set the webhook for this token.
+    with_bot(lambda bot: bot.set_webhook(f"http://127.0.0.1:{devstack.free_port()}/elsewhere"))
+    fake.add_group_message(GROUP, "nobody listens there")
+    info = eventually(
+        lambda: (i := with_bot(lambda bot: bot.get_webhook_info())).last_error_message and i,
+        what="a failed delivery reported",
+    )
+    assert info.url.endswith("/elsewhere")
+    assert info.pending_update_count == 1
+    assert info.last_error_date is not None
+
+    # An empty URL removes it, as deleteWebhook does (sent as JSON: aiogram leaves empty fields out).
+    answer = httpx.post(f"{fake.base_url}/bot{BOT_TOKEN}/setWebhook", json={"url": ""}, timeout=10)
+    assert answer.json() == {"ok": True, "result": True}
+    assert with_bot(lambda bot: bot.get_webhook_info()).url == ""
+    with_bot(lambda bot: bot.set_webhook("http://127.0.0.1:1/again"))
+    with_bot(lambda bot: bot.delete_webhook())
+    cleared = with_bot(lambda bot: bot.get_webhook_info())
+    assert (cleared.url, cleared.last_error_message) == ("", None)
+
+
+def test_other_bots_are_listed_among_the_admins_only_when_asked_for(
+    with_bot: Any, fake: FakeTelegram
+) -> None:
+    fake.set_member_status(GROUP, 501, "creator")
+    planfix_bot = fake.add_other_bot(GROUP, "planfix_bot")
+    fake.add_other_bot(GROUP, "quiet_bot", status="member")
+
+    default = with_bot(lambda bot: bot.get_chat_administrators(GROUP))
+    with_bots = with_bot(lambda bot: bot.get_chat_administrators(GROUP, return_bots=True))
+
+    assert [m.user.id for m in default] == [501]
+    assert [(m.user.username, m.user.is_bot, m.status) for m in with_bots if m.user.is_bot] == [
+        ("planfix_bot", True, "administrator")
+    ]
+    member = with_bot(lambda bot: bot.get_chat_member(GROUP, planfix_bot["id"]))
+    assert member.user.is_bot
+    with pytest.raises(TelegramBadRequest, match="no administrators in the private chat"):
+        with_bot(lambda bot: bot.get_chat_administrators(501))

@@ -23,7 +23,9 @@ import nats
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 
+from bridge_cli.doctor import Finding, check_webhook
 from bridge_lib import devstack
+from bridge_lib.settings import TelegramSettings
 from contracts.events import PlanfixCommentPosted, TaskBound, TelegramMessageReceived
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
@@ -510,8 +512,65 @@ def test_doctor_passes_on_a_healthy_bridge(ops: OpsBridge) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[ok  ] telegram: token accepted" in result.stdout
     assert "[ok  ] telegram privacy" in result.stdout
+    assert "[ok  ] telegram webhook: none set" in result.stdout
     assert "[ok  ] consumer relay-telegram-inbound" in result.stdout
+    assert "[ok  ] other bots: " in result.stdout
     assert "0 problem(s)" in result.stdout
+
+
+def test_doctor_names_another_bot_that_answers_task_in_a_bound_group_and_what_it_leads_to(
+    ops: OpsBridge, fake_telegram: FakeTelegram, unique_chat_id: int
+) -> None:
+    with_admin_bot, with_task_for_a_bot = unique_chat_id, unique_chat_id - 1
+    task, _ = bind_new_task(ops, fake_telegram, with_admin_bot, "Doctor: admin bot")
+    other_task, _ = bind_new_task(ops, fake_telegram, with_task_for_a_bot, "Doctor: /task@bot")
+    # Planfix's own bot is an admin of one group; in the other someone binds with another bot.
+    fake_telegram.add_other_bot(with_admin_bot, "planfix_bot")
+    fake_telegram.add_group_message(with_task_for_a_bot, "/task@Helper_Bot Fix the printer")
+    eventually(
+        lambda: ops.events(f"telegram.other_bot.commanded.{with_task_for_a_bot}"), what="/task@bot stored"
+    )
+
+    result = ops.cli("doctor")
+
+    assert result.returncode == 0, result.stdout + result.stderr  # a warning, not a failure
+    out = result.stdout
+    assert f"[warn] other bots: group {with_admin_bot} (task #{task}): @planfix_bot may answer /task" in out
+    assert f"[warn] other bots: group {with_task_for_a_bot} (task #{other_task}): @Helper_Bot may" in out
+    assert out.count("every message of the group reaches Planfix twice") == 2
+    assert f"`bridge bindings unbind {with_admin_bot}`" in out
+
+
+def test_doctor_says_whose_the_bots_webhook_is(loop: LoopThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeTelegram(token=BOT_TOKEN)
+    loop.run(fake.start())
+    elsewhere = "https://planfix.example/telegram/hook/path-secret"
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", BOT_TOKEN)
+    monkeypatch.setenv("TELEGRAM_API_BASE_URL", fake.base_url)
+    for name in ("TELEGRAM_WEBHOOK_URL", "TELEGRAM_TAKE_OVER_WEBHOOK"):
+        monkeypatch.delenv(name, raising=False)
+
+    def check() -> Finding:
+        return loop.run(check_webhook(TelegramSettings()))
+
+    try:
+        assert check().status == "ok"
+        httpx.post(f"{fake.base_url}/bot{BOT_TOKEN}/setWebhook", json={"url": elsewhere}, timeout=10)
+
+        taken = check()
+        monkeypatch.setenv("TELEGRAM_TAKE_OVER_WEBHOOK", "true")
+        taken_over = check()
+        monkeypatch.setenv("TELEGRAM_WEBHOOK_URL", elsewhere)
+        ours = check()
+    finally:
+        loop.run(fake.stop())
+
+    assert taken.status == "fail"
+    assert "another program at planfix.example" in taken.message
+    assert "TELEGRAM_TAKE_OVER_WEBHOOK=true" in taken.fix
+    assert "path-secret" not in taken.message + taken.fix
+    assert (taken_over.status, ours.status) == ("warn", "ok")
+    assert "the gateway takes it over" in taken_over.message
 
 
 def test_doctor_names_a_wrong_token_and_an_unreachable_nats(ops: OpsBridge) -> None:

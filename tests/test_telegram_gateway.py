@@ -39,6 +39,7 @@ from contracts.events import (
     GroupCommand,
     GroupCommandReceived,
     MessageDeadLettered,
+    OtherBotCommanded,
     TelegramMessageEdited,
     TelegramMessageReceived,
     TelegramReactionChanged,
@@ -50,6 +51,7 @@ from contracts.events import (
 )
 from contracts.subjects import dead_letter
 from sandbox.fake_telegram import FakeTelegram
+from services.telegram_gateway.app import foreign_webhook
 from services.telegram_gateway.commands import TaskArgs, parse_task_args
 from services.telegram_gateway.polling import poll_updates
 from services.telegram_gateway.webhook import SECRET_HEADER
@@ -137,12 +139,23 @@ def handled_up_to(fake: FakeTelegram, streams: Streams, chat_id: int) -> None:
         ("# 4821", TaskArgs(None, "# 4821")),
         ("²", TaskArgs(None, "²")),
         ("Fix\nthe printer", TaskArgs(None, "Fix\nthe printer")),
+        # A link alone is carried as a link (the binder decides), never as a title.
+        (
+            " https://acme.planfix.com/task/4821?comment=5 ",
+            TaskArgs(None, None, "https://acme.planfix.com/task/4821?comment=5"),
+        ),
+        ("https://evil.example/x", TaskArgs(None, None, "https://evil.example/x")),
+        ("acme.planfix.ru/task/4821/", TaskArgs(None, None, "acme.planfix.ru/task/4821/")),
+        (
+            "Printer https://acme.planfix.com/task/4821",
+            TaskArgs(None, "Printer https://acme.planfix.com/task/4821"),
+        ),
         ("", TaskArgs(None, None)),
         ("   ", TaskArgs(None, None)),
         (None, TaskArgs(None, None)),
     ],
 )
-def test_task_arguments_are_a_number_or_a_title(args: str | None, expected: TaskArgs) -> None:
+def test_task_arguments_are_a_number_a_link_or_a_title(args: str | None, expected: TaskArgs) -> None:
     assert parse_task_args(args) == expected
 
 
@@ -260,9 +273,104 @@ def test_group_privacy_on_is_reported_with_the_fix(loop: LoopThread, nats_url: s
         loop.run(private_fake.stop())
 
 
+# --- whose webhook: Planfix's own bot (or another program) may hold the token ------------------
+
+ELSEWHERE = "https://planfix.example/telegram/hook/path-secret-of-another-program"
+
+
+def set_webhook_as_another_program(fake: FakeTelegram, url: str = ELSEWHERE) -> None:
+    answer = httpx.post(f"{fake.base_url}/bot{BOT_TOKEN}/setWebhook", json={"url": url}, timeout=10)
+    assert answer.json() == {"ok": True, "result": True}
+
+
+@pytest.mark.parametrize(
+    ("current", "ours", "foreign"),
+    [
+        ("", None, False),  # polling, nothing set: today's start
+        ("", "https://bridge.example/tg", False),
+        ("https://bridge.example/tg", "https://bridge.example/tg", False),  # our own, a restart
+        ("https://planfix.example/hook", None, True),  # polling: any webhook is someone else's
+        ("https://planfix.example/hook", "https://bridge.example/tg", True),
+        ("https://bridge.example/tg/", "https://bridge.example/tg", True),  # not exactly ours
+    ],
+)
+def test_a_webhook_is_another_programs_when_set_and_not_our_address(
+    current: str, ours: str | None, foreign: bool
+) -> None:
+    assert foreign_webhook(current, ours) is foreign
+
+
+@pytest.mark.parametrize("mode", ["polling", "webhook"])
+def test_a_webhook_set_by_another_program_stops_the_gateway_with_exit_2_and_is_left_as_it_was(
+    loop: LoopThread, nats_url: str, work_dir: Path, mode: str
+) -> None:
+    fake = FakeTelegram(token=BOT_TOKEN)
+    loop.run(fake.start())
+    env = gateway_env(fake, nats_url)
+    if mode == "webhook":
+        port = devstack.free_port()
+        env |= {
+            "TELEGRAM_WEBHOOK_URL": f"http://127.0.0.1:{port}/telegram/updates",
+            "TELEGRAM_WEBHOOK_HOST": "127.0.0.1",
+            "TELEGRAM_WEBHOOK_PORT": str(port),
+        }
+    try:
+        set_webhook_as_another_program(fake)
+        result = run_gateway_briefly(env, work_dir)
+        webhook = fake.webhook["url"]
+        methods = [call.method for call in fake.calls]
+    finally:
+        loop.run(fake.stop())
+
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "telegram_webhook_in_use" in result.stderr
+    assert "TELEGRAM_TAKE_OVER_WEBHOOK=true" in result.stderr
+    assert "planfix.example" in result.stderr
+    assert "path-secret-of-another-program" not in result.stderr
+    assert BOT_TOKEN.split(":", 1)[1] not in result.stderr
+    assert "Traceback" not in result.stderr
+    # Nothing of the other program's was touched: its webhook, nor the bot's command menu.
+    assert webhook == ELSEWHERE
+    assert methods.count("setWebhook") == 1  # the other program's
+    assert not set(methods) & {"deleteWebhook", "setMyCommands", "getUpdates"}
+
+
+def test_with_take_over_set_the_gateway_takes_the_bot_over_and_says_whose_it_was(
+    loop: LoopThread, nats_url: str, work_dir: Path
+) -> None:
+    fake = FakeTelegram(token=BOT_TOKEN)
+    loop.run(fake.start())
+    env = {**gateway_env(fake, nats_url), "TELEGRAM_TAKE_OVER_WEBHOOK": "true"}
+    process = ServiceProcess("telegram_gateway", env, work_dir)
+    process.log_path = work_dir / "telegram-gateway-take-over.log"
+    try:
+        set_webhook_as_another_program(fake)
+        process.start()
+        eventually(lambda: "telegram_gateway_started" in process.log_text(), timeout_s=30, what="started")
+        assert fake.webhook["url"] == ""
+        eventually(lambda: any(c.method == "getUpdates" for c in fake.calls), what="polling")
+    finally:
+        process.stop()
+        loop.run(fake.stop())
+    log = process.log_text()
+    assert "telegram_webhook_taken_over" in log
+    assert "planfix.example" in log
+    assert "path-secret-of-another-program" not in log
+
+
+def test_with_no_webhook_set_the_gateway_starts_polling_as_before(
+    fake_telegram: FakeTelegram, gateway: ServiceProcess
+) -> None:
+    methods = [call.method for call in fake_telegram.calls]
+    assert methods.index("getWebhookInfo") < methods.index("deleteWebhook") < methods.index("getUpdates")
+    assert "telegram_webhook_in_use" not in gateway.log_text()
+    assert "telegram_webhook_taken_over" not in gateway.log_text()
+
+
 def test_webhook_mode_registers_checks_the_secret_and_stores_what_telegram_posts(
     loop: LoopThread, nats_url: str, work_dir: Path, unique_chat_id: int
 ) -> None:
+    """…and what it cannot decode is a dead letter answered 200, never a 400 Telegram resends."""
     # Its own fake: in webhook mode the fake posts updates instead of answering getUpdates.
     fake = FakeTelegram(token=BOT_TOKEN)
     loop.run(fake.start())
@@ -301,21 +409,49 @@ def test_webhook_mode_registers_checks_the_secret_and_stores_what_telegram_posts
         with httpx.Client(timeout=10) as client:
             assert client.post(url, json=forged).status_code == 401
             assert client.post(url, json=forged, headers={SECRET_HEADER: "wrong"}).status_code == 401
-            assert client.post(url, content=b"not json", headers={SECRET_HEADER: secret}).status_code == 400
             too_big = b"{" + b" " * 2_000_000 + b"}"
             assert client.post(url, content=too_big, headers={SECRET_HEADER: secret}).status_code == 413
+            # Telegram sends only JSON; a body that is not is still kept, and not asked for again.
+            assert client.post(url, content=b"not json", headers={SECRET_HEADER: secret}).status_code == 200
 
+        # An update aiogram cannot decode, as Telegram posts it, then an ordinary one behind it.
+        odd = fake.add_update(
+            {
+                "message": {
+                    "message_id": 778,
+                    "date": int(time.time()),
+                    "chat": {"id": unique_chat_id, "type": "supergroup", "title": "Support group"},
+                    "from": {"id": 501, "is_bot": "perhaps", "first_name": "Ivan"},
+                    "text": "a secret plan nobody may log",
+                }
+            }
+        )
         fake.add_group_message(unique_chat_id, "carried by the webhook")
 
         [event] = eventually(lambda: streams.messages(unique_chat_id), what="the posted update stored")
         assert event.text == "carried by the webhook"
         eventually(lambda: (event.update_id, 200) in fake.webhook_deliveries, what="answered 200")
         assert all(e.text != "forged" for e in streams.messages(unique_chat_id))
+        # The odd one was answered 200 the first time (Telegram does not send it again) and kept.
+        assert [status for update_id, status in fake.webhook_deliveries if update_id == odd["update_id"]] == [
+            200
+        ]
+        dead = [
+            e for e in streams.events(dead_letter("telegram_gateway")) if isinstance(e, MessageDeadLettered)
+        ]
+        [odd_dead] = [e for e in dead if e.stream_seq == odd["update_id"]]
+        assert odd_dead.reason == DeadLetterReason.UNDECODABLE
+        assert odd_dead.original_subject == "webhook"
+        assert json.loads(base64.b64decode(odd_dead.body_b64)) == odd
+        assert "is_bot" in odd_dead.detail
+        [not_json] = [e for e in dead if base64.b64decode(e.body_b64) == b"not json"]
+        assert "not a JSON update" in not_json.detail
     finally:
         process.stop()
         loop.run(fake.stop())
     assert "Traceback" not in process.log_text()
     assert BOT_TOKEN not in process.log_text()
+    assert "a secret plan" not in process.log_text()
 
 
 # --- group messages ---------------------------------------------------------------------------
@@ -368,13 +504,14 @@ def test_the_same_update_delivered_twice_is_still_one_event(
 
 
 @pytest.mark.parametrize(
-    ("text", "number", "title"),
+    ("text", "number", "title", "link"),
     [
-        ("/task Fix the printer", None, "Fix the printer"),
-        ("/task 4821", 4821, None),
-        ("/task #4821", 4821, None),
-        ("/task@planfix_bridge_bot   Replace toner  ", None, "Replace toner"),
-        ("/task", None, None),
+        ("/task Fix the printer", None, "Fix the printer", None),
+        ("/task 4821", 4821, None, None),
+        ("/task #4821", 4821, None, None),
+        ("/task@planfix_bridge_bot   Replace toner  ", None, "Replace toner", None),
+        ("/task", None, None, None),
+        ("/task https://acme.planfix.com/task/4821", None, None, "https://acme.planfix.com/task/4821"),
     ],
 )
 def test_task_command_becomes_a_bind_request(
@@ -384,6 +521,7 @@ def test_task_command_becomes_a_bind_request(
     text: str,
     number: int | None,
     title: str | None,
+    link: str | None,
 ) -> None:
     update = fake_telegram.add_group_message(unique_chat_id, text, thread_id=5)
     message_id = update["message"]["message_id"]
@@ -392,6 +530,7 @@ def test_task_command_becomes_a_bind_request(
 
     assert event.task_number == number
     assert event.task_title == title
+    assert event.task_link == link
     assert event.event_id == event_id_for(telegram_bind_key(unique_chat_id, message_id))
     assert event.causation_id == f"tg:update:{update['update_id']}"
     assert event.message_id == message_id
@@ -821,6 +960,65 @@ def test_unbind_status_and_help_become_requests(
     ]
     assert questions[0].message_id == status["message"]["message_id"]
     assert [e.text for e in streams.messages(unique_chat_id)] == ["/status@some_other_bot", "marker"]
+
+
+def test_status_names_the_other_bots_of_the_group_that_answer_task_too(
+    fake_telegram: FakeTelegram, streams: Streams, unique_chat_id: int
+) -> None:
+    # Planfix's own bot is an admin here; a bot that is only a member is invisible to the Bot API.
+    fake_telegram.add_other_bot(unique_chat_id, "planfix_bot")
+    fake_telegram.add_other_bot(unique_chat_id, "quiet_bot", status="member")
+    # Someone binds with another bot: we never see that bot's answer, but we see this.
+    sent = fake_telegram.add_group_message(unique_chat_id, "/task@Helper_Bot Fix the printer")
+    fake_telegram.add_group_message(unique_chat_id, "/help")
+    fake_telegram.add_group_message(unique_chat_id, "/status")
+
+    [status] = eventually(
+        lambda: [
+            e
+            for e in streams.group_events(unique_chat_id)
+            if isinstance(e, GroupCommandReceived) and e.command is GroupCommand.STATUS
+        ],
+        what="/status stored",
+    )
+
+    assert status.other_bots == ["planfix_bot", "Helper_Bot"]
+    [seen] = [e for e in streams.events(subjects.telegram_other_bot_commanded(unique_chat_id))]
+    assert isinstance(seen, OtherBotCommanded)
+    assert (seen.bot_username, seen.command, seen.message_id) == (
+        "Helper_Bot",
+        "task",
+        sent["message"]["message_id"],
+    )
+    # Still a message of the group like any other, and no bind request of ours.
+    assert [e.text for e in streams.messages(unique_chat_id)] == ["/task@Helper_Bot Fix the printer"]
+    assert streams.bind_requests(unique_chat_id) == []
+    # Asked once, for /status; /help and messages ask nothing.
+    asked = [
+        c
+        for c in fake_telegram.calls
+        if c.method == "getChatAdministrators" and c.params.get("chat_id") == unique_chat_id
+    ]
+    assert len(asked) == 1
+    assert asked[0].params.get("return_bots") is True
+    [help_question] = [
+        e
+        for e in streams.group_events(unique_chat_id)
+        if isinstance(e, GroupCommandReceived) and e.command is GroupCommand.HELP
+    ]
+    assert help_question.other_bots == []
+
+
+def test_status_in_a_group_with_no_other_bot_names_none(
+    fake_telegram: FakeTelegram, gateway: ServiceProcess, streams: Streams, unique_chat_id: int
+) -> None:
+    fake_telegram.add_group_message(unique_chat_id, "/status")
+
+    [status] = eventually(lambda: streams.group_events(unique_chat_id), what="/status stored")
+
+    assert isinstance(status, GroupCommandReceived)
+    assert status.other_bots == []
+    assert "other_bots_not_read" not in gateway.log_text()
 
 
 def test_the_bot_joining_and_leaving_are_membership_changes_a_promotion_is_not(

@@ -98,6 +98,7 @@ async def run(settings: BinderSettings) -> None:
         store=store,
         planfix=planfix,
         publisher=EventPublisher(broker),
+        account_url=settings.planfix_base_url,
         max_task_title=settings.max_task_title,
         everyone_may_bind=settings.everyone_may_bind,
     )

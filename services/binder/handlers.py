@@ -7,6 +7,9 @@
 Only the group's admins (as Telegram told the gateway) may bind or unbind, unless
 ``BINDER_EVERYONE_MAY_BIND`` is set; others get a polite refusal and nothing changes.
 
+``/task <link>`` binds the task the link opens when it is a task of the bridge's own Planfix
+account (``bridge_lib.task_links``); any other link is refused with why, never made a title.
+
 Idempotent by construction: the outcome of each request or change is stored under its source
 key before the resulting events are published, and each event's ``Nats-Msg-Id`` is derived from
 the cause's event id. A redelivery republishes the same events (JetStream drops the repeats)
@@ -27,6 +30,7 @@ from bridge_lib.planfix import (
     PlanfixUnavailable,
     TaskNotFound,
 )
+from bridge_lib.task_links import LinkRefusal, task_in_link
 from contracts import subjects
 from contracts.events import (
     BindingRejectionReason,
@@ -46,6 +50,24 @@ from services.binder.store import Binding, BindingStore, BindOutcome, group_key
 
 log = structlog.get_logger("binder")
 
+HOW_TO_BIND = "write /task <title of a new task>, /task <number of an existing task> or /task <its link>"
+# The group reads "Could not bind this group: <this>."; the link itself is not repeated.
+LINK_REFUSALS = {
+    LinkRefusal.NOT_PLANFIX: (
+        "that link is not a link to a Planfix task. To bind a task, paste the link of the task "
+        "as Planfix shows it (https://<account>.planfix.com/task/<number>) or write /task <number>; "
+        "to create a task, write its title in words"
+    ),
+    LinkRefusal.NOT_A_TASK: (
+        "that Planfix link does not open a task; paste the link of the task itself "
+        "(…/task/<number>) or write /task <number>"
+    ),
+    LinkRefusal.OTHER_ACCOUNT: (
+        "that link is to another Planfix account; this bridge binds tasks of its own account "
+        "only. Paste the link of one of its tasks or write /task <number>"
+    ),
+}
+
 
 class Binder:
     def __init__(
@@ -54,10 +76,13 @@ class Binder:
         store: BindingStore,
         planfix: PlanfixClient,
         publisher: EventPublisher,
+        account_url: str,
         max_task_title: int = 250,
         everyone_may_bind: bool = False,
     ) -> None:
         self._store = store
+        # PLANFIX_BASE_URL: the only account whose task links bind.
+        self._account_url = account_url
         self._planfix = planfix
         self._publisher = publisher
         self._max_task_title = max_task_title
@@ -90,9 +115,16 @@ class Binder:
     ) -> BindOutcome:
         if refusal := self._refusal(request, "bind"):
             return _rejected(request_key, BindingRejectionReason.NOT_ALLOWED, refusal)
+        asked_for = request.task_number
+        if request.task_link is not None:
+            link = task_in_link(request.task_link, account_url=self._account_url)
+            if link.refusal is not None or link.number is None:
+                why = LINK_REFUSALS[link.refusal or LinkRefusal.NOT_PLANFIX]
+                return _rejected(request_key, BindingRejectionReason.INVALID_REQUEST, why)
+            asked_for = link.number
         try:
-            if request.task_number is not None:
-                task = await self._planfix.get_task(request.task_number)
+            if asked_for is not None:
+                task = await self._planfix.get_task(asked_for)
                 number, title, created = task.number, task.name or f"#{task.number}", None
             elif request.task_title:
                 title = _shorten(request.task_title, self._max_task_title)
@@ -110,25 +142,21 @@ class Binder:
                     number = reused
                 created = number
             else:
-                return _rejected(
-                    request_key,
-                    BindingRejectionReason.INVALID_REQUEST,
-                    "write /task <title of a new task> or /task <number of an existing task>",
-                )
+                return _rejected(request_key, BindingRejectionReason.INVALID_REQUEST, HOW_TO_BIND)
         except TaskNotFound:
-            return _not_found_or_hidden(request_key, request.task_number)
+            return _not_found_or_hidden(request_key, asked_for)
         except PlanfixUnavailable as error:
             raise TransientFailure(str(error)) from error
         except PlanfixRejected as error:
             if error.code == CODE_ACCESS_DENIED:
                 # Worded exactly like "not found": the group must not learn that the task exists.
-                return _not_found_or_hidden(request_key, request.task_number)
+                return _not_found_or_hidden(request_key, asked_for)
             log.warning("planfix_refused_bind", error=str(error), code=error.code)
             return _rejected(
                 request_key,
                 BindingRejectionReason.PLANFIX_REFUSED,
                 f"Planfix refused the request (error code {error.code})",
-                task_number=request.task_number,
+                task_number=asked_for,
             )
         key = group_key(request.chat_id, request.thread_id)
         previous = await self._store.binding_for(key)

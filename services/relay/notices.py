@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 
 from contracts.events import BindingResumed, TaskUnbound, UnbindRejected
 from services.relay.directory import BoundTask
@@ -27,12 +28,28 @@ ANONYMOUS_ADMIN_GUIDANCE = (
 )
 
 
+def other_bots_warning(other_bots: Sequence[str]) -> str:
+    """What another bot answering /task in the same group leads to, and the way out."""
+    names = ", ".join(html.escape(name if " " in name else f"@{name}") for name in other_bots)
+    who, one = ("Another bot", "it") if len(other_bots) == 1 else ("Other bots", "one of them")
+    return (
+        f"⚠️ {who} here may answer /task too: {names}. If {one} is bound to a Planfix task as well "
+        "(Planfix's own Telegram bot binds with /task), <b>every message written here reaches "
+        "Planfix twice</b>. Keep one of us: remove the other bot from the group, or /unbind me."
+    )
+
+
 def link(url: str, text: str) -> str:
     return f'<a href="{html.escape(url)}">{html.escape(text)}</a>'
 
 
 def status_text(
-    bound: BoundTask | None, *, task_url: str, in_topic: bool, bot_reads_all_messages: bool
+    bound: BoundTask | None,
+    *,
+    task_url: str,
+    in_topic: bool,
+    bot_reads_all_messages: bool,
+    other_bots: Sequence[str] = (),
 ) -> str:
     where = "This topic" if in_topic else "This group"
     if bound is None:
@@ -46,6 +63,8 @@ def status_text(
         ]
     if not bot_reads_all_messages:
         lines.append(PRIVACY_FIX)
+    if other_bots:
+        lines.append(other_bots_warning(other_bots))
     return "\n".join(lines)
 
 
@@ -56,6 +75,7 @@ def help_text(bot_username: str | None) -> str:
             "I carry messages between this group and a Planfix task, both ways.",
             f"/task <i>title</i> — create a task and bind this group to it{mention}",
             "/task <i>number</i> — bind this group to an existing task",
+            "/task <i>link</i> — the same, with the task's link from Planfix",
             "/status — which task this group is bound to",
             "/unbind — stop carrying messages",
             "/help — this list",

@@ -1,9 +1,15 @@
 """Wiring: NATS connection and streams, the bot's identity check and command menu, then long
 polling, or the webhook endpoint when ``TELEGRAM_WEBHOOK_URL`` is set, until a signal.
 
-Exit codes: 0 after SIGTERM/SIGINT, 2 when Telegram refuses the token (a restart cannot help),
-1 when handling an update failed in polling mode (the update stays unconfirmed; a restart
-retries it) or the webhook port cannot be opened.
+Before it changes anything for the bot (its command menu, its webhook), the gateway asks
+Telegram where the bot's updates go (``getWebhookInfo``). A webhook set to an address that is
+not this gateway's means another program receives them (Planfix's own Telegram integration,
+another copy of the bridge): deleting or replacing it would cut that program off without a
+word, so the gateway stops instead, unless ``TELEGRAM_TAKE_OVER_WEBHOOK=true``.
+
+Exit codes: 0 after SIGTERM/SIGINT, 2 when Telegram refuses the token or the bot's webhook
+belongs to another program (a restart cannot help), 1 when handling an update failed in polling
+mode (the update stays unconfirmed; a restart retries it) or the webhook port cannot be opened.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import asyncio
 import contextlib
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import structlog
@@ -37,6 +43,7 @@ from services.telegram_gateway.commands import BOT_COMMANDS, BotProfile, build_c
 from services.telegram_gateway.config import TelegramGatewaySettings
 from services.telegram_gateway.group_life import build_group_life_router
 from services.telegram_gateway.handlers import build_router
+from services.telegram_gateway.other_bots import OtherBots
 from services.telegram_gateway.polling import BACKOFF, poll_updates, redact
 from services.telegram_gateway.undecodable import UndecodableUpdates
 from services.telegram_gateway.webhook import TelegramWebhook, webhook_path
@@ -44,6 +51,16 @@ from services.telegram_gateway.webhook import TelegramWebhook, webhook_path
 log = structlog.get_logger("telegram_gateway")
 T = TypeVar("T")
 
+WEBHOOK_IN_USE = (
+    "The bot's webhook is set to another address, so another program receives this bot's "
+    "updates (Planfix's own Telegram integration, or another copy of the bridge). Deleting or "
+    "replacing it would cut that program off, so the gateway stopped without changing anything."
+)
+WEBHOOK_IN_USE_FIX = (
+    "Give the bridge a bot of its own (@BotFather -> /newbot); or, for the bridge to take this "
+    "bot over, set TELEGRAM_TAKE_OVER_WEBHOOK=true and start it again (in polling mode also when "
+    "the address is this bridge's own, left from running in webhook mode)."
+)
 PRIVACY_HINT = (
     "Group Privacy is on, so the bot only sees commands and replies to itself in groups. In "
     "@BotFather: /setprivacy -> choose the bot -> Disable; then remove the bot from each group and "
@@ -51,10 +68,27 @@ PRIVACY_HINT = (
 )
 
 
-def build_dispatcher(publisher: EventPublisher, me: User) -> Dispatcher:
+class WebhookInUse(Exception):
+    """The bot's webhook points to another program's address."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__("the bot's webhook is set to another address")
+        # The host only: a webhook's path often holds a secret (or the bot's token).
+        self.host = _host_of(url)
+
+
+def foreign_webhook(current: str, ours: str | None) -> bool:
+    """Whether the webhook Telegram holds for the bot belongs to another program: one is set,
+    and it is not the address this gateway registers (in polling mode there is none of ours)."""
+    return bool(current) and current != ours
+
+
+def build_dispatcher(publisher: EventPublisher, me: User, *, jetstream: Any | None = None) -> Dispatcher:
+    """``jetstream``: where /status reads which other bots were sent /task (None: not read)."""
     # Keyword arguments become handler parameters of the same name (aiogram's injection).
     profile = BotProfile(username=me.username, reads_all_group_messages=bool(me.can_read_all_group_messages))
-    dispatcher = Dispatcher(publisher=publisher, bot_profile=profile)
+    other_bots = OtherBots(me_id=me.id, jetstream=jetstream)
+    dispatcher = Dispatcher(publisher=publisher, bot_profile=profile, other_bots=other_bots)
     # Order matters: the first matching handler wins. Life-cycle first (anonymous admins,
     # service messages), then commands, then ordinary messages.
     dispatcher.include_routers(build_group_life_router(), build_commands_router(), build_router())
@@ -83,6 +117,14 @@ async def run(settings: TelegramGatewaySettings) -> None:
                 await work
     except TelegramUnauthorizedError:
         log.error("telegram_token_refused", detail=TOKEN_REFUSED, hint=TOKEN_HINT)
+        raise SystemExit(2) from None
+    except WebhookInUse as error:
+        log.error(
+            "telegram_webhook_in_use",
+            webhook_host=redact(error.host, bot.token),
+            detail=WEBHOOK_IN_USE,
+            fix=WEBHOOK_IN_USE_FIX,
+        )
         raise SystemExit(2) from None
     except JetStreamNotReady as error:
         log_startup_failed(error)
@@ -114,33 +156,53 @@ async def _serve(bot: Bot, broker: NatsBroker, settings: TelegramGatewaySettings
     log.info("telegram_bot_identified", bot_username=me.username, bot_id=me.id)
     if not me.can_read_all_group_messages:
         log.warning("telegram_group_privacy_enabled", bot_username=me.username, fix=PRIVACY_HINT)
+    # Before setMyCommands: a bot another program serves keeps its command menu too.
+    await _check_webhook_owner(bot, settings)
     commands = [BotCommand(command=name, description=text) for name, text in BOT_COMMANDS.items()]
     await _retrying(
         "setMyCommands", lambda: bot.set_my_commands(commands, scope=BotCommandScopeAllGroupChats())
     )
     publisher = EventPublisher(broker)
-    dispatcher = build_dispatcher(publisher, me)
+    dispatcher = build_dispatcher(publisher, me, jetstream=broker.connection.jetstream())
     allowed_updates = dispatcher.resolve_used_update_types()
+    undecodable = UndecodableUpdates(publisher)
     if settings.telegram_webhook_url:
-        await _serve_webhook(bot, dispatcher, settings, allowed_updates)
+        await _serve_webhook(bot, dispatcher, undecodable, settings, allowed_updates)
         return
     # getUpdates fails with 409 while a webhook is set.
     await _retrying("deleteWebhook", lambda: bot.delete_webhook(drop_pending_updates=False))
     log.info("telegram_gateway_started", mode="polling", allowed_updates=allowed_updates)
     freeze_startup_heap()
-    await poll_updates(
-        bot, dispatcher, allowed_updates=allowed_updates, undecodable=UndecodableUpdates(publisher)
+    await poll_updates(bot, dispatcher, allowed_updates=allowed_updates, undecodable=undecodable)
+
+
+async def _check_webhook_owner(bot: Bot, settings: TelegramGatewaySettings) -> None:
+    """Raise ``WebhookInUse`` when another program's webhook is set and may not be taken over."""
+    info = await _retrying("getWebhookInfo", bot.get_webhook_info)
+    if not foreign_webhook(info.url, settings.telegram_webhook_url):
+        return
+    if not settings.telegram_take_over_webhook:
+        raise WebhookInUse(info.url)
+    log.warning(
+        "telegram_webhook_taken_over",
+        previous_webhook_host=redact(_host_of(info.url), bot.token),
+        why="TELEGRAM_TAKE_OVER_WEBHOOK=true; the program that received the updates gets none now",
     )
 
 
 async def _serve_webhook(
-    bot: Bot, dispatcher: Dispatcher, settings: TelegramGatewaySettings, allowed_updates: list[str]
+    bot: Bot,
+    dispatcher: Dispatcher,
+    undecodable: UndecodableUpdates,
+    settings: TelegramGatewaySettings,
+    allowed_updates: list[str],
 ) -> None:
     url = settings.telegram_webhook_url or ""
     path = webhook_path(url)
     endpoint = TelegramWebhook(
         bot=bot,
         dispatcher=dispatcher,
+        undecodable=undecodable,
         secret=settings.webhook_secret(),
         max_body=settings.telegram_webhook_max_body,
         path=path,

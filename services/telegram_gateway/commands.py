@@ -1,10 +1,12 @@
 """The bot's commands in groups, as events: ``/task``, ``/unbind``, ``/status``, ``/help``.
 
 They work as ``/task@YourBot`` too, and a command addressed to another bot is left to the
-ordinary message handlers (aiogram's ``Command`` filter checks the mention against ``getMe``).
+ordinary message handlers (aiogram's ``Command`` filter checks the mention against ``getMe``);
+``/task@<another bot>`` is also stored as ``OtherBotCommanded``: that bot answers ``/task`` too.
 For ``/task`` and ``/unbind`` the gateway asks Telegram whether the sender is an admin
 (``getChatMember``) and carries the answer; the binder decides what it allows. ``/status`` and
-``/help`` carry what the relay needs to answer (whether Group Privacy hides messages from us).
+``/help`` carry what the relay needs to answer (whether Group Privacy hides messages from us;
+for ``/status``, the other bots of the group that may answer ``/task`` too: ``other_bots``).
 """
 
 from __future__ import annotations
@@ -21,25 +23,30 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import Message, Update
 
 from bridge_lib.eventbus import EventPublisher
+from bridge_lib.task_links import is_link
 from contracts import subjects
 from contracts.events import (
     BindRequested,
     GroupCommand,
     GroupCommandReceived,
+    OtherBotCommanded,
     UnbindRequested,
     root_envelope,
     telegram_bind_key,
     telegram_command_key,
+    telegram_other_bot_key,
     telegram_unbind_key,
 )
 from services.telegram_gateway import filters
 from services.telegram_gateway.handlers import GROUP_CHATS, sender_of, thread_of
+from services.telegram_gateway.inbound import on_group_message
+from services.telegram_gateway.other_bots import OtherBots, command_for_other_bot
 
 log = structlog.get_logger("telegram_gateway.commands")
 
 # What the bot offers in Telegram's command menu of groups (setMyCommands at start).
 BOT_COMMANDS = {
-    "task": "Bind this group to a Planfix task: /task <title> or /task <number>",
+    "task": "Bind this group to a Planfix task: /task <title>, /task <number> or /task <link>",
     "status": "Which Planfix task this group is bound to",
     "unbind": "Stop carrying messages between this group and its task",
     "help": "What this bot does and its commands",
@@ -56,19 +63,25 @@ class BotProfile(NamedTuple):
 class TaskArgs(NamedTuple):
     task_number: int | None
     task_title: str | None
+    # The whole argument was one link: the binder decides which task of its account it names.
+    task_link: str | None = None
 
 
 _TASK_NUMBER = re.compile(r"#?([0-9]+)")
 
 
 def parse_task_args(args: str | None) -> TaskArgs:
-    """``/task 4821`` or ``/task #4821`` bind a task by number; any other text is a new title."""
+    """``/task 4821`` or ``/task #4821`` bind a task by number, ``/task <link>`` by its link;
+    any other text is a new title (a link among words too: it is only part of the title)."""
     rest = (args or "").strip()
     if not rest:
         return TaskArgs(None, None)
     # [0-9] rather than \d or isdigit(): "²" or Arabic-Indic digits are not task numbers.
     if number := _TASK_NUMBER.fullmatch(rest):
         return TaskArgs(int(number[1]), None)
+    if is_link(rest):
+        # Never a title: a task named after a link is never what was meant.
+        return TaskArgs(None, None, rest)
     return TaskArgs(None, rest)
 
 
@@ -103,6 +116,7 @@ async def on_task_command(
         requested_by=requested_by,
         task_number=args.task_number,
         task_title=args.task_title,
+        task_link=args.task_link,
         chat_title=message.chat.title,
         thread_id=thread_of(message),
         requester_is_admin=await requester_is_admin(bot, message),
@@ -115,6 +129,7 @@ async def on_task_command(
             "bind_request_stored" if stored else "bind_request_duplicate",
             task_number=args.task_number,
             has_title=args.task_title is not None,
+            has_link=args.task_link is not None,
             requester_is_admin=event.requester_is_admin,
         )
 
@@ -141,14 +156,51 @@ async def on_unbind_command(
     log.info("unbind_request_stored" if stored else "unbind_request_duplicate", chat_id=chat_id)
 
 
-QuestionHandler = Callable[[Message, Update, EventPublisher, BotProfile], Awaitable[None]]
+async def task_for_other_bot(message: Message, bot_profile: BotProfile) -> bool | dict[str, str]:
+    """Filter: ``/task@<another bot>``; hands the handler that bot's username as ``addressed``."""
+    addressed = command_for_other_bot(message.text, "task", bot_profile.username)
+    return {"addressed": addressed} if addressed else False
+
+
+async def on_task_for_other_bot(
+    message: Message, event_update: Update, publisher: EventPublisher, addressed: str
+) -> None:
+    # Written to the group like any message: carried as one (if the group is bound).
+    await on_group_message(message, event_update, publisher)
+    chat_id, message_id = message.chat.id, message.message_id
+    key = telegram_other_bot_key(chat_id, message_id)
+    event = OtherBotCommanded(
+        **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
+        chat_id=chat_id,
+        message_id=message_id,
+        bot_username=addressed,
+        command="task",
+        sent_by=sender_of(message),
+        thread_id=thread_of(message),
+    )
+    stored = await publisher.publish(
+        event, subject=subjects.telegram_other_bot_commanded(chat_id), msg_id=key
+    )
+    log.info(
+        "other_bot_commanded_stored" if stored else "other_bot_commanded_duplicate",
+        chat_id=chat_id,
+        other_bot=addressed,
+    )
+
+
+QuestionHandler = Callable[[Message, Update, EventPublisher, BotProfile, Bot, OtherBots], Awaitable[None]]
 
 
 def question_handler(command: GroupCommand) -> QuestionHandler:
     """The handler of ``/status`` or ``/help``: both only ask the relay for an answer."""
 
     async def on_question(
-        message: Message, event_update: Update, publisher: EventPublisher, bot_profile: BotProfile
+        message: Message,
+        event_update: Update,
+        publisher: EventPublisher,
+        bot_profile: BotProfile,
+        bot: Bot,
+        other_bots: OtherBots,
     ) -> None:
         requested_by = sender_of(message)
         if requested_by is None:
@@ -156,6 +208,8 @@ def question_handler(command: GroupCommand) -> QuestionHandler:
             return
         chat_id, message_id = message.chat.id, message.message_id
         key = telegram_command_key(chat_id, message_id)
+        # Asked at /status only: a Bot API call (and a stream read) per message would be waste.
+        others = await other_bots.in_group(bot, chat_id) if command is GroupCommand.STATUS else []
         event = GroupCommandReceived(
             **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
             chat_id=chat_id,
@@ -165,9 +219,14 @@ def question_handler(command: GroupCommand) -> QuestionHandler:
             thread_id=thread_of(message),
             bot_reads_all_messages=bot_profile.reads_all_group_messages,
             bot_username=bot_profile.username,
+            other_bots=others,
         )
         stored = await publisher.publish(event, subject=subjects.telegram_group_command(chat_id), msg_id=key)
-        log.info("group_command_stored" if stored else "group_command_duplicate", command=str(command))
+        log.info(
+            "group_command_stored" if stored else "group_command_duplicate",
+            command=str(command),
+            other_bots=len(others),
+        )
 
     return on_question
 
@@ -182,4 +241,5 @@ def build_commands_router() -> Router:
         router.message.register(
             question_handler(command), GROUP_CHATS, filters.has_text, Command(command.value, ignore_case=True)
         )
+    router.message.register(on_task_for_other_bot, GROUP_CHATS, filters.has_text, task_for_other_bot)
     return router

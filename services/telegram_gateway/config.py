@@ -29,6 +29,10 @@ class TelegramGatewaySettings(TelegramSettings, NatsSettings, HealthSettings):
         default=1, alias="TELEGRAM_WEBHOOK_MAX_CONNECTIONS", ge=1, le=100
     )
 
+    # A webhook set to another address belongs to another program (Planfix's own integration,
+    # another bridge): the gateway stops rather than take it over, unless this is true.
+    telegram_take_over_webhook: bool = Field(default=False, alias="TELEGRAM_TAKE_OVER_WEBHOOK")
+
     @field_validator("telegram_webhook_url")
     @classmethod
     def _https(cls, value: str | None) -> str | None:

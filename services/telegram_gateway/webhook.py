@@ -1,17 +1,23 @@
 """Webhook mode: Telegram POSTs each update to us instead of being polled.
 
 The endpoint checks ``X-Telegram-Bot-Api-Secret-Token`` before it reads the body (wrong or
-missing: 401, nothing read, nothing published), refuses bodies over the limit (413) and
-malformed ones (400), and answers 200 only after the update's event is stored: a failure is a
-500, and Telegram delivers the update again later, as an unconfirmed update is in polling
-mode. Updates are handled one at a time, in the order they arrive (with the default
-``max_connections`` of 1 Telegram sends them in order).
+missing: 401, nothing read, nothing published), refuses bodies over the limit (413), and
+answers 200 only after the update's event is stored: a failure is a 500, and Telegram delivers
+the update again later, as an unconfirmed update is in polling mode. Updates are handled one at
+a time, in the order they arrive (with the default ``max_connections`` of 1 Telegram sends them
+in order).
+
+An update aiogram cannot decode (a field newer than its models), or a body that is not JSON at
+all, is stored as a dead letter (``undecodable``) and answered 200, as polling confirms such an
+update: a 4xx would make Telegram send it again and again, holding back every update after it.
+Only when the dead letter cannot be stored is the answer a 500 (Telegram sends it again later).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Awaitable
 from urllib.parse import urlsplit
 
 import msgspec
@@ -22,6 +28,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from services.telegram_gateway.polling import handle_update
+from services.telegram_gateway.undecodable import FROM_WEBHOOK, UndecodableUpdates
 
 log = structlog.get_logger("telegram_gateway.webhook")
 
@@ -35,9 +42,19 @@ def webhook_path(url: str) -> str:
 
 
 class TelegramWebhook:
-    def __init__(self, *, bot: Bot, dispatcher: Dispatcher, secret: str, max_body: int, path: str) -> None:
+    def __init__(
+        self,
+        *,
+        bot: Bot,
+        dispatcher: Dispatcher,
+        undecodable: UndecodableUpdates,
+        secret: str,
+        max_body: int,
+        path: str,
+    ) -> None:
         self._bot = bot
         self._dispatcher = dispatcher
+        self._undecodable = undecodable
         self._secret = secret.encode()
         self._max_body = max_body
         self._path = path
@@ -61,12 +78,17 @@ class TelegramWebhook:
             return web.json_response({"error": "body not received in time"}, status=408)
         if raw is None:
             return web.json_response({"error": "body too large"}, status=413)
-        try:
-            update = Update.model_validate(msgspec.json.decode(raw), context={"bot": self._bot})
-        except (msgspec.DecodeError, ValidationError, UnicodeDecodeError) as error:
-            log.warning("telegram_webhook_bad_update", error=str(error)[:200])
-            return web.json_response({"error": "not a Telegram update"}, status=400)
         async with self._in_order:
+            try:
+                value = msgspec.json.decode(raw)
+            except (msgspec.DecodeError, UnicodeDecodeError) as error:
+                unreadable = self._undecodable.store_unreadable(raw, error, came_by=FROM_WEBHOOK)
+                return await self._dead_letter(unreadable)
+            try:
+                update = Update.model_validate(value, context={"bot": self._bot})
+            except ValidationError as error:
+                undecodable = self._undecodable.store(value, error, body=raw, came_by=FROM_WEBHOOK)
+                return await self._dead_letter(undecodable)
             try:
                 await handle_update(self._bot, self._dispatcher, update)
             except Exception:
@@ -74,6 +96,16 @@ class TelegramWebhook:
                 log.exception("telegram_webhook_update_failed", update_id=update.update_id)
                 return web.json_response({"error": "not stored, retry later"}, status=500)
         return web.json_response({"ok": True})
+
+    async def _dead_letter(self, storing: Awaitable[None]) -> web.Response:
+        """200 once the update is kept as a dead letter (Telegram then drops it); else 500."""
+        try:
+            await storing
+        except Exception as error:
+            # Not kept: Telegram keeps the update and sends it again later.
+            log.warning("dead_letter_not_stored", error=type(error).__name__)
+            return web.json_response({"error": "not stored, retry later"}, status=500)
+        return web.json_response({"ok": True, "dead_lettered": True})
 
     async def _read_body(self, request: web.Request) -> bytes | None:
         """The body, or None past the limit (reading no more than limit + 1 bytes)."""
