@@ -163,11 +163,6 @@ def test_task_with_any_other_link_is_refused_with_why_and_never_becomes_a_task(
     assert len(fake_planfix.tasks()) == tasks_before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the relay must pass other_bots=event.other_bots to notices.status_text "
-    "(services/relay/to_telegram.py, _answer_command); remove this marker with that line",
-)
 def test_status_where_planfix_s_own_bot_is_an_admin_says_every_message_would_reach_planfix_twice(
     bridge: Bridge, fake_telegram: FakeTelegram, unique_chat_id: int
 ) -> None:

@@ -238,6 +238,7 @@ class ToTelegram:
                 task_url=self.task_url(bound.task_number) if bound else "",
                 in_topic=event.thread_id is not None,
                 bot_reads_all_messages=event.bot_reads_all_messages,
+                other_bots=event.other_bots,
             )
             kind = TelegramMessageKind.STATUS
         else:
