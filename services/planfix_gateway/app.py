@@ -112,6 +112,7 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
             broker, give_up_after_s=WEBHOOK_PUBLISH_TIMEOUT_S, attempt_timeout_s=WEBHOOK_PUBLISH_ATTEMPT_S
         ),
         publish_timeout_s=WEBHOOK_PUBLISH_TIMEOUT_S,
+        header=settings.planfix_webhook_header,
     )
     fetcher = CommentFetcher(
         planfix=planfix,
@@ -145,6 +146,8 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
         host=settings.planfix_webhook_host,
         port=settings.planfix_webhook_port,
         webhook_path="/planfix/webhook/<PLANFIX_WEBHOOK_SECRET>",
+        # The header's name only: its value is a secret.
+        webhook_header=settings.planfix_webhook_header_name,
     )
     return None
 
