@@ -47,7 +47,8 @@ from services.planfix_gateway.reread import (
     WatchFeed,
     Watchlist,
     fingerprint,
-    pass_allowance,
+    next_credit,
+    pass_share,
     read_page,
     requests_per_day,
     tasks_to_read,
@@ -234,25 +235,42 @@ def test_tasks_are_read_in_turn_within_the_allowance(
     assert tasks_to_read(active, last_read, allowance) == expected
 
 
-COSTS: list[tuple[int, float, int, int, int]] = [
+COSTS: list[tuple[int, float, int, float, int]] = [
     # tasks, interval (s), daily cap of the re-read, requests per pass, requests per day
-    (1, 600, 5000, 34, 144),
-    (10, 600, 5000, 34, 1_440),
-    (34, 600, 5000, 34, 4_896),
-    (100, 600, 5000, 34, 4_896),  # capped: each task read about every 30 minutes instead
-    (100, 600, 20_000, 138, 14_400),
-    (10, 60, 5000, 3, 4_320),
-    (10, 3600, 5000, 208, 240),
+    (1, 600, 5000, 34.7, 144),
+    (10, 600, 5000, 34.7, 1_440),
+    (34, 600, 5000, 34.7, 4_896),
+    (100, 600, 5000, 34.7, 5_000),  # capped: each task read about every 29 minutes instead
+    (100, 600, 20_000, 138.9, 14_400),
+    (10, 60, 5000, 3.5, 5_000),
+    (10, 3600, 5000, 208.3, 240),
+    (10, 3, 5000, 0.2, 5_000),  # a read every six passes or so
 ]
 
 
 @pytest.mark.parametrize(("tasks", "interval_s", "cap", "per_pass", "per_day"), COSTS)
 def test_the_cost_in_requests_is_tasks_times_periods_held_to_the_cap(
-    tasks: int, interval_s: float, cap: int, per_pass: int, per_day: int
+    tasks: int, interval_s: float, cap: int, per_pass: float, per_day: int
 ) -> None:
-    assert pass_allowance(cap, interval_s) == per_pass
+    assert round(pass_share(cap, interval_s), 1) == per_pass
     assert requests_per_day(tasks, interval_s, cap) == per_day
     assert per_day <= cap
+
+
+CREDITS: list[tuple[str, float, float, float]] = [
+    ("a pass's share", 0.0, 34.7, 34.7),
+    ("what is left is kept", 0.7, 34.7, 34.7),  # but never more than one pass's worth
+    ("an overspent pass leaves less", -2.0, 34.7, 32.7),
+    ("small shares add up to a request", 0.6, 0.2, 0.8),
+    ("at most one request saved up", 0.9, 0.2, 1.0),
+]
+
+
+@pytest.mark.parametrize(
+    ("credit", "share", "expected"), [case[1:] for case in CREDITS], ids=[case[0] for case in CREDITS]
+)
+def test_a_pass_spends_its_share_and_saves_up_no_burst(credit: float, share: float, expected: float) -> None:
+    assert next_credit(credit, share) == pytest.approx(expected)
 
 
 # --- the fold --------------------------------------------------------------------------------------

@@ -214,7 +214,7 @@ async def _reread(
             "reread_on",
             interval_min=settings.planfix_reread_interval_min,
             active_h=settings.planfix_reread_active_h,
-            tasks_per_pass=rereader.allowance,
+            requests_per_pass=round(rereader.requests_per_pass, 1),
             # What 10 active tasks cost a day, for the operator weighing the daily cap.
             requests_per_day_for_10_tasks=requests_per_day(
                 10, interval_s, settings.planfix_reread_max_per_day

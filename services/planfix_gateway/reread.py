@@ -13,7 +13,7 @@ Cost, in Planfix requests: one per task per period, plus one per comment found m
 tasks x 1440 / interval a day: 144 per task at 10 minutes, so 10 active tasks cost 1,440 a day
 (7% of the smallest plan's 20,000; 1.4% of 100,000). The re-read as a whole is held to
 ``PLANFIX_REREAD_MAX_PER_DAY`` (default 5,000, a quarter of 20,000): with more active tasks than
-a period's share (34 at the defaults) each is read in turn, least recently read first, so each
+a period's share (34.7 at the defaults) each is read in turn, least recently read first, so each
 is read less often instead of the account running out. When Planfix reports fewer than
 ``DAILY_RESERVE`` requests left for the day (``X-RateLimit-Remaining``) a pass is skipped: live
 comments come first. Every request waits for its turn in the account's shared pacing like any
@@ -191,16 +191,21 @@ def tasks_to_read(active: Mapping[int, float], last_read: Mapping[int, float], a
     return order[: max(0, allowance)]
 
 
-def pass_allowance(max_per_day: int, interval_s: float) -> int:
-    """Requests one pass may make so that the passes of a day stay within ``max_per_day``."""
-    passes_per_day = DAY_S / interval_s
-    return max(1, math.floor(max_per_day / passes_per_day))
+def pass_share(max_per_day: int, interval_s: float) -> float:
+    """Requests one pass may make, on average, so that a day's passes stay within ``max_per_day``
+    (a fraction below 1 means a read every few passes)."""
+    return max_per_day * interval_s / DAY_S
+
+
+def next_credit(credit: float, share: float) -> float:
+    """The requests a pass may make: what is left (or overspent) plus this pass's share, never
+    more than one pass's worth (or one request), so that idle passes save up no burst."""
+    return min(credit + share, max(1.0, share))
 
 
 def requests_per_day(tasks: int, interval_s: float, max_per_day: int) -> int:
     """What re-reading ``tasks`` active tasks costs a day (without the rare confirmations)."""
-    per_pass = min(tasks, pass_allowance(max_per_day, interval_s))
-    return math.floor(per_pass * DAY_S / interval_s)
+    return math.floor(min(tasks * DAY_S / interval_s, max_per_day))
 
 
 # --- the fold ---------------------------------------------------------------------------------------
@@ -385,7 +390,8 @@ class CommentRereader:
         self._source_id = source_id
         self._interval_s = interval_s
         self._active_s = active_s
-        self._allowance = pass_allowance(max_per_day, interval_s)
+        self._share = pass_share(max_per_day, interval_s)
+        self._credit = 0.0
         self._relay_hidden = relay_hidden
         self._before_read = before_read
         self._catch_up = catch_up
@@ -393,8 +399,8 @@ class CommentRereader:
         self._last_read: dict[int, float] = {}
 
     @property
-    def allowance(self) -> int:
-        return self._allowance
+    def requests_per_pass(self) -> float:
+        return self._share
 
     async def run(self, lease: Lease) -> None:
         """Re-read every interval while holding the lease; stand by while another replica does."""
@@ -455,8 +461,10 @@ class CommentRereader:
         for task in list(self._last_read):
             if task not in active:
                 del self._last_read[task]
-        for task in tasks_to_read(active, self._last_read, self._allowance):
-            if outcome.requests >= self._allowance:
+        self._credit = next_credit(self._credit, self._share)
+        allowance = math.floor(self._credit)
+        for task in tasks_to_read(active, self._last_read, allowance):
+            if outcome.requests >= allowance:
                 break
             try:
                 await self._reread(task, since, outcome)
@@ -467,6 +475,8 @@ class CommentRereader:
                 # Planfix away, the task gone or no longer readable: the other tasks still go.
                 log.warning("reread_task_failed", task_number=task, error=str(error))
             self._last_read[task] = self._clock()
+        # Confirmations may overspend a little: the next pass has that much less.
+        self._credit -= outcome.requests
         return outcome
 
     async def _reread(self, task: int, since: float, outcome: PassOutcome) -> None:
