@@ -96,11 +96,13 @@ def parse_webhook(raw: bytes, content_type: str = "") -> WebhookIds:
 
 
 def _fields(raw: bytes, content_type: str) -> Any:
-    """The body's top-level fields: by its declared type first, then JSON, salvaged JSON, form."""
+    """The body's top-level fields: as its declared type says, unless it plainly is JSON (a
+    scenario set up with the wrong type), else JSON, salvaged JSON, or a form."""
     media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type == MULTIPART_FORM:
+    looks_like_json = raw.lstrip().startswith((b"{", b"["))
+    if media_type == MULTIPART_FORM and not looks_like_json:
         return multipart_fields(raw, content_type)
-    if media_type == FORM_URLENCODED:
+    if media_type == FORM_URLENCODED and not looks_like_json:
         return form_fields(raw)
     try:
         return msgspec.json.decode(raw)
@@ -109,7 +111,7 @@ def _fields(raw: bytes, content_type: str) -> Any:
         if salvaged is not None:
             return salvaged
         # A form sent as text/plain or even as JSON: refusing it would stall Planfix for nothing.
-        if not raw.lstrip().startswith((b"{", b"[")) and b"=" in raw:
+        if not looks_like_json and b"=" in raw:
             return form_fields(raw)
         raise BadWebhook("body is neither JSON nor a form") from error
 
