@@ -182,9 +182,10 @@ async def _reread(
     interval_s = settings.planfix_reread_interval_min * 60
     active_s = settings.planfix_reread_active_h * 3600
     js = broker.connection.jetstream()
-    watchlist = Watchlist(relay_hidden=settings.planfix_relay_hidden_comments)
-    feed = WatchFeed(watchlist, active_s=active_s)
     while True:
+        # A fresh fold each try: events applied by a half-finished replay must not count twice.
+        watchlist = Watchlist(relay_hidden=settings.planfix_relay_hidden_comments)
+        feed = WatchFeed(watchlist, active_s=active_s)
         try:
             await feed.start(js, timeout_s=settings.nats_startup_timeout_s)
             lease_bucket = await when_jetstream_ready(
@@ -229,8 +230,12 @@ async def _reread(
 
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    try:
         await task
+    except asyncio.CancelledError:
+        pass
+    except Exception as error:  # a stop must not fail on what a background task left behind
+        log.warning("background_task_failed", task=task.get_name(), error=f"{type(error).__name__}: {error}")
 
 
 async def _stop_broker(broker: NatsBroker) -> None:

@@ -307,6 +307,7 @@ class WatchFeed:
         self._applied: dict[int, int] = {}
 
     async def start(self, js: Any, timeout_s: float = 60.0) -> None:
+        self._applied = {}
         first = await _first_seq_since(
             js, PLANFIX_STREAM.name, ALL_PLANFIX_COMMENT_CHANGES, time.time() - self._active_s
         )
@@ -404,6 +405,14 @@ class CommentRereader:
 
     async def run(self, lease: Lease) -> None:
         """Re-read every interval while holding the lease; stand by while another replica does."""
+        try:
+            await self._run(lease)
+        finally:
+            # Handed over at once: a restarted replica need not wait for the lease to lapse.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(lease.release(), 2.0)
+
+    async def _run(self, lease: Lease) -> None:
         while True:
             try:
                 await lease.acquire()
