@@ -21,9 +21,9 @@ other, and for the webhook's pending answers (``before_read``).
 
 What is watched is a fold of two streams, never a database: BINDING (which tasks are bound, as
 the relay's directory learns it) and PLANFIX's ``planfix.comment.*.*`` from
-``PLANFIX_REREAD_ACTIVE_H`` ago (each comment relayed, and every later change, whoever noticed
-it). Only the fingerprint of a comment's content is kept. Comments the bridge wrote itself (with
-a ``sourceObjectId``) are not watched: the bridge edits those.
+``PLANFIX_REREAD_ACTIVE_H`` ago (each comment of a bound task, and every later change, whoever
+noticed it). Only the fingerprint of a comment's content is kept. Comments the bridge wrote
+itself (with a ``sourceObjectId``) are not watched: the bridge edits those.
 
 Idempotent: an edit's ``Nats-Msg-Id`` is the comment id, how many changes were seen before it
 and a hash of the new content, so a repeated pass (or a replica) publishes nothing new, and the
@@ -249,6 +249,10 @@ class Watchlist:
         ours = event.source_object_id is not None or event.source_id is not None
         if ours or (event.is_hidden and not self._relay_hidden) or event.comment_id in self._comments:
             return
+        if event.task_number not in self._task_by_group.values():
+            # No group was shown it: nothing to keep in step (and an account's other tasks cost
+            # no memory). Bindings are folded first (``WatchFeed.start``), then followed live.
+            return
         self._comments[event.comment_id] = Watched(
             comment_id=event.comment_id,
             task_number=event.task_number,
@@ -311,17 +315,20 @@ class WatchFeed:
         first = await _first_seq_since(
             js, PLANFIX_STREAM.name, ALL_PLANFIX_COMMENT_CHANGES, time.time() - self._active_s
         )
-        self._subscriptions = [
-            await self._follow(js, BINDING_STREAM.name, ALL_BINDING_EVENTS, ConsumerConfig()),
-            # By sequence, not by time: an ordered consumer that restarts after a gap asks for a
-            # start sequence, which the server refuses beside a start time.
+        # Bindings first, caught up, so that each comment replayed next finds its task's binding.
+        bindings = await self._follow(js, BINDING_STREAM.name, ALL_BINDING_EVENTS, ConsumerConfig())
+        self._subscriptions = [bindings]
+        await self.catch_up(timeout_s)
+        # By sequence, not by time: an ordered consumer that restarts after a gap asks for a start
+        # sequence, which the server refuses beside a start time.
+        self._subscriptions.append(
             await self._follow(
                 js,
                 PLANFIX_STREAM.name,
                 ALL_PLANFIX_COMMENT_CHANGES,
                 ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first),
-            ),
-        ]
+            )
+        )
         await self.catch_up(timeout_s)
 
     async def _follow(self, js: Any, stream: str, subject: str, config: ConsumerConfig) -> Any:
