@@ -12,6 +12,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import pytest
 
 from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
@@ -430,8 +431,8 @@ async def test_a_pass_publishes_an_edit_and_a_deletion_once_and_a_repeat_nothing
     outcome = await reread.run_pass()
 
     assert (outcome.tasks_read, outcome.edits, outcome.deletions) == (1, 1, 1)
-    # One list for the task, one look at the comment missing from it.
-    assert planfix.requests == ["list 4821", "get 12"]
+    # One list for the task, one look at the comment changed and at the one missing from it.
+    assert planfix.requests == ["list 4821", "get 11", "get 12"]
     events = [event for _, event in publisher.stored.values()]
     [edit] = [e for e in events if isinstance(e, PlanfixCommentUpdated)]
     [deletion] = [e for e in events if isinstance(e, PlanfixCommentDeleted)]
@@ -504,6 +505,24 @@ async def test_an_update_folded_while_the_page_was_read_is_not_overwritten_by_th
     assert (outcome.tasks_read, outcome.edits, publisher.stored) == (1, 0, {})
 
 
+async def test_a_list_that_renders_a_comment_otherwise_does_not_rewrite_it() -> None:
+    class Abridging(StandInPlanfix):
+        async def list_comments(self, task_number: int, **kwargs: Any) -> list[PlanfixComment]:
+            page = await super().list_comments(task_number, **kwargs)
+            return [msgspec.structs.replace(c, description=c.description[:8]) for c in page]
+
+    planfix = Abridging([comment(11, "<p>a long comment</p>")])
+    watch = Watchlist()
+    for event in (bound(-100, 4821), added(11, "<p>a long comment</p>")):
+        watch.apply(event)
+    publisher = RecordingPublisher()
+
+    outcome = await rereader(planfix, watch, publisher).run_pass()
+
+    assert planfix.requests == ["list 4821", "get 11"]
+    assert (outcome.edits, publisher.stored) == (0, {})
+
+
 async def test_a_pass_is_skipped_when_the_days_budget_is_nearly_spent() -> None:
     planfix = StandInPlanfix([comment(11, "<p>edited</p>")])
     planfix.daily_budget_remaining = DAILY_RESERVE - 1
@@ -528,7 +547,7 @@ async def test_a_task_planfix_cannot_serve_does_not_stop_the_others() -> None:
 
     outcome = await rereader(planfix, watch, publisher).run_pass()
 
-    assert planfix.requests == ["list 1", "list 2"]
+    assert planfix.requests == ["list 1", "list 2", "get 21"]
     assert outcome.edits == 1
     assert [e.comment_id for _, e in publisher.stored.values() if isinstance(e, PlanfixCommentUpdated)] == [
         21

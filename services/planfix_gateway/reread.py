@@ -2,14 +2,17 @@
 
 Planfix's help pages show no scenario event for "comment changed" or "comment deleted", so the
 bridge cannot count on being told (it still accepts such notices: ``fetcher``). Instead, every
-``PLANFIX_REREAD_INTERVAL_MIN`` minutes (default 10; 0 switches this off) it re-reads the newest
-page of comments (``POST /task/{id}/comments/list``, up to 100) of each bound task that had a
-comment relayed within ``PLANFIX_REREAD_ACTIVE_H`` hours (default 24), compares each comment
-with what the group was shown, and publishes what an edit/delete notice would have produced:
-``PlanfixCommentUpdated`` when the text or the files changed, ``PlanfixCommentDeleted`` when
-the comment is marked deleted, or is missing from the page and ``GET /comment/{id}`` confirms it.
+``PLANFIX_REREAD_INTERVAL_MIN`` minutes (default 10; 0 switches this off) it re-reads a page of
+comments (``POST /task/{id}/comments/list``, up to 100, through the client's ``list_comments``;
+meant to be the newest: a page that misses the recent ones is logged) of each bound task that
+had a comment relayed within ``PLANFIX_REREAD_ACTIVE_H`` hours (default 24), compares each
+comment with what the group was shown, and publishes what an edit/delete notice would have
+produced: ``PlanfixCommentUpdated`` when the text or the files changed, ``PlanfixCommentDeleted``
+when the comment is marked deleted, or is missing from the page and ``GET /comment/{id}``
+confirms it.
 
-Cost, in Planfix requests: one per task per period, plus one per comment found missing. That is
+Cost, in Planfix requests: one per task per period, plus one per comment found changed or
+missing (each is confirmed with ``GET /comment/{id}``, the read it was carried from). That is
 tasks x 1440 / interval a day: 144 per task at 10 minutes, so 10 active tasks cost 1,440 a day
 (7% of the smallest plan's 20,000; 1.4% of 100,000). The re-read as a whole is held to
 ``PLANFIX_REREAD_MAX_PER_DAY`` (default 5,000, a quarter of 20,000): with more active tasks than
@@ -514,13 +517,13 @@ class CommentRereader:
                 comments=reading.unreached,
                 hint="the comment list did not come newest-first; edits of these go unnoticed",
             )
-        for seen, now in reading.edited:
-            if self._still(seen):
-                outcome.edits += await self._publish_edit(seen, now)
         for seen in reading.deleted:
             if self._still(seen):
                 outcome.deletions += await self._publish_deletion(seen)
-        for seen in reading.missing[:MAX_CONFIRMS_PER_TASK]:
+        # An edit seen in the list is confirmed by the read the comment was carried from
+        # (GET /comment/{id}): a list that renders a comment otherwise must not rewrite it.
+        to_confirm = [seen for seen, _ in reading.edited] + reading.missing
+        for seen in to_confirm[:MAX_CONFIRMS_PER_TASK]:
             if self._before_read is not None:
                 await self._before_read()
             outcome.requests += 1
