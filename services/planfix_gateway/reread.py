@@ -408,6 +408,7 @@ class CommentRereader:
         self._catch_up = catch_up
         self._clock = clock
         self._last_read: dict[int, float] = {}
+        self._told_unreached: set[int] = set()
 
     @property
     def requests_per_pass(self) -> float:
@@ -510,7 +511,9 @@ class CommentRereader:
         outcome.tasks_read += 1
         page = await self._planfix.list_comments(task, source_id=self._source_id, page_size=PAGE_SIZE)
         reading = read_page(snapshot, page, page_size=PAGE_SIZE, relay_hidden=self._relay_hidden)
-        if reading.unreached:
+        if reading.unreached and task not in self._told_unreached:
+            # Once per task: the order of the list does not change from pass to pass.
+            self._told_unreached.add(task)
             log.warning(
                 "reread_page_misses_recent_comments",
                 task_number=task,
