@@ -189,7 +189,11 @@ def load_settings(settings_class: type[S], service: str) -> S:
 def describe_settings_error(error: ValidationError) -> list[str]:
     lines = []
     for problem in error.errors():
-        name = str(problem["loc"][0]) if problem["loc"] else "?"
+        if not problem["loc"]:
+            # A rule across variables (e.g. two that go together): its message names them.
+            lines.append(f"  {problem['msg'].removeprefix('Value error, ')}")
+            continue
+        name = str(problem["loc"][0])
         what = "is not set" if problem["type"] == "missing" else f"is invalid: {problem['msg']}"
         hint = HOW_TO_GET.get(name)
         lines.append(f"  {name} {what}" + (f"\n      how to get it: {hint}" if hint else ""))

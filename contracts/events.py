@@ -672,6 +672,13 @@ def planfix_comment_deleted_key(comment_id: int) -> str:
     return f"pf:comment:{comment_id}:deleted"
 
 
+def planfix_comment_reread_key(comment_id: int, changes_seen: int, content_hash: str) -> str:
+    """Key of an edit noticed by re-reading the task's comments: the same content after the
+    same number of earlier changes is the same edit (a repeated pass publishes nothing), while
+    A -> B -> A -> B is three edits, not two."""
+    return f"pf:comment:{comment_id}:reread:{changes_seen}:{content_hash}"
+
+
 def derived_key(cause: Event, what: str) -> str:
     """Key for an event caused by ``cause``: redelivering the cause rebuilds the same event."""
     return f"{what}:from:{cause.event_id}"

@@ -20,8 +20,8 @@ subject                                               stream       published by
 ``telegram.other_bot.commanded.<chat_id>``            TELEGRAM     telegram_gateway (/task@<other bot>)
 ``planfix.webhook.comment.<task_number>``             PLANFIX      planfix_gateway (HTTP, ids only)
 ``planfix.comment.added.<task_number>``               PLANFIX      planfix_gateway (content fetched)
-``planfix.comment.updated.<task_number>``             PLANFIX      planfix_gateway (content fetched)
-``planfix.comment.deleted.<task_number>``             PLANFIX      planfix_gateway (checked gone)
+``planfix.comment.updated.<task_number>``             PLANFIX      planfix_gateway (fetched, re-read)
+``planfix.comment.deleted.<task_number>``             PLANFIX      planfix_gateway (checked, re-read)
 ``binding.bound.<chat_id>``                           BINDING      binder
 ``binding.rejected.<chat_id>``                        BINDING      binder
 ``binding.unbound.<chat_id>``                         BINDING      binder (/unbind), bridge CLI
@@ -408,14 +408,16 @@ CATALOGUE: tuple[SubjectSpec, ...] = (
         stream="PLANFIX",
         event_tags=("planfix.comment_updated.v1",),
         published_by="planfix_gateway",
-        description="A Planfix comment was changed, with its new content; key: task number",
+        description="A Planfix comment was changed, with its new content (after a scenario's notice, "
+        "or noticed by the paced re-read of the task); key: task number",
     ),
     SubjectSpec(
         pattern="planfix.comment.deleted.*",
         stream="PLANFIX",
         event_tags=("planfix.comment_deleted.v1",),
         published_by="planfix_gateway",
-        description="A Planfix comment was deleted (checked); key: task number",
+        description="A Planfix comment was deleted (checked; after a scenario's notice, or noticed by "
+        "the paced re-read of the task); key: task number",
     ),
     SubjectSpec(
         pattern="binding.unbind_rejected.*",

@@ -12,6 +12,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterator
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -45,6 +46,21 @@ notice_like = st.fixed_dictionaries(
     optional={"event": st.sampled_from(["comment.added", "comment.updated", "", "x"]) | st.text(max_size=5)},
 )
 
+form_like = st.dictionaries(
+    st.sampled_from(["event", "task", "comment", "taskNumber", "commentId", "text"]) | st.text(max_size=8),
+    st.one_of(st.from_regex(r"\s*\d{1,22}\s*", fullmatch=True), st.text(max_size=25)),
+    max_size=5,
+)
+BOUNDARY = "fuzz-boundary"
+
+
+def multipart(fields: dict[str, str]) -> bytes:
+    parts = [
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in fields.items()
+    ]
+    return ("".join(parts) + f"--{BOUNDARY}--\r\n").encode("utf-8", errors="surrogatepass")
+
 
 def mutate(data: bytes, flips: list[tuple[int, int]]) -> bytes:
     mutable = bytearray(data)
@@ -64,14 +80,37 @@ bodies = st.one_of(
     ).map(lambda pair: mutate(*pair)),
     # Planfix pastes template values raw: quotes and newlines inside "strings".
     st.text(max_size=40).map(lambda text: f'{{"task": "4821", "comment": "{text}"}}'.encode()),
+    # Forms, as a scenario may send them: the same fields, url-encoded or in multipart parts.
+    form_like.map(lambda fields: urlencode(fields).encode()),
+    st.tuples(
+        form_like.map(lambda fields: urlencode(fields).encode()),
+        st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=4),
+    ).map(lambda pair: mutate(*pair)),
+    form_like.map(lambda fields: multipart(fields)),
+    st.tuples(
+        form_like.map(lambda fields: multipart(fields)),
+        st.lists(st.tuples(st.integers(0, 300), st.integers(0, 255)), max_size=4),
+    ).map(lambda pair: mutate(*pair)),
+)
+CONTENT_TYPES = st.sampled_from(
+    [
+        "application/json",
+        "text/plain",
+        "",
+        "application/x-www-form-urlencoded",
+        "application/x-www-form-urlencoded; charset=utf-8",
+        f"multipart/form-data; boundary={BOUNDARY}",
+        "multipart/form-data",
+        "multipart/form-data; boundary=other",
+    ]
 )
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-@given(bodies)
-def test_parsing_any_body_gives_ids_or_a_reason(body: bytes) -> None:
+@given(bodies, CONTENT_TYPES)
+def test_parsing_any_body_gives_ids_or_a_reason(body: bytes, content_type: str) -> None:
     try:
-        ids = parse_webhook(body)
+        ids = parse_webhook(body, content_type)
     except BadWebhook as error:
         reason = str(error)
         assert reason, "a refusal always says why"
@@ -132,19 +171,17 @@ def test_the_endpoint_answers_every_input_deliberately_and_publishes_only_authen
         @settings(
             max_examples=max(200, EXAMPLES // 5), deadline=None, suppress_health_check=list(HealthCheck)
         )
-        @given(
-            secret=secrets, body=bodies, content_type=st.sampled_from(["application/json", "text/plain", ""])
-        )
+        @given(secret=secrets, body=bodies, content_type=CONTENT_TYPES)
         def post(secret: str, body: bytes, content_type: str) -> None:
             response = client.post(webhook_url + secret, content=body, headers={"content-type": content_type})
             STATUSES[response.status_code] += 1
             assert response.status_code in {200, 400, 401, 404, 405, 413}, response.text
             if response.status_code == 200:
                 assert secret == SECRET
-                accepted.add(parse_webhook(body).comment_id)
+                accepted.add(parse_webhook(body, content_type).comment_id)
             elif response.status_code in {401, 404}:
                 with contextlib.suppress(BadWebhook):
-                    refused_notices.add(parse_webhook(body).comment_id)
+                    refused_notices.add(parse_webhook(body, content_type).comment_id)
 
         post()
         # Still serving after everything it was fed.

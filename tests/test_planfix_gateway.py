@@ -10,15 +10,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlencode
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from bridge_lib import devstack
+from bridge_lib.settings import describe_settings_error
 from contracts.events import (
     AnyEvent,
     Event,
@@ -30,6 +33,7 @@ from contracts.events import (
     PlanfixFile,
 )
 from sandbox.fake_planfix import FakePlanfix
+from services.planfix_gateway.config import PlanfixGatewaySettings
 from tests.conftest import PLANFIX_TOKEN, WEBHOOK_SECRET
 from tests.support import REPO_ROOT, LoopThread, ServiceProcess, eventually, read_stream_events, stays
 
@@ -53,8 +57,11 @@ class Gateway:
             return False
 
 
-def gateway_env(*, nats_url: str, planfix_url: str, port: int, token: str = PLANFIX_TOKEN) -> dict[str, str]:
+def gateway_env(
+    *, nats_url: str, planfix_url: str, port: int, token: str = PLANFIX_TOKEN, **extra: str
+) -> dict[str, str]:
     return {
+        **extra,
         "PLANFIX_BASE_URL": planfix_url,
         "PLANFIX_API_TOKEN": token,
         "PLANFIX_WEBHOOK_SECRET": WEBHOOK_SECRET,
@@ -119,9 +126,19 @@ def wait_events(loop: LoopThread, nats_url: str, task_number: int, count: int) -
     return eventually(enough, what=f"{count} events for task {task_number}")
 
 
-def post(gateway: Gateway, body: bytes, *, url: str | None = None) -> httpx.Response:
+def post(
+    gateway: Gateway,
+    body: bytes,
+    *,
+    url: str | None = None,
+    content_type: str = "application/json",
+    headers: list[tuple[str, str]] | None = None,
+) -> httpx.Response:
     return httpx.post(
-        url or gateway.webhook_url, content=body, headers={"Content-Type": "application/json"}, timeout=30
+        url or gateway.webhook_url,
+        content=body,
+        headers=[("Content-Type", content_type), *(headers or [])],
+        timeout=30,
     )
 
 
@@ -329,7 +346,9 @@ def test_wrong_secret_is_401_and_publishes_nothing(loop: LoopThread, nats_url: s
 
 
 MALFORMED: list[tuple[str, bytes, int]] = [
-    ("not json", b"task=7300002&comment=1", 400),
+    ("neither JSON nor a form", b"task 7300002, comment 1", 400),
+    ("a form with a field twice", b"task=7300014&task=7300015&comment=1", 400),
+    ("a form without the comment", b"task=7300016&text=hello", 400),
     ("empty", b"", 400),
     (
         "broken JSON whose ids cannot be read",
@@ -380,6 +399,78 @@ def test_a_body_broken_by_raw_newlines_and_quotes_is_still_read_by_its_ids(
     assert added.comment_id == comment_id
 
 
+def multipart(fields: dict[str, str], boundary: str = "planfix-boundary") -> bytes:
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in fields.items()
+    ]
+    return ("".join(parts) + f"--{boundary}--\r\n").encode()
+
+
+PASTED_TEXT = 'He said "hi"\nand & left = 1'
+FORMS: list[tuple[str, str, Callable[[int, int], bytes]]] = [
+    (
+        "urlencoded",
+        "application/x-www-form-urlencoded",
+        lambda task, comment: f"event=comment.added&task={task}&comment={comment}".encode(),
+    ),
+    (
+        "urlencoded with a pasted text",
+        "application/x-www-form-urlencoded; charset=UTF-8",
+        lambda task, comment: urlencode({"task": task, "comment": comment, "text": PASTED_TEXT}).encode(),
+    ),
+    (
+        "multipart",
+        "multipart/form-data; boundary=planfix-boundary",
+        lambda task, comment: multipart({"task": str(task), "comment": str(comment), "text": PASTED_TEXT}),
+    ),
+    ("JSON declared as a form", "application/x-www-form-urlencoded", ids_body),
+    (
+        "a form sent as text/plain",
+        "text/plain",
+        lambda task, comment: f"taskNumber={task}&commentId={comment}".encode(),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body_of"), [(t, b) for _, t, b in FORMS], ids=[name for name, _, _ in FORMS]
+)
+def test_a_form_scenario_body_is_read_like_json(
+    loop: LoopThread,
+    nats_url: str,
+    fake_planfix: FakePlanfix,
+    gateway: Gateway,
+    content_type: str,
+    body_of: Callable[[int, int], bytes],
+) -> None:
+    task = fake_planfix.add_task("Gateway form body")
+    comment_id = fake_planfix.add_employee_comment(task, "<p>sent as a form</p>", fire_webhook=False)
+
+    response = post(gateway, body_of(task, comment_id), content_type=content_type)
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"ok": True}
+    [added] = eventually(
+        lambda: of_type(task_events(loop, nats_url, task), PlanfixCommentAdded), what="comment fetched"
+    )
+    assert (added.comment_id, added.text_html) == (comment_id, "<p>sent as a form</p>")
+
+
+def test_a_form_and_json_notice_of_one_comment_are_one_notice(
+    loop: LoopThread, nats_url: str, fake_planfix: FakePlanfix, gateway: Gateway
+) -> None:
+    task = fake_planfix.add_task("Gateway form and JSON")
+    comment_id = fake_planfix.add_employee_comment(task, "once", fire_webhook=False)
+
+    assert post(gateway, ids_body(task, comment_id)).status_code == 200
+    form = f"task={task}&comment={comment_id}".encode()
+    assert post(gateway, form, content_type="application/x-www-form-urlencoded").status_code == 200
+
+    eventually(lambda: len(task_events(loop, nats_url, task)) == 2, what="notice and comment")
+    stays(lambda: len(task_events(loop, nats_url, task)) == 2, for_s=1.0, what="still one of each")
+
+
 def test_hidden_comments_are_not_relayed(
     loop: LoopThread, nats_url: str, fake_planfix: FakePlanfix, gateway: Gateway
 ) -> None:
@@ -421,6 +512,144 @@ def test_rejected_bodies_published_nothing(loop: LoopThread, nats_url: str, gate
     events = loop.run(read_stream_events(nats_url, "planfix.>"))
     assert [e for _, e in events if 7_300_000 < getattr(e, "task_number", 0) < 7_400_000] == []
     assert gateway.service.alive()
+
+
+# --- the optional header: a second factor beside the secret path --------------------------------------
+
+HEADER_NAME = "X-Bridge-Key"
+HEADER_VALUE = "second-factor-0123456789abcdef"
+
+
+def test_the_optional_header_is_a_second_factor_refused_like_a_wrong_secret_and_never_logged(
+    loop: LoopThread, work_dir: Path, fake_planfix: FakePlanfix
+) -> None:
+    # A NATS server of its own: this gateway must not take the shared one's notices.
+    nats = devstack.start_nats(work_dir / "nats-gateway-header", log_file=work_dir / "nats-header.log")
+    url = nats.extra["url"]
+    running = start_gateway(
+        work_dir / "gateway-header",
+        nats_url=url,
+        planfix_url=fake_planfix.base_url,
+        PLANFIX_WEBHOOK_HEADER_NAME=HEADER_NAME,
+        PLANFIX_WEBHOOK_HEADER_VALUE=HEADER_VALUE,
+    )
+    try:
+        wrong_secret = post(
+            running, ids_body(7_600_001, 1), url=f"{running.base_url}/planfix/webhook/wrong-secret-x"
+        )
+        refused = {
+            "no header": post(running, ids_body(7_600_002, 2)),
+            "wrong value": post(running, ids_body(7_600_003, 3), headers=[(HEADER_NAME, "x" * 30)]),
+            "value plus one": post(
+                running, ids_body(7_600_004, 4), headers=[(HEADER_NAME, HEADER_VALUE + "x")]
+            ),
+            "value twice": post(
+                running,
+                ids_body(7_600_005, 5),
+                headers=[(HEADER_NAME, HEADER_VALUE), (HEADER_NAME, HEADER_VALUE)],
+            ),
+            "right header, wrong secret": post(
+                running,
+                ids_body(7_600_006, 6),
+                url=f"{running.base_url}/planfix/webhook/wrong-secret-x",
+                headers=[(HEADER_NAME, HEADER_VALUE)],
+            ),
+        }
+        accepted = post(running, ids_body(7_600_007, 7), headers=[(HEADER_NAME.lower(), HEADER_VALUE)])
+        form = post(
+            running,
+            b"task=7600008&comment=8",
+            content_type="application/x-www-form-urlencoded",
+            headers=[(HEADER_NAME, HEADER_VALUE)],
+        )
+        stored = {
+            event.task_number
+            for _, event in loop.run(read_stream_events(url, "planfix.webhook.comment.>"))
+            if isinstance(event, PlanfixCommentWebhookReceived)
+        }
+    finally:
+        running.service.stop()
+        nats.stop()
+
+    assert (wrong_secret.status_code, wrong_secret.json()) == (401, {"error": "unauthorized"})
+    for what, response in refused.items():
+        # The same answer as a wrong secret: a caller cannot tell which factor failed.
+        assert (response.status_code, response.json()) == (401, {"error": "unauthorized"}), what
+    assert (accepted.status_code, form.status_code) == (200, 200)
+    assert stored == {7_600_007, 7_600_008}
+    log = running.service.log_text()
+    assert "webhook_bad_header" in log
+    assert HEADER_VALUE not in log
+    assert WEBHOOK_SECRET not in log
+
+
+HEADER_SETTINGS: list[tuple[str, dict[str, str], str | None]] = [
+    ("neither", {}, None),
+    (
+        "both",
+        {"PLANFIX_WEBHOOK_HEADER_NAME": "X-Bridge-Key", "PLANFIX_WEBHOOK_HEADER_VALUE": HEADER_VALUE},
+        None,
+    ),
+    ("name only", {"PLANFIX_WEBHOOK_HEADER_NAME": "X-Bridge-Key"}, "go together"),
+    ("value only", {"PLANFIX_WEBHOOK_HEADER_VALUE": HEADER_VALUE}, "go together"),
+    (
+        "a short value",
+        {"PLANFIX_WEBHOOK_HEADER_NAME": "X-Bridge-Key", "PLANFIX_WEBHOOK_HEADER_VALUE": "short-value"},
+        "PLANFIX_WEBHOOK_HEADER_VALUE is invalid",
+    ),
+    (
+        "a value with a line break",
+        {
+            "PLANFIX_WEBHOOK_HEADER_NAME": "X-Bridge-Key",
+            "PLANFIX_WEBHOOK_HEADER_VALUE": HEADER_VALUE + "\nX: y",
+        },
+        "printable ASCII",
+    ),
+    (
+        "a value ending in a space",
+        {"PLANFIX_WEBHOOK_HEADER_NAME": "X-Bridge-Key", "PLANFIX_WEBHOOK_HEADER_VALUE": HEADER_VALUE + " "},
+        "printable ASCII",
+    ),
+    (
+        "a name with a space",
+        {"PLANFIX_WEBHOOK_HEADER_NAME": "X Bridge Key", "PLANFIX_WEBHOOK_HEADER_VALUE": HEADER_VALUE},
+        "PLANFIX_WEBHOOK_HEADER_NAME is invalid",
+    ),
+    (
+        "a name HTTP sets",
+        {"PLANFIX_WEBHOOK_HEADER_NAME": "Content-Type", "PLANFIX_WEBHOOK_HEADER_VALUE": HEADER_VALUE},
+        "set by HTTP or a proxy",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"), [case[1:] for case in HEADER_SETTINGS], ids=[case[0] for case in HEADER_SETTINGS]
+)
+def test_the_header_settings_are_checked_at_start_without_showing_the_value(
+    values: dict[str, str], complaint: str | None
+) -> None:
+    required = {
+        "PLANFIX_BASE_URL": "https://example.planfix.com/rest/",
+        "PLANFIX_API_TOKEN": "t",
+        "PLANFIX_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    }
+
+    try:
+        # Validated as given: neither the environment nor a .env file adds to it.
+        settings = PlanfixGatewaySettings.model_validate({**required, **values})
+    except ValidationError as error:
+        problems = "\n".join(describe_settings_error(error))
+        assert complaint is not None, problems
+        assert complaint in problems
+        assert HEADER_VALUE not in problems
+        return
+    assert complaint is None
+    if values:
+        assert settings.planfix_webhook_header == ("X-Bridge-Key", HEADER_VALUE)
+        assert HEADER_VALUE not in repr(settings)
+    else:
+        assert settings.planfix_webhook_header is None
 
 
 # --- outages --------------------------------------------------------------------------------------

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
+import uuid
+from functools import partial
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -18,13 +23,22 @@ from faststream.nats import NatsBroker
 
 from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker, start_subscribers
 from bridge_lib.health import start_health_server
-from bridge_lib.jetstream_ready import JetStreamNotReady
+from bridge_lib.jetstream_ready import JetStreamNotReady, when_jetstream_ready
+from bridge_lib.lease import Lease, open_lease_bucket
 from bridge_lib.metrics import track_planfix_budget
 from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
 from bridge_lib.runtime import log_startup_failed
 from services.planfix_gateway.config import PlanfixGatewaySettings
 from services.planfix_gateway.fetcher import CommentFetcher, router
 from services.planfix_gateway.fetcher import wiring as fetcher_wiring
+from services.planfix_gateway.reread import (
+    LEASE_KEY,
+    LEASE_TTL_S,
+    CommentRereader,
+    WatchFeed,
+    Watchlist,
+    requests_per_day,
+)
 from services.planfix_gateway.webhook import WebhookReceiver
 
 log = structlog.get_logger("planfix_gateway")
@@ -112,6 +126,7 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
             broker, give_up_after_s=WEBHOOK_PUBLISH_TIMEOUT_S, attempt_timeout_s=WEBHOOK_PUBLISH_ATTEMPT_S
         ),
         publish_timeout_s=WEBHOOK_PUBLISH_TIMEOUT_S,
+        header=settings.planfix_webhook_header,
     )
     fetcher = CommentFetcher(
         planfix=planfix,
@@ -140,13 +155,87 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
             hint="is PLANFIX_WEBHOOK_PORT used by another process?",
         )
         return EXIT_FAILED
+    if settings.planfix_reread_interval_min > 0:
+        rereading = asyncio.create_task(_reread(settings, broker, planfix, receiver), name="reread")
+        stack.push_async_callback(_cancel, rereading)
+    else:
+        log.info("reread_off", hint="edits and deletions come only from scenario notices, if any")
     log.info(
         "planfix_gateway_started",
         host=settings.planfix_webhook_host,
         port=settings.planfix_webhook_port,
         webhook_path="/planfix/webhook/<PLANFIX_WEBHOOK_SECRET>",
+        # The header's name only: its value is a secret.
+        webhook_header=settings.planfix_webhook_header_name,
     )
     return None
+
+
+async def _reread(
+    settings: PlanfixGatewaySettings, broker: NatsBroker, planfix: Any, receiver: WebhookReceiver
+) -> None:
+    """Re-read bound tasks' recent comments for edits and deletions (``reread``), for ever.
+
+    Started after the webhook listener and outside start-up: its stream replay must neither
+    delay the first answers to Planfix nor stop the service when NATS is slow.
+    """
+    interval_s = settings.planfix_reread_interval_min * 60
+    active_s = settings.planfix_reread_active_h * 3600
+    js = broker.connection.jetstream()
+    while True:
+        # A fresh fold each try: events applied by a half-finished replay must not count twice.
+        watchlist = Watchlist(relay_hidden=settings.planfix_relay_hidden_comments)
+        feed = WatchFeed(watchlist, active_s=active_s)
+        try:
+            await feed.start(js, timeout_s=settings.nats_startup_timeout_s)
+            lease_bucket = await when_jetstream_ready(
+                "the LEASES bucket",
+                partial(open_lease_bucket, js, replicas=settings.nats_stream_replicas),
+                timeout_s=settings.nats_startup_timeout_s,
+            )
+            break
+        except Exception as error:
+            await feed.stop()
+            log.warning("reread_not_ready", error=f"{type(error).__name__}: {error}")
+            await asyncio.sleep(5.0)
+    try:
+        rereader = CommentRereader(
+            planfix=planfix,
+            publisher=EventPublisher(broker, give_up_after_s=FETCHER_PUBLISH_GIVE_UP_S),
+            watchlist=watchlist,
+            source_id=settings.planfix_source_id,
+            interval_s=interval_s,
+            active_s=active_s,
+            max_per_day=settings.planfix_reread_max_per_day,
+            relay_hidden=settings.planfix_relay_hidden_comments,
+            before_read=receiver.no_burst_pending,
+            catch_up=feed.catch_up,
+        )
+        log.info(
+            "reread_on",
+            interval_min=settings.planfix_reread_interval_min,
+            active_h=settings.planfix_reread_active_h,
+            requests_per_pass=round(rereader.requests_per_pass, 1),
+            # What 10 active tasks cost a day, for the operator weighing the daily cap.
+            requests_per_day_for_10_tasks=requests_per_day(
+                10, interval_s, settings.planfix_reread_max_per_day
+            ),
+            max_requests_per_day=settings.planfix_reread_max_per_day,
+        )
+        owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        await rereader.run(Lease(lease_bucket, LEASE_KEY, owner=owner, ttl_s=LEASE_TTL_S))
+    finally:
+        await feed.stop()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception as error:  # a stop must not fail on what a background task left behind
+        log.warning("background_task_failed", task=task.get_name(), error=f"{type(error).__name__}: {error}")
 
 
 async def _stop_broker(broker: NatsBroker) -> None:

@@ -3,14 +3,38 @@
 from __future__ import annotations
 
 import re
+from typing import Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bridge_lib.settings import HealthSettings, NatsSettings, PlanfixSettings
 
 MIN_SECRET_LENGTH = 16
 # Characters that survive a URL path untouched (RFC 3986 "unreserved").
 _URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
+# An HTTP field name (RFC 9110 "token"), and a value of visible ASCII with inner spaces only.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+# Headers that HTTP itself or a proxy sets or rewrites: a scenario's value there would not last.
+_RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "expect",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-real-ip",
+    }
+)
 
 
 class PlanfixGatewaySettings(NatsSettings, PlanfixSettings, HealthSettings):
@@ -24,6 +48,19 @@ class PlanfixGatewaySettings(NatsSettings, PlanfixSettings, HealthSettings):
     planfix_webhook_max_body: int = Field(default=64 * 1024, alias="PLANFIX_WEBHOOK_MAX_BODY", ge=256)
     # Hidden comments (isHidden) are internal to Planfix; relay them to the group only if asked.
     planfix_relay_hidden_comments: bool = Field(default=False, alias="PLANFIX_RELAY_HIDDEN_COMMENTS")
+    # Optional second factor: a header the scenario's HTTP request sets (Planfix lets a scenario
+    # add headers), checked after the path; both set or neither.
+    planfix_webhook_header_name: str | None = Field(default=None, alias="PLANFIX_WEBHOOK_HEADER_NAME")
+    planfix_webhook_header_value: SecretStr | None = Field(default=None, alias="PLANFIX_WEBHOOK_HEADER_VALUE")
+    # Edits and deletions noticed by re-reading: every this many minutes, the newest page of
+    # comments of each bound task with recent comments (one request per task per period; 0: off).
+    planfix_reread_interval_min: float = Field(default=10.0, alias="PLANFIX_REREAD_INTERVAL_MIN", ge=0)
+    # A comment is watched for edits for this long after it was relayed; a task with no comment
+    # that recent is not re-read at all.
+    planfix_reread_active_h: float = Field(default=24.0, alias="PLANFIX_REREAD_ACTIVE_H", gt=0)
+    # Requests a day the re-read may spend at most (of the account's 20,000-100,000): with more
+    # active tasks than a period's share, each is read in turn, less often.
+    planfix_reread_max_per_day: int = Field(default=5000, alias="PLANFIX_REREAD_MAX_PER_DAY", ge=1)
 
     @field_validator("planfix_webhook_secret")
     @classmethod
@@ -34,3 +71,42 @@ class PlanfixGatewaySettings(NatsSettings, PlanfixSettings, HealthSettings):
         if not _URL_SAFE.fullmatch(secret):
             raise ValueError("may only contain letters, digits and - _ . ~ (it is part of a URL path)")
         return value
+
+    @field_validator("planfix_webhook_header_name")
+    @classmethod
+    def _header_name_shape(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _HEADER_NAME.fullmatch(value):
+            raise ValueError("must be an HTTP header name: letters, digits and - (e.g. X-Bridge-Key)")
+        if value.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"{value} is set by HTTP or a proxy; choose your own, e.g. X-Bridge-Key")
+        return value
+
+    @field_validator("planfix_webhook_header_value")
+    @classmethod
+    def _header_value_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters long")
+        if not _HEADER_VALUE.fullmatch(secret):
+            raise ValueError("may only contain printable ASCII, without spaces at either end")
+        return value
+
+    @model_validator(mode="after")
+    def _header_both_or_neither(self) -> Self:
+        if (self.planfix_webhook_header_name is None) != (self.planfix_webhook_header_value is None):
+            raise ValueError(
+                "PLANFIX_WEBHOOK_HEADER_NAME and PLANFIX_WEBHOOK_HEADER_VALUE go together: "
+                "set both or neither"
+            )
+        return self
+
+    @property
+    def planfix_webhook_header(self) -> tuple[str, str] | None:
+        """(name, value) every webhook request must carry, or None when not asked for."""
+        if self.planfix_webhook_header_name is None or self.planfix_webhook_header_value is None:
+            return None
+        return self.planfix_webhook_header_name, self.planfix_webhook_header_value.get_secret_value()

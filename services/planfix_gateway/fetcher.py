@@ -9,6 +9,9 @@ the Planfix API wait in the stream: the notice is redelivered until the fetch wo
 * ``comment.deleted`` -> ``PlanfixCommentDeleted``, once per comment, and only when Planfix
   confirms it: the comment is gone or marked deleted. A notice about a comment that is still
   there is logged and dropped, so a wrong scenario cannot wipe messages from a group.
+
+Planfix's help pages show no scenario event for an edited or deleted comment, so the last two
+arrive only where an operator can send them; otherwise ``reread`` notices edits and deletions.
 """
 
 from __future__ import annotations

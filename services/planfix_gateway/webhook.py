@@ -1,13 +1,17 @@
 """The HTTP side: Planfix's scenario POSTs ids here; we store them as an event and answer fast.
 
 Planfix sends an account's scenario requests one at a time and stalls every request for
-3 minutes after a failure, so this handler does nothing slow: check the secret, parse two ids,
-publish one event, answer. The comment itself is fetched later by ``fetcher``.
+3 minutes after a failure, so this handler does nothing slow: check the secret (and the
+optional header, ``PLANFIX_WEBHOOK_HEADER_NAME``), parse two ids, publish one event, answer.
+The comment itself is fetched later by ``fetcher``.
 
 Accepted body: a JSON object ``{"task": <id>, "comment": <id>}`` (aliases ``taskNumber`` and
 ``commentId``), each id an integer or a string of digits, since Planfix pastes template values
 as text; an optional ``"event"`` is ``"comment.added"`` (the default), ``"comment.updated"`` or
-``"comment.deleted"`` (one Planfix scenario per event). Anything else is a 400.
+``"comment.deleted"``. The same fields as a form (``application/x-www-form-urlencoded``, or
+``multipart/form-data``: ``task=4821&comment=90017``) are read the same way, since a scenario's
+request may be set up to send one; so is a body that is not JSON but reads as such a form,
+whatever its content type says. Anything else is a 400.
 
 Planfix pastes template variables raw, so a scenario whose body also carries text (a comment
 with quotes or line breaks) sends broken JSON. Such a body is still accepted when the ids can be
@@ -19,15 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.parser
+import email.policy
 import hmac
 import re
 import time
+import urllib.parse
 from collections import Counter
 from typing import Any, NamedTuple
 
 import msgspec
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from bridge_lib.eventbus import EventPublisher
 from contracts import subjects
@@ -65,14 +72,17 @@ class BadWebhook(ValueError):
     """The body is not a comment notice we understand; the text says why (sent back to the caller)."""
 
 
-def parse_webhook(raw: bytes) -> WebhookIds:
-    try:
-        data: Any = msgspec.json.decode(raw)
-    except ValueError as error:  # msgspec.DecodeError, or UnicodeDecodeError inside a string
-        salvaged = salvage_ids(raw)
-        if salvaged is None:
-            raise BadWebhook("body is not valid JSON") from error
-        data = salvaged
+FORM_URLENCODED = "application/x-www-form-urlencoded"
+MULTIPART_FORM = "multipart/form-data"
+# Our fields and their aliases; a form with many more fields is not our scenario's.
+_FORM_FIELDS = ("event", "task", "taskNumber", "comment", "commentId")
+_MAX_FORM_FIELDS = 50
+
+
+def parse_webhook(raw: bytes, content_type: str = "") -> WebhookIds:
+    """The ids of a notice, from a JSON or form body; ``content_type`` is the request's
+    ``Content-Type`` header (with its parameters: a multipart body needs its boundary)."""
+    data = _fields(raw, content_type)
     if not isinstance(data, dict):
         raise BadWebhook("body must be a JSON object")
     event = data.get("event", PlanfixCommentAction.ADDED.value)
@@ -85,7 +95,73 @@ def parse_webhook(raw: bytes) -> WebhookIds:
     )
 
 
-_SALVAGE_FIELDS = ("event", "task", "taskNumber", "comment", "commentId")
+def _fields(raw: bytes, content_type: str) -> Any:
+    """The body's top-level fields: as its declared type says, unless it plainly is JSON (a
+    scenario set up with the wrong type), else JSON, salvaged JSON, or a form."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    looks_like_json = raw.lstrip().startswith((b"{", b"["))
+    if media_type == MULTIPART_FORM and not looks_like_json:
+        return multipart_fields(raw, content_type)
+    if media_type == FORM_URLENCODED and not looks_like_json:
+        return form_fields(raw)
+    try:
+        return msgspec.json.decode(raw)
+    except ValueError as error:  # msgspec.DecodeError, or UnicodeDecodeError inside a string
+        salvaged = salvage_ids(raw)
+        if salvaged is not None:
+            return salvaged
+        # A form sent as text/plain or even as JSON: refusing it would stall Planfix for nothing.
+        if not looks_like_json and b"=" in raw:
+            return form_fields(raw)
+        raise BadWebhook("body is neither JSON nor a form") from error
+
+
+def form_fields(raw: bytes) -> dict[str, str]:
+    """``task=4821&comment=90017`` as a dict; a field given twice is ambiguous and refused."""
+    try:
+        text = raw.decode("utf-8")
+        pairs = urllib.parse.parse_qsl(
+            text, keep_blank_values=True, max_num_fields=_MAX_FORM_FIELDS, errors="strict"
+        )
+    except ValueError as error:  # UnicodeDecodeError, or more fields than allowed
+        raise BadWebhook("form body is not readable") from error
+    return _one_value_each(pairs)
+
+
+def multipart_fields(raw: bytes, content_type: str) -> dict[str, str]:
+    """The text fields of a ``multipart/form-data`` body (file parts are ignored)."""
+    # The stdlib's MIME parser reads multipart once it is given the header with the boundary.
+    header = f"Content-Type: {content_type}\r\n\r\n".encode("utf-8", errors="replace")
+    pairs: list[tuple[str, str]] = []
+    try:
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(header + raw)
+        parts = list(message.iter_parts()) if message.is_multipart() else []
+        for part in parts[: _MAX_FORM_FIELDS + 1]:
+            name = part.get_param("name", header="content-disposition")
+            if not isinstance(name, str) or part.get_filename() is not None:
+                continue
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes):
+                pairs.append((name, payload.decode("utf-8", errors="replace")))
+    except Exception as error:  # the parser is lenient, but not documented never to raise
+        raise BadWebhook("multipart body is not readable") from error
+    if not parts:
+        raise BadWebhook("multipart body has no parts (is the boundary right?)")
+    if len(parts) > _MAX_FORM_FIELDS:
+        raise BadWebhook("multipart body has too many fields")
+    return _one_value_each(pairs)
+
+
+def _one_value_each(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name in fields and name in _FORM_FIELDS:
+            raise BadWebhook(f"'{name}' is given more than once")
+        fields.setdefault(name, value)
+    return fields
+
+
+_SALVAGE_FIELDS = _FORM_FIELDS
 
 
 def salvage_ids(raw: bytes) -> dict[str, str] | None:
@@ -136,9 +212,18 @@ def build_event(ids: WebhookIds, key: str) -> PlanfixCommentWebhookReceived:
 
 class WebhookReceiver:
     def __init__(
-        self, *, secret: str, max_body: int, publisher: EventPublisher, publish_timeout_s: float
+        self,
+        *,
+        secret: str,
+        max_body: int,
+        publisher: EventPublisher,
+        publish_timeout_s: float,
+        header: tuple[str, str] | None = None,
     ) -> None:
         self._secret = secret.encode()
+        # (name, value) of the header every request must carry too: a second factor beside the
+        # path, for a secret URL that leaked (a screenshot of the scenario, a proxy's log).
+        self._header = (header[0], header[1].encode()) if header else None
         self._max_body = max_body
         self._publisher = publisher
         self._publish_timeout_s = publish_timeout_s
@@ -189,6 +274,11 @@ class WebhookReceiver:
             log.warning("webhook_bad_secret", remote=request.remote)
             self.counts["bad_secret"] += 1
             return _error(401, "unauthorized")
+        if self._header is not None and not self._header_matches(request, *self._header):
+            # The same answer as a wrong secret: a caller learns nothing about which one failed.
+            log.warning("webhook_bad_header", remote=request.remote, header=self._header[0])
+            self.counts["bad_header"] += 1
+            return _error(401, "unauthorized")
         try:
             raw = await self._read_body(request)
         except TimeoutError:
@@ -201,7 +291,7 @@ class WebhookReceiver:
             self.counts["too_large"] += 1
             return _error(413, f"body larger than {self._max_body} bytes")
         try:
-            ids = parse_webhook(raw)
+            ids = parse_webhook(raw, request.headers.get(hdrs.CONTENT_TYPE, ""))
         except BadWebhook as error:
             log.warning(
                 "webhook_rejected",
@@ -212,6 +302,13 @@ class WebhookReceiver:
             self.counts["rejected"] += 1
             return _error(400, str(error))
         return await self._store(ids)
+
+    @staticmethod
+    def _header_matches(request: web.Request, name: str, expected: bytes) -> bool:
+        # Constant-time; a header sent twice (a proxy added one) is refused, not guessed at.
+        values = request.headers.getall(name, [])
+        given = values[0].encode("utf-8", errors="replace") if len(values) == 1 else b""
+        return hmac.compare_digest(given, expected) and len(values) == 1
 
     async def _read_body(self, request: web.Request) -> bytes | None:
         """The body, or None when it is over the limit (read no further than limit + 1 bytes)."""

@@ -1,0 +1,618 @@
+"""Edits and deletions of Planfix comments noticed by re-reading, not by a scenario.
+
+Planfix's help pages show no scenario event for "comment changed" or "comment deleted", so the
+bridge cannot count on being told (it still accepts such notices: ``fetcher``). Instead, every
+``PLANFIX_REREAD_INTERVAL_MIN`` minutes (default 10; 0 switches this off) it re-reads a page of
+comments (``POST /task/{id}/comments/list``, up to 100, through the client's ``list_comments``;
+meant to be the newest: a page that misses the recent ones is logged) of each bound task that
+had a comment relayed within ``PLANFIX_REREAD_ACTIVE_H`` hours (default 24), compares each
+comment with what the group was shown, and publishes what an edit/delete notice would have
+produced: ``PlanfixCommentUpdated`` when the text or the files changed, ``PlanfixCommentDeleted``
+when the comment is marked deleted, or is missing from the page and ``GET /comment/{id}``
+confirms it.
+
+Cost, in Planfix requests: one per task per period, plus one per comment found changed or
+missing (each is confirmed with ``GET /comment/{id}``, the read it was carried from). That is
+tasks x 1440 / interval a day: 144 per task at 10 minutes, so 10 active tasks cost 1,440 a day
+(7% of the smallest plan's 20,000; 1.4% of 100,000). The re-read as a whole is held to
+``PLANFIX_REREAD_MAX_PER_DAY`` (default 5,000, a quarter of 20,000): with more active tasks than
+a period's share (34.7 at the defaults) each is read in turn, least recently read first, so each
+is read less often instead of the account running out. When Planfix reports fewer than
+``DAILY_RESERVE`` requests left for the day (``X-RateLimit-Remaining``) a pass is skipped: live
+comments come first. Every request waits for its turn in the account's shared pacing like any
+other, and for the webhook's pending answers (``before_read``).
+
+What is watched is a fold of two streams, never a database: BINDING (which tasks are bound, as
+the relay's directory learns it) and PLANFIX's ``planfix.comment.*.*`` from
+``PLANFIX_REREAD_ACTIVE_H`` ago (each comment of a bound task, and every later change, whoever
+noticed it). Only the fingerprint of a comment's content is kept. Comments the bridge wrote
+itself (with a ``sourceObjectId``) are not watched: the bridge edits those.
+
+Idempotent: an edit's ``Nats-Msg-Id`` is the comment id, how many changes were seen before it
+and a hash of the new content, so a repeated pass (or a replica) publishes nothing new, and the
+next pass compares against the edit once it is folded; a deletion has the scenario path's id.
+One replica re-reads at a time (lease ``planfix_reread``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+import msgspec
+import structlog
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from bridge_lib.eventbus import EventPublisher
+from bridge_lib.lease import Lease, LeaseLost
+from bridge_lib.planfix import (
+    CommentNotFound,
+    DailyLimitReached,
+    PlanfixComment,
+    PlanfixError,
+)
+from contracts import subjects
+from contracts.events import (
+    BindingMoved,
+    Envelope,
+    PlanfixCommentAdded,
+    PlanfixCommentDeleted,
+    PlanfixCommentUpdated,
+    PlanfixPerson,
+    TaskBound,
+    TaskUnbound,
+    decode_event,
+    event_id_for,
+    planfix_comment_deleted_key,
+    planfix_comment_reread_key,
+    utc_now,
+)
+from contracts.subjects import ALL_BINDING_EVENTS, ALL_PLANFIX_COMMENT_CHANGES, BINDING_STREAM, PLANFIX_STREAM
+from services.planfix_gateway.fetcher import files_of
+
+log = structlog.get_logger("planfix_gateway.reread")
+
+DAY_S = 24 * 3600.0
+# The list endpoint's largest page: one request covers as many recent comments as it can.
+PAGE_SIZE = 100
+# Requests of the day left untouched by the re-read (of 20,000-100,000): live comments first.
+DAILY_RESERVE = 1_000
+LEASE_KEY = "planfix_reread"
+LEASE_TTL_S = 60.0
+# Comments confirmed one by one (GET /comment) per task and pass; the rest wait for the next.
+MAX_CONFIRMS_PER_TASK = 5
+
+Group = tuple[int, int | None]
+
+
+class CommentSource(Protocol):
+    """The Planfix calls the re-read makes (``bridge_lib.planfix.PlanfixClient``)."""
+
+    daily_budget_remaining: int | None
+
+    async def list_comments(
+        self, task_number: int, *, source_id: str | None = None, offset: int = 0, page_size: int = 100
+    ) -> list[PlanfixComment]: ...
+
+    async def get_comment(self, comment_id: int, *, source_id: str | None = None) -> PlanfixComment: ...
+
+
+class Watched(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """What the group was last shown of one comment: a fingerprint, not the text."""
+
+    comment_id: int
+    task_number: int
+    fingerprint: str
+    relayed_at: float
+    correlation_id: str
+    # The event that set this content (the comment's added event, or its last update).
+    last_event_id: str
+    # Updates seen since it was added: part of the next edit's key (A -> B -> A -> B).
+    changes: int = 0
+
+
+def fingerprint(text_html: str, file_ids: Iterable[int]) -> str:
+    """A short hash of what the group shows of a comment: its text and which files it has."""
+    files = ",".join(str(file_id) for file_id in sorted(file_ids))
+    return hashlib.sha256(f"{text_html}\x00{files}".encode()).hexdigest()[:16]
+
+
+def comment_fingerprint(comment: PlanfixComment) -> str:
+    return fingerprint(comment.description, (file.id for file in comment.files))
+
+
+# --- pure decisions ------------------------------------------------------------------------------
+
+Verdict = Literal["same", "edited", "deleted"]
+
+
+def verdict(watched: Watched, now: PlanfixComment | None, *, relay_hidden: bool) -> Verdict:
+    """What happened to a watched comment, given what Planfix shows now (None: not found)."""
+    if now is None or now.is_deleted:
+        return "deleted"
+    if now.source_object_id or (now.is_hidden and not relay_hidden):
+        # Ours after all, or hidden now: the fetcher does not carry those either.
+        return "same"
+    return "edited" if comment_fingerprint(now) != watched.fingerprint else "same"
+
+
+@dataclass(frozen=True)
+class PageReading:
+    edited: list[tuple[Watched, PlanfixComment]] = field(default_factory=list)
+    deleted: list[Watched] = field(default_factory=list)
+    # Inside the range the page covers but not on it: deleted, or hidden from the list; one
+    # GET /comment each tells.
+    missing: list[Watched] = field(default_factory=list)
+    # Newer than every comment of a full page: the list did not read newest-first.
+    unreached: int = 0
+
+
+def read_page(
+    watched: Mapping[int, Watched], page: Sequence[PlanfixComment], *, page_size: int, relay_hidden: bool
+) -> PageReading:
+    """Compare a page of a task's comments with what its groups were shown.
+
+    A page shorter than ``page_size`` holds every comment of the task; a full one covers the ids
+    from its lowest to its highest (comment ids grow with time), whatever order it came in.
+    """
+    on_page = {comment.id: comment for comment in page}
+    full = len(page) >= page_size
+    low, high = (min(on_page), max(on_page)) if on_page else (0, 0)
+    edited: list[tuple[Watched, PlanfixComment]] = []
+    deleted: list[Watched] = []
+    missing: list[Watched] = []
+    unreached = 0
+    for comment_id, seen in sorted(watched.items()):
+        now = on_page.get(comment_id)
+        if now is None:
+            if not full or low <= comment_id <= high:
+                missing.append(seen)
+            elif comment_id > high:
+                unreached += 1
+            continue
+        match verdict(seen, now, relay_hidden=relay_hidden):
+            case "edited":
+                edited.append((seen, now))
+            case "deleted":
+                deleted.append(seen)
+            case "same":
+                pass
+    return PageReading(edited=edited, deleted=deleted, missing=missing, unreached=unreached)
+
+
+def tasks_to_read(active: Mapping[int, float], last_read: Mapping[int, float], allowance: int) -> list[int]:
+    """Which tasks this pass reads: least recently read first (never read: first of all), then
+    the most recently active; at most ``allowance``."""
+    order = sorted(active, key=lambda task: (last_read.get(task, 0.0), -active[task], task))
+    return order[: max(0, allowance)]
+
+
+def pass_share(max_per_day: int, interval_s: float) -> float:
+    """Requests one pass may make, on average, so that a day's passes stay within ``max_per_day``
+    (a fraction below 1 means a read every few passes)."""
+    return max_per_day * interval_s / DAY_S
+
+
+def next_credit(credit: float, share: float) -> float:
+    """The requests a pass may make: what is left (or overspent) plus this pass's share, never
+    more than one pass's worth (or one request), so that idle passes save up no burst."""
+    return min(credit + share, max(1.0, share))
+
+
+def requests_per_day(tasks: int, interval_s: float, max_per_day: int) -> int:
+    """What re-reading ``tasks`` active tasks costs a day (without the rare confirmations)."""
+    return math.floor(min(tasks * DAY_S / interval_s, max_per_day))
+
+
+# --- the fold ---------------------------------------------------------------------------------------
+
+
+class Watchlist:
+    """Bound tasks and the recently relayed comments, folded from BINDING and PLANFIX events."""
+
+    def __init__(self, *, relay_hidden: bool = False) -> None:
+        self._relay_hidden = relay_hidden
+        self._task_by_group: dict[Group, int] = {}
+        self._comments: dict[int, Watched] = {}
+        self._by_task: dict[int, set[int]] = {}
+
+    def apply(self, event: Any) -> None:
+        if isinstance(event, TaskBound):
+            self._task_by_group[(event.chat_id, event.thread_id)] = event.task_number
+        elif isinstance(event, TaskUnbound):
+            group = (event.chat_id, event.thread_id)
+            # Only the binding that was removed: a later rebind to another task stands.
+            if self._task_by_group.get(group) == event.task_number:
+                del self._task_by_group[group]
+        elif isinstance(event, BindingMoved):
+            self._task_by_group.pop((event.old_chat_id, event.thread_id), None)
+            self._task_by_group[(event.chat_id, event.thread_id)] = event.task_number
+        elif isinstance(event, PlanfixCommentAdded):
+            self._added(event)
+        elif isinstance(event, PlanfixCommentUpdated):
+            seen = self._comments.get(event.comment_id)
+            if seen is not None:
+                self._comments[event.comment_id] = msgspec.structs.replace(
+                    seen,
+                    fingerprint=fingerprint(event.text_html, (file.id for file in event.files)),
+                    last_event_id=event.event_id,
+                    changes=seen.changes + 1,
+                )
+        elif isinstance(event, PlanfixCommentDeleted):
+            self._forget(event.comment_id)
+
+    def _added(self, event: PlanfixCommentAdded) -> None:
+        ours = event.source_object_id is not None or event.source_id is not None
+        if ours or (event.is_hidden and not self._relay_hidden) or event.comment_id in self._comments:
+            return
+        if event.task_number not in self._task_by_group.values():
+            # No group was shown it: nothing to keep in step (and an account's other tasks cost
+            # no memory). Bindings are folded first (``WatchFeed.start``), then followed live.
+            return
+        self._comments[event.comment_id] = Watched(
+            comment_id=event.comment_id,
+            task_number=event.task_number,
+            fingerprint=fingerprint(event.text_html, (file.id for file in event.files)),
+            relayed_at=event.occurred_at.timestamp(),
+            correlation_id=event.correlation_id,
+            last_event_id=event.event_id,
+        )
+        self._by_task.setdefault(event.task_number, set()).add(event.comment_id)
+
+    def _forget(self, comment_id: int) -> None:
+        seen = self._comments.pop(comment_id, None)
+        if seen is not None:
+            ids = self._by_task.get(seen.task_number, set())
+            ids.discard(comment_id)
+            if not ids:
+                self._by_task.pop(seen.task_number, None)
+
+    def forget_before(self, since: float) -> None:
+        """Stop watching comments relayed before ``since`` (memory stays a window's worth)."""
+        for comment_id in [c for c, seen in self._comments.items() if seen.relayed_at < since]:
+            self._forget(comment_id)
+
+    def bound_tasks(self) -> set[int]:
+        return set(self._task_by_group.values())
+
+    def active_tasks(self, since: float) -> dict[int, float]:
+        """Bound tasks with a comment relayed since ``since``: task -> its latest such comment."""
+        bound = self.bound_tasks()
+        active: dict[int, float] = {}
+        for task, ids in self._by_task.items():
+            if task in bound:
+                latest = max(self._comments[c].relayed_at for c in ids)
+                if latest >= since:
+                    active[task] = latest
+        return active
+
+    def watched_in(self, task_number: int, since: float) -> dict[int, Watched]:
+        return {
+            c: self._comments[c]
+            for c in self._by_task.get(task_number, ())
+            if self._comments[c].relayed_at >= since
+        }
+
+    def current(self, comment_id: int) -> Watched | None:
+        return self._comments.get(comment_id)
+
+
+class WatchFeed:
+    """Keeps a ``Watchlist`` folded from the streams: replays them at start, then follows them."""
+
+    def __init__(self, watchlist: Watchlist, *, active_s: float) -> None:
+        self._watchlist = watchlist
+        self._active_s = active_s
+        self._subscriptions: list[Any] = []
+        self._applied: dict[int, int] = {}
+
+    async def start(self, js: Any, timeout_s: float = 60.0) -> None:
+        self._applied = {}
+        first = await _first_seq_since(
+            js, PLANFIX_STREAM.name, ALL_PLANFIX_COMMENT_CHANGES, time.time() - self._active_s
+        )
+        # Bindings first, caught up, so that each comment replayed next finds its task's binding.
+        bindings = await self._follow(js, BINDING_STREAM.name, ALL_BINDING_EVENTS, ConsumerConfig())
+        self._subscriptions = [bindings]
+        await self.catch_up(timeout_s)
+        # By sequence, not by time: an ordered consumer that restarts after a gap asks for a start
+        # sequence, which the server refuses beside a start time.
+        self._subscriptions.append(
+            await self._follow(
+                js,
+                PLANFIX_STREAM.name,
+                ALL_PLANFIX_COMMENT_CHANGES,
+                ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first),
+            )
+        )
+        await self.catch_up(timeout_s)
+
+    async def _follow(self, js: Any, stream: str, subject: str, config: ConsumerConfig) -> Any:
+        index = len(self._applied)
+        self._applied[index] = 0
+
+        async def on_message(msg: Any) -> None:
+            try:
+                self._watchlist.apply(decode_event(msg.data))
+            except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                log.warning("undecodable_event_skipped", subject=msg.subject, error=str(error))
+            self._applied[index] = msg.metadata.sequence.stream
+
+        return await js.subscribe(subject, stream=stream, ordered_consumer=True, cb=on_message, config=config)
+
+    async def catch_up(self, timeout_s: float = 30.0) -> None:
+        """Wait until every event stored by now has been folded (TimeoutError after ``timeout_s``)."""
+        async with asyncio.timeout(timeout_s):
+            for index, subscription in enumerate(self._subscriptions):
+                while True:
+                    info = await subscription.consumer_info()
+                    delivered = info.delivered
+                    nothing_delivered = delivered is None or not delivered.consumer_seq
+                    if not info.num_pending and (
+                        nothing_delivered or self._applied[index] >= (delivered.stream_seq or 0)
+                    ):
+                        break
+                    await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        for subscription in self._subscriptions:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+
+# --- the passes ------------------------------------------------------------------------------------
+
+
+@dataclass
+class PassOutcome:
+    tasks_read: int = 0
+    requests: int = 0
+    edits: int = 0
+    deletions: int = 0
+    skipped: str | None = None
+
+
+class CommentRereader:
+    def __init__(
+        self,
+        *,
+        planfix: CommentSource,
+        publisher: EventPublisher,
+        watchlist: Watchlist,
+        source_id: str,
+        interval_s: float,
+        active_s: float,
+        max_per_day: int,
+        relay_hidden: bool = False,
+        before_read: Callable[[], Awaitable[None]] | None = None,
+        catch_up: Callable[[], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._planfix = planfix
+        self._publisher = publisher
+        self._watchlist = watchlist
+        self._source_id = source_id
+        self._interval_s = interval_s
+        self._active_s = active_s
+        self._share = pass_share(max_per_day, interval_s)
+        self._credit = 0.0
+        self._relay_hidden = relay_hidden
+        self._before_read = before_read
+        self._catch_up = catch_up
+        self._clock = clock
+        self._last_read: dict[int, float] = {}
+        self._told_unreached: set[int] = set()
+
+    @property
+    def requests_per_pass(self) -> float:
+        return self._share
+
+    async def run(self, lease: Lease) -> None:
+        """Re-read every interval while holding the lease; stand by while another replica does."""
+        try:
+            await self._run(lease)
+        finally:
+            # Handed over at once: a restarted replica need not wait for the lease to lapse.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(lease.release(), 2.0)
+
+    async def _run(self, lease: Lease) -> None:
+        while True:
+            try:
+                await lease.acquire()
+            except Exception as error:
+                log.warning("lease_acquire_failed", error=f"{type(error).__name__}: {error}")
+                await asyncio.sleep(1.0)
+                continue
+            keep = asyncio.create_task(lease.keep(), name="reread-lease")
+            work = asyncio.create_task(self._passes(), name="reread-passes")
+            try:
+                done, _ = await asyncio.wait({keep, work}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (keep, work):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, LeaseLost):
+                        await task
+            for task in done:
+                failure = None if task.cancelled() else task.exception()
+                if failure is not None and not isinstance(failure, LeaseLost):
+                    log.warning("reread_restarting", error=f"{type(failure).__name__}: {failure}")
+            await asyncio.sleep(1.0)
+
+    async def _passes(self) -> None:
+        # The first pass one interval after start: what was just folded needs no re-read yet.
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(self._interval_s)
+            try:
+                outcome = await self.run_pass()
+            except Exception as error:  # NATS or Planfix away: the next pass tries again
+                log.warning("reread_pass_failed", error=f"{type(error).__name__}: {error}")
+                continue
+            log.info(
+                "reread_pass_done",
+                tasks_read=outcome.tasks_read,
+                requests=outcome.requests,
+                edits=outcome.edits,
+                deletions=outcome.deletions,
+                skipped=outcome.skipped,
+                took_s=round(time.monotonic() - started - self._interval_s, 1),
+            )
+
+    async def run_pass(self) -> PassOutcome:
+        """Re-read the tasks due now and publish what changed; what one pass did."""
+        outcome = PassOutcome()
+        remaining = self._planfix.daily_budget_remaining
+        if remaining is not None and remaining < DAILY_RESERVE:
+            outcome.skipped = f"daily budget low ({remaining} left)"
+            return outcome
+        if self._catch_up is not None:
+            await self._catch_up()
+        since = self._clock() - self._active_s
+        self._watchlist.forget_before(since)
+        active = self._watchlist.active_tasks(since)
+        for task in list(self._last_read):
+            if task not in active:
+                del self._last_read[task]
+        self._credit = next_credit(self._credit, self._share)
+        allowance = math.floor(self._credit)
+        for task in tasks_to_read(active, self._last_read, allowance):
+            if outcome.requests >= allowance:
+                break
+            try:
+                await self._reread(task, since, outcome)
+            except DailyLimitReached:
+                outcome.skipped = "daily limit reached"
+                break
+            except PlanfixError as error:
+                # Planfix away, the task gone or no longer readable: the other tasks still go.
+                log.warning("reread_task_failed", task_number=task, error=str(error))
+            self._last_read[task] = self._clock()
+        # Confirmations may overspend a little: the next pass has that much less.
+        self._credit -= outcome.requests
+        return outcome
+
+    async def _reread(self, task: int, since: float, outcome: PassOutcome) -> None:
+        # What the group was shown, taken before the read: an update folded while we read is
+        # newer than our page, and must not be overwritten by it (see ``_still``).
+        snapshot = self._watchlist.watched_in(task, since)
+        if not snapshot:
+            return
+        if self._before_read is not None:
+            await self._before_read()
+        outcome.requests += 1
+        outcome.tasks_read += 1
+        page = await self._planfix.list_comments(task, source_id=self._source_id, page_size=PAGE_SIZE)
+        reading = read_page(snapshot, page, page_size=PAGE_SIZE, relay_hidden=self._relay_hidden)
+        if reading.unreached and task not in self._told_unreached:
+            # Once per task: the order of the list does not change from pass to pass.
+            self._told_unreached.add(task)
+            log.warning(
+                "reread_page_misses_recent_comments",
+                task_number=task,
+                comments=reading.unreached,
+                hint="the comment list did not come newest-first; edits of these go unnoticed",
+            )
+        for seen in reading.deleted:
+            if self._still(seen):
+                outcome.deletions += await self._publish_deletion(seen)
+        # An edit seen in the list is confirmed by the read the comment was carried from
+        # (GET /comment/{id}): a list that renders a comment otherwise must not rewrite it.
+        to_confirm = [seen for seen, _ in reading.edited] + reading.missing
+        for seen in to_confirm[:MAX_CONFIRMS_PER_TASK]:
+            if self._before_read is not None:
+                await self._before_read()
+            outcome.requests += 1
+            confirmed = await self._confirm(seen.comment_id)
+            if not self._still(seen):
+                continue
+            match verdict(seen, confirmed, relay_hidden=self._relay_hidden):
+                case "deleted":
+                    outcome.deletions += await self._publish_deletion(seen)
+                case "edited" if confirmed is not None:
+                    outcome.edits += await self._publish_edit(seen, confirmed)
+                case _:
+                    pass
+
+    def _still(self, seen: Watched) -> bool:
+        return self._watchlist.current(seen.comment_id) == seen
+
+    async def _confirm(self, comment_id: int) -> PlanfixComment | None:
+        try:
+            return await self._planfix.get_comment(comment_id, source_id=self._source_id)
+        except CommentNotFound:
+            return None
+
+    async def _publish_edit(self, seen: Watched, now: PlanfixComment) -> int:
+        key = planfix_comment_reread_key(seen.comment_id, seen.changes, comment_fingerprint(now))
+        updated = PlanfixCommentUpdated(
+            **_envelope(seen, key),
+            task_number=now.task_number or seen.task_number,
+            comment_id=seen.comment_id,
+            text_html=now.description,
+            author=PlanfixPerson(id=now.owner_id, name=now.owner_name),
+            files=files_of(now),
+        )
+        stored = await self._publisher.publish(
+            updated, subject=subjects.planfix_comment_updated(updated.task_number), msg_id=key
+        )
+        log.info(
+            "reread_edit_published",
+            task_number=updated.task_number,
+            comment_id=seen.comment_id,
+            duplicate=not stored,
+        )
+        return int(stored)
+
+    async def _publish_deletion(self, seen: Watched) -> int:
+        key = planfix_comment_deleted_key(seen.comment_id)
+        deleted = PlanfixCommentDeleted(
+            **_envelope(seen, key), task_number=seen.task_number, comment_id=seen.comment_id
+        )
+        stored = await self._publisher.publish(
+            deleted, subject=subjects.planfix_comment_deleted(seen.task_number), msg_id=key
+        )
+        log.info(
+            "reread_deletion_published",
+            task_number=seen.task_number,
+            comment_id=seen.comment_id,
+            duplicate=not stored,
+        )
+        return int(stored)
+
+
+def _envelope(seen: Watched, key: str) -> Envelope:
+    # In the comment's story (bridge trace follows it), caused by the content it replaces.
+    return {
+        "event_id": event_id_for(key),
+        "occurred_at": utc_now(),
+        "correlation_id": seen.correlation_id,
+        "causation_id": seen.last_event_id,
+    }
+
+
+async def _first_seq_since(js: Any, stream: str, subject: str, since: float) -> int:
+    """The stream sequence of the first message on ``subject`` stored at or after ``since``
+    (or the next one to come): a consumer created by start time reports the one before it."""
+    probe = await js.add_consumer(
+        stream,
+        ConsumerConfig(
+            filter_subject=subject,
+            deliver_policy=DeliverPolicy.BY_START_TIME,
+            opt_start_time=datetime.fromtimestamp(max(0.0, since), UTC),
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=30.0,
+            mem_storage=True,
+        ),
+    )
+    with contextlib.suppress(Exception):  # ephemeral: the server drops it anyway once inactive
+        await js.delete_consumer(stream, probe.name)
+    delivered = probe.delivered.stream_seq if probe.delivered is not None else 0
+    return int(delivered or 0) + 1

@@ -1,0 +1,105 @@
+"""Edits and deletions made in Planfix with no scenario telling the bridge, end to end.
+
+Planfix's help shows no scenario event for "comment changed" or "comment deleted", so the
+fake Planfix here changes comments without any webhook (``fire_webhook=False``) and the
+planfix_gateway's paced re-read must notice it: the four services as processes, real NATS and
+store, the re-read every 3 seconds instead of 10 minutes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from contracts.events import PlanfixCommentDeleted, PlanfixCommentUpdated
+from sandbox.fake_planfix import FakePlanfix
+from sandbox.fake_telegram import FakeTelegram
+from tests.e2e_bridge import Bridge, bind_new_task, running_bridge
+from tests.support import LoopThread, eventually, stays
+
+REREAD_INTERVAL_S = 3.0
+
+
+@pytest.fixture(scope="module")
+def bridge(
+    loop: LoopThread, work_dir: Path, mongo_url: str, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix
+) -> Iterator[Bridge]:
+    # A task read at every pass: its daily cap raised to what passes every 3 seconds need.
+    extra_env = {
+        "PLANFIX_REREAD_INTERVAL_MIN": str(REREAD_INTERVAL_S / 60),
+        "PLANFIX_REREAD_MAX_PER_DAY": "100000",
+    }
+    with running_bridge(
+        loop, work_dir, mongo_url, fake_telegram, fake_planfix, name="reread", extra_env=extra_env
+    ) as running:
+        yield running
+
+
+def shown(fake_telegram: FakeTelegram, chat_id: int) -> list[str]:
+    return [message["text"] for message in fake_telegram.chat_messages(chat_id)]
+
+
+def calls_to(fake_telegram: FakeTelegram, method: str, chat_id: int) -> list[object]:
+    return [c for c in fake_telegram.calls if c.method == method and c.params.get("chat_id") == chat_id]
+
+
+def changes_of(bridge: Bridge, comment_id: int) -> list[object]:
+    return [
+        event
+        for event in bridge.events("planfix.comment.>")
+        if isinstance(event, PlanfixCommentUpdated | PlanfixCommentDeleted) and event.comment_id == comment_id
+    ]
+
+
+def test_a_comment_edited_then_deleted_without_a_scenario_is_edited_then_deleted_in_the_group(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Silent edits")
+    fake_planfix.add_employee_comment(number, "<p>this one stays</p>")
+    # Shown before the next one is written: two comments in one message are edited differently.
+    eventually(lambda: any("this one stays" in t for t in shown(fake_telegram, unique_chat_id)))
+    changing = fake_planfix.add_employee_comment(number, "<p>first version</p>")
+    original = eventually(
+        lambda: [m for m in fake_telegram.chat_messages(unique_chat_id) if "first version" in m["text"]],
+        what="the comment in the group",
+    )[0]
+
+    fake_planfix.edit_comment(changing, "<p>second <b>version</b></p>", fire_webhook=False)
+
+    [edited] = eventually(
+        lambda: [m for m in fake_telegram.chat_messages(unique_chat_id) if "second version" in m["text"]],
+        timeout_s=30,
+        what="the edit noticed by the re-read",
+    )
+    assert edited["message_id"] == original["message_id"]
+    assert edited["edited"] is True
+    # Two more passes read the task again: nothing more is published, nothing more is edited.
+    stays(
+        lambda: (
+            len(changes_of(bridge, changing)) == 1
+            and len(calls_to(fake_telegram, "editMessageText", unique_chat_id)) == 1
+        ),
+        for_s=2.5 * REREAD_INTERVAL_S,
+        what="one edit, however many passes",
+    )
+
+    fake_planfix.delete_comment(changing, fire_webhook=False)
+
+    eventually(
+        lambda: not [t for t in shown(fake_telegram, unique_chat_id) if "version" in t],
+        timeout_s=30,
+        what="the deletion noticed by the re-read",
+    )
+    assert any("this one stays" in t for t in shown(fake_telegram, unique_chat_id))
+    stays(
+        lambda: len(calls_to(fake_telegram, "deleteMessage", unique_chat_id)) == 1,
+        for_s=2 * REREAD_INTERVAL_S,
+        what="deleted once",
+    )
+    assert [type(e).__name__ for e in changes_of(bridge, changing)] == [
+        "PlanfixCommentUpdated",
+        "PlanfixCommentDeleted",
+    ]
+    assert "reread_pass_done" in bridge.processes["planfix_gateway"].log_text()
