@@ -376,16 +376,23 @@ class StandInPlanfix:
         self.unavailable_tasks: set[int] = set()
 
     async def list_comments(
-        self, task_number: int, *, source_id: str | None = None, offset: int = 0, page_size: int = 100
+        self,
+        task_number: int,
+        *,
+        source_id: str | None = None,
+        offset: int = 0,
+        page_size: int = 100,
+        newest_first: bool = False,
     ) -> list[PlanfixComment]:
         self.requests.append(f"list {task_number}")
         if task_number in self.unavailable_tasks:
             raise PlanfixUnavailable("HTTP 503")
-        return [
+        listed = [
             c
             for c in self.comments.values()
             if c.task_number == task_number and (self.on_page is None or c.id in self.on_page)
-        ][:page_size]
+        ]
+        return sorted(listed, key=lambda c: c.id, reverse=newest_first)[:page_size]
 
     async def get_comment(self, comment_id: int, *, source_id: str | None = None) -> PlanfixComment:
         self.requests.append(f"get {comment_id}")

@@ -98,7 +98,13 @@ class CommentSource(Protocol):
     daily_budget_remaining: int | None
 
     async def list_comments(
-        self, task_number: int, *, source_id: str | None = None, offset: int = 0, page_size: int = 100
+        self,
+        task_number: int,
+        *,
+        source_id: str | None = None,
+        offset: int = 0,
+        page_size: int = 100,
+        newest_first: bool = False,
     ) -> list[PlanfixComment]: ...
 
     async def get_comment(self, comment_id: int, *, source_id: str | None = None) -> PlanfixComment: ...
@@ -509,7 +515,9 @@ class CommentRereader:
             await self._before_read()
         outcome.requests += 1
         outcome.tasks_read += 1
-        page = await self._planfix.list_comments(task, source_id=self._source_id, page_size=PAGE_SIZE)
+        page = await self._planfix.list_comments(
+            task, source_id=self._source_id, page_size=PAGE_SIZE, newest_first=True
+        )
         reading = read_page(snapshot, page, page_size=PAGE_SIZE, relay_hidden=self._relay_hidden)
         if reading.unreached and task not in self._told_unreached:
             # Once per task: the order of the list does not change from pass to pass.
