@@ -1,0 +1,169 @@
+"""The bindings in force: one fold of the BINDING stream, shared by everyone who reads it.
+
+The binder writes ``binding.*``; the relay's directory, the CLI's listing and ``binder rebuild``
+all read the stream through ``evolve``, so "which group talks to which task" is decided in one
+place. ``Bindings`` is immutable (persistent maps: an event costs O(log n), not a copy of
+10,000 groups), so a reader can keep an old value while the fold moves on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeVar
+
+import immutables
+import msgspec
+
+from contracts.events import (
+    AnyEvent,
+    BindingMoved,
+    BindingResumed,
+    BindingSuspended,
+    TaskBound,
+    TaskUnbound,
+)
+
+K = TypeVar("K")
+V = TypeVar("V")
+Group = tuple[int, int | None]  # (chat id, forum topic id or None for the group as a whole)
+
+
+class Binding(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    # gc=False: numbers, text and a time only; 10,000 of them need not be walked by every full
+    # garbage collection.
+    chat_id: int
+    thread_id: int | None
+    task_number: int
+    task_title: str
+    bound_at: datetime
+    bound_by_user_id: int | None
+    # The id of the TaskBound that made it (kept through suspensions and moves).
+    bound_event_id: str
+    # The bot left the group: kept, but nothing is carried until it is back.
+    suspended: bool = False
+
+    @property
+    def group(self) -> Group:
+        return (self.chat_id, self.thread_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Bindings:
+    by_group: immutables.Map[Group, Binding] = field(default_factory=immutables.Map)
+    # Indexes kept beside it, so a task's groups and a chat's topics are read, not searched.
+    _groups_by_task: immutables.Map[int, frozenset[Group]] = field(default_factory=immutables.Map)
+    _threads_by_chat: immutables.Map[int, frozenset[int | None]] = field(default_factory=immutables.Map)
+
+    def __len__(self) -> int:
+        return len(self.by_group)
+
+    def __iter__(self) -> Iterator[Binding]:
+        return iter(self.by_group.values())
+
+    def get(self, chat_id: int, thread_id: int | None = None) -> Binding | None:
+        return self.by_group.get((chat_id, thread_id))
+
+    def for_message(self, chat_id: int, thread_id: int | None) -> Binding | None:
+        """The binding a message follows: its forum topic's own, else the group's."""
+        return self.by_group.get((chat_id, thread_id)) or self.by_group.get((chat_id, None))
+
+    def groups_of(self, task_number: int) -> list[Group]:
+        groups = self._groups_by_task.get(task_number, frozenset())
+        return sorted(groups, key=lambda group: (group[0], group[1] or 0))
+
+    def of_chat(self, chat_id: int) -> dict[int | None, Binding]:
+        threads = self._threads_by_chat.get(chat_id, frozenset())
+        return {thread: self.by_group[(chat_id, thread)] for thread in threads}
+
+    def with_binding(self, binding: Binding) -> Bindings:
+        return self.without(binding.group)._put(binding)
+
+    def without(self, group: Group) -> Bindings:
+        previous = self.by_group.get(group)
+        if previous is None:
+            return self
+        return Bindings(
+            self.by_group.delete(group),
+            _remove_member(self._groups_by_task, previous.task_number, group),
+            _remove_member(self._threads_by_chat, group[0], group[1]),
+        )
+
+    def _put(self, binding: Binding) -> Bindings:
+        group = binding.group
+        return Bindings(
+            self.by_group.set(group, binding),
+            self._groups_by_task.set(
+                binding.task_number, self._groups_by_task.get(binding.task_number, frozenset()) | {group}
+            ),
+            self._threads_by_chat.set(
+                group[0], self._threads_by_chat.get(group[0], frozenset()) | {group[1]}
+            ),
+        )
+
+
+def _remove_member(
+    index: immutables.Map[K, frozenset[V]], key: K, member: V
+) -> immutables.Map[K, frozenset[V]]:
+    rest = index.get(key, frozenset()) - {member}
+    return index.set(key, rest) if rest else index.delete(key)
+
+
+def evolve(bindings: Bindings, event: AnyEvent) -> Bindings:
+    """The bindings after one BINDING event (anything else leaves them as they are)."""
+    match event:
+        case TaskBound():
+            return bindings.with_binding(
+                Binding(
+                    chat_id=event.chat_id,
+                    thread_id=event.thread_id,
+                    task_number=event.task_number,
+                    task_title=event.task_title,
+                    bound_at=event.occurred_at,
+                    bound_by_user_id=event.requested_by.id,
+                    bound_event_id=event.event_id,
+                )
+            )
+        case TaskUnbound():
+            current = bindings.get(event.chat_id, event.thread_id)
+            # Only the binding that was removed: an unbind of task A stored after a rebind to
+            # task B (an operator racing an admin's /task B) leaves B in force.
+            if current is None or current.task_number != event.task_number:
+                return bindings
+            return bindings.without(current.group)
+        case BindingSuspended() | BindingResumed():
+            current = bindings.get(event.chat_id, event.thread_id)
+            if current is None:
+                return bindings
+            suspended = isinstance(event, BindingSuspended)
+            return bindings.with_binding(msgspec.structs.replace(current, suspended=suspended))
+        case BindingMoved():
+            current = bindings.get(event.old_chat_id, event.thread_id)
+            moved_from = current or Binding(
+                chat_id=event.old_chat_id,
+                thread_id=event.thread_id,
+                task_number=event.task_number,
+                task_title=event.task_title,
+                bound_at=event.occurred_at,
+                bound_by_user_id=None,
+                bound_event_id=event.event_id,
+            )
+            return bindings.without((event.old_chat_id, event.thread_id)).with_binding(
+                msgspec.structs.replace(
+                    moved_from,
+                    chat_id=event.chat_id,
+                    task_number=event.task_number,
+                    task_title=event.task_title,
+                )
+            )
+        case _:
+            return bindings
+
+
+def fold(events: Iterable[AnyEvent], bindings: Bindings | None = None) -> Bindings:
+    """The bindings after ``events``, in stream order."""
+    current = bindings if bindings is not None else Bindings()
+    for event in events:
+        current = evolve(current, event)
+    return current
