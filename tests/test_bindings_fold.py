@@ -100,14 +100,14 @@ def test_the_bindings_after_the_events(events: list[AnyEvent], expected: dict[An
 
 def test_lookups_follow_the_fold() -> None:
     bindings = fold([bound(1), bound(5, thread=42), bound(1, chat=OTHER_CHAT)])
-    assert bindings.groups_of(1) == [(CHAT, None), (OTHER_CHAT, None)]
+    assert bindings.groups_of(1) == [(OTHER_CHAT, None), (CHAT, None)]
     assert set(bindings.of_chat(CHAT)) == {None, 42}
     # A topic without its own binding follows the group's.
     assert bindings.for_message(CHAT, 99) == bindings.get(CHAT)
     assert bindings.for_message(CHAT, 42).task_number == 5  # type: ignore[union-attr]
     after = evolve(bindings, unbound(1))
     assert after.groups_of(1) == [(OTHER_CHAT, None)]
-    assert bindings.groups_of(1) == [(CHAT, None), (OTHER_CHAT, None)]  # the old value stands
+    assert bindings.groups_of(1) == [(OTHER_CHAT, None), (CHAT, None)]  # the old value stands
 
 
 def test_a_move_keeps_who_bound_it_and_when() -> None:
