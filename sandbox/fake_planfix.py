@@ -534,7 +534,8 @@ class FakePlanfix:
                 raise _Fail(CODE_BAD_TOKEN, "Access denied, unknown token", status=401)
             else:
                 self._take_budget(arrived)
-                if operation is not None:
+                # A path no route of the fake takes (/task/abc) stays aiohttp's 404.
+                if operation is not None and request.match_info.http_exception is None:
                     self._check(request, operation)
                 response = await handler(request)
         except _Fail as fail:
