@@ -285,7 +285,7 @@ class FakePlanfix:
             app.router.add_post("/rest/file" + suffix, self._upload_file)
         app.router.add_get(r"/rest/file/{id:\d+}", self._get_file)
         app.router.add_get(r"/rest/file/{id:\d+}/download", self._download_file)
-        app.router.add_get(STORAGE_PATH + "{token}/{name}", self._storage)
+        app.router.add_get(STORAGE_PATH + "{token}/{name:.+}", self._storage)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
