@@ -1,39 +1,58 @@
 """A fake Planfix REST API v2 (and its "comment added" scenario) for tests and the sandbox.
 
-It serves the calls ``bridge_lib.planfix.PlanfixClient`` makes, with the shapes and error codes
-of the project's reference notes (``/work/shared/reference/planfix-api.md``):
+It follows Planfix's published OpenAPI document (swagger 1.3.4, the extract in
+``sandbox/planfix_spec/``), not the bridge: the client is tested against it, so the fake must
+not bend to the client.
 
 * ``Authorization: Bearer <token>`` (or ``?access_token=`` on GET); else HTTP 401, code 1.
-* errors are ``{"result": "fail", "code": N, "error": text}``: 30 bad JSON, 40 missing
-  parameter, 41 bad value, 1000 unknown task, 5000 unknown comment (HTTP 400, our guess: the
-  real statuses are undocumented).
+* errors are ``{"result": "fail", "code": N, "error": text}`` with the HTTP status the
+  document lists for the operation: 400 for most (comment add and update, files, tasks), 500
+  for the list calls (``POST /task/{id}/comments/list``: code 1000 for an unknown task).
+  Codes: 30 bad JSON, 40 missing parameter, 41 bad value, 1000 unknown task, 5000 unknown
+  comment, 7000 unknown file, 7002 file over the plan's limit.
+* strict mode (``strict=True``, the default): every request is checked against the document
+  (``sandbox.planfix_spec.checker``): a value it does not allow (a ``sourceId`` or
+  ``sourceObjectId`` that is not a UUID, a wrong type, a value outside an enum, ``pageSize``
+  over 100) is refused with code 30, a required parameter left out with code 40. Fields the
+  document does not name are not errors (it does not forbid them).
+* successes answer the document's statuses: 201 for a created task or comment, 200 otherwise.
+* ``GET /file/{id}/download`` answers **302** with ``Location`` pointing at a fresh,
+  unguessable address under ``/storage/`` on the same server, which serves the bytes without
+  any token; each storage request is recorded with the Authorization header it carried
+  (``storage_calls``, ``storage_requests_with_authorization()``). ``GET /file/{id}`` answers
+  ``{"file": {...}}``; a comment lists its files as ``[{"id", "name", "size"}]``.
+* ``POST /task/{n}/comments/list`` honours ``resultOrder`` (``[{"field"|"filed": "id"|
+  "dateTime", "direction": "Asc"|"Desc"}]``, the document spells the key both ways).
+* ``recipients`` of a comment (roles as an array or as one string: the document shows both)
+  and its ``owner`` are kept on the comment (``FakeComment.recipients``, ``owner_id``).
+
+Assumptions where the document is silent:
+
+* a list without ``resultOrder`` is oldest first;
 * ``sourceObjectId`` of a comment is shown only to a reader passing the same ``sourceId`` the
-  comment was created with: our assumption of how Planfix scopes it.
-* comments written through the API belong to the token's employee (the robot).
-* files: ``GET /file/{id}?fields=id,name,size`` answers ``{"file": {...}}`` and
-  ``GET /file/{id}/download`` the bytes (code 7000 for an unknown file); a comment lists its
-  files as ``[{"id", "name", "size"}]``. A deleted comment still reads, with ``isDeleted``.
+  comment was created with (on the list call, in the body, which the document does not name);
+* comments written through the API belong to the token's employee (the robot);
+* ``GET /comment/{id}`` for an unknown comment answers 400, code 5000 (the document lists no
+  error answer there; the extract's patch "unlisted-error-answers");
+* a path that differs from the document's by a trailing slash is the same call;
+* the daily cap answers **HTTP 403, code 22**, as public code sees it from real Planfix, with
+  ``timeToReset`` in the body: the seconds to the next midnight UTC (the name and the clock
+  are ours; the fake's day never actually ends). The per-second overrun answers HTTP 429,
+  code 0, ``Retry-After: 1``. Every answer carries ``X-RateLimit-Remaining``.
+* ``fail_next(status=500, code=N)`` answers Planfix's error body with that code;
+  ``fail_next(status=...)`` without a code, and ``set_unavailable``, a proxy's HTML page.
+
+Files: ``POST /file/`` takes multipart field ``file`` and answers its id; a file over
+``max_file_size`` is code 7002. Comments carry ``files`` ``[{"id": N}]`` and can be updated with
+``POST /task/{n}/comments/{id}`` (a ``files`` array replaces the set; left out, kept).
 
 The scenario side behaves like an automatic scenario's "HTTP request" action: one request at
 a time per account (a single worker drains a queue), ids pasted into a hand-written JSON
 template as text, ``"event"`` naming what happened (``comment.added``, ``comment.updated``,
 ``comment.deleted``: one scenario per event, as the README tells operators to set up). By
 default it fires for every new comment, including the bridge's own (the worst case for echo
-loops, since Planfix may do so: reference §5.10).
-
-Limits, when asked for (``rate_per_s``, ``daily_cap``): a request closer than ``1/rate_per_s``
-to the previous accepted one (less ``rate_tolerance_s`` for network jitter) is refused with
-HTTP 429, ``{"result": "fail", "code": 0, "error": "Too many requests..."}`` and
-``Retry-After: 1`` (Planfix's real answer to an overrun is undocumented: this is our guess, in
-the documented error shape); once ``daily_cap`` requests were accepted, every request gets
-code 22. Every answer carries ``X-RateLimit-Remaining`` (the day's remaining requests).
-
-Files: ``POST /file/`` takes multipart field ``file`` and answers its id; a file over
-``max_file_size`` is code 7002. Comments carry ``files`` ``[{"id": N}]`` and can be updated with
-``POST /task/{n}/comments/{id}`` (a ``files`` array replaces the set; left out, kept).
-
-Not simulated: retries after a failed scenario request (tests re-fire with ``post_webhook``),
-the 3-minute stall after a failure.
+loops, since Planfix may do so: reference §5.10). Not simulated: retries after a failed
+scenario request (tests re-fire with ``post_webhook``), the 3-minute stall after a failure.
 
 Tests drive it from their own thread while the server runs on another thread's loop: state
 sits behind a ``threading.Lock``, webhook sends are handed to the server's loop.
@@ -43,16 +62,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
+
+from sandbox.planfix_spec import Operation, load_spec
+
+if TYPE_CHECKING:
+    from sandbox.planfix_spec.checker import RequestChecker
 
 FIRST_TASK_NUMBER = 4800
 FIRST_COMMENT_ID = 90001
@@ -74,6 +101,8 @@ CODE_FILE_TOO_LARGE = 7002
 
 # What a comment read returns when the caller names no fields (the real default is undocumented).
 DEFAULT_COMMENT_FIELDS = ("id", "dateTime", "description", "owner", "task")
+# Where the download redirect sends clients: the file storage, outside the API (no token).
+STORAGE_PATH = "/storage/"
 
 
 @dataclass(frozen=True)
@@ -91,6 +120,9 @@ class FakeComment:
     # How often the comment was rewritten through the API.
     updates: int = 0
     is_deleted: bool = False
+    # Who the comment notifies, as the request's "recipients" said it ({"users": [...],
+    # "groups": [...], "roles": [...] or "..."}); None when it named nobody.
+    recipients: dict[str, Any] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
@@ -135,22 +167,50 @@ class RecordedCall:
     json: Any
     status: int = 0
     at: float = 0.0  # time.monotonic() when the request arrived
+    # The operation of Planfix's OpenAPI document the request was for, when it was one.
+    operation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StorageCall:
+    """A request to the file storage the download redirect points at."""
+
+    path: str
+    # The Authorization header it carried, if any: the bearer token must never travel there.
+    authorization: str | None
+    status: int
+    at: float = 0.0
 
 
 class _Fail(Exception):
-    """A Planfix error answer."""
+    """A Planfix error answer, ``{"result": "fail", "code": ..., "error": ...}``.
 
-    def __init__(self, status: int, code: int, message: str) -> None:
+    ``status`` None: the status the request's operation lists for its errors (400 for most,
+    500 for the list calls).
+    """
+
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        *,
+        status: int | None = None,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.body = body or {}
+        self.headers = headers or {}
 
 
 _NO_BODY = object()
 _BAD_JSON = object()
 # The parsed request body (or one of the two markers above), read once by the middleware.
 _BODY = web.RequestKey("planfix_body", object)
+_OPERATION = web.RequestKey("planfix_operation", object)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -164,8 +224,11 @@ class FakePlanfix:
         rate_tolerance_s: float = 0.2,
         daily_cap: int = 100_000,
         max_file_size: int = 10 * 1024 * 1024,
+        strict: bool = True,
     ) -> None:
         self._token = token
+        # Strict: every request is checked against Planfix's OpenAPI document (code 30 if not).
+        self._checker = _request_checker() if strict else None
         self.rate_per_s = rate_per_s
         self.rate_tolerance_s = rate_tolerance_s
         self.daily_cap = daily_cap
@@ -174,8 +237,9 @@ class FakePlanfix:
         self._last_accepted_at: float | None = None
         self._files: dict[int, FakeFile] = {}
         self._next_file = FIRST_FILE_ID
-        # Planned answers for the next requests: an HTTP status (500...) or a delay in seconds.
-        self._planned_failures: list[int] = []
+        # Planned answers for the next requests: an HTTP status (500...) with a Planfix error
+        # code or None (a proxy's HTML page), or a delay in seconds.
+        self._planned_failures: list[tuple[int, int | None]] = []
         self._planned_delays: list[float] = []
         self._held = 0  # requests being held by delay_next right now
         self._lock = threading.Lock()
@@ -194,10 +258,14 @@ class FakePlanfix:
         self._worker: asyncio.Task[None] | None = None
         self._webhook_in_flight = False
         self.base_url = ""
+        self.storage_url = ""
         self.webhook_url: str | None = None
         self.fire_webhooks_for_api_comments = True
         self.webhook_deliveries: list[WebhookDelivery] = []
         self.calls: list[RecordedCall] = []
+        self.storage_calls: list[StorageCall] = []
+        # Download addresses handed out: token -> file id.
+        self._storage_tokens: dict[str, int] = {}
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -217,12 +285,14 @@ class FakePlanfix:
             app.router.add_post("/rest/file" + suffix, self._upload_file)
         app.router.add_get(r"/rest/file/{id:\d+}", self._get_file)
         app.router.add_get(r"/rest/file/{id:\d+}/download", self._download_file)
+        app.router.add_get(STORAGE_PATH + "{token}/{name:.+}", self._storage)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         bound_port = self._runner.addresses[0][1]
         self.base_url = f"http://{host}:{bound_port}/rest/"
+        self.storage_url = f"http://{host}:{bound_port}{STORAGE_PATH}"
         # Planfix may wait a while for an answer; 30 s keeps a hung receiver from blocking tests forever.
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         self._queue = asyncio.Queue()
@@ -320,10 +390,11 @@ class FakePlanfix:
         with self._lock:
             self._unavailable = unavailable
 
-    def fail_next(self, times: int = 1, *, status: int = 500) -> None:
-        """Answer the next ``times`` requests with a bare HTTP ``status`` (a 5xx from a proxy)."""
+    def fail_next(self, times: int = 1, *, status: int = 500, code: int | None = None) -> None:
+        """Answer the next ``times`` requests with HTTP ``status``: with ``code``, Planfix's own
+        error body (``{"result": "fail", "code": code, ...}``); without, a proxy's HTML page."""
         with self._lock:
-            self._planned_failures.extend([status] * times)
+            self._planned_failures.extend([(status, code)] * times)
 
     def delay_next(self, seconds: float, times: int = 1) -> None:
         """Hold the next ``times`` answers for ``seconds`` (to make a client time out)."""
@@ -347,6 +418,11 @@ class FakePlanfix:
         """Requests refused for going over the per-second limit."""
         with self._lock:
             return [call for call in self.calls if call.status == 429]
+
+    def storage_requests_with_authorization(self) -> list[StorageCall]:
+        """Requests to the file storage that carried an Authorization header (none should)."""
+        with self._lock:
+            return [call for call in self.storage_calls if call.authorization is not None]
 
     def set_hidden(self, comment_id: int, hidden: bool = True) -> None:
         with self._lock:
@@ -420,12 +496,17 @@ class FakePlanfix:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(STORAGE_PATH):
+            # The storage is another service: no token, no budget, no planned failures.
+            return await handler(request)
         arrived = time.monotonic()
         # A multipart upload is read by its handler (request.post()); anything else here, once.
         if request.content_type.startswith("multipart/"):
             request[_BODY] = _NO_BODY
         else:
             request[_BODY] = _parse_body(await request.read())
+        operation = load_spec().find(request.method, request.path)
+        request[_OPERATION] = operation
         with self._lock:
             unavailable = self._unavailable
             planned = self._planned_failures.pop(0) if self._planned_failures else None
@@ -439,24 +520,30 @@ class FakePlanfix:
                     self._held -= 1
         response: web.StreamResponse
         try:
+            if planned is not None and planned[1] is not None:
+                raise _Fail(planned[1], "Rest API error", status=planned[0])
             if unavailable or planned is not None:
                 # An outage usually shows up as a proxy's HTML page, not as a Planfix JSON error.
-                status = planned or 503
+                status = planned[0] if planned is not None else 503
                 response = web.Response(
                     status=status,
                     text=f"<html><body>{status} Service Unavailable</body></html>",
                     content_type="text/html",
                 )
             elif not self._authorized(request):
-                raise _Fail(401, CODE_BAD_TOKEN, "Invalid or missing token")
+                raise _Fail(CODE_BAD_TOKEN, "Access denied, unknown token", status=401)
             else:
                 self._take_budget(arrived)
+                # A path no route of the fake takes (/task/abc) stays aiohttp's 404.
+                if operation is not None and request.match_info.http_exception is None:
+                    self._check(request, operation)
                 response = await handler(request)
         except _Fail as fail:
+            status = fail.status or (operation.error_status if operation is not None else 400)
             response = web.json_response(
-                {"result": "fail", "code": fail.code, "error": fail.message},
-                status=fail.status,
-                headers={"Retry-After": "1"} if fail.status == 429 else None,
+                {"result": "fail", "code": fail.code, "error": fail.message, **fail.body},
+                status=status,
+                headers=fail.headers,
             )
         except web.HTTPException as error:
             self._record(request, error.status, arrived)
@@ -466,15 +553,41 @@ class FakePlanfix:
         self._record(request, response.status, arrived)
         return response
 
+    def _check(self, request: web.Request, operation: Operation) -> None:
+        """Refuse what Planfix's OpenAPI document does not allow (strict mode): code 30, or 40 for
+        a required parameter left out, with the status the operation lists for its errors."""
+        if self._checker is None:
+            return
+        body = request[_BODY]
+        problems = self._checker.problems(
+            operation,
+            path=request.path,
+            query=request.query,
+            json_body=None if body is _NO_BODY or body is _BAD_JSON else body,
+        )
+        if problems:
+            code = CODE_MISSING_PARAMETER if all(p.missing for p in problems) else CODE_BAD_JSON
+            raise _Fail(code, "; ".join(str(problem) for problem in problems))
+
     def _take_budget(self, arrived: float) -> None:
         """Count one request against the per-second limit and the daily cap, or refuse it."""
         with self._lock:
             if self.rate_per_s is not None and self._last_accepted_at is not None:
                 gap = arrived - self._last_accepted_at
                 if gap < 1.0 / self.rate_per_s - self.rate_tolerance_s:
-                    raise _Fail(429, CODE_UNKNOWN, "Too many requests: at most 1 request per second")
+                    raise _Fail(
+                        CODE_UNKNOWN,
+                        "Too many requests: at most 1 request per second",
+                        status=429,
+                        headers={"Retry-After": "1"},
+                    )
             if self._used_today >= self.daily_cap:
-                raise _Fail(400, CODE_DAILY_LIMIT, "Daily request limit reached")
+                raise _Fail(
+                    CODE_DAILY_LIMIT,
+                    "Daily request limit reached",
+                    status=403,
+                    body={"timeToReset": _seconds_to_next_utc_midnight()},
+                )
             self._last_accepted_at = arrived
             self._used_today += 1
 
@@ -487,6 +600,7 @@ class FakePlanfix:
 
     def _record(self, request: web.Request, status: int, arrived: float) -> None:
         body = request.get(_BODY)
+        operation = request.get(_OPERATION)
         call = RecordedCall(
             method=request.method,
             path=request.path,
@@ -494,6 +608,7 @@ class FakePlanfix:
             json=None if body is _NO_BODY or body is _BAD_JSON else body,
             status=status,
             at=arrived,
+            operation_id=operation.id if isinstance(operation, Operation) else None,
         )
         with self._lock:
             self.calls.append(call)
@@ -511,7 +626,7 @@ class FakePlanfix:
         with self._lock:
             number = self._add_task_locked(name, description, None)
             self._tasks[number].extra = extra
-        return _success(id=number)
+        return _success(status=201, id=number)
 
     async def _get_task(self, request: web.Request) -> web.Response:
         number = int(request.match_info["number"])
@@ -519,9 +634,9 @@ class FakePlanfix:
             task = self._tasks.get(number)
             denied = number in self._denied_tasks
         if denied:
-            raise _Fail(400, CODE_ACCESS_DENIED, "Access denied")
+            raise _Fail(CODE_ACCESS_DENIED, "Access denied")
         if task is None:
-            raise _Fail(400, CODE_TASK_NOT_FOUND, f"Task {number} does not exist")
+            raise _Fail(CODE_TASK_NOT_FOUND, f"Task {number} does not exist")
         full: dict[str, Any] = {
             "id": task.number,
             "name": task.name,
@@ -536,20 +651,21 @@ class FakePlanfix:
         description = _optional_str(body, "description")
         files = _file_ids(body)
         if description is None and not files:
-            raise _Fail(400, CODE_MISSING_PARAMETER, "Required parameter 'description' is missing")
+            raise _Fail(CODE_MISSING_PARAMETER, "Required parameter 'description' is missing")
         source_id = _optional_str(body, "sourceId")
         source_object_id = _optional_str(body, "sourceObjectId")
         owner_id = _owner_id(body) or ROBOT_ID
+        recipients = _recipients(body)
         with self._lock:
             if number not in self._tasks:
-                raise _Fail(400, CODE_TASK_NOT_FOUND, f"Task {number} does not exist")
+                raise _Fail(CODE_TASK_NOT_FOUND, f"Task {number} does not exist")
             self._check_files_locked(files)
             comment = self._add_comment_locked(
-                number, description or "", owner_id, source_id, source_object_id, files
+                number, description or "", owner_id, source_id, source_object_id, files, recipients
             )
         if self.fire_webhooks_for_api_comments:
             self._schedule_webhook(number, comment.id)
-        return _success(id=comment.id)
+        return _success(status=201, id=comment.id)
 
     async def _list_comments(self, request: web.Request) -> web.Response:
         number = int(request.match_info["number"])
@@ -557,16 +673,18 @@ class FakePlanfix:
         offset = _int_param(body, "offset", 0)
         page_size = _int_param(body, "pageSize", MAX_PAGE_SIZE)
         if offset < 0 or page_size < 1:
-            raise _Fail(400, CODE_BAD_PARAMETER, "offset must be >= 0 and pageSize >= 1")
+            raise _Fail(CODE_BAD_PARAMETER, "offset must be >= 0 and pageSize >= 1")
         # Lists return at most 100 items whatever the caller asks for.
         page_size = min(page_size, MAX_PAGE_SIZE)
+        # Not in the document's list request, but read: sourceObjectId shows only to its source.
         reader_source = _optional_str(body, "sourceId")
         fields = body.get("fields", "")
+        order = _result_order(body)
         with self._lock:
             task = self._tasks.get(number)
             if task is None:
-                raise _Fail(400, CODE_TASK_NOT_FOUND, f"Task {number} does not exist")
-            page = task.comments[offset : offset + page_size]
+                raise _Fail(CODE_TASK_NOT_FOUND, f"Task {number} does not exist")
+            page = _ordered(task.comments, order)[offset : offset + page_size]
             rendered = [
                 self._comment_json(c, fields if isinstance(fields, str) else "", reader_source) for c in page
             ]
@@ -577,7 +695,7 @@ class FakePlanfix:
         with self._lock:
             comment = self._comments.get(comment_id)
             if comment is None:
-                raise _Fail(400, CODE_COMMENT_NOT_FOUND, f"Comment {comment_id} does not exist")
+                raise _Fail(CODE_COMMENT_NOT_FOUND, f"Comment {comment_id} does not exist")
             rendered = self._comment_json(
                 comment, request.query.get("fields", ""), request.query.get("sourceId")
             )
@@ -589,15 +707,17 @@ class FakePlanfix:
         body = _json_object(request)
         description = _optional_str(body, "description")
         files = _file_ids(body) if "files" in body else None
+        recipients = _recipients(body)
         with self._lock:
             comment = self._comments.get(comment_id)
             if comment is None or comment.task_number != number:
-                raise _Fail(400, CODE_COMMENT_NOT_FOUND, f"Comment {comment_id} does not exist")
+                raise _Fail(CODE_COMMENT_NOT_FOUND, f"Comment {comment_id} does not exist")
             self._check_files_locked(files or ())
             updated = replace(
                 comment,
                 description=comment.description if description is None else description,
                 files=comment.files if files is None else files,
+                recipients=comment.recipients if recipients is None else recipients,
                 updates=comment.updates + 1,
             )
             self._replace_comment_locked(updated)
@@ -605,14 +725,14 @@ class FakePlanfix:
 
     async def _upload_file(self, request: web.Request) -> web.Response:
         if not request.content_type.startswith("multipart/"):
-            raise _Fail(400, CODE_MISSING_PARAMETER, "Required parameter 'file' is missing")
+            raise _Fail(CODE_MISSING_PARAMETER, "Required parameter 'file' is missing")
         form = await request.post()
         upload = form.get("file")
         if not isinstance(upload, web.FileField):
-            raise _Fail(400, CODE_MISSING_PARAMETER, "Required parameter 'file' is missing")
+            raise _Fail(CODE_MISSING_PARAMETER, "Required parameter 'file' is missing")
         data = upload.file.read()
         if len(data) > self.max_file_size:
-            raise _Fail(400, CODE_FILE_TOO_LARGE, "File size exceeds the limit of your plan")
+            raise _Fail(CODE_FILE_TOO_LARGE, "File size exceeds the limit of your plan")
         with self._lock:
             file = FakeFile(
                 id=self._next_file,
@@ -631,18 +751,49 @@ class FakePlanfix:
         return _success(file=_select(full, request.query.get("fields", ""), ("id", "name")))
 
     async def _download_file(self, request: web.Request) -> web.Response:
+        """302 to a fresh, unguessable storage address that serves the bytes without the token.
+
+        The 302's own body is a short note, not the file: a client that does not follow the
+        redirect ends up with the note (the document lists a binary body on the 302)."""
         file = self._file(int(request.match_info["id"]))
+        token = secrets.token_urlsafe(24)
+        with self._lock:
+            self._storage_tokens[token] = file.id
+        location = f"{self.storage_url}{token}/{quote(file.name, safe='')}"
         return web.Response(
-            body=file.data,
+            status=302,
+            body=b"Found: the file is at the Location address",
             content_type="application/octet-stream",
-            headers={"Content-Disposition": f'attachment; filename="{file.name}"'},
+            headers={"Location": location},
         )
+
+    async def _storage(self, request: web.Request) -> web.Response:
+        with self._lock:
+            file_id = self._storage_tokens.get(request.match_info["token"])
+            file = self._files.get(file_id) if file_id is not None else None
+        if file is None:
+            response = web.Response(status=404, text="NoSuchKey")
+        else:
+            response = web.Response(
+                body=file.data,
+                content_type=file.content_type,
+                headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(file.name)}"},
+            )
+        call = StorageCall(
+            path=request.path,
+            authorization=request.headers.get("Authorization"),
+            status=response.status,
+            at=time.monotonic(),
+        )
+        with self._lock:
+            self.storage_calls.append(call)
+        return response
 
     def _file(self, file_id: int) -> FakeFile:
         with self._lock:
             file = self._files.get(file_id)
         if file is None:
-            raise _Fail(400, CODE_FILE_NOT_FOUND, f"File {file_id} does not exist")
+            raise _Fail(CODE_FILE_NOT_FOUND, f"File {file_id} does not exist")
         return file
 
     # --- state (call with the lock held) ----------------------------------------------------
@@ -655,7 +806,7 @@ class FakePlanfix:
     def _check_files_locked(self, files: tuple[int, ...]) -> None:
         missing = [file_id for file_id in files if file_id not in self._files]
         if missing:
-            raise _Fail(400, 7000, f"File {missing[0]} does not exist")
+            raise _Fail(CODE_FILE_NOT_FOUND, f"File {missing[0]} does not exist")
 
     def _add_task_locked(self, name: str, description: str, number: int | None) -> int:
         if number is None:
@@ -675,6 +826,7 @@ class FakePlanfix:
         source_id: str | None,
         source_object_id: str | None,
         files: tuple[int, ...],
+        recipients: dict[str, Any] | None = None,
     ) -> FakeComment:
         comment = FakeComment(
             id=self._next_comment,
@@ -686,6 +838,7 @@ class FakePlanfix:
             source_object_id=source_object_id,
             created_at=datetime.now(UTC),
             files=files,
+            recipients=recipients,
         )
         self._next_comment += 1
         self._comments[comment.id] = comment
@@ -708,9 +861,25 @@ class FakePlanfix:
             "isHidden": comment.is_hidden,
             "files": [self._file_json_locked(file_id) for file_id in comment.files],
         }
+        if comment.recipients is not None:
+            full["recipients"] = self._people_json_locked(comment.recipients)
         if comment.source_object_id is not None and reader_source and reader_source == comment.source_id:
             full["sourceObjectId"] = comment.source_object_id
         return _select(full, fields, DEFAULT_COMMENT_FIELDS)
+
+    def _people_json_locked(self, recipients: dict[str, Any]) -> dict[str, Any]:
+        """A PeopleResponse: the users and groups named (roles are not resolved to people)."""
+        users = [
+            {"id": str(user["id"]), "name": self._people.get(str(user["id"]), "")}
+            for user in recipients.get("users") or []
+            if isinstance(user, dict) and "id" in user
+        ]
+        groups = [
+            {"id": group["id"]}
+            for group in recipients.get("groups") or []
+            if isinstance(group, dict) and "id" in group
+        ]
+        return {"users": users, "groups": groups}
 
     def _file_json_locked(self, file_id: int) -> dict[str, Any]:
         file = self._files.get(file_id)
@@ -804,14 +973,14 @@ def _json_object(request: web.Request, *, empty_ok: bool = False) -> dict[str, A
     if body is _NO_BODY and empty_ok:
         return {}
     if body is _NO_BODY or body is _BAD_JSON or not isinstance(body, dict):
-        raise _Fail(400, CODE_BAD_JSON, "Request body is not a valid JSON object")
+        raise _Fail(CODE_BAD_JSON, "Request body is not a valid JSON object")
     return body
 
 
 def _required_str(body: dict[str, Any], name: str) -> str:
     value = _optional_str(body, name)
     if not value:
-        raise _Fail(400, CODE_MISSING_PARAMETER, f"Required parameter '{name}' is missing")
+        raise _Fail(CODE_MISSING_PARAMETER, f"Required parameter '{name}' is missing")
     return value
 
 
@@ -820,14 +989,14 @@ def _optional_str(body: dict[str, Any], name: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise _Fail(400, CODE_BAD_PARAMETER, f"Parameter '{name}' has a bad value")
+        raise _Fail(CODE_BAD_PARAMETER, f"Parameter '{name}' has a bad value")
     return str(value)
 
 
 def _int_param(body: dict[str, Any], name: str, default: int) -> int:
     value = body.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _Fail(400, CODE_BAD_PARAMETER, f"Parameter '{name}' must be an integer")
+        raise _Fail(CODE_BAD_PARAMETER, f"Parameter '{name}' must be an integer")
     return value
 
 
@@ -836,7 +1005,7 @@ def _owner_id(body: dict[str, Any]) -> str | None:
     if owner is None:
         return None
     if not isinstance(owner, dict) or not isinstance(owner.get("id"), str):
-        raise _Fail(400, CODE_BAD_PARAMETER, 'Parameter \'owner\' must be {"id": "user:N"}')
+        raise _Fail(CODE_BAD_PARAMETER, 'Parameter \'owner\' must be {"id": "user:N"}')
     owner_id: str = owner["id"]
     return owner_id
 
@@ -848,8 +1017,60 @@ def _file_ids(body: dict[str, Any]) -> tuple[int, ...]:
     if not isinstance(files, list) or not all(
         isinstance(f, dict) and isinstance(f.get("id"), int) for f in files
     ):
-        raise _Fail(400, CODE_BAD_PARAMETER, "Parameter 'files' must be [{\"id\": N}, ...]")
+        raise _Fail(CODE_BAD_PARAMETER, "Parameter 'files' must be [{\"id\": N}, ...]")
     return tuple(f["id"] for f in files)
+
+
+def _recipients(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The request's "recipients" as sent (roles as an array or as one string: both are seen)."""
+    recipients = body.get("recipients")
+    if recipients is None:
+        return None
+    if not isinstance(recipients, dict):
+        raise _Fail(CODE_BAD_PARAMETER, "Parameter 'recipients' must be an object")
+    return recipients
+
+
+def _result_order(body: dict[str, Any]) -> list[tuple[str, bool]]:
+    """``resultOrder`` as (field, descending) pairs; the document spells the key "filed", its
+    example "field": both are read."""
+    order = body.get("resultOrder") or []
+    if not isinstance(order, list):
+        raise _Fail(CODE_BAD_PARAMETER, "Parameter 'resultOrder' must be an array")
+    pairs = []
+    for item in order:
+        name = item.get("field", item.get("filed")) if isinstance(item, dict) else None
+        if name not in ("id", "dateTime"):
+            raise _Fail(CODE_BAD_PARAMETER, "resultOrder sorts by id or dateTime")
+        pairs.append((str(name), item.get("direction") == "Desc"))
+    return pairs
+
+
+def _ordered(comments: list[FakeComment], order: list[tuple[str, bool]]) -> list[FakeComment]:
+    """Oldest first unless asked otherwise (the document is silent on the default: assumed)."""
+    ordered = list(comments)
+    # Stable sorts, least significant key first.
+    for name, descending in reversed(order):
+        key: Callable[[FakeComment], Any] = (
+            (lambda c: c.created_at) if name == "dateTime" else (lambda c: c.id)
+        )
+        ordered.sort(key=key, reverse=descending)
+    return ordered
+
+
+def _seconds_to_next_utc_midnight() -> int:
+    now = datetime.now(UTC)
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1, int((midnight - now).total_seconds()))
+
+
+@functools.cache
+def _request_checker() -> RequestChecker:
+    # Imported here: the checker needs the dev dependencies (openapi-schema-validator), which a
+    # non-strict fake can do without.
+    from sandbox.planfix_spec.checker import RequestChecker
+
+    return RequestChecker(load_spec())
 
 
 def _select(full: dict[str, Any], fields: str, default: tuple[str, ...]) -> dict[str, Any]:
@@ -858,5 +1079,5 @@ def _select(full: dict[str, Any], fields: str, default: tuple[str, ...]) -> dict
     return {key: value for key, value in full.items() if key in wanted}
 
 
-def _success(**payload: Any) -> web.Response:
-    return web.json_response({"result": "success", **payload})
+def _success(*, status: int = 200, **payload: Any) -> web.Response:
+    return web.json_response({"result": "success", **payload}, status=status)
