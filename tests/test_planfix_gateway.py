@@ -31,6 +31,7 @@ from contracts.events import (
     PlanfixCommentUpdated,
     PlanfixCommentWebhookReceived,
     PlanfixFile,
+    planfix_source_object_id,
 )
 from sandbox.fake_planfix import FakePlanfix
 from services.planfix_gateway.config import PlanfixGatewaySettings
@@ -211,7 +212,7 @@ def test_bridge_comment_is_marked_as_ours(
                 task_number=task,
                 description_html="relayed",
                 source_id=OUR_SOURCE_ID,
-                source_object_id="tg:-100500:7",
+                source_object_id=planfix_source_object_id("tg:msg:-100500:7"),
             )
 
     comment_id = loop.run(write())
@@ -220,7 +221,10 @@ def test_bridge_comment_is_marked_as_ours(
         lambda: of_type(task_events(loop, nats_url, task), PlanfixCommentAdded), what="the comment event"
     )
     assert added.comment_id == comment_id
-    assert (added.source_id, added.source_object_id) == (OUR_SOURCE_ID, "tg:-100500:7")
+    assert (added.source_id, added.source_object_id) == (
+        OUR_SOURCE_ID,
+        planfix_source_object_id("tg:msg:-100500:7"),
+    )
     assert (added.author.id, added.author.name) == ("user:1", "Bridge Robot")
 
 
