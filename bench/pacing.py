@@ -106,7 +106,7 @@ def _planfix_side(results: Results, config: BenchConfig, work_dir: Path, declare
         comments = sum(
             1
             for c in calls
-            if c.method == "POST" and c.path.rstrip("/").endswith("/comments") and c.status == 200
+            if c.method == "POST" and c.path.rstrip("/").endswith("/comments") and c.status in (200, 201)
         )
         # The rate between the first and the last request: N requests at 1/s span N-1 seconds.
         span = wall_time(calls[-1].at) - wall_time(calls[0].at) if len(calls) > 1 else 0.0

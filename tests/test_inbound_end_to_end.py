@@ -8,8 +8,10 @@ it matters, the calls that reached the fake Telegram (getFile, downloads).
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+from contracts.events import planfix_source_object_id, telegram_message_key
 from sandbox.fake_planfix import FakeComment, FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task
@@ -373,3 +375,18 @@ def test_while_planfix_is_down_messages_and_edits_wait_and_arrive_once_in_order(
     text = all_text(fake_planfix, number)
     assert text.count("during the outage") == 2
     assert text.index("first during") < text.index("second during")
+
+
+def test_a_group_text_becomes_exactly_one_comment_with_a_uuid_source_object_id(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    # The fake refuses a sourceObjectId that is not a UUID (code 30), as the spec types it.
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Spec comments")
+    update = fake_telegram.add_group_message(unique_chat_id, "The printer jams on tray 2")
+
+    [comment] = comments_of(fake_planfix, number, 1)
+    stays(lambda: len(fake_planfix.comments(number)) == 1, for_s=1.0, what="exactly one comment")
+    assert "The printer jams on tray 2" in comment.description
+    message_id = update["message"]["message_id"]
+    expected = planfix_source_object_id(telegram_message_key(unique_chat_id, message_id))
+    assert comment.source_object_id == str(uuid.UUID(expected))

@@ -455,3 +455,34 @@ def test_a_comment_the_relay_sent_before_it_had_an_outbox_is_not_sent_again(
     fake_planfix.add_employee_comment(number, "<p>written after the upgrade</p>")
     wait_shown(fake_telegram, unique_chat_id, "written after the upgrade", timeout_s=60)
     assert not any("sent by the old relay" in text for text in shown(fake_telegram, unique_chat_id))
+
+
+def test_a_comment_with_a_pdf_and_a_photo_arrives_with_the_same_bytes_fetched_without_the_token(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    # Planfix answers each download with a 302 to its storage (the spec); the bytes are fetched
+    # there without the bearer token, and the comment's text travels with them.
+    fake_telegram.keep_sent_files = True
+    try:
+        number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Spec downloads")
+        photo_bytes = b"\xff\xd8\xff\xe0 JPEG printer tray " * 40
+        pdf_bytes = b"%PDF-1.7\n" + bytes(range(256)) * 8
+        photo = fake_planfix.add_file("tray.jpg", photo_bytes)
+        pdf = fake_planfix.add_file("act.pdf", pdf_bytes)
+        storage_before = len(fake_planfix.storage_calls)
+
+        fake_planfix.add_employee_comment(number, "<p>The act and the tray</p>", files=(photo, pdf))
+
+        wait_shown(fake_telegram, unique_chat_id, "The act and the tray")
+        eventually(
+            lambda: sum(1 for m in fake_telegram.chat_messages(unique_chat_id) if m["file_id"]) == 2,
+            what="the photo and the PDF in the group",
+        )
+        sent = {m["file_name"]: m for m in fake_telegram.chat_messages(unique_chat_id) if m["file_id"]}
+        assert fake_telegram.file_bytes(sent["tray.jpg"]["file_id"]) == photo_bytes
+        assert fake_telegram.file_bytes(sent["act.pdf"]["file_id"]) == pdf_bytes
+        assert any("The act and the tray" in m["text"] for m in sent.values())
+        assert len(fake_planfix.storage_calls) - storage_before >= 2
+        assert fake_planfix.storage_requests_with_authorization() == []
+    finally:
+        fake_telegram.keep_sent_files = False

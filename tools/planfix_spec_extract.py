@@ -4,7 +4,7 @@
 
 SPEC is the full copy of Planfix's ``swagger.json`` (default: ``../shared/reference/
 planfix-openapi-1.3.4.json`` beside the repository); the extract goes to
-``sandbox/planfix_spec/planfix-openapi-extract.json`` (read by the fake Planfix's strict mode and
+``tests/planfix_spec/planfix-openapi-extract.json`` (read by the fake Planfix's strict mode and
 by ``tests/test_planfix_spec.py``).
 
 Kept: the operations in ``OPERATIONS`` (paths, methods, operationIds, parameters, request
@@ -28,7 +28,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SPEC = REPO.parent / "shared" / "reference" / "planfix-openapi-1.3.4.json"
-DEFAULT_OUT = REPO / "sandbox" / "planfix_spec" / "planfix-openapi-extract.json"
+DEFAULT_OUT = REPO / "tests" / "planfix_spec" / "planfix-openapi-extract.json"
 PUBLISHED_AT = "https://help.planfix.com/restapidocs/swagger.json"
 EXPECTED_VERSION = "1.3.4"
 
