@@ -55,7 +55,7 @@ from contracts.events import (
     decode_event,
     event_id_for,
 )
-from contracts.subjects import ALL_STREAMS, StreamSpec, dead_letter
+from contracts.subjects import ALL_STREAMS, StreamSpec, dead_letter, subject_for
 
 log = structlog.get_logger("eventbus")
 
@@ -225,8 +225,15 @@ class EventPublisher:
     def _jetstream(self) -> Any:
         return self._broker.connection.jetstream()
 
-    async def publish(self, event: Event, *, subject: str, msg_id: str) -> bool:
-        """Store ``event`` on ``subject``; returns False when the stream already had ``msg_id``."""
+    async def publish(self, event: Event, *, subject: str | None = None, msg_id: str | None = None) -> bool:
+        """Store ``event``; returns False when the stream already had it.
+
+        The event knows its route: its subject comes from the catalogue
+        (``contracts.subjects.subject_for``), its ``Nats-Msg-Id`` is its id, which derives from
+        the source key, so a repeat is dropped. ``subject``/``msg_id`` override them (replays).
+        """
+        subject = subject or subject_for(event)
+        msg_id = msg_id or event.event_id
         payload = msgspec.json.encode(event)
         headers = {
             MSG_ID_HEADER: msg_id,

@@ -6,37 +6,10 @@ that happen in a task). Consumers filter with ``>``/``*`` on the leading tokens;
 last so that a later partition mapping (``{{partition(N, <key position>)}}``) can keep per-group
 order while groups run in parallel.
 
-====================================================  ===========  ================================
-subject                                               stream       published by
-====================================================  ===========  ================================
-``telegram.message.received.<chat_id>``               TELEGRAM     telegram_gateway
-``telegram.message.edited.<chat_id>``                 TELEGRAM     telegram_gateway
-``telegram.message.reacted.<chat_id>``                TELEGRAM     telegram_gateway
-``telegram.bind.requested.<chat_id>``                 TELEGRAM     telegram_gateway (/task, /unbind)
-``telegram.group.command_received.<chat_id>``         TELEGRAM     telegram_gateway (/status, /help)
-``telegram.group.anonymous_admin_posted.<chat_id>``   TELEGRAM     telegram_gateway
-``telegram.group.bot_membership_changed.<chat_id>``   TELEGRAM     telegram_gateway (my_chat_member)
-``telegram.group.migrated.<new_chat_id>``             TELEGRAM     telegram_gateway, relay
-``telegram.other_bot.commanded.<chat_id>``            TELEGRAM     telegram_gateway (/task@<other bot>)
-``planfix.webhook.comment.<task_number>``             PLANFIX      planfix_gateway (HTTP, ids only)
-``planfix.comment.added.<task_number>``               PLANFIX      planfix_gateway (content fetched)
-``planfix.comment.updated.<task_number>``             PLANFIX      planfix_gateway (fetched, re-read)
-``planfix.comment.deleted.<task_number>``             PLANFIX      planfix_gateway (checked, re-read)
-``binding.bound.<chat_id>``                           BINDING      binder
-``binding.rejected.<chat_id>``                        BINDING      binder
-``binding.unbound.<chat_id>``                         BINDING      binder (/unbind), bridge CLI
-``binding.unbind_rejected.<chat_id>``                 BINDING      binder
-``binding.suspended.<chat_id>``                       BINDING      binder
-``binding.resumed.<chat_id>``                         BINDING      binder
-``binding.moved.<new_chat_id>``                       BINDING      binder
-``effect.planfix.comment_posted.<task_number>``       EFFECTS      relay
-``effect.planfix.comment_rewritten.<task_number>``    EFFECTS      relay
-``effect.telegram.message_sent.<chat_id>``            EFFECTS      relay
-``effect.telegram.messages_edited.<chat_id>``         EFFECTS      relay
-``effect.telegram.messages_deleted.<chat_id>``        EFFECTS      relay
-``effect.telegram.delivery_failed.<chat_id>``         EFFECTS      relay
-``deadletter.<consumer>``                             DEADLETTER   any consumer (bridge_lib.eventbus)
-====================================================  ===========  ================================
+The subjects, their streams, events and publishers are declared once, in ``CATALOGUE`` below;
+the table a reader wants is generated from it (``subject_table()``, printed into
+``docs/architecture.md`` and ``docs/asyncapi/bridge.yaml``; tests fail when either is stale).
+Publishers name no subject: ``subject_for(event)`` routes an event by its type.
 
 ``/task`` and ``/unbind`` share one subject so the binder sees them in the order they were
 written. ``telegram.group.*`` carries what happens to a group as a whole, for the binder
@@ -103,6 +76,9 @@ sequence = the update id); it cannot be retried, only read and dropped.
 from __future__ import annotations
 
 import msgspec
+
+from contracts import events as ev
+from contracts.events import Event
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -175,335 +151,283 @@ TELEGRAM_PACE_BUCKET = BucketSpec(
 )
 
 
-def telegram_message_received(chat_id: int) -> str:
-    return f"telegram.message.received.{chat_id}"
-
-
-def telegram_message_edited(chat_id: int) -> str:
-    return f"telegram.message.edited.{chat_id}"
-
-
-def telegram_message_reacted(chat_id: int) -> str:
-    return f"telegram.message.reacted.{chat_id}"
-
-
-def telegram_bind_requested(chat_id: int) -> str:
-    return f"telegram.bind.requested.{chat_id}"
-
-
-def planfix_comment_webhook(task_number: int) -> str:
-    return f"planfix.webhook.comment.{task_number}"
-
-
-def telegram_group_command(chat_id: int) -> str:
-    return f"telegram.group.command_received.{chat_id}"
-
-
-def telegram_anonymous_admin_posted(chat_id: int) -> str:
-    return f"telegram.group.anonymous_admin_posted.{chat_id}"
-
-
-def telegram_bot_membership_changed(chat_id: int) -> str:
-    return f"telegram.group.bot_membership_changed.{chat_id}"
-
-
-def telegram_group_migrated(new_chat_id: int) -> str:
-    return f"telegram.group.migrated.{new_chat_id}"
-
-
-def telegram_other_bot_commanded(chat_id: int) -> str:
-    return f"telegram.other_bot.commanded.{chat_id}"
-
-
-def planfix_comment_added(task_number: int) -> str:
-    return f"planfix.comment.added.{task_number}"
-
-
-def planfix_comment_updated(task_number: int) -> str:
-    return f"planfix.comment.updated.{task_number}"
-
-
-def planfix_comment_deleted(task_number: int) -> str:
-    return f"planfix.comment.deleted.{task_number}"
-
-
-def binding_bound(chat_id: int) -> str:
-    return f"binding.bound.{chat_id}"
-
-
-def binding_rejected(chat_id: int) -> str:
-    return f"binding.rejected.{chat_id}"
-
-
-def binding_unbound(chat_id: int) -> str:
-    return f"binding.unbound.{chat_id}"
-
-
-def binding_unbind_rejected(chat_id: int) -> str:
-    return f"binding.unbind_rejected.{chat_id}"
-
-
-def binding_suspended(chat_id: int) -> str:
-    return f"binding.suspended.{chat_id}"
-
-
-def binding_resumed(chat_id: int) -> str:
-    return f"binding.resumed.{chat_id}"
-
-
-def binding_moved(new_chat_id: int) -> str:
-    return f"binding.moved.{new_chat_id}"
-
-
-def planfix_comment_posted(task_number: int) -> str:
-    return f"effect.planfix.comment_posted.{task_number}"
-
-
-def planfix_comment_rewritten(task_number: int) -> str:
-    return f"effect.planfix.comment_rewritten.{task_number}"
-
-
-def telegram_message_sent(chat_id: int) -> str:
-    return f"effect.telegram.message_sent.{chat_id}"
-
-
-def dead_letter(consumer: str) -> str:
-    """Durable consumer names are NATS-safe tokens (letters, digits, ``-``, ``_``)."""
-    return f"deadletter.{consumer}"
-
-
 class SubjectSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """One subject family of the table above, machine-readable (for the AsyncAPI docs)."""
+    """One subject family: where its events go, who publishes them, and what the key is."""
 
-    # As consumers filter it: the routing key is "*".
+    # As consumers filter it: the routing key is the last token, "*".
     pattern: str
     stream: str
-    event_tags: tuple[str, ...]
+    events: tuple[type[Event], ...]
+    # The event field whose value is the routing key.
+    key: str
     published_by: str
     description: str
 
+    @property
+    def event_tags(self) -> tuple[str, ...]:
+        return tuple(str(event.__struct_config__.tag) for event in self.events)
 
-CATALOGUE: tuple[SubjectSpec, ...] = (
-    SubjectSpec(
-        pattern="telegram.message.received.*",
-        stream="TELEGRAM",
-        event_tags=("telegram.message_received.v1",),
-        published_by="telegram_gateway",
-        description="A message written in a Telegram group; key: chat id",
-    ),
-    SubjectSpec(
-        pattern="telegram.message.edited.*",
-        stream="TELEGRAM",
-        event_tags=("telegram.message_edited.v1",),
-        published_by="telegram_gateway",
-        description="A group message was edited; key: chat id",
-    ),
-    SubjectSpec(
-        pattern="telegram.message.reacted.*",
-        stream="TELEGRAM",
-        event_tags=("telegram.reaction_changed.v1",),
-        published_by="telegram_gateway",
-        description="The reactions on a group message changed; key: chat id",
-    ),
-    SubjectSpec(
-        pattern="telegram.bind.requested.*",
-        stream="TELEGRAM",
-        event_tags=("binding.bind_requested.v1", "binding.unbind_requested.v1"),
-        published_by="telegram_gateway",
-        description="/task <title>, /task <number> or /unbind in a group, in order; key: chat id",
-    ),
-    SubjectSpec(
-        pattern="planfix.webhook.comment.*",
-        stream="PLANFIX",
-        event_tags=("planfix.comment_webhook_received.v1",),
-        published_by="planfix_gateway",
-        description="Planfix's scenario said a comment was added (ids only); key: task number",
-    ),
-    SubjectSpec(
-        pattern="planfix.comment.added.*",
-        stream="PLANFIX",
-        event_tags=("planfix.comment_added.v1",),
-        published_by="planfix_gateway",
-        description="A Planfix comment with its content, fetched through the REST API; key: task number",
-    ),
-    SubjectSpec(
-        pattern="binding.bound.*",
-        stream="BINDING",
-        event_tags=("binding.task_bound.v1",),
-        published_by="binder",
-        description="A group was bound to a task; key: chat id",
-    ),
-    SubjectSpec(
-        pattern="binding.rejected.*",
-        stream="BINDING",
-        event_tags=("binding.bind_rejected.v1",),
-        published_by="binder",
-        description="A bind request was refused; key: chat id",
-    ),
-    SubjectSpec(
-        pattern="binding.unbound.*",
-        stream="BINDING",
-        event_tags=("binding.task_unbound.v1",),
-        published_by="binder (/unbind), bridge CLI (operator)",
-        description="A group's binding was removed; key: chat id",
-    ),
-    SubjectSpec(
-        pattern="effect.planfix.comment_posted.*",
-        stream="EFFECTS",
-        event_tags=("effect.planfix_comment_posted.v1",),
-        published_by="relay",
-        description="The relay wrote a comment into a Planfix task; key: task number",
-    ),
-    SubjectSpec(
-        pattern="effect.planfix.comment_rewritten.*",
-        stream="EFFECTS",
-        event_tags=("effect.planfix_comment_rewritten.v1",),
-        published_by="relay",
-        description="The relay rewrote one of its comments (an edit or reactions); key: task number",
-    ),
-    SubjectSpec(
-        pattern="effect.telegram.message_sent.*",
-        stream="EFFECTS",
-        event_tags=("effect.telegram_message_sent.v1",),
-        published_by="relay",
-        description="The relay sent a message into a Telegram group; key: chat id",
-    ),
-    SubjectSpec(
-        pattern="telegram.group.command_received.*",
-        stream="TELEGRAM",
-        event_tags=("telegram.group_command_received.v1",),
-        published_by="telegram_gateway",
-        description="/status or /help in a group; key: chat id",
-    ),
-    SubjectSpec(
-        pattern="telegram.group.anonymous_admin_posted.*",
-        stream="TELEGRAM",
-        event_tags=("telegram.anonymous_admin_posted.v1",),
-        published_by="telegram_gateway",
-        description="A message sent anonymously as the group (not carried); key: chat id",
-    ),
-    SubjectSpec(
-        pattern="telegram.group.bot_membership_changed.*",
-        stream="TELEGRAM",
-        event_tags=("telegram.bot_membership_changed.v1",),
-        published_by="telegram_gateway",
-        description="The bot was added to or removed from a group; key: chat id",
-    ),
-    SubjectSpec(
-        pattern="telegram.group.migrated.*",
-        stream="TELEGRAM",
-        event_tags=("telegram.chat_migrated.v1",),
-        published_by="telegram_gateway, relay",
-        description="A group became a supergroup with a new chat id; key: the new chat id",
-    ),
-    SubjectSpec(
-        pattern="telegram.other_bot.commanded.*",
-        stream="TELEGRAM",
-        event_tags=("telegram.other_bot_commanded.v1",),
-        published_by="telegram_gateway",
-        description="/task@<another bot> was written in a group: that bot answers /task too; key: chat id",
-    ),
-    SubjectSpec(
-        pattern="planfix.comment.updated.*",
-        stream="PLANFIX",
-        event_tags=("planfix.comment_updated.v1",),
-        published_by="planfix_gateway",
-        description="A Planfix comment was changed, with its new content (after a scenario's notice, "
-        "or noticed by the paced re-read of the task); key: task number",
-    ),
-    SubjectSpec(
-        pattern="planfix.comment.deleted.*",
-        stream="PLANFIX",
-        event_tags=("planfix.comment_deleted.v1",),
-        published_by="planfix_gateway",
-        description="A Planfix comment was deleted (checked; after a scenario's notice, or noticed by "
-        "the paced re-read of the task); key: task number",
-    ),
-    SubjectSpec(
-        pattern="binding.unbind_rejected.*",
-        stream="BINDING",
-        event_tags=("binding.unbind_rejected.v1",),
-        published_by="binder",
-        description="An /unbind was refused; key: chat id",
-    ),
-    SubjectSpec(
-        pattern="binding.suspended.*",
-        stream="BINDING",
-        event_tags=("binding.binding_suspended.v1",),
-        published_by="binder",
-        description="The bot left the group: its binding waits; key: chat id",
-    ),
-    SubjectSpec(
-        pattern="binding.resumed.*",
-        stream="BINDING",
-        event_tags=("binding.binding_resumed.v1",),
-        published_by="binder",
-        description="The bot is back: the binding carries again; key: chat id",
-    ),
-    SubjectSpec(
-        pattern="binding.moved.*",
-        stream="BINDING",
-        event_tags=("binding.binding_moved.v1",),
-        published_by="binder",
-        description="The binding followed the group to its new chat id; key: the new chat id",
-    ),
-    SubjectSpec(
-        pattern="effect.telegram.messages_edited.*",
-        stream="EFFECTS",
-        event_tags=("effect.telegram_messages_edited.v1",),
-        published_by="relay",
-        description="The relay edited its messages for an edited comment; key: chat id",
-    ),
-    SubjectSpec(
-        pattern="effect.telegram.messages_deleted.*",
-        stream="EFFECTS",
-        event_tags=("effect.telegram_messages_deleted.v1",),
-        published_by="relay",
-        description="The relay deleted its messages for a deleted comment; key: chat id",
-    ),
-    SubjectSpec(
-        pattern="effect.telegram.delivery_failed.*",
-        stream="EFFECTS",
-        event_tags=("effect.telegram_delivery_failed.v1",),
-        published_by="relay",
-        description="Telegram refused a message for good; it is kept in the outbox; key: chat id",
-    ),
-    SubjectSpec(
-        pattern="deadletter.*",
-        stream="DEADLETTER",
-        event_tags=("ops.message_dead_lettered.v1",),
-        published_by="any consumer; telegram_gateway for an update Telegram sent that it cannot read",
-        description="A message a consumer gave up on, with the reason; key: durable consumer name "
-        "(``telegram_gateway``: updates from getUpdates that do not decode)",
-    ),
+    def subject(self, key: int | str) -> str:
+        return f"{self.pattern[:-1]}{key}"
+
+
+def _spec(
+    pattern: str, stream: StreamSpec, *events: type[Event], key: str, by: str, what: str
+) -> SubjectSpec:
+    return SubjectSpec(
+        pattern=pattern, stream=stream.name, events=events, key=key, published_by=by, description=what
+    )
+
+
+T, P, B, E, D = TELEGRAM_STREAM, PLANFIX_STREAM, BINDING_STREAM, EFFECTS_STREAM, DEADLETTER_STREAM
+GATEWAY, RELAY, BINDER, FETCHER = "telegram_gateway", "relay", "binder", "planfix_gateway"
+
+TELEGRAM_MESSAGE_RECEIVED = _spec(
+    "telegram.message.received.*", T, ev.TelegramMessageReceived, key="chat_id", by=GATEWAY,
+    what="A message written in a Telegram group; key: chat id",
+)  # fmt: skip
+TELEGRAM_MESSAGE_EDITED = _spec(
+    "telegram.message.edited.*", T, ev.TelegramMessageEdited, key="chat_id", by=GATEWAY,
+    what="A group message was edited; key: chat id",
+)  # fmt: skip
+TELEGRAM_MESSAGE_REACTED = _spec(
+    "telegram.message.reacted.*", T, ev.TelegramReactionChanged, key="chat_id", by=GATEWAY,
+    what="The reactions on a group message changed; key: chat id",
+)  # fmt: skip
+TELEGRAM_BIND_REQUESTED = _spec(
+    "telegram.bind.requested.*", T, ev.BindRequested, ev.UnbindRequested, key="chat_id", by=GATEWAY,
+    what="/task <title>, /task <number or link> or /unbind in a group, in order; key: chat id",
+)  # fmt: skip
+TELEGRAM_GROUP_COMMAND = _spec(
+    "telegram.group.command_received.*", T, ev.GroupCommandReceived, key="chat_id", by=GATEWAY,
+    what="/status or /help in a group; key: chat id",
+)  # fmt: skip
+TELEGRAM_ANONYMOUS_ADMIN_POSTED = _spec(
+    "telegram.group.anonymous_admin_posted.*", T, ev.AnonymousAdminPosted, key="chat_id", by=GATEWAY,
+    what="A message sent anonymously as the group (not carried); key: chat id",
+)  # fmt: skip
+TELEGRAM_BOT_MEMBERSHIP_CHANGED = _spec(
+    "telegram.group.bot_membership_changed.*", T, ev.BotMembershipChanged, key="chat_id", by=GATEWAY,
+    what="The bot was added to or removed from a group; key: chat id",
+)  # fmt: skip
+TELEGRAM_GROUP_MIGRATED = _spec(
+    "telegram.group.migrated.*", T, ev.ChatMigrated, key="chat_id", by=f"{GATEWAY}, {RELAY}",
+    what="A group became a supergroup with a new chat id; key: the new chat id",
+)  # fmt: skip
+TELEGRAM_OTHER_BOT_COMMANDED = _spec(
+    "telegram.other_bot.commanded.*", T, ev.OtherBotCommanded, key="chat_id", by=GATEWAY,
+    what="/task@<another bot> was written in a group: that bot answers /task too; key: chat id",
+)  # fmt: skip
+PLANFIX_COMMENT_WEBHOOK = _spec(
+    "planfix.webhook.comment.*", P, ev.PlanfixCommentWebhookReceived, key="task_number", by=FETCHER,
+    what="Planfix's scenario said a comment was added (ids only); key: task number",
+)  # fmt: skip
+PLANFIX_COMMENT_ADDED = _spec(
+    "planfix.comment.added.*", P, ev.PlanfixCommentAdded, key="task_number", by=FETCHER,
+    what="A Planfix comment with its content, fetched through the REST API; key: task number",
+)  # fmt: skip
+PLANFIX_COMMENT_UPDATED = _spec(
+    "planfix.comment.updated.*", P, ev.PlanfixCommentUpdated, key="task_number", by=FETCHER,
+    what="A Planfix comment was changed, with its new content (after a scenario's notice, or noticed "
+    "by the paced re-read of the task); key: task number",
+)  # fmt: skip
+PLANFIX_COMMENT_DELETED = _spec(
+    "planfix.comment.deleted.*", P, ev.PlanfixCommentDeleted, key="task_number", by=FETCHER,
+    what="A Planfix comment was deleted (checked; after a scenario's notice, or noticed by the paced "
+    "re-read of the task); key: task number",
+)  # fmt: skip
+BINDING_BOUND = _spec(
+    "binding.bound.*", B, ev.TaskBound, key="chat_id", by=BINDER,
+    what="A group was bound to a task; key: chat id",
+)  # fmt: skip
+BINDING_REJECTED = _spec(
+    "binding.rejected.*", B, ev.BindRejected, key="chat_id", by=BINDER,
+    what="A bind request was refused; key: chat id",
+)  # fmt: skip
+BINDING_UNBOUND = _spec(
+    "binding.unbound.*", B, ev.TaskUnbound, key="chat_id", by=BINDER,
+    what="A group's binding was removed (/unbind, or an operator's command); key: chat id",
+)  # fmt: skip
+BINDING_UNBIND_REJECTED = _spec(
+    "binding.unbind_rejected.*", B, ev.UnbindRejected, key="chat_id", by=BINDER,
+    what="An /unbind was refused; key: chat id",
+)  # fmt: skip
+BINDING_SUSPENDED = _spec(
+    "binding.suspended.*", B, ev.BindingSuspended, key="chat_id", by=BINDER,
+    what="The bot left the group: its binding waits; key: chat id",
+)  # fmt: skip
+BINDING_RESUMED = _spec(
+    "binding.resumed.*", B, ev.BindingResumed, key="chat_id", by=BINDER,
+    what="The bot is back: the binding carries again; key: chat id",
+)  # fmt: skip
+BINDING_MOVED = _spec(
+    "binding.moved.*", B, ev.BindingMoved, key="chat_id", by=BINDER,
+    what="The binding followed the group to its new chat id; key: the new chat id",
+)  # fmt: skip
+EFFECT_PLANFIX_COMMENT_POSTED = _spec(
+    "effect.planfix.comment_posted.*", E, ev.PlanfixCommentPosted, key="task_number", by=RELAY,
+    what="The relay wrote a comment into a Planfix task; key: task number",
+)  # fmt: skip
+EFFECT_PLANFIX_COMMENT_REWRITTEN = _spec(
+    "effect.planfix.comment_rewritten.*", E, ev.PlanfixCommentRewritten, key="task_number", by=RELAY,
+    what="The relay rewrote one of its comments (an edit or reactions); key: task number",
+)  # fmt: skip
+EFFECT_TELEGRAM_MESSAGE_SENT = _spec(
+    "effect.telegram.message_sent.*", E, ev.TelegramMessageSent, key="chat_id", by=RELAY,
+    what="The relay sent a message into a Telegram group; key: chat id",
+)  # fmt: skip
+EFFECT_TELEGRAM_MESSAGES_EDITED = _spec(
+    "effect.telegram.messages_edited.*", E, ev.TelegramMessagesEdited, key="chat_id", by=RELAY,
+    what="The relay edited its messages for an edited comment; key: chat id",
+)  # fmt: skip
+EFFECT_TELEGRAM_MESSAGES_DELETED = _spec(
+    "effect.telegram.messages_deleted.*", E, ev.TelegramMessagesDeleted, key="chat_id", by=RELAY,
+    what="The relay deleted its messages for a deleted comment; key: chat id",
+)  # fmt: skip
+EFFECT_TELEGRAM_DELIVERY_FAILED = _spec(
+    "effect.telegram.delivery_failed.*", E, ev.TelegramDeliveryFailed, key="chat_id", by=RELAY,
+    what="Telegram refused a message for good; it is kept in the outbox; key: chat id",
+)  # fmt: skip
+DEAD_LETTERED = _spec(
+    "deadletter.*", D, ev.MessageDeadLettered, key="consumer",
+    by="any consumer; telegram_gateway for an update Telegram sent that it cannot read",
+    what="A message a consumer gave up on, with the reason; key: durable consumer name "
+    "(``telegram_gateway``: updates from getUpdates that do not decode)",
+)  # fmt: skip
+
+CATALOGUE: tuple[SubjectSpec, ...] = tuple(
+    value for value in list(globals().values()) if isinstance(value, SubjectSpec)
 )
+_SPEC_BY_EVENT: dict[type[Event], SubjectSpec] = {event: spec for spec in CATALOGUE for event in spec.events}
 
 
-def telegram_messages_edited(chat_id: int) -> str:
-    return f"effect.telegram.messages_edited.{chat_id}"
+def spec_for(event_type: type[Event]) -> SubjectSpec:
+    try:
+        return _SPEC_BY_EVENT[event_type]
+    except KeyError:
+        raise LookupError(f"{event_type.__name__} has no subject in the catalogue") from None
 
 
-def telegram_messages_deleted(chat_id: int) -> str:
-    return f"effect.telegram.messages_deleted.{chat_id}"
+def subject_for(event: Event) -> str:
+    """The subject ``event`` is published on: its family's, with its routing key."""
+    spec = spec_for(type(event))
+    return spec.subject(getattr(event, spec.key))
 
 
-def telegram_delivery_failed(chat_id: int) -> str:
-    return f"effect.telegram.delivery_failed.{chat_id}"
-
+# Subjects by routing key, for readers (e.g. the last migration of a chat).
+telegram_message_received = TELEGRAM_MESSAGE_RECEIVED.subject
+telegram_message_edited = TELEGRAM_MESSAGE_EDITED.subject
+telegram_message_reacted = TELEGRAM_MESSAGE_REACTED.subject
+telegram_bind_requested = TELEGRAM_BIND_REQUESTED.subject
+telegram_group_command = TELEGRAM_GROUP_COMMAND.subject
+telegram_anonymous_admin_posted = TELEGRAM_ANONYMOUS_ADMIN_POSTED.subject
+telegram_bot_membership_changed = TELEGRAM_BOT_MEMBERSHIP_CHANGED.subject
+telegram_group_migrated = TELEGRAM_GROUP_MIGRATED.subject
+telegram_other_bot_commanded = TELEGRAM_OTHER_BOT_COMMANDED.subject
+planfix_comment_webhook = PLANFIX_COMMENT_WEBHOOK.subject
+planfix_comment_added = PLANFIX_COMMENT_ADDED.subject
+planfix_comment_updated = PLANFIX_COMMENT_UPDATED.subject
+planfix_comment_deleted = PLANFIX_COMMENT_DELETED.subject
+binding_bound = BINDING_BOUND.subject
+binding_rejected = BINDING_REJECTED.subject
+binding_unbound = BINDING_UNBOUND.subject
+binding_unbind_rejected = BINDING_UNBIND_REJECTED.subject
+binding_suspended = BINDING_SUSPENDED.subject
+binding_resumed = BINDING_RESUMED.subject
+binding_moved = BINDING_MOVED.subject
+planfix_comment_posted = EFFECT_PLANFIX_COMMENT_POSTED.subject
+planfix_comment_rewritten = EFFECT_PLANFIX_COMMENT_REWRITTEN.subject
+telegram_message_sent = EFFECT_TELEGRAM_MESSAGE_SENT.subject
+telegram_messages_edited = EFFECT_TELEGRAM_MESSAGES_EDITED.subject
+telegram_messages_deleted = EFFECT_TELEGRAM_MESSAGES_DELETED.subject
+telegram_delivery_failed = EFFECT_TELEGRAM_DELIVERY_FAILED.subject
+dead_letter = DEAD_LETTERED.subject
 
 # Filters consumers subscribe with.
-ALL_TELEGRAM_MESSAGES = "telegram.message.received.*"
-# Messages, edits and reactions together, in stream order.
+ALL_TELEGRAM_MESSAGES = TELEGRAM_MESSAGE_RECEIVED.pattern
+# Messages, edits and reactions together, in stream order: an edit never overtakes its message.
 ALL_TELEGRAM_MESSAGE_ACTIVITY = "telegram.message.>"
-ALL_BIND_REQUESTS = "telegram.bind.requested.*"
-ALL_PLANFIX_COMMENT_WEBHOOKS = "planfix.webhook.comment.*"
-ALL_PLANFIX_COMMENTS = "planfix.comment.added.*"
+ALL_BIND_REQUESTS = TELEGRAM_BIND_REQUESTED.pattern
+ALL_PLANFIX_COMMENT_WEBHOOKS = PLANFIX_COMMENT_WEBHOOK.pattern
+ALL_PLANFIX_COMMENTS = PLANFIX_COMMENT_ADDED.pattern
+# Added, updated and deleted comments of a task in one order.
 ALL_PLANFIX_COMMENT_CHANGES = "planfix.comment.*.*"
 ALL_TELEGRAM_GROUP_EVENTS = "telegram.group.*.*"
-ALL_OTHER_BOTS_COMMANDED = "telegram.other_bot.commanded.*"
+ALL_OTHER_BOTS_COMMANDED = TELEGRAM_OTHER_BOT_COMMANDED.pattern
 ALL_BINDING_EVENTS = "binding.>"
 ALL_EFFECTS = "effect.>"
 ALL_DEAD_LETTERS = "deadletter.>"
+
+
+class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A durable consumer: declared here, created by its service at start, read by the CLI
+    (``doctor``, ``trace``, ``events replay --into``) and by health checks."""
+
+    durable: str
+    stream: str
+    filter_subject: str
+    service: str
+    description: str
+    # Longer than the slowest call a handler makes (Planfix timeout x retries): no redelivery
+    # while a slow call is still under way.
+    ack_wait_s: float = 60.0
+    max_deliver: int = 200
+
+
+def _consumer(durable: str, stream: StreamSpec, filter_subject: str, service: str, what: str) -> ConsumerSpec:
+    return ConsumerSpec(
+        durable=durable, stream=stream.name, filter_subject=filter_subject, service=service, description=what
+    )
+
+
+FETCHER_COMMENT_WEBHOOKS = _consumer(
+    "planfix_gateway-comment-fetcher", P, ALL_PLANFIX_COMMENT_WEBHOOKS, FETCHER,
+    "fetches each comment a webhook named and stores it with its content",
+)  # fmt: skip
+BINDER_BIND_REQUESTS = _consumer(
+    "binder-bind-requests", T, ALL_BIND_REQUESTS, BINDER,
+    "decides /task and /unbind",
+)  # fmt: skip
+BINDER_GROUP_CHANGES = _consumer(
+    "binder-group-changes", T, ALL_TELEGRAM_GROUP_EVENTS, BINDER,
+    "suspends, resumes and moves bindings as the bot leaves, rejoins or the group migrates",
+)  # fmt: skip
+RELAY_TELEGRAM_INBOUND = _consumer(
+    "relay-telegram-inbound", T, ALL_TELEGRAM_MESSAGE_ACTIVITY, RELAY,
+    "carries group messages, edits and reactions to Planfix, in batches (one active replica)",
+)  # fmt: skip
+RELAY_PLANFIX_COMMENT_CHANGES = _consumer(
+    "relay-planfix-comment-changes", P, ALL_PLANFIX_COMMENT_CHANGES, RELAY,
+    "queues added, edited and deleted comments for their groups",
+)  # fmt: skip
+RELAY_BINDING_NOTICES = _consumer(
+    "relay-binding-notices", B, ALL_BINDING_EVENTS, RELAY,
+    "tells groups what the binder decided",
+)  # fmt: skip
+RELAY_GROUP_EVENTS = _consumer(
+    "relay-group-events", T, ALL_TELEGRAM_GROUP_EVENTS, RELAY,
+    "answers /status and /help, greets, guides anonymous admins",
+)  # fmt: skip
+
+CONSUMERS: tuple[ConsumerSpec, ...] = tuple(
+    value for value in list(globals().values()) if isinstance(value, ConsumerSpec)
+)
+
+
+def consumer_named(durable: str) -> ConsumerSpec | None:
+    return next((consumer for consumer in CONSUMERS if consumer.durable == durable), None)
+
+
+def subject_table() -> str:
+    """The catalogue as a reader's table (rendered into docs/architecture.md)."""
+    rows = [(spec.pattern.replace("*", "<key>"), spec.stream, spec.published_by) for spec in CATALOGUE]
+    widths = [max(len(row[i]) for row in [*rows, ("subject", "stream", "published by")]) for i in range(3)]
+
+    def line(cells: tuple[str, str, str]) -> str:
+        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    return "\n".join([line(("subject", "stream", "published by")), rule, *(line(row) for row in rows)])
 
 
 # Key-value buckets (besides TELEGRAM_PACE_BUCKET above).

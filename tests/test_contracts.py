@@ -225,3 +225,42 @@ def test_a_posted_comment_recorded_with_the_old_source_object_id_still_decodes()
     event = decode_event(msgspec.json.encode(stored))
     assert isinstance(event, PlanfixCommentPosted)
     assert event.source_object_id == "tg:msg:-100:5"
+
+
+def concrete_event_types() -> list[type[msgspec.Struct]]:
+    return list(typing.get_args(AnyEvent))
+
+
+@pytest.mark.parametrize("event_type", concrete_event_types(), ids=lambda t: t.__name__)
+def test_every_event_knows_its_route_and_its_stream_takes_it(event_type: type[msgspec.Struct]) -> None:
+    spec = subjects.spec_for(event_type)  # type: ignore[arg-type]
+    assert spec.key in event_type.__struct_fields__
+    [stream] = [s for s in subjects.ALL_STREAMS if s.name == spec.stream]
+    example = spec.subject(-1001)
+    assert any(fnmatch.fnmatch(example, pattern.replace(">", "*")) for pattern in stream.subjects)
+
+
+def test_an_event_is_published_on_its_familys_subject_with_its_key() -> None:
+    event = TelegramMessageReceived(
+        event_id="e",
+        occurred_at=utc_now(),
+        correlation_id="c",
+        causation_id="x",
+        chat_id=-1001,
+        message_id=5,
+        sender=TelegramUser(id=1, full_name="Ivan"),
+        text="hi",
+        sent_at=utc_now(),
+    )
+    assert subjects.subject_for(event) == "telegram.message.received.-1001"
+
+
+def test_every_durable_consumer_reads_subjects_of_its_own_stream() -> None:
+    names = [consumer.durable for consumer in subjects.CONSUMERS]
+    assert len(names) == len(set(names))
+    for consumer in subjects.CONSUMERS:
+        [stream] = [s for s in subjects.ALL_STREAMS if s.name == consumer.stream]
+        assert any(
+            fnmatch.fnmatch(consumer.filter_subject.replace(">", "x.y"), pattern.replace(">", "*"))
+            for pattern in stream.subjects
+        ), consumer.durable

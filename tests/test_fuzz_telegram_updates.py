@@ -395,7 +395,7 @@ class CountingPublisher(EventPublisher):
 
     published = 0
 
-    async def publish(self, event: Event, *, subject: str, msg_id: str) -> bool:
+    async def publish(self, event: Event, *, subject: str | None = None, msg_id: str | None = None) -> bool:
         stored = await super().publish(event, subject=subject, msg_id=msg_id)
         self.published += 1
         return stored

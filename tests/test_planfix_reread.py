@@ -39,6 +39,7 @@ from contracts.events import (
     planfix_comment_deleted_key,
     planfix_comment_key,
 )
+from contracts.subjects import subject_for
 from sandbox.fake_planfix import FakePlanfix
 from services.planfix_gateway.reread import (
     DAILY_RESERVE,
@@ -407,7 +408,8 @@ class RecordingPublisher(EventPublisher):
     def __init__(self) -> None:
         self.stored: dict[str, tuple[str, Event]] = {}
 
-    async def publish(self, event: Event, *, subject: str, msg_id: str) -> bool:
+    async def publish(self, event: Event, *, subject: str | None = None, msg_id: str | None = None) -> bool:
+        msg_id, subject = msg_id or event.event_id, subject or subject_for(event)
         if msg_id in self.stored:
             return False
         self.stored[msg_id] = (subject, event)
