@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from bridge_lib.aiohttp_transport import AiohttpTransport
-from bridge_lib.planfix import PlanfixClient
+from bridge_lib.planfix import PlanfixClient, Recipients
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.planfix_spec import EXTRACT_PATH, load_spec
 from sandbox.planfix_spec.checker import RequestChecker
@@ -50,7 +50,54 @@ async def _ping(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
 
 
 async def _create_task(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
-    await client.create_task(name="Printer", description="<p>jammed</p>")
+    assigner = fake.add_employee("Task Setter", telegram_id=7_000_001)
+    await client.create_task(name="Printer", description="<p>jammed</p>", assigner=assigner)
+
+
+async def _get_task_people(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    task = fake.add_task("People")
+    employee = fake.add_employee("Anna", telegram_id=7_000_002)
+    contact = fake.add_contact("Client", telegram_id=7_000_003)
+    fake.set_task_people(
+        task,
+        assigner=employee,
+        assignees=(employee, "group:3"),
+        participants=(contact,),
+        auditors=("user:1",),
+    )
+    people = await client.get_task_people(task)
+    assert people.everyone == {employee, contact, "user:1"}
+
+
+async def _find_employees_by_telegram_id(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    employee = fake.add_employee("Boris", telegram_id=7_000_004, telegram="boris_spec")
+    assert [p.id for p in await client.find_employees_by_telegram_id(7_000_004)] == [employee]
+
+
+async def _find_employees_by_telegram_username(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    employee = fake.add_employee("Vera", telegram="https://t.me/vera_spec")
+    assert [p.id for p in await client.find_employees_by_telegram_username("@Vera_Spec")] == [employee]
+
+
+async def _list_employees(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    fake.add_employee("Gleb", telegram_id=7_000_005, active=False)
+    assert await client.list_employees(only_active=True)
+
+
+async def _find_contacts_by_telegram_id(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    contact = fake.add_contact("Dina", telegram_id=7_000_006)
+    assert [p.id for p in await client.find_contacts_by_telegram_id(7_000_006)] == [contact]
+
+
+async def _find_contacts_by_telegram_username(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    contact = fake.add_contact("Egor", telegram="egor_spec")
+    assert [p.id for p in await client.find_contacts_by_telegram_username("egor_spec")] == [contact]
+
+
+async def _create_contact(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    await client.create_contact(
+        name="Fedor", lastname="Petrov", telegram_id=7_000_007, telegram_username="fedor"
+    )
 
 
 async def _get_task(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
@@ -65,6 +112,17 @@ async def _add_comment(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> N
         source_id=SOURCE_ID,
         source_object_id=str(uuid.uuid5(TEST_NAMESPACE, "tg:msg:-1001:7")),
         file_ids=[file_id],
+    )
+
+
+async def _add_comment_as_owner(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    await client.add_comment(
+        task_number=fake.add_task("Comment as someone"),
+        description_html="<p>mine</p>",
+        source_id=SOURCE_ID,
+        source_object_id=str(uuid.uuid5(TEST_NAMESPACE, "tg:msg:-1001:8")),
+        owner=fake.add_employee("Owner", telegram_id=7_000_008),
+        recipients=Recipients(users=("user:1",)),
     )
 
 
@@ -107,6 +165,13 @@ CALLS: dict[str, Call] = {
     "ping": Call("ping", _ping),
     "create_task": Call("post-task", _create_task),
     "get_task": Call("get-task-by-id", _get_task),
+    "get_task_people": Call("get-task-by-id", _get_task_people),
+    "find_employees_by_telegram_id": Call("get-user-list", _find_employees_by_telegram_id),
+    "find_employees_by_telegram_username": Call("get-user-list", _find_employees_by_telegram_username),
+    "list_employees": Call("get-user-list", _list_employees),
+    "find_contacts_by_telegram_id": Call("get-contact-list", _find_contacts_by_telegram_id),
+    "find_contacts_by_telegram_username": Call("get-contact-list", _find_contacts_by_telegram_username),
+    "create_contact": Call("post-contact", _create_contact),
     "add_comment": Call("post-task-add-comment", _add_comment),
     "update_comment": Call("post-task-update-comment", _update_comment),
     "get_comment": Call("get-comment-id", _get_comment),
@@ -114,6 +179,10 @@ CALLS: dict[str, Call] = {
     "upload_file": Call("post-file-upload", _upload_file),
     "get_file": Call("get-file-id", _get_file),
     "download_file": Call("get-file-id-download", _download_file),
+}
+# Other ways of calling the same operation, checked the same way (not client calls of their own).
+VARIANTS: dict[str, Call] = {
+    "add_comment with an owner and recipients": Call("post-task-add-comment", _add_comment_as_owner),
 }
 # Public coroutines of the client that call nothing in Planfix.
 NOT_PLANFIX_CALLS = frozenset({"aclose"})
@@ -178,11 +247,11 @@ def test_every_client_call_is_checked_against_the_spec() -> None:
     assert {call.operation_id for call in CALLS.values()} <= set(spec.operations)
 
 
-@pytest.mark.parametrize("name", sorted(CALLS))
+@pytest.mark.parametrize("name", sorted(CALLS) + sorted(VARIANTS))
 def test_each_call_sends_what_the_spec_allows_and_gets_a_listed_answer(
     name: str, loop: LoopThread, fake: FakePlanfix, tmp_path: Path
 ) -> None:
-    call = CALLS[name]
+    call = CALLS.get(name) or VARIANTS[name]
 
     exchanges = _run_call(loop, fake, call, tmp_path)
 
