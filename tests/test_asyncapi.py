@@ -15,10 +15,16 @@ def test_the_checked_in_asyncapi_document_is_current() -> None:
     assert checked_in == render(), "docs/asyncapi/bridge.yaml is stale: run `make asyncapi` and commit it"
 
 
+# Event types defined ahead of their subjects (issue 15: the people events; the lead adds the
+# subjects to contracts/subjects.py). Remove a tag here when its subject is catalogued.
+AWAITING_SUBJECTS = frozenset({"people.person_linked.v1", "people.person_unlinked.v1"})
+
+
 def test_every_event_type_is_published_somewhere_in_the_catalogue() -> None:
     tags = {event_type.__struct_config__.tag for event_type in typing.get_args(AnyEvent)}
     catalogued = {tag for spec in CATALOGUE for tag in spec.event_tags}
-    assert tags == catalogued
+    assert not AWAITING_SUBJECTS & catalogued, "catalogued now: remove it from AWAITING_SUBJECTS"
+    assert tags - AWAITING_SUBJECTS == catalogued
     streams = {spec.name for spec in ALL_STREAMS}
     assert {spec.stream for spec in CATALOGUE} <= streams
 
