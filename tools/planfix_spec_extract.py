@@ -286,10 +286,12 @@ def _filter_type_numbers(extract: dict[str, Any]) -> list[str]:
     for name, schema in extract["components"]["schemas"].items():
         field = schema.get("properties", {}).get("type", {})
         enum = field.get("enum")
-        if name.startswith("Complex") and field.get("type") == "number" and enum:
-            if all(isinstance(item, str) and item.split("//")[0].strip().isdigit() for item in enum):
-                field["enum"] = [int(item.split("//")[0]) for item in enum]
-                where.append(_pointer("components", "schemas", name, "properties", "type", "enum"))
+        labelled = bool(enum) and all(
+            isinstance(item, str) and item.split("//")[0].strip().isdigit() for item in enum
+        )
+        if name.startswith("Complex") and field.get("type") == "number" and labelled:
+            field["enum"] = [int(item.split("//")[0]) for item in enum]
+            where.append(_pointer("components", "schemas", name, "properties", "type", "enum"))
     return where
 
 
