@@ -31,6 +31,19 @@ file) only when the request certainly did not reach Planfix (connection refused)
 said to slow down. A creation that timed out is not repeated here: its caller decides (the
 relay looks the comment up by ``sourceObjectId`` before posting again).
 
+People (issue 15): employees come from ``POST /user/list`` (operation ``get-user-list``),
+contacts from ``POST /contact/list`` (``get-contact-list``), filtered with the spec's complex
+filters: 9126 "Employee telegramId", 4234 "Contact telegramId", 4226 "Contact telegramUsername".
+The spec has **no** employee filter for a Telegram username, so that lookup reads the employee
+list page by page and compares locally (one request per 100 employees). Answers carry plain
+integer ids (``UserResponse.id``, ``ContactResponse.id``: ``prefixedId`` would break their type),
+so the client prefixes them itself ("user:N", "contact:N"). ``telegram`` holds a username or a
+``https://t.me/<name>`` address (the spec's own example writes the address): both are read.
+``GET /task/{id}?fields=assigner,assignees,participants,auditors`` gives a task's people
+(``PeopleResponse``: users and groups; whether a user belongs to a group is not looked up).
+A comment may be written as a person (``owner``); a refusal of that is ``OwnerRefused``, so the
+caller can post again as the robot.
+
 Files: ``GET /file/{id}?fields=id,name,size`` (assumed wrapped in ``"file"``, like a task in
 ``"task"``) and ``GET /file/{id}/download``: a 302 whose ``Location`` is followed once, without
 the bearer token (the storage host is not Planfix's API), and only to ``https`` unless the API
@@ -71,6 +84,20 @@ CODE_FILE_TOO_LARGE = 7002
 
 CODE_UNKNOWN = 0
 CODE_BAD_JSON = 30
+# Error code ranges of the error-code page: 2000-2006 contact errors, 4000-4006 employee errors.
+CONTACT_ERROR_CODES = range(2000, 2007)
+EMPLOYEE_ERROR_CODES = range(4000, 4007)
+
+# The spec's complex filter types (ComplexUserFilter, ComplexContactFilter enums).
+FILTER_USER_TELEGRAM_ID = 9126
+FILTER_CONTACT_TELEGRAM_USERNAME = 4226
+FILTER_CONTACT_TELEGRAM_ID = 4234
+USER_FIELDS = "id,name,midname,lastname,telegramId,telegram,status,isDeleted"
+CONTACT_FIELDS = "id,name,midname,lastname,telegramId,telegram,isDeleted"
+TASK_PEOPLE_FIELDS = "id,assigner,assignees,participants,auditors"
+# Lists answer at most 100 items; a people lookup stops after this many pages (10,000 people).
+_PAGE_SIZE = 100
+_MAX_PAGES = 100
 
 COMMENT_FIELDS = "id,dateTime,description,owner,task,sourceObjectId,isDeleted,isHidden,files"
 FILE_FIELDS = "id,name,size"
@@ -130,6 +157,29 @@ class FileTooLarge(PlanfixRejected):
     """The file is over the size the account's plan allows (code 7002)."""
 
 
+class OwnerRefused(PlanfixRejected):
+    """Planfix refused a comment written as ``owner`` (the token may not write as that person).
+
+    Raised only for a comment sent with an owner, when the code is 6 (access denied), an
+    employee or contact error (4000-4006, 2000-2006), or the error text names the owner.
+    ``names_owner`` is True when the text said so; a bare code 6 may also mean the task takes
+    no new comments, which the caller learns when it posts again without the owner.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        owner: str,
+        names_owner: bool,
+        code: int | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message, code=code, status=status)
+        self.owner = owner
+        self.names_owner = names_owner
+
+
 class _NotSent(PlanfixUnavailable):
     """The request never reached Planfix: safe to repeat even when it creates something."""
 
@@ -169,6 +219,79 @@ class PlanfixComment(msgspec.Struct, frozen=True, kw_only=True):
     is_hidden: bool = False
     file_ids: list[int] = []
     files: tuple[PlanfixFileInfo, ...] = ()
+
+
+class PersonStatus(StrEnum):
+    """An employee's ``status`` (the spec's ``UserResponse.status`` enum)."""
+
+    ACTIVE = "Active"
+    # Not fired, but cannot log in to Planfix.
+    ACTIVE_WITHOUT_ACCESS = "ActiveWithoutAccess"
+    # Fired (deactivated).
+    INACTIVE = "Inactive"
+
+
+class PlanfixPerson(msgspec.Struct, frozen=True, kw_only=True):
+    """An employee ("user:N") or a contact ("contact:N") with their Telegram identity.
+
+    Not ``contracts.events.PlanfixPerson`` (an event's author: id and name only).
+    """
+
+    id: str
+    name: str
+    telegram_id: int | None = None
+    # Without "@" or "https://t.me/", as Telegram spells it (compare with ``same_username``).
+    telegram_username: str | None = None
+    # Employees only; contacts have no status in the spec.
+    status: PersonStatus | None = None
+    is_deleted: bool = False
+
+    @property
+    def is_employee(self) -> bool:
+        return self.id.startswith("user:")
+
+    @property
+    def is_active(self) -> bool:
+        """Not fired and not deleted (an employee without access to Planfix still counts)."""
+        return not self.is_deleted and self.status is not PersonStatus.INACTIVE
+
+
+class TaskPeople(msgspec.Struct, frozen=True, kw_only=True):
+    """Who a task names: people as "user:N"/"contact:N", employee groups by their ids.
+
+    Membership of a group is not resolved (out of scope: the spec's group calls are not used),
+    so a person who is a participant only through a group is not in ``participants``.
+    """
+
+    number: int
+    assigner: str | None = None
+    assignees: frozenset[str] = frozenset()
+    participants: frozenset[str] = frozenset()
+    auditors: frozenset[str] = frozenset()
+    assignee_groups: frozenset[int] = frozenset()
+    participant_groups: frozenset[int] = frozenset()
+    auditor_groups: frozenset[int] = frozenset()
+
+    @property
+    def everyone(self) -> frozenset[str]:
+        """The assigner, assignees, participants and auditors named one by one."""
+        assigner = frozenset({self.assigner}) if self.assigner else frozenset()
+        return assigner | self.assignees | self.participants | self.auditors
+
+
+class ContactDefaults(msgspec.Struct, frozen=True, kw_only=True):
+    """What every contact the bridge creates gets, from settings (all optional)."""
+
+    group_id: int | None = None
+    template_id: int | None = None
+
+    def fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        if self.group_id is not None:
+            fields["group"] = {"id": self.group_id}
+        if self.template_id is not None:
+            fields["template"] = {"id": self.template_id}
+        return fields
 
 
 class RecipientRole(StrEnum):
@@ -240,6 +363,7 @@ class PlanfixClient:
         retry_attempts: int = 4,
         retry_timeout_s: float = 60.0,
         task_defaults: TaskDefaults | None = None,
+        contact_defaults: ContactDefaults | None = None,
     ) -> None:
         self._http = httpx.AsyncClient(
             base_url=base_url,
@@ -256,6 +380,7 @@ class PlanfixClient:
         self._attempts = max(1, retry_attempts)
         self._retry_timeout_s = retry_timeout_s
         self._task_defaults = task_defaults or TaskDefaults()
+        self._contact_defaults = contact_defaults or ContactDefaults()
         # The day's remaining requests as Planfix last reported them (None until it does).
         self.daily_budget_remaining: int | None = None
 
@@ -278,8 +403,11 @@ class PlanfixClient:
 
     # --- tasks ------------------------------------------------------------------------------
 
-    async def create_task(self, *, name: str, description: str = "") -> int:
+    async def create_task(self, *, name: str, description: str = "", assigner: str | None = None) -> int:
+        """A new task; ``assigner`` ("user:N") names who set it (else the token's employee)."""
         payload = {"name": name, "description": description, **self._task_defaults.fields()}
+        if assigner is not None:
+            payload["assigner"] = {"id": _person_id(assigner)}
         body = await self._call("POST", "task/", json=payload, creates=True)
         return int(body["id"])
 
@@ -287,6 +415,108 @@ class PlanfixClient:
         body = await self._call("GET", f"task/{number}", params={"fields": "id,name"}, not_found=TaskNotFound)
         task = body.get("task") or {}
         return PlanfixTask(number=int(task.get("id", number)), name=str(task.get("name", "")))
+
+    async def get_task_people(self, number: int) -> TaskPeople:
+        """The task's assigner, assignees, participants and auditors (``TaskNotFound`` if none)."""
+        body = await self._call(
+            "GET", f"task/{number}", params={"fields": TASK_PEOPLE_FIELDS}, not_found=TaskNotFound
+        )
+        task = body.get("task")
+        return _task_people_from_json(number, task if isinstance(task, dict) else {})
+
+    # --- people -----------------------------------------------------------------------------
+
+    async def find_employees_by_telegram_id(self, telegram_id: int) -> list[PlanfixPerson]:
+        """Employees whose ``telegramId`` is this Telegram user's (filter 9126), fired ones too:
+        the caller decides what an inactive match means."""
+        # The spec's example sends the id as a number, though the field itself is a string.
+        filters = [{"type": FILTER_USER_TELEGRAM_ID, "operator": "equal", "value": telegram_id}]
+        return await self._list_people("user/list", "users", "user", USER_FIELDS, filters)
+
+    async def find_employees_by_telegram_username(self, username: str) -> list[PlanfixPerson]:
+        """Employees whose ``telegram`` is this username. The spec has no employee filter for it
+        (ComplexUserFilter lists only 9126, telegramId), so the whole list is read, 100 a page,
+        and compared here: cache the answer."""
+        wanted = normalize_username(username)
+        if not wanted:
+            return []
+        everyone = await self.list_employees()
+        return [
+            person
+            for person in everyone
+            if person.telegram_username and same_username(person.telegram_username, wanted)
+        ]
+
+    async def list_employees(self, *, only_active: bool = False) -> list[PlanfixPerson]:
+        """Every employee with their Telegram fields (one request per 100), for a directory's
+        background refresh: cheaper than a lookup per person."""
+        extra: dict[str, Any] = {"onlyActive": True} if only_active else {}
+        return await self._list_people("user/list", "users", "user", USER_FIELDS, [], extra=extra)
+
+    async def find_contacts_by_telegram_id(self, telegram_id: int) -> list[PlanfixPerson]:
+        """Contacts whose ``telegramId`` is this Telegram user's (filter 4234)."""
+        filters = [{"type": FILTER_CONTACT_TELEGRAM_ID, "operator": "equal", "value": telegram_id}]
+        return await self._list_people("contact/list", "contacts", "contact", CONTACT_FIELDS, filters)
+
+    async def find_contacts_by_telegram_username(self, username: str) -> list[PlanfixPerson]:
+        """Contacts whose ``telegram`` is this username (filter 4226, sent without "@", as the
+        spec's example does)."""
+        wanted = normalize_username(username)
+        if not wanted:
+            return []
+        filters = [{"type": FILTER_CONTACT_TELEGRAM_USERNAME, "operator": "equal", "value": wanted}]
+        return await self._list_people("contact/list", "contacts", "contact", CONTACT_FIELDS, filters)
+
+    async def create_contact(
+        self,
+        *,
+        name: str,
+        telegram_id: int,
+        telegram_username: str | None = None,
+        lastname: str = "",
+    ) -> str:
+        """Create a contact for a Telegram user; its id, "contact:N".
+
+        Sent once: a timeout is not retried here (a repeat would make a second contact); the
+        caller looks the contact up by ``telegram_id`` before creating again. ``telegram`` is
+        written as ``https://t.me/<username>``, the form of the spec's own example.
+        """
+        payload: dict[str, Any] = {
+            "name": name,
+            "telegramId": str(telegram_id),
+            **self._contact_defaults.fields(),
+        }
+        if lastname:
+            payload["lastname"] = lastname
+        username = normalize_username(telegram_username or "")
+        if username:
+            payload["telegram"] = f"https://t.me/{username}"
+        body = await self._call("POST", "contact/", json=payload, creates=True)
+        return f"contact:{int(body['id'])}"
+
+    async def _list_people(
+        self,
+        path: str,
+        key: str,
+        prefix: str,
+        fields: str,
+        filters: list[dict[str, Any]],
+        *,
+        extra: dict[str, Any] | None = None,
+    ) -> list[PlanfixPerson]:
+        people: list[PlanfixPerson] = []
+        for page in range(_MAX_PAGES):
+            payload: dict[str, Any] = {"offset": page * _PAGE_SIZE, "pageSize": _PAGE_SIZE, "fields": fields}
+            if filters:
+                payload["filters"] = filters
+            payload.update(extra or {})
+            body = await self._call("POST", path, json=payload)
+            items = body.get(key)
+            rows = [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+            people.extend(person for row in rows if (person := _person_from_json(row, prefix)))
+            if len(rows) < _PAGE_SIZE:
+                break
+        return people
 
     # --- comments ---------------------------------------------------------------------------
 
@@ -299,9 +529,13 @@ class PlanfixClient:
         source_object_id: str,
         file_ids: list[int] | None = None,
         recipients: Recipients | None = None,
+        owner: str | None = None,
     ) -> int:
         """Post a comment; ``source_id`` and ``source_object_id`` must be UUIDs (the spec's
-        format: Planfix refuses anything else with code 30)."""
+        format: Planfix refuses anything else with code 30).
+
+        ``owner`` ("user:N" or "contact:N") writes it as that person (the spec's ``owner``);
+        refused for the token: ``OwnerRefused``, and the caller posts again without it."""
         payload: dict[str, Any] = {
             "description": description_html,
             "sourceId": _uuid_text(source_id, "sourceId"),
@@ -312,9 +546,18 @@ class PlanfixClient:
         notified = recipients.request() if recipients is not None else None
         if notified:
             payload["recipients"] = notified
-        body = await self._call(
-            "POST", f"task/{task_number}/comments/", json=payload, not_found=TaskNotFound, creates=True
-        )
+        if owner is not None:
+            payload["owner"] = {"id": _person_id(owner)}
+        try:
+            body = await self._call(
+                "POST", f"task/{task_number}/comments/", json=payload, not_found=TaskNotFound, creates=True
+            )
+        except PlanfixRejected as error:
+            if owner is not None and not isinstance(error, TaskNotFound | PlanfixAuthError):
+                refused = _owner_refusal(error, owner)
+                if refused is not None:
+                    raise refused from error
+            raise
         return int(body["id"])
 
     async def update_comment(
@@ -567,6 +810,115 @@ def _time_to_reset(body: dict[str, Any]) -> float | None:
         if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
             return float(value)
     return None
+
+
+def _owner_refusal(error: PlanfixRejected, owner: str) -> OwnerRefused | None:
+    """The ``OwnerRefused`` a refused comment with an owner stands for, or None when the refusal
+    is about something else (a bad file, a bad format)."""
+    names_owner = "owner" in str(error).lower()
+    code = error.code
+    by_code = code == CODE_ACCESS_DENIED or (
+        code is not None and (code in CONTACT_ERROR_CODES or code in EMPLOYEE_ERROR_CODES)
+    )
+    if not (names_owner or by_code):
+        return None
+    return OwnerRefused(str(error), owner=owner, names_owner=names_owner, code=code, status=error.status)
+
+
+def _person_id(value: str) -> str:
+    """``value`` as a prefixed person id ("user:5", "contact:9"); a ValueError otherwise."""
+    kind, _, number = value.partition(":")
+    if kind not in ("user", "contact") or not number.isdigit():
+        raise ValueError(f"a Planfix person id is 'user:N' or 'contact:N', got {value!r}")
+    return value
+
+
+def normalize_username(value: str) -> str:
+    """A Telegram username as stored anywhere ("@Ivan", "https://t.me/Ivan", "t.me/Ivan",
+    "Ivan") without its decoration; "" when nothing is left."""
+    text = value.strip()
+    for prefix in ("https://", "http://"):
+        if text.lower().startswith(prefix):
+            text = text[len(prefix) :]
+    for host in ("www.t.me/", "t.me/", "telegram.me/"):
+        if text.lower().startswith(host):
+            text = text[len(host) :]
+    return text.strip("/").removeprefix("@").strip()
+
+
+def same_username(left: str, right: str) -> bool:
+    """Telegram usernames are case-insensitive."""
+    a, b = normalize_username(left), normalize_username(right)
+    return bool(a) and a.casefold() == b.casefold()
+
+
+def _person_from_json(raw: dict[str, Any], prefix: str) -> PlanfixPerson | None:
+    """A ``UserResponse``/``ContactResponse`` as a person; None without a usable id."""
+    raw_id = raw.get("id")
+    if isinstance(raw_id, bool):
+        return None
+    if isinstance(raw_id, int):
+        person_id = f"{prefix}:{raw_id}"
+    elif isinstance(raw_id, str) and raw_id.startswith(f"{prefix}:"):
+        person_id = raw_id  # asked with prefixedId, or a Planfix that prefixes anyway
+    elif isinstance(raw_id, str) and raw_id.isdigit():
+        person_id = f"{prefix}:{raw_id}"
+    else:
+        return None
+    name = " ".join(
+        str(part).strip() for part in (raw.get("name"), raw.get("midname"), raw.get("lastname")) if part
+    )
+    telegram_id = str(raw.get("telegramId") or "").strip()
+    username = normalize_username(str(raw.get("telegram") or ""))
+    status = raw.get("status")
+    return PlanfixPerson(
+        id=person_id,
+        name=name.strip(),
+        telegram_id=int(telegram_id) if telegram_id.lstrip("-").isdigit() else None,
+        telegram_username=username or None,
+        status=_person_status(status),
+        is_deleted=raw.get("isDeleted") is True,
+    )
+
+
+def _person_status(raw: Any) -> PersonStatus | None:
+    """The spec's status, or None (a contact, or a value a later Planfix may add)."""
+    try:
+        return PersonStatus(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+
+
+def _task_people_from_json(number: int, raw: dict[str, Any]) -> TaskPeople:
+    def users(field: str) -> frozenset[str]:
+        people = raw.get(field)
+        listed = people.get("users") if isinstance(people, dict) else None
+        return frozenset(
+            str(user["id"]) for user in listed or () if isinstance(user, dict) and user.get("id") is not None
+        )
+
+    def groups(field: str) -> frozenset[int]:
+        people = raw.get(field)
+        listed = people.get("groups") if isinstance(people, dict) else None
+        return frozenset(
+            int(group["id"])
+            for group in listed or ()
+            if isinstance(group, dict)
+            and isinstance(group.get("id"), int)
+            and not isinstance(group["id"], bool)
+        )
+
+    assigner = raw.get("assigner")
+    return TaskPeople(
+        number=number,
+        assigner=str(assigner["id"]) if isinstance(assigner, dict) and assigner.get("id") else None,
+        assignees=users("assignees"),
+        participants=users("participants"),
+        auditors=users("auditors"),
+        assignee_groups=groups("assignees"),
+        participant_groups=groups("participants"),
+        auditor_groups=groups("auditors"),
+    )
 
 
 def _uuid_text(value: str, field: str) -> str:

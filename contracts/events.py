@@ -561,6 +561,41 @@ class TelegramDeliveryFailed(Event, frozen=True, kw_only=True, tag="effect.teleg
     thread_id: int | None = None
 
 
+# --- People: Telegram users as Planfix people (issue 15) ------------------------------------
+
+
+class PersonLinkMethod(enum.StrEnum):
+    """How a Telegram user came to be a Planfix person."""
+
+    # An employee whose Planfix profile carries the Telegram id or username ("authorize Telegram").
+    PLANFIX_PROFILE = "planfix_profile"
+    # The person wrote a one-time /link code as a comment in Planfix.
+    LINK_CODE = "link_code"
+    # The bridge created a contact for an unknown Telegram user.
+    CONTACT_CREATED = "contact_created"
+
+
+class PersonLinked(Event, frozen=True, kw_only=True, tag="people.person_linked.v1"):
+    """A Telegram user is now known as a Planfix employee ("user:N") or contact ("contact:N")."""
+
+    telegram_user_id: int
+    planfix_person_id: str
+    # The Planfix person's name when linked (for messages and the sandbox page).
+    name: str
+    how: PersonLinkMethod
+    telegram_username: str | None = None
+
+
+class PersonUnlinked(Event, frozen=True, kw_only=True, tag="people.person_unlinked.v1"):
+    """A Telegram user is no longer that Planfix person."""
+
+    telegram_user_id: int
+    planfix_person_id: str
+    # Free text, e.g. "unlink_command", "planfix_profile_changed", "employee_inactive",
+    # "operator": a string, not an enum, so a new reason never breaks an older consumer.
+    why: str
+
+
 AnyEvent = (
     TelegramMessageReceived
     | TelegramMessageEdited
@@ -590,6 +625,8 @@ AnyEvent = (
     | TelegramMessagesDeleted
     | TelegramDeliveryFailed
     | MessageDeadLettered
+    | PersonLinked
+    | PersonUnlinked
 )
 
 BindingEvent = (
@@ -597,6 +634,7 @@ BindingEvent = (
 )
 PlanfixCommentChange = PlanfixCommentAdded | PlanfixCommentUpdated | PlanfixCommentDeleted
 TelegramGroupEvent = GroupCommandReceived | AnonymousAdminPosted | BotMembershipChanged | ChatMigrated
+PersonEvent = PersonLinked | PersonUnlinked
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)

@@ -121,6 +121,13 @@ EFFECTS_STREAM = StreamSpec(
     max_age_s=30 * DAY,
 )
 
+PEOPLE_STREAM = StreamSpec(
+    name="PEOPLE",
+    subjects=["people.>"],
+    description="Telegram people linked to Planfix employees and contacts; kept forever",
+    duplicate_window_s=DAY,
+)
+
 DEADLETTER_STREAM = StreamSpec(
     name="DEADLETTER",
     subjects=["deadletter.>"],
@@ -133,6 +140,7 @@ ALL_STREAMS: tuple[StreamSpec, ...] = (
     PLANFIX_STREAM,
     BINDING_STREAM,
     EFFECTS_STREAM,
+    PEOPLE_STREAM,
     DEADLETTER_STREAM,
 )
 
@@ -180,6 +188,7 @@ def _spec(
 
 
 T, P, B, E, D = TELEGRAM_STREAM, PLANFIX_STREAM, BINDING_STREAM, EFFECTS_STREAM, DEADLETTER_STREAM
+PEOPLE = PEOPLE_STREAM
 GATEWAY, RELAY, BINDER, FETCHER = "telegram_gateway", "relay", "binder", "planfix_gateway"
 
 TELEGRAM_MESSAGE_RECEIVED = _spec(
@@ -288,6 +297,14 @@ EFFECT_TELEGRAM_DELIVERY_FAILED = _spec(
     "effect.telegram.delivery_failed.*", E, ev.TelegramDeliveryFailed, key="chat_id", by=RELAY,
     what="Telegram refused a message for good; it is kept in the outbox; key: chat id",
 )  # fmt: skip
+PERSON_LINKED = _spec(
+    "people.linked.*", PEOPLE, ev.PersonLinked, key="telegram_user_id", by=BINDER,
+    what="A Telegram person acts as a Planfix employee or contact from now on; key: Telegram user id",
+)  # fmt: skip
+PERSON_UNLINKED = _spec(
+    "people.unlinked.*", PEOPLE, ev.PersonUnlinked, key="telegram_user_id", by=BINDER,
+    what="A Telegram person no longer acts as that Planfix person; key: Telegram user id",
+)  # fmt: skip
 DEAD_LETTERED = _spec(
     "deadletter.*", D, ev.MessageDeadLettered, key="consumer",
     by="any consumer; telegram_gateway for an update Telegram sent that it cannot read",
@@ -357,6 +374,7 @@ ALL_OTHER_BOTS_COMMANDED = TELEGRAM_OTHER_BOT_COMMANDED.pattern
 ALL_BINDING_EVENTS = "binding.>"
 ALL_EFFECTS = "effect.>"
 ALL_DEAD_LETTERS = "deadletter.>"
+ALL_PEOPLE_EVENTS = "people.>"
 
 
 class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):

@@ -42,6 +42,26 @@ Assumptions where the document is silent:
 * ``fail_next(status=500, code=N)`` answers Planfix's error body with that code;
   ``fail_next(status=...)`` without a code, and ``set_unavailable``, a proxy's HTML page.
 
+People (issue 15): employees and contacts the tests seed (``add_employee``, ``add_contact``)
+carry ``telegramId`` and ``telegram`` and are found through ``POST /user/list`` and ``POST
+/contact/list`` with the document's complex filters: 9126 (employee telegramId), 4234 (contact
+telegramId), 4226 (contact telegramUsername), operators ``equal``/``notequal``; any other filter
+type or operator is refused (code 41, "not simulated") rather than ignored, so a client never
+takes an unfiltered list for a match. ``onlyActive`` leaves fired employees out; answers carry
+integer ids (``prefixedId`` is not honoured: the document types ``UserResponse.id`` as an
+integer). ``POST /contact/`` creates a contact (201, its number). A task's ``assigner``,
+``assignees``, ``participants`` and ``auditors`` are set by ``set_task_people`` (or by the
+creating request) and read with ``GET /task/{id}?fields=...`` as the document's
+``PersonResponse``/``PeopleResponse``. A comment written with ``owner`` keeps it and reads back
+with the owner's name; ``refuse_owner()`` makes the token unable to write as anyone else
+(HTTP 400, code 6, naming the owner), as a token without that right would.
+
+Assumptions on people where the document is silent: a Telegram id filter matches the stored
+``telegramId`` text against the value sent as a number or a string; a username filter ignores
+case, a leading "@" and a ``https://t.me/`` prefix on either side (the document writes
+``telegram`` as a t.me address in one example and filters by the bare name in another); lists
+are by number, oldest first; an employee or contact without a Telegram field answers "" for it.
+
 Files: ``POST /file/`` takes multipart field ``file`` and answers its id; a file over
 ``max_file_size`` is code 7002. Comments carry ``files`` ``[{"id": N}]`` and can be updated with
 ``POST /task/{n}/comments/{id}`` (a ``files`` array replaces the set; left out, kept).
@@ -86,6 +106,13 @@ FIRST_COMMENT_ID = 90001
 FIRST_FILE_ID = 70001
 MAX_PAGE_SIZE = 100
 ROBOT_ID = "user:1"
+FIRST_EMPLOYEE_NUMBER = 101
+FIRST_CONTACT_NUMBER = 501
+
+# The document's complex filter types the fake simulates (ComplexUserFilter/ComplexContactFilter).
+FILTER_USER_TELEGRAM_ID = 9126
+FILTER_CONTACT_TELEGRAM_USERNAME = 4226
+FILTER_CONTACT_TELEGRAM_ID = 4234
 
 CODE_UNKNOWN = 0
 CODE_BAD_TOKEN = 1
@@ -126,6 +153,26 @@ class FakeComment:
 
 
 @dataclass(frozen=True)
+class FakePerson:
+    """An employee ("user:N") or a contact ("contact:N") as the fake keeps it."""
+
+    id: str
+    name: str
+    lastname: str = ""
+    # As Planfix keeps them: text (a number for telegramId; a name or a t.me address).
+    telegram_id: str | None = None
+    telegram: str | None = None
+    # Employees: "Active" or fired ("Inactive"); contacts are always active.
+    active: bool = True
+    group_id: int | None = None
+    template_id: int | None = None
+
+    @property
+    def number(self) -> int:
+        return int(self.id.split(":", 1)[1])
+
+
+@dataclass(frozen=True)
 class FakeFile:
     id: int
     name: str
@@ -144,6 +191,11 @@ class FakeTask:
     comments: list[FakeComment] = field(default_factory=list)
     # template / project / assignees as the creating request sent them.
     extra: dict[str, Any] = field(default_factory=dict)
+    # The task's people: "user:N"/"contact:N", and "group:N" for an employee group.
+    assigner: str | None = None
+    assignees: tuple[str, ...] = ()
+    participants: tuple[str, ...] = ()
+    auditors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -246,6 +298,13 @@ class FakePlanfix:
         self._tasks: dict[int, FakeTask] = {}
         self._comments: dict[int, FakeComment] = {}
         self._people: dict[str, str] = {ROBOT_ID: robot_name}
+        # The token's employee is the robot; employees and contacts by id ("user:N", "contact:N").
+        self._employees: dict[str, FakePerson] = {ROBOT_ID: FakePerson(id=ROBOT_ID, name=robot_name)}
+        self._contacts: dict[str, FakePerson] = {}
+        self._next_employee = FIRST_EMPLOYEE_NUMBER
+        self._next_contact = FIRST_CONTACT_NUMBER
+        # The token may not write comments as another person (code 6 for any "owner").
+        self._refuse_owner = False
         self._next_task = FIRST_TASK_NUMBER
         self._next_comment = FIRST_COMMENT_ID
         self._unavailable = False
@@ -278,6 +337,10 @@ class FakePlanfix:
             app.router.add_post("/rest/task" + suffix, self._create_task)
             app.router.add_post(r"/rest/task/{number:\d+}/comments" + suffix, self._add_comment)
         app.router.add_get(r"/rest/task/{number:\d+}", self._get_task)
+        app.router.add_post("/rest/user/list", self._list_users)
+        app.router.add_post("/rest/contact/list", self._list_contacts)
+        for suffix in ("", "/"):
+            app.router.add_post("/rest/contact" + suffix, self._create_contact)
         app.router.add_post(r"/rest/task/{number:\d+}/comments/list", self._list_comments)
         app.router.add_get(r"/rest/comment/{id:\d+}", self._get_comment)
         app.router.add_post(r"/rest/task/{number:\d+}/comments/{id:\d+}", self._update_comment)
@@ -377,6 +440,109 @@ class FakePlanfix:
             self._files[file.id] = file
             return file.id
 
+    # --- people -----------------------------------------------------------------------------
+
+    def add_employee(
+        self,
+        name: str,
+        *,
+        telegram_id: int | str | None = None,
+        telegram: str | None = None,
+        active: bool = True,
+        lastname: str = "",
+    ) -> str:
+        """An employee of the account (as if "authorize Telegram" filled their profile); "user:N"."""
+        with self._lock:
+            while f"user:{self._next_employee}" in self._employees:
+                self._next_employee += 1
+            person = FakePerson(
+                id=f"user:{self._next_employee}",
+                name=name,
+                lastname=lastname,
+                telegram_id=None if telegram_id is None else str(telegram_id),
+                telegram=telegram,
+                active=active,
+            )
+            self._employees[person.id] = person
+            self._people[person.id] = _full_name(person)
+            return person.id
+
+    def set_employee_active(self, person_id: str, active: bool) -> None:
+        """Fire (``active=False``) or take back an employee."""
+        with self._lock:
+            self._employees[person_id] = replace(self._employees[person_id], active=active)
+
+    def set_telegram(self, person_id: str, *, telegram_id: int | str | None, telegram: str | None) -> None:
+        """Change an employee's or contact's Telegram fields (as if edited in the UI)."""
+        with self._lock:
+            people = self._employees if person_id.startswith("user:") else self._contacts
+            people[person_id] = replace(
+                people[person_id],
+                telegram_id=None if telegram_id is None else str(telegram_id),
+                telegram=telegram,
+            )
+
+    def add_contact(
+        self,
+        name: str,
+        *,
+        telegram_id: int | str | None = None,
+        telegram: str | None = None,
+        lastname: str = "",
+        group_id: int | None = None,
+    ) -> str:
+        """A contact of the account; "contact:N"."""
+        with self._lock:
+            return self._add_contact_locked(
+                FakePerson(
+                    id="",
+                    name=name,
+                    lastname=lastname,
+                    telegram_id=None if telegram_id is None else str(telegram_id),
+                    telegram=telegram,
+                    group_id=group_id,
+                )
+            ).id
+
+    def employee(self, person_id: str) -> FakePerson | None:
+        with self._lock:
+            return self._employees.get(person_id)
+
+    def contact(self, person_id: str) -> FakePerson | None:
+        with self._lock:
+            return self._contacts.get(person_id)
+
+    def contacts(self) -> list[FakePerson]:
+        with self._lock:
+            return sorted(self._contacts.values(), key=lambda person: person.number)
+
+    def employees(self) -> list[FakePerson]:
+        with self._lock:
+            return sorted(self._employees.values(), key=lambda person: person.number)
+
+    def set_task_people(
+        self,
+        number: int,
+        *,
+        assigner: str | None = None,
+        assignees: tuple[str, ...] | list[str] = (),
+        participants: tuple[str, ...] | list[str] = (),
+        auditors: tuple[str, ...] | list[str] = (),
+    ) -> None:
+        """Name a task's people: "user:N", "contact:N", or "group:N" for an employee group."""
+        with self._lock:
+            task = self._tasks[number]
+            task.assigner = assigner
+            task.assignees = tuple(assignees)
+            task.participants = tuple(participants)
+            task.auditors = tuple(auditors)
+
+    def refuse_owner(self, refuse: bool = True) -> None:
+        """The token may (not) write comments as another person: with ``refuse``, a comment
+        sent with an ``owner`` is answered HTTP 400, code 6, naming the owner."""
+        with self._lock:
+            self._refuse_owner = refuse
+
     def post_webhook(self, task_number: int, comment_id: int, event: str = "comment.added") -> None:
         """Fire (again) the scenario request for a comment, e.g. to test a duplicate."""
         self._schedule_webhook(task_number, comment_id, event)
@@ -446,12 +612,20 @@ class FakePlanfix:
                 "next_comment": self._next_comment,
                 "next_file": self._next_file,
                 "people": dict(self._people),
+                "next_employee": self._next_employee,
+                "next_contact": self._next_contact,
+                "employees": [asdict(person) for person in self._employees.values()],
+                "contacts": [asdict(person) for person in self._contacts.values()],
                 "tasks": [
                     {
                         "number": task.number,
                         "name": task.name,
                         "description": task.description,
                         "extra": task.extra,
+                        "assigner": task.assigner,
+                        "assignees": list(task.assignees),
+                        "participants": list(task.participants),
+                        "auditors": list(task.auditors),
                         "comments": [_comment_data(comment) for comment in task.comments],
                     }
                     for task in self._tasks.values()
@@ -471,6 +645,16 @@ class FakePlanfix:
             self._next_comment = max(self._next_comment, int(data.get("next_comment", FIRST_COMMENT_ID)))
             self._next_file = max(self._next_file, int(data.get("next_file", FIRST_FILE_ID)))
             self._people.update(data.get("people", {}))
+            self._next_employee = max(
+                self._next_employee, int(data.get("next_employee", FIRST_EMPLOYEE_NUMBER))
+            )
+            self._next_contact = max(self._next_contact, int(data.get("next_contact", FIRST_CONTACT_NUMBER)))
+            for saved_person in data.get("employees", []):
+                person = FakePerson(**saved_person)
+                self._employees[person.id] = person
+            for saved_person in data.get("contacts", []):
+                person = FakePerson(**saved_person)
+                self._contacts[person.id] = person
             for saved in data.get("files", []):
                 file = FakeFile(
                     id=int(saved["id"]),
@@ -488,6 +672,10 @@ class FakePlanfix:
                     description=str(saved.get("description", "")),
                     comments=comments,
                     extra=dict(saved.get("extra", {})),
+                    assigner=saved.get("assigner"),
+                    assignees=tuple(saved.get("assignees", ())),
+                    participants=tuple(saved.get("participants", ())),
+                    auditors=tuple(saved.get("auditors", ())),
                 )
                 self._tasks[task.number] = task
                 self._comments.update((comment.id, comment) for comment in comments)
@@ -623,9 +811,18 @@ class FakePlanfix:
         name = _required_str(body, "name")
         description = _optional_str(body, "description") or ""
         extra: dict[str, Any] = {k: body[k] for k in ("template", "project", "assignees") if k in body}
+        # A task made through the API is assigned by the token's employee unless it names one.
+        assigner = body.get("assigner")
         with self._lock:
             number = self._add_task_locked(name, description, None)
-            self._tasks[number].extra = extra
+            task = self._tasks[number]
+            task.extra = extra
+            task.assigner = (
+                str(assigner["id"]) if isinstance(assigner, dict) and "id" in assigner else ROBOT_ID
+            )
+            task.assignees = _people_request(body.get("assignees"))
+            task.participants = _people_request(body.get("participants"))
+            task.auditors = _people_request(body.get("auditors"))
         return _success(status=201, id=number)
 
     async def _get_task(self, request: web.Request) -> web.Response:
@@ -637,13 +834,86 @@ class FakePlanfix:
             raise _Fail(CODE_ACCESS_DENIED, "Access denied")
         if task is None:
             raise _Fail(CODE_TASK_NOT_FOUND, f"Task {number} does not exist")
-        full: dict[str, Any] = {
-            "id": task.number,
-            "name": task.name,
-            "description": task.description,
-            "isDeleted": False,
-        }
+        with self._lock:
+            full: dict[str, Any] = {
+                "id": task.number,
+                "name": task.name,
+                "description": task.description,
+                "isDeleted": False,
+                "assignees": self._people_response_locked(task.assignees),
+                "participants": self._people_response_locked(task.participants),
+                "auditors": self._people_response_locked(task.auditors),
+            }
+            if task.assigner is not None:
+                full["assigner"] = {"id": task.assigner, "name": self._people.get(task.assigner, "")}
         return _success(task=_select(full, request.query.get("fields", ""), ("id", "name")))
+
+    async def _list_users(self, request: web.Request) -> web.Response:
+        body = _json_object(request, empty_ok=True)
+        offset, page_size = _page(body)
+        matchers = [_person_matcher(item, people="employees") for item in _filters(body)]
+        only_active = body.get("onlyActive") is True
+        fields = body.get("fields", "")
+        with self._lock:
+            found = [
+                person
+                for person in sorted(self._employees.values(), key=lambda p: p.number)
+                if (person.active or not only_active) and all(match(person) for match in matchers)
+            ]
+        page = found[offset : offset + page_size]
+        users = [
+            _select(
+                _person_json(person, employee=True), fields if isinstance(fields, str) else "", ("id", "name")
+            )
+            for person in page
+        ]
+        return _success(users=users)
+
+    async def _list_contacts(self, request: web.Request) -> web.Response:
+        body = _json_object(request, empty_ok=True)
+        offset, page_size = _page(body)
+        matchers = [_person_matcher(item, people="contacts") for item in _filters(body)]
+        fields = body.get("fields", "")
+        with self._lock:
+            # The fake keeps no companies: asking for them finds none.
+            found = (
+                []
+                if body.get("isCompany") is True
+                else [
+                    person
+                    for person in sorted(self._contacts.values(), key=lambda p: p.number)
+                    if all(match(person) for match in matchers)
+                ]
+            )
+        page = found[offset : offset + page_size]
+        contacts = [
+            _select(
+                _person_json(person, employee=False),
+                fields if isinstance(fields, str) else "",
+                ("id", "name"),
+            )
+            for person in page
+        ]
+        return _success(contacts=contacts)
+
+    async def _create_contact(self, request: web.Request) -> web.Response:
+        body = _json_object(request)
+        name = _required_str(body, "name")
+        group = body.get("group")
+        template = body.get("template")
+        with self._lock:
+            person = self._add_contact_locked(
+                FakePerson(
+                    id="",
+                    name=name,
+                    lastname=_optional_str(body, "lastname") or "",
+                    telegram_id=_optional_str(body, "telegramId"),
+                    telegram=_optional_str(body, "telegram"),
+                    group_id=group.get("id") if isinstance(group, dict) else None,
+                    template_id=template.get("id") if isinstance(template, dict) else None,
+                )
+            )
+        return _success(status=201, id=person.number)
 
     async def _add_comment(self, request: web.Request) -> web.Response:
         number = int(request.match_info["number"])
@@ -654,9 +924,14 @@ class FakePlanfix:
             raise _Fail(CODE_MISSING_PARAMETER, "Required parameter 'description' is missing")
         source_id = _optional_str(body, "sourceId")
         source_object_id = _optional_str(body, "sourceObjectId")
-        owner_id = _owner_id(body) or ROBOT_ID
+        owner = _owner_id(body)
+        owner_id = owner or ROBOT_ID
         recipients = _recipients(body)
         with self._lock:
+            if owner is not None and owner != ROBOT_ID and self._refuse_owner:
+                raise _Fail(
+                    CODE_ACCESS_DENIED, f"Access denied: comments cannot be added on behalf of owner {owner}"
+                )
             if number not in self._tasks:
                 raise _Fail(CODE_TASK_NOT_FOUND, f"Task {number} does not exist")
             self._check_files_locked(files)
@@ -797,6 +1072,25 @@ class FakePlanfix:
         return file
 
     # --- state (call with the lock held) ----------------------------------------------------
+
+    def _add_contact_locked(self, person: FakePerson) -> FakePerson:
+        while f"contact:{self._next_contact}" in self._contacts:
+            self._next_contact += 1
+        person = replace(person, id=f"contact:{self._next_contact}")
+        self._next_contact += 1
+        self._contacts[person.id] = person
+        self._people[person.id] = _full_name(person)
+        return person
+
+    def _people_response_locked(self, people: tuple[str, ...]) -> dict[str, Any]:
+        """A PeopleResponse: users (employees and contacts) and employee groups."""
+        users = [{"id": p, "name": self._people.get(p, "")} for p in people if not p.startswith("group:")]
+        groups = [
+            {"id": int(p.split(":", 1)[1]), "name": f"Group {p.split(':', 1)[1]}"}
+            for p in people
+            if p.startswith("group:")
+        ]
+        return {"users": users, "groups": groups}
 
     def _replace_comment_locked(self, comment: FakeComment) -> None:
         self._comments[comment.id] = comment
@@ -1029,6 +1323,96 @@ def _recipients(body: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(recipients, dict):
         raise _Fail(CODE_BAD_PARAMETER, "Parameter 'recipients' must be an object")
     return recipients
+
+
+def _people_request(raw: Any) -> tuple[str, ...]:
+    """A PeopleRequest ({"users": [{"id": "user:5"}], "groups": [{"id": 3}]}) as ids."""
+    if not isinstance(raw, dict):
+        return ()
+    users = [str(u["id"]) for u in raw.get("users") or () if isinstance(u, dict) and "id" in u]
+    groups = [f"group:{g['id']}" for g in raw.get("groups") or () if isinstance(g, dict) and "id" in g]
+    return (*users, *groups)
+
+
+def _full_name(person: FakePerson) -> str:
+    return " ".join(part for part in (person.name, person.lastname) if part)
+
+
+def _person_json(person: FakePerson, *, employee: bool) -> dict[str, Any]:
+    """A UserResponse or ContactResponse, every field the fake knows."""
+    full: dict[str, Any] = {
+        "id": person.number,
+        "name": person.name,
+        "lastname": person.lastname,
+        "telegramId": person.telegram_id or "",
+        "telegram": person.telegram or "",
+        "isDeleted": False,
+    }
+    if employee:
+        full["status"] = "Active" if person.active else "Inactive"
+    elif person.group_id is not None:
+        full["group"] = {"id": person.group_id, "name": f"Group {person.group_id}"}
+    return full
+
+
+def _page(body: dict[str, Any]) -> tuple[int, int]:
+    offset = _int_param(body, "offset", 0)
+    page_size = _int_param(body, "pageSize", MAX_PAGE_SIZE)
+    if offset < 0 or page_size < 1:
+        raise _Fail(CODE_BAD_PARAMETER, "offset must be >= 0 and pageSize >= 1")
+    return offset, min(page_size, MAX_PAGE_SIZE)
+
+
+def _filters(body: dict[str, Any]) -> list[dict[str, Any]]:
+    filters = body.get("filters") or []
+    if not isinstance(filters, list) or not all(isinstance(item, dict) for item in filters):
+        raise _Fail(CODE_BAD_PARAMETER, "Parameter 'filters' must be an array of objects")
+    return filters
+
+
+def _username(value: str) -> str:
+    """A Telegram username without "@" or a t.me address around it, in one case."""
+    text = value.strip()
+    for prefix in ("https://", "http://"):
+        if text.lower().startswith(prefix):
+            text = text[len(prefix) :]
+    if text.lower().startswith("t.me/"):
+        text = text[len("t.me/") :]
+    return text.strip("/").removeprefix("@").strip().casefold()
+
+
+def _person_matcher(item: dict[str, Any], *, people: str) -> Callable[[FakePerson], bool]:
+    """One complex filter as a test on a person; a type or operator the fake does not simulate
+    is refused (code 41), never ignored."""
+    kind, operator, value = item.get("type"), item.get("operator"), item.get("value")
+    simulated = {
+        "employees": {FILTER_USER_TELEGRAM_ID: "telegram_id"},
+        "contacts": {FILTER_CONTACT_TELEGRAM_ID: "telegram_id", FILTER_CONTACT_TELEGRAM_USERNAME: "telegram"},
+    }[people]
+    attribute = (
+        simulated.get(int(kind)) if isinstance(kind, int | float) and not isinstance(kind, bool) else None
+    )
+    if attribute is None or operator not in ("equal", "notequal"):
+        raise _Fail(
+            CODE_BAD_PARAMETER,
+            f"filter type {kind!r} with operator {operator!r} is not simulated by the fake",
+        )
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise _Fail(CODE_BAD_PARAMETER, f"filter type {kind} wants a text or a number")
+    if attribute == "telegram_id":
+        wanted = str(value).strip()
+
+        def equal(person: FakePerson) -> bool:
+            return bool(wanted) and (person.telegram_id or "").strip() == wanted
+    else:
+        wanted = _username(str(value))
+
+        def equal(person: FakePerson) -> bool:
+            return bool(wanted) and _username(person.telegram or "") == wanted
+
+    if operator == "equal":
+        return equal
+    return lambda person: not equal(person)
 
 
 def _result_order(body: dict[str, Any]) -> list[tuple[str, bool]]:

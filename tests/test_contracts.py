@@ -11,6 +11,9 @@ import pytest
 from contracts import subjects
 from contracts.events import (
     AnyEvent,
+    PersonLinked,
+    PersonLinkMethod,
+    PersonUnlinked,
     PlanfixCommentAction,
     PlanfixCommentAdded,
     PlanfixCommentPosted,
@@ -54,6 +57,8 @@ EXPECTED_TAGS = {
     "effect.telegram_messages_edited.v1",
     "effect.telegram_messages_deleted.v1",
     "effect.telegram_delivery_failed.v1",
+    "people.person_linked.v1",
+    "people.person_unlinked.v1",
 }
 
 
@@ -264,3 +269,32 @@ def test_every_durable_consumer_reads_subjects_of_its_own_stream() -> None:
             fnmatch.fnmatch(consumer.filter_subject.replace(">", "x.y"), pattern.replace(">", "*"))
             for pattern in stream.subjects
         ), consumer.durable
+
+
+def test_people_events_round_trip_with_their_tags() -> None:
+    linked = PersonLinked(
+        event_id=event_id_for("people:link:5:user:101"),
+        occurred_at=utc_now(),
+        correlation_id="c",
+        causation_id="x",
+        telegram_user_id=5,
+        planfix_person_id="user:101",
+        name="Anna Ivanova",
+        how=PersonLinkMethod.PLANFIX_PROFILE,
+        telegram_username="anna",
+    )
+    unlinked = PersonUnlinked(
+        event_id=event_id_for("people:unlink:5:user:101"),
+        occurred_at=utc_now(),
+        correlation_id="c",
+        causation_id="x",
+        telegram_user_id=5,
+        planfix_person_id="user:101",
+        why="unlink_command",
+    )
+
+    for event in (linked, unlinked):
+        wire = encode_event(event)
+        assert msgspec.json.decode(wire)["type"] == event.tag
+        assert decode_event(wire) == event
+    assert msgspec.json.decode(encode_event(linked))["how"] == "planfix_profile"

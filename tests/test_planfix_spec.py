@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from bridge_lib.aiohttp_transport import AiohttpTransport
-from bridge_lib.planfix import PlanfixClient
+from bridge_lib.planfix import PlanfixClient, Recipients
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.planfix_spec import EXTRACT_PATH, load_spec
 from sandbox.planfix_spec.checker import RequestChecker
@@ -50,7 +50,54 @@ async def _ping(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
 
 
 async def _create_task(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
-    await client.create_task(name="Printer", description="<p>jammed</p>")
+    assigner = fake.add_employee("Task Setter", telegram_id=7_000_001)
+    await client.create_task(name="Printer", description="<p>jammed</p>", assigner=assigner)
+
+
+async def _get_task_people(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    task = fake.add_task("People")
+    employee = fake.add_employee("Anna", telegram_id=7_000_002)
+    contact = fake.add_contact("Client", telegram_id=7_000_003)
+    fake.set_task_people(
+        task,
+        assigner=employee,
+        assignees=(employee, "group:3"),
+        participants=(contact,),
+        auditors=("user:1",),
+    )
+    people = await client.get_task_people(task)
+    assert people.everyone == {employee, contact, "user:1"}
+
+
+async def _find_employees_by_telegram_id(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    employee = fake.add_employee("Boris", telegram_id=7_000_004, telegram="boris_spec")
+    assert [p.id for p in await client.find_employees_by_telegram_id(7_000_004)] == [employee]
+
+
+async def _find_employees_by_telegram_username(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    employee = fake.add_employee("Vera", telegram="https://t.me/vera_spec")
+    assert [p.id for p in await client.find_employees_by_telegram_username("@Vera_Spec")] == [employee]
+
+
+async def _list_employees(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    fake.add_employee("Gleb", telegram_id=7_000_005, active=False)
+    assert await client.list_employees(only_active=True)
+
+
+async def _find_contacts_by_telegram_id(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    contact = fake.add_contact("Dina", telegram_id=7_000_006)
+    assert [p.id for p in await client.find_contacts_by_telegram_id(7_000_006)] == [contact]
+
+
+async def _find_contacts_by_telegram_username(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    contact = fake.add_contact("Egor", telegram="egor_spec")
+    assert [p.id for p in await client.find_contacts_by_telegram_username("egor_spec")] == [contact]
+
+
+async def _create_contact(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    await client.create_contact(
+        name="Fedor", lastname="Petrov", telegram_id=7_000_007, telegram_username="fedor"
+    )
 
 
 async def _get_task(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
@@ -65,6 +112,17 @@ async def _add_comment(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> N
         source_id=SOURCE_ID,
         source_object_id=str(uuid.uuid5(TEST_NAMESPACE, "tg:msg:-1001:7")),
         file_ids=[file_id],
+    )
+
+
+async def _add_comment_as_owner(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    await client.add_comment(
+        task_number=fake.add_task("Comment as someone"),
+        description_html="<p>mine</p>",
+        source_id=SOURCE_ID,
+        source_object_id=str(uuid.uuid5(TEST_NAMESPACE, "tg:msg:-1001:8")),
+        owner=fake.add_employee("Owner", telegram_id=7_000_008),
+        recipients=Recipients(users=("user:1",)),
     )
 
 
@@ -107,6 +165,13 @@ CALLS: dict[str, Call] = {
     "ping": Call("ping", _ping),
     "create_task": Call("post-task", _create_task),
     "get_task": Call("get-task-by-id", _get_task),
+    "get_task_people": Call("get-task-by-id", _get_task_people),
+    "find_employees_by_telegram_id": Call("get-user-list", _find_employees_by_telegram_id),
+    "find_employees_by_telegram_username": Call("get-user-list", _find_employees_by_telegram_username),
+    "list_employees": Call("get-user-list", _list_employees),
+    "find_contacts_by_telegram_id": Call("get-contact-list", _find_contacts_by_telegram_id),
+    "find_contacts_by_telegram_username": Call("get-contact-list", _find_contacts_by_telegram_username),
+    "create_contact": Call("post-contact", _create_contact),
     "add_comment": Call("post-task-add-comment", _add_comment),
     "update_comment": Call("post-task-update-comment", _update_comment),
     "get_comment": Call("get-comment-id", _get_comment),
@@ -114,6 +179,10 @@ CALLS: dict[str, Call] = {
     "upload_file": Call("post-file-upload", _upload_file),
     "get_file": Call("get-file-id", _get_file),
     "download_file": Call("get-file-id-download", _download_file),
+}
+# Other ways of calling the same operation, checked the same way (not client calls of their own).
+VARIANTS: dict[str, Call] = {
+    "add_comment with an owner and recipients": Call("post-task-add-comment", _add_comment_as_owner),
 }
 # Public coroutines of the client that call nothing in Planfix.
 NOT_PLANFIX_CALLS = frozenset({"aclose"})
@@ -178,11 +247,11 @@ def test_every_client_call_is_checked_against_the_spec() -> None:
     assert {call.operation_id for call in CALLS.values()} <= set(spec.operations)
 
 
-@pytest.mark.parametrize("name", sorted(CALLS))
+@pytest.mark.parametrize("name", sorted(CALLS) + sorted(VARIANTS))
 def test_each_call_sends_what_the_spec_allows_and_gets_a_listed_answer(
     name: str, loop: LoopThread, fake: FakePlanfix, tmp_path: Path
 ) -> None:
-    call = CALLS[name]
+    call = CALLS.get(name) or VARIANTS[name]
 
     exchanges = _run_call(loop, fake, call, tmp_path)
 
@@ -264,6 +333,16 @@ def test_the_fakes_error_answers_are_in_the_spec(loop: LoopThread, fake: FakePla
         ),
         ("GET", "comment/1", {"headers": AUTH, "params": {"sourceId": "not-a-uuid"}}, 400, 30),
         ("POST", f"task/{task}/comments/list", {"headers": AUTH, "json": {"pageSize": 101}}, 500, 30),
+        # People: a filter the document has but the fake does not simulate is refused, not ignored.
+        (
+            "POST",
+            "user/list",
+            {"headers": AUTH, "json": {"filters": [{"type": 9001, "operator": "equal", "value": 10}]}},
+            500,
+            41,
+        ),
+        ("POST", "contact/", {"headers": AUTH, "json": {"lastname": "Nameless"}}, 400, 40),
+        ("GET", "task/7099999", {"headers": AUTH, "params": {"fields": "assigner"}}, 400, 1000),
     ]
     for method, path, kwargs, status, code in cases:
         exchange = _raw(loop, method, base + path, **kwargs)
@@ -365,6 +444,24 @@ def test_the_fake_refuses_exactly_what_the_spec_refuses(loop: LoopThread, fake: 
         ("GET", f"comment/{comment}", {"params": {"sourceId": "nope"}}),
         ("POST", "task/", {"json": {"name": 5}}),
         ("POST", "task/", {"json": {"name": "Fine", "assignees": {"users": [{"id": "user:5"}]}}}),
+        ("POST", "task/", {"json": {"name": "Set by", "assigner": {"id": "user:1"}}}),
+        ("POST", "task/", {"json": {"name": "Set by", "assigner": "user:1"}}),
+        ("GET", f"task/{task}", {"params": {"fields": "id,assigner,assignees,participants,auditors"}}),
+        # People: the complex filters' types are the numbers (x-bridge-patches "filter-type-numbers").
+        ("POST", "user/list", {"json": {"filters": [{"type": 9126, "operator": "equal", "value": 1}]}}),
+        ("POST", "user/list", {"json": {"filters": [{"type": "9126", "operator": "equal", "value": 1}]}}),
+        ("POST", "user/list", {"json": {"filters": [{"type": 4234, "operator": "equal", "value": 1}]}}),
+        ("POST", "user/list", {"json": {"filters": [{"type": 9126, "operator": "like", "value": 1}]}}),
+        ("POST", "user/list", {"json": {"filters": [{"type": 9126, "operator": "equal"}]}}),
+        ("POST", "user/list", {"json": {"onlyActive": "yes"}}),
+        ("POST", "user/list", {"json": {"onlyActive": True, "pageSize": 100, "fields": "id,telegram"}}),
+        ("POST", "contact/list", {"json": {"filters": [{"type": 4226, "operator": "equal", "value": "x"}]}}),
+        ("POST", "contact/list", {"json": {"filters": [{"type": 9126, "operator": "equal", "value": 1}]}}),
+        ("POST", "contact/list", {"json": {"isCompany": True}}),
+        ("POST", "contact/", {"json": {"name": "Ivan", "telegramId": "5", "telegram": "https://t.me/ivan"}}),
+        ("POST", "contact/", {"json": {"name": "Ivan", "telegramId": 5}}),
+        ("POST", "contact/", {"json": {"name": "Ivan", "group": {"id": "workers"}}}),
+        ("POST", "contact/", {"json": {"name": "Ivan", "group": {"id": 3}, "template": {"id": 1}}}),
     ]
     for method, path, kwargs in samples:
         exchange = _raw(loop, method, fake.base_url + path, headers=AUTH, **kwargs)
@@ -426,6 +523,138 @@ def test_a_comments_owner_and_recipients_are_kept(loop: LoopThread, fake: FakePl
         "users": [{"id": "user:7", "name": "Olga Smirnova"}],
         "groups": [],
     }
+
+
+def test_people_are_listed_and_filtered_as_the_spec_describes(loop: LoopThread, fake: FakePlanfix) -> None:
+    active = fake.add_employee("Filter", lastname="Active", telegram_id=7_100_001, telegram="@Same_Name")
+    fired = fake.add_employee("Filter", lastname="Fired", telegram_id=7_100_001, active=False)
+    contact = fake.add_contact("Filter", lastname="Contact", telegram_id=7_100_001, telegram="t.me/same_name")
+    url = fake.base_url
+
+    def listed(path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+        exchange = _raw(loop, "POST", url + path, json=body, headers=AUTH)
+        _assert_valid(exchange)
+        key = "users" if path.startswith("user") else "contacts"
+        found: list[dict[str, Any]] = json.loads(exchange.response_body)[key]
+        return found
+
+    by_id = [{"type": 9126, "operator": "equal", "value": 7_100_001}]
+    fields = "id,name,lastname,telegramId,telegram,status"
+    assert listed("user/list", {"filters": by_id, "fields": fields}) == [
+        {
+            "id": int(active.split(":")[1]),
+            "name": "Filter",
+            "lastname": "Active",
+            "telegramId": "7100001",
+            "telegram": "@Same_Name",
+            "status": "Active",
+        },
+        {
+            "id": int(fired.split(":")[1]),
+            "name": "Filter",
+            "lastname": "Fired",
+            "telegramId": "7100001",
+            "telegram": "",
+            "status": "Inactive",
+        },
+    ]
+    # The id as text, as the field is typed; onlyActive leaves the fired one out.
+    as_text = [{"type": 9126, "operator": "equal", "value": "7100001"}]
+    assert [u["id"] for u in listed("user/list", {"filters": as_text, "onlyActive": True})] == [
+        int(active.split(":")[1])
+    ]
+    # Without fields: id and name only.
+    assert set(listed("user/list", {"filters": by_id})[0]) == {"id", "name"}
+    contacts_by_id = [{"type": 4234, "operator": "equal", "value": 7_100_001}]
+    by_name = [{"type": 4226, "operator": "equal", "value": "SAME_NAME"}]
+    assert [c["id"] for c in listed("contact/list", {"filters": contacts_by_id})] == [
+        int(contact.split(":")[1])
+    ]
+    assert [c["id"] for c in listed("contact/list", {"filters": by_name})] == [int(contact.split(":")[1])]
+    not_him = [{"type": 4234, "operator": "notequal", "value": 7_100_001}]
+    assert int(contact.split(":")[1]) not in [c["id"] for c in listed("contact/list", {"filters": not_him})]
+
+
+def test_a_created_contact_and_a_tasks_people_read_back(loop: LoopThread, fake: FakePlanfix) -> None:
+    created = _raw(
+        loop,
+        "POST",
+        fake.base_url + "contact/",
+        json={"name": "New", "telegramId": "7100002", "telegram": "https://t.me/new_one", "group": {"id": 4}},
+        headers=AUTH,
+    )
+    _assert_valid(created)
+    assert created.status == 201
+    contact = f"contact:{json.loads(created.response_body)['id']}"
+    task = fake.add_task("People read back")
+    fake.set_task_people(task, assigner="user:1", participants=(contact, "group:9"))
+
+    read = _raw(
+        loop,
+        "GET",
+        f"{fake.base_url}task/{task}",
+        params={"fields": "assigner,assignees,participants,auditors"},
+        headers=AUTH,
+    )
+
+    _assert_valid(read)
+    assert json.loads(read.response_body)["task"] == {
+        "id": task,
+        "assigner": {"id": "user:1", "name": "Bridge Robot"},
+        "assignees": {"users": [], "groups": []},
+        "participants": {"users": [{"id": contact, "name": "New"}], "groups": [{"id": 9, "name": "Group 9"}]},
+        "auditors": {"users": [], "groups": []},
+    }
+    stored = fake.contact(contact)
+    assert stored is not None
+    assert (stored.telegram_id, stored.telegram, stored.group_id) == ("7100002", "https://t.me/new_one", 4)
+
+
+def test_an_owner_refused_for_the_token_is_code_6_naming_the_owner(
+    loop: LoopThread, fake: FakePlanfix
+) -> None:
+    task = fake.add_task("Refuse owner")
+    owner = fake.add_employee("Not me")
+    fake.refuse_owner()
+    try:
+        refused = _raw(
+            loop,
+            "POST",
+            f"{fake.base_url}task/{task}/comments/",
+            json={"description": "x", "owner": {"id": owner}},
+            headers=AUTH,
+        )
+        as_robot = _raw(
+            loop, "POST", f"{fake.base_url}task/{task}/comments/", json={"description": "x"}, headers=AUTH
+        )
+    finally:
+        fake.refuse_owner(False)
+
+    _assert_valid(as_robot)
+    assert spec_check().response_errors(refused) == []
+    body = json.loads(refused.response_body)
+    assert (refused.status, body["code"]) == (400, 6)
+    assert owner in body["error"]
+    assert [c.owner_id for c in fake.comments(task)] == ["user:1"]
+
+
+def test_people_survive_a_snapshot(loop: LoopThread, fake: FakePlanfix) -> None:
+    employee = fake.add_employee("Kept", telegram_id=7_100_003, telegram="kept", active=False)
+    contact = fake.add_contact("Kept contact", telegram_id=7_100_004)
+    task = fake.add_task("Kept people")
+    fake.set_task_people(task, assigner=employee, auditors=(contact,))
+    data, files = fake.snapshot()
+
+    restored = FakePlanfix(token=PLANFIX_TOKEN)
+    restored.restore(json.loads(json.dumps(data)), files)
+
+    assert restored.employee(employee) == fake.employee(employee)
+    assert restored.contact(contact) == fake.contact(contact)
+    kept = restored.task(task)
+    assert kept is not None
+    assert (kept.assigner, kept.auditors) == (employee, (contact,))
+    assert restored.add_contact("Next") not in {c.id for c in fake.contacts()}
+    assert restored.add_employee("Next") not in {e.id for e in fake.employees()}
 
 
 # --- the extract ------------------------------------------------------------------------------

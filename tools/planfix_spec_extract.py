@@ -278,6 +278,23 @@ def _generic_errors(extract: dict[str, Any]) -> list[str]:
     return where
 
 
+def _filter_type_numbers(extract: dict[str, Any]) -> list[str]:
+    # The complex filters type "type" as a number whose enum lists strings ("9126 // Employee
+    # telegramId"): no number can match one. Every filter example of the document sends the
+    # number alone ({"type": 9126, ...}): the enum keeps the numbers, in the document's order.
+    where = []
+    for name, schema in extract["components"]["schemas"].items():
+        field = schema.get("properties", {}).get("type", {})
+        enum = field.get("enum")
+        labelled = bool(enum) and all(
+            isinstance(item, str) and item.split("//")[0].strip().isdigit() for item in enum
+        )
+        if name.startswith("Complex") and field.get("type") == "number" and labelled:
+            field["enum"] = [int(item.split("//")[0]) for item in enum]
+            where.append(_pointer("components", "schemas", name, "properties", "type", "enum"))
+    return where
+
+
 def _error_response() -> dict[str, Any]:
     return {"content": {"application/json": {"schema": dict(ApiError)}}}
 
@@ -306,6 +323,13 @@ PATCHES = (
         "PersonRequest.id, PersonResponse.id: format int64 dropped (still strings)",
         "every example of a person id is prefixed ('user:5', 'contact:10'), not an int64",
         _person_id_format,
+    ),
+    Patch(
+        "filter-type-numbers",
+        "ComplexUserFilter/ComplexContactFilter type: the enum's '9126 // Employee telegramId' "
+        "strings become their numbers",
+        "typed number with an enum of strings; every filter example sends the number alone",
+        _filter_type_numbers,
     ),
     Patch(
         "download-location-required",
