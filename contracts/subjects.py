@@ -306,8 +306,7 @@ PERSON_UNLINKED = _spec(
     what="A Telegram person no longer acts as that Planfix person; key: Telegram user id",
 )  # fmt: skip
 DEAD_LETTERED = _spec(
-    "deadletter.*", D, ev.MessageDeadLettered, key="consumer",
-    by="any consumer; telegram_gateway for an update Telegram sent that it cannot read",
+    "deadletter.*", D, ev.MessageDeadLettered, key="consumer", by="every consumer (bridge_lib.eventbus)",
     what="A message a consumer gave up on, with the reason; key: durable consumer name "
     "(``telegram_gateway``: updates from getUpdates that do not decode)",
 )  # fmt: skip
@@ -438,7 +437,7 @@ def consumer_named(durable: str) -> ConsumerSpec | None:
 
 def subject_table() -> str:
     """The catalogue as a reader's table (rendered into docs/architecture.md)."""
-    rows = [(spec.pattern.replace("*", "<key>"), spec.stream, spec.published_by) for spec in CATALOGUE]
+    rows = [(spec.subject(f"<{spec.key}>"), spec.stream, spec.published_by) for spec in CATALOGUE]
     widths = [max(len(row[i]) for row in [*rows, ("subject", "stream", "published by")]) for i in range(3)]
 
     def line(cells: tuple[str, str, str]) -> str:
