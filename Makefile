@@ -64,9 +64,11 @@ faults-full: install
 audit: install
 	$(BIN)/python tools/audit.py
 
-# The event contracts as AsyncAPI (docs/asyncapi/bridge.yaml); a test fails when it is stale.
+# The event contracts as AsyncAPI (docs/asyncapi/bridge.yaml) and the tables of docs/architecture.md;
+# a test fails when either is stale.
 asyncapi: install
 	$(BIN)/python -m bridge_cli.asyncapi docs/asyncapi
+	$(BIN)/python -m bridge_cli.architecture_doc docs/architecture.md
 
 # Benchmarks (docs/benchmarks.md): one table, figures in bench/results/latest.json, < 10 minutes.
 bench: install

@@ -435,16 +435,27 @@ def consumer_named(durable: str) -> ConsumerSpec | None:
     return next((consumer for consumer in CONSUMERS if consumer.durable == durable), None)
 
 
+def consumer_table() -> str:
+    """The durable consumers as a reader's table (rendered into docs/architecture.md)."""
+    header = ("durable consumer", "stream", "reads", "service")
+    rows = [(c.durable, c.stream, c.filter_subject, c.service) for c in CONSUMERS]
+    return _table(header, rows)
+
+
 def subject_table() -> str:
     """The catalogue as a reader's table (rendered into docs/architecture.md)."""
     rows = [(spec.subject(f"<{spec.key}>"), spec.stream, spec.published_by) for spec in CATALOGUE]
-    widths = [max(len(row[i]) for row in [*rows, ("subject", "stream", "published by")]) for i in range(3)]
+    return _table(("subject", "stream", "published by"), rows)
 
-    def line(cells: tuple[str, str, str]) -> str:
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in [*rows, header]) for i in range(len(header))]
+
+    def line(cells: tuple[str, ...]) -> str:
         return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)) + " |"
 
     rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
-    return "\n".join([line(("subject", "stream", "published by")), rule, *(line(row) for row in rows)])
+    return "\n".join([line(header), rule, *(line(row) for row in rows)])
 
 
 # Key-value buckets (besides TELEGRAM_PACE_BUCKET above).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typing
 
+from bridge_cli.architecture_doc import rendered
 from bridge_cli.asyncapi import OUTPUT, build_document, render
 from contracts.events import AnyEvent
 from contracts.subjects import ALL_STREAMS, CATALOGUE
@@ -34,3 +35,9 @@ def test_every_consumer_channel_has_a_typed_payload_and_names_its_durable_consum
         assert refs, message["title"]
         for ref in refs:
             assert ref["$ref"].split("/")[-1] in document["components"]["schemas"]
+
+
+def test_the_architecture_docs_tables_are_current() -> None:
+    path = REPO_ROOT / "docs" / "architecture.md"
+    text = path.read_text(encoding="utf-8")
+    assert rendered(text) == text, "run `make asyncapi` (it rewrites docs/architecture.md's tables)"
