@@ -75,6 +75,8 @@ sequence = the update id); it cannot be retried, only read and dropped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
 from contracts import events as ev
@@ -448,7 +450,7 @@ def subject_table() -> str:
     return _table(("subject", "stream", "published by"), rows)
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in [*rows, header]) for i in range(len(header))]
 
     def line(cells: tuple[str, ...]) -> str:
