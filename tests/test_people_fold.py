@@ -1,0 +1,55 @@
+"""The one fold of the PEOPLE stream (``contracts.people``), as a table."""
+
+from __future__ import annotations
+
+from itertools import count
+from typing import Any
+
+from contracts.events import PersonLinked, PersonLinkMethod, PersonUnlinked, utc_now
+from contracts.people import fold
+
+_ids = count(1)
+
+
+def envelope() -> dict[str, Any]:
+    return {
+        "event_id": f"e{next(_ids)}",
+        "occurred_at": utc_now(),
+        "correlation_id": "c",
+        "causation_id": "x",
+    }
+
+
+def linked(telegram_id: int, planfix_id: str, username: str | None = None) -> PersonLinked:
+    return PersonLinked(
+        **envelope(),
+        telegram_user_id=telegram_id,
+        planfix_person_id=planfix_id,
+        name="N",
+        how=PersonLinkMethod.LINK_CODE,
+        telegram_username=username,
+    )
+
+
+def unlinked(telegram_id: int, planfix_id: str) -> PersonUnlinked:
+    return PersonUnlinked(
+        **envelope(), telegram_user_id=telegram_id, planfix_person_id=planfix_id, why="unlink"
+    )
+
+
+def test_a_linked_person_is_found_by_id_and_by_username_in_any_case() -> None:
+    people = fold([linked(5, "user:7", "Olga_S")])
+    assert people.get(5).planfix_id == "user:7"  # type: ignore[union-attr]
+    assert people.by_username("@olga_s") == people.get(5)
+
+
+def test_a_relink_replaces_and_an_old_unlink_leaves_the_new_link() -> None:
+    people = fold([linked(5, "user:7", "olga"), linked(5, "user:9", "olga2"), unlinked(5, "user:7")])
+    assert people.get(5).planfix_id == "user:9"  # type: ignore[union-attr]
+    assert people.by_username("olga") is None
+    assert people.by_username("olga2") == people.get(5)
+
+
+def test_an_unlink_forgets_the_person() -> None:
+    people = fold([linked(5, "user:7", "olga"), unlinked(5, "user:7")])
+    assert (len(people), people.by_username("olga")) == (0, None)
