@@ -48,6 +48,7 @@ async def paced_planfix_client(
         pacer=pacer,
         retry_attempts=settings.planfix_retry_attempts,
         task_defaults=settings.planfix_task_defaults,
+        contact_defaults=settings.planfix_contact_defaults,
     )
 
 

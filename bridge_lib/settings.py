@@ -14,7 +14,7 @@ from typing import NoReturn, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bridge_lib.planfix import RecipientRole, Recipients, RolesForm, TaskDefaults
+from bridge_lib.planfix import ContactDefaults, RecipientRole, Recipients, RolesForm, TaskDefaults
 
 # What to tell an operator about a variable that is missing or wrong.
 HOW_TO_GET: dict[str, str] = {
@@ -101,6 +101,11 @@ class PlanfixSettings(BridgeSettings):
     # Planfix's own Telegram integration uses: people mentioned, the task's participants, its
     # assignees; or "none". Roles listed are all sent: Planfix notifies each role's people.
     planfix_notify: str = Field(default="mentioned,participants,assignees", alias="PLANFIX_NOTIFY")
+    # Who a Telegram message of someone not linked to Planfix is written as: "create" a contact
+    # for them once (with their name and Telegram), or "none" (the robot, with an author line).
+    planfix_contacts: str = Field(default="create", alias="PLANFIX_CONTACTS", pattern="^(create|none)$")
+    planfix_contact_group_id: int | None = Field(default=None, alias="PLANFIX_CONTACT_GROUP_ID")
+    planfix_contact_template_id: int | None = Field(default=None, alias="PLANFIX_CONTACT_TEMPLATE_ID")
     # The spec types ``recipients.roles`` as one string, its example sends an array.
     planfix_notify_roles_form: RolesForm = Field(default=RolesForm.ARRAY, alias="PLANFIX_NOTIFY_ROLES_FORM")
 
@@ -130,6 +135,12 @@ class PlanfixSettings(BridgeSettings):
         roles = tuple(NOTIFY_CHOICES[item] for item in _split_list(self.planfix_notify) if item != "none")
         return Recipients(
             roles=tuple(role for role in roles if role is not None), roles_form=self.planfix_notify_roles_form
+        )
+
+    @property
+    def planfix_contact_defaults(self) -> ContactDefaults:
+        return ContactDefaults(
+            group_id=self.planfix_contact_group_id, template_id=self.planfix_contact_template_id
         )
 
     @property
