@@ -12,7 +12,8 @@ subject                                               stream       published by
 ``telegram.message.received.<chat_id>``               TELEGRAM     telegram_gateway
 ``telegram.message.edited.<chat_id>``                 TELEGRAM     telegram_gateway
 ``telegram.message.reacted.<chat_id>``                TELEGRAM     telegram_gateway
-``telegram.bind.requested.<chat_id>``                 TELEGRAM     telegram_gateway (/task, /unbind)
+``telegram.bind.requested.<chat_id>``                 TELEGRAM     telegram_gateway (/task, /unbind),
+                                                                   bridge CLI (bindings unbind)
 ``telegram.group.command_received.<chat_id>``         TELEGRAM     telegram_gateway (/status, /help)
 ``telegram.group.anonymous_admin_posted.<chat_id>``   TELEGRAM     telegram_gateway
 ``telegram.group.bot_membership_changed.<chat_id>``   TELEGRAM     telegram_gateway (my_chat_member)
@@ -24,7 +25,7 @@ subject                                               stream       published by
 ``planfix.comment.deleted.<task_number>``             PLANFIX      planfix_gateway (checked, re-read)
 ``binding.bound.<chat_id>``                           BINDING      binder
 ``binding.rejected.<chat_id>``                        BINDING      binder
-``binding.unbound.<chat_id>``                         BINDING      binder (/unbind), bridge CLI
+``binding.unbound.<chat_id>``                         BINDING      binder
 ``binding.unbind_rejected.<chat_id>``                 BINDING      binder
 ``binding.suspended.<chat_id>``                       BINDING      binder
 ``binding.resumed.<chat_id>``                         BINDING      binder
@@ -42,6 +43,7 @@ subject                                               stream       published by
 written. ``telegram.group.*`` carries what happens to a group as a whole, for the binder
 (membership, migration) and the relay (answers, greetings); each skips the kinds it does not
 act on. ``planfix.comment.*`` keeps a task's added, updated and deleted comments in one order.
+An operator's ``UnbindGroup`` shares the ``/task`` subject too, so it is decided in that order.
 ``telegram.other_bot.*`` is read, not consumed: by the gateway when it answers ``/status`` and
 by ``bridge doctor`` (which other bot of a group answers ``/task`` too).
 
@@ -308,9 +310,10 @@ CATALOGUE: tuple[SubjectSpec, ...] = (
     SubjectSpec(
         pattern="telegram.bind.requested.*",
         stream="TELEGRAM",
-        event_tags=("binding.bind_requested.v1", "binding.unbind_requested.v1"),
-        published_by="telegram_gateway",
-        description="/task <title>, /task <number> or /unbind in a group, in order; key: chat id",
+        event_tags=("binding.bind_requested.v1", "binding.unbind_requested.v1", "binding.unbind_group.v1"),
+        published_by="telegram_gateway; bridge CLI (an operator's unbind)",
+        description="/task <title>, /task <number> or /unbind in a group, or an operator's unbind, "
+        "in order; key: chat id",
     ),
     SubjectSpec(
         pattern="planfix.webhook.comment.*",
@@ -344,7 +347,7 @@ CATALOGUE: tuple[SubjectSpec, ...] = (
         pattern="binding.unbound.*",
         stream="BINDING",
         event_tags=("binding.task_unbound.v1",),
-        published_by="binder (/unbind), bridge CLI (operator)",
+        published_by="binder",
         description="A group's binding was removed; key: chat id",
     ),
     SubjectSpec(
@@ -512,3 +515,6 @@ PLANFIX_PACING_BUCKET = BucketSpec(
     name="PLANFIX_PACING", description="Next free Planfix request slot per account"
 )
 LEASES_BUCKET = BucketSpec(name="LEASES", description="Leases of single-active work")
+
+# Not a stream's: a NATS request the binder answers (``RebuildBindingStore`` -> ``BindingStoreRebuilt``).
+BINDER_REBUILD_STORE = "ops.binder.rebuild_store"

@@ -33,14 +33,13 @@ def store(loop: LoopThread, mongo_url: str) -> Iterator[tuple[BindingStore, Any]
 
 def binding(chat_id: int, task_number: int) -> Binding:
     return Binding(
-        group_key=group_key(chat_id, None),
         chat_id=chat_id,
         thread_id=None,
         task_number=task_number,
         task_title=f"task {task_number}",
         bound_at=utc_now(),
         bound_by_user_id=1,
-        request_key=f"r{task_number}",
+        bound_event_id=f"e{task_number}",
     )
 
 

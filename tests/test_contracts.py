@@ -54,6 +54,7 @@ EXPECTED_TAGS = {
     "effect.telegram_messages_edited.v1",
     "effect.telegram_messages_deleted.v1",
     "effect.telegram_delivery_failed.v1",
+    "binding.unbind_group.v1",
 }
 
 
