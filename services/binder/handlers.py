@@ -171,8 +171,10 @@ class StoreRebuilder:
 
     async def handle(self, command: RebuildBindingStore) -> BindingStoreRebuilt:
         async with self._lock:
-            desired, events = await self._read_stream()
+            # The store first: a request handled meanwhile is then in the stream read after it, and
+            # the repair only ever moves the store towards a newer fold.
             stored = await self._store.all_bindings()
+            desired, events = await self._read_stream()
             found = differences(desired, stored)
             if not command.dry_run:
                 have = {binding.key: binding for binding in stored}

@@ -19,8 +19,8 @@ import structlog
 from nats.js.api import DeliverPolicy
 
 from bridge_lib.eventbus import TransientFailure
-from contracts.bindings import Binding, Bindings, evolve
-from contracts.events import ChatMigrated, decode_event
+from contracts.bindings import Binding, Bindings, evolve, touched_groups
+from contracts.events import AnyEvent, ChatMigrated, decode_event
 from contracts.subjects import ALL_BINDING_EVENTS, BINDING_STREAM, TELEGRAM_STREAM, telegram_group_migrated
 
 log = structlog.get_logger("relay.directory")
@@ -68,12 +68,14 @@ class BindingDirectory:
         if self._subscription is not None:
             await self._subscription.unsubscribe()
 
-    def apply(self, event: Any) -> None:
+    def apply(self, event: AnyEvent) -> None:
         before = self._bindings
         self._bindings = evolve(before, event)
         if self._bindings is not before:
+            # The event's own chat: for a move, the new chat id (the last group touched).
+            chat_id = touched_groups(event)[-1][0]
             for listener in self._listeners:
-                listener(event.chat_id)
+                listener(chat_id)
 
     def is_suspended(self, chat_id: int) -> bool:
         """The bot left this group: nothing may be sent there until the binding resumes."""
