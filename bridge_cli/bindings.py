@@ -1,19 +1,22 @@
 """``bridge bindings list|show|unbind`` and ``bridge binder rebuild``.
 
-The BINDING stream is the source of truth: the bindings are what its events add up to
-(``TaskBound`` binds a group, ``TaskUnbound`` removes that binding). The binder's MongoDB
-collection is a copy the binder keeps for its own decisions; ``binder rebuild`` rewrites it from
-the events alone and reports every difference it found.
+The bindings are what the BINDING stream adds up to, folded with ``contracts.bindings.evolve``
+as the relay and the binder fold it. The binder is the only writer of bindings and of its
+store: ``unbind`` and ``rebuild`` ask it (``UnbindGroup``, ``RebuildBindingStore``) and print
+its answer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Iterable
 from typing import Annotated, Any
 
 import msgspec
+import nats.errors
 import typer
-from motor.motor_asyncio import AsyncIOMotorClient
+from nats.js.api import DeliverPolicy
 
 from bridge_cli import context
 from bridge_cli.events import _connect_or_exit
@@ -21,52 +24,51 @@ from bridge_cli.render import event_line
 from bridge_cli.streams import StoredMessage, read_stream
 from bridge_lib.eventbus import ConnectionPublisher
 from contracts import subjects
-from contracts.events import TaskBound, TaskUnbound, envelope_after
+from contracts.bindings import Binding, Bindings, evolve, group_key
+from contracts.events import (
+    BindingStoreDifference,
+    BindingStoreRebuilt,
+    RebuildBindingStore,
+    TaskBound,
+    TaskUnbound,
+    UnbindGroup,
+    UnbindRejected,
+    decode_event,
+    operator_unbind_key,
+    root_envelope,
+)
 from contracts.subjects import BINDING_STREAM
-from services.binder.store import Binding, BindingStore, group_key
 
 bindings_app = typer.Typer(help="The group-to-task bindings, as the BINDING stream records them.")
 binder_app = typer.Typer(help="Repair the binder's own state.")
 
 
 class CurrentBinding(msgspec.Struct, frozen=True, kw_only=True):
-    """A binding in force, with the event that made it."""
+    """A binding in force, with who bound it and where the event that did is stored."""
 
-    bound: TaskBound
-    seq: int
+    bound: Binding
+    seq: int = 0
+    by: str = ""
 
     @property
     def key(self) -> str:
-        return group_key(self.bound.chat_id, self.bound.thread_id)
-
-    def as_stored(self) -> Binding:
-        """The binder's document for this binding, rebuilt from the event alone."""
-        event = self.bound
-        return Binding(
-            group_key=self.key,
-            chat_id=event.chat_id,
-            thread_id=event.thread_id,
-            task_number=event.task_number,
-            task_title=event.task_title,
-            bound_at=event.occurred_at,
-            bound_by_user_id=event.requested_by.id,
-            # The request's own key is not in the event; its id is (the event's cause).
-            request_key=f"event:{event.causation_id}",
-        )
+        return self.bound.key
 
 
 def fold_bindings(messages: Iterable[StoredMessage]) -> dict[str, CurrentBinding]:
     """Group key -> the binding in force after these BINDING events, in stream order."""
-    current: dict[str, CurrentBinding] = {}
+    bindings = Bindings()
+    made_by: dict[str, tuple[int, str]] = {}  # TaskBound id -> (its sequence, who)
     for message in messages:
         event = message.event()
         if isinstance(event, TaskBound):
-            binding = CurrentBinding(bound=event, seq=message.seq)
-            current[binding.key] = binding
-        elif isinstance(event, TaskUnbound):
-            key = group_key(event.chat_id, event.thread_id)
-            if key in current and current[key].bound.task_number == event.task_number:
-                del current[key]
+            made_by[event.event_id] = (message.seq, event.requested_by.display)
+        if event is not None:
+            bindings = evolve(bindings, event)
+    current = {}
+    for binding in bindings:
+        seq, by = made_by.get(binding.bound_event_id, (0, ""))
+        current[binding.key] = CurrentBinding(bound=binding, seq=seq, by=by)
     return current
 
 
@@ -74,21 +76,31 @@ async def _binding_messages(js: Any) -> list[StoredMessage]:
     return [message async for message in read_stream(js, BINDING_STREAM.name)]
 
 
-def _describe(binding: CurrentBinding) -> str:
-    event = binding.bound
-    topic = f" topic {event.thread_id}" if event.thread_id is not None else ""
+def _describe(current: CurrentBinding) -> str:
+    binding = current.bound
+    topic = f" topic {binding.thread_id}" if binding.thread_id is not None else ""
+    suspended = " [suspended: the bot is not in the group]" if binding.suspended else ""
     return (
-        f"chat {event.chat_id}{topic} -> task #{event.task_number} «{event.task_title}» "
-        f"since {event.occurred_at:%Y-%m-%d %H:%M} UTC by {event.requested_by.display} "
-        f"(BINDING/{binding.seq})"
+        f"chat {binding.chat_id}{topic} -> task #{binding.task_number} «{binding.task_title}» "
+        f"since {binding.bound_at:%Y-%m-%d %H:%M} UTC by {current.by or 'unknown'} "
+        f"(BINDING/{current.seq}){suspended}"
     )
 
 
-def _mongo(target: context.Target) -> tuple[AsyncIOMotorClient[dict[str, Any]], BindingStore]:
-    client: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(
-        target.mongodb_url, serverSelectionTimeoutMS=5000, tz_aware=True
+async def _ask_binder_to_rebuild(nats_url: str, *, dry_run: bool, timeout_s: float) -> BindingStoreRebuilt:
+    """The binder's answer to ``RebuildBindingStore``; raises when it does not answer."""
+    operator = context.operator_name()
+    command = RebuildBindingStore(
+        **root_envelope(f"ops:rebuild:{uuid.uuid4()}", caused_by=operator), operator=operator, dry_run=dry_run
     )
-    return client, BindingStore(client[target.mongodb_database])
+    nc = await _connect_or_exit(nats_url)
+    try:
+        reply = await nc.request(
+            subjects.BINDER_REBUILD_STORE, msgspec.json.encode(command), timeout=timeout_s
+        )
+    finally:
+        await nc.close()
+    return msgspec.json.decode(reply.data, type=BindingStoreRebuilt)
 
 
 # --- bindings list / show / unbind --------------------------------------------------------------
@@ -123,25 +135,23 @@ def show_binding(
     chat: Annotated[int, typer.Argument(help="the Telegram chat id")],
     thread: Annotated[int | None, typer.Option(help="a forum topic id")] = None,
 ) -> None:
-    """One group's binding, its history, and what the binder's store says."""
+    """One group's binding, its history, and whether the binder's store agrees."""
     target = context.target(ctx)
     key = group_key(chat, thread)
 
-    async def run() -> tuple[list[StoredMessage], Binding | None, str | None]:
+    async def run() -> tuple[list[StoredMessage], list[BindingStoreDifference] | None, str | None]:
         nc = await _connect_or_exit(target.nats_url)
         try:
             messages = await _binding_messages(nc.jetstream())
         finally:
             await nc.close()
-        client, store = _mongo(target)
         try:
-            return messages, await store.binding_for(key), None
-        except Exception as error:
-            return messages, None, f"{type(error).__name__}"
-        finally:
-            client.close()
+            compared = await _ask_binder_to_rebuild(target.nats_url, dry_run=True, timeout_s=15.0)
+        except (nats.errors.Error, TimeoutError) as error:
+            return messages, None, type(error).__name__
+        return messages, [d for d in compared.differences if d.group_key == key], None
 
-    messages, stored, store_problem = context.run(run())
+    messages, differing, problem = context.run(run())
     out = context.console()
     current = fold_bindings(messages).get(key)
     out.print(f"in force: {_describe(current)}" if current else f"chat {key} is not bound")
@@ -150,11 +160,12 @@ def show_binding(
         event = message.event()
         if getattr(event, "chat_id", None) == chat and getattr(event, "thread_id", None) == thread:
             out.print(event_line(message, event))
-    if store_problem:
-        out.print(f"binder store: not reachable ({store_problem})")
-    elif (stored.task_number if stored else None) != (current.bound.task_number if current else None):
+    if differing is None:
+        out.print(f"binder store: the binder did not answer ({problem})")
+    elif differing:
+        difference = differing[0]
         out.print(
-            f"binder store: differs (task #{stored.task_number if stored else '-'}); "
+            f"binder store: differs ({difference.what}: {difference.detail}); "
             "`bridge binder rebuild` repairs it"
         )
     else:
@@ -168,8 +179,10 @@ def unbind(
     thread: Annotated[int | None, typer.Option(help="a forum topic id")] = None,
     reason: Annotated[str, typer.Option(help="why, kept in the event")] = "",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+    wait: Annotated[float, typer.Option(help="seconds to wait for the binder's answer")] = 30.0,
 ) -> None:
-    """Remove a group's binding: messages stop flowing both ways until someone binds again."""
+    """Ask the binder to remove a group's binding: messages stop flowing both ways until someone
+    binds again. The binder refuses if the group was bound to another task in the meantime."""
     target = context.target(ctx)
     key = group_key(chat, thread)
 
@@ -188,63 +201,73 @@ def unbind(
     out.print(f"unbinding {_describe(current)}")
     if not yes and not typer.confirm("Go ahead?"):
         raise typer.Exit(1)
-    removed = context.run(_unbind(target, current, reason))
-    out.print("done: TaskUnbound stored" + ("; binder store updated" if removed else ""))
-
-
-async def _unbind(target: context.Target, current: CurrentBinding, reason: str) -> bool:
-    bound = current.bound
-    # One unbind per binding: running the command twice stores one event.
-    key = f"unbind:{current.key}:{bound.event_id}"
-    event = TaskUnbound(
-        **envelope_after(bound, key),
-        chat_id=bound.chat_id,
-        task_number=bound.task_number,
-        unbound_by=context.operator_name(),
+    operator = context.operator_name()
+    # One command per binding: running this twice sends one.
+    source_key = operator_unbind_key(chat, thread, current.bound.bound_event_id)
+    command = UnbindGroup(
+        **root_envelope(source_key, caused_by=operator),
+        chat_id=chat,
+        thread_id=thread,
+        task_number=current.bound.task_number,
+        operator=operator,
         reason=reason,
-        thread_id=bound.thread_id,
     )
-    nc = await _connect_or_exit(target.nats_url)
+    answer = context.run(_unbind(target.nats_url, command, msg_id=source_key, wait_s=wait))
+    match answer:
+        case TaskUnbound():
+            out.print("done: TaskUnbound stored; binder store updated")
+        case UnbindRejected(detail=detail):
+            out.print(f"the binder refused: {detail}")
+            raise typer.Exit(1)
+        case None:
+            raise context.fail(
+                f"the binder did not answer within {wait:g} s; it decides the stored request when it runs",
+                hint="check that the binder runs (`bridge doctor`), then `bridge bindings show`",
+            )
+
+
+async def _unbind(
+    nats_url: str, command: UnbindGroup, *, msg_id: str, wait_s: float
+) -> TaskUnbound | UnbindRejected | None:
+    """Send the command; the binder's answer (found by its cause), or None after ``wait_s``."""
+    nc = await _connect_or_exit(nats_url)
     try:
+        js = nc.jetstream()
         await ConnectionPublisher(nc, give_up_after_s=10.0).publish(
-            event, subject=subjects.binding_unbound(bound.chat_id), msg_id=key
+            command,
+            subject=subjects.telegram_bind_requested(command.chat_id),
+            msg_id=msg_id,
         )
+        answered: asyncio.Future[TaskUnbound | UnbindRejected] = asyncio.get_running_loop().create_future()
+
+        async def on_message(msg: Any) -> None:
+            try:
+                event = decode_event(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return
+            if not isinstance(event, TaskUnbound | UnbindRejected) or answered.done():
+                return
+            if event.causation_id == command.event_id:
+                answered.set_result(event)
+
+        # The chat's binding events from the first: a command sent before was answered before.
+        subscription = await js.subscribe(
+            f"binding.*.{command.chat_id}",
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+            cb=on_message,
+        )
+        try:
+            return await asyncio.wait_for(answered, wait_s)
+        except TimeoutError:
+            return None
+        finally:
+            await subscription.unsubscribe()
     finally:
         await nc.close()
-    client, store = _mongo(target)
-    try:
-        return await store.unbind(current.key, task_number=bound.task_number)
-    finally:
-        client.close()
 
 
 # --- binder rebuild -----------------------------------------------------------------------------
-
-
-class Difference(msgspec.Struct, frozen=True):
-    group_key: str
-    what: str  # "restored" | "changed" | "removed"
-    detail: str
-
-
-def differences(desired: dict[str, CurrentBinding], stored: list[Binding]) -> list[Difference]:
-    found: list[Difference] = []
-    by_key = {binding.group_key: binding for binding in stored}
-    for key, binding in sorted(desired.items()):
-        have = by_key.get(key)
-        want = binding.bound
-        if have is None:
-            found.append(Difference(key, "restored", f"task #{want.task_number}"))
-        elif (have.task_number, have.task_title, have.thread_id) != (
-            want.task_number,
-            want.task_title,
-            want.thread_id,
-        ):
-            found.append(Difference(key, "changed", f"task #{have.task_number} -> #{want.task_number}"))
-    for key, have in sorted(by_key.items()):
-        if key not in desired:
-            found.append(Difference(key, "removed", f"task #{have.task_number}: no binding event says so"))
-    return found
 
 
 @binder_app.command("rebuild")
@@ -253,48 +276,25 @@ def rebuild(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="report the differences; change nothing")
     ] = False,
+    wait: Annotated[float, typer.Option(help="seconds to wait for the binder's answer")] = 120.0,
 ) -> None:
-    """Rewrite the binder's bindings collection from the binding events alone; report differences."""
+    """Ask the binder to rewrite its bindings from the binding events alone; report differences."""
     target = context.target(ctx)
-    found, total, events = context.run(_rebuild(target, dry_run=dry_run))
+    try:
+        answer = context.run(_ask_binder_to_rebuild(target.nats_url, dry_run=dry_run, timeout_s=wait))
+    except (nats.errors.Error, TimeoutError) as error:
+        raise context.fail(
+            f"the binder did not answer ({type(error).__name__})",
+            hint="the binder rebuilds its own store: start it (python -m services.binder) and run this again",
+        ) from None
     out = context.console()
+    found = answer.differences
     for difference in found:
         out.print(f"{difference.what:<9} {difference.group_key}: {difference.detail}")
     counts = {what: sum(1 for d in found if d.what == what) for what in ("restored", "changed", "removed")}
     verb = "would be" if dry_run else ""
     out.print(
-        f"{total} binding(s) from {events} binding event(s); "
+        f"{answer.bindings} binding(s) from {answer.events} binding event(s); "
         + ", ".join(f"{count} {verb} {what}".replace("  ", " ") for what, count in counts.items())
-        + f", {total - counts['restored'] - counts['changed']} unchanged"
+        + f", {answer.bindings - counts['restored'] - counts['changed']} unchanged"
     )
-
-
-async def _rebuild(target: context.Target, *, dry_run: bool) -> tuple[list[Difference], int, int]:
-    nc = await _connect_or_exit(target.nats_url)
-    try:
-        messages = await _binding_messages(nc.jetstream())
-    finally:
-        await nc.close()
-    desired = fold_bindings(messages)
-    client, store = _mongo(target)
-    try:
-        try:
-            stored = await store.all_bindings()
-        except Exception as error:
-            raise context.fail(
-                f"cannot read the binder's store ({type(error).__name__})",
-                hint="check MONGODB_URL / MONGODB_DATABASE and that MongoDB runs",
-            ) from None
-        found = differences(desired, stored)
-        if not dry_run:
-            by_key = {binding.group_key: binding for binding in stored}
-            for difference in found:
-                if difference.what == "removed":
-                    await store.unbind(
-                        difference.group_key, task_number=by_key[difference.group_key].task_number
-                    )
-                else:
-                    await store.bind(desired[difference.group_key].as_stored())
-    finally:
-        client.close()
-    return found, len(desired), len(messages)

@@ -7,21 +7,27 @@ use them to say which service a message goes to.
 
 from __future__ import annotations
 
+from typing import Any, NoReturn
+
 from faststream.nats import NatsBroker
 
 from bridge_lib.health import ConsumerRef, durable_consumers
 
 
+async def _never_run(*_: Any) -> NoReturn:
+    raise RuntimeError("the routers here describe consumers; they never handle a message")
+
+
 def service_brokers() -> dict[str, NatsBroker]:
     """One unconnected broker per service that consumes, with the service's routers included."""
-    from services.binder.app import router as binder_router
+    from services.binder.app import router as binder_routes
     from services.planfix_gateway.fetcher import router as fetcher_router
     from services.relay.app import router as relay_router
 
     brokers: dict[str, NatsBroker] = {}
     for service, router in (
         ("planfix_gateway", fetcher_router),
-        ("binder", binder_router),
+        ("binder", binder_routes(on_request=_never_run, on_group_event=_never_run, on_rebuild=_never_run)),
         ("relay", relay_router),
     ):
         broker = NatsBroker()

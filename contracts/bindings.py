@@ -30,6 +30,11 @@ V = TypeVar("V")
 Group = tuple[int, int | None]  # (chat id, forum topic id or None for the group as a whole)
 
 
+def group_key(chat_id: int, thread_id: int | None) -> str:
+    """A group as one string: "<chat id>", or "<chat id>/<topic id>" for a forum topic."""
+    return f"{chat_id}" if thread_id is None else f"{chat_id}/{thread_id}"
+
+
 class Binding(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     # gc=False: numbers, text and a time only; 10,000 of them need not be walked by every full
     # garbage collection.
@@ -47,6 +52,10 @@ class Binding(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     @property
     def group(self) -> Group:
         return (self.chat_id, self.thread_id)
+
+    @property
+    def key(self) -> str:
+        return group_key(self.chat_id, self.thread_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +168,17 @@ def evolve(bindings: Bindings, event: AnyEvent) -> Bindings:
             )
         case _:
             return bindings
+
+
+def touched_groups(event: AnyEvent) -> list[Group]:
+    """The groups whose binding ``evolve`` may change for this event (a store reads only these)."""
+    match event:
+        case TaskBound() | TaskUnbound() | BindingSuspended() | BindingResumed():
+            return [(event.chat_id, event.thread_id)]
+        case BindingMoved():
+            return [(event.old_chat_id, event.thread_id), (event.chat_id, event.thread_id)]
+        case _:
+            return []
 
 
 def fold(events: Iterable[AnyEvent], bindings: Bindings | None = None) -> Bindings:

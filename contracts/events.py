@@ -596,6 +596,50 @@ class PersonUnlinked(Event, frozen=True, kw_only=True, tag="people.person_unlink
     why: str
 
 
+# --- Operator commands ---------------------------------------------------------------------
+
+
+class UnbindGroup(Event, frozen=True, kw_only=True, tag="binding.unbind_group.v1"):
+    """Remove this group's binding to ``task_number`` (``bridge bindings unbind``), unless it is
+    bound to another task by the time the binder gets to it; the binder answers with
+    ``TaskUnbound`` or ``UnbindRejected``.
+
+    Trusted as an operator's: whoever may publish to NATS may send it (NATS credentials are a
+    later issue)."""
+
+    chat_id: int
+    task_number: int
+    # Who: e.g. "bridge-cli:alice".
+    operator: str
+    reason: str = ""
+    thread_id: int | None = None
+
+
+class BindingStoreDifference(msgspec.Struct, frozen=True, kw_only=True):
+    group_key: str
+    what: str  # "restored" | "changed" | "removed"
+    detail: str
+
+
+class RebuildBindingStore(Event, frozen=True, kw_only=True, tag="ops.rebuild_binding_store.v1"):
+    """Make the binder's store say what the BINDING stream adds up to (``bridge binder rebuild``;
+    with ``dry_run`` only compare). A NATS request, not stored; answered with
+    ``BindingStoreRebuilt``. Trusted as an operator's, like ``UnbindGroup``."""
+
+    operator: str
+    dry_run: bool = False
+
+
+class BindingStoreRebuilt(Event, frozen=True, kw_only=True, tag="ops.binding_store_rebuilt.v1"):
+    """The binder's answer to ``RebuildBindingStore``: what differed (and was repaired unless a
+    dry run), out of how many bindings and binding events."""
+
+    differences: list[BindingStoreDifference]
+    bindings: int
+    events: int
+    dry_run: bool
+
+
 AnyEvent = (
     TelegramMessageReceived
     | TelegramMessageEdited
@@ -627,6 +671,7 @@ AnyEvent = (
     | MessageDeadLettered
     | PersonLinked
     | PersonUnlinked
+    | UnbindGroup
 )
 
 BindingEvent = (
@@ -675,6 +720,11 @@ def telegram_command_key(chat_id: int, message_id: int) -> str:
 
 def telegram_other_bot_key(chat_id: int, message_id: int) -> str:
     return f"tg:other-bot:{chat_id}:{message_id}"
+
+
+def operator_unbind_key(chat_id: int, thread_id: int | None, bound_event_id: str) -> str:
+    """One operator unbind per binding: sending the command twice stores one command."""
+    return f"ops:unbind:{chat_id}:{thread_id}:{bound_event_id}"
 
 
 def telegram_migration_key(old_chat_id: int, new_chat_id: int) -> str:

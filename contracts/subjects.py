@@ -15,6 +15,7 @@ Publishers name no subject: ``subject_for(event)`` routes an event by its type.
 written. ``telegram.group.*`` carries what happens to a group as a whole, for the binder
 (membership, migration) and the relay (answers, greetings); each skips the kinds it does not
 act on. ``planfix.comment.*`` keeps a task's added, updated and deleted comments in one order.
+An operator's ``UnbindGroup`` shares the ``/task`` subject too, so it is decided in that order.
 ``telegram.other_bot.*`` is read, not consumed: by the gateway when it answers ``/status`` and
 by ``bridge doctor`` (which other bot of a group answers ``/task`` too).
 
@@ -206,8 +207,10 @@ TELEGRAM_MESSAGE_REACTED = _spec(
     what="The reactions on a group message changed; key: chat id",
 )  # fmt: skip
 TELEGRAM_BIND_REQUESTED = _spec(
-    "telegram.bind.requested.*", T, ev.BindRequested, ev.UnbindRequested, key="chat_id", by=GATEWAY,
-    what="/task <title>, /task <number or link> or /unbind in a group, in order; key: chat id",
+    "telegram.bind.requested.*", T, ev.BindRequested, ev.UnbindRequested, ev.UnbindGroup, key="chat_id",
+    by=f"{GATEWAY}; bridge CLI (an operator's unbind)",
+    what="/task <title>, /task <number or link> or /unbind in a group, or an operator's unbind, in order "
+    "(one subject, so they are decided in the order written); key: chat id",
 )  # fmt: skip
 TELEGRAM_GROUP_COMMAND = _spec(
     "telegram.group.command_received.*", T, ev.GroupCommandReceived, key="chat_id", by=GATEWAY,
@@ -466,3 +469,9 @@ PLANFIX_PACING_BUCKET = BucketSpec(
     name="PLANFIX_PACING", description="Next free Planfix request slot per account"
 )
 LEASES_BUCKET = BucketSpec(name="LEASES", description="Leases of single-active work")
+
+# Not a stream's: a NATS request the binder answers (``RebuildBindingStore`` -> ``BindingStoreRebuilt``).
+BINDER_REBUILD_STORE = "ops.binder.rebuild_store"
+
+# Not a stream's: a NATS request the binder answers (``RebuildBindingStore`` -> ``BindingStoreRebuilt``).
+BINDER_REBUILD_STORE = "ops.binder.rebuild_store"

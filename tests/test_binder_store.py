@@ -10,7 +10,17 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo.errors import DuplicateKeyError
 
-from contracts.events import utc_now
+from contracts.bindings import fold
+from contracts.events import (
+    BindingEvent,
+    BindingMoved,
+    BindingSuspended,
+    TaskBound,
+    TaskUnbound,
+    TelegramUser,
+    root_envelope,
+    utc_now,
+)
 from services.binder.store import Binding, BindingStore, BindOutcome, group_key
 from tests.support import LoopThread
 
@@ -33,14 +43,13 @@ def store(loop: LoopThread, mongo_url: str) -> Iterator[tuple[BindingStore, Any]
 
 def binding(chat_id: int, task_number: int) -> Binding:
     return Binding(
-        group_key=group_key(chat_id, None),
         chat_id=chat_id,
         thread_id=None,
         task_number=task_number,
         task_title=f"task {task_number}",
         bound_at=utc_now(),
         bound_by_user_id=1,
-        request_key=f"r{task_number}",
+        bound_event_id=f"e{task_number}",
     )
 
 
@@ -83,3 +92,60 @@ def test_an_outcome_is_remembered_per_request(loop: LoopThread, store: tuple[Bin
         request_key="tg:bind:-1:5", created_task_number=77, decided="bound", task_number=77, task_title="t"
     )
     assert loop.run(binding_store.outcome_for("tg:bind:-1:6")) is None
+
+
+def _bound(chat_id: int, task_number: int) -> TaskBound:
+    return TaskBound(
+        **root_envelope(f"test:bound:{chat_id}:{task_number}", caused_by="test"),
+        chat_id=chat_id,
+        task_number=task_number,
+        task_title=f"task {task_number}",
+        created_task=False,
+        requested_by=TelegramUser(id=1, full_name="Anna"),
+    )
+
+
+def _unbound(chat_id: int, task_number: int) -> TaskUnbound:
+    return TaskUnbound(
+        **root_envelope(f"test:unbound:{chat_id}:{task_number}", caused_by="test"),
+        chat_id=chat_id,
+        task_number=task_number,
+        unbound_by="test",
+    )
+
+
+def test_the_store_applies_binding_events_as_the_fold_does(
+    loop: LoopThread, store: tuple[BindingStore, Any]
+) -> None:
+    binding_store, _ = store
+    events: list[BindingEvent] = [
+        _bound(-100, 1),
+        _bound(-100, 2),
+        _unbound(-100, 1),  # late: the group is bound to task 2 now
+        _bound(-200, 3),
+        BindingSuspended(**root_envelope("test:suspended", caused_by="test"), chat_id=-200, task_number=3),
+        _bound(-300, 4),
+        BindingMoved(
+            **root_envelope("test:moved", caused_by="test"),
+            old_chat_id=-300,
+            chat_id=-400,
+            task_number=4,
+            task_title="t",
+        ),
+        _bound(-500, 5),
+        _unbound(-500, 5),
+    ]
+    for event in events:
+        loop.run(binding_store.apply(event))
+
+    stored = loop.run(binding_store.all_bindings())
+    folded = fold(events)
+    assert {(b.group, b.task_number, b.suspended) for b in stored} == {
+        (b.group, b.task_number, b.suspended) for b in folded
+    }
+    assert {(b.group, b.task_number, b.suspended) for b in stored} == {
+        ((-100, None), 2, False),
+        ((-200, None), 3, True),
+        ((-400, None), 4, False),
+    }
+    assert loop.run(binding_store.bindings_of_chat(-200))[0].suspended is True

@@ -11,12 +11,13 @@ import msgspec
 import pytest
 from prometheus_client import REGISTRY
 
-from bridge_cli.bindings import differences, fold_bindings
+from bridge_cli.bindings import fold_bindings
 from bridge_cli.filters import EventFilter, parse_moment
 from bridge_cli.streams import StoredMessage, subject_matches
 from bridge_cli.trace import correlation_ids
 from bridge_lib.eventbus import server_urls
 from bridge_lib.planfix import PlanfixClient
+from contracts.bindings import Binding, Bindings
 from contracts.events import (
     TaskBound,
     TaskUnbound,
@@ -27,7 +28,7 @@ from contracts.events import (
     telegram_bind_key,
     telegram_message_key,
 )
-from services.binder.store import Binding
+from services.binder.rebuild import differences
 from tests.support import REPO_ROOT
 
 
@@ -103,18 +104,20 @@ def test_bindings_are_what_the_binding_events_add_up_to() -> None:
 
 
 def test_rebuild_reports_restored_changed_and_removed_bindings() -> None:
-    desired = fold_bindings([_bound(-1, 10, 1), _bound(-2, 20, 2)])
+    folded = fold_bindings([_bound(-1, 10, 1), _bound(-2, 20, 2)])
+    desired = Bindings()
+    for current in folded.values():
+        desired = desired.with_binding(current.bound)
     stored = [
-        msgspec.structs.replace(desired["-2"].as_stored(), task_number=21),
+        msgspec.structs.replace(folded["-2"].bound, task_number=21),
         Binding(
-            group_key="-9",
             chat_id=-9,
             thread_id=None,
             task_number=90,
             task_title="x",
             bound_at=datetime.now(UTC),
             bound_by_user_id=1,
-            request_key="k",
+            bound_event_id="k",
         ),
     ]
     found = {(d.group_key, d.what) for d in differences(desired, stored)}

@@ -42,3 +42,13 @@ def test_an_unbind_of_the_current_task_removes_it() -> None:
     for event in (bound(1, 1), unbound(1, 2)):
         directory.apply(event)
     assert directory.bindings_of(CHAT) == {}
+
+
+def test_a_change_wakes_its_chat_and_an_event_that_changes_nothing_wakes_nobody() -> None:
+    directory = BindingDirectory()
+    woken: list[int] = []
+    directory.on_change(woken.append)
+    for event in (bound(1, 1), unbound(2, 2), bound(2, 3)):
+        directory.apply(event)
+    assert woken == [CHAT, CHAT]
+    assert directory.bindings_of(CHAT)[None].task_number == 2

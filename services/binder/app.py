@@ -1,9 +1,11 @@
-"""Wiring: NATS subscriber for bind requests -> ``Binder`` (MongoDB + Planfix) -> binding events."""
+"""The binder assembled: store, Planfix and publisher built once and handed to the handlers."""
 
 from __future__ import annotations
 
-from typing import get_args
+from collections.abc import Awaitable, Callable
+from typing import Any, get_args
 
+import msgspec
 import structlog
 from faststream.middlewares import AckPolicy
 from faststream.nats import NatsRouter
@@ -11,6 +13,7 @@ from faststream.nats.annotations import NatsMessage
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from bridge_lib.eventbus import (
+    Delivery,
     EventPublisher,
     consume,
     durable_pull,
@@ -18,51 +21,73 @@ from bridge_lib.eventbus import (
     jstream,
     make_broker,
     start_subscribers,
+    undecoded,
 )
 from bridge_lib.health import mongo_ping, start_health_server
 from bridge_lib.metrics import track_planfix_budget
 from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
 from bridge_lib.runtime import wait_for_stop_signal
 from contracts import subjects
-from contracts.events import BindRequested, TelegramGroupEvent, UnbindRequested
+from contracts.events import BindingStoreRebuilt, RebuildBindingStore, TelegramGroupEvent
 from contracts.subjects import TELEGRAM_STREAM
 from services.binder.config import BinderSettings
-from services.binder.group_life import GroupLife
-from services.binder.handlers import Binder
+from services.binder.decide import BinderRequest, BindRules
+from services.binder.handlers import Binder, GroupLife, Publisher, Store, StoreRebuilder, Tasks
+from services.binder.rebuild import bindings_in_stream
 from services.binder.store import BindingStore
 
 log = structlog.get_logger("binder")
-router = NatsRouter()
+
+Handle = Callable[[Any, Delivery], Awaitable[None]]
+Rebuild = Callable[[RebuildBindingStore], Awaitable[BindingStoreRebuilt]]
 
 
-class Wiring:
-    """What the subscribers hand their messages to, set by ``run`` before they start."""
+def router(*, on_request: Handle, on_group_event: Handle, on_rebuild: Rebuild) -> NatsRouter:
+    """The binder's subscribers, handing each message to the handler given."""
+    binder_router = NatsRouter()
 
-    binder: Binder
-    group_life: GroupLife
+    @binder_router.subscriber(
+        subjects.ALL_BIND_REQUESTS,
+        stream=jstream(TELEGRAM_STREAM),
+        ack_policy=AckPolicy.MANUAL,
+        **durable_pull("binder-bind-requests"),
+    )
+    async def on_bind_requested(msg: NatsMessage) -> None:
+        await consume(msg, get_args(BinderRequest), on_request)
+
+    @binder_router.subscriber(
+        subjects.ALL_TELEGRAM_GROUP_EVENTS,
+        stream=jstream(TELEGRAM_STREAM),
+        ack_policy=AckPolicy.MANUAL,
+        **durable_pull("binder-group-changes"),
+    )
+    async def on_group_changed(msg: NatsMessage) -> None:
+        await consume(msg, get_args(TelegramGroupEvent), on_group_event)
+
+    # A NATS request, not a stream's message: left out of the AsyncAPI document of the streams.
+    @binder_router.subscriber(
+        subjects.BINDER_REBUILD_STORE, queue="binder", decoder=undecoded, include_in_schema=False
+    )
+    async def on_rebuild_requested(msg: NatsMessage) -> bytes:
+        command = msgspec.json.decode(msg.body, type=RebuildBindingStore)
+        return msgspec.json.encode(await on_rebuild(command))
+
+    return binder_router
 
 
-wiring = Wiring()
-
-
-@router.subscriber(
-    subjects.ALL_BIND_REQUESTS,
-    stream=jstream(TELEGRAM_STREAM),
-    ack_policy=AckPolicy.MANUAL,
-    **durable_pull("binder-bind-requests"),
-)
-async def on_bind_requested(msg: NatsMessage) -> None:
-    await consume(msg, (BindRequested, UnbindRequested), wiring.binder.handle_bind_request)
-
-
-@router.subscriber(
-    subjects.ALL_TELEGRAM_GROUP_EVENTS,
-    stream=jstream(TELEGRAM_STREAM),
-    ack_policy=AckPolicy.MANUAL,
-    **durable_pull("binder-group-changes"),
-)
-async def on_group_changed(msg: NatsMessage) -> None:
-    await consume(msg, get_args(TelegramGroupEvent), wiring.group_life.handle_group_event)
+def build(
+    settings: BinderSettings, *, store: Store, planfix: Tasks, publisher: Publisher, js: Any
+) -> NatsRouter:
+    """The binder's handlers, each with its collaborators, behind its subscribers."""
+    rules = BindRules(
+        account_url=settings.planfix_base_url,
+        max_task_title=settings.max_task_title,
+        everyone_may_bind=settings.everyone_may_bind,
+    )
+    binder = Binder(store=store, planfix=planfix, publisher=publisher, rules=rules)
+    group_life = GroupLife(store=store, publisher=publisher)
+    rebuilder = StoreRebuilder(store=store, read_stream=lambda: bindings_in_stream(js))
+    return router(on_request=binder.handle, on_group_event=group_life.handle, on_rebuild=rebuilder.handle)
 
 
 async def run(settings: BinderSettings) -> None:
@@ -72,7 +97,6 @@ async def run(settings: BinderSettings) -> None:
     store = BindingStore(mongo[settings.mongodb_database])
     await store.create_indexes()
     broker = make_broker(settings.nats_url, name="binder")
-    broker.include_router(router)
     health = await start_health_server(
         service="binder",
         broker=broker,
@@ -84,23 +108,18 @@ async def run(settings: BinderSettings) -> None:
     await ensure_streams(
         broker, replicas=settings.nats_stream_replicas, timeout_s=settings.nats_startup_timeout_s
     )
+    js = broker.connection.jetstream()
     planfix = await paced_planfix_client(
         settings,
-        broker.connection.jetstream(),
+        js,
         replicas=settings.nats_stream_replicas,
         startup_timeout_s=settings.nats_startup_timeout_s,
     )
     track_planfix_budget(planfix)
     if not await planfix_self_check(planfix):
         raise SystemExit(2)
-    wiring.group_life = GroupLife(store=store, publisher=EventPublisher(broker))
-    wiring.binder = Binder(
-        store=store,
-        planfix=planfix,
-        publisher=EventPublisher(broker),
-        account_url=settings.planfix_base_url,
-        max_task_title=settings.max_task_title,
-        everyone_may_bind=settings.everyone_may_bind,
+    broker.include_router(
+        build(settings, store=store, planfix=planfix, publisher=EventPublisher(broker), js=js)
     )
     await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
     log.info("binder_started")

@@ -1,21 +1,19 @@
-"""The binder's side of a group's life-cycle: bindings follow the bot and the chat id.
+"""The binder's side of a group's life, as pure functions: bindings follow the bot and the chat id.
 
-* the bot removed or kicked from a group -> each of its bindings ``BindingSuspended`` (kept,
-  nothing carried); the bot added again -> ``BindingResumed``;
-* the group became a supergroup (new chat id) -> each binding moved to the new id,
-  ``BindingMoved``. If the new supergroup was bound on its own already, that binding wins.
-
-Plan first, then act: the bindings a change touches are stored under the event's id before
-anything is changed or published, so a redelivery after a crash finishes the same plan and
-publishes the same events (ids derived from the cause; JetStream drops repeats).
+The bot removed from a group suspends each of its bindings, the bot added again resumes them; a
+group that became a supergroup takes its bindings to the new chat id, unless the supergroup was
+bound on its own already (that binding wins). ``plan`` decides the steps once (they are stored
+under the cause's id, so a redelivery takes the same steps) and ``announcement`` is each step's event.
 """
 
 from __future__ import annotations
 
-import structlog
+import enum
 
-from bridge_lib.eventbus import Delivery, EventPublisher
+import msgspec
+
 from contracts import subjects
+from contracts.bindings import Binding
 from contracts.events import (
     BindingMoved,
     BindingResumed,
@@ -26,82 +24,97 @@ from contracts.events import (
     derived_key,
     envelope_after,
 )
-from services.binder.store import BindingStore, GroupChange, group_key
-
-log = structlog.get_logger("binder.group_life")
 
 
-class GroupLife:
-    def __init__(self, *, store: BindingStore, publisher: EventPublisher) -> None:
-        self._store = store
-        self._publisher = publisher
+class StepKind(enum.StrEnum):
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    MOVE = "move"
+    # The new supergroup is bound on its own: the old chat's binding stays behind, unannounced.
+    LEAVE_BEHIND = "leave_behind"
 
-    async def handle_group_event(self, event: TelegramGroupEvent, delivery: Delivery) -> None:
-        structlog.contextvars.bind_contextvars(chat_id=event.chat_id)
-        if isinstance(event, BotMembershipChanged):
-            await self._membership_changed(event)
-        elif isinstance(event, ChatMigrated):
-            await self._migrated(event)
-        # Commands and anonymous admins are the relay's business.
 
-    async def _membership_changed(self, event: BotMembershipChanged) -> None:
-        change = await self._store.change_for(event.event_id)
-        if change is None:
-            bindings = await self._store.bindings_of_chat(event.chat_id)
-            touched = [b for b in bindings if b.suspended == event.is_member]
-            change = GroupChange(key=event.event_id, bindings=touched)
-            await self._store.save_change(change)
-        for binding in change.bindings:
-            await self._store.set_suspended(binding.group_key, not event.is_member)
-            key = derived_key(event, f"{'resumed' if event.is_member else 'suspended'}:{binding.group_key}")
-            if event.is_member:
-                published: BindingResumed | BindingSuspended = BindingResumed(
-                    **envelope_after(event, key),
-                    chat_id=binding.chat_id,
-                    thread_id=binding.thread_id,
-                    task_number=binding.task_number,
-                    task_title=binding.task_title,
-                )
-                subject = subjects.binding_resumed(binding.chat_id)
-            else:
-                published = BindingSuspended(
-                    **envelope_after(event, key),
-                    chat_id=binding.chat_id,
-                    thread_id=binding.thread_id,
-                    task_number=binding.task_number,
-                )
-                subject = subjects.binding_suspended(binding.chat_id)
-            await self._publisher.publish(published, subject=subject, msg_id=key)
-            log.info(
-                "binding_resumed" if event.is_member else "binding_suspended", task_number=binding.task_number
+class GroupStep(msgspec.Struct, frozen=True, kw_only=True):
+    kind: StepKind
+    binding: Binding
+
+
+class GroupChange(msgspec.Struct, frozen=True, kw_only=True):
+    """The steps one membership change or migration takes (``key``: the cause's event id)."""
+
+    key: str
+    steps: list[GroupStep]
+
+
+def chats_to_read(event: TelegramGroupEvent) -> list[int]:
+    """The chats whose bindings ``plan`` needs (none: the event is not the binder's business)."""
+    match event:
+        case BotMembershipChanged():
+            return [event.chat_id]
+        case ChatMigrated():
+            return [event.old_chat_id, event.chat_id]
+        case _:
+            return []
+
+
+def plan(event: TelegramGroupEvent, bindings: dict[int, list[Binding]]) -> list[GroupStep]:
+    """The steps for ``event``, given the bindings of each chat ``chats_to_read`` named."""
+    match event:
+        case BotMembershipChanged(is_member=is_member):
+            kind = StepKind.RESUME if is_member else StepKind.SUSPEND
+            return [
+                GroupStep(kind=kind, binding=b)
+                for b in bindings.get(event.chat_id, [])
+                if b.suspended == is_member
+            ]
+        case ChatMigrated():
+            taken = {b.thread_id for b in bindings.get(event.chat_id, [])}
+            return [
+                GroupStep(kind=StepKind.LEAVE_BEHIND if b.thread_id in taken else StepKind.MOVE, binding=b)
+                for b in bindings.get(event.old_chat_id, [])
+            ]
+        case _:
+            return []
+
+
+Announcement = BindingSuspended | BindingResumed | BindingMoved
+
+
+def announcement(cause: TelegramGroupEvent, step: GroupStep) -> tuple[Announcement, str, str] | None:
+    """The event a step publishes, its subject and message id; None for a step nobody is told of."""
+    binding = step.binding
+    where = binding.key
+    match step.kind:
+        case StepKind.SUSPEND:
+            key = derived_key(cause, f"suspended:{where}")
+            suspended = BindingSuspended(
+                **envelope_after(cause, key),
+                chat_id=binding.chat_id,
+                thread_id=binding.thread_id,
+                task_number=binding.task_number,
             )
-
-    async def _migrated(self, event: ChatMigrated) -> None:
-        change = await self._store.change_for(event.event_id)
-        if change is None:
-            bindings = await self._store.bindings_of_chat(event.old_chat_id)
-            change = GroupChange(key=event.event_id, bindings=bindings)
-            await self._store.save_change(change)
-        for binding in change.bindings:
-            target = group_key(event.chat_id, binding.thread_id)
-            if await self._store.binding_for(binding.group_key) is not None:
-                if await self._store.binding_for(target) is not None:
-                    # The new supergroup was bound on its own already: that binding wins.
-                    log.warning("migrated_binding_dropped_new_chat_bound", task_number=binding.task_number)
-                    await self._store.unbind(binding.group_key)
-                    continue
-                await self._store.move(binding, event.chat_id)
-            key = derived_key(event, f"moved:{binding.group_key}")
-            await self._publisher.publish(
-                BindingMoved(
-                    **envelope_after(event, key),
-                    old_chat_id=event.old_chat_id,
-                    chat_id=event.chat_id,
-                    thread_id=binding.thread_id,
-                    task_number=binding.task_number,
-                    task_title=binding.task_title,
-                ),
-                subject=subjects.binding_moved(event.chat_id),
-                msg_id=key,
+            return suspended, subjects.binding_suspended(binding.chat_id), key
+        case StepKind.RESUME:
+            key = derived_key(cause, f"resumed:{where}")
+            resumed = BindingResumed(
+                **envelope_after(cause, key),
+                chat_id=binding.chat_id,
+                thread_id=binding.thread_id,
+                task_number=binding.task_number,
+                task_title=binding.task_title,
             )
-            log.info("binding_moved", task_number=binding.task_number, new_chat_id=event.chat_id)
+            return resumed, subjects.binding_resumed(binding.chat_id), key
+        case StepKind.MOVE:
+            assert isinstance(cause, ChatMigrated)
+            key = derived_key(cause, f"moved:{where}")
+            moved = BindingMoved(
+                **envelope_after(cause, key),
+                old_chat_id=cause.old_chat_id,
+                chat_id=cause.chat_id,
+                thread_id=binding.thread_id,
+                task_number=binding.task_number,
+                task_title=binding.task_title,
+            )
+            return moved, subjects.binding_moved(cause.chat_id), key
+        case StepKind.LEAVE_BEHIND:
+            return None

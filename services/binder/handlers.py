@@ -1,295 +1,201 @@
-"""The binder's decisions about bindings.
+"""The binder's handlers: load what a decision needs, decide (``decide``/``group_life``), store, publish.
 
-* ``BindRequested`` -> a stored binding and ``TaskBound``, or ``BindRejected``;
-* ``UnbindRequested`` -> the binding removed and ``TaskUnbound``, or ``UnbindRejected``;
-(the group's life-cycle, membership and migration, is in ``group_life.py``.)
-
-Only the group's admins (as Telegram told the gateway) may bind or unbind, unless
-``BINDER_EVERYONE_MAY_BIND`` is set; others get a polite refusal and nothing changes.
-
-``/task <link>`` binds the task the link opens when it is a task of the bridge's own Planfix
-account (``bridge_lib.task_links``); any other link is refused with why, never made a title.
-
-Idempotent by construction: the outcome of each request or change is stored under its source
-key before the resulting events are published, and each event's ``Nats-Msg-Id`` is derived from
-the cause's event id. A redelivery republishes the same events (JetStream drops the repeats)
+Each outcome is stored under its cause before its event is published, and the event's id is
+derived from the cause: a redelivery publishes the same event again (JetStream drops the repeat)
 and, for ``/task <title>``, reuses the task created the first time.
 """
 
 from __future__ import annotations
 
-import html
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import structlog
 
-from bridge_lib.eventbus import Delivery, EventPublisher, TransientFailure
+from bridge_lib.eventbus import Delivery, TransientFailure
 from bridge_lib.planfix import (
     CODE_ACCESS_DENIED,
-    PlanfixClient,
     PlanfixRejected,
+    PlanfixTask,
     PlanfixUnavailable,
     TaskNotFound,
 )
-from bridge_lib.task_links import LinkRefusal, task_in_link
-from contracts import subjects
+from contracts.bindings import Binding, Bindings, group_key
 from contracts.events import (
-    BindingRejectionReason,
-    BindRejected,
-    BindRequested,
-    TaskBound,
-    TaskUnbound,
-    UnbindRejected,
-    UnbindRequested,
-    derived_key,
+    BindingEvent,
+    BindingStoreRebuilt,
+    Event,
+    RebuildBindingStore,
+    TelegramGroupEvent,
     envelope_after,
-    telegram_bind_key,
-    telegram_unbind_key,
-    utc_now,
 )
-from services.binder.store import Binding, BindingStore, BindOutcome, group_key
+from services.binder import group_life
+from services.binder.decide import (
+    BinderRequest,
+    BindOutcome,
+    BindRules,
+    CreateTask,
+    LookUpTask,
+    PlanfixAnswer,
+    PlanfixQuestion,
+    PlanfixRefused,
+    TaskFound,
+    TaskNotVisible,
+    announcement,
+    decide,
+    planfix_question,
+    request_key,
+)
+from services.binder.group_life import GroupChange
+from services.binder.rebuild import differences
 
 log = structlog.get_logger("binder")
+_DECIDED_LOG = {"bound": "group_bound", "unbound": "group_unbound", "rejected": "bind_rejected"}
 
-HOW_TO_BIND = "write /task <title of a new task>, /task <number of an existing task> or /task <its link>"
-# The group reads "Could not bind this group: <this>."; the link itself is not repeated.
-LINK_REFUSALS = {
-    LinkRefusal.NOT_PLANFIX: (
-        "that link is not a link to a Planfix task. To bind a task, paste the link of the task "
-        "as Planfix shows it (https://<account>.planfix.com/task/<number>) or write /task <number>; "
-        "to create a task, write its title in words"
-    ),
-    LinkRefusal.NOT_A_TASK: (
-        "that Planfix link does not open a task; paste the link of the task itself "
-        "(…/task/<number>) or write /task <number>"
-    ),
-    LinkRefusal.OTHER_ACCOUNT: (
-        "that link is to another Planfix account; this bridge binds tasks of its own account "
-        "only. Paste the link of one of its tasks or write /task <number>"
-    ),
-}
+
+class Publisher(Protocol):
+    async def publish(self, event: Event, *, subject: str, msg_id: str) -> bool: ...
+
+
+class Store(Protocol):
+    """What the handlers need of the binder's store (``store.BindingStore``)."""
+
+    async def binding_for(self, key: str) -> Binding | None: ...
+    async def bindings_of_chat(self, chat_id: int) -> list[Binding]: ...
+    async def all_bindings(self) -> list[Binding]: ...
+    async def apply(self, event: BindingEvent) -> None: ...
+    async def bind(self, binding: Binding) -> None: ...
+    async def unbind(self, key: str, *, task_number: int | None = None) -> bool: ...
+    async def outcome_for(self, request_key: str) -> BindOutcome | None: ...
+    async def save_outcome(self, outcome: BindOutcome) -> None: ...
+    async def change_for(self, key: str) -> GroupChange | None: ...
+    async def save_change(self, change: GroupChange) -> None: ...
+
+
+class Tasks(Protocol):
+    """What the binder asks Planfix (``bridge_lib.planfix.PlanfixClient``)."""
+
+    async def get_task(self, number: int) -> PlanfixTask: ...
+    async def create_task(self, *, name: str, description: str = "") -> int: ...
 
 
 class Binder:
-    def __init__(
-        self,
-        *,
-        store: BindingStore,
-        planfix: PlanfixClient,
-        publisher: EventPublisher,
-        account_url: str,
-        max_task_title: int = 250,
-        everyone_may_bind: bool = False,
-    ) -> None:
+    """``/task``, ``/unbind`` and an operator's ``UnbindGroup``."""
+
+    def __init__(self, *, store: Store, planfix: Tasks, publisher: Publisher, rules: BindRules) -> None:
         self._store = store
-        # PLANFIX_BASE_URL: the only account whose task links bind.
-        self._account_url = account_url
         self._planfix = planfix
         self._publisher = publisher
-        self._max_task_title = max_task_title
-        self._everyone_may_bind = everyone_may_bind
+        self._rules = rules
 
-    async def handle_bind_request(self, request: BindRequested | UnbindRequested, delivery: Delivery) -> None:
-        if isinstance(request, UnbindRequested):
-            await self.handle_unbind_request(request)
-            return
-        structlog.contextvars.bind_contextvars(chat_id=request.chat_id, task_number=request.task_number)
-        request_key = telegram_bind_key(request.chat_id, request.message_id)
-        outcome = await self._store.outcome_for(request_key)
+    async def handle(self, request: BinderRequest, delivery: Delivery) -> None:
+        structlog.contextvars.bind_contextvars(chat_id=request.chat_id)
+        key = request_key(request)
+        outcome = await self._store.outcome_for(key)
         if outcome is None or outcome.decided is None:
-            outcome = await self._decide(request, request_key, outcome)
+            question = planfix_question(request, self._rules)
+            answer = await self._ask(question, key, outcome) if question is not None else None
+            binding = await self._store.binding_for(group_key(request.chat_id, request.thread_id))
+            outcome = decide(request, binding, answer, self._rules)
             await self._store.save_outcome(outcome)
-        await self._publish(request, outcome)
-
-    def _refusal(self, request: BindRequested | UnbindRequested, what: str) -> str | None:
-        """Why this person may not change the binding, or None when they may."""
-        if self._everyone_may_bind or request.requester_is_admin:
-            return None
-        if request.requester_is_admin is None:
-            return (
-                f"Telegram could not tell whether you are an admin of this group; please {what} again later"
+            log.info(
+                _DECIDED_LOG[outcome.decided or ""], task_number=outcome.task_number, reason=outcome.reason
             )
-        return f"only the group's admins can {what} it, sorry"
+        event, subject, msg_id = announcement(request, outcome)
+        await self._store.apply(event)
+        await self._publisher.publish(event, subject=subject, msg_id=msg_id)
 
-    async def _decide(
-        self, request: BindRequested, request_key: str, earlier: BindOutcome | None
-    ) -> BindOutcome:
-        if refusal := self._refusal(request, "bind"):
-            return _rejected(request_key, BindingRejectionReason.NOT_ALLOWED, refusal)
-        asked_for = request.task_number
-        if request.task_link is not None:
-            link = task_in_link(request.task_link, account_url=self._account_url)
-            if link.refusal is not None or link.number is None:
-                why = LINK_REFUSALS[link.refusal or LinkRefusal.NOT_PLANFIX]
-                return _rejected(request_key, BindingRejectionReason.INVALID_REQUEST, why)
-            asked_for = link.number
+    async def _ask(self, question: PlanfixQuestion, key: str, earlier: BindOutcome | None) -> PlanfixAnswer:
+        number = question.number if isinstance(question, LookUpTask) else None
         try:
-            if asked_for is not None:
-                task = await self._planfix.get_task(asked_for)
-                number, title, created = task.number, task.name or f"#{task.number}", None
-            elif request.task_title:
-                title = _shorten(request.task_title, self._max_task_title)
-                reused = earlier.created_task_number if earlier else None
-                if reused is None:
-                    number = await self._planfix.create_task(
-                        name=title, description=_task_description(request)
-                    )
-                    # Remember the task before anything else can fail, so a retry reuses it.
-                    await self._store.save_outcome(
-                        BindOutcome(request_key=request_key, created_task_number=number)
-                    )
-                    log.info("task_created", task_number=number)
-                else:
-                    number = reused
-                created = number
-            else:
-                return _rejected(request_key, BindingRejectionReason.INVALID_REQUEST, HOW_TO_BIND)
+            match question:
+                case LookUpTask(number=asked):
+                    task = await self._planfix.get_task(asked)
+                    return TaskFound(number=task.number, title=task.name or f"#{task.number}")
+                case CreateTask(title=title, description=description):
+                    created = earlier.created_task_number if earlier else None
+                    if created is None:
+                        created = await self._planfix.create_task(name=title, description=description)
+                        # Remembered before anything else can fail, so a retry reuses the task.
+                        await self._store.save_outcome(
+                            BindOutcome(request_key=key, created_task_number=created)
+                        )
+                        log.info("task_created", task_number=created)
+                    return TaskFound(number=created, title=title, created=True)
         except TaskNotFound:
-            return _not_found_or_hidden(request_key, asked_for)
+            return TaskNotVisible(number)
         except PlanfixUnavailable as error:
             raise TransientFailure(str(error)) from error
         except PlanfixRejected as error:
             if error.code == CODE_ACCESS_DENIED:
                 # Worded exactly like "not found": the group must not learn that the task exists.
-                return _not_found_or_hidden(request_key, asked_for)
+                return TaskNotVisible(number)
             log.warning("planfix_refused_bind", error=str(error), code=error.code)
-            return _rejected(
-                request_key,
-                BindingRejectionReason.PLANFIX_REFUSED,
-                f"Planfix refused the request (error code {error.code})",
-                task_number=asked_for,
-            )
-        key = group_key(request.chat_id, request.thread_id)
-        previous = await self._store.binding_for(key)
-        await self._store.bind(
-            Binding(
-                group_key=key,
-                chat_id=request.chat_id,
-                thread_id=request.thread_id,
-                task_number=number,
-                task_title=title,
-                bound_at=utc_now(),
-                bound_by_user_id=request.requested_by.id,
-                request_key=request_key,
-            )
+            return PlanfixRefused(number, error.code)
+
+
+class GroupLife:
+    """The bot's membership of a group and the group's migration to a supergroup."""
+
+    def __init__(self, *, store: Store, publisher: Publisher) -> None:
+        self._store = store
+        self._publisher = publisher
+
+    async def handle(self, event: TelegramGroupEvent, delivery: Delivery) -> None:
+        chats = group_life.chats_to_read(event)
+        if not chats:
+            return  # commands and anonymous admins are the relay's business
+        structlog.contextvars.bind_contextvars(chat_id=event.chat_id)
+        change = await self._store.change_for(event.event_id)
+        if change is None:
+            bindings = {chat_id: await self._store.bindings_of_chat(chat_id) for chat_id in chats}
+            change = GroupChange(key=event.event_id, steps=group_life.plan(event, bindings))
+            await self._store.save_change(change)
+        for step in change.steps:
+            log.info(f"binding_{step.kind}", task_number=step.binding.task_number)
+            if (announced := group_life.announcement(event, step)) is not None:
+                published, subject, msg_id = announced
+                await self._store.apply(published)
+                await self._publisher.publish(published, subject=subject, msg_id=msg_id)
+
+
+class StoreRebuilder:
+    """``RebuildBindingStore``: the store made to say what the BINDING stream adds up to."""
+
+    def __init__(self, *, store: Store, read_stream: Callable[[], Awaitable[tuple[Bindings, int]]]) -> None:
+        self._store = store
+        self._read_stream = read_stream
+        # One rebuild at a time in this process (a second operator's waits).
+        self._lock = asyncio.Lock()
+
+    async def handle(self, command: RebuildBindingStore) -> BindingStoreRebuilt:
+        async with self._lock:
+            # The store first: a request handled meanwhile is then in the stream read after it, and
+            # the repair only ever moves the store towards a newer fold.
+            stored = await self._store.all_bindings()
+            desired, events = await self._read_stream()
+            found = differences(desired, stored)
+            if not command.dry_run:
+                have = {binding.key: binding for binding in stored}
+                want = {binding.key: binding for binding in desired}
+                for difference in found:
+                    if difference.what == "removed":
+                        await self._store.unbind(
+                            difference.group_key, task_number=have[difference.group_key].task_number
+                        )
+                    else:
+                        await self._store.bind(want[difference.group_key])
+        log.info(
+            "binding_store_rebuilt",
+            differences=len(found),
+            dry_run=command.dry_run,
+            operator=command.operator,
         )
-        log.info("group_bound", task_number=number, created_task=created is not None)
-        return BindOutcome(
-            request_key=request_key,
-            created_task_number=created,
-            decided="bound",
-            task_number=number,
-            task_title=title,
-            previous_task_number=previous.task_number
-            if previous and previous.task_number != number
-            else None,
+        return BindingStoreRebuilt(
+            **envelope_after(command, f"rebuilt:{command.event_id}"),
+            differences=found,
+            bindings=len(desired),
+            events=events,
+            dry_run=command.dry_run,
         )
-
-    async def _publish(self, request: BindRequested, outcome: BindOutcome) -> None:
-        if outcome.decided == "bound" and outcome.task_number is not None:
-            key = derived_key(request, "bound")
-            await self._publisher.publish(
-                TaskBound(
-                    **envelope_after(request, key),
-                    chat_id=request.chat_id,
-                    thread_id=request.thread_id,
-                    task_number=outcome.task_number,
-                    task_title=outcome.task_title or "",
-                    created_task=outcome.created_task_number is not None,
-                    requested_by=request.requested_by,
-                    previous_task_number=outcome.previous_task_number,
-                ),
-                subject=subjects.binding_bound(request.chat_id),
-                msg_id=key,
-            )
-        else:
-            key = derived_key(request, "rejected")
-            await self._publisher.publish(
-                BindRejected(
-                    **envelope_after(request, key),
-                    chat_id=request.chat_id,
-                    thread_id=request.thread_id,
-                    reason=BindingRejectionReason(outcome.reason or BindingRejectionReason.INVALID_REQUEST),
-                    detail=outcome.detail or "",
-                    task_number=outcome.task_number,
-                ),
-                subject=subjects.binding_rejected(request.chat_id),
-                msg_id=key,
-            )
-
-    # --- /unbind ----------------------------------------------------------------------------------
-
-    async def handle_unbind_request(self, request: UnbindRequested) -> None:
-        structlog.contextvars.bind_contextvars(chat_id=request.chat_id)
-        request_key = telegram_unbind_key(request.chat_id, request.message_id)
-        outcome = await self._store.outcome_for(request_key)
-        if outcome is None or outcome.decided is None:
-            outcome = await self._decide_unbind(request, request_key)
-            await self._store.save_outcome(outcome)
-        if outcome.decided == "unbound" and outcome.task_number is not None:
-            key = derived_key(request, "unbound")
-            event: TaskUnbound | UnbindRejected = TaskUnbound(
-                **envelope_after(request, key),
-                chat_id=request.chat_id,
-                thread_id=request.thread_id,
-                task_number=outcome.task_number,
-                unbound_by=f"telegram:{request.requested_by.id}",
-                reason="/unbind in the group",
-                requested_by=request.requested_by,
-            )
-            subject = subjects.binding_unbound(request.chat_id)
-        else:
-            key = derived_key(request, "unbind-rejected")
-            event = UnbindRejected(
-                **envelope_after(request, key),
-                chat_id=request.chat_id,
-                thread_id=request.thread_id,
-                reason=BindingRejectionReason(outcome.reason or BindingRejectionReason.NOT_BOUND),
-                detail=outcome.detail or "",
-            )
-            subject = subjects.binding_unbind_rejected(request.chat_id)
-        await self._publisher.publish(event, subject=subject, msg_id=key)
-
-    async def _decide_unbind(self, request: UnbindRequested, request_key: str) -> BindOutcome:
-        if refusal := self._refusal(request, "unbind"):
-            return _rejected(request_key, BindingRejectionReason.NOT_ALLOWED, refusal)
-        key = group_key(request.chat_id, request.thread_id)
-        binding = await self._store.binding_for(key)
-        if binding is None:
-            where = "this topic" if request.thread_id is not None else "this group"
-            return _rejected(request_key, BindingRejectionReason.NOT_BOUND, f"{where} is not bound to a task")
-        await self._store.unbind(key)
-        log.info("group_unbound", task_number=binding.task_number)
-        return BindOutcome(request_key=request_key, decided="unbound", task_number=binding.task_number)
-
-
-def _rejected(
-    request_key: str, reason: BindingRejectionReason, detail: str, *, task_number: int | None = None
-) -> BindOutcome:
-    log.info("bind_rejected", reason=str(reason))
-    return BindOutcome(
-        request_key=request_key,
-        decided="rejected",
-        reason=str(reason),
-        detail=detail,
-        task_number=task_number,
-    )
-
-
-def _not_found_or_hidden(request_key: str, task_number: int | None) -> BindOutcome:
-    """One answer for a task that does not exist and one the token may not see."""
-    return _rejected(
-        request_key,
-        BindingRejectionReason.TASK_NOT_FOUND,
-        f"task #{task_number} was not found in Planfix, or the bridge's Planfix user cannot see it",
-        task_number=task_number,
-    )
-
-
-def _shorten(title: str, limit: int) -> str:
-    title = " ".join(title.split())
-    return title if len(title) <= limit else title[: limit - 1].rstrip() + "…"
-
-
-def _task_description(request: BindRequested) -> str:
-    group = request.chat_title or str(request.chat_id)
-    return html.escape(f"Created from Telegram group «{group}» by {request.requested_by.display}.")

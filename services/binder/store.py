@@ -1,14 +1,13 @@
 """The binder's MongoDB collections; only the binder reads or writes them.
 
-``bindings``: one document per group (unique ``group_key``): which task the group talks to.
-``bind_requests``: one document per ``/task`` or ``/unbind`` message (``_id`` = its source
-key): what the binder decided, and the task it created, so a redelivered request never creates
-a second task.
-``group_changes``: one document per bot membership change or migration (``_id`` = its source
-key): the bindings it suspended, resumed or moved, so a redelivery publishes the same events.
-Only operations that both MongoDB and nx-27017 serve are used (CRUD, unique indexes, upserts).
-nx-27017 hands back a boolean written with ``$set`` as 1/0, so documents are read in msgspec's
-lax mode (``strict=False``), which takes 1/0 for a bool.
+``bindings``: one document per group (unique ``group_key``), changed only by ``apply``-ing the
+binder's own binding events with ``contracts.bindings.evolve``, so it holds what the BINDING
+stream adds up to. ``bind_requests``: the outcome per request (``_id``: its source key) and the
+task it created. ``group_changes``: the steps per membership change or migration (``_id``: the
+cause's event id). Both let a redelivery publish the same events.
+
+Only what both MongoDB and nx-27017 serve (CRUD, unique indexes, upserts). nx-27017 hands a
+boolean written with ``$set`` back as 1/0, so documents are read in msgspec's lax mode.
 """
 
 from __future__ import annotations
@@ -19,43 +18,18 @@ from typing import Any
 import msgspec
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
+from contracts.bindings import Binding, Bindings, evolve, group_key, touched_groups
+from contracts.events import BindingEvent
+from services.binder.decide import BindOutcome
+from services.binder.group_life import GroupChange
 
-def group_key(chat_id: int, thread_id: int | None) -> str:
-    # A forum topic is its own group for binding purposes; a plain group has no thread.
-    return f"{chat_id}" if thread_id is None else f"{chat_id}/{thread_id}"
+__all__ = ["BindOutcome", "Binding", "BindingStore", "GroupChange", "group_key"]
 
-
-class Binding(msgspec.Struct, frozen=True, kw_only=True):
-    group_key: str
-    chat_id: int
-    thread_id: int | None
-    task_number: int
-    task_title: str
-    bound_at: datetime
-    bound_by_user_id: int
-    request_key: str
-    # The bot was removed from the group: kept, but nothing is carried until it is back.
-    suspended: bool = False
+_WITHOUT_IDS = {"_id": 0, "group_key": 0}
 
 
-class BindOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """What the binder decided for one request; enough to publish the same event again."""
-
-    request_key: str
-    created_task_number: int | None = None
-    decided: str | None = None  # "bound" | "rejected"
-    task_number: int | None = None
-    task_title: str | None = None
-    previous_task_number: int | None = None
-    reason: str | None = None
-    detail: str | None = None
-
-
-class GroupChange(msgspec.Struct, frozen=True, kw_only=True):
-    """What the binder did for one membership change or migration: the bindings it touched."""
-
-    key: str
-    bindings: list[Binding]
+def _binding(document: dict[str, Any]) -> Binding:
+    return msgspec.convert(document, Binding, strict=False)
 
 
 class BindingStore:
@@ -67,26 +41,44 @@ class BindingStore:
     async def create_indexes(self) -> None:
         await self._bindings.create_index("group_key", unique=True, name="one_task_per_group")
         await self._bindings.create_index("task_number", name="by_task")
+        await self._bindings.create_index("chat_id", name="by_chat")
 
     async def binding_for(self, key: str) -> Binding | None:
-        document = await self._bindings.find_one({"group_key": key}, {"_id": 0})
-        return msgspec.convert(document, Binding, strict=False) if document else None
+        document = await self._bindings.find_one({"group_key": key}, _WITHOUT_IDS)
+        return _binding(document) if document else None
+
+    async def bindings_of_chat(self, chat_id: int) -> list[Binding]:
+        cursor = self._bindings.find({"chat_id": chat_id}, _WITHOUT_IDS)
+        return [_binding(document) async for document in cursor]
+
+    async def all_bindings(self) -> list[Binding]:
+        return [_binding(document) async for document in self._bindings.find({}, _WITHOUT_IDS)]
+
+    async def apply(self, event: BindingEvent) -> None:
+        """Bring the bindings an event touches to what ``evolve`` makes of them."""
+        groups = touched_groups(event)
+        before = Bindings()
+        for chat_id, thread_id in groups:
+            if (found := await self.binding_for(group_key(chat_id, thread_id))) is not None:
+                before = before.with_binding(found)
+        after = evolve(before, event)
+        for chat_id, thread_id in groups:
+            old, new = before.get(chat_id, thread_id), after.get(chat_id, thread_id)
+            if new is None and old is not None:
+                await self.unbind(group_key(chat_id, thread_id), task_number=old.task_number)
+            elif new is not None and new != old:
+                await self.bind(new)
 
     async def bind(self, binding: Binding) -> None:
         """Store the binding, replacing the group's previous one (a group talks to one task)."""
+        key = binding.key
+        document = msgspec.to_builtins(binding, builtin_types=(datetime,))
         await self._bindings.update_one(
-            {"group_key": binding.group_key},
-            {"$set": msgspec.to_builtins(binding, builtin_types=(datetime,))},
-            upsert=True,
+            {"group_key": key}, {"$set": {"group_key": key, **document}}, upsert=True
         )
 
-    async def all_bindings(self) -> list[Binding]:
-        """Every stored binding (for `bridge binder rebuild` and `bridge bindings`)."""
-        documents = await self._bindings.find({}, {"_id": 0}).to_list(None)
-        return [msgspec.convert(document, Binding) for document in documents]
-
     async def unbind(self, key: str, *, task_number: int | None = None) -> bool:
-        """Remove the group's binding (only if it still points at ``task_number``, when given);
+        """Remove the group's binding (only while it points at ``task_number``, when given);
         True when one was removed."""
         query: dict[str, object] = {"group_key": key}
         if task_number is not None:
@@ -105,22 +97,6 @@ class BindingStore:
         fields = msgspec.to_builtins(outcome)
         request_key = fields.pop("request_key")
         await self._requests.update_one({"_id": request_key}, {"$set": fields}, upsert=True)
-
-    async def bindings_of_chat(self, chat_id: int) -> list[Binding]:
-        cursor = self._bindings.find({"chat_id": chat_id}, {"_id": 0})
-        return [msgspec.convert(document, Binding, strict=False) async for document in cursor]
-
-    async def set_suspended(self, key: str, suspended: bool) -> None:
-        await self._bindings.update_one({"group_key": key}, {"$set": {"suspended": suspended}})
-
-    async def move(self, binding: Binding, new_chat_id: int) -> Binding:
-        """The same binding under a new chat id (the group became a supergroup)."""
-        moved = msgspec.structs.replace(
-            binding, chat_id=new_chat_id, group_key=group_key(new_chat_id, binding.thread_id)
-        )
-        await self.bind(moved)
-        await self._bindings.delete_one({"group_key": binding.group_key})
-        return moved
 
     async def change_for(self, key: str) -> GroupChange | None:
         document = await self._changes.find_one({"_id": key})

@@ -1,16 +1,10 @@
-"""Which group talks to which task, learned from the binder's events (never from its database).
+"""Which group talks to which task: the relay's live copy of ``contracts.bindings`` (the one fold).
 
-An in-memory projection of the BINDING stream: at start it replays the stream from the first
-message through an ordered consumer, then follows it live. Lookups are dictionary reads, so
-carrying a message costs no database round trip. A miss may only mean "not caught up yet", so
-before answering "unbound" the directory waits until it has applied everything the stream held
-at the moment of the question.
-
-A suspended binding (the bot was removed from the group) stays in the directory, marked: the
-group's outgoing messages wait for it to resume. A group that became a supergroup is found
-under its new id even before the binder has moved the binding: a miss looks for the group's
-``ChatMigrated`` event (by subject, in the TELEGRAM stream) and answers with the old id's
-binding, so no message of the new supergroup is dropped in between.
+At start it replays the BINDING stream through an ordered consumer, then follows it; lookups are
+reads of an immutable ``Bindings`` value. A miss may only mean "not caught up yet", so before
+answering "unbound" the directory waits until it has applied everything the stream held when
+asked. A group that became a supergroup is found under its new id before the binder moves its
+binding: a miss looks up the group's ``ChatMigrated`` (TELEGRAM stream) and answers with the old id's.
 """
 
 from __future__ import annotations
@@ -25,26 +19,23 @@ import structlog
 from nats.js.api import DeliverPolicy
 
 from bridge_lib.eventbus import TransientFailure
-from contracts.events import (
-    BindingMoved,
-    BindingResumed,
-    BindingSuspended,
-    ChatMigrated,
-    TaskBound,
-    TaskUnbound,
-    decode_event,
-)
+from contracts.bindings import Binding, Bindings, evolve, touched_groups
+from contracts.events import AnyEvent, ChatMigrated, decode_event
 from contracts.subjects import ALL_BINDING_EVENTS, BINDING_STREAM, TELEGRAM_STREAM, telegram_group_migrated
 
 log = structlog.get_logger("relay.directory")
 
 
 class BoundTask(msgspec.Struct, frozen=True, gc=False):
-    # gc=False: only numbers and text inside, and 10,000 of them need not be walked by every
-    # full garbage collection.
+    """What the relay needs of a binding."""
+
     task_number: int
     task_title: str
     suspended: bool = False
+
+    @classmethod
+    def of(cls, binding: Binding) -> BoundTask:
+        return cls(binding.task_number, binding.task_title, binding.suspended)
 
 
 Group = tuple[int, int | None]  # (chat id, forum topic id or None)
@@ -52,10 +43,7 @@ Group = tuple[int, int | None]  # (chat id, forum topic id or None)
 
 class BindingDirectory:
     def __init__(self) -> None:
-        self._task_by_group: dict[Group, BoundTask] = {}
-        self._groups_by_task: dict[int, set[Group]] = {}
-        # chat id -> its bindings by forum topic: per-chat questions read only that chat's entries.
-        self._bindings_by_chat: dict[int, dict[int | None, BoundTask]] = {}
+        self._bindings = Bindings()
         self._applied_seq = 0
         self._progress = asyncio.Condition()
         self._subscription: Any = None
@@ -74,61 +62,28 @@ class BindingDirectory:
             ALL_BINDING_EVENTS, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL, cb=self._on_message
         )
         await self.catch_up()
-        log.info("binding_directory_ready", groups=len(self._task_by_group))
+        log.info("binding_directory_ready", groups=len(self._bindings))
 
     async def stop(self) -> None:
         if self._subscription is not None:
             await self._subscription.unsubscribe()
 
-    def apply(self, event: Any) -> None:
-        if isinstance(event, TaskBound):
-            self._set((event.chat_id, event.thread_id), BoundTask(event.task_number, event.task_title))
-        elif isinstance(event, TaskUnbound):
-            self.remove(event)
-        elif isinstance(event, BindingSuspended | BindingResumed):
-            found = self._task_by_group.get((event.chat_id, event.thread_id))
-            if found is not None:
-                suspended = isinstance(event, BindingSuspended)
-                self._set(
-                    (event.chat_id, event.thread_id), msgspec.structs.replace(found, suspended=suspended)
-                )
-        elif isinstance(event, BindingMoved):
-            self._remove((event.old_chat_id, event.thread_id))
-            self._set((event.chat_id, event.thread_id), BoundTask(event.task_number, event.task_title))
-        else:
-            return
-        for listener in self._listeners:
-            listener(event.chat_id)
-
-    def _set(self, group: Group, bound: BoundTask) -> None:
-        self._remove(group)
-        self._task_by_group[group] = bound
-        self._groups_by_task.setdefault(bound.task_number, set()).add(group)
-        self._bindings_by_chat.setdefault(group[0], {})[group[1]] = bound
-
-    def _remove(self, group: Group) -> None:
-        previous = self._task_by_group.pop(group, None)
-        if previous is not None:
-            self._groups_by_task.get(previous.task_number, set()).discard(group)
-            threads = self._bindings_by_chat.get(group[0], {})
-            threads.pop(group[1], None)
-            if not threads:
-                self._bindings_by_chat.pop(group[0], None)
+    def apply(self, event: AnyEvent) -> None:
+        before = self._bindings
+        self._bindings = evolve(before, event)
+        if self._bindings is not before:
+            # The event's own chat: for a move, the new chat id (the last group touched).
+            chat_id = touched_groups(event)[-1][0]
+            for listener in self._listeners:
+                listener(chat_id)
 
     def is_suspended(self, chat_id: int) -> bool:
         """The bot left this group: nothing may be sent there until the binding resumes."""
-        return any(bound.suspended for bound in self._bindings_by_chat.get(chat_id, {}).values())
+        return any(binding.suspended for binding in self._bindings.of_chat(chat_id).values())
 
     def bindings_of(self, chat_id: int) -> dict[int | None, BoundTask]:
         """Every binding of a chat, by forum topic (None: the group as a whole)."""
-        return dict(self._bindings_by_chat.get(chat_id, {}))
-
-    def remove(self, event: TaskUnbound) -> None:
-        group = (event.chat_id, event.thread_id)
-        current = self._task_by_group.get(group)
-        # Only the binding that was removed: a later rebind to another task stands.
-        if current is not None and current.task_number == event.task_number:
-            self._remove(group)
+        return {thread: BoundTask.of(binding) for thread, binding in self._bindings.of_chat(chat_id).items()}
 
     async def task_for(self, chat_id: int, thread_id: int | None = None) -> BoundTask | None:
         found = self._lookup_task(chat_id, thread_id)
@@ -157,11 +112,11 @@ class BindingDirectory:
         return event.old_chat_id
 
     async def groups_for(self, task_number: int) -> list[Group]:
-        groups = self._groups_by_task.get(task_number)
+        groups = self._bindings.groups_of(task_number)
         if not groups:
             await self.catch_up()
-            groups = self._groups_by_task.get(task_number)
-        return sorted(groups or (), key=lambda group: (group[0], group[1] or 0))
+            groups = self._bindings.groups_of(task_number)
+        return groups
 
     async def catch_up(self, timeout_s: float = 10.0) -> None:
         """Wait until every binding event stored by now has been applied."""
@@ -177,8 +132,8 @@ class BindingDirectory:
             raise TransientFailure(f"binding directory could not catch up: {type(error).__name__}") from error
 
     def _lookup_task(self, chat_id: int, thread_id: int | None) -> BoundTask | None:
-        # A forum topic without its own binding follows the group's binding.
-        return self._task_by_group.get((chat_id, thread_id)) or self._task_by_group.get((chat_id, None))
+        binding = self._bindings.for_message(chat_id, thread_id)
+        return BoundTask.of(binding) if binding is not None else None
 
     async def _on_message(self, msg: Any) -> None:
         try:

@@ -1,0 +1,293 @@
+"""The binder's decision on a bind or unbind request, as pure functions.
+
+``planfix_question`` says what to ask Planfix first (if anything), ``decide`` turns the request,
+the group's current binding and Planfix's answer into a ``BindOutcome`` (stored, so a redelivery
+publishes the same answer), and ``announcement`` is the event that outcome publishes.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import msgspec
+
+from bridge_lib.task_links import LinkRefusal, task_in_link
+from contracts import subjects
+from contracts.bindings import Binding
+from contracts.events import (
+    BindingRejectionReason,
+    BindRejected,
+    BindRequested,
+    TaskBound,
+    TaskUnbound,
+    UnbindGroup,
+    UnbindRejected,
+    UnbindRequested,
+    derived_key,
+    envelope_after,
+    telegram_bind_key,
+    telegram_unbind_key,
+)
+
+BinderRequest = BindRequested | UnbindRequested | UnbindGroup
+Announcement = TaskBound | BindRejected | TaskUnbound | UnbindRejected
+
+HOW_TO_BIND = "write /task <title of a new task>, /task <number of an existing task> or /task <its link>"
+# The group reads "Could not bind this group: <this>."; the link itself is not repeated.
+LINK_REFUSALS = {
+    LinkRefusal.NOT_PLANFIX: (
+        "that link is not a link to a Planfix task. To bind a task, paste the link of the task "
+        "as Planfix shows it (https://<account>.planfix.com/task/<number>) or write /task <number>; "
+        "to create a task, write its title in words"
+    ),
+    LinkRefusal.NOT_A_TASK: (
+        "that Planfix link does not open a task; paste the link of the task itself "
+        "(…/task/<number>) or write /task <number>"
+    ),
+    LinkRefusal.OTHER_ACCOUNT: (
+        "that link is to another Planfix account; this bridge binds tasks of its own account "
+        "only. Paste the link of one of its tasks or write /task <number>"
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BindRules:
+    # PLANFIX_BASE_URL: the only account whose task links bind.
+    account_url: str
+    max_task_title: int = 250
+    # Who may /task and /unbind: the group's admins only (False), or every member (True).
+    everyone_may_bind: bool = False
+
+
+class BindOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What the binder decided for one request; enough to publish the same event again."""
+
+    request_key: str
+    created_task_number: int | None = None
+    decided: str | None = None  # "bound" | "unbound" | "rejected"
+    task_number: int | None = None
+    task_title: str | None = None
+    previous_task_number: int | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+
+# --- What to ask Planfix, and what it said ---------------------------------------------------------
+
+
+class LookUpTask(msgspec.Struct, frozen=True):
+    number: int
+
+
+class CreateTask(msgspec.Struct, frozen=True):
+    title: str
+    description: str
+
+
+PlanfixQuestion = LookUpTask | CreateTask
+
+
+class TaskFound(msgspec.Struct, frozen=True, kw_only=True):
+    number: int
+    title: str
+    created: bool = False
+
+
+class TaskNotVisible(msgspec.Struct, frozen=True):
+    """Not found, or the bridge's Planfix user may not see it: one answer for both."""
+
+    number: int | None
+
+
+class PlanfixRefused(msgspec.Struct, frozen=True):
+    number: int | None
+    code: int | None
+
+
+PlanfixAnswer = TaskFound | TaskNotVisible | PlanfixRefused
+
+
+def request_key(request: BinderRequest) -> str:
+    match request:
+        case BindRequested():
+            return telegram_bind_key(request.chat_id, request.message_id)
+        case UnbindRequested():
+            return telegram_unbind_key(request.chat_id, request.message_id)
+        case UnbindGroup():
+            return f"ops:{request.event_id}"
+
+
+def planfix_question(request: BinderRequest, rules: BindRules) -> PlanfixQuestion | None:
+    """What Planfix must say before ``decide``; None when the decision needs nothing from it."""
+    if not isinstance(request, BindRequested) or _early_rejection(request, rules) is not None:
+        return None
+    number = _asked_number(request, rules)
+    if number is not None:
+        return LookUpTask(number)
+    assert request.task_title  # _early_rejection refuses a request with neither
+    return CreateTask(_shorten(request.task_title, rules.max_task_title), _task_description(request))
+
+
+def decide(
+    request: BinderRequest, binding: Binding | None, task: PlanfixAnswer | None, rules: BindRules
+) -> BindOutcome:
+    """The outcome of ``request`` for a group bound as ``binding``, Planfix having said ``task``."""
+    key = request_key(request)
+    match request:
+        case BindRequested():
+            if (rejection := _early_rejection(request, rules)) is not None:
+                reason, detail = rejection
+                return _rejected(key, reason, detail)
+            match task:
+                case TaskFound(number=number, title=title, created=created):
+                    previous = binding.task_number if binding and binding.task_number != number else None
+                    return BindOutcome(
+                        request_key=key,
+                        created_task_number=number if created else None,
+                        decided="bound",
+                        task_number=number,
+                        task_title=title,
+                        previous_task_number=previous,
+                    )
+                case TaskNotVisible(number=number):
+                    return _rejected(
+                        key,
+                        BindingRejectionReason.TASK_NOT_FOUND,
+                        f"task #{number} was not found in Planfix, "
+                        "or the bridge's Planfix user cannot see it",
+                        task_number=number,
+                    )
+                case PlanfixRefused(number=number, code=code):
+                    return _rejected(
+                        key,
+                        BindingRejectionReason.PLANFIX_REFUSED,
+                        f"Planfix refused the request (error code {code})",
+                        task_number=number,
+                    )
+                case None:
+                    raise ValueError("a bind request is decided after Planfix answered")
+        case UnbindRequested():
+            if refusal := _not_allowed(request, "unbind", rules):
+                return _rejected(key, BindingRejectionReason.NOT_ALLOWED, refusal)
+            if binding is None:
+                where = "this topic" if request.thread_id is not None else "this group"
+                return _rejected(key, BindingRejectionReason.NOT_BOUND, f"{where} is not bound to a task")
+            return BindOutcome(request_key=key, decided="unbound", task_number=binding.task_number)
+        case UnbindGroup():
+            if binding is None or binding.task_number != request.task_number:
+                now = f"task #{binding.task_number}" if binding else "no task"
+                return _rejected(
+                    key,
+                    BindingRejectionReason.NOT_BOUND,
+                    f"the group is not bound to task #{request.task_number} (it is bound to {now})",
+                    task_number=request.task_number,
+                )
+            return BindOutcome(request_key=key, decided="unbound", task_number=binding.task_number)
+
+
+def announcement(request: BinderRequest, outcome: BindOutcome) -> tuple[Announcement, str, str]:
+    """The event ``outcome`` publishes, its subject and its message id (derived from the request)."""
+    chat_id, thread_id = request.chat_id, request.thread_id
+    if isinstance(request, BindRequested):
+        if outcome.decided == "bound" and outcome.task_number is not None:
+            key = derived_key(request, "bound")
+            bound = TaskBound(
+                **envelope_after(request, key),
+                chat_id=chat_id,
+                thread_id=thread_id,
+                task_number=outcome.task_number,
+                task_title=outcome.task_title or "",
+                created_task=outcome.created_task_number is not None,
+                requested_by=request.requested_by,
+                previous_task_number=outcome.previous_task_number,
+            )
+            return bound, subjects.binding_bound(chat_id), key
+        key = derived_key(request, "rejected")
+        rejected = BindRejected(
+            **envelope_after(request, key),
+            chat_id=chat_id,
+            thread_id=thread_id,
+            reason=BindingRejectionReason(outcome.reason or BindingRejectionReason.INVALID_REQUEST),
+            detail=outcome.detail or "",
+            task_number=outcome.task_number,
+        )
+        return rejected, subjects.binding_rejected(chat_id), key
+    if outcome.decided == "unbound" and outcome.task_number is not None:
+        key = derived_key(request, "unbound")
+        if isinstance(request, UnbindRequested):
+            by, why, person = (
+                f"telegram:{request.requested_by.id}",
+                "/unbind in the group",
+                request.requested_by,
+            )
+        else:
+            by, why, person = request.operator, request.reason, None
+        unbound = TaskUnbound(
+            **envelope_after(request, key),
+            chat_id=chat_id,
+            thread_id=thread_id,
+            task_number=outcome.task_number,
+            unbound_by=by,
+            reason=why,
+            requested_by=person,
+        )
+        return unbound, subjects.binding_unbound(chat_id), key
+    key = derived_key(request, "unbind-rejected")
+    refused = UnbindRejected(
+        **envelope_after(request, key),
+        chat_id=chat_id,
+        thread_id=thread_id,
+        reason=BindingRejectionReason(outcome.reason or BindingRejectionReason.NOT_BOUND),
+        detail=outcome.detail or "",
+    )
+    return refused, subjects.binding_unbind_rejected(chat_id), key
+
+
+def _not_allowed(request: BindRequested | UnbindRequested, what: str, rules: BindRules) -> str | None:
+    """Why this person may not change the binding, or None when they may."""
+    if rules.everyone_may_bind or request.requester_is_admin:
+        return None
+    if request.requester_is_admin is None:
+        return f"Telegram could not tell whether you are an admin of this group; please {what} again later"
+    return f"only the group's admins can {what} it, sorry"
+
+
+def _early_rejection(request: BindRequested, rules: BindRules) -> tuple[BindingRejectionReason, str] | None:
+    """A refusal that needs no Planfix: not allowed, a foreign link, or nothing to bind."""
+    if refusal := _not_allowed(request, "bind", rules):
+        return BindingRejectionReason.NOT_ALLOWED, refusal
+    if request.task_link is not None:
+        link = task_in_link(request.task_link, account_url=rules.account_url)
+        if link.refusal is not None or link.number is None:
+            return BindingRejectionReason.INVALID_REQUEST, LINK_REFUSALS[
+                link.refusal or LinkRefusal.NOT_PLANFIX
+            ]
+    elif request.task_number is None and not request.task_title:
+        return BindingRejectionReason.INVALID_REQUEST, HOW_TO_BIND
+    return None
+
+
+def _asked_number(request: BindRequested, rules: BindRules) -> int | None:
+    if request.task_link is not None:
+        return task_in_link(request.task_link, account_url=rules.account_url).number
+    return request.task_number
+
+
+def _rejected(
+    key: str, reason: BindingRejectionReason, detail: str, *, task_number: int | None = None
+) -> BindOutcome:
+    return BindOutcome(
+        request_key=key, decided="rejected", reason=str(reason), detail=detail, task_number=task_number
+    )
+
+
+def _shorten(title: str, limit: int) -> str:
+    title = " ".join(title.split())
+    return title if len(title) <= limit else title[: limit - 1].rstrip() + "…"
+
+
+def _task_description(request: BindRequested) -> str:
+    group = request.chat_title or str(request.chat_id)
+    return html.escape(f"Created from Telegram group «{group}» by {request.requested_by.display}.")
