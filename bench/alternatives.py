@@ -34,10 +34,10 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import AsyncMongoClient
 
 from bench.stack import BOT_TOKEN, PLANFIX_TOKEN
-from bridge_lib import devstack
 from bridge_lib.eventbus import EventPublisher
 from bridge_lib.logging import configure_logging
 from bridge_lib.planfix import PlanfixClient
+from devtools import devstack
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from services.telegram_gateway.app import build_dispatcher

@@ -1,25 +1,11 @@
 """Build aiogram's pydantic schemas on first use instead of at ``import aiogram``.
 
-``aiogram/types/__init__.py`` ends by calling ``model_rebuild()`` on each of its ~900 Telegram
-types, and every ``TelegramMethod`` subclass (~170) is built when its class is created, so
-``import aiogram`` alone builds a pydantic core schema and validator for the whole Bot API:
-about 105 MB of resident memory and 1.5 s of CPU per process, although a service validates only
-a handful of types (aiogram issue #1513). ``TelegramObject`` already asks for ``defer_build``;
-only that final loop defeats it.
-
-``install()`` adds an import hook that acts right after ``aiogram.types.base`` and
-``aiogram.methods.base`` have executed, before any subclass exists:
-
-* ``TelegramObject``, ``TelegramMethod`` and ``Response`` get a ``model_rebuild`` that, when
-  called by that loop, only records the namespace the loop passes (every type by name, which the
-  types' string annotations need) and builds nothing;
-* ``TelegramMethod`` and ``Response`` also get ``defer_build``, as ``TelegramObject`` has;
-* when a class is first validated or serialised, pydantic's placeholder calls ``model_rebuild``,
-  which now builds that class with the recorded namespace.
-
-Behaviour is unchanged (the same schemas, built later); if aiogram was imported before
-``install()`` ran, or its internals moved, the hook does nothing and aiogram builds everything
-eagerly as before. ``tests/test_aiogram_schemas.py`` builds every type and method this way.
+``import aiogram`` builds a schema for the whole Bot API (~1,000 types and methods, ~105 MB and
+1.5 s per process) although a service validates a handful (aiogram issue #1513). ``install()``
+hooks ``aiogram.types.base`` and ``aiogram.methods.base``: the rebuild loop at the end of
+``aiogram.types`` only records its namespace, and each class is built, with that namespace, when
+first validated. The same schemas, built later; with aiogram already imported, nothing changes.
+``tests/test_aiogram_schemas.py`` builds every type and method this way.
 """
 
 from __future__ import annotations

@@ -32,11 +32,9 @@ from pathlib import Path
 from typing import TextIO
 
 from dotenv import dotenv_values
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings
 
-from bridge_lib import devstack
-from bridge_lib.settings import describe_settings_error
+from bridge_cli.service_settings import settings_problems
+from devtools import devstack
 
 SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
 COLOURS = {"binder": 36, "relay": 35, "planfix_gateway": 33, "telegram_gateway": 34, "sandbox": 32}
@@ -66,25 +64,6 @@ def load_dotenv_into_environ(path: Path) -> None:
     for name, value in dotenv_values(path).items():
         if value is not None:
             os.environ.setdefault(name, value)
-
-
-def settings_problems() -> list[str]:
-    # The launcher is tooling, not a service: it may look at every service's settings class.
-    from services.binder.config import BinderSettings
-    from services.planfix_gateway.config import PlanfixGatewaySettings
-    from services.relay.config import RelaySettings
-    from services.telegram_gateway.config import TelegramGatewaySettings
-
-    classes: list[type[BaseSettings]] = [
-        TelegramGatewaySettings, PlanfixGatewaySettings, BinderSettings, RelaySettings,
-    ]  # fmt: skip
-    problems: list[str] = []
-    for settings_class in classes:
-        try:
-            settings_class()
-        except ValidationError as error:
-            problems.extend(line for line in describe_settings_error(error) if line not in problems)
-    return problems
 
 
 def paint(text: str, colour: int, stream: TextIO) -> str:
