@@ -15,12 +15,12 @@ from bridge_lib.health import ConsumerRef, durable_consumers
 def service_brokers() -> dict[str, NatsBroker]:
     """One unconnected broker per service that consumes, with the service's routers included."""
     from services.binder.app import router as binder_router
-    from services.planfix_gateway.fetcher import router as fetcher_router
+    from services.planfix_gateway.fetcher import build_router as fetcher_router
     from services.relay.app import router as relay_router
 
     brokers: dict[str, NatsBroker] = {}
     for service, router in (
-        ("planfix_gateway", fetcher_router),
+        ("planfix_gateway", fetcher_router(_read_only)),
         ("binder", binder_router),
         ("relay", relay_router),
     ):
@@ -28,6 +28,11 @@ def service_brokers() -> dict[str, NatsBroker]:
         broker.include_router(router)
         brokers[service] = broker
     return brokers
+
+
+async def _read_only(*_: object) -> None:
+    """Stands in for a service's handler: these routers are read, never started."""
+    raise NotImplementedError
 
 
 def expected_consumers() -> dict[str, list[ConsumerRef]]:

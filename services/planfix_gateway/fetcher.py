@@ -32,6 +32,7 @@ from bridge_lib.eventbus import (
     durable_pull,
     jstream,
 )
+from bridge_lib.health import ConsumerRef
 from bridge_lib.planfix import (
     CommentNotFound,
     PlanfixAuthError,
@@ -57,9 +58,14 @@ from contracts.events import (
 from contracts.subjects import PLANFIX_STREAM
 
 log = structlog.get_logger("planfix_gateway.fetcher")
-router = NatsRouter()
 
 DURABLE = "planfix_gateway-comment-fetcher"
+# The durable consumer as health checks name it, known before the router is built.
+CONSUMER = ConsumerRef(PLANFIX_STREAM.name, DURABLE, subjects.ALL_PLANFIX_COMMENT_WEBHOOKS)
+
+
+async def no_wait() -> None:
+    """A ``before_fetch`` that waits for nothing."""
 
 
 class CommentFetcher:
@@ -70,7 +76,7 @@ class CommentFetcher:
         publisher: EventPublisher,
         source_id: str,
         relay_hidden: bool = False,
-        before_fetch: Callable[[], Awaitable[None]] | None = None,
+        before_fetch: Callable[[], Awaitable[None]] = no_wait,
     ) -> None:
         self._planfix = planfix
         self._publisher = publisher
@@ -81,8 +87,7 @@ class CommentFetcher:
 
     async def handle(self, notice: PlanfixCommentWebhookReceived, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(action=notice.action)
-        if self._before_fetch is not None:
-            await self._before_fetch()
+        await self._before_fetch()
         comment = await self._fetch(notice.comment_id)
         if notice.action is PlanfixCommentAction.DELETED:
             await self._publish_deleted(notice, comment)
@@ -201,20 +206,20 @@ def files_of(comment: PlanfixComment) -> list[PlanfixFile]:
     return [PlanfixFile(id=file.id, name=file.name, size=file.size) for file in comment.files]
 
 
-class Wiring:
-    """What the subscriber hands its messages to, set at start before it starts."""
-
-    fetcher: CommentFetcher
+NoticeHandler = Callable[[PlanfixCommentWebhookReceived, Delivery], Awaitable[None]]
 
 
-wiring = Wiring()
+def build_router(handle: NoticeHandler) -> NatsRouter:
+    """The subscriber to stored webhook notices, handing each to ``handle`` (``CommentFetcher.handle``)."""
+    router = NatsRouter()
 
+    @router.subscriber(
+        subjects.ALL_PLANFIX_COMMENT_WEBHOOKS,
+        stream=jstream(PLANFIX_STREAM),
+        ack_policy=AckPolicy.MANUAL,
+        **durable_pull(DURABLE),
+    )
+    async def on_webhook(msg: NatsMessage) -> None:
+        await consume(msg, PlanfixCommentWebhookReceived, handle)
 
-@router.subscriber(
-    subjects.ALL_PLANFIX_COMMENT_WEBHOOKS,
-    stream=jstream(PLANFIX_STREAM),
-    ack_policy=AckPolicy.MANUAL,
-    **durable_pull(DURABLE),
-)
-async def on_webhook(msg: NatsMessage) -> None:
-    await consume(msg, PlanfixCommentWebhookReceived, wiring.fetcher.handle)
+    return router

@@ -75,7 +75,7 @@ from contracts.events import (
     utc_now,
 )
 from contracts.subjects import ALL_BINDING_EVENTS, ALL_PLANFIX_COMMENT_CHANGES, BINDING_STREAM, PLANFIX_STREAM
-from services.planfix_gateway.fetcher import files_of
+from services.planfix_gateway.fetcher import files_of, no_wait
 
 log = structlog.get_logger("planfix_gateway.reread")
 
@@ -397,8 +397,8 @@ class CommentRereader:
         active_s: float,
         max_per_day: int,
         relay_hidden: bool = False,
-        before_read: Callable[[], Awaitable[None]] | None = None,
-        catch_up: Callable[[], Awaitable[None]] | None = None,
+        before_read: Callable[[], Awaitable[None]] = no_wait,
+        catch_up: Callable[[], Awaitable[None]] = no_wait,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._planfix = planfix
@@ -479,8 +479,7 @@ class CommentRereader:
         if remaining is not None and remaining < DAILY_RESERVE:
             outcome.skipped = f"daily budget low ({remaining} left)"
             return outcome
-        if self._catch_up is not None:
-            await self._catch_up()
+        await self._catch_up()
         since = self._clock() - self._active_s
         self._watchlist.forget_before(since)
         active = self._watchlist.active_tasks(since)
@@ -511,8 +510,7 @@ class CommentRereader:
         snapshot = self._watchlist.watched_in(task, since)
         if not snapshot:
             return
-        if self._before_read is not None:
-            await self._before_read()
+        await self._before_read()
         outcome.requests += 1
         outcome.tasks_read += 1
         page = await self._planfix.list_comments(
@@ -535,8 +533,7 @@ class CommentRereader:
         # (GET /comment/{id}): a list that renders a comment otherwise must not rewrite it.
         to_confirm = [seen for seen, _ in reading.edited] + reading.missing
         for seen in to_confirm[:MAX_CONFIRMS_PER_TASK]:
-            if self._before_read is not None:
-                await self._before_read()
+            await self._before_read()
             outcome.requests += 1
             confirmed = await self._confirm(seen.comment_id)
             if not self._still(seen):
