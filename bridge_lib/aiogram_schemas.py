@@ -20,10 +20,8 @@ from typing import Any
 
 # Filled by aiogram.types' rebuild loop: every Telegram type by name, plus the typing helpers.
 _TYPES_NAMESPACE: dict[str, Any] = {}
-# Parametrised generics built so far (``Response[Message]``...). Pydantic caches them in a
-# WeakValueDictionary, and aiogram asks for ``Response[...]`` anew on every call without keeping
-# it: once a garbage collection freed one, the next Telegram call built it again, 50-80 ms
-# with the event loop blocked (latency spikes in a relay with a large heap). Kept here for good.
+# Parametrised generics built so far (``Response[Message]``...), kept for good: pydantic caches
+# them weakly and aiogram asks anew on every call, so a freed one was built again, blocking the loop.
 _BUILT_GENERICS: set[Any] = set()
 
 
@@ -43,9 +41,8 @@ def _deferred_model_rebuild(
     from pydantic import BaseModel
 
     for model in _models_in(getattr(cls, "__pydantic_generic_metadata__", {}).get("args", ())):
-        # Response[Message], Response[list[Message]], Response[Message | bool]... each embedded
-        # its own copy of Message's large schema (~2.5 MB, 80 ms); built on its own first,
-        # Message is reused by each of them instead (~1 MB, 3 ms).
+        # Built on its own first, Message is reused by Response[Message], Response[list[Message]]...
+        # instead of each embedding its own copy of its large schema.
         if not model.__pydantic_complete__:
             model.model_rebuild()
 
