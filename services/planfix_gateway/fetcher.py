@@ -45,6 +45,7 @@ from contracts import subjects
 from contracts.events import (
     PlanfixCommentAction,
     PlanfixCommentAdded,
+    PlanfixCommentChange,
     PlanfixCommentDeleted,
     PlanfixCommentUpdated,
     PlanfixCommentWebhookReceived,
@@ -109,14 +110,11 @@ class CommentFetcher:
             await self._publish_updated(notice, comment, task_number)
             return
         added = comment_added(notice, comment, task_number=task_number, our_source_id=self._source_id)
-        stored = await self._publisher.publish(
-            added, subject=subjects.planfix_comment_added(task_number), msg_id=planfix_comment_key(comment.id)
-        )
-        log.info(
-            "comment_published",
-            task_number=task_number,
-            comment_id=comment.id,
-            duplicate=not stored,
+        await store(
+            self._publisher,
+            added,
+            subject=subjects.planfix_comment_added(task_number),
+            key=planfix_comment_key(comment.id),
             ours=added.source_object_id is not None,
         )
 
@@ -134,12 +132,7 @@ class CommentFetcher:
             source_object_id=comment.source_object_id,
             files=files_of(comment),
         )
-        stored = await self._publisher.publish(
-            updated, subject=subjects.planfix_comment_updated(task_number), msg_id=key
-        )
-        log.info(
-            "comment_update_published", task_number=task_number, comment_id=comment.id, duplicate=not stored
-        )
+        await store(self._publisher, updated, subject=subjects.planfix_comment_updated(task_number), key=key)
 
     async def _publish_deleted(
         self, notice: PlanfixCommentWebhookReceived, comment: PlanfixComment | None
@@ -152,15 +145,7 @@ class CommentFetcher:
         deleted = PlanfixCommentDeleted(
             **envelope_after(notice, key), task_number=task_number, comment_id=notice.comment_id
         )
-        stored = await self._publisher.publish(
-            deleted, subject=subjects.planfix_comment_deleted(task_number), msg_id=key
-        )
-        log.info(
-            "comment_delete_published",
-            task_number=task_number,
-            comment_id=notice.comment_id,
-            duplicate=not stored,
-        )
+        await store(self._publisher, deleted, subject=subjects.planfix_comment_deleted(task_number), key=key)
 
     async def _fetch(self, comment_id: int) -> PlanfixComment | None:
         try:
@@ -200,6 +185,22 @@ def comment_added(
         is_hidden=comment.is_hidden,
         files=files_of(comment),
     )
+
+
+async def store(
+    publisher: EventPublisher, event: PlanfixCommentChange, *, subject: str, key: str, **shown: object
+) -> bool:
+    """Store a comment's event once per ``key`` (also for ``reread``); False when stored before."""
+    stored = await publisher.publish(event, subject=subject, msg_id=key)
+    log.info(
+        "planfix_event_stored",
+        event_type=event.tag,
+        task_number=event.task_number,
+        comment_id=event.comment_id,
+        duplicate=not stored,
+        **shown,
+    )
+    return stored
 
 
 def files_of(comment: PlanfixComment) -> list[PlanfixFile]:

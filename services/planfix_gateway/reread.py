@@ -49,7 +49,7 @@ from contracts.events import (
     utc_now,
 )
 from contracts.subjects import ALL_BINDING_EVENTS, ALL_PLANFIX_COMMENT_CHANGES, BINDING_STREAM, PLANFIX_STREAM
-from services.planfix_gateway.fetcher import files_of, no_wait
+from services.planfix_gateway.fetcher import files_of, no_wait, store
 
 log = structlog.get_logger("planfix_gateway.reread")
 
@@ -539,32 +539,16 @@ class CommentRereader:
             author=PlanfixPerson(id=now.owner_id, name=now.owner_name),
             files=files_of(now),
         )
-        stored = await self._publisher.publish(
-            updated, subject=subjects.planfix_comment_updated(updated.task_number), msg_id=key
-        )
-        log.info(
-            "reread_edit_published",
-            task_number=updated.task_number,
-            comment_id=seen.comment_id,
-            duplicate=not stored,
-        )
-        return int(stored)
+        subject = subjects.planfix_comment_updated(updated.task_number)
+        return int(await store(self._publisher, updated, subject=subject, key=key, noticed_by="reread"))
 
     async def _publish_deletion(self, seen: Watched) -> int:
         key = planfix_comment_deleted_key(seen.comment_id)
         deleted = PlanfixCommentDeleted(
             **_envelope(seen, key), task_number=seen.task_number, comment_id=seen.comment_id
         )
-        stored = await self._publisher.publish(
-            deleted, subject=subjects.planfix_comment_deleted(seen.task_number), msg_id=key
-        )
-        log.info(
-            "reread_deletion_published",
-            task_number=seen.task_number,
-            comment_id=seen.comment_id,
-            duplicate=not stored,
-        )
-        return int(stored)
+        subject = subjects.planfix_comment_deleted(seen.task_number)
+        return int(await store(self._publisher, deleted, subject=subject, key=key, noticed_by="reread"))
 
 
 def _envelope(seen: Watched, key: str) -> Envelope:
