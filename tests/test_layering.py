@@ -89,6 +89,20 @@ def test_a_service_entry_point_tunes_imports_before_it_imports_its_app(service: 
     assert ast.unparse(main.body[0]) == "lean_imports.install()"
 
 
+def test_an_entry_point_loads_nothing_heavy_before_main_runs() -> None:
+    probe = (
+        "import sys\n"
+        f"for service in {SERVICES!r}:\n"
+        "    __import__(f'services.{service}.__main__')\n"
+        "heavy = [name for name in ('aiogram', 'httpx', 'structlog', 'pydantic') if name in sys.modules]\n"
+        "assert heavy == [], heavy\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_importing_bridge_lib_changes_nothing() -> None:
     probe = (
         "import sys\n"
