@@ -7,9 +7,15 @@ use them to say which service a message goes to.
 
 from __future__ import annotations
 
+from typing import Any, NoReturn
+
 from faststream.nats import NatsBroker
 
 from bridge_lib.health import ConsumerRef, durable_consumers
+
+
+async def _never_run(*_: Any) -> NoReturn:
+    raise RuntimeError("the routers here describe consumers; they never handle a message")
 
 
 def service_brokers() -> dict[str, NatsBroker]:
@@ -20,7 +26,7 @@ def service_brokers() -> dict[str, NatsBroker]:
 
     brokers: dict[str, NatsBroker] = {}
     for service, router in (
-        ("planfix_gateway", fetcher_router(_read_only)),
+        ("planfix_gateway", fetcher_router(_never_run)),
         ("binder", binder_router),
         ("relay", relay_router),
     ):
@@ -28,11 +34,6 @@ def service_brokers() -> dict[str, NatsBroker]:
         broker.include_router(router)
         brokers[service] = broker
     return brokers
-
-
-async def _read_only(*_: object) -> None:
-    """Stands in for a service's handler: these routers are read, never started."""
-    raise NotImplementedError
 
 
 def expected_consumers() -> dict[str, list[ConsumerRef]]:
