@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # Without credentials: sandbox mode (fake Telegram and Planfix, page at http://127.0.0.1:8080).
 run: install
-	$(BIN)/python -m bridge_lib.launcher
+	$(BIN)/python -m devtools.launcher
 
 lint: install
 	$(BIN)/ruff check .

@@ -4,9 +4,9 @@ The fixes lie in code other work owns (``services/``, ``bridge_lib/``), so they 
 here; each is measured instead as the same operation done the current way and the proposed
 way, in one process, CPU time per operation:
 
-* gateway: aiogram runs every synchronous filter (``F...`` magic filters, plain functions such
-  as ``is_anonymous_admin``) through ``asyncio.to_thread``; the same router with the filters
-  wrapped as ``async def`` runs them inline.
+* gateway: aiogram runs every synchronous filter (``F...`` magic filters, plain functions)
+  through ``asyncio.to_thread``; the same router with the filters wrapped as ``async def`` runs
+  them inline.
 * relay and fetcher: one Planfix REST call through httpx (``PlanfixClient``) against the same
   call through aiohttp, both to the fake Planfix.
 * relay and binder: a store round trip through motor (a thread-pool hop per operation)
@@ -34,10 +34,10 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import AsyncMongoClient
 
 from bench.stack import BOT_TOKEN, PLANFIX_TOKEN
-from bridge_lib import devstack
 from bridge_lib.eventbus import EventPublisher
 from bridge_lib.logging import configure_logging
 from bridge_lib.planfix import PlanfixClient
+from devtools import devstack
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from services.telegram_gateway.app import build_dispatcher

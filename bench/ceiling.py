@@ -17,8 +17,8 @@ import nats
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from bench.traffic import FILLER
-from bridge_lib import devstack
 from contracts.events import TelegramMessageReceived, TelegramUser, encode_event, root_envelope, utc_now
+from devtools import devstack
 
 STREAM = "BENCH_CEILING"
 SUBJECT_PREFIX = "bench.ceiling"

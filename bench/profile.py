@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.report import Figure, Results
-from bridge_lib.devstack import venv_binary
+from devtools.devstack import venv_binary
 
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<path>[^()]*?)(?::\d+)?\)$")
 OWN_PACKAGES = ("services/", "bridge_lib/", "contracts/")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic_settings import BaseSettings
+from bridge_cli.service_settings import settings_classes
 
 # Variable -> value that switches the limit off (a rate far above anything measured here).
 PACING_OFF: dict[str, str] = {
@@ -29,16 +29,6 @@ PACING_OFF: dict[str, str] = {
     "RELAY_BOT_PACE_PER_S": "100000",
 }
 _PACING_LIKE = re.compile(r"RATE|PACE|PACING|BURST|PER_MIN|PER_S\b|_PER_SECOND|BUDGET", re.IGNORECASE)
-
-
-def settings_classes() -> list[type[BaseSettings]]:
-    # Tooling, like the launcher: it may look at every service's settings class.
-    from services.binder.config import BinderSettings
-    from services.planfix_gateway.config import PlanfixGatewaySettings
-    from services.relay.config import RelaySettings
-    from services.telegram_gateway.config import TelegramGatewaySettings
-
-    return [TelegramGatewaySettings, PlanfixGatewaySettings, BinderSettings, RelaySettings]
 
 
 def declared_variables() -> set[str]:

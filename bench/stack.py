@@ -1,6 +1,6 @@
 """The bridge as production runs it, started for a benchmark: real processes, real NATS and store.
 
-``BenchStack`` starts ``nats-server`` and ``nx-27017`` (``bridge_lib.devstack``), the fake
+``BenchStack`` starts ``nats-server`` and ``nx-27017`` (``devtools.devstack``), the fake
 Telegram and Planfix HTTP servers on a background loop, and the four services as
 ``python -m services.<name>`` processes configured only through environment variables, which is
 all the harness relies on (besides the fakes' public methods and ``contracts``). It also reads
@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 
 from bench.settings_probe import pacing_off_env
-from bridge_lib import devstack
+from devtools import devstack
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests import support

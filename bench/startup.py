@@ -1,6 +1,6 @@
 """Item 7, start-up: from ``make run`` to all four services ready, with a warm virtualenv.
 
-``make run`` is ``python -m bridge_lib.launcher`` once the virtualenv is installed, so that is
+``make run`` is ``python -m devtools.launcher`` once the virtualenv is installed, so that is
 what is started here, in a scratch directory (its ``var/`` with NATS and store data lands
 there) with the repository on ``PYTHONPATH``, and pointed at fake Telegram and Planfix servers
 of its own. A service is ready when it logs that it started (consumers bound, listener up).
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.report import Figure, Results
 from bench.stack import HEALTH_PORT_VARIABLES, READY_MARKERS, REPO_ROOT, service_env, start_fakes
-from bridge_lib import devstack
+from devtools import devstack
 from tests.support import LoopThread
 
 
@@ -39,7 +39,7 @@ def run_startup(results: Results, work_dir: Path, loop: LoopThread, timeout_s: f
     lines: list[tuple[float, str]] = []
     started = time.monotonic()
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "bridge_lib.launcher"],
+        [sys.executable, "-m", "devtools.launcher"],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,

@@ -109,7 +109,7 @@ async def diagnose(target: context.Target, *, external: bool = True) -> list[Fin
 
 
 def check_settings() -> list[Finding]:
-    from bridge_lib.launcher import settings_problems
+    from bridge_cli.service_settings import settings_problems
 
     problems = settings_problems()
     if not problems:

@@ -1,52 +1,57 @@
-"""The durable consumers the services create, read off their FastStream routers.
+"""The durable consumers the services create, as ``contracts.subjects.CONSUMERS`` declares them.
 
-Importing the routers is cheap (no connection is made), and it keeps one source of truth: the
-subscriber decorators in the services. ``doctor`` checks these exist; ``trace`` and ``replay``
-use them to say which service a message goes to.
+``doctor`` checks these exist; ``trace`` and ``replay`` use them to say which service a message
+goes to; the AsyncAPI document describes them. Nothing here imports a service.
 """
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any
 
+from faststream.middlewares import AckPolicy
 from faststream.nats import NatsBroker
 
-from bridge_lib.health import ConsumerRef, durable_consumers
+from bridge_lib.eventbus import durable_pull, jstream
+from bridge_lib.health import ConsumerRef
+from contracts.subjects import ALL_STREAMS, CONSUMERS, RELAY_TELEGRAM_INBOUND, ConsumerSpec
 
 
-async def _never_run(*_: Any) -> NoReturn:
-    raise RuntimeError("the routers here describe consumers; they never handle a message")
+async def _never_run(*_: Any) -> None:
+    raise RuntimeError("these subscribers describe consumers; they never handle a message")
+
+
+def _stream(consumer: ConsumerSpec) -> Any:
+    return jstream(next(stream for stream in ALL_STREAMS if stream.name == consumer.stream))
 
 
 def service_brokers() -> dict[str, NatsBroker]:
-    """One unconnected broker per service that consumes, with the service's routers included."""
-    from services.binder.app import router as binder_routes
-    from services.planfix_gateway.fetcher import router as fetcher_router
-    from services.relay.app import router as relay_router
-
+    """One unconnected broker per service that consumes, with a subscriber per durable consumer
+    (the relay's batch reader is not a FastStream subscriber: it is left out)."""
     brokers: dict[str, NatsBroker] = {}
-    for service, router in (
-        ("planfix_gateway", fetcher_router),
-        ("binder", binder_routes(on_request=_never_run, on_group_event=_never_run, on_rebuild=_never_run)),
-        ("relay", relay_router),
-    ):
-        broker = NatsBroker()
-        broker.include_router(router)
-        brokers[service] = broker
+    for consumer in CONSUMERS:
+        if consumer is RELAY_TELEGRAM_INBOUND:
+            continue
+        broker = brokers.setdefault(consumer.service, NatsBroker())
+        broker.subscriber(
+            consumer.filter_subject,
+            stream=_stream(consumer),
+            ack_policy=AckPolicy.MANUAL,
+            # The channel's name in the AsyncAPI document: two services may read one filter.
+            title=f"{consumer.filter_subject}:{consumer.durable}",
+            **durable_pull(consumer.durable),
+        )(_never_run)
     return brokers
 
 
 def expected_consumers() -> dict[str, list[ConsumerRef]]:
-    """Service name -> the durable consumers it creates (routers, plus the relay's own batch reader)."""
-    from services.relay.app import INBOUND_CONSUMER
-
-    found = {service: durable_consumers(broker) for service, broker in service_brokers().items()}
-    found["relay"].append(INBOUND_CONSUMER)
+    """Service name -> the durable consumers it creates."""
+    found: dict[str, list[ConsumerRef]] = {}
+    for consumer in CONSUMERS:
+        found.setdefault(consumer.service, []).append(
+            ConsumerRef(consumer.stream, consumer.durable, consumer.filter_subject)
+        )
     return found
 
 
 def consumer_owner(durable: str) -> str | None:
-    for service, consumers in expected_consumers().items():
-        if any(consumer.durable == durable for consumer in consumers):
-            return service
-    return None
+    return next((consumer.service for consumer in CONSUMERS if consumer.durable == durable), None)

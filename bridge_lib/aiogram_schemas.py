@@ -1,25 +1,11 @@
 """Build aiogram's pydantic schemas on first use instead of at ``import aiogram``.
 
-``aiogram/types/__init__.py`` ends by calling ``model_rebuild()`` on each of its ~900 Telegram
-types, and every ``TelegramMethod`` subclass (~170) is built when its class is created, so
-``import aiogram`` alone builds a pydantic core schema and validator for the whole Bot API:
-about 105 MB of resident memory and 1.5 s of CPU per process, although a service validates only
-a handful of types (aiogram issue #1513). ``TelegramObject`` already asks for ``defer_build``;
-only that final loop defeats it.
-
-``install()`` adds an import hook that acts right after ``aiogram.types.base`` and
-``aiogram.methods.base`` have executed, before any subclass exists:
-
-* ``TelegramObject``, ``TelegramMethod`` and ``Response`` get a ``model_rebuild`` that, when
-  called by that loop, only records the namespace the loop passes (every type by name, which the
-  types' string annotations need) and builds nothing;
-* ``TelegramMethod`` and ``Response`` also get ``defer_build``, as ``TelegramObject`` has;
-* when a class is first validated or serialised, pydantic's placeholder calls ``model_rebuild``,
-  which now builds that class with the recorded namespace.
-
-Behaviour is unchanged (the same schemas, built later); if aiogram was imported before
-``install()`` ran, or its internals moved, the hook does nothing and aiogram builds everything
-eagerly as before. ``tests/test_aiogram_schemas.py`` builds every type and method this way.
+``import aiogram`` builds a schema for the whole Bot API (~1,000 types and methods, ~105 MB and
+1.5 s per process) although a service validates a handful (aiogram issue #1513). ``install()``
+hooks ``aiogram.types.base`` and ``aiogram.methods.base``: the rebuild loop at the end of
+``aiogram.types`` only records its namespace, and each class is built, with that namespace, when
+first validated. The same schemas, built later; with aiogram already imported, nothing changes.
+``tests/test_aiogram_schemas.py`` builds every type and method this way.
 """
 
 from __future__ import annotations
@@ -34,10 +20,8 @@ from typing import Any
 
 # Filled by aiogram.types' rebuild loop: every Telegram type by name, plus the typing helpers.
 _TYPES_NAMESPACE: dict[str, Any] = {}
-# Parametrised generics built so far (``Response[Message]``...). Pydantic caches them in a
-# WeakValueDictionary, and aiogram asks for ``Response[...]`` anew on every call without keeping
-# it: once a garbage collection freed one, the next Telegram call built it again, 50-80 ms
-# with the event loop blocked (latency spikes in a relay with a large heap). Kept here for good.
+# Parametrised generics built so far (``Response[Message]``...), kept for good: pydantic caches
+# them weakly and aiogram asks anew on every call, so a freed one was built again, blocking the loop.
 _BUILT_GENERICS: set[Any] = set()
 
 
@@ -57,9 +41,8 @@ def _deferred_model_rebuild(
     from pydantic import BaseModel
 
     for model in _models_in(getattr(cls, "__pydantic_generic_metadata__", {}).get("args", ())):
-        # Response[Message], Response[list[Message]], Response[Message | bool]... each embedded
-        # its own copy of Message's large schema (~2.5 MB, 80 ms); built on its own first,
-        # Message is reused by each of them instead (~1 MB, 3 ms).
+        # Built on its own first, Message is reused by Response[Message], Response[list[Message]]...
+        # instead of each embedding its own copy of its large schema.
         if not model.__pydantic_complete__:
             model.model_rebuild()
 

@@ -1,9 +1,7 @@
 """An httpx transport that sends over aiohttp: httpx's API for the Planfix client, aiohttp's speed.
 
-Why: httpx's own transport (httpcore, h11, anyio) costs about three times the CPU of aiohttp
-for the same small JSON request (``python -m bench.alternatives``: ~0.7 ms against ~0.2 ms per
-Planfix call), and the Planfix call was half of the relay's CPU per group→task message. aiohttp
-is already a dependency (aiogram, the fakes); the client code above the transport is unchanged.
+Why: httpx's own transport (httpcore, h11, anyio) costs several times the CPU of aiohttp for the
+same small JSON request (figures: docs/benchmarks.md); aiohttp is already a dependency.
 
 What the callers rely on is kept: the errors are httpx's, with the same meaning. In particular
 ``httpx.ConnectError`` / ``httpx.ConnectTimeout`` only when no connection was made, so nothing

@@ -89,7 +89,8 @@ class HealthServer:
         self._poller: asyncio.Task[None] | None = None
 
     def _consumers(self) -> list[ConsumerRef]:
-        return [*durable_consumers(self._broker), *self._extra_consumers]
+        # Each once: a service may name a consumer before its subscriber is included.
+        return list(dict.fromkeys([*durable_consumers(self._broker), *self._extra_consumers]))
 
     def app(self) -> web.Application:
         app = web.Application()

@@ -1,20 +1,9 @@
 """One request budget per Planfix account, shared by every service and replica that calls it.
 
-Planfix allows about one request per second per account (and a daily cap). The binder, every
-relay replica and the planfix_gateway all call the same account, so a per-process limiter
-cannot keep the sum under the limit. The budget therefore lives in NATS, which every service
-already depends on: a JetStream key-value bucket (``PLANFIX_PACING``) holds, per account, the
-*theoretical arrival time* of the next request (GCRA, a token bucket written as one number).
-
-Taking a turn is a read and a compare-and-set write of that number: the caller reserves the
-next slot (``max(stored, now) + interval``) and sleeps until its slot begins. A lost race (the
-revision moved) just retries with the new value, so two callers never get the same slot, and no
-extra service or leader election is needed: the bucket is as available as NATS itself. Why not a
-pacing service that grants slots: one more process to run, scale and keep alive, for a
-decision that takes one CAS here; a grant costs about a millisecond against a one-second budget.
-
-Assumption: hosts that share a budget keep their clocks in sync (NTP); a skew of ``d`` seconds
-lets the budget be exceeded by at most ``d`` once, never steadily.
+The budget lives in NATS: a key-value bucket (``PLANFIX_PACING``) holds, per account, the
+theoretical arrival time of the next request (GCRA). Taking a turn reserves
+``max(stored, now) + interval`` with a compare-and-set (a lost race retries) and sleeps until
+that slot. Why no pacing service, and the clock assumption: docs/architecture-gateways.md.
 """
 
 from __future__ import annotations

@@ -31,11 +31,10 @@ async def wait_for_stop_signal() -> None:
 def freeze_startup_heap() -> None:
     """Call once a service has started: what it built so far is left out of garbage collections.
 
-    A full collection walks every object the collector tracks and stops the event loop while
-    it does: with aiogram, pydantic, motor and nats loaded, 80-90 ms in the relay, a few times
-    a minute under load, which showed as the tail of the message latency. What start-up built
-    (modules, types, clients) lives as long as the process; frozen, a full collection walks
-    only what was made since (3-5 ms). Start-up garbage is collected first, not frozen.
+    A full collection walks every tracked object with the event loop stopped, which showed as the
+    tail of the message latency. What start-up built (modules, types, clients) lives as long as
+    the process; frozen, a collection walks only what was made since. Start-up garbage is
+    collected first, not frozen.
     """
     gc.collect()
     gc.freeze()

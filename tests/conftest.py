@@ -13,10 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from bridge_lib import devstack
-from sandbox.fake_planfix import FakePlanfix
-from sandbox.fake_telegram import FakeTelegram
-from tests.support import LoopThread
+from bridge_lib import lean_imports
+
+# The services' lighter imports, as each one's __main__ installs them: before anything below
+# imports aiogram, httpx or structlog.
+lean_imports.install()
+
+from devtools import devstack  # noqa: E402
+from sandbox.fake_planfix import FakePlanfix  # noqa: E402
+from sandbox.fake_telegram import FakeTelegram  # noqa: E402
+from tests.support import LoopThread  # noqa: E402
 
 BOT_TOKEN = "123456:TEST-token-for-the-fake"
 PLANFIX_TOKEN = "test-planfix-token"

@@ -16,8 +16,8 @@ from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClient
 
-from bridge_lib import devstack
 from contracts.events import TaskBound
+from devtools import devstack
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, GROUP_PACE, PLANFIX_TOKEN, WEBHOOK_SECRET

@@ -1,7 +1,7 @@
 """aiogram's schemas are built on first use (bridge_lib/aiogram_schemas.py), and every one still builds;
-the services do not load the CLI's rich/pygments/click (bridge_lib/__init__.py).
+the services do not load the CLI's rich/pygments/click (bridge_lib/lean_imports.py).
 
-Run in a fresh interpreter: the test process may have imported aiogram before bridge_lib.
+Run in a fresh interpreter: the test process may have imported aiogram before the tuning.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ PROBE = textwrap.dedent(
     """
     import json
     import sys
-    import bridge_lib  # installs the hook, as every service's __main__ does first
+    from bridge_lib import lean_imports
+    lean_imports.install()  # as every service's __main__ does first
     import aiogram
     import services.relay.app
     import services.telegram_gateway.app

@@ -30,8 +30,8 @@ from aiogram.types import (
 )
 from aiohttp import web
 
-from bridge_lib import devstack
 from bridge_lib.telegram import make_bot
+from devtools import devstack
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN
 from tests.support import LoopThread, eventually

@@ -20,9 +20,9 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge_lib.devstack import free_port
 from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
 from contracts.events import PlanfixCommentWebhookReceived
+from devtools.devstack import free_port
 from services.planfix_gateway.webhook import BadWebhook, WebhookReceiver, parse_webhook
 from tests.support import LoopThread, read_stream_events
 

@@ -32,10 +32,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from bridge_lib import devstack
 from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
 from bridge_lib.telegram import make_bot
 from contracts.events import Event
+from devtools import devstack
 from sandbox.fake_telegram import FakeTelegram
 from services.telegram_gateway.app import build_dispatcher
 from services.telegram_gateway.polling import handle_update

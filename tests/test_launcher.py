@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge_lib import devstack
-from bridge_lib.launcher import chosen_mode
+from devtools import devstack
+from devtools.launcher import chosen_mode
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET
@@ -52,7 +52,7 @@ def test_missing_credentials_are_named_with_how_to_get_them(tmp_path: Path) -> N
     env.update(PYTHONPATH=str(REPO_ROOT), BRIDGE_MODE="live")
 
     result = subprocess.run(
-        [sys.executable, "-m", "bridge_lib.launcher"],
+        [sys.executable, "-m", "devtools.launcher"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -92,7 +92,7 @@ def test_make_run_starts_the_whole_bridge_and_ctrl_c_stops_it(
     output = tmp_path / "make-run.log"
     with open(output, "wb") as sink:
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "bridge_lib.launcher"],
+            [sys.executable, "-m", "devtools.launcher"],
             cwd=tmp_path,
             env=env,
             stdout=sink,

@@ -24,9 +24,9 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from bridge_cli.doctor import Finding, check_webhook
-from bridge_lib import devstack
 from bridge_lib.settings import TelegramSettings
 from contracts.events import PlanfixCommentPosted, TaskBound, TelegramMessageReceived
+from devtools import devstack
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET

@@ -20,7 +20,6 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from bridge_lib import devstack
 from bridge_lib.settings import describe_settings_error
 from contracts.events import (
     AnyEvent,
@@ -33,6 +32,7 @@ from contracts.events import (
     PlanfixFile,
     planfix_source_object_id,
 )
+from devtools import devstack
 from sandbox.fake_planfix import FakePlanfix
 from services.planfix_gateway.config import PlanfixGatewaySettings
 from tests.conftest import PLANFIX_TOKEN, WEBHOOK_SECRET

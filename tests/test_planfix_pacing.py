@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge_lib import devstack
 from bridge_lib.pacing import SharedPacer, account_key, open_pacing_bucket
 from contracts.events import TaskBound
+from devtools import devstack
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge_lib import devstack
+from devtools import devstack
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET

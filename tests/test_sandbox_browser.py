@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
-from bridge_lib import devstack
+from devtools import devstack
 from sandbox.config import SANDBOX_BOT_TOKEN
 from tests.support import REPO_ROOT, eventually
 
@@ -70,7 +70,7 @@ class SandboxRun:
         starts = self.log().count(READY)
         with open(self.log_path, "ab") as sink:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bridge_lib.launcher"],
+                [sys.executable, "-m", "devtools.launcher"],
                 cwd=self.work_dir,
                 env=self.env,
                 stdout=sink,

@@ -19,11 +19,11 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-from bridge_lib import devstack
 from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
 from bridge_lib.jetstream_ready import is_transient
 from contracts import subjects
 from contracts.events import TelegramMessageEdited, TelegramUser, root_envelope
+from devtools import devstack
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET

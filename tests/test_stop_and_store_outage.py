@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge_lib import devstack
-from bridge_lib.devstack import ManagedProcess
 from contracts.events import TaskBound
+from devtools import devstack
+from devtools.devstack import ManagedProcess
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, running_bridge

@@ -25,7 +25,6 @@ import pytest
 from aiogram import Dispatcher
 from aiogram.types import Message
 
-from bridge_lib import devstack
 from bridge_lib.telegram import make_bot
 from contracts import subjects
 from contracts.events import (
@@ -50,6 +49,7 @@ from contracts.events import (
     telegram_message_key,
 )
 from contracts.subjects import dead_letter
+from devtools import devstack
 from sandbox.fake_telegram import FakeTelegram
 from services.telegram_gateway.app import foreign_webhook
 from services.telegram_gateway.commands import TaskArgs, parse_task_args

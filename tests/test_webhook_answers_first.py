@@ -11,8 +11,8 @@ import asyncio
 
 from aiohttp import web
 
-from bridge_lib.devstack import free_port
 from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
+from devtools.devstack import free_port
 from services.planfix_gateway.webhook import WebhookReceiver
 from tests.support import LoopThread
 

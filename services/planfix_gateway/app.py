@@ -14,23 +14,24 @@ import os
 import signal
 import socket
 import uuid
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import structlog
 from aiohttp import web
-from faststream.nats import NatsBroker
+from faststream.nats import NatsBroker, NatsRouter
 
 from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker, start_subscribers
 from bridge_lib.health import start_health_server
 from bridge_lib.jetstream_ready import JetStreamNotReady, when_jetstream_ready
 from bridge_lib.lease import Lease, open_lease_bucket
 from bridge_lib.metrics import track_planfix_budget
+from bridge_lib.planfix import PlanfixClient
 from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
 from bridge_lib.runtime import log_startup_failed
 from services.planfix_gateway.config import PlanfixGatewaySettings
-from services.planfix_gateway.fetcher import CommentFetcher, router
-from services.planfix_gateway.fetcher import wiring as fetcher_wiring
+from services.planfix_gateway.fetcher import CONSUMER as FETCHER_CONSUMER
+from services.planfix_gateway.fetcher import CommentFetcher, build_router
 from services.planfix_gateway.reread import (
     LEASE_KEY,
     LEASE_TTL_S,
@@ -93,13 +94,45 @@ async def run(settings: PlanfixGatewaySettings) -> int:
     return EXIT_OK
 
 
+@dataclass(frozen=True)
+class Gateway:
+    """The webhook receiver and the fetcher's subscriber, built together."""
+
+    receiver: WebhookReceiver
+    router: NatsRouter
+
+
+def build(settings: PlanfixGatewaySettings, broker: NatsBroker, planfix: PlanfixClient) -> Gateway:
+    receiver = WebhookReceiver(
+        secret=settings.planfix_webhook_secret.get_secret_value(),
+        max_body=settings.planfix_webhook_max_body,
+        publisher=EventPublisher(
+            broker, give_up_after_s=WEBHOOK_PUBLISH_TIMEOUT_S, attempt_timeout_s=WEBHOOK_PUBLISH_ATTEMPT_S
+        ),
+        publish_timeout_s=WEBHOOK_PUBLISH_TIMEOUT_S,
+        header=settings.planfix_webhook_header,
+    )
+    fetcher = CommentFetcher(
+        planfix=planfix,
+        source_id=settings.planfix_source_id,
+        relay_hidden=settings.planfix_relay_hidden_comments,
+        publisher=EventPublisher(broker, give_up_after_s=FETCHER_PUBLISH_GIVE_UP_S),
+        before_fetch=receiver.no_burst_pending,
+    )
+    return Gateway(receiver=receiver, router=build_router(fetcher.handle))
+
+
 async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitStack) -> int | None:
     """Start everything, registering each teardown on ``stack``; an exit code if start-up failed."""
     broker = make_broker(settings.nats_url, name=SERVICE)
-    broker.include_router(router)
     stack.push_async_callback(_stop_broker, broker)
+    # The fetcher's consumer is named before its subscriber exists: not ready until it is bound.
     health = await start_health_server(
-        service=SERVICE, broker=broker, host=settings.health_host, port=settings.health_port
+        service=SERVICE,
+        broker=broker,
+        host=settings.health_host,
+        port=settings.health_port,
+        extra_consumers=[FETCHER_CONSUMER],
     )
     stack.push_async_callback(health.stop)
     log.info("nats_connecting")
@@ -119,23 +152,9 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
     if not await planfix_self_check(planfix):
         return EXIT_CONFIG
 
-    receiver = WebhookReceiver(
-        secret=settings.planfix_webhook_secret.get_secret_value(),
-        max_body=settings.planfix_webhook_max_body,
-        publisher=EventPublisher(
-            broker, give_up_after_s=WEBHOOK_PUBLISH_TIMEOUT_S, attempt_timeout_s=WEBHOOK_PUBLISH_ATTEMPT_S
-        ),
-        publish_timeout_s=WEBHOOK_PUBLISH_TIMEOUT_S,
-        header=settings.planfix_webhook_header,
-    )
-    fetcher = CommentFetcher(
-        planfix=planfix,
-        source_id=settings.planfix_source_id,
-        relay_hidden=settings.planfix_relay_hidden_comments,
-        publisher=EventPublisher(broker, give_up_after_s=FETCHER_PUBLISH_GIVE_UP_S),
-        before_fetch=receiver.no_burst_pending,
-    )
-    fetcher_wiring.fetcher = fetcher
+    gateway = build(settings, broker, planfix)
+    receiver = gateway.receiver
+    broker.include_router(gateway.router)
     await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
 
     runner = web.AppRunner(receiver.app(), access_log=None)  # the access log would show the secret path
@@ -172,7 +191,7 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
 
 
 async def _reread(
-    settings: PlanfixGatewaySettings, broker: NatsBroker, planfix: Any, receiver: WebhookReceiver
+    settings: PlanfixGatewaySettings, broker: NatsBroker, planfix: PlanfixClient, receiver: WebhookReceiver
 ) -> None:
     """Re-read bound tasks' recent comments for edits and deletions (``reread``), for ever.
 

@@ -32,6 +32,7 @@ from bridge_lib.eventbus import (
     durable_pull,
     jstream,
 )
+from bridge_lib.health import ConsumerRef
 from bridge_lib.planfix import (
     CommentNotFound,
     PlanfixAuthError,
@@ -44,6 +45,7 @@ from contracts import subjects
 from contracts.events import (
     PlanfixCommentAction,
     PlanfixCommentAdded,
+    PlanfixCommentChange,
     PlanfixCommentDeleted,
     PlanfixCommentUpdated,
     PlanfixCommentWebhookReceived,
@@ -57,9 +59,14 @@ from contracts.events import (
 from contracts.subjects import PLANFIX_STREAM
 
 log = structlog.get_logger("planfix_gateway.fetcher")
-router = NatsRouter()
 
 DURABLE = "planfix_gateway-comment-fetcher"
+# The durable consumer as health checks name it, known before the router is built.
+CONSUMER = ConsumerRef(PLANFIX_STREAM.name, DURABLE, subjects.ALL_PLANFIX_COMMENT_WEBHOOKS)
+
+
+async def no_wait() -> None:
+    """A ``before_fetch`` that waits for nothing."""
 
 
 class CommentFetcher:
@@ -70,7 +77,7 @@ class CommentFetcher:
         publisher: EventPublisher,
         source_id: str,
         relay_hidden: bool = False,
-        before_fetch: Callable[[], Awaitable[None]] | None = None,
+        before_fetch: Callable[[], Awaitable[None]] = no_wait,
     ) -> None:
         self._planfix = planfix
         self._publisher = publisher
@@ -81,8 +88,7 @@ class CommentFetcher:
 
     async def handle(self, notice: PlanfixCommentWebhookReceived, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(action=notice.action)
-        if self._before_fetch is not None:
-            await self._before_fetch()
+        await self._before_fetch()
         comment = await self._fetch(notice.comment_id)
         if notice.action is PlanfixCommentAction.DELETED:
             await self._publish_deleted(notice, comment)
@@ -104,14 +110,11 @@ class CommentFetcher:
             await self._publish_updated(notice, comment, task_number)
             return
         added = comment_added(notice, comment, task_number=task_number, our_source_id=self._source_id)
-        stored = await self._publisher.publish(
-            added, subject=subjects.planfix_comment_added(task_number), msg_id=planfix_comment_key(comment.id)
-        )
-        log.info(
-            "comment_published",
-            task_number=task_number,
-            comment_id=comment.id,
-            duplicate=not stored,
+        await store(
+            self._publisher,
+            added,
+            subject=subjects.planfix_comment_added(task_number),
+            key=planfix_comment_key(comment.id),
             ours=added.source_object_id is not None,
         )
 
@@ -129,12 +132,7 @@ class CommentFetcher:
             source_object_id=comment.source_object_id,
             files=files_of(comment),
         )
-        stored = await self._publisher.publish(
-            updated, subject=subjects.planfix_comment_updated(task_number), msg_id=key
-        )
-        log.info(
-            "comment_update_published", task_number=task_number, comment_id=comment.id, duplicate=not stored
-        )
+        await store(self._publisher, updated, subject=subjects.planfix_comment_updated(task_number), key=key)
 
     async def _publish_deleted(
         self, notice: PlanfixCommentWebhookReceived, comment: PlanfixComment | None
@@ -147,15 +145,7 @@ class CommentFetcher:
         deleted = PlanfixCommentDeleted(
             **envelope_after(notice, key), task_number=task_number, comment_id=notice.comment_id
         )
-        stored = await self._publisher.publish(
-            deleted, subject=subjects.planfix_comment_deleted(task_number), msg_id=key
-        )
-        log.info(
-            "comment_delete_published",
-            task_number=task_number,
-            comment_id=notice.comment_id,
-            duplicate=not stored,
-        )
+        await store(self._publisher, deleted, subject=subjects.planfix_comment_deleted(task_number), key=key)
 
     async def _fetch(self, comment_id: int) -> PlanfixComment | None:
         try:
@@ -197,24 +187,40 @@ def comment_added(
     )
 
 
+async def store(
+    publisher: EventPublisher, event: PlanfixCommentChange, *, subject: str, key: str, **shown: object
+) -> bool:
+    """Store a comment's event once per ``key`` (also for ``reread``); False when stored before."""
+    stored = await publisher.publish(event, subject=subject, msg_id=key)
+    log.info(
+        "planfix_event_stored",
+        event_type=event.tag,
+        task_number=event.task_number,
+        comment_id=event.comment_id,
+        duplicate=not stored,
+        **shown,
+    )
+    return stored
+
+
 def files_of(comment: PlanfixComment) -> list[PlanfixFile]:
     return [PlanfixFile(id=file.id, name=file.name, size=file.size) for file in comment.files]
 
 
-class Wiring:
-    """What the subscriber hands its messages to, set at start before it starts."""
-
-    fetcher: CommentFetcher
+NoticeHandler = Callable[[PlanfixCommentWebhookReceived, Delivery], Awaitable[None]]
 
 
-wiring = Wiring()
+def build_router(handle: NoticeHandler) -> NatsRouter:
+    """The subscriber to stored webhook notices, handing each to ``handle`` (``CommentFetcher.handle``)."""
+    router = NatsRouter()
 
+    @router.subscriber(
+        subjects.ALL_PLANFIX_COMMENT_WEBHOOKS,
+        stream=jstream(PLANFIX_STREAM),
+        ack_policy=AckPolicy.MANUAL,
+        **durable_pull(DURABLE),
+    )
+    async def on_webhook(msg: NatsMessage) -> None:
+        await consume(msg, PlanfixCommentWebhookReceived, handle)
 
-@router.subscriber(
-    subjects.ALL_PLANFIX_COMMENT_WEBHOOKS,
-    stream=jstream(PLANFIX_STREAM),
-    ack_policy=AckPolicy.MANUAL,
-    **durable_pull(DURABLE),
-)
-async def on_webhook(msg: NatsMessage) -> None:
-    await consume(msg, PlanfixCommentWebhookReceived, wiring.fetcher.handle)
+    return router

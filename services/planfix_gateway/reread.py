@@ -1,37 +1,11 @@
-"""Edits and deletions of Planfix comments noticed by re-reading, not by a scenario.
+"""Edits and deletions of Planfix comments noticed by re-reading, since no scenario announces them.
 
-Planfix's help pages show no scenario event for "comment changed" or "comment deleted", so the
-bridge cannot count on being told (it still accepts such notices: ``fetcher``). Instead, every
-``PLANFIX_REREAD_INTERVAL_MIN`` minutes (default 10; 0 switches this off) it re-reads a page of
-comments (``POST /task/{id}/comments/list``, up to 100, through the client's ``list_comments``;
-meant to be the newest: a page that misses the recent ones is logged) of each bound task that
-had a comment relayed within ``PLANFIX_REREAD_ACTIVE_H`` hours (default 24), compares each
-comment with what the group was shown, and publishes what an edit/delete notice would have
-produced: ``PlanfixCommentUpdated`` when the text or the files changed, ``PlanfixCommentDeleted``
-when the comment is marked deleted, or is missing from the page and ``GET /comment/{id}``
-confirms it.
-
-Cost, in Planfix requests: one per task per period, plus one per comment found changed or
-missing (each is confirmed with ``GET /comment/{id}``, the read it was carried from). That is
-tasks x 1440 / interval a day: 144 per task at 10 minutes, so 10 active tasks cost 1,440 a day
-(7% of the smallest plan's 20,000; 1.4% of 100,000). The re-read as a whole is held to
-``PLANFIX_REREAD_MAX_PER_DAY`` (default 5,000, a quarter of 20,000): with more active tasks than
-a period's share (34.7 at the defaults) each is read in turn, least recently read first, so each
-is read less often instead of the account running out. When Planfix reports fewer than
-``DAILY_RESERVE`` requests left for the day (``X-RateLimit-Remaining``) a pass is skipped: live
-comments come first. Every request waits for its turn in the account's shared pacing like any
-other, and for the webhook's pending answers (``before_read``).
-
-What is watched is a fold of two streams, never a database: BINDING (which tasks are bound, as
-the relay's directory learns it) and PLANFIX's ``planfix.comment.*.*`` from
-``PLANFIX_REREAD_ACTIVE_H`` ago (each comment of a bound task, and every later change, whoever
-noticed it). Only the fingerprint of a comment's content is kept. Comments the bridge wrote
-itself (with a ``sourceObjectId``) are not watched: the bridge edits those.
-
-Idempotent: an edit's ``Nats-Msg-Id`` is the comment id, how many changes were seen before it
-and a hash of the new content, so a repeated pass (or a replica) publishes nothing new, and the
-next pass compares against the edit once it is folded; a deletion has the scenario path's id.
-One replica re-reads at a time (lease ``planfix_reread``).
+Every ``PLANFIX_REREAD_INTERVAL_MIN`` minutes one replica (lease ``planfix_reread``) reads a page
+of the newest comments of each bound task active within ``PLANFIX_REREAD_ACTIVE_H`` hours,
+compares each with what its group was shown (a ``Watchlist`` folded from BINDING and PLANFIX),
+and publishes the ``PlanfixCommentUpdated`` or ``PlanfixCommentDeleted`` a notice would have
+produced, within ``PLANFIX_REREAD_MAX_PER_DAY`` requests. Costs, keys and the fold:
+docs/architecture-gateways.md.
 """
 
 from __future__ import annotations
@@ -75,7 +49,7 @@ from contracts.events import (
     utc_now,
 )
 from contracts.subjects import ALL_BINDING_EVENTS, ALL_PLANFIX_COMMENT_CHANGES, BINDING_STREAM, PLANFIX_STREAM
-from services.planfix_gateway.fetcher import files_of
+from services.planfix_gateway.fetcher import files_of, no_wait, store
 
 log = structlog.get_logger("planfix_gateway.reread")
 
@@ -397,8 +371,8 @@ class CommentRereader:
         active_s: float,
         max_per_day: int,
         relay_hidden: bool = False,
-        before_read: Callable[[], Awaitable[None]] | None = None,
-        catch_up: Callable[[], Awaitable[None]] | None = None,
+        before_read: Callable[[], Awaitable[None]] = no_wait,
+        catch_up: Callable[[], Awaitable[None]] = no_wait,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._planfix = planfix
@@ -479,8 +453,7 @@ class CommentRereader:
         if remaining is not None and remaining < DAILY_RESERVE:
             outcome.skipped = f"daily budget low ({remaining} left)"
             return outcome
-        if self._catch_up is not None:
-            await self._catch_up()
+        await self._catch_up()
         since = self._clock() - self._active_s
         self._watchlist.forget_before(since)
         active = self._watchlist.active_tasks(since)
@@ -511,8 +484,7 @@ class CommentRereader:
         snapshot = self._watchlist.watched_in(task, since)
         if not snapshot:
             return
-        if self._before_read is not None:
-            await self._before_read()
+        await self._before_read()
         outcome.requests += 1
         outcome.tasks_read += 1
         page = await self._planfix.list_comments(
@@ -535,8 +507,7 @@ class CommentRereader:
         # (GET /comment/{id}): a list that renders a comment otherwise must not rewrite it.
         to_confirm = [seen for seen, _ in reading.edited] + reading.missing
         for seen in to_confirm[:MAX_CONFIRMS_PER_TASK]:
-            if self._before_read is not None:
-                await self._before_read()
+            await self._before_read()
             outcome.requests += 1
             confirmed = await self._confirm(seen.comment_id)
             if not self._still(seen):
@@ -568,32 +539,16 @@ class CommentRereader:
             author=PlanfixPerson(id=now.owner_id, name=now.owner_name),
             files=files_of(now),
         )
-        stored = await self._publisher.publish(
-            updated, subject=subjects.planfix_comment_updated(updated.task_number), msg_id=key
-        )
-        log.info(
-            "reread_edit_published",
-            task_number=updated.task_number,
-            comment_id=seen.comment_id,
-            duplicate=not stored,
-        )
-        return int(stored)
+        subject = subjects.planfix_comment_updated(updated.task_number)
+        return int(await store(self._publisher, updated, subject=subject, key=key, noticed_by="reread"))
 
     async def _publish_deletion(self, seen: Watched) -> int:
         key = planfix_comment_deleted_key(seen.comment_id)
         deleted = PlanfixCommentDeleted(
             **_envelope(seen, key), task_number=seen.task_number, comment_id=seen.comment_id
         )
-        stored = await self._publisher.publish(
-            deleted, subject=subjects.planfix_comment_deleted(seen.task_number), msg_id=key
-        )
-        log.info(
-            "reread_deletion_published",
-            task_number=seen.task_number,
-            comment_id=seen.comment_id,
-            duplicate=not stored,
-        )
-        return int(stored)
+        subject = subjects.planfix_comment_deleted(seen.task_number)
+        return int(await store(self._publisher, deleted, subject=subject, key=key, noticed_by="reread"))
 
 
 def _envelope(seen: Watched, key: str) -> Envelope:

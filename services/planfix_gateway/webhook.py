@@ -1,22 +1,11 @@
 """The HTTP side: Planfix's scenario POSTs ids here; we store them as an event and answer fast.
 
-Planfix sends an account's scenario requests one at a time and stalls every request for
-3 minutes after a failure, so this handler does nothing slow: check the secret (and the
-optional header, ``PLANFIX_WEBHOOK_HEADER_NAME``), parse two ids, publish one event, answer.
-The comment itself is fetched later by ``fetcher``.
-
-Accepted body: a JSON object ``{"task": <id>, "comment": <id>}`` (aliases ``taskNumber`` and
-``commentId``), each id an integer or a string of digits, since Planfix pastes template values
-as text; an optional ``"event"`` is ``"comment.added"`` (the default), ``"comment.updated"`` or
-``"comment.deleted"``. The same fields as a form (``application/x-www-form-urlencoded``, or
-``multipart/form-data``: ``task=4821&comment=90017``) are read the same way, since a scenario's
-request may be set up to send one; so is a body that is not JSON but reads as such a form,
-whatever its content type says. Anything else is a 400.
-
-Planfix pastes template variables raw, so a scenario whose body also carries text (a comment
-with quotes or line breaks) sends broken JSON. Such a body is still accepted when the ids can be
-read from it unambiguously (``"task": "123"`` and ``"comment": "456"``, each exactly once): the
-ids are all the bridge needs, and refusing would stall Planfix's queue for 3 minutes.
+Planfix sends an account's scenario requests one at a time and stalls them for 3 minutes after a
+failure, so nothing slow happens here: check the secret (and ``PLANFIX_WEBHOOK_HEADER_NAME``),
+read two ids, publish one event, answer. ``fetcher`` fetches the comment later. The body is a
+JSON object ``{"task": <id>, "comment": <id>[, "event": "comment.added"]}``, or the same as a
+form; JSON broken by a pasted text is still read when the ids are unambiguous (formats:
+docs/architecture-gateways.md). Anything else is a 400.
 """
 
 from __future__ import annotations
@@ -29,7 +18,6 @@ import hmac
 import re
 import time
 import urllib.parse
-from collections import Counter
 from typing import Any, NamedTuple
 
 import msgspec
@@ -227,8 +215,6 @@ class WebhookReceiver:
         self._max_body = max_body
         self._publisher = publisher
         self._publish_timeout_s = publish_timeout_s
-        # Answers by outcome (accepted, duplicate, rejected, bad_secret...), for metrics.
-        self.counts: Counter[str] = Counter()
         self._answers_pending = 0
         self._no_burst = asyncio.Event()
         self._no_burst.set()
@@ -239,13 +225,10 @@ class WebhookReceiver:
 
     async def no_burst_pending(self, max_wait_s: float = MAX_FETCH_DEFERRAL_S) -> None:
         """Return once fewer than ``BURST_ANSWERS`` requests wait for their answer (or after
-        ``max_wait_s``).
+        ``max_wait_s``); the fetcher calls it before each fetch.
 
-        The fetcher calls this before each Planfix fetch. Planfix holds its scenario queue
-        while we answer, and under a burst the fetches and publishes of notices already stored
-        took most of this process's CPU, delaying the answers still owed (p99 ~60 ms for 100 at
-        once); fetching a moment later costs nothing. Requests one at a time, as Planfix sends
-        them, never make the fetcher wait.
+        Planfix holds its scenario queue while we answer, so under a burst the answers go first and
+        the fetches a moment later; requests one at a time, as Planfix sends them, never wait.
         """
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max_wait_s):
@@ -272,12 +255,10 @@ class WebhookReceiver:
         # Constant-time, and before the body is read: a stranger costs us nothing.
         if not hmac.compare_digest(request.match_info["secret"].encode(), self._secret):
             log.warning("webhook_bad_secret", remote=request.remote)
-            self.counts["bad_secret"] += 1
             return _error(401, "unauthorized")
         if self._header is not None and not self._header_matches(request, *self._header):
             # The same answer as a wrong secret: a caller learns nothing about which one failed.
             log.warning("webhook_bad_header", remote=request.remote, header=self._header[0])
-            self.counts["bad_header"] += 1
             return _error(401, "unauthorized")
         try:
             raw = await self._read_body(request)
@@ -288,7 +269,6 @@ class WebhookReceiver:
             log.warning(
                 "webhook_body_too_large", remote=request.remote, content_length=request.content_length
             )
-            self.counts["too_large"] += 1
             return _error(413, f"body larger than {self._max_body} bytes")
         try:
             ids = parse_webhook(raw, request.headers.get(hdrs.CONTENT_TYPE, ""))
@@ -299,7 +279,6 @@ class WebhookReceiver:
                 remote=request.remote,
                 body=raw[:200].decode(errors="replace"),
             )
-            self.counts["rejected"] += 1
             return _error(400, str(error))
         return await self._store(ids)
 
@@ -335,10 +314,8 @@ class WebhookReceiver:
                     )
             except Exception as error:  # NATS down or slow: Planfix retries later, nothing is lost
                 log.warning("webhook_not_stored", error=f"{type(error).__name__}: {error}")
-                self.counts["not_stored"] += 1
                 return _error(503, "cannot store the notice now, retry later")
             log.info("webhook_accepted", duplicate=not stored)
-            self.counts["accepted" if stored else "duplicate"] += 1
         return web.json_response({"ok": True})
 
 

@@ -42,9 +42,10 @@ from bridge_lib.telegram import TOKEN_HINT, TOKEN_REFUSED, make_bot
 from services.telegram_gateway.commands import BOT_COMMANDS, BotProfile, build_commands_router
 from services.telegram_gateway.config import TelegramGatewaySettings
 from services.telegram_gateway.group_life import build_group_life_router
-from services.telegram_gateway.handlers import build_router
+from services.telegram_gateway.inbound import build_inbound_router
 from services.telegram_gateway.other_bots import OtherBots
 from services.telegram_gateway.polling import BACKOFF, poll_updates, redact
+from services.telegram_gateway.record import Record
 from services.telegram_gateway.undecodable import UndecodableUpdates
 from services.telegram_gateway.webhook import TelegramWebhook, webhook_path
 
@@ -84,14 +85,16 @@ def foreign_webhook(current: str, ours: str | None) -> bool:
 
 
 def build_dispatcher(publisher: EventPublisher, me: User, *, jetstream: Any | None = None) -> Dispatcher:
-    """``jetstream``: where /status reads which other bots were sent /task (None: not read)."""
-    # Keyword arguments become handler parameters of the same name (aiogram's injection).
+    """The gateway's handlers, with what they need; ``jetstream``: where /status reads which other
+    bots were sent /task (None: not read)."""
     profile = BotProfile(username=me.username, reads_all_group_messages=bool(me.can_read_all_group_messages))
-    other_bots = OtherBots(me_id=me.id, jetstream=jetstream)
-    dispatcher = Dispatcher(publisher=publisher, bot_profile=profile, other_bots=other_bots)
-    # Order matters: the first matching handler wins. Life-cycle first (anonymous admins,
-    # service messages), then commands, then ordinary messages.
-    dispatcher.include_routers(build_group_life_router(), build_commands_router(), build_router())
+    # Keyword arguments become handler parameters of the same name (aiogram's injection).
+    dispatcher = Dispatcher(
+        record=Record(publisher), bot_profile=profile, other_bots=OtherBots(me_id=me.id, jetstream=jetstream)
+    )
+    # The first matching handler wins: a group's life (anonymous admins, service messages),
+    # then commands, then ordinary messages.
+    dispatcher.include_routers(build_group_life_router(), build_commands_router(), build_inbound_router())
     return dispatcher
 
 

@@ -22,7 +22,6 @@ from aiogram.exceptions import ClientDecodeError, TelegramAPIError
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message, Update
 
-from bridge_lib.eventbus import EventPublisher
 from bridge_lib.task_links import is_link
 from contracts import subjects
 from contracts.events import (
@@ -31,16 +30,15 @@ from contracts.events import (
     GroupCommandReceived,
     OtherBotCommanded,
     UnbindRequested,
-    root_envelope,
     telegram_bind_key,
     telegram_command_key,
     telegram_other_bot_key,
     telegram_unbind_key,
 )
-from services.telegram_gateway import filters
-from services.telegram_gateway.handlers import GROUP_CHATS, sender_of, thread_of
+from services.telegram_gateway import content, filters
 from services.telegram_gateway.inbound import on_group_message
 from services.telegram_gateway.other_bots import OtherBots, command_for_other_bot
+from services.telegram_gateway.record import Record, envelope
 
 log = structlog.get_logger("telegram_gateway.commands")
 
@@ -100,60 +98,51 @@ async def requester_is_admin(bot: Bot, message: Message) -> bool | None:
 
 
 async def on_task_command(
-    message: Message, command: CommandObject, event_update: Update, publisher: EventPublisher, bot: Bot
+    message: Message, command: CommandObject, event_update: Update, record: Record, bot: Bot
 ) -> None:
-    requested_by = sender_of(message)
+    requested_by = content.sender_of(message)
     if requested_by is None:
         log.info("message_without_sender_ignored", chat_id=message.chat.id, message_id=message.message_id)
         return
-    chat_id, message_id = message.chat.id, message.message_id
-    key = telegram_bind_key(chat_id, message_id)
+    key = telegram_bind_key(message.chat.id, message.message_id)
     args = parse_task_args(command.args)
     event = BindRequested(
-        **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
-        chat_id=chat_id,
-        message_id=message_id,
+        **envelope(event_update, key),
+        chat_id=message.chat.id,
+        message_id=message.message_id,
         requested_by=requested_by,
         task_number=args.task_number,
         task_title=args.task_title,
         task_link=args.task_link,
         chat_title=message.chat.title,
-        thread_id=thread_of(message),
+        thread_id=content.thread_of(message),
         requester_is_admin=await requester_is_admin(bot, message),
     )
-    with structlog.contextvars.bound_contextvars(
-        correlation_id=event.correlation_id, chat_id=chat_id, message_id=message_id
-    ):
-        stored = await publisher.publish(event, subject=subjects.telegram_bind_requested(chat_id), msg_id=key)
-        log.info(
-            "bind_request_stored" if stored else "bind_request_duplicate",
-            task_number=args.task_number,
-            has_title=args.task_title is not None,
-            has_link=args.task_link is not None,
-            requester_is_admin=event.requester_is_admin,
-        )
+    await record(
+        event,
+        subject=subjects.telegram_bind_requested(message.chat.id),
+        key=key,
+        task_number=args.task_number,
+        requester_is_admin=event.requester_is_admin,
+    )
 
 
-async def on_unbind_command(
-    message: Message, event_update: Update, publisher: EventPublisher, bot: Bot
-) -> None:
-    requested_by = sender_of(message)
+async def on_unbind_command(message: Message, event_update: Update, record: Record, bot: Bot) -> None:
+    requested_by = content.sender_of(message)
     if requested_by is None:
         log.info("message_without_sender_ignored", chat_id=message.chat.id, message_id=message.message_id)
         return
-    chat_id, message_id = message.chat.id, message.message_id
-    key = telegram_unbind_key(chat_id, message_id)
+    key = telegram_unbind_key(message.chat.id, message.message_id)
     event = UnbindRequested(
-        **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
-        chat_id=chat_id,
-        message_id=message_id,
+        **envelope(event_update, key),
+        chat_id=message.chat.id,
+        message_id=message.message_id,
         requested_by=requested_by,
-        thread_id=thread_of(message),
+        thread_id=content.thread_of(message),
         requester_is_admin=await requester_is_admin(bot, message),
     )
     # Same subject as /task: the binder sees a group's bind and unbind requests in order.
-    stored = await publisher.publish(event, subject=subjects.telegram_bind_requested(chat_id), msg_id=key)
-    log.info("unbind_request_stored" if stored else "unbind_request_duplicate", chat_id=chat_id)
+    await record(event, subject=subjects.telegram_bind_requested(message.chat.id), key=key)
 
 
 async def task_for_other_bot(message: Message, bot_profile: BotProfile) -> bool | dict[str, str]:
@@ -163,32 +152,24 @@ async def task_for_other_bot(message: Message, bot_profile: BotProfile) -> bool 
 
 
 async def on_task_for_other_bot(
-    message: Message, event_update: Update, publisher: EventPublisher, addressed: str
+    message: Message, event_update: Update, record: Record, addressed: str
 ) -> None:
     # Written to the group like any message: carried as one (if the group is bound).
-    await on_group_message(message, event_update, publisher)
-    chat_id, message_id = message.chat.id, message.message_id
-    key = telegram_other_bot_key(chat_id, message_id)
+    await on_group_message(message, event_update, record)
+    key = telegram_other_bot_key(message.chat.id, message.message_id)
     event = OtherBotCommanded(
-        **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
-        chat_id=chat_id,
-        message_id=message_id,
+        **envelope(event_update, key),
+        chat_id=message.chat.id,
+        message_id=message.message_id,
         bot_username=addressed,
         command="task",
-        sent_by=sender_of(message),
-        thread_id=thread_of(message),
+        sent_by=content.sender_of(message),
+        thread_id=content.thread_of(message),
     )
-    stored = await publisher.publish(
-        event, subject=subjects.telegram_other_bot_commanded(chat_id), msg_id=key
-    )
-    log.info(
-        "other_bot_commanded_stored" if stored else "other_bot_commanded_duplicate",
-        chat_id=chat_id,
-        other_bot=addressed,
-    )
+    await record(event, subject=subjects.telegram_other_bot_commanded(message.chat.id), key=key)
 
 
-QuestionHandler = Callable[[Message, Update, EventPublisher, BotProfile, Bot, OtherBots], Awaitable[None]]
+QuestionHandler = Callable[[Message, Update, Record, BotProfile, Bot, OtherBots], Awaitable[None]]
 
 
 def question_handler(command: GroupCommand) -> QuestionHandler:
@@ -197,49 +178,42 @@ def question_handler(command: GroupCommand) -> QuestionHandler:
     async def on_question(
         message: Message,
         event_update: Update,
-        publisher: EventPublisher,
+        record: Record,
         bot_profile: BotProfile,
         bot: Bot,
         other_bots: OtherBots,
     ) -> None:
-        requested_by = sender_of(message)
+        requested_by = content.sender_of(message)
         if requested_by is None:
             log.info("message_without_sender_ignored", chat_id=message.chat.id, message_id=message.message_id)
             return
-        chat_id, message_id = message.chat.id, message.message_id
-        key = telegram_command_key(chat_id, message_id)
+        key = telegram_command_key(message.chat.id, message.message_id)
         # Asked at /status only: a Bot API call (and a stream read) per message would be waste.
-        others = await other_bots.in_group(bot, chat_id) if command is GroupCommand.STATUS else []
+        others = await other_bots.in_group(bot, message.chat.id) if command is GroupCommand.STATUS else []
         event = GroupCommandReceived(
-            **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
-            chat_id=chat_id,
-            message_id=message_id,
+            **envelope(event_update, key),
+            chat_id=message.chat.id,
+            message_id=message.message_id,
             command=command,
             requested_by=requested_by,
-            thread_id=thread_of(message),
+            thread_id=content.thread_of(message),
             bot_reads_all_messages=bot_profile.reads_all_group_messages,
             bot_username=bot_profile.username,
             other_bots=others,
         )
-        stored = await publisher.publish(event, subject=subjects.telegram_group_command(chat_id), msg_id=key)
-        log.info(
-            "group_command_stored" if stored else "group_command_duplicate",
-            command=str(command),
-            other_bots=len(others),
-        )
+        await record(event, subject=subjects.telegram_group_command(message.chat.id), key=key)
 
     return on_question
 
 
 def build_commands_router() -> Router:
     router = Router(name="telegram_gateway.commands")
-    router.message.register(on_task_command, GROUP_CHATS, filters.has_text, Command("task", ignore_case=True))
-    router.message.register(
-        on_unbind_command, GROUP_CHATS, filters.has_text, Command("unbind", ignore_case=True)
-    )
+    texts_in_groups = (filters.in_group_chat, filters.has_text)
+    router.message.register(on_task_command, *texts_in_groups, Command("task", ignore_case=True))
+    router.message.register(on_unbind_command, *texts_in_groups, Command("unbind", ignore_case=True))
     for command in GroupCommand:
         router.message.register(
-            question_handler(command), GROUP_CHATS, filters.has_text, Command(command.value, ignore_case=True)
+            question_handler(command), *texts_in_groups, Command(command.value, ignore_case=True)
         )
-    router.message.register(on_task_for_other_bot, GROUP_CHATS, filters.has_text, task_for_other_bot)
+    router.message.register(on_task_for_other_bot, *texts_in_groups, task_for_other_bot)
     return router

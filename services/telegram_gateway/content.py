@@ -8,7 +8,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from aiogram.types import (
+    Chat,
     Message,
     MessageEntity,
     MessageOriginChannel,
@@ -19,6 +21,7 @@ from aiogram.types import (
     ReactionTypeCustomEmoji,
     ReactionTypeEmoji,
     ReactionTypePaid,
+    User,
 )
 
 from contracts.events import (
@@ -223,14 +226,25 @@ def dice_text(message: Message) -> str | None:
 def author_of(message: Message) -> TelegramUser | None:
     """Who wrote it; a linked channel or another chat posting is marked as a channel."""
     if message.sender_chat is not None:
-        chat = message.sender_chat
-        return TelegramUser(
-            id=chat.id, full_name=chat.title or chat.full_name, username=chat.username, is_channel=True
-        )
-    user = message.from_user
-    if user is None:
-        return None
+        return chat_as_author(message.sender_chat)
+    return user_of(message.from_user) if message.from_user is not None else None
+
+
+def sender_of(message: Message) -> TelegramUser | None:
+    """Who sent a command: its author, a chat not marked as a channel (as the binder has it)."""
+    author = author_of(message)
+    return msgspec.structs.replace(author, is_channel=False) if author is not None else None
+
+
+def user_of(user: User) -> TelegramUser:
     return TelegramUser(id=user.id, full_name=user.full_name, username=user.username, is_bot=user.is_bot)
+
+
+def chat_as_author(chat: Chat) -> TelegramUser:
+    """A chat speaking as itself (a channel, a group's linked channel): its only identity shown."""
+    return TelegramUser(
+        id=chat.id, full_name=chat.title or chat.full_name, username=chat.username, is_channel=True
+    )
 
 
 def reactions_of(reactions: list[Any]) -> list[TelegramReaction]:

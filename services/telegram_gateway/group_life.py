@@ -19,20 +19,17 @@ from aiogram import Router
 from aiogram.enums import ChatMemberStatus
 from aiogram.types import ChatMemberUpdated, Message, Update
 
-from bridge_lib.eventbus import EventPublisher
 from contracts import subjects
 from contracts.events import (
     AnonymousAdminPosted,
     BotMembershipChanged,
     ChatMigrated,
-    TelegramUser,
-    root_envelope,
     telegram_membership_key,
     telegram_message_key,
     telegram_migration_key,
 )
-from services.telegram_gateway import filters
-from services.telegram_gateway.handlers import GROUP_CHATS, thread_of
+from services.telegram_gateway import content, filters
+from services.telegram_gateway.record import Record, envelope
 
 log = structlog.get_logger("telegram_gateway.group_life")
 
@@ -47,64 +44,54 @@ def _is_member(member: object) -> bool:
     )
 
 
-async def on_bot_membership(
-    update: ChatMemberUpdated, event_update: Update, publisher: EventPublisher
-) -> None:
+async def on_bot_membership(update: ChatMemberUpdated, event_update: Update, record: Record) -> None:
     was, now = _is_member(update.old_chat_member), _is_member(update.new_chat_member)
-    chat_id = update.chat.id
     if was == now:
-        log.info("bot_member_status_changed", chat_id=chat_id, status=str(update.new_chat_member.status))
+        log.info(
+            "bot_member_status_changed", chat_id=update.chat.id, status=str(update.new_chat_member.status)
+        )
         return
-    key = telegram_membership_key(chat_id, event_update.update_id)
-    by = update.from_user
+    key = telegram_membership_key(update.chat.id, event_update.update_id)
     event = BotMembershipChanged(
-        **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
-        chat_id=chat_id,
+        **envelope(event_update, key),
+        chat_id=update.chat.id,
         status=str(update.new_chat_member.status),
         is_member=now,
         chat_title=update.chat.title,
-        changed_by=TelegramUser(id=by.id, full_name=by.full_name, username=by.username, is_bot=by.is_bot)
-        if by
-        else None,
+        changed_by=content.user_of(update.from_user) if update.from_user else None,
     )
-    stored = await publisher.publish(
-        event, subject=subjects.telegram_bot_membership_changed(chat_id), msg_id=key
+    await record(
+        event, subject=subjects.telegram_bot_membership_changed(update.chat.id), key=key, is_member=now
     )
-    log.info("bot_added_to_group" if now else "bot_removed_from_group", chat_id=chat_id, duplicate=not stored)
 
 
-async def on_migration(message: Message, event_update: Update, publisher: EventPublisher) -> None:
+async def on_migration(message: Message, event_update: Update, record: Record) -> None:
     if message.migrate_to_chat_id is not None:
         old_chat_id, new_chat_id = message.chat.id, message.migrate_to_chat_id
     else:
-        assert message.migrate_from_chat_id is not None
+        assert message.migrate_from_chat_id is not None  # filters.is_migration: one of the two is set
         old_chat_id, new_chat_id = message.migrate_from_chat_id, message.chat.id
     key = telegram_migration_key(old_chat_id, new_chat_id)
-    event = ChatMigrated(
-        **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
-        old_chat_id=old_chat_id,
-        chat_id=new_chat_id,
+    event = ChatMigrated(**envelope(event_update, key), old_chat_id=old_chat_id, chat_id=new_chat_id)
+    await record(
+        event, subject=subjects.telegram_group_migrated(new_chat_id), key=key, old_chat_id=old_chat_id
     )
-    stored = await publisher.publish(event, subject=subjects.telegram_group_migrated(new_chat_id), msg_id=key)
-    log.info("group_migrated", old_chat_id=old_chat_id, new_chat_id=new_chat_id, duplicate=not stored)
 
 
-async def on_anonymous_admin(message: Message, event_update: Update, publisher: EventPublisher) -> None:
-    chat_id, message_id = message.chat.id, message.message_id
-    key = f"{telegram_message_key(chat_id, message_id)}:anonymous"
+async def on_anonymous_admin(message: Message, event_update: Update, record: Record) -> None:
+    key = f"{telegram_message_key(message.chat.id, message.message_id)}:anonymous"
     event = AnonymousAdminPosted(
-        **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
-        chat_id=chat_id,
-        message_id=message_id,
-        thread_id=thread_of(message),
+        **envelope(event_update, key),
+        chat_id=message.chat.id,
+        message_id=message.message_id,
+        thread_id=content.thread_of(message),
     )
-    await publisher.publish(event, subject=subjects.telegram_anonymous_admin_posted(chat_id), msg_id=key)
-    log.warning("anonymous_admin_message_not_bridged", chat_id=chat_id, message_id=message_id)
+    await record(event, subject=subjects.telegram_anonymous_admin_posted(message.chat.id), key=key)
 
 
 def build_group_life_router() -> Router:
     router = Router(name="telegram_gateway.group_life")
     router.my_chat_member.register(on_bot_membership, filters.in_group_chat)
-    router.message.register(on_migration, GROUP_CHATS, filters.is_migration)
-    router.message.register(on_anonymous_admin, GROUP_CHATS, filters.sent_as_the_group)
+    router.message.register(on_migration, filters.in_group_chat, filters.is_migration)
+    router.message.register(on_anonymous_admin, filters.in_group_chat, filters.sent_as_the_group)
     return router

@@ -1,50 +1,45 @@
-"""Group activity that goes to Planfix: messages of every kind, their edits, and reactions.
+"""People's messages in groups, their edits and reactions, as events; private chats and service
+messages the other routers do not take are logged and left.
 
-Each handler stores one event and returns; a failed publish raises, so the update stays
-unconfirmed (see ``polling.py``). Content stays out of the logs: lengths and kinds only.
+Commands (``commands``) and what happens to a group as a whole (``group_life``) have routers of
+their own, included before this one: the first matching handler wins.
 """
 
 from __future__ import annotations
 
 import structlog
+from aiogram import Router
 from aiogram.types import Message, MessageReactionUpdated, Update
 
-from bridge_lib.eventbus import EventPublisher
 from contracts import subjects
 from contracts.events import (
     TelegramMessageEdited,
     TelegramMessageReceived,
     TelegramReactionChanged,
-    TelegramUser,
-    root_envelope,
     telegram_message_key,
     telegram_update_key,
 )
-from services.telegram_gateway import content
-from services.telegram_gateway.content import thread_of
+from services.telegram_gateway import content, filters
+from services.telegram_gateway.record import Record, envelope
 
 log = structlog.get_logger("telegram_gateway")
 
 
-async def on_group_message(message: Message, event_update: Update, publisher: EventPublisher) -> None:
+async def on_group_message(message: Message, event_update: Update, record: Record) -> None:
     sender = content.author_of(message)
     if sender is None:
         log.info("message_without_sender_ignored", chat_id=message.chat.id, message_id=message.message_id)
         return
-    chat_id, message_id = message.chat.id, message.message_id
-    key = telegram_message_key(chat_id, message_id)
-    text = content.text_of(message)
-    if dice := content.dice_text(message):
-        text = dice
+    key = telegram_message_key(message.chat.id, message.message_id)
     event = TelegramMessageReceived(
-        **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
-        chat_id=chat_id,
-        message_id=message_id,
+        **envelope(event_update, key),
+        chat_id=message.chat.id,
+        message_id=message.message_id,
         sender=sender,
-        text=text,
+        text=content.dice_text(message) or content.text_of(message),
         sent_at=message.date,
         chat_title=message.chat.title,
-        thread_id=thread_of(message),
+        thread_id=content.thread_of(message),
         update_id=event_update.update_id,
         entities=content.entities_of(message),
         attachments=content.attachments_of(message),
@@ -56,80 +51,81 @@ async def on_group_message(message: Message, event_update: Update, publisher: Ev
         contact=content.contact_of(message),
         poll=content.poll_of(message),
     )
-    with structlog.contextvars.bound_contextvars(
-        correlation_id=event.correlation_id, chat_id=chat_id, message_id=message_id
-    ):
-        stored = await publisher.publish(
-            event, subject=subjects.telegram_message_received(chat_id), msg_id=key
-        )
-        log.info(
-            "telegram_message_stored" if stored else "telegram_message_duplicate",
-            chars=len(text),
-            content_type=event.content_type,
-            files=len(event.attachments),
-            album=event.media_group_id is not None,
-        )
+    await record(
+        event,
+        subject=subjects.telegram_message_received(message.chat.id),
+        key=key,
+        content_type=event.content_type,
+        chars=len(event.text),
+        files=len(event.attachments),
+    )
 
 
-async def on_edited_group_message(message: Message, event_update: Update, publisher: EventPublisher) -> None:
+async def on_edited_group_message(message: Message, event_update: Update, record: Record) -> None:
     sender = content.author_of(message)
     if sender is None or not content.is_carried(message):
         log.info("edit_ignored", chat_id=message.chat.id, message_id=message.message_id)
         return
-    chat_id = message.chat.id
-    key = telegram_update_key("edit", chat_id, event_update.update_id)
+    key = telegram_update_key("edit", message.chat.id, event_update.update_id)
     event = TelegramMessageEdited(
-        **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
-        chat_id=chat_id,
+        **envelope(event_update, key),
+        chat_id=message.chat.id,
         message_id=message.message_id,
         sender=sender,
         text=content.text_of(message),
         entities=content.entities_of(message),
         edited_at=content.as_datetime(message.edit_date or message.date),
-        thread_id=thread_of(message),
+        thread_id=content.thread_of(message),
         update_id=event_update.update_id,
     )
-    with structlog.contextvars.bound_contextvars(
-        correlation_id=event.correlation_id, chat_id=chat_id, message_id=message.message_id
-    ):
-        stored = await publisher.publish(event, subject=subjects.telegram_message_edited(chat_id), msg_id=key)
-        log.info("telegram_edit_stored" if stored else "telegram_edit_duplicate", chars=len(event.text))
+    await record(
+        event, subject=subjects.telegram_message_edited(message.chat.id), key=key, chars=len(event.text)
+    )
 
 
-async def on_message_reaction(
-    message_reaction: MessageReactionUpdated, event_update: Update, publisher: EventPublisher
-) -> None:
-    update = message_reaction
-    chat_id = update.chat.id
-    if update.user is not None:
-        actor = TelegramUser(
-            id=update.user.id,
-            full_name=update.user.full_name,
-            username=update.user.username,
-            is_bot=update.user.is_bot,
-        )
-    elif update.actor_chat is not None:
-        chat = update.actor_chat
-        actor = TelegramUser(
-            id=chat.id, full_name=chat.title or chat.full_name, username=chat.username, is_channel=True
-        )
+async def on_message_reaction(reaction: MessageReactionUpdated, event_update: Update, record: Record) -> None:
+    if reaction.user is not None:
+        actor = content.user_of(reaction.user)
+    elif reaction.actor_chat is not None:
+        actor = content.chat_as_author(reaction.actor_chat)
     else:
-        log.info("reaction_without_actor_ignored", chat_id=chat_id, message_id=update.message_id)
+        log.info("reaction_without_actor_ignored", chat_id=reaction.chat.id, message_id=reaction.message_id)
         return
-    key = telegram_update_key("reaction", chat_id, event_update.update_id)
+    key = telegram_update_key("reaction", reaction.chat.id, event_update.update_id)
     event = TelegramReactionChanged(
-        **root_envelope(key, caused_by=f"tg:update:{event_update.update_id}"),
-        chat_id=chat_id,
-        message_id=update.message_id,
+        **envelope(event_update, key),
+        chat_id=reaction.chat.id,
+        message_id=reaction.message_id,
         actor=actor,
-        reactions=content.reactions_of(list(update.new_reaction)),
-        changed_at=update.date,
+        reactions=content.reactions_of(list(reaction.new_reaction)),
+        changed_at=reaction.date,
         update_id=event_update.update_id,
     )
-    with structlog.contextvars.bound_contextvars(
-        correlation_id=event.correlation_id, chat_id=chat_id, message_id=update.message_id
-    ):
-        stored = await publisher.publish(
-            event, subject=subjects.telegram_message_reacted(chat_id), msg_id=key
-        )
-        log.info("telegram_reaction_stored" if stored else "telegram_reaction_duplicate")
+    await record(event, subject=subjects.telegram_message_reacted(reaction.chat.id), key=key)
+
+
+async def on_private_message(message: Message) -> None:
+    log.info("private_message_ignored", chat_id=message.chat.id, message_id=message.message_id)
+
+
+async def on_other_group_message(message: Message) -> None:
+    # Service messages the other routers do not act on (pinned, title changed, ...).
+    log.info(
+        "group_message_not_carried",
+        chat_id=message.chat.id,
+        message_id=message.message_id,
+        content_type=content.content_type_of(message),
+    )
+
+
+def build_inbound_router() -> Router:
+    """A fresh router each call: an aiogram router can belong to one dispatcher only."""
+    router = Router(name="telegram_gateway.inbound")
+    router.message.register(on_private_message, filters.in_private_chat)
+    router.message.register(on_group_message, filters.in_group_chat, filters.is_carried)
+    router.message.register(on_other_group_message, filters.in_group_chat)
+    router.edited_message.register(on_edited_group_message, filters.in_group_chat)
+    # Telegram sends reactions only to an admin bot that lists them in allowed_updates; this
+    # registration puts "message_reaction" there (Dispatcher.resolve_used_update_types).
+    router.message_reaction.register(on_message_reaction, filters.in_group_chat)
+    return router

@@ -1,17 +1,10 @@
 """Long polling that confirms an update to Telegram only after it was handled.
 
-Why not ``Dispatcher.start_polling``: with ``handle_as_tasks=False`` it does handle updates in
-order, but when a handler raises it logs the error, moves the offset past the update anyway and
-confirms it with the next ``getUpdates`` (aiogram 3.31 ``Dispatcher._process_update`` returns
-True on any exception). An event that could not be stored would be lost. Here, when handling
-an update fails (JetStream unreachable, a stream electing a new leader after a node died), the
-offset stays before it, the rest of the batch is left, and after a growing pause the same
-updates are fetched again, in order; JetStream's ``Nats-Msg-Id`` drops a repeat if the event had
-been stored after all. The process keeps running through a NATS outage.
-
-One update aiogram cannot decode fails the whole ``getUpdates`` answer (``ClientDecodeError``)
-and would come back with every retry: the batch is then decoded update by update, the good ones
-handled, the bad ones stored as dead letters (``undecodable``), and all of them confirmed.
+When handling an update fails (NATS away, a stream electing a leader), the offset stays before
+it and the same updates are fetched again, in order, after a growing pause; a repeat is dropped
+by its key. ``Dispatcher.start_polling`` would confirm the update anyway (aiogram 3.31). A batch
+aiogram cannot decode is decoded update by update, the bad ones kept as dead letters
+(``undecodable``). Why this way: docs/architecture-gateways.md.
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ from pathlib import Path
 import nats
 import nats.errors
 
-from bridge_lib import devstack
 from bridge_lib.eventbus import server_urls
 from contracts.events import TaskBound
+from devtools import devstack
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, GROUP_PACE, PLANFIX_TOKEN, WEBHOOK_SECRET

@@ -1,22 +1,10 @@
 """``make run``: the whole bridge on one machine, with embedded NATS and store.
 
-1. Reads ``.env`` (the environment wins) and picks the mode: **sandbox** when neither
-   ``TELEGRAM_BOT_TOKEN`` nor ``PLANFIX_API_TOKEN`` is given (or ``BRIDGE_MODE=sandbox``),
-   **live** otherwise (or ``BRIDGE_MODE=live``).
-2. Live: checks the settings of all four services at once and names every missing variable
-   with how to get it (exit 2, no traceback). Sandbox: points the services at the fake
-   Telegram Bot API and fake Planfix of ``python -m sandbox`` (started first, with its page),
-   with placeholder tokens and a webhook secret kept in ``var/sandbox``.
-3. Starts ``nats-server`` with JetStream (data in ``var/nats``) unless ``NATS_URL`` is set, and
-   ``nx-27017`` (data in ``var/mongo``) unless ``MONGODB_URL`` is set; the sandbox always starts
-   its own, with data in ``var/sandbox``, so live and sandbox data never mix.
-4. Runs the four services, each line of their output prefixed with the service's name; a
-   service that crashes is restarted with a growing delay; one that exits with a settings
-   error (code 2) stops everything.
-5. Ctrl-C or SIGTERM stops the services (SIGTERM, then SIGKILL after 10 s), then NATS and
-   the store.
-
-Live mode never starts a fake: only sandbox mode runs ``python -m sandbox``.
+Sandbox mode (fake Telegram and Planfix, ``python -m sandbox``) without credentials or with
+``BRIDGE_MODE=sandbox``, live mode otherwise; live mode never starts a fake. Starts nats-server and
+nx-27017 unless ``NATS_URL``/``MONGODB_URL`` are given, then the four services, restarting a
+crashed one; a settings error (exit 2) stops everything, and Ctrl-C stops all in order. The
+steps: docs/architecture-gateways.md.
 """
 
 from __future__ import annotations
@@ -32,11 +20,9 @@ from pathlib import Path
 from typing import TextIO
 
 from dotenv import dotenv_values
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings
 
-from bridge_lib import devstack
-from bridge_lib.settings import describe_settings_error
+from bridge_cli.service_settings import settings_problems
+from devtools import devstack
 
 SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
 COLOURS = {"binder": 36, "relay": 35, "planfix_gateway": 33, "telegram_gateway": 34, "sandbox": 32}
@@ -66,25 +52,6 @@ def load_dotenv_into_environ(path: Path) -> None:
     for name, value in dotenv_values(path).items():
         if value is not None:
             os.environ.setdefault(name, value)
-
-
-def settings_problems() -> list[str]:
-    # The launcher is tooling, not a service: it may look at every service's settings class.
-    from services.binder.config import BinderSettings
-    from services.planfix_gateway.config import PlanfixGatewaySettings
-    from services.relay.config import RelaySettings
-    from services.telegram_gateway.config import TelegramGatewaySettings
-
-    classes: list[type[BaseSettings]] = [
-        TelegramGatewaySettings, PlanfixGatewaySettings, BinderSettings, RelaySettings,
-    ]  # fmt: skip
-    problems: list[str] = []
-    for settings_class in classes:
-        try:
-            settings_class()
-        except ValidationError as error:
-            problems.extend(line for line in describe_settings_error(error) if line not in problems)
-    return problems
 
 
 def paint(text: str, colour: int, stream: TextIO) -> str:
