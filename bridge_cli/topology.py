@@ -16,7 +16,7 @@ def service_brokers() -> dict[str, NatsBroker]:
     """One unconnected broker per service that consumes, with the service's routers included."""
     from services.binder.app import router as binder_router
     from services.planfix_gateway.fetcher import router as fetcher_router
-    from services.relay.app import router as relay_router
+    from services.relay.app import CONSUMERS_ROUTER as relay_router
 
     brokers: dict[str, NatsBroker] = {}
     for service, router in (
