@@ -93,9 +93,9 @@ class Carrier:
                     await self._add_to_album(step, leads, attempts)
                 case Rewrite(updates=updates):
                     await self._rewrite_all(updates, leads)
-                case Skip(events=events, why=why):
+                case Skip(events=events):
                     for event in events:
-                        log.info("not_relayed", why=why, chat_id=event.chat_id, message_id=event.message_id)
+                        log.info(_skipped(event), chat_id=event.chat_id, message_id=event.message_id)
         except (PlanfixUnavailable, PlanfixAuthError) as error:
             # An auth error is an operator's fix (a new token); keep the messages until then.
             raise TransientFailure(str(error)) from error
@@ -298,12 +298,8 @@ class Carrier:
         by_run: dict[str, list[Update]] = {}
         for update in updates:
             run_key = leads.get(update.message_key)
-            if run_key is None:
-                # The message was planned into no comment after all (its group turned out unbound).
-                what = "edit" if isinstance(update, TelegramMessageEdited) else "reaction"
-                log.info(
-                    f"{what}_of_unknown_message_ignored", chat_id=update.chat_id, message_id=update.message_id
-                )
+            if run_key is None:  # its message's comment was given up
+                log.info(_skipped(update), chat_id=update.chat_id, message_id=update.message_id)
                 continue
             by_run.setdefault(run_key, []).append(update)
         for run_key, changes in by_run.items():
@@ -383,3 +379,11 @@ def _apply_to_block(block: Block | None, update: Update) -> bool:
             block.reactions.pop(update.actor.display)
         return True
     return False
+
+
+def _skipped(event: InboundEvent) -> str:
+    """The log line of an event carried nowhere."""
+    if isinstance(event, TelegramMessageReceived):
+        return "unbound_group_not_relayed"
+    # Written before the group was bound, or never carried: nothing to change.
+    return f"{'edit' if isinstance(event, TelegramMessageEdited) else 'reaction'}_of_unknown_message_ignored"
