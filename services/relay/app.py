@@ -96,7 +96,7 @@ async def run(settings: RelaySettings) -> None:
         timeout_s=settings.nats_startup_timeout_s,
     )
 
-    inbound = to_planfix.build(
+    inbound = await to_planfix.build(
         settings,
         js=js,
         database=database,

@@ -23,9 +23,10 @@ from services.relay.to_planfix.consumer import InboundConsumer
 from services.relay.to_planfix.files import FileUploader
 from services.relay.to_planfix.ledger import CommentLedger
 from services.relay.to_planfix.plan import CombineLimits
+from services.relay.to_planfix.previous_layout import adopt_previous_layout
 
 
-def build(
+async def build(
     settings: RelaySettings,
     *,
     js: Any,
@@ -36,6 +37,7 @@ def build(
     publisher: EventPublisher,
     lease: Lease,
 ) -> InboundConsumer:
+    await adopt_previous_layout(database)
     ledger = CommentLedger(database)
     carrier = Carrier(
         ledger=ledger,
