@@ -81,9 +81,8 @@ def make_broker(nats_url: str, *, name: str) -> NatsBroker:
     return NatsBroker(
         server_urls(nats_url),
         name=name,
-        # Handlers take the message and nothing else (their collaborators are wired at start):
-        # FastDepends' injection resolved each ``Context()`` argument in a worker thread, per
-        # message (a tenth of the relay's CPU on the task -> group path).
+        # Handlers take the message and nothing else (their collaborators come from the closure
+        # that built them): FastDepends' injection costs a worker-thread hop per message.
         apply_types=False,
         # -1: keep reconnecting through an outage; the orchestrator decides when to give up.
         max_reconnect_attempts=-1,
