@@ -1,25 +1,14 @@
-"""NATS JetStream plumbing shared by the services: streams, publishing, consuming.
+"""NATS JetStream plumbing shared by the services: streams, publishing, consuming, settling.
 
-* ``make_broker`` builds a FastStream ``NatsBroker`` that reconnects forever (a NATS outage
-  pauses the service; it does not kill it).
-* ``ensure_streams`` creates or updates the streams of ``contracts.subjects``, waiting for a
-  cluster that is still forming (``bridge_lib.jetstream_ready``).
-* ``EventPublisher.publish`` sends an event with its deterministic ``Nats-Msg-Id`` and waits for
-  the stream's ack, retrying with the same id until it is stored (a retry can never become a
-  second event).
-* ``consume`` runs one handler for one JetStream message with an explicit outcome: ack on
-  success, ``nak`` with a growing delay on a transient failure, and for a message that can never
-  succeed (undecodable, a ``PermanentFailure``, or its last allowed delivery failed) a dead
-  letter on ``deadletter.<consumer>`` first, then ``term``: nothing is dropped silently.
+* ``EventPublisher.publish`` stores an event under its deterministic ``Nats-Msg-Id``, retrying
+  with the same id until the stream acknowledges it (a retry never becomes a second event).
+* ``consume`` runs one handler for one message; ``settle`` is how every message leaves a
+  consumer: ack, ``nak`` with a growing delay, or a dead letter on ``deadletter.<consumer>``
+  and then ``term`` (nothing is dropped silently).
 
-Both ends are instrumented here (``bridge_lib.metrics``) and log one line per handled event
-with its correlation id, event type, chat and task, so handlers carry no metric or log plumbing.
-
-Replays (``bridge events replay``, ``bridge dlq retry``) carry ``Bridge-Replay-Id``; the handler
-sees it in ``Delivery.replay_id`` (also through ``current_delivery()``), and events published
-while handling a replay carry it on. Effects stay idempotent (effect records still hold) unless
-the replay also carries ``Bridge-Force-Effects``: then effect stores are asked to act again
-(``forcing_effects()``) and the resulting events get fresh ``Nats-Msg-Id``s so they are stored.
+Replays (``bridge events replay``, ``bridge dlq retry``) carry ``Bridge-Replay-Id``, seen in
+``Delivery.replay_id`` and ``current_delivery()``; with ``Bridge-Force-Effects`` too, effect stores
+act again (``forcing_effects()``) and the resulting events get fresh message ids.
 """
 
 from __future__ import annotations
@@ -92,9 +81,8 @@ def make_broker(nats_url: str, *, name: str) -> NatsBroker:
     return NatsBroker(
         server_urls(nats_url),
         name=name,
-        # Handlers take the message and nothing else (their collaborators are wired at start):
-        # FastDepends' injection resolved each ``Context()`` argument in a worker thread, per
-        # message (a tenth of the relay's CPU on the task -> group path).
+        # Handlers take the message and nothing else (their collaborators come from the closure
+        # that built them): FastDepends' injection costs a worker-thread hop per message.
         apply_types=False,
         # -1: keep reconnecting through an outage; the orchestrator decides when to give up.
         max_reconnect_attempts=-1,
@@ -312,10 +300,6 @@ class Delivery(msgspec.Struct, frozen=True):
     # The replay asks for effects to be carried out again even where records say they were done.
     force_effects: bool = False
 
-    @property
-    def is_redelivery(self) -> bool:
-        return self.num_delivered > 1
-
 
 _current_delivery: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar(
     "bridge_current_delivery", default=None
@@ -362,15 +346,7 @@ async def consume(
 ) -> None:
     """Decode, handle and settle one JetStream message (FastStream subscriber, MANUAL ack)."""
     raw = msg.raw_message
-    metadata = raw.metadata
-    headers = dict(raw.headers or {})
-    delivery = Delivery(
-        stream_seq=metadata.sequence.stream,
-        num_delivered=metadata.num_delivered,
-        consumer=metadata.consumer,
-        replay_id=headers.get(REPLAY_HEADER) or None,
-        force_effects=headers.get(FORCE_EFFECTS_HEADER, "").lower() == "true",
-    )
+    delivery = delivery_of(raw, raw.metadata.consumer)
     # Handlers bind more context (chat, task, comment); none of it may leak into the next message.
     context_before = structlog.contextvars.get_contextvars()
     token = _current_delivery.set(delivery)
@@ -386,8 +362,7 @@ async def consume(
             event: AnyEvent = decode_event(msg.body)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
             log.error("undecodable_event", error=str(error), body=msg.body[:200].decode(errors="replace"))
-            metrics.EVENTS_IN.labels(delivery.consumer, "undecodable", "dead_lettered").inc()
-            await _give_up(msg, delivery, None, DeadLetterReason.UNDECODABLE, str(error))
+            await settle(raw, delivery, "undecodable", DeadLetter(DeadLetterReason.UNDECODABLE, str(error)))
             return
         structlog.contextvars.bind_contextvars(
             correlation_id=event.correlation_id,
@@ -397,10 +372,9 @@ async def consume(
         )
         if not isinstance(event, event_type):
             log.info("event_skipped", why="this consumer does not handle this event type")
-            metrics.EVENTS_IN.labels(delivery.consumer, event.tag, "skipped").inc()
-            await msg.ack()
+            await settle(raw, delivery, event.tag, Ack(counted_as="skipped"))
             return
-        await _handle(msg, event, delivery, handler)
+        await _handle(raw, event, delivery, handler)
     finally:
         _current_delivery.reset(token)
         structlog.contextvars.clear_contextvars()
@@ -414,42 +388,36 @@ def _routing_of(event: Event) -> dict[str, Any]:
 
 
 async def _handle(
-    msg: NatsMessage, event: Event, delivery: Delivery, handler: Callable[[Any, Delivery], Awaitable[None]]
+    raw: Any, event: Event, delivery: Delivery, handler: Callable[[Any, Delivery], Awaitable[None]]
 ) -> None:
     started = time.perf_counter()
-    labels = (delivery.consumer, event.tag)
     try:
         await handler(event, delivery)
     except PermanentFailure as error:
         log.error("event_failed_permanently", error=str(error))
-        metrics.EVENTS_IN.labels(*labels, "dead_lettered").inc()
-        await _give_up(msg, delivery, event, DeadLetterReason.PERMANENT_FAILURE, str(error))
+        verdict: Verdict = DeadLetter(DeadLetterReason.PERMANENT_FAILURE, str(error), event)
     except Exception as error:
         transient = isinstance(error, TransientFailure)
         detail = str(error) if transient else f"{type(error).__name__}: {error}"
         if _is_last_delivery(delivery):
             log.error("event_retries_exhausted", error=detail, crashed=not transient)
-            metrics.EVENTS_IN.labels(*labels, "dead_lettered").inc()
-            await _give_up(msg, delivery, event, DeadLetterReason.RETRIES_EXHAUSTED, detail)
-            return
-        delay = retry_delay_s(delivery.num_delivered)
-        if transient:
-            log.warning("event_retry_later", error=detail, retry_in_s=delay)
+            verdict = DeadLetter(DeadLetterReason.RETRIES_EXHAUSTED, detail, event)
         else:
-            log.exception("event_handler_crashed", retry_in_s=delay)
-        metrics.RETRIES.labels(delivery.consumer, "transient" if transient else "crash").inc()
-        metrics.EVENTS_IN.labels(*labels, "retry").inc()
-        await msg.nack(delay=delay)
+            verdict = Retry(retry_delay_s(delivery.num_delivered), crashed=not transient)
+            if transient:
+                log.warning("event_retry_later", error=detail, retry_in_s=verdict.delay_s)
+            else:
+                log.exception("event_handler_crashed", retry_in_s=verdict.delay_s)
     else:
-        await msg.ack()
-        elapsed = time.perf_counter() - started
-        metrics.EVENTS_IN.labels(*labels, "ok").inc()
-        metrics.EVENT_AGE_SECONDS.labels(*labels).observe(
+        verdict = Ack()
+        metrics.EVENT_AGE_SECONDS.labels(delivery.consumer, event.tag).observe(
             max(0.0, (datetime.now(UTC) - event.occurred_at).total_seconds())
         )
-        log.info("event_handled", ms=round(elapsed * 1000, 1))
+        log.info("event_handled", ms=round((time.perf_counter() - started) * 1000, 1))
+    try:
+        await settle(raw, delivery, event.tag, verdict)
     finally:
-        metrics.HANDLING_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+        metrics.HANDLING_SECONDS.labels(delivery.consumer, event.tag).observe(time.perf_counter() - started)
 
 
 def _is_last_delivery(delivery: Delivery) -> bool:
@@ -457,14 +425,53 @@ def _is_last_delivery(delivery: Delivery) -> bool:
     return max_deliver is not None and max_deliver > 0 and delivery.num_delivered >= max_deliver
 
 
-async def _give_up(
-    msg: NatsMessage, delivery: Delivery, event: Event | None, reason: DeadLetterReason, detail: str
-) -> None:
-    """Store the message as a dead letter, then terminate it; if it cannot be stored, keep it."""
-    if await store_dead_letter(msg.raw_message, delivery, event, reason, detail):
-        await msg.reject()
-    else:
-        await msg.nack(delay=retry_delay_s(delivery.num_delivered))
+@dataclasses.dataclass(frozen=True)
+class Ack:
+    """Done. ``confirmed``: wait for JetStream to confirm (a batch consumer's floor must move
+    before it rewinds); ``counted_as``: the outcome in the metrics."""
+
+    confirmed: bool = False
+    counted_as: str = "ok"
+
+
+@dataclasses.dataclass(frozen=True)
+class Retry:
+    """Deliver again after ``delay_s`` (``crashed``: the handler raised something unexpected)."""
+
+    delay_s: float
+    crashed: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """Never deliver again: stored on ``deadletter.<consumer>`` first, then terminated."""
+
+    reason: DeadLetterReason
+    detail: str
+    event: Event | None = None
+
+
+Verdict = Ack | Retry | DeadLetter
+
+
+async def settle(raw: Any, delivery: Delivery, event_type: str, verdict: Verdict) -> None:
+    """How a nats-py JetStream message leaves its consumer, counted in the metrics. A dead letter
+    that cannot be stored leaves the message to be delivered again: it is never lost."""
+    labels = (delivery.consumer, event_type)
+    match verdict:
+        case Ack(confirmed=confirmed, counted_as=counted_as):
+            await (raw.ack_sync() if confirmed else raw.ack())
+            metrics.EVENTS_IN.labels(*labels, counted_as).inc()
+        case Retry(delay_s=delay_s, crashed=crashed):
+            metrics.RETRIES.labels(delivery.consumer, "crash" if crashed else "transient").inc()
+            metrics.EVENTS_IN.labels(*labels, "retry").inc()
+            await raw.nak(delay=delay_s)
+        case DeadLetter(reason=reason, detail=detail, event=event):
+            metrics.EVENTS_IN.labels(*labels, "dead_lettered").inc()
+            if await store_dead_letter(raw, delivery, event, reason, detail):
+                await raw.term()
+            else:
+                await raw.nak(delay=retry_delay_s(delivery.num_delivered))
 
 
 async def store_dead_letter(

@@ -40,6 +40,26 @@ async def ensure_bucket(js: Any, spec: BucketSpec, *, replicas: int = 1) -> Any:
         return await js.key_value(spec.name)
 
 
+async def read_entry(kv: Any, key: str) -> tuple[bytes | None, int]:
+    """(value, revision); (None, 0) when the key does not exist (never set, or deleted)."""
+    try:
+        entry = await kv.get(key)
+    except nats.js.errors.NotFoundError:
+        return None, 0
+    return entry.value, int(entry.revision)
+
+
+async def compare_and_set(kv: Any, key: str, value: bytes, revision: int) -> int | None:
+    """Write ``value`` if the key is still at ``revision`` (0: absent): the new revision, or
+    None if someone was first."""
+    try:
+        if revision:
+            return int(await kv.update(key, value, last=revision))
+        return int(await kv.create(key, value))
+    except nats.js.errors.KeyWrongLastSequenceError:
+        return None
+
+
 async def _raise_replicas(js: Any, spec: BucketSpec, replicas: int) -> None:
     info = await js.stream_info(f"KV_{spec.name}")
     if (info.config.num_replicas or 1) < replicas:

@@ -1,15 +1,16 @@
-"""A lease in a JetStream key-value bucket: one holder at a time among a service's replicas.
+"""Leases in a JetStream key-value bucket: one holder at a time among a service's replicas.
 
-The holder writes ``{"owner", "until"}`` and renews it well before ``until`` with
-compare-and-set on the revision it wrote last; anyone may take a lease whose ``until`` passed.
-A holder that fails to renew (another replica took over after a pause) learns it at once and
-stops. Used where order matters more than parallelism (see ``services/relay/inbound_consumer``).
+A lease is a key holding ``{"owner", "until"}``, written with compare-and-set on the revision
+its holder wrote last, so a holder that paused past ``until`` and was taken over learns it at
+its next write. ``Leases`` holds many keys for one replica (the relay's groups); ``Lease`` is one
+key held while a loop works (the relay's Telegram -> Planfix consumer, Planfix re-reads).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -17,7 +18,7 @@ import nats.errors
 import nats.js.errors
 import structlog
 
-from bridge_lib.kvstore import ensure_bucket
+from bridge_lib.kvstore import compare_and_set, ensure_bucket, read_entry
 from contracts.subjects import LEASES_BUCKET
 
 log = structlog.get_logger("lease")
@@ -32,22 +33,105 @@ class _Holder(msgspec.Struct, frozen=True):
     until: float
 
 
+def _holder(value: bytes) -> _Holder | None:
+    try:
+        return msgspec.json.decode(value, type=_Holder)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        pass
+    # Group leases were written as "<owner> <until>" before: read them while a replica may.
+    owner, _, until = value.decode(errors="replace").partition(" ")
+    try:
+        return _Holder(owner=owner, until=float(until or 0))
+    except ValueError:
+        return None
+
+
 async def open_lease_bucket(js: Any, *, replicas: int = 1) -> Any:
     return await ensure_bucket(js, LEASES_BUCKET, replicas=replicas)
 
 
-class Lease:
-    def __init__(self, kv: Any, key: str, *, owner: str, ttl_s: float = 15.0) -> None:
+class Leases:
+    """The leases one replica (``owner``) takes on keys of one bucket.
+
+    A lease is renewed in the bucket only once half its time is used up; until then the
+    holder's own record of it answers ``acquire`` without a round trip.
+    """
+
+    def __init__(self, kv: Any, *, owner: str, ttl_s: float, clock: Callable[[], float] = time.time) -> None:
         self._kv = kv
+        self._owner = owner
+        self._ttl_s = ttl_s
+        self._clock = clock
+        # key -> (revision this replica wrote, until when the lease is its own)
+        self._held: dict[str, tuple[int, float]] = {}
+
+    def holds(self, key: str) -> bool:
+        """Whether this replica held the lease when it last looked (no round trip)."""
+        held = self._held.get(key)
+        return held is not None and held[1] > self._clock()
+
+    async def acquire(self, key: str) -> bool:
+        """Take or renew the lease; False while another replica holds it."""
+        now = self._clock()
+        held = self._held.get(key)
+        if held is not None:
+            revision, until = held
+            if until - now > self._ttl_s / 2:
+                return True  # renewed recently: nobody else may take it before ``until``
+            if await self._write(key, revision, now + self._ttl_s):
+                return True
+        value, revision = await read_entry(self._kv, key)
+        holder = _holder(value) if value else None
+        if holder is not None and holder.owner != self._owner and holder.until > now:
+            self._held.pop(key, None)
+            return False
+        return await self._write(key, revision, now + self._ttl_s)
+
+    async def renew(self, key: str) -> bool:
+        """Write the lease again now; False when another replica wrote it since."""
+        held = self._held.get(key)
+        return held is not None and await self._write(key, held[0], self._clock() + self._ttl_s)
+
+    async def release(self, key: str) -> None:
+        """Let go (fails harmlessly when another replica took the lease meanwhile)."""
+        held = self._held.pop(key, None)
+        if held is None:
+            value, revision = await read_entry(self._kv, key)
+            holder = _holder(value) if value else None
+            if holder is None or holder.owner != self._owner:
+                return
+            held = (revision, 0.0)
+        await compare_and_set(self._kv, key, self._value(0.0), held[0])
+
+    async def release_all(self) -> None:
+        for key in list(self._held):
+            await self.release(key)
+
+    async def _write(self, key: str, revision: int, until: float) -> bool:
+        written = await compare_and_set(self._kv, key, self._value(until), revision)
+        if written is None:
+            self._held.pop(key, None)
+            return False
+        self._held[key] = (written, until)
+        return True
+
+    def _value(self, until: float) -> bytes:
+        return msgspec.json.encode(_Holder(owner=self._owner, until=until))
+
+
+class Lease:
+    """One lease, held while a loop works: ``acquire`` waits for it, ``keep`` renews it."""
+
+    def __init__(self, kv: Any, key: str, *, owner: str, ttl_s: float = 15.0) -> None:
         self._key = key
         self._owner = owner
         self._ttl_s = ttl_s
-        self._revision: int | None = None
+        self._leases = Leases(kv, owner=owner, ttl_s=ttl_s)
 
     async def acquire(self) -> None:
         """Wait until this replica holds the lease."""
         announced = False
-        while not await self._try_take():
+        while not await self._leases.acquire(self._key):
             if not announced:
                 log.info("lease_standby", lease=self._key)
                 announced = True
@@ -60,43 +144,20 @@ class Lease:
         while True:
             await asyncio.sleep(self._ttl_s / 3)
             try:
-                value = self._value()
-                self._revision = await self._kv.update(self._key, value, last=self._revision)
-                held_until = msgspec.json.decode(value, type=_Holder).until
-            except nats.js.errors.KeyWrongLastSequenceError as error:
-                log.warning("lease_lost", lease=self._key)
-                raise LeaseLost(self._key) from error
+                renewed = await self._leases.renew(self._key)
             except (nats.errors.Error, OSError) as error:
                 # NATS unreachable: keep trying while the lease still runs, then give way.
                 if time.time() >= held_until:
                     raise LeaseLost(self._key) from error
                 log.warning("lease_renewal_failed", lease=self._key, error=type(error).__name__)
+                continue
+            if not renewed:
+                log.warning("lease_lost", lease=self._key)
+                raise LeaseLost(self._key)
+            held_until = time.time() + self._ttl_s
 
     async def release(self) -> None:
-        if self._revision is None:
-            return
         try:
-            await self._kv.delete(self._key, last=self._revision)
+            await self._leases.release(self._key)
         except nats.js.errors.Error as error:
             log.info("lease_release_skipped", error=type(error).__name__)
-        self._revision = None
-
-    async def _try_take(self) -> bool:
-        try:
-            entry = await self._kv.get(self._key)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            entry = None
-        try:
-            if entry is None or not entry.value:
-                self._revision = await self._kv.create(self._key, self._value())
-                return True
-            holder = msgspec.json.decode(entry.value, type=_Holder)
-            if holder.owner == self._owner or holder.until < time.time():
-                self._revision = await self._kv.update(self._key, self._value(), last=entry.revision)
-                return True
-        except (nats.js.errors.KeyWrongLastSequenceError, msgspec.DecodeError, msgspec.ValidationError):
-            return False
-        return False
-
-    def _value(self) -> bytes:
-        return msgspec.json.encode(_Holder(owner=self._owner, until=time.time() + self._ttl_s))

@@ -14,8 +14,12 @@ from contracts.events import (
     TelegramUser,
     utc_now,
 )
-from services.relay.comment_html import build_block, comment_html, too_big_for_telegram_note
-from services.relay.entities import entities_to_html
+from services.relay.to_planfix.from_telegram_html import (
+    build_block,
+    comment_html,
+    entities_to_html,
+    too_big_for_telegram_note,
+)
 
 
 def entity(kind: str, offset: int, length: int, **extra: str) -> TelegramEntity:

@@ -26,7 +26,7 @@ from contracts.events import (
     planfix_source_object_id,
     utc_now,
 )
-from services.relay.to_telegram import written_by_bridge
+from services.relay.to_telegram.handlers import written_by_bridge
 
 EXPECTED_TAGS = {
     "telegram.message_received.v1",

@@ -8,7 +8,7 @@ import pytest
 from aiogram.types import User
 
 from services.relay.directory import BoundTask
-from services.relay.notices import status_text
+from services.relay.to_telegram.notices import status_text
 from services.telegram_gateway.other_bots import command_for_other_bot, merged, named
 
 ME = "planfix_bridge_bot"

@@ -437,26 +437,6 @@ def test_an_anonymous_admin_is_told_once_how_to_switch_anonymity_off(
     assert re.search(r"anonym", guidance["text"], re.IGNORECASE)
 
 
-def test_a_comment_the_relay_sent_before_it_had_an_outbox_is_not_sent_again(
-    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
-) -> None:
-    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Upgraded relay")
-    assert bridge.processes["relay"].stop() == 0
-    already_sent = fake_planfix.add_employee_comment(number, "<p>sent by the old relay</p>")
-    eventually(
-        lambda: [e for e in bridge.events("planfix.comment.added.>") if e.comment_id == already_sent],
-        what="the comment stored while the relay is down",
-    )
-    # What the relay of before the outbox recorded once it had sent a comment.
-    seed = f"telegram-message:pf:comment:{already_sent}:{unique_chat_id}:0"
-    bridge.insert_document("effects", {"_id": seed, "message_ids": [1]})
-    bridge.processes["relay"].start()
-
-    fake_planfix.add_employee_comment(number, "<p>written after the upgrade</p>")
-    wait_shown(fake_telegram, unique_chat_id, "written after the upgrade", timeout_s=60)
-    assert not any("sent by the old relay" in text for text in shown(fake_telegram, unique_chat_id))
-
-
 def test_a_comment_with_a_pdf_and_a_photo_arrives_with_the_same_bytes_fetched_without_the_token(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:

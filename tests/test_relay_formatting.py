@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from services.relay.formatting import (
-    TELEGRAM_TEXT_LIMIT,
-    planfix_html_to_telegram,
-    split_for_telegram,
-)
+from services.relay.to_telegram.from_planfix_html import planfix_html_to_telegram
+from services.relay.to_telegram.telegram_text import TEXT_LIMIT as TELEGRAM_TEXT_LIMIT
+from services.relay.to_telegram.telegram_text import split_html as split_for_telegram
 
 
 def test_planfix_html_keeps_what_telegram_supports_and_drops_the_rest() -> None:

@@ -4,13 +4,14 @@ One batch from a real JetStream pull consumer holds messages of two groups bound
 one comment per message (``max_messages=1``). Planfix is slow for the first comment of task A
 (its post waits until the test lets it go): task B's comments go meanwhile, task A's second
 comment waits for its first, and every message is acknowledged at the end. The Planfix side is
-a recorder in place of ``ToPlanfix.carry``; the splitting into units is the relay's own.
+a recorder in place of ``Carrier.carry``; the planning into steps is the relay's own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import nats
@@ -27,8 +28,10 @@ from contracts.events import (
     utc_now,
 )
 from services.relay.directory import BindingDirectory
-from services.relay.inbound_consumer import InboundConsumer
-from services.relay.to_planfix import CombineLimits, ToPlanfix, Unit
+from services.relay.to_planfix.carrier import Carrier
+from services.relay.to_planfix.consumer import InboundConsumer
+from services.relay.to_planfix.ledger import CommentLedger
+from services.relay.to_planfix.plan import CombineLimits, Post, Step
 from tests.support import LoopThread
 
 AUTHOR = TelegramUser(id=7, full_name="Ivan")
@@ -36,20 +39,29 @@ CHAT_A, CHAT_B = -100777001, -100777002
 TASK_A, TASK_B = 501, 502
 
 
-class SlowForOneComment(ToPlanfix):
-    """The relay's own ``units``; ``carry`` records what it posts, and holds one comment."""
+class EmptyLedger(CommentLedger):
+    """A ledger that knows nothing yet (every message is new)."""
 
-    def __init__(self, directory: BindingDirectory, held: str) -> None:
-        self._directory = directory
-        self._limits = CombineLimits(max_messages=1)
+    def __init__(self) -> None:
+        pass
+
+    async def leads(self, keys: Sequence[str]) -> dict[str, str]:
+        return {}
+
+
+class SlowForOneComment(Carrier):
+    """``carry`` records what it posts, and holds one comment."""
+
+    def __init__(self, held: str) -> None:
         self.held = held
         self.release = asyncio.Event()
         self.started: list[str] = []
         self.finished: list[str] = []
         self.progressed = asyncio.Event()
 
-    async def carry(self, unit: Unit, *, redelivered: bool, attempts: int) -> None:
-        text = unit.messages[0].text
+    async def carry(self, step: Step, leads: dict[str, str], *, attempts: int) -> None:
+        assert isinstance(step, Post)
+        text = step.messages[0].text
         self.started.append(text)
         if text == self.held:
             await self.release.wait()
@@ -96,7 +108,7 @@ def test_a_slow_comment_of_one_task_holds_up_only_that_tasks_later_comments(
     directory = BindingDirectory()
     directory.apply(bound(CHAT_A, TASK_A))
     directory.apply(bound(CHAT_B, TASK_B))
-    planfix = SlowForOneComment(directory, held="A1")
+    planfix = SlowForOneComment(held="A1")
     stream = f"TEST_INBOUND_{uuid.uuid4().hex[:8]}"
 
     async def scenario() -> dict[str, Any]:
@@ -109,7 +121,14 @@ def test_a_slow_comment_of_one_task_holds_up_only_that_tasks_later_comments(
                 await js.publish(f"{stream}.m", encode_event(message(chat_id, message_id, text)))
             subscription = await js.pull_subscribe(f"{stream}.>", durable="relay", stream=stream)
             batch = await subscription.fetch(10, timeout=5)
-            consumer = InboundConsumer(js, planfix, Lease.__new__(Lease))
+            consumer = InboundConsumer(
+                js,
+                directory=directory,
+                ledger=EmptyLedger(),
+                carrier=planfix,
+                lease=Lease.__new__(Lease),
+                limits=CombineLimits(max_messages=1),
+            )
             handled = asyncio.create_task(consumer._handle(batch))
 
             await planfix.until_finished({"B1", "B2"})

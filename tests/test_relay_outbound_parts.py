@@ -11,14 +11,15 @@ from typing import Any
 import pytest
 
 from bridge_lib.kvstore import ensure_bucket
+from bridge_lib.lease import Leases
 from contracts.events import PlanfixFile, TelegramMessageKind
 from contracts.subjects import BucketSpec
 from services.relay.directory import BoundTask
-from services.relay.media import MediaKind, media_groups, media_kind, too_large
-from services.relay.notices import status_text
-from services.relay.outbox import Action, OutboxItem
-from services.relay.pacing import GroupLeases, TelegramPace
-from services.relay.sender import next_batch
+from services.relay.to_telegram.media import MediaKind, media_groups, media_kind, too_large
+from services.relay.to_telegram.notices import status_text
+from services.relay.to_telegram.outbox import Action, OutboxItem
+from services.relay.to_telegram.pacing import TelegramPace, group_lease_key
+from services.relay.to_telegram.sender import next_batch
 from tests.support import LoopThread, connect_nats
 
 MB = 1024 * 1024
@@ -204,13 +205,14 @@ def test_one_replica_at_a_time_sends_to_a_group(loop: LoopThread, nats_url: str)
             kv = await ensure_bucket(
                 nc.jetstream(), BucketSpec(name=f"lease_{uuid.uuid4().hex[:8]}", description="t")
             )
-            first = GroupLeases(kv, owner="relay-a", ttl_s=60, clock=clock.time)
-            second = GroupLeases(kv, owner="relay-b", ttl_s=60, clock=clock.time)
-            results = [await first.acquire(-1), await second.acquire(-1), await first.acquire(-1)]
-            await first.release(-1)
-            results.append(await second.acquire(-1))
+            first = Leases(kv, owner="relay-a", ttl_s=60, clock=clock.time)
+            second = Leases(kv, owner="relay-b", ttl_s=60, clock=clock.time)
+            group = group_lease_key(-1)
+            results = [await first.acquire(group), await second.acquire(group), await first.acquire(group)]
+            await first.release(group)
+            results.append(await second.acquire(group))
             clock.now += 61  # relay-b stalls past its lease
-            results.append(await first.acquire(-1))
+            results.append(await first.acquire(group))
             return results
         finally:
             await nc.close()

@@ -1,8 +1,8 @@
 """The relay's Telegram -> Planfix step when Planfix fails mid-post: nothing lost, nothing twice.
 
-``ToPlanfix`` runs in the test's loop with its real collaborators: motor against the store, the
+The ``Carrier`` runs in the test's loop with its real collaborators: motor against the store, the
 real ``PlanfixClient`` against the fake Planfix, the real aiogram ``Bot`` against the fake
-Telegram, a real NATS for its effect events. Only the binding directory is fixed (one task).
+Telegram, a real NATS for its effect events. Only the bindings are fixed (one task).
 """
 
 from __future__ import annotations
@@ -29,36 +29,31 @@ from contracts.events import (
 )
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
-from services.relay.directory import BindingDirectory, BoundTask
-from services.relay.effects import EffectStore
-from services.relay.inbound_store import InboundStore
-from services.relay.to_planfix import ToPlanfix
+from services.relay.to_planfix.carrier import Carrier
+from services.relay.to_planfix.files import FileUploader
+from services.relay.to_planfix.ledger import CommentLedger
+from services.relay.to_planfix.plan import plan_batch
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN
 from tests.support import LoopThread, eventually, stays
 
 SOURCE_ID = "0c6b7f0e-2d7a-4f0e-9a56-6a3f1c9b8e11"
 
 
-class OneTask(BindingDirectory):
-    def __init__(self, task_number: int) -> None:
-        super().__init__()
-        self._bound = BoundTask(task_number, "fixed")
-
-    async def task_for(self, chat_id: int, thread_id: int | None = None) -> BoundTask | None:
-        return self._bound
-
-
 @dataclass
 class Relay:
-    to_planfix: ToPlanfix
+    carrier: Carrier
+    ledger: CommentLedger
     task_number: int
     loop: LoopThread
-    effects: EffectStore
 
     def carry(self, messages: list[TelegramMessageReceived], *, attempt: int) -> None:
+        """As the consumer carries a batch: planned against the ledger, then step by step."""
+
         async def go() -> None:
-            for unit in await self.to_planfix.units(messages):
-                await self.to_planfix.carry(unit, redelivered=attempt > 1, attempts=attempt)
+            leads = await self.ledger.leads([message.source_key for message in messages])
+            bindings = {(message.chat_id, message.thread_id): self.task_number for message in messages}
+            for step in plan_batch(messages, bindings, leads).steps:
+                await self.carrier.carry(step, leads, attempts=attempt)
 
         self.loop.run(go())
 
@@ -83,19 +78,17 @@ def relay(
 
     loop.run(connect())
     task_number = fake_planfix.add_task("Crash recovery")
-    effects = EffectStore(client[name])
-    to_planfix = ToPlanfix(
-        directory=OneTask(task_number),
-        effects=effects,
-        store=InboundStore(client[name]),
+    ledger = CommentLedger(client[name])
+    carrier = Carrier(
+        ledger=ledger,
+        files=FileUploader(bot=bot, planfix=planfix),
         planfix=planfix,
-        bot=bot,
         publisher=EventPublisher(broker),
         planfix_source_id=SOURCE_ID,
         zone=ZoneInfo("UTC"),
     )
     try:
-        yield Relay(to_planfix, task_number, loop, effects)
+        yield Relay(carrier, ledger, task_number, loop)
     finally:
         loop.run(planfix.aclose())
         loop.run(bot.session.close())
@@ -172,33 +165,6 @@ def test_a_comment_created_but_not_confirmed_is_found_when_a_rewound_consumer_br
     relay.carry([message], attempt=1)
 
     stays(lambda: len(fake_planfix.comments(relay.task_number)) == 1, for_s=1.0, what="one comment")
-
-
-def test_messages_the_one_by_one_relay_carried_are_not_carried_again_and_others_are(
-    relay: Relay, fake_planfix: FakePlanfix, unique_chat_id: int
-) -> None:
-    carried, new = messages(unique_chat_id, "carried by the old relay", "written after the upgrade")
-    relay.loop.run(relay.effects.record(f"planfix-comment:{carried.source_key}", comment_id=1))
-    relay.loop.run(relay.to_planfix.look_for_records_before_batching())
-
-    relay.carry([carried, new], attempt=1)
-
-    [comment] = fake_planfix.comments(relay.task_number)
-    assert "written after the upgrade" in comment.description
-    assert "carried by the old relay" not in comment.description
-
-
-def test_without_records_of_the_one_by_one_relay_they_are_not_looked_for(
-    relay: Relay, fake_planfix: FakePlanfix, unique_chat_id: int
-) -> None:
-    [message] = messages(unique_chat_id, "after the upgrade")
-    relay.loop.run(relay.effects.record(f"planfix-file:{message.source_key}:x", note="a file record"))
-    relay.loop.run(relay.to_planfix.look_for_records_before_batching())
-    assert not relay.to_planfix._records_before_batching
-
-    relay.carry([message], attempt=1)
-
-    assert len(fake_planfix.comments(relay.task_number)) == 1
 
 
 def test_a_comment_lost_in_transit_on_a_task_with_600_comments_is_still_found_not_posted_again(

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from services.relay.telegram_text import (
+from services.relay.to_telegram.telegram_text import (
     CAPTION_LIMIT,
     TEXT_LIMIT,
     combine,

@@ -1,26 +1,26 @@
 """Planfix -> Telegram: what should appear in a group, stored in the outbox for its sender.
 
 Each handler turns one event into outbox items, one per group concerned, keyed by what they
-carry (so a redelivered event adds nothing), wakes the groups' senders and returns: the event
-is settled in milliseconds whatever the groups' pace. ``sender.py`` does the sending.
-
-* comment added / edited / deleted in a bound task -> send / edit / delete in each group bound
-  to the task (comments the bridge wrote itself are never echoed);
-* binding decisions -> confirmations and refusals in the group;
-* ``/status``, ``/help`` -> the answer, as a reply; an anonymous admin's message -> guidance,
-  once per group ever (the outbox key is the group); the bot added to a group that has no
-  binding -> a greeting with how to bind;
-* a group that became a supergroup -> its waiting items follow it to the new chat id.
+carry (a redelivered event adds nothing), wakes the groups' senders and returns: the event is
+settled in milliseconds whatever the groups' pace (``sender.py`` sends). Comments added, edited
+and deleted in a bound task follow in each group bound to it (never the relay's own); binding
+decisions, /status, /help, guidance and greetings are answered; a group that became a
+supergroup takes its waiting items along. ``router`` subscribes the handlers to their streams.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, get_args
 
 import structlog
+from faststream.middlewares import AckPolicy
+from faststream.nats import NatsRouter
+from faststream.nats.annotations import NatsMessage
 
-from bridge_lib.eventbus import Delivery
+from bridge_lib.eventbus import Delivery, consume, durable_pull, jstream
+from contracts import subjects
 from contracts.events import (
     AnonymousAdminPosted,
     BindingEvent,
@@ -44,37 +44,29 @@ from contracts.events import (
     UnbindRejected,
     planfix_comment_key,
 )
+from contracts.subjects import BINDING_STREAM, PLANFIX_STREAM, TELEGRAM_STREAM
 from services.relay.directory import BindingDirectory
-from services.relay.effects import EffectStore
-from services.relay.formatting import (
-    bound_notice,
-    comment_author_line,
-    rejected_notice,
-    telegram_comment_text,
-)
-from services.relay.notices import (
+from services.relay.effects import OwnComments
+from services.relay.to_telegram.from_planfix_html import comment_author_line, telegram_comment_text
+from services.relay.to_telegram.notices import (
     ANONYMOUS_ADMIN_GUIDANCE,
+    bound_notice,
     greeting_text,
     help_text,
+    rejected_notice,
     resumed_notice,
     status_text,
+    task_page,
     unbind_rejected_notice,
     unbound_notice,
 )
-from services.relay.outbox import Action, Outbox, OutboxItem
-from services.relay.sender import TelegramSender
+from services.relay.to_telegram.outbox import Action, Outbox, OutboxItem
 
 log = structlog.get_logger("relay.to_telegram")
-# Outbox keys of sent comments; the relay before the outbox kept effect records by the same key.
-SENT_BEFORE_OUTBOX_PREFIX = "telegram-message:"
 
 
 async def _false() -> bool:
     return False
-
-
-async def _empty() -> dict[str, dict[str, Any]]:
-    return {}
 
 
 def written_by_bridge(comment: PlanfixCommentAdded | PlanfixCommentUpdated, our_source_id: str) -> bool:
@@ -89,29 +81,22 @@ class ToTelegram:
         self,
         *,
         directory: BindingDirectory,
-        effects: EffectStore,
+        own_comments: OwnComments,
         outbox: Outbox,
-        sender: TelegramSender,
+        wake: Callable[[int], None],
         planfix_source_id: str,
         planfix_web_url: str,
     ) -> None:
         self._directory = directory
-        self._effects = effects
+        self._own_comments = own_comments
         self._outbox = outbox
-        self._sender = sender
+        # Tells the group's sender something is waiting.
+        self._wake = wake
         self._source_id = planfix_source_id
         self._web_url = planfix_web_url
-        # Whether the effect records hold sends of the relay from before the outbox (it wrote
-        # "telegram-message:" records; nothing does now): looked up once, see ``start``.
-        self._sends_before_outbox = True
-
-    async def start(self) -> None:
-        """Once per start: if no record of the pre-outbox relay exists, none can appear later,
-        and each comment is spared that lookup."""
-        self._sends_before_outbox = await self._effects.any_key_starting(SENT_BEFORE_OUTBOX_PREFIX)
 
     def task_url(self, task_number: int) -> str:
-        return f"{self._web_url}task/{task_number}"
+        return task_page(self._web_url, task_number)
 
     # --- comments -------------------------------------------------------------------------------
 
@@ -123,7 +108,7 @@ class ToTelegram:
         for chat_id, thread_id in groups:
             where = f"{chat_id}:{thread_id or 0}"
             if isinstance(event, PlanfixCommentAdded):
-                key = f"{SENT_BEFORE_OUTBOX_PREFIX}{comment_key}:{where}"
+                key = f"telegram-message:{comment_key}:{where}"
                 item = self._item(
                     event, key, chat_id, thread_id, Action.SEND, TelegramMessageKind.PLANFIX_COMMENT
                 )
@@ -145,14 +130,10 @@ class ToTelegram:
             item.task_number, item.comment_id = event.task_number, event.comment_id
             items.append(item)
         # The questions before queueing do not depend on each other: asked together, one
-        # round trip's wait instead of three (this consumer takes one event at a time).
-        keys = [item.key for item in items]
-        own, sent_before_outbox, gone_out = await asyncio.gather(
+        # round trip's wait instead of two (this consumer takes one event at a time).
+        own, gone_out = await asyncio.gather(
             self._is_own_comment(event) if not isinstance(event, PlanfixCommentDeleted) else _false(),
-            self._effects.get_many(keys)
-            if isinstance(event, PlanfixCommentAdded) and self._sends_before_outbox
-            else _empty(),
-            self._outbox.finished_among(keys),
+            self._outbox.finished_among([item.key for item in items]),
         )
         if own:
             log.info("own_comment_not_echoed")
@@ -161,8 +142,6 @@ class ToTelegram:
             log.info("unbound_task_not_relayed")
             return
         for item in items:
-            if item.key in sent_before_outbox:
-                continue  # sent by a relay from before the outbox
             if item.key in gone_out:
                 log.info("telegram_item_already_queued", key=item.key)
                 continue
@@ -173,7 +152,7 @@ class ToTelegram:
         # webhook beats our own record), and the record of comment ids we created.
         if written_by_bridge(comment, self._source_id):
             return True
-        return await self._effects.is_own_comment(comment.comment_id)
+        return await self._own_comments.includes(comment.comment_id)
 
     # --- binding decisions ------------------------------------------------------------------------
 
@@ -182,7 +161,7 @@ class ToTelegram:
         if isinstance(event, BindingMoved):
             moved = await self._outbox.move_chat(event.old_chat_id, event.chat_id)
             log.info("binding_moved_items_follow", old_chat_id=event.old_chat_id, items=moved)
-            self._sender.wake(event.chat_id)
+            self._wake(event.chat_id)
             return
         if isinstance(event, BindingSuspended):
             return  # the bot is no longer in the group: nobody to tell
@@ -228,7 +207,7 @@ class ToTelegram:
         elif isinstance(event, ChatMigrated):
             moved = await self._outbox.move_chat(event.old_chat_id, event.chat_id)
             log.info("group_migrated_items_follow", old_chat_id=event.old_chat_id, items=moved)
-            self._sender.wake(event.chat_id)
+            self._wake(event.chat_id)
 
     async def _answer_command(self, event: GroupCommandReceived) -> None:
         if event.command is GroupCommand.STATUS:
@@ -286,4 +265,49 @@ class ToTelegram:
     async def _enqueue(self, item: OutboxItem, *, finished_checked: bool = False) -> None:
         stored = await self._outbox.enqueue(item, finished_checked=finished_checked)
         log.info("telegram_item_queued" if stored else "telegram_item_already_queued", key=item.key)
-        self._sender.wake(item.chat_id)
+        self._wake(item.chat_id)
+
+
+class Handlers(Protocol):
+    """What the relay's durable consumers hand their events to (``ToTelegram``)."""
+
+    def carry_comment_change(self, event: Any, delivery: Delivery) -> Awaitable[None]: ...
+
+    def announce_binding(self, event: Any, delivery: Delivery) -> Awaitable[None]: ...
+
+    def answer_group_event(self, event: Any, delivery: Delivery) -> Awaitable[None]: ...
+
+
+def router(handlers: Handlers) -> NatsRouter:
+    """The relay's three durable consumers, each handing its events to ``handlers``."""
+    nats_router = NatsRouter()
+
+    # Added, updated and deleted comments through one consumer: a task's changes stay in order.
+    @nats_router.subscriber(
+        subjects.ALL_PLANFIX_COMMENT_CHANGES,
+        stream=jstream(PLANFIX_STREAM),
+        ack_policy=AckPolicy.MANUAL,
+        **durable_pull("relay-planfix-comment-changes"),
+    )
+    async def on_planfix_comment(msg: NatsMessage) -> None:
+        await consume(msg, get_args(PlanfixCommentChange), handlers.carry_comment_change)
+
+    @nats_router.subscriber(
+        subjects.ALL_BINDING_EVENTS,
+        stream=jstream(BINDING_STREAM),
+        ack_policy=AckPolicy.MANUAL,
+        **durable_pull("relay-binding-notices"),
+    )
+    async def on_binding_decided(msg: NatsMessage) -> None:
+        await consume(msg, get_args(BindingEvent), handlers.announce_binding)
+
+    @nats_router.subscriber(
+        subjects.ALL_TELEGRAM_GROUP_EVENTS,
+        stream=jstream(TELEGRAM_STREAM),
+        ack_policy=AckPolicy.MANUAL,
+        **durable_pull("relay-group-events"),
+    )
+    async def on_group_event(msg: NatsMessage) -> None:
+        await consume(msg, get_args(TelegramGroupEvent), handlers.answer_group_event)
+
+    return nats_router

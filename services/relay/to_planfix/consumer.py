@@ -1,23 +1,11 @@
 """The relay's Telegram -> Planfix consumer: batches from one durable pull consumer, in order.
 
-Why batches and not one message at a time (``eventbus.consume``): combining a backlog into one
-comment needs to *see* the backlog. Each fetch takes whatever waits in the stream (up to
-``batch``); a batch whose newest message is an album part younger than ``album_window_s`` waits
-that long for the album's other parts. ``ToPlanfix`` splits the batch into units that succeed or
-fail as a whole, and each unit's messages are settled like ``eventbus.consume`` settles one:
-ack on success; on a ``TransientFailure``... no: a unit that fails
-is retried *here*, with the same growing delay, before anything after it is carried, because a
-``nak`` would let JetStream hand out newer messages of the group first (an outage would come out
-reordered). ``term`` (after a dead letter) on a ``PermanentFailure``, an undecodable message, or
-a handler that keeps crashing. Units of different tasks are carried side by side, each task's
-in order (``_carry_chains``); the next batch waits for all of them. Messages of a batch are
-kept alive with ``in_progress`` while they wait for Planfix's pace or a retry; if this replica
-dies meanwhile, the next holder starts again from the acknowledgement floor (``_restart_point``).
-
-Why one active replica (a lease in NATS KV): Planfix allows about one request per second for the
-whole account, so parallel replicas would add no throughput here, but they would post a group's
-messages out of order. Every replica runs; one holds the lease and consumes, the others stand by
-and take over within ``lease_ttl_s`` when it stops or dies.
+Batches, not one message at a time, because combining a backlog into one comment needs to see
+the backlog: each fetch takes what waits (up to ``batch``), and a batch ending in an album part
+younger than ``album_window_s`` waits that long for the album's other parts. A step that fails is
+retried *here*, before anything after it, because a ``nak`` would let JetStream hand out newer
+messages of the group first. One replica consumes at a time (a lease in NATS KV): Planfix allows
+about one request per second per account, so more would add no throughput, only disorder.
 """
 
 from __future__ import annotations
@@ -35,30 +23,42 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bridge_lib import metrics
 from bridge_lib.eventbus import (
-    Delivery,
+    Ack,
+    DeadLetter,
     PermanentFailure,
     TransientFailure,
     delivery_of,
+    forcing_effects,
     handling,
     retry_delay_s,
-    store_dead_letter,
+    settle,
 )
 from bridge_lib.lease import Lease, LeaseLost
 from contracts.events import (
     DeadLetterReason,
-    Event,
     TelegramMessageEdited,
     TelegramMessageReceived,
     TelegramReactionChanged,
     decode_event,
+    telegram_message_key,
 )
 from contracts.subjects import ALL_TELEGRAM_MESSAGE_ACTIVITY, TELEGRAM_STREAM
-from services.relay.to_planfix import InboundEvent, ToPlanfix, Unit
+from services.relay.directory import BindingDirectory
+from services.relay.to_planfix.carrier import Carrier
+from services.relay.to_planfix.ledger import CommentLedger
+from services.relay.to_planfix.plan import (
+    BatchPlan,
+    CombineLimits,
+    Group,
+    InboundEvent,
+    Step,
+    album_key,
+    plan_batch,
+)
 
 log = structlog.get_logger("relay.inbound")
 
 DURABLE = "relay-telegram-inbound"
-LEGACY_DURABLE = "relay-telegram-messages"
 ACK_WAIT_S = 60.0
 # A unit whose handler raises something other than a TransientFailure this many times in a row
 # is a bug, not an outage: it is dead-lettered so the messages after it can go.
@@ -74,19 +74,25 @@ class InboundConsumer:
     def __init__(
         self,
         js: Any,
-        to_planfix: ToPlanfix,
-        lease: Lease,
         *,
+        directory: BindingDirectory,
+        ledger: CommentLedger,
+        carrier: Carrier,
+        lease: Lease,
+        limits: CombineLimits,
         batch: int = 100,
         album_window_s: float = 1.5,
         concurrency: int = 16,
     ) -> None:
         self._js = js
-        self._to_planfix = to_planfix
+        self._directory = directory
+        self._ledger = ledger
+        self._carrier = carrier
         self._lease = lease
+        self._limits = limits
         self._batch = batch
         self._album_window_s = album_window_s
-        # Units of different tasks carried at once (Planfix round trips and store writes overlap).
+        # Steps of different tasks carried at once (Planfix round trips and store writes overlap).
         self._slots = asyncio.Semaphore(max(1, concurrency))
         self._stopping = asyncio.Event()
         self._carrying = False
@@ -136,10 +142,6 @@ class InboundConsumer:
                 await asyncio.wait_for(self._lease.release(), 2.0)
 
     async def _consume(self) -> None:
-        # The one-message-at-a-time consumer of earlier versions would hold messages forever.
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await self._js.delete_consumer(TELEGRAM_STREAM.name, LEGACY_DURABLE)
-        await self._to_planfix.look_for_records_before_batching()
         start_seq = await self._restart_point()
         subscription = await self._js.pull_subscribe(
             ALL_TELEGRAM_MESSAGE_ACTIVITY,
@@ -267,18 +269,18 @@ class InboundConsumer:
         events: list[InboundEvent] = []
         raw_of: dict[str, Any] = {}
         for message in messages:
+            delivery = delivery_of(message, DURABLE)
             try:
                 event = decode_event(message.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as error:
                 log.error("undecodable_event", error=str(error), subject=message.subject)
-                metrics.EVENTS_IN.labels(DURABLE, "undecodable", "dead_lettered").inc()
-                await _give_up(message, None, DeadLetterReason.UNDECODABLE, str(error))
+                verdict = DeadLetter(DeadLetterReason.UNDECODABLE, str(error))
+                await settle(message, delivery, "undecodable", verdict)
                 continue
             if not isinstance(
                 event, TelegramMessageReceived | TelegramMessageEdited | TelegramReactionChanged
             ):
-                metrics.EVENTS_IN.labels(DURABLE, event.tag, "skipped").inc()
-                await message.ack()
+                await settle(message, delivery, event.tag, Ack(counted_as="skipped"))
                 continue
             events.append(event)
             raw_of[event.event_id] = message
@@ -286,37 +288,32 @@ class InboundConsumer:
             return
         heartbeat = asyncio.create_task(self._heartbeat(list(raw_of.values())))
         try:
-            units = await self._plan(events, raw_of)
-            by_task: dict[int | None, list[Unit]] = {}
-            updates: list[Unit] = []
-            for unit in units:
-                if unit.updates:
-                    updates.append(unit)
-                else:
-                    by_task.setdefault(unit.task_number, []).append(unit)
-            await self._carry_chains(list(by_task.values()), raw_of)
+            plan, leads = await self._plan(events, raw_of)
+            await self._carry_chains([list(plan.skipped), *map(list, plan.chains)], leads, raw_of)
             # Last: an edit or a reaction may be about a message of this very batch.
-            await self._carry_chains([updates], raw_of)
+            await self._carry_chains([[plan.rewrite] if plan.rewrite else []], leads, raw_of)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
 
-    async def _carry_chains(self, chains: list[list[Unit]], raw_of: dict[str, Any]) -> None:
-        """Carry each chain's units in order, the chains side by side (at most ``concurrency``
-        units at a time); return when every chain is done.
+    async def _carry_chains(
+        self, chains: list[list[Step]], leads: dict[str, str], raw_of: dict[str, Any]
+    ) -> None:
+        """Carry each chain's steps in order, the chains side by side (at most ``concurrency``
+        steps at a time); return when every chain is done.
 
-        A chain is one task's units: a task's comments keep their order, while a task waiting
+        A chain is one task's steps: a task's comments keep their order, while a task waiting
         for its Planfix round trip (or retrying through an outage) holds up no other task. The
-        next batch starts only when all are done, so nothing newer overtakes a unit being retried.
+        next batch starts only when all are done, so nothing newer overtakes a step being retried.
         """
         chains = [chain for chain in chains if chain]
         if len(chains) <= 1:
             for chain in chains:
-                await self._carry_chain(chain, raw_of)
+                await self._carry_chain(chain, leads, raw_of)
             return
         outcomes = await asyncio.gather(
-            *(self._carry_chain(chain, raw_of) for chain in chains), return_exceptions=True
+            *(self._carry_chain(chain, leads, raw_of) for chain in chains), return_exceptions=True
         )
         failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         for failure in failures:
@@ -325,43 +322,56 @@ class InboundConsumer:
         if failures:
             raise _Stopping
 
-    async def _carry_chain(self, chain: list[Unit], raw_of: dict[str, Any]) -> None:
-        for unit in chain:
+    async def _carry_chain(self, chain: list[Step], leads: dict[str, str], raw_of: dict[str, Any]) -> None:
+        for step in chain:
             async with self._slots:
                 if self._stopping.is_set():
                     raise _Stopping
-                raws = [raw_of[event.event_id] for event in unit.events]
+                raws = [raw_of[event.event_id] for event in step.events]
                 attempts = max(raw.metadata.num_delivered for raw in raws)
                 with structlog.contextvars.bound_contextvars(
                     consumer=DURABLE,
-                    correlation_id=unit.events[0].correlation_id,
-                    event_type=unit.events[0].tag,
-                    batch_events=len(unit.events),
+                    correlation_id=step.events[0].correlation_id,
+                    event_type=step.events[0].tag,
+                    batch_events=len(step.events),
                 ):
-                    await self._settle(unit, raws, attempts)
+                    await self._carry_and_settle(step, leads, raws, attempts)
 
-    async def _plan(self, events: list[InboundEvent], raw_of: dict[str, Any]) -> list[Unit]:
-        """The batch split into units; while the store or the directory is away, wait for it."""
+    async def _plan(
+        self, events: list[InboundEvent], raw_of: dict[str, Any]
+    ) -> tuple[BatchPlan, dict[str, str]]:
+        """The batch's plan and what its keys lead to; while the ledger or the directory is away,
+        wait for it."""
         attempts = max(raw.metadata.num_delivered for raw in raw_of.values())
         while True:
             try:
-                return list(await self._to_planfix.units(events))
+                bindings: dict[Group, int | None] = {}
+                for event in events:
+                    group = (event.chat_id, getattr(event, "thread_id", None))
+                    if isinstance(event, TelegramMessageReceived) and group not in bindings:
+                        bound = await self._directory.task_for(*group)
+                        bindings[group] = bound.task_number if bound else None
+                leads = await self._ledger.leads(_keys_of(events))
+                plan = plan_batch(events, bindings, leads, limits=self._limits, forced=forcing_effects())
+                return plan, leads
             except Exception:
                 retry_in = retry_delay_s(attempts)
                 log.exception("batch_not_planned", retry_in_s=retry_in)
                 await self._pause(retry_in)
                 attempts += 1
 
-    async def _settle(self, unit: Unit, raws: list[Any], attempts: int) -> None:
-        """Carry one unit, retrying it until it is done, then settle its messages."""
+    async def _carry_and_settle(
+        self, step: Step, leads: dict[str, str], raws: list[Any], attempts: int
+    ) -> None:
+        """Carry one step, retrying it until it is done, then settle its messages."""
         crashes = 0
         while True:
             started = time.perf_counter()
             try:
-                await self._to_planfix.carry(unit, redelivered=attempts > 1, attempts=attempts)
+                await self._carrier.carry(step, leads, attempts=attempts)
             except PermanentFailure as error:
                 log.error("event_failed_permanently", error=str(error))
-                await self._give_up_unit(unit, raws, DeadLetterReason.PERMANENT_FAILURE, str(error))
+                await self._give_up(step, raws, DeadLetterReason.PERMANENT_FAILURE, str(error))
                 return
             except Exception as error:
                 transient = isinstance(error, TransientFailure)
@@ -369,7 +379,7 @@ class InboundConsumer:
                 if crashes >= CRASH_ATTEMPTS:
                     log.exception("event_handler_kept_crashing", attempts=attempts)
                     detail = f"handler failed {crashes} times: {type(error).__name__}: {error}"
-                    await self._give_up_unit(unit, raws, DeadLetterReason.RETRIES_EXHAUSTED, detail)
+                    await self._give_up(step, raws, DeadLetterReason.RETRIES_EXHAUSTED, detail)
                     return
                 delay = retry_delay_s(attempts)
                 if transient:
@@ -377,32 +387,35 @@ class InboundConsumer:
                 else:
                     log.exception("event_handler_crashed", retry_in_s=delay)
                 metrics.RETRIES.labels(DURABLE, "transient" if transient else "crash").inc()
-                for event in unit.events:
+                for event in step.events:
                     metrics.EVENTS_IN.labels(DURABLE, event.tag, "retry").inc()
                 await self._pause(delay)
                 # The next try looks up what the failed one may have done (a comment Planfix
                 # created before the answer was lost) before doing it again.
                 attempts += 1
                 continue
-            # Every message of the unit acknowledged in one round trip, not one each.
-            await asyncio.gather(*(raw.ack_sync() for raw in raws))
+            # Every message of the step acknowledged side by side: one round trip's wait.
+            await asyncio.gather(
+                *(
+                    settle(raw, delivery_of(raw, DURABLE), event.tag, Ack(confirmed=True))
+                    for event, raw in zip(step.events, raws, strict=True)
+                )
+            )
             elapsed = time.perf_counter() - started
             now = time.time()
-            for event in unit.events:
-                metrics.EVENTS_IN.labels(DURABLE, event.tag, "ok").inc()
+            for event in step.events:
                 metrics.EVENT_AGE_SECONDS.labels(DURABLE, event.tag).observe(
                     max(0.0, now - event.occurred_at.timestamp())
                 )
                 # A combined comment's time is shared by the messages it carried.
-                metrics.HANDLING_SECONDS.labels(DURABLE, event.tag).observe(elapsed / len(unit.events))
+                metrics.HANDLING_SECONDS.labels(DURABLE, event.tag).observe(elapsed / len(step.events))
             log.info("event_handled", ms=round(elapsed * 1000, 1))
             return
 
     @staticmethod
-    async def _give_up_unit(unit: Unit, raws: list[Any], reason: DeadLetterReason, detail: str) -> None:
-        for event, raw in zip(unit.events, raws, strict=True):
-            metrics.EVENTS_IN.labels(DURABLE, event.tag, "dead_lettered").inc()
-            await _give_up(raw, event, reason, detail)
+    async def _give_up(step: Step, raws: list[Any], reason: DeadLetterReason, detail: str) -> None:
+        for event, raw in zip(step.events, raws, strict=True):
+            await settle(raw, delivery_of(raw, DURABLE), event.tag, DeadLetter(reason, detail, event))
 
     async def _heartbeat(self, raws: list[Any]) -> None:
         """Tell NATS the batch is still being worked on, so a slow pace is not a redelivery."""
@@ -411,17 +424,6 @@ class InboundConsumer:
             for raw in raws:
                 with contextlib.suppress(Exception):
                     await raw.in_progress()
-
-
-async def _give_up(raw: Any, event: Event | None, reason: DeadLetterReason, detail: str) -> None:
-    """Dead-letter one message, then terminate it; when the dead letter cannot be stored, keep it."""
-    delivery = Delivery(
-        stream_seq=raw.metadata.sequence.stream, num_delivered=raw.metadata.num_delivered, consumer=DURABLE
-    )
-    if await store_dead_letter(raw, delivery, event, reason, detail):
-        await raw.term()
-    else:
-        await raw.nak(delay=retry_delay_s(delivery.num_delivered))
 
 
 async def cancelled(task: asyncio.Task[Any]) -> None:
@@ -439,3 +441,14 @@ async def cancelled(task: asyncio.Task[Any]) -> None:
         pass
     except Exception as error:
         log.warning("stopped_with_error", task=task.get_name(), error=f"{type(error).__name__}: {error}")
+
+
+def _keys_of(events: list[InboundEvent]) -> list[str]:
+    """What may lead to a comment already: the batch's messages, their albums, what edits and
+    reactions are about."""
+    keys: dict[str, None] = {}
+    for event in events:
+        keys[telegram_message_key(event.chat_id, event.message_id)] = None
+        if isinstance(event, TelegramMessageReceived) and event.media_group_id:
+            keys[album_key(event.chat_id, event.media_group_id)] = None
+    return list(keys)

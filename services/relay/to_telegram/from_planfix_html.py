@@ -1,5 +1,4 @@
-"""Text on the way to Telegram: Planfix HTML -> Telegram HTML (Telegram -> Planfix comment HTML
-is ``comment_html``).
+"""Planfix HTML -> Telegram HTML, and a comment's text as it appears in a group.
 
 Telegram's HTML parse mode accepts only a few tags (b, i, u, s, code, pre, a, blockquote,
 tg-spoiler); anything else makes ``sendMessage`` fail, so Planfix HTML is rebuilt from a
@@ -13,15 +12,7 @@ import html
 import re
 from html.parser import HTMLParser
 
-from contracts.events import (
-    BindRejected,
-    PlanfixCommentAdded,
-    PlanfixCommentUpdated,
-    TaskBound,
-)
-from services.relay.telegram_text import TEXT_LIMIT, split_html
-
-TELEGRAM_TEXT_LIMIT = TEXT_LIMIT
+from contracts.events import PlanfixCommentAdded, PlanfixCommentUpdated
 
 _INLINE_TAGS = {
     "b": "b", "strong": "b", "i": "i", "em": "i", "u": "u", "ins": "u",
@@ -39,23 +30,6 @@ def telegram_comment_text(comment: PlanfixCommentAdded | PlanfixCommentUpdated) 
     body = planfix_html_to_telegram(comment.text_html)
     author = comment_author_line(comment)
     return f"{author}:\n{body}" if body else author
-
-
-def bound_notice(event: TaskBound, task_url: str) -> str:
-    title = html.escape(event.task_title)
-    how = "created and bound" if event.created_task else "bound"
-    link = f'<a href="{html.escape(task_url)}">#{event.task_number}</a>'
-    lines = [
-        f"✅ This group is now {how} to Planfix task {link} «{title}».",
-        "Messages written here become comments in the task; new comments in the task appear here.",
-    ]
-    if event.previous_task_number is not None:
-        lines.append(f"(It was bound to task #{event.previous_task_number} before.)")
-    return "\n".join(lines)
-
-
-def rejected_notice(event: BindRejected) -> str:
-    return f"⚠️ Could not bind this group: {html.escape(event.detail)}."
 
 
 class _TelegramHtmlBuilder(HTMLParser):
@@ -107,8 +81,3 @@ def planfix_html_to_telegram(source: str) -> str:
     builder.feed(source)
     text = builder.result()
     return re.sub(r"\n{3,}", "\n\n", text).strip()
-
-
-def split_for_telegram(text: str, limit: int = TELEGRAM_TEXT_LIMIT) -> list[str]:
-    """Parts Telegram accepts, in order, nothing lost (see ``telegram_text.split_html``)."""
-    return split_html(text, limit)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from contracts.events import BindingResumed, TaskUnbound, UnbindRejected
+from contracts.events import BindingResumed, BindRejected, TaskBound, TaskUnbound, UnbindRejected
 from services.relay.directory import BoundTask
 
 PRIVACY_FIX = (
@@ -37,6 +37,11 @@ def other_bots_warning(other_bots: Sequence[str]) -> str:
         "(Planfix's own Telegram bot binds with /task), <b>every message written here reaches "
         "Planfix twice</b>. Keep one of us: remove the other bot from the group, or /unbind me."
     )
+
+
+def task_page(planfix_web_url: str, task_number: int) -> str:
+    """Where people open a task: ``https://acc.planfix.com/task/4821``."""
+    return f"{planfix_web_url}task/{task_number}"
 
 
 def link(url: str, text: str) -> str:
@@ -111,3 +116,20 @@ def resumed_notice(event: BindingResumed, task_url: str) -> str:
         f"✅ Welcome back: this group is bound to Planfix task {task} «{html.escape(event.task_title)}» "
         "again. Comments written in the task meanwhile follow."
     )
+
+
+def bound_notice(event: TaskBound, task_url: str) -> str:
+    title = html.escape(event.task_title)
+    how = "created and bound" if event.created_task else "bound"
+    task = link(task_url, f"#{event.task_number}")
+    lines = [
+        f"✅ This group is now {how} to Planfix task {task} «{title}».",
+        "Messages written here become comments in the task; new comments in the task appear here.",
+    ]
+    if event.previous_task_number is not None:
+        lines.append(f"(It was bound to task #{event.previous_task_number} before.)")
+    return "\n".join(lines)
+
+
+def rejected_notice(event: BindRejected) -> str:
+    return f"⚠️ Could not bind this group: {html.escape(event.detail)}."

@@ -1,14 +1,11 @@
 """Carrying one outbox item to Telegram: the API calls it takes, in order, each in its turn.
 
-Every call goes through ``call``: renew this replica's lease on the group, wait for the
-group's and the bot's pace, call, then start the group's next interval (or, on a 429, hold the
-group for exactly ``retry_after``). Errors are left to the sender, which retries the item;
-every finished step of a send is recorded first, so a retry resumes after it.
-
-A send: files first (captioned with the text when it fits 1024 units, else with the author
-line and the text follows), then the text split into parts of at most 4096 units. What
-Telegram cannot parse goes again as plain text rather than not at all. Edits and deletions
-of what was sent are in ``revisions.py``.
+Every call goes through ``call``: wait for the group's and the bot's pace, renew this replica's
+lease on the group, call, then start the group's next interval (on a 429, hold the group for
+exactly ``retry_after``). A send: files first (captioned with the text when it fits 1024 units,
+else with the author line, the text following), then the text in parts of at most 4096 units;
+each finished step is recorded, so a retry resumes after it. What Telegram cannot parse goes
+again as plain text. Edits and deletions of what was sent are in ``revisions.py``.
 """
 
 from __future__ import annotations
@@ -33,9 +30,10 @@ from aiogram.types import (
     ReplyParameters,
 )
 
+from bridge_lib.lease import LeaseLost, Leases
 from bridge_lib.planfix import FileNotFound, FileTooLargeToDownload, PlanfixClient
 from contracts.events import PlanfixFile, TelegramMessageKind
-from services.relay.media import (
+from services.relay.to_telegram.media import (
     MAX_UPLOAD_BYTES,
     MediaFile,
     MediaKind,
@@ -44,10 +42,10 @@ from services.relay.media import (
     too_large,
     too_large_note,
 )
-from services.relay.outbox import Outbox, OutboxItem
-from services.relay.pacing import TelegramPace
-from services.relay.sent_comments import CombinedMessage, CombinedPart, SentComment, SentComments
-from services.relay.telegram_text import (
+from services.relay.to_telegram.outbox import Outbox, OutboxItem
+from services.relay.to_telegram.pacing import TelegramPace, group_lease_key
+from services.relay.to_telegram.sent_comments import CombinedMessage, CombinedPart, SentComment, SentComments
+from services.relay.to_telegram.telegram_text import (
     CAPTION_LIMIT,
     COMBINED_SEPARATOR,
     fits,
@@ -84,7 +82,7 @@ class Courier:
         outbox: Outbox,
         sent: SentComments,
         pace: TelegramPace,
-        before_call: Callable[[int], Awaitable[None]],
+        leases: Leases,
         task_url: Callable[[int], str],
         scratch_dir: Path | None = None,
     ) -> None:
@@ -93,7 +91,7 @@ class Courier:
         self._outbox = outbox
         self._sent = sent
         self._pace = pace
-        self._before_call = before_call
+        self._leases = leases
         self._task_url = task_url
         self._scratch_dir = scratch_dir
 
@@ -287,7 +285,8 @@ class Courier:
         # Right before the call, after the waits for the pace: the group's lease (renewed here)
         # must not run out between this check and the record of what was sent, or another
         # replica would take the group over and send the same item again.
-        await self._before_call(chat_id)
+        if not await self._leases.acquire(group_lease_key(chat_id)):
+            raise LeaseLost(f"group {chat_id} is sent to by another relay replica now")
         try:
             result = await call()
         except TelegramRetryAfter as error:

@@ -1,29 +1,17 @@
 """Per-group senders: drain each group's outbox in order, at the group's pace, combining bursts.
 
-One asyncio task per group with pending items, woken when an item is stored (and by a sweep
-every few seconds, which also picks up the work of a replica that died). A task first takes
-the group's lease (``pacing.GroupLeases``; another replica holding it means that replica
-sends), waits for the group's turn, *then* reads what is pending: comments that arrived while
-it waited go out together, as one message of at most 4096 units, each with its author line.
+One asyncio task per group with pending items, woken when an item is stored (and by a sweep,
+which also picks up the work of a replica that died). It takes the group's lease, waits for the
+group's turn, *then* reads what is pending, so comments that came meanwhile go out together
+(one message of at most 4096 units). Once the group's items are out it keeps the lease for
+``IDLE_HOLD_S`` in case more come; a replica storing an item for a group another one holds
+nudges the holder over core NATS (``NUDGE_SUBJECT``).
 
-When a group's items are out, its task keeps the lease for ``IDLE_HOLD_S`` in case more come
-(a conversation rarely stops at one comment): the next item then costs no lease round trip and
-no crash check. An item stored meanwhile by *another* replica (the comment consumers are shared)
-finds the lease taken; that replica nudges the holder over core NATS (``NUDGE_SUBJECT``, every
-replica listens, nothing stored: the sweep and the holder's last look before letting go are the
-backstops) instead of waiting for the lease to be let go.
-
-Failures, per item:
-
-* 429: the group waits exactly ``retry_after`` (``TelegramPace.hold_group``), then the same
-  item goes again; nothing is skipped.
-* the group became a supergroup (400 with ``migrate_to_chat_id``): its pending items move to
-  the new id, in order, and a ``ChatMigrated`` event lets the binder move the binding.
-* Telegram or Planfix unreachable, 5xx, a revoked token: retried with backoff, without limit;
-  the group's queue waits, in order.
-* Telegram refuses (400, 403): retried with backoff up to ``max_attempts``; then the item is
-  marked dead in the outbox with the reason and ``TelegramDeliveryFailed`` is published. A
-  group whose binding is suspended (the bot was removed) keeps its items until it is resumed.
+Failures, per item: a 429 waits exactly ``retry_after``, then the same item goes again; a group
+that became a supergroup moves its items to the new id (and ``ChatMigrated`` is published);
+Telegram or Planfix unreachable, 5xx or a revoked token are retried without limit, in order; a
+refusal (400, 403) is retried up to ``max_attempts``, then the item is set aside as dead and
+``TelegramDeliveryFailed`` is published. A suspended group keeps its items until resumed.
 """
 
 from __future__ import annotations
@@ -31,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from aiogram.exceptions import (
@@ -44,6 +33,7 @@ from aiogram.exceptions import (
 )
 
 from bridge_lib.eventbus import EventPublisher
+from bridge_lib.lease import LeaseLost, Leases
 from bridge_lib.planfix import PlanfixAuthError, PlanfixRejected, PlanfixUnavailable
 from contracts import subjects
 from contracts.events import (
@@ -59,12 +49,13 @@ from contracts.events import (
     telegram_migration_key,
     utc_now,
 )
-from services.relay.courier import Courier
 from services.relay.directory import BindingDirectory
-from services.relay.outbox import Action, Outbox, OutboxItem
-from services.relay.pacing import GroupLeases, TelegramPace
-from services.relay.revisions import CommentRevisions
-from services.relay.telegram_text import combine
+from services.relay.effects import effect_msg_id
+from services.relay.to_telegram.courier import Courier
+from services.relay.to_telegram.outbox import Action, Outbox, OutboxItem
+from services.relay.to_telegram.pacing import TelegramPace, group_lease_key
+from services.relay.to_telegram.revisions import CommentRevisions
+from services.relay.to_telegram.telegram_text import combine
 
 log = structlog.get_logger("relay.sender")
 
@@ -83,10 +74,6 @@ MAX_ACTIVE_GROUPS = 100
 NUDGE_SUBJECT = "relay.outbox.nudge"
 # How long a stopping relay spends letting go of the groups it holds.
 RELEASE_ON_STOP_S = 2.0
-
-
-class LeaseLost(Exception):
-    """Another replica took over the group (this one stalled past its lease)."""
 
 
 def backoff_s(attempt: int) -> float:
@@ -109,41 +96,39 @@ class TelegramSender:
         *,
         outbox: Outbox,
         pace: TelegramPace,
-        leases: GroupLeases,
+        leases: Leases,
+        courier: Courier,
+        revisions: CommentRevisions,
         directory: BindingDirectory,
         publisher: EventPublisher,
+        nudge: Callable[[int], Awaitable[None]],
         max_attempts: int,
         secret: str = "",
     ) -> None:
         self._outbox = outbox
         self._pace = pace
         self._leases = leases
+        self._courier = courier
+        self._revisions = revisions
         self._directory = directory
         self._publisher = publisher
+        # Asks the other replicas' holder of a group to look at its outbox.
+        self._nudge = nudge
         self._max_attempts = max_attempts
         # Error texts may quote request URLs, and those carry the bot token.
         self._secret = secret
-        self.courier: Courier | None = None
-        self.revisions: CommentRevisions | None = None
         self._workers: dict[int, asyncio.Task[None]] = {}
         # Groups woken while MAX_ACTIVE_GROUPS were being drained, in wake order.
         self._queued: dict[int, None] = {}
         self._again: set[int] = set()
         # Groups whose task waits for more with the lease held: set when something comes.
         self._idle: dict[int, asyncio.Event] = {}
-        # Publishes a nudge to the other replicas (set by the app; None: a single replica).
-        self.nudge: Callable[[int], Awaitable[None]] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
 
     def _describe(self, error: BaseException) -> str:
         text = f"{type(error).__name__}: {error}"
         return text.replace(self._secret, "<token>") if self._secret else text
-
-    async def guard(self, chat_id: int) -> None:
-        """Before each Telegram call: still this replica's group?"""
-        if not await self._leases.acquire(chat_id):
-            raise LeaseLost(f"group {chat_id} is sent to by another relay replica now")
 
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep())
@@ -185,7 +170,7 @@ class TelegramSender:
 
     def nudged(self, chat_id: int) -> None:
         """Another replica stored an item for a group whose lease this one may hold."""
-        if self._leases.holds(chat_id):
+        if self._leases.holds(group_lease_key(chat_id)):
             self.wake(chat_id)
 
     async def _sweep(self) -> None:
@@ -226,12 +211,11 @@ class TelegramSender:
         after_crash = True
         all_out = False  # everything the last look found went out
         while not self._stopping:
-            taking_over = not self._leases.holds(chat_id)
-            if not await self._leases.acquire(chat_id):
+            taking_over = not self._leases.holds(group_lease_key(chat_id))
+            if not await self._leases.acquire(group_lease_key(chat_id)):
                 if not await self._outbox.has_pending(chat_id):
                     return
-                if self.nudge is not None:
-                    await self.nudge(chat_id)
+                await self._nudge(chat_id)
                 await asyncio.sleep(LEASE_BUSY_RETRY_S)
                 continue
             if taking_over:
@@ -251,6 +235,7 @@ class TelegramSender:
                 log.info("group_suspended_messages_kept")
                 await self._release(chat_id)
                 return
+            # The turn comes before the look: comments stored while waiting go out together.
             await self._pace.wait_for_group(chat_id)
             items = await self._outbox.pending(chat_id, limit=PEEK, after_crash=after_crash)
             after_crash = False
@@ -307,16 +292,15 @@ class TelegramSender:
         return True
 
     async def _release(self, chat_id: int) -> None:
-        await self._leases.release(chat_id)
+        await self._leases.release(group_lease_key(chat_id))
         self._pace.forget(chat_id)
 
     async def _deliver(self, batch: list[OutboxItem]) -> None:
-        assert self.courier is not None
         structlog.contextvars.bind_contextvars(
             correlation_id=batch[0].correlation_id, outbox_key=batch[0].key, comment_id=batch[0].comment_id
         )
         if len(batch) > 1:
-            message_id = await self.courier.send_combined(batch)
+            message_id = await self._courier.send_combined(batch)
             log.info("comments_sent_combined", comments=len(batch), message_id=message_id)
             for item in batch:
                 item.progress["0"] = [message_id]
@@ -324,13 +308,11 @@ class TelegramSender:
             return
         item = batch[0]
         if item.action is Action.EDIT:
-            assert self.revisions is not None
-            ids = await self.revisions.edit(item)
+            ids = await self._revisions.edit(item)
         elif item.action is Action.DELETE:
-            assert self.revisions is not None
-            ids = await self.revisions.delete(item)
+            ids = await self._revisions.delete(item)
         else:
-            ids = await self.courier.send(item)
+            ids = await self._courier.send(item)
         log.info("telegram_item_done", action=str(item.action), kind=str(item.kind), message_ids=ids)
         await self._finish([item], [ids])
 
@@ -370,7 +352,7 @@ class TelegramSender:
                 thread_id=item.thread_id,
             )
             subject = subjects.telegram_messages_deleted(item.chat_id)
-        await self._publisher.publish(effect, subject=subject, msg_id=f"effect:{item.key}")
+        await self._publisher.publish(effect, subject=subject, msg_id=effect_msg_id(item.key))
 
     async def _refused(self, batch: list[OutboxItem], error: Exception) -> bool:
         """Count a refusal against the item; True when the next pass should send items one by one."""
@@ -405,7 +387,7 @@ class TelegramSender:
                 thread_id=item.thread_id,
             ),
             subject=subjects.telegram_delivery_failed(item.chat_id),
-            msg_id=f"effect:{key}",
+            msg_id=effect_msg_id(key),
         )
 
     async def _migrated(self, old_chat_id: int, new_chat_id: int, item: OutboxItem) -> None:
@@ -434,3 +416,26 @@ def next_batch(items: list[OutboxItem]) -> list[OutboxItem]:
     if len(run) < 2:
         return [items[0]]
     return [run[index] for index in combine([item.text for item in run])[0]]
+
+
+class Nudges:
+    """Replicas tell each other about items stored for a group another replica holds (core
+    NATS, nothing stored: a lost nudge costs latency only, the sweep is the backstop)."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    async def send(self, chat_id: int) -> None:
+        with contextlib.suppress(Exception):
+            await self._connection.publish(NUDGE_SUBJECT, str(chat_id).encode())
+
+    async def listen(self, nudged: Callable[[int], None]) -> None:
+        async def on_nudge(msg: Any) -> None:
+            try:
+                chat_id = int(msg.data)
+            except ValueError:
+                log.warning("outbox_nudge_unreadable", size=len(msg.data))
+                return
+            nudged(chat_id)
+
+        await self._connection.subscribe(NUDGE_SUBJECT, cb=on_nudge)

@@ -29,11 +29,6 @@ class SentComment(msgspec.Struct, kw_only=True):
     caption_message_id: int | None = None
     file_message_ids: list[int] = msgspec.field(default_factory=list)
 
-    @property
-    def all_message_ids(self) -> list[int]:
-        caption = [self.caption_message_id] if self.caption_message_id is not None else []
-        return sorted({*self.text_message_ids, *caption, *self.file_message_ids})
-
 
 class CombinedPart(msgspec.Struct, kw_only=True):
     comment_id: int

@@ -15,10 +15,10 @@ import structlog
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest
 
-from services.relay.courier import Courier, said
-from services.relay.outbox import OutboxItem
-from services.relay.sent_comments import SentComment, SentComments
-from services.relay.telegram_text import (
+from services.relay.to_telegram.courier import Courier, said
+from services.relay.to_telegram.outbox import OutboxItem
+from services.relay.to_telegram.sent_comments import SentComment, SentComments
+from services.relay.to_telegram.telegram_text import (
     CAPTION_LIMIT,
     COMBINED_SEPARATOR,
     TEXT_LIMIT,

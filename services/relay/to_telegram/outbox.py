@@ -1,22 +1,12 @@
 """The relay's Telegram outbox in MongoDB: every message, edit and deletion bound for a group.
 
-Why an outbox and not a send inside the event handler: a group may take about 20 messages a
-minute, so sends must wait for their turn without holding up other groups or the event
-stream, and comments waiting for the same group can then go out combined. The handler stores
-an item (its ``_id`` is the effect key, so a redelivered event stores nothing new) and returns;
-a per-group sender (``sender.py``) drains the items in order.
-
-``telegram_outbox``: one document per item waiting to go; ``seq`` (from ``counters``) orders them across the
-whole bridge, so the order survives a group's move to a new chat id. ``progress`` records each
-finished step of a multi-message item (parts of a long text, files), so a retry resumes where
-it stopped instead of repeating what Telegram already shows.
-
-``telegram_outbox_finished``: items that went out (``state`` done) or that Telegram refused for
-good (dead, with the reason, for an operator). They are moved out of ``telegram_outbox`` so that
-finding a group's next items reads only what waits, however long the bridge has run (nx-27017
-does not use the compound index, so the pending query reads the whole collection); they stay
-to recognise a redelivered event. A move is an insert there, then a delete here: an item found
-in both (a crash in between) counts as finished.
+A handler stores an item (its ``_id`` is the effect key, so a redelivered event stores nothing
+new) and returns; the group's sender drains the items in order, at the group's pace, combining
+what waits. ``telegram_outbox``: the items waiting, ordered by ``seq`` (from ``counters``, so the
+order survives a group's move to a new chat id); ``progress`` records each finished step of a
+multi-message item so a retry resumes where it stopped. ``telegram_outbox_finished``: items sent
+or refused for good (dead, with the reason), kept to recognise a redelivered event. Moving an
+item is an insert there, then a delete here: one found in both (a crash between) is finished.
 """
 
 from __future__ import annotations
@@ -106,9 +96,6 @@ class Outbox:
 
     async def create_indexes(self) -> None:
         await self._items.create_index([("state", 1), ("chat_id", 1), ("seq", 1)], name="pending_by_chat")
-        # Earlier versions kept finished items beside the waiting ones: move them once.
-        async for document in self._items.find({"state": {"$ne": ItemState.PENDING.value}}):
-            await self._move_to_finished(document)
 
     async def finished_among(self, keys: list[str]) -> set[str]:
         """Which of these items went out already (or were given up)."""
@@ -134,10 +121,6 @@ class Outbox:
         except DuplicateKeyError:
             return False
         return True
-
-    async def get(self, key: str) -> OutboxItem | None:
-        document = await self._finished.find_one({"_id": key}) or await self._items.find_one({"_id": key})
-        return _item(document) if document else None
 
     async def pending(self, chat_id: int, *, limit: int, after_crash: bool = True) -> list[OutboxItem]:
         """The group's next items in order. ``after_crash``: also drop items a crash left in
@@ -184,14 +167,12 @@ class Outbox:
 
     async def _finish(self, key: str, changes: dict[str, Any]) -> None:
         document = await self._items.find_one({"_id": key})
-        if document is not None:
-            await self._move_to_finished({**document, **changes, "finished_at": datetime.now(UTC)})
-
-    async def _move_to_finished(self, document: dict[str, Any]) -> None:
+        if document is None:
+            return
         # A duplicate: moved before, and the delete below did not happen.
         with contextlib.suppress(DuplicateKeyError):
-            await self._finished.insert_one(document)
-        await self._items.delete_one({"_id": document["_id"]})
+            await self._finished.insert_one({**document, **changes, "finished_at": datetime.now(UTC)})
+        await self._items.delete_one({"_id": key})
 
     async def count_attempt(self, key: str, reason: str) -> int:
         document = await self._items.find_one_and_update(

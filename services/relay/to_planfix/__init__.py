@@ -1,0 +1,60 @@
+"""Telegram -> Planfix: group messages become comments in the bound task; edits and reactions
+rewrite the comment they became.
+
+The path: ``consumer`` (batches, one active replica) -> ``plan`` (what the batch becomes, pure)
+-> ``carrier`` (posts and rewrites, with ``files`` and ``from_telegram_html``) -> ``ledger``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiogram import Bot
+from motor.motor_asyncio import AsyncIOMotorDatabase
+
+from bridge_lib.eventbus import EventPublisher
+from bridge_lib.lease import Lease
+from bridge_lib.planfix import PlanfixClient
+from services.relay.config import RelaySettings
+from services.relay.directory import BindingDirectory
+from services.relay.to_planfix.carrier import Carrier
+from services.relay.to_planfix.consumer import InboundConsumer
+from services.relay.to_planfix.files import FileUploader
+from services.relay.to_planfix.ledger import CommentLedger
+from services.relay.to_planfix.plan import CombineLimits
+from services.relay.to_planfix.previous_layout import adopt_previous_layout
+
+
+async def build(
+    settings: RelaySettings,
+    *,
+    js: Any,
+    database: AsyncIOMotorDatabase[Any],
+    directory: BindingDirectory,
+    planfix: PlanfixClient,
+    bot: Bot,
+    publisher: EventPublisher,
+    lease: Lease,
+) -> InboundConsumer:
+    await adopt_previous_layout(database)
+    ledger = CommentLedger(database)
+    carrier = Carrier(
+        ledger=ledger,
+        files=FileUploader(bot=bot, planfix=planfix),
+        planfix=planfix,
+        publisher=publisher,
+        planfix_source_id=settings.planfix_source_id,
+        zone=ZoneInfo(settings.relay_timezone),
+        recipients=settings.planfix_recipients,
+    )
+    return InboundConsumer(
+        js,
+        directory=directory,
+        ledger=ledger,
+        carrier=carrier,
+        lease=lease,
+        limits=CombineLimits(max_messages=settings.relay_combine_max_messages),
+        album_window_s=settings.relay_album_window_s,
+        concurrency=settings.planfix_concurrency,
+    )

@@ -1,0 +1,389 @@
+"""Telegram -> Planfix: carrying the steps ``plan.plan_batch`` decided, against the ledger,
+Planfix and Telegram.
+
+A comment is planned in the ledger before it is posted and completed after; a step tried again
+first resumes what was planned, looking the comment up by ``sourceObjectId`` if the answer to
+the post was lost. ``leads`` is what the batch knows leads where (the ledger's answer when the
+batch was planned, plus what its steps carried since).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from bridge_lib.eventbus import (
+    EventPublisher,
+    PermanentFailure,
+    TransientFailure,
+    current_delivery,
+    forcing_effects,
+)
+from bridge_lib.planfix import (
+    CommentNotFound,
+    PlanfixAuthError,
+    PlanfixClient,
+    PlanfixRejected,
+    PlanfixUnavailable,
+    Recipients,
+)
+from contracts import subjects
+from contracts.events import (
+    PlanfixCommentPosted,
+    PlanfixCommentRewritten,
+    TelegramMessageEdited,
+    TelegramMessageReceived,
+    envelope_after,
+    planfix_source_object_id,
+)
+from services.relay.effects import effect_msg_id, publish_effect
+from services.relay.to_planfix.files import FileUploader
+from services.relay.to_planfix.from_telegram_html import Block, body_html, build_block, comment_html
+from services.relay.to_planfix.ledger import CommentLedger, LedgerEntry
+from services.relay.to_planfix.plan import (
+    AddToAlbum,
+    InboundEvent,
+    Post,
+    Resume,
+    Rewrite,
+    Skip,
+    Step,
+    Update,
+    album_key,
+    replan,
+)
+
+log = structlog.get_logger("relay.to_planfix")
+
+# How far back to look for a comment lost in a crash (pages of 100).
+_RECOVERY_PAGES = 5
+
+
+class Carrier:
+    def __init__(
+        self,
+        *,
+        ledger: CommentLedger,
+        files: FileUploader,
+        planfix: PlanfixClient,
+        publisher: EventPublisher,
+        planfix_source_id: str,
+        zone: ZoneInfo,
+        recipients: Recipients | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._files = files
+        self._planfix = planfix
+        self._publisher = publisher
+        self._source_id = planfix_source_id
+        self._zone = zone
+        self._recipients = recipients
+
+    async def carry(self, step: Step, leads: dict[str, str], *, attempts: int) -> None:
+        """Carry one step; ``attempts``: how often its messages were delivered (1: the first)."""
+        try:
+            match step:
+                case Post():
+                    await self._post(step, leads, attempts)
+                case Resume(run_key=run_key, message=message):
+                    await self._resume(run_key, message, leads)
+                case AddToAlbum():
+                    await self._add_to_album(step, leads, attempts)
+                case Rewrite(updates=updates):
+                    await self._rewrite_all(updates, leads)
+                case Skip(events=events):
+                    for event in events:
+                        log.info(_skipped(event), chat_id=event.chat_id, message_id=event.message_id)
+        except (PlanfixUnavailable, PlanfixAuthError) as error:
+            # An auth error is an operator's fix (a new token); keep the messages until then.
+            raise TransientFailure(str(error)) from error
+        except PlanfixRejected as error:
+            raise PermanentFailure(f"Planfix refused: {error}") from error
+
+    # --- new comments -----------------------------------------------------------------------
+
+    async def _post(self, post: Post, leads: dict[str, str], attempts: int) -> None:
+        if not forcing_effects():
+            steps = replan(post, leads)
+            if steps != (post,):
+                for step in steps:
+                    await self.carry(step, leads, attempts=attempts)
+                return
+        structlog.contextvars.bind_contextvars(task_number=post.task_number, chat_id=post.messages[0].chat_id)
+        fresh = list(post.messages)
+        while fresh:
+            entry, resumed = await self._plan(post.task_number, fresh, attempts)
+            # ``resumed``: an intent an earlier try left; it may have been posted already.
+            await self._finish(entry, fresh[0], leads, redelivered=attempts > 1 or resumed, lead=True)
+            # An intent left by a crash may hold fewer of these messages: the rest go next.
+            planned = {block.message_key for block in entry.blocks}
+            fresh = [message for message in fresh if message.source_key not in planned]
+
+    async def _plan(
+        self, task_number: int, messages: list[TelegramMessageReceived], attempts: int
+    ) -> tuple[LedgerEntry, bool]:
+        """The stored intent and whether an earlier try left it."""
+        run_key = messages[0].source_key
+        delivery = current_delivery()
+        if delivery is not None and delivery.force_effects:
+            run_key = f"{run_key}:forced:{delivery.replay_id or delivery.stream_seq}"
+        albums = list(dict.fromkeys(m.media_group_id for m in messages if m.media_group_id))
+        with_files = any(attachment.is_image for message in messages for attachment in message.attachments)
+        entry = LedgerEntry(
+            run_key=run_key,
+            task_number=task_number,
+            chat_id=messages[0].chat_id,
+            blocks=[] if with_files else [build_block(message, self._zone, []) for message in messages],
+            media_group_id=albums[0] if len(albums) == 1 else None,
+            keys=[*(m.source_key for m in messages), *(album_key(messages[0].chat_id, a) for a in albums)],
+            uploading=with_files,
+        )
+        stored, earlier = await self._ledger.plan(entry)
+        if earlier and not stored.uploading:
+            return stored, True
+        if with_files:
+            # A try cut off while uploading posted nothing: its uploads are reused, this plan stands.
+            entry.uploads = stored.uploads if earlier else {}
+            for message in messages:
+                file_ids, notes = await self._upload_files(entry, message, attempts)
+                entry.file_ids += file_ids
+                entry.blocks.append(build_block(message, self._zone, notes))
+            entry.uploading = False
+            await self._ledger.save(entry)
+        return entry, False
+
+    async def _resume(self, run_key: str, message: TelegramMessageReceived, leads: dict[str, str]) -> None:
+        entry = await self._ledger.load(run_key)
+        if entry is None:
+            raise TransientFailure(f"planned comment {run_key} not found in the ledger")
+        structlog.contextvars.bind_contextvars(task_number=entry.task_number, chat_id=entry.chat_id)
+        await self._finish(entry, message, leads, redelivered=True, lead=False)
+
+    async def _finish(
+        self,
+        entry: LedgerEntry,
+        cause: TelegramMessageReceived,
+        leads: dict[str, str],
+        *,
+        redelivered: bool,
+        lead: bool,
+    ) -> None:
+        """Post the planned comment unless it was, record it, and announce it (again: a repeat
+        has the same message id and is dropped). ``lead``: write its leads even when it was
+        posted before (a try may have stopped before they were written)."""
+        effect_key = f"planfix-comment:{entry.run_key}"
+        writes = []
+        if entry.comment_id is None:
+            entry.comment_id = await self._post_comment(entry, redelivered=redelivered)
+            entry.published = [*entry.published, effect_msg_id(effect_key)]
+            # Side by side, in one round trip's wait: each is idempotent, and if one fails the
+            # step is tried again, finding the comment by ``sourceObjectId`` if ``save`` was lost.
+            writes = [self._ledger.save(entry), self._ledger.lead_here(entry, entry.keys)]
+            log.info(
+                "comment_posted",
+                comment_id=entry.comment_id,
+                messages=len(entry.blocks),
+                files=len(entry.file_ids),
+            )
+        elif lead:
+            writes = [self._ledger.lead_here(entry, entry.keys)]
+        published = publish_effect(
+            self._publisher,
+            PlanfixCommentPosted(
+                **envelope_after(cause, effect_key),
+                task_number=entry.task_number,
+                comment_id=entry.comment_id,
+                source_object_id=planfix_source_object_id(entry.run_key),
+                chat_id=entry.chat_id,
+                message_id=entry.blocks[0].message_id,
+                message_ids=[block.message_id for block in entry.blocks],
+                file_ids=entry.file_ids,
+            ),
+            subject=subjects.planfix_comment_posted(entry.task_number),
+            effect_key=effect_key,
+        )
+        await asyncio.gather(*writes, published)
+        for key in entry.keys if writes else ():
+            leads.setdefault(key, entry.run_key)
+
+    async def _post_comment(self, entry: LedgerEntry, *, redelivered: bool) -> int:
+        if redelivered:
+            found = await self._find_comment(entry.task_number, entry.run_key)
+            if found is not None:
+                log.info("comment_found_after_crash", comment_id=found)
+                return found
+        return await self._planfix.add_comment(
+            task_number=entry.task_number,
+            description_html=comment_html(entry.blocks),
+            source_id=self._source_id,
+            source_object_id=planfix_source_object_id(entry.run_key),
+            file_ids=entry.file_ids,
+            recipients=self._recipients,
+        )
+
+    async def _find_comment(self, task_number: int, run_key: str) -> int | None:
+        """The comment posted for ``run_key`` before a crash, if Planfix has it. Read newest
+        first: a comment just posted is on the first page however long the task is."""
+        wanted = {planfix_source_object_id(run_key), run_key}  # run_key: written before UUIDs
+        for page in range(_RECOVERY_PAGES):
+            comments = await self._planfix.list_comments(
+                task_number, source_id=self._source_id, offset=page * 100, page_size=100, newest_first=True
+            )
+            for comment in comments:
+                if comment.source_object_id in wanted:
+                    return comment.id
+            if len(comments) < 100:
+                break
+        return None
+
+    async def _upload_files(
+        self, entry: LedgerEntry, message: TelegramMessageReceived, attempts: int
+    ) -> tuple[list[int], list[str]]:
+        """The message's pictures and files uploaded once per comment: each upload is recorded
+        in the entry before the next, and a retry reuses what it finds there."""
+        file_ids: list[int] = []
+        notes: list[str] = []
+        for attachment in message.attachments:
+            if not attachment.is_image:
+                continue  # an animated sticker: its emoji and set are in the text
+            upload = entry.uploads.get(attachment.file_unique_id)
+            if upload is None:
+                upload = await self._files.upload(attachment, attempts)
+                entry.uploads[attachment.file_unique_id] = upload
+                await self._ledger.record_upload(entry.run_key, attachment.file_unique_id, upload)
+            if upload.file_id is not None:
+                file_ids.append(upload.file_id)
+            if upload.note is not None:
+                notes.append(upload.note)
+        return file_ids, notes
+
+    # --- late album parts ---------------------------------------------------------------------
+
+    async def _add_to_album(self, step: AddToAlbum, leads: dict[str, str], attempts: int) -> None:
+        """A part that arrived after its album's comment was planned: its files (and caption, if
+        it has one) are added to that comment."""
+        run_key = leads.get(step.album_key)
+        album = await self._ledger.load(run_key) if run_key else None
+        if album is None:  # the album's comment was never made (its post was given up)
+            await self._post(Post(step.task_number, (step.message,)), leads, attempts)
+            return
+        message = step.message
+        structlog.contextvars.bind_contextvars(task_number=album.task_number, chat_id=album.chat_id)
+        file_ids, notes = await self._upload_files(album, message, attempts)
+        block = build_block(message, self._zone, notes)
+        if (block.body or block.tail) and album.block_for(message.source_key) is None:
+            album.blocks.append(block)
+        album.file_ids.extend(f for f in file_ids if f not in album.file_ids)
+        if message.source_key not in album.keys:
+            album.keys.append(message.source_key)
+        if album.comment_id is None:
+            await self._ledger.save(album)
+            await self._finish(album, message, leads, redelivered=True, lead=True)
+            return
+        await self._rewrite(album, files_changed=True)
+        effect_key = self._add_update_event(album, message)
+        await self._ledger.save(album)
+        # Lead written last: a redelivery of a part not leading here yet adds it again (files reused).
+        await self._ledger.lead_here(album, [message.source_key])
+        leads.setdefault(message.source_key, album.run_key)
+        await self._publish_update(album, message.message_id, "album_part", message, effect_key)
+        log.info("late_album_part_added", comment_id=album.comment_id, files=len(album.file_ids))
+
+    # --- edits and reactions ------------------------------------------------------------------
+
+    async def _rewrite_all(self, updates: tuple[Update, ...], leads: dict[str, str]) -> None:
+        """Edits and reactions grouped by the comment they change: one rewrite per comment."""
+        by_run: dict[str, list[Update]] = {}
+        for update in updates:
+            run_key = leads.get(update.message_key)
+            if run_key is None:  # its message's comment was given up
+                log.info(_skipped(update), chat_id=update.chat_id, message_id=update.message_id)
+                continue
+            by_run.setdefault(run_key, []).append(update)
+        for run_key, changes in by_run.items():
+            await self._apply(run_key, changes)
+
+    async def _apply(self, run_key: str, updates: list[Update]) -> None:
+        entry = await self._ledger.load(run_key)
+        if entry is None:
+            return
+        structlog.contextvars.bind_contextvars(task_number=entry.task_number, comment_id=entry.comment_id)
+        if not any([_apply_to_block(entry.block_for(update.message_key), update) for update in updates]):
+            log.info("comment_unchanged")
+            return
+        if entry.comment_id is None:
+            await self._ledger.save(entry)  # not posted yet: it will be posted as it is now
+            return
+        await self._rewrite(entry, files_changed=False)
+        last = updates[-1]
+        effect_key = self._add_update_event(entry, last)
+        await self._ledger.save(entry)
+        reason = "edit" if isinstance(last, TelegramMessageEdited) else "reaction"
+        await self._publish_update(entry, last.message_id, reason, last, effect_key)
+        log.info("comment_updated", reason=reason, updates=len(updates))
+
+    async def _rewrite(self, entry: LedgerEntry, *, files_changed: bool) -> None:
+        assert entry.comment_id is not None
+        try:
+            await self._planfix.update_comment(
+                task_number=entry.task_number,
+                comment_id=entry.comment_id,
+                description_html=comment_html(entry.blocks),
+                file_ids=entry.file_ids if files_changed else None,
+            )
+        except CommentNotFound:
+            # Deleted in Planfix: there is nothing left to update.
+            log.info("updated_comment_was_deleted", comment_id=entry.comment_id)
+
+    @staticmethod
+    def _add_update_event(entry: LedgerEntry, cause: InboundEvent) -> str:
+        effect_key = f"planfix-comment-update:{cause.event_id}"
+        if effect_msg_id(effect_key) not in entry.published:
+            entry.published = [*entry.published, effect_msg_id(effect_key)]
+        return effect_key
+
+    async def _publish_update(
+        self, entry: LedgerEntry, message_id: int, reason: str, cause: InboundEvent, effect_key: str
+    ) -> None:
+        assert entry.comment_id is not None
+        await publish_effect(
+            self._publisher,
+            PlanfixCommentRewritten(
+                **envelope_after(cause, effect_key),
+                task_number=entry.task_number,
+                comment_id=entry.comment_id,
+                chat_id=entry.chat_id,
+                message_id=message_id,
+                reason=reason,
+            ),
+            subject=subjects.planfix_comment_rewritten(entry.task_number),
+            effect_key=effect_key,
+        )
+
+
+def _apply_to_block(block: Block | None, update: Update) -> bool:
+    """Change the block as the update says; whether anything shown changed."""
+    if block is None:
+        return False  # an album part without a block of its own: nothing shown to change
+    if isinstance(update, TelegramMessageEdited):
+        body = body_html(update.text, update.entities)
+        changed = body != block.body or not block.edited
+        block.body, block.edited = body, True
+        return changed
+    emojis = [reaction.emoji for reaction in update.reactions]
+    if block.reactions.get(update.actor.display, []) != emojis:
+        block.reactions = {**block.reactions, update.actor.display: emojis}
+        if not emojis:
+            block.reactions.pop(update.actor.display)
+        return True
+    return False
+
+
+def _skipped(event: InboundEvent) -> str:
+    """The log line of an event carried nowhere."""
+    if isinstance(event, TelegramMessageReceived):
+        return "unbound_group_not_relayed"
+    # Written before the group was bound, or never carried: nothing to change.
+    return f"{'edit' if isinstance(event, TelegramMessageEdited) else 'reaction'}_of_unknown_message_ignored"

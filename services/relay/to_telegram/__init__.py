@@ -1,0 +1,95 @@
+"""Planfix -> Telegram: comments, binding decisions and answers shown in the groups.
+
+The path: ``handlers`` (events -> outbox items, with ``from_planfix_html`` and ``notices``) ->
+``outbox`` -> ``sender`` (per group, at its pace) -> ``courier`` (the Telegram calls; edits and
+deletions through ``revisions``) -> ``sent_comments``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from aiogram import Bot
+from faststream.nats import NatsRouter
+from motor.motor_asyncio import AsyncIOMotorDatabase
+
+from bridge_lib.eventbus import EventPublisher
+from bridge_lib.lease import Leases
+from bridge_lib.planfix import PlanfixClient
+from services.relay.config import RelaySettings
+from services.relay.directory import BindingDirectory
+from services.relay.effects import OwnComments
+from services.relay.to_telegram.courier import Courier
+from services.relay.to_telegram.handlers import ToTelegram, router
+from services.relay.to_telegram.notices import task_page
+from services.relay.to_telegram.outbox import Outbox
+from services.relay.to_telegram.pacing import TelegramPace
+from services.relay.to_telegram.revisions import CommentRevisions
+from services.relay.to_telegram.sender import Nudges, TelegramSender
+from services.relay.to_telegram.sent_comments import SentComments
+
+
+@dataclass(frozen=True)
+class ToTelegramWing:
+    router: NatsRouter  # the durable consumers, to include in the broker
+    sender: TelegramSender  # started once the consumers are, stopped before the broker
+
+
+async def build(
+    settings: RelaySettings,
+    *,
+    database: AsyncIOMotorDatabase[Any],
+    nats: Any,
+    pace_bucket: Any,
+    directory: BindingDirectory,
+    planfix: PlanfixClient,
+    bot: Bot,
+    publisher: EventPublisher,
+    owner: str,
+) -> ToTelegramWing:
+    outbox = Outbox(database)
+    await outbox.create_indexes()
+    pace = TelegramPace(
+        pace_bucket,
+        group_limit=settings.group_pace_messages,
+        group_window_s=settings.group_pace_window_s,
+        bot_per_second=settings.bot_pace_per_s,
+    )
+    leases = Leases(pace_bucket, owner=owner, ttl_s=settings.group_lease_ttl_s)
+    sent = SentComments(database)
+    courier = Courier(
+        bot=bot,
+        planfix=planfix,
+        outbox=outbox,
+        sent=sent,
+        pace=pace,
+        leases=leases,
+        task_url=partial(task_page, settings.planfix_web_url),
+    )
+    nudges = Nudges(nats)
+    sender = TelegramSender(
+        outbox=outbox,
+        pace=pace,
+        leases=leases,
+        courier=courier,
+        revisions=CommentRevisions(bot=bot, courier=courier, sent=sent),
+        directory=directory,
+        publisher=publisher,
+        nudge=nudges.send,
+        max_attempts=settings.send_max_attempts,
+        secret=settings.telegram_bot_token.get_secret_value(),
+    )
+    await nudges.listen(sender.nudged)
+    # After the replay: only live binding changes (e.g. a resumed group) wake a sender.
+    directory.on_change(sender.wake)
+    handlers = ToTelegram(
+        directory=directory,
+        own_comments=OwnComments(database),
+        outbox=outbox,
+        wake=sender.wake,
+        planfix_source_id=settings.planfix_source_id,
+        planfix_web_url=settings.planfix_web_url,
+    )
+    return ToTelegramWing(router=router(handlers), sender=sender)
