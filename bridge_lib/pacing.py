@@ -3,7 +3,7 @@
 The budget lives in NATS: a key-value bucket (``PLANFIX_PACING``) holds, per account, the
 theoretical arrival time of the next request (GCRA). Taking a turn reserves
 ``max(stored, now) + interval`` with a compare-and-set (a lost race retries) and sleeps until
-that slot. Why no pacing service, and the clock assumption: docs/architecture-gateways.md.
+that slot. Why no pacing service, and the clock assumption: docs/architecture.md.
 """
 
 from __future__ import annotations

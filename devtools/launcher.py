@@ -4,7 +4,7 @@ Sandbox mode (fake Telegram and Planfix, ``python -m sandbox``) without credenti
 ``BRIDGE_MODE=sandbox``, live mode otherwise; live mode never starts a fake. Starts nats-server and
 nx-27017 unless ``NATS_URL``/``MONGODB_URL`` are given, then the four services, restarting a
 crashed one; a settings error (exit 2) stops everything, and Ctrl-C stops all in order. The
-steps: docs/architecture-gateways.md.
+steps: docs/architecture.md.
 """
 
 from __future__ import annotations

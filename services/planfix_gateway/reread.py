@@ -5,7 +5,7 @@ of the newest comments of each bound task active within ``PLANFIX_REREAD_ACTIVE_
 compares each with what its group was shown (a ``Watchlist`` folded from BINDING and PLANFIX),
 and publishes the ``PlanfixCommentUpdated`` or ``PlanfixCommentDeleted`` a notice would have
 produced, within ``PLANFIX_REREAD_MAX_PER_DAY`` requests. Costs, keys and the fold:
-docs/architecture-gateways.md.
+docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ failure, so nothing slow happens here: check the secret (and ``PLANFIX_WEBHOOK_H
 read two ids, publish one event, answer. ``fetcher`` fetches the comment later. The body is a
 JSON object ``{"task": <id>, "comment": <id>[, "event": "comment.added"]}``, or the same as a
 form; JSON broken by a pasted text is still read when the ids are unambiguous (formats:
-docs/architecture-gateways.md). Anything else is a 400.
+docs/architecture.md). Anything else is a 400.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ When handling an update fails (NATS away, a stream electing a leader), the offse
 it and the same updates are fetched again, in order, after a growing pause; a repeat is dropped
 by its key. ``Dispatcher.start_polling`` would confirm the update anyway (aiogram 3.31). A batch
 aiogram cannot decode is decoded update by update, the bad ones kept as dead letters
-(``undecodable``). Why this way: docs/architecture-gateways.md.
+(``undecodable``). Why this way: docs/architecture.md.
 """
 
 from __future__ import annotations
