@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from faststream.middlewares import AckPolicy
 from faststream.nats import NatsBroker
 
-from bridge_lib.eventbus import durable_pull, jstream
+from bridge_lib.eventbus import consume_durably, jstream
 from bridge_lib.health import ConsumerRef
 from contracts.subjects import ALL_STREAMS, CONSUMERS, RELAY_TELEGRAM_INBOUND, ConsumerSpec
 
@@ -31,15 +30,7 @@ def service_brokers() -> dict[str, NatsBroker]:
     for consumer in CONSUMERS:
         if consumer is RELAY_TELEGRAM_INBOUND:
             continue
-        broker = brokers.setdefault(consumer.service, NatsBroker())
-        broker.subscriber(
-            consumer.filter_subject,
-            stream=_stream(consumer),
-            ack_policy=AckPolicy.MANUAL,
-            # The channel's name in the AsyncAPI document: two services may read one filter.
-            title=f"{consumer.filter_subject}:{consumer.durable}",
-            **durable_pull(consumer.durable),
-        )(_never_run)
+        consume_durably(brokers.setdefault(consumer.service, NatsBroker()), consumer, (), _never_run)
     return brokers
 
 

@@ -28,7 +28,8 @@ import msgspec
 import nats.errors
 import nats.js.errors
 import structlog
-from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.middlewares import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
 from faststream.nats.annotations import NatsMessage
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, StorageType, StreamConfig
@@ -44,7 +45,7 @@ from contracts.events import (
     decode_event,
     event_id_for,
 )
-from contracts.subjects import ALL_STREAMS, StreamSpec, dead_letter, subject_for
+from contracts.subjects import ALL_STREAMS, ConsumerSpec, StreamSpec, dead_letter, subject_for
 
 log = structlog.get_logger("eventbus")
 
@@ -379,6 +380,29 @@ async def consume(
         _current_delivery.reset(token)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(**context_before)
+
+
+def consume_durably(
+    router: NatsRouter | NatsBroker,
+    consumer: ConsumerSpec,
+    event_type: type[E] | tuple[type[Any], ...],
+    handler: Callable[[Any, Delivery], Awaitable[None]],
+) -> None:
+    """Subscribe ``handler`` to ``consumer`` as ``contracts.subjects`` declares it: a durable pull
+    consumer, one message at a time, each decoded to ``event_type`` and settled by ``consume``."""
+    stream = next(spec for spec in ALL_STREAMS if spec.name == consumer.stream)
+
+    async def on_message(msg: NatsMessage) -> None:
+        await consume(msg, event_type, handler)
+
+    router.subscriber(
+        consumer.filter_subject,
+        stream=jstream(stream),
+        ack_policy=AckPolicy.MANUAL,
+        # The channel's name in the AsyncAPI document: two services may read one filter.
+        title=f"{consumer.filter_subject}:{consumer.durable}",
+        **durable_pull(consumer.durable, ack_wait_s=consumer.ack_wait_s, max_deliver=consumer.max_deliver),
+    )(on_message)
 
 
 def _routing_of(event: Event) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from faststream.nats import NatsBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge_lib import metrics
+from contracts.subjects import ConsumerSpec
 
 log = structlog.get_logger("health")
 
@@ -41,6 +42,10 @@ class ConsumerRef(msgspec.Struct, frozen=True):
     stream: str
     durable: str
     filter_subject: str
+
+
+def consumer_ref(consumer: ConsumerSpec) -> ConsumerRef:
+    return ConsumerRef(consumer.stream, consumer.durable, consumer.filter_subject)
 
 
 def durable_consumers(broker: NatsBroker) -> list[ConsumerRef]:

@@ -7,7 +7,6 @@ from typing import Any, get_args
 
 import msgspec
 import structlog
-from faststream.middlewares import AckPolicy
 from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsMessage
 from motor.motor_asyncio import AsyncIOMotorClient
@@ -15,10 +14,8 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from bridge_lib.eventbus import (
     Delivery,
     EventPublisher,
-    consume,
-    durable_pull,
+    consume_durably,
     ensure_streams,
-    jstream,
     make_broker,
     start_subscribers,
     undecoded,
@@ -29,7 +26,7 @@ from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
 from bridge_lib.runtime import wait_for_stop_signal
 from contracts import subjects
 from contracts.events import BindingStoreRebuilt, RebuildBindingStore, TelegramGroupEvent
-from contracts.subjects import TELEGRAM_STREAM
+from contracts.subjects import BINDER_BIND_REQUESTS, BINDER_GROUP_CHANGES
 from services.binder.config import BinderSettings
 from services.binder.decide import BinderRequest, BindRules
 from services.binder.handlers import Binder, GroupLife, Publisher, Store, StoreRebuilder, Tasks
@@ -45,24 +42,8 @@ Rebuild = Callable[[RebuildBindingStore], Awaitable[BindingStoreRebuilt]]
 def router(*, on_request: Handle, on_group_event: Handle, on_rebuild: Rebuild) -> NatsRouter:
     """The binder's subscribers, handing each message to the handler given."""
     binder_router = NatsRouter()
-
-    @binder_router.subscriber(
-        subjects.ALL_BIND_REQUESTS,
-        stream=jstream(TELEGRAM_STREAM),
-        ack_policy=AckPolicy.MANUAL,
-        **durable_pull("binder-bind-requests"),
-    )
-    async def on_bind_requested(msg: NatsMessage) -> None:
-        await consume(msg, get_args(BinderRequest), on_request)
-
-    @binder_router.subscriber(
-        subjects.ALL_TELEGRAM_GROUP_EVENTS,
-        stream=jstream(TELEGRAM_STREAM),
-        ack_policy=AckPolicy.MANUAL,
-        **durable_pull("binder-group-changes"),
-    )
-    async def on_group_changed(msg: NatsMessage) -> None:
-        await consume(msg, get_args(TelegramGroupEvent), on_group_event)
+    consume_durably(binder_router, BINDER_BIND_REQUESTS, get_args(BinderRequest), on_request)
+    consume_durably(binder_router, BINDER_GROUP_CHANGES, get_args(TelegramGroupEvent), on_group_event)
 
     # A NATS request, not a stream's message: left out of the AsyncAPI document of the streams.
     @binder_router.subscriber(

@@ -19,20 +19,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import structlog
-from faststream.middlewares import AckPolicy
 from faststream.nats import NatsRouter
-from faststream.nats.annotations import NatsMessage
 
 from bridge_lib.eventbus import (
     Delivery,
     EventPublisher,
     PermanentFailure,
     TransientFailure,
-    consume,
-    durable_pull,
-    jstream,
+    consume_durably,
 )
-from bridge_lib.health import ConsumerRef
+from bridge_lib.health import consumer_ref
 from bridge_lib.planfix import (
     CommentNotFound,
     PlanfixAuthError,
@@ -56,13 +52,13 @@ from contracts.events import (
     planfix_comment_deleted_key,
     planfix_comment_key,
 )
-from contracts.subjects import PLANFIX_STREAM
+from contracts.subjects import FETCHER_COMMENT_WEBHOOKS
 
 log = structlog.get_logger("planfix_gateway.fetcher")
 
-DURABLE = "planfix_gateway-comment-fetcher"
+DURABLE = FETCHER_COMMENT_WEBHOOKS.durable
 # The durable consumer as health checks name it, known before the router is built.
-CONSUMER = ConsumerRef(PLANFIX_STREAM.name, DURABLE, subjects.ALL_PLANFIX_COMMENT_WEBHOOKS)
+CONSUMER = consumer_ref(FETCHER_COMMENT_WEBHOOKS)
 
 
 async def no_wait() -> None:
@@ -213,14 +209,5 @@ NoticeHandler = Callable[[PlanfixCommentWebhookReceived, Delivery], Awaitable[No
 def build_router(handle: NoticeHandler) -> NatsRouter:
     """The subscriber to stored webhook notices, handing each to ``handle`` (``CommentFetcher.handle``)."""
     router = NatsRouter()
-
-    @router.subscriber(
-        subjects.ALL_PLANFIX_COMMENT_WEBHOOKS,
-        stream=jstream(PLANFIX_STREAM),
-        ack_policy=AckPolicy.MANUAL,
-        **durable_pull(DURABLE),
-    )
-    async def on_webhook(msg: NatsMessage) -> None:
-        await consume(msg, PlanfixCommentWebhookReceived, handle)
-
+    consume_durably(router, FETCHER_COMMENT_WEBHOOKS, PlanfixCommentWebhookReceived, handle)
     return router

@@ -8,13 +8,12 @@ import os
 import socket
 import uuid
 from functools import partial
-from typing import Any
 
 import structlog
 from motor.motor_asyncio import AsyncIOMotorClient
 
-from bridge_lib.eventbus import Delivery, EventPublisher, ensure_streams, make_broker, start_subscribers
-from bridge_lib.health import ConsumerRef, mongo_ping, start_health_server
+from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker, start_subscribers
+from bridge_lib.health import consumer_ref, mongo_ping, start_health_server
 from bridge_lib.jetstream_ready import when_jetstream_ready
 from bridge_lib.kvstore import ensure_bucket
 from bridge_lib.lease import Lease, open_lease_bucket
@@ -22,30 +21,18 @@ from bridge_lib.metrics import track_planfix_budget
 from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
 from bridge_lib.runtime import freeze_startup_heap, wait_for_stop_signal
 from bridge_lib.telegram import make_bot, telegram_self_check
-from contracts.subjects import ALL_TELEGRAM_MESSAGE_ACTIVITY, TELEGRAM_PACE_BUCKET, TELEGRAM_STREAM
+from contracts.subjects import (
+    RELAY_TELEGRAM_INBOUND,
+    TELEGRAM_PACE_BUCKET,
+)
 from services.relay import to_planfix, to_telegram
 from services.relay.config import RelaySettings
 from services.relay.directory import BindingDirectory
-from services.relay.to_planfix.consumer import DURABLE as INBOUND_DURABLE
-from services.relay.to_telegram.handlers import router
 
 log = structlog.get_logger("relay")
 # Of the 10 s a stop may take, what the Telegram -> Planfix step in flight gets to finish.
 INBOUND_STOP_GRACE_S = 7.0
-INBOUND_CONSUMER = ConsumerRef(TELEGRAM_STREAM.name, INBOUND_DURABLE, ALL_TELEGRAM_MESSAGE_ACTIVITY)
-
-
-class _NeverDelivered:
-    """Handlers of a router that is only read, never connected (``CONSUMERS_ROUTER``)."""
-
-    async def carry_comment_change(self, event: Any, delivery: Delivery) -> None:
-        raise RuntimeError("not a running relay")
-
-    announce_binding = answer_group_event = carry_comment_change
-
-
-# The relay's durable consumers, as the CLI reads them (``bridge_cli.topology``).
-CONSUMERS_ROUTER = router(_NeverDelivered())
+INBOUND_CONSUMER = consumer_ref(RELAY_TELEGRAM_INBOUND)
 
 
 async def run(settings: RelaySettings) -> None:

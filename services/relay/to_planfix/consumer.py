@@ -42,7 +42,11 @@ from contracts.events import (
     decode_event,
     telegram_message_key,
 )
-from contracts.subjects import ALL_TELEGRAM_MESSAGE_ACTIVITY, TELEGRAM_STREAM
+from contracts.subjects import (
+    ALL_TELEGRAM_MESSAGE_ACTIVITY,
+    RELAY_TELEGRAM_INBOUND,
+    TELEGRAM_STREAM,
+)
 from services.relay.directory import BindingDirectory
 from services.relay.to_planfix.carrier import Carrier
 from services.relay.to_planfix.ledger import CommentLedger
@@ -58,7 +62,7 @@ from services.relay.to_planfix.plan import (
 
 log = structlog.get_logger("relay.inbound")
 
-DURABLE = "relay-telegram-inbound"
+DURABLE = RELAY_TELEGRAM_INBOUND.durable
 ACK_WAIT_S = 60.0
 # A unit whose handler raises something other than a TransientFailure this many times in a row
 # is a bug, not an outage: it is dead-lettered so the messages after it can go.

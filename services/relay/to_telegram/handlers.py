@@ -15,12 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, get_args
 
 import structlog
-from faststream.middlewares import AckPolicy
 from faststream.nats import NatsRouter
-from faststream.nats.annotations import NatsMessage
 
-from bridge_lib.eventbus import Delivery, consume, durable_pull, jstream
-from contracts import subjects
+from bridge_lib.eventbus import Delivery, consume_durably
 from contracts.events import (
     AnonymousAdminPosted,
     BindingEvent,
@@ -44,7 +41,7 @@ from contracts.events import (
     UnbindRejected,
     planfix_comment_key,
 )
-from contracts.subjects import BINDING_STREAM, PLANFIX_STREAM, TELEGRAM_STREAM
+from contracts.subjects import RELAY_BINDING_NOTICES, RELAY_GROUP_EVENTS, RELAY_PLANFIX_COMMENT_CHANGES
 from services.relay.directory import BindingDirectory
 from services.relay.effects import OwnComments
 from services.relay.to_telegram.from_planfix_html import comment_author_line, telegram_comment_text
@@ -281,33 +278,15 @@ class Handlers(Protocol):
 def router(handlers: Handlers) -> NatsRouter:
     """The relay's three durable consumers, each handing its events to ``handlers``."""
     nats_router = NatsRouter()
-
     # Added, updated and deleted comments through one consumer: a task's changes stay in order.
-    @nats_router.subscriber(
-        subjects.ALL_PLANFIX_COMMENT_CHANGES,
-        stream=jstream(PLANFIX_STREAM),
-        ack_policy=AckPolicy.MANUAL,
-        **durable_pull("relay-planfix-comment-changes"),
+    consume_durably(
+        nats_router,
+        RELAY_PLANFIX_COMMENT_CHANGES,
+        get_args(PlanfixCommentChange),
+        handlers.carry_comment_change,
     )
-    async def on_planfix_comment(msg: NatsMessage) -> None:
-        await consume(msg, get_args(PlanfixCommentChange), handlers.carry_comment_change)
-
-    @nats_router.subscriber(
-        subjects.ALL_BINDING_EVENTS,
-        stream=jstream(BINDING_STREAM),
-        ack_policy=AckPolicy.MANUAL,
-        **durable_pull("relay-binding-notices"),
+    consume_durably(nats_router, RELAY_BINDING_NOTICES, get_args(BindingEvent), handlers.announce_binding)
+    consume_durably(
+        nats_router, RELAY_GROUP_EVENTS, get_args(TelegramGroupEvent), handlers.answer_group_event
     )
-    async def on_binding_decided(msg: NatsMessage) -> None:
-        await consume(msg, get_args(BindingEvent), handlers.announce_binding)
-
-    @nats_router.subscriber(
-        subjects.ALL_TELEGRAM_GROUP_EVENTS,
-        stream=jstream(TELEGRAM_STREAM),
-        ack_policy=AckPolicy.MANUAL,
-        **durable_pull("relay-group-events"),
-    )
-    async def on_group_event(msg: NatsMessage) -> None:
-        await consume(msg, get_args(TelegramGroupEvent), handlers.answer_group_event)
-
     return nats_router
