@@ -24,7 +24,7 @@ from contracts.events import (
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, running_bridge, texts_sent
-from tests.support import LoopThread, eventually, stays
+from tests.support import LoopThread, eventually, link_test_admin, relayed_comments, stays
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,7 @@ def test_task_with_a_number_binds_an_existing_task(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     number = fake_planfix.add_task("Printer on floor 3")
+    fake_planfix.set_task_people(number, participants=[link_test_admin(fake_planfix)])
     fake_telegram.set_member_status(unique_chat_id, ADMIN_ID, "administrator")
 
     fake_telegram.add_group_message(unique_chat_id, f"/task {number}")
@@ -118,6 +119,7 @@ def test_task_with_the_link_of_a_task_binds_that_task_exactly_like_its_number(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     number = fake_planfix.add_task("Printer on floor 4")
+    fake_planfix.set_task_people(number, participants=[link_test_admin(fake_planfix)])
     tasks_before = len(fake_planfix.tasks())
     fake_telegram.set_member_status(unique_chat_id, ADMIN_ID, "administrator")
 
@@ -138,6 +140,7 @@ def test_task_with_any_other_link_is_refused_with_why_and_never_becomes_a_task(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     ours = fake_planfix.add_task("Salaries 2026")
+    fake_planfix.set_task_people(ours, participants=[link_test_admin(fake_planfix)])
     account_host = urlsplit(fake_planfix.base_url).netloc
     refused = [
         ("https://evil.example/task/1", "is not a link to a Planfix task"),
@@ -196,7 +199,7 @@ def test_a_message_in_a_bound_group_becomes_one_comment_naming_the_author_and_ne
         username="anna_iv",
     )
 
-    [comment] = eventually(lambda: fake_planfix.comments(number), what="comment posted")
+    [comment] = eventually(lambda: relayed_comments(fake_planfix, number), what="comment posted")
     assert "Anna Ivanova" in comment.description
     assert "@anna_iv" in comment.description
     assert "&lt;PC LOAD LETTER&gt; &amp; stops" in comment.description
@@ -210,7 +213,7 @@ def test_a_message_in_a_bound_group_becomes_one_comment_naming_the_author_and_ne
         what="own comment came back by webhook",
     )
     stays(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == messages_before, what="no echo")
-    assert len(fake_planfix.comments(number)) == 1
+    assert len(relayed_comments(fake_planfix, number)) == 1
 
 
 def test_the_same_update_delivered_twice_is_still_one_comment(
@@ -221,8 +224,8 @@ def test_the_same_update_delivered_twice_is_still_one_comment(
     update = fake_telegram.add_group_message(unique_chat_id, "only once please")
     fake_telegram.add_update(update)
 
-    eventually(lambda: fake_planfix.comments(number), what="comment posted")
-    stays(lambda: len(fake_planfix.comments(number)) == 1, what="exactly one comment")
+    eventually(lambda: relayed_comments(fake_planfix, number), what="comment posted")
+    stays(lambda: len(relayed_comments(fake_planfix, number)) == 1, what="exactly one comment")
     received = [
         e
         for e in bridge.events("telegram.>")
@@ -301,7 +304,7 @@ def test_restarting_the_relay_between_two_messages_loses_and_repeats_nothing(
 ) -> None:
     number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Restart me")
     fake_telegram.add_group_message(unique_chat_id, "first, before the restart")
-    eventually(lambda: len(fake_planfix.comments(number)) == 1, what="first comment")
+    eventually(lambda: len(relayed_comments(fake_planfix, number)) == 1, what="first comment")
 
     bridge.processes["relay"].stop()
     fake_telegram.add_group_message(unique_chat_id, "second, while the relay is down")
@@ -317,9 +320,9 @@ def test_restarting_the_relay_between_two_messages_loses_and_repeats_nothing(
     )
     bridge.processes["relay"].start()
 
-    eventually(lambda: len(fake_planfix.comments(number)) == 2, timeout_s=30, what="second comment")
-    stays(lambda: len(fake_planfix.comments(number)) == 2, what="no duplicates")
-    first, second = fake_planfix.comments(number)
+    eventually(lambda: len(relayed_comments(fake_planfix, number)) == 2, timeout_s=30, what="second comment")
+    stays(lambda: len(relayed_comments(fake_planfix, number)) == 2, what="no duplicates")
+    first, second = relayed_comments(fake_planfix, number)
     assert "first, before the restart" in first.description
     assert "second, while the relay is down" in second.description
     posted = [

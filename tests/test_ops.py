@@ -30,7 +30,15 @@ from devtools import devstack
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET
-from tests.support import REPO_ROOT, LoopThread, ServiceProcess, eventually, read_stream_events, stays
+from tests.support import (
+    REPO_ROOT,
+    LoopThread,
+    ServiceProcess,
+    eventually,
+    read_stream_events,
+    relayed_comments,
+    stays,
+)
 
 SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
 HEALTH_PORT_SETTING = {
@@ -182,10 +190,12 @@ def say(
     timeout_s: float = 15.0,
 ) -> int:
     """Write in the group and wait for the comment; the Telegram message id."""
-    before = len(fake_planfix.comments(task))
+    before = len(relayed_comments(fake_planfix, task))
     update = fake_telegram.add_group_message(chat_id, text)
     eventually(
-        lambda: len(fake_planfix.comments(task)) == before + 1, timeout_s=timeout_s, what="comment posted"
+        lambda: len(relayed_comments(fake_planfix, task)) == before + 1,
+        timeout_s=timeout_s,
+        what="comment posted",
     )
     message_id: int = update["message"]["message_id"]
     return message_id
@@ -294,7 +304,7 @@ def test_trace_of_a_message_shows_the_comment_it_became(
 ) -> None:
     task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Where did it go")
     message_id = say(ops, fake_telegram, fake_planfix, unique_chat_id, task, "where did my message go?")
-    [comment] = fake_planfix.comments(task)
+    [comment] = relayed_comments(fake_planfix, task)
 
     output = ops.ok("trace", f"tg:{unique_chat_id}:{message_id}")
 
@@ -350,7 +360,7 @@ def test_dump_then_replay_reproduces_the_effects_once(
 
     dry = ops.ok("events", "replay", str(dump), "--into", "relay-telegram-inbound", "--dry-run")
     assert "would send 1 message(s), 1 not for relay-telegram-inbound" in dry
-    stays(lambda: len(fake_planfix.comments(task)) == 1, for_s=1.0, what="dry run sends nothing")
+    stays(lambda: len(relayed_comments(fake_planfix, task)) == 1, for_s=1.0, what="dry run sends nothing")
 
     replayed = ops.ok("events", "replay", str(dump), "--into", "relay-telegram-inbound")
     assert "sent 1 message(s)" in replayed
@@ -364,13 +374,13 @@ def test_dump_then_replay_reproduces_the_effects_once(
     )
     assert len(marked) == 2  # the original and the replayed copy (same event id)
     eventually(lambda: _relay_caught_up(ops), what="relay handled the replay")
-    stays(lambda: len(fake_planfix.comments(task)) == 1, what="a replay posts no second comment")
+    stays(lambda: len(relayed_comments(fake_planfix, task)) == 1, what="a replay posts no second comment")
 
     forced = ops.ok("events", "replay", str(dump), "--into", "relay-telegram-inbound", "--force-effects")
     assert "--force-effects" in forced
-    eventually(lambda: len(fake_planfix.comments(task)) == 2, what="forced replay posted again")
-    stays(lambda: len(fake_planfix.comments(task)) == 2, what="exactly once more")
-    first, again = fake_planfix.comments(task)
+    eventually(lambda: len(relayed_comments(fake_planfix, task)) == 2, what="forced replay posted again")
+    stays(lambda: len(relayed_comments(fake_planfix, task)) == 2, what="exactly once more")
+    first, again = relayed_comments(fake_planfix, task)
     assert first.description == again.description
     posted = [
         e for e in ops.events("effect.>") if isinstance(e, PlanfixCommentPosted) and e.task_number == task
@@ -441,7 +451,7 @@ def test_bindings_list_show_and_unbind(
         ],
         what="message stored",
     )
-    stays(lambda: fake_planfix.comments(task) == [], what="unbound group is not relayed")
+    stays(lambda: relayed_comments(fake_planfix, task) == [], what="unbound group is not relayed")
 
 
 # --- dead letters -------------------------------------------------------------------------------
@@ -663,7 +673,7 @@ def test_readyz_is_not_ready_while_nats_is_down_and_ready_again_after(
     texts = ("stored before the outage", "written during the outage", "after the outage")
 
     def carried() -> str:
-        return "\n".join(c.description for c in fake_planfix.comments(task))
+        return "\n".join(c.description for c in relayed_comments(fake_planfix, task))
 
     eventually(lambda: all(text in carried() for text in texts), timeout_s=60, what="all three carried")
     stays(lambda: all(carried().count(text) == 1 for text in texts), for_s=2, what="each once")
