@@ -47,6 +47,30 @@ def relayed_comments(fake_planfix: Any, task_number: int) -> list[Any]:
     ]
 
 
+def wait_for_binding_notice(
+    events: Callable[[str], list[Any]], fake_planfix: Any, task_number: int, *, timeout_s: float = 15.0
+) -> None:
+    """Wait until the binder's bind notice is in the task and the planfix gateway has fetched it
+    (the relay then leaves it out): a test that makes Planfix fail next fails its own call."""
+    notices = eventually(
+        lambda: [
+            c.id
+            for c in fake_planfix.comments(task_number)
+            if c not in relayed_comments(fake_planfix, task_number)
+        ],
+        timeout_s=timeout_s,
+        what="binding notice in the task",
+    )
+    eventually(
+        lambda: (
+            {getattr(e, "comment_id", None) for e in events(f"planfix.comment.added.{task_number}")}
+            >= set(notices)
+        ),
+        timeout_s=timeout_s,
+        what="binding notice fetched by the gateway",
+    )
+
+
 def link_test_admin(fake_planfix: Any) -> str:
     """Seed a fake Planfix with the test admin as an employee whose profile carries their
     Telegram id ("authorize Telegram"); the id ("user:N"), the same on every call."""

@@ -352,7 +352,7 @@ def test_a_file_planfix_refuses_as_too_large_is_named_in_the_comment(
 def test_while_planfix_is_down_messages_and_edits_wait_and_arrive_once_in_order(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Outage")
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Outage", fake_planfix)
     fake_planfix.set_unavailable(True)
     try:
         first = fake_telegram.add_group_message(unique_chat_id, "first during the outage")

@@ -38,6 +38,7 @@ from tests.support import (
     read_stream_events,
     relayed_comments,
     stays,
+    wait_for_binding_notice,
 )
 
 SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
@@ -167,7 +168,9 @@ def texts_sent(fake_telegram: FakeTelegram, chat_id: int) -> list[str]:
     return [str(message["text"]) for message in fake_telegram.sent_messages(chat_id)]
 
 
-def bind_new_task(ops: OpsBridge, fake_telegram: FakeTelegram, chat_id: int, title: str) -> tuple[int, int]:
+def bind_new_task(
+    ops: OpsBridge, fake_telegram: FakeTelegram, chat_id: int, title: str, fake_planfix: FakePlanfix
+) -> tuple[int, int]:
     """Bind the chat to a new task; (task number, message id of the /task command)."""
     fake_telegram.set_member_status(chat_id, 501, "administrator")  # only admins bind
     update = fake_telegram.add_group_message(chat_id, f"/task {title}")
@@ -176,6 +179,7 @@ def bind_new_task(ops: OpsBridge, fake_telegram: FakeTelegram, chat_id: int, tit
         what="task bound",
     )
     eventually(lambda: texts_sent(fake_telegram, chat_id), what="confirmation sent")
+    wait_for_binding_notice(ops.events, fake_planfix, bound[0].task_number)
     return bound[0].task_number, update["message"]["message_id"]
 
 
@@ -218,7 +222,7 @@ def test_metrics_count_events_calls_and_latency_as_messages_flow(
     before_out = ops.metric(
         "telegram_gateway", "bridge_events_published_total", event_type="telegram.message_received.v1"
     )
-    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Metrics")
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Metrics", fake_planfix)
 
     for n in range(3):
         say(ops, fake_telegram, fake_planfix, unique_chat_id, task, f"message {n}")
@@ -255,7 +259,7 @@ def test_metrics_count_events_calls_and_latency_as_messages_flow(
 def test_each_handled_event_logs_one_line_with_correlation_type_chat_and_task(
     ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Logs")
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Logs", fake_planfix)
     say(ops, fake_telegram, fake_planfix, unique_chat_id, task, "log me once")
 
     def handled_lines() -> list[dict[str, Any]]:
@@ -284,9 +288,9 @@ def test_each_handled_event_logs_one_line_with_correlation_type_chat_and_task(
 
 
 def test_trace_of_a_bind_shows_the_gateway_binder_and_relay_steps_in_order(
-    ops: OpsBridge, fake_telegram: FakeTelegram, unique_chat_id: int
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    task, command_id = bind_new_task(ops, fake_telegram, unique_chat_id, "Trace me")
+    task, command_id = bind_new_task(ops, fake_telegram, unique_chat_id, "Trace me", fake_planfix)
 
     output = ops.ok("trace", f"tg:{unique_chat_id}:{command_id}")
 
@@ -302,7 +306,7 @@ def test_trace_of_a_bind_shows_the_gateway_binder_and_relay_steps_in_order(
 def test_trace_of_a_message_shows_the_comment_it_became(
     ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Where did it go")
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Where did it go", fake_planfix)
     message_id = say(ops, fake_telegram, fake_planfix, unique_chat_id, task, "where did my message go?")
     [comment] = relayed_comments(fake_planfix, task)
 
@@ -318,7 +322,7 @@ def test_trace_of_a_message_shows_the_comment_it_became(
 def test_trace_of_a_planfix_comment_shows_the_webhook_the_fetch_and_the_message_sent(
     ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "From Planfix")
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "From Planfix", fake_planfix)
     before = len(texts_sent(fake_telegram, unique_chat_id))
     comment_id = fake_planfix.add_employee_comment(task, "<p>Toner replaced</p>")
     eventually(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == before + 1, what="message sent")
@@ -349,7 +353,7 @@ def test_dump_then_replay_reproduces_the_effects_once(
     unique_chat_id: int,
     tmp_path: Path,
 ) -> None:
-    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Replay")
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Replay", fake_planfix)
     say(ops, fake_telegram, fake_planfix, unique_chat_id, task, "replay me")
     dump = tmp_path / "events.jsonl"
 
@@ -404,10 +408,10 @@ def _relay_caught_up(ops: OpsBridge) -> bool:
 
 
 def test_binder_rebuild_restores_every_binding_of_an_emptied_collection(
-    ops: OpsBridge, fake_telegram: FakeTelegram, unique_chat_id: int
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    first, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Rebuild one")
-    second, _ = bind_new_task(ops, fake_telegram, unique_chat_id - 1, "Rebuild two")
+    first, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Rebuild one", fake_planfix)
+    second, _ = bind_new_task(ops, fake_telegram, unique_chat_id - 1, "Rebuild two", fake_planfix)
 
     async def snapshot(db: Any) -> dict[int, int]:
         return {doc["chat_id"]: doc["task_number"] async for doc in db["bindings"].find({})}
@@ -432,7 +436,7 @@ def test_binder_rebuild_restores_every_binding_of_an_emptied_collection(
 def test_bindings_list_show_and_unbind(
     ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Unbind me")
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Unbind me", fake_planfix)
     assert f"chat {unique_chat_id} -> task #{task}" in ops.ok("bindings", "list")
     shown = ops.ok("bindings", "show", str(unique_chat_id))
     assert f"in force: chat {unique_chat_id} -> task #{task}" in shown
@@ -466,7 +470,7 @@ def dlq_listing_with(ops: OpsBridge, text: str) -> str:
 def test_dlq_retry_delivers_a_dead_lettered_message_once(
     ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Dead letters")
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Dead letters", fake_planfix)
     before = len(texts_sent(fake_telegram, unique_chat_id))
     # Planfix refuses the comment fetch once (403: not a retryable answer): the gateway gives up.
     fake_planfix.fail_next(status=403)
@@ -529,11 +533,11 @@ def test_doctor_passes_on_a_healthy_bridge(ops: OpsBridge) -> None:
 
 
 def test_doctor_names_another_bot_that_answers_task_in_a_bound_group_and_what_it_leads_to(
-    ops: OpsBridge, fake_telegram: FakeTelegram, unique_chat_id: int
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     with_admin_bot, with_task_for_a_bot = unique_chat_id, unique_chat_id - 1
-    task, _ = bind_new_task(ops, fake_telegram, with_admin_bot, "Doctor: admin bot")
-    other_task, _ = bind_new_task(ops, fake_telegram, with_task_for_a_bot, "Doctor: /task@bot")
+    task, _ = bind_new_task(ops, fake_telegram, with_admin_bot, "Doctor: admin bot", fake_planfix)
+    other_task, _ = bind_new_task(ops, fake_telegram, with_task_for_a_bot, "Doctor: /task@bot", fake_planfix)
     # Planfix's own bot is an admin of one group; in the other someone binds with another bot.
     fake_telegram.add_other_bot(with_admin_bot, "planfix_bot")
     fake_telegram.add_group_message(with_task_for_a_bot, "/task@Helper_Bot Fix the printer")
@@ -607,7 +611,7 @@ def test_doctor_names_a_wrong_token_and_an_unreachable_nats(ops: OpsBridge) -> N
 def test_events_tail_shows_new_events_of_one_chat_live(
     ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Tail")
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Tail", fake_planfix)
     tail = subprocess.Popen(
         [sys.executable, "-m", "bridge_cli", "events", "tail", "--chat", str(unique_chat_id), "--count", "2"],
         cwd=REPO_ROOT,
@@ -636,7 +640,7 @@ def test_events_tail_shows_new_events_of_one_chat_live(
 def test_readyz_is_not_ready_while_nats_is_down_and_ready_again_after(
     ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Outage")
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Outage", fake_planfix)
     assert ops.health("relay", "/healthz").status_code == 200
     port = int(ops.nats_url.rsplit(":", 1)[1])
     # Stored just before the outage, whether or not the relay carried it yet.
