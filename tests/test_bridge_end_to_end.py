@@ -331,3 +331,112 @@ def test_restarting_the_relay_between_two_messages_loses_and_repeats_nothing(
         if isinstance(e, PlanfixCommentPosted) and e.task_number == number
     ]
     assert len(posted) == 2
+
+
+# --- who may bind (issue 15) --------------------------------------------------------------------
+
+STRANGER_ID = 7_715_001
+
+
+def rejections(bridge: Bridge, chat_id: int) -> list[BindRejected]:
+    return [e for e in bridge.events("binding.>") if isinstance(e, BindRejected) and e.chat_id == chat_id]
+
+
+def test_a_stranger_admin_of_a_new_group_cannot_bind_an_existing_task_and_learns_how_to_link(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = fake_planfix.add_task("Contract with ACME")
+    fake_planfix.set_task_people(number, participants=[link_test_admin(fake_planfix)])
+    fake_telegram.set_member_status(unique_chat_id, STRANGER_ID, "creator")
+
+    fake_telegram.add_group_message(unique_chat_id, f"/task {number}", user_id=STRANGER_ID)
+
+    [reply] = eventually(lambda: texts_sent(fake_telegram, unique_chat_id), what="refusal")
+    assert "not linked to a Planfix employee" in reply
+    assert "Planfix → profile → Telegram" in reply
+    assert "ACME" not in reply
+    assert bridge.binding_document(unique_chat_id) is None
+    [rejected] = rejections(bridge, unique_chat_id)
+    assert rejected.refusal == "not_linked"
+    # A second try within the cache period costs Planfix no second lookup of the stranger.
+    lookups = len([c for c in fake_planfix.calls if c.path == "/rest/user/list"])
+    fake_telegram.add_group_message(unique_chat_id, f"/task {number}", user_id=STRANGER_ID)
+    eventually(lambda: len(rejections(bridge, unique_chat_id)) == 2, what="second refusal")
+    assert len([c for c in fake_planfix.calls if c.path == "/rest/user/list"]) == lookups
+
+
+def test_a_strangers_task_with_a_title_creates_no_task(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    tasks_before = len(fake_planfix.tasks())
+    fake_telegram.set_member_status(unique_chat_id, STRANGER_ID + 1, "creator")
+
+    fake_telegram.add_group_message(unique_chat_id, "/task Give me everything", user_id=STRANGER_ID + 1)
+
+    [reply] = eventually(lambda: texts_sent(fake_telegram, unique_chat_id), what="refusal")
+    assert "not linked" in reply
+    assert len(fake_planfix.tasks()) == tasks_before
+    assert bridge.binding_document(unique_chat_id) is None
+
+
+def test_a_linked_participant_binds_and_the_bind_is_announced_in_the_task_but_not_echoed(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    maria_tg = STRANGER_ID + 2
+    maria = fake_planfix.add_employee("Maria Lebedeva", telegram_id=maria_tg)
+    number = fake_planfix.add_task("Office move")
+    fake_planfix.set_task_people(number, auditors=[maria])
+    fake_telegram.set_member_status(unique_chat_id, maria_tg, "administrator")
+
+    fake_telegram.add_group_message(unique_chat_id, f"/task {number}", user_id=maria_tg, chat_title="Movers")
+
+    [confirmation] = eventually(lambda: texts_sent(fake_telegram, unique_chat_id), what="confirmation")
+    assert "Office move" in confirmation
+    [notice] = eventually(lambda: fake_planfix.comments(number), what="bind announced in the task")
+    assert "Bound to Telegram group «Movers» by Maria Lebedeva" in notice.description
+    linked = [e for e in bridge.events("people.>") if getattr(e, "telegram_user_id", None) == maria_tg]
+    assert [e.planfix_person_id for e in linked] == [maria]
+    # The notice is the bridge's own comment: it never comes back into the group.
+    stays(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == 1, for_s=2.0, what="no echo")
+
+    fake_telegram.add_group_message(unique_chat_id, "/unbind", user_id=maria_tg)
+    eventually(
+        lambda: any(
+            "Unbound from Telegram group «Movers» by Maria Lebedeva" in c.description
+            for c in fake_planfix.comments(number)
+        ),
+        what="unbind announced in the task",
+    )
+
+
+def test_a_linked_employee_who_is_not_on_the_task_cannot_bind_it(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    oleg_tg = STRANGER_ID + 3
+    fake_planfix.add_employee("Oleg Outsider", telegram_id=oleg_tg)
+    number = fake_planfix.add_task("Salary review")
+    fake_planfix.set_task_people(number, participants=[link_test_admin(fake_planfix)])
+    fake_telegram.set_member_status(unique_chat_id, oleg_tg, "administrator")
+
+    fake_telegram.add_group_message(unique_chat_id, f"/task {number}", user_id=oleg_tg)
+
+    [reply] = eventually(lambda: texts_sent(fake_telegram, unique_chat_id), what="refusal")
+    assert "not among the task" in reply
+    assert bridge.binding_document(unique_chat_id) is None
+    assert relayed_comments(fake_planfix, number) == fake_planfix.comments(number) == []
+
+
+def test_a_second_group_cannot_bind_a_task_already_bound(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Only one group", fake_planfix)
+    second = unique_chat_id - 1
+    fake_telegram.set_member_status(second, ADMIN_ID, "administrator")
+
+    fake_telegram.add_group_message(second, f"/task {number}")
+
+    [reply] = eventually(lambda: texts_sent(fake_telegram, second), what="refusal")
+    assert f"task #{number} is already bound to another Telegram group" in reply
+    assert bridge.binding_document(second) is None
+    [rejected] = rejections(bridge, second)
+    assert rejected.refusal == "task_already_bound"
