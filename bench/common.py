@@ -35,6 +35,8 @@ def running_stack(services: tuple[str, ...], *, planfix_rate_per_s: float | None
     work_dir = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
     telegram = FakeTelegram(token=BOT_TOKEN, group_pace=None)
     planfix = FakePlanfix(token=PLANFIX_TOKEN, rate_per_s=planfix_rate_per_s)
+    # The admin who writes /task (FakeTelegram\'s default sender), linked in Planfix.
+    planfix.add_employee("Bench Admin", telegram_id=501)
     loop.run(telegram.start())
     loop.run(planfix.start())
     nats = devstack.start_nats(work_dir / "nats", log_file=work_dir / "nats.log")

@@ -214,6 +214,8 @@ def start_fakes(loop: LoopThread) -> tuple[FakeTelegram, FakePlanfix]:
     # No per-group limit unless a benchmark sets one (the pacing item does).
     telegram = FakeTelegram(token=BOT_TOKEN, group_pace=None)
     planfix = FakePlanfix(token=PLANFIX_TOKEN)
+    # The admin who writes /task (FakeTelegram\'s default sender), linked in Planfix.
+    planfix.add_employee("Bench Admin", telegram_id=501)
     loop.run(telegram.start())
     loop.run(planfix.start())
     return telegram, planfix

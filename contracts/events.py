@@ -309,6 +309,8 @@ class ChatMigrated(Event, frozen=True, kw_only=True, tag="telegram.chat_migrated
 
 
 class BindingRejectionReason(enum.StrEnum):
+    # No new members: msgspec refuses an enum value it does not know ("Invalid enum value"), so an
+    # older relay could not read the event. Finer reasons travel in ``BindRejected.refusal``.
     TASK_NOT_FOUND = "task_not_found"
     PLANFIX_REFUSED = "planfix_refused"
     INVALID_REQUEST = "invalid_request"
@@ -336,6 +338,11 @@ class BindRejected(Event, frozen=True, kw_only=True, tag="binding.bind_rejected.
     detail: str
     task_number: int | None = None
     thread_id: int | None = None
+    # Why, more precisely, under ``reason`` ``not_allowed`` (the binder's bind policy, issue 15):
+    # "not_linked", "not_an_employee", "not_on_the_task", "task_already_bound",
+    # "chat_not_allowed". A string, not an enum, so a new value never breaks an older reader;
+    # an older relay shows ``detail``, which says the same in plain words.
+    refusal: str | None = None
 
 
 class TaskUnbound(Event, frozen=True, kw_only=True, tag="binding.task_unbound.v1"):

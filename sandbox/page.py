@@ -150,7 +150,20 @@ class Sandbox:
     def _seed(self) -> None:
         """A first start: one group with the bot in it (it greets), and a task to bind to."""
         self.add_group("Support group", forum=False)
+        # Anna and Boris are employees whose Planfix profiles carry their Telegram ("authorize
+        # Telegram"), so /task works for them; Chen is nobody Planfix knows.
+        linked = {
+            person.key: self.planfix.add_employee(
+                person.first_name,
+                lastname=person.last_name,
+                telegram_id=person.user_id,
+                telegram=person.username,
+            )
+            for person in PEOPLE
+            if person.key in ("anna", "boris")
+        }
         number = self.planfix.add_task("Printer on floor 2 is jammed")
+        self.planfix.set_task_people(number, assigner=linked["anna"], participants=[linked["boris"]])
         self.planfix.add_employee_comment(
             number,
             "Reported by reception: the <b>paper tray</b> is stuck.",

@@ -22,7 +22,7 @@ lean_imports.install()
 from devtools import devstack  # noqa: E402
 from sandbox.fake_planfix import FakePlanfix  # noqa: E402
 from sandbox.fake_telegram import FakeTelegram  # noqa: E402
-from tests.support import LoopThread  # noqa: E402
+from tests.support import LoopThread, link_test_admin  # noqa: E402
 
 BOT_TOKEN = "123456:TEST-token-for-the-fake"
 PLANFIX_TOKEN = "test-planfix-token"
@@ -80,6 +80,7 @@ def fake_telegram(loop: LoopThread) -> Iterator[FakeTelegram]:
 @pytest.fixture(scope="session")
 def fake_planfix(loop: LoopThread) -> Iterator[FakePlanfix]:
     fake = FakePlanfix(token=PLANFIX_TOKEN)
+    link_test_admin(fake)
     loop.run(fake.start())
     try:
         yield fake

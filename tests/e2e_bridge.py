@@ -21,7 +21,7 @@ from devtools import devstack
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, GROUP_PACE, PLANFIX_TOKEN, WEBHOOK_SECRET
-from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events
+from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events, wait_for_binding_notice
 
 SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
 
@@ -140,7 +140,13 @@ def texts_sent(fake_telegram: FakeTelegram, chat_id: int) -> list[str]:
 ADMIN_ID = 501  # the default sender of FakeTelegram.add_group_message
 
 
-def bind_new_task(bridge: Bridge, fake_telegram: FakeTelegram, chat_id: int, title: str) -> int:
+def bind_new_task(
+    bridge: Bridge,
+    fake_telegram: FakeTelegram,
+    chat_id: int,
+    title: str,
+    fake_planfix: FakePlanfix | None = None,
+) -> int:
     """An admin writes ``/task <title>``; the task number once the group is bound and told so."""
     fake_telegram.set_member_status(chat_id, ADMIN_ID, "administrator")
     fake_telegram.add_group_message(chat_id, f"/task {title}")
@@ -150,4 +156,6 @@ def bind_new_task(bridge: Bridge, fake_telegram: FakeTelegram, chat_id: int, tit
     )
     eventually(lambda: texts_sent(fake_telegram, chat_id), what="confirmation sent")
     number: int = bound[0].task_number
+    if fake_planfix is not None:
+        wait_for_binding_notice(bridge.events, fake_planfix, number)
     return number

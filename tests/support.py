@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 import nats
@@ -27,6 +27,59 @@ from nats.js.api import DeliverPolicy
 from contracts.events import AnyEvent, decode_event
 
 T = TypeVar("T")
+
+# The default sender of FakeTelegram.add_group_message (the admin tests bind with), and the
+# Planfix employee their profile names: linked, so the default bind policy lets them bind.
+TEST_ADMIN_TELEGRAM_ID = 501
+TEST_ADMIN_NAME = "Ivan Admin"
+
+
+# How the binder announces a bind or unbind in the task (services/binder/task_notices.py).
+BINDING_NOTICES = ("Bound to Telegram group «", "Unbound from Telegram group «")
+
+
+def relayed_comments(fake_planfix: Any, task_number: int) -> list[Any]:
+    """The task's comments but the binder's bind/unbind notices: what people and the relay wrote."""
+    return [
+        comment
+        for comment in fake_planfix.comments(task_number)
+        if not str(comment.description).startswith(BINDING_NOTICES)
+    ]
+
+
+def wait_for_binding_notice(
+    events: Callable[[str], list[Any]], fake_planfix: Any, task_number: int, *, timeout_s: float = 15.0
+) -> None:
+    """Wait until the binder's bind notice is in the task and the planfix gateway has fetched it
+    (the relay then leaves it out): a test that makes Planfix fail next fails its own call."""
+    notices = eventually(
+        lambda: [
+            c.id
+            for c in fake_planfix.comments(task_number)
+            if c not in relayed_comments(fake_planfix, task_number)
+        ],
+        timeout_s=timeout_s,
+        what="binding notice in the task",
+    )
+    eventually(
+        lambda: (
+            {getattr(e, "comment_id", None) for e in events(f"planfix.comment.added.{task_number}")}
+            >= set(notices)
+        ),
+        timeout_s=timeout_s,
+        what="binding notice fetched by the gateway",
+    )
+
+
+def link_test_admin(fake_planfix: Any) -> str:
+    """Seed a fake Planfix with the test admin as an employee whose profile carries their
+    Telegram id ("authorize Telegram"); the id ("user:N"), the same on every call."""
+    for person in fake_planfix.employees():
+        if person.telegram_id == str(TEST_ADMIN_TELEGRAM_ID):
+            return str(person.id)
+    return str(fake_planfix.add_employee(TEST_ADMIN_NAME, telegram_id=TEST_ADMIN_TELEGRAM_ID))
+
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

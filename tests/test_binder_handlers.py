@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 from faststream.nats import NatsBroker, TestNatsBroker
 
-from bridge_lib.planfix import PlanfixTask, TaskNotFound
+from bridge_lib.planfix import PlanfixTask, TaskNotFound, TaskPeople
 from contracts import subjects
 from contracts.bindings import Binding, Bindings, evolve, fold
 from contracts.events import (
@@ -34,9 +34,10 @@ from contracts.events import (
     telegram_bind_key,
 )
 from services.binder.app import router
+from services.binder.bind_policy import BindPolicy
 from services.binder.decide import BindOutcome, BindRules
 from services.binder.group_life import GroupChange
-from services.binder.handlers import Binder, GroupLife, StoreRebuilder
+from services.binder.handlers import BindAccess, Binder, GroupLife, StoreRebuilder
 
 CHAT = -1001
 ADMIN = TelegramUser(id=7, full_name="Anna")
@@ -47,12 +48,22 @@ class MemoryStore:
     bindings: Bindings = field(default_factory=Bindings)
     outcomes: dict[str, BindOutcome] = field(default_factory=dict)
     changes: dict[str, GroupChange] = field(default_factory=dict)
+    titles: dict[int, str] = field(default_factory=dict)
 
     async def binding_for(self, key: str) -> Binding | None:
         return next((b for b in self.bindings if b.key == key), None)
 
     async def bindings_of_chat(self, chat_id: int) -> list[Binding]:
         return list(self.bindings.of_chat(chat_id).values())
+
+    async def bindings_of_task(self, task_number: int) -> list[Binding]:
+        return [b for b in self.bindings if b.task_number == task_number]
+
+    async def remember_title(self, chat_id: int, title: str) -> None:
+        self.titles[chat_id] = title
+
+    async def title_of(self, chat_id: int) -> str | None:
+        return self.titles.get(chat_id)
 
     async def all_bindings(self) -> list[Binding]:
         return list(self.bindings)
@@ -87,14 +98,22 @@ class MemoryStore:
 class Planfix:
     tasks: dict[int, str]
     created: list[str] = field(default_factory=list)
+    assigners: list[str | None] = field(default_factory=list)
+    people: dict[int, TaskPeople] = field(default_factory=dict)
 
     async def get_task(self, number: int) -> PlanfixTask:
         if number not in self.tasks:
             raise TaskNotFound("no such task", code=1000)
         return PlanfixTask(number=number, name=self.tasks[number])
 
-    async def create_task(self, *, name: str, description: str = "") -> int:
+    async def get_task_people(self, number: int) -> TaskPeople:
+        if number not in self.tasks:
+            raise TaskNotFound("no such task", code=1000)
+        return self.people.get(number, TaskPeople(number=number))
+
+    async def create_task(self, *, name: str, description: str = "", assigner: str | None = None) -> int:
         self.created.append(name)
+        self.assigners.append(assigner)
         number = 500 + len(self.created)
         self.tasks[number] = name
         return number
@@ -124,7 +143,13 @@ class Binderd:
 
     def broker(self) -> NatsBroker:
         rules = BindRules(account_url="https://acme.planfix.com")
-        binder = Binder(store=self.store, planfix=self.planfix, publisher=self.published, rules=rules)
+        binder = Binder(
+            store=self.store,
+            planfix=self.planfix,
+            publisher=self.published,
+            rules=rules,
+            access=BindAccess(policy=BindPolicy.ADMINS),
+        )
         group_life = GroupLife(store=self.store, publisher=self.published)
         rebuilder = StoreRebuilder(store=self.store, read_stream=self._read_stream)
         broker = NatsBroker(apply_types=False)

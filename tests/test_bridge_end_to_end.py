@@ -24,7 +24,7 @@ from contracts.events import (
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, running_bridge, texts_sent
-from tests.support import LoopThread, eventually, stays
+from tests.support import LoopThread, eventually, link_test_admin, relayed_comments, stays
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,7 @@ def test_task_with_a_number_binds_an_existing_task(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     number = fake_planfix.add_task("Printer on floor 3")
+    fake_planfix.set_task_people(number, participants=[link_test_admin(fake_planfix)])
     fake_telegram.set_member_status(unique_chat_id, ADMIN_ID, "administrator")
 
     fake_telegram.add_group_message(unique_chat_id, f"/task {number}")
@@ -118,6 +119,7 @@ def test_task_with_the_link_of_a_task_binds_that_task_exactly_like_its_number(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     number = fake_planfix.add_task("Printer on floor 4")
+    fake_planfix.set_task_people(number, participants=[link_test_admin(fake_planfix)])
     tasks_before = len(fake_planfix.tasks())
     fake_telegram.set_member_status(unique_chat_id, ADMIN_ID, "administrator")
 
@@ -138,6 +140,7 @@ def test_task_with_any_other_link_is_refused_with_why_and_never_becomes_a_task(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     ours = fake_planfix.add_task("Salaries 2026")
+    fake_planfix.set_task_people(ours, participants=[link_test_admin(fake_planfix)])
     account_host = urlsplit(fake_planfix.base_url).netloc
     refused = [
         ("https://evil.example/task/1", "is not a link to a Planfix task"),
@@ -196,7 +199,7 @@ def test_a_message_in_a_bound_group_becomes_one_comment_naming_the_author_and_ne
         username="anna_iv",
     )
 
-    [comment] = eventually(lambda: fake_planfix.comments(number), what="comment posted")
+    [comment] = eventually(lambda: relayed_comments(fake_planfix, number), what="comment posted")
     assert "Anna Ivanova" in comment.description
     assert "@anna_iv" in comment.description
     assert "&lt;PC LOAD LETTER&gt; &amp; stops" in comment.description
@@ -210,7 +213,7 @@ def test_a_message_in_a_bound_group_becomes_one_comment_naming_the_author_and_ne
         what="own comment came back by webhook",
     )
     stays(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == messages_before, what="no echo")
-    assert len(fake_planfix.comments(number)) == 1
+    assert len(relayed_comments(fake_planfix, number)) == 1
 
 
 def test_the_same_update_delivered_twice_is_still_one_comment(
@@ -221,8 +224,8 @@ def test_the_same_update_delivered_twice_is_still_one_comment(
     update = fake_telegram.add_group_message(unique_chat_id, "only once please")
     fake_telegram.add_update(update)
 
-    eventually(lambda: fake_planfix.comments(number), what="comment posted")
-    stays(lambda: len(fake_planfix.comments(number)) == 1, what="exactly one comment")
+    eventually(lambda: relayed_comments(fake_planfix, number), what="comment posted")
+    stays(lambda: len(relayed_comments(fake_planfix, number)) == 1, what="exactly one comment")
     received = [
         e
         for e in bridge.events("telegram.>")
@@ -301,7 +304,7 @@ def test_restarting_the_relay_between_two_messages_loses_and_repeats_nothing(
 ) -> None:
     number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Restart me")
     fake_telegram.add_group_message(unique_chat_id, "first, before the restart")
-    eventually(lambda: len(fake_planfix.comments(number)) == 1, what="first comment")
+    eventually(lambda: len(relayed_comments(fake_planfix, number)) == 1, what="first comment")
 
     bridge.processes["relay"].stop()
     fake_telegram.add_group_message(unique_chat_id, "second, while the relay is down")
@@ -317,9 +320,9 @@ def test_restarting_the_relay_between_two_messages_loses_and_repeats_nothing(
     )
     bridge.processes["relay"].start()
 
-    eventually(lambda: len(fake_planfix.comments(number)) == 2, timeout_s=30, what="second comment")
-    stays(lambda: len(fake_planfix.comments(number)) == 2, what="no duplicates")
-    first, second = fake_planfix.comments(number)
+    eventually(lambda: len(relayed_comments(fake_planfix, number)) == 2, timeout_s=30, what="second comment")
+    stays(lambda: len(relayed_comments(fake_planfix, number)) == 2, what="no duplicates")
+    first, second = relayed_comments(fake_planfix, number)
     assert "first, before the restart" in first.description
     assert "second, while the relay is down" in second.description
     posted = [
@@ -328,3 +331,112 @@ def test_restarting_the_relay_between_two_messages_loses_and_repeats_nothing(
         if isinstance(e, PlanfixCommentPosted) and e.task_number == number
     ]
     assert len(posted) == 2
+
+
+# --- who may bind (issue 15) --------------------------------------------------------------------
+
+STRANGER_ID = 7_715_001
+
+
+def rejections(bridge: Bridge, chat_id: int) -> list[BindRejected]:
+    return [e for e in bridge.events("binding.>") if isinstance(e, BindRejected) and e.chat_id == chat_id]
+
+
+def test_a_stranger_admin_of_a_new_group_cannot_bind_an_existing_task_and_learns_how_to_link(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = fake_planfix.add_task("Contract with ACME")
+    fake_planfix.set_task_people(number, participants=[link_test_admin(fake_planfix)])
+    fake_telegram.set_member_status(unique_chat_id, STRANGER_ID, "creator")
+
+    fake_telegram.add_group_message(unique_chat_id, f"/task {number}", user_id=STRANGER_ID)
+
+    [reply] = eventually(lambda: texts_sent(fake_telegram, unique_chat_id), what="refusal")
+    assert "not linked to a Planfix employee" in reply
+    assert "Planfix → profile → Telegram" in reply
+    assert "ACME" not in reply
+    assert bridge.binding_document(unique_chat_id) is None
+    [rejected] = rejections(bridge, unique_chat_id)
+    assert rejected.refusal == "not_linked"
+    # A second try within the cache period costs Planfix no second lookup of the stranger.
+    lookups = len([c for c in fake_planfix.calls if c.path == "/rest/user/list"])
+    fake_telegram.add_group_message(unique_chat_id, f"/task {number}", user_id=STRANGER_ID)
+    eventually(lambda: len(rejections(bridge, unique_chat_id)) == 2, what="second refusal")
+    assert len([c for c in fake_planfix.calls if c.path == "/rest/user/list"]) == lookups
+
+
+def test_a_strangers_task_with_a_title_creates_no_task(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    tasks_before = len(fake_planfix.tasks())
+    fake_telegram.set_member_status(unique_chat_id, STRANGER_ID + 1, "creator")
+
+    fake_telegram.add_group_message(unique_chat_id, "/task Give me everything", user_id=STRANGER_ID + 1)
+
+    [reply] = eventually(lambda: texts_sent(fake_telegram, unique_chat_id), what="refusal")
+    assert "not linked" in reply
+    assert len(fake_planfix.tasks()) == tasks_before
+    assert bridge.binding_document(unique_chat_id) is None
+
+
+def test_a_linked_participant_binds_and_the_bind_is_announced_in_the_task_but_not_echoed(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    maria_tg = STRANGER_ID + 2
+    maria = fake_planfix.add_employee("Maria Lebedeva", telegram_id=maria_tg)
+    number = fake_planfix.add_task("Office move")
+    fake_planfix.set_task_people(number, auditors=[maria])
+    fake_telegram.set_member_status(unique_chat_id, maria_tg, "administrator")
+
+    fake_telegram.add_group_message(unique_chat_id, f"/task {number}", user_id=maria_tg, chat_title="Movers")
+
+    [confirmation] = eventually(lambda: texts_sent(fake_telegram, unique_chat_id), what="confirmation")
+    assert "Office move" in confirmation
+    [notice] = eventually(lambda: fake_planfix.comments(number), what="bind announced in the task")
+    assert "Bound to Telegram group «Movers» by Maria Lebedeva" in notice.description
+    linked = [e for e in bridge.events("people.>") if getattr(e, "telegram_user_id", None) == maria_tg]
+    assert [e.planfix_person_id for e in linked] == [maria]
+    # The notice is the bridge's own comment: it never comes back into the group.
+    stays(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == 1, for_s=2.0, what="no echo")
+
+    fake_telegram.add_group_message(unique_chat_id, "/unbind", user_id=maria_tg)
+    eventually(
+        lambda: any(
+            "Unbound from Telegram group «Movers» by Maria Lebedeva" in c.description
+            for c in fake_planfix.comments(number)
+        ),
+        what="unbind announced in the task",
+    )
+
+
+def test_a_linked_employee_who_is_not_on_the_task_cannot_bind_it(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    oleg_tg = STRANGER_ID + 3
+    fake_planfix.add_employee("Oleg Outsider", telegram_id=oleg_tg)
+    number = fake_planfix.add_task("Salary review")
+    fake_planfix.set_task_people(number, participants=[link_test_admin(fake_planfix)])
+    fake_telegram.set_member_status(unique_chat_id, oleg_tg, "administrator")
+
+    fake_telegram.add_group_message(unique_chat_id, f"/task {number}", user_id=oleg_tg)
+
+    [reply] = eventually(lambda: texts_sent(fake_telegram, unique_chat_id), what="refusal")
+    assert "not among the task" in reply
+    assert bridge.binding_document(unique_chat_id) is None
+    assert relayed_comments(fake_planfix, number) == fake_planfix.comments(number) == []
+
+
+def test_a_second_group_cannot_bind_a_task_already_bound(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Only one group", fake_planfix)
+    second = unique_chat_id - 1
+    fake_telegram.set_member_status(second, ADMIN_ID, "administrator")
+
+    fake_telegram.add_group_message(second, f"/task {number}")
+
+    [reply] = eventually(lambda: texts_sent(fake_telegram, second), what="refusal")
+    assert f"task #{number} is already bound to another Telegram group" in reply
+    assert bridge.binding_document(second) is None
+    [rejected] = rejections(bridge, second)
+    assert rejected.refusal == "task_already_bound"

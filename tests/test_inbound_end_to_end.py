@@ -15,7 +15,7 @@ from contracts.events import planfix_source_object_id, telegram_message_key
 from sandbox.fake_planfix import FakeComment, FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task
-from tests.support import eventually, stays
+from tests.support import eventually, relayed_comments, stays
 from tests.test_bridge_end_to_end import bridge
 
 __all__ = ["bridge"]  # the module-scoped bridge fixture: one for this module
@@ -26,7 +26,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"picture-bytes"
 
 def comments_of(fake_planfix: FakePlanfix, number: int, count: int) -> list[FakeComment]:
     def enough() -> list[FakeComment]:
-        found = fake_planfix.comments(number)
+        found = relayed_comments(fake_planfix, number)
         return found if len(found) >= count else []
 
     return eventually(enough, timeout_s=20, what=f"{count} comment(s) in task {number}")
@@ -49,7 +49,7 @@ def photo(fake_telegram: FakeTelegram, data: bytes = PNG) -> list[dict[str, Any]
 
 
 def all_text(fake_planfix: FakePlanfix, number: int) -> str:
-    return "\n".join(comment.description for comment in fake_planfix.comments(number))
+    return "\n".join(comment.description for comment in relayed_comments(fake_planfix, number))
 
 
 def test_a_photo_with_a_formatted_caption_becomes_a_comment_with_the_file_attached(
@@ -143,7 +143,7 @@ def test_documents_locations_contacts_polls_stickers_forwards_and_replies_all_ar
     assert "Sticker 👍 (OfficeCats)" in text
     assert "Forwarded from channel Ops news (@opsnews)" in text
     assert "<blockquote><b>Anna Petrov (@ivan_p)</b>: Who has the key?</blockquote>" in text
-    attached = [fake_planfix.file(f) for c in fake_planfix.comments(number) for f in c.files]
+    attached = [fake_planfix.file(f) for c in relayed_comments(fake_planfix, number) for f in c.files]
     assert sorted((f.name, f.data) for f in attached if f) == [
         ("server.log", b"log line\n"),
         (f"sticker_{asked['message']['message_id'] + 5}.webp", b"RIFF-webp"),
@@ -174,7 +174,7 @@ def test_a_file_over_20_mb_is_named_with_its_size_and_nothing_is_dropped(
     assert (
         "was not attached: Telegram lets bots download files of at most 20 MB" in text.split("backup.zip")[-1]
     )
-    assert all(comment.files == () for comment in fake_planfix.comments(number))
+    assert all(comment.files == () for comment in relayed_comments(fake_planfix, number))
     get_file = [c for c in fake_telegram.calls if c.method == "getFile"]
     assert [c.params["file_id"] for c in get_file if c.error_code == 400] == [unannounced["file_id"]]
     assert announced["file_id"] not in [c.params["file_id"] for c in get_file]
@@ -200,11 +200,11 @@ def test_an_album_becomes_one_comment_with_all_its_files_and_a_late_part_joins_i
     )
 
     eventually(
-        lambda: len(fake_planfix.comments(number)[0].files) == 4,
+        lambda: len(relayed_comments(fake_planfix, number)[0].files) == 4,
         timeout_s=20,
         what="late part in the comment",
     )
-    stays(lambda: len(fake_planfix.comments(number)) == 1, for_s=1.0, what="still one comment")
+    stays(lambda: len(relayed_comments(fake_planfix, number)) == 1, for_s=1.0, what="still one comment")
 
 
 def test_an_edit_updates_the_comment_it_became_and_an_unknown_edit_is_ignored(
@@ -223,7 +223,7 @@ def test_an_edit_updates_the_comment_it_became_and_an_unknown_edit_is_ignored(
     updated = updated_comment(fake_planfix, comment.id, 1)
     assert "The printer is <i>broken</i>" in updated.description
     assert "edited" in updated.description
-    stays(lambda: len(fake_planfix.comments(number)) == 1, for_s=1.0, what="no new comment")
+    stays(lambda: len(relayed_comments(fake_planfix, number)) == 1, for_s=1.0, what="no new comment")
     eventually(
         lambda: "edit_of_unknown_message_ignored" in bridge.processes["relay"].log_text(),
         what="the unknown edit logged",
@@ -252,7 +252,7 @@ def test_reactions_show_as_one_line_on_the_comment_updated_in_place(
         lambda: "Reactions: 🔥 Oleg</i>" in (fake_planfix.comment(comment.id) or comment).description,
         what="reactions updated in place",
     )
-    assert len(fake_planfix.comments(number)) == 1
+    assert len(relayed_comments(fake_planfix, number)) == 1
 
 
 def test_each_forum_topic_binds_its_own_task_and_talks_only_to_it(
@@ -352,7 +352,7 @@ def test_a_file_planfix_refuses_as_too_large_is_named_in_the_comment(
 def test_while_planfix_is_down_messages_and_edits_wait_and_arrive_once_in_order(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Outage")
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Outage", fake_planfix)
     fake_planfix.set_unavailable(True)
     try:
         first = fake_telegram.add_group_message(unique_chat_id, "first during the outage")
@@ -385,7 +385,7 @@ def test_a_group_text_becomes_exactly_one_comment_with_a_uuid_source_object_id(
     update = fake_telegram.add_group_message(unique_chat_id, "The printer jams on tray 2")
 
     [comment] = comments_of(fake_planfix, number, 1)
-    stays(lambda: len(fake_planfix.comments(number)) == 1, for_s=1.0, what="exactly one comment")
+    stays(lambda: len(relayed_comments(fake_planfix, number)) == 1, for_s=1.0, what="exactly one comment")
     assert "The printer jams on tray 2" in comment.description
     message_id = update["message"]["message_id"]
     expected = planfix_source_object_id(telegram_message_key(unique_chat_id, message_id))

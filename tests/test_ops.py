@@ -30,7 +30,16 @@ from devtools import devstack
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET
-from tests.support import REPO_ROOT, LoopThread, ServiceProcess, eventually, read_stream_events, stays
+from tests.support import (
+    REPO_ROOT,
+    LoopThread,
+    ServiceProcess,
+    eventually,
+    read_stream_events,
+    relayed_comments,
+    stays,
+    wait_for_binding_notice,
+)
 
 SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
 HEALTH_PORT_SETTING = {
@@ -159,7 +168,9 @@ def texts_sent(fake_telegram: FakeTelegram, chat_id: int) -> list[str]:
     return [str(message["text"]) for message in fake_telegram.sent_messages(chat_id)]
 
 
-def bind_new_task(ops: OpsBridge, fake_telegram: FakeTelegram, chat_id: int, title: str) -> tuple[int, int]:
+def bind_new_task(
+    ops: OpsBridge, fake_telegram: FakeTelegram, chat_id: int, title: str, fake_planfix: FakePlanfix
+) -> tuple[int, int]:
     """Bind the chat to a new task; (task number, message id of the /task command)."""
     fake_telegram.set_member_status(chat_id, 501, "administrator")  # only admins bind
     update = fake_telegram.add_group_message(chat_id, f"/task {title}")
@@ -168,6 +179,7 @@ def bind_new_task(ops: OpsBridge, fake_telegram: FakeTelegram, chat_id: int, tit
         what="task bound",
     )
     eventually(lambda: texts_sent(fake_telegram, chat_id), what="confirmation sent")
+    wait_for_binding_notice(ops.events, fake_planfix, bound[0].task_number)
     return bound[0].task_number, update["message"]["message_id"]
 
 
@@ -182,10 +194,12 @@ def say(
     timeout_s: float = 15.0,
 ) -> int:
     """Write in the group and wait for the comment; the Telegram message id."""
-    before = len(fake_planfix.comments(task))
+    before = len(relayed_comments(fake_planfix, task))
     update = fake_telegram.add_group_message(chat_id, text)
     eventually(
-        lambda: len(fake_planfix.comments(task)) == before + 1, timeout_s=timeout_s, what="comment posted"
+        lambda: len(relayed_comments(fake_planfix, task)) == before + 1,
+        timeout_s=timeout_s,
+        what="comment posted",
     )
     message_id: int = update["message"]["message_id"]
     return message_id
@@ -208,7 +222,7 @@ def test_metrics_count_events_calls_and_latency_as_messages_flow(
     before_out = ops.metric(
         "telegram_gateway", "bridge_events_published_total", event_type="telegram.message_received.v1"
     )
-    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Metrics")
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Metrics", fake_planfix)
 
     for n in range(3):
         say(ops, fake_telegram, fake_planfix, unique_chat_id, task, f"message {n}")
@@ -245,7 +259,7 @@ def test_metrics_count_events_calls_and_latency_as_messages_flow(
 def test_each_handled_event_logs_one_line_with_correlation_type_chat_and_task(
     ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Logs")
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Logs", fake_planfix)
     say(ops, fake_telegram, fake_planfix, unique_chat_id, task, "log me once")
 
     def handled_lines() -> list[dict[str, Any]]:
@@ -274,9 +288,9 @@ def test_each_handled_event_logs_one_line_with_correlation_type_chat_and_task(
 
 
 def test_trace_of_a_bind_shows_the_gateway_binder_and_relay_steps_in_order(
-    ops: OpsBridge, fake_telegram: FakeTelegram, unique_chat_id: int
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    task, command_id = bind_new_task(ops, fake_telegram, unique_chat_id, "Trace me")
+    task, command_id = bind_new_task(ops, fake_telegram, unique_chat_id, "Trace me", fake_planfix)
 
     output = ops.ok("trace", f"tg:{unique_chat_id}:{command_id}")
 
@@ -292,9 +306,9 @@ def test_trace_of_a_bind_shows_the_gateway_binder_and_relay_steps_in_order(
 def test_trace_of_a_message_shows_the_comment_it_became(
     ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Where did it go")
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Where did it go", fake_planfix)
     message_id = say(ops, fake_telegram, fake_planfix, unique_chat_id, task, "where did my message go?")
-    [comment] = fake_planfix.comments(task)
+    [comment] = relayed_comments(fake_planfix, task)
 
     output = ops.ok("trace", f"tg:{unique_chat_id}:{message_id}")
 
@@ -308,7 +322,7 @@ def test_trace_of_a_message_shows_the_comment_it_became(
 def test_trace_of_a_planfix_comment_shows_the_webhook_the_fetch_and_the_message_sent(
     ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "From Planfix")
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "From Planfix", fake_planfix)
     before = len(texts_sent(fake_telegram, unique_chat_id))
     comment_id = fake_planfix.add_employee_comment(task, "<p>Toner replaced</p>")
     eventually(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == before + 1, what="message sent")
@@ -339,7 +353,7 @@ def test_dump_then_replay_reproduces_the_effects_once(
     unique_chat_id: int,
     tmp_path: Path,
 ) -> None:
-    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Replay")
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Replay", fake_planfix)
     say(ops, fake_telegram, fake_planfix, unique_chat_id, task, "replay me")
     dump = tmp_path / "events.jsonl"
 
@@ -350,7 +364,7 @@ def test_dump_then_replay_reproduces_the_effects_once(
 
     dry = ops.ok("events", "replay", str(dump), "--into", "relay-telegram-inbound", "--dry-run")
     assert "would send 1 message(s), 1 not for relay-telegram-inbound" in dry
-    stays(lambda: len(fake_planfix.comments(task)) == 1, for_s=1.0, what="dry run sends nothing")
+    stays(lambda: len(relayed_comments(fake_planfix, task)) == 1, for_s=1.0, what="dry run sends nothing")
 
     replayed = ops.ok("events", "replay", str(dump), "--into", "relay-telegram-inbound")
     assert "sent 1 message(s)" in replayed
@@ -364,13 +378,13 @@ def test_dump_then_replay_reproduces_the_effects_once(
     )
     assert len(marked) == 2  # the original and the replayed copy (same event id)
     eventually(lambda: _relay_caught_up(ops), what="relay handled the replay")
-    stays(lambda: len(fake_planfix.comments(task)) == 1, what="a replay posts no second comment")
+    stays(lambda: len(relayed_comments(fake_planfix, task)) == 1, what="a replay posts no second comment")
 
     forced = ops.ok("events", "replay", str(dump), "--into", "relay-telegram-inbound", "--force-effects")
     assert "--force-effects" in forced
-    eventually(lambda: len(fake_planfix.comments(task)) == 2, what="forced replay posted again")
-    stays(lambda: len(fake_planfix.comments(task)) == 2, what="exactly once more")
-    first, again = fake_planfix.comments(task)
+    eventually(lambda: len(relayed_comments(fake_planfix, task)) == 2, what="forced replay posted again")
+    stays(lambda: len(relayed_comments(fake_planfix, task)) == 2, what="exactly once more")
+    first, again = relayed_comments(fake_planfix, task)
     assert first.description == again.description
     posted = [
         e for e in ops.events("effect.>") if isinstance(e, PlanfixCommentPosted) and e.task_number == task
@@ -394,10 +408,10 @@ def _relay_caught_up(ops: OpsBridge) -> bool:
 
 
 def test_binder_rebuild_restores_every_binding_of_an_emptied_collection(
-    ops: OpsBridge, fake_telegram: FakeTelegram, unique_chat_id: int
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    first, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Rebuild one")
-    second, _ = bind_new_task(ops, fake_telegram, unique_chat_id - 1, "Rebuild two")
+    first, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Rebuild one", fake_planfix)
+    second, _ = bind_new_task(ops, fake_telegram, unique_chat_id - 1, "Rebuild two", fake_planfix)
 
     async def snapshot(db: Any) -> dict[int, int]:
         return {doc["chat_id"]: doc["task_number"] async for doc in db["bindings"].find({})}
@@ -422,7 +436,7 @@ def test_binder_rebuild_restores_every_binding_of_an_emptied_collection(
 def test_bindings_list_show_and_unbind(
     ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Unbind me")
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Unbind me", fake_planfix)
     assert f"chat {unique_chat_id} -> task #{task}" in ops.ok("bindings", "list")
     shown = ops.ok("bindings", "show", str(unique_chat_id))
     assert f"in force: chat {unique_chat_id} -> task #{task}" in shown
@@ -441,7 +455,7 @@ def test_bindings_list_show_and_unbind(
         ],
         what="message stored",
     )
-    stays(lambda: fake_planfix.comments(task) == [], what="unbound group is not relayed")
+    stays(lambda: relayed_comments(fake_planfix, task) == [], what="unbound group is not relayed")
 
 
 # --- dead letters -------------------------------------------------------------------------------
@@ -456,7 +470,7 @@ def dlq_listing_with(ops: OpsBridge, text: str) -> str:
 def test_dlq_retry_delivers_a_dead_lettered_message_once(
     ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Dead letters")
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Dead letters", fake_planfix)
     before = len(texts_sent(fake_telegram, unique_chat_id))
     # Planfix refuses the comment fetch once (403: not a retryable answer): the gateway gives up.
     fake_planfix.fail_next(status=403)
@@ -519,11 +533,11 @@ def test_doctor_passes_on_a_healthy_bridge(ops: OpsBridge) -> None:
 
 
 def test_doctor_names_another_bot_that_answers_task_in_a_bound_group_and_what_it_leads_to(
-    ops: OpsBridge, fake_telegram: FakeTelegram, unique_chat_id: int
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     with_admin_bot, with_task_for_a_bot = unique_chat_id, unique_chat_id - 1
-    task, _ = bind_new_task(ops, fake_telegram, with_admin_bot, "Doctor: admin bot")
-    other_task, _ = bind_new_task(ops, fake_telegram, with_task_for_a_bot, "Doctor: /task@bot")
+    task, _ = bind_new_task(ops, fake_telegram, with_admin_bot, "Doctor: admin bot", fake_planfix)
+    other_task, _ = bind_new_task(ops, fake_telegram, with_task_for_a_bot, "Doctor: /task@bot", fake_planfix)
     # Planfix's own bot is an admin of one group; in the other someone binds with another bot.
     fake_telegram.add_other_bot(with_admin_bot, "planfix_bot")
     fake_telegram.add_group_message(with_task_for_a_bot, "/task@Helper_Bot Fix the printer")
@@ -597,7 +611,7 @@ def test_doctor_names_a_wrong_token_and_an_unreachable_nats(ops: OpsBridge) -> N
 def test_events_tail_shows_new_events_of_one_chat_live(
     ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Tail")
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Tail", fake_planfix)
     tail = subprocess.Popen(
         [sys.executable, "-m", "bridge_cli", "events", "tail", "--chat", str(unique_chat_id), "--count", "2"],
         cwd=REPO_ROOT,
@@ -626,7 +640,7 @@ def test_events_tail_shows_new_events_of_one_chat_live(
 def test_readyz_is_not_ready_while_nats_is_down_and_ready_again_after(
     ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Outage")
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Outage", fake_planfix)
     assert ops.health("relay", "/healthz").status_code == 200
     port = int(ops.nats_url.rsplit(":", 1)[1])
     # Stored just before the outage, whether or not the relay carried it yet.
@@ -663,7 +677,7 @@ def test_readyz_is_not_ready_while_nats_is_down_and_ready_again_after(
     texts = ("stored before the outage", "written during the outage", "after the outage")
 
     def carried() -> str:
-        return "\n".join(c.description for c in fake_planfix.comments(task))
+        return "\n".join(c.description for c in relayed_comments(fake_planfix, task))
 
     eventually(lambda: all(text in carried() for text in texts), timeout_s=60, what="all three carried")
     stays(lambda: all(carried().count(text) == 1 for text in texts), for_s=2, what="each once")

@@ -20,7 +20,7 @@ from contracts.events import TelegramDeliveryFailed, TelegramMessageReceived
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, running_bridge
-from tests.support import LoopThread, eventually, stays
+from tests.support import LoopThread, eventually, relayed_comments, stays
 
 MEMBER_ID = 777  # someone in the group who is not an admin
 
@@ -394,7 +394,9 @@ def test_a_group_upgraded_to_a_supergroup_keeps_its_binding_and_loses_nothing(
     fake_telegram.add_group_message(new_group, "written in the supergroup")
 
     eventually(
-        lambda: [c for c in fake_planfix.comments(number) if "written in the supergroup" in c.description],
+        lambda: [
+            c for c in relayed_comments(fake_planfix, number) if "written in the supergroup" in c.description
+        ],
         timeout_s=40,
         what="the supergroup's message as a comment",
     )

@@ -24,7 +24,16 @@ from devtools import devstack
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET
-from tests.support import LoopThread, ServiceProcess, connect_nats, eventually, read_stream_events, stays
+from tests.support import (
+    LoopThread,
+    ServiceProcess,
+    connect_nats,
+    eventually,
+    link_test_admin,
+    read_stream_events,
+    relayed_comments,
+    stays,
+)
 
 BURST = 100
 
@@ -53,6 +62,7 @@ def paced(
     loop: LoopThread, work_dir: Path, mongo_url: str, fake_telegram: FakeTelegram
 ) -> Iterator[PacedBridge]:
     planfix = FakePlanfix(token=PLANFIX_TOKEN, rate_per_s=1.0)
+    link_test_admin(planfix)
     loop.run(planfix.start())
     nats = devstack.start_nats(work_dir / "paced-nats", log_file=work_dir / "paced-nats.log")
     webhook_port = devstack.free_port()
@@ -135,11 +145,11 @@ def test_a_burst_of_100_arrives_complete_in_order_in_few_comments_without_overru
     sent = [fake_telegram.add_group_message(unique_chat_id, f"burst message {i:03d}") for i in range(BURST)]
 
     def delivered() -> list[str]:
-        text = "".join(c.description for c in paced.planfix.comments(number))
+        text = "".join(c.description for c in relayed_comments(paced.planfix, number))
         return [f"burst message {i:03d}" for i in range(BURST) if f"burst message {i:03d}" in text]
 
     eventually(lambda: len(delivered()) == BURST, timeout_s=120, what="all 100 messages in the task")
-    comments = paced.planfix.comments(number)
+    comments = relayed_comments(paced.planfix, number)
     text = "".join(c.description for c in comments)
     positions = [text.index(f"burst message {i:03d}") for i in range(BURST)]
     assert positions == sorted(positions), "messages out of order"
@@ -150,7 +160,7 @@ def test_a_burst_of_100_arrives_complete_in_order_in_few_comments_without_overru
 
     # An edit of one of them rewrites the comment that holds it, and only that one.
     target = sent[57]
-    holder = next(c for c in paced.planfix.comments(number) if "burst message 057" in c.description)
+    holder = next(c for c in relayed_comments(paced.planfix, number) if "burst message 057" in c.description)
     fake_telegram.edit_group_message(target, "burst message 057, corrected")
 
     eventually(
@@ -158,8 +168,12 @@ def test_a_burst_of_100_arrives_complete_in_order_in_few_comments_without_overru
         timeout_s=30,
         what="the holding comment updated",
     )
-    assert [c.id for c in paced.planfix.comments(number) if c.updates] == [holder.id]
-    stays(lambda: len(paced.planfix.comments(number)) == len(comments), for_s=1.0, what="no new comment")
+    assert [c.id for c in relayed_comments(paced.planfix, number) if c.updates] == [holder.id]
+    stays(
+        lambda: len(relayed_comments(paced.planfix, number)) == len(comments),
+        for_s=1.0,
+        what="no new comment",
+    )
     assert paced.planfix.throttled_calls() == []
 
 
@@ -177,7 +191,7 @@ def test_when_the_active_relay_stops_the_standby_carries_on(
     fake_telegram.add_group_message(unique_chat_id, "after the switch")
 
     eventually(
-        lambda: any("after the switch" in c.description for c in paced.planfix.comments(number)),
+        lambda: any("after the switch" in c.description for c in relayed_comments(paced.planfix, number)),
         timeout_s=60,
         what="the standby relay carried the message",
     )

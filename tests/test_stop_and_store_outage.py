@@ -20,7 +20,7 @@ from devtools.devstack import ManagedProcess
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, running_bridge
-from tests.support import LoopThread, eventually, stays
+from tests.support import LoopThread, eventually, relayed_comments, stays
 
 # Long enough for the stop to land while Planfix still holds the call.
 PLANFIX_HOLDS_S = 6.0
@@ -87,11 +87,11 @@ def test_sigterm_to_the_relay_while_it_posts_a_comment_lets_the_post_finish_then
     stop_within_10_s_with_exit_0(bridge, "relay")
 
     # Done before it exited, not left for the next start.
-    comments = fake_planfix.comments(number)
+    comments = relayed_comments(fake_planfix, number)
     assert len(comments) == 1
     assert "in flight at SIGTERM" in comments[0].description
     bridge.processes["relay"].start()
-    stays(lambda: len(fake_planfix.comments(number)) == 1, for_s=3, what="one comment, not two")
+    stays(lambda: len(relayed_comments(fake_planfix, number)) == 1, for_s=3, what="one comment, not two")
 
 
 @pytest.mark.xfail(
@@ -111,10 +111,10 @@ def test_sigterm_to_the_relay_while_planfix_holds_the_call_past_the_stop_grace_t
     stop_within_10_s_with_exit_0(bridge, "relay")
     bridge.processes["relay"].start()
 
-    eventually(lambda: fake_planfix.comments(number), timeout_s=60, what="the comment")
+    eventually(lambda: relayed_comments(fake_planfix, number), timeout_s=60, what="the comment")
     eventually(lambda: fake_planfix.held_requests() == 0, timeout_s=60, what="Planfix done with it")
-    stays(lambda: len(fake_planfix.comments(number)) == 1, for_s=2, what="one comment, not two")
-    assert "in flight at SIGTERM" in fake_planfix.comments(number)[0].description
+    stays(lambda: len(relayed_comments(fake_planfix, number)) == 1, for_s=2, what="one comment, not two")
+    assert "in flight at SIGTERM" in relayed_comments(fake_planfix, number)[0].description
 
 
 def test_sigterm_to_the_binder_while_it_creates_a_task_then_the_group_is_bound_once(
@@ -164,11 +164,13 @@ def test_while_mongodb_is_down_the_binder_and_relay_hold_their_work_and_carry_it
     # Neither is acknowledged: each service says it will try again.
     eventually(lambda: "retry_in_s" in relay.log_text()[relay_seen:], timeout_s=60, what="relay holds it")
     eventually(lambda: "retry_in_s" in binder.log_text()[binder_seen:], timeout_s=60, what="binder holds it")
-    assert fake_planfix.comments(number) == []
+    assert relayed_comments(fake_planfix, number) == []
 
     own_store.start_again()
 
-    eventually(lambda: fake_planfix.comments(number), timeout_s=90, what="the comment after the outage")
+    eventually(
+        lambda: relayed_comments(fake_planfix, number), timeout_s=90, what="the comment after the outage"
+    )
 
     def bound() -> list[TaskBound]:
         return [
@@ -176,7 +178,11 @@ def test_while_mongodb_is_down_the_binder_and_relay_hold_their_work_and_carry_it
         ]
 
     eventually(bound, timeout_s=90, what="the group bound after the outage")
-    stays(lambda: len(fake_planfix.comments(number)) == 1 and len(bound()) == 1, for_s=3, what="once each")
-    assert "written while the store is down" in fake_planfix.comments(number)[0].description
+    stays(
+        lambda: len(relayed_comments(fake_planfix, number)) == 1 and len(bound()) == 1,
+        for_s=3,
+        what="once each",
+    )
+    assert "written while the store is down" in relayed_comments(fake_planfix, number)[0].description
     assert relay.alive()
     assert binder.alive()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, get_args
+from typing import Any, Protocol, get_args
 
 import msgspec
 import structlog
@@ -29,9 +29,11 @@ from contracts.events import BindingStoreRebuilt, RebuildBindingStore, TelegramG
 from contracts.subjects import BINDER_BIND_REQUESTS, BINDER_GROUP_CHANGES
 from services.binder.config import BinderSettings
 from services.binder.decide import BinderRequest, BindRules
-from services.binder.handlers import Binder, GroupLife, Publisher, Store, StoreRebuilder, Tasks
+from services.binder.handlers import BindAccess, Binder, GroupLife, Publisher, StoreRebuilder, Tasks
+from services.binder.people import Employees, Known, PeopleDirectory, Requesters
 from services.binder.rebuild import bindings_in_stream
 from services.binder.store import BindingStore
+from services.binder.task_notices import Comments, TaskNotices
 
 log = structlog.get_logger("binder")
 
@@ -56,16 +58,40 @@ def router(*, on_request: Handle, on_group_event: Handle, on_rebuild: Rebuild) -
     return binder_router
 
 
+class BinderPlanfix(Tasks, Employees, Comments, Protocol):
+    """Everything the binder asks Planfix (``bridge_lib.planfix.PlanfixClient``)."""
+
+
 def build(
-    settings: BinderSettings, *, store: Store, planfix: Tasks, publisher: Publisher, js: Any
+    settings: BinderSettings,
+    *,
+    store: BindingStore,
+    planfix: BinderPlanfix,
+    publisher: Publisher,
+    js: Any,
+    people: Known,
 ) -> NatsRouter:
-    """The binder's handlers, each with its collaborators, behind its subscribers."""
+    """The binder's handlers, each with its collaborators, behind its subscribers; ``people`` is
+    the PEOPLE fold, started (caught up) before the subscribers are."""
     rules = BindRules(
         account_url=settings.planfix_base_url,
         max_task_title=settings.max_task_title,
         everyone_may_bind=settings.everyone_may_bind,
     )
-    binder = Binder(store=store, planfix=planfix, publisher=publisher, rules=rules)
+    access = BindAccess(
+        policy=settings.bind_policy,
+        allowed_chats=settings.allowed_chat_ids,
+        groups_per_task=settings.groups_per_task,
+    )
+    binder = Binder(
+        store=store,
+        planfix=planfix,
+        publisher=publisher,
+        rules=rules,
+        access=access,
+        requesters=Requesters(known=people, planfix=planfix, publisher=publisher),
+        notices=TaskNotices(store=store, planfix=planfix, source_id=settings.planfix_source_id),
+    )
     group_life = GroupLife(store=store, publisher=publisher)
     rebuilder = StoreRebuilder(store=store, read_stream=lambda: bindings_in_stream(js))
     return router(on_request=binder.handle, on_group_event=group_life.handle, on_rebuild=rebuilder.handle)
@@ -99,8 +125,11 @@ async def run(settings: BinderSettings) -> None:
     track_planfix_budget(planfix)
     if not await planfix_self_check(planfix):
         raise SystemExit(2)
+    # Who people are, caught up before the first request is decided.
+    people = PeopleDirectory()
+    await people.start(js)
     broker.include_router(
-        build(settings, store=store, planfix=planfix, publisher=EventPublisher(broker), js=js)
+        build(settings, store=store, planfix=planfix, publisher=EventPublisher(broker), js=js, people=people)
     )
     await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
     log.info("binder_started")
@@ -108,6 +137,7 @@ async def run(settings: BinderSettings) -> None:
         await wait_for_stop_signal()
     finally:
         log.info("binder_stopping")
+        await people.stop()
         await broker.stop()
         await health.stop()
         await planfix.aclose()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from bridge_lib.settings import HealthSettings, MongoSettings, NatsSettings, PlanfixSettings
+from services.binder.bind_policy import BindPolicy
 
 
 class BinderSettings(NatsSettings, MongoSettings, PlanfixSettings, HealthSettings):
@@ -13,3 +14,22 @@ class BinderSettings(NatsSettings, MongoSettings, PlanfixSettings, HealthSetting
     max_task_title: int = Field(default=250, alias="BINDER_MAX_TASK_TITLE")
     # Who may /task and /unbind: the group's admins only (false), or every member (true).
     everyone_may_bind: bool = Field(default=False, alias="BINDER_EVERYONE_MAY_BIND")
+    # Who may bind a task (issue 15): linked employees the task names (participants), any linked
+    # employee (employees), or any group admin (admins: the old behaviour, unsafe for a public bot).
+    bind_policy: BindPolicy = Field(default=BindPolicy.PARTICIPANTS, alias="BINDER_BIND_POLICY")
+    # Chat ids that may bind at all, comma-separated; empty: every chat.
+    allowed_chats: str = Field(default="", alias="BINDER_ALLOWED_CHATS")
+    # How many groups may be bound to one task at once.
+    groups_per_task: int = Field(default=1, alias="BINDER_GROUPS_PER_TASK", ge=1)
+
+    @field_validator("allowed_chats")
+    @classmethod
+    def _chat_ids(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                int(part.strip())  # a ValueError names the setting in pydantic's message
+        return value
+
+    @property
+    def allowed_chat_ids(self) -> frozenset[int]:
+        return frozenset(int(part) for part in self.allowed_chats.split(",") if part.strip())

@@ -29,6 +29,7 @@ from contracts.events import (
     telegram_bind_key,
     telegram_unbind_key,
 )
+from services.binder.bind_policy import BindRefusal
 
 BinderRequest = BindRequested | UnbindRequested | UnbindGroup
 Announcement = TaskBound | BindRejected | TaskUnbound | UnbindRejected
@@ -72,6 +73,8 @@ class BindOutcome(msgspec.Struct, frozen=True, kw_only=True):
     previous_task_number: int | None = None
     reason: str | None = None
     detail: str | None = None
+    # Under ``reason`` not_allowed: the bind policy's finer reason (``BindRefusal``).
+    refusal: str | None = None
 
 
 # --- What to ask Planfix, and what it said ---------------------------------------------------------
@@ -107,6 +110,38 @@ class PlanfixRefused(msgspec.Struct, frozen=True):
 
 
 PlanfixAnswer = TaskFound | TaskNotVisible | PlanfixRefused
+
+
+# What an older relay shows ("Could not bind this group: <this>."); a newer one words the
+# refusal itself (services/relay/to_telegram/notices.py).
+REFUSAL_DETAILS = {
+    BindRefusal.NOT_ADMIN: "only the group's admins can bind it, sorry",
+    BindRefusal.CHAT_NOT_ALLOWED: "this group may not bind Planfix tasks; ask the bridge's operator",
+    BindRefusal.NOT_LINKED: (
+        "your Telegram is not linked to a Planfix employee. Ask your Planfix admin to add your "
+        "Telegram to your Planfix profile (Planfix → profile → Telegram), then write /task again"
+    ),
+    BindRefusal.NOT_AN_EMPLOYEE: "only Planfix employees can bind a group to a task",
+    BindRefusal.NOT_ON_THE_TASK: (
+        "you are not among the task's people in Planfix (assigner, assignees, participants, "
+        "auditors); ask one of them to bind it, or to add you to the task"
+    ),
+    BindRefusal.TASK_ALREADY_BOUND: (
+        "the task is already bound to another Telegram group; /unbind it there first"
+    ),
+}
+
+
+def refused(request: BinderRequest, refusal: BindRefusal, *, task_number: int | None = None) -> BindOutcome:
+    """A bind the policy refuses (``bind_policy.bind_refusal``): ``not_allowed``, with why."""
+    return BindOutcome(
+        request_key=request_key(request),
+        decided="rejected",
+        reason=str(BindingRejectionReason.NOT_ALLOWED),
+        detail=REFUSAL_DETAILS[refusal],
+        task_number=task_number,
+        refusal=str(refusal),
+    )
 
 
 def request_key(request: BinderRequest) -> str:
@@ -212,6 +247,7 @@ def announcement(request: BinderRequest, outcome: BindOutcome) -> tuple[Announce
             reason=BindingRejectionReason(outcome.reason or BindingRejectionReason.INVALID_REQUEST),
             detail=outcome.detail or "",
             task_number=outcome.task_number,
+            refusal=outcome.refusal,
         )
         return rejected, subjects.binding_rejected(chat_id), key
     if outcome.decided == "unbound" and outcome.task_number is not None:

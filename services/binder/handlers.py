@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
@@ -20,17 +21,24 @@ from bridge_lib.planfix import (
     PlanfixTask,
     PlanfixUnavailable,
     TaskNotFound,
+    TaskPeople,
 )
 from contracts.bindings import Binding, Bindings, group_key
 from contracts.events import (
     BindingEvent,
     BindingStoreRebuilt,
+    BindRequested,
     Event,
     RebuildBindingStore,
+    TaskBound,
+    TaskUnbound,
     TelegramGroupEvent,
+    UnbindRequested,
     envelope_after,
 )
+from contracts.people import Person
 from services.binder import group_life
+from services.binder.bind_policy import BindAsk, BindPolicy, BindRefusal, bind_refusal
 from services.binder.decide import (
     BinderRequest,
     BindOutcome,
@@ -45,10 +53,13 @@ from services.binder.decide import (
     announcement,
     decide,
     planfix_question,
+    refused,
     request_key,
 )
 from services.binder.group_life import GroupChange
+from services.binder.people import Requesters
 from services.binder.rebuild import differences
+from services.binder.task_notices import TaskNotices, notice_comments, who_did
 
 log = structlog.get_logger("binder")
 _DECIDED_LOG = {"bound": "group_bound", "unbound": "group_unbound", "rejected": "bind_rejected"}
@@ -63,6 +74,9 @@ class Store(Protocol):
 
     async def binding_for(self, key: str) -> Binding | None: ...
     async def bindings_of_chat(self, chat_id: int) -> list[Binding]: ...
+    async def bindings_of_task(self, task_number: int) -> list[Binding]: ...
+    async def remember_title(self, chat_id: int, title: str) -> None: ...
+    async def title_of(self, chat_id: int) -> str | None: ...
     async def all_bindings(self) -> list[Binding]: ...
     async def apply(self, event: BindingEvent) -> None: ...
     async def bind(self, binding: Binding) -> None: ...
@@ -74,65 +88,157 @@ class Store(Protocol):
 
 
 class Tasks(Protocol):
-    """What the binder asks Planfix (``bridge_lib.planfix.PlanfixClient``)."""
+    """What the binder asks Planfix about tasks (``bridge_lib.planfix.PlanfixClient``)."""
 
     async def get_task(self, number: int) -> PlanfixTask: ...
-    async def create_task(self, *, name: str, description: str = "") -> int: ...
+    async def get_task_people(self, number: int) -> TaskPeople: ...
+    async def create_task(self, *, name: str, description: str = "", assigner: str | None = None) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BindAccess:
+    """Who may bind (``BINDER_BIND_POLICY``, ``BINDER_ALLOWED_CHATS``, ``BINDER_GROUPS_PER_TASK``)."""
+
+    policy: BindPolicy = BindPolicy.PARTICIPANTS
+    # Empty: every chat.
+    allowed_chats: frozenset[int] = frozenset()
+    groups_per_task: int = 1
+
+    def chat_allowed(self, chat_id: int) -> bool:
+        return not self.allowed_chats or chat_id in self.allowed_chats
 
 
 class Binder:
     """``/task``, ``/unbind`` and an operator's ``UnbindGroup``."""
 
-    def __init__(self, *, store: Store, planfix: Tasks, publisher: Publisher, rules: BindRules) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        planfix: Tasks,
+        publisher: Publisher,
+        rules: BindRules,
+        access: BindAccess | None = None,
+        requesters: Requesters | None = None,
+        notices: TaskNotices | None = None,
+    ) -> None:
         self._store = store
         self._planfix = planfix
         self._publisher = publisher
         self._rules = rules
+        self._access = access or BindAccess()
+        # None: nobody is known (every bind under participants/employees is refused as not linked).
+        self._requesters = requesters
+        self._notices = notices
 
     async def handle(self, request: BinderRequest, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(chat_id=request.chat_id)
         key = request_key(request)
         outcome = await self._store.outcome_for(key)
         if outcome is None or outcome.decided is None:
-            question = planfix_question(request, self._rules)
-            answer = await self._ask(question, key, outcome) if question is not None else None
-            binding = await self._store.binding_for(group_key(request.chat_id, request.thread_id))
-            outcome = decide(request, binding, answer, self._rules)
+            outcome = await self._decide(request, key, outcome)
             await self._store.save_outcome(outcome)
             log.info(
-                _DECIDED_LOG[outcome.decided or ""], task_number=outcome.task_number, reason=outcome.reason
+                _DECIDED_LOG[outcome.decided or ""],
+                task_number=outcome.task_number,
+                reason=outcome.reason,
+                refusal=outcome.refusal,
             )
         event, subject, msg_id = announcement(request, outcome)
         await self._store.apply(event)
         await self._publisher.publish(event, subject=subject, msg_id=msg_id)
+        if self._notices is not None and isinstance(event, TaskBound | TaskUnbound):
+            await self._announce_in_task(event, request)
 
-    async def _ask(self, question: PlanfixQuestion, key: str, earlier: BindOutcome | None) -> PlanfixAnswer:
+    async def _decide(self, request: BinderRequest, key: str, earlier: BindOutcome | None) -> BindOutcome:
+        question = planfix_question(request, self._rules)
+        if question is None:
+            binding = await self._store.binding_for(group_key(request.chat_id, request.thread_id))
+            return decide(request, binding, None, self._rules)
+        assert isinstance(request, BindRequested)  # only a bind asks Planfix
+        asked = question.number if isinstance(question, LookUpTask) else None
+        # Who asks, before Planfix hears of the task: a stranger learns nothing about it.
+        person = await self._requester(request)
+        if (refusal := self._refusal(request, person, None)) is not None:
+            return refused(request, refusal, task_number=asked)
+        assigner = person.planfix_id if person is not None and person.is_employee else None
+        answer, people = await self._ask(question, key, earlier, assigner=assigner)
+        if isinstance(answer, TaskFound) and not answer.created:
+            others = {binding.chat_id for binding in await self._store.bindings_of_task(answer.number)} - {
+                request.chat_id
+            }
+            task_people = people or TaskPeople(number=answer.number)
+            if (refusal := self._refusal(request, person, task_people, len(others))) is not None:
+                return refused(request, refusal, task_number=answer.number)
+        binding = await self._store.binding_for(group_key(request.chat_id, request.thread_id))
+        return decide(request, binding, answer, self._rules)
+
+    async def _requester(self, request: BindRequested) -> Person | None:
+        if self._access.policy is BindPolicy.ADMINS or self._requesters is None:
+            return None
+        return await self._requesters.person_for(request.requested_by, cause=request)
+
+    def _refusal(
+        self, request: BindRequested, person: Person | None, task_people: TaskPeople | None, groups: int = 0
+    ) -> BindRefusal | None:
+        # Admin-ness was settled by ``decide``'s own rules (BINDER_EVERYONE_MAY_BIND, Telegram
+        # unsure) before Planfix was asked; the policy adds who the person is.
+        ask = BindAsk(
+            requester_is_admin=True,
+            person=person,
+            task_people=task_people,
+            chat_allowed=self._access.chat_allowed(request.chat_id),
+            groups_on_task=groups,
+        )
+        return bind_refusal(self._access.policy, ask, groups_per_task=self._access.groups_per_task)
+
+    async def _ask(
+        self, question: PlanfixQuestion, key: str, earlier: BindOutcome | None, *, assigner: str | None
+    ) -> tuple[PlanfixAnswer, TaskPeople | None]:
         number = question.number if isinstance(question, LookUpTask) else None
         try:
             match question:
                 case LookUpTask(number=asked):
                     task = await self._planfix.get_task(asked)
-                    return TaskFound(number=task.number, title=task.name or f"#{task.number}")
+                    people = None
+                    if self._access.policy is BindPolicy.PARTICIPANTS:
+                        people = await self._planfix.get_task_people(asked)
+                    return TaskFound(number=task.number, title=task.name or f"#{task.number}"), people
                 case CreateTask(title=title, description=description):
                     created = earlier.created_task_number if earlier else None
                     if created is None:
-                        created = await self._planfix.create_task(name=title, description=description)
+                        created = await self._planfix.create_task(
+                            name=title, description=description, assigner=assigner
+                        )
                         # Remembered before anything else can fail, so a retry reuses the task.
                         await self._store.save_outcome(
                             BindOutcome(request_key=key, created_task_number=created)
                         )
                         log.info("task_created", task_number=created)
-                    return TaskFound(number=created, title=title, created=True)
+                    return TaskFound(number=created, title=title, created=True), None
         except TaskNotFound:
-            return TaskNotVisible(number)
+            return TaskNotVisible(number), None
         except PlanfixUnavailable as error:
             raise TransientFailure(str(error)) from error
         except PlanfixRejected as error:
             if error.code == CODE_ACCESS_DENIED:
                 # Worded exactly like "not found": the group must not learn that the task exists.
-                return TaskNotVisible(number)
+                return TaskNotVisible(number), None
             log.warning("planfix_refused_bind", error=str(error), code=error.code)
-            return PlanfixRefused(number, error.code)
+            return PlanfixRefused(number, error.code), None
+
+    async def _announce_in_task(self, event: TaskBound | TaskUnbound, request: BinderRequest) -> None:
+        assert self._notices is not None
+        if isinstance(request, BindRequested) and request.chat_title:
+            await self._store.remember_title(request.chat_id, request.chat_title)
+            title: str | None = request.chat_title
+        else:
+            title = await self._store.title_of(request.chat_id)
+        user = request.requested_by if isinstance(request, BindRequested | UnbindRequested) else None
+        person = self._requesters.known(user.id) if self._requesters and user else None
+        operator = event.unbound_by if isinstance(event, TaskUnbound) else ""
+        by = who_did(user, planfix_name=person.name if person else None, operator=operator)
+        await self._notices.post(notice_comments(event, group_title=title or str(request.chat_id), by=by))
 
 
 class GroupLife:

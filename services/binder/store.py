@@ -23,7 +23,7 @@ from contracts.events import BindingEvent
 from services.binder.decide import BindOutcome
 from services.binder.group_life import GroupChange
 
-__all__ = ["BindOutcome", "Binding", "BindingStore", "GroupChange", "group_key"]
+__all__ = ["BindOutcome", "Binding", "BindingStore", "GroupChange", "TaskNotice", "group_key"]
 
 _WITHOUT_IDS = {"_id": 0, "group_key": 0}
 
@@ -32,11 +32,22 @@ def _binding(document: dict[str, Any]) -> Binding:
     return msgspec.convert(document, Binding, strict=False)
 
 
+class TaskNotice(msgspec.Struct, frozen=True, kw_only=True):
+    """The comment announcing a bind or unbind in the task: posting, then posted."""
+
+    key: str
+    task_number: int
+    posted: bool = False
+    comment_id: int | None = None
+
+
 class BindingStore:
     def __init__(self, database: AsyncIOMotorDatabase[Any]) -> None:
         self._bindings = database["bindings"]
         self._requests = database["bind_requests"]
         self._changes = database["group_changes"]
+        self._notices = database["task_notices"]
+        self._titles = database["group_titles"]
 
     async def create_indexes(self) -> None:
         await self._bindings.create_index("group_key", unique=True, name="one_task_per_group")
@@ -49,6 +60,10 @@ class BindingStore:
 
     async def bindings_of_chat(self, chat_id: int) -> list[Binding]:
         cursor = self._bindings.find({"chat_id": chat_id}, _WITHOUT_IDS)
+        return [_binding(document) async for document in cursor]
+
+    async def bindings_of_task(self, task_number: int) -> list[Binding]:
+        cursor = self._bindings.find({"task_number": task_number}, _WITHOUT_IDS)
         return [_binding(document) async for document in cursor]
 
     async def all_bindings(self) -> list[Binding]:
@@ -110,3 +125,24 @@ class BindingStore:
         key = fields.pop("key")
         # _id in the document too: nx-27017 does not take it from the filter on an upsert.
         await self._changes.replace_one({"_id": key}, {"_id": key, **fields}, upsert=True)
+
+    async def notice_for(self, key: str) -> TaskNotice | None:
+        """What became of the bind/unbind comment ``key`` (``task_notices``)."""
+        document = await self._notices.find_one({"_id": key})
+        if not document:
+            return None
+        document["key"] = document.pop("_id")
+        return msgspec.convert(document, TaskNotice, strict=False)
+
+    async def save_notice(self, notice: TaskNotice) -> None:
+        fields = msgspec.to_builtins(notice)
+        key = fields.pop("key")
+        await self._notices.replace_one({"_id": key}, {"_id": key, **fields}, upsert=True)
+
+    async def remember_title(self, chat_id: int, title: str) -> None:
+        """The group's title as its last /task gave it, for the unbind comment's wording."""
+        await self._titles.replace_one({"_id": chat_id}, {"_id": chat_id, "title": title}, upsert=True)
+
+    async def title_of(self, chat_id: int) -> str | None:
+        document = await self._titles.find_one({"_id": chat_id})
+        return str(document["title"]) if document else None

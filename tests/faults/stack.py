@@ -28,7 +28,7 @@ from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, GROUP_PACE, PLANFIX_TOKEN, WEBHOOK_SECRET
 from tests.faults.figures import Figures, count, marker, markers_in
-from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events
+from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events, relayed_comments
 
 SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
 ADMIN_ID = 501
@@ -180,7 +180,7 @@ class FaultBridge:
     def seen_in_planfix(self, fault: str, chat_ids: list[int]) -> dict[int, list[int]]:
         seen: dict[int, list[int]] = {}
         for group, chat_id in enumerate(chat_ids):
-            text = "\n".join(c.description for c in self.fake_planfix.comments(self.tasks[chat_id]))
+            text = "\n".join(c.description for c in relayed_comments(self.fake_planfix, self.tasks[chat_id]))
             seen[group] = [seq for g, seq in markers_in(text, fault, TG) if g == group]
         return seen
 

@@ -131,5 +131,31 @@ def bound_notice(event: TaskBound, task_url: str) -> str:
     return "\n".join(lines)
 
 
+# The binder's bind policy (``BindRejected.refusal``); a value not listed here (a newer binder)
+# falls back to the binder's own ``detail``.
+REFUSALS = {
+    "not_linked": (
+        "your Telegram is not linked to a Planfix employee, so I cannot tell whether the task is "
+        "yours to share. Ask your Planfix admin to add your Telegram to your Planfix profile "
+        "(Planfix → profile → Telegram), then write /task again"
+    ),
+    "not_an_employee": "only Planfix employees can bind a group to a task",
+    "not_on_the_task": (
+        "you are not among the task's people in Planfix (its assigner, assignees, participants "
+        "or auditors). Ask one of them to bind it here, or to add you to the task, then write "
+        "/task again"
+    ),
+    "task_already_bound": (
+        "the task is already bound to another Telegram group (one group per task). Write /unbind "
+        "in that group first"
+    ),
+    "chat_not_allowed": "this group may not bind Planfix tasks. Ask the bridge's operator to allow it",
+    "not_admin": "only the group's admins can bind it, sorry",
+}
+
+
 def rejected_notice(event: BindRejected) -> str:
-    return f"⚠️ Could not bind this group: {html.escape(event.detail)}."
+    why = REFUSALS.get(event.refusal or "", event.detail)
+    if event.refusal == "task_already_bound" and event.task_number is not None:
+        why = why.replace("the task", f"task #{event.task_number}", 1)
+    return f"⚠️ Could not bind this group: {html.escape(why)}."

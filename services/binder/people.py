@@ -1,0 +1,211 @@
+"""Who the person writing ``/task`` is in Planfix: the binder's live copy of the PEOPLE fold, and
+the one Planfix question asked about a Telegram user the fold does not know.
+
+``PeopleDirectory`` replays the PEOPLE stream at start through an ordered consumer, then follows
+it (as the relay's ``BindingDirectory`` follows BINDING). ``Requesters.person_for`` answers from
+it; for a stranger it asks Planfix once (an active employee whose profile carries the Telegram id,
+else the username), publishes ``PersonLinked(how=planfix_profile)`` when found, and remembers a
+"not found" for a while, so a stranger spamming ``/task`` costs at most one Planfix lookup per
+period. A Planfix outage raises ``TransientFailure``: the request is retried, never judged
+"not linked".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import msgspec
+import structlog
+from nats.js.api import DeliverPolicy
+
+from bridge_lib.eventbus import TransientFailure
+from bridge_lib.planfix import PlanfixPerson, PlanfixRejected, PlanfixUnavailable
+from contracts import people as people_fold
+from contracts import subjects
+from contracts.events import (
+    AnyEvent,
+    Event,
+    PersonLinked,
+    PersonLinkMethod,
+    TelegramUser,
+    decode_event,
+    envelope_after,
+)
+from contracts.people import People, Person
+from contracts.subjects import ALL_PEOPLE_EVENTS, PEOPLE_STREAM
+
+log = structlog.get_logger("binder.people")
+
+# How long "no employee has this Telegram" is believed before Planfix is asked again.
+NOT_FOUND_TTL_S = 600.0
+
+
+class PeopleDirectory:
+    """The PEOPLE fold, kept up to date; lookups are reads of an immutable ``People``."""
+
+    def __init__(self) -> None:
+        self._people = People()
+        self._applied_seq = 0
+        self._progress = asyncio.Condition()
+        self._subscription: Any = None
+        self._js: Any = None
+
+    @property
+    def people(self) -> People:
+        return self._people
+
+    async def start(self, js: Any) -> None:
+        self._js = js
+        self._subscription = await js.subscribe(
+            ALL_PEOPLE_EVENTS, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL, cb=self._on_message
+        )
+        await self.catch_up()
+        log.info("people_directory_ready", people=len(self._people))
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.unsubscribe()
+
+    def apply(self, event: AnyEvent) -> None:
+        self._people = people_fold.evolve(self._people, event)
+
+    async def catch_up(self, timeout_s: float = 10.0) -> None:
+        """Wait until every PEOPLE event stored by now has been applied."""
+        if self._js is None:
+            return
+        try:
+            info = await self._js.stream_info(PEOPLE_STREAM.name)
+            target = info.state.last_seq
+            async with self._progress:
+                await asyncio.wait_for(
+                    self._progress.wait_for(lambda: self._applied_seq >= target), timeout_s
+                )
+        except Exception as error:
+            raise TransientFailure(f"people directory could not catch up: {type(error).__name__}") from error
+
+    async def _on_message(self, msg: Any) -> None:
+        try:
+            event = decode_event(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            log.error("undecodable_people_event_skipped", error=str(error))
+            event = None
+        if event is not None:
+            self.apply(event)
+        async with self._progress:
+            self._applied_seq = msg.metadata.sequence.stream
+            self._progress.notify_all()
+
+
+class Publisher(Protocol):
+    async def publish(self, event: Event, *, subject: str, msg_id: str) -> bool: ...
+
+
+class Employees(Protocol):
+    """What the binder asks Planfix about people (``bridge_lib.planfix.PlanfixClient``)."""
+
+    async def find_employees_by_telegram_id(self, telegram_id: int) -> list[PlanfixPerson]: ...
+    async def find_employees_by_telegram_username(self, username: str) -> list[PlanfixPerson]: ...
+
+
+class Known(Protocol):
+    """Where the fold is read and applied (``PeopleDirectory``)."""
+
+    @property
+    def people(self) -> People: ...
+    def apply(self, event: AnyEvent) -> None: ...
+    async def catch_up(self, timeout_s: float = 10.0) -> None: ...
+
+
+def person_linked_key(telegram_user_id: int, planfix_id: str) -> str:
+    """The same Telegram user found as the same employee always makes the same event."""
+    return f"people:planfix_profile:{telegram_user_id}:{planfix_id}"
+
+
+class Requesters:
+    """The Planfix person behind a Telegram user, learned once."""
+
+    def __init__(
+        self,
+        *,
+        known: Known,
+        planfix: Employees,
+        publisher: Publisher,
+        not_found_ttl_s: float = NOT_FOUND_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._known = known
+        self._planfix = planfix
+        self._publisher = publisher
+        self._not_found_ttl_s = not_found_ttl_s
+        self._clock = clock
+        # Telegram user id -> when Planfix last said "no such employee".
+        self._not_found: dict[int, float] = {}
+
+    def known(self, telegram_user_id: int) -> Person | None:
+        """The person as the fold knows them now (no Planfix request)."""
+        return self._known.people.get(telegram_user_id)
+
+    async def person_for(self, user: TelegramUser, *, cause: Event) -> Person | None:
+        """The person the fold knows, else the employee Planfix names (linked now), else None."""
+        if (person := self._known.people.get(user.id)) is not None:
+            return person
+        asked_at = self._not_found.get(user.id)
+        if asked_at is not None and self._clock() - asked_at < self._not_found_ttl_s:
+            return None
+        # Maybe linked by another binder replica, or stored before this one caught up.
+        await self._known.catch_up()
+        if (person := self._known.people.get(user.id)) is not None:
+            return person
+        found = await self._employee_of(user)
+        if found is None:
+            self._not_found[user.id] = self._clock()
+            self._forget_stale()
+            log.info("requester_not_linked", telegram_user_id=user.id)
+            return None
+        self._not_found.pop(user.id, None)
+        key = person_linked_key(user.id, found.id)
+        linked = PersonLinked(
+            **envelope_after(cause, key),
+            telegram_user_id=user.id,
+            planfix_person_id=found.id,
+            name=found.name,
+            how=PersonLinkMethod.PLANFIX_PROFILE,
+            telegram_username=user.username or found.telegram_username,
+        )
+        await self._publisher.publish(linked, subject=subjects.subject_for(linked), msg_id=key)
+        self._known.apply(linked)
+        log.info("person_linked", telegram_user_id=user.id, planfix_person_id=found.id, how="planfix_profile")
+        return self._known.people.get(user.id)
+
+    async def _employee_of(self, user: TelegramUser) -> PlanfixPerson | None:
+        try:
+            matches = await self._planfix.find_employees_by_telegram_id(user.id)
+            active = _active_employees(matches)
+            if not active and user.username:
+                active = _active_employees(
+                    await self._planfix.find_employees_by_telegram_username(user.username)
+                )
+        except PlanfixUnavailable as error:
+            raise TransientFailure(f"Planfix unavailable while looking up a requester: {error}") from error
+        except PlanfixRejected as error:
+            # The token may not list employees: nobody can be found, say so once in the log.
+            log.warning("planfix_refused_people_lookup", code=error.code)
+            return None
+        if len(active) > 1:
+            log.warning("several_employees_share_a_telegram", telegram_user_id=user.id, count=len(active))
+        return active[0] if active else None
+
+    def _forget_stale(self) -> None:
+        now = self._clock()
+        stale = [user for user, at in self._not_found.items() if now - at >= self._not_found_ttl_s]
+        for user in stale:
+            del self._not_found[user]
+
+
+def _active_employees(people: list[PlanfixPerson]) -> list[PlanfixPerson]:
+    """Active employees, the lowest id first (one answer whatever order Planfix lists them in)."""
+    found = [person for person in people if person.is_employee and person.is_active]
+    return sorted(found, key=lambda person: (len(person.id), person.id))
