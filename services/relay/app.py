@@ -26,6 +26,7 @@ from contracts.subjects import ALL_TELEGRAM_MESSAGE_ACTIVITY, TELEGRAM_PACE_BUCK
 from services.relay import to_planfix, to_telegram
 from services.relay.config import RelaySettings
 from services.relay.directory import BindingDirectory
+from services.relay.people import PeopleDirectory
 from services.relay.to_planfix.consumer import DURABLE as INBOUND_DURABLE
 from services.relay.to_telegram.handlers import router
 
@@ -83,6 +84,8 @@ async def run(settings: RelaySettings) -> None:
         raise SystemExit(2)
     directory = BindingDirectory()
     await directory.start(js)
+    people = PeopleDirectory()
+    await people.start(js)
     publisher = EventPublisher(broker)
     owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     lease_bucket = await when_jetstream_ready(
@@ -105,6 +108,7 @@ async def run(settings: RelaySettings) -> None:
         bot=bot,
         publisher=publisher,
         lease=Lease(lease_bucket, "relay_inbound", owner=owner),
+        people=people,
     )
     outbound = await to_telegram.build(
         settings,
@@ -116,6 +120,7 @@ async def run(settings: RelaySettings) -> None:
         bot=bot,
         publisher=publisher,
         owner=owner,
+        people=people,
     )
     broker.include_router(outbound.router)
 
@@ -136,6 +141,7 @@ async def run(settings: RelaySettings) -> None:
         await inbound.stop(inbound_task, grace_s=INBOUND_STOP_GRACE_S)
         await outbound.sender.stop()
         await directory.stop()
+        await people.stop()
         await broker.stop()
         await health.stop()
         await planfix.aclose()
