@@ -12,6 +12,7 @@ import pytest
 from bridge_lib.planfix import OwnerRefused, RecipientRole, Recipients
 from contracts.events import (
     PersonLinked,
+    PersonLinkMethod,
     PlanfixCommentAdded,
     PlanfixPerson,
     TelegramEntity,
@@ -42,7 +43,7 @@ def linked(user: TelegramUser, planfix_id: str) -> PersonLinked:
         telegram_user_id=user.id,
         planfix_person_id=planfix_id,
         name=user.full_name,
-        how="planfix_profile",
+        how=PersonLinkMethod.PLANFIX_PROFILE,
         telegram_username=user.username,
     )
 

@@ -16,7 +16,7 @@ import msgspec
 import structlog
 from nats.js.api import DeliverPolicy
 
-from contracts.events import AnyEvent, decode_event
+from contracts.events import AnyEvent, PersonLinked, PersonUnlinked, decode_event
 from contracts.people import People, Person, evolve
 from contracts.subjects import ALL_PEOPLE_EVENTS, PEOPLE_STREAM
 
@@ -55,6 +55,10 @@ class PeopleDirectory:
         self._people = evolve(before, event)
         if self._people is not before:
             self._reindex()
+            if isinstance(event, PersonLinked | PersonUnlinked):
+                log.info(
+                    "person_link_applied", telegram_user_id=event.telegram_user_id, people=len(self._people)
+                )
 
     def get(self, telegram_user_id: int) -> Person | None:
         return self._people.get(telegram_user_id)
