@@ -191,6 +191,8 @@ def test_a_message_in_a_bound_group_becomes_one_comment_naming_the_author_and_ne
     fake_telegram.add_group_message(
         unique_chat_id,
         "The printer says <PC LOAD LETTER> & stops",
+        # A person of her own: the contact made for a Telegram user keeps its first name.
+        user_id=700_000_000 + abs(unique_chat_id) % 1_000_000,
         first_name="Anna",
         last_name="Ivanova",
         username="anna_iv",
