@@ -26,6 +26,7 @@ from bridge_lib.planfix import (
     OwnerRefused,
     PlanfixAuthError,
     PlanfixClient,
+    PlanfixComment,
     PlanfixRejected,
     PlanfixUnavailable,
     Recipients,
@@ -223,8 +224,10 @@ class Carrier:
         if redelivered:
             found = await self._find_comment(entry.task_number, entry.run_key)
             if found is not None:
-                log.info("comment_found_after_crash", comment_id=found)
-                return found
+                log.info("comment_found_after_crash", comment_id=found.id)
+                if entry.owner is not None and found.owner_id not in (None, entry.owner):
+                    entry.owner = None  # the robot posted it (the owner was refused): edits name authors
+                return found.id
         if not self._authors.owners_on:
             entry.owner = None  # Planfix refused owners lately: the robot writes, naming authors
         try:
@@ -247,7 +250,7 @@ class Carrier:
             owner=entry.owner,
         )
 
-    async def _find_comment(self, task_number: int, run_key: str) -> int | None:
+    async def _find_comment(self, task_number: int, run_key: str) -> PlanfixComment | None:
         """The comment posted for ``run_key`` before a crash, if Planfix has it. Read newest
         first: a comment just posted is on the first page however long the task is."""
         wanted = {planfix_source_object_id(run_key), run_key}  # run_key: written before UUIDs
@@ -257,7 +260,7 @@ class Carrier:
             )
             for comment in comments:
                 if comment.source_object_id in wanted:
-                    return comment.id
+                    return comment
             if len(comments) < 100:
                 break
         return None
