@@ -194,14 +194,18 @@ def test_a_message_in_a_bound_group_becomes_one_comment_naming_the_author_and_ne
     fake_telegram.add_group_message(
         unique_chat_id,
         "The printer says <PC LOAD LETTER> & stops",
+        # A person of her own: the contact made for a Telegram user keeps its first name.
+        user_id=700_000_000 + abs(unique_chat_id) % 1_000_000,
         first_name="Anna",
         last_name="Ivanova",
         username="anna_iv",
     )
 
     [comment] = eventually(lambda: relayed_comments(fake_planfix, number), what="comment posted")
-    assert "Anna Ivanova" in comment.description
-    assert "@anna_iv" in comment.description
+    # Written as the author (their contact, PLANFIX_CONTACTS=create): Planfix names them.
+    assert comment.owner_id.startswith("contact:")
+    assert comment.owner_name == "Anna Ivanova"
+    assert "Telegram · " in comment.description
     assert "&lt;PC LOAD LETTER&gt; &amp; stops" in comment.description
     # Planfix's scenario sends the bridge's own comment back; the bridge fetches it and stops there.
     eventually(

@@ -33,12 +33,16 @@ from services.relay.to_planfix.plan import (
 )
 
 ANNA = TelegramUser(id=1, full_name="Anna")
+BORIS = TelegramUser(id=2, full_name="Boris")
+CLARA = TelegramUser(id=3, full_name="Clara")
 A, B, UNBOUND = -100001, -100002, -100009
 TASK_A, TASK_B = 11, 22
 BINDINGS: Mapping[Group, int | None] = {(A, None): TASK_A, (B, None): TASK_B, (UNBOUND, None): None}
 
 
-def msg(chat_id: int, message_id: int, text: str = "", album: str | None = None) -> TelegramMessageReceived:
+def msg(
+    chat_id: int, message_id: int, text: str = "", album: str | None = None, by: TelegramUser = ANNA
+) -> TelegramMessageReceived:
     return TelegramMessageReceived(
         event_id=event_id_for(telegram_message_key(chat_id, message_id)),
         occurred_at=utc_now(),
@@ -46,7 +50,7 @@ def msg(chat_id: int, message_id: int, text: str = "", album: str | None = None)
         causation_id="u",
         chat_id=chat_id,
         message_id=message_id,
-        sender=ANNA,
+        sender=by,
         text=text or f"m{message_id}",
         sent_at=utc_now(),
         media_group_id=album,
@@ -224,3 +228,68 @@ def test_a_post_decided_again_finds_messages_an_earlier_step_carried_meanwhile()
         ("album", album_key(A, "g"), (4,)),
         ("post", TASK_A, (5,)),
     ]
+
+
+# Comments written as their authors: (name, batch, owners by sender id, the most messages
+# a comment holds, chains).
+OwnerCase = tuple[str, list[InboundEvent], dict[int, str | None], int, list[list[tuple[object, ...]]]]
+OWNER_CASES: list[OwnerCase] = [
+    (
+        "owners in use: one comment per author run",
+        [msg(A, 1), msg(A, 2, by=BORIS), msg(A, 3, by=BORIS), msg(A, 4)],
+        {1: "user:5", 2: "contact:9"},
+        50,
+        [[("post", TASK_A, (1,)), ("post", TASK_A, (2, 3)), ("post", TASK_A, (4,))]],
+    ),
+    (
+        "a linked author between robot-written strangers splits them",
+        [msg(A, 1, by=BORIS), msg(A, 2), msg(A, 3, by=CLARA), msg(A, 4, by=BORIS)],
+        {1: "user:5", 2: None, 3: None},
+        50,
+        [[("post", TASK_A, (1,)), ("post", TASK_A, (2,)), ("post", TASK_A, (3, 4))]],
+    ),
+    (
+        "PLANFIX_CONTACTS=none and nobody linked: strangers combine as before",
+        [msg(A, 1), msg(A, 2, by=BORIS), msg(A, 3, by=CLARA)],
+        {1: None, 2: None, 3: None},
+        50,
+        [[("post", TASK_A, (1, 2, 3))]],
+    ),
+    (
+        "no owners at all (refused by Planfix lately): combined as before",
+        [msg(A, 1), msg(A, 2, by=BORIS)],
+        {},
+        50,
+        [[("post", TASK_A, (1, 2))]],
+    ),
+    (
+        "two tasks: each chain split by its own authors",
+        [msg(A, 1), msg(B, 1, by=BORIS), msg(A, 2, by=BORIS), msg(B, 2, by=BORIS)],
+        {1: "user:5", 2: "tg:2"},
+        50,
+        [[("post", TASK_A, (1,)), ("post", TASK_A, (2,))], [("post", TASK_B, (1, 2))]],
+    ),
+    (
+        "an author run still holds at most max_messages",
+        [msg(A, 1), msg(A, 2), msg(A, 3), msg(A, 4, by=BORIS)],
+        {1: "user:5", 2: "user:6"},
+        2,
+        [[("post", TASK_A, (1, 2)), ("post", TASK_A, (3,)), ("post", TASK_A, (4,))]],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("events", "owners", "max_messages", "chains"),
+    [case[1:] for case in OWNER_CASES],
+    ids=[case[0] for case in OWNER_CASES],
+)
+def test_with_owners_only_consecutive_messages_of_one_owner_share_a_comment(
+    events: list[InboundEvent],
+    owners: dict[int, str | None],
+    max_messages: int,
+    chains: list[list[tuple[object, ...]]],
+) -> None:
+    plan = plan_batch(events, BINDINGS, {}, limits=CombineLimits(max_messages=max_messages), owners=owners)
+
+    assert [[shape(step) for step in chain] for chain in plan.chains] == chains

@@ -28,6 +28,7 @@ from contracts.subjects import (
 from services.relay import to_planfix, to_telegram
 from services.relay.config import RelaySettings
 from services.relay.directory import BindingDirectory
+from services.relay.people import PeopleDirectory
 
 log = structlog.get_logger("relay")
 # Of the 10 s a stop may take, what the Telegram -> Planfix step in flight gets to finish.
@@ -70,6 +71,8 @@ async def run(settings: RelaySettings) -> None:
         raise SystemExit(2)
     directory = BindingDirectory()
     await directory.start(js)
+    people = PeopleDirectory()
+    await people.start(js)
     publisher = EventPublisher(broker)
     owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     lease_bucket = await when_jetstream_ready(
@@ -92,6 +95,7 @@ async def run(settings: RelaySettings) -> None:
         bot=bot,
         publisher=publisher,
         lease=Lease(lease_bucket, "relay_inbound", owner=owner),
+        people=people,
     )
     outbound = await to_telegram.build(
         settings,
@@ -103,6 +107,7 @@ async def run(settings: RelaySettings) -> None:
         bot=bot,
         publisher=publisher,
         owner=owner,
+        people=people,
     )
     broker.include_router(outbound.router)
 
@@ -123,6 +128,7 @@ async def run(settings: RelaySettings) -> None:
         await inbound.stop(inbound_task, grace_s=INBOUND_STOP_GRACE_S)
         await outbound.sender.stop()
         await directory.stop()
+        await people.stop()
         await broker.stop()
         await health.stop()
         await planfix.aclose()

@@ -18,6 +18,8 @@ from bridge_lib.lease import Lease
 from bridge_lib.planfix import PlanfixClient
 from services.relay.config import RelaySettings
 from services.relay.directory import BindingDirectory
+from services.relay.people import PeopleDirectory
+from services.relay.to_planfix.authors import Authors, ContactBook
 from services.relay.to_planfix.carrier import Carrier
 from services.relay.to_planfix.consumer import InboundConsumer
 from services.relay.to_planfix.files import FileUploader
@@ -36,9 +38,17 @@ async def build(
     bot: Bot,
     publisher: EventPublisher,
     lease: Lease,
+    people: PeopleDirectory | None = None,
 ) -> InboundConsumer:
     await adopt_previous_layout(database)
     ledger = CommentLedger(database)
+    known = people or PeopleDirectory()
+    authors = Authors(
+        people=lambda: known.people,
+        contacts=ContactBook(database, planfix) if settings.planfix_contacts == "create" else None,
+        recipients=settings.planfix_recipients,
+        notify_mentioned=settings.planfix_notify_mentioned,
+    )
     carrier = Carrier(
         ledger=ledger,
         files=FileUploader(bot=bot, planfix=planfix),
@@ -46,7 +56,7 @@ async def build(
         publisher=publisher,
         planfix_source_id=settings.planfix_source_id,
         zone=ZoneInfo(settings.relay_timezone),
-        recipients=settings.planfix_recipients,
+        authors=authors,
     )
     return InboundConsumer(
         js,
@@ -57,4 +67,5 @@ async def build(
         limits=CombineLimits(max_messages=settings.relay_combine_max_messages),
         album_window_s=settings.relay_album_window_s,
         concurrency=settings.planfix_concurrency,
+        authors=authors,
     )

@@ -23,8 +23,10 @@ from bridge_lib.eventbus import (
 )
 from bridge_lib.planfix import (
     CommentNotFound,
+    OwnerRefused,
     PlanfixAuthError,
     PlanfixClient,
+    PlanfixComment,
     PlanfixRejected,
     PlanfixUnavailable,
     Recipients,
@@ -38,7 +40,9 @@ from contracts.events import (
     envelope_after,
     planfix_source_object_id,
 )
+from contracts.people import People
 from services.relay.effects import effect_msg_id, publish_effect
+from services.relay.to_planfix.authors import Authors
 from services.relay.to_planfix.files import FileUploader
 from services.relay.to_planfix.from_telegram_html import Block, body_html, build_block, comment_html
 from services.relay.to_planfix.ledger import CommentLedger, LedgerEntry
@@ -72,6 +76,7 @@ class Carrier:
         planfix_source_id: str,
         zone: ZoneInfo,
         recipients: Recipients | None = None,
+        authors: Authors | None = None,
     ) -> None:
         self._ledger = ledger
         self._files = files
@@ -79,7 +84,10 @@ class Carrier:
         self._publisher = publisher
         self._source_id = planfix_source_id
         self._zone = zone
-        self._recipients = recipients
+        # Without ``authors``: every comment by the robot, naming its authors.
+        self._authors = authors or Authors(
+            people=People, contacts=None, recipients=recipients, notify_mentioned=False
+        )
 
     async def carry(self, step: Step, leads: dict[str, str], *, attempts: int) -> None:
         """Carry one step; ``attempts``: how often its messages were delivered (1: the first)."""
@@ -131,6 +139,8 @@ class Carrier:
             run_key = f"{run_key}:forced:{delivery.replay_id or delivery.stream_seq}"
         albums = list(dict.fromkeys(m.media_group_id for m in messages if m.media_group_id))
         with_files = any(attachment.is_image for message in messages for attachment in message.attachments)
+        # One owner per comment: ``plan_batch`` combines only messages of one owner.
+        owner = await self._authors.owner(messages[0].sender)
         entry = LedgerEntry(
             run_key=run_key,
             task_number=task_number,
@@ -139,6 +149,8 @@ class Carrier:
             media_group_id=albums[0] if len(albums) == 1 else None,
             keys=[*(m.source_key for m in messages), *(album_key(messages[0].chat_id, a) for a in albums)],
             uploading=with_files,
+            owner=owner,
+            mentioned=self._authors.mentioned(messages, owner),
         )
         stored, earlier = await self._ledger.plan(entry)
         if earlier and not stored.uploading:
@@ -212,18 +224,33 @@ class Carrier:
         if redelivered:
             found = await self._find_comment(entry.task_number, entry.run_key)
             if found is not None:
-                log.info("comment_found_after_crash", comment_id=found)
-                return found
+                log.info("comment_found_after_crash", comment_id=found.id)
+                if entry.owner is not None and found.owner_id not in (None, entry.owner):
+                    entry.owner = None  # the robot posted it (the owner was refused): edits name authors
+                return found.id
+        if not self._authors.owners_on:
+            entry.owner = None  # Planfix refused owners lately: the robot writes, naming authors
+        try:
+            return await self._add_comment(entry)
+        except OwnerRefused as refused:
+            # Nothing was posted: the same comment again, by the robot (same sourceObjectId).
+            entry.owner = None
+            comment_id = await self._add_comment(entry)
+            self._authors.owner_refused(refused)
+            return comment_id
+
+    async def _add_comment(self, entry: LedgerEntry) -> int:
         return await self._planfix.add_comment(
             task_number=entry.task_number,
-            description_html=comment_html(entry.blocks),
+            description_html=comment_html(entry.blocks, named=entry.owner is None),
             source_id=self._source_id,
             source_object_id=planfix_source_object_id(entry.run_key),
             file_ids=entry.file_ids,
-            recipients=self._recipients,
+            recipients=self._authors.recipients(entry.mentioned),
+            owner=entry.owner,
         )
 
-    async def _find_comment(self, task_number: int, run_key: str) -> int | None:
+    async def _find_comment(self, task_number: int, run_key: str) -> PlanfixComment | None:
         """The comment posted for ``run_key`` before a crash, if Planfix has it. Read newest
         first: a comment just posted is on the first page however long the task is."""
         wanted = {planfix_source_object_id(run_key), run_key}  # run_key: written before UUIDs
@@ -233,7 +260,7 @@ class Carrier:
             )
             for comment in comments:
                 if comment.source_object_id in wanted:
-                    return comment.id
+                    return comment
             if len(comments) < 100:
                 break
         return None
@@ -330,7 +357,7 @@ class Carrier:
             await self._planfix.update_comment(
                 task_number=entry.task_number,
                 comment_id=entry.comment_id,
-                description_html=comment_html(entry.blocks),
+                description_html=comment_html(entry.blocks, named=entry.owner is None),
                 file_ids=entry.file_ids if files_changed else None,
             )
         except CommentNotFound:

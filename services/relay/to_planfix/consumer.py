@@ -48,6 +48,7 @@ from contracts.subjects import (
     TELEGRAM_STREAM,
 )
 from services.relay.directory import BindingDirectory
+from services.relay.to_planfix.authors import Authors
 from services.relay.to_planfix.carrier import Carrier
 from services.relay.to_planfix.ledger import CommentLedger
 from services.relay.to_planfix.plan import (
@@ -87,6 +88,7 @@ class InboundConsumer:
         batch: int = 100,
         album_window_s: float = 1.5,
         concurrency: int = 16,
+        authors: Authors | None = None,
     ) -> None:
         self._js = js
         self._directory = directory
@@ -99,6 +101,7 @@ class InboundConsumer:
         # Steps of different tasks carried at once (Planfix round trips and store writes overlap).
         self._slots = asyncio.Semaphore(max(1, concurrency))
         self._stopping = asyncio.Event()
+        self._authors = authors
         self._carrying = False
 
     async def stop(self, task: asyncio.Task[None], *, grace_s: float) -> None:
@@ -356,7 +359,11 @@ class InboundConsumer:
                         bound = await self._directory.task_for(*group)
                         bindings[group] = bound.task_number if bound else None
                 leads = await self._ledger.leads(_keys_of(events))
-                plan = plan_batch(events, bindings, leads, limits=self._limits, forced=forcing_effects())
+                received = [event for event in events if isinstance(event, TelegramMessageReceived)]
+                owners = self._authors.owner_keys(received) if self._authors is not None else None
+                plan = plan_batch(
+                    events, bindings, leads, limits=self._limits, forced=forcing_effects(), owners=owners
+                )
                 return plan, leads
             except Exception:
                 retry_in = retry_delay_s(attempts)

@@ -33,6 +33,9 @@ class Block(msgspec.Struct, kw_only=True):
     message_id: int
     head: str
     body: str
+    # The author's name, shown first on the head's line unless the comment is written as them
+    # (its owner). Empty in blocks stored before owners: their head names the author itself.
+    author: str = ""
     tail: str = ""
     edited: bool = False
     # Who reacted with what: "Anna (@anna)" -> ["👍"]; insertion order is display order.
@@ -50,9 +53,10 @@ def author_html(sender: TelegramUser) -> str:
     return name
 
 
-def head_html(message: TelegramMessageReceived, zone: ZoneInfo) -> str:
+def head_html(message: TelegramMessageReceived, zone: ZoneInfo, *, with_author: bool = True) -> str:
     when = message.sent_at.astimezone(zone).strftime("%H:%M")
-    lines = [f"{author_html(message.sender)} · Telegram · {when}"]
+    author = f"{author_html(message.sender)} · " if with_author else ""
+    lines = [f"{author}Telegram · {when}"]
     if message.forwarded_from:
         lines.append(f"↪ <i>Forwarded from {html.escape(message.forwarded_from)}</i>")
     head = f"<p>{'<br>'.join(lines)}</p>"
@@ -103,23 +107,27 @@ def reactions_html(reactions: dict[str, list[str]]) -> str:
     return f"<p><i>Reactions: {', '.join(shown)}</i></p>" if shown else ""
 
 
-def block_html(block: Block) -> str:
+def block_html(block: Block, *, named: bool = True) -> str:
+    """``named``: the author's name is shown (False: the comment is written as its author)."""
     head = block.head
+    if block.author and named:
+        head = head.replace("<p>", f"<p>{block.author} · ", 1)
     if block.edited:
         head = head.replace("</p>", " · <i>edited</i></p>", 1)
     return head + block.body + block.tail + reactions_html(block.reactions)
 
 
-def comment_html(blocks: Sequence[Block]) -> str:
+def comment_html(blocks: Sequence[Block], *, named: bool = True) -> str:
     # A rule between the messages of a combined comment keeps each one readable on its own.
-    return "<hr>".join(block_html(block) for block in blocks)
+    return "<hr>".join(block_html(block, named=named) for block in blocks)
 
 
 def build_block(message: TelegramMessageReceived, zone: ZoneInfo, file_notes: Sequence[str]) -> Block:
     return Block(
         message_key=message.source_key,
         message_id=message.message_id,
-        head=head_html(message, zone),
+        head=head_html(message, zone, with_author=False),
+        author=author_html(message.sender),
         body=body_html(message.text, message.entities),
         tail=tail_html(message, file_notes),
     )

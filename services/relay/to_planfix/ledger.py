@@ -50,6 +50,10 @@ class LedgerEntry(msgspec.Struct, kw_only=True):
     comment_id: int | None = None
     keys: list[str] = []
     published: list[str] = []
+    # Whom the comment is written as ("user:N", "contact:N"; None: the robot, naming authors),
+    # and the employees its messages mention (told beside the configured recipients).
+    owner: str | None = None
+    mentioned: list[str] = []
 
     def block_for(self, message_key: str) -> Block | None:
         return next((block for block in self.blocks if block.message_key == message_key), None)

@@ -7,6 +7,10 @@ before finished as planned (``Resume``), a late album part added to its album's 
 (``AddToAlbum``), edits and reactions rewriting their comments (``Rewrite``, after everything
 else: an edit may be about a message of this very batch), and what needs nothing (``Skip``).
 Each step succeeds or fails as a whole; a task's steps go in order, tasks side by side.
+
+Where comments are written as their authors (``owners``: sender id -> owner key), only
+consecutive messages of one owner are combined: a comment has one owner. Senders without an
+owner (written by the robot, which names each author) combine as before.
 """
 
 from __future__ import annotations
@@ -118,10 +122,12 @@ def plan_batch(
     *,
     limits: CombineLimits = CombineLimits(),
     forced: bool = False,
+    owners: Mapping[int, str | None] | None = None,
 ) -> BatchPlan:
     """The steps for a batch. ``bindings``: the task of each group in the batch (None: unbound);
     ``ledger``: key of a message or album -> run key of the comment it leads to. ``forced``: an
-    operator's replay asking for new comments whatever the ledger says."""
+    operator's replay asking for new comments whatever the ledger says. ``owners``: whom each
+    sender's comments are written as (missing or None: the robot)."""
     unbound: list[InboundEvent] = []
     updates: list[Update] = []
     by_task: dict[int, list[TelegramMessageReceived]] = {}
@@ -133,7 +139,10 @@ def plan_batch(
         else:
             by_task.setdefault(task_number, []).append(event)
     known = {} if forced else ledger
-    chains = tuple(_chain(task_number, messages, known, limits) for task_number, messages in by_task.items())
+    owner_of = owners or {}
+    chains = tuple(
+        _chain(task_number, messages, known, limits, owner_of) for task_number, messages in by_task.items()
+    )
     in_batch = {
         telegram_message_key(e.chat_id, e.message_id)
         for chain in chains
@@ -153,10 +162,11 @@ def _chain(
     messages: list[TelegramMessageReceived],
     known: Mapping[str, str],
     limits: CombineLimits,
+    owners: Mapping[int, str | None],
 ) -> tuple[Step, ...]:
     steps: list[Step] = []
     albums_posted: set[str] = set()
-    for chunk in _chunks(messages, limits):
+    for chunk in _chunks(messages, limits, owners):
         steps += _chunk_steps(task_number, chunk, known, albums_posted)
     return tuple(steps)
 
@@ -190,9 +200,10 @@ def _chunk_steps(
 
 
 def _chunks(
-    messages: list[TelegramMessageReceived], limits: CombineLimits
+    messages: list[TelegramMessageReceived], limits: CombineLimits, owners: Mapping[int, str | None]
 ) -> list[list[TelegramMessageReceived]]:
-    """Runs of messages for one comment each, within the limits; an album is never cut in two."""
+    """Runs of messages for one comment each, within the limits and of one owner; an album is
+    never cut in two."""
     chunks: list[list[TelegramMessageReceived]] = []
     current: list[TelegramMessageReceived] = []
     chars = 0
@@ -204,7 +215,8 @@ def _chunks(
             and message.media_group_id is not None
             and current[-1].media_group_id == message.media_group_id
         )
-        if current and full and not same_album:
+        other_owner = bool(current) and owners.get(current[-1].sender.id) != owners.get(message.sender.id)
+        if current and (full or other_owner) and not same_album:
             chunks.append(current)
             current, chars = [], 0
         current.append(message)

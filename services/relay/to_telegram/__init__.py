@@ -21,6 +21,7 @@ from bridge_lib.planfix import PlanfixClient
 from services.relay.config import RelaySettings
 from services.relay.directory import BindingDirectory
 from services.relay.effects import OwnComments
+from services.relay.people import PeopleDirectory
 from services.relay.to_telegram.courier import Courier
 from services.relay.to_telegram.handlers import ToTelegram, router
 from services.relay.to_telegram.notices import task_page
@@ -48,6 +49,7 @@ async def build(
     bot: Bot,
     publisher: EventPublisher,
     owner: str,
+    people: PeopleDirectory | None = None,
 ) -> ToTelegramWing:
     outbox = Outbox(database)
     await outbox.create_indexes()
@@ -91,5 +93,6 @@ async def build(
         wake=sender.wake,
         planfix_source_id=settings.planfix_source_id,
         planfix_web_url=settings.planfix_web_url,
+        people=people,
     )
     return ToTelegramWing(router=router(handlers), sender=sender)

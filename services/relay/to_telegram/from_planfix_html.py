@@ -21,14 +21,22 @@ _INLINE_TAGS = {
 _BLOCK_TAGS = {"p", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "table"}
 
 
-def comment_author_line(comment: PlanfixCommentAdded | PlanfixCommentUpdated) -> str:
-    """Who wrote a comment, as the first line of its message (and the caption of its files)."""
-    return f"<b>{html.escape(comment.author.name or 'Planfix')}</b> · Planfix"
+def comment_author_line(
+    comment: PlanfixCommentAdded | PlanfixCommentUpdated, telegram_username: str | None = None
+) -> str:
+    """Who wrote a comment, as the first line of its message (and the caption of its files);
+    ``telegram_username``: the author's, when they are linked to a Telegram person."""
+    name = f"<b>{html.escape(comment.author.name or 'Planfix')}</b>"
+    if telegram_username:
+        name += f" (@{html.escape(telegram_username.lstrip('@'))})"
+    return f"{name} · Planfix"
 
 
-def telegram_comment_text(comment: PlanfixCommentAdded | PlanfixCommentUpdated) -> str:
+def telegram_comment_text(
+    comment: PlanfixCommentAdded | PlanfixCommentUpdated, telegram_username: str | None = None
+) -> str:
     body = planfix_html_to_telegram(comment.text_html)
-    author = comment_author_line(comment)
+    author = comment_author_line(comment, telegram_username)
     return f"{author}:\n{body}" if body else author
 
 

@@ -44,6 +44,7 @@ from contracts.events import (
 from contracts.subjects import RELAY_BINDING_NOTICES, RELAY_GROUP_EVENTS, RELAY_PLANFIX_COMMENT_CHANGES
 from services.relay.directory import BindingDirectory
 from services.relay.effects import OwnComments
+from services.relay.people import PeopleDirectory
 from services.relay.to_telegram.from_planfix_html import comment_author_line, telegram_comment_text
 from services.relay.to_telegram.notices import (
     ANONYMOUS_ADMIN_GUIDANCE,
@@ -83,14 +84,23 @@ class ToTelegram:
         wake: Callable[[int], None],
         planfix_source_id: str,
         planfix_web_url: str,
+        people: PeopleDirectory | None = None,
     ) -> None:
         self._directory = directory
+        self._people = people
         self._own_comments = own_comments
         self._outbox = outbox
         # Tells the group's sender something is waiting.
         self._wake = wake
         self._source_id = planfix_source_id
         self._web_url = planfix_web_url
+
+    def _telegram_username(self, planfix_id: str | None) -> str | None:
+        """A linked employee's Telegram username, when the PEOPLE fold knows it."""
+        if self._people is None or planfix_id is None or not planfix_id.startswith("user:"):
+            return None
+        person = self._people.by_planfix_id(planfix_id)
+        return person.telegram_username if person is not None else None
 
     def task_url(self, task_number: int) -> str:
         return task_page(self._web_url, task_number)
@@ -102,6 +112,11 @@ class ToTelegram:
         groups = await self._directory.groups_for(event.task_number)
         comment_key = planfix_comment_key(event.comment_id)
         items: list[OutboxItem] = []
+        username = (
+            self._telegram_username(event.author.id)
+            if isinstance(event, PlanfixCommentAdded | PlanfixCommentUpdated)
+            else None
+        )
         for chat_id, thread_id in groups:
             where = f"{chat_id}:{thread_id or 0}"
             if isinstance(event, PlanfixCommentAdded):
@@ -109,16 +124,16 @@ class ToTelegram:
                 item = self._item(
                     event, key, chat_id, thread_id, Action.SEND, TelegramMessageKind.PLANFIX_COMMENT
                 )
-                item.text = telegram_comment_text(event)
-                item.short_caption = comment_author_line(event)
+                item.text = telegram_comment_text(event, username)
+                item.short_caption = comment_author_line(event, username)
                 item.files = list(event.files)
             elif isinstance(event, PlanfixCommentUpdated):
                 key = f"telegram-edit:{event.event_id}:{where}"
                 item = self._item(
                     event, key, chat_id, thread_id, Action.EDIT, TelegramMessageKind.PLANFIX_COMMENT
                 )
-                item.text = telegram_comment_text(event)
-                item.short_caption = comment_author_line(event)
+                item.text = telegram_comment_text(event, username)
+                item.short_caption = comment_author_line(event, username)
             else:
                 key = f"telegram-delete:{comment_key}:{where}"
                 item = self._item(
