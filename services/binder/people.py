@@ -12,16 +12,14 @@ period. A Planfix outage raises ``TransientFailure``: the request is retried, ne
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import msgspec
 import structlog
-from nats.js.api import DeliverPolicy
 
 from bridge_lib.eventbus import TransientFailure
+from bridge_lib.followed_fold import FollowedFold
 from bridge_lib.planfix import PlanfixPerson, PlanfixRejected, PlanfixUnavailable
 from contracts import people as people_fold
 from contracts import subjects
@@ -31,7 +29,6 @@ from contracts.events import (
     PersonLinked,
     PersonLinkMethod,
     TelegramUser,
-    decode_event,
     envelope_after,
 )
 from contracts.people import People, Person
@@ -47,56 +44,30 @@ class PeopleDirectory:
     """The PEOPLE fold, kept up to date; lookups are reads of an immutable ``People``."""
 
     def __init__(self) -> None:
-        self._people = People()
-        self._applied_seq = 0
-        self._progress = asyncio.Condition()
-        self._subscription: Any = None
-        self._js: Any = None
+        self._fold = FollowedFold(
+            stream=PEOPLE_STREAM,
+            subject_filter=ALL_PEOPLE_EVENTS,
+            initial=People(),
+            evolve=people_fold.evolve,
+        )
 
     @property
     def people(self) -> People:
-        return self._people
+        return self._fold.value
 
     async def start(self, js: Any) -> None:
-        self._js = js
-        self._subscription = await js.subscribe(
-            ALL_PEOPLE_EVENTS, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL, cb=self._on_message
-        )
-        await self.catch_up()
-        log.info("people_directory_ready", people=len(self._people))
+        await self._fold.start(js)
+        log.info("people_directory_ready", people=len(self.people))
 
     async def stop(self) -> None:
-        if self._subscription is not None:
-            await self._subscription.unsubscribe()
+        await self._fold.stop()
 
     def apply(self, event: AnyEvent) -> None:
-        self._people = people_fold.evolve(self._people, event)
+        self._fold.apply(event)
 
     async def catch_up(self, timeout_s: float = 10.0) -> None:
         """Wait until every PEOPLE event stored by now has been applied."""
-        if self._js is None:
-            return
-        try:
-            info = await self._js.stream_info(PEOPLE_STREAM.name)
-            target = info.state.last_seq
-            async with self._progress:
-                await asyncio.wait_for(
-                    self._progress.wait_for(lambda: self._applied_seq >= target), timeout_s
-                )
-        except Exception as error:
-            raise TransientFailure(f"people directory could not catch up: {type(error).__name__}") from error
-
-    async def _on_message(self, msg: Any) -> None:
-        try:
-            event = decode_event(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            log.error("undecodable_people_event_skipped", error=str(error))
-            event = None
-        if event is not None:
-            self.apply(event)
-        async with self._progress:
-            self._applied_seq = msg.metadata.sequence.stream
-            self._progress.notify_all()
+        await self._fold.catch_up(timeout_s)
 
 
 class Publisher(Protocol):

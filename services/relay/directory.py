@@ -9,16 +9,14 @@ binding: a miss looks up the group's ``ChatMigrated`` (TELEGRAM stream) and answ
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import nats.js.errors
 import structlog
-from nats.js.api import DeliverPolicy
 
-from bridge_lib.eventbus import TransientFailure
+from bridge_lib.followed_fold import FollowedFold
 from contracts.bindings import Binding, Bindings, evolve, touched_groups
 from contracts.events import AnyEvent, ChatMigrated, decode_event
 from contracts.subjects import ALL_BINDING_EVENTS, BINDING_STREAM, TELEGRAM_STREAM, telegram_group_migrated
@@ -43,10 +41,13 @@ Group = tuple[int, int | None]  # (chat id, forum topic id or None)
 
 class BindingDirectory:
     def __init__(self) -> None:
-        self._bindings = Bindings()
-        self._applied_seq = 0
-        self._progress = asyncio.Condition()
-        self._subscription: Any = None
+        self._fold = FollowedFold(
+            stream=BINDING_STREAM,
+            subject_filter=ALL_BINDING_EVENTS,
+            initial=Bindings(),
+            evolve=evolve,
+            on_change=self._changed,
+        )
         self._js: Any = None
         # new chat id -> old chat id, learned from ChatMigrated events on a miss.
         self._migrated_from: dict[int, int] = {}
@@ -56,26 +57,30 @@ class BindingDirectory:
         """Call ``listener(chat_id)`` whenever a group's binding changes (e.g. to wake its sender)."""
         self._listeners.append(listener)
 
+    @property
+    def _bindings(self) -> Bindings:
+        return self._fold.value
+
     async def start(self, js: Any) -> None:
         self._js = js
-        self._subscription = await js.subscribe(
-            ALL_BINDING_EVENTS, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL, cb=self._on_message
-        )
-        await self.catch_up()
+        await self._fold.start(js)
         log.info("binding_directory_ready", groups=len(self._bindings))
 
     async def stop(self) -> None:
-        if self._subscription is not None:
-            await self._subscription.unsubscribe()
+        await self._fold.stop()
 
     def apply(self, event: AnyEvent) -> None:
-        before = self._bindings
-        self._bindings = evolve(before, event)
-        if self._bindings is not before:
-            # The event's own chat: for a move, the new chat id (the last group touched).
-            chat_id = touched_groups(event)[-1][0]
-            for listener in self._listeners:
-                listener(chat_id)
+        self._fold.apply(event)
+
+    async def catch_up(self, timeout_s: float = 10.0) -> None:
+        """Wait until every binding event stored by now has been applied."""
+        await self._fold.catch_up(timeout_s)
+
+    def _changed(self, bindings: Bindings, event: AnyEvent) -> None:
+        # The event's own chat: for a move, the new chat id (the last group touched).
+        chat_id = touched_groups(event)[-1][0]
+        for listener in self._listeners:
+            listener(chat_id)
 
     def is_suspended(self, chat_id: int) -> bool:
         """The bot left this group: nothing may be sent there until the binding resumes."""
@@ -118,31 +123,6 @@ class BindingDirectory:
             groups = self._bindings.groups_of(task_number)
         return groups
 
-    async def catch_up(self, timeout_s: float = 10.0) -> None:
-        """Wait until every binding event stored by now has been applied."""
-        try:
-            info = await self._js.stream_info(BINDING_STREAM.name)
-            target = info.state.last_seq
-            async with self._progress:
-                await asyncio.wait_for(
-                    self._progress.wait_for(lambda: self._applied_seq >= target), timeout_s
-                )
-        except Exception as error:
-            # NATS slow or away: the caller's event is retried later rather than judged unbound.
-            raise TransientFailure(f"binding directory could not catch up: {type(error).__name__}") from error
-
     def _lookup_task(self, chat_id: int, thread_id: int | None) -> BoundTask | None:
         binding = self._bindings.for_message(chat_id, thread_id)
         return BoundTask.of(binding) if binding is not None else None
-
-    async def _on_message(self, msg: Any) -> None:
-        try:
-            event = decode_event(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            log.error("undecodable_binding_event_skipped", error=str(error))
-            event = None
-        if event is not None:
-            self.apply(event)
-        async with self._progress:
-            self._applied_seq = msg.metadata.sequence.stream
-            self._progress.notify_all()

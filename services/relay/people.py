@@ -9,14 +9,12 @@ message is carried as a stranger's, never held back.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-import msgspec
 import structlog
-from nats.js.api import DeliverPolicy
 
-from contracts.events import AnyEvent, PersonLinked, PersonUnlinked, decode_event
+from bridge_lib.followed_fold import FollowedFold
+from contracts.events import AnyEvent, PersonLinked, PersonUnlinked
 from contracts.people import People, Person, evolve
 from contracts.subjects import ALL_PEOPLE_EVENTS, PEOPLE_STREAM
 
@@ -25,40 +23,38 @@ log = structlog.get_logger("relay.people")
 
 class PeopleDirectory:
     def __init__(self, people: People | None = None) -> None:
-        self._people = people if people is not None else People()
+        self._fold = FollowedFold(
+            stream=PEOPLE_STREAM,
+            subject_filter=ALL_PEOPLE_EVENTS,
+            initial=people if people is not None else People(),
+            evolve=evolve,
+            on_change=self._changed,
+        )
         self._by_planfix_id: dict[str, Person] = {}
         self._reindex()
-        self._applied_seq = 0
-        self._progress = asyncio.Condition()
-        self._subscription: Any = None
 
     @property
     def people(self) -> People:
-        return self._people
+        return self._fold.value
+
+    @property
+    def _people(self) -> People:
+        return self._fold.value
 
     async def start(self, js: Any, *, timeout_s: float = 10.0) -> None:
-        self._subscription = await js.subscribe(
-            ALL_PEOPLE_EVENTS, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL, cb=self._on_message
-        )
-        info = await js.stream_info(PEOPLE_STREAM.name)
-        target = info.state.last_seq
-        async with self._progress:
-            await asyncio.wait_for(self._progress.wait_for(lambda: self._applied_seq >= target), timeout_s)
+        await self._fold.start(js, timeout_s=timeout_s)
         log.info("people_directory_ready", people=len(self._people))
 
     async def stop(self) -> None:
-        if self._subscription is not None:
-            await self._subscription.unsubscribe()
+        await self._fold.stop()
 
     def apply(self, event: AnyEvent) -> None:
-        before = self._people
-        self._people = evolve(before, event)
-        if self._people is not before:
-            self._reindex()
-            if isinstance(event, PersonLinked | PersonUnlinked):
-                log.info(
-                    "person_link_applied", telegram_user_id=event.telegram_user_id, people=len(self._people)
-                )
+        self._fold.apply(event)
+
+    def _changed(self, people: People, event: AnyEvent) -> None:
+        self._reindex()
+        if isinstance(event, PersonLinked | PersonUnlinked):
+            log.info("person_link_applied", telegram_user_id=event.telegram_user_id, people=len(people))
 
     def get(self, telegram_user_id: int) -> Person | None:
         return self._people.get(telegram_user_id)
@@ -73,15 +69,3 @@ class PeopleDirectory:
     def _reindex(self) -> None:
         # Rebuilt on a change only (links are rare, lookups are per message).
         self._by_planfix_id = {person.planfix_id: person for person in self._people.by_telegram_id.values()}
-
-    async def _on_message(self, msg: Any) -> None:
-        try:
-            event = decode_event(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            log.error("undecodable_people_event_skipped", error=str(error))
-            event = None
-        if event is not None:
-            self.apply(event)
-        async with self._progress:
-            self._applied_seq = msg.metadata.sequence.stream
-            self._progress.notify_all()
