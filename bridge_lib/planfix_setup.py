@@ -8,9 +8,10 @@ from typing import Any
 import structlog
 
 from bridge_lib.jetstream_ready import when_jetstream_ready
+from bridge_lib.metrics import track_planfix_budget
 from bridge_lib.pacing import NoPacing, Pacer, shared_pacer
 from bridge_lib.planfix import PlanfixAuthError, PlanfixClient, PlanfixRejected, PlanfixUnavailable
-from bridge_lib.settings import PlanfixSettings
+from bridge_lib.settings import NatsSettings, PlanfixSettings
 
 log = structlog.get_logger("planfix")
 
@@ -50,6 +51,22 @@ async def paced_planfix_client(
         task_defaults=settings.planfix_task_defaults,
         contact_defaults=settings.planfix_contact_defaults,
     )
+
+
+async def checked_planfix_client(
+    settings: PlanfixSettings, js: Any, nats: NatsSettings
+) -> PlanfixClient | None:
+    """The client a service starts with: paced in the account's budget (a bucket with the
+    streams' copies and patience), its daily budget tracked, its token checked. None when Planfix
+    refuses the token (logged with the fix; the service exits 2)."""
+    planfix = await paced_planfix_client(
+        settings, js, replicas=nats.nats_stream_replicas, startup_timeout_s=nats.nats_startup_timeout_s
+    )
+    track_planfix_budget(planfix)
+    if await planfix_self_check(planfix):
+        return planfix
+    await planfix.aclose()
+    return None
 
 
 async def planfix_self_check(planfix: PlanfixClient) -> bool:

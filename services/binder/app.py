@@ -21,8 +21,7 @@ from bridge_lib.eventbus import (
     undecoded,
 )
 from bridge_lib.health import mongo_ping, start_health_server
-from bridge_lib.metrics import track_planfix_budget
-from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
+from bridge_lib.planfix_setup import checked_planfix_client
 from bridge_lib.runtime import wait_for_stop_signal
 from contracts import subjects
 from contracts.events import BindingStoreRebuilt, RebuildBindingStore, TelegramGroupEvent
@@ -116,14 +115,8 @@ async def run(settings: BinderSettings) -> None:
         broker, replicas=settings.nats_stream_replicas, timeout_s=settings.nats_startup_timeout_s
     )
     js = broker.connection.jetstream()
-    planfix = await paced_planfix_client(
-        settings,
-        js,
-        replicas=settings.nats_stream_replicas,
-        startup_timeout_s=settings.nats_startup_timeout_s,
-    )
-    track_planfix_budget(planfix)
-    if not await planfix_self_check(planfix):
+    planfix = await checked_planfix_client(settings, js, settings)
+    if planfix is None:
         raise SystemExit(2)
     # Who people are, caught up before the first request is decided.
     people = PeopleDirectory()

@@ -25,9 +25,8 @@ from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker, sta
 from bridge_lib.health import start_health_server
 from bridge_lib.jetstream_ready import JetStreamNotReady, when_jetstream_ready
 from bridge_lib.lease import Lease, open_lease_bucket
-from bridge_lib.metrics import track_planfix_budget
 from bridge_lib.planfix import PlanfixClient
-from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
+from bridge_lib.planfix_setup import checked_planfix_client
 from bridge_lib.runtime import log_startup_failed
 from services.planfix_gateway.config import PlanfixGatewaySettings
 from services.planfix_gateway.fetcher import CONSUMER as FETCHER_CONSUMER
@@ -140,17 +139,10 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
     await ensure_streams(
         broker, replicas=settings.nats_stream_replicas, timeout_s=settings.nats_startup_timeout_s
     )
-    planfix = await paced_planfix_client(
-        settings,
-        broker.connection.jetstream(),
-        replicas=settings.nats_stream_replicas,
-        startup_timeout_s=settings.nats_startup_timeout_s,
-    )
-    stack.push_async_callback(planfix.aclose)
-    track_planfix_budget(planfix)
-
-    if not await planfix_self_check(planfix):
+    planfix = await checked_planfix_client(settings, broker.connection.jetstream(), settings)
+    if planfix is None:
         return EXIT_CONFIG
+    stack.push_async_callback(planfix.aclose)
 
     gateway = build(settings, broker, planfix)
     receiver = gateway.receiver

@@ -17,8 +17,7 @@ from bridge_lib.health import consumer_ref, mongo_ping, start_health_server
 from bridge_lib.jetstream_ready import when_jetstream_ready
 from bridge_lib.kvstore import ensure_bucket
 from bridge_lib.lease import Lease, open_lease_bucket
-from bridge_lib.metrics import track_planfix_budget
-from bridge_lib.planfix_setup import paced_planfix_client, planfix_self_check
+from bridge_lib.planfix_setup import checked_planfix_client
 from bridge_lib.runtime import freeze_startup_heap, wait_for_stop_signal
 from bridge_lib.telegram import make_bot, telegram_self_check
 from contracts.subjects import (
@@ -60,14 +59,8 @@ async def run(settings: RelaySettings) -> None:
         broker, replicas=settings.nats_stream_replicas, timeout_s=settings.nats_startup_timeout_s
     )
     js = broker.connection.jetstream()
-    planfix = await paced_planfix_client(
-        settings,
-        js,
-        replicas=settings.nats_stream_replicas,
-        startup_timeout_s=settings.nats_startup_timeout_s,
-    )
-    track_planfix_budget(planfix)
-    if not await planfix_self_check(planfix) or not await telegram_self_check(bot):
+    planfix = await checked_planfix_client(settings, js, settings)
+    if planfix is None or not await telegram_self_check(bot):
         raise SystemExit(2)
     directory = BindingDirectory()
     await directory.start(js)
