@@ -25,6 +25,7 @@ import structlog
 from aiohttp import hdrs, web
 
 from bridge_lib.eventbus import EventPublisher
+from bridge_lib.http_body import read_bounded
 from contracts import subjects
 from contracts.events import (
     PlanfixCommentAction,
@@ -290,16 +291,7 @@ class WebhookReceiver:
         return hmac.compare_digest(given, expected) and len(values) == 1
 
     async def _read_body(self, request: web.Request) -> bytes | None:
-        """The body, or None when it is over the limit (read no further than limit + 1 bytes)."""
-        if request.content_length is not None and request.content_length > self._max_body:
-            return None
-        body = bytearray()
-        async with asyncio.timeout(BODY_READ_TIMEOUT_S):
-            while chunk := await request.content.read(self._max_body + 1 - len(body)):
-                body += chunk
-                if len(body) > self._max_body:
-                    return None
-        return bytes(body)
+        return await read_bounded(request, max_bytes=self._max_body, timeout_s=BODY_READ_TIMEOUT_S)
 
     async def _store(self, ids: WebhookIds) -> web.Response:
         key = notice_key(ids, time.time_ns() // 1_000_000)

@@ -27,6 +27,7 @@ from aiogram.types import Update
 from aiohttp import web
 from pydantic import ValidationError
 
+from bridge_lib.http_body import read_bounded
 from services.telegram_gateway.polling import handle_update
 from services.telegram_gateway.undecodable import FROM_WEBHOOK, UndecodableUpdates
 
@@ -108,11 +109,4 @@ class TelegramWebhook:
         return web.json_response({"ok": True, "dead_lettered": True})
 
     async def _read_body(self, request: web.Request) -> bytes | None:
-        """The body, or None past the limit (reading no more than limit + 1 bytes)."""
-        body = bytearray()
-        async with asyncio.timeout(BODY_READ_TIMEOUT_S):
-            while chunk := await request.content.read(self._max_body + 1 - len(body)):
-                body += chunk
-                if len(body) > self._max_body:
-                    return None
-        return bytes(body)
+        return await read_bounded(request, max_bytes=self._max_body, timeout_s=BODY_READ_TIMEOUT_S)
