@@ -27,10 +27,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-# Two workers, whole files each: the fault-injection file (minutes of mostly waiting) runs beside
-# the rest of the suite.
+# Three workers on two cores, whole files each: the fault-injection file (minutes of mostly
+# waiting) runs beside the rest, and most end-to-end files wait on the services more than they compute.
 pytest: install chromium
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 3 --dist loadfile
 
 # Debian's chromium for the browser tests, installed when missing and we may (root, as in CI);
 # otherwise those tests are skipped with a note saying how to get it.
