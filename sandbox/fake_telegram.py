@@ -64,6 +64,7 @@ from sandbox.fake_telegram_media import (
     check_media_group,
     file_object,
     resolve_file,
+    sent_kind,
 )
 
 # Fixed ids Telegram uses as ``from`` of messages written on behalf of a chat.
@@ -530,7 +531,7 @@ class FakeTelegram:
     def chat_messages(self, chat_id: int) -> list[dict[str, Any]]:
         """What the bot posted in a chat and is still there, oldest first, as edits left it.
 
-        Each: ``message_id``, ``type`` (text, photo, document, audio, video), ``text`` (the
+        Each: ``message_id``, ``type`` (text, photo, document, audio, video, voice), ``text`` (the
         text or caption as people see it), ``html`` (as sent), ``file_name``, ``file_size``,
         ``media_group_id``, ``message_thread_id``, ``edited``.
         """
@@ -764,6 +765,7 @@ class FakeTelegram:
             caption, params.get("parse_mode"), MAX_CAPTION_UTF16, "message caption is too long"
         )
         file = resolve_file(params, params.get(kind), kind)
+        kind = sent_kind(kind, file)
         with self._lock:
             chat = self._sendable_chat_locked(chat_id, new_messages=1)
             message_id = self._next_message_id_locked(chat_id)

@@ -33,6 +33,7 @@ from aiohttp import web
 from bridge_lib.telegram import make_bot
 from devtools import devstack
 from sandbox.fake_telegram import FakeTelegram
+from sandbox.fake_telegram_media import BotAPIError, check_media_group
 from tests.conftest import BOT_TOKEN
 from tests.support import LoopThread, eventually
 
@@ -120,6 +121,23 @@ def test_files_go_by_kind_and_a_media_group_takes_2_to_10_of_one_family(
         ("audio", "song.mp3", ""),
         ("video", "clip.mp4", ""),
     ]
+
+
+def test_send_voice_shows_ogg_as_a_voice_message_and_another_format_as_a_document(
+    with_bot: Any, fake: FakeTelegram
+) -> None:
+    fake.set_group_pace(None)
+    voice = with_bot(lambda bot: bot.send_voice(GROUP, file("note.ogg"), caption="<i>listen</i>"))
+    other = with_bot(lambda bot: bot.send_voice(GROUP, file("note.wav")))
+
+    assert voice.voice is not None
+    assert (voice.voice.mime_type, voice.document, voice.caption) == ("audio/ogg", None, "listen")
+    assert (other.voice, other.document is not None) == (None, True)
+    # aiogram has no InputMediaVoice to put in a media group; the fake refuses one all the same.
+    with pytest.raises(BotAPIError, match="unsupported media type"):
+        check_media_group([{"type": "voice", "media": "attach://a"}, {"type": "document", "media": "x"}])
+    kinds = [(m["type"], m["file_name"]) for m in fake.chat_messages(GROUP)]
+    assert kinds == [("voice", "note.ogg"), ("document", "note.wav")]
 
 
 def test_the_group_pace_is_enforced_with_retry_after(with_bot: Any, fake: FakeTelegram) -> None:

@@ -224,6 +224,48 @@ def test_a_caption_over_1024_goes_after_its_files_as_text(
     assert long_text.strip() in text["text"]
 
 
+def test_a_captioned_comment_whose_files_are_all_gone_still_arrives_as_text(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Vanished files")
+    photo = fake_planfix.add_file("gone.jpg", b"\xff\xd8 soon deleted")
+    comment = fake_planfix.add_employee_comment(
+        number, "<p>See the attached photo</p>", files=(photo,), fire_webhook=False
+    )
+    fake_planfix.delete_file(photo)  # deleted in Planfix before the bridge fetched it
+
+    fake_planfix.post_webhook(number, comment)
+
+    message = wait_shown(fake_telegram, unique_chat_id, "See the attached photo")
+    assert message["type"] == "text"
+    assert calls_to(fake_telegram, "sendPhoto", unique_chat_id) == []
+    # Recorded as a text message: an edit of the comment edits it.
+    fake_planfix.edit_comment(comment, "<p>See the attached photo, now gone</p>")
+    eventually(lambda: "now gone" in shown(fake_telegram, unique_chat_id)[-1], what="edited as text")
+
+
+def test_a_voice_message_from_planfix_arrives_as_a_voice_message(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Voice")
+    note = fake_planfix.add_file("voice-note.ogg", b"OggS voice bytes")
+    other = fake_planfix.add_file("reply.oga", b"OggS second voice")
+
+    fake_planfix.add_employee_comment(number, "<p>Listen to this</p>", files=(note, other))
+
+    eventually(lambda: len(fake_telegram.chat_messages(unique_chat_id)) == 3, what="two voice messages")
+    first, second = fake_telegram.chat_messages(unique_chat_id)[1:]
+    assert (first["type"], first["file_name"], second["type"], second["file_name"]) == (
+        "voice",
+        "voice-note.ogg",
+        "voice",
+        "reply.oga",
+    )
+    assert "Listen to this" in first["text"]
+    assert calls_to(fake_telegram, "sendDocument", unique_chat_id) == []
+    assert len(calls_to(fake_telegram, "sendVoice", unique_chat_id)) == 2
+
+
 # --- edits and deletions ------------------------------------------------------------------------------
 
 
