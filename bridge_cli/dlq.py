@@ -2,7 +2,8 @@
 
 A dead letter keeps the original subject, headers and body. ``retry`` publishes that body again
 on its original subject (with a ``Nats-Msg-Id`` derived from the dead letter, so retrying the
-same one twice delivers it once) and then removes the dead letter; if the message fails again
+same one twice delivers it once), for the consumer that gave up on it only, and then removes the
+dead letter; if the message fails again
 it comes back as a new dead letter. ``drop`` removes it for good.
 """
 
@@ -20,7 +21,13 @@ from bridge_cli import context
 from bridge_cli.events import _connect_or_exit
 from bridge_cli.render import clock
 from bridge_cli.streams import StoredMessage, publish_raw, read_stream
-from bridge_lib.eventbus import FORCE_EFFECTS_HEADER, MSG_ID_HEADER, REPLAY_HEADER, RETRY_OF_HEADER
+from bridge_lib.eventbus import (
+    FORCE_EFFECTS_HEADER,
+    MSG_ID_HEADER,
+    REPLAY_HEADER,
+    REPLAY_INTO_HEADER,
+    RETRY_OF_HEADER,
+)
 from contracts.events import TELEGRAM_UPDATES_SOURCE, MessageDeadLettered, decode_event
 from contracts.subjects import DEADLETTER_STREAM
 
@@ -164,11 +171,13 @@ async def _retry(nats_url: str, seqs: list[int]) -> list[tuple[int, str]]:
             headers = {
                 name: value
                 for name, value in dead.original_headers.items()
-                if name not in (MSG_ID_HEADER, REPLAY_HEADER, FORCE_EFFECTS_HEADER)
+                if name not in (MSG_ID_HEADER, REPLAY_HEADER, FORCE_EFFECTS_HEADER, REPLAY_INTO_HEADER)
             }
             # Derived from the dead letter: retrying the same one twice is one delivery.
             headers[MSG_ID_HEADER] = f"dlq-retry:{dead.stream}:{dead.stream_seq}:{seq}"
             headers[RETRY_OF_HEADER] = str(seq)
+            # Only the consumer that gave up handles it again; the others of the subject did already.
+            headers[REPLAY_INTO_HEADER] = dead.consumer
             stored = await publish_raw(js, dead.original_subject, base64.b64decode(dead.body_b64), headers)
             await js.delete_msg(DEADLETTER_STREAM.name, seq)
             results.append(

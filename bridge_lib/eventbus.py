@@ -56,6 +56,8 @@ CORRELATION_HEADER = "Bridge-Correlation-Id"
 # Set by the `bridge` CLI on re-published messages: a replay (its id) and whether to redo effects.
 REPLAY_HEADER = "Bridge-Replay-Id"
 FORCE_EFFECTS_HEADER = "Bridge-Force-Effects"
+# `bridge events replay --into <durable>`: only that consumer handles the copy; the others skip it.
+REPLAY_INTO_HEADER = "Bridge-Replay-Into"
 # Stream sequence of the dead letter a `bridge dlq retry` re-published.
 RETRY_OF_HEADER = "Bridge-Dead-Letter-Retry-Of"
 
@@ -300,6 +302,13 @@ class Delivery(msgspec.Struct, frozen=True):
     replay_id: str | None = None
     # The replay asks for effects to be carried out again even where records say they were done.
     force_effects: bool = False
+    # The replay is meant for this durable consumer only (None: for every consumer of the subject).
+    replay_into: str | None = None
+
+    @property
+    def meant_for_another(self) -> bool:
+        """A replay an operator sent into another consumer: this one acknowledges and skips it."""
+        return self.replay_into is not None and self.replay_into != self.consumer
 
 
 _current_delivery: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar(
@@ -331,6 +340,7 @@ def delivery_of(raw: Any, consumer: str) -> Delivery:
         consumer=consumer,
         replay_id=headers.get(REPLAY_HEADER) or None,
         force_effects=headers.get(FORCE_EFFECTS_HEADER, "").lower() == "true",
+        replay_into=headers.get(REPLAY_INTO_HEADER) or None,
     )
 
 
@@ -359,6 +369,10 @@ async def consume(
             delivery=delivery.num_delivered,
             **({"replay_id": delivery.replay_id} if delivery.replay_id else {}),
         )
+        if delivery.meant_for_another:
+            log.info("replay_skipped", why="replayed into another consumer", replay_into=delivery.replay_into)
+            await settle(raw, delivery, "replay", Ack(counted_as="skipped"))
+            return
         try:
             event: AnyEvent = decode_event(msg.body)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:

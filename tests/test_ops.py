@@ -392,6 +392,44 @@ def test_dump_then_replay_reproduces_the_effects_once(
     assert len(posted) == 2  # the forced replay's effect is recorded as a new event
 
 
+def test_replay_into_one_consumer_is_handled_by_that_consumer_only(
+    ops: OpsBridge,
+    fake_telegram: FakeTelegram,
+    fake_planfix: FakePlanfix,
+    unique_chat_id: int,
+    tmp_path: Path,
+) -> None:
+    bind_new_task(ops, fake_telegram, unique_chat_id, "Replay into one", fake_planfix)
+    before = len(texts_sent(fake_telegram, unique_chat_id))
+    fake_telegram.add_group_message(unique_chat_id, "/status")
+    eventually(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == before + 1, what="/status answered")
+    dump = tmp_path / "status.jsonl"
+    ops.ok(
+        "events", "dump", "--stream", "TELEGRAM", "--chat", str(unique_chat_id),
+        "--type", "command_received", "-o", str(dump),
+    )  # fmt: skip
+    replay_id = f"into-binder-{unique_chat_id}"
+
+    # /status is read by the binder (which skips it) and by the relay (which answers it).
+    replayed = ops.ok(
+        "events", "replay", str(dump), "--into", "binder-group-changes", "--replay-id", replay_id
+    )
+
+    assert "sent 1 message(s)" in replayed
+    assert "(skipped by relay-group-events)" in replayed
+    relay_lines = lambda: [  # noqa: E731
+        line for line in ops.processes["relay"].log_text().splitlines() if replay_id in line
+    ]
+    [skipped] = eventually(relay_lines, what="the relay saw the replayed copy")
+    assert '"replay_skipped"' in skipped
+    assert eventually(
+        lambda: [line for line in ops.processes["binder"].log_text().splitlines() if replay_id in line],
+        what="the binder handled the replayed copy",
+    )
+    stays(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == before + 1, what="no second answer")
+    assert "relay-telegram-inbound" in ops.cli("events", "replay").stderr  # today's consumer in the hint
+
+
 def _relay_caught_up(ops: OpsBridge) -> bool:
     async def check() -> bool:
         nc = await nats.connect(ops.nats_url)

@@ -277,6 +277,9 @@ class InboundConsumer:
         raw_of: dict[str, Any] = {}
         for message in messages:
             delivery = delivery_of(message, DURABLE)
+            if delivery.meant_for_another:
+                await settle(message, delivery, "replay", Ack(counted_as="skipped"))
+                continue
             try:
                 event = decode_event(message.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as error:
