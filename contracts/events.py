@@ -516,6 +516,13 @@ class DeadLetterReason(enum.StrEnum):
 TELEGRAM_UPDATES_SOURCE = "telegram-bot-api"
 
 
+# ``MessageDeadLettered.stream`` of a message Telegram refused for good: it sits in the relay's
+# outbox, not in a stream; ``bridge dlq retry`` asks the relay to send it again
+# (``RetryTelegramDelivery``). Its ``consumer`` is ``TELEGRAM_OUTBOX_CONSUMER``.
+TELEGRAM_OUTBOX_SOURCE = "telegram-outbox"
+TELEGRAM_OUTBOX_CONSUMER = "relay-telegram-outbox"
+
+
 class MessageDeadLettered(Event, frozen=True, kw_only=True, tag="ops.message_dead_lettered.v1"):
     """A consumer gave up on a message; it is kept, as it was, until an operator retries or drops it.
 
@@ -645,6 +652,24 @@ class BindingStoreRebuilt(Event, frozen=True, kw_only=True, tag="ops.binding_sto
     bindings: int
     events: int
     dry_run: bool
+
+
+class RetryTelegramDelivery(Event, frozen=True, kw_only=True, tag="ops.retry_telegram_delivery.v1"):
+    """Send again a message Telegram refused for good (``bridge dlq retry`` of a dead letter from
+    ``TELEGRAM_OUTBOX_SOURCE``). A NATS request, not stored; the relay answers with
+    ``TelegramDeliveryRetried``. Trusted as an operator's, like ``UnbindGroup``."""
+
+    outbox_key: str
+    operator: str
+
+
+class TelegramDeliveryRetried(Event, frozen=True, kw_only=True, tag="ops.telegram_delivery_retried.v1"):
+    """The relay's answer to ``RetryTelegramDelivery``: whether the message waits to go again
+    (last in its group's queue), and if not, why (already sent, or unknown)."""
+
+    outbox_key: str
+    queued: bool
+    detail: str
 
 
 AnyEvent = (

@@ -71,7 +71,11 @@ on ``deadletter.<consumer>`` before it terminates the message. The DEADLETTER st
 until an operator retries (``bridge dlq retry``) or drops (``bridge dlq drop``) them. The
 Telegram gateway stores an update from ``getUpdates`` (or posted to its webhook) that aiogram
 cannot decode the same way, on ``deadletter.telegram_gateway`` (stream ``telegram-bot-api``,
-sequence = the update id); it cannot be retried, only read and dropped.
+sequence = the update id); it cannot be retried, only read and dropped. The relay stores a message
+Telegram refused for good (it stays in the relay's outbox) as one too, on
+``deadletter.relay-telegram-outbox`` (stream ``telegram-outbox``, sequence = its place in the
+outbox), naming the group, the reason and the first words; ``bridge dlq retry`` asks the relay to
+queue it again (``ops.relay.retry_telegram_delivery``).
 """
 
 from __future__ import annotations
@@ -472,6 +476,6 @@ LEASES_BUCKET = BucketSpec(name="LEASES", description="Leases of single-active w
 
 # Not a stream's: a NATS request the binder answers (``RebuildBindingStore`` -> ``BindingStoreRebuilt``).
 BINDER_REBUILD_STORE = "ops.binder.rebuild_store"
-
-# Not a stream's: a NATS request the binder answers (``RebuildBindingStore`` -> ``BindingStoreRebuilt``).
-BINDER_REBUILD_STORE = "ops.binder.rebuild_store"
+# Not a stream's: a NATS request a relay replica answers (``RetryTelegramDelivery`` ->
+# ``TelegramDeliveryRetried``): a message Telegram refused for good goes back into its group's queue.
+RELAY_RETRY_TELEGRAM_DELIVERY = "ops.relay.retry_telegram_delivery"

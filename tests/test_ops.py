@@ -139,6 +139,8 @@ def ops(
         "PLANFIX_WEBHOOK_HOST": "127.0.0.1",
         "HEALTH_HOST": "127.0.0.1",
         "LOG_LEVEL": "INFO",
+        # Two refusals set a Telegram message aside (the default is 8, with backoff).
+        "RELAY_SEND_MAX_ATTEMPTS": "2",
         **{HEALTH_PORT_SETTING[name]: str(port) for name, port in health_ports.items()},
     }
     log_dir = work_dir / "ops-logs"
@@ -537,6 +539,43 @@ def test_dlq_retry_delivers_a_dead_lettered_message_once(
     assert f"[retry of dead letter {seq}]" in trace
     assert trace.index("retry of dead letter") < trace.index("effect.telegram_message_sent.v1")
     (ops.work_dir / "trace-dead-letter.txt").write_text(trace)
+
+
+def test_a_message_telegram_refused_for_good_is_listed_shown_and_retried_with_the_other_dead_letters(
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Refused for good", fake_planfix)
+    fake_telegram.fail_next(
+        "sendMessage", error_code=400, description="Bad Request: CHAT_WRITE_FORBIDDEN", times=2
+    )
+
+    fake_planfix.add_employee_comment(task, "<p>Printer fixed, <b>tray 2</b> works again</p>")
+
+    consumer = "relay-telegram-outbox"
+    listed = eventually(lambda: dlq_listing_with(ops, consumer), timeout_s=30, what="set aside")
+    [line] = [line for line in listed.splitlines() if consumer in line]
+    assert f"group {unique_chat_id}" in line
+    assert "CHAT_WRITE_FORBIDDEN" in line
+    assert "Printer fixed, tray 2 works again" in line
+    seq = line.split()[0]
+    shown = ops.ok("dlq", "show", seq)
+    assert "telegram-outbox/" in shown
+    assert "Printer fixed" in shown
+    assert not any("Printer fixed" in text for text in texts_sent(fake_telegram, unique_chat_id))
+
+    retried = ops.ok("dlq", "retry", seq)
+
+    assert f"{seq}: queued again for group {unique_chat_id}" in retried
+    eventually(
+        lambda: any("Printer fixed" in text for text in texts_sent(fake_telegram, unique_chat_id)),
+        what="sent after the retry",
+    )
+    assert seq not in [line.split()[0] for line in ops.ok("dlq", "list").splitlines()[:-1]]
+    assert "no dead letter" in ops.cli("dlq", "retry", seq).stderr
+    stays(
+        lambda: sum("Printer fixed" in text for text in texts_sent(fake_telegram, unique_chat_id)) == 1,
+        what="sent once",
+    )
 
 
 def test_an_undecodable_message_is_dead_lettered_not_dropped(ops: OpsBridge, unique_chat_id: int) -> None:

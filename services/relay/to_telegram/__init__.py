@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import msgspec
+import structlog
 from aiogram import Bot
 from faststream.nats import NatsRouter
 from motor.motor_asyncio import AsyncIOMotorDatabase
@@ -18,6 +20,8 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from bridge_lib.eventbus import EventPublisher
 from bridge_lib.lease import Leases
 from bridge_lib.planfix import PlanfixClient
+from contracts.events import RetryTelegramDelivery, TelegramDeliveryRetried, envelope_after
+from contracts.subjects import RELAY_RETRY_TELEGRAM_DELIVERY
 from services.relay.config import RelaySettings
 from services.relay.directory import BindingDirectory
 from services.relay.effects import OwnComments
@@ -30,6 +34,32 @@ from services.relay.to_telegram.pacing import TelegramPace
 from services.relay.to_telegram.revisions import CommentRevisions
 from services.relay.to_telegram.sender import Nudges, TelegramSender
 from services.relay.to_telegram.sent_comments import SentComments
+
+log = structlog.get_logger("relay.to_telegram")
+
+
+async def listen_for_retries(nats: Any, sender: TelegramSender) -> None:
+    """Answer ``bridge dlq retry`` of a message Telegram refused for good (one replica answers)."""
+
+    async def on_request(msg: Any) -> None:
+        try:
+            command = msgspec.json.decode(msg.data, type=RetryTelegramDelivery)
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            log.warning("retry_request_unreadable", error=str(error))
+            return
+        try:
+            answer = await sender.retry(command)
+        except Exception as error:  # the store away: the operator is told and may ask again
+            log.exception("retry_request_failed")
+            answer = TelegramDeliveryRetried(
+                **envelope_after(command, f"retry-failed:{command.event_id}"),
+                outbox_key=command.outbox_key,
+                queued=False,
+                detail=f"the relay could not queue it: {type(error).__name__}",
+            )
+        await msg.respond(msgspec.json.encode(answer))
+
+    await nats.subscribe(RELAY_RETRY_TELEGRAM_DELIVERY, queue="relay", cb=on_request)
 
 
 @dataclass(frozen=True)
@@ -84,6 +114,7 @@ async def build(
         secret=settings.telegram_bot_token.get_secret_value(),
     )
     await nudges.listen(sender.nudged)
+    await listen_for_retries(nats, sender)
     # After the replay: only live binding changes (e.g. a resumed group) wake a sender.
     directory.on_change(sender.wake)
     handlers = ToTelegram(

@@ -185,6 +185,29 @@ class Outbox:
     async def give_up(self, key: str, reason: str) -> None:
         await self._finish(key, {"state": ItemState.DEAD.value, "reason": reason})
 
+    async def revive(self, key: str) -> OutboxItem | None:
+        """A message refused for good waits again, last in its group's queue (an operator's
+        ``bridge dlq retry``), with a fresh retry budget; the steps it finished stay done.
+        None when no refused item has this key (it was sent, or revived already)."""
+        document = await self._finished.find_one({"_id": key, "state": ItemState.DEAD.value})
+        if document is None:
+            return None
+        item = _item(document)
+        item.state, item.attempts, item.reason = ItemState.PENDING, 0, None
+        counter = await self._counters.find_one_and_update(
+            {"_id": "telegram_outbox"},
+            {"$inc": {"value": 1}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        item.seq = int(counter["value"])
+        # Waiting here first, then gone from there: a crash in between leaves it finished
+        # (``pending`` drops such a one), and the retry can be asked again.
+        with contextlib.suppress(DuplicateKeyError):
+            await self._items.insert_one(_document(item))
+        await self._finished.delete_one({"_id": key})
+        return item
+
     async def move_chat(self, old_chat_id: int, new_chat_id: int) -> int:
         """Pending items for a group that became a supergroup go to its new id, in their order."""
         result = await self._items.update_many(
