@@ -66,6 +66,7 @@ async def build(
         lease=lease,
         limits=CombineLimits(max_messages=settings.relay_combine_max_messages),
         album_window_s=settings.relay_album_window_s,
+        bind_wait_s=settings.relay_bind_wait_s,
         concurrency=settings.planfix_concurrency,
         authors=authors,
     )
