@@ -288,6 +288,9 @@ class AnonymousAdminPosted(Event, frozen=True, kw_only=True, tag="telegram.anony
     chat_id: int
     message_id: int
     thread_id: int | None = None
+    # The message was one of this bot's commands ("task", "unbind", "status", "help"): it is
+    # answered with what to do, since nobody can be checked or named.
+    command: str | None = None
 
 
 class BotMembershipChanged(Event, frozen=True, kw_only=True, tag="telegram.bot_membership_changed.v1"):

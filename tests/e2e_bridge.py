@@ -61,6 +61,19 @@ class Bridge:
 
         self.loop.run(insert())
 
+    def update_documents(self, collection: str, query: dict[str, Any], change: dict[str, Any]) -> int:
+        """Change stored documents as time would have (e.g. an item sent a day ago); how many."""
+
+        async def update() -> int:
+            client: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(self.mongo_url)
+            try:
+                result = await client[self.database][collection].update_many(query, change)
+                return int(result.modified_count)
+            finally:
+                client.close()
+
+        return self.loop.run(update())
+
     def restart(self, name: str) -> None:
         assert self.processes[name].stop() == 0, (
             f"{name} did not stop cleanly:\n{self.processes[name].log_text()}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -479,6 +480,45 @@ def test_an_anonymous_admin_is_told_once_how_to_switch_anonymity_off(
     ]
     assert [e.text for e in received] == ["a normal message"]
     assert re.search(r"anonym", guidance["text"], re.IGNORECASE)
+
+
+def test_an_anonymous_admin_is_told_again_after_a_quiet_day_and_their_commands_are_answered(
+    bridge: Bridge, fake_telegram: FakeTelegram, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Anonymous again")
+    group = {"id": unique_chat_id, "type": "supergroup", "title": "Support group"}
+
+    def guidance_count() -> int:
+        return len([t for t in shown(fake_telegram, unique_chat_id) if "at most once a day" in t])
+
+    fake_telegram.add_group_message(unique_chat_id, "posted as the group", sender_chat=group)
+    eventually(lambda: guidance_count() == 1, what="guidance")
+    # A day goes by: the guidance went out 25 hours ago.
+    eventually(
+        lambda: bridge.update_documents(
+            "telegram_outbox_finished",
+            {"chat_id": unique_chat_id, "kind": "anonymous_admin_guidance"},
+            {"$set": {"enqueued_at": datetime.now(UTC) - timedelta(hours=25)}},
+        ),
+        what="the guidance recorded as sent",
+    )
+
+    fake_telegram.add_group_message(unique_chat_id, "posted as the group the next day", sender_chat=group)
+    eventually(lambda: guidance_count() == 2, what="guidance again after a quiet day")
+    fake_telegram.add_group_message(unique_chat_id, "and once more the same day", sender_chat=group)
+
+    task = fake_telegram.add_group_message(unique_chat_id, "/task Another task", sender_chat=group)
+    answer = wait_shown(fake_telegram, unique_chat_id, "cannot act on this /task")
+    assert answer["reply_to_message_id"] == task["message"]["message_id"]
+    assert "Remain anonymous" in answer["text"]
+    fake_telegram.add_group_message(unique_chat_id, "/unbind", sender_chat=group)
+    wait_shown(fake_telegram, unique_chat_id, "cannot act on this /unbind")
+    fake_telegram.add_group_message(unique_chat_id, "/status", sender_chat=group)
+    status = wait_shown(fake_telegram, unique_chat_id, "not passed on to Planfix;")
+    assert f"#{number}" in status["text"]
+    stays(lambda: guidance_count() == 2, what="not told a third time within the day")
+    requests = [e for e in bridge.events(f"telegram.bind.requested.{unique_chat_id}")]
+    assert len(requests) == 1  # only the admin's own /task: nothing anonymous reached the binder
 
 
 def test_a_comment_with_a_pdf_and_a_photo_arrives_with_the_same_bytes_fetched_without_the_token(

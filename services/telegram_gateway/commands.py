@@ -51,6 +51,21 @@ BOT_COMMANDS = {
 }
 
 
+_COMMAND = re.compile(r"/([A-Za-z0-9_]+)(?:@([A-Za-z0-9_]+))?(?:\s|$)")
+
+
+def our_command(text: str | None, bot_username: str | None) -> str | None:
+    """The name of this bot's command a text starts with (``/task``, ``/status@OurBot``), in
+    lower case; None for anything else, a command of another bot included."""
+    found = _COMMAND.match(text or "")
+    if found is None or found[1].lower() not in BOT_COMMANDS:
+        return None
+    addressed = found[2]
+    if addressed is not None and (bot_username is None or addressed.lower() != bot_username.lower()):
+        return None
+    return found[1].lower()
+
+
 class BotProfile(NamedTuple):
     """What getMe said at start; handlers get it injected as ``bot_profile``."""
 

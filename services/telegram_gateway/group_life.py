@@ -9,7 +9,9 @@ to a supergroup, a message sent by an anonymous admin.
   the binding to the new id.
 * a message sent as the group itself (``sender_chat`` is the chat: an admin with "Remain
   anonymous" on) cannot be attributed, so it is not relayed: ``AnonymousAdminPosted``, and the
-  relay tells the group how to fix it, once.
+  relay tells the group how to fix it (again after a quiet day). When it was one of the bot's
+  commands (``/task``, ``/unbind``, ``/status``, ``/help``) the event names it, and the relay
+  answers it with what to do: this router sees such a message before the commands router.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from contracts.events import (
     telegram_migration_key,
 )
 from services.telegram_gateway import content, filters
+from services.telegram_gateway.commands import BotProfile, our_command
 from services.telegram_gateway.record import Record, envelope
 
 log = structlog.get_logger("telegram_gateway.group_life")
@@ -78,13 +81,16 @@ async def on_migration(message: Message, event_update: Update, record: Record) -
     )
 
 
-async def on_anonymous_admin(message: Message, event_update: Update, record: Record) -> None:
+async def on_anonymous_admin(
+    message: Message, event_update: Update, record: Record, bot_profile: BotProfile
+) -> None:
     key = f"{telegram_message_key(message.chat.id, message.message_id)}:anonymous"
     event = AnonymousAdminPosted(
         **envelope(event_update, key),
         chat_id=message.chat.id,
         message_id=message.message_id,
         thread_id=content.thread_of(message),
+        command=our_command(message.text, bot_profile.username),
     )
     await record(event, subject=subjects.telegram_anonymous_admin_posted(message.chat.id), key=key)
 

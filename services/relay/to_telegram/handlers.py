@@ -48,6 +48,7 @@ from services.relay.people import PeopleDirectory
 from services.relay.to_telegram.from_planfix_html import comment_author_line, telegram_comment_text
 from services.relay.to_telegram.notices import (
     ANONYMOUS_ADMIN_GUIDANCE,
+    anonymous_command_answer,
     bound_notice,
     greeting_text,
     help_text,
@@ -61,6 +62,8 @@ from services.relay.to_telegram.notices import (
 from services.relay.to_telegram.outbox import Action, Outbox, OutboxItem
 
 log = structlog.get_logger("relay.to_telegram")
+# An anonymous admin is told again how to fix it once the group was not told for this long.
+ANONYMOUS_GUIDANCE_EVERY_S = 24 * 3600.0
 
 
 async def _false() -> bool:
@@ -207,19 +210,39 @@ class ToTelegram:
         if isinstance(event, GroupCommandReceived):
             await self._answer_command(event)
         elif isinstance(event, AnonymousAdminPosted):
-            # One key per group: the guidance goes out once, however many such messages follow.
-            key = f"telegram-anonymous-admin-guidance:{event.chat_id}"
-            kind = TelegramMessageKind.ANONYMOUS_ADMIN_GUIDANCE
-            item = self._item(event, key, event.chat_id, event.thread_id, Action.SEND, kind)
-            item.text = ANONYMOUS_ADMIN_GUIDANCE
-            item.reply_to_message_id = event.message_id
-            await self._enqueue(item)
+            await self._guide_anonymous_admin(event)
         elif isinstance(event, BotMembershipChanged):
             await self._greet(event)
         elif isinstance(event, ChatMigrated):
             moved = await self._outbox.move_chat(event.old_chat_id, event.chat_id)
             log.info("group_migrated_items_follow", old_chat_id=event.old_chat_id, items=moved)
             self._wake(event.chat_id)
+
+    async def _guide_anonymous_admin(self, event: AnonymousAdminPosted) -> None:
+        """A command is answered with what to do; any other message gets the guidance, at most
+        once per group in ``ANONYMOUS_GUIDANCE_EVERY_S`` (a quiet day, then again)."""
+        kind = TelegramMessageKind.ANONYMOUS_ADMIN_GUIDANCE
+        if event.command is not None:
+            key = f"telegram-anonymous-answer:{event.event_id}"
+            item = self._item(event, key, event.chat_id, event.thread_id, Action.SEND, kind)
+            bound = await self._directory.task_for(event.chat_id, event.thread_id)
+            status = status_text(
+                bound,
+                task_url=self.task_url(bound.task_number) if bound else "",
+                in_topic=event.thread_id is not None,
+                bot_reads_all_messages=True,
+            )
+            item.text = anonymous_command_answer(event.command, status=status, help_=help_text(None))
+        else:
+            key = f"telegram-anonymous-admin-guidance:{event.chat_id}:{event.event_id}"
+            last = await self._outbox.last_sent_of_kind(event.chat_id, kind, besides=key)
+            if last is not None and (event.occurred_at - last).total_seconds() < ANONYMOUS_GUIDANCE_EVERY_S:
+                log.info("anonymous_admin_guided_lately", last=last.isoformat())
+                return
+            item = self._item(event, key, event.chat_id, event.thread_id, Action.SEND, kind)
+            item.text = ANONYMOUS_ADMIN_GUIDANCE
+        item.reply_to_message_id = event.message_id
+        await self._enqueue(item)
 
     async def _answer_command(self, event: GroupCommandReceived) -> None:
         if event.command is GroupCommand.STATUS:

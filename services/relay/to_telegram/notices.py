@@ -24,8 +24,31 @@ ANONYMOUS_ADMIN_GUIDANCE = (
     "⚠️ Messages sent anonymously on behalf of the group are <b>not</b> passed on to Planfix: "
     "Telegram does not tell the bot who wrote them.\n"
     "To fix it, a group owner opens the group settings → Administrators → the admin's entry and "
-    "switches off <b>Remain anonymous</b>. (I say this once per group.)"
+    "switches off <b>Remain anonymous</b>. (I say this at most once a day.)"
 )
+
+# An anonymous admin's command: nobody can be checked (may they bind?) or named.
+ANONYMOUS_BIND_COMMAND = (
+    "⚠️ I cannot act on this {command}: it was sent anonymously on behalf of the group, and "
+    "Telegram does not tell me who wrote it, so I cannot check that they may do it.\n"
+    "Switch off <b>Remain anonymous</b> (group settings → Administrators → your entry) and send "
+    "{command} again, or ask an admin who is not anonymous to send it."
+)
+ANONYMOUS_NOT_CARRIED = (
+    "Note: what you write anonymously on behalf of the group is <b>not</b> passed on to Planfix; "
+    "switch off <b>Remain anonymous</b> (group settings → Administrators → your entry) for that."
+)
+
+
+def anonymous_command_answer(command: str, *, status: str, help_: str) -> str:
+    """The answer to an anonymous admin's ``/task``, ``/unbind``, ``/status`` or ``/help``:
+    ``/status`` and ``/help`` are answered (they need nobody's name) with a note; the others say
+    what to do instead."""
+    if command == "status":
+        return f"{status}\n\n{ANONYMOUS_NOT_CARRIED}"
+    if command == "help":
+        return f"{help_}\n\n{ANONYMOUS_NOT_CARRIED}"
+    return ANONYMOUS_BIND_COMMAND.format(command=f"/{html.escape(command)}")
 
 
 def other_bots_warning(other_bots: Sequence[str]) -> str:

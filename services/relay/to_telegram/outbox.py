@@ -96,6 +96,10 @@ class Outbox:
 
     async def create_indexes(self) -> None:
         await self._items.create_index([("state", 1), ("chat_id", 1), ("seq", 1)], name="pending_by_chat")
+        # "When was this group last told X" (the anonymous-admin guidance), without a full scan.
+        await self._finished.create_index(
+            [("chat_id", 1), ("kind", 1), ("enqueued_at", -1)], name="by_chat_and_kind"
+        )
 
     async def finished_among(self, keys: list[str]) -> set[str]:
         """Which of these items went out already (or were given up)."""
@@ -184,6 +188,20 @@ class Outbox:
 
     async def give_up(self, key: str, reason: str) -> None:
         await self._finish(key, {"state": ItemState.DEAD.value, "reason": reason})
+
+    async def last_sent_of_kind(
+        self, chat_id: int, kind: TelegramMessageKind, *, besides: str
+    ) -> datetime | None:
+        """When the group's latest item of this kind (other than ``besides``) was stored."""
+        latest: datetime | None = None
+        query = {"chat_id": chat_id, "kind": kind.value, "_id": {"$ne": besides}}
+        for collection in (self._items, self._finished):
+            async for document in collection.find(query, {"enqueued_at": 1}).sort("enqueued_at", -1).limit(1):
+                stored = document.get("enqueued_at")
+                if isinstance(stored, datetime):
+                    stored = stored if stored.tzinfo else stored.replace(tzinfo=UTC)
+                    latest = stored if latest is None else max(latest, stored)
+        return latest
 
     async def revive(self, key: str) -> OutboxItem | None:
         """A message refused for good waits again, last in its group's queue (an operator's
