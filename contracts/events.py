@@ -126,6 +126,11 @@ class TelegramQuote(msgspec.Struct, frozen=True, kw_only=True):
     message_id: int
     author: str
     first_line: str
+    # The answered message is this bot's own (e.g. a Planfix comment it carried): the relay then
+    # quotes the comment's author and first line instead of the bot's message.
+    by_this_bot: bool = False
+    # Where the quoted thing can be opened (set by the relay for a Planfix comment).
+    url: str | None = None
 
 
 class TelegramLocation(msgspec.Struct, frozen=True, kw_only=True):

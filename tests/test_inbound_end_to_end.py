@@ -14,6 +14,7 @@ from typing import Any
 from contracts.events import planfix_source_object_id, telegram_message_key
 from sandbox.fake_planfix import FakeComment, FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
+from tests.conftest import BOT_TOKEN
 from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task
 from tests.support import eventually, relayed_comments, stays
 from tests.test_bridge_end_to_end import bridge
@@ -148,6 +149,42 @@ def test_documents_locations_contacts_polls_stickers_forwards_and_replies_all_ar
         ("server.log", b"log line\n"),
         (f"sticker_{asked['message']['message_id'] + 5}.webp", b"RIFF-webp"),
     ]
+
+
+def test_a_reply_to_a_bridged_planfix_comment_quotes_that_comment_and_links_to_it(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Replies to Planfix")
+    comment_id = fake_planfix.add_employee_comment(
+        number, "<p>Toner is <b>ordered</b></p><p>It comes on Friday</p>", author_name="Olga Smirnova"
+    )
+    shown = eventually(
+        lambda: [m for m in fake_telegram.chat_messages(unique_chat_id) if "Toner is ordered" in m["text"]],
+        what="the comment shown in the group",
+    )[0]
+    bot_id = int(BOT_TOKEN.split(":")[0])
+    answered = {
+        "message_id": shown["message_id"],
+        "from": {"id": bot_id, "is_bot": True, "first_name": "Bridge", "username": "bridge_bot"},
+        "chat": {"id": unique_chat_id, "type": "supergroup", "title": "Support group"},
+        "date": 1700000000,
+        "text": shown["text"],
+    }
+
+    fake_telegram.add_group_message(
+        unique_chat_id, "Thanks! Which tray?", extra={"reply_to_message": answered}
+    )
+
+    [reply] = eventually(
+        lambda: [c for c in relayed_comments(fake_planfix, number) if "Which tray?" in c.description],
+        what="the reply in Planfix",
+    )
+    quote = reply.description.split("<blockquote>", 1)[1].split("</blockquote>", 1)[0]
+    assert "<b>Olga Smirnova</b>" in quote
+    assert quote.endswith(": Toner is ordered")
+    assert f'/task/{number}?comment={comment_id}"' in quote
+    assert "Planfix:" not in quote
+    assert "Bridge" not in quote
 
 
 def test_a_file_over_20_mb_is_named_with_its_size_and_nothing_is_dropped(

@@ -163,10 +163,12 @@ def reply_quote(message: Message) -> TelegramQuote | None:
         first_line = f"[{content_type_of(answered)}]"
     if len(first_line) > QUOTE_CHARS:
         first_line = first_line[: QUOTE_CHARS - 1].rstrip() + "…"
+    bot = message.bot
     return TelegramQuote(
         message_id=answered.message_id,
         author=author.display if author else "unknown",
         first_line=first_line,
+        by_this_bot=bot is not None and answered.from_user is not None and answered.from_user.id == bot.id,
     )
 
 

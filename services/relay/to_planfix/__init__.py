@@ -7,6 +7,7 @@ The path: ``consumer`` (batches, one active replica) -> ``plan`` (what the batch
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -26,6 +27,9 @@ from services.relay.to_planfix.files import FileUploader
 from services.relay.to_planfix.ledger import CommentLedger
 from services.relay.to_planfix.plan import CombineLimits
 from services.relay.to_planfix.previous_layout import adopt_previous_layout
+from services.relay.to_planfix.replies import QuotedComments
+from services.relay.to_telegram.notices import task_page
+from services.relay.to_telegram.sent_comments import SentComments
 
 
 async def build(
@@ -67,6 +71,9 @@ async def build(
         limits=CombineLimits(max_messages=settings.relay_combine_max_messages),
         album_window_s=settings.relay_album_window_s,
         bind_wait_s=settings.relay_bind_wait_s,
+        quotes=QuotedComments(
+            SentComments(database), directory, partial(task_page, settings.planfix_web_url)
+        ),
         concurrency=settings.planfix_concurrency,
         authors=authors,
     )

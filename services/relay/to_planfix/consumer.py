@@ -61,6 +61,7 @@ from services.relay.to_planfix.plan import (
     album_key,
     plan_batch,
 )
+from services.relay.to_planfix.replies import QuotedComments
 
 log = structlog.get_logger("relay.inbound")
 
@@ -91,7 +92,9 @@ class InboundConsumer:
         concurrency: int = 16,
         authors: Authors | None = None,
         bind_wait_s: float = BIND_WAIT_S,
+        quotes: QuotedComments | None = None,
     ) -> None:
+        self._quotes = quotes
         self._js = js
         self._pending_binds = PendingBinds(js, directory, wait_s=bind_wait_s, pause=self._pause)
         self._directory = directory
@@ -295,6 +298,8 @@ class InboundConsumer:
             ):
                 await settle(message, delivery, event.tag, Ack(counted_as="skipped"))
                 continue
+            if isinstance(event, TelegramMessageReceived) and self._quotes is not None:
+                event = await self._quotes.requote(event)
             events.append(event)
             raw_of[event.event_id] = message
         if not events:

@@ -62,9 +62,10 @@ def head_html(message: TelegramMessageReceived, zone: ZoneInfo, *, with_author: 
     head = f"<p>{'<br>'.join(lines)}</p>"
     if message.reply_to is not None:
         quote = message.reply_to
-        head += (
-            f"<blockquote><b>{html.escape(quote.author)}</b>: {html.escape(quote.first_line)}</blockquote>"
-        )
+        who = f"<b>{html.escape(quote.author)}</b>"
+        if quote.url:  # a Planfix comment: the quote opens it
+            who = f'<a href="{html.escape(quote.url)}">{who}</a>'
+        head += f"<blockquote>{who}: {html.escape(quote.first_line)}</blockquote>"
     return head
 
 

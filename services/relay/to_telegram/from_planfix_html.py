@@ -40,6 +40,19 @@ def telegram_comment_text(
     return f"{author}:\n{body}" if body else author
 
 
+def quoted_comment(message_html: str) -> tuple[str, str]:
+    """The comment's author and its first line, read back from a message ``telegram_comment_text``
+    made (a reply to it in Telegram quotes these, not the bot's author line)."""
+    author_line, _, body = message_html.partition(":\n")
+    author = _plain(author_line).removesuffix(" · Planfix").strip()
+    lines = [line.strip() for line in _plain(body).splitlines() if line.strip()]
+    return author or "Planfix", lines[0] if lines else ""
+
+
+def _plain(text_html: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", text_html))
+
+
 class _TelegramHtmlBuilder(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)

@@ -54,6 +54,19 @@ class SentComments:
         document = await self._sent.find_one({"_id": _sent_id(comment_id, chat_id, thread_id)}, {"_id": 0})
         return msgspec.convert(document, SentComment, strict=False) if document else None
 
+    async def shown_by(self, chat_id: int, message_id: int) -> list[SentComment]:
+        """The comments a bot message in the group shows (several when it was a combined one)."""
+        query = {
+            "chat_id": chat_id,
+            "$or": [
+                {"text_message_ids": message_id},
+                {"file_message_ids": message_id},
+                {"caption_message_id": message_id},
+            ],
+        }
+        documents = await self._sent.find(query, {"_id": 0}).to_list(50)
+        return [msgspec.convert(document, SentComment, strict=False) for document in documents]
+
     async def save(self, sent: SentComment) -> None:
         key = _sent_id(sent.comment_id, sent.chat_id, sent.thread_id)
         # _id in the document too: nx-27017 does not take it from the filter on an upsert.
