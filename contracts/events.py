@@ -194,6 +194,8 @@ class TelegramMessageEdited(Event, frozen=True, kw_only=True, tag="telegram.mess
     entities: list[TelegramEntity] = []
     thread_id: int | None = None
     update_id: int | None = None
+    # The message's files after the edit: an edit may swap the photo or document (empty for text).
+    attachments: list[TelegramAttachment] = []
 
     @property
     def message_key(self) -> str:

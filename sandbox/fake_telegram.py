@@ -332,10 +332,22 @@ class FakeTelegram:
         return copy.deepcopy(update)
 
     def edit_group_message(
-        self, original: dict[str, Any], text: str, *, entities: list[dict[str, Any]] | None = None
+        self,
+        original: dict[str, Any],
+        text: str,
+        *,
+        entities: list[dict[str, Any]] | None = None,
+        media: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Queue an ``edited_message`` update for a message queued before (its update's JSON)."""
+        """Queue an ``edited_message`` update for a message queued before (its update's JSON).
+
+        ``media``: the message's file after the edit (e.g. ``{"photo": [...]}``), as when someone
+        swaps the photo or document of a message: it replaces the one the message had."""
         message = copy.deepcopy(original["message"])
+        if media:
+            for kind in ("photo", "document", "video", "audio", "animation", "voice"):
+                message.pop(kind, None)
+            message.update(copy.deepcopy(media))
         key = "text" if "text" in message else "caption"
         message[key] = text
         message.pop("entities" if key == "text" else "caption_entities", None)

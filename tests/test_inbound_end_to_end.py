@@ -267,6 +267,34 @@ def test_an_edit_updates_the_comment_it_became_and_an_unknown_edit_is_ignored(
     )
 
 
+def test_a_photo_swapped_by_an_edit_joins_the_comment_and_names_the_old_one_as_replaced(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Swapped media")
+    original = fake_telegram.add_group_message(
+        unique_chat_id, None, extra={"photo": photo(fake_telegram, PNG + b"first"), "caption": "The jam"}
+    )
+    [comment] = comments_of(fake_planfix, number, 1)
+    [first_file] = comment.files
+    report = fake_telegram.add_file(b"%PDF-1.4 the service report")
+
+    # Someone swaps the photo for the service report, and says so in the caption.
+    fake_telegram.edit_group_message(
+        original,
+        "The jam, see the report",
+        media={"document": {**report, "file_name": "report.pdf", "mime_type": "application/pdf"}},
+    )
+
+    updated = updated_comment(fake_planfix, comment.id, 1)
+    assert "The jam, see the report" in updated.description
+    assert updated.files[0] == first_file
+    [new_file] = updated.files[1:]
+    assert fake_planfix.file(new_file).data == b"%PDF-1.4 the service report"  # type: ignore[union-attr]
+    message_id = original["message"]["message_id"]
+    assert f"report.pdf (1 KB) replaced photo_{message_id}.jpg" in updated.description
+    stays(lambda: len(relayed_comments(fake_planfix, number)) == 1, for_s=1.0, what="no new comment")
+
+
 def test_reactions_show_as_one_line_on_the_comment_updated_in_place(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:

@@ -40,6 +40,9 @@ class Block(msgspec.Struct, kw_only=True):
     edited: bool = False
     # Who reacted with what: "Anna (@anna)" -> ["👍"]; insertion order is display order.
     reactions: dict[str, list[str]] = {}
+    # The message's files on the comment: Telegram's file_unique_id -> its label (an edit that
+    # swaps one is told by it). Empty in blocks stored before edits could swap files.
+    files: dict[str, str] = {}
 
 
 def author_html(sender: TelegramUser) -> str:
@@ -131,7 +134,25 @@ def build_block(message: TelegramMessageReceived, zone: ZoneInfo, file_notes: Se
         author=author_html(message.sender),
         body=body_html(message.text, message.entities),
         tail=tail_html(message, file_notes),
+        files={a.file_unique_id: file_label(a) for a in message.attachments if a.is_image},
     )
+
+
+def replaced_note(replaced: Sequence[str], added: Sequence[str]) -> str:
+    """An edit in Telegram swapped the message's file: the new one is attached beside the old."""
+    new = ", ".join(added)
+    if not replaced:
+        return f"📎 {new} attached by an edit in Telegram."
+    return f"📎 {new} replaced {', '.join(replaced)} (edited in Telegram; the old file stays attached)."
+
+
+def with_tail_lines(tail: str, lines: Sequence[str]) -> str:
+    """A block's tail with more lines at its end."""
+    if not lines:
+        return tail
+    if tail.endswith("</p>"):
+        return f"{tail[: -len('</p>')]}<br>{'<br>'.join(lines)}</p>"
+    return f"{tail}<p>{'<br>'.join(lines)}</p>"
 
 
 def size_text(size: int) -> str:
