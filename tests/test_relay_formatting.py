@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.relay.to_telegram.from_planfix_html import planfix_html_to_telegram, quoted_comment
+from services.relay.effects import quoted_comment
+from services.relay.to_telegram.from_planfix_html import planfix_html_to_telegram
 from services.relay.to_telegram.telegram_text import TEXT_LIMIT as TELEGRAM_TEXT_LIMIT
 from services.relay.to_telegram.telegram_text import split_html as split_for_telegram
 

@@ -7,7 +7,6 @@ The path: ``consumer`` (batches, one active replica) -> ``plan`` (what the batch
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,6 +18,7 @@ from bridge_lib.lease import Lease
 from bridge_lib.planfix import PlanfixClient
 from services.relay.config import RelaySettings
 from services.relay.directory import BindingDirectory
+from services.relay.effects import BridgedComments
 from services.relay.people import PeopleDirectory
 from services.relay.to_planfix.authors import Authors, ContactBook
 from services.relay.to_planfix.carrier import Carrier
@@ -28,8 +28,6 @@ from services.relay.to_planfix.ledger import CommentLedger
 from services.relay.to_planfix.plan import CombineLimits
 from services.relay.to_planfix.previous_layout import adopt_previous_layout
 from services.relay.to_planfix.replies import QuotedComments
-from services.relay.to_telegram.notices import task_page
-from services.relay.to_telegram.sent_comments import SentComments
 
 
 async def build(
@@ -71,9 +69,7 @@ async def build(
         limits=CombineLimits(max_messages=settings.relay_combine_max_messages),
         album_window_s=settings.relay_album_window_s,
         bind_wait_s=settings.relay_bind_wait_s,
-        quotes=QuotedComments(
-            SentComments(database), directory, partial(task_page, settings.planfix_web_url)
-        ),
+        quotes=QuotedComments(BridgedComments(database), directory, settings.planfix_web_url),
         concurrency=settings.planfix_concurrency,
         authors=authors,
     )

@@ -13,6 +13,7 @@ import re
 from html.parser import HTMLParser
 
 from contracts.events import PlanfixCommentAdded, PlanfixCommentUpdated
+from services.relay.effects import PLANFIX_AUTHOR_SUFFIX
 
 _INLINE_TAGS = {
     "b": "b", "strong": "b", "i": "i", "em": "i", "u": "u", "ins": "u",
@@ -29,7 +30,7 @@ def comment_author_line(
     name = f"<b>{html.escape(comment.author.name or 'Planfix')}</b>"
     if telegram_username:
         name += f" (@{html.escape(telegram_username.lstrip('@'))})"
-    return f"{name} · Planfix"
+    return f"{name}{PLANFIX_AUTHOR_SUFFIX}"
 
 
 def telegram_comment_text(
@@ -38,19 +39,6 @@ def telegram_comment_text(
     body = planfix_html_to_telegram(comment.text_html)
     author = comment_author_line(comment, telegram_username)
     return f"{author}:\n{body}" if body else author
-
-
-def quoted_comment(message_html: str) -> tuple[str, str]:
-    """The comment's author and its first line, read back from a message ``telegram_comment_text``
-    made (a reply to it in Telegram quotes these, not the bot's author line)."""
-    author_line, _, body = message_html.partition(":\n")
-    author = _plain(author_line).removesuffix(" · Planfix").strip()
-    lines = [line.strip() for line in _plain(body).splitlines() if line.strip()]
-    return author or "Planfix", lines[0] if lines else ""
-
-
-def _plain(text_html: str) -> str:
-    return html.unescape(re.sub(r"<[^>]+>", "", text_html))
 
 
 class _TelegramHtmlBuilder(HTMLParser):

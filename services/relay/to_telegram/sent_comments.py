@@ -14,6 +14,8 @@ from typing import Any
 import msgspec
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
+from services.relay.effects import SENT_COMMENTS
+
 
 class SentComment(msgspec.Struct, kw_only=True):
     comment_id: int
@@ -47,25 +49,12 @@ def _sent_id(comment_id: int, chat_id: int, thread_id: int | None) -> str:
 
 class SentComments:
     def __init__(self, database: AsyncIOMotorDatabase[Any]) -> None:
-        self._sent = database["telegram_sent_comments"]
+        self._sent = database[SENT_COMMENTS]
         self._combined = database["telegram_combined_messages"]
 
     async def get(self, comment_id: int, chat_id: int, thread_id: int | None) -> SentComment | None:
         document = await self._sent.find_one({"_id": _sent_id(comment_id, chat_id, thread_id)}, {"_id": 0})
         return msgspec.convert(document, SentComment, strict=False) if document else None
-
-    async def shown_by(self, chat_id: int, message_id: int) -> list[SentComment]:
-        """The comments a bot message in the group shows (several when it was a combined one)."""
-        query = {
-            "chat_id": chat_id,
-            "$or": [
-                {"text_message_ids": message_id},
-                {"file_message_ids": message_id},
-                {"caption_message_id": message_id},
-            ],
-        }
-        documents = await self._sent.find(query, {"_id": 0}).to_list(50)
-        return [msgspec.convert(document, SentComment, strict=False) for document in documents]
 
     async def save(self, sent: SentComment) -> None:
         key = _sent_id(sent.comment_id, sent.chat_id, sent.thread_id)
