@@ -126,7 +126,7 @@ def test_undecodable_input_raises_a_clear_error() -> None:
         subjects.planfix_comment_posted(4821),
         subjects.telegram_message_sent(-1001),
         subjects.binding_unbound(-1001),
-        subjects.dead_letter("relay-telegram-messages"),
+        subjects.dead_letter("relay-telegram-inbound"),
         subjects.telegram_group_command(-1001),
         subjects.telegram_anonymous_admin_posted(-1001),
         subjects.telegram_bot_membership_changed(-1001),
