@@ -96,7 +96,9 @@ class PendingBinds:
             return None  # these messages were written before it
         if (datetime.now(UTC) - request.occurred_at).total_seconds() >= self._wait_s:
             return None
-        return None if await self._decided(request) else request
+        # Decided already or not, ``outcome`` looks at the directory first: a binding it stored
+        # just now must not be missed for having been decided.
+        return request
 
     async def _decided(self, request: BindRequested) -> bool:
         """The binder bound or refused it (a binding since removed is decided too)."""
