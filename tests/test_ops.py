@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -576,6 +577,37 @@ def test_a_message_telegram_refused_for_good_is_listed_shown_and_retried_with_th
         lambda: sum("Printer fixed" in text for text in texts_sent(fake_telegram, unique_chat_id)) == 1,
         what="sent once",
     )
+
+
+def test_a_message_set_aside_before_refusals_were_dead_letters_is_listed_after_the_relay_restarts(
+    ops: OpsBridge, unique_chat_id: int
+) -> None:
+    key = f"telegram-message:pf:comment:990001:{unique_chat_id}:0"
+    document = {
+        "_id": key,
+        "chat_id": unique_chat_id,
+        "action": "send",
+        "kind": "planfix_comment",
+        "correlation_id": "c-old",
+        "causation_id": "e-old",
+        "seq": 4242,
+        "text": "<b>Olga Smirnova</b> · Planfix:\nThe old refused comment",
+        "state": "dead",
+        "attempts": 8,
+        "reason": "Telegram server says - Bad Request: CHAT_WRITE_FORBIDDEN",
+        "enqueued_at": datetime.now(UTC),
+    }
+    ops.mongo(lambda db: db["telegram_outbox_finished"].insert_one(document))
+
+    assert ops.processes["relay"].stop() == 0
+    ops.processes["relay"].start()
+    eventually(lambda: ops.readiness("relay") == 200, timeout_s=40, what="relay ready again")
+
+    listed = eventually(lambda: dlq_listing_with(ops, "The old refused comment"), what="listed")
+    [line] = [line for line in listed.splitlines() if "The old refused comment" in line]
+    assert f"group {unique_chat_id}" in line
+    assert "CHAT_WRITE_FORBIDDEN" in line
+    assert "telegram-outbox/4242" in line
 
 
 def test_an_undecodable_message_is_dead_lettered_not_dropped(ops: OpsBridge, unique_chat_id: int) -> None:

@@ -115,6 +115,7 @@ async def build(
     )
     await nudges.listen(sender.nudged)
     await listen_for_retries(nats, sender)
+    await sender.letter_earlier_refusals()
     # After the replay: only live binding changes (e.g. a resumed group) wake a sender.
     directory.on_change(sender.wake)
     handlers = ToTelegram(

@@ -83,7 +83,7 @@ def _document(item: OutboxItem) -> dict[str, Any]:
 
 
 def _item(document: dict[str, Any]) -> OutboxItem:
-    fields = {k: v for k, v in document.items() if k not in ("_id", "finished_at")}
+    fields = {k: v for k, v in document.items() if k not in ("_id", "finished_at", "dead_lettered")}
     # Lax: nx-27017 may hand back a boolean as 1/0.
     return msgspec.convert({**fields, "key": document["_id"]}, OutboxItem, strict=False)
 
@@ -202,6 +202,15 @@ class Outbox:
                     stored = stored if stored.tzinfo else stored.replace(tzinfo=UTC)
                     latest = stored if latest is None else max(latest, stored)
         return latest
+
+    async def dead_not_lettered(self, limit: int = 1000) -> list[OutboxItem]:
+        """Items refused for good that no dead letter names yet (set aside before refusals became
+        dead letters, or a crash between the two)."""
+        query = {"state": ItemState.DEAD.value, "dead_lettered": {"$ne": True}}
+        return [_item(document) for document in await self._finished.find(query).to_list(limit)]
+
+    async def mark_dead_lettered(self, key: str) -> None:
+        await self._finished.update_one({"_id": key}, {"$set": {"dead_lettered": True}})
 
     async def revive(self, key: str) -> OutboxItem | None:
         """A message refused for good waits again, last in its group's queue (an operator's

@@ -144,6 +144,19 @@ class TelegramSender:
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep())
 
+    async def letter_earlier_refusals(self) -> None:
+        """Messages set aside before refusals became dead letters (or just before a crash) are
+        stored as dead letters now, so ``bridge dlq`` shows every one."""
+        try:
+            items = await self._outbox.dead_not_lettered()
+        except Exception as error:  # the store away at start: the next start tries again
+            log.warning("earlier_refusals_not_read", error=f"{type(error).__name__}: {error}")
+            return
+        for item in items:
+            await self._store_dead_letter(item, item.reason or "refused by Telegram")
+        if items:
+            log.info("earlier_refusals_dead_lettered", items=len(items))
+
     async def stop(self) -> None:
         self._stopping = True
         tasks = [task for task in (self._sweeper, *self._workers.values()) if task is not None]
@@ -426,6 +439,7 @@ class TelegramSender:
             subject=subjects.dead_letter(TELEGRAM_OUTBOX_CONSUMER),
             msg_id=key,
         )
+        await self._outbox.mark_dead_lettered(item.key)
 
     async def retry(self, command: RetryTelegramDelivery) -> TelegramDeliveryRetried:
         """An operator's ``bridge dlq retry`` of a message Telegram refused for good."""
