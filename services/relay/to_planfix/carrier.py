@@ -381,7 +381,12 @@ class Carrier:
         """An edit that swapped the message's photo or document: the new file joins the comment
         (the old one stays, named as replaced). Whether anything changed."""
         now = {attachment.file_unique_id for attachment in edit.attachments}
-        new = [a for a in edit.attachments if a.is_image and a.file_unique_id not in block.files]
+        # ``uploads`` too: a block stored before blocks knew their files has none listed.
+        new = [
+            a
+            for a in edit.attachments
+            if a.is_image and a.file_unique_id not in block.files and a.file_unique_id not in entry.uploads
+        ]
         if not new:
             return False
         old_names = {label.split(" (", 1)[0] for label in block.files.values()}
