@@ -248,6 +248,8 @@ class UnbindRequested(Event, frozen=True, kw_only=True, tag="binding.unbind_requ
 class GroupCommand(enum.StrEnum):
     STATUS = "status"
     HELP = "help"
+    # /link (or /whoami, /unlink) in a group: the answer is "write to me in private".
+    LINK = "link"
 
 
 class GroupCommandReceived(Event, frozen=True, kw_only=True, tag="telegram.group_command_received.v1"):
@@ -603,6 +605,76 @@ class PersonUnlinked(Event, frozen=True, kw_only=True, tag="people.person_unlink
     why: str
 
 
+class LinkRefusal(enum.StrEnum):
+    """Why a /link code written in Planfix linked nobody."""
+
+    EXPIRED = "expired"
+    # The comment's author is a contact, not an employee.
+    NOT_AN_EMPLOYEE = "not_an_employee"
+    # Fired or deleted in Planfix.
+    EMPLOYEE_INACTIVE = "employee_inactive"
+    # The Telegram user is linked to another Planfix person already (/unlink first).
+    ALREADY_LINKED = "already_linked"
+    # The employee is linked to another Telegram account already.
+    EMPLOYEE_LINKED_ELSEWHERE = "employee_linked_elsewhere"
+
+
+class PersonLinkRefused(Event, frozen=True, kw_only=True, tag="people.person_link_refused.v1"):
+    """A /link code was written in Planfix, and linked nobody: the person is told why.
+
+    Carries no code (a code is a secret while it lives; ``bridge_lib.link_codes``)."""
+
+    telegram_user_id: int
+    refusal: LinkRefusal
+    # Who wrote the code in Planfix ("" when Planfix named nobody), and where.
+    planfix_person_id: str
+    task_number: int
+    comment_id: int
+    language_code: str | None = None
+
+
+# --- Private chat with the bot (NATS requests, not stored) -----------------------------------
+
+
+class PrivateCommand(enum.StrEnum):
+    LINK = "link"
+    UNLINK = "unlink"
+    WHOAMI = "whoami"
+
+
+class AnswerPrivateCommand(Event, frozen=True, kw_only=True, tag="ops.answer_private_command.v1"):
+    """``/link``, ``/unlink`` or ``/whoami`` written to the bot in a private chat; the gateway
+    asks the binder (a NATS request, never stored: a /link answer holds a code) and answers the
+    person with ``PrivateCommandAnswered``."""
+
+    command: PrivateCommand
+    user: TelegramUser
+    language_code: str | None = None
+
+
+class PrivateAnswer(enum.StrEnum):
+    CODE_ISSUED = "code_issued"
+    ALREADY_LINKED = "already_linked"
+    TOO_MANY_CODES = "too_many_codes"
+    UNLINKED = "unlinked"
+    NOT_LINKED = "not_linked"
+    LINKED = "linked"
+    # Planfix could not be asked now; nothing changed.
+    PLANFIX_AWAY = "planfix_away"
+
+
+class PrivateCommandAnswered(Event, frozen=True, kw_only=True, tag="ops.private_command_answered.v1"):
+    """The binder's answer to ``AnswerPrivateCommand``: what the gateway tells the person."""
+
+    answer: PrivateAnswer
+    planfix_person_id: str | None = None
+    person_name: str | None = None
+    # CODE_ISSUED only: the code and how long it lives. Never logged, never stored in a stream.
+    code: str | None = None
+    expires_in_s: int | None = None
+    retry_after_s: int | None = None
+
+
 # --- Operator commands ---------------------------------------------------------------------
 
 
@@ -678,6 +750,7 @@ AnyEvent = (
     | MessageDeadLettered
     | PersonLinked
     | PersonUnlinked
+    | PersonLinkRefused
     | UnbindGroup
 )
 
@@ -686,7 +759,7 @@ BindingEvent = (
 )
 PlanfixCommentChange = PlanfixCommentAdded | PlanfixCommentUpdated | PlanfixCommentDeleted
 TelegramGroupEvent = GroupCommandReceived | AnonymousAdminPosted | BotMembershipChanged | ChatMigrated
-PersonEvent = PersonLinked | PersonUnlinked
+PersonEvent = PersonLinked | PersonUnlinked | PersonLinkRefused
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)

@@ -172,6 +172,8 @@ class _State:
     downloads: list[str] = field(default_factory=list)  # file_ids whose bytes were fetched
     commands: list[dict[str, Any]] = field(default_factory=list)
     commands_scope: dict[str, Any] | None = None
+    # As Telegram keeps them: one list per scope and language ("" for every language).
+    commands_by_scope: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class FakeTelegram:
@@ -642,6 +644,11 @@ class FakeTelegram:
         with self._lock:
             return copy.deepcopy(self._state.commands), copy.deepcopy(self._state.commands_scope)
 
+    def commands_in(self, scope_type: str, language_code: str = "") -> list[dict[str, Any]]:
+        """The command list setMyCommands left for a scope ("all_group_chats", ...) and language."""
+        with self._lock:
+            return copy.deepcopy(self._state.commands_by_scope.get((scope_type, language_code), []))
+
     # --- HTTP ----------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -890,6 +897,9 @@ class FakeTelegram:
             self._state.commands = copy.deepcopy(commands)
             scope = params.get("scope")
             self._state.commands_scope = copy.deepcopy(scope) if isinstance(scope, dict) else None
+            scope_type = scope.get("type", "default") if isinstance(scope, dict) else "default"
+            language = params.get("language_code") or ""
+            self._state.commands_by_scope[(str(scope_type), str(language))] = copy.deepcopy(commands)
         return True
 
     async def _get_my_commands(self, params: dict[str, Any]) -> list[dict[str, Any]]:

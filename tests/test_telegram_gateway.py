@@ -912,10 +912,11 @@ def test_an_edit_and_a_reaction_become_events_and_reactions_are_asked_for(
 def test_the_commands_are_registered_for_groups_at_start(
     fake_telegram: FakeTelegram, gateway: ServiceProcess
 ) -> None:
-    commands, scope = fake_telegram.commands
+    in_groups = fake_telegram.commands_in("all_group_chats")
+    in_private = fake_telegram.commands_in("all_private_chats")
 
-    assert [c["command"] for c in commands] == ["task", "status", "unbind", "help"]
-    assert scope == {"type": "all_group_chats"}
+    assert [c["command"] for c in in_groups] == ["task", "status", "unbind", "help", "link"]
+    assert [c["command"] for c in in_private] == ["link", "whoami", "unlink", "help"]
     polls = [c for c in fake_telegram.calls if c.method == "getUpdates"]
     assert {"message", "my_chat_member"} <= set(polls[-1].params["allowed_updates"])
 

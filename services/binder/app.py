@@ -24,11 +24,19 @@ from bridge_lib.health import mongo_ping, start_health_server
 from bridge_lib.planfix_setup import checked_planfix_client
 from bridge_lib.runtime import wait_for_stop_signal
 from contracts import subjects
-from contracts.events import BindingStoreRebuilt, RebuildBindingStore, TelegramGroupEvent
-from contracts.subjects import BINDER_BIND_REQUESTS, BINDER_GROUP_CHANGES
+from contracts.events import (
+    AnswerPrivateCommand,
+    BindingStoreRebuilt,
+    PlanfixCommentAdded,
+    PrivateCommandAnswered,
+    RebuildBindingStore,
+    TelegramGroupEvent,
+)
+from contracts.subjects import BINDER_BIND_REQUESTS, BINDER_GROUP_CHANGES, BINDER_LINK_CODES
 from services.binder.config import BinderSettings
 from services.binder.decide import BinderRequest, BindRules
 from services.binder.handlers import BindAccess, Binder, GroupLife, Publisher, StoreRebuilder, Tasks
+from services.binder.linking import LinkCodes, Linking, LinkPlanfix
 from services.binder.people import Employees, Known, PeopleDirectory, Requesters
 from services.binder.rebuild import bindings_in_stream
 from services.binder.store import BindingStore
@@ -38,13 +46,25 @@ log = structlog.get_logger("binder")
 
 Handle = Callable[[Any, Delivery], Awaitable[None]]
 Rebuild = Callable[[RebuildBindingStore], Awaitable[BindingStoreRebuilt]]
+Answer = Callable[[AnswerPrivateCommand], Awaitable[PrivateCommandAnswered]]
 
 
-def router(*, on_request: Handle, on_group_event: Handle, on_rebuild: Rebuild) -> NatsRouter:
+def router(
+    *, on_request: Handle, on_group_event: Handle, on_rebuild: Rebuild, on_comment: Handle, on_private: Answer
+) -> NatsRouter:
     """The binder's subscribers, handing each message to the handler given."""
     binder_router = NatsRouter()
     consume_durably(binder_router, BINDER_BIND_REQUESTS, get_args(BinderRequest), on_request)
     consume_durably(binder_router, BINDER_GROUP_CHANGES, get_args(TelegramGroupEvent), on_group_event)
+    consume_durably(binder_router, BINDER_LINK_CODES, (PlanfixCommentAdded,), on_comment)
+
+    # NATS requests from the gateway; the answer may hold a /link code: never stored anywhere.
+    @binder_router.subscriber(
+        subjects.BINDER_PRIVATE_COMMAND, queue="binder", decoder=undecoded, include_in_schema=False
+    )
+    async def on_private_command(msg: NatsMessage) -> bytes:
+        command = msgspec.json.decode(msg.body, type=AnswerPrivateCommand)
+        return msgspec.json.encode(await on_private(command))
 
     # A NATS request, not a stream's message: left out of the AsyncAPI document of the streams.
     @binder_router.subscriber(
@@ -57,7 +77,7 @@ def router(*, on_request: Handle, on_group_event: Handle, on_rebuild: Rebuild) -
     return binder_router
 
 
-class BinderPlanfix(Tasks, Employees, Comments, Protocol):
+class BinderPlanfix(Tasks, Employees, Comments, LinkPlanfix, Protocol):
     """Everything the binder asks Planfix (``bridge_lib.planfix.PlanfixClient``)."""
 
 
@@ -69,6 +89,7 @@ def build(
     publisher: Publisher,
     js: Any,
     people: Known,
+    codes: LinkCodes,
 ) -> NatsRouter:
     """The binder's handlers, each with its collaborators, behind its subscribers; ``people`` is
     the PEOPLE fold, started (caught up) before the subscribers are."""
@@ -82,18 +103,33 @@ def build(
         allowed_chats=settings.allowed_chat_ids,
         groups_per_task=settings.groups_per_task,
     )
+    requesters = Requesters(known=people, planfix=planfix, publisher=publisher)
+    linking = Linking(
+        codes=codes,
+        known=people,
+        requesters=requesters,
+        planfix=planfix,
+        publisher=publisher,
+        our_source_id=settings.planfix_source_id,
+    )
     binder = Binder(
         store=store,
         planfix=planfix,
         publisher=publisher,
         rules=rules,
         access=access,
-        requesters=Requesters(known=people, planfix=planfix, publisher=publisher),
+        requesters=requesters,
         notices=TaskNotices(store=store, planfix=planfix, source_id=settings.planfix_source_id),
     )
     group_life = GroupLife(store=store, publisher=publisher)
     rebuilder = StoreRebuilder(store=store, read_stream=lambda: bindings_in_stream(js))
-    return router(on_request=binder.handle, on_group_event=group_life.handle, on_rebuild=rebuilder.handle)
+    return router(
+        on_request=binder.handle,
+        on_group_event=group_life.handle,
+        on_rebuild=rebuilder.handle,
+        on_comment=linking.redeem,
+        on_private=linking.answer,
+    )
 
 
 async def run(settings: BinderSettings) -> None:
@@ -102,6 +138,8 @@ async def run(settings: BinderSettings) -> None:
     )
     store = BindingStore(mongo[settings.mongodb_database])
     await store.create_indexes()
+    codes = LinkCodes(mongo[settings.mongodb_database])
+    await codes.create_indexes()
     broker = make_broker(settings.nats_url, name="binder")
     health = await start_health_server(
         service="binder",
@@ -122,7 +160,15 @@ async def run(settings: BinderSettings) -> None:
     people = PeopleDirectory()
     await people.start(js)
     broker.include_router(
-        build(settings, store=store, planfix=planfix, publisher=EventPublisher(broker), js=js, people=people)
+        build(
+            settings,
+            store=store,
+            planfix=planfix,
+            publisher=EventPublisher(broker),
+            js=js,
+            people=people,
+            codes=codes,
+        )
     )
     await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
     log.info("binder_started")
