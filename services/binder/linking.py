@@ -335,7 +335,7 @@ class Linking:
             **envelope_after(comment, key),
             telegram_user_id=issued.telegram_user_id,
             refusal=refusal,
-            planfix_person_id=comment.author.id,
+            planfix_person_id=comment.author.id or "",
             task_number=comment.task_number,
             comment_id=comment.comment_id,
             language_code=issued.language_code,
