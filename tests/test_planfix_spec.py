@@ -162,7 +162,9 @@ async def _download_file(client: PlanfixClient, fake: FakePlanfix, tmp: Path) ->
 async def _get_employee(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
     employee = fake.add_employee("Inna", telegram_id=7_000_009, active=False)
     found = await client.get_employee(employee)
-    assert found is not None and found.id == employee and not found.is_active
+    assert found is not None
+    assert found.id == employee
+    assert not found.is_active
 
 
 async def _delete_comment(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:

@@ -72,7 +72,11 @@ class LinkCodes:
 
     async def issue(self, code: IssuedCode) -> None:
         # Earlier codes of the person that were never used stop working: one live code each.
-        await self._codes.delete_many({"telegram_user_id": code.telegram_user_id, "spent_by_comment": None})
+        # Kept (as expired) so that they still count toward the hourly limit.
+        await self._codes.update_many(
+            {"telegram_user_id": code.telegram_user_id, "spent_by_comment": None},
+            {"$set": {"expires_at": 0.0}},
+        )
         document = msgspec.to_builtins(code)
         document["_id"] = code.digest
         await self._codes.insert_one(document)
@@ -97,8 +101,8 @@ class LinkCodes:
         return current is not None and current.spent_by_comment == comment_id
 
     async def forget_before(self, when: float) -> None:
-        """Codes gone stale a day ago or more (the store keeps no history of secrets)."""
-        await self._codes.delete_many({"expires_at": {"$lt": when}})
+        """Codes issued a day ago or more (the store keeps no history of secrets)."""
+        await self._codes.delete_many({"issued_at": {"$lt": when}})
 
 
 # --- the rule ------------------------------------------------------------------------------------
