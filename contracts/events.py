@@ -719,6 +719,34 @@ class BindingStoreRebuilt(Event, frozen=True, kw_only=True, tag="ops.binding_sto
     dry_run: bool
 
 
+class AuditBindings(Event, frozen=True, kw_only=True, tag="ops.audit_bindings.v1"):
+    """``bridge bindings audit``: which bindings the binder would refuse today (the people who
+    bound them, checked under today's bind policy). A NATS request, not stored; answered with
+    ``BindingsAudited``. ``max_planfix_reads`` caps the task reads it may spend (paced)."""
+
+    operator: str
+    max_planfix_reads: int = 200
+
+
+class BindingAuditFinding(msgspec.Struct, frozen=True, kw_only=True):
+    group_key: str
+    chat_id: int
+    task_number: int
+    bound_by_user_id: int | None
+    # A ``BindRefusal`` value ("not_linked", "not_on_the_task", ...), or "unchecked" when the
+    # task's people were not read (the read cap, or Planfix away).
+    refusal: str
+
+
+class BindingsAudited(Event, frozen=True, kw_only=True, tag="ops.bindings_audited.v1"):
+    """The binder's answer to ``AuditBindings``: the bindings it would refuse today."""
+
+    policy: str
+    findings: list[BindingAuditFinding]
+    bindings: int
+    planfix_reads: int
+
+
 AnyEvent = (
     TelegramMessageReceived
     | TelegramMessageEdited

@@ -164,6 +164,7 @@ class Binderd:
                 on_rebuild=rebuilder.handle,
                 on_comment=_not_here,
                 on_private=_not_here,
+                on_audit=_not_here,
             )
         )
         return broker

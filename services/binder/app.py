@@ -26,6 +26,8 @@ from bridge_lib.runtime import wait_for_stop_signal
 from contracts import subjects
 from contracts.events import (
     AnswerPrivateCommand,
+    AuditBindings,
+    BindingsAudited,
     BindingStoreRebuilt,
     PlanfixCommentAdded,
     PrivateCommandAnswered,
@@ -33,6 +35,7 @@ from contracts.events import (
     TelegramGroupEvent,
 )
 from contracts.subjects import BINDER_BIND_REQUESTS, BINDER_GROUP_CHANGES, BINDER_LINK_CODES
+from services.binder.audit import BindingAudit
 from services.binder.config import BinderSettings
 from services.binder.decide import BinderRequest, BindRules
 from services.binder.handlers import BindAccess, Binder, GroupLife, Publisher, StoreRebuilder, Tasks
@@ -47,10 +50,17 @@ log = structlog.get_logger("binder")
 Handle = Callable[[Any, Delivery], Awaitable[None]]
 Rebuild = Callable[[RebuildBindingStore], Awaitable[BindingStoreRebuilt]]
 Answer = Callable[[AnswerPrivateCommand], Awaitable[PrivateCommandAnswered]]
+Audit = Callable[[AuditBindings], Awaitable[BindingsAudited]]
 
 
 def router(
-    *, on_request: Handle, on_group_event: Handle, on_rebuild: Rebuild, on_comment: Handle, on_private: Answer
+    *,
+    on_request: Handle,
+    on_group_event: Handle,
+    on_rebuild: Rebuild,
+    on_comment: Handle,
+    on_private: Answer,
+    on_audit: Audit,
 ) -> NatsRouter:
     """The binder's subscribers, handing each message to the handler given."""
     binder_router = NatsRouter()
@@ -65,6 +75,13 @@ def router(
     async def on_private_command(msg: NatsMessage) -> bytes:
         command = msgspec.json.decode(msg.body, type=AnswerPrivateCommand)
         return msgspec.json.encode(await on_private(command))
+
+    @binder_router.subscriber(
+        subjects.BINDER_AUDIT_BINDINGS, queue="binder", decoder=undecoded, include_in_schema=False
+    )
+    async def on_audit_requested(msg: NatsMessage) -> bytes:
+        command = msgspec.json.decode(msg.body, type=AuditBindings)
+        return msgspec.json.encode(await on_audit(command))
 
     # A NATS request, not a stream's message: left out of the AsyncAPI document of the streams.
     @binder_router.subscriber(
@@ -129,6 +146,7 @@ def build(
         on_rebuild=rebuilder.handle,
         on_comment=linking.redeem,
         on_private=linking.answer,
+        on_audit=BindingAudit(store=store, known=people, planfix=planfix, access=access).handle,
     )
 
 
