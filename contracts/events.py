@@ -301,6 +301,8 @@ class BotMembershipChanged(Event, frozen=True, kw_only=True, tag="telegram.bot_m
     is_member: bool
     chat_title: str | None = None
     changed_by: TelegramUser | None = None
+    # TELEGRAM_LEAVE_UNKNOWN_GROUPS: the binder did not admit the group; the bot said why and left.
+    left_unknown_group: bool = False
 
 
 class ChatMigrated(Event, frozen=True, kw_only=True, tag="telegram.chat_migrated.v1"):
@@ -717,6 +719,21 @@ class BindingStoreRebuilt(Event, frozen=True, kw_only=True, tag="ops.binding_sto
     bindings: int
     events: int
     dry_run: bool
+
+
+class AdmitGroup(Event, frozen=True, kw_only=True, tag="ops.admit_group.v1"):
+    """The bot was added to a group and ``TELEGRAM_LEAVE_UNKNOWN_GROUPS`` is on: may it stay?
+    A NATS request from the gateway to the binder, answered with ``GroupAdmissionDecided``."""
+
+    chat_id: int
+    added_by: TelegramUser | None = None
+
+
+class GroupAdmissionDecided(Event, frozen=True, kw_only=True, tag="ops.group_admission_decided.v1"):
+    admitted: bool
+    # "known_group", "allowed_chat", "linked_employee", "policy_admins", "planfix_away" (admitted);
+    # "not_linked", "not_an_employee", "chat_not_allowed" (not).
+    why: str
 
 
 class AuditBindings(Event, frozen=True, kw_only=True, tag="ops.audit_bindings.v1"):

@@ -487,5 +487,8 @@ BINDER_REBUILD_STORE = "ops.binder.rebuild_store"
 # Not a stream's: a NATS request the binder answers (``AnswerPrivateCommand`` ->
 # ``PrivateCommandAnswered``): a /link answer holds a code, which no stream may keep.
 BINDER_PRIVATE_COMMAND = "ops.binder.private_command"
+# Not a stream's: may the bot stay in a group it was added to (``AdmitGroup`` ->
+# ``GroupAdmissionDecided``; only with TELEGRAM_LEAVE_UNKNOWN_GROUPS=true).
+BINDER_ADMIT_GROUP = "ops.binder.admit_group"
 # Not a stream's: ``bridge bindings audit`` (``AuditBindings`` -> ``BindingsAudited``).
 BINDER_AUDIT_BINDINGS = "ops.binder.audit_bindings"

@@ -213,6 +213,8 @@ class FakeTelegram:
         self._webhook_wake = asyncio.Event()
         self._webhook_worker: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
+        # Chats the bot left by leaveChat, in order.
+        self.left_chats: list[int] = []
         self._methods: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
             "getme": self._get_me,
             "getupdates": self._get_updates,
@@ -229,6 +231,7 @@ class FakeTelegram:
             "editmessagetext": self._edit_message_text,
             "editmessagecaption": self._edit_message_caption,
             "deletemessage": self._delete_message,
+            "leavechat": self._leave_chat,
             "sendmediagroup": self._send_media_group,
             **{f"send{kind}": self._file_sender(kind) for kind in FILE_KINDS},
         }
@@ -843,6 +846,30 @@ class FakeTelegram:
         with self._lock:
             chat, message = self._own_message_locked(params, "message to delete not found")
             del chat.messages[message["message_id"]]
+        return True
+
+    async def _leave_chat(self, params: dict[str, Any]) -> bool:
+        """The bot leaves; Telegram then sends the bot's own ``my_chat_member`` (from: the bot)."""
+        chat_id = _chat_id(params)
+        with self._lock:
+            chat = self._chat_locked(chat_id)
+            if chat.chat["type"] == "private":
+                raise BotAPIError(400, "Bad Request: chat member status can't be changed in private chats")
+            self._check_reachable_locked(chat)
+            old, chat.bot_status = chat.bot_status, "left"
+            self.left_chats.append(chat_id)
+            self._enqueue_locked(
+                {
+                    "update_id": self._take_update_id_locked(None),
+                    "my_chat_member": {
+                        "chat": copy.deepcopy(chat.chat),
+                        "from": dict(self.bot_user),
+                        "date": int(time.time()),
+                        "old_chat_member": chat_member(dict(self.bot_user), old),
+                        "new_chat_member": chat_member(dict(self.bot_user), "left"),
+                    },
+                }
+            )
         return True
 
     async def _get_chat_member(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -165,6 +165,7 @@ class Binderd:
                 on_comment=_not_here,
                 on_private=_not_here,
                 on_audit=_not_here,
+                on_admit=_not_here,
             )
         )
         return broker

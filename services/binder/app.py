@@ -25,16 +25,19 @@ from bridge_lib.planfix_setup import checked_planfix_client
 from bridge_lib.runtime import wait_for_stop_signal
 from contracts import subjects
 from contracts.events import (
+    AdmitGroup,
     AnswerPrivateCommand,
     AuditBindings,
     BindingsAudited,
     BindingStoreRebuilt,
+    GroupAdmissionDecided,
     PlanfixCommentAdded,
     PrivateCommandAnswered,
     RebuildBindingStore,
     TelegramGroupEvent,
 )
 from contracts.subjects import BINDER_BIND_REQUESTS, BINDER_GROUP_CHANGES, BINDER_LINK_CODES
+from services.binder.admission import Admission
 from services.binder.audit import BindingAudit
 from services.binder.config import BinderSettings
 from services.binder.decide import BinderRequest, BindRules
@@ -51,6 +54,7 @@ Handle = Callable[[Any, Delivery], Awaitable[None]]
 Rebuild = Callable[[RebuildBindingStore], Awaitable[BindingStoreRebuilt]]
 Answer = Callable[[AnswerPrivateCommand], Awaitable[PrivateCommandAnswered]]
 Audit = Callable[[AuditBindings], Awaitable[BindingsAudited]]
+Admit = Callable[[AdmitGroup], Awaitable[GroupAdmissionDecided]]
 
 
 def router(
@@ -61,6 +65,7 @@ def router(
     on_comment: Handle,
     on_private: Answer,
     on_audit: Audit,
+    on_admit: Admit,
 ) -> NatsRouter:
     """The binder's subscribers, handing each message to the handler given."""
     binder_router = NatsRouter()
@@ -82,6 +87,13 @@ def router(
     async def on_audit_requested(msg: NatsMessage) -> bytes:
         command = msgspec.json.decode(msg.body, type=AuditBindings)
         return msgspec.json.encode(await on_audit(command))
+
+    @binder_router.subscriber(
+        subjects.BINDER_ADMIT_GROUP, queue="binder", decoder=undecoded, include_in_schema=False
+    )
+    async def on_admit_requested(msg: NatsMessage) -> bytes:
+        command = msgspec.json.decode(msg.body, type=AdmitGroup)
+        return msgspec.json.encode(await on_admit(command))
 
     # A NATS request, not a stream's message: left out of the AsyncAPI document of the streams.
     @binder_router.subscriber(
@@ -147,6 +159,7 @@ def build(
         on_comment=linking.redeem,
         on_private=linking.answer,
         on_audit=BindingAudit(store=store, known=people, planfix=planfix, access=access).handle,
+        on_admit=Admission(store=store, requesters=requesters, access=access).handle,
     )
 
 

@@ -42,7 +42,7 @@ from bridge_lib.telegram import TOKEN_HINT, TOKEN_REFUSED, make_bot
 from contracts.events import AnswerPrivateCommand, PrivateCommandAnswered
 from services.telegram_gateway.commands import BOT_COMMANDS, BotProfile, build_commands_router
 from services.telegram_gateway.config import TelegramGatewaySettings
-from services.telegram_gateway.group_life import build_group_life_router
+from services.telegram_gateway.group_life import AdmitAsker, build_group_life_router
 from services.telegram_gateway.inbound import build_inbound_router
 from services.telegram_gateway.other_bots import OtherBots
 from services.telegram_gateway.polling import BACKOFF, poll_updates, redact
@@ -93,11 +93,16 @@ def foreign_webhook(current: str, ours: str | None) -> bool:
 
 
 def build_dispatcher(
-    publisher: EventPublisher, me: User, *, jetstream: Any | None = None, ask_binder: AskBinder | None = None
+    publisher: EventPublisher,
+    me: User,
+    *,
+    jetstream: Any | None = None,
+    ask_binder: AskBinder | None = None,
+    admit_group: AdmitAsker | None = None,
 ) -> Dispatcher:
     """The gateway's handlers, with what they need; ``jetstream``: where /status reads which other
     bots were sent /task (None: not read); ``ask_binder``: where private commands go (None: the
-    bridge cannot answer them)."""
+    bridge cannot answer them); ``admit_group``: set with TELEGRAM_LEAVE_UNKNOWN_GROUPS."""
     profile = BotProfile(username=me.username, reads_all_group_messages=bool(me.can_read_all_group_messages))
     # Keyword arguments become handler parameters of the same name (aiogram's injection).
     dispatcher = Dispatcher(
@@ -106,6 +111,7 @@ def build_dispatcher(
         other_bots=OtherBots(me_id=me.id, jetstream=jetstream),
         ask_binder=ask_binder or _no_binder,
         private_help=HelpOnce(),
+        admit_group=admit_group,
     )
     # The first matching handler wins: a group's life (anonymous admins, service messages),
     # then commands, the private chat, then ordinary messages.
@@ -195,7 +201,11 @@ async def _serve(bot: Bot, broker: NatsBroker, settings: TelegramGatewaySettings
     )
     publisher = EventPublisher(broker)
     dispatcher = build_dispatcher(
-        publisher, me, jetstream=broker.connection.jetstream(), ask_binder=BinderAsker(broker.connection)
+        publisher,
+        me,
+        jetstream=broker.connection.jetstream(),
+        ask_binder=BinderAsker(broker.connection),
+        admit_group=AdmitAsker(broker.connection) if settings.telegram_leave_unknown_groups else None,
     )
     allowed_updates = dispatcher.resolve_used_update_types()
     undecodable = UndecodableUpdates(publisher)

@@ -263,6 +263,8 @@ class ToTelegram:
     async def _greet(self, event: BotMembershipChanged) -> None:
         if not event.is_member:
             return  # removed: the binder suspends the binding; nobody to tell
+        if event.left_unknown_group:
+            return  # the gateway said why and left (TELEGRAM_LEAVE_UNKNOWN_GROUPS)
         await self._directory.catch_up()
         if self._directory.bindings_of(event.chat_id):
             return  # re-added to a bound group: the binder resumes it and that notice says so
