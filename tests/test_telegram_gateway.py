@@ -592,17 +592,18 @@ def test_a_message_posted_as_a_channel_is_stored_under_the_channel(
     )
 
 
-def test_private_chats_are_ignored(
+def test_private_chats_store_nothing_and_get_the_help_once(
     fake_telegram: FakeTelegram, streams: Streams, unique_chat_id: int
 ) -> None:
     private_chat_id = abs(unique_chat_id)  # positive ids are people
-    fake_telegram.add_group_message(private_chat_id, "/task Fix the printer")
-    fake_telegram.add_group_message(private_chat_id, "hello bot")
+    fake_telegram.add_group_message(private_chat_id, "/task Fix the printer", user_id=private_chat_id)
+    fake_telegram.add_group_message(private_chat_id, "hello bot", user_id=private_chat_id)
 
     handled_up_to(fake_telegram, streams, unique_chat_id)
 
     assert streams.anything(private_chat_id) == []
-    assert fake_telegram.sent_messages(private_chat_id) == []
+    [help_text] = [m["text"] for m in fake_telegram.sent_messages(private_chat_id)]
+    assert "/link" in help_text
 
 
 def test_an_update_aiogram_cannot_decode_becomes_a_dead_letter_and_the_others_are_carried(
