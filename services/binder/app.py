@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, get_args
 
@@ -44,6 +46,7 @@ from services.binder.decide import BinderRequest, BindRules
 from services.binder.handlers import BindAccess, Binder, GroupLife, Publisher, StoreRebuilder, Tasks
 from services.binder.linking import LinkCodes, Linking, LinkPlanfix
 from services.binder.people import Employees, Known, PeopleDirectory, Requesters
+from services.binder.people_refresh import PeopleRefresh
 from services.binder.rebuild import bindings_in_stream
 from services.binder.store import BindingStore
 from services.binder.task_notices import Comments, TaskNotices
@@ -202,11 +205,19 @@ async def run(settings: BinderSettings) -> None:
         )
     )
     await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
+    refreshing = None
+    if settings.people_refresh_h > 0:
+        refresh = PeopleRefresh(known=people, planfix=planfix, publisher=EventPublisher(broker))
+        refreshing = asyncio.create_task(refresh.forever(settings.people_refresh_h * 3600), name="people")
     log.info("binder_started")
     try:
         await wait_for_stop_signal()
     finally:
         log.info("binder_stopping")
+        if refreshing is not None:
+            refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refreshing
         await people.stop()
         await broker.stop()
         await health.stop()

@@ -241,7 +241,26 @@ class Linking:
         person = await self._requesters.person_for(command.user, cause=command)
         if person is None:
             return self._answer(command, PrivateAnswer.NOT_LINKED)
+        if person.is_employee and not await self._still_active(person):
+            # Checked on demand too: a fired employee stops acting as themselves now.
+            key = f"people:whoami:{command.event_id}:{person.planfix_id}"
+            unlinked = PersonUnlinked(
+                **envelope_after(command, key),
+                telegram_user_id=person.telegram_user_id,
+                planfix_person_id=person.planfix_id,
+                why="employee_inactive",
+            )
+            await self._publisher.publish(unlinked, subject=subjects.subject_for(unlinked), msg_id=key)
+            self._known.apply(unlinked)
+            return self._answer(command, PrivateAnswer.NOT_LINKED)
         return self._answer(command, PrivateAnswer.LINKED, person)
+
+    async def _still_active(self, person: Person) -> bool:
+        try:
+            employee = await self._planfix.get_employee(person.planfix_id)
+        except (PlanfixUnavailable, PlanfixRejected):
+            return True  # the fold's answer stands while Planfix cannot be asked
+        return employee is not None and employee.is_active
 
     @staticmethod
     def _answer(
