@@ -48,9 +48,12 @@ BOT_COMMANDS = {
     "status": "Which Planfix task this group is bound to",
     "unbind": "Stop carrying messages between this group and its task",
     "help": "What this bot does and its commands",
+    "link": "Link your Telegram to your Planfix account (in a private chat with me)",
 }
 
 
+# The commands of a group an anonymous admin is answered about (``/link`` is a private chat's).
+_GROUP_COMMANDS = ("task", "unbind", "status", "help")
 _COMMAND = re.compile(r"/([A-Za-z0-9_]+)(?:@([A-Za-z0-9_]+))?(?:\s|$)")
 
 
@@ -58,7 +61,7 @@ def our_command(text: str | None, bot_username: str | None) -> str | None:
     """The name of this bot's command a text starts with (``/task``, ``/status@OurBot``), in
     lower case; None for anything else, a command of another bot included."""
     found = _COMMAND.match(text or "")
-    if found is None or found[1].lower() not in BOT_COMMANDS:
+    if found is None or found[1].lower() not in _GROUP_COMMANDS:
         return None
     addressed = found[2]
     if addressed is not None and (bot_username is None or addressed.lower() != bot_username.lower()):
