@@ -15,9 +15,10 @@ import msgspec
 import structlog
 from aiogram import Bot
 from faststream.nats import NatsRouter
+from faststream.nats.annotations import NatsMessage
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
-from bridge_lib.eventbus import EventPublisher
+from bridge_lib.eventbus import EventPublisher, undecoded
 from bridge_lib.lease import Leases
 from bridge_lib.planfix import PlanfixClient
 from contracts.events import RetryTelegramDelivery, TelegramDeliveryRetried, envelope_after
@@ -38,15 +39,12 @@ from services.relay.to_telegram.sent_comments import SentComments
 log = structlog.get_logger("relay.to_telegram")
 
 
-async def listen_for_retries(nats: Any, sender: TelegramSender) -> None:
-    """Answer ``bridge dlq retry`` of a message Telegram refused for good (one replica answers)."""
+def answer_retries(nats_router: NatsRouter, sender: TelegramSender) -> None:
+    """Answer ``bridge dlq retry`` of a message Telegram refused for good (one relay replica each:
+    a queue group)."""
 
-    async def on_request(msg: Any) -> None:
-        try:
-            command = msgspec.json.decode(msg.data, type=RetryTelegramDelivery)
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            log.warning("retry_request_unreadable", error=str(error))
-            return
+    async def on_retry_telegram_delivery(msg: NatsMessage) -> bytes:
+        command = msgspec.json.decode(msg.body, type=RetryTelegramDelivery)
         try:
             answer = await sender.retry(command)
         except Exception as error:  # the store away: the operator is told and may ask again
@@ -57,9 +55,11 @@ async def listen_for_retries(nats: Any, sender: TelegramSender) -> None:
                 queued=False,
                 detail=f"the relay could not queue it: {type(error).__name__}",
             )
-        await msg.respond(msgspec.json.encode(answer))
+        return msgspec.json.encode(answer)
 
-    await nats.subscribe(RELAY_RETRY_TELEGRAM_DELIVERY, queue="relay", cb=on_request)
+    nats_router.subscriber(
+        RELAY_RETRY_TELEGRAM_DELIVERY, queue="relay", decoder=undecoded, include_in_schema=False
+    )(on_retry_telegram_delivery)
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,6 @@ async def build(
         secret=settings.telegram_bot_token.get_secret_value(),
     )
     await nudges.listen(sender.nudged)
-    await listen_for_retries(nats, sender)
     await sender.letter_earlier_refusals()
     # After the replay: only live binding changes (e.g. a resumed group) wake a sender.
     directory.on_change(sender.wake)
@@ -127,4 +126,6 @@ async def build(
         planfix_web_url=settings.planfix_web_url,
         people=people,
     )
-    return ToTelegramWing(router=router(handlers), sender=sender)
+    nats_router = router(handlers)
+    answer_retries(nats_router, sender)
+    return ToTelegramWing(router=nats_router, sender=sender)
