@@ -36,6 +36,7 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 
+from bridge_lib import metrics
 from bridge_lib.eventbus import EventPublisher
 from bridge_lib.lease import LeaseLost, Leases
 from bridge_lib.planfix import PlanfixAuthError, PlanfixRejected, PlanfixUnavailable
@@ -440,6 +441,7 @@ class TelegramSender:
             msg_id=key,
         )
         await self._outbox.mark_dead_lettered(item.key)
+        metrics.DEAD_LETTERS.labels(TELEGRAM_OUTBOX_CONSUMER, str(DeadLetterReason.PERMANENT_FAILURE)).inc()
 
     async def retry(self, command: RetryTelegramDelivery) -> TelegramDeliveryRetried:
         """An operator's ``bridge dlq retry`` of a message Telegram refused for good."""
