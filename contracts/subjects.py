@@ -393,7 +393,9 @@ class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
     # Longer than the slowest call a handler makes (Planfix timeout x retries): no redelivery
     # while a slow call is still under way.
     ack_wait_s: float = 60.0
-    max_deliver: int = 200
+    # No last delivery: an outage is waited out however long it lasts, and a message that keeps
+    # crashing its handler is set aside by ``bridge_lib.eventbus`` (CRASH_LIMIT), not by JetStream.
+    max_deliver: int = -1
 
 
 def _consumer(durable: str, stream: StreamSpec, filter_subject: str, service: str, what: str) -> ConsumerSpec:

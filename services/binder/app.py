@@ -102,7 +102,7 @@ async def run(settings: BinderSettings) -> None:
     )
     store = BindingStore(mongo[settings.mongodb_database])
     await store.create_indexes()
-    broker = make_broker(settings.nats_url, name="binder")
+    broker = make_broker(settings.nats_url, name="binder", retry_max_delay_s=settings.retry_max_delay_s)
     health = await start_health_server(
         service="binder",
         broker=broker,
