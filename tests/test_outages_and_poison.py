@@ -150,7 +150,7 @@ def test_a_dead_letter_that_cannot_be_stored_on_the_last_delivery_keeps_the_mess
         return None
 
     monkeypatch.setattr(eventbus, "store_dead_letter", store)
-    monkeypatch.setattr(eventbus.asyncio, "sleep", no_sleep)
+    monkeypatch.setattr(asyncio, "sleep", no_sleep)
     monkeypatch.setitem(eventbus._max_deliver_by_consumer, "last", 3)
     raw = _Raw()
     verdict = DeadLetter(DeadLetterReason.RETRIES_EXHAUSTED, "down")
