@@ -92,6 +92,10 @@ CONSUMER_REDELIVERED = Gauge(
     "Messages the consumer has been given more than once and not yet acknowledged",
     ["stream", "consumer"],
 )
+PLANFIX_COMMENTS_RECONCILED = Counter(
+    "bridge_planfix_comments_reconciled",
+    "Planfix comments no webhook announced, found and carried by reconciliation (webhooks broken?)",
+)
 PLANFIX_BUDGET = Gauge(
     "bridge_planfix_daily_budget_remaining",
     "Planfix REST requests left today, as Planfix last reported it (NaN until known)",

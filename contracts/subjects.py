@@ -471,6 +471,10 @@ PLANFIX_PACING_BUCKET = BucketSpec(
     name="PLANFIX_PACING", description="Next free Planfix request slot per account"
 )
 LEASES_BUCKET = BucketSpec(name="LEASES", description="Leases of single-active work")
+PLANFIX_COMMENT_MARKS_BUCKET = BucketSpec(
+    name="PLANFIX_COMMENT_MARKS",
+    description="Per bound task, the Planfix comment id up to which reconciliation has checked",
+)
 
 # Not a stream's: a NATS request the binder answers (``RebuildBindingStore`` -> ``BindingStoreRebuilt``).
 BINDER_REBUILD_STORE = "ops.binder.rebuild_store"
