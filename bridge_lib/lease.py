@@ -1,9 +1,16 @@
 """Leases in a JetStream key-value bucket: one holder at a time among a service's replicas.
 
 A lease is a key holding ``{"owner", "until"}``, written with compare-and-set on the revision
-its holder wrote last, so a holder that paused past ``until`` and was taken over learns it at
-its next write. ``Leases`` holds many keys for one replica (the relay's groups); ``Lease`` is one
-key held while a loop works (the relay's Telegram -> Planfix consumer, Planfix re-reads).
+its holder wrote last (the revision is the fencing token), so a holder that paused past ``until``
+and was taken over learns it at its next write. ``Leases`` holds many keys for one replica (the
+relay's groups); ``Lease`` is one key held while a loop works (the relay's Telegram -> Planfix
+consumer, Planfix re-reads).
+
+Another replica's ``until`` is written by another clock, so it is not what decides: a lease has
+lapsed when its revision stayed the same for a whole lease time as this replica's monotonic clock
+measures it (a live holder rewrites it every half lease time), or when even a clock
+``CLOCK_TOLERANCE_S`` off would call it long over (a holder that died long ago is not waited for).
+A replica whose clock is up to that far off therefore never takes a lease still held.
 """
 
 from __future__ import annotations
@@ -22,6 +29,10 @@ from bridge_lib.kvstore import compare_and_set, ensure_bucket, read_entry
 from contracts.subjects import LEASES_BUCKET
 
 log = structlog.get_logger("lease")
+
+
+# How far apart two replicas' wall clocks may be without a lease being taken while still held.
+CLOCK_TOLERANCE_S = 300.0
 
 
 class LeaseLost(Exception):
@@ -57,13 +68,24 @@ class Leases:
     holder's own record of it answers ``acquire`` without a round trip.
     """
 
-    def __init__(self, kv: Any, *, owner: str, ttl_s: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        kv: Any,
+        *,
+        owner: str,
+        ttl_s: float,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._kv = kv
         self._owner = owner
         self._ttl_s = ttl_s
         self._clock = clock
+        self._monotonic = monotonic
         # key -> (revision this replica wrote, until when the lease is its own)
         self._held: dict[str, tuple[int, float]] = {}
+        # key -> (another holder's revision, when this replica first saw it, monotonic)
+        self._seen: dict[str, tuple[int, float]] = {}
 
     def holds(self, key: str) -> bool:
         """Whether this replica held the lease when it last looked (no round trip)."""
@@ -82,10 +104,25 @@ class Leases:
                 return True
         value, revision = await read_entry(self._kv, key)
         holder = _holder(value) if value else None
-        if holder is not None and holder.owner != self._owner and holder.until > now:
+        if (
+            holder is not None
+            and holder.owner != self._owner
+            and not self._lapsed(key, revision, holder, now)
+        ):
             self._held.pop(key, None)
             return False
         return await self._write(key, revision, now + self._ttl_s)
+
+    def _lapsed(self, key: str, revision: int, holder: _Holder, now: float) -> bool:
+        """Whether another replica's lease is over, without trusting its clock (module docstring)."""
+        if holder.until <= 0:
+            return True  # let go
+        seen = self._seen.get(key)
+        if seen is None or seen[0] != revision:
+            seen = self._seen[key] = (revision, self._monotonic())
+        if self._monotonic() - seen[1] >= self._ttl_s:
+            return True  # not renewed for a whole lease time, by our own clock
+        return holder.until + max(self._ttl_s, CLOCK_TOLERANCE_S) < now
 
     async def renew(self, key: str) -> bool:
         """Write the lease again now; False when another replica wrote it since."""
@@ -113,6 +150,7 @@ class Leases:
             self._held.pop(key, None)
             return False
         self._held[key] = (written, until)
+        self._seen.pop(key, None)
         return True
 
     def _value(self, until: float) -> bytes:

@@ -131,7 +131,8 @@ class FaultBridge:
 
     def start_store(self) -> None:
         """The store again, on the same port with the same data."""
-        assert self.store is not None and self.store_dir is not None
+        assert self.store is not None
+        assert self.store_dir is not None
         self.store = devstack.start_nx27017(self.store_dir, port=self.store.port)
 
     def add_relay_replicas(self, how_many: int, *, clock_skew_s: float = 0.0) -> None:
