@@ -272,3 +272,18 @@ def test_a_consumer_made_with_a_delivery_limit_loses_it_at_start(loop: LoopThrea
             await nc.close()
 
     assert loop.run(scenario()) == -1
+
+
+def test_a_poison_message_too_large_for_a_dead_letter_is_set_aside_naming_where_it_stays(
+    loop: LoopThread, nats_url: str, unique_chat_id: int, poison_consumer: tuple[PoisonHandler, str]
+) -> None:
+    """Its body in base64 would be over NATS's 1 MB payload limit: the dead letter says where the
+    message stays instead, and the group's next message goes on."""
+    handler, durable = poison_consumer
+    publish_message(loop, nats_url, unique_chat_id, "poison " + "x" * 900_000, message_id=1)
+    publish_message(loop, nats_url, unique_chat_id, "next", message_id=2)
+
+    eventually(lambda: handler.handled == ["next"], timeout_s=30, what="the next message handled")
+    [dead] = dead_letters_of(loop, nats_url, durable)
+    assert dead.body_b64 == ""
+    assert f"stays in stream {TELEGRAM_STREAM.name} at sequence {dead.stream_seq}" in dead.detail
