@@ -13,6 +13,7 @@ import asyncio
 
 from bridge_lib.lease import CLOCK_TOLERANCE_S, Leases
 from bridge_lib.pacing import MAX_PLAUSIBLE_AHEAD_S, SharedPacer
+from services.relay.to_telegram.pacing import TelegramPace
 from tests.test_relay_courier import MemoryBucket
 
 TTL_S = 20.0
@@ -110,6 +111,26 @@ def test_a_pacing_slot_from_a_clock_far_ahead_is_not_waited_for() -> None:
 
         pacer = SharedPacer(bucket, "account_x", rate_per_s=1.0, clock=lambda: now, sleep=sleep)
         await pacer.wait_turn()
+        return slept
+
+    assert asyncio.run(scenario()) == []
+
+
+def test_a_bot_slot_booked_by_a_clock_30_s_ahead_does_not_hold_the_other_replicas() -> None:
+    async def scenario() -> list[float]:
+        bucket, slept, now = MemoryBucket(), [], 1_000_000.0
+
+        async def sleep(seconds: float) -> None:
+            slept.append(seconds)
+
+        ahead = TelegramPace(
+            bucket, group_limit=20, group_window_s=60, bot_per_second=30, clock=lambda: now + 30
+        )
+        ours = TelegramPace(
+            bucket, group_limit=20, group_window_s=60, bot_per_second=30, clock=lambda: now, sleep=sleep
+        )
+        await ahead.take_bot_slots()
+        await ours.take_bot_slots()
         return slept
 
     assert asyncio.run(scenario()) == []
