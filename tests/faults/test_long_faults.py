@@ -107,7 +107,8 @@ def test_planfix_away_for_simulated_hours_then_everything_flows_and_nothing_is_d
 
     def outage() -> None:
         bridge.fake_planfix.set_unavailable(True)
-        # The old limit (200 deliveries, about 98 minutes of back-off) is passed several times over.
+        # Two hours at the real retry cap: past the 98 minutes (200 deliveries) after which
+        # the bridge used to give up on a message and dead-letter it.
         time.sleep(SIZES.long_outage_s)
         bridge.fake_planfix.set_unavailable(False)
 
