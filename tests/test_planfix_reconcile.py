@@ -187,3 +187,21 @@ async def test_a_task_without_a_mark_starts_at_its_newest_comment() -> None:
     outcome = await reconciler(planfix, watch, publisher, marks, [0.0]).run_pass()
 
     assert (outcome.found, marks.marks[TASK], publisher.stored) == (0, 12, {})
+
+
+def test_the_fold_remembers_every_added_comment_of_a_bound_task_for_the_active_window() -> None:
+    watch = Watchlist()
+    watch.apply(bound(-100, TASK))
+    for event in (
+        added(11, at=NOW - 2 * ACTIVE_S),
+        added(12, ours=True),
+        added(13, hidden=True),
+        added(14),
+        added(21, task=999),  # no group is bound to it
+    ):
+        watch.apply(event)
+
+    assert watch.folded_in(TASK) == {11, 12, 13, 14}
+    assert watch.folded_in(999) == frozenset()
+    watch.forget_before(NOW - ACTIVE_S)
+    assert watch.folded_in(TASK) == {12, 13, 14}
