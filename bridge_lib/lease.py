@@ -75,14 +75,17 @@ class Leases:
         owner: str,
         ttl_s: float,
         clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
         self._kv = kv
         self._owner = owner
         self._ttl_s = ttl_s
+        # Wall clock: only for the ``until`` written (what others see); every decision of this
+        # replica's own runs on the monotonic clock (a wall clock stepped by NTP moves nothing).
         self._clock = clock
-        self._monotonic = monotonic
-        # key -> (revision this replica wrote, until when the lease is its own)
+        # A test's own clock stands for both.
+        self._monotonic = monotonic or (time.monotonic if clock is time.time else clock)
+        # key -> (revision this replica wrote, until when the lease is its own: monotonic)
         self._held: dict[str, tuple[int, float]] = {}
         # key -> (another holder's revision, when this replica first saw it, monotonic)
         self._seen: dict[str, tuple[int, float]] = {}
@@ -90,7 +93,7 @@ class Leases:
     def holds(self, key: str) -> bool:
         """Whether this replica held the lease when it last looked (no round trip)."""
         held = self._held.get(key)
-        return held is not None and held[1] > self._clock()
+        return held is not None and held[1] > self._monotonic()
 
     async def acquire(self, key: str) -> bool:
         """Take or renew the lease; False while another replica holds it."""
@@ -98,9 +101,9 @@ class Leases:
         held = self._held.get(key)
         if held is not None:
             revision, until = held
-            if until - now > self._ttl_s / 2:
+            if until - self._monotonic() > self._ttl_s / 2:
                 return True  # renewed recently: nobody else may take it before ``until``
-            if await self._write(key, revision, now + self._ttl_s):
+            if await self._write(key, revision):
                 return True
         value, revision = await read_entry(self._kv, key)
         holder = _holder(value) if value else None
@@ -111,7 +114,7 @@ class Leases:
         ):
             self._held.pop(key, None)
             return False
-        return await self._write(key, revision, now + self._ttl_s)
+        return await self._write(key, revision)
 
     def _lapsed(self, key: str, revision: int, holder: _Holder, now: float) -> bool:
         """Whether another replica's lease is over, without trusting its clock (module docstring)."""
@@ -127,7 +130,7 @@ class Leases:
     async def renew(self, key: str) -> bool:
         """Write the lease again now; False when another replica wrote it since."""
         held = self._held.get(key)
-        return held is not None and await self._write(key, held[0], self._clock() + self._ttl_s)
+        return held is not None and await self._write(key, held[0])
 
     async def release(self, key: str) -> None:
         """Let go (fails harmlessly when another replica took the lease meanwhile)."""
@@ -144,12 +147,15 @@ class Leases:
         for key in list(self._held):
             await self.release(key)
 
-    async def _write(self, key: str, revision: int, until: float) -> bool:
+    async def _write(self, key: str, revision: int) -> bool:
+        # Both times taken before the round trip: the lease is ours a little less long than
+        # anyone else will grant it.
+        until, held_until = self._clock() + self._ttl_s, self._monotonic() + self._ttl_s
         written = await compare_and_set(self._kv, key, self._value(until), revision)
         if written is None:
             self._held.pop(key, None)
             return False
-        self._held[key] = (written, until)
+        self._held[key] = (written, held_until)
         self._seen.pop(key, None)
         return True
 
@@ -178,21 +184,21 @@ class Lease:
 
     async def keep(self) -> None:
         """Renew until cancelled; raises ``LeaseLost`` when another replica took over."""
-        held_until = time.time() + self._ttl_s
+        held_until = time.monotonic() + self._ttl_s
         while True:
             await asyncio.sleep(self._ttl_s / 3)
             try:
                 renewed = await self._leases.renew(self._key)
             except (nats.errors.Error, OSError) as error:
                 # NATS unreachable: keep trying while the lease still runs, then give way.
-                if time.time() >= held_until:
+                if time.monotonic() >= held_until:
                     raise LeaseLost(self._key) from error
                 log.warning("lease_renewal_failed", lease=self._key, error=type(error).__name__)
                 continue
             if not renewed:
                 log.warning("lease_lost", lease=self._key)
                 raise LeaseLost(self._key)
-            held_until = time.time() + self._ttl_s
+            held_until = time.monotonic() + self._ttl_s
 
     async def release(self) -> None:
         try:

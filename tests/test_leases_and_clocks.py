@@ -134,3 +134,23 @@ def test_a_bot_slot_booked_by_a_clock_30_s_ahead_does_not_hold_the_other_replica
         return slept
 
     assert asyncio.run(scenario()) == []
+
+
+def test_a_holders_wall_clock_stepped_back_does_not_lengthen_its_hold() -> None:
+    async def scenario() -> tuple[bool, bool]:
+        bucket, clocks, step = MemoryBucket(), Clocks(), [0.0]
+        a = Leases(
+            bucket,
+            owner="relay-a",
+            ttl_s=TTL_S,
+            clock=lambda: clocks.real + step[0],
+            monotonic=clocks.monotonic,
+        )
+        assert await a.acquire(KEY)
+        step[0] = -30.0  # NTP steps its clock back
+        clocks.real += TTL_S - 1
+        still = a.holds(KEY)
+        clocks.real += 2
+        return still, a.holds(KEY)
+
+    assert asyncio.run(scenario()) == (True, False)
