@@ -614,7 +614,7 @@ async def settle(raw: Any, delivery: Delivery, event_type: str, verdict: Verdict
         case Retry(delay_s=delay_s, crashed=crashed):
             metrics.RETRIES.labels(delivery.consumer, "crash" if crashed else "transient").inc()
             metrics.EVENTS_IN.labels(*labels, "retry").inc()
-            _note_waiting(delivery, waiting=not crashed)
+            note_outage(delivery.consumer, waiting=not crashed)
             await raw.nak(delay=delay_s)
         case DeadLetter(reason=reason, detail=detail, event=event):
             metrics.EVENTS_IN.labels(*labels, "dead_lettered").inc()
@@ -627,7 +627,7 @@ async def settle(raw: Any, delivery: Delivery, event_type: str, verdict: Verdict
             else:
                 await raw.nak(delay=retry_delay_s(delivery.num_delivered))
     if not isinstance(verdict, Retry):
-        _note_waiting(delivery, waiting=False)
+        note_outage(delivery.consumer, waiting=False)
 
 
 async def _keep_until_dead_lettered(
@@ -648,16 +648,17 @@ async def _keep_until_dead_lettered(
 _waiting_since: dict[str, float] = {}
 
 
-def _note_waiting(delivery: Delivery, *, waiting: bool) -> None:
+def note_outage(consumer: str, *, waiting: bool) -> None:
     """Keep ``bridge_consumer_outage_seconds`` (the alert metric): how long this consumer's
-    current message has been waiting for the outside world to come back; 0 when it is not."""
-    if not delivery.consumer:
+    current message has been waiting for the outside world to come back; 0 when it is not.
+    (``settle`` keeps it; a consumer that retries in place says so itself.)"""
+    if not consumer:
         return
     if waiting:
-        since = _waiting_since.setdefault(delivery.consumer, time.monotonic())
-        metrics.CONSUMER_OUTAGE_SECONDS.labels(delivery.consumer).set(time.monotonic() - since)
-    elif _waiting_since.pop(delivery.consumer, None) is not None:
-        metrics.CONSUMER_OUTAGE_SECONDS.labels(delivery.consumer).set(0)
+        since = _waiting_since.setdefault(consumer, time.monotonic())
+        metrics.CONSUMER_OUTAGE_SECONDS.labels(consumer).set(time.monotonic() - since)
+    elif _waiting_since.pop(consumer, None) is not None:
+        metrics.CONSUMER_OUTAGE_SECONDS.labels(consumer).set(0)
 
 
 async def store_dead_letter(

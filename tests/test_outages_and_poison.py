@@ -22,7 +22,7 @@ from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 from nats.js.api import ConsumerConfig
 
-from bridge_lib import eventbus
+from bridge_lib import eventbus, metrics
 from bridge_lib.eventbus import (
     DeadLetter,
     Delivery,
@@ -135,6 +135,9 @@ class _Raw:
 
     async def in_progress(self) -> None:
         self.calls.append("in_progress")
+
+    async def ack(self) -> None:
+        self.calls.append("ack")
 
 
 def test_a_dead_letter_that_cannot_be_stored_on_the_last_delivery_keeps_the_message(
@@ -287,3 +290,21 @@ def test_a_poison_message_too_large_for_a_dead_letter_is_set_aside_naming_where_
     [dead] = dead_letters_of(loop, nats_url, durable)
     assert dead.body_b64 == ""
     assert f"stays in stream {TELEGRAM_STREAM.name} at sequence {dead.stream_seq}" in dead.detail
+
+
+def test_the_outage_gauge_counts_how_long_a_consumer_has_waited_and_drops_to_0_after() -> None:
+    gauge = metrics.CONSUMER_OUTAGE_SECONDS.labels("test-outage-gauge")
+
+    async def scenario() -> tuple[float, float]:
+        raw = _Raw()
+        delivery = _delivery(1, 1, "test-outage-gauge")
+        await eventbus.settle(raw, delivery, "t", Retry(0.1))
+        await asyncio.sleep(0.05)
+        await eventbus.settle(raw, delivery, "t", Retry(0.1))
+        waited = gauge._value.get()
+        await eventbus.settle(raw, delivery, "t", eventbus.Ack())
+        return waited, gauge._value.get()
+
+    waited, after = asyncio.run(scenario())
+    assert waited >= 0.05
+    assert after == 0

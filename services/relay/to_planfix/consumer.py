@@ -30,6 +30,7 @@ from bridge_lib.eventbus import (
     failure_kind,
     forcing_effects,
     handling,
+    note_outage,
     outage_delay_s,
     retry_delay_s,
     settle,
@@ -406,6 +407,7 @@ class InboundConsumer:
                 else:
                     log.exception("event_handler_crashed", retry_in_s=delay)
                 metrics.RETRIES.labels(DURABLE, "transient" if transient else "crash").inc()
+                note_outage(DURABLE, waiting=transient)
                 for event in step.events:
                     metrics.EVENTS_IN.labels(DURABLE, event.tag, "retry").inc()
                 await self._pause(delay)
