@@ -36,6 +36,7 @@ from nats.js.api import ConsumerConfig, StorageType, StreamConfig
 
 from bridge_lib import metrics
 from bridge_lib.jetstream_ready import when_jetstream_ready
+from bridge_lib.redaction import redact
 from contracts.events import (
     AnyEvent,
     DeadLetterReason,
@@ -520,7 +521,7 @@ async def store_dead_letter(
         original_headers=dict(raw.headers or {}),
         body_b64=base64.b64encode(raw.data).decode("ascii"),
         reason=reason,
-        detail=detail[:2000],
+        detail=redact(detail)[:2000],  # kept for weeks: no token of a URL in an error goes in
         num_delivered=delivery.num_delivered,
         original_event_type=event.tag if event is not None else None,
         original_event_id=event.event_id if event is not None else None,

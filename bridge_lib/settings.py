@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridge_lib.planfix import ContactDefaults, RecipientRole, Recipients, RolesForm, TaskDefaults
+from bridge_lib.redaction import register_settings_secrets
 
 # What to tell an operator about a variable that is missing or wrong.
 HOW_TO_GET: dict[str, str] = {
@@ -190,11 +191,15 @@ S = TypeVar("S", bound=BaseSettings)
 
 
 def load_settings(settings_class: type[S], service: str) -> S:
-    """Build the settings or exit with a message naming each bad variable; no traceback."""
+    """Build the settings or exit with a message naming each bad variable; no traceback.
+
+    Their secrets are registered for redaction (``bridge_lib.redaction``) before anything logs."""
     try:
-        return settings_class()
+        settings = settings_class()
     except ValidationError as error:
         _exit_with_settings_error(error, service)
+    register_settings_secrets(settings)
+    return settings
 
 
 def describe_settings_error(error: ValidationError) -> list[str]:
