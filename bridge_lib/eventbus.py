@@ -31,6 +31,7 @@ import structlog
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
 from faststream.nats.annotations import NatsMessage
+from faststream.security import BaseSecurity, SASLPlaintext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, StorageType, StreamConfig
 
@@ -79,10 +80,20 @@ async def undecoded(msg: Any) -> Any:
     return msg
 
 
-def make_broker(nats_url: str, *, name: str) -> NatsBroker:
+def make_broker(nats_url: str, *, name: str, **connect_options: Any) -> NatsBroker:
+    """``connect_options``: credentials and TLS, as ``nats.connect`` takes them
+    (``NatsSettings.nats_connect_options()``); FastStream takes user, password and TLS as one
+    "security" object."""
+    options = dict(connect_options)
+    user, password, tls = options.pop("user", None), options.pop("password", None), options.pop("tls", None)
+    if user is not None:
+        options["security"] = SASLPlaintext(username=user, password=password or "", ssl_context=tls)
+    elif tls is not None:
+        options["security"] = BaseSecurity(ssl_context=tls)
     return NatsBroker(
         server_urls(nats_url),
         name=name,
+        **options,
         # Handlers take the message and nothing else (their collaborators come from the closure
         # that built them): FastDepends' injection costs a worker-thread hop per message.
         apply_types=False,

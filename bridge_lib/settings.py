@@ -7,9 +7,10 @@ it needs, so each one asks only for its own credentials.
 
 from __future__ import annotations
 
+import ssl
 import sys
 import uuid
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,9 +60,33 @@ class NatsSettings(BridgeSettings):
     # How long start-up waits for JetStream to accept the streams (a fresh cluster elects its
     # leader first) before the service gives up and exits 1.
     nats_startup_timeout_s: float = Field(default=60.0, alias="NATS_STARTUP_TIMEOUT_S", gt=0)
+    # Who this service is to NATS (deploy/nats: one user per service, allowed exactly the
+    # subjects it owns): a user and password, or a credentials file (NATS_CREDS). Unset: no
+    # authentication (the embedded `make run` stack on loopback). Credentials in NATS_URL
+    # (nats://user:password@host) work too.
+    nats_user: str | None = Field(default=None, alias="NATS_USER")
+    nats_password: SecretStr | None = Field(default=None, alias="NATS_PASSWORD")
+    nats_creds: str | None = Field(default=None, alias="NATS_CREDS")
+    # The CA that signed the servers' certificates, for tls:// URLs (deploy/nats/make-certs.sh).
+    nats_tls_ca_file: str | None = Field(default=None, alias="NATS_TLS_CA_FILE")
+
+    def nats_connect_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``nats.connect`` / ``NatsBroker``: credentials and TLS."""
+        options: dict[str, Any] = {}
+        if self.nats_user:
+            options["user"] = self.nats_user
+            if self.nats_password is not None:
+                options["password"] = self.nats_password.get_secret_value()
+        if self.nats_creds:
+            options["user_credentials"] = self.nats_creds
+        if self.nats_tls_ca_file:
+            options["tls"] = ssl.create_default_context(cafile=self.nats_tls_ca_file)
+        return options
 
 
 class MongoSettings(BridgeSettings):
+    # With credentials in a deployment (mongodb://<service>:<password>@host/?authSource=admin;
+    # deploy/mongo creates one user per service); never logged (bridge_lib.redaction).
     mongodb_url: str = Field(default="mongodb://127.0.0.1:27017", alias="MONGODB_URL")
     mongodb_database: str = Field(default="planfix_bridge", alias="MONGODB_DATABASE")
 

@@ -102,7 +102,7 @@ async def run(settings: BinderSettings) -> None:
     )
     store = BindingStore(mongo[settings.mongodb_database])
     await store.create_indexes()
-    broker = make_broker(settings.nats_url, name="binder")
+    broker = make_broker(settings.nats_url, name="binder", **settings.nats_connect_options())
     health = await start_health_server(
         service="binder",
         broker=broker,

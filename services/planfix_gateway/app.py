@@ -123,7 +123,7 @@ def build(settings: PlanfixGatewaySettings, broker: NatsBroker, planfix: Planfix
 
 async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitStack) -> int | None:
     """Start everything, registering each teardown on ``stack``; an exit code if start-up failed."""
-    broker = make_broker(settings.nats_url, name=SERVICE)
+    broker = make_broker(settings.nats_url, name=SERVICE, **settings.nats_connect_options())
     stack.push_async_callback(_stop_broker, broker)
     # The fetcher's consumer is named before its subscriber exists: not ready until it is bound.
     health = await start_health_server(

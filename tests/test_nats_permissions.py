@@ -1,0 +1,230 @@
+"""Credentials on NATS: the users ``tools.nats_auth`` renders from the catalogue, on a real
+nats-server. A service publishing outside its subjects is refused (nothing is stored); its own
+publishes, through JetStream, are stored; the JetStream API it needs (streams, durable consumers,
+acknowledgements, key-value buckets) works under its permissions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from bridge_lib.eventbus import ensure_streams, make_broker
+from bridge_lib.kvstore import ensure_bucket
+from contracts.subjects import BINDER_REBUILD_STORE, CATALOGUE, CONSUMERS, LEASES_BUCKET, TELEGRAM_PACE_BUCKET
+from devtools import devstack
+from tests.support import LoopThread
+from tools import nats_auth
+
+PASSWORDS = {user.user: f"pw-{user.user}-0123456789" for user in nats_auth.all_permissions()}
+
+
+def test_the_deployed_accounts_file_is_the_catalogues() -> None:
+    assert nats_auth.ACCOUNTS_FILE.read_text(encoding="utf-8") == nats_auth.render(), (
+        "deploy/nats/accounts.conf is stale: run `python -m tools.nats_auth`"
+    )
+
+
+def test_only_the_binder_may_publish_bindings() -> None:
+    for service in nats_auth.SERVICES:
+        bindings = [s for s in nats_auth.permissions_of(service).publish if s.startswith("binding.")]
+        assert bool(bindings) == (service == "binder"), service
+    # Every subject of the catalogue has a publisher among the users (the CLI may publish all).
+    owned = {s for service in nats_auth.SERVICES for s in nats_auth.permissions_of(service).publish}
+    assert {spec.pattern for spec in CATALOGUE} - owned <= {"deadletter.*"}
+
+
+@pytest.fixture(scope="module")
+def server(work_dir: Path) -> Iterator[str]:
+    run_dir = work_dir / f"nats-auth-{devstack.free_port()}"
+    run_dir.mkdir(parents=True)
+    config = run_dir / "nats.conf"
+    # As the deployed nodes do: include the file, which nats-server reads relative to the config.
+    (run_dir / "accounts.conf").write_text(nats_auth.ACCOUNTS_FILE.read_text(encoding="utf-8"))
+    config.write_text('include "accounts.conf"\n', encoding="utf-8")
+    env = {user.password_variable: PASSWORDS[user.user] for user in nats_auth.all_permissions()}
+    process = devstack.start_nats(
+        run_dir / "data", log_file=run_dir / "nats.log", config_file=config, env=env
+    )
+    try:
+        yield process.extra["url"]
+    finally:
+        process.stop()
+
+
+class Connection:
+    """One user's connection, remembering the permission errors the server sent it."""
+
+    def __init__(self, client: NatsClient, refusals: list[str]) -> None:
+        self.client = client
+        self.refusals = refusals
+
+
+async def connect_as(url: str, user: str, password: str | None = None) -> Connection:
+    refusals: list[str] = []
+
+    async def on_error(error: Exception) -> None:
+        refusals.append(str(error))
+
+    client = await nats.connect(
+        url,
+        user=user,
+        password=password if password is not None else PASSWORDS[user],
+        error_cb=on_error,
+        max_reconnect_attempts=0,
+        connect_timeout=3,
+    )
+    return Connection(client, refusals)
+
+
+async def stored_in(url: str, stream: str) -> int:
+    operator = await connect_as(url, nats_auth.OPERATOR)
+    try:
+        info = await operator.client.jetstream().stream_info(stream)
+        return int(info.state.messages)
+    finally:
+        await operator.client.close()
+
+
+def test_a_wrong_password_is_refused(loop: LoopThread, server: str) -> None:
+    with pytest.raises((nats.errors.Error, OSError, asyncio.TimeoutError)):
+        loop.run(connect_as(server, "binder", "not-the-password"))
+
+
+def test_each_service_may_publish_its_own_events_through_jetstream_and_nothing_else(
+    loop: LoopThread, server: str
+) -> None:
+    async def scenario() -> dict[str, Any]:
+        # Streams declared the way a service starts (every service declares every stream).
+        broker = make_broker(server, name="telegram_gateway", user="telegram_gateway",
+                             password=PASSWORDS["telegram_gateway"])  # fmt: skip
+        await broker.connect()
+        try:
+            await ensure_streams(broker, timeout_s=10)
+        finally:
+            await broker.stop()
+        outcome: dict[str, Any] = {"stored": [], "refused": [], "errors": {}}
+        for service in nats_auth.SERVICES:
+            connection = await connect_as(server, service)
+            js = connection.client.jetstream()
+            try:
+                # All at once: each refusal is a wait for an acknowledgement that never comes.
+                await asyncio.gather(
+                    *(
+                        _publish(js, service, spec.pattern, outcome)
+                        for spec in CATALOGUE
+                        if spec.pattern != "deadletter.*"
+                    )
+                )
+                await asyncio.sleep(0.2)  # the server's -ERR lines arrive on their own
+                outcome["errors"][service] = list(connection.refusals)
+            finally:
+                await connection.client.close()
+        return outcome
+
+    outcome = loop.run(scenario(), timeout_s=120)
+    for service in nats_auth.SERVICES:
+        mine = set(nats_auth.publishes(service))
+        stored = {pattern for who, pattern, _ in outcome["stored"] if who == service}
+        refused = {pattern for who, pattern in outcome["refused"] if who == service}
+        assert stored == mine, service
+        assert refused == {spec.pattern for spec in CATALOGUE} - mine - {"deadletter.*"}, service
+        if refused:
+            assert any("permissions violation" in error.lower() for error in outcome["errors"][service]), (
+                service
+            )
+    assert ("binder", "binding.bound.*", "BINDING") in outcome["stored"]
+    assert ("relay", "binding.bound.*") in outcome["refused"]
+
+
+def test_a_refused_publish_stores_nothing(loop: LoopThread, server: str) -> None:
+    async def scenario() -> tuple[int, int, list[str]]:
+        broker = make_broker(server, name="binder", user="binder", password=PASSWORDS["binder"])
+        await broker.connect()
+        try:
+            await ensure_streams(broker, timeout_s=10)
+        finally:
+            await broker.stop()
+        before = await stored_in(server, "BINDING")
+        relay = await connect_as(server, "relay")
+        try:
+            with pytest.raises(nats.errors.TimeoutError):
+                await relay.client.jetstream().publish(
+                    "binding.bound.-100777", b'{"forged": true}', timeout=1
+                )
+            await asyncio.sleep(0.2)
+        finally:
+            await relay.client.close()
+        return before, await stored_in(server, "BINDING"), relay.refusals
+
+    before, after, refusals = loop.run(scenario())
+    assert after == before
+    assert any('permissions violation for publish to "binding.bound.-100777"' in r.lower() for r in refusals)
+
+
+def test_durable_consumers_acks_buckets_and_requests_work_under_the_permissions(
+    loop: LoopThread, server: str
+) -> None:
+    async def scenario() -> None:
+        binder = await connect_as(server, "binder")
+        relay = await connect_as(server, "relay")
+        try:
+            await ensure_streams(_Brokerish(binder.client), timeout_s=10)
+            await binder.client.jetstream().publish("binding.bound.-100888", b"{}", timeout=3)
+            # The relay reads bindings with its own durable and acknowledges them.
+            notices = next(c for c in CONSUMERS if c.durable == "relay-binding-notices")
+            sub = await relay.client.jetstream().pull_subscribe(
+                notices.filter_subject, durable=notices.durable, stream=notices.stream
+            )
+            [message] = await sub.fetch(1, timeout=3)
+            await message.ack_sync(timeout=3)
+            # ... and may not acknowledge for the binder's consumers.
+            await relay.client.publish("$JS.ACK.TELEGRAM.binder-bind-requests.1.1.1.1.1.0", b"+ACK")
+            # Its key-value buckets: created, written, read.
+            for spec in (LEASES_BUCKET, TELEGRAM_PACE_BUCKET):
+                kv = await ensure_bucket(relay.client.jetstream(), spec)
+                revision = await kv.put("probe", b"1")
+                assert (await kv.get("probe")).revision == revision
+
+            # The binder answers the CLI's rebuild requests (replies go to an inbox).
+            async def answer(msg: Any) -> None:
+                await msg.respond(b"ok")
+
+            await binder.client.subscribe(BINDER_REBUILD_STORE, queue="binder", cb=answer)
+            operator = await connect_as(server, nats_auth.OPERATOR)
+            try:
+                reply = await operator.client.request(BINDER_REBUILD_STORE, b"{}", timeout=3)
+                assert reply.data == b"ok"
+            finally:
+                await operator.client.close()
+            await asyncio.sleep(0.2)
+            assert binder.refusals == []
+            # One refusal only: its acknowledgement for another service's consumer.
+            [refused] = [r.lower() for r in relay.refusals if "permissions violation" in r.lower()]
+            assert "$js.ack.telegram.binder-bind-requests" in refused
+        finally:
+            await binder.client.close()
+            await relay.client.close()
+
+    loop.run(scenario(), timeout_s=60)
+
+
+async def _publish(js: Any, service: str, pattern: str, outcome: dict[str, Any]) -> None:
+    try:
+        ack = await js.publish(pattern[:-1] + "1", b"{}", timeout=2)
+        outcome["stored"].append((service, pattern, ack.stream))
+    except nats.errors.TimeoutError:  # refused: no acknowledgement ever comes
+        outcome["refused"].append((service, pattern))
+
+
+class _Brokerish:
+    """What ``ensure_streams`` reads of a broker: its connection."""
+
+    def __init__(self, client: NatsClient) -> None:
+        self.connection = client
