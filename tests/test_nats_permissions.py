@@ -6,6 +6,8 @@ acknowledgements, key-value buckets) works under its permissions."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -228,3 +230,79 @@ class _Brokerish:
 
     def __init__(self, client: NatsClient) -> None:
         self.connection = client
+
+
+def test_the_cluster_nodes_serve_clients_over_tls_with_the_generated_certificates(
+    loop: LoopThread, tmp_path: Path
+) -> None:
+    """deploy/nats/cluster.conf as a node runs it (paths moved out of the container), with the
+    certificates of ``tools/deploy_secrets.py --certs``: a service connects over TLS with its
+    settings (NATS_TLS_CA_FILE, NATS_USER, NATS_PASSWORD); a plain connection gets nowhere."""
+    import shutil
+
+    from bridge_lib.settings import NatsSettings
+    from tools import deploy_secrets
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make the certificates with")
+    certs = tmp_path / "certs"
+    deploy_secrets.make_certs(certs)
+    port, cluster_port, http_port = devstack.free_port(), devstack.free_port(), devstack.free_port()
+    text = (nats_auth.ACCOUNTS_FILE.parent / "cluster.conf").read_text(encoding="utf-8")
+    for container_path, here in (("/certs/", f"{certs}/"), ("/data", str(tmp_path / "data"))):
+        text = text.replace(container_path, here)
+    for listen, here in (("0.0.0.0:4222", port), ("0.0.0.0:6222", cluster_port), ("0.0.0.0:8222", http_port)):
+        text = text.replace(listen, f"127.0.0.1:{here}")
+    (tmp_path / "node.conf").write_text(text, encoding="utf-8")
+    (tmp_path / "accounts.conf").write_text(nats_auth.ACCOUNTS_FILE.read_text(encoding="utf-8"))
+    env = {user.password_variable: PASSWORDS[user.user] for user in nats_auth.all_permissions()}
+    process = subprocess.Popen(
+        [devstack.venv_binary("nats-server"), "-c", str(tmp_path / "node.conf")],
+        env={**os.environ, **env, "NATS_NODE_NAME": "nats1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        devstack.wait_for_port(port, process=process, what="nats-server with TLS")
+        settings = NatsSettings(
+            NATS_URL=f"tls://localhost:{port}",
+            NATS_USER="relay",
+            NATS_PASSWORD=PASSWORDS["relay"],
+            NATS_TLS_CA_FILE=str(certs / "ca.pem"),
+        )
+
+        async def over_tls() -> tuple[bool, list[str]]:
+            refusals: list[str] = []
+
+            async def on_error(error: Exception) -> None:
+                refusals.append(str(error).lower())
+
+            client = await nats.connect(
+                settings.nats_url, error_cb=on_error, connect_timeout=3, max_reconnect_attempts=0,
+                **settings.nats_connect_options(),
+            )  # fmt: skip
+            try:
+                await client.publish("binding.bound.1", b"forged")
+                await client.flush()
+                await asyncio.sleep(0.2)
+                return client.is_connected, refusals
+            finally:
+                await client.close()
+
+        connected, refusals = loop.run(over_tls())
+        assert connected
+        assert any("permissions violation" in refusal for refusal in refusals)
+        with pytest.raises((nats.errors.Error, OSError, asyncio.TimeoutError)):
+            loop.run(
+                nats.connect(
+                    f"nats://localhost:{port}",
+                    user="relay",
+                    password=PASSWORDS["relay"],
+                    connect_timeout=2,
+                    max_reconnect_attempts=0,
+                    allow_reconnect=False,
+                )  # fmt: skip
+            )
+    finally:
+        process.terminate()
+        process.wait(10)
