@@ -301,7 +301,7 @@ def test_the_cluster_nodes_serve_clients_over_tls_with_the_generated_certificate
                     connect_timeout=2,
                     max_reconnect_attempts=0,
                     allow_reconnect=False,
-                )  # fmt: skip
+                )
             )
     finally:
         process.terminate()
