@@ -247,6 +247,7 @@ def test_the_cluster_nodes_serve_clients_over_tls_with_the_generated_certificate
         pytest.skip("no openssl to make the certificates with")
     certs = tmp_path / "certs"
     deploy_secrets.make_certs(certs)
+    assert deploy_secrets.write_credentials(certs).stat().st_mode & 0o077 == 0
     port, cluster_port, http_port = devstack.free_port(), devstack.free_port(), devstack.free_port()
     text = (nats_auth.ACCOUNTS_FILE.parent / "cluster.conf").read_text(encoding="utf-8")
     for container_path, here in (("/certs/", f"{certs}/"), ("/data", str(tmp_path / "data"))):

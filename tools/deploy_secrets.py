@@ -1,16 +1,20 @@
 """One-time set-up of a compose deployment's own secrets (docs/operations.md, "Credentials").
 
-    python3 tools/deploy_secrets.py >> .env                  # passwords, once
-    python3 tools/deploy_secrets.py --certs deploy/secrets   # cluster: TLS and MongoDB key, once
+    python3 tools/deploy_secrets.py           # deploy/secrets/credentials.env, once
+    python3 tools/deploy_secrets.py --certs   # and, for the cluster, TLS files and MongoDB key
+
+then ``docker compose --env-file deploy/secrets/credentials.env -f deploy/compose.yaml up -d``.
 
 Passwords: one random value per NATS user (tools/nats_auth.py: one user per service and the
 operator's ``bridge`` CLI) and per MongoDB user (deploy/mongo/create-users.js: root, binder,
-relay), printed as ``.env`` lines. URL-safe, so they go into ``MONGODB_URL`` unescaped.
+relay). URL-safe, so they go into ``MONGODB_URL`` unescaped. They live in a file of their own,
+read by Compose to fill in the compose file, not in ``.env``, which every service container
+receives whole: each container gets only its own password.
 
-``--certs DIR`` (needs ``openssl``): a private CA, one server certificate for every NATS node
+``--certs`` (needs ``openssl``): a private CA, one server certificate for every NATS node
 (``nats1``..``nats3``, ``localhost``) signed by it, used for the client port and the routes
 between nodes, and the key file the MongoDB replica set members authenticate each other with.
-The CA key stays in DIR: keep DIR out of git (it is in .gitignore) and back it up with .env.
+The CA key stays there too: deploy/secrets/ is in .gitignore; back it up with .env.
 Standard library only: it runs on a Docker host without the project's virtualenv.
 """
 
@@ -32,11 +36,13 @@ NATS_PASSWORDS = (
 )
 MONGODB_PASSWORDS = ("MONGO_ROOT_PASSWORD", "BINDER_MONGODB_PASSWORD", "RELAY_MONGODB_PASSWORD")
 NATS_NODES = ("nats1", "nats2", "nats3")
+SECRETS_DIR = Path(__file__).resolve().parent.parent / "deploy" / "secrets"
+CREDENTIALS_FILE = "credentials.env"
 CERT_DAYS = 825
 
 
 def password_lines() -> list[str]:
-    lines = ["# ---- deployment credentials (tools/deploy_secrets.py) ----"]
+    lines = ["# Deployment credentials (tools/deploy_secrets.py): docker compose --env-file <this file>"]
     lines += [f"{name}={secrets.token_urlsafe(32)}" for name in (*NATS_PASSWORDS, *MONGODB_PASSWORDS)]
     return lines
 
@@ -75,15 +81,25 @@ def _openssl(*arguments: str | Path | int) -> None:
         raise SystemExit(f"{' '.join(command[:3])}... failed:\n{result.stderr}")
 
 
+def write_credentials(directory: Path) -> Path:
+    """The passwords file; an existing one is kept (its passwords are already in use)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CREDENTIALS_FILE
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text("\n".join(password_lines()) + "\n", encoding="utf-8")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--certs", type=Path, help="write the cluster's TLS files and MongoDB key file here")
+    parser.add_argument("--dir", type=Path, default=SECRETS_DIR, help="where to write (deploy/secrets)")
+    parser.add_argument("--certs", action="store_true", help="also the cluster's TLS files and MongoDB key")
     args = parser.parse_args(argv)
-    if args.certs is not None:
-        for path in make_certs(args.certs):
+    print(f"passwords: {write_credentials(args.dir)}", file=sys.stderr)
+    if args.certs:
+        for path in make_certs(args.dir):
             print(f"wrote {path}", file=sys.stderr)
-        return 0
-    print("\n".join(password_lines()))
     return 0
 
 
