@@ -307,3 +307,42 @@ def test_the_cluster_nodes_serve_clients_over_tls_with_the_generated_certificate
     finally:
         process.terminate()
         process.wait(10)
+
+
+# --- the whole bridge as its own NATS users ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bridge_as_users(
+    loop: LoopThread, work_dir: Path, mongo_url: str, fake_telegram: Any, fake_planfix: Any
+) -> Iterator[Any]:
+    from tests.e2e_bridge import running_bridge
+
+    with running_bridge(
+        loop, work_dir, mongo_url, fake_telegram, fake_planfix, name="nats-users", nats_users=True
+    ) as running:
+        yield running
+
+
+def test_the_bridge_runs_both_ways_with_each_service_as_its_own_nats_user(
+    bridge_as_users: Any, fake_telegram: Any, fake_planfix: Any, unique_chat_id: int
+) -> None:
+    """Every service's permissions are enough for all it does (streams, consumers, leases,
+    pacing, dead letters): a group bound, a message carried each way, and not one refusal."""
+    from tests.e2e_bridge import bind_new_task, texts_sent
+    from tests.support import eventually, relayed_comments
+
+    number = bind_new_task(bridge_as_users, fake_telegram, unique_chat_id, "Under users", fake_planfix)
+    fake_telegram.add_group_message(unique_chat_id, "from the group")
+    eventually(lambda: relayed_comments(fake_planfix, number), what="message carried to Planfix")
+    fake_planfix.add_employee_comment(number, "<p>from the task</p>", author_name="Olga Smirnova")
+    eventually(
+        lambda: any("from the task" in text for text in texts_sent(fake_telegram, unique_chat_id)),
+        what="comment carried to the group",
+    )
+    nats_log = (Path(bridge_as_users.processes["relay"].log_path).parent.parent / "nats.log").read_text()
+    # The server logs each refusal ("Publish Violation", "Subscription Violation").
+    assert "Violation" not in nats_log
+    assert "Authorization Error" not in nats_log
+    for name, process in bridge_as_users.processes.items():
+        assert "permissions violation" not in process.log_text().lower(), name
