@@ -39,7 +39,7 @@ from services.planfix_gateway.reread import (
     Watchlist,
     requests_per_day,
 )
-from services.planfix_gateway.webhook import WebhookReceiver
+from services.planfix_gateway.webhook import RequestBudget, WebhookReceiver
 
 log = structlog.get_logger("planfix_gateway")
 
@@ -110,6 +110,11 @@ def build(settings: PlanfixGatewaySettings, broker: NatsBroker, planfix: Planfix
         ),
         publish_timeout_s=WEBHOOK_PUBLISH_TIMEOUT_S,
         header=settings.planfix_webhook_header,
+        budget=(
+            RequestBudget(settings.planfix_webhook_rate_per_s, settings.planfix_webhook_burst)
+            if settings.planfix_webhook_rate_per_s > 0
+            else None
+        ),
     )
     fetcher = CommentFetcher(
         planfix=planfix,
