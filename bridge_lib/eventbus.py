@@ -33,7 +33,7 @@ from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
 from faststream.nats.annotations import NatsMessage
 from faststream.security import BaseSecurity, SASLPlaintext
 from nats.js.api import AckPolicy as JsAckPolicy
-from nats.js.api import ConsumerConfig, StorageType, StreamConfig
+from nats.js.api import ConsumerConfig, DiscardPolicy, StorageType, StreamConfig
 
 from bridge_lib import metrics
 from bridge_lib.jetstream_ready import when_jetstream_ready
@@ -63,6 +63,8 @@ RETRY_OF_HEADER = "Bridge-Dead-Letter-Retry-Of"
 
 # JSStreamNameExistErr: "stream name already in use with a different configuration".
 STREAM_NAME_IN_USE = 10058
+# JetStream's answer to a publish into a stream at its byte cap ("maximum bytes exceeded").
+STREAM_FULL = 10077
 
 # max_deliver of each durable consumer this process declared (see ``durable_pull``): consume()
 # must know when a delivery is the last one, because after it JetStream stops redelivering.
@@ -113,6 +115,9 @@ def stream_config(spec: StreamSpec, *, replicas: int = 1) -> StreamConfig:
         storage=StorageType.FILE,
         duplicate_window=spec.duplicate_window_s,
         max_age=spec.max_age_s,
+        max_bytes=spec.max_bytes,
+        # Full: refuse the new message (the publisher retries), never drop a stored one.
+        discard=DiscardPolicy.NEW,
         num_replicas=replicas,
     )
 
@@ -279,7 +284,11 @@ class EventPublisher:
             ) as error:
                 if time.monotonic() > deadline:
                     raise
-                log.warning("publish_retry", subject=subject, msg_id=msg_id, error=type(error).__name__)
+                if getattr(error, "err_code", None) == STREAM_FULL:
+                    # Its byte cap reached (contracts.subjects): an operator must make room.
+                    log.error("stream_full", subject=subject, msg_id=msg_id, retry_in_s=delay)
+                else:
+                    log.warning("publish_retry", subject=subject, msg_id=msg_id, error=type(error).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue

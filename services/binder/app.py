@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, get_args
 
@@ -22,6 +23,7 @@ from bridge_lib.eventbus import (
 )
 from bridge_lib.health import mongo_ping, start_health_server
 from bridge_lib.planfix_setup import checked_planfix_client
+from bridge_lib.retention import RECORDED_AT, ensure_ttl_indexes, keep_sweeping
 from bridge_lib.runtime import wait_for_stop_signal
 from contracts import subjects
 from contracts.events import BindingStoreRebuilt, RebuildBindingStore, TelegramGroupEvent
@@ -96,12 +98,28 @@ def build(
     return router(on_request=binder.handle, on_group_event=group_life.handle, on_rebuild=rebuilder.handle)
 
 
+# The binder's decision records (collection -> date field), deleted after RETENTION_DAYS
+# (bridge_lib.retention); bindings and group titles are state, kept.
+RECORD_COLLECTIONS = {"bind_requests": RECORDED_AT, "group_changes": RECORDED_AT, "task_notices": RECORDED_AT}
+
+
 async def run(settings: BinderSettings) -> None:
     mongo: AsyncIOMotorClient[dict[str, object]] = AsyncIOMotorClient(
         settings.mongodb_url, serverSelectionTimeoutMS=10_000, tz_aware=True
     )
     store = BindingStore(mongo[settings.mongodb_database])
     await store.create_indexes()
+    database = mongo[settings.mongodb_database]
+    await ensure_ttl_indexes(database, RECORD_COLLECTIONS, days=settings.retention_days)
+    retention = asyncio.create_task(
+        keep_sweeping(
+            database,
+            RECORD_COLLECTIONS,
+            days=settings.retention_days,
+            interval_s=settings.retention_sweep_interval_min * 60,
+        ),
+        name="retention",
+    )
     broker = make_broker(settings.nats_url, name="binder", **settings.nats_connect_options())
     health = await start_health_server(
         service="binder",
@@ -130,6 +148,7 @@ async def run(settings: BinderSettings) -> None:
         await wait_for_stop_signal()
     finally:
         log.info("binder_stopping")
+        retention.cancel()
         await people.stop()
         await broker.stop()
         await health.stop()
