@@ -135,7 +135,7 @@ def test_a_delivered_outbox_item_keeps_no_text_and_a_refused_one_keeps_it_with_a
 def test_every_stream_has_a_byte_cap_and_refuses_when_full_and_dead_letters_age_30_days() -> None:
     for spec in ALL_STREAMS:
         config = stream_config(spec)
-        assert config.max_bytes and config.max_bytes > 0, spec.name
+        assert (config.max_bytes or 0) > 0, spec.name
         assert config.discard is DiscardPolicy.NEW, spec.name
     assert DEADLETTER_STREAM.max_age_s == 30 * DAY
     # What nats-server reserves on its disk for the caps, at one replica.
