@@ -60,7 +60,8 @@ faults: install
 faults-full: install
 	FAULTS_SCALE=full $(BIN)/pytest -q -s tests/faults
 
-# Known vulnerabilities in the pinned dependencies (see tools/audit.py and audit-exceptions.toml).
+# Known vulnerabilities in the pinned dependencies (see tools/audit.py and audit-exceptions.toml);
+# fails (exit 3 from the script) when the vulnerability service cannot be reached.
 audit: install
 	$(BIN)/python tools/audit.py
 
