@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -128,7 +128,7 @@ def redact_value(value: Any) -> Any:
     return value
 
 
-def redact_event_dict(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact_event_dict(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
     """structlog processor: after exceptions are rendered to text, before the renderer."""
     return {key: redact_value(value) for key, value in event_dict.items()}
 

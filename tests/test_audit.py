@@ -47,7 +47,9 @@ def test_an_unreachable_service_fails_as_unaudited_never_green(capsys: pytest.Ca
 def test_packages_the_service_does_not_know_are_named_as_not_audited(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    report = {"dependencies": [{"name": "motor", "skip_reason": "Dependency not found on PyPI"}]}
+    report: dict[str, list[dict[str, Any]]] = {
+        "dependencies": [{"name": "motor", "skip_reason": "Dependency not found on PyPI"}]
+    }
     assert judge(answer(report), {}) == UNAUDITED  # nothing at all audited: not a pass
     out = capsys.readouterr().out
     assert "NOT audited: motor" in out

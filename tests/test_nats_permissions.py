@@ -177,7 +177,7 @@ def test_durable_consumers_acks_buckets_and_requests_work_under_the_permissions(
         binder = await connect_as(server, "binder")
         relay = await connect_as(server, "relay")
         try:
-            await ensure_streams(_Brokerish(binder.client), timeout_s=10)
+            await ensure_streams(_Brokerish(binder.client), timeout_s=10)  # type: ignore[arg-type]
             await binder.client.jetstream().publish("binding.bound.-100888", b"{}", timeout=3)
             # The relay reads bindings with its own durable and acknowledges them.
             notices = next(c for c in CONSUMERS if c.durable == "relay-binding-notices")
@@ -252,8 +252,12 @@ def test_the_cluster_nodes_serve_clients_over_tls_with_the_generated_certificate
     text = (nats_auth.ACCOUNTS_FILE.parent / "cluster.conf").read_text(encoding="utf-8")
     for container_path, here in (("/certs/", f"{certs}/"), ("/data", str(tmp_path / "data"))):
         text = text.replace(container_path, here)
-    for listen, here in (("0.0.0.0:4222", port), ("0.0.0.0:6222", cluster_port), ("0.0.0.0:8222", http_port)):
-        text = text.replace(listen, f"127.0.0.1:{here}")
+    for listen, local_port in (
+        ("0.0.0.0:4222", port),
+        ("0.0.0.0:6222", cluster_port),
+        ("0.0.0.0:8222", http_port),
+    ):
+        text = text.replace(listen, f"127.0.0.1:{local_port}")
     (tmp_path / "node.conf").write_text(text, encoding="utf-8")
     (tmp_path / "accounts.conf").write_text(nats_auth.ACCOUNTS_FILE.read_text(encoding="utf-8"))
     env = {user.password_variable: PASSWORDS[user.user] for user in nats_auth.all_permissions()}

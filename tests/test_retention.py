@@ -171,7 +171,7 @@ def test_a_full_stream_refuses_the_publish_the_publisher_retries_and_nothing_sto
                     refusal = f"{error.err_code} {error.description}"
                     break
             # The bridge's publisher keeps trying (with back-off) while the stream is full...
-            publisher = EventPublisher(_Brokerish(nc), give_up_after_s=30, attempt_timeout_s=2)
+            publisher = EventPublisher(_Brokerish(nc), give_up_after_s=30, attempt_timeout_s=2)  # type: ignore[arg-type]
             event = _probe_event()
             waiting = asyncio.create_task(
                 publisher._publish_with_retries(f"{subject}.late", b"late", {"Nats-Msg-Id": event})

@@ -230,11 +230,11 @@ def test_a_failing_telegram_download_leaves_no_token_in_any_log_or_dead_letter(
     fake_telegram.fail_downloads(gone_id, 403, times=50)
     fake_telegram.add_group_message(unique_chat_id, None, extra={"photo": gone, "caption": "gone"})
 
-    comments = eventually(
-        lambda: (found := relayed_comments(fake_planfix, number)) and len(found) >= 2 and found,
-        timeout_s=40,
-        what="both photos carried",
-    )
+    def both_carried() -> list[Any]:
+        found = relayed_comments(fake_planfix, number)
+        return found if len(found) >= 2 else []
+
+    comments = eventually(both_carried, timeout_s=40, what="both photos carried")
     by_caption = {("flaky" if "flaky" in c.description else "gone"): c for c in comments}
     assert len(by_caption["flaky"].files) == 1
     assert "could not be fetched from Telegram" in by_caption["gone"].description
