@@ -7,6 +7,7 @@ import re
 
 from pydantic import Field, SecretStr, field_validator
 
+from bridge_lib.redaction import register_secret
 from bridge_lib.settings import HealthSettings, NatsSettings, TelegramSettings
 
 MIN_WEBHOOK_SECRET_LENGTH = 16
@@ -62,4 +63,6 @@ class TelegramGatewaySettings(TelegramSettings, NatsSettings, HealthSettings):
         if self.telegram_webhook_secret is not None:
             return self.telegram_webhook_secret.get_secret_value()
         token = self.telegram_bot_token.get_secret_value()
-        return hashlib.sha256(f"telegram-webhook:{token}".encode()).hexdigest()
+        derived = hashlib.sha256(f"telegram-webhook:{token}".encode()).hexdigest()
+        register_secret(derived)  # a secret like any other: never in a log line
+        return derived
