@@ -246,3 +246,17 @@ def test_a_failing_telegram_download_leaves_no_token_in_any_log_or_dead_letter(
     for name, process in bridge.processes.items():
         assert not redaction.secrets_in(process.log_text(), secrets), f"{name} logged a secret"
     assert not redaction.secrets_in(_everything_stored_in_deadletter(bridge), secrets)
+
+
+def test_the_launcher_prints_where_nats_and_the_store_are_without_their_passwords(
+    registered: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from devtools.launcher import infrastructure_line
+
+    monkeypatch.setenv("NATS_URL", "nats://relay:n4ts-Secret-pw@127.0.0.1:4222")
+    monkeypatch.setenv("MONGODB_URL", "mongodb://relay:m0ngo-Secret-pw@127.0.0.1:27017/?authSource=admin")
+    line = infrastructure_line(tmp_path)
+    assert "127.0.0.1:4222" in line
+    assert "127.0.0.1:27017" in line
+    assert "n4ts-Secret-pw" not in line
+    assert "m0ngo-Secret-pw" not in line
