@@ -350,3 +350,80 @@ def test_the_bridge_runs_both_ways_with_each_service_as_its_own_nats_user(
     assert "Authorization Error" not in nats_log
     for name, process in bridge_as_users.processes.items():
         assert "permissions violation" not in process.log_text().lower(), name
+
+
+def test_three_nodes_form_a_cluster_over_tls_routes_and_carry_replicated_streams(
+    loop: LoopThread, tmp_path: Path
+) -> None:
+    """deploy/nats/cluster.conf on three nodes (addresses moved to loopback): the routes between
+    them are TLS with both ends' certificates checked; a service reaches JetStream over TLS with
+    its own user, and streams kept on all three nodes accept its events."""
+    import shutil
+
+    from bridge_lib.settings import NatsSettings
+    from tools import deploy_secrets
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make the certificates with")
+    certs = tmp_path / "certs"
+    deploy_secrets.make_certs(certs)
+    ports = [(devstack.free_port(), devstack.free_port(), devstack.free_port()) for _ in range(3)]
+    template = (nats_auth.ACCOUNTS_FILE.parent / "cluster.conf").read_text(encoding="utf-8")
+    env = {user.password_variable: PASSWORDS[user.user] for user in nats_auth.all_permissions()}
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for index, (client, route, http) in enumerate(ports, start=1):
+            node = tmp_path / f"nats{index}"
+            node.mkdir()
+            text = template.replace("/certs/", f"{certs}/").replace("/data", str(node / "data"))
+            text = text.replace("0.0.0.0:4222", f"127.0.0.1:{client}").replace(
+                "0.0.0.0:8222", f"127.0.0.1:{http}"
+            )
+            text = text.replace("0.0.0.0:6222", f"127.0.0.1:{route}")
+            for other, (_, other_route, _) in enumerate(ports, start=1):
+                text = text.replace(f"nats-route://nats{other}:6222", f"nats-route://localhost:{other_route}")
+            (node / "node.conf").write_text(text, encoding="utf-8")
+            (node / "accounts.conf").write_text(nats_auth.ACCOUNTS_FILE.read_text(encoding="utf-8"))
+            log = open(node / "nats.log", "wb")  # noqa: SIM115 - lives with the process
+            processes.append(
+                subprocess.Popen(
+                    [devstack.venv_binary("nats-server"), "-c", str(node / "node.conf")],
+                    env={**os.environ, **env, "NATS_NODE_NAME": f"nats{index}"},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        for process, (client, _, _) in zip(processes, ports, strict=True):
+            devstack.wait_for_port(client, process=process, what="nats node")
+        settings = NatsSettings(
+            NATS_URL=",".join(f"tls://localhost:{client}" for client, _, _ in ports),
+            NATS_USER="binder",
+            NATS_PASSWORD=PASSWORDS["binder"],
+            NATS_TLS_CA_FILE=str(certs / "ca.pem"),
+            NATS_STREAM_REPLICAS=3,
+        )
+
+        async def replicated() -> tuple[str, int]:
+            broker = make_broker(settings.nats_url, name="binder", **settings.nats_connect_options())
+            await broker.connect()
+            try:
+                await ensure_streams(broker, replicas=3, timeout_s=60)
+                js = broker.connection.jetstream()
+                ack = await js.publish("binding.bound.-100999", b"{}", timeout=10)
+                info = await js.stream_info("BINDING")
+                return ack.stream, 1 + len(info.cluster.replicas or []) if info.cluster else 0
+            finally:
+                await broker.stop()
+
+        stream, copies = loop.run(replicated(), timeout_s=120)
+        assert stream == "BINDING"
+        assert copies == 3
+        for index in (1, 2, 3):
+            node_log = (tmp_path / f"nats{index}" / "nats.log").read_text(errors="replace")
+            assert "TLS required for client connections" in node_log
+            assert "Route connection created" in node_log
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(10)
