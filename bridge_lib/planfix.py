@@ -80,6 +80,9 @@ CODE_DAILY_LIMIT = 22
 CODE_TASK_NOT_FOUND = 1000
 CODE_COMMENT_NOT_FOUND = 5000
 CODE_FILE_NOT_FOUND = 7000
+# The documented range 4000-4006 is "employee errors"; which one means "no such employee" is not
+# documented: 4000 assumed, and a 404 is read the same way.
+CODE_EMPLOYEE_NOT_FOUND = 4000
 CODE_FILE_TOO_LARGE = 7002
 
 CODE_UNKNOWN = 0
@@ -102,6 +105,8 @@ _MAX_PAGES = 100
 COMMENT_FIELDS = "id,dateTime,description,owner,task,sourceObjectId,isDeleted,isHidden,files"
 FILE_FIELDS = "id,name,size"
 RATE_LIMIT_HEADER = "X-RateLimit-Remaining"
+# Over the daily cap without a ``timeToReset``: calls stop this long, then one tries again.
+DAILY_LIMIT_PAUSE_S = 600.0
 # Log the remaining daily budget when it crosses a multiple of this.
 _BUDGET_LOG_STEP = 1000
 _DOWNLOAD_CHUNK = 256 * 1024
@@ -150,6 +155,10 @@ class TaskNotFound(PlanfixRejected):
 
 
 class CommentNotFound(PlanfixRejected):
+    pass
+
+
+class PersonNotFound(PlanfixRejected):
     pass
 
 
@@ -453,6 +462,21 @@ class PlanfixClient:
         extra: dict[str, Any] = {"onlyActive": True} if only_active else {}
         return await self._list_people("user/list", "users", "user", USER_FIELDS, [], extra=extra)
 
+    async def get_employee(self, person_id: str) -> PlanfixPerson | None:
+        """One employee ("user:N") with status and Telegram fields; None when Planfix names no
+        such employee (an unknown id, or an answer without one)."""
+        kind, _, number = _person_id(person_id).partition(":")
+        if kind != "user":
+            raise ValueError(f"an employee id is 'user:N', got {person_id!r}")
+        try:
+            body = await self._call(
+                "GET", f"user/{number}", params={"fields": USER_FIELDS}, not_found=PersonNotFound
+            )
+        except PersonNotFound:
+            return None
+        raw = body.get("user")
+        return _person_from_json(raw, "user") if isinstance(raw, dict) else None
+
     async def find_contacts_by_telegram_id(self, telegram_id: int) -> list[PlanfixPerson]:
         """Contacts whose ``telegramId`` is this Telegram user's (filter 4234)."""
         filters = [{"type": FILTER_CONTACT_TELEGRAM_ID, "operator": "equal", "value": telegram_id}]
@@ -605,6 +629,10 @@ class PlanfixClient:
         )
         return [_comment_from_json(raw) for raw in body.get("comments", [])]
 
+    async def delete_comment(self, comment_id: int) -> None:
+        """Delete a comment (the spec's ``DELETE /comment/{id}``, answered with an empty 200)."""
+        await self._call("DELETE", f"comment/{comment_id}", not_found=CommentNotFound)
+
     # --- files ------------------------------------------------------------------------------
 
     async def upload_file(self, *, name: str, data: bytes, content_type: str | None = None) -> int:
@@ -630,6 +658,7 @@ class PlanfixClient:
         ``max_bytes`` it stops, deletes what it wrote and raises ``FileTooLargeToDownload``.
         """
         path = f"file/{file_id}/download"
+        await self._unless_paused("GET", path)
         try:
             await self.pacer.wait_turn()
         except PacingUnavailable as error:
@@ -649,6 +678,9 @@ class PlanfixClient:
         except httpx.TransportError as error:
             await anyio.Path(destination).unlink(missing_ok=True)
             raise PlanfixUnavailable(f"GET {path}: {type(error).__name__}") from error
+        except DailyLimitReached as error:
+            await self._pause_account(error)
+            raise
         if written > max_bytes:
             await anyio.Path(destination).unlink(missing_ok=True)
             raise FileTooLargeToDownload(f"file {file_id} is larger than {max_bytes} bytes", limit=max_bytes)
@@ -727,6 +759,7 @@ class PlanfixClient:
         files: dict[str, tuple[str, bytes, str]] | None,
         not_found: type[PlanfixRejected],
     ) -> dict[str, Any]:
+        await self._unless_paused(method, path)
         try:
             await self.pacer.wait_turn()
         except PacingUnavailable as error:
@@ -739,8 +772,34 @@ class PlanfixClient:
             raise PlanfixUnavailable(f"{method} {path}: {type(error).__name__}") from error
         self._note_budget(response)
         body = _json_or_empty(response)
-        _raise_for(response, body, method, path, not_found)
+        try:
+            _raise_for(response, body, method, path, not_found)
+        except DailyLimitReached as error:
+            await self._pause_account(error)
+            raise
         return body
+
+    async def _unless_paused(self, method: str, path: str) -> None:
+        """Over the daily cap the account's calls stop until Planfix counts again: raise
+        ``DailyLimitReached`` without sending (and without spending) anything."""
+        paused_for = getattr(self.pacer, "paused_for", None)
+        if paused_for is None:
+            return
+        remaining = await paused_for()
+        if remaining > 0:
+            raise DailyLimitReached(
+                f"{method} {path}: not sent, the account's daily request limit is used up "
+                f"for {round(remaining)} s more",
+                reset_after_s=remaining,
+            )
+
+    async def _pause_account(self, error: DailyLimitReached) -> None:
+        pause = getattr(self.pacer, "pause", None)
+        if pause is None:
+            return
+        seconds = error.reset_after_s if error.reset_after_s is not None else DAILY_LIMIT_PAUSE_S
+        log.warning("planfix_daily_limit_reached", pause_s=round(seconds), hint="calls resume then")
+        await pause(seconds)
 
     def _note_budget(self, response: httpx.Response) -> None:
         raw = response.headers.get(RATE_LIMIT_HEADER)
@@ -796,7 +855,7 @@ def _raise_for(
     if code == CODE_FILE_TOO_LARGE or response.status_code == 413:
         raise FileTooLarge(message, code=code, status=response.status_code)
     if (
-        code in (CODE_TASK_NOT_FOUND, CODE_COMMENT_NOT_FOUND, CODE_FILE_NOT_FOUND)
+        code in (CODE_TASK_NOT_FOUND, CODE_COMMENT_NOT_FOUND, CODE_FILE_NOT_FOUND, CODE_EMPLOYEE_NOT_FOUND)
         or response.status_code == 404
     ):
         raise not_found(message, code=code, status=response.status_code)

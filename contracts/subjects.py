@@ -325,6 +325,10 @@ PERSON_UNLINKED = _spec(
     "people.unlinked.*", PEOPLE, ev.PersonUnlinked, key="telegram_user_id", by=BINDER,
     what="A Telegram person no longer acts as that Planfix person; key: Telegram user id",
 )  # fmt: skip
+PERSON_LINK_REFUSED = _spec(
+    "people.link_refused.*", PEOPLE, ev.PersonLinkRefused, key="telegram_user_id", by=BINDER,
+    what="A /link code written in Planfix linked nobody (the person is told why); key: Telegram user id",
+)  # fmt: skip
 DEAD_LETTERED = _spec(
     "deadletter.*", D, ev.MessageDeadLettered, key="consumer", by="every consumer (bridge_lib.eventbus)",
     what="A message a consumer gave up on, with the reason; key: durable consumer name "
@@ -408,7 +412,9 @@ class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
     # Longer than the slowest call a handler makes (Planfix timeout x retries): no redelivery
     # while a slow call is still under way.
     ack_wait_s: float = 60.0
-    max_deliver: int = 200
+    # No last delivery: an outage is waited out however long it lasts, and a message that keeps
+    # crashing its handler is set aside by ``bridge_lib.eventbus`` (CRASH_LIMIT), not by JetStream.
+    max_deliver: int = -1
 
 
 def _consumer(durable: str, stream: StreamSpec, filter_subject: str, service: str, what: str) -> ConsumerSpec:
@@ -440,6 +446,14 @@ RELAY_PLANFIX_COMMENT_CHANGES = _consumer(
 RELAY_BINDING_NOTICES = _consumer(
     "relay-binding-notices", B, ALL_BINDING_EVENTS, RELAY,
     "tells groups what the binder decided",
+)  # fmt: skip
+BINDER_LINK_CODES = _consumer(
+    "binder-link-codes", P, ALL_PLANFIX_COMMENTS, BINDER,
+    "links a Telegram user to the Planfix employee who wrote their /link code as a comment",
+)  # fmt: skip
+RELAY_PEOPLE_NOTICES = _consumer(
+    "relay-people-notices", PEOPLE, ALL_PEOPLE_EVENTS, RELAY,
+    "tells a person in private that their /link code linked them, or why not",
 )  # fmt: skip
 RELAY_GROUP_EVENTS = _consumer(
     "relay-group-events", T, ALL_TELEGRAM_GROUP_EVENTS, RELAY,
@@ -484,9 +498,18 @@ PLANFIX_PACING_BUCKET = BucketSpec(
     name="PLANFIX_PACING", description="Next free Planfix request slot per account"
 )
 LEASES_BUCKET = BucketSpec(name="LEASES", description="Leases of single-active work")
+PLANFIX_COMMENT_MARKS_BUCKET = BucketSpec(
+    name="PLANFIX_COMMENT_MARKS",
+    description="Per bound task, the Planfix comment id up to which reconciliation has checked",
+)
 
 # Not a stream's: a NATS request the binder answers (``RebuildBindingStore`` -> ``BindingStoreRebuilt``).
 BINDER_REBUILD_STORE = "ops.binder.rebuild_store"
-
-# Not a stream's: a NATS request the binder answers (``RebuildBindingStore`` -> ``BindingStoreRebuilt``).
-BINDER_REBUILD_STORE = "ops.binder.rebuild_store"
+# Not a stream's: a NATS request the binder answers (``AnswerPrivateCommand`` ->
+# ``PrivateCommandAnswered``): a /link answer holds a code, which no stream may keep.
+BINDER_PRIVATE_COMMAND = "ops.binder.private_command"
+# Not a stream's: may the bot stay in a group it was added to (``AdmitGroup`` ->
+# ``GroupAdmissionDecided``; only with TELEGRAM_LEAVE_UNKNOWN_GROUPS=true).
+BINDER_ADMIT_GROUP = "ops.binder.admit_group"
+# Not a stream's: ``bridge bindings audit`` (``AuditBindings`` -> ``BindingsAudited``).
+BINDER_AUDIT_BINDINGS = "ops.binder.audit_bindings"

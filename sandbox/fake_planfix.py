@@ -122,6 +122,8 @@ CODE_BAD_PARAMETER = 41
 CODE_ACCESS_DENIED = 6
 CODE_TASK_NOT_FOUND = 1000
 CODE_COMMENT_NOT_FOUND = 5000
+# "Employee errors" are 4000-4006; the fake says 4000 for an unknown employee (assumed, as the client).
+CODE_EMPLOYEE_NOT_FOUND = 4000
 CODE_DAILY_LIMIT = 22
 CODE_FILE_NOT_FOUND = 7000
 CODE_FILE_TOO_LARGE = 7002
@@ -286,6 +288,9 @@ class FakePlanfix:
         self.daily_cap = daily_cap
         self.max_file_size = max_file_size
         self._used_today = 0
+        # Set by ``use_up_daily_cap``: when (monotonic) the day "ends" and the count starts over.
+        self._day_ends_at: float | None = None
+        self._refused_daily = 0
         self._last_accepted_at: float | None = None
         self._files: dict[int, FakeFile] = {}
         self._next_file = FIRST_FILE_ID
@@ -323,6 +328,8 @@ class FakePlanfix:
         self.webhook_deliveries: list[WebhookDelivery] = []
         self.calls: list[RecordedCall] = []
         self.storage_calls: list[StorageCall] = []
+        # Comments deleted by a client (DELETE /comment/{id}), in order.
+        self.deleted_through_api: list[int] = []
         # Download addresses handed out: token -> file id.
         self._storage_tokens: dict[str, int] = {}
 
@@ -338,11 +345,13 @@ class FakePlanfix:
             app.router.add_post(r"/rest/task/{number:\d+}/comments" + suffix, self._add_comment)
         app.router.add_get(r"/rest/task/{number:\d+}", self._get_task)
         app.router.add_post("/rest/user/list", self._list_users)
+        app.router.add_get(r"/rest/user/{id:(user:)?\d+}", self._get_user)
         app.router.add_post("/rest/contact/list", self._list_contacts)
         for suffix in ("", "/"):
             app.router.add_post("/rest/contact" + suffix, self._create_contact)
         app.router.add_post(r"/rest/task/{number:\d+}/comments/list", self._list_comments)
         app.router.add_get(r"/rest/comment/{id:\d+}", self._get_comment)
+        app.router.add_delete(r"/rest/comment/{id:\d+}", self._delete_comment)
         app.router.add_post(r"/rest/task/{number:\d+}/comments/{id:\d+}", self._update_comment)
         for suffix in ("", "/"):
             app.router.add_post("/rest/file" + suffix, self._upload_file)
@@ -562,6 +571,18 @@ class FakePlanfix:
         with self._lock:
             self._planned_failures.extend([(status, code)] * times)
 
+    def use_up_daily_cap(self, reset_after_s: float) -> None:
+        """The account's day is used up now and starts over in ``reset_after_s`` (a short
+        "midnight" for tests): every request meanwhile is refused with code 22 and that
+        ``timeToReset``."""
+        with self._lock:
+            self._day_ends_at = time.monotonic() + reset_after_s
+
+    def refused_for_daily_cap(self) -> int:
+        """How many requests were refused with code 22 so far."""
+        with self._lock:
+            return self._refused_daily
+
     def delay_next(self, seconds: float, times: int = 1) -> None:
         """Hold the next ``times`` answers for ``seconds`` (to make a client time out)."""
         with self._lock:
@@ -769,12 +790,21 @@ class FakePlanfix:
                         status=429,
                         headers={"Retry-After": "1"},
                     )
-            if self._used_today >= self.daily_cap:
+            if self._day_ends_at is not None and time.monotonic() >= self._day_ends_at:
+                self._day_ends_at = None
+                self._used_today = 0
+            if self._used_today >= self.daily_cap or self._day_ends_at is not None:
+                to_reset = (
+                    max(1, round(self._day_ends_at - time.monotonic()))
+                    if self._day_ends_at is not None
+                    else _seconds_to_next_utc_midnight()
+                )
+                self._refused_daily += 1
                 raise _Fail(
                     CODE_DAILY_LIMIT,
                     "Daily request limit reached",
                     status=403,
-                    body={"timeToReset": _seconds_to_next_utc_midnight()},
+                    body={"timeToReset": to_reset},
                 )
             self._last_accepted_at = arrived
             self._used_today += 1
@@ -868,6 +898,17 @@ class FakePlanfix:
             for person in page
         ]
         return _success(users=users)
+
+    async def _get_user(self, request: web.Request) -> web.Response:
+        raw = request.match_info["id"]
+        person_id = raw if raw.startswith("user:") else f"user:{raw}"
+        fields = request.query.get("fields", "")
+        with self._lock:
+            person = self._employees.get(person_id)
+            if person is None:
+                raise _Fail(CODE_EMPLOYEE_NOT_FOUND, f"Employee {raw} does not exist")
+            rendered = _select(_person_json(person, employee=True), fields, ("id", "name"))
+        return _success(user=rendered)
 
     async def _list_contacts(self, request: web.Request) -> web.Response:
         body = _json_object(request, empty_ok=True)
@@ -975,6 +1016,17 @@ class FakePlanfix:
                 comment, request.query.get("fields", ""), request.query.get("sourceId")
             )
         return _success(comment=rendered)
+
+    async def _delete_comment(self, request: web.Request) -> web.Response:
+        comment_id = int(request.match_info["id"])
+        with self._lock:
+            comment = self._comments.get(comment_id)
+            if comment is None or comment.is_deleted:
+                raise _Fail(CODE_COMMENT_NOT_FOUND, f"Comment {comment_id} does not exist")
+            self._replace_comment_locked(replace(comment, is_deleted=True))
+            self.deleted_through_api.append(comment_id)
+        # The spec answers an empty 200.
+        return web.Response(status=200)
 
     async def _update_comment(self, request: web.Request) -> web.Response:
         number = int(request.match_info["number"])

@@ -174,6 +174,8 @@ class _State:
     download_failures: dict[str, list[int]] = field(default_factory=dict)
     commands: list[dict[str, Any]] = field(default_factory=list)
     commands_scope: dict[str, Any] | None = None
+    # As Telegram keeps them: one list per scope and language ("" for every language).
+    commands_by_scope: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class FakeTelegram:
@@ -213,6 +215,8 @@ class FakeTelegram:
         self._webhook_wake = asyncio.Event()
         self._webhook_worker: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
+        # Chats the bot left by leaveChat, in order.
+        self.left_chats: list[int] = []
         self._methods: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
             "getme": self._get_me,
             "getupdates": self._get_updates,
@@ -229,6 +233,7 @@ class FakeTelegram:
             "editmessagetext": self._edit_message_text,
             "editmessagecaption": self._edit_message_caption,
             "deletemessage": self._delete_message,
+            "leavechat": self._leave_chat,
             "sendmediagroup": self._send_media_group,
             **{f"send{kind}": self._file_sender(kind) for kind in FILE_KINDS},
         }
@@ -649,6 +654,11 @@ class FakeTelegram:
         with self._lock:
             return copy.deepcopy(self._state.commands), copy.deepcopy(self._state.commands_scope)
 
+    def commands_in(self, scope_type: str, language_code: str = "") -> list[dict[str, Any]]:
+        """The command list setMyCommands left for a scope ("all_group_chats", ...) and language."""
+        with self._lock:
+            return copy.deepcopy(self._state.commands_by_scope.get((scope_type, language_code), []))
+
     # --- HTTP ----------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -845,6 +855,30 @@ class FakeTelegram:
             del chat.messages[message["message_id"]]
         return True
 
+    async def _leave_chat(self, params: dict[str, Any]) -> bool:
+        """The bot leaves; Telegram then sends the bot's own ``my_chat_member`` (from: the bot)."""
+        chat_id = _chat_id(params)
+        with self._lock:
+            chat = self._chat_locked(chat_id)
+            if chat.chat["type"] == "private":
+                raise BotAPIError(400, "Bad Request: chat member status can't be changed in private chats")
+            self._check_reachable_locked(chat)
+            old, chat.bot_status = chat.bot_status, "left"
+            self.left_chats.append(chat_id)
+            self._enqueue_locked(
+                {
+                    "update_id": self._take_update_id_locked(None),
+                    "my_chat_member": {
+                        "chat": copy.deepcopy(chat.chat),
+                        "from": dict(self.bot_user),
+                        "date": int(time.time()),
+                        "old_chat_member": chat_member(dict(self.bot_user), old),
+                        "new_chat_member": chat_member(dict(self.bot_user), "left"),
+                    },
+                }
+            )
+        return True
+
     async def _get_chat_member(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id, user_id = _chat_id(params), params.get("user_id")
         if not isinstance(user_id, int):
@@ -897,6 +931,9 @@ class FakeTelegram:
             self._state.commands = copy.deepcopy(commands)
             scope = params.get("scope")
             self._state.commands_scope = copy.deepcopy(scope) if isinstance(scope, dict) else None
+            scope_type = scope.get("type", "default") if isinstance(scope, dict) else "default"
+            language = params.get("language_code") or ""
+            self._state.commands_by_scope[(str(scope_type), str(language))] = copy.deepcopy(commands)
         return True
 
     async def _get_my_commands(self, params: dict[str, Any]) -> list[dict[str, Any]]:

@@ -257,6 +257,17 @@ def test_a_forum_topic_binds_on_its_own_and_an_anonymous_admin_is_told_how_to_be
     expect(page.locator("#task-head")).to_contain_text("Fix the printer")
 
 
+def test_a_person_links_to_planfix_in_one_click_and_the_page_shows_it(page: Page) -> None:
+    chen = page.locator('#people .person[data-person="chen"]')
+    expect(chen).to_contain_text("not linked")
+
+    chen.locator("button").click()
+
+    expect(chen).to_contain_text("link_code", timeout=20_000)
+    expect(page.locator('#events tr[data-type="people.person_linked.v1"]').last).to_be_visible()
+    snap(page, "08-linked")
+
+
 def test_a_restart_keeps_groups_tasks_and_comments_and_the_bridge_keeps_working(
     page: Page, sandbox: SandboxRun
 ) -> None:

@@ -27,11 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.subjects import (
+    BINDER_ADMIT_GROUP,
+    BINDER_AUDIT_BINDINGS,
+    BINDER_PRIVATE_COMMAND,
     BINDER_REBUILD_STORE,
     CATALOGUE,
     CONSUMERS,
     DEAD_LETTERED,
     LEASES_BUCKET,
+    PLANFIX_COMMENT_MARKS_BUCKET,
     PLANFIX_PACING_BUCKET,
     TELEGRAM_PACE_BUCKET,
 )
@@ -47,14 +51,19 @@ RELAY_OUTBOX_NUDGE = "relay.outbox.nudge"
 # What a service uses besides its events: key-value buckets and plain NATS subjects.
 BUCKETS: dict[str, tuple[str, ...]] = {
     "telegram_gateway": (),
-    "planfix_gateway": (PLANFIX_PACING_BUCKET.name, LEASES_BUCKET.name),
+    "planfix_gateway": (PLANFIX_PACING_BUCKET.name, LEASES_BUCKET.name, PLANFIX_COMMENT_MARKS_BUCKET.name),
     "binder": (PLANFIX_PACING_BUCKET.name,),
     "relay": (PLANFIX_PACING_BUCKET.name, LEASES_BUCKET.name, TELEGRAM_PACE_BUCKET.name),
 }
-CORE_PUBLISH: dict[str, tuple[str, ...]] = {"relay": (RELAY_OUTBOX_NUDGE,)}
+# Requests the gateway asks the binder (answers come back to its inbox), and the requests the
+# binder answers (the others come from the operator's CLI).
+CORE_PUBLISH: dict[str, tuple[str, ...]] = {
+    "relay": (RELAY_OUTBOX_NUDGE,),
+    "telegram_gateway": (BINDER_PRIVATE_COMMAND, BINDER_ADMIT_GROUP),
+}
 CORE_SUBSCRIBE: dict[str, tuple[str, ...]] = {
     "relay": (RELAY_OUTBOX_NUDGE,),
-    "binder": (BINDER_REBUILD_STORE,),
+    "binder": (BINDER_REBUILD_STORE, BINDER_PRIVATE_COMMAND, BINDER_ADMIT_GROUP, BINDER_AUDIT_BINDINGS),
 }
 # The gateway stores updates aiogram cannot decode as dead letters of this name.
 TELEGRAM_GATEWAY_DEAD_LETTERS = "telegram_gateway"

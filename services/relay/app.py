@@ -55,7 +55,12 @@ async def run(settings: RelaySettings) -> None:
         api_base_url=settings.telegram_api_base_url,
         timeout_s=30.0,
     )
-    broker = make_broker(settings.nats_url, name="relay", **settings.nats_connect_options())
+    broker = make_broker(
+        settings.nats_url,
+        name="relay",
+        retry_max_delay_s=settings.retry_max_delay_s,
+        **settings.nats_connect_options(),
+    )
     health = await start_health_server(
         service="relay",
         broker=broker,

@@ -48,6 +48,7 @@ BOT_COMMANDS = {
     "status": "Which Planfix task this group is bound to",
     "unbind": "Stop carrying messages between this group and its task",
     "help": "What this bot does and its commands",
+    "link": "Link your Telegram to your Planfix account (in a private chat with me)",
 }
 
 
