@@ -167,16 +167,16 @@ async def ensure_streams(broker: NatsBroker, *, replicas: int = 1, timeout_s: fl
 
 
 async def _create_or_update_stream(js: Any, config: StreamConfig) -> None:
+    # Create first: JetStream accepts the same configuration again and changes nothing, so a
+    # service needs leave to update only streams whose configuration it really changes (under
+    # the deployment's NATS users, only a stream's publishers may: tools/nats_auth.py).
     try:
+        await js.add_stream(config)
+    except nats.js.errors.BadRequestError as error:
+        if error.err_code != STREAM_NAME_IN_USE:
+            raise
+        # It exists with another configuration (a release changed it): bring it to ours.
         await js.update_stream(config)
-    except nats.js.errors.NotFoundError:
-        try:
-            await js.add_stream(config)
-        except nats.js.errors.BadRequestError as error:
-            if error.err_code != STREAM_NAME_IN_USE:
-                raise
-            # Another service created it between our two calls: bring it to our config.
-            await js.update_stream(config)
 
 
 async def start_subscribers(broker: NatsBroker, *, timeout_s: float = 60.0) -> None:

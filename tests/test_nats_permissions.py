@@ -17,7 +17,7 @@ import nats.errors
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from bridge_lib.eventbus import ensure_streams, make_broker
+from bridge_lib.eventbus import ensure_streams, make_broker, stream_config
 from bridge_lib.kvstore import ensure_bucket
 from contracts.subjects import BINDER_REBUILD_STORE, CATALOGUE, CONSUMERS, LEASES_BUCKET, TELEGRAM_PACE_BUCKET
 from devtools import devstack
@@ -168,6 +168,38 @@ def test_a_refused_publish_stores_nothing(loop: LoopThread, server: str) -> None
     before, after, refusals = loop.run(scenario())
     assert after == before
     assert any('permissions violation for publish to "binding.bound.-100777"' in r.lower() for r in refusals)
+
+
+def test_only_a_streams_writers_may_change_its_configuration(loop: LoopThread, server: str) -> None:
+    """Every service declares every stream at start (creating an existing one with the same
+    configuration changes nothing); changing one is left to those who write into it: a relay
+    cannot shorten the BINDING stream's age, the binder can."""
+    from contracts.subjects import BINDING_STREAM
+
+    shortened = stream_config(BINDING_STREAM)
+    shortened.max_age = 2 * 86_400.0  # two days instead of forever
+
+    async def scenario() -> tuple[float, float]:
+        relay = await connect_as(server, "relay")
+        try:
+            await ensure_streams(_Brokerish(relay.client), timeout_s=10)  # type: ignore[arg-type]
+            with pytest.raises(nats.errors.TimeoutError):
+                await relay.client.jetstream(timeout=1).update_stream(shortened)
+            after_relay = (await relay.client.jetstream().stream_info("BINDING")).config.max_age or 0.0
+        finally:
+            await relay.client.close()
+        binder = await connect_as(server, "binder")
+        try:
+            await binder.client.jetstream().update_stream(shortened)
+            after_binder = (await binder.client.jetstream().stream_info("BINDING")).config.max_age or 0.0
+            await binder.client.jetstream().update_stream(stream_config(BINDING_STREAM))
+        finally:
+            await binder.client.close()
+        return after_relay, after_binder
+
+    after_relay, after_binder = loop.run(scenario(), timeout_s=60)
+    assert after_relay == 0.0  # kept forever, as declared
+    assert after_binder == 2 * 86_400.0
 
 
 def test_durable_consumers_acks_buckets_and_requests_work_under_the_permissions(

@@ -5,10 +5,12 @@ fails when the file is stale, so the permissions cannot drift from the catalogue
 may publish exactly the subjects the catalogue says it publishes, the dead letters of its own
 consumers, the key-value buckets it uses, and what JetStream itself needs:
 
-* ``$JS.API.INFO``, ``$JS.API.STREAM.{INFO,CREATE,UPDATE}.*`` (every service declares every
-  stream at start), ``$JS.API.STREAM.{NAMES,LIST,MSG.GET.*}``, ``$JS.API.DIRECT.GET.>`` and
-  ``$JS.API.CONSUMER.>`` (its durable consumers, and the ordered ones it reads with);
-  never ``STREAM.DELETE``, ``STREAM.PURGE`` or ``STREAM.MSG.DELETE``;
+* ``$JS.API.INFO``, ``$JS.API.STREAM.{INFO,CREATE}.*`` (every service declares every stream at
+  start; creating an existing stream with the same configuration changes nothing),
+  ``$JS.API.STREAM.UPDATE.<stream>`` only for the streams it writes into and its buckets' (a
+  relay cannot shorten the BINDING stream's age), ``$JS.API.STREAM.{NAMES,LIST,MSG.GET.*}``,
+  ``$JS.API.DIRECT.GET.>`` and ``$JS.API.CONSUMER.>`` (its durable consumers, and the ordered
+  ones it reads with); never ``STREAM.DELETE``, ``STREAM.PURGE`` or ``STREAM.MSG.DELETE``;
 * ``$JS.ACK.<stream>.<durable>.>`` for its own durable consumers only (it cannot settle another
   service's messages), ``$JS.FC.>`` (flow control of ordered consumers);
 * ``_INBOX.>``: replies (JetStream's answers come to an inbox; the binder answers requests).
@@ -72,7 +74,6 @@ JETSTREAM_API = (
     "$JS.API.INFO",
     "$JS.API.STREAM.INFO.*",
     "$JS.API.STREAM.CREATE.*",
-    "$JS.API.STREAM.UPDATE.*",
     "$JS.API.STREAM.NAMES",
     "$JS.API.STREAM.LIST",
     "$JS.API.STREAM.MSG.GET.*",
@@ -99,6 +100,12 @@ def publishes(service: str) -> list[str]:
     return [spec.pattern for spec in CATALOGUE if spec is not DEAD_LETTERED and service in spec.published_by]
 
 
+def owned_streams(service: str) -> list[str]:
+    """The streams ``service`` writes into (its events' and dead letters'), and its buckets'."""
+    streams = {spec.stream for spec in CATALOGUE if spec.pattern in publishes(service)}
+    return [*sorted(streams | {DEAD_LETTERED.stream}), *(f"KV_{bucket}" for bucket in BUCKETS[service])]
+
+
 def permissions_of(service: str) -> Permissions:
     consumers = [consumer for consumer in CONSUMERS if consumer.service == service]
     dead_letter_keys = [consumer.durable for consumer in consumers]
@@ -110,6 +117,8 @@ def permissions_of(service: str) -> Permissions:
         *(f"$KV.{bucket}.>" for bucket in BUCKETS[service]),
         *CORE_PUBLISH.get(service, ()),
         *(f"$JS.ACK.{consumer.stream}.{consumer.durable}.>" for consumer in consumers),
+        # A stream's configuration is changed only by those who write into it.
+        *(f"$JS.API.STREAM.UPDATE.{stream}" for stream in owned_streams(service)),
         *JETSTREAM_API,
     ]
     subscribe = ["_INBOX.>", *CORE_SUBSCRIBE.get(service, ())]
