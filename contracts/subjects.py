@@ -58,17 +58,23 @@ bucket              what
                     is held by the one relay replica that carries messages to Planfix
 ==================  ==========================================================================
 
-Streams are on file storage. Each has a duplicate window: a publish whose ``Nats-Msg-Id``
+Streams are on file storage, each with a byte cap (``max_bytes``) besides its age limit. A full
+stream refuses new messages rather than dropping old ones (discard policy ``new``): a publisher
+sees the refusal ("maximum bytes exceeded"), logs ``stream_full`` and retries, and what it was
+carrying waits where it came from (unacknowledged, or unanswered to Telegram or Planfix), so
+nothing is silently discarded; nats-server reserves each cap's bytes on its disk when the stream
+is created. Each stream has a duplicate window: a publish whose ``Nats-Msg-Id``
 was seen within the window is acknowledged as a duplicate and not stored. Inbound streams keep
 24 h of ids because Telegram redelivers unconfirmed updates for up to 24 h and Planfix retries a
 failed webhook for up to about 2 h 45 min. The BINDING stream keeps every event forever: it is
 the source of truth that services (and ``bridge binder rebuild``) replay to learn bindings.
+The DEADLETTER stream keeps a dead letter 30 days.
 
 Dead letters: when a consumer gives up on a message (undecodable, a permanent failure, or its
 last allowed delivery failed), ``bridge_lib.eventbus.consume`` stores a ``MessageDeadLettered``
 event (the original subject, headers and body, the reason, the consumer and the delivery count)
 on ``deadletter.<consumer>`` before it terminates the message. The DEADLETTER stream keeps them
-until an operator retries (``bridge dlq retry``) or drops (``bridge dlq drop``) them. The
+30 days, or until an operator retries (``bridge dlq retry``) or drops (``bridge dlq drop``) them. The
 Telegram gateway stores an update from ``getUpdates`` (or posted to its webhook) that aiogram
 cannot decode the same way, on ``deadletter.telegram_gateway`` (stream ``telegram-bot-api``,
 sequence = the update id); it cannot be retried, only read and dropped. The relay stores a message
@@ -89,6 +95,8 @@ from contracts.events import Event
 
 HOUR = 3600.0
 DAY = 24 * HOUR
+MIB = 1024 * 1024
+GIB = 1024 * MIB
 
 
 class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,6 +106,9 @@ class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
     duplicate_window_s: float
     # 0 means "keep forever".
     max_age_s: float = 0.0
+    # The most the stream may hold; when full it refuses new messages (discard policy "new").
+    # About 20 MB a day at 1,000 groups with 20 messages and 10 comments each.
+    max_bytes: int = 1 * GIB
 
 
 TELEGRAM_STREAM = StreamSpec(
@@ -106,6 +117,7 @@ TELEGRAM_STREAM = StreamSpec(
     description="What people did in Telegram groups, as the gateway saw it",
     duplicate_window_s=DAY,
     max_age_s=30 * DAY,
+    max_bytes=2 * GIB,
 )
 PLANFIX_STREAM = StreamSpec(
     name="PLANFIX",
@@ -119,6 +131,7 @@ BINDING_STREAM = StreamSpec(
     subjects=["binding.>"],
     description="Group-to-task bindings decided by the binder; kept forever",
     duplicate_window_s=DAY,
+    max_bytes=256 * MIB,
 )
 EFFECTS_STREAM = StreamSpec(
     name="EFFECTS",
@@ -133,13 +146,15 @@ PEOPLE_STREAM = StreamSpec(
     subjects=["people.>"],
     description="Telegram people linked to Planfix employees and contacts; kept forever",
     duplicate_window_s=DAY,
+    max_bytes=256 * MIB,
 )
 
 DEADLETTER_STREAM = StreamSpec(
     name="DEADLETTER",
     subjects=["deadletter.>"],
-    description="Messages a consumer gave up on, with the reason; kept until retried or dropped",
+    description="Messages a consumer gave up on, with the reason; kept 30 days, or until retried or dropped",
     duplicate_window_s=DAY,
+    max_age_s=30 * DAY,
 )
 
 ALL_STREAMS: tuple[StreamSpec, ...] = (

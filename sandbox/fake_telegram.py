@@ -171,6 +171,8 @@ class _State:
     poll_generation: int = 0
     files: dict[str, _StoredFile] = field(default_factory=dict)
     downloads: list[str] = field(default_factory=list)  # file_ids whose bytes were fetched
+    # file_id -> HTTP statuses its next downloads answer, one each (a test's broken file server).
+    download_failures: dict[str, list[int]] = field(default_factory=dict)
     commands: list[dict[str, Any]] = field(default_factory=list)
     commands_scope: dict[str, Any] | None = None
     # As Telegram keeps them: one list per scope and language ("" for every language).
@@ -450,6 +452,11 @@ class FakeTelegram:
         with self._lock:
             stored = self._add_file_locked(data, declared_size if declared_size is not None else len(data))
         return {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id, "file_size": stored.size}
+
+    def fail_downloads(self, file_id: str, status: int, *, times: int = 1) -> None:
+        """The next ``times`` downloads of ``file_id`` answer ``status`` instead of the bytes."""
+        with self._lock:
+            self._state.download_failures.setdefault(file_id, []).extend([status] * times)
 
     def downloads(self) -> list[str]:
         """The file_ids whose bytes were downloaded, in order."""
@@ -968,8 +975,12 @@ class FakeTelegram:
         unique = request.match_info["path"].rsplit("/", 1)[-1]
         with self._lock:
             stored = next((f for f in self._state.files.values() if f.file_unique_id == unique), None)
-            if stored is not None:
+            planned = self._state.download_failures.get(stored.file_id, []) if stored is not None else []
+            failure = planned.pop(0) if planned else None
+            if stored is not None and failure is None:
                 self._state.downloads.append(stored.file_id)
+        if failure is not None:
+            return web.Response(status=failure, text="planned failure")
         if stored is None or stored.size > MAX_DOWNLOAD_BYTES:
             return web.Response(status=404, text="Not Found")
         return web.Response(body=stored.data, content_type="application/octet-stream")

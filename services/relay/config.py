@@ -7,10 +7,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
+from bridge_lib.retention import RetentionSettings
 from bridge_lib.settings import HealthSettings, MongoSettings, NatsSettings, PlanfixSettings, TelegramSettings
 
 
-class RelaySettings(NatsSettings, MongoSettings, PlanfixSettings, TelegramSettings, HealthSettings):
+class RelaySettings(
+    NatsSettings, MongoSettings, PlanfixSettings, TelegramSettings, HealthSettings, RetentionSettings
+):
     health_port: int = Field(default=9104, alias="RELAY_HEALTH_PORT", ge=0, le=65535)
     # How long the parts of a Telegram album are awaited after the last one came, to post them
     # as one comment; a part arriving later still is added to that comment.

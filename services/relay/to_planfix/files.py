@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 
+import aiohttp
 import structlog
 from aiogram import Bot
 from aiogram.exceptions import (
@@ -31,6 +32,8 @@ log = structlog.get_logger("relay.to_planfix")
 TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024
 # After this many deliveries a file that cannot be downloaded is named in the comment instead.
 FILE_ATTEMPTS = 5
+# A file URL answering these will not start working: named in the comment at once.
+GONE_STATUSES = frozenset({400, 401, 403, 404, 410})
 
 
 class FileUploader:
@@ -49,11 +52,25 @@ class FileUploader:
                 return Upload(note=too_big_for_telegram_note(attachment))
             log.warning("file_not_downloadable", kind=attachment.kind, error=str(error))
             return Upload(note=unavailable_note(attachment))
-        except (TelegramNetworkError, TelegramServerError, TelegramRetryAfter, OSError) as error:
+        except aiohttp.ClientResponseError as error:
+            # Its message and request_info carry the file URL, and in it the bot token: only the
+            # status goes on, and the error itself is not chained into a traceback.
+            status = error.status
+            if status in GONE_STATUSES or attempts >= FILE_ATTEMPTS:
+                log.warning("file_download_gave_up", kind=attachment.kind, http_status=status)
+                return Upload(note=unavailable_note(attachment))
+            raise TransientFailure(f"Telegram file download failed: HTTP {status}") from None
+        except (
+            TelegramNetworkError,
+            TelegramServerError,
+            TelegramRetryAfter,
+            aiohttp.ClientError,
+            OSError,
+        ) as error:
             if attempts >= FILE_ATTEMPTS:
                 log.warning("file_download_gave_up", kind=attachment.kind, error=type(error).__name__)
                 return Upload(note=unavailable_note(attachment))
-            raise TransientFailure(f"Telegram file download failed: {type(error).__name__}") from error
+            raise TransientFailure(f"Telegram file download failed: {type(error).__name__}") from None
         try:
             file_id = await self._planfix.upload_file(
                 name=attachment.file_name or attachment.kind, data=data, content_type=attachment.mime_type

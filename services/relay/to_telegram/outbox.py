@@ -5,8 +5,10 @@ new) and returns; the group's sender drains the items in order, at the group's p
 what waits. ``telegram_outbox``: the items waiting, ordered by ``seq`` (from ``counters``, so the
 order survives a group's move to a new chat id); ``progress`` records each finished step of a
 multi-message item so a retry resumes where it stopped. ``telegram_outbox_finished``: items sent
-or refused for good (dead, with the reason), kept to recognise a redelivered event. Moving an
-item is an insert there, then a delete here: one found in both (a crash between) is finished.
+or refused for good (dead, with the reason), kept to recognise a redelivered event (for
+RETENTION_DAYS). A sent item keeps no text there: what was delivered needs no copy (a dead one
+keeps its text, for an operator to resend). Moving an item is an insert there, then a delete
+here: one found in both (a crash between) is finished.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from bridge_lib.redaction import redact
 from contracts.events import PlanfixFile, TelegramMessageKind
 
 
@@ -72,6 +75,10 @@ class OutboxItem(msgspec.Struct, kw_only=True):
             and self.reply_to_message_id is None
             and self.attempts == 0
         )
+
+
+# What a delivered item's record keeps of its content: nothing (the message is in the group).
+_DELIVERED: dict[str, Any] = {"text": "", "short_caption": "", "files": []}
 
 
 def _document(item: OutboxItem) -> dict[str, Any]:
@@ -158,7 +165,8 @@ class Outbox:
         """
         finished_at = datetime.now(UTC)
         documents = [
-            {**_document(item), "state": ItemState.DONE.value, "finished_at": finished_at} for item in items
+            {**_document(item), **_DELIVERED, "state": ItemState.DONE.value, "finished_at": finished_at}
+            for item in items
         ]
         try:
             await self._finished.insert_many(documents, ordered=False)
@@ -181,13 +189,13 @@ class Outbox:
     async def count_attempt(self, key: str, reason: str) -> int:
         document = await self._items.find_one_and_update(
             {"_id": key},
-            {"$inc": {"attempts": 1}, "$set": {"reason": reason}},
+            {"$inc": {"attempts": 1}, "$set": {"reason": redact(reason)}},
             return_document=ReturnDocument.AFTER,
         )
         return int(document["attempts"]) if document else 0
 
     async def give_up(self, key: str, reason: str) -> None:
-        await self._finish(key, {"state": ItemState.DEAD.value, "reason": reason})
+        await self._finish(key, {"state": ItemState.DEAD.value, "reason": redact(reason)})
 
     async def last_sent_of_kind(
         self, chat_id: int, kind: TelegramMessageKind, *, besides: str
