@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -39,7 +40,7 @@ from bridge_lib.health import start_health_server
 from bridge_lib.jetstream_ready import JetStreamNotReady
 from bridge_lib.runtime import freeze_startup_heap, log_startup_failed, wait_for_stop_signal
 from bridge_lib.telegram import TOKEN_HINT, TOKEN_REFUSED, make_bot
-from services.telegram_gateway.commands import BOT_COMMANDS, BotProfile, build_commands_router
+from services.telegram_gateway.commands import BotProfile, build_commands_router, command_menus
 from services.telegram_gateway.config import TelegramGatewaySettings
 from services.telegram_gateway.group_life import build_group_life_router
 from services.telegram_gateway.inbound import build_inbound_router
@@ -161,10 +162,17 @@ async def _serve(bot: Bot, broker: NatsBroker, settings: TelegramGatewaySettings
         log.warning("telegram_group_privacy_enabled", bot_username=me.username, fix=PRIVACY_HINT)
     # Before setMyCommands: a bot another program serves keeps its command menu too.
     await _check_webhook_owner(bot, settings)
-    commands = [BotCommand(command=name, description=text) for name, text in BOT_COMMANDS.items()]
-    await _retrying(
-        "setMyCommands", lambda: bot.set_my_commands(commands, scope=BotCommandScopeAllGroupChats())
-    )
+    for language_code, menu in command_menus(settings.bridge_language):
+        commands = [BotCommand(command=name, description=text) for name, text in menu.items()]
+        await _retrying(
+            "setMyCommands",
+            functools.partial(
+                bot.set_my_commands,
+                commands,
+                scope=BotCommandScopeAllGroupChats(),
+                language_code=language_code,
+            ),
+        )
     publisher = EventPublisher(broker)
     dispatcher = build_dispatcher(publisher, me, jetstream=broker.connection.jetstream())
     allowed_updates = dispatcher.resolve_used_update_types()

@@ -19,7 +19,7 @@ from bridge_lib.eventbus import EventPublisher
 from bridge_lib.lease import Leases
 from bridge_lib.planfix import PlanfixClient
 from services.relay.config import RelaySettings
-from services.relay.directory import BindingDirectory
+from services.relay.directory import BindingDirectory, group_texts
 from services.relay.effects import OwnComments
 from services.relay.people import PeopleDirectory
 from services.relay.to_telegram.courier import Courier
@@ -69,6 +69,7 @@ async def build(
         pace=pace,
         leases=leases,
         task_url=partial(task_page, settings.planfix_web_url),
+        texts=group_texts(directory, settings.bridge_language),
     )
     nudges = Nudges(nats)
     sender = TelegramSender(
@@ -94,5 +95,6 @@ async def build(
         planfix_source_id=settings.planfix_source_id,
         planfix_web_url=settings.planfix_web_url,
         people=people,
+        language=settings.bridge_language,
     )
     return ToTelegramWing(router=router(handlers), sender=sender)
