@@ -202,7 +202,7 @@ def decide(
     t = translator(language or rules.language)
     match request:
         case GroupLanguageRequested():
-            if refusal := _not_allowed(request, t.gettext("change the language of"), t):
+            if refusal := _not_allowed(request, "lang", t, rules):
                 return _rejected(key, BindingRejectionReason.NOT_ALLOWED, refusal, language=request.language)
             if request.language not in LANGUAGES:
                 detail = t.gettext("the bridge speaks {languages}: write /lang ru or /lang en").format(
@@ -247,7 +247,7 @@ def decide(
                 case None:
                     raise ValueError("a bind request is decided after Planfix answered")
         case UnbindRequested():
-            if refusal := _not_allowed(request, t.gettext("unbind"), t, rules):
+            if refusal := _not_allowed(request, "unbind", t, rules):
                 return _rejected(key, BindingRejectionReason.NOT_ALLOWED, refusal)
             if binding is None:
                 detail = (
@@ -350,28 +350,42 @@ def announcement(request: BinderRequest, outcome: BindOutcome) -> tuple[Announce
     return refused, subjects.binding_unbind_rejected(chat_id), key
 
 
+# Why someone may not do what they asked, by what they asked: whole sentences, for translators.
+_NOT_ADMIN = {
+    "bind": N_("only the group's admins can bind it, sorry"),
+    "unbind": N_("only the group's admins can unbind it, sorry"),
+    "lang": N_("only the group's admins can change its language, sorry"),
+}
+_ADMIN_UNKNOWN = {
+    "bind": N_("Telegram could not tell whether you are an admin of this group; please bind again later"),
+    "unbind": N_("Telegram could not tell whether you are an admin of this group; please unbind again later"),
+    "lang": N_(
+        "Telegram could not tell whether you are an admin of this group; please change the language "
+        "again later"
+    ),
+}
+
+
 def _not_allowed(
     request: BindRequested | UnbindRequested | GroupLanguageRequested,
-    what: str,
+    action: str,
     t: Translator,
-    rules: BindRules | None = None,
+    rules: BindRules,
 ) -> str | None:
     """Why this person may not change the binding (or the language), or None when they may;
-    ``what`` is the verb, already in the group's language."""
-    if (rules is not None and rules.everyone_may_bind) or request.requester_is_admin:
+    ``action``: "bind", "unbind" or "lang"."""
+    if rules.everyone_may_bind or request.requester_is_admin:
         return None
     if request.requester_is_admin is None:
-        return t.gettext(
-            "Telegram could not tell whether you are an admin of this group; please {what} again later"
-        ).format(what=what)
-    return t.gettext("only the group's admins can {what} it, sorry").format(what=what)
+        return t.gettext(_ADMIN_UNKNOWN[action])
+    return t.gettext(_NOT_ADMIN[action])
 
 
 def _early_rejection(
     request: BindRequested, rules: BindRules, t: Translator
 ) -> tuple[BindingRejectionReason, str] | None:
     """A refusal that needs no Planfix: not allowed, a foreign link, or nothing to bind."""
-    if refusal := _not_allowed(request, t.gettext("bind"), t, rules):
+    if refusal := _not_allowed(request, "bind", t, rules):
         return BindingRejectionReason.NOT_ALLOWED, refusal
     if request.task_link is not None:
         link = task_in_link(request.task_link, account_url=rules.account_url)

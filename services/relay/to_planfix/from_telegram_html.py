@@ -77,7 +77,7 @@ def head_html(
 ) -> str:
     when = author_time(message, zone, t)
     author = f"{author_html(message.sender, t)} · " if with_author else ""
-    lines = [t.gettext("{author}Telegram · {time}").format(author=author, time=when)]
+    lines = [author + t.gettext("Telegram · {time}").format(time=when)]
     if message.forwarded_from:
         lines.append(
             "↪ <i>{}</i>".format(
