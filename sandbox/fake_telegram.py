@@ -172,6 +172,8 @@ class _State:
     downloads: list[str] = field(default_factory=list)  # file_ids whose bytes were fetched
     commands: list[dict[str, Any]] = field(default_factory=list)
     commands_scope: dict[str, Any] | None = None
+    # setMyCommands with a language_code: that language's list ("" is ``commands``, for everyone).
+    commands_by_language: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class FakeTelegram:
@@ -281,6 +283,7 @@ class FakeTelegram:
         thread_id: int | None = None,
         sender_chat: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
+        language_code: str | None = "en",
     ) -> dict[str, Any]:
         """Queue an Update with a ``message`` in ``chat_id`` and return it (Bot API JSON).
 
@@ -291,7 +294,9 @@ class FakeTelegram:
             sender["last_name"] = last_name
         if username:
             sender["username"] = username
-        sender["language_code"] = "en"
+        if language_code:
+            # The sender's Telegram app language: a group's first bind speaks it.
+            sender["language_code"] = language_code
         if sender_chat is not None:
             # Telegram hides the person: ``from`` becomes a placeholder bot.
             sender = dict(GROUP_ANONYMOUS_BOT if sender_chat.get("id") == chat_id else CHANNEL_BOT)
@@ -581,6 +586,7 @@ class FakeTelegram:
                 else None,
                 "commands": copy.deepcopy(state.commands),
                 "commands_scope": copy.deepcopy(state.commands_scope),
+                "commands_by_language": copy.deepcopy(state.commands_by_language),
             }
             files = {f.file_unique_id: f.data for f in state.files.values()}
         return data, files
@@ -617,6 +623,7 @@ class FakeTelegram:
             state.allowed_updates = frozenset(allowed) if allowed is not None else None
             state.commands = list(data.get("commands", []))
             state.commands_scope = data.get("commands_scope")
+            state.commands_by_language = dict(data.get("commands_by_language", {}))
 
     def flood_refusals(self, chat_id: int) -> int:
         """How many sends to this chat got a 429 for going over the group pace."""
@@ -641,6 +648,13 @@ class FakeTelegram:
         """The bot's command list and its scope, as setMyCommands left them."""
         with self._lock:
             return copy.deepcopy(self._state.commands), copy.deepcopy(self._state.commands_scope)
+
+    def commands_shown_to(self, language_code: str | None) -> list[dict[str, Any]]:
+        """The command menu a person with this Telegram language sees: their language's list,
+        else the one set without a language_code (as Telegram's apps choose)."""
+        with self._lock:
+            found = self._state.commands_by_language.get((language_code or "")[:2].lower())
+            return copy.deepcopy(found if found is not None else self._state.commands)
 
     # --- HTTP ----------------------------------------------------------------------------------
 
@@ -886,14 +900,24 @@ class FakeTelegram:
                 raise BotAPIError(400, "Bad Request: BOT_COMMAND_INVALID")
             if not isinstance(description, str) or not 1 <= len(description) <= 256:
                 raise BotAPIError(400, "Bad Request: BOT_COMMAND_DESCRIPTION_INVALID")
+        language = params.get("language_code") or ""
+        if not isinstance(language, str) or (language and not re.fullmatch(r"[a-z]{2}", language)):
+            raise BotAPIError(400, "Bad Request: LANG_CODE_INVALID")
         with self._lock:
-            self._state.commands = copy.deepcopy(commands)
             scope = params.get("scope")
             self._state.commands_scope = copy.deepcopy(scope) if isinstance(scope, dict) else None
+            if language:
+                self._state.commands_by_language[language] = copy.deepcopy(commands)
+            else:
+                self._state.commands = copy.deepcopy(commands)
         return True
 
     async def _get_my_commands(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        # As the Bot API: the list set for exactly this language_code (none: the default one).
+        language = params.get("language_code") or ""
         with self._lock:
+            if language:
+                return copy.deepcopy(self._state.commands_by_language.get(language, []))
             return copy.deepcopy(self._state.commands)
 
     async def _get_file(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -914,8 +914,14 @@ def test_the_commands_are_registered_for_groups_at_start(
 ) -> None:
     commands, scope = fake_telegram.commands
 
-    assert [c["command"] for c in commands] == ["task", "status", "unbind", "help"]
+    assert [c["command"] for c in commands] == ["task", "status", "unbind", "lang", "help"]
     assert scope == {"type": "all_group_chats"}
+    # One menu per language (setMyCommands' language_code); others get BRIDGE_LANGUAGE's (en here).
+    russian = {c["command"]: c["description"] for c in fake_telegram.commands_shown_to("ru")}
+    english = {c["command"]: c["description"] for c in fake_telegram.commands_shown_to("en-GB")}
+    assert russian["status"] == "К какой задаче Планфикса привязана группа"
+    assert english["status"] == "Which Planfix task this group is bound to"
+    assert fake_telegram.commands_shown_to("de") == commands
     polls = [c for c in fake_telegram.calls if c.method == "getUpdates"]
     assert {"message", "my_chat_member"} <= set(polls[-1].params["allowed_updates"])
 
