@@ -77,7 +77,9 @@ async def build(
         pace=pace,
         leases=leases,
         courier=courier,
-        revisions=CommentRevisions(bot=bot, courier=courier, sent=sent),
+        revisions=CommentRevisions(
+            bot=bot, courier=courier, sent=sent, texts=group_texts(directory, settings.bridge_language)
+        ),
         directory=directory,
         publisher=publisher,
         nudge=nudges.send,
