@@ -82,7 +82,7 @@ def _placeholders(text: str) -> set[str]:
 
 
 def _strings(message: Message) -> list[str]:
-    return list(message.string) if isinstance(message.string, tuple | list) else [message.string]
+    return list(message.string) if isinstance(message.string, tuple | list) else [message.string or ""]
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
