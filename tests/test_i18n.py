@@ -274,7 +274,7 @@ def test_the_same_answer_in_both_languages() -> None:
     en = status_text(
         bound, task_url="https://a.planfix.com/task/4821", in_topic=False, bot_reads_all_messages=True, t=EN
     )
-    assert ru.startswith("🔗 Эта группа привязана к задаче Планфикса <a href")
+    assert ru.startswith("🔗 Эта группа привязана к задаче ПланФикса <a href")
     assert en.startswith("🔗 This group is bound to Planfix task <a href")
     assert "/lang <i>ru</i> или <i>en</i> — язык" in help_text("bridge_bot", RU)
     assert bot_commands("ru")["lang"] == "Язык бота в этой группе: /lang ru или /lang en"

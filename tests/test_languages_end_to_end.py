@@ -74,7 +74,7 @@ def test_a_group_speaks_its_binders_language_and_another_group_stays_english_at_
 
     [ru_bound] = texts_sent(fake_telegram, russian)
     [en_bound] = texts_sent(fake_telegram, english)
-    assert ru_bound.startswith("✅ Создана задача Планфикса")
+    assert ru_bound.startswith("✅ Создана задача ПланФикса")
     assert "Сообщения отсюда становятся комментариями в задаче" in ru_bound
     assert en_bound.startswith("✅ This group is now created and bound to Planfix task")
     # What the bridge writes into Planfix follows the group too: the new task and the bind notice.
@@ -91,10 +91,10 @@ def test_a_group_speaks_its_binders_language_and_another_group_stays_english_at_
         fake_telegram.add_group_message(chat, "/status")
     ru_help, ru_status = said(fake_telegram, russian, 3, "Russian answers")[1:]
     en_help, en_status = said(fake_telegram, english, 3, "English answers")[1:]
-    assert ru_help.startswith("Я переношу сообщения между этой группой и задачей Планфикса")
+    assert ru_help.startswith("Я переношу сообщения между этой группой и задачей ПланФикса")
     assert "/lang <i>ru</i> или <i>en</i>" in ru_help
     assert en_help.startswith("I carry messages between this group and a Planfix task")
-    assert ru_status.startswith("🔗 Эта группа привязана к задаче Планфикса")
+    assert ru_status.startswith("🔗 Эта группа привязана к задаче ПланФикса")
     assert en_status.startswith("🔗 This group is bound to Planfix task")
 
     # A refusal in each group's language (here: /unbind by someone who is not an admin).
@@ -115,7 +115,7 @@ def test_lang_switches_a_group_and_what_follows_is_in_the_language_chosen(
 ) -> None:
     # Bound by someone whose Telegram says no language: the bridge's default, Russian.
     number = bind(fake_telegram, fake_planfix, bridge, unique_chat_id, "Переезд офиса", None)
-    assert texts_sent(fake_telegram, unique_chat_id)[0].startswith("✅ Создана задача Планфикса")
+    assert texts_sent(fake_telegram, unique_chat_id)[0].startswith("✅ Создана задача ПланФикса")
 
     fake_telegram.add_group_message(unique_chat_id, "/lang en", user_id=MEMBER_ID, first_name="Oleg")
     refused = said(fake_telegram, unique_chat_id, 2, "refusal")[1]
@@ -164,7 +164,7 @@ def test_lang_switches_a_group_and_what_follows_is_in_the_language_chosen(
     )
     fake_telegram.add_group_message(unique_chat_id, "/status")
     assert said(fake_telegram, unique_chat_id, 8, "status")[7].startswith(
-        "ℹ️ Эта группа не привязана к задаче Планфикса."
+        "ℹ️ Эта группа не привязана к задаче ПланФикса."
     )
 
 

@@ -919,7 +919,7 @@ def test_the_commands_are_registered_for_groups_at_start(
     # One menu per language (setMyCommands' language_code); others get BRIDGE_LANGUAGE's (en here).
     russian = {c["command"]: c["description"] for c in fake_telegram.commands_shown_to("ru")}
     english = {c["command"]: c["description"] for c in fake_telegram.commands_shown_to("en-GB")}
-    assert russian["status"] == "К какой задаче Планфикса привязана группа"
+    assert russian["status"] == "К какой задаче ПланФикса привязана группа"
     assert english["status"] == "Which Planfix task this group is bound to"
     assert fake_telegram.commands_shown_to("de") == commands
     polls = [c for c in fake_telegram.calls if c.method == "getUpdates"]
