@@ -6,6 +6,7 @@ group. Each test reads as what people see in the group and in the task."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -41,10 +42,11 @@ def bridge(
 
 def said(fake_telegram: FakeTelegram, chat_id: int, count: int, what: str) -> list[str]:
     """The group's messages once there are ``count`` of them."""
-    return eventually(
-        lambda: texts if len(texts := texts_sent(fake_telegram, chat_id)) >= count else None,
+    texts: list[str] = eventually(
+        lambda: texts if len(texts := texts_sent(fake_telegram, chat_id)) >= count else [],
         what=what,
     )
+    return texts
 
 
 def bind(
@@ -194,9 +196,7 @@ def test_messages_combined_into_one_comment_are_counted_with_russian_plurals(
 
     headers = {}
     for chat, number in tasks.items():
-        [comment] = eventually(
-            lambda number=number: relayed_comments(fake_planfix, number), timeout_s=30, what="comment"
-        )
+        [comment] = eventually(partial(relayed_comments, fake_planfix, number), timeout_s=30, what="comment")
         headers[chat] = comment.description.split("</p>", 1)[0]
     assert headers == {
         unique_chat_id: "<p><i>2 сообщения из Telegram</i>",
