@@ -27,7 +27,7 @@ from contracts.bindings import (
     language_after,
     touched_groups,
 )
-from contracts.events import BindingEvent
+from contracts.events import BindingEvent, BindingMoved
 from services.binder.decide import BindOutcome
 from services.binder.group_life import GroupChange
 
@@ -97,12 +97,20 @@ class BindingStore:
 
     async def _apply_language(self, event: BindingEvent) -> None:
         chat_id = event.chat_id
-        document = await self._languages.find_one({"_id": chat_id})
-        current = msgspec.convert(document, GroupLanguage, strict=False) if document else None
+        current = await self._language(chat_id)
         after = language_after(current, event)
+        if isinstance(event, BindingMoved) and current is None:
+            after = await self._language(event.old_chat_id)  # the language follows the group
         if after is not None and after != current:
             fields = msgspec.to_builtins(after)
             await self._languages.replace_one({"_id": chat_id}, {"_id": chat_id, **fields}, upsert=True)
+
+    async def _language(self, chat_id: int) -> GroupLanguage | None:
+        document = await self._languages.find_one({"_id": chat_id})
+        if not document:
+            return None
+        document.pop("_id", None)
+        return msgspec.convert(document, GroupLanguage, strict=False)
 
     async def language_of(self, chat_id: int) -> str | None:
         """The group's language as the binder's own events made it; None: the default."""
