@@ -15,6 +15,7 @@ import pytest
 from babel.messages.catalog import Message
 from babel.messages.pofile import read_po
 
+from bridge_cli.render import summary
 from bridge_lib.i18n import DEFAULT_LANGUAGE, LANGUAGES, catalogue_path, normalize_language, translator
 from contracts.bindings import GroupLanguage, fold, language_after
 from contracts.events import (
@@ -400,3 +401,8 @@ def test_lang_is_for_admins_and_languages_the_bridge_speaks(
 def test_the_confirmation_is_said_in_the_language_chosen() -> None:
     assert language_chosen_notice(chosen("en"), EN) == "🌐 From now on I speak English in this group."
     assert language_chosen_notice(chosen("ru"), RU) == "🌐 Теперь я говорю в этой группе на русском языке."
+
+
+def test_the_cli_names_lang_in_english() -> None:
+    assert summary(lang("en")) == "chat -1001: /lang en (Anna)"
+    assert summary(chosen("ru")) == "chat -1001 speaks ru from now on"
