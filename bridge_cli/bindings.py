@@ -1,4 +1,4 @@
-"""``bridge bindings list|show|unbind`` and ``bridge binder rebuild``.
+"""``bridge bindings list|show|unbind|audit`` and ``bridge binder rebuild``.
 
 The bindings are what the BINDING stream adds up to, folded with ``contracts.bindings.evolve``
 as the relay and the binder fold it. The binder is the only writer of bindings and of its
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import nats.errors
@@ -26,8 +26,11 @@ from bridge_lib.eventbus import ConnectionPublisher
 from contracts import subjects
 from contracts.bindings import Binding, Bindings, evolve, group_key
 from contracts.events import (
+    AuditBindings,
+    BindingsAudited,
     BindingStoreDifference,
     BindingStoreRebuilt,
+    Event,
     RebuildBindingStore,
     TaskBound,
     TaskUnbound,
@@ -87,20 +90,37 @@ def _describe(current: CurrentBinding) -> str:
     )
 
 
+A = TypeVar("A")
+
+
+async def _ask_binder(
+    nats_url: str, subject: str, command: Event, answer_type: type[A], timeout_s: float
+) -> A:
+    """The binder's answer to an operator's request; raises when it does not answer."""
+    nc = await _connect_or_exit(nats_url)
+    try:
+        reply = await nc.request(subject, msgspec.json.encode(command), timeout=timeout_s)
+    finally:
+        await nc.close()
+    return msgspec.json.decode(reply.data, type=answer_type)
+
+
 async def _ask_binder_to_rebuild(nats_url: str, *, dry_run: bool, timeout_s: float) -> BindingStoreRebuilt:
-    """The binder's answer to ``RebuildBindingStore``; raises when it does not answer."""
     operator = context.operator_name()
     command = RebuildBindingStore(
         **root_envelope(f"ops:rebuild:{uuid.uuid4()}", caused_by=operator), operator=operator, dry_run=dry_run
     )
-    nc = await _connect_or_exit(nats_url)
-    try:
-        reply = await nc.request(
-            subjects.BINDER_REBUILD_STORE, msgspec.json.encode(command), timeout=timeout_s
-        )
-    finally:
-        await nc.close()
-    return msgspec.json.decode(reply.data, type=BindingStoreRebuilt)
+    return await _ask_binder(nats_url, subjects.BINDER_REBUILD_STORE, command, BindingStoreRebuilt, timeout_s)
+
+
+async def _ask_binder_to_audit(nats_url: str, *, max_planfix_reads: int, timeout_s: float) -> BindingsAudited:
+    operator = context.operator_name()
+    command = AuditBindings(
+        **root_envelope(f"ops:audit:{uuid.uuid4()}", caused_by=operator),
+        operator=operator,
+        max_planfix_reads=max_planfix_reads,
+    )
+    return await _ask_binder(nats_url, subjects.BINDER_AUDIT_BINDINGS, command, BindingsAudited, timeout_s)
 
 
 # --- bindings list / show / unbind --------------------------------------------------------------
@@ -268,6 +288,40 @@ async def _unbind(
 
 
 # --- binder rebuild -----------------------------------------------------------------------------
+
+
+@bindings_app.command("audit")
+def audit(
+    ctx: typer.Context,
+    max_planfix_reads: Annotated[
+        int, typer.Option(help="task reads the binder may spend (paced, ~1 a second); the rest: unchecked")
+    ] = 200,
+    wait: Annotated[float, typer.Option(help="seconds to wait for the binder's answer")] = 600.0,
+) -> None:
+    """The bindings the binder would refuse today under its bind policy (who bound them is not
+    linked, not an employee, not on the task; the chat is not allowed; too many groups on a task).
+    Exits 1 when there is any: they keep working until an operator unbinds them."""
+    target = context.target(ctx)
+    try:
+        answer = context.run(
+            _ask_binder_to_audit(target.nats_url, max_planfix_reads=max_planfix_reads, timeout_s=wait)
+        )
+    except (nats.errors.Error, TimeoutError) as error:
+        raise context.fail(
+            f"the binder did not answer ({type(error).__name__})",
+            hint="the binder audits with its own policy and Planfix budget: start it and run this again",
+        ) from None
+    out = context.console()
+    for finding in answer.findings:
+        by = finding.bound_by_user_id if finding.bound_by_user_id is not None else "unknown"
+        out.print(f"{finding.refusal:<26} {finding.group_key} -> task #{finding.task_number} (bound by {by})")
+    out.print(
+        f"{len(answer.findings)} of {answer.bindings} binding(s) would be refused today under the "
+        f"'{answer.policy}' policy ({answer.planfix_reads} Planfix task read(s)); "
+        "`bridge bindings unbind <chat>` removes one"
+    )
+    if answer.findings:
+        raise typer.Exit(1)
 
 
 @binder_app.command("rebuild")

@@ -80,6 +80,9 @@ CODE_DAILY_LIMIT = 22
 CODE_TASK_NOT_FOUND = 1000
 CODE_COMMENT_NOT_FOUND = 5000
 CODE_FILE_NOT_FOUND = 7000
+# The documented range 4000-4006 is "employee errors"; which one means "no such employee" is not
+# documented: 4000 assumed, and a 404 is read the same way.
+CODE_EMPLOYEE_NOT_FOUND = 4000
 CODE_FILE_TOO_LARGE = 7002
 
 CODE_UNKNOWN = 0
@@ -150,6 +153,10 @@ class TaskNotFound(PlanfixRejected):
 
 
 class CommentNotFound(PlanfixRejected):
+    pass
+
+
+class PersonNotFound(PlanfixRejected):
     pass
 
 
@@ -453,6 +460,21 @@ class PlanfixClient:
         extra: dict[str, Any] = {"onlyActive": True} if only_active else {}
         return await self._list_people("user/list", "users", "user", USER_FIELDS, [], extra=extra)
 
+    async def get_employee(self, person_id: str) -> PlanfixPerson | None:
+        """One employee ("user:N") with status and Telegram fields; None when Planfix names no
+        such employee (an unknown id, or an answer without one)."""
+        kind, _, number = _person_id(person_id).partition(":")
+        if kind != "user":
+            raise ValueError(f"an employee id is 'user:N', got {person_id!r}")
+        try:
+            body = await self._call(
+                "GET", f"user/{number}", params={"fields": USER_FIELDS}, not_found=PersonNotFound
+            )
+        except PersonNotFound:
+            return None
+        raw = body.get("user")
+        return _person_from_json(raw, "user") if isinstance(raw, dict) else None
+
     async def find_contacts_by_telegram_id(self, telegram_id: int) -> list[PlanfixPerson]:
         """Contacts whose ``telegramId`` is this Telegram user's (filter 4234)."""
         filters = [{"type": FILTER_CONTACT_TELEGRAM_ID, "operator": "equal", "value": telegram_id}]
@@ -604,6 +626,10 @@ class PlanfixClient:
             "POST", f"task/{task_number}/comments/list", json=payload, not_found=TaskNotFound
         )
         return [_comment_from_json(raw) for raw in body.get("comments", [])]
+
+    async def delete_comment(self, comment_id: int) -> None:
+        """Delete a comment (the spec's ``DELETE /comment/{id}``, answered with an empty 200)."""
+        await self._call("DELETE", f"comment/{comment_id}", not_found=CommentNotFound)
 
     # --- files ------------------------------------------------------------------------------
 
@@ -796,7 +822,7 @@ def _raise_for(
     if code == CODE_FILE_TOO_LARGE or response.status_code == 413:
         raise FileTooLarge(message, code=code, status=response.status_code)
     if (
-        code in (CODE_TASK_NOT_FOUND, CODE_COMMENT_NOT_FOUND, CODE_FILE_NOT_FOUND)
+        code in (CODE_TASK_NOT_FOUND, CODE_COMMENT_NOT_FOUND, CODE_FILE_NOT_FOUND, CODE_EMPLOYEE_NOT_FOUND)
         or response.status_code == 404
     ):
         raise not_found(message, code=code, status=response.status_code)

@@ -263,6 +263,8 @@ class GroupLanguageRequested(Event, frozen=True, kw_only=True, tag="binding.lang
 class GroupCommand(enum.StrEnum):
     STATUS = "status"
     HELP = "help"
+    # /link (or /whoami, /unlink) in a group: the answer is "write to me in private".
+    LINK = "link"
 
 
 class GroupCommandReceived(Event, frozen=True, kw_only=True, tag="telegram.group_command_received.v1"):
@@ -314,6 +316,8 @@ class BotMembershipChanged(Event, frozen=True, kw_only=True, tag="telegram.bot_m
     is_member: bool
     chat_title: str | None = None
     changed_by: TelegramUser | None = None
+    # TELEGRAM_LEAVE_UNKNOWN_GROUPS: the binder did not admit the group; the bot said why and left.
+    left_unknown_group: bool = False
 
 
 class ChatMigrated(Event, frozen=True, kw_only=True, tag="telegram.chat_migrated.v1"):
@@ -639,6 +643,76 @@ class PersonUnlinked(Event, frozen=True, kw_only=True, tag="people.person_unlink
     why: str
 
 
+class LinkRefusal(enum.StrEnum):
+    """Why a /link code written in Planfix linked nobody."""
+
+    EXPIRED = "expired"
+    # The comment's author is a contact, not an employee.
+    NOT_AN_EMPLOYEE = "not_an_employee"
+    # Fired or deleted in Planfix.
+    EMPLOYEE_INACTIVE = "employee_inactive"
+    # The Telegram user is linked to another Planfix person already (/unlink first).
+    ALREADY_LINKED = "already_linked"
+    # The employee is linked to another Telegram account already.
+    EMPLOYEE_LINKED_ELSEWHERE = "employee_linked_elsewhere"
+
+
+class PersonLinkRefused(Event, frozen=True, kw_only=True, tag="people.person_link_refused.v1"):
+    """A /link code was written in Planfix, and linked nobody: the person is told why.
+
+    Carries no code (a code is a secret while it lives; ``bridge_lib.link_codes``)."""
+
+    telegram_user_id: int
+    refusal: LinkRefusal
+    # Who wrote the code in Planfix ("" when Planfix named nobody), and where.
+    planfix_person_id: str
+    task_number: int
+    comment_id: int
+    language_code: str | None = None
+
+
+# --- Private chat with the bot (NATS requests, not stored) -----------------------------------
+
+
+class PrivateCommand(enum.StrEnum):
+    LINK = "link"
+    UNLINK = "unlink"
+    WHOAMI = "whoami"
+
+
+class AnswerPrivateCommand(Event, frozen=True, kw_only=True, tag="ops.answer_private_command.v1"):
+    """``/link``, ``/unlink`` or ``/whoami`` written to the bot in a private chat; the gateway
+    asks the binder (a NATS request, never stored: a /link answer holds a code) and answers the
+    person with ``PrivateCommandAnswered``."""
+
+    command: PrivateCommand
+    user: TelegramUser
+    language_code: str | None = None
+
+
+class PrivateAnswer(enum.StrEnum):
+    CODE_ISSUED = "code_issued"
+    ALREADY_LINKED = "already_linked"
+    TOO_MANY_CODES = "too_many_codes"
+    UNLINKED = "unlinked"
+    NOT_LINKED = "not_linked"
+    LINKED = "linked"
+    # Planfix could not be asked now; nothing changed.
+    PLANFIX_AWAY = "planfix_away"
+
+
+class PrivateCommandAnswered(Event, frozen=True, kw_only=True, tag="ops.private_command_answered.v1"):
+    """The binder's answer to ``AnswerPrivateCommand``: what the gateway tells the person."""
+
+    answer: PrivateAnswer
+    planfix_person_id: str | None = None
+    person_name: str | None = None
+    # CODE_ISSUED only: the code and how long it lives. Never logged, never stored in a stream.
+    code: str | None = None
+    expires_in_s: int | None = None
+    retry_after_s: int | None = None
+
+
 # --- Operator commands ---------------------------------------------------------------------
 
 
@@ -683,6 +757,49 @@ class BindingStoreRebuilt(Event, frozen=True, kw_only=True, tag="ops.binding_sto
     dry_run: bool
 
 
+class AdmitGroup(Event, frozen=True, kw_only=True, tag="ops.admit_group.v1"):
+    """The bot was added to a group and ``TELEGRAM_LEAVE_UNKNOWN_GROUPS`` is on: may it stay?
+    A NATS request from the gateway to the binder, answered with ``GroupAdmissionDecided``."""
+
+    chat_id: int
+    added_by: TelegramUser | None = None
+
+
+class GroupAdmissionDecided(Event, frozen=True, kw_only=True, tag="ops.group_admission_decided.v1"):
+    admitted: bool
+    # "known_group", "allowed_chat", "linked_employee", "policy_admins", "planfix_away" (admitted);
+    # "not_linked", "not_an_employee", "chat_not_allowed" (not).
+    why: str
+
+
+class AuditBindings(Event, frozen=True, kw_only=True, tag="ops.audit_bindings.v1"):
+    """``bridge bindings audit``: which bindings the binder would refuse today (the people who
+    bound them, checked under today's bind policy). A NATS request, not stored; answered with
+    ``BindingsAudited``. ``max_planfix_reads`` caps the task reads it may spend (paced)."""
+
+    operator: str
+    max_planfix_reads: int = 200
+
+
+class BindingAuditFinding(msgspec.Struct, frozen=True, kw_only=True):
+    group_key: str
+    chat_id: int
+    task_number: int
+    bound_by_user_id: int | None
+    # A ``BindRefusal`` value ("not_linked", "not_on_the_task", ...), or "unchecked" when the
+    # task's people were not read (the read cap, or Planfix away).
+    refusal: str
+
+
+class BindingsAudited(Event, frozen=True, kw_only=True, tag="ops.bindings_audited.v1"):
+    """The binder's answer to ``AuditBindings``: the bindings it would refuse today."""
+
+    policy: str
+    findings: list[BindingAuditFinding]
+    bindings: int
+    planfix_reads: int
+
+
 AnyEvent = (
     TelegramMessageReceived
     | TelegramMessageEdited
@@ -714,6 +831,7 @@ AnyEvent = (
     | MessageDeadLettered
     | PersonLinked
     | PersonUnlinked
+    | PersonLinkRefused
     | UnbindGroup
     | GroupLanguageRequested
     | GroupLanguageChosen
@@ -733,7 +851,7 @@ BindingEvent = (
 )
 PlanfixCommentChange = PlanfixCommentAdded | PlanfixCommentUpdated | PlanfixCommentDeleted
 TelegramGroupEvent = GroupCommandReceived | AnonymousAdminPosted | BotMembershipChanged | ChatMigrated
-PersonEvent = PersonLinked | PersonUnlinked
+PersonEvent = PersonLinked | PersonUnlinked | PersonLinkRefused
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)

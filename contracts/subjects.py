@@ -319,6 +319,10 @@ PERSON_UNLINKED = _spec(
     "people.unlinked.*", PEOPLE, ev.PersonUnlinked, key="telegram_user_id", by=BINDER,
     what="A Telegram person no longer acts as that Planfix person; key: Telegram user id",
 )  # fmt: skip
+PERSON_LINK_REFUSED = _spec(
+    "people.link_refused.*", PEOPLE, ev.PersonLinkRefused, key="telegram_user_id", by=BINDER,
+    what="A /link code written in Planfix linked nobody (the person is told why); key: Telegram user id",
+)  # fmt: skip
 DEAD_LETTERED = _spec(
     "deadletter.*", D, ev.MessageDeadLettered, key="consumer", by="every consumer (bridge_lib.eventbus)",
     what="A message a consumer gave up on, with the reason; key: durable consumer name "
@@ -437,6 +441,14 @@ RELAY_BINDING_NOTICES = _consumer(
     "relay-binding-notices", B, ALL_BINDING_EVENTS, RELAY,
     "tells groups what the binder decided",
 )  # fmt: skip
+BINDER_LINK_CODES = _consumer(
+    "binder-link-codes", P, ALL_PLANFIX_COMMENTS, BINDER,
+    "links a Telegram user to the Planfix employee who wrote their /link code as a comment",
+)  # fmt: skip
+RELAY_PEOPLE_NOTICES = _consumer(
+    "relay-people-notices", PEOPLE, ALL_PEOPLE_EVENTS, RELAY,
+    "tells a person in private that their /link code linked them, or why not",
+)  # fmt: skip
 RELAY_GROUP_EVENTS = _consumer(
     "relay-group-events", T, ALL_TELEGRAM_GROUP_EVENTS, RELAY,
     "answers /status and /help, greets, guides anonymous admins",
@@ -483,6 +495,11 @@ LEASES_BUCKET = BucketSpec(name="LEASES", description="Leases of single-active w
 
 # Not a stream's: a NATS request the binder answers (``RebuildBindingStore`` -> ``BindingStoreRebuilt``).
 BINDER_REBUILD_STORE = "ops.binder.rebuild_store"
-
-# Not a stream's: a NATS request the binder answers (``RebuildBindingStore`` -> ``BindingStoreRebuilt``).
-BINDER_REBUILD_STORE = "ops.binder.rebuild_store"
+# Not a stream's: a NATS request the binder answers (``AnswerPrivateCommand`` ->
+# ``PrivateCommandAnswered``): a /link answer holds a code, which no stream may keep.
+BINDER_PRIVATE_COMMAND = "ops.binder.private_command"
+# Not a stream's: may the bot stay in a group it was added to (``AdmitGroup`` ->
+# ``GroupAdmissionDecided``; only with TELEGRAM_LEAVE_UNKNOWN_GROUPS=true).
+BINDER_ADMIT_GROUP = "ops.binder.admit_group"
+# Not a stream's: ``bridge bindings audit`` (``AuditBindings`` -> ``BindingsAudited``).
+BINDER_AUDIT_BINDINGS = "ops.binder.audit_bindings"

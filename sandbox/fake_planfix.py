@@ -122,6 +122,8 @@ CODE_BAD_PARAMETER = 41
 CODE_ACCESS_DENIED = 6
 CODE_TASK_NOT_FOUND = 1000
 CODE_COMMENT_NOT_FOUND = 5000
+# "Employee errors" are 4000-4006; the fake says 4000 for an unknown employee (assumed, as the client).
+CODE_EMPLOYEE_NOT_FOUND = 4000
 CODE_DAILY_LIMIT = 22
 CODE_FILE_NOT_FOUND = 7000
 CODE_FILE_TOO_LARGE = 7002
@@ -323,6 +325,8 @@ class FakePlanfix:
         self.webhook_deliveries: list[WebhookDelivery] = []
         self.calls: list[RecordedCall] = []
         self.storage_calls: list[StorageCall] = []
+        # Comments deleted by a client (DELETE /comment/{id}), in order.
+        self.deleted_through_api: list[int] = []
         # Download addresses handed out: token -> file id.
         self._storage_tokens: dict[str, int] = {}
 
@@ -338,11 +342,13 @@ class FakePlanfix:
             app.router.add_post(r"/rest/task/{number:\d+}/comments" + suffix, self._add_comment)
         app.router.add_get(r"/rest/task/{number:\d+}", self._get_task)
         app.router.add_post("/rest/user/list", self._list_users)
+        app.router.add_get(r"/rest/user/{id:(user:)?\d+}", self._get_user)
         app.router.add_post("/rest/contact/list", self._list_contacts)
         for suffix in ("", "/"):
             app.router.add_post("/rest/contact" + suffix, self._create_contact)
         app.router.add_post(r"/rest/task/{number:\d+}/comments/list", self._list_comments)
         app.router.add_get(r"/rest/comment/{id:\d+}", self._get_comment)
+        app.router.add_delete(r"/rest/comment/{id:\d+}", self._delete_comment)
         app.router.add_post(r"/rest/task/{number:\d+}/comments/{id:\d+}", self._update_comment)
         for suffix in ("", "/"):
             app.router.add_post("/rest/file" + suffix, self._upload_file)
@@ -869,6 +875,17 @@ class FakePlanfix:
         ]
         return _success(users=users)
 
+    async def _get_user(self, request: web.Request) -> web.Response:
+        raw = request.match_info["id"]
+        person_id = raw if raw.startswith("user:") else f"user:{raw}"
+        fields = request.query.get("fields", "")
+        with self._lock:
+            person = self._employees.get(person_id)
+            if person is None:
+                raise _Fail(CODE_EMPLOYEE_NOT_FOUND, f"Employee {raw} does not exist")
+            rendered = _select(_person_json(person, employee=True), fields, ("id", "name"))
+        return _success(user=rendered)
+
     async def _list_contacts(self, request: web.Request) -> web.Response:
         body = _json_object(request, empty_ok=True)
         offset, page_size = _page(body)
@@ -975,6 +992,17 @@ class FakePlanfix:
                 comment, request.query.get("fields", ""), request.query.get("sourceId")
             )
         return _success(comment=rendered)
+
+    async def _delete_comment(self, request: web.Request) -> web.Response:
+        comment_id = int(request.match_info["id"])
+        with self._lock:
+            comment = self._comments.get(comment_id)
+            if comment is None or comment.is_deleted:
+                raise _Fail(CODE_COMMENT_NOT_FOUND, f"Comment {comment_id} does not exist")
+            self._replace_comment_locked(replace(comment, is_deleted=True))
+            self.deleted_through_api.append(comment_id)
+        # The spec answers an empty 200.
+        return web.Response(status=200)
 
     async def _update_comment(self, request: web.Request) -> web.Response:
         number = int(request.match_info["number"])

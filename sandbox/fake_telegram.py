@@ -172,8 +172,8 @@ class _State:
     downloads: list[str] = field(default_factory=list)  # file_ids whose bytes were fetched
     commands: list[dict[str, Any]] = field(default_factory=list)
     commands_scope: dict[str, Any] | None = None
-    # setMyCommands with a language_code: that language's list ("" is ``commands``, for everyone).
-    commands_by_language: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # As Telegram keeps them: one list per scope and language ("" for every language).
+    commands_by_scope: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class FakeTelegram:
@@ -213,6 +213,8 @@ class FakeTelegram:
         self._webhook_wake = asyncio.Event()
         self._webhook_worker: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
+        # Chats the bot left by leaveChat, in order.
+        self.left_chats: list[int] = []
         self._methods: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
             "getme": self._get_me,
             "getupdates": self._get_updates,
@@ -229,6 +231,7 @@ class FakeTelegram:
             "editmessagetext": self._edit_message_text,
             "editmessagecaption": self._edit_message_caption,
             "deletemessage": self._delete_message,
+            "leavechat": self._leave_chat,
             "sendmediagroup": self._send_media_group,
             **{f"send{kind}": self._file_sender(kind) for kind in FILE_KINDS},
         }
@@ -586,7 +589,10 @@ class FakeTelegram:
                 else None,
                 "commands": copy.deepcopy(state.commands),
                 "commands_scope": copy.deepcopy(state.commands_scope),
-                "commands_by_language": copy.deepcopy(state.commands_by_language),
+                "commands_by_scope": [
+                    [scope, language, copy.deepcopy(listed)]
+                    for (scope, language), listed in state.commands_by_scope.items()
+                ],
             }
             files = {f.file_unique_id: f.data for f in state.files.values()}
         return data, files
@@ -623,7 +629,10 @@ class FakeTelegram:
             state.allowed_updates = frozenset(allowed) if allowed is not None else None
             state.commands = list(data.get("commands", []))
             state.commands_scope = data.get("commands_scope")
-            state.commands_by_language = dict(data.get("commands_by_language", {}))
+            state.commands_by_scope = {
+                (str(scope), str(language)): list(listed)
+                for scope, language, listed in data.get("commands_by_scope", [])
+            }
 
     def flood_refusals(self, chat_id: int) -> int:
         """How many sends to this chat got a 429 for going over the group pace."""
@@ -649,12 +658,20 @@ class FakeTelegram:
         with self._lock:
             return copy.deepcopy(self._state.commands), copy.deepcopy(self._state.commands_scope)
 
-    def commands_shown_to(self, language_code: str | None) -> list[dict[str, Any]]:
-        """The command menu a person with this Telegram language sees: their language's list,
-        else the one set without a language_code (as Telegram's apps choose)."""
+    def commands_in(self, scope_type: str, language_code: str = "") -> list[dict[str, Any]]:
+        """The command list setMyCommands left for a scope ("all_group_chats", ...) and language."""
         with self._lock:
-            found = self._state.commands_by_language.get((language_code or "")[:2].lower())
-            return copy.deepcopy(found if found is not None else self._state.commands)
+            return copy.deepcopy(self._state.commands_by_scope.get((scope_type, language_code), []))
+
+    def commands_shown_to(
+        self, language_code: str | None, scope_type: str = "all_group_chats"
+    ) -> list[dict[str, Any]]:
+        """The command menu a person with this Telegram language sees in a scope: their language's
+        list, else the one set without a language_code (as Telegram's apps choose)."""
+        with self._lock:
+            menus = self._state.commands_by_scope
+            found = menus.get((scope_type, (language_code or "")[:2].lower()))
+            return copy.deepcopy(found if found is not None else menus.get((scope_type, ""), []))
 
     # --- HTTP ----------------------------------------------------------------------------------
 
@@ -852,6 +869,30 @@ class FakeTelegram:
             del chat.messages[message["message_id"]]
         return True
 
+    async def _leave_chat(self, params: dict[str, Any]) -> bool:
+        """The bot leaves; Telegram then sends the bot's own ``my_chat_member`` (from: the bot)."""
+        chat_id = _chat_id(params)
+        with self._lock:
+            chat = self._chat_locked(chat_id)
+            if chat.chat["type"] == "private":
+                raise BotAPIError(400, "Bad Request: chat member status can't be changed in private chats")
+            self._check_reachable_locked(chat)
+            old, chat.bot_status = chat.bot_status, "left"
+            self.left_chats.append(chat_id)
+            self._enqueue_locked(
+                {
+                    "update_id": self._take_update_id_locked(None),
+                    "my_chat_member": {
+                        "chat": copy.deepcopy(chat.chat),
+                        "from": dict(self.bot_user),
+                        "date": int(time.time()),
+                        "old_chat_member": chat_member(dict(self.bot_user), old),
+                        "new_chat_member": chat_member(dict(self.bot_user), "left"),
+                    },
+                }
+            )
+        return True
+
     async def _get_chat_member(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id, user_id = _chat_id(params), params.get("user_id")
         if not isinstance(user_id, int):
@@ -906,19 +947,18 @@ class FakeTelegram:
         with self._lock:
             scope = params.get("scope")
             self._state.commands_scope = copy.deepcopy(scope) if isinstance(scope, dict) else None
-            if language:
-                self._state.commands_by_language[language] = copy.deepcopy(commands)
-            else:
-                self._state.commands = copy.deepcopy(commands)
+            self._state.commands = copy.deepcopy(commands)
+            scope_type = scope.get("type", "default") if isinstance(scope, dict) else "default"
+            self._state.commands_by_scope[(str(scope_type), language)] = copy.deepcopy(commands)
         return True
 
     async def _get_my_commands(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        # As the Bot API: the list set for exactly this language_code (none: the default one).
-        language = params.get("language_code") or ""
+        # As the Bot API: the list set for exactly this scope and language_code ("" : for all).
+        scope = params.get("scope")
+        scope_type = str(scope.get("type", "default")) if isinstance(scope, dict) else "default"
+        language = str(params.get("language_code") or "")
         with self._lock:
-            if language:
-                return copy.deepcopy(self._state.commands_by_language.get(language, []))
-            return copy.deepcopy(self._state.commands)
+            return copy.deepcopy(self._state.commands_by_scope.get((scope_type, language), []))
 
     async def _get_file(self, params: dict[str, Any]) -> dict[str, Any]:
         file_id = params.get("file_id")

@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from bridge_lib import link_codes
 from sandbox.config import (
     EMPLOYEES,
     PEOPLE,
@@ -314,7 +315,7 @@ class Sandbox:
         bound = self.timeline.bindings.get((group.chat_id, thread_id))
         return {
             "groups": [g.as_json() for g in self.groups],
-            "people": [{"key": p.key, "name": _person_label(p)} for p in PEOPLE],
+            "people": [self._person_json(p) for p in PEOPLE],
             "employees": [{"id": person_id, "name": name} for person_id, name in EMPLOYEES],
             "chat": group.as_json(),
             "thread_id": thread_id,
@@ -323,6 +324,63 @@ class Sandbox:
             "tasks": [{"number": t.number, "name": t.name} for t in self.planfix.tasks()],
             "timeline_connected": self.timeline.connected,
         }
+
+    def _person_json(self, person: Person) -> dict[str, Any]:
+        linked = self.timeline.people.get(person.user_id)
+        return {
+            "key": person.key,
+            "name": _person_label(person),
+            "linked": (
+                {"planfix_id": linked.planfix_id, "name": linked.name, "how": str(linked.how)}
+                if linked
+                else None
+            ),
+        }
+
+    async def link_person(self, person: Person) -> None:
+        """What a person does to link themselves, in one go: ``/link`` in their private chat with
+        the bot, then the code written as a comment in Planfix by "their" employee (made here)."""
+        employee = next(
+            (
+                e.id
+                for e in self.planfix.employees()
+                if e.name == person.first_name and e.lastname == person.last_name
+            ),
+            None,
+        ) or self.planfix.add_employee(person.first_name, lastname=person.last_name)
+        before = len(self.telegram.sent_messages(person.user_id))
+        self.telegram.add_group_message(
+            person.user_id,
+            "/link",
+            user_id=person.user_id,
+            first_name=person.first_name,
+            last_name=person.last_name,
+            username=person.username,
+        )
+        code = None
+        for _ in range(200):
+            for message in self.telegram.sent_messages(person.user_id)[before:]:
+                if found := link_codes.code_in(str(message.get("text", ""))):
+                    code = found
+            if code:
+                break
+            await asyncio.sleep(0.05)
+        if code is None:
+            raise web.HTTPServiceUnavailable(text="the bot gave no code (is the bridge running?)")
+        task = self.planfix.tasks()[0].number if self.planfix.tasks() else self.planfix.add_task("Linking")
+        self.planfix.add_employee_comment(
+            task, code, author_id=employee, author_name=f"{person.first_name} {person.last_name}"
+        )
+
+    def unlink_person(self, person: Person) -> None:
+        self.telegram.add_group_message(
+            person.user_id,
+            "/unlink",
+            user_id=person.user_id,
+            first_name=person.first_name,
+            last_name=person.last_name,
+            username=person.username,
+        )
 
     def _messages(self, group: Group, thread_id: int | None) -> list[dict[str, Any]]:
         shown: list[dict[str, Any]] = []
@@ -425,6 +483,8 @@ class Sandbox:
         app.router.add_post(r"/api/groups/{chat:-?\d+}/messages", self._new_message)
         app.router.add_post(r"/api/groups/{chat:-?\d+}/messages/{id:\d+}/edit", self._edit)
         app.router.add_post(r"/api/tasks/{number:\d+}/comments", self._new_comment)
+        app.router.add_post("/api/people/{key}/link", self._link)
+        app.router.add_post("/api/people/{key}/unlink", self._unlink)
         app.router.add_get("/api/files/telegram/{file_id}", self._telegram_file)
         app.router.add_get(r"/api/files/planfix/{id:\d+}", self._planfix_file)
         app.router.add_get("/api/events", self._events)
@@ -482,6 +542,21 @@ class Sandbox:
         form = await request.post()
         message = self.edit_message(group, int(request.match_info["id"]), _text(form, "text", required=True))
         return web.json_response({"message_id": message["message_id"]})
+
+    async def _link(self, request: web.Request) -> web.Response:
+        await self.link_person(self._person(request))
+        return web.json_response({"ok": True})
+
+    async def _unlink(self, request: web.Request) -> web.Response:
+        self.unlink_person(self._person(request))
+        return web.json_response({"ok": True})
+
+    @staticmethod
+    def _person(request: web.Request) -> Person:
+        person = PEOPLE_BY_KEY.get(request.match_info["key"])
+        if person is None:
+            raise web.HTTPNotFound(text="no such person")
+        return person
 
     async def _new_comment(self, request: web.Request) -> web.Response:
         number = int(request.match_info["number"])

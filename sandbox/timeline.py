@@ -25,6 +25,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from bridge_cli.render import summary as cli_summary
+from contracts import people as people_fold
 from contracts.events import (
     AnyEvent,
     BindingMoved,
@@ -36,6 +37,7 @@ from contracts.events import (
     TelegramMessageReceived,
     decode_event,
 )
+from contracts.people import People
 from contracts.subjects import ALL_STREAMS
 
 log = structlog.get_logger("sandbox")
@@ -88,6 +90,8 @@ class Timeline:
     bindings: dict[tuple[int, int | None], BoundTask] = field(default_factory=dict)
     # One queue per open page (server-sent events), fed every new entry.
     listeners: set[asyncio.Queue[TimelineEntry]] = field(default_factory=set)
+    # Who each Telegram person is in Planfix: the PEOPLE fold every service shares.
+    people: People = field(default_factory=People)
     connected: bool = False
 
     def add(self, entry: TimelineEntry, event: AnyEvent | None) -> None:
@@ -97,6 +101,7 @@ class Timeline:
         self.by_key[entry.key] = entry
         if event is not None:
             self._fold_binding(event)
+            self.people = people_fold.evolve(self.people, event)
         for listener in self.listeners:
             listener.put_nowait(entry)
 

@@ -7,6 +7,7 @@ pure pieces (percentiles, trend, py-spy's collapsed stacks) compute what they sa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -85,3 +86,14 @@ def test_collapsed_stacks_give_self_time_by_package_and_time_under_our_functions
 def test_a_fakes_monotonic_stamp_reads_as_wall_clock_time() -> None:
     assert wall_time(time.monotonic()) == pytest.approx(time.time(), abs=0.01)
     assert wall_time(1_800_000_000.5) == 1_800_000_000.5
+
+
+def test_known_people_cost_no_planfix_request_per_message_once_warm(mongo_url: str) -> None:
+    from bench.people import run
+
+    figures = asyncio.run(run(mongo_url))
+
+    assert figures["planfix_requests_per_1000_warm"] == 0
+    # 15 employees found by profile (one request each), 10 strangers (employee, contact, create).
+    assert figures["planfix_requests_per_1000_warm-up"] == 15 + 10 * 3
+    assert figures["contacts_created"] == 10

@@ -135,6 +135,10 @@ class Published:
         return [type(event).__name__ for event, _, _ in self.events]
 
 
+async def _not_here(*args: Any) -> Any:
+    raise AssertionError("linking is tested in tests/test_linking.py")
+
+
 @dataclass
 class Binderd:
     """The binder's router over in-memory collaborators."""
@@ -157,7 +161,15 @@ class Binderd:
         rebuilder = StoreRebuilder(store=self.store, read_stream=self._read_stream)
         broker = NatsBroker(apply_types=False)
         broker.include_router(
-            router(on_request=binder.handle, on_group_event=group_life.handle, on_rebuild=rebuilder.handle)
+            router(
+                on_request=binder.handle,
+                on_group_event=group_life.handle,
+                on_rebuild=rebuilder.handle,
+                on_comment=_not_here,
+                on_private=_not_here,
+                on_audit=_not_here,
+                on_admit=_not_here,
+            )
         )
         return broker
 

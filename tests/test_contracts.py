@@ -62,6 +62,7 @@ EXPECTED_TAGS = {
     "effect.telegram_delivery_failed.v1",
     "people.person_linked.v1",
     "people.person_unlinked.v1",
+    "people.person_link_refused.v1",
     "binding.unbind_group.v1",
 }
 

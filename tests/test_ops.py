@@ -295,6 +295,8 @@ def test_trace_of_a_bind_shows_the_gateway_binder_and_relay_steps_in_order(
     output = ops.ok("trace", f"tg:{unique_chat_id}:{command_id}")
 
     steps = [line for line in output.splitlines() if re.match(r"\s*\d+\. ", line)]
+    # The first bind of a person also shows the binder learning who they are in Planfix.
+    steps = [step for step in steps if "people.person_linked.v1" not in step]
     assert [step.split()[1] for step in steps] == ["telegram_gateway", "binder", "relay"], output
     assert "binding.bind_requested.v1" in steps[0]
     assert f"bound to task #{task}" in steps[1] or f"created and bound to task #{task}" in steps[1]
@@ -431,6 +433,22 @@ def test_binder_rebuild_restores_every_binding_of_an_emptied_collection(
     assert ops.mongo(snapshot) == before
     again = ops.ok("binder", "rebuild")
     assert " 0  restored" in again or "0 restored" in again, again
+
+
+def test_bindings_audit_lists_a_binding_whose_binder_is_no_longer_on_the_task(
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    kept, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Audit: still theirs", fake_planfix)
+    dropped, _ = bind_new_task(ops, fake_telegram, unique_chat_id - 1, "Audit: taken off", fake_planfix)
+    # In Planfix, the person who bound the second group is taken off its task.
+    fake_planfix.set_task_people(dropped)
+
+    result = ops.cli("bindings", "audit")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"not_on_the_task            {unique_chat_id - 1} -> task #{dropped}" in result.stdout
+    assert f"{unique_chat_id} -> task #{kept}" not in result.stdout
+    assert "would be refused today under the 'participants' policy" in result.stdout
 
 
 def test_bindings_list_show_and_unbind(

@@ -159,6 +159,20 @@ async def _download_file(client: PlanfixClient, fake: FakePlanfix, tmp: Path) ->
     await client.download_file(file_id, tmp / "report.pdf", max_bytes=1_000_000)
 
 
+async def _get_employee(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    employee = fake.add_employee("Inna", telegram_id=7_000_009, active=False)
+    found = await client.get_employee(employee)
+    assert found is not None
+    assert found.id == employee
+    assert not found.is_active
+
+
+async def _delete_comment(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    comment = fake.add_employee_comment(fake.add_task("Delete a comment"), "TGLINK", fire_webhook=False)
+    await client.delete_comment(comment)
+    assert comment in fake.deleted_through_api
+
+
 # Every public call of the client with the operation of the document it makes. A call added to
 # the client without a line here fails test_every_client_call_is_checked_against_the_spec.
 CALLS: dict[str, Call] = {
@@ -169,6 +183,7 @@ CALLS: dict[str, Call] = {
     "find_employees_by_telegram_id": Call("get-user-list", _find_employees_by_telegram_id),
     "find_employees_by_telegram_username": Call("get-user-list", _find_employees_by_telegram_username),
     "list_employees": Call("get-user-list", _list_employees),
+    "get_employee": Call("get-user-id", _get_employee),
     "find_contacts_by_telegram_id": Call("get-contact-list", _find_contacts_by_telegram_id),
     "find_contacts_by_telegram_username": Call("get-contact-list", _find_contacts_by_telegram_username),
     "create_contact": Call("post-contact", _create_contact),
@@ -176,6 +191,7 @@ CALLS: dict[str, Call] = {
     "update_comment": Call("post-task-update-comment", _update_comment),
     "get_comment": Call("get-comment-id", _get_comment),
     "list_comments": Call("get-task-comments", _list_comments),
+    "delete_comment": Call("delete-comment-id", _delete_comment),
     "upload_file": Call("post-file-upload", _upload_file),
     "get_file": Call("get-file-id", _get_file),
     "download_file": Call("get-file-id-download", _download_file),

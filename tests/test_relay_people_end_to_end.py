@@ -118,6 +118,25 @@ def test_a_strangers_messages_are_their_contacts_comments_one_contact_however_ma
     assert contacts[0].telegram == "https://t.me/sam_s"
 
 
+def test_an_employee_whose_profile_names_their_telegram_writes_as_themselves_before_any_link(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    user_id = person_id_for(unique_chat_id)
+    olga = fake_planfix.add_employee("Olga Profile", telegram_id=user_id)
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Colleagues")
+    contacts_before = len(fake_planfix.contacts())
+
+    for text in ("profile note one", "profile note two"):
+        fake_telegram.add_group_message(unique_chat_id, text, user_id=user_id, first_name="Olga")
+        comments_of(fake_planfix, number, text)
+
+    mine = [c for c in fake_planfix.comments(number) if "profile note" in c.description]
+    assert {c.owner_id for c in mine} == {olga}
+    assert len(fake_planfix.contacts()) == contacts_before
+    lookups = [c for c in fake_planfix.calls if c.path == "/rest/user/list" and str(user_id) in str(c.json)]
+    assert len(lookups) == 1, "one lookup for the person, then none per message"
+
+
 def test_a_mentioned_linked_employee_is_a_recipient_of_the_comment(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:

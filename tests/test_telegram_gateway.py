@@ -592,17 +592,18 @@ def test_a_message_posted_as_a_channel_is_stored_under_the_channel(
     )
 
 
-def test_private_chats_are_ignored(
+def test_private_chats_store_nothing_and_get_the_help_once(
     fake_telegram: FakeTelegram, streams: Streams, unique_chat_id: int
 ) -> None:
     private_chat_id = abs(unique_chat_id)  # positive ids are people
-    fake_telegram.add_group_message(private_chat_id, "/task Fix the printer")
-    fake_telegram.add_group_message(private_chat_id, "hello bot")
+    fake_telegram.add_group_message(private_chat_id, "/task Fix the printer", user_id=private_chat_id)
+    fake_telegram.add_group_message(private_chat_id, "hello bot", user_id=private_chat_id)
 
     handled_up_to(fake_telegram, streams, unique_chat_id)
 
     assert streams.anything(private_chat_id) == []
-    assert fake_telegram.sent_messages(private_chat_id) == []
+    [help_text] = [m["text"] for m in fake_telegram.sent_messages(private_chat_id)]
+    assert "/link" in help_text
 
 
 def test_an_update_aiogram_cannot_decode_becomes_a_dead_letter_and_the_others_are_carried(
@@ -912,16 +913,19 @@ def test_an_edit_and_a_reaction_become_events_and_reactions_are_asked_for(
 def test_the_commands_are_registered_for_groups_at_start(
     fake_telegram: FakeTelegram, gateway: ServiceProcess
 ) -> None:
-    commands, scope = fake_telegram.commands
+    in_groups = fake_telegram.commands_in("all_group_chats")
+    in_private = fake_telegram.commands_in("all_private_chats")
 
-    assert [c["command"] for c in commands] == ["task", "status", "unbind", "lang", "help"]
-    assert scope == {"type": "all_group_chats"}
+    assert [c["command"] for c in in_groups] == ["task", "status", "unbind", "lang", "help", "link"]
+    assert [c["command"] for c in in_private] == ["link", "whoami", "unlink", "help"]
     # One menu per language (setMyCommands' language_code); others get BRIDGE_LANGUAGE's (en here).
     russian = {c["command"]: c["description"] for c in fake_telegram.commands_shown_to("ru")}
     english = {c["command"]: c["description"] for c in fake_telegram.commands_shown_to("en-GB")}
     assert russian["status"] == "К какой задаче ПланФикса привязана группа"
     assert english["status"] == "Which Planfix task this group is bound to"
-    assert fake_telegram.commands_shown_to("de") == commands
+    assert fake_telegram.commands_shown_to("de") == in_groups
+    private_ru = fake_telegram.commands_shown_to("ru", "all_private_chats")
+    assert {c["command"]: c["description"] for c in private_ru}["whoami"] == "Кто вы в ПланФиксе"
     polls = [c for c in fake_telegram.calls if c.method == "getUpdates"]
     assert {"message", "my_chat_member"} <= set(polls[-1].params["allowed_updates"])
 

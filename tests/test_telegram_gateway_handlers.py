@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import pytest
 from aiogram import Bot
-from aiogram.methods import GetChatAdministrators, GetChatMember
+from aiogram.methods import GetChatAdministrators, GetChatMember, SendMessage
 from aiogram.types import Update, User
 
 from bridge_lib.eventbus import EventPublisher
@@ -302,14 +302,18 @@ async def test_an_anonymous_admin_message_is_stored_as_such_and_nothing_else(gat
 
 
 async def test_private_messages_and_service_messages_store_nothing(gateway: Gateway) -> None:
-    private = message(914, 52, "hi bot", chat={"id": 501, "type": "private", "first_name": "Ann"})
+    private_chat = {"id": 501, "type": "private", "first_name": "Ann"}
+    private = message(914, 52, "hi bot", chat=private_chat)
     pinned = message(
         915, 53, None, pinned_message={"message_id": 41, "date": DATE, "chat": GROUP, "text": "x"}
     )
+    gateway.session.answer(SendMessage, {"message_id": 1, "date": DATE, "chat": private_chat, "text": "help"})
 
     assert await gateway.feed(private) == []
     assert await gateway.feed(pinned) == []
-    assert gateway.session.calls == []
+    # Answered with the help (how to /link); once an hour per person (tests/test_telegram_gateway.py).
+    [answer] = gateway.session.calls_of(SendMessage)
+    assert "/link" in answer.text
 
 
 async def test_a_publish_that_fails_raises_so_the_update_stays_unconfirmed() -> None:

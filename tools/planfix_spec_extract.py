@@ -48,6 +48,7 @@ OPERATIONS = (
     "get-file-id",
     "get-file-id-download",
     "get-user-list",
+    "get-user-id",
     "get-contact-list",
     "post-contact",
     "get-task-status-list",

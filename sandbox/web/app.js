@@ -61,6 +61,7 @@ function refreshSoon() {
 
 function render(view) {
   renderGroups(view);
+  renderPeople(view);
   renderMessages(view);
   renderTask(view);
   fillSelect($("person"), view.people.map((p) => [p.key, p.name]));
@@ -86,6 +87,26 @@ function renderGroups(view) {
       type: "button", class: topic.thread_id === view.thread_id ? "active" : "", text: topic.name,
       onclick: () => { select(state.chat, topic.thread_id); refresh(); },
     })));
+}
+
+// Each person: linked to a Planfix employee or not, and one click to link (/link in their
+// private chat, the code written as a comment in Planfix by their employee) or unlink.
+function renderPeople(view) {
+  $("people").replaceChildren(...view.people.map((p) => {
+    const linked = p.linked;
+    const label = linked ? `${p.name}: ${linked.name} (${linked.planfix_id}, ${linked.how})` : `${p.name}: not linked`;
+    const action = linked ? "unlink" : "link";
+    return el("span", { class: "person " + (linked ? "linked" : "unlinked"), "data-person": p.key },
+      el("span", { text: label }),
+      el("button", {
+        type: "button", class: "link", "data-action": action, text: linked ? "Unlink" : "Link",
+        onclick: async (event) => {
+          event.target.disabled = true;
+          try { await post("/api/people/" + p.key + "/" + action, new FormData()); }
+          finally { refreshSoon(); }
+        },
+      }));
+  }));
 }
 
 function renderMessages(view) {

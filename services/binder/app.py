@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, get_args
+from typing import Any, Protocol, TypeVar, get_args
 
 import msgspec
 import structlog
@@ -24,12 +26,28 @@ from bridge_lib.health import mongo_ping, start_health_server
 from bridge_lib.planfix_setup import checked_planfix_client
 from bridge_lib.runtime import wait_for_stop_signal
 from contracts import subjects
-from contracts.events import BindingStoreRebuilt, RebuildBindingStore, TelegramGroupEvent
-from contracts.subjects import BINDER_BIND_REQUESTS, BINDER_GROUP_CHANGES
+from contracts.events import (
+    AdmitGroup,
+    AnswerPrivateCommand,
+    AuditBindings,
+    BindingsAudited,
+    BindingStoreRebuilt,
+    Event,
+    GroupAdmissionDecided,
+    PlanfixCommentAdded,
+    PrivateCommandAnswered,
+    RebuildBindingStore,
+    TelegramGroupEvent,
+)
+from contracts.subjects import BINDER_BIND_REQUESTS, BINDER_GROUP_CHANGES, BINDER_LINK_CODES
+from services.binder.admission import Admission
+from services.binder.audit import BindingAudit
 from services.binder.config import BinderSettings
 from services.binder.decide import BinderRequest, BindRules
 from services.binder.handlers import BindAccess, Binder, GroupLife, Publisher, StoreRebuilder, Tasks
+from services.binder.linking import LinkCodes, Linking, LinkPlanfix
 from services.binder.people import Employees, Known, PeopleDirectory, Requesters
+from services.binder.people_refresh import PeopleRefresh
 from services.binder.rebuild import bindings_in_stream
 from services.binder.store import BindingStore
 from services.binder.task_notices import Comments, TaskNotices
@@ -38,26 +56,53 @@ log = structlog.get_logger("binder")
 
 Handle = Callable[[Any, Delivery], Awaitable[None]]
 Rebuild = Callable[[RebuildBindingStore], Awaitable[BindingStoreRebuilt]]
+Answer = Callable[[AnswerPrivateCommand], Awaitable[PrivateCommandAnswered]]
+Audit = Callable[[AuditBindings], Awaitable[BindingsAudited]]
+Admit = Callable[[AdmitGroup], Awaitable[GroupAdmissionDecided]]
 
 
-def router(*, on_request: Handle, on_group_event: Handle, on_rebuild: Rebuild) -> NatsRouter:
+def router(
+    *,
+    on_request: Handle,
+    on_group_event: Handle,
+    on_rebuild: Rebuild,
+    on_comment: Handle,
+    on_private: Answer,
+    on_audit: Audit,
+    on_admit: Admit,
+) -> NatsRouter:
     """The binder's subscribers, handing each message to the handler given."""
     binder_router = NatsRouter()
     consume_durably(binder_router, BINDER_BIND_REQUESTS, get_args(BinderRequest), on_request)
     consume_durably(binder_router, BINDER_GROUP_CHANGES, get_args(TelegramGroupEvent), on_group_event)
+    consume_durably(binder_router, BINDER_LINK_CODES, (PlanfixCommentAdded,), on_comment)
 
-    # A NATS request, not a stream's message: left out of the AsyncAPI document of the streams.
-    @binder_router.subscriber(
-        subjects.BINDER_REBUILD_STORE, queue="binder", decoder=undecoded, include_in_schema=False
-    )
-    async def on_rebuild_requested(msg: NatsMessage) -> bytes:
-        command = msgspec.json.decode(msg.body, type=RebuildBindingStore)
-        return msgspec.json.encode(await on_rebuild(command))
-
+    # NATS requests, not streams' messages (left out of the AsyncAPI document of the streams):
+    # from the gateway (a private command's answer may hold a /link code: never stored) and the CLI.
+    answer_requests(binder_router, subjects.BINDER_PRIVATE_COMMAND, AnswerPrivateCommand, on_private)
+    answer_requests(binder_router, subjects.BINDER_ADMIT_GROUP, AdmitGroup, on_admit)
+    answer_requests(binder_router, subjects.BINDER_AUDIT_BINDINGS, AuditBindings, on_audit)
+    answer_requests(binder_router, subjects.BINDER_REBUILD_STORE, RebuildBindingStore, on_rebuild)
     return binder_router
 
 
-class BinderPlanfix(Tasks, Employees, Comments, Protocol):
+C = TypeVar("C", bound=Event)
+
+
+def answer_requests(
+    nats_router: NatsRouter, subject: str, command_type: type[C], handler: Callable[[C], Awaitable[Event]]
+) -> None:
+    """Answer each request on ``subject`` (one binder replica each: a queue group) with the
+    handler's event."""
+
+    async def on_request(msg: NatsMessage) -> bytes:
+        return msgspec.json.encode(await handler(msgspec.json.decode(msg.body, type=command_type)))
+
+    on_request.__name__ = f"on_{subject.rsplit('.', 1)[-1]}"
+    nats_router.subscriber(subject, queue="binder", decoder=undecoded, include_in_schema=False)(on_request)
+
+
+class BinderPlanfix(Tasks, Employees, Comments, LinkPlanfix, Protocol):
     """Everything the binder asks Planfix (``bridge_lib.planfix.PlanfixClient``)."""
 
 
@@ -69,6 +114,7 @@ def build(
     publisher: Publisher,
     js: Any,
     people: Known,
+    codes: LinkCodes,
 ) -> NatsRouter:
     """The binder's handlers, each with its collaborators, behind its subscribers; ``people`` is
     the PEOPLE fold, started (caught up) before the subscribers are."""
@@ -83,18 +129,35 @@ def build(
         allowed_chats=settings.allowed_chat_ids,
         groups_per_task=settings.groups_per_task,
     )
+    requesters = Requesters(known=people, planfix=planfix, publisher=publisher)
+    linking = Linking(
+        codes=codes,
+        known=people,
+        requesters=requesters,
+        planfix=planfix,
+        publisher=publisher,
+        our_source_id=settings.planfix_source_id,
+    )
     binder = Binder(
         store=store,
         planfix=planfix,
         publisher=publisher,
         rules=rules,
         access=access,
-        requesters=Requesters(known=people, planfix=planfix, publisher=publisher),
+        requesters=requesters,
         notices=TaskNotices(store=store, planfix=planfix, source_id=settings.planfix_source_id),
     )
     group_life = GroupLife(store=store, publisher=publisher)
     rebuilder = StoreRebuilder(store=store, read_stream=lambda: bindings_in_stream(js))
-    return router(on_request=binder.handle, on_group_event=group_life.handle, on_rebuild=rebuilder.handle)
+    return router(
+        on_request=binder.handle,
+        on_group_event=group_life.handle,
+        on_rebuild=rebuilder.handle,
+        on_comment=linking.redeem,
+        on_private=linking.answer,
+        on_audit=BindingAudit(store=store, known=people, planfix=planfix, access=access).handle,
+        on_admit=Admission(store=store, requesters=requesters, access=access).handle,
+    )
 
 
 async def run(settings: BinderSettings) -> None:
@@ -103,6 +166,8 @@ async def run(settings: BinderSettings) -> None:
     )
     store = BindingStore(mongo[settings.mongodb_database])
     await store.create_indexes()
+    codes = LinkCodes(mongo[settings.mongodb_database])
+    await codes.create_indexes()
     broker = make_broker(settings.nats_url, name="binder")
     health = await start_health_server(
         service="binder",
@@ -123,14 +188,30 @@ async def run(settings: BinderSettings) -> None:
     people = PeopleDirectory()
     await people.start(js)
     broker.include_router(
-        build(settings, store=store, planfix=planfix, publisher=EventPublisher(broker), js=js, people=people)
+        build(
+            settings,
+            store=store,
+            planfix=planfix,
+            publisher=EventPublisher(broker),
+            js=js,
+            people=people,
+            codes=codes,
+        )
     )
     await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
+    refreshing = None
+    if settings.people_refresh_h > 0:
+        refresh = PeopleRefresh(known=people, planfix=planfix, publisher=EventPublisher(broker))
+        refreshing = asyncio.create_task(refresh.forever(settings.people_refresh_h * 3600), name="people")
     log.info("binder_started")
     try:
         await wait_for_stop_signal()
     finally:
         log.info("binder_stopping")
+        if refreshing is not None:
+            refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refreshing
         await people.stop()
         await broker.stop()
         await health.stop()

@@ -21,6 +21,8 @@ class BinderSettings(NatsSettings, MongoSettings, PlanfixSettings, HealthSetting
     allowed_chats: str = Field(default="", alias="BINDER_ALLOWED_CHATS")
     # How many groups may be bound to one task at once.
     groups_per_task: int = Field(default=1, alias="BINDER_GROUPS_PER_TASK", ge=1)
+    # How often links are checked against Planfix (fired employees, changed profiles); 0: never.
+    people_refresh_h: float = Field(default=24.0, alias="BINDER_PEOPLE_REFRESH_H", ge=0)
 
     @field_validator("allowed_chats")
     @classmethod

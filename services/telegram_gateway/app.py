@@ -30,22 +30,31 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from aiogram.types import BotCommand, BotCommandScopeAllGroupChats, User
+from aiogram.types import BotCommand, BotCommandScopeAllGroupChats, BotCommandScopeAllPrivateChats, User
 from aiogram.utils.backoff import Backoff
 from aiohttp import web
 from faststream.nats import NatsBroker
 
 from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
 from bridge_lib.health import start_health_server
+from bridge_lib.i18n import DEFAULT_LANGUAGE
 from bridge_lib.jetstream_ready import JetStreamNotReady
 from bridge_lib.runtime import freeze_startup_heap, log_startup_failed, wait_for_stop_signal
 from bridge_lib.telegram import TOKEN_HINT, TOKEN_REFUSED, make_bot
-from services.telegram_gateway.commands import BotProfile, build_commands_router, command_menus
+from contracts.events import AnswerPrivateCommand, PrivateCommandAnswered
+from services.telegram_gateway.commands import BOT_COMMANDS, BotProfile, build_commands_router, command_menus
 from services.telegram_gateway.config import TelegramGatewaySettings
-from services.telegram_gateway.group_life import build_group_life_router
+from services.telegram_gateway.group_life import AdmitAsker, build_group_life_router
 from services.telegram_gateway.inbound import build_inbound_router
 from services.telegram_gateway.other_bots import OtherBots
 from services.telegram_gateway.polling import BACKOFF, poll_updates, redact
+from services.telegram_gateway.private_chat import (
+    PRIVATE_COMMANDS,
+    AskBinder,
+    BinderAsker,
+    HelpOnce,
+    build_private_chat_router,
+)
 from services.telegram_gateway.record import Record
 from services.telegram_gateway.undecodable import UndecodableUpdates
 from services.telegram_gateway.webhook import TelegramWebhook, webhook_path
@@ -85,18 +94,42 @@ def foreign_webhook(current: str, ours: str | None) -> bool:
     return bool(current) and current != ours
 
 
-def build_dispatcher(publisher: EventPublisher, me: User, *, jetstream: Any | None = None) -> Dispatcher:
+def build_dispatcher(
+    publisher: EventPublisher,
+    me: User,
+    *,
+    jetstream: Any | None = None,
+    ask_binder: AskBinder | None = None,
+    admit_group: AdmitAsker | None = None,
+    default_language: str = DEFAULT_LANGUAGE,
+) -> Dispatcher:
     """The gateway's handlers, with what they need; ``jetstream``: where /status reads which other
-    bots were sent /task (None: not read)."""
+    bots were sent /task (None: not read); ``ask_binder``: where private commands go (None: the
+    bridge cannot answer them); ``admit_group``: set with TELEGRAM_LEAVE_UNKNOWN_GROUPS."""
     profile = BotProfile(username=me.username, reads_all_group_messages=bool(me.can_read_all_group_messages))
     # Keyword arguments become handler parameters of the same name (aiogram's injection).
     dispatcher = Dispatcher(
-        record=Record(publisher), bot_profile=profile, other_bots=OtherBots(me_id=me.id, jetstream=jetstream)
+        record=Record(publisher),
+        bot_profile=profile,
+        other_bots=OtherBots(me_id=me.id, jetstream=jetstream),
+        ask_binder=ask_binder or _no_binder,
+        private_help=HelpOnce(),
+        admit_group=admit_group,
+        default_language=default_language,
     )
     # The first matching handler wins: a group's life (anonymous admins, service messages),
-    # then commands, then ordinary messages.
-    dispatcher.include_routers(build_group_life_router(), build_commands_router(), build_inbound_router())
+    # then commands, the private chat, then ordinary messages.
+    dispatcher.include_routers(
+        build_group_life_router(),
+        build_commands_router(),
+        build_private_chat_router(),
+        build_inbound_router(),
+    )
     return dispatcher
+
+
+async def _no_binder(command: AnswerPrivateCommand) -> PrivateCommandAnswered | None:
+    return None
 
 
 async def run(settings: TelegramGatewaySettings) -> None:
@@ -162,19 +195,26 @@ async def _serve(bot: Bot, broker: NatsBroker, settings: TelegramGatewaySettings
         log.warning("telegram_group_privacy_enabled", bot_username=me.username, fix=PRIVACY_HINT)
     # Before setMyCommands: a bot another program serves keeps its command menu too.
     await _check_webhook_owner(bot, settings)
-    for language_code, menu in command_menus(settings.bridge_language):
-        commands = [BotCommand(command=name, description=text) for name, text in menu.items()]
-        await _retrying(
-            "setMyCommands",
-            functools.partial(
-                bot.set_my_commands,
-                commands,
-                scope=BotCommandScopeAllGroupChats(),
-                language_code=language_code,
-            ),
-        )
+    # One menu per language (language_code) and one for everyone else, in groups and in private.
+    for scope, table in (
+        (BotCommandScopeAllGroupChats(), BOT_COMMANDS),
+        (BotCommandScopeAllPrivateChats(), PRIVATE_COMMANDS),
+    ):
+        for language_code, menu in command_menus(settings.bridge_language, table):
+            commands = [BotCommand(command=name, description=text) for name, text in menu.items()]
+            await _retrying(
+                "setMyCommands",
+                functools.partial(bot.set_my_commands, commands, scope=scope, language_code=language_code),
+            )
     publisher = EventPublisher(broker)
-    dispatcher = build_dispatcher(publisher, me, jetstream=broker.connection.jetstream())
+    dispatcher = build_dispatcher(
+        publisher,
+        me,
+        jetstream=broker.connection.jetstream(),
+        ask_binder=BinderAsker(broker.connection),
+        admit_group=AdmitAsker(broker.connection) if settings.telegram_leave_unknown_groups else None,
+        default_language=settings.bridge_language,
+    )
     allowed_updates = dispatcher.resolve_used_update_types()
     undecodable = UndecodableUpdates(publisher)
     if settings.telegram_webhook_url:

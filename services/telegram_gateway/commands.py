@@ -53,18 +53,24 @@ BOT_COMMANDS = {
     "unbind": N_("Stop carrying messages between this group and its task"),
     "lang": N_("The bot's language in this group: /lang ru or /lang en"),
     "help": N_("What this bot does and its commands"),
+    "link": N_("Link your Telegram to your Planfix account (in a private chat with me)"),
 }
 
 
-def bot_commands(language: str) -> dict[str, str]:
-    """The command menu's descriptions in ``language``."""
+def bot_commands(language: str, commands: dict[str, str] = BOT_COMMANDS) -> dict[str, str]:
+    """A command menu's descriptions in ``language``."""
     texts = translator(language)
-    return {name: texts.gettext(description) for name, description in BOT_COMMANDS.items()}
+    return {name: texts.gettext(description) for name, description in commands.items()}
 
 
-def command_menus(default_language: str) -> list[tuple[str | None, dict[str, str]]]:
+def command_menus(
+    default_language: str, commands: dict[str, str] = BOT_COMMANDS
+) -> list[tuple[str | None, dict[str, str]]]:
     """(language_code, commands) for setMyCommands: one per language, and the default for the rest."""
-    return [(None, bot_commands(default_language)), *((code, bot_commands(code)) for code in LANGUAGES)]
+    return [
+        (None, bot_commands(default_language, commands)),
+        *((code, bot_commands(code, commands)) for code in LANGUAGES),
+    ]
 
 
 class BotProfile(NamedTuple):

@@ -32,6 +32,9 @@ class TelegramGatewaySettings(TelegramSettings, NatsSettings, HealthSettings):
     # A webhook set to another address belongs to another program (Planfix's own integration,
     # another bridge): the gateway stops rather than take it over, unless this is true.
     telegram_take_over_webhook: bool = Field(default=False, alias="TELEGRAM_TAKE_OVER_WEBHOOK")
+    # The bot leaves a group it is added to unless the binder admits it (a bound group, one on
+    # BINDER_ALLOWED_CHATS, or added by someone who may bind under BINDER_BIND_POLICY).
+    telegram_leave_unknown_groups: bool = Field(default=False, alias="TELEGRAM_LEAVE_UNKNOWN_GROUPS")
 
     @field_validator("telegram_webhook_url")
     @classmethod

@@ -14,16 +14,26 @@ to a supergroup, a message sent by an anonymous admin.
 
 from __future__ import annotations
 
+import contextlib
+import html
+
+import msgspec
 import structlog
-from aiogram import Router
+from aiogram import Bot, Router
 from aiogram.enums import ChatMemberStatus
+from aiogram.exceptions import TelegramAPIError
 from aiogram.types import ChatMemberUpdated, Message, Update
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 
 from contracts import subjects
 from contracts.events import (
+    AdmitGroup,
     AnonymousAdminPosted,
     BotMembershipChanged,
     ChatMigrated,
+    GroupAdmissionDecided,
+    TelegramUser,
     telegram_membership_key,
     telegram_message_key,
     telegram_migration_key,
@@ -44,7 +54,13 @@ def _is_member(member: object) -> bool:
     )
 
 
-async def on_bot_membership(update: ChatMemberUpdated, event_update: Update, record: Record) -> None:
+async def on_bot_membership(
+    update: ChatMemberUpdated,
+    event_update: Update,
+    record: Record,
+    bot: Bot,
+    admit_group: AdmitAsker | None = None,
+) -> None:
     was, now = _is_member(update.old_chat_member), _is_member(update.new_chat_member)
     if was == now:
         log.info(
@@ -52,17 +68,77 @@ async def on_bot_membership(update: ChatMemberUpdated, event_update: Update, rec
         )
         return
     key = telegram_membership_key(update.chat.id, event_update.update_id)
+    changed_by = content.user_of(update.from_user) if update.from_user else None
+    refusal = None
+    if now and admit_group is not None:
+        refusal = await admit_group.refusal(update.chat.id, changed_by, key=key, update=event_update)
     event = BotMembershipChanged(
         **envelope(event_update, key),
         chat_id=update.chat.id,
         status=str(update.new_chat_member.status),
         is_member=now,
         chat_title=update.chat.title,
-        changed_by=content.user_of(update.from_user) if update.from_user else None,
+        changed_by=changed_by,
+        left_unknown_group=refusal is not None,
     )
     await record(
         event, subject=subjects.telegram_bot_membership_changed(update.chat.id), key=key, is_member=now
     )
+    if refusal is not None:
+        await _leave(bot, update.chat.id, refusal, changed_by)
+
+
+async def _leave(bot: Bot, chat_id: int, why: str, added_by: TelegramUser | None) -> None:
+    """Say why, once, and leave (the explanation is best effort: leaving is what matters)."""
+    with contextlib.suppress(TelegramAPIError):
+        await bot.send_message(chat_id, unknown_group_text(why, added_by, (await bot.me()).username))
+    try:
+        await bot.leave_chat(chat_id)
+        log.info("unknown_group_left", chat_id=chat_id, why=why)
+    except TelegramAPIError as error:
+        log.warning("unknown_group_not_left", chat_id=chat_id, error=type(error).__name__)
+
+
+UNKNOWN_GROUP = {
+    "not_linked": "{who} is not linked to a Planfix employee",
+    "not_an_employee": "{who} is a Planfix contact, not an employee",
+    "chat_not_allowed": "this group is not on the bridge's list of groups",
+}
+
+
+def unknown_group_text(why: str, added_by: TelegramUser | None, bot_username: str | None) -> str:
+    who = html.escape(added_by.full_name) if added_by else "The person who added me"
+    reason = UNKNOWN_GROUP.get(why, "this group may not use the bridge").format(who=who)
+    link = f" (https://t.me/{bot_username}?start=link)" if bot_username else ""
+    return (
+        f"👋 I carry messages between Telegram groups and Planfix tasks, for groups added by linked "
+        f"Planfix employees, and {reason}. Leaving. To add me: link your Telegram first with /link "
+        f"in a private chat with me{link}, then add me again."
+    )
+
+
+class AdmitAsker:
+    """Asks the binder whether the bot may stay in a group (``TELEGRAM_LEAVE_UNKNOWN_GROUPS``)."""
+
+    def __init__(self, connection: object, *, timeout_s: float = 10.0) -> None:
+        self._nc = connection
+        self._timeout_s = timeout_s
+
+    async def refusal(
+        self, chat_id: int, added_by: TelegramUser | None, *, key: str, update: Update
+    ) -> str | None:
+        """Why the bot must leave; None to stay (also when the binder does not answer: binding
+        stays guarded by the bind policy)."""
+        command = AdmitGroup(**envelope(update, f"{key}:admit"), chat_id=chat_id, added_by=added_by)
+        try:
+            reply = await self._nc.request(  # type: ignore[attr-defined]
+                subjects.BINDER_ADMIT_GROUP, msgspec.json.encode(command), timeout=self._timeout_s
+            )
+            decided = msgspec.json.decode(reply.data, type=GroupAdmissionDecided)
+        except (NatsTimeout, NoRespondersError, msgspec.DecodeError, msgspec.ValidationError) as error:
+            log.warning("binder_did_not_decide_admission", chat_id=chat_id, error=type(error).__name__)
+            return None
+        return None if decided.admitted else decided.why
 
 
 async def on_migration(message: Message, event_update: Update, record: Record) -> None:

@@ -71,10 +71,13 @@ def _mentions(text: str, entities: Sequence[TelegramEntity], people: People) -> 
 
 
 class ContactBook:
-    """Telegram id -> the Planfix contact made for a stranger (``contacts_by_telegram``).
+    """Telegram id -> the Planfix person a stranger to the PEOPLE fold writes as
+    (``contacts_by_telegram``): an employee whose profile carries their Telegram, else their
+    contact.
 
-    A contact is made once per person: the store first, then Planfix by Telegram id (a crash
-    between creating and recording leaves a contact Planfix finds), only then a new one.
+    Looked up once per person: the store first, then Planfix by Telegram id (employees, then
+    contacts: a crash between creating and recording leaves a contact Planfix finds), only then
+    a new contact. From then on a message costs no Planfix request.
     """
 
     def __init__(self, database: AsyncIOMotorDatabase[Any], planfix: PlanfixClient) -> None:
@@ -99,9 +102,16 @@ class ContactBook:
         return str(document["contact"]) if document else None
 
     async def _found_or_made(self, sender: TelegramUser) -> str:
-        existing = await self._planfix.find_contacts_by_telegram_id(sender.id)
+        # An employee whose Planfix profile carries this Telegram ("authorize Telegram") writes
+        # as themselves even before the binder has linked them (they never wrote /task): never
+        # a contact made for a colleague.
+        employees = await self._planfix.find_employees_by_telegram_id(sender.id)
+        active = sorted((p.id for p in employees if p.is_employee and p.is_active), key=_number)
+        existing = [] if active else await self._planfix.find_contacts_by_telegram_id(sender.id)
         ids = sorted((person.id for person in existing), key=_number)
-        if ids:
+        if active:
+            contact, how = active[0], "employee_profile"
+        elif ids:
             contact, how = ids[0], "found"
         else:
             contact = await self._planfix.create_contact(

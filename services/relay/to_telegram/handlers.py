@@ -17,6 +17,7 @@ from typing import Any, Protocol, get_args
 import structlog
 from faststream.nats import NatsRouter
 
+from bridge_lib import link_codes
 from bridge_lib.eventbus import Delivery, consume_durably
 from bridge_lib.i18n import DEFAULT_LANGUAGE, Translator, translator
 from contracts.bindings import language_after
@@ -34,6 +35,10 @@ from contracts.events import (
     GroupCommandReceived,
     GroupLanguageChosen,
     GroupLanguageRejected,
+    PersonEvent,
+    PersonLinked,
+    PersonLinkMethod,
+    PersonLinkRefused,
     PlanfixCommentAdded,
     PlanfixCommentChange,
     PlanfixCommentDeleted,
@@ -45,7 +50,12 @@ from contracts.events import (
     UnbindRejected,
     planfix_comment_key,
 )
-from contracts.subjects import RELAY_BINDING_NOTICES, RELAY_GROUP_EVENTS, RELAY_PLANFIX_COMMENT_CHANGES
+from contracts.subjects import (
+    RELAY_BINDING_NOTICES,
+    RELAY_GROUP_EVENTS,
+    RELAY_PEOPLE_NOTICES,
+    RELAY_PLANFIX_COMMENT_CHANGES,
+)
 from services.relay.directory import BindingDirectory
 from services.relay.effects import OwnComments
 from services.relay.people import PeopleDirectory
@@ -65,6 +75,7 @@ from services.relay.to_telegram.notices import (
     unbound_notice,
 )
 from services.relay.to_telegram.outbox import Action, Outbox, OutboxItem
+from services.relay.to_telegram.people_notices import link_in_private_text, linked_text, refused_text
 
 log = structlog.get_logger("relay.to_telegram")
 
@@ -168,6 +179,12 @@ class ToTelegram:
         if own:
             log.info("own_comment_not_echoed")
             return
+        if isinstance(event, PlanfixCommentAdded | PlanfixCommentUpdated) and link_codes.code_in(
+            event.text_html
+        ):
+            # A /link code is a secret until the binder spends it; nobody in a group needs it.
+            log.info("link_code_comment_not_carried")
+            return
         if not groups:
             log.info("unbound_task_not_relayed")
             return
@@ -253,7 +270,9 @@ class ToTelegram:
 
     async def _answer_command(self, event: GroupCommandReceived) -> None:
         t = self.texts_for(event.chat_id)
-        if event.command is GroupCommand.STATUS:
+        if event.command is GroupCommand.LINK:
+            text, kind = link_in_private_text(event.bot_username, t), TelegramMessageKind.HELP
+        elif event.command is GroupCommand.STATUS:
             bound = await self._directory.task_for(event.chat_id, event.thread_id)
             text = status_text(
                 bound,
@@ -276,6 +295,8 @@ class ToTelegram:
     async def _greet(self, event: BotMembershipChanged) -> None:
         if not event.is_member:
             return  # removed: the binder suspends the binding; nobody to tell
+        if event.left_unknown_group:
+            return  # the gateway said why and left (TELEGRAM_LEAVE_UNKNOWN_GROUPS)
         await self._directory.catch_up()
         if self._directory.bindings_of(event.chat_id):
             return  # re-added to a bound group: the binder resumes it and that notice says so
@@ -288,6 +309,24 @@ class ToTelegram:
             TelegramMessageKind.GREETING,
         )
         item.text = greeting_text(self.texts_for(event.chat_id))
+        await self._enqueue(item)
+
+    # --- people --------------------------------------------------------------------------------
+
+    async def tell_person(self, event: PersonEvent, delivery: Delivery) -> None:
+        """In the person's private chat (its id is theirs): their /link code linked them, or why not."""
+        if isinstance(event, PersonLinked) and event.how is PersonLinkMethod.LINK_CODE:
+            text = linked_text(event.name)
+        elif isinstance(event, PersonLinkRefused):
+            text = refused_text(event.refusal)
+        else:
+            return  # found through the Planfix profile, or unlinked on the person's own word
+        structlog.contextvars.bind_contextvars(telegram_user_id=event.telegram_user_id)
+        chat_id = event.telegram_user_id
+        item = self._item(
+            event, f"telegram-person:{event.event_id}", chat_id, None, Action.SEND, TelegramMessageKind.HELP
+        )
+        item.text = text
         await self._enqueue(item)
 
     # --- shared -------------------------------------------------------------------------------------
@@ -321,6 +360,8 @@ class Handlers(Protocol):
 
     def answer_group_event(self, event: Any, delivery: Delivery) -> Awaitable[None]: ...
 
+    def tell_person(self, event: Any, delivery: Delivery) -> Awaitable[None]: ...
+
 
 def router(handlers: Handlers) -> NatsRouter:
     """The relay's three durable consumers, each handing its events to ``handlers``."""
@@ -336,4 +377,5 @@ def router(handlers: Handlers) -> NatsRouter:
     consume_durably(
         nats_router, RELAY_GROUP_EVENTS, get_args(TelegramGroupEvent), handlers.answer_group_event
     )
+    consume_durably(nats_router, RELAY_PEOPLE_NOTICES, get_args(PersonEvent), handlers.tell_person)
     return nats_router

@@ -190,8 +190,9 @@ def language_rejected_notice(event: GroupLanguageRejected, t: Translator) -> str
 REFUSALS = {
     "not_linked": N_(
         "your Telegram is not linked to a Planfix employee, so I cannot tell whether the task is "
-        "yours to share. Ask your Planfix admin to add your Telegram to your Planfix profile "
-        "(Planfix → profile → Telegram), then write /task again"
+        "yours to share. Link it: write /link to me in a private chat (I give you a code to "
+        "write in Planfix), or ask your Planfix admin to add your Telegram to your Planfix "
+        "profile (Planfix → profile → Telegram); then write /task again"
     ),
     "not_an_employee": N_("only Planfix employees can bind a group to a task"),
     "not_on_the_task": N_(
