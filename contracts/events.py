@@ -631,6 +631,8 @@ class PersonLinked(Event, frozen=True, kw_only=True, tag="people.person_linked.v
     name: str
     how: PersonLinkMethod
     telegram_username: str | None = None
+    # The person's Telegram language when they asked for their /link code (their notice's).
+    language_code: str | None = None
 
 
 class PersonUnlinked(Event, frozen=True, kw_only=True, tag="people.person_unlinked.v1"):

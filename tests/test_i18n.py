@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
 import string
+import subprocess
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -406,3 +408,17 @@ def test_the_confirmation_is_said_in_the_language_chosen() -> None:
 def test_the_cli_names_lang_in_english() -> None:
     assert summary(lang("en")) == "chat -1001: /lang en (Anna)"
     assert summary(chosen("ru")) == "chat -1001 speaks ru from now on"
+
+
+@pytest.mark.skipif(shutil.which("msgfmt") is None, reason="GNU gettext's msgfmt is not installed")
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_msgfmt_accepts_the_catalogue_with_every_entry_translated(language: str, tmp_path: Path) -> None:
+    checked = subprocess.run(
+        ["msgfmt", "--check", "--statistics", "-o", str(tmp_path / "b.mo"), str(catalogue_path(language))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+    # "127 translated messages." and no "fuzzy" or "untranslated" count beside it.
+    assert re.fullmatch(r"\d+ translated messages?\.\n", checked.stderr), checked.stderr

@@ -19,7 +19,7 @@ from faststream.nats import NatsRouter
 
 from bridge_lib import link_codes
 from bridge_lib.eventbus import Delivery, consume_durably
-from bridge_lib.i18n import DEFAULT_LANGUAGE, Translator, translator
+from bridge_lib.i18n import DEFAULT_LANGUAGE, Translator, language_or_default, translator
 from contracts.bindings import language_after
 from contracts.events import (
     AnonymousAdminPosted,
@@ -315,10 +315,12 @@ class ToTelegram:
 
     async def tell_person(self, event: PersonEvent, delivery: Delivery) -> None:
         """In the person's private chat (its id is theirs): their /link code linked them, or why not."""
+        # The person's Telegram language, as they asked for the code; else the default.
+        t = translator(language_or_default(getattr(event, "language_code", None), self._language))
         if isinstance(event, PersonLinked) and event.how is PersonLinkMethod.LINK_CODE:
-            text = linked_text(event.name)
+            text = linked_text(event.name, t)
         elif isinstance(event, PersonLinkRefused):
-            text = refused_text(event.refusal)
+            text = refused_text(event.refusal, t)
         else:
             return  # found through the Planfix profile, or unlinked on the person's own word
         structlog.contextvars.bind_contextvars(telegram_user_id=event.telegram_user_id)

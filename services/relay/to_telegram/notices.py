@@ -55,7 +55,7 @@ def other_bots_warning(other_bots: Sequence[str], t: Translator) -> str:
         "⚠️ Another bot here may answer /task too: {names}. If it is bound to a Planfix task as well "
         "(Planfix's own Telegram bot binds with /task), <b>every message written here reaches "
         "Planfix twice</b>. Keep one of us: remove the other bot from the group, or /unbind me.",
-        "⚠️ Other bots here may answer /task too: {names}. If one of them is bound to a Planfix "
+        "⚠️ {count} other bots here may answer /task too: {names}. If one of them is bound to a Planfix "
         "task as well (Planfix's own Telegram bot binds with /task), <b>every message written here "
         "reaches Planfix twice</b>. Keep one of us: remove the other bot from the group, or /unbind me.",
         len(other_bots),
