@@ -59,7 +59,7 @@ def test_other_bots_are_the_bots_but_us_each_named_once() -> None:
     [
         ([], None),
         (["planfix_bot"], "⚠️ Another bot here may answer /task too: @planfix_bot. If it is bound"),
-        (["planfix_bot", "x<y"], "⚠️ 2 other bots here may answer /task too: @planfix_bot, @x&lt;y. If one of"),
+        (["planfix_bot", "x<y"], "⚠️ 2 other bots here may answer /task too: @planfix_bot, @x&lt;y. If one"),
     ],
 )
 def test_status_says_another_bot_answers_task_too_and_what_that_leads_to(
