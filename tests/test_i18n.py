@@ -11,8 +11,10 @@ import string
 import subprocess
 from itertools import count
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 import pytest
 from babel.messages.catalog import Message
 from babel.messages.pofile import read_po
@@ -27,6 +29,8 @@ from contracts.events import (
     GroupLanguageChosen,
     GroupLanguageRejected,
     GroupLanguageRequested,
+    PrivateAnswer,
+    PrivateCommandAnswered,
     TaskBound,
     TelegramUser,
     utc_now,
@@ -41,6 +45,8 @@ from services.relay.to_telegram.notices import (
     status_text,
 )
 from services.telegram_gateway.commands import bot_commands
+from services.telegram_gateway.group_life import unknown_group_text
+from services.telegram_gateway.private_chat import answer_text, person_texts
 from tools.messages import SOURCES, extract
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -422,3 +428,33 @@ def test_msgfmt_accepts_the_catalogue_with_every_entry_translated(language: str,
     assert checked.returncode == 0, checked.stderr
     # "127 translated messages." and no "fuzzy" or "untranslated" count beside it.
     assert re.fullmatch(r"\d+ translated messages?\.\n", checked.stderr), checked.stderr
+
+
+# --- private chats speak the person's language ---------------------------------------------------
+
+
+def test_a_private_answer_is_in_the_persons_telegram_language_else_the_default() -> None:
+    issued = PrivateCommandAnswered(
+        **envelope(), answer=PrivateAnswer.CODE_ISSUED, code="K7-42", expires_in_s=15 * 60
+    )
+    assert answer_text(issued, RU).startswith("Ваш код: <code>K7-42</code>\nВ течение 15 минут напишите")
+    assert answer_text(issued, EN).startswith("Your code: <code>K7-42</code>\nWithin 15 minutes, write")
+    one_minute = msgspec.structs.replace(issued, expires_in_s=60)
+    assert "В течение 1 минуты" in answer_text(one_minute, RU)
+    assert "Within 1 minute," in answer_text(one_minute, EN)
+
+    def person(code: str | None) -> Any:
+        return SimpleNamespace(from_user=SimpleNamespace(language_code=code))
+
+    assert person_texts(person("ru-RU"), "en").language == "ru"
+    assert person_texts(person("de"), "en").language == "en"
+    assert person_texts(person(None), "ru").language == "ru"
+
+
+def test_a_group_the_bot_leaves_is_told_why_in_the_language_of_whoever_added_it() -> None:
+    anna = TelegramUser(id=7, full_name="Анна")
+    text = unknown_group_text("not_linked", anna, "bridge_bot", RU)
+    assert text.startswith("👋 Я переношу сообщения между группами Telegram и задачами ПланФикса")
+    assert "здесь Анна не связан(а) с сотрудником ПланФикса. Ухожу." in text
+    assert "(https://t.me/bridge_bot?start=link)" in text
+    assert unknown_group_text("chat_not_allowed", None, None, EN).startswith("👋 I carry messages")
