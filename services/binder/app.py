@@ -168,7 +168,7 @@ async def run(settings: BinderSettings) -> None:
     await store.create_indexes()
     codes = LinkCodes(mongo[settings.mongodb_database])
     await codes.create_indexes()
-    broker = make_broker(settings.nats_url, name="binder")
+    broker = make_broker(settings.nats_url, name="binder", retry_max_delay_s=settings.retry_max_delay_s)
     health = await start_health_server(
         service="binder",
         broker=broker,
