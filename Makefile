@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # The browser tests (tests/test_sandbox_browser.py) drive Debian's Chromium through Playwright.
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint typecheck pytest install lock clean audit fuzz asyncapi nats-auth bench soak bench-pacing faults faults-full chromium
+.PHONY: run test lint typecheck pytest install lock clean audit fuzz asyncapi nats-auth bench soak bench-pacing faults faults-full chromium messages
 
 install: $(STAMP)
 
@@ -76,6 +76,12 @@ asyncapi: install
 # a test fails when the file is stale.
 nats-auth: install
 	$(BIN)/python -m tools.nats_auth
+
+# The bot's texts: extracted from services/ (Babel, as `pybabel extract -F babel.cfg -k N_`) into
+# bridge_lib/locales/{ru,en}/LC_MESSAGES/bridge.po; new Russian entries then need translating
+# (tests/test_i18n.py fails until none is missing or fuzzy). No .mo: compiled in memory at start.
+messages: install
+	$(BIN)/python tools/messages.py
 
 # Benchmarks (docs/benchmarks.md): one table, figures in bench/results/latest.json, < 10 minutes.
 bench: install

@@ -43,6 +43,9 @@ class BridgeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    # What the bot speaks in a group until /lang chooses (or its first binder's Telegram language
+    # decides): "ru" or "en". Log messages stay English whatever this says.
+    bridge_language: str = Field(default="ru", alias="BRIDGE_LANGUAGE", pattern="^(ru|en)$")
 
 
 class HealthSettings(BridgeSettings):

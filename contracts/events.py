@@ -68,6 +68,9 @@ class TelegramUser(msgspec.Struct, frozen=True, kw_only=True):
     is_bot: bool = False
     # Posted as a chat (a group's linked channel, or a channel itself), not by a person.
     is_channel: bool = False
+    # Telegram's IETF language tag of the person ("ru", "en-GB"); carried on commands only (the
+    # first bind of a group speaks the binder's language until /lang chooses one).
+    language_code: str | None = None
 
     @property
     def display(self) -> str:
@@ -252,6 +255,18 @@ class UnbindRequested(Event, frozen=True, kw_only=True, tag="binding.unbind_requ
     requester_is_admin: bool | None = None
 
 
+class GroupLanguageRequested(Event, frozen=True, kw_only=True, tag="binding.language_requested.v1"):
+    """Someone wrote ``/lang <language>`` in a group: the bridge should speak it there."""
+
+    chat_id: int
+    message_id: int
+    requested_by: TelegramUser
+    # As written, lower-cased ("ru", "en", or anything else: the binder refuses what it lacks).
+    language: str
+    thread_id: int | None = None
+    requester_is_admin: bool | None = None
+
+
 class GroupCommand(enum.StrEnum):
     STATUS = "status"
     HELP = "help"
@@ -377,6 +392,27 @@ class UnbindRejected(Event, frozen=True, kw_only=True, tag="binding.unbind_rejec
     """An ``/unbind`` could not be carried out (not bound, or not allowed); nothing changed."""
 
     chat_id: int
+    reason: BindingRejectionReason
+    detail: str
+    thread_id: int | None = None
+
+
+class GroupLanguageChosen(Event, frozen=True, kw_only=True, tag="binding.group_language_chosen.v1"):
+    """The bridge speaks ``language`` in this group from now on (bot texts and the comments it
+    writes into the group's task)."""
+
+    chat_id: int
+    language: str
+    chosen_by: TelegramUser | None = None
+    # Where /lang was written (the confirmation answers there).
+    thread_id: int | None = None
+
+
+class GroupLanguageRejected(Event, frozen=True, kw_only=True, tag="binding.group_language_rejected.v1"):
+    """A ``/lang`` was refused (a language the bridge lacks, or not allowed); nothing changed."""
+
+    chat_id: int
+    language: str
     reason: BindingRejectionReason
     detail: str
     thread_id: int | None = None
@@ -613,6 +649,8 @@ class PersonLinked(Event, frozen=True, kw_only=True, tag="people.person_linked.v
     name: str
     how: PersonLinkMethod
     telegram_username: str | None = None
+    # The person's Telegram language when they asked for their /link code (their notice's).
+    language_code: str | None = None
 
 
 class PersonUnlinked(Event, frozen=True, kw_only=True, tag="people.person_unlinked.v1"):
@@ -833,10 +871,21 @@ AnyEvent = (
     | PersonUnlinked
     | PersonLinkRefused
     | UnbindGroup
+    | GroupLanguageRequested
+    | GroupLanguageChosen
+    | GroupLanguageRejected
 )
 
 BindingEvent = (
-    TaskBound | BindRejected | TaskUnbound | UnbindRejected | BindingSuspended | BindingResumed | BindingMoved
+    TaskBound
+    | BindRejected
+    | TaskUnbound
+    | UnbindRejected
+    | BindingSuspended
+    | BindingResumed
+    | BindingMoved
+    | GroupLanguageChosen
+    | GroupLanguageRejected
 )
 PlanfixCommentChange = PlanfixCommentAdded | PlanfixCommentUpdated | PlanfixCommentDeleted
 TelegramGroupEvent = GroupCommandReceived | AnonymousAdminPosted | BotMembershipChanged | ChatMigrated
@@ -873,6 +922,10 @@ def telegram_bind_key(chat_id: int, message_id: int) -> str:
 
 def telegram_unbind_key(chat_id: int, message_id: int) -> str:
     return f"tg:unbind:{chat_id}:{message_id}"
+
+
+def telegram_language_key(chat_id: int, message_id: int) -> str:
+    return f"tg:lang:{chat_id}:{message_id}"
 
 
 def telegram_command_key(chat_id: int, message_id: int) -> str:

@@ -226,10 +226,11 @@ TELEGRAM_MESSAGE_REACTED = _spec(
     what="The reactions on a group message changed; key: chat id",
 )  # fmt: skip
 TELEGRAM_BIND_REQUESTED = _spec(
-    "telegram.bind.requested.*", T, ev.BindRequested, ev.UnbindRequested, ev.UnbindGroup, key="chat_id",
+    "telegram.bind.requested.*", T, ev.BindRequested, ev.UnbindRequested, ev.UnbindGroup,
+    ev.GroupLanguageRequested, key="chat_id",
     by=f"{GATEWAY}; bridge CLI (an operator's unbind)",
-    what="/task <title>, /task <number or link> or /unbind in a group, or an operator's unbind, in order "
-    "(one subject, so they are decided in the order written); key: chat id",
+    what="/task <title>, /task <number or link>, /unbind or /lang in a group, or an operator's unbind, in "
+    "order (one subject, so they are decided in the order written); key: chat id",
 )  # fmt: skip
 TELEGRAM_GROUP_COMMAND = _spec(
     "telegram.group.command_received.*", T, ev.GroupCommandReceived, key="chat_id", by=GATEWAY,
@@ -296,6 +297,14 @@ BINDING_RESUMED = _spec(
 BINDING_MOVED = _spec(
     "binding.moved.*", B, ev.BindingMoved, key="chat_id", by=BINDER,
     what="The binding followed the group to its new chat id; key: the new chat id",
+)  # fmt: skip
+BINDING_LANGUAGE_CHOSEN = _spec(
+    "binding.language_chosen.*", B, ev.GroupLanguageChosen, key="chat_id", by=BINDER,
+    what="A group chose the language the bridge speaks there (/lang); key: chat id",
+)  # fmt: skip
+BINDING_LANGUAGE_REJECTED = _spec(
+    "binding.language_rejected.*", B, ev.GroupLanguageRejected, key="chat_id", by=BINDER,
+    what="A /lang was refused; key: chat id",
 )  # fmt: skip
 EFFECT_PLANFIX_COMMENT_POSTED = _spec(
     "effect.planfix.comment_posted.*", E, ev.PlanfixCommentPosted, key="task_number", by=RELAY,
@@ -379,6 +388,8 @@ binding_unbind_rejected = BINDING_UNBIND_REJECTED.subject
 binding_suspended = BINDING_SUSPENDED.subject
 binding_resumed = BINDING_RESUMED.subject
 binding_moved = BINDING_MOVED.subject
+binding_language_chosen = BINDING_LANGUAGE_CHOSEN.subject
+binding_language_rejected = BINDING_LANGUAGE_REJECTED.subject
 planfix_comment_posted = EFFECT_PLANFIX_COMMENT_POSTED.subject
 planfix_comment_rewritten = EFFECT_PLANFIX_COMMENT_REWRITTEN.subject
 telegram_message_sent = EFFECT_TELEGRAM_MESSAGE_SENT.subject
@@ -433,7 +444,7 @@ FETCHER_COMMENT_WEBHOOKS = _consumer(
 )  # fmt: skip
 BINDER_BIND_REQUESTS = _consumer(
     "binder-bind-requests", T, ALL_BIND_REQUESTS, BINDER,
-    "decides /task and /unbind",
+    "decides /task, /unbind and /lang",
 )  # fmt: skip
 BINDER_GROUP_CHANGES = _consumer(
     "binder-group-changes", T, ALL_TELEGRAM_GROUP_EVENTS, BINDER,

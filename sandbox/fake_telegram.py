@@ -289,6 +289,7 @@ class FakeTelegram:
         thread_id: int | None = None,
         sender_chat: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
+        language_code: str | None = "en",
     ) -> dict[str, Any]:
         """Queue an Update with a ``message`` in ``chat_id`` and return it (Bot API JSON).
 
@@ -299,7 +300,9 @@ class FakeTelegram:
             sender["last_name"] = last_name
         if username:
             sender["username"] = username
-        sender["language_code"] = "en"
+        if language_code:
+            # The sender's Telegram app language: a group's first bind speaks it.
+            sender["language_code"] = language_code
         if sender_chat is not None:
             # Telegram hides the person: ``from`` becomes a placeholder bot.
             sender = dict(GROUP_ANONYMOUS_BOT if sender_chat.get("id") == chat_id else CHANNEL_BOT)
@@ -606,6 +609,10 @@ class FakeTelegram:
                 else None,
                 "commands": copy.deepcopy(state.commands),
                 "commands_scope": copy.deepcopy(state.commands_scope),
+                "commands_by_scope": [
+                    [scope, language, copy.deepcopy(listed)]
+                    for (scope, language), listed in state.commands_by_scope.items()
+                ],
             }
             files = {f.file_unique_id: f.data for f in state.files.values()}
         return data, files
@@ -642,6 +649,10 @@ class FakeTelegram:
             state.allowed_updates = frozenset(allowed) if allowed is not None else None
             state.commands = list(data.get("commands", []))
             state.commands_scope = data.get("commands_scope")
+            state.commands_by_scope = {
+                (str(scope), str(language)): list(listed)
+                for scope, language, listed in data.get("commands_by_scope", [])
+            }
 
     def flood_refusals(self, chat_id: int) -> int:
         """How many sends to this chat got a 429 for going over the group pace."""
@@ -671,6 +682,16 @@ class FakeTelegram:
         """The command list setMyCommands left for a scope ("all_group_chats", ...) and language."""
         with self._lock:
             return copy.deepcopy(self._state.commands_by_scope.get((scope_type, language_code), []))
+
+    def commands_shown_to(
+        self, language_code: str | None, scope_type: str = "all_group_chats"
+    ) -> list[dict[str, Any]]:
+        """The command menu a person with this Telegram language sees in a scope: their language's
+        list, else the one set without a language_code (as Telegram's apps choose)."""
+        with self._lock:
+            menus = self._state.commands_by_scope
+            found = menus.get((scope_type, (language_code or "")[:2].lower()))
+            return copy.deepcopy(found if found is not None else menus.get((scope_type, ""), []))
 
     # --- HTTP ----------------------------------------------------------------------------------
 
@@ -941,18 +962,24 @@ class FakeTelegram:
                 raise BotAPIError(400, "Bad Request: BOT_COMMAND_INVALID")
             if not isinstance(description, str) or not 1 <= len(description) <= 256:
                 raise BotAPIError(400, "Bad Request: BOT_COMMAND_DESCRIPTION_INVALID")
+        language = params.get("language_code") or ""
+        if not isinstance(language, str) or (language and not re.fullmatch(r"[a-z]{2}", language)):
+            raise BotAPIError(400, "Bad Request: LANG_CODE_INVALID")
         with self._lock:
-            self._state.commands = copy.deepcopy(commands)
             scope = params.get("scope")
             self._state.commands_scope = copy.deepcopy(scope) if isinstance(scope, dict) else None
+            self._state.commands = copy.deepcopy(commands)
             scope_type = scope.get("type", "default") if isinstance(scope, dict) else "default"
-            language = params.get("language_code") or ""
-            self._state.commands_by_scope[(str(scope_type), str(language))] = copy.deepcopy(commands)
+            self._state.commands_by_scope[(str(scope_type), language)] = copy.deepcopy(commands)
         return True
 
     async def _get_my_commands(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        # As the Bot API: the list set for exactly this scope and language_code ("" : for all).
+        scope = params.get("scope")
+        scope_type = str(scope.get("type", "default")) if isinstance(scope, dict) else "default"
+        language = str(params.get("language_code") or "")
         with self._lock:
-            return copy.deepcopy(self._state.commands)
+            return copy.deepcopy(self._state.commands_by_scope.get((scope_type, language), []))
 
     async def _get_file(self, params: dict[str, Any]) -> dict[str, Any]:
         file_id = params.get("file_id")

@@ -205,6 +205,28 @@ def test_chat_members_and_commands(with_bot: Any, fake: FakeTelegram) -> None:
     assert scope == {"type": "all_group_chats"}
 
 
+def test_commands_are_kept_per_language_code_as_the_bot_api_does(with_bot: Any, fake: FakeTelegram) -> None:
+    everyone = [BotCommand(command="help", description="What this bot does")]
+    russian = [BotCommand(command="help", description="Что умеет бот")]
+    with_bot(lambda bot: bot.set_my_commands(everyone, scope=BotCommandScopeAllGroupChats()))
+    with_bot(
+        lambda bot: bot.set_my_commands(russian, scope=BotCommandScopeAllGroupChats(), language_code="ru")
+    )
+
+    asked_ru = with_bot(
+        lambda bot: bot.get_my_commands(scope=BotCommandScopeAllGroupChats(), language_code="ru")
+    )
+    asked_de = with_bot(
+        lambda bot: bot.get_my_commands(scope=BotCommandScopeAllGroupChats(), language_code="de")
+    )
+    assert [c.description for c in asked_ru] == ["Что умеет бот"]
+    assert asked_de == []  # getMyCommands answers for exactly that language
+    assert fake.commands_shown_to("ru-RU") == [{"command": "help", "description": "Что умеет бот"}]
+    assert fake.commands_shown_to("de") == [{"command": "help", "description": "What this bot does"}]
+    with pytest.raises(TelegramBadRequest, match="LANG_CODE_INVALID"):
+        with_bot(lambda bot: bot.set_my_commands(everyone, language_code="russian"))
+
+
 def test_with_a_webhook_set_updates_are_posted_with_the_secret_until_answered_200(
     with_bot: Any, fake: FakeTelegram, loop: LoopThread
 ) -> None:

@@ -938,8 +938,16 @@ def test_the_commands_are_registered_for_groups_at_start(
     in_groups = fake_telegram.commands_in("all_group_chats")
     in_private = fake_telegram.commands_in("all_private_chats")
 
-    assert [c["command"] for c in in_groups] == ["task", "status", "unbind", "help", "link"]
+    assert [c["command"] for c in in_groups] == ["task", "status", "unbind", "lang", "help", "link"]
     assert [c["command"] for c in in_private] == ["link", "whoami", "unlink", "help"]
+    # One menu per language (setMyCommands' language_code); others get BRIDGE_LANGUAGE's (en here).
+    russian = {c["command"]: c["description"] for c in fake_telegram.commands_shown_to("ru")}
+    english = {c["command"]: c["description"] for c in fake_telegram.commands_shown_to("en-GB")}
+    assert russian["status"] == "К какой задаче ПланФикса привязана группа"
+    assert english["status"] == "Which Planfix task this group is bound to"
+    assert fake_telegram.commands_shown_to("de") == in_groups
+    private_ru = fake_telegram.commands_shown_to("ru", "all_private_chats")
+    assert {c["command"]: c["description"] for c in private_ru}["whoami"] == "Кто вы в ПланФиксе"
     polls = [c for c in fake_telegram.calls if c.method == "getUpdates"]
     assert {"message", "my_chat_member"} <= set(polls[-1].params["allowed_updates"])
 

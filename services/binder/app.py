@@ -123,6 +123,7 @@ def build(
         account_url=settings.planfix_base_url,
         max_task_title=settings.max_task_title,
         everyone_may_bind=settings.everyone_may_bind,
+        language=settings.bridge_language,
     )
     access = BindAccess(
         policy=settings.bind_policy,

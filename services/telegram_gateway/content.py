@@ -235,7 +235,11 @@ def author_of(message: Message) -> TelegramUser | None:
 def sender_of(message: Message) -> TelegramUser | None:
     """Who sent a command: its author, a chat not marked as a channel (as the binder has it)."""
     author = author_of(message)
-    return msgspec.structs.replace(author, is_channel=False) if author is not None else None
+    if author is None:
+        return None
+    # Their Telegram language: a group's first bind speaks it until /lang chooses.
+    language = message.from_user.language_code if message.from_user and not message.sender_chat else None
+    return msgspec.structs.replace(author, is_channel=False, language_code=language)
 
 
 def user_of(user: User) -> TelegramUser:

@@ -28,6 +28,7 @@ from aiogram.types import ChatMemberUpdated, Message, Update
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from bridge_lib.i18n import DEFAULT_LANGUAGE, N_, Translator, language_or_default, translator
 from contracts import subjects
 from contracts.events import (
     AdmitGroup,
@@ -63,6 +64,7 @@ async def on_bot_membership(
     record: Record,
     bot: Bot,
     admit_group: AdmitAsker | None = None,
+    default_language: str = DEFAULT_LANGUAGE,
 ) -> None:
     was, now = _is_member(update.old_chat_member), _is_member(update.new_chat_member)
     if was == now:
@@ -88,13 +90,17 @@ async def on_bot_membership(
         event, subject=subjects.telegram_bot_membership_changed(update.chat.id), key=key, is_member=now
     )
     if refusal is not None:
-        await _leave(bot, update.chat.id, refusal, changed_by)
+        # The group has no language yet: the one of whoever added the bot, else the default.
+        language = language_or_default(
+            update.from_user.language_code if update.from_user else None, default_language
+        )
+        await _leave(bot, update.chat.id, refusal, changed_by, translator(language))
 
 
-async def _leave(bot: Bot, chat_id: int, why: str, added_by: TelegramUser | None) -> None:
+async def _leave(bot: Bot, chat_id: int, why: str, added_by: TelegramUser | None, t: Translator) -> None:
     """Say why, once, and leave (the explanation is best effort: leaving is what matters)."""
     with contextlib.suppress(TelegramAPIError):
-        await bot.send_message(chat_id, unknown_group_text(why, added_by, (await bot.me()).username))
+        await bot.send_message(chat_id, unknown_group_text(why, added_by, (await bot.me()).username, t))
     try:
         await bot.leave_chat(chat_id)
         log.info("unknown_group_left", chat_id=chat_id, why=why)
@@ -103,21 +109,25 @@ async def _leave(bot: Bot, chat_id: int, why: str, added_by: TelegramUser | None
 
 
 UNKNOWN_GROUP = {
-    "not_linked": "{who} is not linked to a Planfix employee",
-    "not_an_employee": "{who} is a Planfix contact, not an employee",
-    "chat_not_allowed": "this group is not on the bridge's list of groups",
+    "not_linked": N_("{who} is not linked to a Planfix employee"),
+    "not_an_employee": N_("{who} is a Planfix contact, not an employee"),
+    "chat_not_allowed": N_("this group is not on the bridge's list of groups"),
 }
+ANY_OTHER_REASON = N_("this group may not use the bridge")
 
 
-def unknown_group_text(why: str, added_by: TelegramUser | None, bot_username: str | None) -> str:
-    who = html.escape(added_by.full_name) if added_by else "The person who added me"
-    reason = UNKNOWN_GROUP.get(why, "this group may not use the bridge").format(who=who)
+def unknown_group_text(
+    why: str, added_by: TelegramUser | None, bot_username: str | None, t: Translator | None = None
+) -> str:
+    texts = t or translator()
+    who = html.escape(added_by.full_name) if added_by else texts.gettext("The person who added me")
+    reason = texts.gettext(UNKNOWN_GROUP.get(why, ANY_OTHER_REASON)).format(who=who)
     link = f" (https://t.me/{bot_username}?start=link)" if bot_username else ""
-    return (
-        f"👋 I carry messages between Telegram groups and Planfix tasks, for groups added by linked "
-        f"Planfix employees, and {reason}. Leaving. To add me: link your Telegram first with /link "
-        f"in a private chat with me{link}, then add me again."
-    )
+    return texts.gettext(
+        "👋 I carry messages between Telegram groups and Planfix tasks, for groups added by linked "
+        "Planfix employees, and {reason}. Leaving. To add me: link your Telegram first with /link "
+        "in a private chat with me{link}, then add me again."
+    ).format(reason=reason, link=link)
 
 
 class AdmitAsker:

@@ -17,7 +17,7 @@ from bridge_lib.eventbus import EventPublisher
 from bridge_lib.lease import Lease
 from bridge_lib.planfix import PlanfixClient
 from services.relay.config import RelaySettings
-from services.relay.directory import BindingDirectory
+from services.relay.directory import BindingDirectory, group_texts
 from services.relay.effects import BridgedComments
 from services.relay.people import PeopleDirectory
 from services.relay.to_planfix.authors import Authors, ContactBook
@@ -59,6 +59,7 @@ async def build(
         planfix_source_id=settings.planfix_source_id,
         zone=ZoneInfo(settings.relay_timezone),
         authors=authors,
+        texts=group_texts(directory, settings.bridge_language),
     )
     return InboundConsumer(
         js,

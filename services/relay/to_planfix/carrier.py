@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -24,6 +24,7 @@ from bridge_lib.eventbus import (
     current_delivery,
     forcing_effects,
 )
+from bridge_lib.i18n import Translator, translator
 from bridge_lib.planfix import (
     CommentNotFound,
     OwnerRefused,
@@ -89,7 +90,10 @@ class Carrier:
         zone: ZoneInfo,
         recipients: Recipients | None = None,
         authors: Authors | None = None,
+        texts: Callable[[int], Translator] = lambda chat_id: translator(),
     ) -> None:
+        # What the comments it writes say, in each group's language (by chat id).
+        self._texts = texts
         self._ledger = ledger
         self._files = files
         self._planfix = planfix
@@ -153,11 +157,14 @@ class Carrier:
         with_files = any(attachment.is_image for message in messages for attachment in message.attachments)
         # One owner per comment: ``plan_batch`` combines only messages of one owner.
         owner = await self._authors.owner(messages[0].sender)
+        entry_chat = messages[0].chat_id
         entry = LedgerEntry(
             run_key=run_key,
             task_number=task_number,
             chat_id=messages[0].chat_id,
-            blocks=[] if with_files else [build_block(message, self._zone, []) for message in messages],
+            blocks=[]
+            if with_files
+            else [build_block(message, self._zone, [], self._texts(entry_chat)) for message in messages],
             media_group_id=albums[0] if len(albums) == 1 else None,
             keys=[*(m.source_key for m in messages), *(album_key(messages[0].chat_id, a) for a in albums)],
             uploading=with_files,
@@ -173,7 +180,7 @@ class Carrier:
             for message in messages:
                 file_ids, notes = await self._upload_files(entry, message, attempts)
                 entry.file_ids += file_ids
-                entry.blocks.append(build_block(message, self._zone, notes))
+                entry.blocks.append(build_block(message, self._zone, notes, self._texts(entry.chat_id)))
             entry.uploading = False
             await self._ledger.save(entry)
         return entry, False
@@ -254,7 +261,9 @@ class Carrier:
     async def _add_comment(self, entry: LedgerEntry) -> int:
         return await self._planfix.add_comment(
             task_number=entry.task_number,
-            description_html=comment_html(entry.blocks, named=entry.owner is None),
+            description_html=comment_html(
+                entry.blocks, self._texts(entry.chat_id), named=entry.owner is None
+            ),
             source_id=self._source_id,
             source_object_id=planfix_source_object_id(entry.run_key),
             file_ids=entry.file_ids,
@@ -294,7 +303,7 @@ class Carrier:
                 continue  # an animated sticker: its emoji and set are in the text
             upload = entry.uploads.get(attachment.file_unique_id)
             if upload is None:
-                upload = await self._files.upload(attachment, attempts)
+                upload = await self._files.upload(attachment, attempts, self._texts(entry.chat_id))
                 entry.uploads[attachment.file_unique_id] = upload
                 await self._ledger.record_upload(entry.run_key, attachment.file_unique_id, upload)
             if upload.file_id is not None:
@@ -316,7 +325,7 @@ class Carrier:
         message = step.message
         structlog.contextvars.bind_contextvars(task_number=album.task_number, chat_id=album.chat_id)
         file_ids, notes = await self._upload_files(album, message, attempts)
-        block = build_block(message, self._zone, notes)
+        block = build_block(message, self._zone, notes, self._texts(album.chat_id))
         if (block.body or block.tail) and album.block_for(message.source_key) is None:
             album.blocks.append(block)
         album.file_ids.extend(f for f in file_ids if f not in album.file_ids)
@@ -407,7 +416,9 @@ class Carrier:
             await self._planfix.update_comment(
                 task_number=entry.task_number,
                 comment_id=entry.comment_id,
-                description_html=comment_html(entry.blocks, named=entry.owner is None),
+                description_html=comment_html(
+                    entry.blocks, self._texts(entry.chat_id), named=entry.owner is None
+                ),
                 file_ids=entry.file_ids if files_changed else None,
             )
         except CommentNotFound:

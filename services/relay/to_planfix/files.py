@@ -17,6 +17,7 @@ from aiogram.exceptions import (
 )
 
 from bridge_lib.eventbus import TransientFailure
+from bridge_lib.i18n import Translator
 from bridge_lib.planfix import FileTooLarge, PlanfixClient
 from contracts.events import TelegramAttachment
 from services.relay.to_planfix.from_telegram_html import (
@@ -41,24 +42,25 @@ class FileUploader:
         self._bot = bot
         self._planfix = planfix
 
-    async def upload(self, attachment: TelegramAttachment, attempts: int) -> Upload:
+    async def upload(self, attachment: TelegramAttachment, attempts: int, t: Translator) -> Upload:
+        """The file uploaded, or a note in the group's language (``t``) saying why it is not."""
         if attachment.file_size is not None and attachment.file_size > TELEGRAM_DOWNLOAD_LIMIT:
             log.info("file_too_big_for_telegram", kind=attachment.kind, size=attachment.file_size)
-            return Upload(note=too_big_for_telegram_note(attachment))
+            return Upload(note=too_big_for_telegram_note(attachment, t))
         try:
             data = await self._download(attachment)
         except TelegramBadRequest as error:
             if "too big" in str(error).lower():
-                return Upload(note=too_big_for_telegram_note(attachment))
+                return Upload(note=too_big_for_telegram_note(attachment, t))
             log.warning("file_not_downloadable", kind=attachment.kind, error=str(error))
-            return Upload(note=unavailable_note(attachment))
+            return Upload(note=unavailable_note(attachment, t))
         except aiohttp.ClientResponseError as error:
             # Its message and request_info carry the file URL, and in it the bot token: only the
             # status goes on, and the error itself is not chained into a traceback.
             status = error.status
             if status in GONE_STATUSES or attempts >= FILE_ATTEMPTS:
                 log.warning("file_download_gave_up", kind=attachment.kind, http_status=status)
-                return Upload(note=unavailable_note(attachment))
+                return Upload(note=unavailable_note(attachment, t))
             raise TransientFailure(f"Telegram file download failed: HTTP {status}") from None
         except (
             TelegramNetworkError,
@@ -69,7 +71,7 @@ class FileUploader:
         ) as error:
             if attempts >= FILE_ATTEMPTS:
                 log.warning("file_download_gave_up", kind=attachment.kind, error=type(error).__name__)
-                return Upload(note=unavailable_note(attachment))
+                return Upload(note=unavailable_note(attachment, t))
             raise TransientFailure(f"Telegram file download failed: {type(error).__name__}") from None
         try:
             file_id = await self._planfix.upload_file(
@@ -77,7 +79,7 @@ class FileUploader:
             )
         except FileTooLarge:
             log.info("file_too_big_for_planfix", kind=attachment.kind, size=len(data))
-            return Upload(note=too_big_for_planfix_note(attachment))
+            return Upload(note=too_big_for_planfix_note(attachment, t))
         log.info("file_uploaded", kind=attachment.kind, size=len(data), file_id=file_id)
         return Upload(file_id=file_id)
 

@@ -24,7 +24,7 @@ from bridge_lib.planfix import PlanfixClient
 from contracts.events import RetryTelegramDelivery, TelegramDeliveryRetried, envelope_after
 from contracts.subjects import RELAY_RETRY_TELEGRAM_DELIVERY
 from services.relay.config import RelaySettings
-from services.relay.directory import BindingDirectory
+from services.relay.directory import BindingDirectory, group_texts
 from services.relay.effects import OwnComments
 from services.relay.people import PeopleDirectory
 from services.relay.to_telegram.courier import Courier
@@ -99,6 +99,7 @@ async def build(
         pace=pace,
         leases=leases,
         task_url=partial(task_page, settings.planfix_web_url),
+        texts=group_texts(directory, settings.bridge_language),
     )
     nudges = Nudges(nats)
     sender = TelegramSender(
@@ -106,7 +107,9 @@ async def build(
         pace=pace,
         leases=leases,
         courier=courier,
-        revisions=CommentRevisions(bot=bot, courier=courier, sent=sent),
+        revisions=CommentRevisions(
+            bot=bot, courier=courier, sent=sent, texts=group_texts(directory, settings.bridge_language)
+        ),
         directory=directory,
         publisher=publisher,
         nudge=nudges.send,
@@ -125,6 +128,7 @@ async def build(
         planfix_source_id=settings.planfix_source_id,
         planfix_web_url=settings.planfix_web_url,
         people=people,
+        language=settings.bridge_language,
     )
     nats_router = router(handlers)
     answer_retries(nats_router, sender)

@@ -30,6 +30,7 @@ from aiogram.types import (
     ReplyParameters,
 )
 
+from bridge_lib.i18n import Translator, translator
 from bridge_lib.lease import LeaseLost, Leases
 from bridge_lib.planfix import FileNotFound, FileTooLargeToDownload, PlanfixClient
 from contracts.events import PlanfixFile, TelegramMessageKind
@@ -86,6 +87,7 @@ class Courier:
         pace: TelegramPace,
         leases: Leases,
         task_url: Callable[[int], str],
+        texts: Callable[[int], Translator] = lambda chat_id: translator(),
         scratch_dir: Path | None = None,
     ) -> None:
         self._bot = bot
@@ -95,6 +97,8 @@ class Courier:
         self._pace = pace
         self._leases = leases
         self._task_url = task_url
+        # The group's language, for the notes the courier adds (a file too large to send).
+        self._texts = texts
         self._scratch_dir = scratch_dir
 
     # --- sends --------------------------------------------------------------------------------
@@ -143,7 +147,9 @@ class Courier:
     async def _plan(self, item: OutboxItem) -> list[Step]:
         files = [await self._with_size(file) for file in item.files]
         notes = [
-            too_large_note(file, self._task_url(item.task_number or 0)) for file in files if too_large(file)
+            too_large_note(file, self._task_url(item.task_number or 0), self._texts(item.chat_id))
+            for file in files
+            if too_large(file)
         ]
         text = "\n".join(part for part in (item.text, *notes) if part)
         groups = media_groups([file for file in files if not too_large(file)])

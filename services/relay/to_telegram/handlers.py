@@ -19,6 +19,8 @@ from faststream.nats import NatsRouter
 
 from bridge_lib import link_codes
 from bridge_lib.eventbus import Delivery, consume_durably
+from bridge_lib.i18n import DEFAULT_LANGUAGE, Translator, language_or_default, translator
+from contracts.bindings import language_after
 from contracts.events import (
     AnonymousAdminPosted,
     BindingEvent,
@@ -31,6 +33,8 @@ from contracts.events import (
     Event,
     GroupCommand,
     GroupCommandReceived,
+    GroupLanguageChosen,
+    GroupLanguageRejected,
     PersonEvent,
     PersonLinked,
     PersonLinkMethod,
@@ -57,11 +61,13 @@ from services.relay.effects import OwnComments
 from services.relay.people import PeopleDirectory
 from services.relay.to_telegram.from_planfix_html import comment_author_line, telegram_comment_text
 from services.relay.to_telegram.notices import (
-    ANONYMOUS_ADMIN_GUIDANCE,
+    anonymous_admin_guidance,
     anonymous_command_answer,
     bound_notice,
     greeting_text,
     help_text,
+    language_chosen_notice,
+    language_rejected_notice,
     rejected_notice,
     resumed_notice,
     status_text,
@@ -99,8 +105,11 @@ class ToTelegram:
         planfix_source_id: str,
         planfix_web_url: str,
         people: PeopleDirectory | None = None,
+        language: str = DEFAULT_LANGUAGE,
     ) -> None:
         self._directory = directory
+        # BRIDGE_LANGUAGE: a group without a language of its own hears this one.
+        self._language = language
         self._people = people
         self._own_comments = own_comments
         self._outbox = outbox
@@ -115,6 +124,14 @@ class ToTelegram:
             return None
         person = self._people.by_planfix_id(planfix_id)
         return person.telegram_username if person is not None else None
+
+    def texts_for(self, chat_id: int, event: Event | None = None) -> Translator:
+        """The group's language; a binding event is counted in before the directory has it (the
+        confirmation of /lang, the first bind's language)."""
+        current = self._directory.language_of(chat_id)
+        if event is not None:
+            current = language_after(current, event)  # type: ignore[arg-type]
+        return translator(current.language if current is not None else self._language)
 
     def task_url(self, task_number: int) -> str:
         return task_page(self._web_url, task_number)
@@ -133,21 +150,22 @@ class ToTelegram:
         )
         for chat_id, thread_id in groups:
             where = f"{chat_id}:{thread_id or 0}"
+            t = self.texts_for(chat_id)
             if isinstance(event, PlanfixCommentAdded):
                 key = f"telegram-message:{comment_key}:{where}"
                 item = self._item(
                     event, key, chat_id, thread_id, Action.SEND, TelegramMessageKind.PLANFIX_COMMENT
                 )
-                item.text = telegram_comment_text(event, username)
-                item.short_caption = comment_author_line(event, username)
+                item.text = telegram_comment_text(event, username, t)
+                item.short_caption = comment_author_line(event, username, t)
                 item.files = list(event.files)
             elif isinstance(event, PlanfixCommentUpdated):
                 key = f"telegram-edit:{event.event_id}:{where}"
                 item = self._item(
                     event, key, chat_id, thread_id, Action.EDIT, TelegramMessageKind.PLANFIX_COMMENT
                 )
-                item.text = telegram_comment_text(event, username)
-                item.short_caption = comment_author_line(event, username)
+                item.text = telegram_comment_text(event, username, t)
+                item.short_caption = comment_author_line(event, username, t)
             else:
                 key = f"telegram-delete:{comment_key}:{where}"
                 item = self._item(
@@ -197,7 +215,7 @@ class ToTelegram:
             return
         if isinstance(event, BindingSuspended):
             return  # the bot is no longer in the group: nobody to tell
-        kind, text = self._binding_notice(event)
+        kind, text = self._binding_notice(event, self.texts_for(event.chat_id, event))
         item = self._item(
             event, f"telegram-notice:{event.event_id}", event.chat_id, event.thread_id, Action.SEND, kind
         )
@@ -206,19 +224,31 @@ class ToTelegram:
         await self._enqueue(item)
 
     def _binding_notice(
-        self, event: TaskBound | BindRejected | TaskUnbound | UnbindRejected | BindingResumed
+        self,
+        event: TaskBound
+        | BindRejected
+        | TaskUnbound
+        | UnbindRejected
+        | BindingResumed
+        | GroupLanguageChosen
+        | GroupLanguageRejected,
+        t: Translator,
     ) -> tuple[TelegramMessageKind, str]:
         if isinstance(event, TaskBound):
             return TelegramMessageKind.BIND_CONFIRMATION, bound_notice(
-                event, self.task_url(event.task_number)
+                event, self.task_url(event.task_number), t
             )
         if isinstance(event, BindRejected):
-            return TelegramMessageKind.BIND_REJECTION, rejected_notice(event)
+            return TelegramMessageKind.BIND_REJECTION, rejected_notice(event, t)
         if isinstance(event, TaskUnbound):
-            return TelegramMessageKind.UNBIND_CONFIRMATION, unbound_notice(event)
+            return TelegramMessageKind.UNBIND_CONFIRMATION, unbound_notice(event, t)
         if isinstance(event, UnbindRejected):
-            return TelegramMessageKind.BIND_REJECTION, unbind_rejected_notice(event)
-        return TelegramMessageKind.BINDING_RESUMED, resumed_notice(event, self.task_url(event.task_number))
+            return TelegramMessageKind.BIND_REJECTION, unbind_rejected_notice(event, t)
+        if isinstance(event, GroupLanguageChosen):
+            return TelegramMessageKind.BIND_CONFIRMATION, language_chosen_notice(event, t)
+        if isinstance(event, GroupLanguageRejected):
+            return TelegramMessageKind.BIND_REJECTION, language_rejected_notice(event, t)
+        return TelegramMessageKind.BINDING_RESUMED, resumed_notice(event, self.task_url(event.task_number), t)
 
     # --- the group as a whole ----------------------------------------------------------------------
 
@@ -239,6 +269,7 @@ class ToTelegram:
         """A command is answered with what to do; any other message gets the guidance, at most
         once per group in ``ANONYMOUS_GUIDANCE_EVERY_S`` (a quiet day, then again)."""
         kind = TelegramMessageKind.ANONYMOUS_ADMIN_GUIDANCE
+        t = self.texts_for(event.chat_id)
         if event.command is not None:
             key = f"telegram-anonymous-answer:{event.event_id}"
             item = self._item(event, key, event.chat_id, event.thread_id, Action.SEND, kind)
@@ -248,8 +279,9 @@ class ToTelegram:
                 task_url=self.task_url(bound.task_number) if bound else "",
                 in_topic=event.thread_id is not None,
                 bot_reads_all_messages=True,
+                t=t,
             )
-            item.text = anonymous_command_answer(event.command, status=status, help_=help_text(None))
+            item.text = anonymous_command_answer(event.command, status=status, help_=help_text(None, t), t=t)
         else:
             key = f"telegram-anonymous-admin-guidance:{event.chat_id}:{event.event_id}"
             last = await self._outbox.last_sent_of_kind(event.chat_id, kind, besides=key)
@@ -257,13 +289,14 @@ class ToTelegram:
                 log.info("anonymous_admin_guided_lately", last=last.isoformat())
                 return
             item = self._item(event, key, event.chat_id, event.thread_id, Action.SEND, kind)
-            item.text = ANONYMOUS_ADMIN_GUIDANCE
+            item.text = anonymous_admin_guidance(t)
         item.reply_to_message_id = event.message_id
         await self._enqueue(item)
 
     async def _answer_command(self, event: GroupCommandReceived) -> None:
+        t = self.texts_for(event.chat_id)
         if event.command is GroupCommand.LINK:
-            text, kind = link_in_private_text(event.bot_username), TelegramMessageKind.HELP
+            text, kind = link_in_private_text(event.bot_username, t), TelegramMessageKind.HELP
         elif event.command is GroupCommand.STATUS:
             bound = await self._directory.task_for(event.chat_id, event.thread_id)
             text = status_text(
@@ -272,10 +305,11 @@ class ToTelegram:
                 in_topic=event.thread_id is not None,
                 bot_reads_all_messages=event.bot_reads_all_messages,
                 other_bots=event.other_bots,
+                t=t,
             )
             kind = TelegramMessageKind.STATUS
         else:
-            text, kind = help_text(event.bot_username), TelegramMessageKind.HELP
+            text, kind = help_text(event.bot_username, t), TelegramMessageKind.HELP
         item = self._item(
             event, f"telegram-answer:{event.event_id}", event.chat_id, event.thread_id, Action.SEND, kind
         )
@@ -299,17 +333,19 @@ class ToTelegram:
             Action.SEND,
             TelegramMessageKind.GREETING,
         )
-        item.text = greeting_text()
+        item.text = greeting_text(self.texts_for(event.chat_id))
         await self._enqueue(item)
 
     # --- people --------------------------------------------------------------------------------
 
     async def tell_person(self, event: PersonEvent, delivery: Delivery) -> None:
         """In the person's private chat (its id is theirs): their /link code linked them, or why not."""
+        # The person's Telegram language, as they asked for the code; else the default.
+        t = translator(language_or_default(getattr(event, "language_code", None), self._language))
         if isinstance(event, PersonLinked) and event.how is PersonLinkMethod.LINK_CODE:
-            text = linked_text(event.name)
+            text = linked_text(event.name, t)
         elif isinstance(event, PersonLinkRefused):
-            text = refused_text(event.refusal)
+            text = refused_text(event.refusal, t)
         else:
             return  # found through the Planfix profile, or unlinked on the person's own word
         structlog.contextvars.bind_contextvars(telegram_user_id=event.telegram_user_id)

@@ -17,6 +17,7 @@ import html
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from bridge_lib.i18n import Translator
 from contracts.events import PlanfixFile
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -83,9 +84,10 @@ def as_documents(group: list[MediaFile]) -> list[MediaFile]:
     return [MediaFile(media.file, MediaKind.DOCUMENT) for media in group]
 
 
-def too_large_note(file: PlanfixFile, task_url: str) -> str:
+def too_large_note(file: PlanfixFile, task_url: str, t: Translator) -> str:
     size_mb = (file.size or 0) / (1024 * 1024)
-    return (
-        f"📎 <b>{html.escape(file.name or f'file {file.id}')}</b> ({size_mb:.1f} MB) is larger than "
-        f'Telegram lets bots send (50 MB): <a href="{html.escape(task_url)}">open it in the task</a>.'
-    )
+    name = file.name or t.gettext("file {id}").format(id=file.id)
+    return t.gettext(
+        "📎 <b>{name}</b> ({size:.1f} MB) is larger than "
+        'Telegram lets bots send (50 MB): <a href="{url}">open it in the task</a>.'
+    ).format(name=html.escape(name), size=size_mb, url=html.escape(task_url))
