@@ -156,6 +156,7 @@ NOT_FOR_PEOPLE = {
         "body not received in time",
         "body larger than ",
         "cannot store the notice now, retry later",
+        "too many requests, retry later",
     ),
     "services/telegram_gateway/webhook.py": (
         "body too large",
@@ -167,6 +168,14 @@ NOT_FOR_PEOPLE = {
     "services/relay/to_planfix/plan.py": ("message never carried",),
     # Bot API error texts the code recognises, not says.
     "services/relay/to_telegram/courier.py": ("thread not found",),
+    # `bridge dlq retry` of a send Telegram refused: the operator's answer and the dead letter's reason.
+    "services/relay/to_telegram/__init__.py": ("the relay could not queue it: ",),
+    "services/relay/to_telegram/sender.py": (
+        "no message set aside under this key",
+        "queued again for group ",
+        "refused by Telegram",
+        ": Telegram refused it: ",
+    ),
     "services/relay/to_telegram/revisions.py": ("message to edit not found", "message to delete not found"),
 }
 

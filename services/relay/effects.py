@@ -17,12 +17,16 @@ import msgspec
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from bridge_lib.eventbus import EventPublisher
+from bridge_lib.i18n import LANGUAGES, translator
 from contracts.events import Event, planfix_comment_key
 
 COMMENT_LEADS = "comment_ledger_leads"
 SENT_COMMENTS = "telegram_sent_comments"
-# How a comment's message begins in Telegram: "<b>Author</b> · Planfix:" then the comment.
-PLANFIX_AUTHOR_SUFFIX = " · Planfix"
+# How a comment's message begins in Telegram, in each language: "<b>Author</b> · Planfix:" then
+# the comment ("· ПланФикс" in Russian).
+PLANFIX_AUTHOR_SUFFIXES = tuple(
+    translator(language).gettext("{author} · Planfix").format(author="") for language in LANGUAGES
+)
 
 
 class OwnComments:
@@ -73,7 +77,10 @@ def quoted_comment(message_html: str) -> tuple[str, str]:
     """The comment's author and its first line, read back from the message that shows it (a
     reply to it in Telegram quotes these, not the bot's author line)."""
     author_line, _, body = message_html.partition(":\n")
-    author = _plain(author_line).removesuffix(PLANFIX_AUTHOR_SUFFIX).strip()
+    author = _plain(author_line)
+    for suffix in PLANFIX_AUTHOR_SUFFIXES:
+        author = author.removesuffix(suffix)
+    author = author.strip()
     lines = [line.strip() for line in _plain(body).splitlines() if line.strip()]
     return author or "Planfix", lines[0] if lines else ""
 

@@ -404,7 +404,9 @@ class Carrier:
         entry.file_ids.extend(file_id for file_id in file_ids if file_id not in entry.file_ids)
         replaced = [label for unique_id, label in block.files.items() if unique_id not in now]
         added = [file_label(attachment) for attachment in new]
-        block.tail = with_tail_lines(block.tail, [replaced_note(replaced, added), *notes])
+        block.tail = with_tail_lines(
+            block.tail, [replaced_note(replaced, added, self._texts(entry.chat_id)), *notes]
+        )
         kept = {unique_id: label for unique_id, label in block.files.items() if unique_id in now}
         block.files = {**kept, **{a.file_unique_id: file_label(a) for a in new}}
         log.info("edited_media_attached", replaced=len(replaced), added=len(new))

@@ -184,12 +184,14 @@ def build_block(
     )
 
 
-def replaced_note(replaced: Sequence[str], added: Sequence[str]) -> str:
+def replaced_note(replaced: Sequence[str], added: Sequence[str], t: Translator) -> str:
     """An edit in Telegram swapped the message's file: the new one is attached beside the old."""
     new = ", ".join(added)
     if not replaced:
-        return f"📎 {new} attached by an edit in Telegram."
-    return f"📎 {new} replaced {', '.join(replaced)} (edited in Telegram; the old file stays attached)."
+        return t.gettext("📎 {new} attached by an edit in Telegram.").format(new=new)
+    return t.gettext("📎 {new} replaced {old} (edited in Telegram; the old file stays attached).").format(
+        new=new, old=", ".join(replaced)
+    )
 
 
 def with_tail_lines(tail: str, lines: Sequence[str]) -> str:
