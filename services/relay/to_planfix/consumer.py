@@ -65,6 +65,9 @@ from services.relay.to_planfix.plan import (
 )
 from services.relay.to_planfix.replies import QuotedComments
 
+# Longest wait for the consumer to be (re)created before the loop starts again.
+SUBSCRIBE_TIMEOUT_S = 30.0
+
 log = structlog.get_logger("relay.inbound")
 
 DURABLE = RELAY_TELEGRAM_INBOUND.durable
@@ -157,21 +160,9 @@ class InboundConsumer:
                 await asyncio.wait_for(self._lease.release(), 2.0)
 
     async def _consume(self) -> None:
-        start_seq = await self._restart_point()
-        subscription = await self._js.pull_subscribe(
-            ALL_TELEGRAM_MESSAGE_ACTIVITY,
-            durable=DURABLE,
-            stream=TELEGRAM_STREAM.name,
-            config=ConsumerConfig(
-                durable_name=DURABLE,
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL if start_seq is None else DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=start_seq,
-                ack_wait=ACK_WAIT_S,
-                max_deliver=-1,
-                max_ack_pending=1000,
-            ),
-        )
+        # Bounded: a JetStream API call left waiting (a leader moving under load) must not hold
+        # the inbound side for ever; a timeout restarts the loop like any NATS hiccup.
+        subscription = await asyncio.wait_for(self._subscribe(), SUBSCRIBE_TIMEOUT_S)
         log.info("inbound_consumer_started")
         try:
             while not self._stopping.is_set():
@@ -201,7 +192,24 @@ class InboundConsumer:
                     self._carrying = False
         finally:
             with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
+                await asyncio.wait_for(subscription.unsubscribe(), 5.0)
+
+    async def _subscribe(self) -> Any:
+        start_seq = await self._restart_point()
+        return await self._js.pull_subscribe(
+            ALL_TELEGRAM_MESSAGE_ACTIVITY,
+            durable=DURABLE,
+            stream=TELEGRAM_STREAM.name,
+            config=ConsumerConfig(
+                durable_name=DURABLE,
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL if start_seq is None else DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=start_seq,
+                ack_wait=ACK_WAIT_S,
+                max_deliver=-1,
+                max_ack_pending=1000,
+            ),
+        )
 
     async def _fetch_unless_stopping(self, subscription: Any) -> list[Any]:
         fetch = asyncio.ensure_future(subscription.fetch(self._batch, timeout=5.0))
