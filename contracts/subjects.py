@@ -531,3 +531,37 @@ BINDER_AUDIT_BINDINGS = "ops.binder.audit_bindings"
 # Not a stream's: a NATS request a relay replica answers (``RetryTelegramDelivery`` ->
 # ``TelegramDeliveryRetried``): a message Telegram refused for good goes back into its group's queue.
 RELAY_RETRY_TELEGRAM_DELIVERY = "ops.relay.retry_telegram_delivery"
+# Not a stream's: a relay replica wakes the one sending to a group (nothing answers).
+RELAY_OUTBOX_NUDGE = "relay.outbox.nudge"
+
+
+class RequestSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A core NATS subject, never stored: who listens (answers), which services send on it (the
+    operator's CLI may send on any). NATS permissions (tools/nats_auth.py) are made from these."""
+
+    subject: str
+    answered_by: str
+    asked_by: tuple[str, ...] = ()
+    description: str = ""
+
+
+REQUESTS: tuple[RequestSpec, ...] = (
+    RequestSpec(subject=BINDER_REBUILD_STORE, answered_by=BINDER, description="bridge binder rebuild"),
+    RequestSpec(subject=BINDER_AUDIT_BINDINGS, answered_by=BINDER, description="bridge bindings audit"),
+    RequestSpec(
+        subject=BINDER_PRIVATE_COMMAND, answered_by=BINDER, asked_by=(GATEWAY,),
+        description="/link, /unlink, /whoami in a private chat",
+    ),
+    RequestSpec(
+        subject=BINDER_ADMIT_GROUP, answered_by=BINDER, asked_by=(GATEWAY,),
+        description="may the bot stay in a group (TELEGRAM_LEAVE_UNKNOWN_GROUPS)",
+    ),
+    RequestSpec(
+        subject=RELAY_RETRY_TELEGRAM_DELIVERY, answered_by=RELAY,
+        description="bridge dlq retry of a send Telegram refused",
+    ),
+    RequestSpec(
+        subject=RELAY_OUTBOX_NUDGE, answered_by=RELAY, asked_by=(RELAY,),
+        description="a replica wakes the group's sender",
+    ),
+)  # fmt: skip

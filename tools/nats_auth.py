@@ -29,16 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.subjects import (
-    BINDER_ADMIT_GROUP,
-    BINDER_AUDIT_BINDINGS,
-    BINDER_PRIVATE_COMMAND,
-    BINDER_REBUILD_STORE,
     CATALOGUE,
     CONSUMERS,
     DEAD_LETTERED,
     LEASES_BUCKET,
     PLANFIX_COMMENT_MARKS_BUCKET,
     PLANFIX_PACING_BUCKET,
+    REQUESTS,
     TELEGRAM_PACE_BUCKET,
 )
 
@@ -47,8 +44,6 @@ ACCOUNTS_FILE = ROOT / "deploy" / "nats" / "accounts.conf"
 ACCOUNT = "BRIDGE"
 SERVICES = ("telegram_gateway", "planfix_gateway", "binder", "relay")
 OPERATOR = "bridge_operator"
-# The relay's own core-NATS wake-up between its replicas (services/relay/to_telegram/sender.py).
-RELAY_OUTBOX_NUDGE = "relay.outbox.nudge"
 
 # What a service uses besides its events: key-value buckets and plain NATS subjects.
 BUCKETS: dict[str, tuple[str, ...]] = {
@@ -57,15 +52,12 @@ BUCKETS: dict[str, tuple[str, ...]] = {
     "binder": (PLANFIX_PACING_BUCKET.name,),
     "relay": (PLANFIX_PACING_BUCKET.name, LEASES_BUCKET.name, TELEGRAM_PACE_BUCKET.name),
 }
-# Requests the gateway asks the binder (answers come back to its inbox), and the requests the
-# binder answers (the others come from the operator's CLI).
+# Core NATS subjects (contracts.subjects.REQUESTS): who sends on them, who listens.
 CORE_PUBLISH: dict[str, tuple[str, ...]] = {
-    "relay": (RELAY_OUTBOX_NUDGE,),
-    "telegram_gateway": (BINDER_PRIVATE_COMMAND, BINDER_ADMIT_GROUP),
+    service: tuple(r.subject for r in REQUESTS if service in r.asked_by) for service in SERVICES
 }
 CORE_SUBSCRIBE: dict[str, tuple[str, ...]] = {
-    "relay": (RELAY_OUTBOX_NUDGE,),
-    "binder": (BINDER_REBUILD_STORE, BINDER_PRIVATE_COMMAND, BINDER_ADMIT_GROUP, BINDER_AUDIT_BINDINGS),
+    service: tuple(r.subject for r in REQUESTS if r.answered_by == service) for service in SERVICES
 }
 # The gateway stores updates aiogram cannot decode as dead letters of this name.
 TELEGRAM_GATEWAY_DEAD_LETTERS = "telegram_gateway"

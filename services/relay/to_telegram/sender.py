@@ -83,7 +83,7 @@ IDLE_HOLD_S = 1.0
 MAX_ACTIVE_GROUPS = 100
 # Core NATS (not a stream: a lost nudge only costs latency): "the holder of this group's lease,
 # look at its outbox". Private to the relay's replicas. Payload: the chat id.
-NUDGE_SUBJECT = "relay.outbox.nudge"
+NUDGE_SUBJECT = subjects.RELAY_OUTBOX_NUDGE
 # How long a stopping relay spends letting go of the groups it holds.
 RELEASE_ON_STOP_S = 2.0
 
