@@ -96,6 +96,13 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
+from sandbox.fake_planfix_tasks import (
+    DEFAULT_PROCESS_ID,
+    STATUS_NEW,
+    TASK_CHANGED_EVENT,
+    TaskLife,
+    task_life_json,
+)
 from sandbox.planfix_spec import Operation, load_spec
 
 if TYPE_CHECKING:
@@ -198,6 +205,10 @@ class FakeTask:
     assignees: tuple[str, ...] = ()
     participants: tuple[str, ...] = ()
     auditors: tuple[str, ...] = ()
+    # The task's life (``fake_planfix_tasks``): process, status, deadline ("dd-MM-yyyy[ HH:MM]").
+    process_id: int = DEFAULT_PROCESS_ID
+    status_id: int = STATUS_NEW
+    deadline: str | None = None
 
 
 @dataclass(frozen=True)
@@ -268,7 +279,7 @@ _OPERATION = web.RequestKey("planfix_operation", object)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class FakePlanfix:
+class FakePlanfix(TaskLife):
     def __init__(
         self,
         *,
@@ -322,6 +333,7 @@ class FakePlanfix:
         self.storage_url = ""
         self.webhook_url: str | None = None
         self.fire_webhooks_for_api_comments = True
+        self.fire_webhooks_for_api_task_changes = True
         self.webhook_deliveries: list[WebhookDelivery] = []
         self.calls: list[RecordedCall] = []
         self.storage_calls: list[StorageCall] = []
@@ -341,6 +353,8 @@ class FakePlanfix:
             app.router.add_post("/rest/task" + suffix, self._create_task)
             app.router.add_post(r"/rest/task/{number:\d+}/comments" + suffix, self._add_comment)
         app.router.add_get(r"/rest/task/{number:\d+}", self._get_task)
+        app.router.add_post(r"/rest/task/{number:\d+}", self._update_task)
+        app.router.add_get(r"/rest/process/task/{id:\d+}/statuses", self._task_statuses)
         app.router.add_post("/rest/user/list", self._list_users)
         app.router.add_get(r"/rest/user/{id:(user:)?\d+}", self._get_user)
         app.router.add_post("/rest/contact/list", self._list_contacts)
@@ -632,6 +646,9 @@ class FakePlanfix:
                         "assignees": list(task.assignees),
                         "participants": list(task.participants),
                         "auditors": list(task.auditors),
+                        "process_id": task.process_id,
+                        "status_id": task.status_id,
+                        "deadline": task.deadline,
                         "comments": [_comment_data(comment) for comment in task.comments],
                     }
                     for task in self._tasks.values()
@@ -682,6 +699,9 @@ class FakePlanfix:
                     assignees=tuple(saved.get("assignees", ())),
                     participants=tuple(saved.get("participants", ())),
                     auditors=tuple(saved.get("auditors", ())),
+                    process_id=int(saved.get("process_id", DEFAULT_PROCESS_ID)),
+                    status_id=int(saved.get("status_id", STATUS_NEW)),
+                    deadline=saved.get("deadline"),
                 )
                 self._tasks[task.number] = task
                 self._comments.update((comment.id, comment) for comment in comments)
@@ -849,6 +869,7 @@ class FakePlanfix:
                 "assignees": self._people_response_locked(task.assignees),
                 "participants": self._people_response_locked(task.participants),
                 "auditors": self._people_response_locked(task.auditors),
+                **task_life_json(task),
             }
             if task.assigner is not None:
                 full["assigner"] = {"id": task.assigner, "name": self._people.get(task.assigner, "")}
@@ -1235,7 +1256,11 @@ class FakePlanfix:
             url, event, task_number, comment_id = await self._queue.get()
             self._webhook_in_flight = True
             # Planfix pastes the values into the template as text, hence the quoted numbers.
-            body = f'{{"event":"{event}","task":"{task_number}","comment":"{comment_id}"}}'
+            body = (
+                f'{{"event":"{event}","task":"{task_number}"}}'
+                if event == TASK_CHANGED_EVENT
+                else f'{{"event":"{event}","task":"{task_number}","comment":"{comment_id}"}}'
+            )
             status, error = 0, None
             sent_at = time.time()
             try:
