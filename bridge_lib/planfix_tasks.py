@@ -122,4 +122,5 @@ def _people(raw: Any) -> list[PlanfixPerson]:
         for group in raw.get("groups") or ()
         if isinstance(group, dict) and group.get("id") is not None
     ]
-    return people + groups
+    # Planfix's order is not a change: the same people in another order are the same state.
+    return sorted(people + groups, key=lambda person: person.id or "")

@@ -158,7 +158,9 @@ class TaskLife:
             status = body.get("status")
             if isinstance(status, dict) and "id" in status:
                 if status_of(task.process_id, int(status["id"])) is None:
-                    raise _Fail(CODE_TASK_UPDATE_FAILED, f"Status {status['id']} is not in the task's process")
+                    raise _Fail(
+                        CODE_TASK_UPDATE_FAILED, f"Status {status['id']} is not in the task's process"
+                    )
                 changed |= task.status_id != int(status["id"])
                 task.status_id = int(status["id"])
             if "endDateTime" in body:

@@ -18,6 +18,7 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from bridge_lib.eventbus import EventPublisher
 from bridge_lib.lease import Leases
 from bridge_lib.planfix import PlanfixClient
+from bridge_lib.task_state import last_task_state
 from services.relay.config import RelaySettings
 from services.relay.directory import BindingDirectory
 from services.relay.effects import OwnComments
@@ -30,6 +31,8 @@ from services.relay.to_telegram.pacing import TelegramPace
 from services.relay.to_telegram.revisions import CommentRevisions
 from services.relay.to_telegram.sender import Nudges, TelegramSender
 from services.relay.to_telegram.sent_comments import SentComments
+from services.relay.to_telegram.task_card import TaskCards
+from services.relay.to_telegram.task_handlers import TaskLife
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ async def build(
         task_url=partial(task_page, settings.planfix_web_url),
     )
     nudges = Nudges(nats)
+    cards = TaskCards(bot=bot, courier=courier, outbox=outbox, database=database)
     sender = TelegramSender(
         outbox=outbox,
         pace=pace,
@@ -82,6 +86,7 @@ async def build(
         nudge=nudges.send,
         max_attempts=settings.send_max_attempts,
         secret=settings.telegram_bot_token.get_secret_value(),
+        cards=cards,
     )
     await nudges.listen(sender.nudged)
     # After the replay: only live binding changes (e.g. a resumed group) wake a sender.
@@ -94,5 +99,12 @@ async def build(
         planfix_source_id=settings.planfix_source_id,
         planfix_web_url=settings.planfix_web_url,
         people=people,
+        task_life=TaskLife(
+            directory=directory,
+            outbox=outbox,
+            wake=sender.wake,
+            task_url=partial(task_page, settings.planfix_web_url),
+            task_state=partial(last_task_state, nats.jetstream()),
+        ),
     )
     return ToTelegramWing(router=router(handlers), sender=sender)
