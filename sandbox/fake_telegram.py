@@ -855,7 +855,9 @@ class FakeTelegram:
         with self._lock:
             chat = self._chat_locked(_chat_id(params))
             self._check_reachable_locked(chat)
-            if chat.chat["type"] != "private" and not (chat.bot_status == "administrator" and chat.bot_can_pin):
+            if chat.chat["type"] != "private" and not (
+                chat.bot_status == "administrator" and chat.bot_can_pin
+            ):
                 raise BotAPIError(400, "Bad Request: not enough rights to manage pinned messages in the chat")
             if not isinstance(message_id, int) or (
                 message_id not in chat.messages and message_id > chat.last_message_id

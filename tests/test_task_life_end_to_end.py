@@ -28,13 +28,18 @@ def bridge(
 
 def card_of(fake_telegram: FakeTelegram, chat_id: int) -> dict[str, Any]:
     """The group's task card as the chat shows it now (edits applied)."""
-    cards = [m for m in fake_telegram.chat_messages(chat_id) if "Status:" in str(m["text"])]
+    cards = [m for m in fake_telegram.chat_messages(chat_id) if "Assigner:" in str(m["text"])]
     assert len(cards) == 1, [m["text"] for m in cards]
     return cards[0]
 
 
+def shown(fake_telegram: FakeTelegram, chat_id: int) -> list[str]:
+    """The chat's messages from the bot as people read them (no markup, edits applied)."""
+    return [str(m["text"]) for m in fake_telegram.chat_messages(chat_id)]
+
+
 def has_card(fake_telegram: FakeTelegram, chat_id: int) -> bool:
-    return any("Status:" in str(m["text"]) for m in fake_telegram.chat_messages(chat_id))
+    return any("Assigner:" in str(m["text"]) for m in fake_telegram.chat_messages(chat_id))
 
 
 def task_reads(fake_planfix: FakePlanfix, task: int) -> int:
@@ -42,11 +47,15 @@ def task_reads(fake_planfix: FakePlanfix, task: int) -> int:
 
 
 def state_events(bridge: Bridge, task: int) -> list[PlanfixTaskStateChanged]:
-    return [e for e in bridge.events(f"planfix.task.changed.{task}") if isinstance(e, PlanfixTaskStateChanged)]
+    return [
+        e for e in bridge.events(f"planfix.task.changed.{task}") if isinstance(e, PlanfixTaskStateChanged)
+    ]
 
 
 def answers(bridge: Bridge, chat_id: int) -> list[TaskCommandAnswered]:
-    return [e for e in bridge.events("binding.>") if isinstance(e, TaskCommandAnswered) and e.chat_id == chat_id]
+    return [
+        e for e in bridge.events("binding.>") if isinstance(e, TaskCommandAnswered) and e.chat_id == chat_id
+    ]
 
 
 def test_bind_posts_and_pins_the_card_and_a_change_is_one_line_and_an_edit(
@@ -58,14 +67,15 @@ def test_bind_posts_and_pins_the_card_and_a_change_is_one_line_and_an_edit(
 
     eventually(lambda: has_card(fake_telegram, chat), what="card posted")
     card = card_of(fake_telegram, chat)
-    assert "Fix the boiler" in card["text"] and "New" in card["text"]
+    assert "Fix the boiler" in card["text"]
+    assert "New" in card["text"]
     eventually(lambda: fake_telegram.pinned_messages(chat) == [card["message_id"]], what="card pinned")
 
     sent_before, reads_before = len(texts_sent(fake_telegram, chat)), task_reads(fake_planfix, task)
     fake_planfix.set_task_status(task, STATUS_IN_PROGRESS)
 
     eventually(
-        lambda: any("Status: New → In progress" in t for t in texts_sent(fake_telegram, chat)), what="one line"
+        lambda: any("Status: New → In progress" in t for t in shown(fake_telegram, chat)), what="one line"
     )
     eventually(lambda: "In progress" in card_of(fake_telegram, chat)["text"], what="card edited")
     assert card_of(fake_telegram, chat)["message_id"] == card["message_id"]
@@ -113,9 +123,11 @@ def test_done_sets_the_completed_status_and_tells_the_group(
 
     eventually(lambda: [a for a in answers(bridge, chat) if a.done], what="done answered")
     stored = fake_planfix.task(task)
-    assert stored is not None and stored.status_id == STATUS_COMPLETED
+    assert stored is not None
+    assert stored.status_id == STATUS_COMPLETED
     eventually(
-        lambda: any("marked the task completed" in t for t in texts_sent(fake_telegram, chat)), what="group told"
+        lambda: any("marked the task completed" in t for t in texts_sent(fake_telegram, chat)),
+        what="group told",
     )
     eventually(lambda: "Completed" in card_of(fake_telegram, chat)["text"], what="card says closed")
 
@@ -129,13 +141,15 @@ def test_deadline_in_russian_and_english_forms_is_the_same_date(
     command(fake_telegram, chat, "/deadline 15.12")
     eventually(lambda: [a for a in answers(bridge, chat) if a.done], what="first deadline")
     first = fake_planfix.task(task)
-    assert first is not None and first.deadline is not None
+    assert first is not None
+    assert first.deadline is not None
     fake_planfix.set_task_deadline(task, None, fire_webhook=False)
 
     command(fake_telegram, chat, "/deadline Dec 15")
     eventually(lambda: len([a for a in answers(bridge, chat) if a.done]) == 2, what="second deadline")
     second = fake_planfix.task(task)
-    assert second is not None and second.deadline == first.deadline
+    assert second is not None
+    assert second.deadline == first.deadline
     assert first.deadline.startswith("15-12-")
 
 
@@ -148,13 +162,15 @@ def test_a_refused_command_says_why(
     # Someone whose Telegram is linked to nobody in Planfix.
     command(fake_telegram, chat, "/done", user_id=ADMIN_ID + 7_000_000, first_name="Stranger", username=None)
     [refused] = eventually(lambda: answers(bridge, chat), what="refused")
-    assert not refused.done and refused.outcome == "not_linked"
+    assert not refused.done
+    assert refused.outcome == "not_linked"
     eventually(
         lambda: any("/done not done" in t and "not linked" in t for t in texts_sent(fake_telegram, chat)),
         what="reason told",
     )
     stored = fake_planfix.task(task)
-    assert stored is not None and stored.status_id != STATUS_COMPLETED
+    assert stored is not None
+    assert stored.status_id != STATUS_COMPLETED
 
     command(fake_telegram, chat, "/deadline someday")
     eventually(lambda: any(a.outcome == "bad_date" for a in answers(bridge, chat)), what="bad date refused")

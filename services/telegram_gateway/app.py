@@ -54,6 +54,7 @@ from services.telegram_gateway.private_chat import (
     build_private_chat_router,
 )
 from services.telegram_gateway.record import Record
+from services.telegram_gateway.task_commands import TASK_BOT_COMMANDS, build_task_commands_router
 from services.telegram_gateway.undecodable import UndecodableUpdates
 from services.telegram_gateway.webhook import TelegramWebhook, webhook_path
 
@@ -118,6 +119,7 @@ def build_dispatcher(
     dispatcher.include_routers(
         build_group_life_router(),
         build_commands_router(),
+        build_task_commands_router(),
         build_private_chat_router(),
         build_inbound_router(),
     )
@@ -191,7 +193,8 @@ async def _serve(bot: Bot, broker: NatsBroker, settings: TelegramGatewaySettings
         log.warning("telegram_group_privacy_enabled", bot_username=me.username, fix=PRIVACY_HINT)
     # Before setMyCommands: a bot another program serves keeps its command menu too.
     await _check_webhook_owner(bot, settings)
-    commands = [BotCommand(command=name, description=text) for name, text in BOT_COMMANDS.items()]
+    menu = {**BOT_COMMANDS, **TASK_BOT_COMMANDS}
+    commands = [BotCommand(command=name, description=text) for name, text in menu.items()]
     await _retrying(
         "setMyCommands", lambda: bot.set_my_commands(commands, scope=BotCommandScopeAllGroupChats())
     )

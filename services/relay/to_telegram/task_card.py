@@ -121,14 +121,16 @@ class TaskCards:
 
     async def _save(self, item: OutboxItem, message_id: int, version: int, *, pinned: bool) -> None:
         assert item.task_number is not None
-        await self._cards.replace_one(
+        await self._cards.update_one(
             {"_id": group_key(item.chat_id, item.thread_id)},
             {
-                "chat_id": item.chat_id,
-                "task_number": item.task_number,
-                "message_id": message_id,
-                "version": version,
-                "pinned": pinned,
+                "$set": {
+                    "chat_id": item.chat_id,
+                    "task_number": item.task_number,
+                    "message_id": message_id,
+                    "version": version,
+                    "pinned": pinned,
+                }
             },
             upsert=True,
         )
