@@ -76,7 +76,15 @@ _FORM_FIELDS = ("event", "task", "taskNumber", "comment", "commentId")
 _MAX_FORM_FIELDS = 50
 
 
-def parse_webhook(raw: bytes, content_type: str = "") -> WebhookIds | TaskChangeNotice:
+def parse_webhook(raw: bytes, content_type: str = "") -> WebhookIds:
+    """A comment notice's ids (a task notice is refused: ``parse_notice`` reads both)."""
+    notice = parse_notice(raw, content_type)
+    if isinstance(notice, TaskChangeNotice):
+        raise BadWebhook("a task notice, not a comment's")
+    return notice
+
+
+def parse_notice(raw: bytes, content_type: str = "") -> WebhookIds | TaskChangeNotice:
     """The ids of a notice, from a JSON or form body; ``content_type`` is the request's
     ``Content-Type`` header (with its parameters: a multipart body needs its boundary)."""
     data = _fields(raw, content_type)
@@ -282,7 +290,7 @@ class WebhookReceiver:
             )
             return _error(413, f"body larger than {self._max_body} bytes")
         try:
-            ids = parse_webhook(raw, request.headers.get(hdrs.CONTENT_TYPE, ""))
+            ids = parse_notice(raw, request.headers.get(hdrs.CONTENT_TYPE, ""))
         except BadWebhook as error:
             log.warning(
                 "webhook_rejected",
