@@ -17,6 +17,7 @@ from bridge_lib.eventbus import Delivery
 from bridge_lib.planfix import TaskPeople
 from bridge_lib.planfix_tasks import TaskStatusInfo, deadline_from_json, task_state_from_json
 from contracts.events import (
+    PersonLinkMethod,
     PlanfixPerson,
     PlanfixTaskState,
     PlanfixTaskStateChanged,
@@ -86,8 +87,8 @@ def test_the_completed_status_is_named_so_and_preferably_final(
     assert (found.id if found else None) == expected
 
 
-EMPLOYEE = Person(telegram_user_id=5, planfix_id="user:5", name="Anna", how="planfix_profile")
-CONTACT = Person(telegram_user_id=6, planfix_id="contact:6", name="Client", how="link_code")
+EMPLOYEE = Person(telegram_user_id=5, planfix_id="user:5", name="Anna", how=PersonLinkMethod.PLANFIX_PROFILE)
+CONTACT = Person(telegram_user_id=6, planfix_id="contact:6", name="Client", how=PersonLinkMethod.LINK_CODE)
 ON_TASK = TaskPeople(number=1, assignees=frozenset({"user:5"}))
 NOT_ON_TASK = TaskPeople(number=1, assignees=frozenset({"user:9"}))
 
