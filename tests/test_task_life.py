@@ -262,9 +262,9 @@ class CountingPlanfix:
 
 
 def notice(key: str, at: datetime) -> PlanfixTaskWebhookReceived:
-    return PlanfixTaskWebhookReceived(
-        **{**root_envelope(key, caused_by=key), "occurred_at": at}, task_number=4821
-    )
+    envelope = root_envelope(key, caused_by=key)
+    envelope["occurred_at"] = at
+    return PlanfixTaskWebhookReceived(**envelope, task_number=4821)
 
 
 DELIVERY = Delivery(stream_seq=1, num_delivered=1)
