@@ -916,7 +916,16 @@ def test_the_commands_are_registered_for_groups_at_start(
     in_groups = fake_telegram.commands_in("all_group_chats")
     in_private = fake_telegram.commands_in("all_private_chats")
 
-    assert [c["command"] for c in in_groups] == ["task", "status", "unbind", "help", "link"]
+    assert [c["command"] for c in in_groups] == [
+        "task",
+        "status",
+        "unbind",
+        "help",
+        "link",
+        "done",
+        "deadline",
+        "assign",
+    ]
     assert [c["command"] for c in in_private] == ["link", "whoami", "unlink", "help"]
     polls = [c for c in fake_telegram.calls if c.method == "getUpdates"]
     assert {"message", "my_chat_member"} <= set(polls[-1].params["allowed_updates"])
