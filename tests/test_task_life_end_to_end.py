@@ -119,6 +119,7 @@ def test_done_sets_the_completed_status_and_tells_the_group(
     task = bind_new_task(bridge, fake_telegram, chat, "Close me", fake_planfix)
     eventually(lambda: has_card(fake_telegram, chat), what="card posted")
 
+    calls_before = len(fake_planfix.calls)
     command(fake_telegram, chat, "/done")
 
     eventually(lambda: [a for a in answers(bridge, chat) if a.done], what="done answered")
@@ -130,6 +131,21 @@ def test_done_sets_the_completed_status_and_tells_the_group(
         what="group told",
     )
     eventually(lambda: "Completed" in card_of(fake_telegram, chat)["text"], what="card says closed")
+    # The cost: the binder reads the task and its process's statuses and changes it; the change
+    # comes back through the scenario as one read by the gateway.
+    made = [
+        (c.method, c.operation_id)
+        for c in fake_planfix.calls[calls_before:]
+        if c.path in (f"/rest/task/{task}", "/rest/process/task/1/statuses")
+    ]
+    assert sorted(made) == sorted(
+        [
+            ("GET", "get-task-by-id"),
+            ("GET", "get-task-status-list"),
+            ("POST", "post-task-by-id"),
+            ("GET", "get-task-by-id"),
+        ]
+    ), made
 
 
 def test_deadline_in_russian_and_english_forms_is_the_same_date(
