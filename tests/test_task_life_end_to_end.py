@@ -190,3 +190,37 @@ def test_a_refused_command_says_why(
 
     command(fake_telegram, chat, "/deadline someday")
     eventually(lambda: any(a.outcome == "bad_date" for a in answers(bridge, chat)), what="bad date refused")
+
+
+def test_assign_makes_a_linked_employee_an_assignee_and_the_card_says_so(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    chat = unique_chat_id
+    maria_tg = 7_718_001
+    maria = fake_planfix.add_employee("Maria Lebedeva", telegram_id=maria_tg)
+    task = bind_new_task(bridge, fake_telegram, chat, "Needs hands", fake_planfix)
+    eventually(lambda: has_card(fake_telegram, chat), what="card posted")
+    # Maria writes a task command once: the binder learns who she is from her Planfix profile.
+    command(
+        fake_telegram, chat, "/deadline someday", user_id=maria_tg, first_name="Maria", username="maria_l"
+    )
+    eventually(lambda: answers(bridge, chat), what="maria known")
+
+    command(fake_telegram, chat, "/assign @maria_l")
+
+    eventually(
+        lambda: [a for a in answers(bridge, chat) if a.done and a.outcome == "assigned"], what="assigned"
+    )
+    stored = fake_planfix.task(task)
+    assert stored is not None
+    assert maria in stored.assignees
+    eventually(
+        lambda: any("Assignees added: Maria Lebedeva" in t for t in shown(fake_telegram, chat)),
+        what="change line",
+    )
+    eventually(lambda: "Maria Lebedeva" in card_of(fake_telegram, chat)["text"], what="card lists her")
+
+    command(fake_telegram, chat, "/assign @nobody_here")
+    eventually(
+        lambda: any(a.outcome == "unknown_person" for a in answers(bridge, chat)), what="unknown refused"
+    )
