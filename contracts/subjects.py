@@ -484,6 +484,10 @@ BINDER_TASK_COMMANDS = _consumer(
     "binder-task-commands", T, ALL_TASK_COMMANDS, BINDER,
     "decides and makes /done, /deadline and /assign in Planfix",
 )  # fmt: skip
+BINDER_CLOSED_TASKS = _consumer(
+    "binder-closed-tasks", P, ALL_PLANFIX_TASK_CHANGES, BINDER,
+    "unbinds the groups of a task closed in Planfix (only with BINDER_UNBIND_CLOSED_TASKS=true)",
+)  # fmt: skip
 
 CONSUMERS: tuple[ConsumerSpec, ...] = tuple(
     value for value in list(globals().values()) if isinstance(value, ConsumerSpec)

@@ -16,6 +16,7 @@ import pytest
 from bridge_lib.eventbus import Delivery
 from bridge_lib.planfix import TaskPeople
 from bridge_lib.planfix_tasks import TaskStatusInfo, deadline_from_json, task_state_from_json
+from contracts.bindings import Binding
 from contracts.events import (
     PersonLinkMethod,
     PlanfixPerson,
@@ -24,12 +25,13 @@ from contracts.events import (
     PlanfixTaskWebhookReceived,
     TaskCommand,
     TaskCommandAnswered,
+    TaskUnbound,
     encode_event,
     root_envelope,
 )
 from contracts.people import Person
 from services.binder.bind_policy import BindPolicy
-from services.binder.task_commands import completed_status, parse_deadline, refusal
+from services.binder.task_commands import ClosedTasks, closed_now, completed_status, parse_deadline, refusal
 from services.planfix_gateway.task_fetcher import TaskFetcher
 from services.planfix_gateway.webhook import BadWebhook, TaskChangeNotice, parse_notice, parse_webhook
 from services.relay.to_telegram.task_texts import card_text, change_lines, command_answer_text
@@ -336,3 +338,81 @@ def test_the_fake_telegram_pins_only_as_an_administrator_with_the_right(fake_tel
     assert fake_telegram.pinned_messages(chat) == [message_id]
     missing = httpx.post(f"{base}/pinChatMessage", json={"chat_id": chat, "message_id": 999_999}, timeout=10)
     assert missing.json()["description"] == "Bad Request: message to pin not found"
+
+
+# --- a task closed in Planfix -------------------------------------------------------------------
+
+
+def changed_event(previous: PlanfixTaskState | None, now: PlanfixTaskState) -> PlanfixTaskStateChanged:
+    return PlanfixTaskStateChanged(
+        **root_envelope("change", caused_by="change"), task_number=4821, state=now, previous=previous
+    )
+
+
+CLOSED = state(status_id=3, status_name="Completed", status_active=False)
+
+
+@pytest.mark.parametrize(
+    ("previous", "now", "expected"),
+    [
+        (state(), CLOSED, True),
+        (None, CLOSED, True),
+        (CLOSED, CLOSED, False),  # closed before: nothing new
+        (state(), state(status_id=2, status_name="In progress"), False),
+        (state(), state(is_deleted=True), True),
+    ],
+)
+def test_a_task_is_closed_by_a_final_status_or_its_deletion(
+    previous: PlanfixTaskState | None, now: PlanfixTaskState, expected: bool
+) -> None:
+    assert closed_now(changed_event(previous, now)) is expected
+
+
+class OneBindingStore:
+    def __init__(self) -> None:
+        self.applied: list[Any] = []
+
+    async def bindings_of_task(self, task_number: int) -> list[Binding]:
+        return [
+            Binding(
+                chat_id=-1001,
+                thread_id=None,
+                task_number=task_number,
+                task_title="Boiler",
+                bound_at=datetime.now(UTC),
+                bound_by_user_id=501,
+                bound_event_id="bound",
+            )
+        ]
+
+    async def apply(self, event: Any) -> None:
+        self.applied.append(event)
+
+
+class Published:
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, str]] = []
+
+    async def publish(self, event: Any, *, subject: str, msg_id: str) -> bool:
+        self.events.append((event, subject))
+        return True
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_closed_task_unbinds_its_groups_only_when_the_setting_says_so(enabled: bool) -> None:
+    store, published = OneBindingStore(), Published()
+    closer = ClosedTasks(store=store, publisher=published, enabled=enabled)  # type: ignore[arg-type]
+
+    asyncio.run(closer.handle(changed_event(state(), CLOSED), DELIVERY))
+
+    if not enabled:
+        assert published.events == []
+        return
+    [(unbound, subject)] = published.events
+    assert isinstance(unbound, TaskUnbound)
+    assert (unbound.chat_id, unbound.unbound_by, subject) == (
+        -1001,
+        "planfix:task_closed",
+        "binding.unbound.-1001",
+    )
+    assert store.applied == [unbound]

@@ -34,6 +34,7 @@ from contracts.events import (
     BindingStoreRebuilt,
     GroupAdmissionDecided,
     PlanfixCommentAdded,
+    PlanfixTaskStateChanged,
     PrivateCommandAnswered,
     RebuildBindingStore,
     TaskCommandRequested,
@@ -41,6 +42,7 @@ from contracts.events import (
 )
 from contracts.subjects import (
     BINDER_BIND_REQUESTS,
+    BINDER_CLOSED_TASKS,
     BINDER_GROUP_CHANGES,
     BINDER_LINK_CODES,
     BINDER_TASK_COMMANDS,
@@ -55,7 +57,7 @@ from services.binder.people import Employees, Known, PeopleDirectory, Requesters
 from services.binder.people_refresh import PeopleRefresh
 from services.binder.rebuild import bindings_in_stream
 from services.binder.store import BindingStore
-from services.binder.task_commands import TaskCommands, TaskPlanfix
+from services.binder.task_commands import ClosedTasks, TaskCommands, TaskPlanfix
 from services.binder.task_notices import Comments, TaskNotices
 
 log = structlog.get_logger("binder")
@@ -77,6 +79,7 @@ def router(
     on_audit: Audit,
     on_admit: Admit,
     on_task_command: Handle | None = None,
+    on_task_closed: Handle | None = None,
 ) -> NatsRouter:
     """The binder's subscribers, handing each message to the handler given."""
     binder_router = NatsRouter()
@@ -85,6 +88,8 @@ def router(
     consume_durably(binder_router, BINDER_LINK_CODES, (PlanfixCommentAdded,), on_comment)
     if on_task_command is not None:
         consume_durably(binder_router, BINDER_TASK_COMMANDS, TaskCommandRequested, on_task_command)
+    if on_task_closed is not None:
+        consume_durably(binder_router, BINDER_CLOSED_TASKS, PlanfixTaskStateChanged, on_task_closed)
 
     # NATS requests from the gateway; the answer may hold a /link code: never stored anywhere.
     @binder_router.subscriber(
@@ -180,6 +185,9 @@ def build(
             requesters=requesters,
             known=people,
             policy=settings.bind_policy,
+        ).handle,
+        on_task_closed=ClosedTasks(
+            store=store, publisher=publisher, enabled=settings.unbind_closed_tasks
         ).handle,
     )
 

@@ -30,9 +30,11 @@ from contracts import subjects
 from contracts.bindings import group_key
 from contracts.events import (
     PlanfixTaskState,
+    PlanfixTaskStateChanged,
     TaskCommand,
     TaskCommandAnswered,
     TaskCommandRequested,
+    TaskUnbound,
     derived_key,
     envelope_after,
 )
@@ -330,3 +332,48 @@ class TaskCommands:
             answer, subject=subjects.binding_task_command_answered(event.chat_id), msg_id=key
         )
         log.info("task_command_answered", done=done, outcome=outcome, task_number=task, duplicate=not stored)
+
+
+# --- a task closed in Planfix ---------------------------------------------------------------------
+
+
+def closed_now(event: PlanfixTaskStateChanged) -> bool:
+    """The change put the task in a final status (completed, cancelled...), or deleted it."""
+    before = event.previous
+    was_open = before is None or (before.status_active is not False and not before.is_deleted)
+    return was_open and (event.state.status_active is False or event.state.is_deleted)
+
+
+class ClosedTasks:
+    """With ``BINDER_UNBIND_CLOSED_TASKS=true``: the groups of a task closed in Planfix are
+    unbound (``TaskUnbound``, by ``planfix:task_closed``); the relay tells each group."""
+
+    def __init__(self, *, store: BindingStore, publisher: UnbindPublisher, enabled: bool) -> None:
+        self._store = store
+        self._publisher = publisher
+        # Off (the default): the consumer still exists (``bridge doctor`` expects every declared
+        # one) and acknowledges each change at once.
+        self._enabled = enabled
+
+    async def handle(self, event: PlanfixTaskStateChanged, delivery: Delivery) -> None:
+        if not self._enabled or not closed_now(event):
+            return
+        for binding in await self._store.bindings_of_task(event.task_number):
+            key = derived_key(event, f"closed-unbind:{group_key(binding.chat_id, binding.thread_id)}")
+            unbound = TaskUnbound(
+                **envelope_after(event, key),
+                chat_id=binding.chat_id,
+                task_number=event.task_number,
+                unbound_by="planfix:task_closed",
+                reason=f"the task is {event.state.status_name or 'closed'} in Planfix",
+                thread_id=binding.thread_id,
+            )
+            await self._store.apply(unbound)
+            await self._publisher.publish(
+                unbound, subject=subjects.binding_unbound(binding.chat_id), msg_id=key
+            )
+            log.info("closed_task_unbound", task_number=event.task_number, chat_id=binding.chat_id)
+
+
+class UnbindPublisher(Protocol):
+    async def publish(self, event: TaskUnbound, *, subject: str, msg_id: str) -> bool: ...
