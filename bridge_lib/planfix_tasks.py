@@ -12,11 +12,11 @@ from typing import Any
 
 import msgspec
 
-from contracts.events import PlanfixPerson, PlanfixTaskState
+from contracts.events import PlanfixFile, PlanfixPerson, PlanfixTaskState
 
 # What the card and the change lines need, and the people the command policy looks at.
 TASK_STATE_FIELDS = (
-    "id,name,status,processId,assigner,assignees,participants,auditors,endDateTime,hasEndDate,isDeleted"
+    "id,name,status,processId,assigner,assignees,participants,auditors,endDateTime,hasEndDate,isDeleted,files"
 )
 STATUS_FIELDS = "id,name,isActive,texts"
 
@@ -48,6 +48,7 @@ def task_state_from_json(raw: dict[str, Any]) -> PlanfixTaskState:
         assignees=_people(raw.get("assignees")),
         deadline=None if raw.get("hasEndDate") is False else deadline_from_json(raw.get("endDateTime")),
         is_deleted=raw.get("isDeleted") is True,
+        files=_files(raw.get("files")),
     )
 
 
@@ -105,6 +106,15 @@ def _int(value: Any) -> int | None:
     if isinstance(value, str) and value.rsplit(":", 1)[-1].isdigit():
         return int(value.rsplit(":", 1)[-1])
     return None
+
+
+def _files(raw: Any) -> list[PlanfixFile]:
+    found = [
+        PlanfixFile(id=item["id"], name=str(item.get("name") or ""), size=_int(item.get("size")))
+        for item in (raw if isinstance(raw, list) else ())
+        if isinstance(item, dict) and isinstance(item.get("id"), int) and not isinstance(item["id"], bool)
+    ]
+    return sorted(found, key=lambda file: file.id)
 
 
 def _person(raw: Any) -> PlanfixPerson | None:

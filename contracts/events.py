@@ -473,6 +473,8 @@ class PlanfixTaskState(msgspec.Struct, frozen=True, kw_only=True):
     # The deadline (``endDateTime``) as ``YYYY-MM-DD`` or ``YYYY-MM-DD HH:MM``; None: none.
     deadline: str | None = None
     is_deleted: bool = False
+    # The task's own files (``files`` of ``GET /task/{id}``), by id: a new one is named in the group.
+    files: list[PlanfixFile] = msgspec.field(default_factory=list)
 
 
 class PlanfixTaskWebhookReceived(Event, frozen=True, kw_only=True, tag="planfix.task_webhook_received.v1"):

@@ -209,6 +209,8 @@ class FakeTask:
     process_id: int = DEFAULT_PROCESS_ID
     status_id: int = STATUS_NEW
     deadline: str | None = None
+    # Files of the task itself (not of a comment): ``add_task_file``.
+    files: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -649,6 +651,7 @@ class FakePlanfix(TaskLife):
                         "process_id": task.process_id,
                         "status_id": task.status_id,
                         "deadline": task.deadline,
+                        "files": list(task.files),
                         "comments": [_comment_data(comment) for comment in task.comments],
                     }
                     for task in self._tasks.values()
@@ -702,6 +705,7 @@ class FakePlanfix(TaskLife):
                     process_id=int(saved.get("process_id", DEFAULT_PROCESS_ID)),
                     status_id=int(saved.get("status_id", STATUS_NEW)),
                     deadline=saved.get("deadline"),
+                    files=tuple(int(file_id) for file_id in saved.get("files", ())),
                 )
                 self._tasks[task.number] = task
                 self._comments.update((comment.id, comment) for comment in comments)
@@ -870,6 +874,7 @@ class FakePlanfix(TaskLife):
                 "participants": self._people_response_locked(task.participants),
                 "auditors": self._people_response_locked(task.auditors),
                 **task_life_json(task),
+                "files": [self._file_json_locked(file_id) for file_id in task.files],
             }
             if task.assigner is not None:
                 full["assigner"] = {"id": task.assigner, "name": self._people.get(task.assigner, "")}

@@ -117,6 +117,19 @@ class TaskLife:
         if fire_webhook:
             self.post_task_webhook(number)
 
+    def add_task_file(self, number: int, name: str, data: bytes, *, fire_webhook: bool = True) -> int:
+        """Someone attached a file to the task itself (not to a comment) in Planfix."""
+        file_id = self.add_file(name, data)
+        with self._lock:
+            task = self._tasks[number]
+            task.files = (*task.files, file_id)
+        if fire_webhook:
+            self.post_task_webhook(number)
+        return file_id
+
+    def add_file(self, name: str, data: bytes, *, size: int | None = None) -> int:
+        raise NotImplementedError
+
     def post_task_webhook(self, number: int) -> None:
         """Fire (again) the "task changed" scenario's request for a task."""
         self._schedule_webhook(number, 0, TASK_CHANGED_EVENT)

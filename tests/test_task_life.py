@@ -19,6 +19,7 @@ from bridge_lib.planfix_tasks import TaskStatusInfo, deadline_from_json, task_st
 from contracts.bindings import Binding
 from contracts.events import (
     PersonLinkMethod,
+    PlanfixFile,
     PlanfixPerson,
     PlanfixTaskState,
     PlanfixTaskStateChanged,
@@ -416,3 +417,13 @@ def test_a_closed_task_unbinds_its_groups_only_when_the_setting_says_so(enabled:
         "binding.unbound.-1001",
     )
     assert store.applied == [unbound]
+
+
+def test_a_new_file_of_the_task_is_named_with_a_link_to_the_task() -> None:
+    before = state(files=[PlanfixFile(id=1, name="old.pdf")])
+    after = state(files=[PlanfixFile(id=1, name="old.pdf"), PlanfixFile(id=2, name="plan <v2>.pdf")])
+    assert change_lines(before, after, "https://acc.planfix.com/task/4821") == [
+        "📎 New file in the task: plan &lt;v2&gt;.pdf "
+        '(<a href="https://acc.planfix.com/task/4821">open the task</a>)'
+    ]
+    assert change_lines(after, before) == []  # a file removed is not announced

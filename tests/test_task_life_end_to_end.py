@@ -224,3 +224,20 @@ def test_assign_makes_a_linked_employee_an_assignee_and_the_card_says_so(
     eventually(
         lambda: any(a.outcome == "unknown_person" for a in answers(bridge, chat)), what="unknown refused"
     )
+
+
+def test_a_file_added_to_the_task_in_planfix_is_named_in_the_group_with_a_link(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    chat = unique_chat_id
+    task = bind_new_task(bridge, fake_telegram, chat, "Drawings", fake_planfix)
+    eventually(lambda: has_card(fake_telegram, chat), what="card posted")
+
+    fake_planfix.add_task_file(task, "floor plan.pdf", b"%PDF-1.7 plan")
+
+    eventually(
+        lambda: any("New file in the task: floor plan.pdf" in t for t in shown(fake_telegram, chat)),
+        what="file named",
+    )
+    line = next(t for t in texts_sent(fake_telegram, chat) if "floor plan.pdf" in t)
+    assert f"/task/{task}" in line

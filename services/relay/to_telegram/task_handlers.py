@@ -73,7 +73,7 @@ class TaskLife:
             log.info("task_change_for_no_group")
             return
         lines = (
-            change_lines(event.previous, event.state)
+            change_lines(event.previous, event.state, self._task_url(event.task_number))
             if event.previous is not None and event.seen_on is TaskStateSeen.WEBHOOK
             else []
         )

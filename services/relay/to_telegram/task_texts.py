@@ -52,8 +52,10 @@ def card_text(task_number: int, state: PlanfixTaskState, task_url: str) -> str:
     return "\n".join(lines)
 
 
-def change_lines(previous: PlanfixTaskState, state: PlanfixTaskState) -> list[str]:
-    """One short line per change a group cares about (pure; empty when none)."""
+def change_lines(previous: PlanfixTaskState, state: PlanfixTaskState, task_url: str = "") -> list[str]:
+    """One short line per change a group cares about (pure; empty when none). New files of the
+    task are named with a link to the task, where people open them (a file's own address needs
+    the API token)."""
     lines: list[str] = []
     if previous.status_id != state.status_id or previous.status_name != state.status_name:
         was, now = html.escape(previous.status_name or "?"), html.escape(state.status_name or "?")
@@ -79,6 +81,12 @@ def change_lines(previous: PlanfixTaskState, state: PlanfixTaskState) -> list[st
         else:
             was, now = show_deadline(previous.deadline), show_deadline(state.deadline)
             lines.append(f"📅 Deadline moved: {was} → <b>{now}</b>")
+    known = {file.id for file in previous.files}
+    added_files = [file for file in state.files if file.id not in known]
+    if added_files:
+        names = ", ".join(html.escape(file.name or f"#{file.id}") for file in added_files)
+        where = f' (<a href="{html.escape(task_url)}">open the task</a>)' if task_url else ""
+        lines.append(f"📎 New file in the task: {names}{where}")
     if state.is_deleted and not previous.is_deleted:
         lines.append("🗑 The task was deleted in Planfix")
     return lines
