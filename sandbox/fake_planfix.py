@@ -436,10 +436,20 @@ class FakePlanfix(TaskLife):
             self._schedule_webhook(task_number, comment.id)
         return comment.id
 
-    def edit_comment(self, comment_id: int, text_html: str, *, fire_webhook: bool = True) -> None:
-        """Change a comment's text as if in the UI; fires the "comment.updated" scenario."""
+    def edit_comment(
+        self,
+        comment_id: int,
+        text_html: str,
+        *,
+        fire_webhook: bool = True,
+        files: tuple[int, ...] | None = None,
+    ) -> None:
+        """Change a comment's text (and, given ``files``, its files) as if in the UI; fires the
+        "comment.updated" scenario."""
         with self._lock:
             comment = replace(self._comments[comment_id], description=text_html)
+            if files is not None:
+                comment = replace(comment, files=files)
             self._replace_comment_locked(comment)
         if fire_webhook:
             self._schedule_webhook(comment.task_number, comment_id, "comment.updated")

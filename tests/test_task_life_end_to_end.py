@@ -241,3 +241,24 @@ def test_a_file_added_to_the_task_in_planfix_is_named_in_the_group_with_a_link(
     )
     line = next(t for t in texts_sent(fake_telegram, chat) if "floor plan.pdf" in t)
     assert f"/task/{task}" in line
+
+
+def test_a_file_added_in_planfix_to_a_carried_comment_is_named_with_a_link(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    chat = unique_chat_id
+    task = bind_new_task(bridge, fake_telegram, chat, "Comment files", fake_planfix)
+    comment = fake_planfix.add_employee_comment(task, "<p>the estimate</p>")
+    eventually(lambda: any("the estimate" in t for t in shown(fake_telegram, chat)), what="comment carried")
+
+    added = fake_planfix.add_file("estimate v2.xlsx", b"PK sheet")
+    fake_planfix.edit_comment(comment, "<p>the estimate</p>", files=(added,))
+
+    eventually(
+        lambda: any(
+            "Added in Planfix to this comment: estimate v2.xlsx" in t for t in shown(fake_telegram, chat)
+        ),
+        what="file named",
+    )
+    line = next(t for t in texts_sent(fake_telegram, chat) if "estimate v2.xlsx" in t)
+    assert f"/task/{task}" in line

@@ -95,6 +95,9 @@ class Courier:
         self._task_url = task_url
         self._scratch_dir = scratch_dir
 
+    def task_url(self, task_number: int) -> str:
+        return self._task_url(task_number)
+
     # --- sends --------------------------------------------------------------------------------
 
     async def send(self, item: OutboxItem) -> list[int]:
@@ -169,6 +172,7 @@ class Courier:
             thread_id=item.thread_id,
             text=item.text,
             short_caption=item.short_caption,
+            file_ids=[file.id for file in item.files],
         )
         for index, step in enumerate(steps):
             ids = done.get(index, [])

@@ -153,6 +153,8 @@ class ToTelegram:
                 item = self._item(
                     event, key, chat_id, thread_id, Action.EDIT, TelegramMessageKind.PLANFIX_COMMENT
                 )
+                # Files added in Planfix are named, not sent again (``revisions``).
+                item.files = list(event.files)
                 item.text = telegram_comment_text(event, username)
                 item.short_caption = comment_author_line(event, username)
             else:

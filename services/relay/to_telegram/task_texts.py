@@ -92,6 +92,14 @@ def change_lines(previous: PlanfixTaskState, state: PlanfixTaskState, task_url: 
     return lines
 
 
+def comment_files_added_text(names: list[str], task_url: str) -> str:
+    """A reply to a comment whose files were added to in Planfix after it was carried."""
+    shown = ", ".join(html.escape(name or "a file") for name in names)
+    return (
+        f'📎 Added in Planfix to this comment: {shown} (<a href="{html.escape(task_url)}">open the task</a>)'
+    )
+
+
 PIN_RIGHT_WANTED = (
     "📌 I could not pin the task card: I need the right to pin messages. An admin opens the group "
     "settings → Administrators → me → switches on <b>Pin messages</b>."
