@@ -22,7 +22,15 @@ from tests.support import LoopThread, eventually, stays
 def bridge(
     loop: LoopThread, work_dir: Path, mongo_url: str, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix
 ) -> Iterator[Bridge]:
-    with running_bridge(loop, work_dir, mongo_url, fake_telegram, fake_planfix, name="task-life") as running:
+    with running_bridge(
+        loop,
+        work_dir,
+        mongo_url,
+        fake_telegram,
+        fake_planfix,
+        name="task-life",
+        extra_env={"RELAY_TASK_CARDS": "true"},
+    ) as running:
         yield running
 
 

@@ -105,6 +105,7 @@ async def build(
             wake=sender.wake,
             task_url=partial(task_page, settings.planfix_web_url),
             task_state=partial(last_task_state, nats.jetstream()),
+            cards=settings.task_cards,
         ),
     )
     return ToTelegramWing(router=router(handlers), sender=sender)

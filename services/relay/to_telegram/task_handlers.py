@@ -59,7 +59,10 @@ class TaskLife:
         wake: Callable[[int], None],
         task_url: Callable[[int], str],
         task_state: Callable[[int], Awaitable[KnownState | None]],
+        cards: bool = True,
     ) -> None:
+        # RELAY_TASK_CARDS: without cards, the groups get the change lines only.
+        self._cards = cards
         self._directory = directory
         self._outbox = outbox
         self._wake = wake
@@ -87,9 +90,14 @@ class TaskLife:
                 )  # fmt: skip
                 item.text, item.task_number = "\n".join(lines), event.task_number
                 await self._enqueue(item)
-            await self._enqueue_card(event, card, chat_id, thread_id, event.task_number, delivery.stream_seq)
+            if self._cards:
+                await self._enqueue_card(
+                    event, card, chat_id, thread_id, event.task_number, delivery.stream_seq
+                )
 
     async def on_bound(self, event: TaskBound) -> None:
+        if not self._cards:
+            return
         known = await self._task_state(event.task_number)
         if known is None:
             log.info("task_card_waits_for_the_task_state", task_number=event.task_number)
@@ -98,6 +106,8 @@ class TaskLife:
         await self._enqueue_card(event, card, event.chat_id, event.thread_id, event.task_number, known.seq)
 
     async def card_text(self, task_number: int) -> str | None:
+        if not self._cards:
+            return None
         known = await self._task_state(task_number)
         return card_text(task_number, known.event.state, self._task_url(task_number)) if known else None
 
