@@ -250,6 +250,13 @@ def test_a_file_added_to_the_task_in_planfix_is_named_in_the_group_with_a_link(
     line = next(t for t in texts_sent(fake_telegram, chat) if "floor plan.pdf" in t)
     assert f"/task/{task}" in line
 
+    # /status shows the card too.
+    command(fake_telegram, chat, "/status")
+    eventually(
+        lambda: any("is bound to Planfix task" in t and "Assigner:" in t for t in shown(fake_telegram, chat)),
+        what="status with the card",
+    )
+
 
 def test_a_file_added_in_planfix_to_a_carried_comment_is_named_with_a_link(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
