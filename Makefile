@@ -51,7 +51,8 @@ fuzz: install
 	FUZZ_EXAMPLES=20000 $(BIN)/pytest -q -s \
 		tests/test_fuzz_planfix_webhook.py tests/test_fuzz_telegram_updates.py
 
-# Fault injection (tests/faults): kill -9 of each service, a NATS node, outages, three relays;
+# Fault injection (tests/faults): kill -9 of each service, a NATS node, outages, three relays, and
+# (test_long_faults) hours-long outages, the daily cap, lost and late webhooks, the store, a skewed clock;
 # prints sent/delivered/lost/duplicated/reordered per fault. `make test` runs them on 100 messages
 # each way; `faults` on 200, `faults-full` on the issue's sizes (1,000 each way, 2,000 over 50 groups).
 faults: install

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import nats.errors
@@ -30,6 +30,7 @@ from contracts.events import (
     BindingsAudited,
     BindingStoreDifference,
     BindingStoreRebuilt,
+    Event,
     RebuildBindingStore,
     TaskBound,
     TaskUnbound,
@@ -89,20 +90,27 @@ def _describe(current: CurrentBinding) -> str:
     )
 
 
+A = TypeVar("A")
+
+
+async def _ask_binder(
+    nats_url: str, subject: str, command: Event, answer_type: type[A], timeout_s: float
+) -> A:
+    """The binder's answer to an operator's request; raises when it does not answer."""
+    nc = await _connect_or_exit(nats_url)
+    try:
+        reply = await nc.request(subject, msgspec.json.encode(command), timeout=timeout_s)
+    finally:
+        await nc.close()
+    return msgspec.json.decode(reply.data, type=answer_type)
+
+
 async def _ask_binder_to_rebuild(nats_url: str, *, dry_run: bool, timeout_s: float) -> BindingStoreRebuilt:
-    """The binder's answer to ``RebuildBindingStore``; raises when it does not answer."""
     operator = context.operator_name()
     command = RebuildBindingStore(
         **root_envelope(f"ops:rebuild:{uuid.uuid4()}", caused_by=operator), operator=operator, dry_run=dry_run
     )
-    nc = await _connect_or_exit(nats_url)
-    try:
-        reply = await nc.request(
-            subjects.BINDER_REBUILD_STORE, msgspec.json.encode(command), timeout=timeout_s
-        )
-    finally:
-        await nc.close()
-    return msgspec.json.decode(reply.data, type=BindingStoreRebuilt)
+    return await _ask_binder(nats_url, subjects.BINDER_REBUILD_STORE, command, BindingStoreRebuilt, timeout_s)
 
 
 async def _ask_binder_to_audit(nats_url: str, *, max_planfix_reads: int, timeout_s: float) -> BindingsAudited:
@@ -112,14 +120,7 @@ async def _ask_binder_to_audit(nats_url: str, *, max_planfix_reads: int, timeout
         operator=operator,
         max_planfix_reads=max_planfix_reads,
     )
-    nc = await _connect_or_exit(nats_url)
-    try:
-        reply = await nc.request(
-            subjects.BINDER_AUDIT_BINDINGS, msgspec.json.encode(command), timeout=timeout_s
-        )
-    finally:
-        await nc.close()
-    return msgspec.json.decode(reply.data, type=BindingsAudited)
+    return await _ask_binder(nats_url, subjects.BINDER_AUDIT_BINDINGS, command, BindingsAudited, timeout_s)
 
 
 # --- bindings list / show / unbind --------------------------------------------------------------

@@ -17,6 +17,9 @@ from contracts.events import (
     BindRejected,
     BindRequested,
     MessageDeadLettered,
+    PersonLinked,
+    PersonLinkRefused,
+    PersonUnlinked,
     PlanfixCommentAdded,
     PlanfixCommentPosted,
     PlanfixCommentWebhookReceived,
@@ -25,6 +28,7 @@ from contracts.events import (
     TelegramMessageReceived,
     TelegramMessageSent,
 )
+from contracts.subjects import CATALOGUE, DEAD_LETTERED
 
 # Colour by where an event comes from; dead letters stand out.
 STYLE_BY_AREA = {
@@ -35,22 +39,17 @@ STYLE_BY_AREA = {
     "ops": "bold red",
 }
 
+
 # Which service writes which stream's events (the "step" of a trace).
-PUBLISHER_BY_PREFIX = (
-    ("telegram.", "telegram_gateway"),
-    ("planfix.", "planfix_gateway"),
-    ("binding.unbound.", "operator"),
-    ("binding.", "binder"),
-    ("effect.", "relay"),
-    ("deadletter.", "dead letter"),
-)
-
-
 def published_by(subject: str) -> str:
-    for prefix, service in PUBLISHER_BY_PREFIX:
-        if subject.startswith(prefix):
-            return service
-    return "?"
+    """The service that writes ``subject``, as the catalogue names it (its first publisher)."""
+    family = subject.rsplit(".", 1)[0] + ".*"
+    spec = next((spec for spec in CATALOGUE if spec.pattern == family), None)
+    if spec is None:
+        return "?"
+    if spec is DEAD_LETTERED:
+        return "dead letter"
+    return spec.published_by.split(";")[0].split(",")[0].split(" (")[0].strip()
 
 
 def style_of(event_type: str) -> str:
@@ -71,6 +70,14 @@ def summary(event: AnyEvent) -> str:
         case TaskBound():
             how = "created and bound" if event.created_task else "bound"
             return f"chat {event.chat_id} {how} to task #{event.task_number}"
+        case PersonLinked():
+            return f"Telegram user {event.telegram_user_id} is {event.planfix_person_id} ({event.how})"
+        case PersonUnlinked():
+            return (
+                f"Telegram user {event.telegram_user_id} is no longer {event.planfix_person_id} ({event.why})"
+            )
+        case PersonLinkRefused():
+            return f"a /link code of Telegram user {event.telegram_user_id} linked nobody ({event.refusal})"
         case BindRejected():
             return f"chat {event.chat_id}: bind refused ({event.reason}): {event.detail}"
         case TaskUnbound():

@@ -5,6 +5,11 @@
 * ``consume`` runs one handler for one message; ``settle`` is how every message leaves a
   consumer: ack, ``nak`` with a growing delay, or a dead letter on ``deadletter.<consumer>``
   and then ``term`` (nothing is dropped silently).
+* Failures come in two kinds (``failure_kind``). An outage (``TransientFailure``, NATS or the
+  store unreachable, a time-out) is waited out as long as it takes, the delay growing to
+  ``RETRY_MAX_DELAY_S`` (or to the time the failure names, e.g. Planfix's ``timeToReset``); it
+  never dead-letters. A crash (any other exception) or a permanent refusal does: after
+  ``CRASH_LIMIT`` crashes in a row, or at once, so one poison message does not hold its group.
 
 Replays (``bridge events replay``, ``bridge dlq retry``) carry ``Bridge-Replay-Id``, seen in
 ``Delivery.replay_id`` and ``current_delivery()``; with ``Bridge-Force-Effects`` too, effect stores
@@ -64,7 +69,18 @@ STREAM_NAME_IN_USE = 10058
 
 # max_deliver of each durable consumer this process declared (see ``durable_pull``): consume()
 # must know when a delivery is the last one, because after it JetStream stops redelivering.
+# The services' consumers have none (-1): an outage is waited out, crashes are counted here.
 _max_deliver_by_consumer: dict[str, int] = {}
+
+# A handler that raised something other than an outage this many times in a row for one message
+# (in this process) is a bug or a poison message: it is set aside so the ones after it can go.
+CRASH_LIMIT = 5
+# The longest pause between two tries of a message waiting out an outage (``RETRY_MAX_DELAY_S``).
+DEFAULT_RETRY_MAX_DELAY_S = 300.0
+_retry_max_delay_s = DEFAULT_RETRY_MAX_DELAY_S
+# Crashes in a row per (consumer, stream sequence); forgotten once the message is settled.
+_crashes: dict[tuple[str, int], int] = {}
+_CRASHES_KEPT = 1000
 
 
 def server_urls(nats_url: str) -> list[str]:
@@ -78,7 +94,11 @@ async def undecoded(msg: Any) -> Any:
     return msg
 
 
-def make_broker(nats_url: str, *, name: str) -> NatsBroker:
+def make_broker(nats_url: str, *, name: str, retry_max_delay_s: float | None = None) -> NatsBroker:
+    """The service's broker; ``retry_max_delay_s`` (``RETRY_MAX_DELAY_S``) caps the pause between
+    two tries of a message waiting out an outage, for every consumer of this process."""
+    if retry_max_delay_s is not None:
+        set_retry_max_delay(retry_max_delay_s)
     return NatsBroker(
         server_urls(nats_url),
         name=name,
@@ -171,14 +191,20 @@ async def start_subscribers(broker: NatsBroker, *, timeout_s: float = 60.0) -> N
 
 async def _declare_consumer(js: Any, stream: str, config: ConsumerConfig) -> None:
     try:
-        await js.consumer_info(stream, config.durable_name)
+        info = await js.consumer_info(stream, config.durable_name)
     except nats.js.errors.NotFoundError:
         await js.add_consumer(stream, config=config)
         # Answered by the new consumer's leader: once it answers, broker.start() can bind to it.
         await js.consumer_info(stream, config.durable_name)
+        return
+    if (info.config.max_deliver or -1) != (config.max_deliver or -1):
+        # Made by an older version (max_deliver=200, about 98 minutes of an outage): brought to
+        # this one's (max_deliver is one of the settings a consumer may change in place).
+        await js.add_consumer(stream, config=dataclasses.replace(info.config, max_deliver=config.max_deliver))
+        log.info("consumer_updated", consumer=config.durable_name, max_deliver=config.max_deliver)
 
 
-def durable_pull(durable: str, *, ack_wait_s: float = 60.0, max_deliver: int = 200) -> dict[str, Any]:
+def durable_pull(durable: str, *, ack_wait_s: float = 60.0, max_deliver: int = -1) -> dict[str, Any]:
     """Subscriber options for a durable pull consumer that handles one message at a time.
 
     One at a time keeps the order of a group's messages; ``ack_wait`` is longer than the
@@ -186,6 +212,7 @@ def durable_pull(durable: str, *, ack_wait_s: float = 60.0, max_deliver: int = 2
     ``max_ack_pending=1``: JetStream hands out nothing new while a message is unacknowledged, so
     when a replica dies mid-message the next delivery is that message again (after
     ``ack_wait``), not a newer one; and several replicas on one durable still go in order.
+    ``max_deliver=-1``: no delivery is the last one; ``consume`` decides when to give up.
     """
     _max_deliver_by_consumer[durable] = max_deliver
     return {
@@ -275,7 +302,13 @@ class EventPublisher:
 
 
 class TransientFailure(Exception):
-    """Try this message again later (the outside world is down or slow)."""
+    """Try this message again later (the outside world is down or slow); never dead-lettered.
+
+    ``retry_after_s``: how long the outside world said to wait, when it did."""
+
+    def __init__(self, message: str = "", *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class PermanentFailure(Exception):
@@ -285,9 +318,79 @@ class PermanentFailure(Exception):
 E = TypeVar("E", bound=Event)
 
 
-def retry_delay_s(num_delivered: int) -> float:
-    # 1, 2, 4 ... capped at 30 s: a few-minute outage drains soon after it ends.
-    return float(min(30, 2 ** max(0, num_delivered - 1)))
+def retry_delay_s(num_delivered: int, *, cap_s: float = 30.0) -> float:
+    # 1, 2, 4 ... capped: a short outage drains soon after it ends.
+    return float(min(cap_s, 2 ** min(max(0, num_delivered - 1), 20)))
+
+
+def set_retry_max_delay(seconds: float) -> None:
+    """``RETRY_MAX_DELAY_S``: the longest pause between two tries while an outage lasts."""
+    global _retry_max_delay_s
+    if seconds <= 0:
+        raise ValueError("the retry delay cap must be positive")
+    _retry_max_delay_s = float(seconds)
+
+
+def outage_delay_s(num_delivered: int, error: BaseException | None = None) -> float:
+    """How long a message waits before its next try while the outside world is away: growing to
+    ``RETRY_MAX_DELAY_S``, and at least as long as the failure itself says (Planfix's
+    ``timeToReset`` over the daily cap, a throttle's ``Retry-After``), within the same cap."""
+    delay = retry_delay_s(num_delivered, cap_s=_retry_max_delay_s)
+    hint = retry_hint_s(error) if error is not None else None
+    if hint is not None:
+        delay = max(delay, min(hint, _retry_max_delay_s))
+    return delay
+
+
+def crash_delay_s(crashes: int) -> float:
+    # 1, 2, 4, 8: a poison message is set aside within about 15 s.
+    return float(min(8, 2 ** max(0, crashes - 1)))
+
+
+def retry_hint_s(error: BaseException) -> float | None:
+    """The wait a failure (or what caused it) names: ``retry_after_s`` or ``reset_after_s``."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        for name in ("retry_after_s", "reset_after_s"):
+            value = getattr(current, name, None)
+            if isinstance(value, int | float) and value > 0:
+                return float(value)
+        current = current.__cause__ or current.__context__
+    return None
+
+
+# Exceptions that mean "the other side is away", not "the handler is wrong": NATS and the
+# store unreachable, a time-out. pymongo's are named, not imported (not every service uses it).
+_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    ConnectionError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+)
+_PYMONGO_OUTAGES = frozenset(
+    {"ConnectionFailure", "ExecutionTimeout", "WTimeoutError", "WaitQueueTimeoutError"}
+)
+
+
+def failure_kind(error: BaseException) -> str:
+    """``outage`` (wait as long as it takes), ``permanent`` (set aside now) or ``crash``."""
+    if isinstance(error, PermanentFailure | nats.errors.MaxPayloadError):
+        return "permanent"
+    if isinstance(error, (TransientFailure, *_OUTAGE_ERRORS)):
+        return "outage"
+    if any(
+        cls.__module__.startswith("pymongo") and cls.__name__ in _PYMONGO_OUTAGES
+        for cls in type(error).__mro__
+    ):
+        return "outage"
+    return "crash"
 
 
 class Delivery(msgspec.Struct, frozen=True):
@@ -417,21 +520,8 @@ async def _handle(
     started = time.perf_counter()
     try:
         await handler(event, delivery)
-    except PermanentFailure as error:
-        log.error("event_failed_permanently", error=str(error))
-        verdict: Verdict = DeadLetter(DeadLetterReason.PERMANENT_FAILURE, str(error), event)
     except Exception as error:
-        transient = isinstance(error, TransientFailure)
-        detail = str(error) if transient else f"{type(error).__name__}: {error}"
-        if _is_last_delivery(delivery):
-            log.error("event_retries_exhausted", error=detail, crashed=not transient)
-            verdict = DeadLetter(DeadLetterReason.RETRIES_EXHAUSTED, detail, event)
-        else:
-            verdict = Retry(retry_delay_s(delivery.num_delivered), crashed=not transient)
-            if transient:
-                log.warning("event_retry_later", error=detail, retry_in_s=verdict.delay_s)
-            else:
-                log.exception("event_handler_crashed", retry_in_s=verdict.delay_s)
+        verdict = _verdict_on_failure(error, event, delivery)
     else:
         verdict = Ack()
         metrics.EVENT_AGE_SECONDS.labels(delivery.consumer, event.tag).observe(
@@ -442,6 +532,41 @@ async def _handle(
         await settle(raw, delivery, event.tag, verdict)
     finally:
         metrics.HANDLING_SECONDS.labels(delivery.consumer, event.tag).observe(time.perf_counter() - started)
+
+
+def _verdict_on_failure(error: Exception, event: Event, delivery: Delivery) -> Verdict:
+    """What a failed handling leads to: wait out an outage, retry a crash a few times, or set the
+    message aside (dead letter) so its group's later messages go on."""
+    kind = failure_kind(error)
+    key = (delivery.consumer, delivery.stream_seq)
+    if kind == "permanent":
+        _crashes.pop(key, None)
+        log.error("event_failed_permanently", error=f"{type(error).__name__}: {error}")
+        return DeadLetter(DeadLetterReason.PERMANENT_FAILURE, _detail(error), event)
+    if kind == "outage":
+        _crashes.pop(key, None)
+        if _is_last_delivery(delivery):  # only where a test or tool set a max_deliver
+            log.error("event_retries_exhausted", error=str(error), crashed=False)
+            return DeadLetter(DeadLetterReason.RETRIES_EXHAUSTED, str(error), event)
+        delay = outage_delay_s(delivery.num_delivered, error)
+        log.warning("event_retry_later", error=_detail(error), retry_in_s=delay)
+        return Retry(delay)
+    crashes = _crashes.get(key, 0) + 1
+    if crashes >= CRASH_LIMIT or _is_last_delivery(delivery):
+        _crashes.pop(key, None)
+        log.exception("event_handler_kept_crashing", crashes=crashes)
+        detail = f"handler failed {crashes} times in a row: {_detail(error)}"
+        return DeadLetter(DeadLetterReason.RETRIES_EXHAUSTED, detail, event)
+    if len(_crashes) >= _CRASHES_KEPT:
+        _crashes.pop(next(iter(_crashes)))  # another replica settled those long ago
+    _crashes[key] = crashes
+    delay = crash_delay_s(crashes)
+    log.exception("event_handler_crashed", retry_in_s=delay, crashes=crashes)
+    return Retry(delay, crashed=True)
+
+
+def _detail(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if not isinstance(error, TransientFailure) else str(error)
 
 
 def _is_last_delivery(delivery: Delivery) -> bool:
@@ -489,13 +614,51 @@ async def settle(raw: Any, delivery: Delivery, event_type: str, verdict: Verdict
         case Retry(delay_s=delay_s, crashed=crashed):
             metrics.RETRIES.labels(delivery.consumer, "crash" if crashed else "transient").inc()
             metrics.EVENTS_IN.labels(*labels, "retry").inc()
+            note_outage(delivery.consumer, waiting=not crashed)
             await raw.nak(delay=delay_s)
         case DeadLetter(reason=reason, detail=detail, event=event):
             metrics.EVENTS_IN.labels(*labels, "dead_lettered").inc()
             if await store_dead_letter(raw, delivery, event, reason, detail):
                 await raw.term()
+            elif _is_last_delivery(delivery):
+                # JetStream will not deliver it again (a nak past max_deliver is ignored): keep it
+                # here, in progress, until the dead letter is stored.
+                await _keep_until_dead_lettered(raw, delivery, event, reason, detail)
             else:
                 await raw.nak(delay=retry_delay_s(delivery.num_delivered))
+    if not isinstance(verdict, Retry):
+        note_outage(delivery.consumer, waiting=False)
+
+
+async def _keep_until_dead_lettered(
+    raw: Any, delivery: Delivery, event: Event | None, reason: DeadLetterReason, detail: str
+) -> None:
+    attempt = 1
+    while True:
+        with contextlib.suppress(Exception):
+            await raw.in_progress()
+        await asyncio.sleep(retry_delay_s(attempt, cap_s=10.0))
+        attempt += 1
+        if await store_dead_letter(raw, delivery, event, reason, detail):
+            await raw.term()
+            return
+
+
+# Since when each consumer's oldest message has been waiting out an outage (monotonic clock).
+_waiting_since: dict[str, float] = {}
+
+
+def note_outage(consumer: str, *, waiting: bool) -> None:
+    """Keep ``bridge_consumer_outage_seconds`` (the alert metric): how long this consumer's
+    current message has been waiting for the outside world to come back; 0 when it is not.
+    (``settle`` keeps it; a consumer that retries in place says so itself.)"""
+    if not consumer:
+        return
+    if waiting:
+        since = _waiting_since.setdefault(consumer, time.monotonic())
+        metrics.CONSUMER_OUTAGE_SECONDS.labels(consumer).set(time.monotonic() - since)
+    elif _waiting_since.pop(consumer, None) is not None:
+        metrics.CONSUMER_OUTAGE_SECONDS.labels(consumer).set(0)
 
 
 async def store_dead_letter(
@@ -528,7 +691,18 @@ async def store_dead_letter(
     # The connection that delivered the message; the dead letter goes out the same way.
     publisher = ConnectionPublisher(raw._client)
     try:
-        await publisher.publish(dead, subject=dead_letter(delivery.consumer), msg_id=key)
+        try:
+            await publisher.publish(dead, subject=dead_letter(delivery.consumer), msg_id=key)
+        except nats.errors.MaxPayloadError:
+            # The body, base64 and with the reason around it, is over NATS's limit: the dead
+            # letter says where the message stays instead (the stream keeps it until it ages out).
+            dead = msgspec.structs.replace(
+                dead,
+                body_b64="",
+                detail=f"{dead.detail[:1500]} (body left out, too large for a dead letter: it stays "
+                f"in stream {stream} at sequence {delivery.stream_seq})",
+            )
+            await publisher.publish(dead, subject=dead_letter(delivery.consumer), msg_id=key)
     except Exception as error:
         log.error(
             "dead_letter_not_stored",

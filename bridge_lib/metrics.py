@@ -48,6 +48,12 @@ DEAD_LETTERS = Counter(
     "Messages a consumer gave up on and stored in the DEADLETTER stream",
     ["consumer", "reason"],
 )
+CONSUMER_OUTAGE_SECONDS = Gauge(
+    "bridge_consumer_outage_seconds",
+    "How long the consumer's current message has been waiting for Planfix, Telegram, NATS or the "
+    "store to come back (0: not waiting); an alert, since such a message is never given up on",
+    ["consumer"],
+)
 HANDLING_SECONDS = Histogram(
     "bridge_event_handling_seconds",
     "Time one handler took for one delivery",
@@ -85,6 +91,10 @@ CONSUMER_REDELIVERED = Gauge(
     "bridge_consumer_redelivered_messages",
     "Messages the consumer has been given more than once and not yet acknowledged",
     ["stream", "consumer"],
+)
+PLANFIX_COMMENTS_RECONCILED = Counter(
+    "bridge_planfix_comments_reconciled",
+    "Planfix comments no webhook announced, found and carried by reconciliation (webhooks broken?)",
 )
 PLANFIX_BUDGET = Gauge(
     "bridge_planfix_daily_budget_remaining",

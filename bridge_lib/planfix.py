@@ -114,6 +114,8 @@ _MAX_PAGES = 100
 COMMENT_FIELDS = "id,dateTime,description,owner,task,sourceObjectId,isDeleted,isHidden,files"
 FILE_FIELDS = "id,name,size"
 RATE_LIMIT_HEADER = "X-RateLimit-Remaining"
+# Over the daily cap without a ``timeToReset``: calls stop this long, then one tries again.
+DAILY_LIMIT_PAUSE_S = 600.0
 # Log the remaining daily budget when it crosses a multiple of this.
 _BUDGET_LOG_STEP = 1000
 _DOWNLOAD_CHUNK = 256 * 1024
@@ -711,6 +713,7 @@ class PlanfixClient:
         ``max_bytes`` it stops, deletes what it wrote and raises ``FileTooLargeToDownload``.
         """
         path = f"file/{file_id}/download"
+        await self._unless_paused("GET", path)
         try:
             await self.pacer.wait_turn()
         except PacingUnavailable as error:
@@ -730,6 +733,9 @@ class PlanfixClient:
         except httpx.TransportError as error:
             await anyio.Path(destination).unlink(missing_ok=True)
             raise PlanfixUnavailable(f"GET {path}: {type(error).__name__}") from error
+        except DailyLimitReached as error:
+            await self._pause_account(error)
+            raise
         if written > max_bytes:
             await anyio.Path(destination).unlink(missing_ok=True)
             raise FileTooLargeToDownload(f"file {file_id} is larger than {max_bytes} bytes", limit=max_bytes)
@@ -808,6 +814,7 @@ class PlanfixClient:
         files: dict[str, tuple[str, bytes, str]] | None,
         not_found: type[PlanfixRejected],
     ) -> dict[str, Any]:
+        await self._unless_paused(method, path)
         try:
             await self.pacer.wait_turn()
         except PacingUnavailable as error:
@@ -820,8 +827,34 @@ class PlanfixClient:
             raise PlanfixUnavailable(f"{method} {path}: {type(error).__name__}") from error
         self._note_budget(response)
         body = _json_or_empty(response)
-        _raise_for(response, body, method, path, not_found)
+        try:
+            _raise_for(response, body, method, path, not_found)
+        except DailyLimitReached as error:
+            await self._pause_account(error)
+            raise
         return body
+
+    async def _unless_paused(self, method: str, path: str) -> None:
+        """Over the daily cap the account's calls stop until Planfix counts again: raise
+        ``DailyLimitReached`` without sending (and without spending) anything."""
+        paused_for = getattr(self.pacer, "paused_for", None)
+        if paused_for is None:
+            return
+        remaining = await paused_for()
+        if remaining > 0:
+            raise DailyLimitReached(
+                f"{method} {path}: not sent, the account's daily request limit is used up "
+                f"for {round(remaining)} s more",
+                reset_after_s=remaining,
+            )
+
+    async def _pause_account(self, error: DailyLimitReached) -> None:
+        pause = getattr(self.pacer, "pause", None)
+        if pause is None:
+            return
+        seconds = error.reset_after_s if error.reset_after_s is not None else DAILY_LIMIT_PAUSE_S
+        log.warning("planfix_daily_limit_reached", pause_s=round(seconds), hint="calls resume then")
+        await pause(seconds)
 
     def _note_budget(self, response: httpx.Response) -> None:
         raw = response.headers.get(RATE_LIMIT_HEADER)

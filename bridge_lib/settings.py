@@ -58,6 +58,9 @@ class NatsSettings(BridgeSettings):
     # How long start-up waits for JetStream to accept the streams (a fresh cluster elects its
     # leader first) before the service gives up and exits 1.
     nats_startup_timeout_s: float = Field(default=60.0, alias="NATS_STARTUP_TIMEOUT_S", gt=0)
+    # The longest pause between two tries of a message that waits out an outage (Planfix,
+    # Telegram, the store or NATS away); such a message is never given up on.
+    retry_max_delay_s: float = Field(default=300.0, alias="RETRY_MAX_DELAY_S", gt=0, le=3600)
 
 
 class MongoSettings(BridgeSettings):

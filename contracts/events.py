@@ -601,7 +601,8 @@ class DeadLetterReason(enum.StrEnum):
     UNDECODABLE = "undecodable"
     # The handler said retrying cannot help (``PermanentFailure``).
     PERMANENT_FAILURE = "permanent_failure"
-    # Every delivery the consumer's ``max_deliver`` allows has failed.
+    # The handler crashed ``CRASH_LIMIT`` times in a row on it (or, where a consumer sets a
+    # ``max_deliver``, every delivery allowed failed).
     RETRIES_EXHAUSTED = "retries_exhausted"
 
 

@@ -423,7 +423,9 @@ class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
     # Longer than the slowest call a handler makes (Planfix timeout x retries): no redelivery
     # while a slow call is still under way.
     ack_wait_s: float = 60.0
-    max_deliver: int = 200
+    # No last delivery: an outage is waited out however long it lasts, and a message that keeps
+    # crashing its handler is set aside by ``bridge_lib.eventbus`` (CRASH_LIMIT), not by JetStream.
+    max_deliver: int = -1
 
 
 def _consumer(durable: str, stream: StreamSpec, filter_subject: str, service: str, what: str) -> ConsumerSpec:
@@ -527,6 +529,10 @@ PLANFIX_PACING_BUCKET = BucketSpec(
     name="PLANFIX_PACING", description="Next free Planfix request slot per account"
 )
 LEASES_BUCKET = BucketSpec(name="LEASES", description="Leases of single-active work")
+PLANFIX_COMMENT_MARKS_BUCKET = BucketSpec(
+    name="PLANFIX_COMMENT_MARKS",
+    description="Per bound task, the Planfix comment id up to which reconciliation has checked",
+)
 
 # Not a stream's: a NATS request the binder answers (``RebuildBindingStore`` -> ``BindingStoreRebuilt``).
 BINDER_REBUILD_STORE = "ops.binder.rebuild_store"

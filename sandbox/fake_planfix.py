@@ -301,6 +301,9 @@ class FakePlanfix(TaskLife):
         self.daily_cap = daily_cap
         self.max_file_size = max_file_size
         self._used_today = 0
+        # Set by ``use_up_daily_cap``: when (monotonic) the day "ends" and the count starts over.
+        self._day_ends_at: float | None = None
+        self._refused_daily = 0
         self._last_accepted_at: float | None = None
         self._files: dict[int, FakeFile] = {}
         self._next_file = FIRST_FILE_ID
@@ -594,6 +597,18 @@ class FakePlanfix(TaskLife):
         with self._lock:
             self._planned_failures.extend([(status, code)] * times)
 
+    def use_up_daily_cap(self, reset_after_s: float) -> None:
+        """The account's day is used up now and starts over in ``reset_after_s`` (a short
+        "midnight" for tests): every request meanwhile is refused with code 22 and that
+        ``timeToReset``."""
+        with self._lock:
+            self._day_ends_at = time.monotonic() + reset_after_s
+
+    def refused_for_daily_cap(self) -> int:
+        """How many requests were refused with code 22 so far."""
+        with self._lock:
+            return self._refused_daily
+
     def delay_next(self, seconds: float, times: int = 1) -> None:
         """Hold the next ``times`` answers for ``seconds`` (to make a client time out)."""
         with self._lock:
@@ -809,12 +824,21 @@ class FakePlanfix(TaskLife):
                         status=429,
                         headers={"Retry-After": "1"},
                     )
-            if self._used_today >= self.daily_cap:
+            if self._day_ends_at is not None and time.monotonic() >= self._day_ends_at:
+                self._day_ends_at = None
+                self._used_today = 0
+            if self._used_today >= self.daily_cap or self._day_ends_at is not None:
+                to_reset = (
+                    max(1, round(self._day_ends_at - time.monotonic()))
+                    if self._day_ends_at is not None
+                    else _seconds_to_next_utc_midnight()
+                )
+                self._refused_daily += 1
                 raise _Fail(
                     CODE_DAILY_LIMIT,
                     "Daily request limit reached",
                     status=403,
-                    body={"timeToReset": _seconds_to_next_utc_midnight()},
+                    body={"timeToReset": to_reset},
                 )
             self._last_accepted_at = arrived
             self._used_today += 1

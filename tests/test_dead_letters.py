@@ -84,12 +84,14 @@ def flaky_consumer(
         loop.run(broker.stop())
 
 
-def publish_message(loop: LoopThread, nats_url: str, chat_id: int, text: str) -> TelegramMessageReceived:
-    key = telegram_message_key(chat_id, 1)
+def publish_message(
+    loop: LoopThread, nats_url: str, chat_id: int, text: str, *, message_id: int = 1
+) -> TelegramMessageReceived:
+    key = telegram_message_key(chat_id, message_id)
     event = TelegramMessageReceived(
         **root_envelope(key, caused_by="test"),
         chat_id=chat_id,
-        message_id=1,
+        message_id=message_id,
         sender=TelegramUser(id=5, full_name="Ivan"),
         text=text,
         sent_at=utc_now(),

@@ -295,6 +295,8 @@ def test_trace_of_a_bind_shows_the_gateway_binder_and_relay_steps_in_order(
     output = ops.ok("trace", f"tg:{unique_chat_id}:{command_id}")
 
     steps = [line for line in output.splitlines() if re.match(r"\s*\d+\. ", line)]
+    # The first bind of a person also shows the binder learning who they are in Planfix.
+    steps = [step for step in steps if "people.person_linked.v1" not in step]
     assert [step.split()[1] for step in steps] == ["telegram_gateway", "binder", "relay"], output
     assert "binding.bind_requested.v1" in steps[0]
     assert f"bound to task #{task}" in steps[1] or f"created and bound to task #{task}" in steps[1]

@@ -609,3 +609,33 @@ def test_an_unknown_file_is_file_not_found(with_client: Callable[..., Any], tmp_
     with pytest.raises(FileNotFound):
         with_client(lambda c: c.download_file(79_999_999, tmp_path / "none", max_bytes=100))
     assert not (tmp_path / "none").exists()
+
+
+def test_over_the_daily_cap_the_account_pauses_until_time_to_reset(loop: LoopThread) -> None:
+    """One refusal (code 22, ``timeToReset``) pauses the account's calls: the next ones are not
+    sent at all until then, and go through again after."""
+    fake = FakePlanfix(token=PLANFIX_TOKEN)
+    loop.run(fake.start())
+    try:
+        number = fake.add_task("Over the cap")
+        fake.use_up_daily_cap(reset_after_s=2.0)
+
+        async def go() -> list[float | None]:
+            waits: list[float | None] = []
+            async with PlanfixClient(base_url=fake.base_url, token=PLANFIX_TOKEN, retry_attempts=3) as client:
+                for _ in range(3):
+                    try:
+                        await client.get_task(number)
+                    except DailyLimitReached as error:
+                        waits.append(error.reset_after_s)
+                await asyncio.sleep(2.2)
+                await client.get_task(number)
+            return waits
+
+        waits = loop.run(go(), timeout_s=30)
+    finally:
+        loop.run(fake.stop())
+    assert len(waits) == 3
+    assert all(wait is not None and 0 < wait <= 2.0 for wait in waits)
+    assert fake.refused_for_daily_cap() == 1  # the two after it were never sent
+    assert fake.calls[-1].status == 200

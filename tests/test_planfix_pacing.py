@@ -131,6 +131,32 @@ def test_two_pacers_on_one_account_never_share_a_slot(loop: LoopThread, nats_url
     assert min(gaps) > 0.15, gaps
 
 
+def test_a_pause_over_the_daily_cap_reaches_the_other_pacers_of_the_account(
+    loop: LoopThread, nats_url: str
+) -> None:
+    async def pauses() -> tuple[float, float, float]:
+        clients = [await connect_nats(nats_url) for _ in range(2)]
+        try:
+            key = account_key(f"https://pause-{time.time_ns()}.planfix.example/rest/")
+            first, second = [
+                SharedPacer(await open_pacing_bucket(nc.jetstream()), key, rate_per_s=5.0) for nc in clients
+            ]
+            before = await second.paused_for()
+            await first.pause(120)
+            # A fresh replica reads the pause at once; one that looked lately, within PAUSE_REFRESH_S.
+            third = SharedPacer(await open_pacing_bucket(clients[1].jetstream()), key, rate_per_s=5.0)
+            return before, await first.paused_for(), await third.paused_for()
+        finally:
+            for nc in clients:
+                await nc.close()
+
+    before, own, other = loop.run(pauses())
+
+    assert before == 0
+    assert 115 < own <= 120
+    assert 115 < other <= 120
+
+
 def test_a_burst_of_100_arrives_complete_in_order_in_few_comments_without_overrunning_planfix(
     paced: PacedBridge, fake_telegram: FakeTelegram, unique_chat_id: int
 ) -> None:

@@ -1,9 +1,10 @@
-"""Edits and deletions made in Planfix with no scenario telling the bridge, end to end.
+"""Edits and deletions made in Planfix with no scenario telling the bridge, and comments whose
+webhook never came, end to end.
 
 Planfix's help shows no scenario event for "comment changed" or "comment deleted", so the
 fake Planfix here changes comments without any webhook (``fire_webhook=False``) and the
 planfix_gateway's paced re-read must notice it: the four services as processes, real NATS and
-store, the re-read every 3 seconds instead of 10 minutes.
+store, the re-read every 3 seconds instead of 10 minutes (reconciliation's grace 1 s).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import nats
 import pytest
 
-from contracts.events import PlanfixCommentDeleted, PlanfixCommentUpdated
+from contracts.events import PlanfixCommentAdded, PlanfixCommentDeleted, PlanfixCommentUpdated
+from contracts.subjects import PLANFIX_COMMENT_MARKS_BUCKET
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.e2e_bridge import Bridge, bind_new_task, running_bridge
@@ -30,6 +33,8 @@ def bridge(
     extra_env = {
         "PLANFIX_REREAD_INTERVAL_MIN": str(REREAD_INTERVAL_S / 60),
         "PLANFIX_REREAD_MAX_PER_DAY": "100000",
+        "PLANFIX_RECONCILE_QUIET_INTERVAL_MIN": str(REREAD_INTERVAL_S / 60),
+        "PLANFIX_RECONCILE_GRACE_S": "1",
     }
     with running_bridge(
         loop, work_dir, mongo_url, fake_telegram, fake_planfix, name="reread", extra_env=extra_env
@@ -103,3 +108,56 @@ def test_a_comment_edited_then_deleted_without_a_scenario_is_edited_then_deleted
         "PlanfixCommentDeleted",
     ]
     assert "reread_pass_done" in bridge.processes["planfix_gateway"].log_text()
+
+
+def mark_of(bridge: Bridge, task_number: int) -> int | None:
+    async def read() -> int | None:
+        nc = await nats.connect(bridge.nats_url)
+        try:
+            kv = await nc.jetstream().key_value(PLANFIX_COMMENT_MARKS_BUCKET.name)
+            entry = await kv.get(f"task_{task_number}")
+            return int(entry.value or b"0")
+        except Exception:
+            return None
+        finally:
+            await nc.close()
+
+    return bridge.loop.run(read())
+
+
+def test_a_comment_whose_webhook_never_came_is_found_and_shown_once(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Lost webhooks")
+    # The task's first reading sets where reconciliation starts; what comes after is checked.
+    eventually(lambda: mark_of(bridge, number) is not None, timeout_s=30, what="the task's mark")
+
+    lost = fake_planfix.add_employee_comment(number, "<p>never announced</p>", fire_webhook=False)
+    after = fake_planfix.add_employee_comment(number, "<p>announced after it</p>", fire_webhook=False)
+
+    eventually(
+        lambda: [t for t in shown(fake_telegram, unique_chat_id) if "announced after it" in t],
+        timeout_s=40,
+        what="both comments found by reconciliation",
+    )
+    texts = "\n".join(shown(fake_telegram, unique_chat_id))
+    assert texts.index("never announced") < texts.index("announced after it")
+    # The webhooks come after all (Planfix retrying late): nothing more is stored or shown.
+    fake_planfix.post_webhook(number, lost)
+    fake_planfix.post_webhook(number, after)
+    stays(
+        lambda: (
+            texts.count("never announced")
+            == "\n".join(shown(fake_telegram, unique_chat_id)).count("never announced")
+        ),
+        for_s=2 * REREAD_INTERVAL_S,
+        what="shown once",
+    )
+    added_events = [
+        e
+        for e in bridge.events(f"planfix.comment.added.{number}")
+        if isinstance(e, PlanfixCommentAdded) and e.comment_id in (lost, after)
+    ]
+    assert [e.comment_id for e in added_events] == [lost, after]
+    log = bridge.processes["planfix_gateway"].log_text()
+    assert log.count("comment_found_by_reconciliation") == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, get_args
+from typing import Any, Protocol, TypeVar, get_args
 
 import msgspec
 import structlog
@@ -32,6 +32,7 @@ from contracts.events import (
     AuditBindings,
     BindingsAudited,
     BindingStoreRebuilt,
+    Event,
     GroupAdmissionDecided,
     PlanfixCommentAdded,
     PlanfixTaskStateChanged,
@@ -91,37 +92,29 @@ def router(
     if on_task_closed is not None:
         consume_durably(binder_router, BINDER_CLOSED_TASKS, PlanfixTaskStateChanged, on_task_closed)
 
-    # NATS requests from the gateway; the answer may hold a /link code: never stored anywhere.
-    @binder_router.subscriber(
-        subjects.BINDER_PRIVATE_COMMAND, queue="binder", decoder=undecoded, include_in_schema=False
-    )
-    async def on_private_command(msg: NatsMessage) -> bytes:
-        command = msgspec.json.decode(msg.body, type=AnswerPrivateCommand)
-        return msgspec.json.encode(await on_private(command))
-
-    @binder_router.subscriber(
-        subjects.BINDER_AUDIT_BINDINGS, queue="binder", decoder=undecoded, include_in_schema=False
-    )
-    async def on_audit_requested(msg: NatsMessage) -> bytes:
-        command = msgspec.json.decode(msg.body, type=AuditBindings)
-        return msgspec.json.encode(await on_audit(command))
-
-    @binder_router.subscriber(
-        subjects.BINDER_ADMIT_GROUP, queue="binder", decoder=undecoded, include_in_schema=False
-    )
-    async def on_admit_requested(msg: NatsMessage) -> bytes:
-        command = msgspec.json.decode(msg.body, type=AdmitGroup)
-        return msgspec.json.encode(await on_admit(command))
-
-    # A NATS request, not a stream's message: left out of the AsyncAPI document of the streams.
-    @binder_router.subscriber(
-        subjects.BINDER_REBUILD_STORE, queue="binder", decoder=undecoded, include_in_schema=False
-    )
-    async def on_rebuild_requested(msg: NatsMessage) -> bytes:
-        command = msgspec.json.decode(msg.body, type=RebuildBindingStore)
-        return msgspec.json.encode(await on_rebuild(command))
-
+    # NATS requests, not streams' messages (left out of the AsyncAPI document of the streams):
+    # from the gateway (a private command's answer may hold a /link code: never stored) and the CLI.
+    answer_requests(binder_router, subjects.BINDER_PRIVATE_COMMAND, AnswerPrivateCommand, on_private)
+    answer_requests(binder_router, subjects.BINDER_ADMIT_GROUP, AdmitGroup, on_admit)
+    answer_requests(binder_router, subjects.BINDER_AUDIT_BINDINGS, AuditBindings, on_audit)
+    answer_requests(binder_router, subjects.BINDER_REBUILD_STORE, RebuildBindingStore, on_rebuild)
     return binder_router
+
+
+C = TypeVar("C", bound=Event)
+
+
+def answer_requests(
+    nats_router: NatsRouter, subject: str, command_type: type[C], handler: Callable[[C], Awaitable[Event]]
+) -> None:
+    """Answer each request on ``subject`` (one binder replica each: a queue group) with the
+    handler's event."""
+
+    async def on_request(msg: NatsMessage) -> bytes:
+        return msgspec.json.encode(await handler(msgspec.json.decode(msg.body, type=command_type)))
+
+    on_request.__name__ = f"on_{subject.rsplit('.', 1)[-1]}"
+    nats_router.subscriber(subject, queue="binder", decoder=undecoded, include_in_schema=False)(on_request)
 
 
 class BinderPlanfix(Tasks, Employees, Comments, LinkPlanfix, TaskPlanfix, Protocol):
@@ -200,7 +193,7 @@ async def run(settings: BinderSettings) -> None:
     await store.create_indexes()
     codes = LinkCodes(mongo[settings.mongodb_database])
     await codes.create_indexes()
-    broker = make_broker(settings.nats_url, name="binder")
+    broker = make_broker(settings.nats_url, name="binder", retry_max_delay_s=settings.retry_max_delay_s)
     health = await start_health_server(
         service="binder",
         broker=broker,

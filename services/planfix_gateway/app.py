@@ -16,6 +16,7 @@ import socket
 import uuid
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -28,9 +29,11 @@ from bridge_lib.lease import Lease, open_lease_bucket
 from bridge_lib.planfix import PlanfixClient
 from bridge_lib.planfix_setup import checked_planfix_client
 from bridge_lib.runtime import log_startup_failed
+from contracts.subjects import FETCHER_COMMENT_WEBHOOKS
 from services.planfix_gateway.config import PlanfixGatewaySettings
 from services.planfix_gateway.fetcher import CONSUMER as FETCHER_CONSUMER
 from services.planfix_gateway.fetcher import CommentFetcher, build_router
+from services.planfix_gateway.reconcile import open_marks
 from services.planfix_gateway.reread import (
     LEASE_KEY,
     LEASE_TTL_S,
@@ -134,7 +137,7 @@ def build(settings: PlanfixGatewaySettings, broker: NatsBroker, planfix: Planfix
 
 async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitStack) -> int | None:
     """Start everything, registering each teardown on ``stack``; an exit code if start-up failed."""
-    broker = make_broker(settings.nats_url, name=SERVICE)
+    broker = make_broker(settings.nats_url, name=SERVICE, retry_max_delay_s=settings.retry_max_delay_s)
     stack.push_async_callback(_stop_broker, broker)
     # The fetcher's consumer is named before its subscriber exists: not ready until it is bound.
     health = await start_health_server(
@@ -215,6 +218,15 @@ async def _reread(
                 partial(open_lease_bucket, js, replicas=settings.nats_stream_replicas),
                 timeout_s=settings.nats_startup_timeout_s,
             )
+            marks = (
+                await when_jetstream_ready(
+                    "the PLANFIX_COMMENT_MARKS bucket",
+                    partial(open_marks, js, replicas=settings.nats_stream_replicas),
+                    timeout_s=settings.nats_startup_timeout_s,
+                )
+                if settings.planfix_reconcile
+                else None
+            )
             break
         except Exception as error:
             await feed.stop()
@@ -232,6 +244,10 @@ async def _reread(
             relay_hidden=settings.planfix_relay_hidden_comments,
             before_read=receiver.no_burst_pending,
             catch_up=feed.catch_up,
+            marks=marks,
+            quiet_interval_s=settings.planfix_reconcile_quiet_interval_min * 60,
+            grace_s=settings.planfix_reconcile_grace_s,
+            webhooks_drained=partial(fetcher_drained, js),
         )
         log.info(
             "reread_on",
@@ -243,11 +259,23 @@ async def _reread(
                 10, interval_s, settings.planfix_reread_max_per_day
             ),
             max_requests_per_day=settings.planfix_reread_max_per_day,
+            reconcile=settings.planfix_reconcile,
+            quiet_interval_min=settings.planfix_reconcile_quiet_interval_min,
         )
         owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         await rereader.run(Lease(lease_bucket, LEASE_KEY, owner=owner, ttl_s=LEASE_TTL_S))
     finally:
         await feed.stop()
+
+
+async def fetcher_drained(js: Any) -> bool:
+    """No webhook notice waits for the fetcher (none queued, none in its hands)."""
+    try:
+        info = await js.consumer_info(FETCHER_COMMENT_WEBHOOKS.stream, FETCHER_COMMENT_WEBHOOKS.durable)
+    except Exception as error:
+        log.info("fetcher_queue_unknown", error=type(error).__name__)
+        return False
+    return not info.num_pending and not info.num_ack_pending
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

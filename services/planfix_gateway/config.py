@@ -61,6 +61,16 @@ class PlanfixGatewaySettings(NatsSettings, PlanfixSettings, HealthSettings):
     # Requests a day the re-read may spend at most (of the account's 20,000-100,000): with more
     # active tasks than a period's share, each is read in turn, less often.
     planfix_reread_max_per_day: int = Field(default=5000, alias="PLANFIX_REREAD_MAX_PER_DAY", ge=1)
+    # Reconciliation (comments no webhook announced), in the same passes and budget: bound tasks
+    # without recent comments are read this often (active ones every PLANFIX_REREAD_INTERVAL_MIN).
+    planfix_reconcile_quiet_interval_min: float = Field(
+        default=60.0, alias="PLANFIX_RECONCILE_QUIET_INTERVAL_MIN", gt=0
+    )
+    # A comment seen missing is carried once it has been missing this long (its webhook may
+    # still be on its way) and no webhook notice waits for the fetcher.
+    planfix_reconcile_grace_s: float = Field(default=60.0, alias="PLANFIX_RECONCILE_GRACE_S", ge=0)
+    # false: the re-read only watches edits and deletions, nothing missed is carried.
+    planfix_reconcile: bool = Field(default=True, alias="PLANFIX_RECONCILE")
 
     @field_validator("planfix_webhook_secret")
     @classmethod

@@ -39,6 +39,7 @@ from bridge_lib.planfix import (
 )
 from contracts import subjects
 from contracts.events import (
+    Envelope,
     PlanfixCommentAction,
     PlanfixCommentAdded,
     PlanfixCommentChange,
@@ -167,9 +168,17 @@ class CommentFetcher:
 def comment_added(
     notice: PlanfixCommentWebhookReceived, comment: PlanfixComment, *, task_number: int, our_source_id: str
 ) -> PlanfixCommentAdded:
-    key = planfix_comment_key(comment.id)
+    envelope = envelope_after(notice, planfix_comment_key(comment.id))
+    return comment_added_as(envelope, comment, task_number=task_number, our_source_id=our_source_id)
+
+
+def comment_added_as(
+    envelope: Envelope, comment: PlanfixComment, *, task_number: int, our_source_id: str
+) -> PlanfixCommentAdded:
+    """The comment's added event; its id comes from the comment (``planfix_comment_key``), so the
+    webhook path and reconciliation (``reconcile``) store it once between them."""
     return PlanfixCommentAdded(
-        **envelope_after(notice, key),
+        **envelope,
         task_number=task_number,
         comment_id=comment.id,
         text_html=comment.description,

@@ -6,6 +6,10 @@ compares each with what its group was shown (a ``Watchlist`` folded from BINDING
 and publishes the ``PlanfixCommentUpdated`` or ``PlanfixCommentDeleted`` a notice would have
 produced, within ``PLANFIX_REREAD_MAX_PER_DAY`` requests. Costs, keys and the fold:
 docs/architecture.md.
+
+With ``marks`` (the service's default) the same pass reconciles: every bound task is read, the
+active ones each interval and the rest every ``PLANFIX_RECONCILE_QUIET_INTERVAL_MIN``, and
+comments no webhook announced are carried (``reconcile``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import msgspec
 import structlog
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from bridge_lib import metrics
 from bridge_lib.eventbus import EventPublisher
 from bridge_lib.lease import Lease, LeaseLost
 from bridge_lib.planfix import (
@@ -45,11 +50,14 @@ from contracts.events import (
     decode_event,
     event_id_for,
     planfix_comment_deleted_key,
+    planfix_comment_key,
     planfix_comment_reread_key,
+    root_envelope,
     utc_now,
 )
 from contracts.subjects import ALL_BINDING_EVENTS, ALL_PLANFIX_COMMENT_CHANGES, BINDING_STREAM, PLANFIX_STREAM
-from services.planfix_gateway.fetcher import files_of, no_wait, store
+from services.planfix_gateway.fetcher import comment_added_as, files_of, no_wait, store
+from services.planfix_gateway.reconcile import MAX_PAGES, Marks, check_comments, due_tasks, mark_with_pending
 
 log = structlog.get_logger("planfix_gateway.reread")
 
@@ -202,6 +210,10 @@ class Watchlist:
         self._task_by_group: dict[Group, int] = {}
         self._comments: dict[int, Watched] = {}
         self._by_task: dict[int, set[int]] = {}
+        # Every comment of a bound task an added event was folded for (ours and hidden too), and
+        # when: reconciliation carries only the others.
+        self._folded: dict[int, tuple[int, float]] = {}
+        self._folded_by_task: dict[int, set[int]] = {}
 
     def apply(self, event: Any) -> None:
         if isinstance(event, TaskBound):
@@ -229,6 +241,9 @@ class Watchlist:
             self._forget(event.comment_id)
 
     def _added(self, event: PlanfixCommentAdded) -> None:
+        if event.task_number in self._task_by_group.values() and event.comment_id not in self._folded:
+            self._folded[event.comment_id] = (event.task_number, event.occurred_at.timestamp())
+            self._folded_by_task.setdefault(event.task_number, set()).add(event.comment_id)
         ours = event.source_object_id is not None or event.source_id is not None
         if ours or (event.is_hidden and not self._relay_hidden) or event.comment_id in self._comments:
             return
@@ -258,6 +273,16 @@ class Watchlist:
         """Stop watching comments relayed before ``since`` (memory stays a window's worth)."""
         for comment_id in [c for c, seen in self._comments.items() if seen.relayed_at < since]:
             self._forget(comment_id)
+        for comment_id in [c for c, (_, at) in self._folded.items() if at < since]:
+            task, _ = self._folded.pop(comment_id)
+            ids = self._folded_by_task.get(task, set())
+            ids.discard(comment_id)
+            if not ids:
+                self._folded_by_task.pop(task, None)
+
+    def folded_in(self, task_number: int) -> frozenset[int]:
+        """The comments of the task whose added event was folded (within the active window)."""
+        return frozenset(self._folded_by_task.get(task_number, ()))
 
     def bound_tasks(self) -> set[int]:
         return set(self._task_by_group.values())
@@ -356,7 +381,14 @@ class PassOutcome:
     requests: int = 0
     edits: int = 0
     deletions: int = 0
+    # Comments no webhook announced, carried by reconciliation.
+    found: int = 0
     skipped: str | None = None
+
+
+async def webhooks_drained() -> bool:
+    """A ``webhooks_drained`` that sees no queue."""
+    return True
 
 
 class CommentRereader:
@@ -374,6 +406,11 @@ class CommentRereader:
         before_read: Callable[[], Awaitable[None]] = no_wait,
         catch_up: Callable[[], Awaitable[None]] = no_wait,
         clock: Callable[[], float] = time.time,
+        marks: Marks | None = None,
+        quiet_interval_s: float = 3600.0,
+        grace_s: float = 60.0,
+        webhooks_drained: Callable[[], Awaitable[bool]] = webhooks_drained,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._planfix = planfix
         self._publisher = publisher
@@ -389,6 +426,13 @@ class CommentRereader:
         self._clock = clock
         self._last_read: dict[int, float] = {}
         self._told_unreached: set[int] = set()
+        # Reconciliation (off without ``marks``): comment id -> (task, when first seen missing).
+        self._marks = marks
+        self._quiet_interval_s = quiet_interval_s
+        self._grace_s = grace_s
+        self._webhooks_drained = webhooks_drained
+        self._monotonic = monotonic
+        self._missing_since: dict[int, tuple[int, float]] = {}
 
     @property
     def requests_per_pass(self) -> float:
@@ -442,6 +486,7 @@ class CommentRereader:
                 requests=outcome.requests,
                 edits=outcome.edits,
                 deletions=outcome.deletions,
+                found=outcome.found,
                 skipped=outcome.skipped,
                 took_s=round(time.monotonic() - started - self._interval_s, 1),
             )
@@ -457,16 +502,26 @@ class CommentRereader:
         since = self._clock() - self._active_s
         self._watchlist.forget_before(since)
         active = self._watchlist.active_tasks(since)
+        bound = self._watchlist.bound_tasks()
+        kept = set(active) if self._marks is None else bound
         for task in list(self._last_read):
-            if task not in active:
+            if task not in kept:
                 del self._last_read[task]
         self._credit = next_credit(self._credit, self._share)
         allowance = math.floor(self._credit)
-        for task in tasks_to_read(active, self._last_read, allowance):
+        if self._marks is None:
+            tasks = tasks_to_read(active, self._last_read, allowance)
+            drained = False
+        else:
+            tasks = self._due(active, bound)
+            # A missed comment is carried only while no webhook notice waits for the fetcher: a
+            # notice of an older comment would otherwise come after it.
+            drained = await self._webhooks_drained()
+        for task in tasks:
             if outcome.requests >= allowance:
                 break
             try:
-                await self._reread(task, since, outcome)
+                await self._reread(task, since, outcome, drained=drained)
             except DailyLimitReached:
                 outcome.skipped = "daily limit reached"
                 break
@@ -478,11 +533,27 @@ class CommentRereader:
         self._credit -= outcome.requests
         return outcome
 
-    async def _reread(self, task: int, since: float, outcome: PassOutcome) -> None:
+    def _due(self, active: Mapping[int, float], bound: set[int]) -> list[int]:
+        now = self._monotonic()
+        for comment_id, (task, _) in list(self._missing_since.items()):
+            if task not in bound:
+                del self._missing_since[comment_id]
+        hurried = {task for task, first in self._missing_since.values() if now - first >= self._grace_s}
+        return due_tasks(
+            bound,
+            active,
+            self._last_read,
+            now=self._clock(),
+            interval_s=self._interval_s,
+            quiet_interval_s=self._quiet_interval_s,
+            hurried=hurried,
+        )
+
+    async def _reread(self, task: int, since: float, outcome: PassOutcome, *, drained: bool = False) -> None:
         # What the group was shown, taken before the read: an update folded while we read is
         # newer than our page, and must not be overwritten by it (see ``_still``).
         snapshot = self._watchlist.watched_in(task, since)
-        if not snapshot:
+        if not snapshot and self._marks is None:
             return
         await self._before_read()
         outcome.requests += 1
@@ -490,6 +561,14 @@ class CommentRereader:
         page = await self._planfix.list_comments(
             task, source_id=self._source_id, page_size=PAGE_SIZE, newest_first=True
         )
+        if snapshot:
+            await self._edits_and_deletions(task, snapshot, page, outcome)
+        if self._marks is not None:
+            await self._reconcile(task, page, outcome, drained=drained)
+
+    async def _edits_and_deletions(
+        self, task: int, snapshot: dict[int, Watched], page: list[PlanfixComment], outcome: PassOutcome
+    ) -> None:
         reading = read_page(snapshot, page, page_size=PAGE_SIZE, relay_hidden=self._relay_hidden)
         if reading.unreached and task not in self._told_unreached:
             # Once per task: the order of the list does not change from pass to pass.
@@ -519,6 +598,74 @@ class CommentRereader:
                     outcome.edits += await self._publish_edit(seen, confirmed)
                 case _:
                     pass
+
+    async def _reconcile(
+        self, task: int, page: list[PlanfixComment], outcome: PassOutcome, *, drained: bool
+    ) -> None:
+        """Carry the task's comments above its mark that no webhook announced (``reconcile``)."""
+        assert self._marks is not None
+        mark = await self._marks.get(task)
+        comments = list(page)
+        offset = len(page)
+        while mark is not None and len(comments) == offset and offset % PAGE_SIZE == 0 and offset:
+            if min(c.id for c in comments) <= mark:
+                break
+            if offset >= MAX_PAGES * PAGE_SIZE:
+                log.warning("reconcile_pages_do_not_reach_the_mark", task_number=task, mark=mark)
+                break
+            await self._before_read()
+            outcome.requests += 1
+            comments += await self._planfix.list_comments(
+                task, source_id=self._source_id, offset=offset, page_size=PAGE_SIZE, newest_first=True
+            )
+            offset += PAGE_SIZE
+        check = check_comments(
+            comments, mark, folded=self._watchlist.folded_in(task), relay_hidden=self._relay_hidden
+        )
+        missed_ids = {comment.id for comment in check.missed}
+        for comment_id, (of_task, _) in list(self._missing_since.items()):
+            if of_task == task and comment_id not in missed_ids:
+                del self._missing_since[comment_id]  # its webhook came after all
+        now = self._monotonic()
+        waiting: list[int] = []
+        for comment in check.missed:  # oldest first; one still in its grace holds the newer ones
+            first = self._missing_since.setdefault(comment.id, (task, now))[1]
+            if waiting or not drained or now - first < self._grace_s:
+                waiting.append(comment.id)
+                continue
+            await self._before_read()
+            outcome.requests += 1
+            confirmed = await self._confirm(comment.id)
+            del self._missing_since[comment.id]
+            if confirmed is not None:
+                outcome.found += await self._carry_missed(task, confirmed)
+        new_mark = mark_with_pending(check.new_mark if comments else (mark or 0), waiting)
+        if new_mark is not None:
+            await self._marks.set(task, new_mark)
+
+    async def _carry_missed(self, task: int, comment: PlanfixComment) -> int:
+        """Store a comment no webhook announced, as the fetcher would have (same key)."""
+        if comment.is_deleted or comment.source_object_id or (comment.is_hidden and not self._relay_hidden):
+            return 0
+        key = planfix_comment_key(comment.id)
+        task_number = comment.task_number or task
+        added = comment_added_as(
+            root_envelope(key, caused_by=f"reconcile:task/{task_number}"),
+            comment,
+            task_number=task_number,
+            our_source_id=self._source_id,
+        )
+        subject = subjects.planfix_comment_added(task_number)
+        stored = await store(self._publisher, added, subject=subject, key=key, noticed_by="reconcile")
+        if stored:
+            metrics.PLANFIX_COMMENTS_RECONCILED.inc()
+            log.warning(
+                "comment_found_by_reconciliation",
+                task_number=task_number,
+                comment_id=comment.id,
+                hint="no webhook announced it: check the Planfix scenario and the webhook URL",
+            )
+        return int(stored)
 
     def _still(self, seen: Watched) -> bool:
         return self._watchlist.current(seen.comment_id) == seen

@@ -45,7 +45,7 @@ async def run(settings: RelaySettings) -> None:
         api_base_url=settings.telegram_api_base_url,
         timeout_s=30.0,
     )
-    broker = make_broker(settings.nats_url, name="relay")
+    broker = make_broker(settings.nats_url, name="relay", retry_max_delay_s=settings.retry_max_delay_s)
     health = await start_health_server(
         service="relay",
         broker=broker,

@@ -135,7 +135,9 @@ async def run(settings: TelegramGatewaySettings) -> None:
     bot = make_bot(
         settings.telegram_bot_token.get_secret_value(), api_base_url=settings.telegram_api_base_url
     )
-    broker = make_broker(settings.nats_url, name="telegram_gateway")
+    broker = make_broker(
+        settings.nats_url, name="telegram_gateway", retry_max_delay_s=settings.retry_max_delay_s
+    )
     health = await start_health_server(
         service="telegram_gateway", broker=broker, host=settings.health_host, port=settings.health_port
     )

@@ -45,14 +45,47 @@ class Sizes:
     replica_groups: int
     replica_messages: int
     outage_s: float
+    # The faults of test_long_faults.py (long outages, lost webhooks, the store, clocks).
+    long_groups: int = 5
+    long_messages: int = 40
+    # A Planfix outage with the retry delay capped at RETRY_MAX_DELAY_S_UNDER_TEST instead of
+    # 300 s: each second stands for 600 (12 s: two hours of real back-off).
+    long_outage_s: float = 12.0
+    # Planfix's daily cap used up, starting over this much later (its timeToReset).
+    daily_cap_reset_s: float = 6.0
 
 
 # `make test` (FAULTS_SCALE unset): every fault, on fewer messages, so the suite stays quick.
 QUICK_SIZES = Sizes(groups=10, messages_each_way=100, replica_groups=10, replica_messages=150, outage_s=3.0)
 # `make faults`.
-DEFAULT_SIZES = Sizes(groups=20, messages_each_way=200, replica_groups=20, replica_messages=300, outage_s=5.0)
+DEFAULT_SIZES = Sizes(
+    groups=20,
+    messages_each_way=200,
+    replica_groups=20,
+    replica_messages=300,
+    outage_s=5.0,
+    long_groups=10,
+    long_messages=200,
+    long_outage_s=30.0,
+    daily_cap_reset_s=15.0,
+)
 # `make faults-full`: the issue's sizes.
-FULL_SIZES = Sizes(groups=20, messages_each_way=1000, replica_groups=50, replica_messages=2000, outage_s=30.0)
+FULL_SIZES = Sizes(
+    groups=20,
+    messages_each_way=1000,
+    replica_groups=50,
+    replica_messages=2000,
+    outage_s=30.0,
+    long_groups=20,
+    long_messages=1000,
+    long_outage_s=60.0,
+    daily_cap_reset_s=30.0,
+)
+# The retry delay cap of the long faults' services (RETRY_MAX_DELAY_S; 300 s in production):
+# a Planfix outage of simulated hours in seconds, at 600 times the real pace.
+RETRY_MAX_DELAY_S_UNDER_TEST = 0.5
+# A Python start-up hook that shifts time.time() of a process by BRIDGE_TEST_CLOCK_SKEW_S.
+SKEWED_CLOCK_DIR = Path(__file__).parent / "skewed_clock"
 SIZES_BY_SCALE = {"quick": QUICK_SIZES, "default": DEFAULT_SIZES, "full": FULL_SIZES}
 
 
@@ -75,6 +108,9 @@ class FaultBridge:
     processes: dict[str, ServiceProcess]
     extra_relays: list[ServiceProcess] = field(default_factory=list)
     tasks: dict[int, int] = field(default_factory=dict)  # chat id -> task number
+    # The store the services use when the bridge started its own (so a fault may kill it).
+    store: devstack.ManagedProcess | None = None
+    store_dir: Path | None = None
 
     # --- processes ------------------------------------------------------------------------
 
@@ -88,14 +124,38 @@ class FaultBridge:
     def start(self, name: str) -> None:
         self.processes[name].start()
 
-    def add_relay_replicas(self, how_many: int) -> None:
-        for index in range(how_many):
+    def kill_store(self) -> None:
+        assert self.store is not None, "the bridge uses a store it did not start"
+        self.store.process.kill()
+        self.store.process.wait()
+
+    def start_store(self) -> None:
+        """The store again, on the same port with the same data."""
+        assert self.store is not None
+        assert self.store_dir is not None
+        self.store = devstack.start_nx27017(self.store_dir, port=self.store.port)
+
+    def add_relay_replicas(self, how_many: int, *, clock_skew_s: float = 0.0) -> None:
+        """More relays; ``clock_skew_s``: their wall clock (``time.time``) that far off."""
+        first = len(self.extra_relays)
+        for index in range(first, first + how_many):
             log_dir = self.log_dir / f"relay-replica-{index + 1}"
             log_dir.mkdir(parents=True, exist_ok=True)
             env = {**self.env, "RELAY_HEALTH_PORT": str(devstack.free_port())}
+            if clock_skew_s:
+                path = os.pathsep.join(p for p in (str(SKEWED_CLOCK_DIR), os.environ.get("PYTHONPATH")) if p)
+                env |= {"BRIDGE_TEST_CLOCK_SKEW_S": str(clock_skew_s), "PYTHONPATH": path}
             self.extra_relays.append(ServiceProcess("relay", env, log_dir).start())
-        for replica in self.extra_relays:
+        for replica in self.extra_relays[first:]:
             eventually(partial(started, replica, "relay"), timeout_s=60, what="replica started")
+
+    def stop_relay_replicas(self) -> None:
+        for replica in self.extra_relays:
+            replica.stop()
+        self.extra_relays.clear()
+
+    def dead_letters(self) -> int:
+        return len(self.loop.run(read_stream_events(self.cluster.nodes[2].extra["url"], "deadletter.>")))
 
     def all_processes(self) -> list[ServiceProcess]:
         return [*self.processes.values(), *self.extra_relays]
@@ -256,7 +316,19 @@ def fault_bridge(
     fake_telegram: FakeTelegram,
     fake_planfix: FakePlanfix,
     figures_file: Path,
+    *,
+    own_store: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[FaultBridge]:
+    """``own_store``: a store of its own (that a fault may kill) unless MONGODB_URL names one."""
+    store_dir = run_dir / "store"
+    store = (
+        devstack.start_nx27017(store_dir, log_file=run_dir / "nx-27017.out")
+        if own_store and not os.environ.get("MONGODB_URL")
+        else None
+    )
+    if store is not None:
+        mongo_url = store.extra["url"]
     cluster = devstack.start_nats_cluster(run_dir / "nats", log_dir=run_dir)
     # A fresh cluster answers JetStream requests only once it elected a meta leader.
     eventually(lambda: loop.run(jetstream_ready(cluster.url)), timeout_s=60, what="JetStream cluster ready")
@@ -282,13 +354,25 @@ def fault_bridge(
         "RELAY_GROUP_LEASE_TTL_S": str(GROUP_LEASE_TTL_S),
         "LOG_LEVEL": "INFO",
         **{f"{name.upper()}_HEALTH_PORT": str(devstack.free_port()) for name in SERVICES},
+        **(extra_env or {}),
     }
     log_dir = run_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     previous_webhook_url = fake_planfix.webhook_url
     fake_planfix.webhook_url = f"http://127.0.0.1:{webhook_port}/planfix/webhook/{WEBHOOK_SECRET}"
     processes = {name: ServiceProcess(name, env, log_dir).start() for name in SERVICES}
-    bridge = FaultBridge(loop, cluster, env, log_dir, fake_telegram, fake_planfix, figures_file, processes)
+    bridge = FaultBridge(
+        loop,
+        cluster,
+        env,
+        log_dir,
+        fake_telegram,
+        fake_planfix,
+        figures_file,
+        processes,
+        store=store,
+        store_dir=store_dir if store is not None else None,
+    )
     try:
         devstack.wait_for_port(webhook_port, timeout_s=60, what="planfix_gateway")
         for name in ("relay", "binder"):
@@ -299,3 +383,5 @@ def fault_bridge(
         for process in bridge.all_processes():
             process.stop()
         cluster.stop()
+        if bridge.store is not None:
+            bridge.store.stop()

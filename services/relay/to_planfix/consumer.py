@@ -26,10 +26,12 @@ from bridge_lib.eventbus import (
     Ack,
     DeadLetter,
     PermanentFailure,
-    TransientFailure,
     delivery_of,
+    failure_kind,
     forcing_effects,
     handling,
+    note_outage,
+    outage_delay_s,
     retry_delay_s,
     settle,
 )
@@ -380,24 +382,32 @@ class InboundConsumer:
             started = time.perf_counter()
             try:
                 await self._carrier.carry(step, leads, attempts=attempts)
-            except PermanentFailure as error:
-                log.error("event_failed_permanently", error=str(error))
-                await self._give_up(step, raws, DeadLetterReason.PERMANENT_FAILURE, str(error))
-                return
             except Exception as error:
-                transient = isinstance(error, TransientFailure)
+                kind = failure_kind(error)
+                if kind == "permanent":
+                    detail = (
+                        str(error)
+                        if isinstance(error, PermanentFailure)
+                        else f"{type(error).__name__}: {error}"
+                    )
+                    log.error("event_failed_permanently", error=detail)
+                    await self._give_up(step, raws, DeadLetterReason.PERMANENT_FAILURE, detail)
+                    return
+                # An outage (Planfix, the store, NATS away) is waited out, never given up on.
+                transient = kind == "outage"
                 crashes = 0 if transient else crashes + 1
                 if crashes >= CRASH_ATTEMPTS:
                     log.exception("event_handler_kept_crashing", attempts=attempts)
                     detail = f"handler failed {crashes} times: {type(error).__name__}: {error}"
                     await self._give_up(step, raws, DeadLetterReason.RETRIES_EXHAUSTED, detail)
                     return
-                delay = retry_delay_s(attempts)
+                delay = outage_delay_s(attempts, error) if transient else retry_delay_s(attempts)
                 if transient:
                     log.warning("event_retry_later", error=str(error), retry_in_s=delay)
                 else:
                     log.exception("event_handler_crashed", retry_in_s=delay)
                 metrics.RETRIES.labels(DURABLE, "transient" if transient else "crash").inc()
+                note_outage(DURABLE, waiting=transient)
                 for event in step.events:
                     metrics.EVENTS_IN.labels(DURABLE, event.tag, "retry").inc()
                 await self._pause(delay)
