@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # The browser tests (tests/test_sandbox_browser.py) drive Debian's Chromium through Playwright.
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint typecheck pytest install lock clean audit fuzz asyncapi bench soak bench-pacing faults faults-full chromium
+.PHONY: run test lint typecheck pytest install lock clean audit fuzz asyncapi nats-auth bench soak bench-pacing faults faults-full chromium messages
 
 install: $(STAMP)
 
@@ -61,7 +61,8 @@ faults: install
 faults-full: install
 	FAULTS_SCALE=full $(BIN)/pytest -q -s tests/faults
 
-# Known vulnerabilities in the pinned dependencies (see tools/audit.py and audit-exceptions.toml).
+# Known vulnerabilities in the pinned dependencies (see tools/audit.py and audit-exceptions.toml);
+# fails (exit 3 from the script) when the vulnerability service cannot be reached.
 audit: install
 	$(BIN)/python tools/audit.py
 
@@ -70,6 +71,17 @@ audit: install
 asyncapi: install
 	$(BIN)/python -m bridge_cli.asyncapi docs/asyncapi
 	$(BIN)/python -m bridge_cli.architecture_doc docs/architecture.md
+
+# The NATS users of the compose stacks (deploy/nats/accounts.conf) from contracts/subjects.py;
+# a test fails when the file is stale.
+nats-auth: install
+	$(BIN)/python -m tools.nats_auth
+
+# The bot's texts: extracted from services/ (Babel, as `pybabel extract -F babel.cfg -k N_`) into
+# bridge_lib/locales/{ru,en}/LC_MESSAGES/bridge.po; new Russian entries then need translating
+# (tests/test_i18n.py fails until none is missing or fuzzy). No .mo: compiled in memory at start.
+messages: install
+	$(BIN)/python tools/messages.py
 
 # Benchmarks (docs/benchmarks.md): one table, figures in bench/results/latest.json, < 10 minutes.
 bench: install

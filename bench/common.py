@@ -53,6 +53,8 @@ def running_stack(services: tuple[str, ...], *, planfix_rate_per_s: float | None
         "PLANFIX_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "PLANFIX_WEBHOOK_PORT": str(port),
         "PLANFIX_WEBHOOK_HOST": "127.0.0.1",
+        # Bursts of the fake's scenario requests, back to back: measured without the flood limit.
+        "PLANFIX_WEBHOOK_RATE_PER_S": "0",
         "LOG_LEVEL": "WARNING",
     }
     webhook_url = f"http://127.0.0.1:{port}/planfix/webhook/{WEBHOOK_SECRET}"

@@ -2,8 +2,10 @@
 
 A dead letter keeps the original subject, headers and body. ``retry`` publishes that body again
 on its original subject (with a ``Nats-Msg-Id`` derived from the dead letter, so retrying the
-same one twice delivers it once) and then removes the dead letter; if the message fails again
-it comes back as a new dead letter. ``drop`` removes it for good.
+same one twice delivers it once), for the consumer that gave up on it only, and then removes the
+dead letter. A message Telegram refused for good (stream ``telegram-outbox``) sits in the relay's
+outbox: ``retry`` asks the relay to queue it again, last in its group's queue. If the message
+fails again it comes back as a new dead letter. ``drop`` removes it for good.
 """
 
 from __future__ import annotations
@@ -20,9 +22,23 @@ from bridge_cli import context
 from bridge_cli.events import _connect_or_exit
 from bridge_cli.render import clock
 from bridge_cli.streams import StoredMessage, publish_raw, read_stream
-from bridge_lib.eventbus import FORCE_EFFECTS_HEADER, MSG_ID_HEADER, REPLAY_HEADER, RETRY_OF_HEADER
-from contracts.events import TELEGRAM_UPDATES_SOURCE, MessageDeadLettered, decode_event
-from contracts.subjects import DEADLETTER_STREAM
+from bridge_lib.eventbus import (
+    FORCE_EFFECTS_HEADER,
+    MSG_ID_HEADER,
+    REPLAY_HEADER,
+    REPLAY_INTO_HEADER,
+    RETRY_OF_HEADER,
+)
+from contracts.events import (
+    TELEGRAM_OUTBOX_SOURCE,
+    TELEGRAM_UPDATES_SOURCE,
+    MessageDeadLettered,
+    RetryTelegramDelivery,
+    TelegramDeliveryRetried,
+    decode_event,
+    root_envelope,
+)
+from contracts.subjects import DEADLETTER_STREAM, RELAY_RETRY_TELEGRAM_DELIVERY
 
 app = typer.Typer(
     help="Messages a consumer gave up on: look at them, retry them, drop them.", no_args_is_help=True
@@ -65,7 +81,8 @@ def list_dead_letters(ctx: typer.Context) -> None:
         line.append(f"{dead.consumer:<32} ", style="bold")
         line.append(f"{dead.reason:<18} ", style="red")
         line.append(f"{dead.stream}/{dead.stream_seq} {dead.original_event_type or 'undecodable'}  ")
-        line.append(dead.detail[:120], style="dim")
+        # A message Telegram refused for good: its detail names the group, the reason and the text.
+        line.append(dead.detail[: 240 if dead.stream == TELEGRAM_OUTBOX_SOURCE else 120], style="dim")
         out.print(line)
     out.print(f"{len(messages)} dead letter(s)")
 
@@ -161,14 +178,19 @@ async def _retry(nats_url: str, seqs: list[int]) -> list[tuple[int, str]]:
             if dead.stream == TELEGRAM_UPDATES_SOURCE:
                 results.append((seq, NOT_RETRYABLE))
                 continue
+            if dead.stream == TELEGRAM_OUTBOX_SOURCE:
+                results.append((seq, await _retry_telegram_delivery(nc, js, seq, dead)))
+                continue
             headers = {
                 name: value
                 for name, value in dead.original_headers.items()
-                if name not in (MSG_ID_HEADER, REPLAY_HEADER, FORCE_EFFECTS_HEADER)
+                if name not in (MSG_ID_HEADER, REPLAY_HEADER, FORCE_EFFECTS_HEADER, REPLAY_INTO_HEADER)
             }
             # Derived from the dead letter: retrying the same one twice is one delivery.
             headers[MSG_ID_HEADER] = f"dlq-retry:{dead.stream}:{dead.stream_seq}:{seq}"
             headers[RETRY_OF_HEADER] = str(seq)
+            # Only the consumer that gave up handles it again; the others of the subject did already.
+            headers[REPLAY_INTO_HEADER] = dead.consumer
             stored = await publish_raw(js, dead.original_subject, base64.b64decode(dead.body_b64), headers)
             await js.delete_msg(DEADLETTER_STREAM.name, seq)
             results.append(
@@ -177,3 +199,24 @@ async def _retry(nats_url: str, seqs: list[int]) -> list[tuple[int, str]]:
     finally:
         await nc.close()
     return results
+
+
+async def _retry_telegram_delivery(nc: Any, js: Any, seq: int, dead: MessageDeadLettered) -> str:
+    """A message Telegram refused for good sits in the relay's outbox: the relay queues it again."""
+    operator = context.operator_name()
+    command = RetryTelegramDelivery(
+        **root_envelope(f"ops:retry-delivery:{dead.original_event_id}:{seq}", caused_by=operator),
+        outbox_key=dead.original_event_id or "",
+        operator=operator,
+    )
+    try:
+        reply = await nc.request(RELAY_RETRY_TELEGRAM_DELIVERY, msgspec.json.encode(command), timeout=10.0)
+    except Exception as error:  # no relay answers (NoRespondersError, a timeout)
+        raise context.fail(
+            f"no relay answered the retry of dead letter {seq} ({type(error).__name__})",
+            hint="the relay queues messages Telegram refused; start it and retry",
+        ) from None
+    answer = msgspec.json.decode(reply.data, type=TelegramDeliveryRetried)
+    if answer.queued or answer.detail.startswith("no message set aside"):
+        await js.delete_msg(DEADLETTER_STREAM.name, seq)
+    return answer.detail if answer.queued else f"{answer.detail}; removed"

@@ -28,7 +28,7 @@ from bridge_cli.streams import (
     stream_names,
     subject_matches,
 )
-from bridge_lib.eventbus import FORCE_EFFECTS_HEADER, MSG_ID_HEADER, REPLAY_HEADER
+from bridge_lib.eventbus import FORCE_EFFECTS_HEADER, MSG_ID_HEADER, REPLAY_HEADER, REPLAY_INTO_HEADER
 
 app = typer.Typer(help="Watch, export and re-deliver the events stored in JetStream.", no_args_is_help=True)
 
@@ -221,8 +221,11 @@ def replay(
     into: Annotated[
         str | None,
         typer.Option(
-            help="a durable consumer (only its messages are sent, to their own subjects) "
-            "or a subject (everything goes there); default: each message's own subject"
+            help="a durable consumer (e.g. relay-telegram-inbound): only the messages it reads are "
+            "sent, and only it handles them (the other consumers of the subject acknowledge and skip "
+            "them); or a subject (containing a dot): everything is sent there and every consumer of "
+            "that subject handles it; default: each message goes to its own subject and every "
+            "consumer of it handles it again"
         ),
     ] = None,
     stream: Annotated[str | None, typer.Option(help="read the range from this stream")] = None,
@@ -236,17 +239,24 @@ def replay(
         bool,
         typer.Option(
             "--force-effects",
-            help="carry out effects again even where records say they were done (posts again!)",
+            help="carry out effects again even where records say they were done: posts to Planfix "
+            "and Telegram again, in every consumer that handles the replay (so name one with --into); "
+            "without it, what records say was done is not done again",
         ),
     ] = False,
     replay_id: Annotated[str | None, typer.Option(help="id marking this replay (default: generated)")] = None,
 ) -> None:
-    """Re-deliver stored events to a service, marked as a replay so effects stay idempotent."""
+    """Re-deliver stored events to a service, marked as a replay so effects stay idempotent.
+
+    The copies are stored again in their stream, marked with the replay id. Whoever handles one
+    does again what its records do not show as done (a comment never posted is posted); with
+    --force-effects it does everything again. --into <consumer> limits that to one consumer.
+    """
     target = context.target(ctx)
     if (file is None) == (stream is None):
         raise context.fail(
             "give either a dump file or --stream with --from-seq/--to-seq",
-            hint="bridge events replay dump.jsonl --into relay-telegram-messages, or "
+            hint="bridge events replay dump.jsonl --into relay-telegram-inbound, or "
             "bridge events replay --stream TELEGRAM --from-seq 10 --to-seq 20",
         )
     if file is not None and not file.is_file():
@@ -301,17 +311,20 @@ async def _replay(
             line.append(f"  -> {plan.subject}")
             if plan.also_seen_by:
                 who = ", ".join(plan.also_seen_by)
-                line.append(f" (seen by {who})" if into is None or "." in into else f" (also seen by {who})")
+                into_consumer = into is not None and "." not in into
+                line.append(f" (skipped by {who})" if into_consumer else f" (handled by {who})")
             out.print(line)
             if dry_run:
                 continue
             headers = {
                 name: value
                 for name, value in plan.message.headers.items()
-                if name not in (MSG_ID_HEADER, REPLAY_HEADER, FORCE_EFFECTS_HEADER)
+                if name not in (MSG_ID_HEADER, REPLAY_HEADER, FORCE_EFFECTS_HEADER, REPLAY_INTO_HEADER)
             }
             headers[MSG_ID_HEADER] = f"replay:{replay_id}:{plan.message.stream}:{plan.message.seq}"
             headers[REPLAY_HEADER] = replay_id
+            if into is not None and "." not in into:
+                headers[REPLAY_INTO_HEADER] = into
             if force_effects:
                 headers[FORCE_EFFECTS_HEADER] = "true"
             await publish_raw(js, plan.subject, plan.message.data, headers)

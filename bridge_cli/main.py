@@ -7,6 +7,7 @@
     bridge bindings list | show CHAT | unbind CHAT
     bridge dlq list | show SEQ | retry SEQ... | drop SEQ...
     bridge binder rebuild [--dry-run]
+    bridge erase --chat ID [--dry-run]                        forget a group (unbound first)
     bridge doctor
 
 NATS and MongoDB are found as the services find them (``NATS_URL``, ``MONGODB_URL``,
@@ -19,7 +20,7 @@ from typing import Annotated
 
 import typer
 
-from bridge_cli import bindings, context, dlq, doctor, events, trace
+from bridge_cli import bindings, context, dlq, doctor, erase, events, trace
 
 app = typer.Typer(
     name="bridge",
@@ -52,3 +53,4 @@ app.add_typer(bindings.binder_app, name="binder")
 app.add_typer(dlq.app, name="dlq")
 app.command("trace")(trace.trace_command)
 app.command("doctor")(doctor.doctor_command)
+app.command("erase")(erase.erase_command)

@@ -16,6 +16,9 @@ from contracts.events import (
     AnyEvent,
     BindRejected,
     BindRequested,
+    GroupLanguageChosen,
+    GroupLanguageRejected,
+    GroupLanguageRequested,
     MessageDeadLettered,
     PersonLinked,
     PersonLinkRefused,
@@ -86,6 +89,12 @@ def summary(event: AnyEvent) -> str:
             return f"chat {event.chat_id}: bind refused ({event.reason}): {event.detail}"
         case TaskUnbound():
             return f"chat {event.chat_id} unbound from task #{event.task_number} by {event.unbound_by}"
+        case GroupLanguageRequested():
+            return f"chat {event.chat_id}: /lang {event.language} ({event.requested_by.display})"
+        case GroupLanguageChosen():
+            return f"chat {event.chat_id} speaks {event.language} from now on"
+        case GroupLanguageRejected():
+            return f"chat {event.chat_id}: /lang {event.language} refused ({event.reason}): {event.detail}"
         case PlanfixCommentWebhookReceived():
             return f"task #{event.task_number}: webhook for comment {event.comment_id}"
         case PlanfixCommentAdded():

@@ -21,6 +21,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from bridge_lib.eventbus import server_urls
+from bridge_lib.settings import NatsSettings
 from contracts.events import AnyEvent, decode_event
 from contracts.subjects import ALL_STREAMS
 
@@ -112,6 +113,8 @@ async def connect(url: str, *, timeout_s: float = 5.0) -> NatsClient:
             allow_reconnect=False,
             error_cb=quiet,
             name="bridge-cli",
+            # NATS_USER/NATS_PASSWORD (or NATS_CREDS) and NATS_TLS_CA_FILE, as the services take them.
+            **NatsSettings().nats_connect_options(),
         ),
         timeout_s * 2,
     )

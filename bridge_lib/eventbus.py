@@ -36,11 +36,13 @@ import structlog
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
 from faststream.nats.annotations import NatsMessage
+from faststream.security import BaseSecurity, SASLPlaintext
 from nats.js.api import AckPolicy as JsAckPolicy
-from nats.js.api import ConsumerConfig, StorageType, StreamConfig
+from nats.js.api import ConsumerConfig, DiscardPolicy, StorageType, StreamConfig
 
 from bridge_lib import metrics
 from bridge_lib.jetstream_ready import when_jetstream_ready
+from bridge_lib.redaction import redact
 from contracts.events import (
     AnyEvent,
     DeadLetterReason,
@@ -61,11 +63,15 @@ CORRELATION_HEADER = "Bridge-Correlation-Id"
 # Set by the `bridge` CLI on re-published messages: a replay (its id) and whether to redo effects.
 REPLAY_HEADER = "Bridge-Replay-Id"
 FORCE_EFFECTS_HEADER = "Bridge-Force-Effects"
+# `bridge events replay --into <durable>`: only that consumer handles the copy; the others skip it.
+REPLAY_INTO_HEADER = "Bridge-Replay-Into"
 # Stream sequence of the dead letter a `bridge dlq retry` re-published.
 RETRY_OF_HEADER = "Bridge-Dead-Letter-Retry-Of"
 
 # JSStreamNameExistErr: "stream name already in use with a different configuration".
 STREAM_NAME_IN_USE = 10058
+# JetStream's answer to a publish into a stream at its byte cap ("maximum bytes exceeded").
+STREAM_FULL = 10077
 
 # max_deliver of each durable consumer this process declared (see ``durable_pull``): consume()
 # must know when a delivery is the last one, because after it JetStream stops redelivering.
@@ -94,14 +100,26 @@ async def undecoded(msg: Any) -> Any:
     return msg
 
 
-def make_broker(nats_url: str, *, name: str, retry_max_delay_s: float | None = None) -> NatsBroker:
+def make_broker(
+    nats_url: str, *, name: str, retry_max_delay_s: float | None = None, **connect_options: Any
+) -> NatsBroker:
     """The service's broker; ``retry_max_delay_s`` (``RETRY_MAX_DELAY_S``) caps the pause between
-    two tries of a message waiting out an outage, for every consumer of this process."""
+    two tries of a message waiting out an outage, for every consumer of this process.
+    ``connect_options``: credentials and TLS, as ``nats.connect`` takes them
+    (``NatsSettings.nats_connect_options()``); FastStream takes user, password and TLS as one
+    "security" object."""
     if retry_max_delay_s is not None:
         set_retry_max_delay(retry_max_delay_s)
+    options = dict(connect_options)
+    user, password, tls = options.pop("user", None), options.pop("password", None), options.pop("tls", None)
+    if user is not None:
+        options["security"] = SASLPlaintext(username=user, password=password or "", ssl_context=tls)
+    elif tls is not None:
+        options["security"] = BaseSecurity(ssl_context=tls)
     return NatsBroker(
         server_urls(nats_url),
         name=name,
+        **options,
         # Handlers take the message and nothing else (their collaborators come from the closure
         # that built them): FastDepends' injection costs a worker-thread hop per message.
         apply_types=False,
@@ -121,6 +139,9 @@ def stream_config(spec: StreamSpec, *, replicas: int = 1) -> StreamConfig:
         storage=StorageType.FILE,
         duplicate_window=spec.duplicate_window_s,
         max_age=spec.max_age_s,
+        max_bytes=spec.max_bytes,
+        # Full: refuse the new message (the publisher retries), never drop a stored one.
+        discard=DiscardPolicy.NEW,
         num_replicas=replicas,
     )
 
@@ -148,16 +169,16 @@ async def ensure_streams(broker: NatsBroker, *, replicas: int = 1, timeout_s: fl
 
 
 async def _create_or_update_stream(js: Any, config: StreamConfig) -> None:
+    # Create first: JetStream accepts the same configuration again and changes nothing, so a
+    # service needs leave to update only streams whose configuration it really changes (under
+    # the deployment's NATS users, only a stream's publishers may: tools/nats_auth.py).
     try:
+        await js.add_stream(config)
+    except nats.js.errors.BadRequestError as error:
+        if error.err_code != STREAM_NAME_IN_USE:
+            raise
+        # It exists with another configuration (a release changed it): bring it to ours.
         await js.update_stream(config)
-    except nats.js.errors.NotFoundError:
-        try:
-            await js.add_stream(config)
-        except nats.js.errors.BadRequestError as error:
-            if error.err_code != STREAM_NAME_IN_USE:
-                raise
-            # Another service created it between our two calls: bring it to our config.
-            await js.update_stream(config)
 
 
 async def start_subscribers(broker: NatsBroker, *, timeout_s: float = 60.0) -> None:
@@ -294,7 +315,11 @@ class EventPublisher:
             ) as error:
                 if time.monotonic() > deadline:
                     raise
-                log.warning("publish_retry", subject=subject, msg_id=msg_id, error=type(error).__name__)
+                if getattr(error, "err_code", None) == STREAM_FULL:
+                    # Its byte cap reached (contracts.subjects): an operator must make room.
+                    log.error("stream_full", subject=subject, msg_id=msg_id, retry_in_s=delay)
+                else:
+                    log.warning("publish_retry", subject=subject, msg_id=msg_id, error=type(error).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
@@ -403,6 +428,13 @@ class Delivery(msgspec.Struct, frozen=True):
     replay_id: str | None = None
     # The replay asks for effects to be carried out again even where records say they were done.
     force_effects: bool = False
+    # The replay is meant for this durable consumer only (None: for every consumer of the subject).
+    replay_into: str | None = None
+
+    @property
+    def meant_for_another(self) -> bool:
+        """A replay an operator sent into another consumer: this one acknowledges and skips it."""
+        return self.replay_into is not None and self.replay_into != self.consumer
 
 
 _current_delivery: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar(
@@ -434,6 +466,7 @@ def delivery_of(raw: Any, consumer: str) -> Delivery:
         consumer=consumer,
         replay_id=headers.get(REPLAY_HEADER) or None,
         force_effects=headers.get(FORCE_EFFECTS_HEADER, "").lower() == "true",
+        replay_into=headers.get(REPLAY_INTO_HEADER) or None,
     )
 
 
@@ -462,6 +495,10 @@ async def consume(
             delivery=delivery.num_delivered,
             **({"replay_id": delivery.replay_id} if delivery.replay_id else {}),
         )
+        if delivery.meant_for_another:
+            log.info("replay_skipped", why="replayed into another consumer", replay_into=delivery.replay_into)
+            await settle(raw, delivery, "replay", Ack(counted_as="skipped"))
+            return
         try:
             event: AnyEvent = decode_event(msg.body)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
@@ -683,7 +720,7 @@ async def store_dead_letter(
         original_headers=dict(raw.headers or {}),
         body_b64=base64.b64encode(raw.data).decode("ascii"),
         reason=reason,
-        detail=detail[:2000],
+        detail=redact(detail)[:2000],  # kept for weeks: no token of a URL in an error goes in
         num_delivered=delivery.num_delivered,
         original_event_type=event.tag if event is not None else None,
         original_event_id=event.event_id if event is not None else None,

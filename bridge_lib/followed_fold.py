@@ -16,7 +16,7 @@ import msgspec
 import structlog
 from nats.js.api import DeliverPolicy
 
-from bridge_lib.eventbus import TransientFailure
+from bridge_lib.eventbus import REPLAY_INTO_HEADER, TransientFailure
 from contracts.events import AnyEvent, decode_event
 from contracts.subjects import StreamSpec
 
@@ -89,7 +89,9 @@ class FollowedFold(Generic[S]):
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
             log.error("undecodable_event_skipped", stream=self._stream.name, error=str(error))
             event = None
-        if event is not None:
+        # A copy an operator replayed into one consumer (``bridge events replay --into``) is not
+        # a new fact: the fold already holds the original.
+        if event is not None and not (msg.headers or {}).get(REPLAY_INTO_HEADER):
             self.apply(event)
         async with self._progress:
             self._applied_seq = msg.metadata.sequence.stream

@@ -2,7 +2,8 @@
 
 Context (service, correlation id, event type, chat, task) is bound through contextvars so every
 line of one handled event carries it. Secrets never reach a log: settings hold them as
-``SecretStr`` and URLs with tokens are never logged.
+``SecretStr``, and every line, ours and the libraries', passes ``bridge_lib.redaction`` last
+(after an exception is rendered to text), which cuts registered secrets and secret shapes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import sys
 from typing import Any
 
 import structlog
+
+from bridge_lib.redaction import RedactingFormatter, redact_event_dict
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
@@ -25,6 +28,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     ]
     renderer: Any
     if sys.stderr.isatty():
+        # Rendered to text here, so the redaction step below sees the exception's message too.
+        shared.append(structlog.processors.format_exc_info)
         renderer = structlog.dev.ConsoleRenderer()
     else:
         # No local variables in tracebacks: a frame of an HTTP client may hold a URL with a token.
@@ -34,6 +39,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
             )
         )
         renderer = structlog.processors.JSONRenderer()
+    shared.append(redact_event_dict)
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
@@ -43,11 +49,10 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
     # Libraries log through stdlib logging; keep their noise down and their format plain.
-    logging.basicConfig(
-        level=max(numeric_level, logging.WARNING),
-        stream=sys.stderr,
-        format=f"%(asctime)s {service} %(name)s %(levelname)s %(message)s",
-    )
+    plain = f"%(asctime)s {service} %(name)s %(levelname)s %(message)s"
+    logging.basicConfig(level=max(numeric_level, logging.WARNING), stream=sys.stderr, format=plain)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(RedactingFormatter(plain))
     for noisy in ("httpx", "httpcore", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

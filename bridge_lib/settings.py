@@ -7,14 +7,16 @@ it needs, so each one asks only for its own credentials.
 
 from __future__ import annotations
 
+import ssl
 import sys
 import uuid
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridge_lib.planfix import ContactDefaults, RecipientRole, Recipients, RolesForm, TaskDefaults
+from bridge_lib.redaction import register_settings_secrets
 
 # What to tell an operator about a variable that is missing or wrong.
 HOW_TO_GET: dict[str, str] = {
@@ -41,6 +43,9 @@ class BridgeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    # What the bot speaks in a group until /lang chooses (or its first binder's Telegram language
+    # decides): "ru" or "en". Log messages stay English whatever this says.
+    bridge_language: str = Field(default="ru", alias="BRIDGE_LANGUAGE", pattern="^(ru|en)$")
 
 
 class HealthSettings(BridgeSettings):
@@ -61,9 +66,33 @@ class NatsSettings(BridgeSettings):
     # The longest pause between two tries of a message that waits out an outage (Planfix,
     # Telegram, the store or NATS away); such a message is never given up on.
     retry_max_delay_s: float = Field(default=300.0, alias="RETRY_MAX_DELAY_S", gt=0, le=3600)
+    # Who this service is to NATS (deploy/nats: one user per service, allowed exactly the
+    # subjects it owns): a user and password, or a credentials file (NATS_CREDS). Unset: no
+    # authentication (the embedded `make run` stack on loopback). Credentials in NATS_URL
+    # (nats://user:password@host) work too.
+    nats_user: str | None = Field(default=None, alias="NATS_USER")
+    nats_password: SecretStr | None = Field(default=None, alias="NATS_PASSWORD")
+    nats_creds: str | None = Field(default=None, alias="NATS_CREDS")
+    # The CA that signed the servers' certificates, for tls:// URLs (deploy/nats/make-certs.sh).
+    nats_tls_ca_file: str | None = Field(default=None, alias="NATS_TLS_CA_FILE")
+
+    def nats_connect_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``nats.connect`` / ``NatsBroker``: credentials and TLS."""
+        options: dict[str, Any] = {}
+        if self.nats_user:
+            options["user"] = self.nats_user
+            if self.nats_password is not None:
+                options["password"] = self.nats_password.get_secret_value()
+        if self.nats_creds:
+            options["user_credentials"] = self.nats_creds
+        if self.nats_tls_ca_file:
+            options["tls"] = ssl.create_default_context(cafile=self.nats_tls_ca_file)
+        return options
 
 
 class MongoSettings(BridgeSettings):
+    # With credentials in a deployment (mongodb://<service>:<password>@host/?authSource=admin;
+    # deploy/mongo creates one user per service); never logged (bridge_lib.redaction).
     mongodb_url: str = Field(default="mongodb://127.0.0.1:27017", alias="MONGODB_URL")
     mongodb_database: str = Field(default="planfix_bridge", alias="MONGODB_DATABASE")
 
@@ -193,11 +222,15 @@ S = TypeVar("S", bound=BaseSettings)
 
 
 def load_settings(settings_class: type[S], service: str) -> S:
-    """Build the settings or exit with a message naming each bad variable; no traceback."""
+    """Build the settings or exit with a message naming each bad variable; no traceback.
+
+    Their secrets are registered for redaction (``bridge_lib.redaction``) before anything logs."""
     try:
-        return settings_class()
+        settings = settings_class()
     except ValidationError as error:
         _exit_with_settings_error(error, service)
+    register_settings_secrets(settings)
+    return settings
 
 
 def describe_settings_error(error: ValidationError) -> list[str]:

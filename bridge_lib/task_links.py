@@ -40,6 +40,11 @@ class TaskLink(NamedTuple):
     refusal: LinkRefusal | None = None
 
 
+def comment_page(planfix_web_url: str, task_number: int, comment_id: int) -> str:
+    """Where people open a comment: ``https://acme.planfix.com/task/4821?comment=77``."""
+    return f"{planfix_web_url}task/{task_number}?comment={comment_id}"
+
+
 def is_link(text: str) -> bool:
     """Whether the whole of ``text`` is one link; words with a link among them are not."""
     text = text.strip()

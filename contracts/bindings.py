@@ -21,6 +21,7 @@ from contracts.events import (
     BindingMoved,
     BindingResumed,
     BindingSuspended,
+    GroupLanguageChosen,
     TaskBound,
     TaskUnbound,
 )
@@ -58,12 +59,39 @@ class Binding(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         return group_key(self.chat_id, self.thread_id)
 
 
+class GroupLanguage(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The language the bridge speaks in a group (a whole chat, its topics alike)."""
+
+    language: str
+    # True: chosen with /lang; False: taken from the Telegram language of whoever bound it first.
+    chosen: bool = False
+
+
+def language_after(current: GroupLanguage | None, event: AnyEvent) -> GroupLanguage | None:
+    """A group's language after one BINDING event: /lang decides; until then the first binder's
+    Telegram language (when it is one the bridge speaks; ``None`` leaves the default)."""
+    match event:
+        case GroupLanguageChosen():
+            return GroupLanguage(language=event.language, chosen=True)
+        case TaskBound() if current is None:
+            code = (event.requested_by.language_code or "").split("-", 1)[0].lower()
+            return GroupLanguage(language=code) if code in SPOKEN_LANGUAGES else None
+        case _:
+            return current
+
+
+# What the bridge has catalogues for (bridge_lib.i18n.LANGUAGES; contracts import no library).
+SPOKEN_LANGUAGES = ("ru", "en")
+
+
 @dataclass(frozen=True, slots=True)
 class Bindings:
     by_group: immutables.Map[Group, Binding] = field(default_factory=immutables.Map)
     # Indexes kept beside it, so a task's groups and a chat's topics are read, not searched.
     _groups_by_task: immutables.Map[int, frozenset[Group]] = field(default_factory=immutables.Map)
     _threads_by_chat: immutables.Map[int, frozenset[int | None]] = field(default_factory=immutables.Map)
+    # chat id -> the language the bridge speaks there (absent: the deployment's BRIDGE_LANGUAGE).
+    languages: immutables.Map[int, GroupLanguage] = field(default_factory=immutables.Map)
 
     def __len__(self) -> int:
         return len(self.by_group)
@@ -86,6 +114,17 @@ class Bindings:
         threads = self._threads_by_chat.get(chat_id, frozenset())
         return {thread: self.by_group[(chat_id, thread)] for thread in threads}
 
+    def language_of(self, chat_id: int) -> str | None:
+        found = self.languages.get(chat_id)
+        return found.language if found is not None else None
+
+    def with_language(self, chat_id: int, language: GroupLanguage | None) -> Bindings:
+        if language is None or self.languages.get(chat_id) == language:
+            return self
+        return Bindings(
+            self.by_group, self._groups_by_task, self._threads_by_chat, self.languages.set(chat_id, language)
+        )
+
     def with_binding(self, binding: Binding) -> Bindings:
         return self.without(binding.group)._put(binding)
 
@@ -97,6 +136,7 @@ class Bindings:
             self.by_group.delete(group),
             _remove_member(self._groups_by_task, previous.task_number, group),
             _remove_member(self._threads_by_chat, group[0], group[1]),
+            self.languages,
         )
 
     def _put(self, binding: Binding) -> Bindings:
@@ -109,6 +149,7 @@ class Bindings:
             self._threads_by_chat.set(
                 group[0], self._threads_by_chat.get(group[0], frozenset()) | {group[1]}
             ),
+            self.languages,
         )
 
 
@@ -121,6 +162,11 @@ def _remove_member(
 
 def evolve(bindings: Bindings, event: AnyEvent) -> Bindings:
     """The bindings after one BINDING event (anything else leaves them as they are)."""
+    if isinstance(event, GroupLanguageChosen | TaskBound):
+        chat_id = event.chat_id
+        bindings = bindings.with_language(chat_id, language_after(bindings.languages.get(chat_id), event))
+    if isinstance(event, BindingMoved) and (moved := bindings.languages.get(event.old_chat_id)) is not None:
+        bindings = bindings.with_language(event.chat_id, moved)
     match event:
         case TaskBound():
             return bindings.with_binding(

@@ -68,6 +68,9 @@ class TelegramUser(msgspec.Struct, frozen=True, kw_only=True):
     is_bot: bool = False
     # Posted as a chat (a group's linked channel, or a channel itself), not by a person.
     is_channel: bool = False
+    # Telegram's IETF language tag of the person ("ru", "en-GB"); carried on commands only (the
+    # first bind of a group speaks the binder's language until /lang chooses one).
+    language_code: str | None = None
 
     @property
     def display(self) -> str:
@@ -126,6 +129,11 @@ class TelegramQuote(msgspec.Struct, frozen=True, kw_only=True):
     message_id: int
     author: str
     first_line: str
+    # The answered message is this bot's own (e.g. a Planfix comment it carried): the relay then
+    # quotes the comment's author and first line instead of the bot's message.
+    by_this_bot: bool = False
+    # Where the quoted thing can be opened (set by the relay for a Planfix comment).
+    url: str | None = None
 
 
 class TelegramLocation(msgspec.Struct, frozen=True, kw_only=True):
@@ -189,6 +197,8 @@ class TelegramMessageEdited(Event, frozen=True, kw_only=True, tag="telegram.mess
     entities: list[TelegramEntity] = []
     thread_id: int | None = None
     update_id: int | None = None
+    # The message's files after the edit: an edit may swap the photo or document (empty for text).
+    attachments: list[TelegramAttachment] = []
 
     @property
     def message_key(self) -> str:
@@ -245,6 +255,18 @@ class UnbindRequested(Event, frozen=True, kw_only=True, tag="binding.unbind_requ
     requester_is_admin: bool | None = None
 
 
+class GroupLanguageRequested(Event, frozen=True, kw_only=True, tag="binding.language_requested.v1"):
+    """Someone wrote ``/lang <language>`` in a group: the bridge should speak it there."""
+
+    chat_id: int
+    message_id: int
+    requested_by: TelegramUser
+    # As written, lower-cased ("ru", "en", or anything else: the binder refuses what it lacks).
+    language: str
+    thread_id: int | None = None
+    requester_is_admin: bool | None = None
+
+
 class GroupCommand(enum.StrEnum):
     STATUS = "status"
     HELP = "help"
@@ -290,6 +312,9 @@ class AnonymousAdminPosted(Event, frozen=True, kw_only=True, tag="telegram.anony
     chat_id: int
     message_id: int
     thread_id: int | None = None
+    # The message was one of this bot's commands ("task", "unbind", "status", "help"): it is
+    # answered with what to do, since nobody can be checked or named.
+    command: str | None = None
 
 
 class BotMembershipChanged(Event, frozen=True, kw_only=True, tag="telegram.bot_membership_changed.v1"):
@@ -367,6 +392,27 @@ class UnbindRejected(Event, frozen=True, kw_only=True, tag="binding.unbind_rejec
     """An ``/unbind`` could not be carried out (not bound, or not allowed); nothing changed."""
 
     chat_id: int
+    reason: BindingRejectionReason
+    detail: str
+    thread_id: int | None = None
+
+
+class GroupLanguageChosen(Event, frozen=True, kw_only=True, tag="binding.group_language_chosen.v1"):
+    """The bridge speaks ``language`` in this group from now on (bot texts and the comments it
+    writes into the group's task)."""
+
+    chat_id: int
+    language: str
+    chosen_by: TelegramUser | None = None
+    # Where /lang was written (the confirmation answers there).
+    thread_id: int | None = None
+
+
+class GroupLanguageRejected(Event, frozen=True, kw_only=True, tag="binding.group_language_rejected.v1"):
+    """A ``/lang`` was refused (a language the bridge lacks, or not allowed); nothing changed."""
+
+    chat_id: int
+    language: str
     reason: BindingRejectionReason
     detail: str
     thread_id: int | None = None
@@ -611,6 +657,13 @@ class DeadLetterReason(enum.StrEnum):
 TELEGRAM_UPDATES_SOURCE = "telegram-bot-api"
 
 
+# ``MessageDeadLettered.stream`` of a message Telegram refused for good: it sits in the relay's
+# outbox, not in a stream; ``bridge dlq retry`` asks the relay to send it again
+# (``RetryTelegramDelivery``). Its ``consumer`` is ``TELEGRAM_OUTBOX_CONSUMER``.
+TELEGRAM_OUTBOX_SOURCE = "telegram-outbox"
+TELEGRAM_OUTBOX_CONSUMER = "relay-telegram-outbox"
+
+
 class MessageDeadLettered(Event, frozen=True, kw_only=True, tag="ops.message_dead_lettered.v1"):
     """A consumer gave up on a message; it is kept, as it was, until an operator retries or drops it.
 
@@ -686,6 +739,8 @@ class PersonLinked(Event, frozen=True, kw_only=True, tag="people.person_linked.v
     name: str
     how: PersonLinkMethod
     telegram_username: str | None = None
+    # The person's Telegram language when they asked for their /link code (their notice's).
+    language_code: str | None = None
 
 
 class PersonUnlinked(Event, frozen=True, kw_only=True, tag="people.person_unlinked.v1"):
@@ -855,6 +910,24 @@ class BindingsAudited(Event, frozen=True, kw_only=True, tag="ops.bindings_audite
     planfix_reads: int
 
 
+class RetryTelegramDelivery(Event, frozen=True, kw_only=True, tag="ops.retry_telegram_delivery.v1"):
+    """Send again a message Telegram refused for good (``bridge dlq retry`` of a dead letter from
+    ``TELEGRAM_OUTBOX_SOURCE``). A NATS request, not stored; the relay answers with
+    ``TelegramDeliveryRetried``. Trusted as an operator's, like ``UnbindGroup``."""
+
+    outbox_key: str
+    operator: str
+
+
+class TelegramDeliveryRetried(Event, frozen=True, kw_only=True, tag="ops.telegram_delivery_retried.v1"):
+    """The relay's answer to ``RetryTelegramDelivery``: whether the message waits to go again
+    (last in its group's queue), and if not, why (already sent, or unknown)."""
+
+    outbox_key: str
+    queued: bool
+    detail: str
+
+
 AnyEvent = (
     TelegramMessageReceived
     | TelegramMessageEdited
@@ -892,10 +965,21 @@ AnyEvent = (
     | PlanfixTaskStateChanged
     | TaskCommandRequested
     | TaskCommandAnswered
+    | GroupLanguageRequested
+    | GroupLanguageChosen
+    | GroupLanguageRejected
 )
 
 BindingEvent = (
-    TaskBound | BindRejected | TaskUnbound | UnbindRejected | BindingSuspended | BindingResumed | BindingMoved
+    TaskBound
+    | BindRejected
+    | TaskUnbound
+    | UnbindRejected
+    | BindingSuspended
+    | BindingResumed
+    | BindingMoved
+    | GroupLanguageChosen
+    | GroupLanguageRejected
 )
 PlanfixCommentChange = PlanfixCommentAdded | PlanfixCommentUpdated | PlanfixCommentDeleted
 TelegramGroupEvent = GroupCommandReceived | AnonymousAdminPosted | BotMembershipChanged | ChatMigrated
@@ -932,6 +1016,10 @@ def telegram_bind_key(chat_id: int, message_id: int) -> str:
 
 def telegram_unbind_key(chat_id: int, message_id: int) -> str:
     return f"tg:unbind:{chat_id}:{message_id}"
+
+
+def telegram_language_key(chat_id: int, message_id: int) -> str:
+    return f"tg:lang:{chat_id}:{message_id}"
 
 
 def telegram_command_key(chat_id: int, message_id: int) -> str:

@@ -58,20 +58,30 @@ bucket              what
                     is held by the one relay replica that carries messages to Planfix
 ==================  ==========================================================================
 
-Streams are on file storage. Each has a duplicate window: a publish whose ``Nats-Msg-Id``
+Streams are on file storage, each with a byte cap (``max_bytes``) besides its age limit. A full
+stream refuses new messages rather than dropping old ones (discard policy ``new``): a publisher
+sees the refusal ("maximum bytes exceeded"), logs ``stream_full`` and retries, and what it was
+carrying waits where it came from (unacknowledged, or unanswered to Telegram or Planfix), so
+nothing is silently discarded; nats-server reserves each cap's bytes on its disk when the stream
+is created. Each stream has a duplicate window: a publish whose ``Nats-Msg-Id``
 was seen within the window is acknowledged as a duplicate and not stored. Inbound streams keep
 24 h of ids because Telegram redelivers unconfirmed updates for up to 24 h and Planfix retries a
 failed webhook for up to about 2 h 45 min. The BINDING stream keeps every event forever: it is
 the source of truth that services (and ``bridge binder rebuild``) replay to learn bindings.
+The DEADLETTER stream keeps a dead letter 30 days.
 
 Dead letters: when a consumer gives up on a message (undecodable, a permanent failure, or its
 last allowed delivery failed), ``bridge_lib.eventbus.consume`` stores a ``MessageDeadLettered``
 event (the original subject, headers and body, the reason, the consumer and the delivery count)
 on ``deadletter.<consumer>`` before it terminates the message. The DEADLETTER stream keeps them
-until an operator retries (``bridge dlq retry``) or drops (``bridge dlq drop``) them. The
+30 days, or until an operator retries (``bridge dlq retry``) or drops (``bridge dlq drop``) them. The
 Telegram gateway stores an update from ``getUpdates`` (or posted to its webhook) that aiogram
 cannot decode the same way, on ``deadletter.telegram_gateway`` (stream ``telegram-bot-api``,
-sequence = the update id); it cannot be retried, only read and dropped.
+sequence = the update id); it cannot be retried, only read and dropped. The relay stores a message
+Telegram refused for good (it stays in the relay's outbox) as one too, on
+``deadletter.relay-telegram-outbox`` (stream ``telegram-outbox``, sequence = its place in the
+outbox), naming the group, the reason and the first words; ``bridge dlq retry`` asks the relay to
+queue it again (``ops.relay.retry_telegram_delivery``).
 """
 
 from __future__ import annotations
@@ -85,6 +95,8 @@ from contracts.events import Event
 
 HOUR = 3600.0
 DAY = 24 * HOUR
+MIB = 1024 * 1024
+GIB = 1024 * MIB
 
 
 class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -94,6 +106,9 @@ class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
     duplicate_window_s: float
     # 0 means "keep forever".
     max_age_s: float = 0.0
+    # The most the stream may hold; when full it refuses new messages (discard policy "new").
+    # About 20 MB a day at 1,000 groups with 20 messages and 10 comments each.
+    max_bytes: int = 1 * GIB
 
 
 TELEGRAM_STREAM = StreamSpec(
@@ -102,6 +117,7 @@ TELEGRAM_STREAM = StreamSpec(
     description="What people did in Telegram groups, as the gateway saw it",
     duplicate_window_s=DAY,
     max_age_s=30 * DAY,
+    max_bytes=2 * GIB,
 )
 PLANFIX_STREAM = StreamSpec(
     name="PLANFIX",
@@ -115,6 +131,7 @@ BINDING_STREAM = StreamSpec(
     subjects=["binding.>"],
     description="Group-to-task bindings decided by the binder; kept forever",
     duplicate_window_s=DAY,
+    max_bytes=256 * MIB,
 )
 EFFECTS_STREAM = StreamSpec(
     name="EFFECTS",
@@ -129,13 +146,15 @@ PEOPLE_STREAM = StreamSpec(
     subjects=["people.>"],
     description="Telegram people linked to Planfix employees and contacts; kept forever",
     duplicate_window_s=DAY,
+    max_bytes=256 * MIB,
 )
 
 DEADLETTER_STREAM = StreamSpec(
     name="DEADLETTER",
     subjects=["deadletter.>"],
-    description="Messages a consumer gave up on, with the reason; kept until retried or dropped",
+    description="Messages a consumer gave up on, with the reason; kept 30 days, or until retried or dropped",
     duplicate_window_s=DAY,
+    max_age_s=30 * DAY,
 )
 
 ALL_STREAMS: tuple[StreamSpec, ...] = (
@@ -207,10 +226,11 @@ TELEGRAM_MESSAGE_REACTED = _spec(
     what="The reactions on a group message changed; key: chat id",
 )  # fmt: skip
 TELEGRAM_BIND_REQUESTED = _spec(
-    "telegram.bind.requested.*", T, ev.BindRequested, ev.UnbindRequested, ev.UnbindGroup, key="chat_id",
+    "telegram.bind.requested.*", T, ev.BindRequested, ev.UnbindRequested, ev.UnbindGroup,
+    ev.GroupLanguageRequested, key="chat_id",
     by=f"{GATEWAY}; bridge CLI (an operator's unbind)",
-    what="/task <title>, /task <number or link> or /unbind in a group, or an operator's unbind, in order "
-    "(one subject, so they are decided in the order written); key: chat id",
+    what="/task <title>, /task <number or link>, /unbind or /lang in a group, or an operator's unbind, in "
+    "order (one subject, so they are decided in the order written); key: chat id",
 )  # fmt: skip
 TELEGRAM_GROUP_COMMAND = _spec(
     "telegram.group.command_received.*", T, ev.GroupCommandReceived, key="chat_id", by=GATEWAY,
@@ -295,6 +315,14 @@ BINDING_MOVED = _spec(
 BINDING_TASK_COMMAND_ANSWERED = _spec(
     "binding.task_command_answered.*", B, ev.TaskCommandAnswered, key="chat_id", by=BINDER,
     what="What came of /done, /deadline or /assign: done, or refused with why; key: chat id",
+)  # fmt: skip
+BINDING_LANGUAGE_CHOSEN = _spec(
+    "binding.language_chosen.*", B, ev.GroupLanguageChosen, key="chat_id", by=BINDER,
+    what="A group chose the language the bridge speaks there (/lang); key: chat id",
+)  # fmt: skip
+BINDING_LANGUAGE_REJECTED = _spec(
+    "binding.language_rejected.*", B, ev.GroupLanguageRejected, key="chat_id", by=BINDER,
+    what="A /lang was refused; key: chat id",
 )  # fmt: skip
 EFFECT_PLANFIX_COMMENT_POSTED = _spec(
     "effect.planfix.comment_posted.*", E, ev.PlanfixCommentPosted, key="task_number", by=RELAY,
@@ -382,6 +410,8 @@ binding_unbind_rejected = BINDING_UNBIND_REJECTED.subject
 binding_suspended = BINDING_SUSPENDED.subject
 binding_resumed = BINDING_RESUMED.subject
 binding_moved = BINDING_MOVED.subject
+binding_language_chosen = BINDING_LANGUAGE_CHOSEN.subject
+binding_language_rejected = BINDING_LANGUAGE_REJECTED.subject
 planfix_comment_posted = EFFECT_PLANFIX_COMMENT_POSTED.subject
 planfix_comment_rewritten = EFFECT_PLANFIX_COMMENT_REWRITTEN.subject
 telegram_message_sent = EFFECT_TELEGRAM_MESSAGE_SENT.subject
@@ -440,7 +470,7 @@ FETCHER_COMMENT_WEBHOOKS = _consumer(
 )  # fmt: skip
 BINDER_BIND_REQUESTS = _consumer(
     "binder-bind-requests", T, ALL_BIND_REQUESTS, BINDER,
-    "decides /task and /unbind",
+    "decides /task, /unbind and /lang",
 )  # fmt: skip
 BINDER_GROUP_CHANGES = _consumer(
     "binder-group-changes", T, ALL_TELEGRAM_GROUP_EVENTS, BINDER,
@@ -544,3 +574,6 @@ BINDER_PRIVATE_COMMAND = "ops.binder.private_command"
 BINDER_ADMIT_GROUP = "ops.binder.admit_group"
 # Not a stream's: ``bridge bindings audit`` (``AuditBindings`` -> ``BindingsAudited``).
 BINDER_AUDIT_BINDINGS = "ops.binder.audit_bindings"
+# Not a stream's: a NATS request a relay replica answers (``RetryTelegramDelivery`` ->
+# ``TelegramDeliveryRetried``): a message Telegram refused for good goes back into its group's queue.
+RELAY_RETRY_TELEGRAM_DELIVERY = "ops.relay.retry_telegram_delivery"

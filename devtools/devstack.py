@@ -8,6 +8,7 @@ interpreter running this code.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -71,7 +72,16 @@ class ManagedProcess:
             self.process.wait()
 
 
-def start_nats(data_dir: Path, *, port: int | None = None, log_file: Path | None = None) -> ManagedProcess:
+def start_nats(
+    data_dir: Path,
+    *,
+    port: int | None = None,
+    log_file: Path | None = None,
+    config_file: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> ManagedProcess:
+    """``config_file``: a nats-server configuration (e.g. with deploy/nats/accounts.conf's users),
+    ``env``: variables it reads (their passwords); the flags below take precedence over it."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
@@ -87,9 +97,11 @@ def start_nats(data_dir: Path, *, port: int | None = None, log_file: Path | None
             str(port),
             "--server_name",
             f"bridge-dev-{port}",
+            *(["--config", str(config_file)] if config_file is not None else []),
         ],
         stdout=out,
         stderr=subprocess.STDOUT,
+        env={**os.environ, **env} if env is not None else None,
     )
     wait_for_port(port, process=process, what="nats-server")
     return ManagedProcess("nats", process, port, {"url": f"nats://127.0.0.1:{port}"})

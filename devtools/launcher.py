@@ -22,6 +22,7 @@ from typing import TextIO
 from dotenv import dotenv_values
 
 from bridge_cli.service_settings import settings_problems
+from bridge_lib.redaction import redact
 from devtools import devstack
 
 SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
@@ -104,7 +105,8 @@ class Supervisor:
 
     def _say(self, name: str, text: str) -> None:
         prefix = paint(f"{name:<17}|", COLOURS.get(name, 37), sys.stdout)
-        print(f"{prefix} {text}", flush=True)
+        # The services redact their own lines; a library's print to stdout is caught here.
+        print(f"{prefix} {redact(text)}", flush=True)
 
     async def stop_all(self) -> None:
         self.stopping.set()
@@ -190,9 +192,7 @@ def run_live(var: Path) -> None:
             )
             infra.append(mongo)
             os.environ["MONGODB_URL"] = mongo.extra["url"]
-        print(
-            f"NATS: {os.environ['NATS_URL']}   store: {os.environ['MONGODB_URL']}   data: {var}", flush=True
-        )
+        print(infrastructure_line(var), flush=True)
         fatal = asyncio.run(supervise(dict(os.environ)))
         if fatal:
             print(fatal, file=sys.stderr)
@@ -256,9 +256,7 @@ def run_sandbox(var: Path) -> None:
         )
         infra.append(mongo)
         os.environ["MONGODB_URL"] = mongo.extra["url"]
-        print(
-            f"NATS: {os.environ['NATS_URL']}   store: {os.environ['MONGODB_URL']}   data: {var}", flush=True
-        )
+        print(infrastructure_line(var), flush=True)
 
         def ready() -> None:
             print(banner.replace("SANDBOX MODE", "SANDBOX MODE: ready", 1), flush=True)
@@ -270,6 +268,12 @@ def run_sandbox(var: Path) -> None:
     finally:
         for process in reversed(infra):
             process.stop()
+
+
+def infrastructure_line(var: Path) -> str:
+    """Where NATS, the store and the data are, without the passwords their URLs may carry."""
+    nats_url, mongodb_url = os.environ["NATS_URL"], os.environ["MONGODB_URL"]
+    return redact(f"NATS: {nats_url}   store: {mongodb_url}   data: {var}")
 
 
 def sandbox_banner(url: str, var: Path) -> str:

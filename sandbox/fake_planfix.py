@@ -475,6 +475,12 @@ class FakePlanfix(TaskLife):
             self._files[file.id] = file
             return file.id
 
+    def delete_file(self, file_id: int) -> None:
+        """Remove a file from the account's storage, as if deleted in the UI: the comments that
+        list it keep its id, and reading or downloading it answers "file not found"."""
+        with self._lock:
+            self._files.pop(file_id, None)
+
     # --- people -----------------------------------------------------------------------------
 
     def add_employee(

@@ -64,6 +64,7 @@ from sandbox.fake_telegram_media import (
     check_media_group,
     file_object,
     resolve_file,
+    sent_kind,
 )
 
 # Fixed ids Telegram uses as ``from`` of messages written on behalf of a chat.
@@ -173,6 +174,8 @@ class _State:
     poll_generation: int = 0
     files: dict[str, _StoredFile] = field(default_factory=dict)
     downloads: list[str] = field(default_factory=list)  # file_ids whose bytes were fetched
+    # file_id -> HTTP statuses its next downloads answer, one each (a test's broken file server).
+    download_failures: dict[str, list[int]] = field(default_factory=dict)
     commands: list[dict[str, Any]] = field(default_factory=list)
     commands_scope: dict[str, Any] | None = None
     # As Telegram keeps them: one list per scope and language ("" for every language).
@@ -290,6 +293,7 @@ class FakeTelegram:
         thread_id: int | None = None,
         sender_chat: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
+        language_code: str | None = "en",
     ) -> dict[str, Any]:
         """Queue an Update with a ``message`` in ``chat_id`` and return it (Bot API JSON).
 
@@ -300,7 +304,9 @@ class FakeTelegram:
             sender["last_name"] = last_name
         if username:
             sender["username"] = username
-        sender["language_code"] = "en"
+        if language_code:
+            # The sender's Telegram app language: a group's first bind speaks it.
+            sender["language_code"] = language_code
         if sender_chat is not None:
             # Telegram hides the person: ``from`` becomes a placeholder bot.
             sender = dict(GROUP_ANONYMOUS_BOT if sender_chat.get("id") == chat_id else CHANNEL_BOT)
@@ -340,10 +346,22 @@ class FakeTelegram:
         return copy.deepcopy(update)
 
     def edit_group_message(
-        self, original: dict[str, Any], text: str, *, entities: list[dict[str, Any]] | None = None
+        self,
+        original: dict[str, Any],
+        text: str,
+        *,
+        entities: list[dict[str, Any]] | None = None,
+        media: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Queue an ``edited_message`` update for a message queued before (its update's JSON)."""
+        """Queue an ``edited_message`` update for a message queued before (its update's JSON).
+
+        ``media``: the message's file after the edit (e.g. ``{"photo": [...]}``), as when someone
+        swaps the photo or document of a message: it replaces the one the message had."""
         message = copy.deepcopy(original["message"])
+        if media:
+            for kind in ("photo", "document", "video", "audio", "animation", "voice"):
+                message.pop(kind, None)
+            message.update(copy.deepcopy(media))
         key = "text" if "text" in message else "caption"
         message[key] = text
         message.pop("entities" if key == "text" else "caption_entities", None)
@@ -455,6 +473,11 @@ class FakeTelegram:
             stored = self._add_file_locked(data, declared_size if declared_size is not None else len(data))
         return {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id, "file_size": stored.size}
 
+    def fail_downloads(self, file_id: str, status: int, *, times: int = 1) -> None:
+        """The next ``times`` downloads of ``file_id`` answer ``status`` instead of the bytes."""
+        with self._lock:
+            self._state.download_failures.setdefault(file_id, []).extend([status] * times)
+
     def downloads(self) -> list[str]:
         """The file_ids whose bytes were downloaded, in order."""
         with self._lock:
@@ -552,7 +575,7 @@ class FakeTelegram:
     def chat_messages(self, chat_id: int) -> list[dict[str, Any]]:
         """What the bot posted in a chat and is still there, oldest first, as edits left it.
 
-        Each: ``message_id``, ``type`` (text, photo, document, audio, video), ``text`` (the
+        Each: ``message_id``, ``type`` (text, photo, document, audio, video, voice), ``text`` (the
         text or caption as people see it), ``html`` (as sent), ``file_name``, ``file_size``,
         ``media_group_id``, ``message_thread_id``, ``edited``.
         """
@@ -603,6 +626,10 @@ class FakeTelegram:
                 else None,
                 "commands": copy.deepcopy(state.commands),
                 "commands_scope": copy.deepcopy(state.commands_scope),
+                "commands_by_scope": [
+                    [scope, language, copy.deepcopy(listed)]
+                    for (scope, language), listed in state.commands_by_scope.items()
+                ],
             }
             files = {f.file_unique_id: f.data for f in state.files.values()}
         return data, files
@@ -639,6 +666,10 @@ class FakeTelegram:
             state.allowed_updates = frozenset(allowed) if allowed is not None else None
             state.commands = list(data.get("commands", []))
             state.commands_scope = data.get("commands_scope")
+            state.commands_by_scope = {
+                (str(scope), str(language)): list(listed)
+                for scope, language, listed in data.get("commands_by_scope", [])
+            }
 
     def flood_refusals(self, chat_id: int) -> int:
         """How many sends to this chat got a 429 for going over the group pace."""
@@ -668,6 +699,16 @@ class FakeTelegram:
         """The command list setMyCommands left for a scope ("all_group_chats", ...) and language."""
         with self._lock:
             return copy.deepcopy(self._state.commands_by_scope.get((scope_type, language_code), []))
+
+    def commands_shown_to(
+        self, language_code: str | None, scope_type: str = "all_group_chats"
+    ) -> list[dict[str, Any]]:
+        """The command menu a person with this Telegram language sees in a scope: their language's
+        list, else the one set without a language_code (as Telegram's apps choose)."""
+        with self._lock:
+            menus = self._state.commands_by_scope
+            found = menus.get((scope_type, (language_code or "")[:2].lower()))
+            return copy.deepcopy(found if found is not None else menus.get((scope_type, ""), []))
 
     # --- HTTP ----------------------------------------------------------------------------------
 
@@ -791,6 +832,7 @@ class FakeTelegram:
             caption, params.get("parse_mode"), MAX_CAPTION_UTF16, "message caption is too long"
         )
         file = resolve_file(params, params.get(kind), kind)
+        kind = sent_kind(kind, file)
         with self._lock:
             chat = self._sendable_chat_locked(chat_id, new_messages=1)
             message_id = self._next_message_id_locked(chat_id)
@@ -958,18 +1000,24 @@ class FakeTelegram:
                 raise BotAPIError(400, "Bad Request: BOT_COMMAND_INVALID")
             if not isinstance(description, str) or not 1 <= len(description) <= 256:
                 raise BotAPIError(400, "Bad Request: BOT_COMMAND_DESCRIPTION_INVALID")
+        language = params.get("language_code") or ""
+        if not isinstance(language, str) or (language and not re.fullmatch(r"[a-z]{2}", language)):
+            raise BotAPIError(400, "Bad Request: LANG_CODE_INVALID")
         with self._lock:
-            self._state.commands = copy.deepcopy(commands)
             scope = params.get("scope")
             self._state.commands_scope = copy.deepcopy(scope) if isinstance(scope, dict) else None
+            self._state.commands = copy.deepcopy(commands)
             scope_type = scope.get("type", "default") if isinstance(scope, dict) else "default"
-            language = params.get("language_code") or ""
-            self._state.commands_by_scope[(str(scope_type), str(language))] = copy.deepcopy(commands)
+            self._state.commands_by_scope[(str(scope_type), language)] = copy.deepcopy(commands)
         return True
 
     async def _get_my_commands(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        # As the Bot API: the list set for exactly this scope and language_code ("" : for all).
+        scope = params.get("scope")
+        scope_type = str(scope.get("type", "default")) if isinstance(scope, dict) else "default"
+        language = str(params.get("language_code") or "")
         with self._lock:
-            return copy.deepcopy(self._state.commands)
+            return copy.deepcopy(self._state.commands_by_scope.get((scope_type, language), []))
 
     async def _get_file(self, params: dict[str, Any]) -> dict[str, Any]:
         file_id = params.get("file_id")
@@ -992,8 +1040,12 @@ class FakeTelegram:
         unique = request.match_info["path"].rsplit("/", 1)[-1]
         with self._lock:
             stored = next((f for f in self._state.files.values() if f.file_unique_id == unique), None)
-            if stored is not None:
+            planned = self._state.download_failures.get(stored.file_id, []) if stored is not None else []
+            failure = planned.pop(0) if planned else None
+            if stored is not None and failure is None:
                 self._state.downloads.append(stored.file_id)
+        if failure is not None:
+            return web.Response(status=failure, text="planned failure")
         if stored is None or stored.size > MAX_DOWNLOAD_BYTES:
             return web.Response(status=404, text="Not Found")
         return web.Response(body=stored.data, content_type="application/octet-stream")

@@ -5,6 +5,8 @@ would answer, or raises ``BotAPIError`` with Telegram's wording. Limits (Bot API
 ``/work/shared/reference/telegram-and-nats.md``): photos up to 10 MB and other files up to
 50 MB by multipart upload; a media group holds 2-10 items, photos and videos may mix,
 documents and audio only go with their own kind; captions take 1024 UTF-16 units after parsing.
+``sendVoice`` takes OGG/Opus, MP3 or M4A and shows it as a voice message (never in a media group);
+a file of another format sent with it becomes a document, as Telegram does.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ MAX_PHOTO_BYTES = 10 * 1024 * 1024
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_CAPTION_UTF16 = 1024
 MEDIA_GROUP_SIZES = range(2, 11)
-FILE_KINDS = ("photo", "document", "audio", "video")
+FILE_KINDS = ("photo", "document", "audio", "video", "voice")
+# What Telegram plays as a voice message (Bot API, sendVoice).
+VOICE_SUFFIXES = (".ogg", ".oga", ".opus", ".mp3", ".m4a")
 # Which kinds may share one media group.
 _GROUP_FAMILY = {"photo": "visual", "video": "visual", "document": "document", "audio": "audio"}
 
@@ -62,6 +66,13 @@ def check_media_group(media: Any) -> list[dict[str, Any]]:
     return media
 
 
+def sent_kind(kind: str, file: dict[str, Any]) -> str:
+    """What a sent file shows as: a voice message in a format Telegram cannot play is a document."""
+    if kind == "voice" and not file["name"].lower().endswith(VOICE_SUFFIXES):
+        return "document"
+    return kind
+
+
 def file_object(kind: str, file: dict[str, Any], message_id: int, chat_id: int) -> Any:
     """What a sent message carries for its file: PhotoSize list, Document, Audio or Video."""
     digest = hashlib.sha1(f"{chat_id}:{message_id}:{file['name']}".encode()).hexdigest()[:16]
@@ -72,6 +83,10 @@ def file_object(kind: str, file: dict[str, Any], message_id: int, chat_id: int) 
     }
     if kind == "photo":
         return [{**base, "width": 800, "height": 600}]
+    if kind == "voice":
+        # A Voice object has no file name; its MIME type says the format.
+        mime = "audio/mpeg" if file["name"].lower().endswith(".mp3") else "audio/ogg"
+        return {**base, "duration": 1, "mime_type": mime}
     named = {**base, "file_name": file["name"]}
     if kind == "audio":
         return {**named, "duration": 1}

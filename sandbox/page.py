@@ -233,6 +233,7 @@ class Sandbox:
         thread_id: int | None = None,
         reply_to: int | None = None,
         upload: tuple[str, str, bytes] | None = None,
+        language_code: str = "en",
     ) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         body: str | None = text
@@ -265,6 +266,8 @@ class Sandbox:
             thread_id=thread_id,
             sender_chat=sender_chat,
             extra=extra,
+            # The writer's Telegram app language: a group's first /task speaks it (until /lang).
+            language_code=language_code,
         )
         message: dict[str, Any] = update["message"]
         self.posts.setdefault(group.chat_id, []).append(Post(person.key, message))
@@ -530,6 +533,7 @@ class Sandbox:
             thread_id=_optional_int(_text(form, "thread")) if group.forum else None,
             reply_to=_optional_int(_text(form, "reply_to")),
             upload=upload,
+            language_code=_telegram_language(form),
         )
         return web.json_response({"message_id": message["message_id"]})
 
@@ -642,6 +646,17 @@ def _person(form: Any) -> Person:
     if person is None:
         raise web.HTTPBadRequest(text="unknown person")
     return person
+
+
+# The Telegram app languages the page offers its writers (the bridge speaks both).
+TELEGRAM_LANGUAGES = ("en", "ru")
+
+
+def _telegram_language(form: Any) -> str:
+    language = _text(form, "language") or TELEGRAM_LANGUAGES[0]
+    if language not in TELEGRAM_LANGUAGES:
+        raise web.HTTPBadRequest(text="unknown language")
+    return language
 
 
 def _upload(form: Any) -> tuple[str, str, bytes] | None:

@@ -19,6 +19,10 @@ from bridge_lib import lean_imports
 # imports aiogram, httpx or structlog.
 lean_imports.install()
 
+# The services the tests start speak English unless a test says otherwise (users get Russian by
+# default): they inherit this environment; the tests of Russian set BRIDGE_LANGUAGE=ru themselves.
+os.environ.setdefault("BRIDGE_LANGUAGE", "en")
+
 from devtools import devstack  # noqa: E402
 from sandbox.fake_planfix import FakePlanfix  # noqa: E402
 from sandbox.fake_telegram import FakeTelegram  # noqa: E402

@@ -35,7 +35,12 @@ TEST_ADMIN_NAME = "Ivan Admin"
 
 
 # How the binder announces a bind or unbind in the task (services/binder/task_notices.py).
-BINDING_NOTICES = ("Bound to Telegram group «", "Unbound from Telegram group «")
+BINDING_NOTICES = (
+    "Bound to Telegram group «",
+    "Unbound from Telegram group «",
+    "Привязана к группе Telegram «",
+    "Отвязана от группы Telegram «",
+)
 
 
 def relayed_comments(fake_planfix: Any, task_number: int) -> list[Any]:

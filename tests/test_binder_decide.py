@@ -38,7 +38,7 @@ from services.binder.decide import (
 
 CHAT = -1001
 ADMIN = TelegramUser(id=7, full_name="Anna", username="anna")
-RULES = BindRules(account_url="https://acme.planfix.com", max_task_title=20)
+RULES = BindRules(account_url="https://acme.planfix.com", max_task_title=20, language="en")
 
 
 def envelope(name: str) -> dict[str, Any]:
@@ -188,7 +188,7 @@ def test_the_outcome_of_a_request(
 
 
 def test_everyone_may_bind_when_the_rules_say_so() -> None:
-    rules = BindRules(account_url=RULES.account_url, everyone_may_bind=True)
+    rules = BindRules(account_url=RULES.account_url, everyone_may_bind=True, language="en")
     outcome = decide(bind(number=42, admin=False), None, TaskFound(number=42, title="P"), rules)
     assert outcome.decided == "bound"
 

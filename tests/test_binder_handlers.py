@@ -65,6 +65,9 @@ class MemoryStore:
     async def title_of(self, chat_id: int) -> str | None:
         return self.titles.get(chat_id)
 
+    async def language_of(self, chat_id: int) -> str | None:
+        return self.bindings.language_of(chat_id)
+
     async def all_bindings(self) -> list[Binding]:
         return list(self.bindings)
 
@@ -146,7 +149,7 @@ class Binderd:
     stream: list[BindingEvent] = field(default_factory=list)
 
     def broker(self) -> NatsBroker:
-        rules = BindRules(account_url="https://acme.planfix.com")
+        rules = BindRules(account_url="https://acme.planfix.com", language="en")
         binder = Binder(
             store=self.store,
             planfix=self.planfix,

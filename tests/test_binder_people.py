@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from bridge_lib.eventbus import TransientFailure
+from bridge_lib.i18n import translator
 from bridge_lib.planfix import PersonStatus, PlanfixPerson, PlanfixUnavailable
 from contracts.events import (
     AnyEvent,
@@ -30,6 +31,9 @@ from services.binder.task_notices import notice_comments, who_did
 from services.relay.to_telegram.notices import rejected_notice
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+EN = translator("en")
 
 
 def env(event_id: str) -> Envelope:
@@ -162,7 +166,7 @@ def test_a_refusal_is_not_allowed_with_its_finer_reason_and_the_relay_words_it(
     assert subject == "binding.rejected.-1"
     assert event.reason == "not_allowed"
     assert getattr(event, "refusal", None) == str(refusal)
-    assert words in rejected_notice(event).replace("&#x27;", "'")
+    assert words in rejected_notice(event, EN).replace("&#x27;", "'")
     # An older relay shows the detail: it says the same in plain words.
     assert event.detail
 
@@ -172,7 +176,7 @@ def test_an_unknown_refusal_falls_back_to_the_detail() -> None:
     event, _, _ = announcement(request(), outcome)
     assert isinstance(event, BindRejected)
     newer = msgspec.structs.replace(event, refusal="from_the_future", detail="ask later")
-    assert rejected_notice(newer) == "⚠️ Could not bind this group: ask later."
+    assert rejected_notice(newer, EN) == "⚠️ Could not bind this group: ask later."
 
 
 def test_bind_unbind_and_rebind_notices() -> None:
@@ -182,9 +186,12 @@ def test_bind_unbind_and_rebind_notices() -> None:
     )  # fmt: skip
     unbound = TaskUnbound(**env("e2"), chat_id=-1, task_number=42, unbound_by="bridge-cli:ops")
 
-    rebound = notice_comments(bound, group_title="Ops <team>", by="Anna")
+    rebound = notice_comments(bound, group_title="Ops <team>", by="Anna", texts=EN)
     gone = notice_comments(
-        unbound, group_title="Ops", by=who_did(None, planfix_name=None, operator="bridge-cli:ops")
+        unbound,
+        group_title="Ops",
+        by=who_did(None, planfix_name=None, operator="bridge-cli:ops", texts=EN),
+        texts=EN,
     )
 
     assert [(c.key, c.task_number) for c in rebound] == [

@@ -15,6 +15,7 @@ from contracts.events import (
     BindingEvent,
     BindingMoved,
     BindingSuspended,
+    GroupLanguageChosen,
     TaskBound,
     TaskUnbound,
     TelegramUser,
@@ -149,3 +150,36 @@ def test_the_store_applies_binding_events_as_the_fold_does(
         ((-400, None), 4, False),
     }
     assert loop.run(binding_store.bindings_of_chat(-200))[0].suspended is True
+
+
+def test_the_store_keeps_each_groups_language_as_the_fold_does(
+    loop: LoopThread, store: tuple[BindingStore, Any]
+) -> None:
+    binding_store, _ = store
+
+    def bound_by(chat_id: int, language_code: str | None, key: str) -> TaskBound:
+        return TaskBound(
+            **root_envelope(f"test:{key}", caused_by="test"), chat_id=chat_id, task_number=7, task_title="t",
+            created_task=False, requested_by=TelegramUser(id=1, full_name="A", language_code=language_code),
+        )  # fmt: skip
+
+    events: list[BindingEvent] = [
+        bound_by(-100, "en-GB", "a"),
+        bound_by(-100, "ru", "b"),  # the first binder's language stays
+        bound_by(-200, None, "c"),  # none known: the default
+        bound_by(-300, "ru", "d"),
+        GroupLanguageChosen(**root_envelope("test:lang", caused_by="test"), chat_id=-300, language="en"),
+        BindingMoved(
+            **root_envelope("test:moved", caused_by="test"),
+            old_chat_id=-300,
+            chat_id=-400,
+            task_number=7,
+            task_title="t",
+        ),
+    ]
+    for event in events:
+        loop.run(binding_store.apply(event))
+
+    folded = fold(events)
+    for chat_id, language in ((-100, "en"), (-200, None), (-300, "en"), (-400, "en")):
+        assert loop.run(binding_store.language_of(chat_id)) == language == folded.language_of(chat_id)

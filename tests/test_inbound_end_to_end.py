@@ -14,6 +14,7 @@ from typing import Any
 from contracts.events import planfix_source_object_id, telegram_message_key
 from sandbox.fake_planfix import FakeComment, FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
+from tests.conftest import BOT_TOKEN
 from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task
 from tests.support import eventually, relayed_comments, stays
 from tests.test_bridge_end_to_end import bridge
@@ -150,6 +151,42 @@ def test_documents_locations_contacts_polls_stickers_forwards_and_replies_all_ar
     ]
 
 
+def test_a_reply_to_a_bridged_planfix_comment_quotes_that_comment_and_links_to_it(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Replies to Planfix")
+    comment_id = fake_planfix.add_employee_comment(
+        number, "<p>Toner is <b>ordered</b></p><p>It comes on Friday</p>", author_name="Olga Smirnova"
+    )
+    shown = eventually(
+        lambda: [m for m in fake_telegram.chat_messages(unique_chat_id) if "Toner is ordered" in m["text"]],
+        what="the comment shown in the group",
+    )[0]
+    bot_id = int(BOT_TOKEN.split(":")[0])
+    answered = {
+        "message_id": shown["message_id"],
+        "from": {"id": bot_id, "is_bot": True, "first_name": "Bridge", "username": "bridge_bot"},
+        "chat": {"id": unique_chat_id, "type": "supergroup", "title": "Support group"},
+        "date": 1700000000,
+        "text": shown["text"],
+    }
+
+    fake_telegram.add_group_message(
+        unique_chat_id, "Thanks! Which tray?", extra={"reply_to_message": answered}
+    )
+
+    [reply] = eventually(
+        lambda: [c for c in relayed_comments(fake_planfix, number) if "Which tray?" in c.description],
+        what="the reply in Planfix",
+    )
+    quote = reply.description.split("<blockquote>", 1)[1].split("</blockquote>", 1)[0]
+    assert "<b>Olga Smirnova</b>" in quote
+    assert quote.endswith(": Toner is ordered")
+    assert f'/task/{number}?comment={comment_id}"' in quote
+    assert "Planfix:" not in quote
+    assert "Bridge" not in quote
+
+
 def test_a_file_over_20_mb_is_named_with_its_size_and_nothing_is_dropped(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
@@ -228,6 +265,34 @@ def test_an_edit_updates_the_comment_it_became_and_an_unknown_edit_is_ignored(
         lambda: "edit_of_unknown_message_ignored" in bridge.processes["relay"].log_text(),
         what="the unknown edit logged",
     )
+
+
+def test_a_photo_swapped_by_an_edit_joins_the_comment_and_names_the_old_one_as_replaced(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Swapped media")
+    original = fake_telegram.add_group_message(
+        unique_chat_id, None, extra={"photo": photo(fake_telegram, PNG + b"first"), "caption": "The jam"}
+    )
+    [comment] = comments_of(fake_planfix, number, 1)
+    [first_file] = comment.files
+    report = fake_telegram.add_file(b"%PDF-1.4 the service report")
+
+    # Someone swaps the photo for the service report, and says so in the caption.
+    fake_telegram.edit_group_message(
+        original,
+        "The jam, see the report",
+        media={"document": {**report, "file_name": "report.pdf", "mime_type": "application/pdf"}},
+    )
+
+    updated = updated_comment(fake_planfix, comment.id, 1)
+    assert "The jam, see the report" in updated.description
+    assert updated.files[0] == first_file
+    [new_file] = updated.files[1:]
+    assert fake_planfix.file(new_file).data == b"%PDF-1.4 the service report"  # type: ignore[union-attr]
+    message_id = original["message"]["message_id"]
+    assert f"report.pdf (1 KB) replaced photo_{message_id}.jpg" in updated.description
+    stays(lambda: len(relayed_comments(fake_planfix, number)) == 1, for_s=1.0, what="no new comment")
 
 
 def test_reactions_show_as_one_line_on_the_comment_updated_in_place(

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,8 @@ def ops(
         "LOG_LEVEL": "INFO",
         # The task card (issue 18) is one more message per bound group; these tests count without it.
         "RELAY_TASK_CARDS": "false",
+        # Two refusals set a Telegram message aside (the default is 8, with backoff).
+        "RELAY_SEND_MAX_ATTEMPTS": "2",
         **{HEALTH_PORT_SETTING[name]: str(port) for name, port in health_ports.items()},
     }
     log_dir = work_dir / "ops-logs"
@@ -398,6 +401,44 @@ def test_dump_then_replay_reproduces_the_effects_once(
     assert len(posted) == 2  # the forced replay's effect is recorded as a new event
 
 
+def test_replay_into_one_consumer_is_handled_by_that_consumer_only(
+    ops: OpsBridge,
+    fake_telegram: FakeTelegram,
+    fake_planfix: FakePlanfix,
+    unique_chat_id: int,
+    tmp_path: Path,
+) -> None:
+    bind_new_task(ops, fake_telegram, unique_chat_id, "Replay into one", fake_planfix)
+    before = len(texts_sent(fake_telegram, unique_chat_id))
+    fake_telegram.add_group_message(unique_chat_id, "/status")
+    eventually(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == before + 1, what="/status answered")
+    dump = tmp_path / "status.jsonl"
+    ops.ok(
+        "events", "dump", "--stream", "TELEGRAM", "--chat", str(unique_chat_id),
+        "--type", "command_received", "-o", str(dump),
+    )  # fmt: skip
+    replay_id = f"into-binder-{unique_chat_id}"
+
+    # /status is read by the binder (which skips it) and by the relay (which answers it).
+    replayed = ops.ok(
+        "events", "replay", str(dump), "--into", "binder-group-changes", "--replay-id", replay_id
+    )
+
+    assert "sent 1 message(s)" in replayed
+    assert "(skipped by relay-group-events)" in replayed
+    relay_lines = lambda: [  # noqa: E731
+        line for line in ops.processes["relay"].log_text().splitlines() if replay_id in line
+    ]
+    [skipped] = eventually(relay_lines, what="the relay saw the replayed copy")
+    assert '"replay_skipped"' in skipped
+    assert eventually(
+        lambda: [line for line in ops.processes["binder"].log_text().splitlines() if replay_id in line],
+        what="the binder handled the replayed copy",
+    )
+    stays(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == before + 1, what="no second answer")
+    assert "relay-telegram-inbound" in ops.cli("events", "replay").stderr  # today's consumer in the hint
+
+
 def _relay_caught_up(ops: OpsBridge) -> bool:
     async def check() -> bool:
         nc = await nats.connect(ops.nats_url)
@@ -521,6 +562,74 @@ def test_dlq_retry_delivers_a_dead_lettered_message_once(
     assert f"[retry of dead letter {seq}]" in trace
     assert trace.index("retry of dead letter") < trace.index("effect.telegram_message_sent.v1")
     (ops.work_dir / "trace-dead-letter.txt").write_text(trace)
+
+
+def test_a_message_telegram_refused_for_good_is_listed_shown_and_retried_with_the_other_dead_letters(
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Refused for good", fake_planfix)
+    fake_telegram.fail_next(
+        "sendMessage", error_code=400, description="Bad Request: CHAT_WRITE_FORBIDDEN", times=2
+    )
+
+    fake_planfix.add_employee_comment(task, "<p>Printer fixed, <b>tray 2</b> works again</p>")
+
+    consumer = "relay-telegram-outbox"
+    listed = eventually(lambda: dlq_listing_with(ops, consumer), timeout_s=30, what="set aside")
+    [line] = [line for line in listed.splitlines() if consumer in line]
+    assert f"group {unique_chat_id}" in line
+    assert "CHAT_WRITE_FORBIDDEN" in line
+    assert "Printer fixed, tray 2 works again" in line
+    seq = line.split()[0]
+    shown = ops.ok("dlq", "show", seq)
+    assert "telegram-outbox/" in shown
+    assert "Printer fixed" in shown
+    assert not any("Printer fixed" in text for text in texts_sent(fake_telegram, unique_chat_id))
+
+    retried = ops.ok("dlq", "retry", seq)
+
+    assert f"{seq}: queued again for group {unique_chat_id}" in retried
+    eventually(
+        lambda: any("Printer fixed" in text for text in texts_sent(fake_telegram, unique_chat_id)),
+        what="sent after the retry",
+    )
+    assert seq not in [line.split()[0] for line in ops.ok("dlq", "list").splitlines()[:-1]]
+    assert "no dead letter" in ops.cli("dlq", "retry", seq).stderr
+    stays(
+        lambda: sum("Printer fixed" in text for text in texts_sent(fake_telegram, unique_chat_id)) == 1,
+        what="sent once",
+    )
+
+
+def test_a_message_set_aside_before_refusals_were_dead_letters_is_listed_after_the_relay_restarts(
+    ops: OpsBridge, unique_chat_id: int
+) -> None:
+    key = f"telegram-message:pf:comment:990001:{unique_chat_id}:0"
+    document = {
+        "_id": key,
+        "chat_id": unique_chat_id,
+        "action": "send",
+        "kind": "planfix_comment",
+        "correlation_id": "c-old",
+        "causation_id": "e-old",
+        "seq": 4242,
+        "text": "<b>Olga Smirnova</b> · Planfix:\nThe old refused comment",
+        "state": "dead",
+        "attempts": 8,
+        "reason": "Telegram server says - Bad Request: CHAT_WRITE_FORBIDDEN",
+        "enqueued_at": datetime.now(UTC),
+    }
+    ops.mongo(lambda db: db["telegram_outbox_finished"].insert_one(document))
+
+    assert ops.processes["relay"].stop() == 0
+    ops.processes["relay"].start()
+    eventually(lambda: ops.readiness("relay") == 200, timeout_s=40, what="relay ready again")
+
+    listed = eventually(lambda: dlq_listing_with(ops, "The old refused comment"), what="listed")
+    [line] = [line for line in listed.splitlines() if "The old refused comment" in line]
+    assert f"group {unique_chat_id}" in line
+    assert "CHAT_WRITE_FORBIDDEN" in line
+    assert "telegram-outbox/4242" in line
 
 
 def test_an_undecodable_message_is_dead_lettered_not_dropped(ops: OpsBridge, unique_chat_id: int) -> None:

@@ -39,7 +39,7 @@ from tests.support import REPO_ROOT
         ("telegram.message.received.*", "telegram.message.received.-100.x", False),
         ("binding.>", "binding.bound.-100", True),
         ("binding.>", "binding", False),
-        ("deadletter.relay-telegram-messages", "deadletter.relay-telegram-messages", True),
+        ("deadletter.relay-telegram-inbound", "deadletter.relay-telegram-inbound", True),
         ("planfix.comment.added.*", "planfix.webhook.comment.5", False),
     ],
 )

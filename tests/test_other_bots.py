@@ -7,11 +7,15 @@ from __future__ import annotations
 import pytest
 from aiogram.types import User
 
+from bridge_lib.i18n import translator
 from services.relay.directory import BoundTask
 from services.relay.to_telegram.notices import status_text
 from services.telegram_gateway.other_bots import command_for_other_bot, merged, named
 
 ME = "planfix_bridge_bot"
+
+
+EN = translator("en")
 
 
 @pytest.mark.parametrize(
@@ -55,7 +59,7 @@ def test_other_bots_are_the_bots_but_us_each_named_once() -> None:
     [
         ([], None),
         (["planfix_bot"], "⚠️ Another bot here may answer /task too: @planfix_bot. If it is bound"),
-        (["planfix_bot", "x<y"], "⚠️ Other bots here may answer /task too: @planfix_bot, @x&lt;y. If one of"),
+        (["planfix_bot", "x<y"], "⚠️ 2 other bots here may answer /task too: @planfix_bot, @x&lt;y. If one"),
     ],
 )
 def test_status_says_another_bot_answers_task_too_and_what_that_leads_to(
@@ -64,7 +68,7 @@ def test_status_says_another_bot_answers_task_too_and_what_that_leads_to(
     bound = BoundTask(task_number=12, task_title="Printer")
     text = status_text(
         bound, task_url="https://acme.planfix.com/task/12", in_topic=False, bot_reads_all_messages=True,
-        other_bots=other_bots,
+        other_bots=other_bots, t=EN,
     )  # fmt: skip
 
     if expected is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +223,48 @@ def test_a_caption_over_1024_goes_after_its_files_as_text(
     assert (audio["type"], audio["file_name"]) == ("audio", "jingle.mp3")
     assert text["type"] == "text"
     assert long_text.strip() in text["text"]
+
+
+def test_a_captioned_comment_whose_files_are_all_gone_still_arrives_as_text(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Vanished files")
+    photo = fake_planfix.add_file("gone.jpg", b"\xff\xd8 soon deleted")
+    comment = fake_planfix.add_employee_comment(
+        number, "<p>See the attached photo</p>", files=(photo,), fire_webhook=False
+    )
+    fake_planfix.delete_file(photo)  # deleted in Planfix before the bridge fetched it
+
+    fake_planfix.post_webhook(number, comment)
+
+    message = wait_shown(fake_telegram, unique_chat_id, "See the attached photo")
+    assert message["type"] == "text"
+    assert calls_to(fake_telegram, "sendPhoto", unique_chat_id) == []
+    # Recorded as a text message: an edit of the comment edits it.
+    fake_planfix.edit_comment(comment, "<p>See the attached photo, now gone</p>")
+    eventually(lambda: "now gone" in shown(fake_telegram, unique_chat_id)[-1], what="edited as text")
+
+
+def test_a_voice_message_from_planfix_arrives_as_a_voice_message(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Voice")
+    note = fake_planfix.add_file("voice-note.ogg", b"OggS voice bytes")
+    other = fake_planfix.add_file("reply.oga", b"OggS second voice")
+
+    fake_planfix.add_employee_comment(number, "<p>Listen to this</p>", files=(note, other))
+
+    eventually(lambda: len(fake_telegram.chat_messages(unique_chat_id)) == 3, what="two voice messages")
+    first, second = fake_telegram.chat_messages(unique_chat_id)[1:]
+    assert (first["type"], first["file_name"], second["type"], second["file_name"]) == (
+        "voice",
+        "voice-note.ogg",
+        "voice",
+        "reply.oga",
+    )
+    assert "Listen to this" in first["text"]
+    assert calls_to(fake_telegram, "sendDocument", unique_chat_id) == []
+    assert len(calls_to(fake_telegram, "sendVoice", unique_chat_id)) == 2
 
 
 # --- edits and deletions ------------------------------------------------------------------------------
@@ -437,6 +480,45 @@ def test_an_anonymous_admin_is_told_once_how_to_switch_anonymity_off(
     ]
     assert [e.text for e in received] == ["a normal message"]
     assert re.search(r"anonym", guidance["text"], re.IGNORECASE)
+
+
+def test_an_anonymous_admin_is_told_again_after_a_quiet_day_and_their_commands_are_answered(
+    bridge: Bridge, fake_telegram: FakeTelegram, unique_chat_id: int
+) -> None:
+    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Anonymous again")
+    group = {"id": unique_chat_id, "type": "supergroup", "title": "Support group"}
+
+    def guidance_count() -> int:
+        return len([t for t in shown(fake_telegram, unique_chat_id) if "at most once a day" in t])
+
+    fake_telegram.add_group_message(unique_chat_id, "posted as the group", sender_chat=group)
+    eventually(lambda: guidance_count() == 1, what="guidance")
+    # A day goes by: the guidance went out 25 hours ago.
+    eventually(
+        lambda: bridge.update_documents(
+            "telegram_outbox_finished",
+            {"chat_id": unique_chat_id, "kind": "anonymous_admin_guidance"},
+            {"$set": {"enqueued_at": datetime.now(UTC) - timedelta(hours=25)}},
+        ),
+        what="the guidance recorded as sent",
+    )
+
+    fake_telegram.add_group_message(unique_chat_id, "posted as the group the next day", sender_chat=group)
+    eventually(lambda: guidance_count() == 2, what="guidance again after a quiet day")
+    fake_telegram.add_group_message(unique_chat_id, "and once more the same day", sender_chat=group)
+
+    task = fake_telegram.add_group_message(unique_chat_id, "/task Another task", sender_chat=group)
+    answer = wait_shown(fake_telegram, unique_chat_id, "cannot act on this /task")
+    assert answer["reply_to_message_id"] == task["message"]["message_id"]
+    assert "Remain anonymous" in answer["text"]
+    fake_telegram.add_group_message(unique_chat_id, "/unbind", sender_chat=group)
+    wait_shown(fake_telegram, unique_chat_id, "cannot act on this /unbind")
+    fake_telegram.add_group_message(unique_chat_id, "/status", sender_chat=group)
+    status = wait_shown(fake_telegram, unique_chat_id, "not passed on to Planfix;")
+    assert f"#{number}" in status["text"]
+    stays(lambda: guidance_count() == 2, what="not told a third time within the day")
+    requests = [e for e in bridge.events(f"telegram.bind.requested.{unique_chat_id}")]
+    assert len(requests) == 1  # only the admin's own /task: nothing anonymous reached the binder
 
 
 def test_a_comment_with_a_pdf_and_a_photo_arrives_with_the_same_bytes_fetched_without_the_token(

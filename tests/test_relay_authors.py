@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bridge_lib.i18n import translator
 from bridge_lib.planfix import OwnerRefused, RecipientRole, Recipients
 from contracts.events import (
     PersonLinked,
@@ -27,6 +28,7 @@ from services.relay.to_planfix.authors import OWNERS_OFF_S, Authors, mentioned_e
 from services.relay.to_planfix.from_telegram_html import build_block, comment_html
 from services.relay.to_telegram.from_planfix_html import comment_author_line, telegram_comment_text
 
+EN = translator("en")
 ANNA = TelegramUser(id=11, full_name="Anna Petrova", username="anna_p")  # an employee
 CARL = TelegramUser(id=12, full_name="Carl", username="carl")  # a linked contact
 STRANGER = TelegramUser(id=13, full_name="Sam Stranger", username="sam")
@@ -171,10 +173,10 @@ def test_a_refused_owner_turns_owners_off_for_an_hour() -> None:
 
 
 def test_the_author_line_names_the_author_only_when_the_robot_writes() -> None:
-    block = build_block(message("hello", by=ANNA), ZoneInfo("UTC"), [])
+    block = build_block(message("hello", by=ANNA), ZoneInfo("UTC"), [], EN)
 
-    named = comment_html([block])
-    as_owner = comment_html([block], named=False)
+    named = comment_html([block], EN)
+    as_owner = comment_html([block], EN, named=False)
 
     assert "<b>Anna Petrova</b> (@anna_p) · Telegram · " in named
     assert "Anna" not in as_owner
@@ -201,8 +203,8 @@ def test_a_linked_employees_planfix_comment_names_their_telegram_username() -> N
     assert anna is not None
     assert anna.telegram_username == "anna_p"
 
-    line = comment_author_line(comment_by("user:5", "Anna Petrova"), anna.telegram_username)
+    line = comment_author_line(comment_by("user:5", "Anna Petrova"), anna.telegram_username, EN)
 
     assert line == "<b>Anna Petrova</b> (@anna_p) · Planfix"
-    assert telegram_comment_text(comment_by("user:7", "Bob"), None) == "<b>Bob</b> · Planfix:\ndone"
+    assert telegram_comment_text(comment_by("user:7", "Bob"), None, EN) == "<b>Bob</b> · Planfix:\ndone"
     assert directory.by_planfix_id("user:7") is None

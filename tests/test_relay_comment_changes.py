@@ -81,6 +81,7 @@ def deliver(*events: PlanfixCommentAdded) -> tuple[MemoryOutbox, list[int], Any]
         wake=woken.append,
         planfix_source_id=OUR_SOURCE_ID,
         planfix_web_url="https://acc.planfix.com/",
+        language="en",
     )
     consumers = router(handlers)
     broker = make_broker("nats://127.0.0.1:4222", name="test-relay")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from services.relay.effects import quoted_comment
 from services.relay.to_telegram.from_planfix_html import planfix_html_to_telegram
 from services.relay.to_telegram.telegram_text import TEXT_LIMIT as TELEGRAM_TEXT_LIMIT
 from services.relay.to_telegram.telegram_text import split_html as split_for_telegram
@@ -34,3 +37,20 @@ def test_a_long_message_is_split_in_order_without_loss() -> None:
     assert len(parts) > 1
     assert all(len(part) <= TELEGRAM_TEXT_LIMIT for part in parts)
     assert "\n".join(parts).split() == text.split()
+
+
+@pytest.mark.parametrize(
+    ("message", "quoted"),
+    [
+        (
+            "<b>Olga Smirnova</b> · Planfix:\nToner is <b>ordered</b>\nFriday",
+            ("Olga Smirnova", "Toner is ordered"),
+        ),
+        ("<b>Olga</b> (@olga) · Planfix:\n\n  Tom &amp; Jerry", ("Olga (@olga)", "Tom & Jerry")),
+        ("<b>Olga Smirnova</b> · Planfix", ("Olga Smirnova", "")),  # files only
+    ],
+)
+def test_a_reply_quotes_the_comments_author_and_first_line_not_the_bots_author_line(
+    message: str, quoted: tuple[str, str]
+) -> None:
+    assert quoted_comment(message) == quoted

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bridge_lib.i18n import translator
 from bridge_lib.kvstore import ensure_bucket
 from bridge_lib.lease import Leases
 from contracts.events import PlanfixFile, TelegramMessageKind
@@ -23,6 +24,9 @@ from services.relay.to_telegram.sender import next_batch
 from tests.support import LoopThread, connect_nats
 
 MB = 1024 * 1024
+
+
+EN = translator("en")
 
 
 def file(name: str, size: int | None = 1000) -> PlanfixFile:
@@ -110,12 +114,16 @@ def test_what_cannot_share_a_message_goes_alone() -> None:
 def test_status_says_how_to_switch_group_privacy_off_when_it_is_on() -> None:
     bound = BoundTask(4821, "Printer <floor 3>")
     text = status_text(
-        bound, task_url="https://acc.planfix.com/task/4821", in_topic=False, bot_reads_all_messages=False
+        bound,
+        task_url="https://acc.planfix.com/task/4821",
+        in_topic=False,
+        bot_reads_all_messages=False,
+        t=EN,
     )
     assert '<a href="https://acc.planfix.com/task/4821">#4821</a>' in text
     assert "Printer &lt;floor 3&gt;" in text
     assert "/setprivacy" in text
-    unbound = status_text(None, task_url="", in_topic=True, bot_reads_all_messages=True)
+    unbound = status_text(None, task_url="", in_topic=True, bot_reads_all_messages=True, t=EN)
     assert "This topic is not bound" in unbound
     assert "/setprivacy" not in unbound
 

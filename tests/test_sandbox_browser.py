@@ -268,6 +268,24 @@ def test_a_person_links_to_planfix_in_one_click_and_the_page_shows_it(page: Page
     snap(page, "08-linked")
 
 
+def test_a_group_bound_from_a_russian_telegram_hears_russian_until_lang_switches_it(page: Page) -> None:
+    page.fill("#new-group input[name=title]", "Бухгалтерия")
+    page.click("#new-group button")
+    expect(page.locator("#groups button.active")).to_contain_text("Бухгалтерия")
+    page.select_option("#language", "ru")
+
+    write_as(page, "anna", "/task Сверка счетов")
+    expect(page.locator("#messages .bubble.bot").last).to_contain_text("группа к ней привязана")
+    expect(page.locator("#comments")).to_contain_text("Привязана к группе Telegram «Бухгалтерия»")
+    write_as(page, "anna", "/lang en")
+    expect(page.locator("#messages .bubble.bot").last).to_contain_text("From now on I speak English")
+    snap(page, "09-languages")
+
+    page.select_option("#language", "en")
+    page.locator("#groups button", has_text="Support group").click()
+    expect(page.locator("#task-head")).to_contain_text("Fix the printer")
+
+
 def test_a_restart_keeps_groups_tasks_and_comments_and_the_bridge_keeps_working(
     page: Page, sandbox: SandboxRun
 ) -> None:
@@ -285,4 +303,4 @@ def test_a_restart_keeps_groups_tasks_and_comments_and_the_bridge_keeps_working(
     page.fill("#comment-text", "Welcome back")
     page.click("#add-comment")
     expect(page.locator("#messages .bubble.bot", has_text="Welcome back")).to_be_visible()
-    snap(page, "08-after-restart")
+    snap(page, "10-after-restart")

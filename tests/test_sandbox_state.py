@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from aiohttp import web
+
+from sandbox.config import PEOPLE, SandboxConfig
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from sandbox.html_clean import clean_html, text_to_html
+from sandbox.page import Group, Sandbox, _telegram_language
 from sandbox.persistence import StateFile
 
 
@@ -76,3 +81,21 @@ def test_markup_people_wrote_is_shown_as_text_and_only_harmless_formatting_is_ke
     assert 'href="https://example.com"' in cleaned
     assert cleaned.endswith("<i>open</i>")
     assert text_to_html("<b>not bold</b>\nline") == "&lt;b&gt;not bold&lt;/b&gt;<br>line"
+
+
+def test_the_page_writes_in_the_telegram_language_chosen_and_refuses_others(tmp_path: Path) -> None:
+    config = SandboxConfig(
+        state_dir=tmp_path, host="127.0.0.1", port=0, telegram_port=0, planfix_port=0,
+        nats_url="nats://127.0.0.1:1", planfix_webhook_url="http://127.0.0.1:1/planfix/webhook/x",
+    )  # fmt: skip
+    sandbox = Sandbox(config)
+    group = Group(chat_id=-1001000000009, title="Ops")
+
+    russian = sandbox.post_message(group, PEOPLE[0], "/task Принтер", language_code="ru")
+    english = sandbox.post_message(group, PEOPLE[0], "/task Printer")
+
+    assert russian["from"]["language_code"] == "ru"
+    assert english["from"]["language_code"] == "en"
+    assert _telegram_language({"language": "ru"}) == "ru"
+    with pytest.raises(web.HTTPBadRequest):
+        _telegram_language({"language": "fr"})

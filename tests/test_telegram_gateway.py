@@ -52,7 +52,7 @@ from contracts.subjects import dead_letter
 from devtools import devstack
 from sandbox.fake_telegram import FakeTelegram
 from services.telegram_gateway.app import foreign_webhook
-from services.telegram_gateway.commands import TaskArgs, parse_task_args
+from services.telegram_gateway.commands import TaskArgs, our_command, parse_task_args
 from services.telegram_gateway.polling import poll_updates
 from services.telegram_gateway.webhook import SECRET_HEADER
 from tests.conftest import BOT_TOKEN
@@ -157,6 +157,28 @@ def handled_up_to(fake: FakeTelegram, streams: Streams, chat_id: int) -> None:
 )
 def test_task_arguments_are_a_number_a_link_or_a_title(args: str | None, expected: TaskArgs) -> None:
     assert parse_task_args(args) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("/task Fix the printer", "task"),
+        ("/TASK@BridgeBot 4821", "task"),
+        ("/unbind", "unbind"),
+        ("/status@bridgebot", "status"),
+        ("/help", "help"),
+        ("/task@PlanfixBot Fix", None),  # another bot's
+        ("/tasks", None),
+        ("/start", None),
+        ("/link", None),  # a private chat's command
+        ("see /task", None),
+        (None, None),
+    ],
+)
+def test_an_anonymous_admins_message_is_known_as_one_of_our_commands(
+    text: str | None, command: str | None
+) -> None:
+    assert our_command(text, "BridgeBot") == command
 
 
 # --- polling (in-process, against a fake of its own) ------------------------------------------
@@ -920,6 +942,7 @@ def test_the_commands_are_registered_for_groups_at_start(
         "task",
         "status",
         "unbind",
+        "lang",
         "help",
         "link",
         "done",
@@ -927,6 +950,14 @@ def test_the_commands_are_registered_for_groups_at_start(
         "assign",
     ]
     assert [c["command"] for c in in_private] == ["link", "whoami", "unlink", "help"]
+    # One menu per language (setMyCommands' language_code); others get BRIDGE_LANGUAGE's (en here).
+    russian = {c["command"]: c["description"] for c in fake_telegram.commands_shown_to("ru")}
+    english = {c["command"]: c["description"] for c in fake_telegram.commands_shown_to("en-GB")}
+    assert russian["status"] == "К какой задаче ПланФикса привязана группа"
+    assert english["status"] == "Which Planfix task this group is bound to"
+    assert fake_telegram.commands_shown_to("de") == in_groups
+    private_ru = fake_telegram.commands_shown_to("ru", "all_private_chats")
+    assert {c["command"]: c["description"] for c in private_ru}["whoami"] == "Кто вы в ПланФиксе"
     polls = [c for c in fake_telegram.calls if c.method == "getUpdates"]
     assert {"message", "my_chat_member"} <= set(polls[-1].params["allowed_updates"])
 

@@ -2,9 +2,11 @@
 
 * A known vulnerability fails the audit, unless `audit-exceptions.toml` lists its id with the
   reason for keeping the package (and who decided, and when to look again).
-* When the vulnerability service cannot be reached, or cannot tell anything about some
-  packages, the audit says so plainly and does not fail: an unreachable service is not a
-  vulnerability, but nobody should read "no vulnerabilities found" into it either.
+* When the vulnerability service cannot be reached (nothing could be audited), the audit fails
+  with its own exit code, 3 (UNAUDITED), never 0: "no vulnerabilities found" must not be read
+  into an audit that did not happen. CI may accept that case only explicitly
+  (``.ci/run`` with ``CI_ALLOW_UNAUDITED=1``, which says so in its output).
+* Packages the service knows nothing about (not on PyPI) are named as not audited.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Exit codes: a known vulnerability without a written reason; nothing could be audited.
+VULNERABLE = 1
+UNAUDITED = 3
 LOCK = ROOT / "constraints.txt"
 EXCEPTIONS = ROOT / "audit-exceptions.toml"
 
@@ -50,7 +55,7 @@ def judge(result: subprocess.CompletedProcess[str], allowed: dict[str, str]) -> 
     except json.JSONDecodeError:
         print("audit: the vulnerability service could not be reached; NOTHING WAS AUDITED.")
         print("       " + (result.stderr.strip().splitlines() or ["(no detail)"])[-1])
-        return 0
+        return UNAUDITED
     audited, skipped, failures = 0, list[str](), list[str]()
     for dependency in report.get("dependencies", []):
         if "skip_reason" in dependency:
@@ -76,9 +81,10 @@ def judge(result: subprocess.CompletedProcess[str], allowed: dict[str, str]) -> 
         for failure in failures:
             print(f"  {failure}")
         print("Upgrade them (make lock), or add them to audit-exceptions.toml with the reason.")
-        return 1
+        return VULNERABLE
     if audited == 0:
         print("audit: NOTHING could be audited here; the result says nothing about vulnerabilities.")
+        return UNAUDITED
     else:
         print("audit: no known vulnerability in the audited packages.")
     return 0

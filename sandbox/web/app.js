@@ -157,7 +157,7 @@ function stripTags(html) {
 }
 
 function fileLabel(kind, name, size) {
-  const icon = { photo: "🖼", video: "🎬", audio: "🎵" }[kind] || "📄";
+  const icon = { photo: "🖼", video: "🎬", audio: "🎵", voice: "🎤" }[kind] || "📄";
   return icon + " " + (name || kind) + (size ? " (" + Math.max(1, Math.round(size / 1024)) + " KB)" : "");
 }
 

@@ -24,6 +24,7 @@ from bridge_lib.eventbus import (
 )
 from bridge_lib.health import mongo_ping, start_health_server
 from bridge_lib.planfix_setup import checked_planfix_client
+from bridge_lib.retention import RECORDED_AT, ensure_ttl_indexes, keep_sweeping
 from bridge_lib.runtime import wait_for_stop_signal
 from contracts import subjects
 from contracts.events import (
@@ -137,6 +138,7 @@ def build(
         account_url=settings.planfix_base_url,
         max_task_title=settings.max_task_title,
         everyone_may_bind=settings.everyone_may_bind,
+        language=settings.bridge_language,
     )
     access = BindAccess(
         policy=settings.bind_policy,
@@ -185,6 +187,11 @@ def build(
     )
 
 
+# The binder's decision records (collection -> date field), deleted after RETENTION_DAYS
+# (bridge_lib.retention); bindings and group titles are state, kept.
+RECORD_COLLECTIONS = {"bind_requests": RECORDED_AT, "group_changes": RECORDED_AT, "task_notices": RECORDED_AT}
+
+
 async def run(settings: BinderSettings) -> None:
     mongo: AsyncIOMotorClient[dict[str, object]] = AsyncIOMotorClient(
         settings.mongodb_url, serverSelectionTimeoutMS=10_000, tz_aware=True
@@ -193,7 +200,23 @@ async def run(settings: BinderSettings) -> None:
     await store.create_indexes()
     codes = LinkCodes(mongo[settings.mongodb_database])
     await codes.create_indexes()
-    broker = make_broker(settings.nats_url, name="binder", retry_max_delay_s=settings.retry_max_delay_s)
+    database = mongo[settings.mongodb_database]
+    await ensure_ttl_indexes(database, RECORD_COLLECTIONS, days=settings.retention_days)
+    retention = asyncio.create_task(
+        keep_sweeping(
+            database,
+            RECORD_COLLECTIONS,
+            days=settings.retention_days,
+            interval_s=settings.retention_sweep_interval_min * 60,
+        ),
+        name="retention",
+    )
+    broker = make_broker(
+        settings.nats_url,
+        name="binder",
+        retry_max_delay_s=settings.retry_max_delay_s,
+        **settings.nats_connect_options(),
+    )
     health = await start_health_server(
         service="binder",
         broker=broker,
@@ -233,6 +256,7 @@ async def run(settings: BinderSettings) -> None:
         await wait_for_stop_signal()
     finally:
         log.info("binder_stopping")
+        retention.cancel()
         if refreshing is not None:
             refreshing.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
+from bridge_lib.retention import RetentionSettings
 from bridge_lib.settings import HealthSettings, MongoSettings, NatsSettings, PlanfixSettings
 from services.binder.bind_policy import BindPolicy
 
 
-class BinderSettings(NatsSettings, MongoSettings, PlanfixSettings, HealthSettings):
+class BinderSettings(NatsSettings, MongoSettings, PlanfixSettings, HealthSettings, RetentionSettings):
     health_port: int = Field(default=9103, alias="BINDER_HEALTH_PORT", ge=0, le=65535)
     # Longest task title the binder sends to Planfix; longer titles are cut with an ellipsis.
     max_task_title: int = Field(default=250, alias="BINDER_MAX_TASK_TITLE")

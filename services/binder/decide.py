@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from bridge_lib.i18n import DEFAULT_LANGUAGE, LANGUAGES, N_, Translator, translator
 from bridge_lib.task_links import LinkRefusal, task_in_link
 from contracts import subjects
 from contracts.bindings import Binding
@@ -19,6 +20,9 @@ from contracts.events import (
     BindingRejectionReason,
     BindRejected,
     BindRequested,
+    GroupLanguageChosen,
+    GroupLanguageRejected,
+    GroupLanguageRequested,
     TaskBound,
     TaskUnbound,
     UnbindGroup,
@@ -27,26 +31,30 @@ from contracts.events import (
     derived_key,
     envelope_after,
     telegram_bind_key,
+    telegram_language_key,
     telegram_unbind_key,
 )
 from services.binder.bind_policy import BindRefusal
 
-BinderRequest = BindRequested | UnbindRequested | UnbindGroup
-Announcement = TaskBound | BindRejected | TaskUnbound | UnbindRejected
+BinderRequest = BindRequested | UnbindRequested | UnbindGroup | GroupLanguageRequested
+Announcement = (
+    TaskBound | BindRejected | TaskUnbound | UnbindRejected | GroupLanguageChosen | GroupLanguageRejected
+)
 
-HOW_TO_BIND = "write /task <title of a new task>, /task <number of an existing task> or /task <its link>"
-# The group reads "Could not bind this group: <this>."; the link itself is not repeated.
+# The group reads "Could not bind this group: <this>." in its language; the link itself is
+# not repeated.
+HOW_TO_BIND = N_("write /task <title of a new task>, /task <number of an existing task> or /task <its link>")
 LINK_REFUSALS = {
-    LinkRefusal.NOT_PLANFIX: (
+    LinkRefusal.NOT_PLANFIX: N_(
         "that link is not a link to a Planfix task. To bind a task, paste the link of the task "
         "as Planfix shows it (https://<account>.planfix.com/task/<number>) or write /task <number>; "
         "to create a task, write its title in words"
     ),
-    LinkRefusal.NOT_A_TASK: (
+    LinkRefusal.NOT_A_TASK: N_(
         "that Planfix link does not open a task; paste the link of the task itself "
         "(…/task/<number>) or write /task <number>"
     ),
-    LinkRefusal.OTHER_ACCOUNT: (
+    LinkRefusal.OTHER_ACCOUNT: N_(
         "that link is to another Planfix account; this bridge binds tasks of its own account "
         "only. Paste the link of one of its tasks or write /task <number>"
     ),
@@ -58,8 +66,10 @@ class BindRules:
     # PLANFIX_BASE_URL: the only account whose task links bind.
     account_url: str
     max_task_title: int = 250
-    # Who may /task and /unbind: the group's admins only (False), or every member (True).
+    # Who may /task, /unbind and /lang: the group's admins only (False), or every member (True).
     everyone_may_bind: bool = False
+    # BRIDGE_LANGUAGE: what a group hears until it has a language of its own.
+    language: str = DEFAULT_LANGUAGE
 
 
 class BindOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,6 +85,8 @@ class BindOutcome(msgspec.Struct, frozen=True, kw_only=True):
     detail: str | None = None
     # Under ``reason`` not_allowed: the bind policy's finer reason (``BindRefusal``).
     refusal: str | None = None
+    # /lang: the language chosen ("chosen") or refused ("rejected").
+    language: str | None = None
 
 
 # --- What to ask Planfix, and what it said ---------------------------------------------------------
@@ -115,30 +127,36 @@ PlanfixAnswer = TaskFound | TaskNotVisible | PlanfixRefused
 # What an older relay shows ("Could not bind this group: <this>."); a newer one words the
 # refusal itself (services/relay/to_telegram/notices.py).
 REFUSAL_DETAILS = {
-    BindRefusal.NOT_ADMIN: "only the group's admins can bind it, sorry",
-    BindRefusal.CHAT_NOT_ALLOWED: "this group may not bind Planfix tasks; ask the bridge's operator",
-    BindRefusal.NOT_LINKED: (
+    BindRefusal.NOT_ADMIN: N_("only the group's admins can bind it, sorry"),
+    BindRefusal.CHAT_NOT_ALLOWED: N_("this group may not bind Planfix tasks; ask the bridge's operator"),
+    BindRefusal.NOT_LINKED: N_(
         "your Telegram is not linked to a Planfix employee. Ask your Planfix admin to add your "
         "Telegram to your Planfix profile (Planfix → profile → Telegram), then write /task again"
     ),
-    BindRefusal.NOT_AN_EMPLOYEE: "only Planfix employees can bind a group to a task",
-    BindRefusal.NOT_ON_THE_TASK: (
+    BindRefusal.NOT_AN_EMPLOYEE: N_("only Planfix employees can bind a group to a task"),
+    BindRefusal.NOT_ON_THE_TASK: N_(
         "you are not among the task's people in Planfix (assigner, assignees, participants, "
         "auditors); ask one of them to bind it, or to add you to the task"
     ),
-    BindRefusal.TASK_ALREADY_BOUND: (
+    BindRefusal.TASK_ALREADY_BOUND: N_(
         "the task is already bound to another Telegram group; /unbind it there first"
     ),
 }
 
 
-def refused(request: BinderRequest, refusal: BindRefusal, *, task_number: int | None = None) -> BindOutcome:
+def refused(
+    request: BinderRequest,
+    refusal: BindRefusal,
+    *,
+    task_number: int | None = None,
+    language: str = DEFAULT_LANGUAGE,
+) -> BindOutcome:
     """A bind the policy refuses (``bind_policy.bind_refusal``): ``not_allowed``, with why."""
     return BindOutcome(
         request_key=request_key(request),
         decided="rejected",
         reason=str(BindingRejectionReason.NOT_ALLOWED),
-        detail=REFUSAL_DETAILS[refusal],
+        detail=translator(language).gettext(REFUSAL_DETAILS[refusal]),
         task_number=task_number,
         refusal=str(refusal),
     )
@@ -152,27 +170,50 @@ def request_key(request: BinderRequest) -> str:
             return telegram_unbind_key(request.chat_id, request.message_id)
         case UnbindGroup():
             return f"ops:{request.event_id}"
+        case GroupLanguageRequested():
+            return telegram_language_key(request.chat_id, request.message_id)
 
 
-def planfix_question(request: BinderRequest, rules: BindRules) -> PlanfixQuestion | None:
+def planfix_question(
+    request: BinderRequest, rules: BindRules, *, language: str | None = None
+) -> PlanfixQuestion | None:
     """What Planfix must say before ``decide``; None when the decision needs nothing from it."""
-    if not isinstance(request, BindRequested) or _early_rejection(request, rules) is not None:
+    texts = translator(language or rules.language)
+    if not isinstance(request, BindRequested) or _early_rejection(request, rules, texts) is not None:
         return None
     number = _asked_number(request, rules)
     if number is not None:
         return LookUpTask(number)
     assert request.task_title  # _early_rejection refuses a request with neither
-    return CreateTask(_shorten(request.task_title, rules.max_task_title), _task_description(request))
+    return CreateTask(_shorten(request.task_title, rules.max_task_title), _task_description(request, texts))
 
 
 def decide(
-    request: BinderRequest, binding: Binding | None, task: PlanfixAnswer | None, rules: BindRules
+    request: BinderRequest,
+    binding: Binding | None,
+    task: PlanfixAnswer | None,
+    rules: BindRules,
+    *,
+    language: str | None = None,
 ) -> BindOutcome:
-    """The outcome of ``request`` for a group bound as ``binding``, Planfix having said ``task``."""
+    """The outcome of ``request`` for a group bound as ``binding``, Planfix having said ``task``;
+    a refusal's ``detail`` is worded in ``language`` (the group's; None: ``rules.language``)."""
     key = request_key(request)
+    t = translator(language or rules.language)
     match request:
+        case GroupLanguageRequested():
+            if refusal := _not_allowed(request, "lang", t, rules):
+                return _rejected(key, BindingRejectionReason.NOT_ALLOWED, refusal, language=request.language)
+            if request.language not in LANGUAGES:
+                detail = t.gettext("the bridge speaks {languages}: write /lang ru or /lang en").format(
+                    languages=", ".join(LANGUAGES)
+                )
+                return _rejected(
+                    key, BindingRejectionReason.INVALID_REQUEST, detail, language=request.language
+                )
+            return BindOutcome(request_key=key, decided="chosen", language=request.language)
         case BindRequested():
-            if (rejection := _early_rejection(request, rules)) is not None:
+            if (rejection := _early_rejection(request, rules, t)) is not None:
                 reason, detail = rejection
                 return _rejected(key, reason, detail)
             match task:
@@ -190,28 +231,35 @@ def decide(
                     return _rejected(
                         key,
                         BindingRejectionReason.TASK_NOT_FOUND,
-                        f"task #{number} was not found in Planfix, "
-                        "or the bridge's Planfix user cannot see it",
+                        t.gettext(
+                            "task #{number} was not found in Planfix, "
+                            "or the bridge's Planfix user cannot see it"
+                        ).format(number=number),
                         task_number=number,
                     )
                 case PlanfixRefused(number=number, code=code):
                     return _rejected(
                         key,
                         BindingRejectionReason.PLANFIX_REFUSED,
-                        f"Planfix refused the request (error code {code})",
+                        t.gettext("Planfix refused the request (error code {code})").format(code=code),
                         task_number=number,
                     )
                 case None:
                     raise ValueError("a bind request is decided after Planfix answered")
         case UnbindRequested():
-            if refusal := _not_allowed(request, "unbind", rules):
+            if refusal := _not_allowed(request, "unbind", t, rules):
                 return _rejected(key, BindingRejectionReason.NOT_ALLOWED, refusal)
             if binding is None:
-                where = "this topic" if request.thread_id is not None else "this group"
-                return _rejected(key, BindingRejectionReason.NOT_BOUND, f"{where} is not bound to a task")
+                detail = (
+                    t.gettext("this topic is not bound to a task")
+                    if request.thread_id is not None
+                    else t.gettext("this group is not bound to a task")
+                )
+                return _rejected(key, BindingRejectionReason.NOT_BOUND, detail)
             return BindOutcome(request_key=key, decided="unbound", task_number=binding.task_number)
         case UnbindGroup():
             if binding is None or binding.task_number != request.task_number:
+                # An operator's request (bridge CLI): answered to the operator, in English.
                 now = f"task #{binding.task_number}" if binding else "no task"
                 return _rejected(
                     key,
@@ -225,6 +273,27 @@ def decide(
 def announcement(request: BinderRequest, outcome: BindOutcome) -> tuple[Announcement, str, str]:
     """The event ``outcome`` publishes, its subject and its message id (derived from the request)."""
     chat_id, thread_id = request.chat_id, request.thread_id
+    if isinstance(request, GroupLanguageRequested):
+        if outcome.decided == "chosen" and outcome.language is not None:
+            key = derived_key(request, "language-chosen")
+            chosen = GroupLanguageChosen(
+                **envelope_after(request, key),
+                chat_id=chat_id,
+                thread_id=thread_id,
+                language=outcome.language,
+                chosen_by=request.requested_by,
+            )
+            return chosen, subjects.binding_language_chosen(chat_id), key
+        key = derived_key(request, "language-rejected")
+        language_refused = GroupLanguageRejected(
+            **envelope_after(request, key),
+            chat_id=chat_id,
+            thread_id=thread_id,
+            language=outcome.language or request.language,
+            reason=BindingRejectionReason(outcome.reason or BindingRejectionReason.INVALID_REQUEST),
+            detail=outcome.detail or "",
+        )
+        return language_refused, subjects.binding_language_rejected(chat_id), key
     if isinstance(request, BindRequested):
         if outcome.decided == "bound" and outcome.task_number is not None:
             key = derived_key(request, "bound")
@@ -281,27 +350,51 @@ def announcement(request: BinderRequest, outcome: BindOutcome) -> tuple[Announce
     return refused, subjects.binding_unbind_rejected(chat_id), key
 
 
-def _not_allowed(request: BindRequested | UnbindRequested, what: str, rules: BindRules) -> str | None:
-    """Why this person may not change the binding, or None when they may."""
+# Why someone may not do what they asked, by what they asked: whole sentences, for translators.
+_NOT_ADMIN = {
+    "bind": N_("only the group's admins can bind it, sorry"),
+    "unbind": N_("only the group's admins can unbind it, sorry"),
+    "lang": N_("only the group's admins can change its language, sorry"),
+}
+_ADMIN_UNKNOWN = {
+    "bind": N_("Telegram could not tell whether you are an admin of this group; please bind again later"),
+    "unbind": N_("Telegram could not tell whether you are an admin of this group; please unbind again later"),
+    "lang": N_(
+        "Telegram could not tell whether you are an admin of this group; please change the language "
+        "again later"
+    ),
+}
+
+
+def _not_allowed(
+    request: BindRequested | UnbindRequested | GroupLanguageRequested,
+    action: str,
+    t: Translator,
+    rules: BindRules,
+) -> str | None:
+    """Why this person may not change the binding (or the language), or None when they may;
+    ``action``: "bind", "unbind" or "lang"."""
     if rules.everyone_may_bind or request.requester_is_admin:
         return None
     if request.requester_is_admin is None:
-        return f"Telegram could not tell whether you are an admin of this group; please {what} again later"
-    return f"only the group's admins can {what} it, sorry"
+        return t.gettext(_ADMIN_UNKNOWN[action])
+    return t.gettext(_NOT_ADMIN[action])
 
 
-def _early_rejection(request: BindRequested, rules: BindRules) -> tuple[BindingRejectionReason, str] | None:
+def _early_rejection(
+    request: BindRequested, rules: BindRules, t: Translator
+) -> tuple[BindingRejectionReason, str] | None:
     """A refusal that needs no Planfix: not allowed, a foreign link, or nothing to bind."""
-    if refusal := _not_allowed(request, "bind", rules):
+    if refusal := _not_allowed(request, "bind", t, rules):
         return BindingRejectionReason.NOT_ALLOWED, refusal
     if request.task_link is not None:
         link = task_in_link(request.task_link, account_url=rules.account_url)
         if link.refusal is not None or link.number is None:
-            return BindingRejectionReason.INVALID_REQUEST, LINK_REFUSALS[
-                link.refusal or LinkRefusal.NOT_PLANFIX
-            ]
+            return BindingRejectionReason.INVALID_REQUEST, t.gettext(
+                LINK_REFUSALS[link.refusal or LinkRefusal.NOT_PLANFIX]
+            )
     elif request.task_number is None and not request.task_title:
-        return BindingRejectionReason.INVALID_REQUEST, HOW_TO_BIND
+        return BindingRejectionReason.INVALID_REQUEST, t.gettext(HOW_TO_BIND)
     return None
 
 
@@ -312,10 +405,20 @@ def _asked_number(request: BindRequested, rules: BindRules) -> int | None:
 
 
 def _rejected(
-    key: str, reason: BindingRejectionReason, detail: str, *, task_number: int | None = None
+    key: str,
+    reason: BindingRejectionReason,
+    detail: str,
+    *,
+    task_number: int | None = None,
+    language: str | None = None,
 ) -> BindOutcome:
     return BindOutcome(
-        request_key=key, decided="rejected", reason=str(reason), detail=detail, task_number=task_number
+        request_key=key,
+        decided="rejected",
+        reason=str(reason),
+        detail=detail,
+        task_number=task_number,
+        language=language,
     )
 
 
@@ -324,6 +427,7 @@ def _shorten(title: str, limit: int) -> str:
     return title if len(title) <= limit else title[: limit - 1].rstrip() + "…"
 
 
-def _task_description(request: BindRequested) -> str:
+def _task_description(request: BindRequested, t: Translator) -> str:
     group = request.chat_title or str(request.chat_id)
-    return html.escape(f"Created from Telegram group «{group}» by {request.requested_by.display}.")
+    text = t.gettext("Created from Telegram group «{group}» by {person}.")
+    return html.escape(text.format(group=group, person=request.requested_by.display))

@@ -15,6 +15,7 @@ from typing import Protocol
 import structlog
 
 from bridge_lib.eventbus import Delivery, TransientFailure
+from bridge_lib.i18n import translator
 from bridge_lib.planfix import (
     CODE_ACCESS_DENIED,
     PlanfixRejected,
@@ -62,7 +63,12 @@ from services.binder.rebuild import differences
 from services.binder.task_notices import TaskNotices, notice_comments, who_did
 
 log = structlog.get_logger("binder")
-_DECIDED_LOG = {"bound": "group_bound", "unbound": "group_unbound", "rejected": "bind_rejected"}
+_DECIDED_LOG = {
+    "bound": "group_bound",
+    "unbound": "group_unbound",
+    "rejected": "bind_rejected",
+    "chosen": "group_language_chosen",
+}
 
 
 class Publisher(Protocol):
@@ -77,6 +83,7 @@ class Store(Protocol):
     async def bindings_of_task(self, task_number: int) -> list[Binding]: ...
     async def remember_title(self, chat_id: int, title: str) -> None: ...
     async def title_of(self, chat_id: int) -> str | None: ...
+    async def language_of(self, chat_id: int) -> str | None: ...
     async def all_bindings(self) -> list[Binding]: ...
     async def apply(self, event: BindingEvent) -> None: ...
     async def bind(self, binding: Binding) -> None: ...
@@ -151,16 +158,19 @@ class Binder:
             await self._announce_in_task(event, request)
 
     async def _decide(self, request: BinderRequest, key: str, earlier: BindOutcome | None) -> BindOutcome:
-        question = planfix_question(request, self._rules)
+        # The group's language words the refusals and the new task's description.
+        language = await self._store.language_of(request.chat_id)
+        question = planfix_question(request, self._rules, language=language)
         if question is None:
             binding = await self._store.binding_for(group_key(request.chat_id, request.thread_id))
-            return decide(request, binding, None, self._rules)
+            return decide(request, binding, None, self._rules, language=language)
         assert isinstance(request, BindRequested)  # only a bind asks Planfix
         asked = question.number if isinstance(question, LookUpTask) else None
         # Who asks, before Planfix hears of the task: a stranger learns nothing about it.
         person = await self._requester(request)
+        spoken = language or self._rules.language
         if (refusal := self._refusal(request, person, None)) is not None:
-            return refused(request, refusal, task_number=asked)
+            return refused(request, refusal, task_number=asked, language=spoken)
         assigner = person.planfix_id if person is not None and person.is_employee else None
         answer, people = await self._ask(question, key, earlier, assigner=assigner)
         if isinstance(answer, TaskFound) and not answer.created:
@@ -169,9 +179,9 @@ class Binder:
             }
             task_people = people or TaskPeople(number=answer.number)
             if (refusal := self._refusal(request, person, task_people, len(others))) is not None:
-                return refused(request, refusal, task_number=answer.number)
+                return refused(request, refusal, task_number=answer.number, language=spoken)
         binding = await self._store.binding_for(group_key(request.chat_id, request.thread_id))
-        return decide(request, binding, answer, self._rules)
+        return decide(request, binding, answer, self._rules, language=language)
 
     async def _requester(self, request: BindRequested) -> Person | None:
         if self._access.policy is BindPolicy.ADMINS or self._requesters is None:
@@ -237,8 +247,12 @@ class Binder:
         user = request.requested_by if isinstance(request, BindRequested | UnbindRequested) else None
         person = self._requesters.known(user.id) if self._requesters and user else None
         operator = event.unbound_by if isinstance(event, TaskUnbound) else ""
-        by = who_did(user, planfix_name=person.name if person else None, operator=operator)
-        await self._notices.post(notice_comments(event, group_title=title or str(request.chat_id), by=by))
+        # Applied before: a first bind has given the group its binder's language by now.
+        texts = translator(await self._store.language_of(request.chat_id) or self._rules.language)
+        by = who_did(user, planfix_name=person.name if person else None, operator=operator, texts=texts)
+        await self._notices.post(
+            notice_comments(event, group_title=title or str(request.chat_id), by=by, texts=texts)
+        )
 
 
 class GroupLife:

@@ -342,6 +342,7 @@ class Linking:
             name=employee.name or comment.author.name,
             how=PersonLinkMethod.LINK_CODE,
             telegram_username=issued.telegram_username,
+            language_code=issued.language_code,
         )
         await self._publisher.publish(linked, subject=subjects.subject_for(linked), msg_id=key)
         self._known.apply(linked)

@@ -18,8 +18,16 @@ from typing import Any
 import msgspec
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
-from contracts.bindings import Binding, Bindings, evolve, group_key, touched_groups
-from contracts.events import BindingEvent
+from contracts.bindings import (
+    Binding,
+    Bindings,
+    GroupLanguage,
+    evolve,
+    group_key,
+    language_after,
+    touched_groups,
+)
+from contracts.events import BindingEvent, BindingMoved
 from services.binder.decide import BindOutcome
 from services.binder.group_life import GroupChange
 
@@ -48,6 +56,8 @@ class BindingStore:
         self._changes = database["group_changes"]
         self._notices = database["task_notices"]
         self._titles = database["group_titles"]
+        # chat id -> the language the bridge speaks there (``contracts.bindings.language_after``).
+        self._languages = database["group_languages"]
 
     async def create_indexes(self) -> None:
         await self._bindings.create_index("group_key", unique=True, name="one_task_per_group")
@@ -71,6 +81,7 @@ class BindingStore:
 
     async def apply(self, event: BindingEvent) -> None:
         """Bring the bindings an event touches to what ``evolve`` makes of them."""
+        await self._apply_language(event)
         groups = touched_groups(event)
         before = Bindings()
         for chat_id, thread_id in groups:
@@ -83,6 +94,28 @@ class BindingStore:
                 await self.unbind(group_key(chat_id, thread_id), task_number=old.task_number)
             elif new is not None and new != old:
                 await self.bind(new)
+
+    async def _apply_language(self, event: BindingEvent) -> None:
+        chat_id = event.chat_id
+        current = await self._language(chat_id)
+        after = language_after(current, event)
+        if isinstance(event, BindingMoved) and current is None:
+            after = await self._language(event.old_chat_id)  # the language follows the group
+        if after is not None and after != current:
+            fields = msgspec.to_builtins(after)
+            await self._languages.replace_one({"_id": chat_id}, {"_id": chat_id, **fields}, upsert=True)
+
+    async def _language(self, chat_id: int) -> GroupLanguage | None:
+        document = await self._languages.find_one({"_id": chat_id})
+        if not document:
+            return None
+        document.pop("_id", None)
+        return msgspec.convert(document, GroupLanguage, strict=False)
+
+    async def language_of(self, chat_id: int) -> str | None:
+        """The group's language as the binder's own events made it; None: the default."""
+        document = await self._languages.find_one({"_id": chat_id})
+        return str(document["language"]) if document else None
 
     async def bind(self, binding: Binding) -> None:
         """Store the binding, replacing the group's previous one (a group talks to one task)."""

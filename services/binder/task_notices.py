@@ -18,6 +18,7 @@ from typing import Protocol
 import structlog
 
 from bridge_lib.eventbus import TransientFailure
+from bridge_lib.i18n import Translator, translator
 from bridge_lib.planfix import PlanfixComment, PlanfixRejected, PlanfixUnavailable
 from contracts.events import TaskBound, TaskUnbound, TelegramUser, planfix_source_object_id
 from services.binder.store import TaskNotice
@@ -39,11 +40,14 @@ def notice_key(event_id: str, suffix: str = "") -> str:
     return f"binding-notice:{event_id}{suffix}"
 
 
-def notice_comments(event: TaskBound | TaskUnbound, *, group_title: str, by: str) -> list[NoticeComment]:
-    """The comments announcing ``event`` (pure); ``by`` names who did it."""
+def notice_comments(
+    event: TaskBound | TaskUnbound, *, group_title: str, by: str, texts: Translator | None = None
+) -> list[NoticeComment]:
+    """The comments announcing ``event`` (pure), in the group's language; ``by`` names who did it."""
+    t = texts or translator()
     group = html.escape(group_title)
     if event.thread_id is not None:
-        group += f" (topic {event.thread_id})"
+        group += t.gettext(" (topic {topic})").format(topic=event.thread_id)
     who = html.escape(by)
     match event:
         case TaskBound():
@@ -51,8 +55,10 @@ def notice_comments(event: TaskBound | TaskUnbound, *, group_title: str, by: str
                 NoticeComment(
                     notice_key(event.event_id),
                     event.task_number,
-                    f"Bound to Telegram group «{group}» by {who}. Comments in this task are sent "
-                    "to the group, and the group's messages become comments here.",
+                    t.gettext(
+                        "Bound to Telegram group «{group}» by {person}. Comments in this task are sent "
+                        "to the group, and the group's messages become comments here."
+                    ).format(group=group, person=who),
                 )
             ]
             if event.previous_task_number is not None and event.previous_task_number != event.task_number:
@@ -60,8 +66,10 @@ def notice_comments(event: TaskBound | TaskUnbound, *, group_title: str, by: str
                     NoticeComment(
                         notice_key(event.event_id, ":previous"),
                         event.previous_task_number,
-                        f"Unbound from Telegram group «{group}» by {who} "
-                        f"(the group is now bound to task #{event.task_number}).",
+                        t.gettext(
+                            "Unbound from Telegram group «{group}» by {person} "
+                            "(the group is now bound to task #{number})."
+                        ).format(group=group, person=who, number=event.task_number),
                     )
                 )
             return comments
@@ -70,15 +78,26 @@ def notice_comments(event: TaskBound | TaskUnbound, *, group_title: str, by: str
                 NoticeComment(
                     notice_key(event.event_id),
                     event.task_number,
-                    f"Unbound from Telegram group «{group}» by {who}.",
+                    t.gettext("Unbound from Telegram group «{group}» by {person}.").format(
+                        group=group, person=who
+                    ),
                 )
             ]
 
 
-def who_did(user: TelegramUser | None, *, planfix_name: str | None, operator: str = "") -> str:
+def who_did(
+    user: TelegramUser | None,
+    *,
+    planfix_name: str | None,
+    operator: str = "",
+    texts: Translator | None = None,
+) -> str:
     """The Planfix name of a linked person, else their Telegram name, else the operator."""
+    t = texts or translator()
     if user is None:
-        return f"the bridge's operator ({operator})" if operator else "the bridge's operator"
+        if operator:
+            return t.gettext("the bridge's operator ({operator})").format(operator=operator)
+        return t.gettext("the bridge's operator")
     return planfix_name or user.display
 
 

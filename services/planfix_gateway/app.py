@@ -45,7 +45,7 @@ from services.planfix_gateway.reread import (
 from services.planfix_gateway.task_fetcher import CONSUMERS as TASK_CONSUMERS
 from services.planfix_gateway.task_fetcher import TaskFetcher
 from services.planfix_gateway.task_fetcher import build_router as build_task_router
-from services.planfix_gateway.webhook import WebhookReceiver
+from services.planfix_gateway.webhook import RequestBudget, WebhookReceiver
 
 log = structlog.get_logger("planfix_gateway")
 
@@ -116,6 +116,11 @@ def build(settings: PlanfixGatewaySettings, broker: NatsBroker, planfix: Planfix
         ),
         publish_timeout_s=WEBHOOK_PUBLISH_TIMEOUT_S,
         header=settings.planfix_webhook_header,
+        budget=(
+            RequestBudget(settings.planfix_webhook_rate_per_s, settings.planfix_webhook_burst)
+            if settings.planfix_webhook_rate_per_s > 0
+            else None
+        ),
     )
     fetcher = CommentFetcher(
         planfix=planfix,
@@ -137,7 +142,12 @@ def build(settings: PlanfixGatewaySettings, broker: NatsBroker, planfix: Planfix
 
 async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitStack) -> int | None:
     """Start everything, registering each teardown on ``stack``; an exit code if start-up failed."""
-    broker = make_broker(settings.nats_url, name=SERVICE, retry_max_delay_s=settings.retry_max_delay_s)
+    broker = make_broker(
+        settings.nats_url,
+        name=SERVICE,
+        retry_max_delay_s=settings.retry_max_delay_s,
+        **settings.nats_connect_options(),
+    )
     stack.push_async_callback(_stop_broker, broker)
     # The fetcher's consumer is named before its subscriber exists: not ready until it is bound.
     health = await start_health_server(

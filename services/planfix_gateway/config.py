@@ -46,6 +46,12 @@ class PlanfixGatewaySettings(NatsSettings, PlanfixSettings, HealthSettings):
     planfix_webhook_port: int = Field(default=8081, alias="PLANFIX_WEBHOOK_PORT", ge=0, le=65535)
     # A scenario body holds two ids; anything near this size is not from our scenario.
     planfix_webhook_max_body: int = Field(default=64 * 1024, alias="PLANFIX_WEBHOOK_MAX_BODY", ge=256)
+    # Requests with the right secret answered per second (a token bucket per replica; 429 and
+    # Retry-After beyond it): each costs a Planfix request, and a leaked secret must not turn
+    # into a flood against the account's budget. Planfix sends one at a time and waits for each
+    # answer, far below it (a 429 would stall its queue for minutes). 0: no limit (benchmarks).
+    planfix_webhook_rate_per_s: float = Field(default=50.0, alias="PLANFIX_WEBHOOK_RATE_PER_S", ge=0)
+    planfix_webhook_burst: int = Field(default=100, alias="PLANFIX_WEBHOOK_BURST", ge=1)
     # Hidden comments (isHidden) are internal to Planfix; relay them to the group only if asked.
     planfix_relay_hidden_comments: bool = Field(default=False, alias="PLANFIX_RELAY_HIDDEN_COMMENTS")
     # Optional second factor: a header the scenario's HTTP request sets (Planfix lets a scenario

@@ -18,6 +18,7 @@ import hmac
 import re
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import msgspec
@@ -169,6 +170,19 @@ def _one_value_each(pairs: list[tuple[str, str]]) -> dict[str, str]:
 
 
 _SALVAGE_FIELDS = _FORM_FIELDS
+# Whitespace our template could plausibly have around a value. Every repetition below is bounded
+# and no two of them can take the same characters, so one match attempt costs a constant number
+# of steps and a scan of the body is linear in its length (a hostile 64 KB body of spaces and
+# quotes after '"task":' took ~35 s with the unbounded pattern).
+_SPACE = r"[ \t\r\n]{0,16}"
+_SALVAGE_VALUE = {
+    "event": r'"([A-Za-z0-9._-]{1,40})"',
+    **{name: rf'(?:"{_SPACE})?(\d{{1,19}})(?:{_SPACE}")?' for name in _SALVAGE_FIELDS if name != "event"},
+}
+SALVAGE_PATTERNS = {
+    name: re.compile(rf'"{name}"{_SPACE}:{_SPACE}{value}(?=[ \t\r\n,}}])')
+    for name, value in _SALVAGE_VALUE.items()
+}
 
 
 def salvage_ids(raw: bytes) -> dict[str, str] | None:
@@ -176,9 +190,8 @@ def salvage_ids(raw: bytes) -> dict[str, str] | None:
     text broke it), or None when they cannot be read unambiguously."""
     text = raw.decode("utf-8", errors="replace")
     found: dict[str, str] = {}
-    for name in _SALVAGE_FIELDS:
-        value = r'"([A-Za-z0-9._-]{1,40})"' if name == "event" else r'"?\s*(\d{1,19})\s*"?'
-        matches = re.findall(rf'"{name}"\s*:\s*{value}\s*(?=[,}}\s])', text)
+    for name, pattern in SALVAGE_PATTERNS.items():
+        matches = pattern.findall(text)
         if len(matches) > 1:
             return None  # the field appears twice: no guessing which one is ours
         if matches:
@@ -217,6 +230,28 @@ def build_event(ids: WebhookIds, key: str) -> PlanfixCommentWebhookReceived:
     )
 
 
+class RequestBudget:
+    """A token bucket: ``rate_per_s`` requests a second on average, ``burst`` at once. In this
+    process only: each gateway replica keeps its own (Planfix sends one request at a time, so a
+    legitimate scenario never comes near it)."""
+
+    def __init__(self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = rate_per_s
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._clock = clock
+        self._last = clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
 class WebhookReceiver:
     def __init__(
         self,
@@ -226,12 +261,15 @@ class WebhookReceiver:
         publisher: EventPublisher,
         publish_timeout_s: float,
         header: tuple[str, str] | None = None,
+        budget: RequestBudget | None = None,
     ) -> None:
         self._secret = secret.encode()
         # (name, value) of the header every request must carry too: a second factor beside the
         # path, for a secret URL that leaked (a screenshot of the scenario, a proxy's log).
         self._header = (header[0], header[1].encode()) if header else None
         self._max_body = max_body
+        # Requests with the right secret: each one costs a Planfix request (the fetch).
+        self._budget = budget
         self._publisher = publisher
         self._publish_timeout_s = publish_timeout_s
         self._answers_pending = 0
@@ -279,6 +317,12 @@ class WebhookReceiver:
             # The same answer as a wrong secret: a caller learns nothing about which one failed.
             log.warning("webhook_bad_header", remote=request.remote, header=self._header[0])
             return _error(401, "unauthorized")
+        if self._budget is not None and not self._budget.take():
+            # Before the body is read: a flood with a leaked secret costs us (and Planfix) nothing.
+            log.warning("webhook_rate_limited", remote=request.remote)
+            return web.json_response(
+                {"error": "too many requests, retry later"}, status=429, headers={hdrs.RETRY_AFTER: "1"}
+            )
         try:
             raw = await self._read_body(request)
         except TimeoutError:

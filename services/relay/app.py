@@ -18,6 +18,7 @@ from bridge_lib.jetstream_ready import when_jetstream_ready
 from bridge_lib.kvstore import ensure_bucket
 from bridge_lib.lease import Lease, open_lease_bucket
 from bridge_lib.planfix_setup import checked_planfix_client
+from bridge_lib.retention import RECORDED_AT, ensure_ttl_indexes, keep_sweeping
 from bridge_lib.runtime import freeze_startup_heap, wait_for_stop_signal
 from bridge_lib.telegram import make_bot, telegram_self_check
 from contracts.subjects import (
@@ -33,6 +34,15 @@ log = structlog.get_logger("relay")
 # Of the 10 s a stop may take, what the Telegram -> Planfix step in flight gets to finish.
 INBOUND_STOP_GRACE_S = 7.0
 INBOUND_CONSUMER = consumer_ref(RELAY_TELEGRAM_INBOUND)
+# The relay's records (collection -> date field), deleted after RETENTION_DAYS (bridge_lib.retention);
+# the waiting outbox and the contacts made for Telegram people are state, kept.
+RECORD_COLLECTIONS = {
+    "telegram_outbox_finished": "finished_at",
+    "comment_ledger": RECORDED_AT,
+    "comment_ledger_leads": RECORDED_AT,
+    "telegram_sent_comments": RECORDED_AT,
+    "telegram_combined_messages": RECORDED_AT,
+}
 
 
 async def run(settings: RelaySettings) -> None:
@@ -45,7 +55,12 @@ async def run(settings: RelaySettings) -> None:
         api_base_url=settings.telegram_api_base_url,
         timeout_s=30.0,
     )
-    broker = make_broker(settings.nats_url, name="relay", retry_max_delay_s=settings.retry_max_delay_s)
+    broker = make_broker(
+        settings.nats_url,
+        name="relay",
+        retry_max_delay_s=settings.retry_max_delay_s,
+        **settings.nats_connect_options(),
+    )
     health = await start_health_server(
         service="relay",
         broker=broker,
@@ -103,6 +118,16 @@ async def run(settings: RelaySettings) -> None:
         people=people,
     )
     broker.include_router(outbound.router)
+    await ensure_ttl_indexes(database, RECORD_COLLECTIONS, days=settings.retention_days)
+    retention = asyncio.create_task(
+        keep_sweeping(
+            database,
+            RECORD_COLLECTIONS,
+            days=settings.retention_days,
+            interval_s=settings.retention_sweep_interval_min * 60,
+        ),
+        name="retention",
+    )
 
     await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
     outbound.sender.start()
@@ -117,6 +142,7 @@ async def run(settings: RelaySettings) -> None:
         stop.cancel()
     finally:
         log.info("relay_stopping")
+        retention.cancel()
         # Most of the 10 s a stop may take: the Planfix call in flight is let finish.
         await inbound.stop(inbound_task, grace_s=INBOUND_STOP_GRACE_S)
         await outbound.sender.stop()

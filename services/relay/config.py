@@ -7,14 +7,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
+from bridge_lib.retention import RetentionSettings
 from bridge_lib.settings import HealthSettings, MongoSettings, NatsSettings, PlanfixSettings, TelegramSettings
 
 
-class RelaySettings(NatsSettings, MongoSettings, PlanfixSettings, TelegramSettings, HealthSettings):
+class RelaySettings(
+    NatsSettings, MongoSettings, PlanfixSettings, TelegramSettings, HealthSettings, RetentionSettings
+):
     health_port: int = Field(default=9104, alias="RELAY_HEALTH_PORT", ge=0, le=65535)
     # How long the parts of a Telegram album are awaited after the last one came, to post them
     # as one comment; a part arriving later still is added to that comment.
     relay_album_window_s: float = Field(default=1.5, alias="RELAY_ALBUM_WINDOW_S", ge=0)
+    # How long after a /task the group's next messages wait for the binder's decision rather than
+    # being let go as from an unbound group.
+    relay_bind_wait_s: float = Field(default=30.0, alias="RELAY_BIND_WAIT_S", ge=0, le=300)
     # At most this many waiting messages are combined into one Planfix comment.
     relay_combine_max_messages: int = Field(default=50, alias="RELAY_COMBINE_MAX_MESSAGES", ge=1)
     # Comments of this many different tasks posted to Planfix at once (each task's in order);

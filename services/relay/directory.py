@@ -17,7 +17,8 @@ import nats.js.errors
 import structlog
 
 from bridge_lib.followed_fold import FollowedFold
-from contracts.bindings import Binding, Bindings, evolve, touched_groups
+from bridge_lib.i18n import Translator, translator
+from contracts.bindings import Binding, Bindings, GroupLanguage, evolve, touched_groups
 from contracts.events import AnyEvent, ChatMigrated, decode_event
 from contracts.subjects import ALL_BINDING_EVENTS, BINDING_STREAM, TELEGRAM_STREAM, telegram_group_migrated
 
@@ -78,9 +79,16 @@ class BindingDirectory:
 
     def _changed(self, bindings: Bindings, event: AnyEvent) -> None:
         # The event's own chat: for a move, the new chat id (the last group touched).
-        chat_id = touched_groups(event)[-1][0]
+        touched = touched_groups(event)
+        if not touched:
+            return  # a group's language: nothing waits on it
+        chat_id = touched[-1][0]
         for listener in self._listeners:
             listener(chat_id)
+
+    def language_of(self, chat_id: int) -> GroupLanguage | None:
+        """The language chosen for the group (/lang, or its first binder's); None: the default."""
+        return self._bindings.languages.get(chat_id)
 
     def is_suspended(self, chat_id: int) -> bool:
         """The bot left this group: nothing may be sent there until the binding resumes."""
@@ -126,3 +134,13 @@ class BindingDirectory:
     def _lookup_task(self, chat_id: int, thread_id: int | None) -> BoundTask | None:
         binding = self._bindings.for_message(chat_id, thread_id)
         return BoundTask.of(binding) if binding is not None else None
+
+
+def group_texts(directory: BindingDirectory, default_language: str) -> Callable[[int], Translator]:
+    """chat id -> the translator of the group's language (else ``default_language``)."""
+
+    def texts(chat_id: int) -> Translator:
+        chosen = directory.language_of(chat_id)
+        return translator(chosen.language if chosen is not None else default_language)
+
+    return texts

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -36,11 +37,12 @@ from faststream.nats import NatsBroker
 
 from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
 from bridge_lib.health import start_health_server
+from bridge_lib.i18n import DEFAULT_LANGUAGE
 from bridge_lib.jetstream_ready import JetStreamNotReady
 from bridge_lib.runtime import freeze_startup_heap, log_startup_failed, wait_for_stop_signal
 from bridge_lib.telegram import TOKEN_HINT, TOKEN_REFUSED, make_bot
 from contracts.events import AnswerPrivateCommand, PrivateCommandAnswered
-from services.telegram_gateway.commands import BOT_COMMANDS, BotProfile, build_commands_router
+from services.telegram_gateway.commands import BOT_COMMANDS, BotProfile, build_commands_router, command_menus
 from services.telegram_gateway.config import TelegramGatewaySettings
 from services.telegram_gateway.group_life import AdmitAsker, build_group_life_router
 from services.telegram_gateway.inbound import build_inbound_router
@@ -100,6 +102,7 @@ def build_dispatcher(
     jetstream: Any | None = None,
     ask_binder: AskBinder | None = None,
     admit_group: AdmitAsker | None = None,
+    default_language: str = DEFAULT_LANGUAGE,
 ) -> Dispatcher:
     """The gateway's handlers, with what they need; ``jetstream``: where /status reads which other
     bots were sent /task (None: not read); ``ask_binder``: where private commands go (None: the
@@ -113,6 +116,7 @@ def build_dispatcher(
         ask_binder=ask_binder or _no_binder,
         private_help=HelpOnce(),
         admit_group=admit_group,
+        default_language=default_language,
     )
     # The first matching handler wins: a group's life (anonymous admins, service messages),
     # then commands, the private chat, then ordinary messages.
@@ -136,7 +140,10 @@ async def run(settings: TelegramGatewaySettings) -> None:
         settings.telegram_bot_token.get_secret_value(), api_base_url=settings.telegram_api_base_url
     )
     broker = make_broker(
-        settings.nats_url, name="telegram_gateway", retry_max_delay_s=settings.retry_max_delay_s
+        settings.nats_url,
+        name="telegram_gateway",
+        retry_max_delay_s=settings.retry_max_delay_s,
+        **settings.nats_connect_options(),
     )
     health = await start_health_server(
         service="telegram_gateway", broker=broker, host=settings.health_host, port=settings.health_port
@@ -195,15 +202,17 @@ async def _serve(bot: Bot, broker: NatsBroker, settings: TelegramGatewaySettings
         log.warning("telegram_group_privacy_enabled", bot_username=me.username, fix=PRIVACY_HINT)
     # Before setMyCommands: a bot another program serves keeps its command menu too.
     await _check_webhook_owner(bot, settings)
-    menu = {**BOT_COMMANDS, **TASK_BOT_COMMANDS}
-    commands = [BotCommand(command=name, description=text) for name, text in menu.items()]
-    await _retrying(
-        "setMyCommands", lambda: bot.set_my_commands(commands, scope=BotCommandScopeAllGroupChats())
-    )
-    private = [BotCommand(command=name, description=text) for name, text in PRIVATE_COMMANDS.items()]
-    await _retrying(
-        "setMyCommands", lambda: bot.set_my_commands(private, scope=BotCommandScopeAllPrivateChats())
-    )
+    # One menu per language (language_code) and one for everyone else, in groups and in private.
+    for scope, table in (
+        (BotCommandScopeAllGroupChats(), {**BOT_COMMANDS, **TASK_BOT_COMMANDS}),
+        (BotCommandScopeAllPrivateChats(), PRIVATE_COMMANDS),
+    ):
+        for language_code, menu in command_menus(settings.bridge_language, table):
+            commands = [BotCommand(command=name, description=text) for name, text in menu.items()]
+            await _retrying(
+                "setMyCommands",
+                functools.partial(bot.set_my_commands, commands, scope=scope, language_code=language_code),
+            )
     publisher = EventPublisher(broker)
     dispatcher = build_dispatcher(
         publisher,
@@ -211,6 +220,7 @@ async def _serve(bot: Bot, broker: NatsBroker, settings: TelegramGatewaySettings
         jetstream=broker.connection.jetstream(),
         ask_binder=BinderAsker(broker.connection),
         admit_group=AdmitAsker(broker.connection) if settings.telegram_leave_unknown_groups else None,
+        default_language=settings.bridge_language,
     )
     allowed_updates = dispatcher.resolve_used_update_types()
     undecodable = UndecodableUpdates(publisher)

@@ -1,4 +1,4 @@
-"""The bot's commands in groups, as events: ``/task``, ``/unbind``, ``/status``, ``/help``.
+"""The bot's commands in groups, as events: ``/task``, ``/unbind``, ``/lang``, ``/status``, ``/help``.
 
 They work as ``/task@YourBot`` too, and a command addressed to another bot is left to the
 ordinary message handlers (aiogram's ``Command`` filter checks the mention against ``getMe``);
@@ -22,16 +22,19 @@ from aiogram.exceptions import ClientDecodeError, TelegramAPIError
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message, Update
 
+from bridge_lib.i18n import LANGUAGES, N_, translator
 from bridge_lib.task_links import is_link
 from contracts import subjects
 from contracts.events import (
     BindRequested,
     GroupCommand,
     GroupCommandReceived,
+    GroupLanguageRequested,
     OtherBotCommanded,
     UnbindRequested,
     telegram_bind_key,
     telegram_command_key,
+    telegram_language_key,
     telegram_other_bot_key,
     telegram_unbind_key,
 )
@@ -42,14 +45,49 @@ from services.telegram_gateway.record import Record, envelope
 
 log = structlog.get_logger("telegram_gateway.commands")
 
-# What the bot offers in Telegram's command menu of groups (setMyCommands at start).
+# What the bot offers in Telegram's command menu of groups (setMyCommands at start, once per
+# language with its language_code, and once without for everyone else).
 BOT_COMMANDS = {
-    "task": "Bind this group to a Planfix task: /task <title>, /task <number> or /task <link>",
-    "status": "Which Planfix task this group is bound to",
-    "unbind": "Stop carrying messages between this group and its task",
-    "help": "What this bot does and its commands",
-    "link": "Link your Telegram to your Planfix account (in a private chat with me)",
+    "task": N_("Bind this group to a Planfix task: /task <title>, /task <number> or /task <link>"),
+    "status": N_("Which Planfix task this group is bound to"),
+    "unbind": N_("Stop carrying messages between this group and its task"),
+    "lang": N_("The bot's language in this group: /lang ru or /lang en"),
+    "help": N_("What this bot does and its commands"),
+    "link": N_("Link your Telegram to your Planfix account (in a private chat with me)"),
 }
+
+
+# The commands of a group an anonymous admin is answered about (``/link`` is a private chat's).
+_GROUP_COMMANDS = ("task", "unbind", "status", "help")
+_COMMAND = re.compile(r"/([A-Za-z0-9_]+)(?:@([A-Za-z0-9_]+))?(?:\s|$)")
+
+
+def our_command(text: str | None, bot_username: str | None) -> str | None:
+    """The name of this bot's command a text starts with (``/task``, ``/status@OurBot``), in
+    lower case; None for anything else, a command of another bot included."""
+    found = _COMMAND.match(text or "")
+    if found is None or found[1].lower() not in _GROUP_COMMANDS:
+        return None
+    addressed = found[2]
+    if addressed is not None and (bot_username is None or addressed.lower() != bot_username.lower()):
+        return None
+    return found[1].lower()
+
+
+def bot_commands(language: str, commands: dict[str, str] = BOT_COMMANDS) -> dict[str, str]:
+    """A command menu's descriptions in ``language``."""
+    texts = translator(language)
+    return {name: texts.gettext(description) for name, description in commands.items()}
+
+
+def command_menus(
+    default_language: str, commands: dict[str, str] = BOT_COMMANDS
+) -> list[tuple[str | None, dict[str, str]]]:
+    """(language_code, commands) for setMyCommands: one per language, and the default for the rest."""
+    return [
+        (None, bot_commands(default_language, commands)),
+        *((code, bot_commands(code, commands)) for code in LANGUAGES),
+    ]
 
 
 class BotProfile(NamedTuple):
@@ -146,6 +184,28 @@ async def on_unbind_command(message: Message, event_update: Update, record: Reco
     await record(event, subject=subjects.telegram_bind_requested(message.chat.id), key=key)
 
 
+async def on_lang_command(
+    message: Message, command: CommandObject, event_update: Update, record: Record, bot: Bot
+) -> None:
+    requested_by = content.sender_of(message)
+    if requested_by is None:
+        log.info("message_without_sender_ignored", chat_id=message.chat.id, message_id=message.message_id)
+        return
+    key = telegram_language_key(message.chat.id, message.message_id)
+    event = GroupLanguageRequested(
+        **envelope(event_update, key),
+        chat_id=message.chat.id,
+        message_id=message.message_id,
+        requested_by=requested_by,
+        # Bounded: the binder echoes it in a refusal.
+        language=(command.args or "").strip().lower()[:16],
+        thread_id=content.thread_of(message),
+        requester_is_admin=await requester_is_admin(bot, message),
+    )
+    # Same subject as /task: the binder sees a group's requests in the order written.
+    await record(event, subject=subjects.telegram_bind_requested(message.chat.id), key=key)
+
+
 async def task_for_other_bot(message: Message, bot_profile: BotProfile) -> bool | dict[str, str]:
     """Filter: ``/task@<another bot>``; hands the handler that bot's username as ``addressed``."""
     addressed = command_for_other_bot(message.text, "task", bot_profile.username)
@@ -212,6 +272,7 @@ def build_commands_router() -> Router:
     texts_in_groups = (filters.in_group_chat, filters.has_text)
     router.message.register(on_task_command, *texts_in_groups, Command("task", ignore_case=True))
     router.message.register(on_unbind_command, *texts_in_groups, Command("unbind", ignore_case=True))
+    router.message.register(on_lang_command, *texts_in_groups, Command("lang", ignore_case=True))
     for command in GroupCommand:
         router.message.register(
             question_handler(command), *texts_in_groups, Command(command.value, ignore_case=True)

@@ -7,8 +7,10 @@ import re
 
 from pydantic import Field, SecretStr, field_validator
 
+from bridge_lib.redaction import register_secret
 from bridge_lib.settings import HealthSettings, NatsSettings, TelegramSettings
 
+MIN_WEBHOOK_SECRET_LENGTH = 16
 # What Telegram accepts as a webhook secret_token.
 _SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
@@ -48,12 +50,22 @@ class TelegramGatewaySettings(TelegramSettings, NatsSettings, HealthSettings):
     @field_validator("telegram_webhook_secret")
     @classmethod
     def _secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not _SECRET_TOKEN.fullmatch(value.get_secret_value()):
+        if value is None:
+            return None
+        if not _SECRET_TOKEN.fullmatch(value.get_secret_value()):
             raise ValueError("Telegram accepts 1-256 characters from A-Z a-z 0-9 _ -")
+        if len(value.get_secret_value()) < MIN_WEBHOOK_SECRET_LENGTH:
+            # Telegram takes one character; a guessable secret lets anyone post updates.
+            raise ValueError(
+                f"must be at least {MIN_WEBHOOK_SECRET_LENGTH} characters long "
+                "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'), or unset"
+            )
         return value
 
     def webhook_secret(self) -> str:
         if self.telegram_webhook_secret is not None:
             return self.telegram_webhook_secret.get_secret_value()
         token = self.telegram_bot_token.get_secret_value()
-        return hashlib.sha256(f"telegram-webhook:{token}".encode()).hexdigest()
+        derived = hashlib.sha256(f"telegram-webhook:{token}".encode()).hexdigest()
+        register_secret(derived)  # a secret like any other: never in a log line
+        return derived

@@ -163,10 +163,12 @@ def reply_quote(message: Message) -> TelegramQuote | None:
         first_line = f"[{content_type_of(answered)}]"
     if len(first_line) > QUOTE_CHARS:
         first_line = first_line[: QUOTE_CHARS - 1].rstrip() + "…"
+    bot = message.bot
     return TelegramQuote(
         message_id=answered.message_id,
         author=author.display if author else "unknown",
         first_line=first_line,
+        by_this_bot=bot is not None and answered.from_user is not None and answered.from_user.id == bot.id,
     )
 
 
@@ -233,7 +235,11 @@ def author_of(message: Message) -> TelegramUser | None:
 def sender_of(message: Message) -> TelegramUser | None:
     """Who sent a command: its author, a chat not marked as a channel (as the binder has it)."""
     author = author_of(message)
-    return msgspec.structs.replace(author, is_channel=False) if author is not None else None
+    if author is None:
+        return None
+    # Their Telegram language: a group's first bind speaks it until /lang chooses.
+    language = message.from_user.language_code if message.from_user and not message.sender_chat else None
+    return msgspec.structs.replace(author, is_channel=False, language_code=language)
 
 
 def user_of(user: User) -> TelegramUser:

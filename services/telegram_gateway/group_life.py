@@ -9,7 +9,9 @@ to a supergroup, a message sent by an anonymous admin.
   the binding to the new id.
 * a message sent as the group itself (``sender_chat`` is the chat: an admin with "Remain
   anonymous" on) cannot be attributed, so it is not relayed: ``AnonymousAdminPosted``, and the
-  relay tells the group how to fix it, once.
+  relay tells the group how to fix it (again after a quiet day). When it was one of the bot's
+  commands (``/task``, ``/unbind``, ``/status``, ``/help``) the event names it, and the relay
+  answers it with what to do: this router sees such a message before the commands router.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from aiogram.types import ChatMemberUpdated, Message, Update
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from bridge_lib.i18n import DEFAULT_LANGUAGE, N_, Translator, language_or_default, translator
 from contracts import subjects
 from contracts.events import (
     AdmitGroup,
@@ -39,6 +42,7 @@ from contracts.events import (
     telegram_migration_key,
 )
 from services.telegram_gateway import content, filters
+from services.telegram_gateway.commands import BotProfile, our_command
 from services.telegram_gateway.record import Record, envelope
 
 log = structlog.get_logger("telegram_gateway.group_life")
@@ -60,6 +64,7 @@ async def on_bot_membership(
     record: Record,
     bot: Bot,
     admit_group: AdmitAsker | None = None,
+    default_language: str = DEFAULT_LANGUAGE,
 ) -> None:
     was, now = _is_member(update.old_chat_member), _is_member(update.new_chat_member)
     if was == now:
@@ -85,13 +90,17 @@ async def on_bot_membership(
         event, subject=subjects.telegram_bot_membership_changed(update.chat.id), key=key, is_member=now
     )
     if refusal is not None:
-        await _leave(bot, update.chat.id, refusal, changed_by)
+        # The group has no language yet: the one of whoever added the bot, else the default.
+        language = language_or_default(
+            update.from_user.language_code if update.from_user else None, default_language
+        )
+        await _leave(bot, update.chat.id, refusal, changed_by, translator(language))
 
 
-async def _leave(bot: Bot, chat_id: int, why: str, added_by: TelegramUser | None) -> None:
+async def _leave(bot: Bot, chat_id: int, why: str, added_by: TelegramUser | None, t: Translator) -> None:
     """Say why, once, and leave (the explanation is best effort: leaving is what matters)."""
     with contextlib.suppress(TelegramAPIError):
-        await bot.send_message(chat_id, unknown_group_text(why, added_by, (await bot.me()).username))
+        await bot.send_message(chat_id, unknown_group_text(why, added_by, (await bot.me()).username, t))
     try:
         await bot.leave_chat(chat_id)
         log.info("unknown_group_left", chat_id=chat_id, why=why)
@@ -100,21 +109,25 @@ async def _leave(bot: Bot, chat_id: int, why: str, added_by: TelegramUser | None
 
 
 UNKNOWN_GROUP = {
-    "not_linked": "{who} is not linked to a Planfix employee",
-    "not_an_employee": "{who} is a Planfix contact, not an employee",
-    "chat_not_allowed": "this group is not on the bridge's list of groups",
+    "not_linked": N_("{who} is not linked to a Planfix employee"),
+    "not_an_employee": N_("{who} is a Planfix contact, not an employee"),
+    "chat_not_allowed": N_("this group is not on the bridge's list of groups"),
 }
+ANY_OTHER_REASON = N_("this group may not use the bridge")
 
 
-def unknown_group_text(why: str, added_by: TelegramUser | None, bot_username: str | None) -> str:
-    who = html.escape(added_by.full_name) if added_by else "The person who added me"
-    reason = UNKNOWN_GROUP.get(why, "this group may not use the bridge").format(who=who)
+def unknown_group_text(
+    why: str, added_by: TelegramUser | None, bot_username: str | None, t: Translator | None = None
+) -> str:
+    texts = t or translator()
+    who = html.escape(added_by.full_name) if added_by else texts.gettext("The person who added me")
+    reason = texts.gettext(UNKNOWN_GROUP.get(why, ANY_OTHER_REASON)).format(who=who)
     link = f" (https://t.me/{bot_username}?start=link)" if bot_username else ""
-    return (
-        f"👋 I carry messages between Telegram groups and Planfix tasks, for groups added by linked "
-        f"Planfix employees, and {reason}. Leaving. To add me: link your Telegram first with /link "
-        f"in a private chat with me{link}, then add me again."
-    )
+    return texts.gettext(
+        "👋 I carry messages between Telegram groups and Planfix tasks, for groups added by linked "
+        "Planfix employees, and {reason}. Leaving. To add me: link your Telegram first with /link "
+        "in a private chat with me{link}, then add me again."
+    ).format(reason=reason, link=link)
 
 
 class AdmitAsker:
@@ -154,13 +167,16 @@ async def on_migration(message: Message, event_update: Update, record: Record) -
     )
 
 
-async def on_anonymous_admin(message: Message, event_update: Update, record: Record) -> None:
+async def on_anonymous_admin(
+    message: Message, event_update: Update, record: Record, bot_profile: BotProfile
+) -> None:
     key = f"{telegram_message_key(message.chat.id, message.message_id)}:anonymous"
     event = AnonymousAdminPosted(
         **envelope(event_update, key),
         chat_id=message.chat.id,
         message_id=message.message_id,
         thread_id=content.thread_of(message),
+        command=our_command(message.text, bot_profile.username),
     )
     await record(event, subject=subjects.telegram_anonymous_admin_posted(message.chat.id), key=key)
 

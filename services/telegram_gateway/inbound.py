@@ -77,6 +77,7 @@ async def on_edited_group_message(message: Message, event_update: Update, record
         edited_at=content.as_datetime(message.edit_date or message.date),
         thread_id=content.thread_of(message),
         update_id=event_update.update_id,
+        attachments=content.attachments_of(message),
     )
     await record(
         event, subject=subjects.telegram_message_edited(message.chat.id), key=key, chars=len(event.text)

@@ -22,6 +22,7 @@ from aiogram.types import Message, Update
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from bridge_lib.i18n import DEFAULT_LANGUAGE, N_, Translator, language_or_default, translator
 from contracts import subjects
 from contracts.events import (
     AnswerPrivateCommand,
@@ -36,13 +37,13 @@ log = structlog.get_logger("telegram_gateway.private_chat")
 
 # What the bot offers in the command menu of private chats.
 PRIVATE_COMMANDS = {
-    "link": "Link your Telegram to your Planfix account",
-    "whoami": "Who you are in Planfix",
-    "unlink": "Undo the link to your Planfix account",
-    "help": "What this bot does",
+    "link": N_("Link your Telegram to your Planfix account"),
+    "whoami": N_("Who you are in Planfix"),
+    "unlink": N_("Undo the link to your Planfix account"),
+    "help": N_("What this bot does"),
 }
 
-PRIVATE_HELP = (
+PRIVATE_HELP = N_(
     "I carry messages between Telegram groups and Planfix tasks. Here you link your Telegram to "
     "your Planfix account, so that what you write in groups appears in Planfix as yours and you "
     "may bind tasks you take part in.\n"
@@ -50,42 +51,62 @@ PRIVATE_HELP = (
     "/whoami says who you are in Planfix.\n"
     "/unlink undoes the link."
 )
-NO_ANSWER = (
+NO_ANSWER = N_(
     "The bridge cannot answer just now (it may be restarting). Nothing changed; try again in a minute."
 )
 
 
-def answer_text(answer: PrivateCommandAnswered) -> str:
-    """What the person reads for the binder's answer."""
+def person_texts(message: Message, default_language: str) -> Translator:
+    """A private chat speaks the person's Telegram language, else the bridge's default."""
+    code = message.from_user.language_code if message.from_user else None
+    return translator(language_or_default(code, default_language))
+
+
+def answer_text(answer: PrivateCommandAnswered, t: Translator | None = None) -> str:
+    """What the person reads for the binder's answer (in their language, ``t``)."""
+    texts = t or translator()
     name = html.escape(answer.person_name or "")
     match answer.answer:
         case PrivateAnswer.CODE_ISSUED:
             minutes = (answer.expires_in_s or 0) // 60
-            return (
-                f"Your code: <code>{html.escape(answer.code or '')}</code>\n"
-                f"Within {minutes} minutes, write it as a comment in any Planfix task, signed in as "
+            return texts.ngettext(
+                "Your code: <code>{code}</code>\n"
+                "Within {minutes} minute, write it as a comment in any Planfix task, signed in as "
                 "yourself. I link you to the Planfix employee who writes it and then delete that "
-                "comment. The code works once; do not share it."
-            )
+                "comment. The code works once; do not share it.",
+                "Your code: <code>{code}</code>\n"
+                "Within {minutes} minutes, write it as a comment in any Planfix task, signed in as "
+                "yourself. I link you to the Planfix employee who writes it and then delete that "
+                "comment. The code works once; do not share it.",
+                minutes,
+            ).format(code=html.escape(answer.code or ""), minutes=minutes)
         case PrivateAnswer.ALREADY_LINKED:
-            return (
-                f"You are already linked to Planfix as {name}. Write /unlink first to link another account."
-            )
+            return texts.gettext(
+                "You are already linked to Planfix as {name}. Write /unlink first to link another account."
+            ).format(name=name)
         case PrivateAnswer.TOO_MANY_CODES:
             minutes = max(1, -(-(answer.retry_after_s or 60) // 60))
-            return f"That is enough codes for an hour. Try again in {minutes} min."
+            return texts.gettext("That is enough codes for an hour. Try again in {minutes} min.").format(
+                minutes=minutes
+            )
         case PrivateAnswer.UNLINKED:
-            return f"Done: you no longer act in Planfix as {name}. /link links you again."
+            return texts.gettext(
+                "Done: you no longer act in Planfix as {name}. /link links you again."
+            ).format(name=name)
         case PrivateAnswer.NOT_LINKED:
-            return (
+            return texts.gettext(
                 "You are not linked to a Planfix employee. If your Planfix profile names your Telegram, "
                 "it is found by itself; otherwise write /link."
             )
         case PrivateAnswer.LINKED:
-            return f"You act in Planfix as {name} ({html.escape(answer.planfix_person_id or '')})."
+            return texts.gettext("You act in Planfix as {name} ({id}).").format(
+                name=name, id=html.escape(answer.planfix_person_id or "")
+            )
         case PrivateAnswer.PLANFIX_AWAY:
-            return "Planfix cannot be reached just now. Nothing changed; try again in a few minutes."
-    return NO_ANSWER
+            return texts.gettext(
+                "Planfix cannot be reached just now. Nothing changed; try again in a few minutes."
+            )
+    return texts.gettext(NO_ANSWER)
 
 
 AskBinder = Callable[[AnswerPrivateCommand], Awaitable[PrivateCommandAnswered | None]]
@@ -110,7 +131,11 @@ class BinderAsker:
 
 
 async def _ask(
-    message: Message, event_update: Update, ask_binder: AskBinder, command: PrivateCommand
+    message: Message,
+    event_update: Update,
+    ask_binder: AskBinder,
+    command: PrivateCommand,
+    default_language: str,
 ) -> None:
     if message.from_user is None:
         return
@@ -129,28 +154,39 @@ async def _ask(
             command=str(command),
             answer=str(answered.answer) if answered else None,
         )
-    await message.answer(answer_text(answered) if answered else NO_ANSWER)
+    t = person_texts(message, default_language)
+    await message.answer(answer_text(answered, t) if answered else t.gettext(NO_ANSWER))
 
 
-async def on_link(message: Message, event_update: Update, ask_binder: AskBinder) -> None:
-    await _ask(message, event_update, ask_binder, PrivateCommand.LINK)
+async def on_link(
+    message: Message, event_update: Update, ask_binder: AskBinder, default_language: str = DEFAULT_LANGUAGE
+) -> None:
+    await _ask(message, event_update, ask_binder, PrivateCommand.LINK, default_language)
 
 
-async def on_unlink(message: Message, event_update: Update, ask_binder: AskBinder) -> None:
-    await _ask(message, event_update, ask_binder, PrivateCommand.UNLINK)
+async def on_unlink(
+    message: Message, event_update: Update, ask_binder: AskBinder, default_language: str = DEFAULT_LANGUAGE
+) -> None:
+    await _ask(message, event_update, ask_binder, PrivateCommand.UNLINK, default_language)
 
 
-async def on_whoami(message: Message, event_update: Update, ask_binder: AskBinder) -> None:
-    await _ask(message, event_update, ask_binder, PrivateCommand.WHOAMI)
+async def on_whoami(
+    message: Message, event_update: Update, ask_binder: AskBinder, default_language: str = DEFAULT_LANGUAGE
+) -> None:
+    await _ask(message, event_update, ask_binder, PrivateCommand.WHOAMI, default_language)
 
 
 async def on_start(
-    message: Message, command: CommandObject, event_update: Update, ask_binder: AskBinder
+    message: Message,
+    command: CommandObject,
+    event_update: Update,
+    ask_binder: AskBinder,
+    default_language: str = DEFAULT_LANGUAGE,
 ) -> None:
     if (command.args or "").strip().lower() == "link":
-        await on_link(message, event_update, ask_binder)
+        await on_link(message, event_update, ask_binder, default_language)
         return
-    await message.answer(PRIVATE_HELP)
+    await message.answer(person_texts(message, default_language).gettext(PRIVATE_HELP))
 
 
 class HelpOnce:
@@ -172,16 +208,18 @@ class HelpOnce:
         return True
 
 
-async def on_help(message: Message) -> None:
-    await message.answer(PRIVATE_HELP)
+async def on_help(message: Message, default_language: str = DEFAULT_LANGUAGE) -> None:
+    await message.answer(person_texts(message, default_language).gettext(PRIVATE_HELP))
 
 
-async def on_anything_else(message: Message, private_help: HelpOnce) -> None:
+async def on_anything_else(
+    message: Message, private_help: HelpOnce, default_language: str = DEFAULT_LANGUAGE
+) -> None:
     if not private_help.due(message.chat.id):
         log.info("private_message_ignored", chat_id=message.chat.id)
         return
     log.info("private_message_answered_with_help", chat_id=message.chat.id)
-    await message.answer(PRIVATE_HELP)
+    await message.answer(person_texts(message, default_language).gettext(PRIVATE_HELP))
 
 
 def build_private_chat_router() -> Router:

@@ -20,6 +20,7 @@ import structlog
 from pydantic import ValidationError
 
 from bridge_lib.eventbus import EventPublisher
+from bridge_lib.redaction import redact
 from contracts.events import (
     TELEGRAM_UPDATES_SOURCE,
     DeadLetterReason,
@@ -97,7 +98,7 @@ class UndecodableUpdates:
             original_headers={},
             body_b64=base64.b64encode(body).decode("ascii"),
             reason=DeadLetterReason.UNDECODABLE,
-            detail=detail[:2000],
+            detail=redact(detail)[:2000],
             num_delivered=1,
         )
         stored = await self._publisher.publish(dead, subject=dead_letter(CONSUMER), msg_id=key)

@@ -17,7 +17,8 @@ from bridge_lib.eventbus import EventPublisher
 from bridge_lib.lease import Lease
 from bridge_lib.planfix import PlanfixClient
 from services.relay.config import RelaySettings
-from services.relay.directory import BindingDirectory
+from services.relay.directory import BindingDirectory, group_texts
+from services.relay.effects import BridgedComments
 from services.relay.people import PeopleDirectory
 from services.relay.to_planfix.authors import Authors, ContactBook
 from services.relay.to_planfix.carrier import Carrier
@@ -26,6 +27,7 @@ from services.relay.to_planfix.files import FileUploader
 from services.relay.to_planfix.ledger import CommentLedger
 from services.relay.to_planfix.plan import CombineLimits
 from services.relay.to_planfix.previous_layout import adopt_previous_layout
+from services.relay.to_planfix.replies import QuotedComments
 
 
 async def build(
@@ -57,6 +59,7 @@ async def build(
         planfix_source_id=settings.planfix_source_id,
         zone=ZoneInfo(settings.relay_timezone),
         authors=authors,
+        texts=group_texts(directory, settings.bridge_language),
     )
     return InboundConsumer(
         js,
@@ -66,6 +69,8 @@ async def build(
         lease=lease,
         limits=CombineLimits(max_messages=settings.relay_combine_max_messages),
         album_window_s=settings.relay_album_window_s,
+        bind_wait_s=settings.relay_bind_wait_s,
+        quotes=QuotedComments(BridgedComments(database), directory, settings.planfix_web_url),
         concurrency=settings.planfix_concurrency,
         authors=authors,
     )

@@ -10,8 +10,11 @@ batch was planned, plus what its steps carried since).
 from __future__ import annotations
 
 import asyncio
+import html
+from collections.abc import Callable, Sequence
 from zoneinfo import ZoneInfo
 
+import msgspec
 import structlog
 
 from bridge_lib.eventbus import (
@@ -21,6 +24,7 @@ from bridge_lib.eventbus import (
     current_delivery,
     forcing_effects,
 )
+from bridge_lib.i18n import Translator, translator
 from bridge_lib.planfix import (
     CommentNotFound,
     OwnerRefused,
@@ -35,6 +39,7 @@ from contracts import subjects
 from contracts.events import (
     PlanfixCommentPosted,
     PlanfixCommentRewritten,
+    TelegramAttachment,
     TelegramMessageEdited,
     TelegramMessageReceived,
     envelope_after,
@@ -44,7 +49,15 @@ from contracts.people import People
 from services.relay.effects import effect_msg_id, publish_effect
 from services.relay.to_planfix.authors import Authors
 from services.relay.to_planfix.files import FileUploader
-from services.relay.to_planfix.from_telegram_html import Block, body_html, build_block, comment_html
+from services.relay.to_planfix.from_telegram_html import (
+    Block,
+    body_html,
+    build_block,
+    comment_html,
+    file_label,
+    replaced_note,
+    with_tail_lines,
+)
 from services.relay.to_planfix.ledger import CommentLedger, LedgerEntry
 from services.relay.to_planfix.plan import (
     AddToAlbum,
@@ -77,7 +90,10 @@ class Carrier:
         zone: ZoneInfo,
         recipients: Recipients | None = None,
         authors: Authors | None = None,
+        texts: Callable[[int], Translator] = lambda chat_id: translator(),
     ) -> None:
+        # What the comments it writes say, in each group's language (by chat id).
+        self._texts = texts
         self._ledger = ledger
         self._files = files
         self._planfix = planfix
@@ -100,7 +116,7 @@ class Carrier:
                 case AddToAlbum():
                     await self._add_to_album(step, leads, attempts)
                 case Rewrite(updates=updates):
-                    await self._rewrite_all(updates, leads)
+                    await self._rewrite_all(updates, leads, attempts)
                 case Skip(events=events):
                     for event in events:
                         log.info(_skipped(event), chat_id=event.chat_id, message_id=event.message_id)
@@ -141,11 +157,14 @@ class Carrier:
         with_files = any(attachment.is_image for message in messages for attachment in message.attachments)
         # One owner per comment: ``plan_batch`` combines only messages of one owner.
         owner = await self._authors.owner(messages[0].sender)
+        entry_chat = messages[0].chat_id
         entry = LedgerEntry(
             run_key=run_key,
             task_number=task_number,
             chat_id=messages[0].chat_id,
-            blocks=[] if with_files else [build_block(message, self._zone, []) for message in messages],
+            blocks=[]
+            if with_files
+            else [build_block(message, self._zone, [], self._texts(entry_chat)) for message in messages],
             media_group_id=albums[0] if len(albums) == 1 else None,
             keys=[*(m.source_key for m in messages), *(album_key(messages[0].chat_id, a) for a in albums)],
             uploading=with_files,
@@ -161,7 +180,7 @@ class Carrier:
             for message in messages:
                 file_ids, notes = await self._upload_files(entry, message, attempts)
                 entry.file_ids += file_ids
-                entry.blocks.append(build_block(message, self._zone, notes))
+                entry.blocks.append(build_block(message, self._zone, notes, self._texts(entry.chat_id)))
             entry.uploading = False
             await self._ledger.save(entry)
         return entry, False
@@ -242,7 +261,9 @@ class Carrier:
     async def _add_comment(self, entry: LedgerEntry) -> int:
         return await self._planfix.add_comment(
             task_number=entry.task_number,
-            description_html=comment_html(entry.blocks, named=entry.owner is None),
+            description_html=comment_html(
+                entry.blocks, self._texts(entry.chat_id), named=entry.owner is None
+            ),
             source_id=self._source_id,
             source_object_id=planfix_source_object_id(entry.run_key),
             file_ids=entry.file_ids,
@@ -268,16 +289,21 @@ class Carrier:
     async def _upload_files(
         self, entry: LedgerEntry, message: TelegramMessageReceived, attempts: int
     ) -> tuple[list[int], list[str]]:
-        """The message's pictures and files uploaded once per comment: each upload is recorded
-        in the entry before the next, and a retry reuses what it finds there."""
+        return await self._upload(entry, message.attachments, attempts)
+
+    async def _upload(
+        self, entry: LedgerEntry, attachments: Sequence[TelegramAttachment], attempts: int
+    ) -> tuple[list[int], list[str]]:
+        """Pictures and files uploaded once per comment: each upload is recorded in the entry
+        before the next, and a retry reuses what it finds there."""
         file_ids: list[int] = []
         notes: list[str] = []
-        for attachment in message.attachments:
+        for attachment in attachments:
             if not attachment.is_image:
                 continue  # an animated sticker: its emoji and set are in the text
             upload = entry.uploads.get(attachment.file_unique_id)
             if upload is None:
-                upload = await self._files.upload(attachment, attempts)
+                upload = await self._files.upload(attachment, attempts, self._texts(entry.chat_id))
                 entry.uploads[attachment.file_unique_id] = upload
                 await self._ledger.record_upload(entry.run_key, attachment.file_unique_id, upload)
             if upload.file_id is not None:
@@ -299,7 +325,7 @@ class Carrier:
         message = step.message
         structlog.contextvars.bind_contextvars(task_number=album.task_number, chat_id=album.chat_id)
         file_ids, notes = await self._upload_files(album, message, attempts)
-        block = build_block(message, self._zone, notes)
+        block = build_block(message, self._zone, notes, self._texts(album.chat_id))
         if (block.body or block.tail) and album.block_for(message.source_key) is None:
             album.blocks.append(block)
         album.file_ids.extend(f for f in file_ids if f not in album.file_ids)
@@ -320,7 +346,7 @@ class Carrier:
 
     # --- edits and reactions ------------------------------------------------------------------
 
-    async def _rewrite_all(self, updates: tuple[Update, ...], leads: dict[str, str]) -> None:
+    async def _rewrite_all(self, updates: tuple[Update, ...], leads: dict[str, str], attempts: int) -> None:
         """Edits and reactions grouped by the comment they change: one rewrite per comment."""
         by_run: dict[str, list[Update]] = {}
         for update in updates:
@@ -330,20 +356,27 @@ class Carrier:
                 continue
             by_run.setdefault(run_key, []).append(update)
         for run_key, changes in by_run.items():
-            await self._apply(run_key, changes)
+            await self._apply(run_key, changes, attempts)
 
-    async def _apply(self, run_key: str, updates: list[Update]) -> None:
+    async def _apply(self, run_key: str, updates: list[Update], attempts: int) -> None:
         entry = await self._ledger.load(run_key)
         if entry is None:
             return
         structlog.contextvars.bind_contextvars(task_number=entry.task_number, comment_id=entry.comment_id)
-        if not any([_apply_to_block(entry.block_for(update.message_key), update) for update in updates]):
+        files_changed = False
+        for update in updates:
+            block = entry.block_for(update.message_key)
+            if isinstance(update, TelegramMessageEdited) and block is not None:
+                files_changed |= await self._swap_files(entry, block, update, attempts)
+        # A list, not a generator: every update applied, not only up to the first change.
+        shown_changed = any([_apply_to_block(entry.block_for(u.message_key), u) for u in updates])
+        if not shown_changed and not files_changed:
             log.info("comment_unchanged")
             return
         if entry.comment_id is None:
             await self._ledger.save(entry)  # not posted yet: it will be posted as it is now
             return
-        await self._rewrite(entry, files_changed=False)
+        await self._rewrite(entry, files_changed=files_changed)
         last = updates[-1]
         effect_key = self._add_update_event(entry, last)
         await self._ledger.save(entry)
@@ -351,13 +384,43 @@ class Carrier:
         await self._publish_update(entry, last.message_id, reason, last, effect_key)
         log.info("comment_updated", reason=reason, updates=len(updates))
 
+    async def _swap_files(
+        self, entry: LedgerEntry, block: Block, edit: TelegramMessageEdited, attempts: int
+    ) -> bool:
+        """An edit that swapped the message's photo or document: the new file joins the comment
+        (the old one stays, named as replaced). Whether anything changed."""
+        now = {attachment.file_unique_id for attachment in edit.attachments}
+        # ``uploads`` too: a block stored before blocks knew their files has none listed.
+        new = [
+            a
+            for a in edit.attachments
+            if a.is_image and a.file_unique_id not in block.files and a.file_unique_id not in entry.uploads
+        ]
+        if not new:
+            return False
+        old_names = {label.split(" (", 1)[0] for label in block.files.values()}
+        new = [_distinct_name(attachment, old_names, edit) for attachment in new]
+        file_ids, notes = await self._upload(entry, new, attempts)
+        entry.file_ids.extend(file_id for file_id in file_ids if file_id not in entry.file_ids)
+        replaced = [label for unique_id, label in block.files.items() if unique_id not in now]
+        added = [file_label(attachment) for attachment in new]
+        block.tail = with_tail_lines(
+            block.tail, [replaced_note(replaced, added, self._texts(entry.chat_id)), *notes]
+        )
+        kept = {unique_id: label for unique_id, label in block.files.items() if unique_id in now}
+        block.files = {**kept, **{a.file_unique_id: file_label(a) for a in new}}
+        log.info("edited_media_attached", replaced=len(replaced), added=len(new))
+        return True
+
     async def _rewrite(self, entry: LedgerEntry, *, files_changed: bool) -> None:
         assert entry.comment_id is not None
         try:
             await self._planfix.update_comment(
                 task_number=entry.task_number,
                 comment_id=entry.comment_id,
-                description_html=comment_html(entry.blocks, named=entry.owner is None),
+                description_html=comment_html(
+                    entry.blocks, self._texts(entry.chat_id), named=entry.owner is None
+                ),
                 file_ids=entry.file_ids if files_changed else None,
             )
         except CommentNotFound:
@@ -414,3 +477,19 @@ def _skipped(event: InboundEvent) -> str:
         return "unbound_group_not_relayed"
     # Written before the group was bound, or never carried: nothing to change.
     return f"{'edit' if isinstance(event, TelegramMessageEdited) else 'reaction'}_of_unknown_message_ignored"
+
+
+def _distinct_name(
+    attachment: TelegramAttachment, taken: set[str], edit: TelegramMessageEdited
+) -> TelegramAttachment:
+    """A swapped-in file named apart from the one it replaces (a photo's name derives from the
+    message id, the same before and after the edit)."""
+    name = attachment.file_name or attachment.kind
+    if html.escape(name) not in taken:
+        return attachment
+    stem, dot, extension = name.rpartition(".")
+    if not dot:
+        stem, extension = name, ""
+    when = edit.edited_at.strftime("%H%M%S")
+    renamed = f"{stem}_edited_{when}{dot}{extension}"
+    return msgspec.structs.replace(attachment, file_name=renamed)

@@ -53,6 +53,7 @@ from services.relay.directory import BindingDirectory
 from services.relay.to_planfix.authors import Authors
 from services.relay.to_planfix.carrier import Carrier
 from services.relay.to_planfix.ledger import CommentLedger
+from services.relay.to_planfix.pending_binds import BIND_WAIT_S, PendingBinds
 from services.relay.to_planfix.plan import (
     BatchPlan,
     CombineLimits,
@@ -62,6 +63,7 @@ from services.relay.to_planfix.plan import (
     album_key,
     plan_batch,
 )
+from services.relay.to_planfix.replies import QuotedComments
 
 log = structlog.get_logger("relay.inbound")
 
@@ -91,8 +93,12 @@ class InboundConsumer:
         album_window_s: float = 1.5,
         concurrency: int = 16,
         authors: Authors | None = None,
+        bind_wait_s: float = BIND_WAIT_S,
+        quotes: QuotedComments | None = None,
     ) -> None:
+        self._quotes = quotes
         self._js = js
+        self._pending_binds = PendingBinds(js, directory, wait_s=bind_wait_s, pause=self._pause)
         self._directory = directory
         self._ledger = ledger
         self._carrier = carrier
@@ -279,6 +285,9 @@ class InboundConsumer:
         raw_of: dict[str, Any] = {}
         for message in messages:
             delivery = delivery_of(message, DURABLE)
+            if delivery.meant_for_another:
+                await settle(message, delivery, "replay", Ack(counted_as="skipped"))
+                continue
             try:
                 event = decode_event(message.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as error:
@@ -291,13 +300,22 @@ class InboundConsumer:
             ):
                 await settle(message, delivery, event.tag, Ack(counted_as="skipped"))
                 continue
+            if isinstance(event, TelegramMessageReceived) and self._quotes is not None:
+                event = await self._quotes.requote(event)
             events.append(event)
             raw_of[event.event_id] = message
         if not events:
             return
         heartbeat = asyncio.create_task(self._heartbeat(list(raw_of.values())))
         try:
-            plan, leads = await self._plan(events, raw_of)
+            bindings, written_unbound = await self._bindings(events, raw_of)
+            for event in written_unbound:
+                log.info("unbound_group_not_relayed", chat_id=event.chat_id, message_id=event.message_id)
+                raw = raw_of[event.event_id]
+                await settle(raw, delivery_of(raw, DURABLE), event.tag, Ack(counted_as="skipped"))
+            let_go = {event.event_id for event in written_unbound}
+            events = [event for event in events if event.event_id not in let_go]
+            plan, leads = await self._plan(events, raw_of, bindings)
             await self._carry_chains([list(plan.skipped), *map(list, plan.chains)], leads, raw_of)
             # Last: an edit or a reaction may be about a message of this very batch.
             await self._carry_chains([[plan.rewrite] if plan.rewrite else []], leads, raw_of)
@@ -346,20 +364,60 @@ class InboundConsumer:
                 ):
                     await self._carry_and_settle(step, leads, raws, attempts)
 
-    async def _plan(
+    async def _bindings(
         self, events: list[InboundEvent], raw_of: dict[str, Any]
-    ) -> tuple[BatchPlan, dict[str, str]]:
-        """The batch's plan and what its keys lead to; while the ledger or the directory is away,
-        wait for it."""
+    ) -> tuple[dict[Group, int | None], list[InboundEvent]]:
+        """The task of each group with new messages in the batch (None: unbound), and the messages
+        written before a ``/task`` whose outcome they waited for (let go as unbound).
+
+        A group with no binding but a bind request in flight waits for its outcome (bounded,
+        ``PendingBinds``); the groups wait side by side, and the batch after this one waits too,
+        so a group's order holds. While the directory or NATS is away, wait for it."""
         attempts = max(raw.metadata.num_delivered for raw in raw_of.values())
+        newest: dict[Group, int] = {}
+        for event in events:
+            if isinstance(event, TelegramMessageReceived):
+                group = (event.chat_id, event.thread_id)
+                newest[group] = max(newest.get(group, 0), event.message_id)
         while True:
             try:
                 bindings: dict[Group, int | None] = {}
-                for event in events:
-                    group = (event.chat_id, getattr(event, "thread_id", None))
-                    if isinstance(event, TelegramMessageReceived) and group not in bindings:
-                        bound = await self._directory.task_for(*group)
-                        bindings[group] = bound.task_number if bound else None
+                for group in newest:
+                    bound = await self._directory.task_for(*group)
+                    bindings[group] = bound.task_number if bound else None
+                unbound = [group for group, task in bindings.items() if task is None]
+                outcomes = await asyncio.gather(
+                    *(self._pending_binds.outcome(*group, newest[group]) for group in unbound)
+                )
+                break
+            except _Stopping:
+                raise
+            except Exception:
+                retry_in = retry_delay_s(attempts)
+                log.exception("batch_bindings_not_read", retry_in_s=retry_in)
+                await self._pause(retry_in)
+                attempts += 1
+        written_unbound: list[InboundEvent] = []
+        for group, outcome in zip(unbound, outcomes, strict=True):
+            if outcome is None or outcome.task is None:
+                continue
+            bindings[group] = outcome.task.task_number
+            written_unbound += [
+                event
+                for event in events
+                if isinstance(event, TelegramMessageReceived)
+                and (event.chat_id, event.thread_id) == group
+                and event.message_id < outcome.request_message_id
+            ]
+        return bindings, written_unbound
+
+    async def _plan(
+        self, events: list[InboundEvent], raw_of: dict[str, Any], bindings: dict[Group, int | None]
+    ) -> tuple[BatchPlan, dict[str, str]]:
+        """The batch's plan and what its keys lead to; while the ledger is away, wait for it."""
+        attempts = max(raw.metadata.num_delivered for raw in raw_of.values())
+        while True:
+            try:
                 leads = await self._ledger.leads(_keys_of(events))
                 received = [event for event in events if isinstance(event, TelegramMessageReceived)]
                 owners = self._authors.owner_keys(received) if self._authors is not None else None

@@ -11,16 +11,21 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import msgspec
+import structlog
 from aiogram import Bot
 from faststream.nats import NatsRouter
+from faststream.nats.annotations import NatsMessage
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
-from bridge_lib.eventbus import EventPublisher
+from bridge_lib.eventbus import EventPublisher, undecoded
 from bridge_lib.lease import Leases
 from bridge_lib.planfix import PlanfixClient
 from bridge_lib.task_state import last_task_state
+from contracts.events import RetryTelegramDelivery, TelegramDeliveryRetried, envelope_after
+from contracts.subjects import RELAY_RETRY_TELEGRAM_DELIVERY
 from services.relay.config import RelaySettings
-from services.relay.directory import BindingDirectory
+from services.relay.directory import BindingDirectory, group_texts
 from services.relay.effects import OwnComments
 from services.relay.people import PeopleDirectory
 from services.relay.to_telegram.courier import Courier
@@ -33,6 +38,31 @@ from services.relay.to_telegram.sender import Nudges, TelegramSender
 from services.relay.to_telegram.sent_comments import SentComments
 from services.relay.to_telegram.task_card import TaskCards
 from services.relay.to_telegram.task_handlers import TaskLife
+
+log = structlog.get_logger("relay.to_telegram")
+
+
+def answer_retries(nats_router: NatsRouter, sender: TelegramSender) -> None:
+    """Answer ``bridge dlq retry`` of a message Telegram refused for good (one relay replica each:
+    a queue group)."""
+
+    async def on_retry_telegram_delivery(msg: NatsMessage) -> bytes:
+        command = msgspec.json.decode(msg.body, type=RetryTelegramDelivery)
+        try:
+            answer = await sender.retry(command)
+        except Exception as error:  # the store away: the operator is told and may ask again
+            log.exception("retry_request_failed")
+            answer = TelegramDeliveryRetried(
+                **envelope_after(command, f"retry-failed:{command.event_id}"),
+                outbox_key=command.outbox_key,
+                queued=False,
+                detail=f"the relay could not queue it: {type(error).__name__}",
+            )
+        return msgspec.json.encode(answer)
+
+    nats_router.subscriber(
+        RELAY_RETRY_TELEGRAM_DELIVERY, queue="relay", decoder=undecoded, include_in_schema=False
+    )(on_retry_telegram_delivery)
 
 
 @dataclass(frozen=True)
@@ -72,6 +102,7 @@ async def build(
         pace=pace,
         leases=leases,
         task_url=partial(task_page, settings.planfix_web_url),
+        texts=group_texts(directory, settings.bridge_language),
     )
     nudges = Nudges(nats)
     cards = TaskCards(bot=bot, courier=courier, outbox=outbox, database=database)
@@ -80,7 +111,9 @@ async def build(
         pace=pace,
         leases=leases,
         courier=courier,
-        revisions=CommentRevisions(bot=bot, courier=courier, sent=sent),
+        revisions=CommentRevisions(
+            bot=bot, courier=courier, sent=sent, texts=group_texts(directory, settings.bridge_language)
+        ),
         directory=directory,
         publisher=publisher,
         nudge=nudges.send,
@@ -89,6 +122,7 @@ async def build(
         cards=cards,
     )
     await nudges.listen(sender.nudged)
+    await sender.letter_earlier_refusals()
     # After the replay: only live binding changes (e.g. a resumed group) wake a sender.
     directory.on_change(sender.wake)
     handlers = ToTelegram(
@@ -107,5 +141,8 @@ async def build(
             task_state=partial(last_task_state, nats.jetstream()),
             cards=settings.task_cards,
         ),
+        language=settings.bridge_language,
     )
-    return ToTelegramWing(router=router(handlers), sender=sender)
+    nats_router = router(handlers)
+    answer_retries(nats_router, sender)
+    return ToTelegramWing(router=nats_router, sender=sender)

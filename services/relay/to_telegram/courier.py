@@ -30,6 +30,7 @@ from aiogram.types import (
     ReplyParameters,
 )
 
+from bridge_lib.i18n import Translator, translator
 from bridge_lib.lease import LeaseLost, Leases
 from bridge_lib.planfix import FileNotFound, FileTooLargeToDownload, PlanfixClient
 from contracts.events import PlanfixFile, TelegramMessageKind
@@ -55,6 +56,8 @@ from services.relay.to_telegram.telegram_text import (
 
 log = structlog.get_logger("relay.courier")
 T = TypeVar("T")
+# Kinds Telegram may refuse where it still takes the same bytes as a document.
+_REFUSABLE_KINDS = (MediaKind.PHOTO, MediaKind.VIDEO, MediaKind.VOICE)
 AnyInputMedia = InputMediaAudio | InputMediaDocument | InputMediaLivePhoto | InputMediaPhoto | InputMediaVideo
 
 
@@ -84,6 +87,7 @@ class Courier:
         pace: TelegramPace,
         leases: Leases,
         task_url: Callable[[int], str],
+        texts: Callable[[int], Translator] = lambda chat_id: translator(),
         scratch_dir: Path | None = None,
     ) -> None:
         self._bot = bot
@@ -93,6 +97,8 @@ class Courier:
         self._pace = pace
         self._leases = leases
         self._task_url = task_url
+        # The group's language, for the notes the courier adds (a file too large to send).
+        self._texts = texts
         self._scratch_dir = scratch_dir
 
     def task_url(self, task_number: int) -> str:
@@ -104,15 +110,18 @@ class Courier:
         """Every step not done yet; ``item.progress`` then holds them all, for ``Outbox.finish``."""
         steps = await self._plan(item)
         done = {int(step): ids for step, ids in item.progress.items()}
+        as_text: set[int] = set()  # steps whose files were all gone: their caption went as text
         for index, step in enumerate(steps):
             if index not in done:
-                done[index] = await self._run_step(item, step, first=index == 0)
+                done[index], went_as_text = await self._run_step(item, step, first=index == 0)
+                if went_as_text:
+                    as_text.add(index)
                 item.progress[str(index)] = done[index]
                 if index < len(steps) - 1:
                     # The last step is recorded by finishing the item, right after this.
                     await self._outbox.step_done(item.key, index, done[index])
         if item.kind is TelegramMessageKind.PLANFIX_COMMENT and item.comment_id is not None:
-            await self._sent.save(self._record(item, steps, done))
+            await self._sent.save(self._record(item, steps, done, as_text))
         return [message_id for index in sorted(done) for message_id in done[index]]
 
     async def send_combined(self, items: list[OutboxItem]) -> int:
@@ -141,7 +150,9 @@ class Courier:
     async def _plan(self, item: OutboxItem) -> list[Step]:
         files = [await self._with_size(file) for file in item.files]
         notes = [
-            too_large_note(file, self._task_url(item.task_number or 0)) for file in files if too_large(file)
+            too_large_note(file, self._task_url(item.task_number or 0), self._texts(item.chat_id))
+            for file in files
+            if too_large(file)
         ]
         text = "\n".join(part for part in (item.text, *notes) if part)
         groups = media_groups([file for file in files if not too_large(file)])
@@ -165,7 +176,9 @@ class Courier:
             return file
         return PlanfixFile(id=file.id, name=file.name or info.name, size=info.size)
 
-    def _record(self, item: OutboxItem, steps: list[Step], done: dict[int, list[int]]) -> SentComment:
+    def _record(
+        self, item: OutboxItem, steps: list[Step], done: dict[int, list[int]], as_text: set[int]
+    ) -> SentComment:
         sent = SentComment(
             comment_id=item.comment_id or 0,
             chat_id=item.chat_id,
@@ -176,7 +189,7 @@ class Courier:
         )
         for index, step in enumerate(steps):
             ids = done.get(index, [])
-            if not step.media:
+            if not step.media or index in as_text:
                 sent.text_message_ids.extend(ids)
                 continue
             sent.file_message_ids.extend(ids)
@@ -184,17 +197,24 @@ class Courier:
                 sent.caption_message_id = ids[0]
         return sent
 
-    async def _run_step(self, item: OutboxItem, step: Step, *, first: bool) -> list[int]:
+    async def _run_step(self, item: OutboxItem, step: Step, *, first: bool) -> tuple[list[int], bool]:
+        """The step's message ids, and whether a caption went as text (its files all gone)."""
         if not step.media:
-            return [await self.send_text(item, step.text, reply=first)]
+            return [await self.send_text(item, step.text, reply=first)], False
         try:
-            return await self._send_media(item, step.text, list(step.media))
+            sent = await self._send_media(item, step.text, list(step.media))
         except TelegramBadRequest as error:
-            if not any(media.kind in (MediaKind.PHOTO, MediaKind.VIDEO) for media in step.media):
+            if not any(media.kind in _REFUSABLE_KINDS for media in step.media):
                 raise
-            # e.g. PHOTO_INVALID_DIMENSIONS: Telegram still takes the same bytes as a document.
+            # e.g. PHOTO_INVALID_DIMENSIONS, VOICE_MESSAGES_FORBIDDEN: Telegram still takes the
+            # same bytes as a document.
             log.warning("media_refused_sending_as_documents", error=error.message)
-            return await self._send_media(item, step.text, as_documents(list(step.media)))
+            sent = await self._send_media(item, step.text, as_documents(list(step.media)))
+        if not sent and step.caption_is_text and step.text:
+            # Every file of the step is gone from Planfix: the text it was to carry still goes.
+            log.warning("files_gone_caption_sent_as_text", comment_id=item.comment_id)
+            return [await self.send_text(item, step.text, reply=first)], True
+        return sent, False
 
     async def send_text(self, item: OutboxItem, text: str, *, reply: bool) -> int:
         reply_to = item.reply_to_message_id if reply else None
@@ -279,6 +299,8 @@ class Courier:
             return lambda: self._bot.send_video(video=upload, **common)
         if kind is MediaKind.AUDIO:
             return lambda: self._bot.send_audio(audio=upload, **common)
+        if kind is MediaKind.VOICE:
+            return lambda: self._bot.send_voice(voice=upload, **common)
         return lambda: self._bot.send_document(document=upload, **common)
 
     # --- every call ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import html
 import re
 from html.parser import HTMLParser
 
+from bridge_lib.i18n import Translator, translator
 from contracts.events import PlanfixCommentAdded, PlanfixCommentUpdated
 
 _INLINE_TAGS = {
@@ -22,21 +23,26 @@ _BLOCK_TAGS = {"p", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6",
 
 
 def comment_author_line(
-    comment: PlanfixCommentAdded | PlanfixCommentUpdated, telegram_username: str | None = None
+    comment: PlanfixCommentAdded | PlanfixCommentUpdated,
+    telegram_username: str | None = None,
+    t: Translator | None = None,
 ) -> str:
     """Who wrote a comment, as the first line of its message (and the caption of its files);
     ``telegram_username``: the author's, when they are linked to a Telegram person."""
+    texts = t or translator()
     name = f"<b>{html.escape(comment.author.name or 'Planfix')}</b>"
     if telegram_username:
         name += f" (@{html.escape(telegram_username.lstrip('@'))})"
-    return f"{name} · Planfix"
+    return texts.gettext("{author} · Planfix").format(author=name)
 
 
 def telegram_comment_text(
-    comment: PlanfixCommentAdded | PlanfixCommentUpdated, telegram_username: str | None = None
+    comment: PlanfixCommentAdded | PlanfixCommentUpdated,
+    telegram_username: str | None = None,
+    t: Translator | None = None,
 ) -> str:
     body = planfix_html_to_telegram(comment.text_html)
-    author = comment_author_line(comment, telegram_username)
+    author = comment_author_line(comment, telegram_username, t)
     return f"{author}:\n{body}" if body else author
 
 

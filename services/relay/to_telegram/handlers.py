@@ -19,6 +19,8 @@ from faststream.nats import NatsRouter
 
 from bridge_lib import link_codes
 from bridge_lib.eventbus import Delivery, consume_durably
+from bridge_lib.i18n import DEFAULT_LANGUAGE, Translator, language_or_default, translator
+from contracts.bindings import language_after
 from contracts.events import (
     AnonymousAdminPosted,
     BindingEvent,
@@ -31,6 +33,8 @@ from contracts.events import (
     Event,
     GroupCommand,
     GroupCommandReceived,
+    GroupLanguageChosen,
+    GroupLanguageRejected,
     PersonEvent,
     PersonLinked,
     PersonLinkMethod,
@@ -60,10 +64,13 @@ from services.relay.effects import OwnComments
 from services.relay.people import PeopleDirectory
 from services.relay.to_telegram.from_planfix_html import comment_author_line, telegram_comment_text
 from services.relay.to_telegram.notices import (
-    ANONYMOUS_ADMIN_GUIDANCE,
+    anonymous_admin_guidance,
+    anonymous_command_answer,
     bound_notice,
     greeting_text,
     help_text,
+    language_chosen_notice,
+    language_rejected_notice,
     rejected_notice,
     resumed_notice,
     status_text,
@@ -76,6 +83,8 @@ from services.relay.to_telegram.people_notices import link_in_private_text, link
 from services.relay.to_telegram.task_handlers import TaskLife
 
 log = structlog.get_logger("relay.to_telegram")
+# An anonymous admin is told again how to fix it once the group was not told for this long.
+ANONYMOUS_GUIDANCE_EVERY_S = 24 * 3600.0
 
 
 async def _false() -> bool:
@@ -101,9 +110,12 @@ class ToTelegram:
         planfix_web_url: str,
         people: PeopleDirectory | None = None,
         task_life: TaskLife | None = None,
+        language: str = DEFAULT_LANGUAGE,
     ) -> None:
         self._directory = directory
         self._task_life = task_life
+        # BRIDGE_LANGUAGE: a group without a language of its own hears this one.
+        self._language = language
         self._people = people
         self._own_comments = own_comments
         self._outbox = outbox
@@ -123,6 +135,14 @@ class ToTelegram:
     def task_life(self) -> TaskLife | None:
         return self._task_life
 
+    def texts_for(self, chat_id: int, event: Event | None = None) -> Translator:
+        """The group's language; a binding event is counted in before the directory has it (the
+        confirmation of /lang, the first bind's language)."""
+        current = self._directory.language_of(chat_id)
+        if event is not None:
+            current = language_after(current, event)  # type: ignore[arg-type]
+        return translator(current.language if current is not None else self._language)
+
     def task_url(self, task_number: int) -> str:
         return task_page(self._web_url, task_number)
 
@@ -140,13 +160,14 @@ class ToTelegram:
         )
         for chat_id, thread_id in groups:
             where = f"{chat_id}:{thread_id or 0}"
+            t = self.texts_for(chat_id)
             if isinstance(event, PlanfixCommentAdded):
                 key = f"telegram-message:{comment_key}:{where}"
                 item = self._item(
                     event, key, chat_id, thread_id, Action.SEND, TelegramMessageKind.PLANFIX_COMMENT
                 )
-                item.text = telegram_comment_text(event, username)
-                item.short_caption = comment_author_line(event, username)
+                item.text = telegram_comment_text(event, username, t)
+                item.short_caption = comment_author_line(event, username, t)
                 item.files = list(event.files)
             elif isinstance(event, PlanfixCommentUpdated):
                 key = f"telegram-edit:{event.event_id}:{where}"
@@ -155,8 +176,8 @@ class ToTelegram:
                 )
                 # Files added in Planfix are named, not sent again (``revisions``).
                 item.files = list(event.files)
-                item.text = telegram_comment_text(event, username)
-                item.short_caption = comment_author_line(event, username)
+                item.text = telegram_comment_text(event, username, t)
+                item.short_caption = comment_author_line(event, username, t)
             else:
                 key = f"telegram-delete:{comment_key}:{where}"
                 item = self._item(
@@ -210,7 +231,7 @@ class ToTelegram:
             return
         if isinstance(event, BindingSuspended):
             return  # the bot is no longer in the group: nobody to tell
-        kind, text = self._binding_notice(event)
+        kind, text = self._binding_notice(event, self.texts_for(event.chat_id, event))
         item = self._item(
             event, f"telegram-notice:{event.event_id}", event.chat_id, event.thread_id, Action.SEND, kind
         )
@@ -221,19 +242,31 @@ class ToTelegram:
             await self._task_life.on_bound(event)
 
     def _binding_notice(
-        self, event: TaskBound | BindRejected | TaskUnbound | UnbindRejected | BindingResumed
+        self,
+        event: TaskBound
+        | BindRejected
+        | TaskUnbound
+        | UnbindRejected
+        | BindingResumed
+        | GroupLanguageChosen
+        | GroupLanguageRejected,
+        t: Translator,
     ) -> tuple[TelegramMessageKind, str]:
         if isinstance(event, TaskBound):
             return TelegramMessageKind.BIND_CONFIRMATION, bound_notice(
-                event, self.task_url(event.task_number)
+                event, self.task_url(event.task_number), t
             )
         if isinstance(event, BindRejected):
-            return TelegramMessageKind.BIND_REJECTION, rejected_notice(event)
+            return TelegramMessageKind.BIND_REJECTION, rejected_notice(event, t)
         if isinstance(event, TaskUnbound):
-            return TelegramMessageKind.UNBIND_CONFIRMATION, unbound_notice(event)
+            return TelegramMessageKind.UNBIND_CONFIRMATION, unbound_notice(event, t)
         if isinstance(event, UnbindRejected):
-            return TelegramMessageKind.BIND_REJECTION, unbind_rejected_notice(event)
-        return TelegramMessageKind.BINDING_RESUMED, resumed_notice(event, self.task_url(event.task_number))
+            return TelegramMessageKind.BIND_REJECTION, unbind_rejected_notice(event, t)
+        if isinstance(event, GroupLanguageChosen):
+            return TelegramMessageKind.BIND_CONFIRMATION, language_chosen_notice(event, t)
+        if isinstance(event, GroupLanguageRejected):
+            return TelegramMessageKind.BIND_REJECTION, language_rejected_notice(event, t)
+        return TelegramMessageKind.BINDING_RESUMED, resumed_notice(event, self.task_url(event.task_number), t)
 
     # --- the group as a whole ----------------------------------------------------------------------
 
@@ -242,13 +275,7 @@ class ToTelegram:
         if isinstance(event, GroupCommandReceived):
             await self._answer_command(event)
         elif isinstance(event, AnonymousAdminPosted):
-            # One key per group: the guidance goes out once, however many such messages follow.
-            key = f"telegram-anonymous-admin-guidance:{event.chat_id}"
-            kind = TelegramMessageKind.ANONYMOUS_ADMIN_GUIDANCE
-            item = self._item(event, key, event.chat_id, event.thread_id, Action.SEND, kind)
-            item.text = ANONYMOUS_ADMIN_GUIDANCE
-            item.reply_to_message_id = event.message_id
-            await self._enqueue(item)
+            await self._guide_anonymous_admin(event)
         elif isinstance(event, BotMembershipChanged):
             await self._greet(event)
         elif isinstance(event, ChatMigrated):
@@ -256,9 +283,38 @@ class ToTelegram:
             log.info("group_migrated_items_follow", old_chat_id=event.old_chat_id, items=moved)
             self._wake(event.chat_id)
 
+    async def _guide_anonymous_admin(self, event: AnonymousAdminPosted) -> None:
+        """A command is answered with what to do; any other message gets the guidance, at most
+        once per group in ``ANONYMOUS_GUIDANCE_EVERY_S`` (a quiet day, then again)."""
+        kind = TelegramMessageKind.ANONYMOUS_ADMIN_GUIDANCE
+        t = self.texts_for(event.chat_id)
+        if event.command is not None:
+            key = f"telegram-anonymous-answer:{event.event_id}"
+            item = self._item(event, key, event.chat_id, event.thread_id, Action.SEND, kind)
+            bound = await self._directory.task_for(event.chat_id, event.thread_id)
+            status = status_text(
+                bound,
+                task_url=self.task_url(bound.task_number) if bound else "",
+                in_topic=event.thread_id is not None,
+                bot_reads_all_messages=True,
+                t=t,
+            )
+            item.text = anonymous_command_answer(event.command, status=status, help_=help_text(None, t), t=t)
+        else:
+            key = f"telegram-anonymous-admin-guidance:{event.chat_id}:{event.event_id}"
+            last = await self._outbox.last_sent_of_kind(event.chat_id, kind, besides=key)
+            if last is not None and (event.occurred_at - last).total_seconds() < ANONYMOUS_GUIDANCE_EVERY_S:
+                log.info("anonymous_admin_guided_lately", last=last.isoformat())
+                return
+            item = self._item(event, key, event.chat_id, event.thread_id, Action.SEND, kind)
+            item.text = anonymous_admin_guidance(t)
+        item.reply_to_message_id = event.message_id
+        await self._enqueue(item)
+
     async def _answer_command(self, event: GroupCommandReceived) -> None:
+        t = self.texts_for(event.chat_id)
         if event.command is GroupCommand.LINK:
-            text, kind = link_in_private_text(event.bot_username), TelegramMessageKind.HELP
+            text, kind = link_in_private_text(event.bot_username, t), TelegramMessageKind.HELP
         elif event.command is GroupCommand.STATUS:
             bound = await self._directory.task_for(event.chat_id, event.thread_id)
             text = status_text(
@@ -267,13 +323,14 @@ class ToTelegram:
                 in_topic=event.thread_id is not None,
                 bot_reads_all_messages=event.bot_reads_all_messages,
                 other_bots=event.other_bots,
+                t=t,
             )
             kind = TelegramMessageKind.STATUS
             card = await self._task_life.card_text(bound.task_number) if bound and self._task_life else None
             if card:
                 text = f"{text}\n\n{card}"
         else:
-            text, kind = help_text(event.bot_username), TelegramMessageKind.HELP
+            text, kind = help_text(event.bot_username, t), TelegramMessageKind.HELP
         item = self._item(
             event, f"telegram-answer:{event.event_id}", event.chat_id, event.thread_id, Action.SEND, kind
         )
@@ -297,17 +354,19 @@ class ToTelegram:
             Action.SEND,
             TelegramMessageKind.GREETING,
         )
-        item.text = greeting_text()
+        item.text = greeting_text(self.texts_for(event.chat_id))
         await self._enqueue(item)
 
     # --- people --------------------------------------------------------------------------------
 
     async def tell_person(self, event: PersonEvent, delivery: Delivery) -> None:
         """In the person's private chat (its id is theirs): their /link code linked them, or why not."""
+        # The person's Telegram language, as they asked for the code; else the default.
+        t = translator(language_or_default(getattr(event, "language_code", None), self._language))
         if isinstance(event, PersonLinked) and event.how is PersonLinkMethod.LINK_CODE:
-            text = linked_text(event.name)
+            text = linked_text(event.name, t)
         elif isinstance(event, PersonLinkRefused):
-            text = refused_text(event.refusal)
+            text = refused_text(event.refusal, t)
         else:
             return  # found through the Planfix profile, or unlinked on the person's own word
         structlog.contextvars.bind_contextvars(telegram_user_id=event.telegram_user_id)

@@ -5,8 +5,10 @@ new) and returns; the group's sender drains the items in order, at the group's p
 what waits. ``telegram_outbox``: the items waiting, ordered by ``seq`` (from ``counters``, so the
 order survives a group's move to a new chat id); ``progress`` records each finished step of a
 multi-message item so a retry resumes where it stopped. ``telegram_outbox_finished``: items sent
-or refused for good (dead, with the reason), kept to recognise a redelivered event. Moving an
-item is an insert there, then a delete here: one found in both (a crash between) is finished.
+or refused for good (dead, with the reason), kept to recognise a redelivered event (for
+RETENTION_DAYS). A sent item keeps no text there: what was delivered needs no copy (a dead one
+keeps its text, for an operator to resend). Moving an item is an insert there, then a delete
+here: one found in both (a crash between) is finished.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from bridge_lib.redaction import redact
 from contracts.events import PlanfixFile, TelegramMessageKind
 
 
@@ -78,6 +81,10 @@ class OutboxItem(msgspec.Struct, kw_only=True):
         )
 
 
+# What a delivered item's record keeps of its content: nothing (the message is in the group).
+_DELIVERED: dict[str, Any] = {"text": "", "short_caption": "", "files": []}
+
+
 def _document(item: OutboxItem) -> dict[str, Any]:
     fields: dict[str, Any] = msgspec.to_builtins(item, builtin_types=(datetime,))
     fields["_id"] = fields.pop("key")
@@ -87,7 +94,7 @@ def _document(item: OutboxItem) -> dict[str, Any]:
 
 
 def _item(document: dict[str, Any]) -> OutboxItem:
-    fields = {k: v for k, v in document.items() if k not in ("_id", "finished_at")}
+    fields = {k: v for k, v in document.items() if k not in ("_id", "finished_at", "dead_lettered")}
     # Lax: nx-27017 may hand back a boolean as 1/0.
     return msgspec.convert({**fields, "key": document["_id"]}, OutboxItem, strict=False)
 
@@ -100,6 +107,10 @@ class Outbox:
 
     async def create_indexes(self) -> None:
         await self._items.create_index([("state", 1), ("chat_id", 1), ("seq", 1)], name="pending_by_chat")
+        # "When was this group last told X" (the anonymous-admin guidance), without a full scan.
+        await self._finished.create_index(
+            [("chat_id", 1), ("kind", 1), ("enqueued_at", -1)], name="by_chat_and_kind"
+        )
 
     async def finished_among(self, keys: list[str]) -> set[str]:
         """Which of these items went out already (or were given up)."""
@@ -158,7 +169,8 @@ class Outbox:
         """
         finished_at = datetime.now(UTC)
         documents = [
-            {**_document(item), "state": ItemState.DONE.value, "finished_at": finished_at} for item in items
+            {**_document(item), **_DELIVERED, "state": ItemState.DONE.value, "finished_at": finished_at}
+            for item in items
         ]
         try:
             await self._finished.insert_many(documents, ordered=False)
@@ -181,13 +193,59 @@ class Outbox:
     async def count_attempt(self, key: str, reason: str) -> int:
         document = await self._items.find_one_and_update(
             {"_id": key},
-            {"$inc": {"attempts": 1}, "$set": {"reason": reason}},
+            {"$inc": {"attempts": 1}, "$set": {"reason": redact(reason)}},
             return_document=ReturnDocument.AFTER,
         )
         return int(document["attempts"]) if document else 0
 
     async def give_up(self, key: str, reason: str) -> None:
-        await self._finish(key, {"state": ItemState.DEAD.value, "reason": reason})
+        await self._finish(key, {"state": ItemState.DEAD.value, "reason": redact(reason)})
+
+    async def last_sent_of_kind(
+        self, chat_id: int, kind: TelegramMessageKind, *, besides: str
+    ) -> datetime | None:
+        """When the group's latest item of this kind (other than ``besides``) was stored."""
+        latest: datetime | None = None
+        query = {"chat_id": chat_id, "kind": kind.value, "_id": {"$ne": besides}}
+        for collection in (self._items, self._finished):
+            async for document in collection.find(query, {"enqueued_at": 1}).sort("enqueued_at", -1).limit(1):
+                stored = document.get("enqueued_at")
+                if isinstance(stored, datetime):
+                    stored = stored if stored.tzinfo else stored.replace(tzinfo=UTC)
+                    latest = stored if latest is None else max(latest, stored)
+        return latest
+
+    async def dead_not_lettered(self, limit: int = 1000) -> list[OutboxItem]:
+        """Items refused for good that no dead letter names yet (set aside before refusals became
+        dead letters, or a crash between the two)."""
+        query = {"state": ItemState.DEAD.value, "dead_lettered": {"$ne": True}}
+        return [_item(document) for document in await self._finished.find(query).to_list(limit)]
+
+    async def mark_dead_lettered(self, key: str) -> None:
+        await self._finished.update_one({"_id": key}, {"$set": {"dead_lettered": True}})
+
+    async def revive(self, key: str) -> OutboxItem | None:
+        """A message refused for good waits again, last in its group's queue (an operator's
+        ``bridge dlq retry``), with a fresh retry budget; the steps it finished stay done.
+        None when no refused item has this key (it was sent, or revived already)."""
+        document = await self._finished.find_one({"_id": key, "state": ItemState.DEAD.value})
+        if document is None:
+            return None
+        item = _item(document)
+        item.state, item.attempts, item.reason = ItemState.PENDING, 0, None
+        counter = await self._counters.find_one_and_update(
+            {"_id": "telegram_outbox"},
+            {"$inc": {"value": 1}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        item.seq = int(counter["value"])
+        # Waiting here first, then gone from there: a crash in between leaves it finished
+        # (``pending`` drops such a one), and the retry can be asked again.
+        with contextlib.suppress(DuplicateKeyError):
+            await self._items.insert_one(_document(item))
+        await self._finished.delete_one({"_id": key})
+        return item
 
     async def move_chat(self, old_chat_id: int, new_chat_id: int) -> int:
         """Pending items for a group that became a supergroup go to its new id, in their order."""

@@ -11,10 +11,13 @@ comments, and where Telegram no longer lets a bot delete (after 48 hours) marks 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest
 
+from bridge_lib.i18n import N_, Translator, translator
 from services.relay.to_telegram.courier import Courier, said
 from services.relay.to_telegram.outbox import OutboxItem
 from services.relay.to_telegram.sent_comments import SentComment, SentComments
@@ -30,14 +33,23 @@ from services.relay.to_telegram.telegram_text import (
 
 log = structlog.get_logger("relay.revisions")
 
-DELETED_MARK = "🗑 <i>This comment was deleted in Planfix.</i>"
+# What a message too old to delete says instead (in the group's language).
+DELETED_MARK = N_("🗑 <i>This comment was deleted in Planfix.</i>")
 
 
 class CommentRevisions:
-    def __init__(self, *, bot: Bot, courier: Courier, sent: SentComments) -> None:
+    def __init__(
+        self,
+        *,
+        bot: Bot,
+        courier: Courier,
+        sent: SentComments,
+        texts: Callable[[int], Translator] = lambda chat_id: translator(),
+    ) -> None:
         self._bot = bot
         self._courier = courier
         self._sent = sent
+        self._texts = texts
 
     async def edit(self, item: OutboxItem) -> list[int]:
         """Show the comment's new text where it was shown; the ids of the messages changed."""
@@ -210,7 +222,8 @@ class CommentRevisions:
             if not said(error, "can't be deleted"):
                 raise
             log.info("message_too_old_to_delete_marked_instead", message_id=message_id)
+            mark = self._texts(chat_id).gettext(DELETED_MARK)
             if media:
-                await self._edit_caption_text(chat_id, message_id, DELETED_MARK)
+                await self._edit_caption_text(chat_id, message_id, mark)
             else:
-                await self._edit_text(chat_id, message_id, DELETED_MARK)
+                await self._edit_text(chat_id, message_id, mark)

@@ -10,17 +10,21 @@ nudges the holder over core NATS (``NUDGE_SUBJECT``).
 Failures, per item: a 429 waits exactly ``retry_after``, then the same item goes again; a group
 that became a supergroup moves its items to the new id (and ``ChatMigrated`` is published);
 Telegram or Planfix unreachable, 5xx or a revoked token are retried without limit, in order; a
-refusal (400, 403) is retried up to ``max_attempts``, then the item is set aside as dead and
-``TelegramDeliveryFailed`` is published. A suspended group keeps its items until resumed.
+refusal (400, 403) is retried up to ``max_attempts``, then the item is set aside as dead,
+``TelegramDeliveryFailed`` is published and a dead letter is stored beside every other
+consumer's (``bridge dlq``: the group, the reason, the first words; ``retry`` asks ``retry``
+here to queue it again). A suspended group keeps its items until resumed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
 import structlog
 from aiogram.exceptions import (
     TelegramAPIError,
@@ -32,18 +36,26 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 
+from bridge_lib import metrics
 from bridge_lib.eventbus import EventPublisher
 from bridge_lib.lease import LeaseLost, Leases
 from bridge_lib.planfix import PlanfixAuthError, PlanfixRejected, PlanfixUnavailable
 from contracts import subjects
 from contracts.events import (
+    TELEGRAM_OUTBOX_CONSUMER,
+    TELEGRAM_OUTBOX_SOURCE,
     ChatMigrated,
+    DeadLetterReason,
     Envelope,
     Event,
+    MessageDeadLettered,
+    RetryTelegramDelivery,
     TelegramDeliveryFailed,
+    TelegramDeliveryRetried,
     TelegramMessagesDeleted,
     TelegramMessagesEdited,
     TelegramMessageSent,
+    envelope_after,
     event_id_for,
     root_envelope,
     telegram_migration_key,
@@ -52,11 +64,11 @@ from contracts.events import (
 from services.relay.directory import BindingDirectory
 from services.relay.effects import effect_msg_id
 from services.relay.to_telegram.courier import Courier
-from services.relay.to_telegram.outbox import Action, Outbox, OutboxItem
+from services.relay.to_telegram.outbox import Action, ItemState, Outbox, OutboxItem
 from services.relay.to_telegram.pacing import TelegramPace, group_lease_key
 from services.relay.to_telegram.revisions import CommentRevisions
 from services.relay.to_telegram.task_card import TaskCards
-from services.relay.to_telegram.telegram_text import combine
+from services.relay.to_telegram.telegram_text import combine, plain_text
 
 log = structlog.get_logger("relay.sender")
 
@@ -135,6 +147,19 @@ class TelegramSender:
 
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep())
+
+    async def letter_earlier_refusals(self) -> None:
+        """Messages set aside before refusals became dead letters (or just before a crash) are
+        stored as dead letters now, so ``bridge dlq`` shows every one."""
+        try:
+            items = await self._outbox.dead_not_lettered()
+        except Exception as error:  # the store away at start: the next start tries again
+            log.warning("earlier_refusals_not_read", error=f"{type(error).__name__}: {error}")
+            return
+        for item in items:
+            await self._store_dead_letter(item, item.reason or "refused by Telegram")
+        if items:
+            log.info("earlier_refusals_dead_lettered", items=len(items))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -394,6 +419,50 @@ class TelegramSender:
             subject=subjects.telegram_delivery_failed(item.chat_id),
             msg_id=effect_msg_id(key),
         )
+        await self._store_dead_letter(item, reason)
+
+    async def _store_dead_letter(self, item: OutboxItem, reason: str) -> None:
+        """Set aside where every give-up is (``bridge dlq``): the group, the reason, the first words."""
+        # The item's place in the outbox: a revived item that is refused again is a new dead letter.
+        key = f"dead-letter:{item.key}:{item.seq}"
+        group = f"{item.chat_id}" if item.thread_id is None else f"{item.chat_id}/{item.thread_id}"
+        item.state, item.reason = ItemState.DEAD, reason
+        await self._publisher.publish(
+            MessageDeadLettered(
+                **_envelope(item, key),
+                consumer=TELEGRAM_OUTBOX_CONSUMER,
+                stream=TELEGRAM_OUTBOX_SOURCE,
+                stream_seq=item.seq,
+                original_subject=subjects.telegram_delivery_failed(item.chat_id),
+                original_headers={},
+                body_b64=base64.b64encode(msgspec.json.encode(item)).decode(),
+                reason=DeadLetterReason.PERMANENT_FAILURE,
+                detail=f"group {group}: Telegram refused it: {reason}; text: «{first_words(item)}»",
+                num_delivered=item.attempts,
+                original_event_type=f"telegram {item.action} ({item.kind})",
+                original_event_id=item.key,
+            ),
+            subject=subjects.dead_letter(TELEGRAM_OUTBOX_CONSUMER),
+            msg_id=key,
+        )
+        await self._outbox.mark_dead_lettered(item.key)
+        metrics.DEAD_LETTERS.labels(TELEGRAM_OUTBOX_CONSUMER, str(DeadLetterReason.PERMANENT_FAILURE)).inc()
+
+    async def retry(self, command: RetryTelegramDelivery) -> TelegramDeliveryRetried:
+        """An operator's ``bridge dlq retry`` of a message Telegram refused for good."""
+        envelope = envelope_after(command, f"retried:{command.event_id}")
+        item = await self._outbox.revive(command.outbox_key)
+        if item is None:
+            detail = "no message set aside under this key (sent already, or queued again already)"
+            return TelegramDeliveryRetried(
+                **envelope, outbox_key=command.outbox_key, queued=False, detail=detail
+            )
+        log.info("telegram_delivery_retried", key=item.key, chat_id=item.chat_id, operator=command.operator)
+        self.wake(item.chat_id)
+        await self._nudge(item.chat_id)
+        return TelegramDeliveryRetried(
+            **envelope, outbox_key=item.key, queued=True, detail=f"queued again for group {item.chat_id}"
+        )
 
     async def _migrated(self, old_chat_id: int, new_chat_id: int, item: OutboxItem) -> None:
         moved = await self._outbox.move_chat(old_chat_id, new_chat_id)
@@ -409,6 +478,12 @@ class TelegramSender:
             msg_id=key,
         )
         self.wake(new_chat_id)
+
+
+def first_words(item: OutboxItem, limit: int = 60) -> str:
+    """The beginning of an item's text as people would read it, for an operator's listing."""
+    words = " ".join(plain_text(item.text).split())
+    return words if len(words) <= limit else words[: limit - 1].rstrip() + "…"
 
 
 def next_batch(items: list[OutboxItem]) -> list[OutboxItem]:

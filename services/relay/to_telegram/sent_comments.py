@@ -14,6 +14,8 @@ from typing import Any
 import msgspec
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
+from services.relay.effects import SENT_COMMENTS
+
 
 class SentComment(msgspec.Struct, kw_only=True):
     comment_id: int
@@ -50,7 +52,7 @@ def _sent_id(comment_id: int, chat_id: int, thread_id: int | None) -> str:
 
 class SentComments:
     def __init__(self, database: AsyncIOMotorDatabase[Any]) -> None:
-        self._sent = database["telegram_sent_comments"]
+        self._sent = database[SENT_COMMENTS]
         self._combined = database["telegram_combined_messages"]
 
     async def get(self, comment_id: int, chat_id: int, thread_id: int | None) -> SentComment | None:
