@@ -14,6 +14,7 @@ import nats.js.errors
 import pytest
 
 from bridge_lib.eventbus import Delivery
+from bridge_lib.i18n import translator
 from bridge_lib.planfix import TaskPeople
 from bridge_lib.planfix_tasks import TaskStatusInfo, deadline_from_json, task_state_from_json
 from contracts.bindings import Binding
@@ -39,6 +40,7 @@ from services.relay.to_telegram.task_texts import card_text, change_lines, comma
 from tests.conftest import BOT_TOKEN
 
 TODAY = date(2026, 12, 2)
+EN = translator("en")
 
 
 @pytest.mark.parametrize(
@@ -151,20 +153,20 @@ def state(**changes: Any) -> PlanfixTaskState:
     ],
 )
 def test_a_change_is_one_short_line_each(after: PlanfixTaskState, lines: list[str]) -> None:
-    assert change_lines(state(), after) == lines
+    assert change_lines(state(), after, EN) == lines
 
 
 def test_a_moved_and_a_removed_deadline_are_said_so() -> None:
     before = state(deadline="2026-12-15")
-    assert change_lines(before, state(deadline="2026-12-20 18:00")) == [
+    assert change_lines(before, state(deadline="2026-12-20 18:00"), EN) == [
         "📅 Deadline moved: 15.12.2026 → <b>20.12.2026 18:00</b>"
     ]
-    assert change_lines(before, state()) == ["📅 Deadline removed"]
+    assert change_lines(before, state(), EN) == ["📅 Deadline removed"]
 
 
 def test_the_card_shows_the_task_and_says_when_it_is_closed() -> None:
     card = card_text(
-        4821, state(status_name="Completed", status_active=False), "https://acc.planfix.com/task/4821"
+        4821, state(status_name="Completed", status_active=False), "https://acc.planfix.com/task/4821", EN
     )
     assert '<a href="https://acc.planfix.com/task/4821">#4821</a>' in card
     assert "Status: <b>Completed</b> (closed)" in card
@@ -178,7 +180,7 @@ def test_a_refusal_says_why_and_a_result_says_what() -> None:
     refused = TaskCommandAnswered(
         **envelope, chat_id=-1, message_id=1, command=TaskCommand.DONE, done=False, outcome="not_linked"
     )
-    assert command_answer_text(refused).startswith("⚠️ /done not done: your Telegram is not linked")
+    assert command_answer_text(refused, EN).startswith("⚠️ /done not done: your Telegram is not linked")
     done = TaskCommandAnswered(
         **envelope,
         chat_id=-1,
@@ -189,7 +191,7 @@ def test_a_refusal_says_why_and_a_result_says_what() -> None:
         detail="15.12.2026",
         requested_by="Anna <b>",
     )
-    assert command_answer_text(done) == "📅 Anna &lt;b&gt; set the deadline to <b>15.12.2026</b>."
+    assert command_answer_text(done, EN) == "📅 Anna &lt;b&gt; set the deadline to <b>15.12.2026</b>."
 
 
 def test_a_task_read_from_planfix_json() -> None:
@@ -422,8 +424,8 @@ def test_a_closed_task_unbinds_its_groups_only_when_the_setting_says_so(enabled:
 def test_a_new_file_of_the_task_is_named_with_a_link_to_the_task() -> None:
     before = state(files=[PlanfixFile(id=1, name="old.pdf")])
     after = state(files=[PlanfixFile(id=1, name="old.pdf"), PlanfixFile(id=2, name="plan <v2>.pdf")])
-    assert change_lines(before, after, "https://acc.planfix.com/task/4821") == [
+    assert change_lines(before, after, EN, "https://acc.planfix.com/task/4821") == [
         "📎 New file in the task: plan &lt;v2&gt;.pdf "
         '(<a href="https://acc.planfix.com/task/4821">open the task</a>)'
     ]
-    assert change_lines(after, before) == []  # a file removed is not announced
+    assert change_lines(after, before, EN) == []  # a file removed is not announced

@@ -105,7 +105,8 @@ async def build(
         texts=group_texts(directory, settings.bridge_language),
     )
     nudges = Nudges(nats)
-    cards = TaskCards(bot=bot, courier=courier, outbox=outbox, database=database)
+    texts = group_texts(directory, settings.bridge_language)
+    cards = TaskCards(bot=bot, courier=courier, outbox=outbox, database=database, texts=texts)
     sender = TelegramSender(
         outbox=outbox,
         pace=pace,
@@ -140,6 +141,7 @@ async def build(
             task_url=partial(task_page, settings.planfix_web_url),
             task_state=partial(last_task_state, nats.jetstream()),
             cards=settings.task_cards,
+            texts=texts,
         ),
         language=settings.bridge_language,
     )

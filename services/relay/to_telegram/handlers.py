@@ -326,7 +326,7 @@ class ToTelegram:
                 t=t,
             )
             kind = TelegramMessageKind.STATUS
-            card = await self._task_life.card_text(bound.task_number) if bound and self._task_life else None
+            card = await self._task_life.card_text(bound.task_number, t) if bound and self._task_life else None
             if card:
                 text = f"{text}\n\n{card}"
         else:

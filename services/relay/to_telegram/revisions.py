@@ -86,7 +86,7 @@ class CommentRevisions:
         first = shown_in[0] if shown_in else None
         item.reply_to_message_id = first
         text = comment_files_added_text(
-            [file.name for file in added], self._courier.task_url(item.task_number)
+            [file.name for file in added], self._courier.task_url(item.task_number), self._texts(item.chat_id)
         )
         return [await self._courier.send_text(item, text, reply=first is not None)]
 

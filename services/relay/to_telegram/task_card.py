@@ -13,6 +13,7 @@ state it shows (``card_version``). Delivered at the group's pace like any other 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -21,6 +22,7 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
+from bridge_lib.i18n import Translator, translator
 from services.relay.to_telegram.courier import Courier, said
 from services.relay.to_telegram.outbox import Outbox, OutboxItem
 from services.relay.to_telegram.task_texts import PIN_RIGHT_WANTED
@@ -43,8 +45,15 @@ def group_key(chat_id: int, thread_id: int | None) -> str:
 
 class TaskCards:
     def __init__(
-        self, *, bot: Bot, courier: Courier, outbox: Outbox, database: AsyncIOMotorDatabase[Any]
+        self,
+        *,
+        bot: Bot,
+        courier: Courier,
+        outbox: Outbox,
+        database: AsyncIOMotorDatabase[Any],
+        texts: Callable[[int], Translator] = lambda chat_id: translator(),
     ) -> None:
+        self._texts = texts
         self._bot = bot
         self._courier = courier
         self._outbox = outbox
@@ -115,7 +124,8 @@ class TaskCards:
             if not said(error, "not enough rights", "chat_admin_required", "rights"):
                 raise
             log.info("task_card_not_pinned_no_right", error=error.message)
-            await self._courier.send_text(item, PIN_RIGHT_WANTED, reply=False)
+            wanted = self._texts(item.chat_id).gettext(PIN_RIGHT_WANTED)
+            await self._courier.send_text(item, wanted, reply=False)
             return False
         return True
 

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from bridge_lib.eventbus import Delivery
+from bridge_lib.i18n import Translator, translator
 from bridge_lib.task_state import KnownState
 from contracts.events import (
     Event,
@@ -60,9 +61,12 @@ class TaskLife:
         task_url: Callable[[int], str],
         task_state: Callable[[int], Awaitable[KnownState | None]],
         cards: bool = True,
+        texts: Callable[[int], Translator] = lambda chat_id: translator(),
     ) -> None:
         # RELAY_TASK_CARDS: without cards, the groups get the change lines only.
         self._cards = cards
+        # The group's language (``directory.group_texts``).
+        self._texts = texts
         self._directory = directory
         self._outbox = outbox
         self._wake = wake
@@ -75,13 +79,14 @@ class TaskLife:
         if not groups:
             log.info("task_change_for_no_group")
             return
-        lines = (
-            change_lines(event.previous, event.state, self._task_url(event.task_number))
-            if event.previous is not None and event.seen_on is TaskStateSeen.WEBHOOK
-            else []
-        )
-        card = card_text(event.task_number, event.state, self._task_url(event.task_number))
+        url = self._task_url(event.task_number)
         for chat_id, thread_id in groups:
+            t = self._texts(chat_id)
+            lines = (
+                change_lines(event.previous, event.state, t, url)
+                if event.previous is not None and event.seen_on is TaskStateSeen.WEBHOOK
+                else []
+            )
             where = f"{chat_id}:{thread_id or 0}"
             if lines:
                 item = _item(
@@ -91,6 +96,7 @@ class TaskLife:
                 item.text, item.task_number = "\n".join(lines), event.task_number
                 await self._enqueue(item)
             if self._cards:
+                card = card_text(event.task_number, event.state, url, t)
                 await self._enqueue_card(
                     event, card, chat_id, thread_id, event.task_number, delivery.stream_seq
                 )
@@ -102,21 +108,23 @@ class TaskLife:
         if known is None:
             log.info("task_card_waits_for_the_task_state", task_number=event.task_number)
             return
-        card = card_text(event.task_number, known.event.state, self._task_url(event.task_number))
+        t = self._texts(event.chat_id)
+        card = card_text(event.task_number, known.event.state, self._task_url(event.task_number), t)
         await self._enqueue_card(event, card, event.chat_id, event.thread_id, event.task_number, known.seq)
 
-    async def card_text(self, task_number: int) -> str | None:
+    async def card_text(self, task_number: int, t: Translator) -> str | None:
         if not self._cards:
             return None
         known = await self._task_state(task_number)
-        return card_text(task_number, known.event.state, self._task_url(task_number)) if known else None
+        return card_text(task_number, known.event.state, self._task_url(task_number), t) if known else None
 
     async def on_command_answered(self, event: TaskCommandAnswered) -> None:
         item = _item(
             event, f"task-command-answer:{event.event_id}", event.chat_id, event.thread_id, Action.SEND,
             TelegramMessageKind.TASK_COMMAND_ANSWER,
         )  # fmt: skip
-        item.text, item.task_number = command_answer_text(event), event.task_number
+        item.text = command_answer_text(event, self._texts(event.chat_id))
+        item.task_number = event.task_number
         item.reply_to_message_id = event.message_id
         await self._enqueue(item)
 
