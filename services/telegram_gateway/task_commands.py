@@ -10,6 +10,7 @@ from aiogram import Bot, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message, Update
 
+from bridge_lib.i18n import N_
 from contracts import subjects
 from contracts.events import TaskCommand, TaskCommandRequested, telegram_task_command_key
 from services.telegram_gateway import content, filters
@@ -20,9 +21,9 @@ log = structlog.get_logger("telegram_gateway.task_commands")
 
 # For Telegram's command menu (setMyCommands), beside ``commands.BOT_COMMANDS``.
 TASK_BOT_COMMANDS = {
-    "done": "Mark the bound task completed",
-    "deadline": "Set the task's deadline: /deadline 15.12, /deadline Dec 15",
-    "assign": "Make a linked Planfix employee an assignee: /assign @user",
+    "done": N_("Mark the bound task completed"),
+    "deadline": N_("Set the task's deadline: /deadline 15.12, /deadline Dec 15"),
+    "assign": N_("Make a linked Planfix employee an assignee: /assign @user"),
 }
 
 

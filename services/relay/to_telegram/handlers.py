@@ -326,7 +326,9 @@ class ToTelegram:
                 t=t,
             )
             kind = TelegramMessageKind.STATUS
-            card = await self._task_life.card_text(bound.task_number, t) if bound and self._task_life else None
+            card = None
+            if bound is not None and self._task_life is not None:
+                card = await self._task_life.card_text(bound.task_number, t)
             if card:
                 text = f"{text}\n\n{card}"
         else:
