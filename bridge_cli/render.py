@@ -26,7 +26,11 @@ from contracts.events import (
     PlanfixCommentAdded,
     PlanfixCommentPosted,
     PlanfixCommentWebhookReceived,
+    PlanfixTaskStateChanged,
+    PlanfixTaskWebhookReceived,
     TaskBound,
+    TaskCommandAnswered,
+    TaskCommandRequested,
     TaskUnbound,
     TelegramMessageReceived,
     TelegramMessageSent,
@@ -106,6 +110,17 @@ def summary(event: AnyEvent) -> str:
             )
         case TelegramMessageSent():
             return f"sent {event.kind} to chat {event.chat_id} as message(s) {event.message_ids}"
+        case PlanfixTaskWebhookReceived():
+            return f"task #{event.task_number}: webhook for a task change"
+        case PlanfixTaskStateChanged():
+            was = f"{event.previous.status_name} -> " if event.previous is not None else ""
+            return f"task #{event.task_number}: {was}{event.state.status_name or '?'} ({event.seen_on})"
+        case TaskCommandRequested():
+            return f"chat {event.chat_id}: /{event.command} ({event.requested_by.display})"
+        case TaskCommandAnswered():
+            verdict = "done" if event.done else "refused"
+            task = f"task #{event.task_number}" if event.task_number else "no task"
+            return f"chat {event.chat_id}: /{event.command} {verdict} ({event.outcome}) on {task}"
         case MessageDeadLettered():
             return (
                 f"{event.consumer} gave up on {event.stream}/{event.stream_seq} "

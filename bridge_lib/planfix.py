@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import email.utils
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
@@ -69,6 +69,15 @@ import structlog
 from bridge_lib.aiohttp_transport import AiohttpTransport
 from bridge_lib.metrics import PlanfixCallMetrics
 from bridge_lib.pacing import NoPacing, Pacer, PacingUnavailable
+from bridge_lib.planfix_tasks import (
+    STATUS_FIELDS,
+    TASK_STATE_FIELDS,
+    TaskStatusInfo,
+    deadline_request,
+    statuses_from_json,
+    task_state_from_json,
+)
+from contracts.events import PlanfixTaskState
 
 log = structlog.get_logger("planfix")
 
@@ -432,6 +441,52 @@ class PlanfixClient:
         )
         task = body.get("task")
         return _task_people_from_json(number, task if isinstance(task, dict) else {})
+
+    async def get_task_state(self, number: int) -> tuple[PlanfixTaskState, TaskPeople]:
+        """The task as its card shows it, and its people (one ``GET /task/{id}``)."""
+        body = await self._call(
+            "GET", f"task/{number}", params={"fields": TASK_STATE_FIELDS}, not_found=TaskNotFound
+        )
+        task = body.get("task")
+        raw = task if isinstance(task, dict) else {}
+        return task_state_from_json(raw), _task_people_from_json(number, raw)
+
+    async def get_task_statuses(self, process_id: int) -> list[TaskStatusInfo]:
+        """The statuses of a task process (``GET /process/task/{id}/statuses``)."""
+        body = await self._call(
+            "GET", f"process/task/{process_id}/statuses", params={"fields": STATUS_FIELDS}
+        )
+        return statuses_from_json(body.get("statuses"))
+
+    async def update_task(
+        self,
+        number: int,
+        *,
+        status_id: int | None = None,
+        deadline: date | None = None,
+        assignees: TaskPeople | None = None,
+    ) -> bool:
+        """Change a task (``POST /task/{id}``); False when Planfix queued the change (HTTP 202:
+        the task is locked by a scenario or another request) instead of making it at once."""
+        payload: dict[str, Any] = {}
+        if status_id is not None:
+            payload["status"] = {"id": status_id}
+        if deadline is not None:
+            payload.update(deadline_request(deadline))
+        if assignees is not None:
+            payload["assignees"] = {
+                "users": [{"id": person} for person in sorted(assignees.assignees)],
+                "groups": [{"id": group} for group in sorted(assignees.assignee_groups)],
+            }
+        body = await self._call("POST", f"task/{number}", json=payload, not_found=TaskNotFound)
+        failures = body.get("failures")
+        # The document's example gives one failure as an object, its schema a list: both are read.
+        listed = failures if isinstance(failures, list) else [failures] if isinstance(failures, dict) else []
+        if listed:
+            raise PlanfixRejected(f"POST task/{number}: Planfix did not change {listed}")
+        # The document's 202 "Accepted" has no body; its 200 has one (``failures``; Planfix's
+        # answers carry ``result`` too). An empty answer is read as queued.
+        return body != {}
 
     # --- people -----------------------------------------------------------------------------
 

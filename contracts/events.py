@@ -500,6 +500,93 @@ class PlanfixCommentDeleted(Event, frozen=True, kw_only=True, tag="planfix.comme
     comment_id: int
 
 
+# --- A task's life: its state, changes, and commands about it (issue 18) -------------------
+
+
+class PlanfixTaskState(msgspec.Struct, frozen=True, kw_only=True):
+    """What a group's task card shows, as ``GET /task/{id}`` answered (the fields the bridge asks
+    for); compared with the previous state to tell what changed."""
+
+    name: str = ""
+    status_id: int | None = None
+    status_name: str = ""
+    # Planfix's ``isActive`` of the status: False for a final one (completed, cancelled...);
+    # None when Planfix did not say.
+    status_active: bool | None = None
+    process_id: int | None = None
+    assigner: PlanfixPerson | None = None
+    assignees: list[PlanfixPerson] = msgspec.field(default_factory=list)
+    # The deadline (``endDateTime``) as ``YYYY-MM-DD`` or ``YYYY-MM-DD HH:MM``; None: none.
+    deadline: str | None = None
+    is_deleted: bool = False
+    # The task's own files (``files`` of ``GET /task/{id}``), by id: a new one is named in the group.
+    files: list[PlanfixFile] = msgspec.field(default_factory=list)
+
+
+class PlanfixTaskWebhookReceived(Event, frozen=True, kw_only=True, tag="planfix.task_webhook_received.v1"):
+    """Planfix's scenario told us a task changed; its number only (the task is fetched later)."""
+
+    task_number: int
+
+
+class TaskStateSeen(enum.StrEnum):
+    """Why the gateway read the task: a scenario's notice, or a group was bound to it."""
+
+    WEBHOOK = "webhook"
+    BOUND = "bound"
+
+
+class PlanfixTaskStateChanged(Event, frozen=True, kw_only=True, tag="planfix.task_state_changed.v1"):
+    """A task read through the REST API differs from the last state stored for it (``previous``,
+    None for the first read). The last event of ``planfix.task.changed.<task>`` is the task's
+    last known state: a repeated notice that finds the same state stores nothing."""
+
+    task_number: int
+    state: PlanfixTaskState
+    previous: PlanfixTaskState | None = None
+    seen_on: TaskStateSeen = TaskStateSeen.WEBHOOK
+
+
+class TaskCommand(enum.StrEnum):
+    DONE = "done"
+    DEADLINE = "deadline"
+    ASSIGN = "assign"
+
+
+class TaskCommandRequested(Event, frozen=True, kw_only=True, tag="telegram.task_command_requested.v1"):
+    """``/done``, ``/deadline <date>`` or ``/assign @user`` in a group: a change of the bound task
+    the binder decides (who may) and makes in Planfix."""
+
+    chat_id: int
+    message_id: int
+    command: TaskCommand
+    requested_by: TelegramUser
+    # The rest of the command as written (a date, an @username); "" for /done.
+    argument: str = ""
+    thread_id: int | None = None
+    requester_is_admin: bool | None = None
+
+
+class TaskCommandAnswered(Event, frozen=True, kw_only=True, tag="binding.task_command_answered.v1"):
+    """What came of a task command: done (``outcome`` says what) or refused (``outcome`` says
+    why). A string, not an enum, so a new outcome never breaks an older reader."""
+
+    chat_id: int
+    message_id: int
+    command: TaskCommand
+    done: bool
+    # done: "completed", "deadline_set", "assigned"; refused: "not_bound", "not_admin",
+    # "not_linked", "not_an_employee", "not_on_the_task", "bad_date", "no_completed_status",
+    # "unknown_person", "already_done", "planfix_refused", "task_not_found".
+    outcome: str
+    # What the group is shown beside it: the status's name, the date, the person's name.
+    detail: str = ""
+    task_number: int | None = None
+    thread_id: int | None = None
+    # Who asked, as the group knows them (the line says who did it).
+    requested_by: str = ""
+
+
 # --- Effects: what the bridge did in the outside world ---------------------------------------
 
 
@@ -536,6 +623,9 @@ class TelegramMessageKind(enum.StrEnum):
     GREETING = "greeting"
     ANONYMOUS_ADMIN_GUIDANCE = "anonymous_admin_guidance"
     BINDING_RESUMED = "binding_resumed"
+    TASK_CARD = "task_card"
+    TASK_CHANGE = "task_change"
+    TASK_COMMAND_ANSWER = "task_command_answer"
 
 
 class TelegramMessageSent(Event, frozen=True, kw_only=True, tag="effect.telegram_message_sent.v1"):
@@ -871,6 +961,10 @@ AnyEvent = (
     | PersonUnlinked
     | PersonLinkRefused
     | UnbindGroup
+    | PlanfixTaskWebhookReceived
+    | PlanfixTaskStateChanged
+    | TaskCommandRequested
+    | TaskCommandAnswered
     | GroupLanguageRequested
     | GroupLanguageChosen
     | GroupLanguageRejected
@@ -959,6 +1053,22 @@ def planfix_change_webhook_key(comment_id: int, action: str, received_at_ms: int
     """Key of an edit/delete notice. An edit has no id of its own (a comment may change many
     times), so the arrival time is part of it; a rare repeat is harmless downstream."""
     return f"pf:webhook:comment:{comment_id}:{action}:{received_at_ms}"
+
+
+def planfix_task_webhook_key(task_number: int, received_at_ms: int) -> str:
+    """A task changes many times: the arrival time tells two notices apart (a repeat of one
+    notice is harmless: the state it finds is the state already stored)."""
+    return f"pf:webhook:task:{task_number}:{received_at_ms}"
+
+
+def planfix_task_state_key(task_number: int, state_hash: str, previous_seq: int) -> str:
+    """One state change per (state, the stored state it follows): a repeated read, or two
+    replicas, store it once; A -> B -> A -> B is three changes, not one."""
+    return f"pf:task:{task_number}:state:{previous_seq}:{state_hash}"
+
+
+def telegram_task_command_key(chat_id: int, message_id: int) -> str:
+    return f"tg:task-command:{chat_id}:{message_id}"
 
 
 def planfix_comment_key(comment_id: int) -> str:

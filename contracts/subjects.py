@@ -252,6 +252,10 @@ TELEGRAM_OTHER_BOT_COMMANDED = _spec(
     "telegram.other_bot.commanded.*", T, ev.OtherBotCommanded, key="chat_id", by=GATEWAY,
     what="/task@<another bot> was written in a group: that bot answers /task too; key: chat id",
 )  # fmt: skip
+TELEGRAM_TASK_COMMAND_REQUESTED = _spec(
+    "telegram.task.command_requested.*", T, ev.TaskCommandRequested, key="chat_id", by=GATEWAY,
+    what="/done, /deadline <date> or /assign @user in a bound group; key: chat id",
+)  # fmt: skip
 PLANFIX_COMMENT_WEBHOOK = _spec(
     "planfix.webhook.comment.*", P, ev.PlanfixCommentWebhookReceived, key="task_number", by=FETCHER,
     what="Planfix's scenario said a comment was added (ids only); key: task number",
@@ -269,6 +273,16 @@ PLANFIX_COMMENT_DELETED = _spec(
     "planfix.comment.deleted.*", P, ev.PlanfixCommentDeleted, key="task_number", by=FETCHER,
     what="A Planfix comment was deleted (checked; after a scenario's notice, or noticed by the paced "
     "re-read of the task); key: task number",
+)  # fmt: skip
+PLANFIX_TASK_WEBHOOK = _spec(
+    "planfix.webhook.task.*", P, ev.PlanfixTaskWebhookReceived, key="task_number", by=FETCHER,
+    what="Planfix's scenario said a task changed (its number only); key: task number",
+)  # fmt: skip
+PLANFIX_TASK_CHANGED = _spec(
+    "planfix.task.changed.*", P, ev.PlanfixTaskStateChanged, key="task_number", by=FETCHER,
+    what="A task's state (status, assigner, assignees, deadline) as read after a notice or a bind, "
+    "when it differs from the last one stored here (the last event is the last known state); "
+    "key: task number",
 )  # fmt: skip
 BINDING_BOUND = _spec(
     "binding.bound.*", B, ev.TaskBound, key="chat_id", by=BINDER,
@@ -297,6 +311,10 @@ BINDING_RESUMED = _spec(
 BINDING_MOVED = _spec(
     "binding.moved.*", B, ev.BindingMoved, key="chat_id", by=BINDER,
     what="The binding followed the group to its new chat id; key: the new chat id",
+)  # fmt: skip
+BINDING_TASK_COMMAND_ANSWERED = _spec(
+    "binding.task_command_answered.*", B, ev.TaskCommandAnswered, key="chat_id", by=BINDER,
+    what="What came of /done, /deadline or /assign: done, or refused with why; key: chat id",
 )  # fmt: skip
 BINDING_LANGUAGE_CHOSEN = _spec(
     "binding.language_chosen.*", B, ev.GroupLanguageChosen, key="chat_id", by=BINDER,
@@ -378,6 +396,10 @@ telegram_bot_membership_changed = TELEGRAM_BOT_MEMBERSHIP_CHANGED.subject
 telegram_group_migrated = TELEGRAM_GROUP_MIGRATED.subject
 telegram_other_bot_commanded = TELEGRAM_OTHER_BOT_COMMANDED.subject
 planfix_comment_webhook = PLANFIX_COMMENT_WEBHOOK.subject
+planfix_task_webhook = PLANFIX_TASK_WEBHOOK.subject
+planfix_task_changed = PLANFIX_TASK_CHANGED.subject
+telegram_task_command_requested = TELEGRAM_TASK_COMMAND_REQUESTED.subject
+binding_task_command_answered = BINDING_TASK_COMMAND_ANSWERED.subject
 planfix_comment_added = PLANFIX_COMMENT_ADDED.subject
 planfix_comment_updated = PLANFIX_COMMENT_UPDATED.subject
 planfix_comment_deleted = PLANFIX_COMMENT_DELETED.subject
@@ -412,6 +434,10 @@ ALL_OTHER_BOTS_COMMANDED = TELEGRAM_OTHER_BOT_COMMANDED.pattern
 ALL_BINDING_EVENTS = "binding.>"
 ALL_EFFECTS = "effect.>"
 ALL_DEAD_LETTERS = "deadletter.>"
+ALL_PLANFIX_TASK_WEBHOOKS = PLANFIX_TASK_WEBHOOK.pattern
+ALL_PLANFIX_TASK_CHANGES = PLANFIX_TASK_CHANGED.pattern
+ALL_TASK_COMMANDS = TELEGRAM_TASK_COMMAND_REQUESTED.pattern
+ALL_BINDING_BOUND = BINDING_BOUND.pattern
 ALL_PEOPLE_EVENTS = "people.>"
 
 
@@ -473,6 +499,26 @@ RELAY_PEOPLE_NOTICES = _consumer(
 RELAY_GROUP_EVENTS = _consumer(
     "relay-group-events", T, ALL_TELEGRAM_GROUP_EVENTS, RELAY,
     "answers /status and /help, greets, guides anonymous admins",
+)  # fmt: skip
+FETCHER_TASK_WEBHOOKS = _consumer(
+    "planfix_gateway-task-fetcher", P, ALL_PLANFIX_TASK_WEBHOOKS, FETCHER,
+    "reads each task a scenario named and stores its state when it changed",
+)  # fmt: skip
+FETCHER_TASK_BOUND = _consumer(
+    "planfix_gateway-task-on-bind", B, ALL_BINDING_BOUND, FETCHER,
+    "reads a task when a group is bound to it, so its card and later changes have a state to start from",
+)  # fmt: skip
+RELAY_TASK_CHANGES = _consumer(
+    "relay-task-changes", P, ALL_PLANFIX_TASK_CHANGES, RELAY,
+    "announces a task's changes in its groups and keeps their task cards current",
+)  # fmt: skip
+BINDER_TASK_COMMANDS = _consumer(
+    "binder-task-commands", T, ALL_TASK_COMMANDS, BINDER,
+    "decides and makes /done, /deadline and /assign in Planfix",
+)  # fmt: skip
+BINDER_CLOSED_TASKS = _consumer(
+    "binder-closed-tasks", P, ALL_PLANFIX_TASK_CHANGES, BINDER,
+    "unbinds the groups of a task closed in Planfix (only with BINDER_UNBIND_CLOSED_TASKS=true)",
 )  # fmt: skip
 
 CONSUMERS: tuple[ConsumerSpec, ...] = tuple(

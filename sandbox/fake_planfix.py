@@ -96,6 +96,13 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
+from sandbox.fake_planfix_tasks import (
+    DEFAULT_PROCESS_ID,
+    STATUS_NEW,
+    TASK_CHANGED_EVENT,
+    TaskLife,
+    task_life_json,
+)
 from sandbox.planfix_spec import Operation, load_spec
 
 if TYPE_CHECKING:
@@ -198,6 +205,12 @@ class FakeTask:
     assignees: tuple[str, ...] = ()
     participants: tuple[str, ...] = ()
     auditors: tuple[str, ...] = ()
+    # The task's life (``fake_planfix_tasks``): process, status, deadline ("dd-MM-yyyy[ HH:MM]").
+    process_id: int = DEFAULT_PROCESS_ID
+    status_id: int = STATUS_NEW
+    deadline: str | None = None
+    # Files of the task itself (not of a comment): ``add_task_file``.
+    files: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -268,7 +281,7 @@ _OPERATION = web.RequestKey("planfix_operation", object)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class FakePlanfix:
+class FakePlanfix(TaskLife):
     def __init__(
         self,
         *,
@@ -325,6 +338,7 @@ class FakePlanfix:
         self.storage_url = ""
         self.webhook_url: str | None = None
         self.fire_webhooks_for_api_comments = True
+        self.fire_webhooks_for_api_task_changes = True
         self.webhook_deliveries: list[WebhookDelivery] = []
         self.calls: list[RecordedCall] = []
         self.storage_calls: list[StorageCall] = []
@@ -344,6 +358,8 @@ class FakePlanfix:
             app.router.add_post("/rest/task" + suffix, self._create_task)
             app.router.add_post(r"/rest/task/{number:\d+}/comments" + suffix, self._add_comment)
         app.router.add_get(r"/rest/task/{number:\d+}", self._get_task)
+        app.router.add_post(r"/rest/task/{number:\d+}", self._update_task)
+        app.router.add_get(r"/rest/process/task/{id:\d+}/statuses", self._task_statuses)
         app.router.add_post("/rest/user/list", self._list_users)
         app.router.add_get(r"/rest/user/{id:(user:)?\d+}", self._get_user)
         app.router.add_post("/rest/contact/list", self._list_contacts)
@@ -423,10 +439,20 @@ class FakePlanfix:
             self._schedule_webhook(task_number, comment.id)
         return comment.id
 
-    def edit_comment(self, comment_id: int, text_html: str, *, fire_webhook: bool = True) -> None:
-        """Change a comment's text as if in the UI; fires the "comment.updated" scenario."""
+    def edit_comment(
+        self,
+        comment_id: int,
+        text_html: str,
+        *,
+        fire_webhook: bool = True,
+        files: tuple[int, ...] | None = None,
+    ) -> None:
+        """Change a comment's text (and, given ``files``, its files) as if in the UI; fires the
+        "comment.updated" scenario."""
         with self._lock:
             comment = replace(self._comments[comment_id], description=text_html)
+            if files is not None:
+                comment = replace(comment, files=files)
             self._replace_comment_locked(comment)
         if fire_webhook:
             self._schedule_webhook(comment.task_number, comment_id, "comment.updated")
@@ -653,6 +679,10 @@ class FakePlanfix:
                         "assignees": list(task.assignees),
                         "participants": list(task.participants),
                         "auditors": list(task.auditors),
+                        "process_id": task.process_id,
+                        "status_id": task.status_id,
+                        "deadline": task.deadline,
+                        "files": list(task.files),
                         "comments": [_comment_data(comment) for comment in task.comments],
                     }
                     for task in self._tasks.values()
@@ -703,6 +733,10 @@ class FakePlanfix:
                     assignees=tuple(saved.get("assignees", ())),
                     participants=tuple(saved.get("participants", ())),
                     auditors=tuple(saved.get("auditors", ())),
+                    process_id=int(saved.get("process_id", DEFAULT_PROCESS_ID)),
+                    status_id=int(saved.get("status_id", STATUS_NEW)),
+                    deadline=saved.get("deadline"),
+                    files=tuple(int(file_id) for file_id in saved.get("files", ())),
                 )
                 self._tasks[task.number] = task
                 self._comments.update((comment.id, comment) for comment in comments)
@@ -879,6 +913,8 @@ class FakePlanfix:
                 "assignees": self._people_response_locked(task.assignees),
                 "participants": self._people_response_locked(task.participants),
                 "auditors": self._people_response_locked(task.auditors),
+                **task_life_json(task),
+                "files": [self._file_json_locked(file_id) for file_id in task.files],
             }
             if task.assigner is not None:
                 full["assigner"] = {"id": task.assigner, "name": self._people.get(task.assigner, "")}
@@ -1265,7 +1301,11 @@ class FakePlanfix:
             url, event, task_number, comment_id = await self._queue.get()
             self._webhook_in_flight = True
             # Planfix pastes the values into the template as text, hence the quoted numbers.
-            body = f'{{"event":"{event}","task":"{task_number}","comment":"{comment_id}"}}'
+            body = (
+                f'{{"event":"{event}","task":"{task_number}"}}'
+                if event == TASK_CHANGED_EVENT
+                else f'{{"event":"{event}","task":"{task_number}","comment":"{comment_id}"}}'
+            )
             status, error = 0, None
             sent_at = time.time()
             try:

@@ -148,6 +148,9 @@ class _ChatState:
     members: dict[int, str] = field(default_factory=dict)
     # Other bots in the chat: their user object and status (member, administrator).
     other_bots: dict[int, tuple[dict[str, Any], str]] = field(default_factory=dict)
+    # Pinned messages, oldest first (pinChatMessage); the bot's administrator right to pin.
+    pinned: list[int] = field(default_factory=list)
+    bot_can_pin: bool = True
     # What the bot posted that is still there (message_id -> the message as stored).
     messages: dict[int, dict[str, Any]] = field(default_factory=dict)
     # Arrival times of the bot's new messages, for the per-group pace.
@@ -232,6 +235,7 @@ class FakeTelegram:
             "setmycommands": self._set_my_commands,
             "getmycommands": self._get_my_commands,
             "editmessagetext": self._edit_message_text,
+            "pinchatmessage": self._pin_chat_message,
             "editmessagecaption": self._edit_message_caption,
             "deletemessage": self._delete_message,
             "leavechat": self._leave_chat,
@@ -406,6 +410,19 @@ class FakeTelegram:
         """What getChatMember answers for ``user_id`` (creator, administrator, member, ...)."""
         with self._lock:
             self._chat_locked(chat_id).members[user_id] = status
+
+    def set_bot_admin(self, chat_id: int, *, can_pin_messages: bool = True) -> None:
+        """Make the bot an administrator of the group (no update is sent), with or without the
+        right to pin messages."""
+        with self._lock:
+            chat = self._chat_locked(chat_id)
+            chat.bot_status = "administrator"
+            chat.bot_can_pin = can_pin_messages
+
+    def pinned_messages(self, chat_id: int) -> list[int]:
+        with self._lock:
+            chat = self._state.chats.get(chat_id)
+            return list(chat.pinned) if chat is not None else []
 
     def add_other_bot(
         self, chat_id: int, username: str, *, status: str = "administrator", bot_id: int | None = None
@@ -871,6 +888,27 @@ class FakeTelegram:
                 raise BotAPIError(400, "Bad Request: there is no text in the message to edit")
             self._apply_edit_locked(message, plain, text)
             return self._message_json_locked(chat, message["message_id"], message, text=plain, edited=True)
+
+    async def _pin_chat_message(self, params: dict[str, Any]) -> bool:
+        """Bot API: in private chats any message may be pinned; in groups and supergroups the bot
+        must be an administrator with ``can_pin_messages``, else 400 "not enough rights to
+        manage pinned messages in the chat"."""
+        message_id = params.get("message_id")
+        with self._lock:
+            chat = self._chat_locked(_chat_id(params))
+            self._check_reachable_locked(chat)
+            if chat.chat["type"] != "private" and not (
+                chat.bot_status == "administrator" and chat.bot_can_pin
+            ):
+                raise BotAPIError(400, "Bad Request: not enough rights to manage pinned messages in the chat")
+            if not isinstance(message_id, int) or (
+                message_id not in chat.messages and message_id > chat.last_message_id
+            ):
+                raise BotAPIError(400, "Bad Request: message to pin not found")
+            if message_id in chat.pinned:
+                chat.pinned.remove(message_id)
+            chat.pinned.append(message_id)
+        return True
 
     async def _edit_message_caption(self, params: dict[str, Any]) -> dict[str, Any]:
         caption = _optional_str(params, "caption")

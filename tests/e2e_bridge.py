@@ -140,6 +140,9 @@ def running_bridge(
         "RELAY_GROUP_PACE_MESSAGES": str(GROUP_PACE[0]),
         "RELAY_GROUP_PACE_WINDOW_S": str(GROUP_PACE[1]),
         "LOG_LEVEL": "INFO",
+        # The task card (issue 18) is one more message in every bound group; the modules that
+        # test it switch it on (tests/test_task_life_end_to_end.py), the others count without it.
+        "RELAY_TASK_CARDS": "false",
         **(extra_env or {}),
     }
     log_dir = run_dir / "logs"

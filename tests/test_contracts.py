@@ -29,6 +29,10 @@ from contracts.events import (
 from services.relay.to_telegram.handlers import written_by_bridge
 
 EXPECTED_TAGS = {
+    "planfix.task_webhook_received.v1",
+    "planfix.task_state_changed.v1",
+    "telegram.task_command_requested.v1",
+    "binding.task_command_answered.v1",
     "telegram.message_received.v1",
     "telegram.message_edited.v1",
     "telegram.reaction_changed.v1",

@@ -177,6 +177,9 @@ NOT_FOR_PEOPLE = {
         ": Telegram refused it: ",
     ),
     "services/relay/to_telegram/revisions.py": ("message to edit not found", "message to delete not found"),
+    # Issue 18: Bot API error texts the task card recognises; the operator's reason on a TaskUnbound.
+    "services/relay/to_telegram/task_card.py": ("message to edit not found", "not enough rights"),
+    "services/binder/task_commands.py": ("the task is ",),
 }
 
 

@@ -15,6 +15,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import httpx
 import pytest
 
 from bridge_lib.aiohttp_transport import AiohttpTransport
-from bridge_lib.planfix import PlanfixClient, Recipients
+from bridge_lib.planfix import PlanfixClient, Recipients, TaskPeople
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.planfix_spec import EXTRACT_PATH, load_spec
 from sandbox.planfix_spec.checker import RequestChecker
@@ -173,6 +174,35 @@ async def _delete_comment(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -
     assert comment in fake.deleted_through_api
 
 
+async def _get_task_state(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    task = fake.add_task("Show my card")
+    fake.set_task_people(task, assigner="user:1", assignees=["user:1", "group:3"])
+    fake.set_task_deadline(task, "15-12-2026 18:00", fire_webhook=False)
+    state, people = await client.get_task_state(task)
+    assert (state.status_name, state.deadline, state.process_id) == ("New", "2026-12-15 18:00", 1)
+    assert people.assignee_groups == frozenset({3})
+
+
+async def _get_task_statuses(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    statuses = await client.get_task_statuses(1)
+    assert any(status.is_active is False and "Завершенная" in status.names for status in statuses)
+
+
+async def _update_task(client: PlanfixClient, fake: FakePlanfix, tmp: Path) -> None:
+    task = fake.add_task("Change me")
+    fake.set_task_people(task, assignees=["group:3"])
+    people = TaskPeople(number=task, assignees=frozenset({"user:1"}), assignee_groups=frozenset({3}))
+    applied = await client.update_task(task, status_id=3, deadline=date(2026, 12, 15), assignees=people)
+    stored = fake.task(task)
+    assert applied
+    assert stored is not None
+    assert (stored.status_id, stored.deadline, set(stored.assignees)) == (
+        3,
+        "15-12-2026",
+        {"user:1", "group:3"},
+    )
+
+
 # Every public call of the client with the operation of the document it makes. A call added to
 # the client without a line here fails test_every_client_call_is_checked_against_the_spec.
 CALLS: dict[str, Call] = {
@@ -195,6 +225,9 @@ CALLS: dict[str, Call] = {
     "upload_file": Call("post-file-upload", _upload_file),
     "get_file": Call("get-file-id", _get_file),
     "download_file": Call("get-file-id-download", _download_file),
+    "get_task_state": Call("get-task-by-id", _get_task_state),
+    "get_task_statuses": Call("get-task-status-list", _get_task_statuses),
+    "update_task": Call("post-task-by-id", _update_task),
 }
 # Other ways of calling the same operation, checked the same way (not client calls of their own).
 VARIANTS: dict[str, Call] = {

@@ -938,7 +938,17 @@ def test_the_commands_are_registered_for_groups_at_start(
     in_groups = fake_telegram.commands_in("all_group_chats")
     in_private = fake_telegram.commands_in("all_private_chats")
 
-    assert [c["command"] for c in in_groups] == ["task", "status", "unbind", "lang", "help", "link"]
+    assert [c["command"] for c in in_groups] == [
+        "task",
+        "status",
+        "unbind",
+        "lang",
+        "help",
+        "link",
+        "done",
+        "deadline",
+        "assign",
+    ]
     assert [c["command"] for c in in_private] == ["link", "whoami", "unlink", "help"]
     # One menu per language (setMyCommands' language_code); others get BRIDGE_LANGUAGE's (en here).
     russian = {c["command"]: c["description"] for c in fake_telegram.commands_shown_to("ru")}

@@ -36,11 +36,19 @@ from contracts.events import (
     Event,
     GroupAdmissionDecided,
     PlanfixCommentAdded,
+    PlanfixTaskStateChanged,
     PrivateCommandAnswered,
     RebuildBindingStore,
+    TaskCommandRequested,
     TelegramGroupEvent,
 )
-from contracts.subjects import BINDER_BIND_REQUESTS, BINDER_GROUP_CHANGES, BINDER_LINK_CODES
+from contracts.subjects import (
+    BINDER_BIND_REQUESTS,
+    BINDER_CLOSED_TASKS,
+    BINDER_GROUP_CHANGES,
+    BINDER_LINK_CODES,
+    BINDER_TASK_COMMANDS,
+)
 from services.binder.admission import Admission
 from services.binder.audit import BindingAudit
 from services.binder.config import BinderSettings
@@ -51,6 +59,7 @@ from services.binder.people import Employees, Known, PeopleDirectory, Requesters
 from services.binder.people_refresh import PeopleRefresh
 from services.binder.rebuild import bindings_in_stream
 from services.binder.store import BindingStore
+from services.binder.task_commands import ClosedTasks, TaskCommands, TaskPlanfix
 from services.binder.task_notices import Comments, TaskNotices
 
 log = structlog.get_logger("binder")
@@ -71,12 +80,18 @@ def router(
     on_private: Answer,
     on_audit: Audit,
     on_admit: Admit,
+    on_task_command: Handle | None = None,
+    on_task_closed: Handle | None = None,
 ) -> NatsRouter:
     """The binder's subscribers, handing each message to the handler given."""
     binder_router = NatsRouter()
     consume_durably(binder_router, BINDER_BIND_REQUESTS, get_args(BinderRequest), on_request)
     consume_durably(binder_router, BINDER_GROUP_CHANGES, get_args(TelegramGroupEvent), on_group_event)
     consume_durably(binder_router, BINDER_LINK_CODES, (PlanfixCommentAdded,), on_comment)
+    if on_task_command is not None:
+        consume_durably(binder_router, BINDER_TASK_COMMANDS, TaskCommandRequested, on_task_command)
+    if on_task_closed is not None:
+        consume_durably(binder_router, BINDER_CLOSED_TASKS, PlanfixTaskStateChanged, on_task_closed)
 
     # NATS requests, not streams' messages (left out of the AsyncAPI document of the streams):
     # from the gateway (a private command's answer may hold a /link code: never stored) and the CLI.
@@ -103,7 +118,7 @@ def answer_requests(
     nats_router.subscriber(subject, queue="binder", decoder=undecoded, include_in_schema=False)(on_request)
 
 
-class BinderPlanfix(Tasks, Employees, Comments, LinkPlanfix, Protocol):
+class BinderPlanfix(Tasks, Employees, Comments, LinkPlanfix, TaskPlanfix, Protocol):
     """Everything the binder asks Planfix (``bridge_lib.planfix.PlanfixClient``)."""
 
 
@@ -158,6 +173,17 @@ def build(
         on_private=linking.answer,
         on_audit=BindingAudit(store=store, known=people, planfix=planfix, access=access).handle,
         on_admit=Admission(store=store, requesters=requesters, access=access).handle,
+        on_task_command=TaskCommands(
+            store=store,
+            planfix=planfix,
+            publisher=publisher,
+            requesters=requesters,
+            known=people,
+            policy=settings.bind_policy,
+        ).handle,
+        on_task_closed=ClosedTasks(
+            store=store, publisher=publisher, enabled=settings.unbind_closed_tasks
+        ).handle,
     )
 
 

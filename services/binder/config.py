@@ -24,6 +24,9 @@ class BinderSettings(NatsSettings, MongoSettings, PlanfixSettings, HealthSetting
     groups_per_task: int = Field(default=1, alias="BINDER_GROUPS_PER_TASK", ge=1)
     # How often links are checked against Planfix (fired employees, changed profiles); 0: never.
     people_refresh_h: float = Field(default=24.0, alias="BINDER_PEOPLE_REFRESH_H", ge=0)
+    # A task completed or cancelled in Planfix (a final status) unbinds its groups (true), or
+    # they stay bound and the task card says the task is closed (false, the default).
+    unbind_closed_tasks: bool = Field(default=False, alias="BINDER_UNBIND_CLOSED_TASKS")
 
     @field_validator("allowed_chats")
     @classmethod

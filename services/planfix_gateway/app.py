@@ -42,6 +42,9 @@ from services.planfix_gateway.reread import (
     Watchlist,
     requests_per_day,
 )
+from services.planfix_gateway.task_fetcher import CONSUMERS as TASK_CONSUMERS
+from services.planfix_gateway.task_fetcher import TaskFetcher
+from services.planfix_gateway.task_fetcher import build_router as build_task_router
 from services.planfix_gateway.webhook import RequestBudget, WebhookReceiver
 
 log = structlog.get_logger("planfix_gateway")
@@ -126,7 +129,15 @@ def build(settings: PlanfixGatewaySettings, broker: NatsBroker, planfix: Planfix
         publisher=EventPublisher(broker, give_up_after_s=FETCHER_PUBLISH_GIVE_UP_S),
         before_fetch=receiver.no_burst_pending,
     )
-    return Gateway(receiver=receiver, router=build_router(fetcher.handle))
+    router = build_router(fetcher.handle)
+    tasks = TaskFetcher(
+        planfix=planfix,
+        publisher=EventPublisher(broker, give_up_after_s=FETCHER_PUBLISH_GIVE_UP_S),
+        jetstream=lambda: broker.connection.jetstream(),
+        before_fetch=receiver.no_burst_pending,
+    )
+    router.include_router(build_task_router(tasks))
+    return Gateway(receiver=receiver, router=router)
 
 
 async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitStack) -> int | None:
@@ -144,7 +155,7 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
         broker=broker,
         host=settings.health_host,
         port=settings.health_port,
-        extra_consumers=[FETCHER_CONSUMER],
+        extra_consumers=[FETCHER_CONSUMER, *TASK_CONSUMERS],
     )
     stack.push_async_callback(health.stop)
     log.info("nats_connecting")

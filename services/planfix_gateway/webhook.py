@@ -31,14 +31,18 @@ from contracts import subjects
 from contracts.events import (
     PlanfixCommentAction,
     PlanfixCommentWebhookReceived,
+    PlanfixTaskWebhookReceived,
     planfix_change_webhook_key,
+    planfix_task_webhook_key,
     planfix_webhook_key,
     root_envelope,
 )
 
 log = structlog.get_logger("planfix_gateway.webhook")
 
-WEBHOOK_EVENTS = tuple(action.value for action in PlanfixCommentAction)
+# "task.changed": the task-changed scenario's notice, the task's number only (issue 18).
+TASK_CHANGED = "task.changed"
+WEBHOOK_EVENTS = (*(action.value for action in PlanfixCommentAction), TASK_CHANGED)
 # Ids must fit the int64 the events are encoded with.
 MAX_ID = 2**63 - 1
 _DIGITS = re.compile(r"\d{1,19}")
@@ -58,6 +62,10 @@ class WebhookIds(NamedTuple):
     action: PlanfixCommentAction = PlanfixCommentAction.ADDED
 
 
+class TaskChangeNotice(NamedTuple):
+    task_number: int
+
+
 class BadWebhook(ValueError):
     """The body is not a comment notice we understand; the text says why (sent back to the caller)."""
 
@@ -70,6 +78,14 @@ _MAX_FORM_FIELDS = 50
 
 
 def parse_webhook(raw: bytes, content_type: str = "") -> WebhookIds:
+    """A comment notice's ids (a task notice is refused: ``parse_notice`` reads both)."""
+    notice = parse_notice(raw, content_type)
+    if isinstance(notice, TaskChangeNotice):
+        raise BadWebhook("a task notice, not a comment's")
+    return notice
+
+
+def parse_notice(raw: bytes, content_type: str = "") -> WebhookIds | TaskChangeNotice:
     """The ids of a notice, from a JSON or form body; ``content_type`` is the request's
     ``Content-Type`` header (with its parameters: a multipart body needs its boundary)."""
     data = _fields(raw, content_type)
@@ -78,6 +94,8 @@ def parse_webhook(raw: bytes, content_type: str = "") -> WebhookIds:
     event = data.get("event", PlanfixCommentAction.ADDED.value)
     if event not in WEBHOOK_EVENTS:
         raise BadWebhook(f"'event' must be one of {', '.join(WEBHOOK_EVENTS)}")
+    if event == TASK_CHANGED:
+        return TaskChangeNotice(task_number=_id(data, "task", "taskNumber"))
     return WebhookIds(
         task_number=_id(data, "task", "taskNumber"),
         comment_id=_id(data, "comment", "commentId"),
@@ -180,7 +198,7 @@ def salvage_ids(raw: bytes) -> dict[str, str] | None:
             found[name] = matches[0]
     has_task = "task" in found or "taskNumber" in found
     has_comment = "comment" in found or "commentId" in found
-    return found if has_task and has_comment else None
+    return found if has_task and (has_comment or found.get("event") == TASK_CHANGED) else None
 
 
 def _id(data: dict[str, Any], name: str, alias: str) -> int:
@@ -316,7 +334,7 @@ class WebhookReceiver:
             )
             return _error(413, f"body larger than {self._max_body} bytes")
         try:
-            ids = parse_webhook(raw, request.headers.get(hdrs.CONTENT_TYPE, ""))
+            ids = parse_notice(raw, request.headers.get(hdrs.CONTENT_TYPE, ""))
         except BadWebhook as error:
             log.warning(
                 "webhook_rejected",
@@ -337,7 +355,9 @@ class WebhookReceiver:
     async def _read_body(self, request: web.Request) -> bytes | None:
         return await read_bounded(request, max_bytes=self._max_body, timeout_s=BODY_READ_TIMEOUT_S)
 
-    async def _store(self, ids: WebhookIds) -> web.Response:
+    async def _store(self, ids: WebhookIds | TaskChangeNotice) -> web.Response:
+        if isinstance(ids, TaskChangeNotice):
+            return await self._store_task_notice(ids)
         key = notice_key(ids, time.time_ns() // 1_000_000)
         event = build_event(ids, key)
         with structlog.contextvars.bound_contextvars(
@@ -352,6 +372,23 @@ class WebhookReceiver:
                 log.warning("webhook_not_stored", error=f"{type(error).__name__}: {error}")
                 return _error(503, "cannot store the notice now, retry later")
             log.info("webhook_accepted", duplicate=not stored)
+        return web.json_response({"ok": True})
+
+    async def _store_task_notice(self, notice: TaskChangeNotice) -> web.Response:
+        key = planfix_task_webhook_key(notice.task_number, time.time_ns() // 1_000_000)
+        event = PlanfixTaskWebhookReceived(
+            **root_envelope(key, caused_by=key), task_number=notice.task_number
+        )
+        with structlog.contextvars.bound_contextvars(task_number=notice.task_number, event_id=event.event_id):
+            try:
+                async with asyncio.timeout(self._publish_timeout_s):
+                    stored = await self._publisher.publish(
+                        event, subject=subjects.planfix_task_webhook(notice.task_number), msg_id=key
+                    )
+            except Exception as error:  # as for a comment: Planfix retries later
+                log.warning("webhook_not_stored", error=f"{type(error).__name__}: {error}")
+                return _error(503, "cannot store the notice now, retry later")
+            log.info("task_webhook_accepted", duplicate=not stored)
         return web.json_response({"ok": True})
 
 

@@ -38,6 +38,9 @@ class RelaySettings(
     group_lease_ttl_s: float = Field(default=120.0, alias="RELAY_GROUP_LEASE_TTL_S", gt=0)
     # A message Telegram refuses (400/403) is tried this many times before it is set aside.
     send_max_attempts: int = Field(default=8, alias="RELAY_SEND_MAX_ATTEMPTS", ge=1)
+    # Each bound group gets its task's card, pinned and kept current (issue 18); false: the
+    # group gets the change lines only.
+    task_cards: bool = Field(default=True, alias="RELAY_TASK_CARDS")
 
     @field_validator("relay_timezone")
     @classmethod

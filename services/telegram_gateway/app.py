@@ -56,6 +56,7 @@ from services.telegram_gateway.private_chat import (
     build_private_chat_router,
 )
 from services.telegram_gateway.record import Record
+from services.telegram_gateway.task_commands import TASK_BOT_COMMANDS, build_task_commands_router
 from services.telegram_gateway.undecodable import UndecodableUpdates
 from services.telegram_gateway.webhook import TelegramWebhook, webhook_path
 
@@ -122,6 +123,7 @@ def build_dispatcher(
     dispatcher.include_routers(
         build_group_life_router(),
         build_commands_router(),
+        build_task_commands_router(),
         build_private_chat_router(),
         build_inbound_router(),
     )
@@ -202,7 +204,7 @@ async def _serve(bot: Bot, broker: NatsBroker, settings: TelegramGatewaySettings
     await _check_webhook_owner(bot, settings)
     # One menu per language (language_code) and one for everyone else, in groups and in private.
     for scope, table in (
-        (BotCommandScopeAllGroupChats(), BOT_COMMANDS),
+        (BotCommandScopeAllGroupChats(), {**BOT_COMMANDS, **TASK_BOT_COMMANDS}),
         (BotCommandScopeAllPrivateChats(), PRIVATE_COMMANDS),
     ):
         for language_code, menu in command_menus(settings.bridge_language, table):

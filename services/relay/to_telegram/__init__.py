@@ -21,6 +21,7 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from bridge_lib.eventbus import EventPublisher, undecoded
 from bridge_lib.lease import Leases
 from bridge_lib.planfix import PlanfixClient
+from bridge_lib.task_state import last_task_state
 from contracts.events import RetryTelegramDelivery, TelegramDeliveryRetried, envelope_after
 from contracts.subjects import RELAY_RETRY_TELEGRAM_DELIVERY
 from services.relay.config import RelaySettings
@@ -35,6 +36,8 @@ from services.relay.to_telegram.pacing import TelegramPace
 from services.relay.to_telegram.revisions import CommentRevisions
 from services.relay.to_telegram.sender import Nudges, TelegramSender
 from services.relay.to_telegram.sent_comments import SentComments
+from services.relay.to_telegram.task_card import TaskCards
+from services.relay.to_telegram.task_handlers import TaskLife
 
 log = structlog.get_logger("relay.to_telegram")
 
@@ -102,6 +105,8 @@ async def build(
         texts=group_texts(directory, settings.bridge_language),
     )
     nudges = Nudges(nats)
+    texts = group_texts(directory, settings.bridge_language)
+    cards = TaskCards(bot=bot, courier=courier, outbox=outbox, database=database, texts=texts)
     sender = TelegramSender(
         outbox=outbox,
         pace=pace,
@@ -115,6 +120,7 @@ async def build(
         nudge=nudges.send,
         max_attempts=settings.send_max_attempts,
         secret=settings.telegram_bot_token.get_secret_value(),
+        cards=cards,
     )
     await nudges.listen(sender.nudged)
     await sender.letter_earlier_refusals()
@@ -128,6 +134,15 @@ async def build(
         planfix_source_id=settings.planfix_source_id,
         planfix_web_url=settings.planfix_web_url,
         people=people,
+        task_life=TaskLife(
+            directory=directory,
+            outbox=outbox,
+            wake=sender.wake,
+            task_url=partial(task_page, settings.planfix_web_url),
+            task_state=partial(last_task_state, nats.jetstream()),
+            cards=settings.task_cards,
+            texts=texts,
+        ),
         language=settings.bridge_language,
     )
     nats_router = router(handlers)

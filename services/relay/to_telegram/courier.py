@@ -101,6 +101,9 @@ class Courier:
         self._texts = texts
         self._scratch_dir = scratch_dir
 
+    def task_url(self, task_number: int) -> str:
+        return self._task_url(task_number)
+
     # --- sends --------------------------------------------------------------------------------
 
     async def send(self, item: OutboxItem) -> list[int]:
@@ -182,6 +185,7 @@ class Courier:
             thread_id=item.thread_id,
             text=item.text,
             short_caption=item.short_caption,
+            file_ids=[file.id for file in item.files],
         )
         for index, step in enumerate(steps):
             ids = done.get(index, [])

@@ -43,7 +43,9 @@ from contracts.events import (
     PlanfixCommentChange,
     PlanfixCommentDeleted,
     PlanfixCommentUpdated,
+    PlanfixTaskStateChanged,
     TaskBound,
+    TaskCommandAnswered,
     TaskUnbound,
     TelegramGroupEvent,
     TelegramMessageKind,
@@ -55,6 +57,7 @@ from contracts.subjects import (
     RELAY_GROUP_EVENTS,
     RELAY_PEOPLE_NOTICES,
     RELAY_PLANFIX_COMMENT_CHANGES,
+    RELAY_TASK_CHANGES,
 )
 from services.relay.directory import BindingDirectory
 from services.relay.effects import OwnComments
@@ -77,6 +80,7 @@ from services.relay.to_telegram.notices import (
 )
 from services.relay.to_telegram.outbox import Action, Outbox, OutboxItem
 from services.relay.to_telegram.people_notices import link_in_private_text, linked_text, refused_text
+from services.relay.to_telegram.task_handlers import TaskLife
 
 log = structlog.get_logger("relay.to_telegram")
 # An anonymous admin is told again how to fix it once the group was not told for this long.
@@ -105,9 +109,11 @@ class ToTelegram:
         planfix_source_id: str,
         planfix_web_url: str,
         people: PeopleDirectory | None = None,
+        task_life: TaskLife | None = None,
         language: str = DEFAULT_LANGUAGE,
     ) -> None:
         self._directory = directory
+        self._task_life = task_life
         # BRIDGE_LANGUAGE: a group without a language of its own hears this one.
         self._language = language
         self._people = people
@@ -124,6 +130,10 @@ class ToTelegram:
             return None
         person = self._people.by_planfix_id(planfix_id)
         return person.telegram_username if person is not None else None
+
+    @property
+    def task_life(self) -> TaskLife | None:
+        return self._task_life
 
     def texts_for(self, chat_id: int, event: Event | None = None) -> Translator:
         """The group's language; a binding event is counted in before the directory has it (the
@@ -164,6 +174,8 @@ class ToTelegram:
                 item = self._item(
                     event, key, chat_id, thread_id, Action.EDIT, TelegramMessageKind.PLANFIX_COMMENT
                 )
+                # Files added in Planfix are named, not sent again (``revisions``).
+                item.files = list(event.files)
                 item.text = telegram_comment_text(event, username, t)
                 item.short_caption = comment_author_line(event, username, t)
             else:
@@ -206,8 +218,12 @@ class ToTelegram:
 
     # --- binding decisions ------------------------------------------------------------------------
 
-    async def announce_binding(self, event: BindingEvent, delivery: Delivery) -> None:
+    async def announce_binding(self, event: BindingEvent | TaskCommandAnswered, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(chat_id=event.chat_id)
+        if isinstance(event, TaskCommandAnswered):
+            if self._task_life is not None:
+                await self._task_life.on_command_answered(event)
+            return
         if isinstance(event, BindingMoved):
             moved = await self._outbox.move_chat(event.old_chat_id, event.chat_id)
             log.info("binding_moved_items_follow", old_chat_id=event.old_chat_id, items=moved)
@@ -222,6 +238,8 @@ class ToTelegram:
         item.text = text
         item.task_number = getattr(event, "task_number", None)
         await self._enqueue(item)
+        if isinstance(event, TaskBound) and self._task_life is not None:
+            await self._task_life.on_bound(event)
 
     def _binding_notice(
         self,
@@ -308,6 +326,11 @@ class ToTelegram:
                 t=t,
             )
             kind = TelegramMessageKind.STATUS
+            card = None
+            if bound is not None and self._task_life is not None:
+                card = await self._task_life.card_text(bound.task_number, t)
+            if card:
+                text = f"{text}\n\n{card}"
         else:
             text, kind = help_text(event.bot_username, t), TelegramMessageKind.HELP
         item = self._item(
@@ -400,9 +423,17 @@ def router(handlers: Handlers) -> NatsRouter:
         get_args(PlanfixCommentChange),
         handlers.carry_comment_change,
     )
-    consume_durably(nats_router, RELAY_BINDING_NOTICES, get_args(BindingEvent), handlers.announce_binding)
+    consume_durably(
+        nats_router,
+        RELAY_BINDING_NOTICES,
+        (*get_args(BindingEvent), TaskCommandAnswered),
+        handlers.announce_binding,
+    )
     consume_durably(
         nats_router, RELAY_GROUP_EVENTS, get_args(TelegramGroupEvent), handlers.answer_group_event
     )
     consume_durably(nats_router, RELAY_PEOPLE_NOTICES, get_args(PersonEvent), handlers.tell_person)
+    task_life = getattr(handlers, "task_life", None)
+    if task_life is not None:
+        consume_durably(nats_router, RELAY_TASK_CHANGES, PlanfixTaskStateChanged, task_life.on_state_changed)
     return nats_router

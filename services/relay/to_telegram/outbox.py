@@ -31,6 +31,8 @@ class Action(enum.StrEnum):
     SEND = "send"
     EDIT = "edit"
     DELETE = "delete"
+    # The group's task card: posted and pinned the first time, edited after (``task_card``).
+    CARD = "card"
 
 
 class ItemState(enum.StrEnum):
@@ -62,6 +64,8 @@ class OutboxItem(msgspec.Struct, kw_only=True):
     attempts: int = 0
     reason: str | None = None
     enqueued_at: datetime | None = None
+    # CARD: the stream sequence of the task state the card shows (an older one never wins).
+    card_version: int | None = None
 
     @property
     def combinable(self) -> bool:

@@ -21,6 +21,7 @@ from bridge_lib.i18n import N_, Translator, translator
 from services.relay.to_telegram.courier import Courier, said
 from services.relay.to_telegram.outbox import OutboxItem
 from services.relay.to_telegram.sent_comments import SentComment, SentComments
+from services.relay.to_telegram.task_texts import comment_files_added_text
 from services.relay.to_telegram.telegram_text import (
     CAPTION_LIMIT,
     COMBINED_SEPARATOR,
@@ -56,8 +57,11 @@ class CommentRevisions:
         if sent is None:
             log.info("edit_of_a_comment_never_shown_here_ignored")
             return []
+        named = await self._name_added_files(item, sent)
         if sent.text == item.text:
-            return []
+            if named:
+                await self._sent.save(sent)
+            return named
         if sent.combined:
             changed = await self._edit_combined(item, sent)
         elif sent.caption_message_id is not None and not sent.text_message_ids:
@@ -66,7 +70,25 @@ class CommentRevisions:
             changed = await self._edit_parts(item, sent)
         sent.text = item.text
         await self._sent.save(sent)
-        return changed
+        return named + changed
+
+    async def _name_added_files(self, item: OutboxItem, sent: SentComment) -> list[int]:
+        """Files added to the comment in Planfix since it was shown: one reply naming them with a
+        link to the task (where people open them); files already sent stay as they are."""
+        if sent.file_ids is None or item.task_number is None:
+            return []
+        known = set(sent.file_ids)
+        added = [file for file in item.files if file.id not in known]
+        sent.file_ids = [file.id for file in item.files]
+        if not added:
+            return []
+        shown_in = sent.text_message_ids or sent.file_message_ids
+        first = shown_in[0] if shown_in else None
+        item.reply_to_message_id = first
+        text = comment_files_added_text(
+            [file.name for file in added], self._courier.task_url(item.task_number), self._texts(item.chat_id)
+        )
+        return [await self._courier.send_text(item, text, reply=first is not None)]
 
     async def _edit_combined(self, item: OutboxItem, sent: SentComment) -> list[int]:
         message_id = sent.text_message_ids[0]

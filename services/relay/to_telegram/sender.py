@@ -67,6 +67,7 @@ from services.relay.to_telegram.courier import Courier
 from services.relay.to_telegram.outbox import Action, ItemState, Outbox, OutboxItem
 from services.relay.to_telegram.pacing import TelegramPace, group_lease_key
 from services.relay.to_telegram.revisions import CommentRevisions
+from services.relay.to_telegram.task_card import TaskCards
 from services.relay.to_telegram.telegram_text import combine, plain_text
 
 log = structlog.get_logger("relay.sender")
@@ -116,8 +117,10 @@ class TelegramSender:
         nudge: Callable[[int], Awaitable[None]],
         max_attempts: int,
         secret: str = "",
+        cards: TaskCards | None = None,
     ) -> None:
         self._outbox = outbox
+        self._cards = cards
         self._pace = pace
         self._leases = leases
         self._courier = courier
@@ -336,6 +339,8 @@ class TelegramSender:
             ids = await self._revisions.edit(item)
         elif item.action is Action.DELETE:
             ids = await self._revisions.delete(item)
+        elif item.action is Action.CARD and self._cards is not None:
+            ids = await self._cards.show(item)
         else:
             ids = await self._courier.send(item)
         log.info("telegram_item_done", action=str(item.action), kind=str(item.kind), message_ids=ids)
@@ -348,7 +353,7 @@ class TelegramSender:
 
     async def _publish_effect(self, item: OutboxItem, message_ids: list[int]) -> None:
         effect: Event
-        if item.action is Action.SEND:
+        if item.action in (Action.SEND, Action.CARD):
             effect = TelegramMessageSent(
                 **_envelope(item, item.key),
                 chat_id=item.chat_id,

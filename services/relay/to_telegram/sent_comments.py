@@ -30,6 +30,9 @@ class SentComment(msgspec.Struct, kw_only=True):
     # The text went as the caption of this file message instead.
     caption_message_id: int | None = None
     file_message_ids: list[int] = msgspec.field(default_factory=list)
+    # The Planfix files the comment had when shown (None: shown before they were recorded); a
+    # file added in Planfix later is named in the group with a link (``revisions``).
+    file_ids: list[int] | None = None
 
 
 class CombinedPart(msgspec.Struct, kw_only=True):

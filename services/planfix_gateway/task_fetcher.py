@@ -1,0 +1,147 @@
+"""A task's state, read through the REST API when a scenario says the task changed or a group is
+bound to it, and stored when it differs from the last one stored (issue 18).
+
+* ``planfix.webhook.task.<task>`` (the scenario's notice, the task's number only) and
+  ``binding.bound.<chat>`` (a group was bound: its card needs a state to start from) -> one
+  ``GET /task/{id}`` with the card's fields, paced with every other Planfix call.
+* The task's last known state is the last event on ``planfix.task.changed.<task>``
+  (``bridge_lib.task_state``): a state equal to it stores nothing; a different one is stored as
+  ``PlanfixTaskStateChanged`` with the previous state beside it, under a key made of the state
+  and the sequence of the state it follows, so a redelivery (or a second replica) stores it once.
+* A notice received before a read of the same task started is answered by that read: several
+  notices for one change (a burst of scenario requests, Planfix's retries queued behind it) cost
+  one request, not one each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import structlog
+from faststream.nats import NatsRouter
+
+from bridge_lib.eventbus import Delivery, EventPublisher, PermanentFailure, TransientFailure, consume_durably
+from bridge_lib.health import consumer_ref
+from bridge_lib.planfix import (
+    PlanfixAuthError,
+    PlanfixClient,
+    PlanfixRejected,
+    PlanfixUnavailable,
+    TaskNotFound,
+)
+from bridge_lib.task_state import last_task_state
+from contracts import subjects
+from contracts.events import (
+    Event,
+    PlanfixTaskState,
+    PlanfixTaskStateChanged,
+    PlanfixTaskWebhookReceived,
+    TaskBound,
+    TaskStateSeen,
+    envelope_after,
+    planfix_task_state_key,
+    utc_now,
+)
+from contracts.subjects import FETCHER_TASK_BOUND, FETCHER_TASK_WEBHOOKS
+
+log = structlog.get_logger("planfix_gateway.task_fetcher")
+
+CONSUMERS = (consumer_ref(FETCHER_TASK_WEBHOOKS), consumer_ref(FETCHER_TASK_BOUND))
+
+
+async def no_wait() -> None:
+    """A ``before_fetch`` that waits for nothing."""
+
+
+def state_hash(state: PlanfixTaskState) -> str:
+    return hashlib.sha256(msgspec.json.encode(state)).hexdigest()[:16]
+
+
+def changed(previous: PlanfixTaskState | None, current: PlanfixTaskState) -> bool:
+    """Whether ``current`` is worth storing: the first state of a task, or a different one."""
+    return previous is None or previous != current
+
+
+class TaskFetcher:
+    def __init__(
+        self,
+        *,
+        planfix: PlanfixClient,
+        publisher: EventPublisher,
+        jetstream: Callable[[], Any],
+        before_fetch: Callable[[], Awaitable[None]] = no_wait,
+    ) -> None:
+        self._planfix = planfix
+        self._publisher = publisher
+        # The JetStream context, asked for when first needed (the broker connects after build).
+        self._jetstream = jetstream
+        self._before_fetch = before_fetch
+        # When the last read of each task started: a notice received before it is answered.
+        self._read_started: dict[int, datetime] = {}
+        # Planfix requests made, for the cost per change (``bench`` and tests read it).
+        self.reads = 0
+
+    async def on_notice(self, notice: PlanfixTaskWebhookReceived, delivery: Delivery) -> None:
+        await self._read(notice, notice.task_number, TaskStateSeen.WEBHOOK)
+
+    async def on_bound(self, event: TaskBound, delivery: Delivery) -> None:
+        await self._read(event, event.task_number, TaskStateSeen.BOUND)
+
+    async def _read(self, cause: Event, task_number: int, seen: TaskStateSeen) -> None:
+        structlog.contextvars.bind_contextvars(task_number=task_number, seen_on=str(seen))
+        started = self._read_started.get(task_number)
+        if started is not None and started > cause.occurred_at:
+            log.info("task_notice_answered_by_a_later_read")
+            return
+        await self._before_fetch()
+        known = await last_task_state(self._jetstream(), task_number)
+        self._read_started[task_number] = utc_now()
+        state = await self._fetch(task_number)
+        if state is None:
+            return
+        previous = known.event.state if known is not None else None
+        if not changed(previous, state):
+            log.info("task_state_unchanged")
+            return
+        key = planfix_task_state_key(task_number, state_hash(state), known.seq if known is not None else 0)
+        event = PlanfixTaskStateChanged(
+            **envelope_after(cause, key),
+            task_number=task_number,
+            state=state,
+            previous=previous,
+            seen_on=seen,
+        )
+        stored = await self._publisher.publish(
+            event, subject=subjects.planfix_task_changed(task_number), msg_id=key
+        )
+        log.info("task_state_stored", duplicate=not stored, status=state.status_name, deadline=state.deadline)
+
+    async def _fetch(self, task_number: int) -> PlanfixTaskState | None:
+        try:
+            self.reads += 1
+            state, _people = await self._planfix.get_task_state(task_number)
+        except PlanfixUnavailable as error:
+            raise TransientFailure(str(error)) from error
+        except TaskNotFound:
+            log.info("task_not_found_skipped")
+            return None
+        except PlanfixAuthError as error:
+            log.error("planfix_token_rejected", error=str(error))
+            raise TransientFailure(str(error)) from error
+        except PlanfixRejected as error:
+            if error.code == 6:  # access denied: the robot may not see the task; nothing to show
+                log.warning("task_not_visible_skipped", code=error.code)
+                return None
+            raise PermanentFailure(str(error)) from error
+        return state
+
+
+def build_router(fetcher: TaskFetcher) -> NatsRouter:
+    router = NatsRouter()
+    consume_durably(router, FETCHER_TASK_WEBHOOKS, PlanfixTaskWebhookReceived, fetcher.on_notice)
+    consume_durably(router, FETCHER_TASK_BOUND, TaskBound, fetcher.on_bound)
+    return router
