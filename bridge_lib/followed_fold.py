@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import msgspec
+import nats.errors
 import structlog
 from nats.js.api import DeliverPolicy
 
@@ -49,12 +50,31 @@ class FollowedFold(Generic[S]):
     def value(self) -> S:
         return self._value
 
-    async def start(self, js: Any, *, timeout_s: float = 10.0) -> None:
+    async def start(self, js: Any, *, timeout_s: float = 10.0, startup_timeout_s: float = 120.0) -> None:
+        """Replay the stream and catch up. A cluster losing a node or moving a stream's leader
+        answers nothing for a while: start-up waits it out (up to ``startup_timeout_s``) rather
+        than crash a service that a restart would find in the same state."""
         self._js = js
-        self._subscription = await js.subscribe(
-            self._filter, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL, cb=self._on_message
-        )
-        await self.catch_up(timeout_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + startup_timeout_s
+        while True:
+            try:
+                if self._subscription is None:
+                    self._subscription = await js.subscribe(
+                        self._filter,
+                        ordered_consumer=True,
+                        deliver_policy=DeliverPolicy.ALL,
+                        cb=self._on_message,
+                    )
+                await self.catch_up(timeout_s)
+                return
+            except (TransientFailure, nats.errors.Error, TimeoutError) as error:
+                if loop.time() >= deadline:
+                    raise
+                log.warning(
+                    "fold_start_retry", stream=self._stream.name, error=f"{type(error).__name__}: {error}"
+                )
+                await asyncio.sleep(1.0)
 
     async def stop(self) -> None:
         if self._subscription is not None:
