@@ -216,6 +216,12 @@ class InboundConsumer:
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            # Cancelled (the lease lost, the service stopping): the pull ends unread, and its
+            # outcome is collected so that no "exception was never retrieved" reaches the log.
+            fetch.cancel()
+            fetch.add_done_callback(_outcome_collected)
+            raise
         finally:
             stopping.cancel()
         if not fetch.done():
@@ -539,3 +545,8 @@ def _keys_of(events: list[InboundEvent]) -> list[str]:
         if isinstance(event, TelegramMessageReceived) and event.media_group_id:
             keys[album_key(event.chat_id, event.media_group_id)] = None
     return list(keys)
+
+
+def _outcome_collected(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
