@@ -665,16 +665,16 @@ def test_comment_arrives_once_planfix_is_back(
     task = fake_planfix.add_task("Gateway Planfix outage")
     fake_planfix.set_unavailable(True)
     try:
-        comment_id = fake_planfix.add_employee_comment(task, "written during the outage")
+        fake_planfix.add_employee_comment(task, "written during the outage")
         eventually(
             lambda: of_type(task_events(loop, nats_url, task), PlanfixCommentWebhookReceived),
             what="the notice stored while Planfix is down",
         )
         eventually(
             lambda: any(
-                c.path == f"/rest/comment/{comment_id}" and c.status == 503 for c in fake_planfix.calls
+                c.path == f"/rest/task/{task}/comments/list" and c.status == 503 for c in fake_planfix.calls
             ),
-            what="a failed fetch",
+            what="a failed read of the task's comments",
         )
         assert of_type(task_events(loop, nats_url, task), PlanfixCommentAdded) == []
     finally:
@@ -686,6 +686,39 @@ def test_comment_arrives_once_planfix_is_back(
         what="the comment after the outage",
     )
     assert added.text_html == "written during the outage"
+
+
+def test_comments_whose_notices_failed_are_stored_in_order_before_a_later_one_and_not_again(
+    loop: LoopThread, nats_url: str, fake_planfix: FakePlanfix, gateway: Gateway
+) -> None:
+    task = fake_planfix.add_task("Gateway notices lost and resent")
+    fake_planfix.webhook_url = gateway.webhook_url
+    first = fake_planfix.add_employee_comment(task, "kept first")
+    eventually(lambda: of_type(task_events(loop, nats_url, task), PlanfixCommentAdded), what="the first")
+    # Nothing answers for two comments (the gateway restarting): Planfix resends them 15 min on.
+    fake_planfix.webhook_url = "http://127.0.0.1:9/planfix/webhook/nobody-home"
+    missed = [fake_planfix.add_employee_comment(task, f"missed {n}") for n in (1, 2)]
+    eventually(lambda: fake_planfix.webhooks_waiting() == 0, what="the failed requests")
+    fake_planfix.webhook_url = gateway.webhook_url
+    try:
+        latest = fake_planfix.add_employee_comment(task, "announced after the restart")
+        eventually(
+            lambda: len(of_type(task_events(loop, nats_url, task), PlanfixCommentAdded)) == 4,
+            what="every comment",
+        )
+        for comment_id in missed:  # the late resends
+            fake_planfix.post_webhook(task, comment_id)
+        eventually(lambda: fake_planfix.webhooks_waiting() == 0, what="the resends answered")
+        stays(
+            lambda: len(of_type(task_events(loop, nats_url, task), PlanfixCommentAdded)) == 4,
+            for_s=1.0,
+            what="nothing stored twice",
+        )
+    finally:
+        fake_planfix.webhook_url = None
+
+    added = of_type(task_events(loop, nats_url, task), PlanfixCommentAdded)
+    assert [event.comment_id for event in added] == [first, *missed, latest]
 
 
 def test_nats_down_answers_503_then_recovers(work_dir: Path, fake_planfix: FakePlanfix) -> None:

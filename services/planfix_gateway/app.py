@@ -33,6 +33,7 @@ from contracts.subjects import FETCHER_COMMENT_WEBHOOKS
 from services.planfix_gateway.config import PlanfixGatewaySettings
 from services.planfix_gateway.fetcher import CONSUMER as FETCHER_CONSUMER
 from services.planfix_gateway.fetcher import CommentFetcher, build_router
+from services.planfix_gateway.in_order import InOrderCarrier, last_stored_in
 from services.planfix_gateway.reconcile import open_marks
 from services.planfix_gateway.reread import (
     LEASE_KEY,
@@ -122,12 +123,14 @@ def build(settings: PlanfixGatewaySettings, broker: NatsBroker, planfix: Planfix
             else None
         ),
     )
+    publisher = EventPublisher(broker, give_up_after_s=FETCHER_PUBLISH_GIVE_UP_S)
     fetcher = CommentFetcher(
         planfix=planfix,
         source_id=settings.planfix_source_id,
         relay_hidden=settings.planfix_relay_hidden_comments,
-        publisher=EventPublisher(broker, give_up_after_s=FETCHER_PUBLISH_GIVE_UP_S),
+        publisher=publisher,
         before_fetch=receiver.no_burst_pending,
+        in_order=in_order_carrier(settings, broker, planfix, publisher, receiver),
     )
     router = build_router(fetcher.handle)
     tasks = TaskFetcher(
@@ -138,6 +141,26 @@ def build(settings: PlanfixGatewaySettings, broker: NatsBroker, planfix: Planfix
     )
     router.include_router(build_task_router(tasks))
     return Gateway(receiver=receiver, router=router)
+
+
+def in_order_carrier(
+    settings: PlanfixGatewaySettings,
+    broker: NatsBroker,
+    planfix: PlanfixClient,
+    publisher: EventPublisher,
+    receiver: WebhookReceiver,
+) -> InOrderCarrier:
+    async def last_stored(task_number: int) -> int | None:
+        return await last_stored_in(broker.connection.jetstream(), task_number)
+
+    return InOrderCarrier(
+        planfix=planfix,
+        publisher=publisher,
+        source_id=settings.planfix_source_id,
+        relay_hidden=settings.planfix_relay_hidden_comments,
+        last_stored=last_stored,
+        before_read=receiver.no_burst_pending,
+    )
 
 
 async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitStack) -> int | None:

@@ -3,7 +3,8 @@
 Fetching here and not in the HTTP handler keeps the webhook answer fast and lets an outage of
 the Planfix API wait in the stream: the notice is redelivered until the fetch works.
 
-* ``comment.added`` -> ``PlanfixCommentAdded`` (text, author, files), once per comment.
+* ``comment.added`` -> ``PlanfixCommentAdded`` (text, author, files), once per comment, each
+  task's in the order Planfix numbered them (``in_order``: a late notice adds nothing).
 * ``comment.updated`` -> ``PlanfixCommentUpdated`` with the content as it is now; one per
   notice (a repeated notice only repeats an edit to the same text, which changes nothing).
 * ``comment.deleted`` -> ``PlanfixCommentDeleted``, once per comment, and only when Planfix
@@ -39,14 +40,11 @@ from bridge_lib.planfix import (
 )
 from contracts import subjects
 from contracts.events import (
-    Envelope,
     PlanfixCommentAction,
     PlanfixCommentAdded,
-    PlanfixCommentChange,
     PlanfixCommentDeleted,
     PlanfixCommentUpdated,
     PlanfixCommentWebhookReceived,
-    PlanfixFile,
     PlanfixPerson,
     derived_key,
     envelope_after,
@@ -54,6 +52,7 @@ from contracts.events import (
     planfix_comment_key,
 )
 from contracts.subjects import FETCHER_COMMENT_WEBHOOKS
+from services.planfix_gateway.in_order import InOrderCarrier, comment_added_as, files_of, store
 
 log = structlog.get_logger("planfix_gateway.fetcher")
 
@@ -75,8 +74,11 @@ class CommentFetcher:
         source_id: str,
         relay_hidden: bool = False,
         before_fetch: Callable[[], Awaitable[None]] = no_wait,
+        in_order: InOrderCarrier | None = None,
     ) -> None:
         self._planfix = planfix
+        # None: each notice's comment alone (tests of one notice; tools without a stream).
+        self._in_order = in_order
         self._publisher = publisher
         self._source_id = source_id
         self._relay_hidden = relay_hidden
@@ -85,6 +87,12 @@ class CommentFetcher:
 
     async def handle(self, notice: PlanfixCommentWebhookReceived, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(action=notice.action)
+        if (
+            notice.action is PlanfixCommentAction.ADDED
+            and self._in_order is not None
+            and await self._in_order.carry_announced(notice)
+        ):
+            return
         await self._before_fetch()
         comment = await self._fetch(notice.comment_id)
         if notice.action is PlanfixCommentAction.DELETED:
@@ -170,46 +178,6 @@ def comment_added(
 ) -> PlanfixCommentAdded:
     envelope = envelope_after(notice, planfix_comment_key(comment.id))
     return comment_added_as(envelope, comment, task_number=task_number, our_source_id=our_source_id)
-
-
-def comment_added_as(
-    envelope: Envelope, comment: PlanfixComment, *, task_number: int, our_source_id: str
-) -> PlanfixCommentAdded:
-    """The comment's added event; its id comes from the comment (``planfix_comment_key``), so the
-    webhook path and reconciliation (``reconcile``) store it once between them."""
-    return PlanfixCommentAdded(
-        **envelope,
-        task_number=task_number,
-        comment_id=comment.id,
-        text_html=comment.description,
-        author=PlanfixPerson(id=comment.owner_id, name=comment.owner_name),
-        # Planfix shows sourceObjectId only to the sourceId that wrote it: present means ours.
-        source_id=our_source_id if comment.source_object_id else None,
-        source_object_id=comment.source_object_id,
-        written_at=comment.written_at,
-        is_hidden=comment.is_hidden,
-        files=files_of(comment),
-    )
-
-
-async def store(
-    publisher: EventPublisher, event: PlanfixCommentChange, *, subject: str, key: str, **shown: object
-) -> bool:
-    """Store a comment's event once per ``key`` (also for ``reread``); False when stored before."""
-    stored = await publisher.publish(event, subject=subject, msg_id=key)
-    log.info(
-        "planfix_event_stored",
-        event_type=event.tag,
-        task_number=event.task_number,
-        comment_id=event.comment_id,
-        duplicate=not stored,
-        **shown,
-    )
-    return stored
-
-
-def files_of(comment: PlanfixComment) -> list[PlanfixFile]:
-    return [PlanfixFile(id=file.id, name=file.name, size=file.size) for file in comment.files]
 
 
 NoticeHandler = Callable[[PlanfixCommentWebhookReceived, Delivery], Awaitable[None]]

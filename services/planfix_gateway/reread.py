@@ -50,13 +50,12 @@ from contracts.events import (
     decode_event,
     event_id_for,
     planfix_comment_deleted_key,
-    planfix_comment_key,
     planfix_comment_reread_key,
-    root_envelope,
     utc_now,
 )
 from contracts.subjects import ALL_BINDING_EVENTS, ALL_PLANFIX_COMMENT_CHANGES, BINDING_STREAM, PLANFIX_STREAM
-from services.planfix_gateway.fetcher import comment_added_as, files_of, no_wait, store
+from services.planfix_gateway.fetcher import no_wait
+from services.planfix_gateway.in_order import files_of, store, store_listed
 from services.planfix_gateway.reconcile import MAX_PAGES, Marks, check_comments, due_tasks, mark_with_pending
 
 log = structlog.get_logger("planfix_gateway.reread")
@@ -628,44 +627,30 @@ class CommentRereader:
                 del self._missing_since[comment_id]  # its webhook came after all
         now = self._monotonic()
         waiting: list[int] = []
+        due: list[PlanfixComment] = []
         for comment in check.missed:  # oldest first; one still in its grace holds the newer ones
             first = self._missing_since.setdefault(comment.id, (task, now))[1]
             if waiting or not drained or now - first < self._grace_s:
                 waiting.append(comment.id)
-                continue
-            await self._before_read()
-            outcome.requests += 1
-            confirmed = await self._confirm(comment.id)
-            del self._missing_since[comment.id]
-            if confirmed is not None:
-                outcome.found += await self._carry_missed(task, confirmed)
+            else:
+                due.append(comment)
+                del self._missing_since[comment.id]
+        if due:
+            found = await store_listed(
+                self._publisher, due, task=task, source_id=self._source_id, noticed_by="reconcile"
+            )
+            for comment_id in found:
+                metrics.PLANFIX_COMMENTS_RECONCILED.inc()
+                log.warning(
+                    "comment_found_by_reconciliation",
+                    task_number=task,
+                    comment_id=comment_id,
+                    hint="no webhook announced it: check the Planfix scenario and the webhook URL",
+                )
+            outcome.found += len(found)
         new_mark = mark_with_pending(check.new_mark if comments else (mark or 0), waiting)
         if new_mark is not None:
             await self._marks.set(task, new_mark)
-
-    async def _carry_missed(self, task: int, comment: PlanfixComment) -> int:
-        """Store a comment no webhook announced, as the fetcher would have (same key)."""
-        if comment.is_deleted or comment.source_object_id or (comment.is_hidden and not self._relay_hidden):
-            return 0
-        key = planfix_comment_key(comment.id)
-        task_number = comment.task_number or task
-        added = comment_added_as(
-            root_envelope(key, caused_by=f"reconcile:task/{task_number}"),
-            comment,
-            task_number=task_number,
-            our_source_id=self._source_id,
-        )
-        subject = subjects.planfix_comment_added(task_number)
-        stored = await store(self._publisher, added, subject=subject, key=key, noticed_by="reconcile")
-        if stored:
-            metrics.PLANFIX_COMMENTS_RECONCILED.inc()
-            log.warning(
-                "comment_found_by_reconciliation",
-                task_number=task_number,
-                comment_id=comment.id,
-                hint="no webhook announced it: check the Planfix scenario and the webhook URL",
-            )
-        return int(stored)
 
     def _still(self, seen: Watched) -> bool:
         return self._watchlist.current(seen.comment_id) == seen

@@ -1,0 +1,243 @@
+"""A task's comments stored in the order Planfix numbered them, whatever order their news came in.
+
+Planfix's scenario requests can fail (our gateway restarting, a proxy away) and are sent again
+only 15 minutes later, behind newer comments. So a notice is not taken alone: the task's newest
+comments are listed (one request, like the ``GET /comment`` it replaces) and every comment above
+the last one stored for the task is stored, oldest first. A notice of a comment at or below that
+one adds nothing and costs no request. Two carriers at once (replicas, reconciliation) are safe:
+each stores in ascending order and a comment's ``Nats-Msg-Id`` is its own (``planfix_comment_key``),
+so the second store of a comment is dropped by the stream.
+
+Assumed: the notice names the comment's own task (the README's template). A notice naming
+another task falls back to fetching the comment alone, unless that task has a newer comment
+kept, when it is taken for a late notice and dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
+
+import nats.js.errors
+import structlog
+
+from bridge_lib.eventbus import EventPublisher, TransientFailure
+from bridge_lib.planfix import (
+    PlanfixAuthError,
+    PlanfixComment,
+    PlanfixRejected,
+    PlanfixUnavailable,
+)
+from contracts import subjects
+from contracts.events import (
+    Envelope,
+    PlanfixCommentAdded,
+    PlanfixCommentChange,
+    PlanfixCommentWebhookReceived,
+    PlanfixFile,
+    PlanfixPerson,
+    decode_event,
+    envelope_after,
+    planfix_comment_key,
+    root_envelope,
+)
+from contracts.subjects import PLANFIX_STREAM
+
+log = structlog.get_logger("planfix_gateway.in_order")
+
+# The first page is small: usually the last stored comment is among the few newest.
+FIRST_PAGE = 20
+PAGE_SIZE = 100
+# Pages read at most to reach back to the last stored comment.
+MAX_PAGES = 5
+
+LastStored = Callable[[int], Awaitable[int | None]]
+
+
+class CommentLister(Protocol):
+    """What the carrier asks Planfix (``bridge_lib.planfix.PlanfixClient``)."""
+
+    async def list_comments(
+        self,
+        task_number: int,
+        *,
+        source_id: str | None = None,
+        offset: int = 0,
+        page_size: int = 100,
+        newest_first: bool = False,
+    ) -> list[PlanfixComment]: ...
+
+
+async def last_stored_in(js: Any, task_number: int) -> int | None:
+    """The id of the task's newest comment in the PLANFIX stream (None: none kept)."""
+    try:
+        raw = await js.get_last_msg(PLANFIX_STREAM.name, subjects.planfix_comment_added(task_number))
+    except nats.js.errors.NotFoundError:
+        return None
+    event = decode_event(raw.data)
+    return event.comment_id if isinstance(event, PlanfixCommentAdded) else None
+
+
+def comments_to_carry(
+    listed: Iterable[PlanfixComment], *, floor: int, relay_hidden: bool
+) -> list[PlanfixComment]:
+    """The listed comments to store, oldest first: above ``floor``, neither deleted nor hidden
+    (unless hidden ones are relayed). The bridge's own are stored too: they are facts of the
+    task, and the relay knows them as its own."""
+    unique = {comment.id: comment for comment in listed}
+    return [
+        comment
+        for comment_id, comment in sorted(unique.items())
+        if comment_id > floor and not comment.is_deleted and (relay_hidden or not comment.is_hidden)
+    ]
+
+
+class InOrderCarrier:
+    def __init__(
+        self,
+        *,
+        planfix: CommentLister,
+        publisher: EventPublisher,
+        source_id: str,
+        relay_hidden: bool,
+        last_stored: LastStored,
+        before_read: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._planfix = planfix
+        self._publisher = publisher
+        self._source_id = source_id
+        self._relay_hidden = relay_hidden
+        self._last_stored = last_stored
+        self._before_read = before_read
+
+    async def carry_announced(self, notice: PlanfixCommentWebhookReceived) -> bool:
+        """Store the announced comment and every one before it not stored yet, in order. False
+        when the task's list does not show it (another task's, or the list unreadable): the
+        caller then fetches it alone."""
+        task = notice.task_number
+        last = await self._last_stored(task)
+        if last is not None and notice.comment_id <= last:
+            log.info("comment_carried_before", comment_id=notice.comment_id, last_stored=last)
+            return True
+        # Nothing of the task kept yet: from the announced comment on (older ones came before
+        # the bridge kept the task's news, or before it was bound).
+        floor = last if last is not None else notice.comment_id - 1
+        listed = await self._read_back(task, floor)
+        if listed is None or all(comment.id != notice.comment_id for comment in listed):
+            return False
+        for comment in comments_to_carry(listed, floor=floor, relay_hidden=self._relay_hidden):
+            key = planfix_comment_key(comment.id)
+            envelope = (
+                envelope_after(notice, key)
+                if comment.id == notice.comment_id
+                else root_envelope(key, caused_by=f"listed-after:{notice.event_id}")
+            )
+            await store_added(
+                self._publisher, envelope, comment, task=task, source_id=self._source_id, noticed_by="webhook"
+            )
+        return True
+
+    async def _read_back(self, task: int, floor: int) -> list[PlanfixComment] | None:
+        """The task's newest comments back to ``floor`` (None: the task could not be listed)."""
+        comments: list[PlanfixComment] = []
+        page_size = FIRST_PAGE
+        for _ in range(MAX_PAGES):
+            await self._before_read()
+            try:
+                page = await self._planfix.list_comments(
+                    task,
+                    source_id=self._source_id,
+                    offset=len(comments),
+                    page_size=page_size,
+                    newest_first=True,
+                )
+            except PlanfixUnavailable as error:
+                raise TransientFailure(str(error)) from error
+            except PlanfixAuthError as error:
+                raise TransientFailure(str(error)) from error
+            except PlanfixRejected as error:
+                # Gone, or not ours to list: the announced comment is fetched alone.
+                log.info("comment_list_refused", task_number=task, error=str(error))
+                return None
+            comments += page
+            if len(page) < page_size or min(comment.id for comment in page) <= floor:
+                return comments
+            page_size = PAGE_SIZE
+        log.warning("comment_list_does_not_reach_the_last_stored", task_number=task, last_stored=floor)
+        return comments
+
+
+async def store_listed(
+    publisher: EventPublisher, comments: list[PlanfixComment], *, task: int, source_id: str, noticed_by: str
+) -> list[int]:
+    """Store listed comments of a task, oldest first, each its own story (reconciliation decides
+    which). The ids stored now (the others were stored before)."""
+    stored = []
+    for comment in sorted(comments, key=lambda comment: comment.id):
+        envelope = root_envelope(planfix_comment_key(comment.id), caused_by=f"{noticed_by}:task/{task}")
+        if await store_added(
+            publisher, envelope, comment, task=task, source_id=source_id, noticed_by=noticed_by
+        ):
+            stored.append(comment.id)
+    return stored
+
+
+async def store_added(
+    publisher: EventPublisher,
+    envelope: Envelope,
+    comment: PlanfixComment,
+    *,
+    task: int,
+    source_id: str,
+    noticed_by: str,
+) -> bool:
+    task_number = comment.task_number or task
+    added = comment_added_as(envelope, comment, task_number=task_number, our_source_id=source_id)
+    return await store(
+        publisher,
+        added,
+        subject=subjects.planfix_comment_added(task_number),
+        key=planfix_comment_key(comment.id),
+        ours=added.source_object_id is not None,
+        noticed_by=noticed_by,
+    )
+
+
+def comment_added_as(
+    envelope: Envelope, comment: PlanfixComment, *, task_number: int, our_source_id: str
+) -> PlanfixCommentAdded:
+    """The comment's added event; its id comes from the comment (``planfix_comment_key``), so
+    every path that stores it stores it once between them."""
+    return PlanfixCommentAdded(
+        **envelope,
+        task_number=task_number,
+        comment_id=comment.id,
+        text_html=comment.description,
+        author=PlanfixPerson(id=comment.owner_id, name=comment.owner_name),
+        # Planfix shows sourceObjectId only to the sourceId that wrote it: present means ours.
+        source_id=our_source_id if comment.source_object_id else None,
+        source_object_id=comment.source_object_id,
+        written_at=comment.written_at,
+        is_hidden=comment.is_hidden,
+        files=files_of(comment),
+    )
+
+
+async def store(
+    publisher: EventPublisher, event: PlanfixCommentChange, *, subject: str, key: str, **shown: object
+) -> bool:
+    """Store a comment's event once per ``key`` (also for ``reread``); False when stored before."""
+    stored = await publisher.publish(event, subject=subject, msg_id=key)
+    log.info(
+        "planfix_event_stored",
+        event_type=event.tag,
+        task_number=event.task_number,
+        comment_id=event.comment_id,
+        duplicate=not stored,
+        **shown,
+    )
+    return stored
+
+
+def files_of(comment: PlanfixComment) -> list[PlanfixFile]:
+    return [PlanfixFile(id=file.id, name=file.name, size=file.size) for file in comment.files]
