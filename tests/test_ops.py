@@ -535,8 +535,9 @@ def test_dlq_retry_delivers_a_dead_lettered_message_once(
 ) -> None:
     task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Dead letters", fake_planfix)
     before = len(texts_sent(fake_telegram, unique_chat_id))
-    # Planfix refuses the comment fetch once (403: not a retryable answer): the gateway gives up.
-    fake_planfix.fail_next(status=403)
+    # Planfix refuses the task's comment list and then the comment alone (403: not a retryable
+    # answer): the gateway gives up.
+    fake_planfix.fail_next(2, status=403)
 
     comment_id = fake_planfix.add_employee_comment(task, "<p>Will fail once</p>")
 
