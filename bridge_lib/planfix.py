@@ -58,7 +58,7 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import anyio
 import httpx
@@ -367,6 +367,20 @@ class TaskDefaults(msgspec.Struct, frozen=True, kw_only=True):
                 key: value for key, value in (("users", users), ("groups", groups)) if value
             }
         return fields
+
+
+class CommentLister(Protocol):
+    """Listing a task's comments (``PlanfixClient.list_comments``), for those who only list."""
+
+    async def list_comments(
+        self,
+        task_number: int,
+        *,
+        source_id: str | None = None,
+        offset: int = 0,
+        page_size: int = 100,
+        newest_first: bool = False,
+    ) -> list[PlanfixComment]: ...
 
 
 class PlanfixClient:

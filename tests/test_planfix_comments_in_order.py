@@ -9,7 +9,7 @@ from typing import cast
 
 import pytest
 
-from bridge_lib.planfix import PlanfixClient, PlanfixComment, TaskNotFound
+from bridge_lib.planfix import PlanfixClient
 from contracts.events import (
     PlanfixCommentAdded,
     PlanfixCommentWebhookReceived,
@@ -22,33 +22,6 @@ from services.planfix_gateway.in_order import FIRST_PAGE, InOrderCarrier, commen
 from tests.test_planfix_reread import SOURCE_ID, RecordingPublisher, StandInPlanfix, comment
 
 TASK = 4821
-
-
-class PagedPlanfix(StandInPlanfix):
-    """Pages by offset, newest first, as Planfix's comment list with ``resultOrder`` by id."""
-
-    def __init__(self, comments: list[PlanfixComment], *, refuse_list: bool = False) -> None:
-        super().__init__(comments)
-        self.refuse_list = refuse_list
-
-    async def list_comments(
-        self,
-        task_number: int,
-        *,
-        source_id: str | None = None,
-        offset: int = 0,
-        page_size: int = 100,
-        newest_first: bool = False,
-    ) -> list[PlanfixComment]:
-        self.requests.append(f"list {task_number} from {offset}")
-        if self.refuse_list:
-            raise TaskNotFound("code 1000")
-        listed = sorted(
-            (c for c in self.comments.values() if c.task_number == task_number),
-            key=lambda c: c.id,
-            reverse=newest_first,
-        )
-        return listed[offset : offset + page_size]
 
 
 def notice(comment_id: int, task: int = TASK) -> PlanfixCommentWebhookReceived:
@@ -75,7 +48,7 @@ class Kept:
         return max(ids) if ids else None
 
 
-def fetcher_over(planfix: PagedPlanfix, publisher: RecordingPublisher, kept: Kept) -> CommentFetcher:
+def fetcher_over(planfix: StandInPlanfix, publisher: RecordingPublisher, kept: Kept) -> CommentFetcher:
     async def nothing() -> None:
         return None
 
@@ -122,7 +95,7 @@ def test_hidden_comments_are_carried_where_hidden_ones_are_relayed() -> None:
 
 
 async def test_notices_lost_while_the_gateway_was_down_do_not_let_a_later_one_jump_the_queue() -> None:
-    planfix = PagedPlanfix([comment(i) for i in range(100, 110)])
+    planfix = StandInPlanfix([comment(i) for i in range(100, 110)])
     publisher = RecordingPublisher()
     kept = Kept(publisher, {TASK: 100})
     fetcher = fetcher_over(planfix, publisher, kept)
@@ -131,11 +104,11 @@ async def test_notices_lost_while_the_gateway_was_down_do_not_let_a_later_one_ju
     await fetcher.handle(notice(108), None)  # type: ignore[arg-type]
 
     assert stored_ids(publisher) == list(range(101, 110))
-    assert planfix.requests == [f"list {TASK} from 0"]
+    assert planfix.requests == [f"list {TASK}"]
 
 
 async def test_a_late_notice_of_a_comment_already_kept_adds_nothing_and_asks_planfix_nothing() -> None:
-    planfix = PagedPlanfix([comment(i) for i in range(100, 110)])
+    planfix = StandInPlanfix([comment(i) for i in range(100, 110)])
     publisher = RecordingPublisher()
     fetcher = fetcher_over(planfix, publisher, Kept(publisher, {TASK: 100}))
     await fetcher.handle(notice(109), None)  # type: ignore[arg-type]
@@ -149,7 +122,7 @@ async def test_a_late_notice_of_a_comment_already_kept_adds_nothing_and_asks_pla
 
 
 async def test_the_announced_comment_carries_its_own_story_and_the_others_their_own() -> None:
-    planfix = PagedPlanfix([comment(i) for i in range(100, 103)])
+    planfix = StandInPlanfix([comment(i) for i in range(100, 103)])
     publisher = RecordingPublisher()
     fetcher = fetcher_over(planfix, publisher, Kept(publisher, {TASK: 100}))
     announced = notice(102)
@@ -164,18 +137,18 @@ async def test_the_announced_comment_carries_its_own_story_and_the_others_their_
 
 async def test_a_long_gap_is_read_back_page_by_page_to_the_last_kept_comment() -> None:
     newest = 100 + FIRST_PAGE + 30
-    planfix = PagedPlanfix([comment(i) for i in range(100, newest + 1)])
+    planfix = StandInPlanfix([comment(i) for i in range(100, newest + 1)])
     publisher = RecordingPublisher()
     fetcher = fetcher_over(planfix, publisher, Kept(publisher, {TASK: 100}))
 
     await fetcher.handle(notice(newest), None)  # type: ignore[arg-type]
 
     assert stored_ids(publisher) == list(range(101, newest + 1))
-    assert planfix.requests == [f"list {TASK} from 0", f"list {TASK} from {FIRST_PAGE}"]
+    assert planfix.requests == [f"list {TASK}", f"list {TASK} from {FIRST_PAGE}"]
 
 
 async def test_a_task_with_nothing_kept_starts_at_the_announced_comment() -> None:
-    planfix = PagedPlanfix([comment(i) for i in range(100, 105)])
+    planfix = StandInPlanfix([comment(i) for i in range(100, 105)])
     publisher = RecordingPublisher()
     fetcher = fetcher_over(planfix, publisher, Kept(publisher))
 
@@ -186,11 +159,12 @@ async def test_a_task_with_nothing_kept_starts_at_the_announced_comment() -> Non
 
 
 async def test_a_comment_the_task_list_does_not_show_is_fetched_alone() -> None:
-    planfix = PagedPlanfix([comment(100), comment(101)], refuse_list=True)
+    planfix = StandInPlanfix([comment(100), comment(101)])
     publisher = RecordingPublisher()
+    planfix.unlisted_tasks.add(TASK)
     fetcher = fetcher_over(planfix, publisher, Kept(publisher, {TASK: 99}))
 
     await fetcher.handle(notice(101), None)  # type: ignore[arg-type]
 
     assert stored_ids(publisher) == [101]
-    assert planfix.requests == [f"list {TASK} from 0", "get 101"]
+    assert planfix.requests == [f"list {TASK}", "get 101"]

@@ -22,6 +22,7 @@ from bridge_lib.planfix import (
     PlanfixComment,
     PlanfixFileInfo,
     PlanfixUnavailable,
+    TaskNotFound,
 )
 from contracts import subjects
 from contracts.events import (
@@ -375,6 +376,7 @@ class StandInPlanfix:
         self.daily_budget_remaining: int | None = None
         self.requests: list[str] = []
         self.unavailable_tasks: set[int] = set()
+        self.unlisted_tasks: set[int] = set()
 
     async def list_comments(
         self,
@@ -385,15 +387,17 @@ class StandInPlanfix:
         page_size: int = 100,
         newest_first: bool = False,
     ) -> list[PlanfixComment]:
-        self.requests.append(f"list {task_number}")
+        self.requests.append(f"list {task_number}" + (f" from {offset}" if offset else ""))
         if task_number in self.unavailable_tasks:
             raise PlanfixUnavailable("HTTP 503")
+        if task_number in self.unlisted_tasks:
+            raise TaskNotFound("code 1000")
         listed = [
             c
             for c in self.comments.values()
             if c.task_number == task_number and (self.on_page is None or c.id in self.on_page)
         ]
-        return sorted(listed, key=lambda c: c.id, reverse=newest_first)[:page_size]
+        return sorted(listed, key=lambda c: c.id, reverse=newest_first)[offset : offset + page_size]
 
     async def get_comment(self, comment_id: int, *, source_id: str | None = None) -> PlanfixComment:
         self.requests.append(f"get {comment_id}")

@@ -19,7 +19,7 @@ import structlog
 
 from bridge_lib.eventbus import TransientFailure
 from bridge_lib.i18n import Translator, translator
-from bridge_lib.planfix import PlanfixComment, PlanfixRejected, PlanfixUnavailable
+from bridge_lib.planfix import CommentLister, PlanfixRejected, PlanfixUnavailable
 from contracts.events import TaskBound, TaskUnbound, TelegramUser, planfix_source_object_id
 from services.binder.store import TaskNotice
 
@@ -106,19 +106,10 @@ class NoticeStore(Protocol):
     async def save_notice(self, notice: TaskNotice) -> None: ...
 
 
-class Comments(Protocol):
+class Comments(CommentLister, Protocol):
     async def add_comment(
         self, *, task_number: int, description_html: str, source_id: str, source_object_id: str
     ) -> int: ...
-    async def list_comments(
-        self,
-        task_number: int,
-        *,
-        source_id: str | None = None,
-        offset: int = 0,
-        page_size: int = 100,
-        newest_first: bool = False,
-    ) -> list[PlanfixComment]: ...
 
 
 class TaskNotices:

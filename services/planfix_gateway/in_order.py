@@ -16,13 +16,14 @@ kept, when it is taken for a late notice and dropped.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 import nats.js.errors
 import structlog
 
 from bridge_lib.eventbus import EventPublisher, TransientFailure
 from bridge_lib.planfix import (
+    CommentLister,
     PlanfixAuthError,
     PlanfixComment,
     PlanfixRejected,
@@ -52,20 +53,6 @@ PAGE_SIZE = 100
 MAX_PAGES = 5
 
 LastStored = Callable[[int], Awaitable[int | None]]
-
-
-class CommentLister(Protocol):
-    """What the carrier asks Planfix (``bridge_lib.planfix.PlanfixClient``)."""
-
-    async def list_comments(
-        self,
-        task_number: int,
-        *,
-        source_id: str | None = None,
-        offset: int = 0,
-        page_size: int = 100,
-        newest_first: bool = False,
-    ) -> list[PlanfixComment]: ...
 
 
 async def last_stored_in(js: Any, task_number: int) -> int | None:

@@ -32,6 +32,7 @@ from bridge_lib import metrics
 from bridge_lib.eventbus import EventPublisher
 from bridge_lib.lease import Lease, LeaseLost
 from bridge_lib.planfix import (
+    CommentLister,
     CommentNotFound,
     DailyLimitReached,
     PlanfixComment,
@@ -73,20 +74,10 @@ MAX_CONFIRMS_PER_TASK = 5
 Group = tuple[int, int | None]
 
 
-class CommentSource(Protocol):
+class CommentSource(CommentLister, Protocol):
     """The Planfix calls the re-read makes (``bridge_lib.planfix.PlanfixClient``)."""
 
     daily_budget_remaining: int | None
-
-    async def list_comments(
-        self,
-        task_number: int,
-        *,
-        source_id: str | None = None,
-        offset: int = 0,
-        page_size: int = 100,
-        newest_first: bool = False,
-    ) -> list[PlanfixComment]: ...
 
     async def get_comment(self, comment_id: int, *, source_id: str | None = None) -> PlanfixComment: ...
 
