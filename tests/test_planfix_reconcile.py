@@ -337,16 +337,21 @@ async def test_a_task_state_costs_one_read_per_quiet_interval_a_day() -> None:
     watch = Watchlist()
     watch.apply(bound(-100, TASK))  # no comment relayed: a quiet task
     reconcile = state_reconciler(planfix, watch, stream, clock, task_fetcher(planfix, stream))
+    found_before = metrics.PLANFIX_TASK_CHANGES_RECONCILED._value.get()
 
-    requests = 0
+    requests = changes = 0
     for _ in range(144):  # a day of passes, every 10 minutes
-        requests += (await reconcile.run_pass()).requests
+        outcome = await reconcile.run_pass()
+        requests, changes = requests + outcome.requests, changes + outcome.task_changes
         clock[0] += 600
 
     # 24 state reads (one an hour) beside the quiet task's 24 comment lists.
     assert planfix.requests.count(f"task {TASK}") == 24
     assert requests == 48
-    assert len(stream.changes(TASK)) == 1  # its first state; then nothing new
+    # Its first state (none was stored): no change a notice missed; then nothing new.
+    assert [change.seen_on for change in stream.changes(TASK)] == [TaskStateSeen.RECONCILE]
+    assert changes == 0
+    assert metrics.PLANFIX_TASK_CHANGES_RECONCILED._value.get() == found_before
 
 
 async def test_a_change_a_notice_and_a_pass_both_find_is_stored_once() -> None:

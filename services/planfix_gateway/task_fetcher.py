@@ -70,8 +70,9 @@ def changed(previous: PlanfixTaskState | None, current: PlanfixTaskState) -> boo
 
 
 # What one read came to: answered by a later read (no request), the task gone or not visible,
-# the same state as stored, a new state stored, or a new state another read had just stored.
-ReadOutcome = Literal["answered", "skipped", "unchanged", "stored", "repeat"]
+# the same state as stored, the task's first state stored, a change stored, or a state another
+# read had just stored.
+ReadOutcome = Literal["answered", "skipped", "unchanged", "first", "stored", "repeat"]
 
 
 class TaskFetcher:
@@ -104,7 +105,8 @@ class TaskFetcher:
 
     async def reconcile(self, task_number: int) -> ReadOutcome:
         """The reconciliation pass's read of a bound task (``reread``); Planfix's errors are the
-        pass's to handle. A change found here is one the task scenario did not announce."""
+        pass's to handle. A change found here is one the task scenario did not announce (a first
+        state is not: the task was bound before it was read, or its state aged out of the stream)."""
         outcome = await self.read(task_number, TaskStateSeen.RECONCILE)
         if outcome == "stored":
             metrics.PLANFIX_TASK_CHANGES_RECONCILED.inc()
@@ -177,7 +179,9 @@ class TaskFetcher:
             status=state.status_name,
             deadline=state.deadline,
         )
-        return "stored" if stored else "repeat"
+        if not stored:
+            return "repeat"
+        return "first" if previous is None else "stored"
 
     async def _fetch(self, task_number: int) -> PlanfixTaskState | None:
         """The task's state (one ``GET /task/{id}``), or None when there is nothing to show."""
