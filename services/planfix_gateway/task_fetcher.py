@@ -1,9 +1,12 @@
-"""A task's state, read through the REST API when a scenario says the task changed or a group is
-bound to it, and stored when it differs from the last one stored (issue 18).
+"""A task's state, read through the REST API when a scenario says the task changed, a group is
+bound to it or the re-read's reconciliation pass finds it due, and stored when it differs from
+the last one stored (issue 18).
 
-* ``planfix.webhook.task.<task>`` (the scenario's notice, the task's number only) and
-  ``binding.bound.<chat>`` (a group was bound: its card needs a state to start from) -> one
-  ``GET /task/{id}`` with the card's fields, paced with every other Planfix call.
+* ``planfix.webhook.task.<task>`` (the scenario's notice, the task's number only),
+  ``binding.bound.<chat>`` (a group was bound: its card needs a state to start from) and
+  ``reread`` (each bound task once per ``PLANFIX_RECONCILE_QUIET_INTERVAL_MIN``, for changes no
+  notice announced) -> one ``GET /task/{id}`` with the card's fields, paced with every other
+  Planfix call, one read of a task at a time, all through ``TaskFetcher.read``.
 * The task's last known state is the last event on ``planfix.task.changed.<task>``
   (``bridge_lib.task_state``): a state equal to it stores nothing; a different one is stored as
   ``PlanfixTaskStateChanged`` with the previous state beside it, under a key made of the state
