@@ -166,7 +166,7 @@ def test_a_comment_whose_webhook_never_came_is_found_and_shown_once(
     assert log.count("comment_found_by_reconciliation") == 2
 
 
-def test_a_status_change_no_scenario_announced_reaches_the_card(
+def test_a_status_change_no_scenario_announced_reaches_the_card_and_is_told_in_a_line(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     chat = unique_chat_id
@@ -183,6 +183,10 @@ def test_a_status_change_no_scenario_announced_reaches_the_card(
         what="the card edited after the pass read the task",
     )
     assert card_of(fake_telegram, chat)["message_id"] == card["message_id"]
+    eventually(
+        lambda: any("Status: New → In progress" in text for text in shown(fake_telegram, chat)),
+        what="the change told in a line",
+    )
     found = [e for e in state_events(bridge, number) if e.seen_on is TaskStateSeen.RECONCILE]
     assert [(e.previous.status_name if e.previous else None, e.state.status_name) for e in found] == [
         ("New", "In progress")
