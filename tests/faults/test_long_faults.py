@@ -1,7 +1,7 @@
 """Faults past short outages: Planfix away for (simulated) hours, over its daily cap, webhooks
 that never come or come late and out of order, the store killed mid-burst, the streams at their
-byte cap, a relay whose clock is 30 s off, and two faults at once. Same counting as ``test_faults``: sent, delivered, lost,
-duplicated, reordered, both ways.
+byte cap, a relay whose clock is 30 s off, and two faults at once. Same counting as
+``test_faults``: sent, delivered, lost, duplicated, reordered, both ways.
 
 A bridge of its own (its own store, so a fault may kill it): the retry delay is capped at
 ``RETRY_MAX_DELAY_S_UNDER_TEST`` (0.5 s instead of 300 s, so each second of outage stands for
