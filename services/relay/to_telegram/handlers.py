@@ -41,7 +41,6 @@ from contracts.events import (
     PersonLinkRefused,
     PlanfixCommentAdded,
     PlanfixCommentChange,
-    PlanfixCommentDeleted,
     PlanfixCommentUpdated,
     PlanfixTaskStateChanged,
     TaskBound,
@@ -63,6 +62,7 @@ from services.relay.directory import BindingDirectory
 from services.relay.effects import OwnComments
 from services.relay.people import PeopleDirectory
 from services.relay.to_telegram.from_planfix_html import comment_author_line, telegram_comment_text
+from services.relay.to_telegram.items import Action, OutboxItem, item_for
 from services.relay.to_telegram.notices import (
     anonymous_admin_guidance,
     anonymous_command_answer,
@@ -78,8 +78,8 @@ from services.relay.to_telegram.notices import (
     unbind_rejected_notice,
     unbound_notice,
 )
-from services.relay.to_telegram.outbox import Action, Outbox, OutboxItem
 from services.relay.to_telegram.people_notices import link_in_private_text, linked_text, refused_text
+from services.relay.to_telegram.sender import Outbox
 from services.relay.to_telegram.task_handlers import TaskLife
 
 log = structlog.get_logger("relay.to_telegram")
@@ -150,53 +150,24 @@ class ToTelegram:
 
     async def carry_comment_change(self, event: PlanfixCommentChange, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(task_number=event.task_number, comment_id=event.comment_id)
+        shown = event if isinstance(event, PlanfixCommentAdded | PlanfixCommentUpdated) else None
+        username = self._telegram_username(shown.author.id) if shown else None
         groups = await self._directory.groups_for(event.task_number)
-        comment_key = planfix_comment_key(event.comment_id)
-        items: list[OutboxItem] = []
-        username = (
-            self._telegram_username(event.author.id)
-            if isinstance(event, PlanfixCommentAdded | PlanfixCommentUpdated)
-            else None
-        )
-        for chat_id, thread_id in groups:
-            where = f"{chat_id}:{thread_id or 0}"
-            t = self.texts_for(chat_id)
-            if isinstance(event, PlanfixCommentAdded):
-                key = f"telegram-message:{comment_key}:{where}"
-                item = self._item(
-                    event, key, chat_id, thread_id, Action.SEND, TelegramMessageKind.PLANFIX_COMMENT
-                )
-                item.text = telegram_comment_text(event, username, t)
-                item.short_caption = comment_author_line(event, username, t)
-                item.files = list(event.files)
-            elif isinstance(event, PlanfixCommentUpdated):
-                key = f"telegram-edit:{event.event_id}:{where}"
-                item = self._item(
-                    event, key, chat_id, thread_id, Action.EDIT, TelegramMessageKind.PLANFIX_COMMENT
-                )
-                # Files added in Planfix are named, not sent again (``revisions``).
-                item.files = list(event.files)
-                item.text = telegram_comment_text(event, username, t)
-                item.short_caption = comment_author_line(event, username, t)
-            else:
-                key = f"telegram-delete:{comment_key}:{where}"
-                item = self._item(
-                    event, key, chat_id, thread_id, Action.DELETE, TelegramMessageKind.PLANFIX_COMMENT
-                )
-            item.task_number, item.comment_id = event.task_number, event.comment_id
-            items.append(item)
+        languages = [self.texts_for(chat_id) for chat_id, _ in groups]
+        items = [
+            _comment_item(event, chat_id, thread_id, username, t)
+            for (chat_id, thread_id), t in zip(groups, languages, strict=True)
+        ]
         # The questions before queueing do not depend on each other: asked together, one
         # round trip's wait instead of two (this consumer takes one event at a time).
         own, gone_out = await asyncio.gather(
-            self._is_own_comment(event) if not isinstance(event, PlanfixCommentDeleted) else _false(),
+            self._is_own_comment(shown) if shown else _false(),
             self._outbox.finished_among([item.key for item in items]),
         )
         if own:
             log.info("own_comment_not_echoed")
             return
-        if isinstance(event, PlanfixCommentAdded | PlanfixCommentUpdated) and link_codes.code_in(
-            event.text_html
-        ):
+        if shown and link_codes.code_in(shown.text_html):
             # A /link code is a secret until the binder spends it; nobody in a group needs it.
             log.info("link_code_comment_not_carried")
             return
@@ -225,19 +196,16 @@ class ToTelegram:
                 await self._task_life.on_command_answered(event)
             return
         if isinstance(event, BindingMoved):
-            moved = await self._outbox.move_chat(event.old_chat_id, event.chat_id)
-            log.info("binding_moved_items_follow", old_chat_id=event.old_chat_id, items=moved)
-            self._wake(event.chat_id)
+            await self._items_follow(event.old_chat_id, event.chat_id)
             return
         if isinstance(event, BindingSuspended):
             return  # the bot is no longer in the group: nobody to tell
         kind, text = self._binding_notice(event, self.texts_for(event.chat_id, event))
-        item = self._item(
-            event, f"telegram-notice:{event.event_id}", event.chat_id, event.thread_id, Action.SEND, kind
+        key = f"telegram-notice:{event.event_id}"
+        task_number = getattr(event, "task_number", None)
+        await self._enqueue(
+            item_for(event, key, event.chat_id, event.thread_id, kind, text=text, task_number=task_number)
         )
-        item.text = text
-        item.task_number = getattr(event, "task_number", None)
-        await self._enqueue(item)
         if isinstance(event, TaskBound) and self._task_life is not None:
             await self._task_life.on_bound(event)
 
@@ -252,36 +220,37 @@ class ToTelegram:
         | GroupLanguageRejected,
         t: Translator,
     ) -> tuple[TelegramMessageKind, str]:
-        if isinstance(event, TaskBound):
-            return TelegramMessageKind.BIND_CONFIRMATION, bound_notice(
-                event, self.task_url(event.task_number), t
-            )
-        if isinstance(event, BindRejected):
-            return TelegramMessageKind.BIND_REJECTION, rejected_notice(event, t)
-        if isinstance(event, TaskUnbound):
-            return TelegramMessageKind.UNBIND_CONFIRMATION, unbound_notice(event, t)
-        if isinstance(event, UnbindRejected):
-            return TelegramMessageKind.BIND_REJECTION, unbind_rejected_notice(event, t)
-        if isinstance(event, GroupLanguageChosen):
-            return TelegramMessageKind.BIND_CONFIRMATION, language_chosen_notice(event, t)
-        if isinstance(event, GroupLanguageRejected):
-            return TelegramMessageKind.BIND_REJECTION, language_rejected_notice(event, t)
-        return TelegramMessageKind.BINDING_RESUMED, resumed_notice(event, self.task_url(event.task_number), t)
+        match event:
+            case TaskBound():
+                url = self.task_url(event.task_number)
+                return TelegramMessageKind.BIND_CONFIRMATION, bound_notice(event, url, t)
+            case BindRejected():
+                return TelegramMessageKind.BIND_REJECTION, rejected_notice(event, t)
+            case TaskUnbound():
+                return TelegramMessageKind.UNBIND_CONFIRMATION, unbound_notice(event, t)
+            case UnbindRejected():
+                return TelegramMessageKind.BIND_REJECTION, unbind_rejected_notice(event, t)
+            case GroupLanguageChosen():
+                return TelegramMessageKind.BIND_CONFIRMATION, language_chosen_notice(event, t)
+            case GroupLanguageRejected():
+                return TelegramMessageKind.BIND_REJECTION, language_rejected_notice(event, t)
+            case BindingResumed():
+                url = self.task_url(event.task_number)
+                return TelegramMessageKind.BINDING_RESUMED, resumed_notice(event, url, t)
 
     # --- the group as a whole ----------------------------------------------------------------------
 
     async def answer_group_event(self, event: TelegramGroupEvent, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(chat_id=event.chat_id)
-        if isinstance(event, GroupCommandReceived):
-            await self._answer_command(event)
-        elif isinstance(event, AnonymousAdminPosted):
-            await self._guide_anonymous_admin(event)
-        elif isinstance(event, BotMembershipChanged):
-            await self._greet(event)
-        elif isinstance(event, ChatMigrated):
-            moved = await self._outbox.move_chat(event.old_chat_id, event.chat_id)
-            log.info("group_migrated_items_follow", old_chat_id=event.old_chat_id, items=moved)
-            self._wake(event.chat_id)
+        match event:
+            case GroupCommandReceived():
+                await self._answer_command(event)
+            case AnonymousAdminPosted():
+                await self._guide_anonymous_admin(event)
+            case BotMembershipChanged():
+                await self._greet(event)
+            case ChatMigrated():
+                await self._items_follow(event.old_chat_id, event.chat_id)
 
     async def _guide_anonymous_admin(self, event: AnonymousAdminPosted) -> None:
         """A command is answered with what to do; any other message gets the guidance, at most
@@ -290,7 +259,6 @@ class ToTelegram:
         t = self.texts_for(event.chat_id)
         if event.command is not None:
             key = f"telegram-anonymous-answer:{event.event_id}"
-            item = self._item(event, key, event.chat_id, event.thread_id, Action.SEND, kind)
             bound = await self._directory.task_for(event.chat_id, event.thread_id)
             status = status_text(
                 bound,
@@ -299,17 +267,25 @@ class ToTelegram:
                 bot_reads_all_messages=True,
                 t=t,
             )
-            item.text = anonymous_command_answer(event.command, status=status, help_=help_text(None, t), t=t)
+            text = anonymous_command_answer(event.command, status=status, help_=help_text(None, t), t=t)
         else:
             key = f"telegram-anonymous-admin-guidance:{event.chat_id}:{event.event_id}"
             last = await self._outbox.last_sent_of_kind(event.chat_id, kind, besides=key)
             if last is not None and (event.occurred_at - last).total_seconds() < ANONYMOUS_GUIDANCE_EVERY_S:
                 log.info("anonymous_admin_guided_lately", last=last.isoformat())
                 return
-            item = self._item(event, key, event.chat_id, event.thread_id, Action.SEND, kind)
-            item.text = anonymous_admin_guidance(t)
-        item.reply_to_message_id = event.message_id
-        await self._enqueue(item)
+            text = anonymous_admin_guidance(t)
+        await self._enqueue(
+            item_for(
+                event,
+                key,
+                event.chat_id,
+                event.thread_id,
+                kind,
+                text=text,
+                reply_to_message_id=event.message_id,
+            )
+        )
 
     async def _answer_command(self, event: GroupCommandReceived) -> None:
         t = self.texts_for(event.chat_id)
@@ -333,12 +309,18 @@ class ToTelegram:
                 text = f"{text}\n\n{card}"
         else:
             text, kind = help_text(event.bot_username, t), TelegramMessageKind.HELP
-        item = self._item(
-            event, f"telegram-answer:{event.event_id}", event.chat_id, event.thread_id, Action.SEND, kind
+        key = f"telegram-answer:{event.event_id}"
+        await self._enqueue(
+            item_for(
+                event,
+                key,
+                event.chat_id,
+                event.thread_id,
+                kind,
+                text=text,
+                reply_to_message_id=event.message_id,
+            )
         )
-        item.text = text
-        item.reply_to_message_id = event.message_id
-        await self._enqueue(item)
 
     async def _greet(self, event: BotMembershipChanged) -> None:
         if not event.is_member:
@@ -348,16 +330,11 @@ class ToTelegram:
         await self._directory.catch_up()
         if self._directory.bindings_of(event.chat_id):
             return  # re-added to a bound group: the binder resumes it and that notice says so
-        item = self._item(
-            event,
-            f"telegram-greeting:{event.event_id}",
-            event.chat_id,
-            None,
-            Action.SEND,
-            TelegramMessageKind.GREETING,
+        text = greeting_text(self.texts_for(event.chat_id))
+        key = f"telegram-greeting:{event.event_id}"
+        await self._enqueue(
+            item_for(event, key, event.chat_id, None, TelegramMessageKind.GREETING, text=text)
         )
-        item.text = greeting_text(self.texts_for(event.chat_id))
-        await self._enqueue(item)
 
     # --- people --------------------------------------------------------------------------------
 
@@ -372,33 +349,57 @@ class ToTelegram:
         else:
             return  # found through the Planfix profile, or unlinked on the person's own word
         structlog.contextvars.bind_contextvars(telegram_user_id=event.telegram_user_id)
-        chat_id = event.telegram_user_id
-        item = self._item(
-            event, f"telegram-person:{event.event_id}", chat_id, None, Action.SEND, TelegramMessageKind.HELP
-        )
-        item.text = text
-        await self._enqueue(item)
+        key, chat_id = f"telegram-person:{event.event_id}", event.telegram_user_id
+        await self._enqueue(item_for(event, key, chat_id, None, TelegramMessageKind.HELP, text=text))
 
     # --- shared -------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _item(
-        cause: Event, key: str, chat_id: int, thread_id: int | None, action: Action, kind: TelegramMessageKind
-    ) -> OutboxItem:
-        return OutboxItem(
-            key=key,
-            chat_id=chat_id,
-            thread_id=thread_id,
-            action=action,
-            kind=kind,
-            correlation_id=cause.correlation_id,
-            causation_id=cause.event_id,
-        )
+    async def _items_follow(self, old_chat_id: int, chat_id: int) -> None:
+        """The group has a new chat id (a supergroup now): what waits for it goes along."""
+        moved = await self._outbox.move_chat(old_chat_id, chat_id)
+        log.info("group_moved_items_follow", old_chat_id=old_chat_id, items=moved)
+        self._wake(chat_id)
 
     async def _enqueue(self, item: OutboxItem, *, finished_checked: bool = False) -> None:
         stored = await self._outbox.enqueue(item, finished_checked=finished_checked)
         log.info("telegram_item_queued" if stored else "telegram_item_already_queued", key=item.key)
         self._wake(item.chat_id)
+
+
+def _comment_item(
+    event: PlanfixCommentChange,
+    chat_id: int,
+    thread_id: int | None,
+    telegram_username: str | None,
+    t: Translator,
+) -> OutboxItem:
+    """What the group gets for a comment change: the comment's text, an edit of what showed it,
+    or its deletion; keyed by the comment (an edit: by the change) and the group."""
+    where, comment = f"{chat_id}:{thread_id or 0}", planfix_comment_key(event.comment_id)
+    match event:
+        case PlanfixCommentAdded():
+            key, action = f"telegram-message:{comment}:{where}", Action.SEND
+        case PlanfixCommentUpdated():
+            key, action = f"telegram-edit:{event.event_id}:{where}", Action.EDIT
+        case _:
+            key, action = f"telegram-delete:{comment}:{where}", Action.DELETE
+    item = OutboxItem(
+        key=key,
+        chat_id=chat_id,
+        thread_id=thread_id,
+        action=action,
+        kind=TelegramMessageKind.PLANFIX_COMMENT,
+        correlation_id=event.correlation_id,
+        causation_id=event.event_id,
+        task_number=event.task_number,
+        comment_id=event.comment_id,
+    )
+    if isinstance(event, PlanfixCommentAdded | PlanfixCommentUpdated):
+        item.text = telegram_comment_text(event, telegram_username, t)
+        item.short_caption = comment_author_line(event, telegram_username, t)
+        # An edit names the files added in Planfix instead of sending them again (``revisions``).
+        item.files = list(event.files)
+    return item
 
 
 class Handlers(Protocol):

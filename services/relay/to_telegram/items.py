@@ -1,0 +1,81 @@
+"""What waits in a group's outbox: one message, edit, deletion or task card (data only; the
+outbox that stores them and the sender that drains them are in ``sender.py``)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import msgspec
+
+from contracts.events import Event, PlanfixFile, TelegramMessageKind
+
+
+class Action(enum.StrEnum):
+    SEND = "send"
+    EDIT = "edit"
+    DELETE = "delete"
+    # The group's task card: posted and pinned the first time, edited after (``task_card``).
+    CARD = "card"
+
+
+class ItemState(enum.StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    DEAD = "dead"
+
+
+class OutboxItem(msgspec.Struct, kw_only=True):
+    # What it carries ("telegram-message:<comment>:<chat>:<thread>", ...): a redelivered event
+    # makes the same key and stores nothing new.
+    key: str
+    chat_id: int
+    action: Action
+    kind: TelegramMessageKind
+    correlation_id: str
+    causation_id: str
+    seq: int = 0
+    thread_id: int | None = None
+    # Telegram HTML: the whole text of the message (author line included).
+    text: str = ""
+    # Caption for the files when ``text`` is too long to be one (the author line).
+    short_caption: str = ""
+    files: list[PlanfixFile] = msgspec.field(default_factory=list)
+    task_number: int | None = None
+    comment_id: int | None = None
+    reply_to_message_id: int | None = None
+    state: ItemState = ItemState.PENDING
+    # step index (as text, a MongoDB key) -> message ids that step produced
+    progress: dict[str, list[int]] = msgspec.field(default_factory=dict)
+    attempts: int = 0
+    reason: str | None = None
+    enqueued_at: datetime | None = None
+    # CARD: the stream sequence of the task state the card shows (an older one never wins).
+    card_version: int | None = None
+
+
+def item_for(
+    cause: Event,
+    key: str,
+    chat_id: int,
+    thread_id: int | None,
+    kind: TelegramMessageKind,
+    *,
+    action: Action = Action.SEND,
+    text: str = "",
+    task_number: int | None = None,
+    reply_to_message_id: int | None = None,
+) -> OutboxItem:
+    """An item caused by ``cause`` (its correlation carried on to the effect that reports it)."""
+    return OutboxItem(
+        key=key,
+        chat_id=chat_id,
+        thread_id=thread_id,
+        action=action,
+        kind=kind,
+        correlation_id=cause.correlation_id,
+        causation_id=cause.event_id,
+        text=text,
+        task_number=task_number,
+        reply_to_message_id=reply_to_message_id,
+    )
