@@ -2,16 +2,15 @@
 
 Each handler turns one event into outbox items, one per group concerned, keyed by what they
 carry (a redelivered event adds nothing), wakes the groups' senders and returns: the event is
-settled in milliseconds whatever the groups' pace (``sender.py`` sends). Comments added, edited
-and deleted in a bound task follow in each group bound to it (never the relay's own); binding
-decisions, /status, /help, guidance and greetings are answered; a group that became a
-supergroup takes its waiting items along. ``router`` subscribes the handlers to their streams.
+settled in milliseconds whatever the groups' pace. Comments follow in each group bound to their
+task (never the relay's own); binding decisions, /status, /help, guidance and greetings are
+answered; a group that became a supergroup takes its waiting items along.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, get_args
 
 import structlog
@@ -58,11 +57,11 @@ from contracts.subjects import (
     RELAY_PLANFIX_COMMENT_CHANGES,
     RELAY_TASK_CHANGES,
 )
-from services.relay.directory import BindingDirectory
+from services.relay.directory import BindingDirectory, BoundTask
 from services.relay.effects import OwnComments
 from services.relay.people import PeopleDirectory
 from services.relay.to_telegram.from_planfix_html import comment_author_line, telegram_comment_text
-from services.relay.to_telegram.items import Action, OutboxItem, item_for
+from services.relay.to_telegram.items import Action, OutboxItem
 from services.relay.to_telegram.notices import (
     anonymous_admin_guidance,
     anonymous_command_answer,
@@ -80,7 +79,6 @@ from services.relay.to_telegram.notices import (
 )
 from services.relay.to_telegram.people_notices import link_in_private_text, linked_text, refused_text
 from services.relay.to_telegram.sender import Outbox
-from services.relay.to_telegram.task_handlers import TaskLife
 
 log = structlog.get_logger("relay.to_telegram")
 # An anonymous admin is told again how to fix it once the group was not told for this long.
@@ -89,6 +87,47 @@ ANONYMOUS_GUIDANCE_EVERY_S = 24 * 3600.0
 
 async def _false() -> bool:
     return False
+
+
+class TaskLifeHooks(Protocol):
+    """What the handlers ask of the task's life in its groups (``task_handlers.TaskLife``)."""
+
+    async def on_state_changed(self, event: PlanfixTaskStateChanged, delivery: Delivery) -> None: ...
+
+    async def on_bound(self, event: TaskBound) -> None: ...
+
+    async def on_command_answered(self, event: TaskCommandAnswered) -> None: ...
+
+    async def card_text(self, task_number: int, t: Translator) -> str | None: ...
+
+
+def item_for(
+    cause: Event,
+    key: str,
+    chat_id: int,
+    thread_id: int | None,
+    kind: TelegramMessageKind,
+    *,
+    action: Action = Action.SEND,
+    text: str = "",
+    task_number: int | None = None,
+    comment_id: int | None = None,
+    reply_to_message_id: int | None = None,
+) -> OutboxItem:
+    """An item caused by ``cause`` (its correlation carried on to the effect that reports it)."""
+    return OutboxItem(
+        key=key,
+        chat_id=chat_id,
+        thread_id=thread_id,
+        action=action,
+        kind=kind,
+        correlation_id=cause.correlation_id,
+        causation_id=cause.event_id,
+        text=text,
+        task_number=task_number,
+        comment_id=comment_id,
+        reply_to_message_id=reply_to_message_id,
+    )
 
 
 def written_by_bridge(comment: PlanfixCommentAdded | PlanfixCommentUpdated, our_source_id: str) -> bool:
@@ -109,7 +148,7 @@ class ToTelegram:
         planfix_source_id: str,
         planfix_web_url: str,
         people: PeopleDirectory | None = None,
-        task_life: TaskLife | None = None,
+        task_life: TaskLifeHooks | None = None,
         language: str = DEFAULT_LANGUAGE,
     ) -> None:
         self._directory = directory
@@ -132,7 +171,7 @@ class ToTelegram:
         return person.telegram_username if person is not None else None
 
     @property
-    def task_life(self) -> TaskLife | None:
+    def task_life(self) -> TaskLifeHooks | None:
         return self._task_life
 
     def texts_for(self, chat_id: int, event: Event | None = None) -> Translator:
@@ -150,6 +189,9 @@ class ToTelegram:
 
     async def carry_comment_change(self, event: PlanfixCommentChange, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(task_number=event.task_number, comment_id=event.comment_id)
+        # In the order a comment travels: its author's @username (people), its groups and their
+        # languages (directory), its text there (from_planfix_html), then whether it is ours
+        # (effects) and already out, and into each group's outbox (sender).
         shown = event if isinstance(event, PlanfixCommentAdded | PlanfixCommentUpdated) else None
         username = self._telegram_username(shown.author.id) if shown else None
         groups = await self._directory.groups_for(event.task_number)
@@ -259,14 +301,7 @@ class ToTelegram:
         t = self.texts_for(event.chat_id)
         if event.command is not None:
             key = f"telegram-anonymous-answer:{event.event_id}"
-            bound = await self._directory.task_for(event.chat_id, event.thread_id)
-            status = status_text(
-                bound,
-                task_url=self.task_url(bound.task_number) if bound else "",
-                in_topic=event.thread_id is not None,
-                bot_reads_all_messages=True,
-                t=t,
-            )
+            _, status = await self._status(event, t, bot_reads_all_messages=True)
             text = anonymous_command_answer(event.command, status=status, help_=help_text(None, t), t=t)
         else:
             key = f"telegram-anonymous-admin-guidance:{event.chat_id}:{event.event_id}"
@@ -275,31 +310,15 @@ class ToTelegram:
                 log.info("anonymous_admin_guided_lately", last=last.isoformat())
                 return
             text = anonymous_admin_guidance(t)
-        await self._enqueue(
-            item_for(
-                event,
-                key,
-                event.chat_id,
-                event.thread_id,
-                kind,
-                text=text,
-                reply_to_message_id=event.message_id,
-            )
-        )
+        await self._reply(event, key, kind, text)
 
     async def _answer_command(self, event: GroupCommandReceived) -> None:
         t = self.texts_for(event.chat_id)
         if event.command is GroupCommand.LINK:
             text, kind = link_in_private_text(event.bot_username, t), TelegramMessageKind.HELP
         elif event.command is GroupCommand.STATUS:
-            bound = await self._directory.task_for(event.chat_id, event.thread_id)
-            text = status_text(
-                bound,
-                task_url=self.task_url(bound.task_number) if bound else "",
-                in_topic=event.thread_id is not None,
-                bot_reads_all_messages=event.bot_reads_all_messages,
-                other_bots=event.other_bots,
-                t=t,
+            bound, text = await self._status(
+                event, t, bot_reads_all_messages=event.bot_reads_all_messages, other_bots=event.other_bots
             )
             kind = TelegramMessageKind.STATUS
             card = None
@@ -309,18 +328,38 @@ class ToTelegram:
                 text = f"{text}\n\n{card}"
         else:
             text, kind = help_text(event.bot_username, t), TelegramMessageKind.HELP
-        key = f"telegram-answer:{event.event_id}"
-        await self._enqueue(
-            item_for(
-                event,
-                key,
-                event.chat_id,
-                event.thread_id,
-                kind,
-                text=text,
-                reply_to_message_id=event.message_id,
-            )
+        await self._reply(event, f"telegram-answer:{event.event_id}", kind, text)
+
+    async def _status(
+        self,
+        event: AnonymousAdminPosted | GroupCommandReceived,
+        t: Translator,
+        *,
+        bot_reads_all_messages: bool,
+        other_bots: Sequence[str] = (),
+    ) -> tuple[BoundTask | None, str]:
+        """The task bound where the command was written, and the /status text about it."""
+        bound = await self._directory.task_for(event.chat_id, event.thread_id)
+        return bound, status_text(
+            bound,
+            task_url=self.task_url(bound.task_number) if bound else "",
+            in_topic=event.thread_id is not None,
+            bot_reads_all_messages=bot_reads_all_messages,
+            other_bots=other_bots,
+            t=t,
         )
+
+    async def _reply(
+        self,
+        event: AnonymousAdminPosted | GroupCommandReceived,
+        key: str,
+        kind: TelegramMessageKind,
+        text: str,
+    ) -> None:
+        item = item_for(
+            event, key, event.chat_id, event.thread_id, kind, text=text, reply_to_message_id=event.message_id
+        )
+        await self._enqueue(item)
 
     async def _greet(self, event: BotMembershipChanged) -> None:
         if not event.is_member:
@@ -383,14 +422,14 @@ def _comment_item(
             key, action = f"telegram-edit:{event.event_id}:{where}", Action.EDIT
         case _:
             key, action = f"telegram-delete:{comment}:{where}", Action.DELETE
-    item = OutboxItem(
-        key=key,
-        chat_id=chat_id,
-        thread_id=thread_id,
+    kind = TelegramMessageKind.PLANFIX_COMMENT
+    item = item_for(
+        event,
+        key,
+        chat_id,
+        thread_id,
+        kind,
         action=action,
-        kind=TelegramMessageKind.PLANFIX_COMMENT,
-        correlation_id=event.correlation_id,
-        causation_id=event.event_id,
         task_number=event.task_number,
         comment_id=event.comment_id,
     )

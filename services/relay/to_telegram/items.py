@@ -8,7 +8,7 @@ from datetime import datetime
 
 import msgspec
 
-from contracts.events import Event, PlanfixFile, TelegramMessageKind
+from contracts.events import PlanfixFile, TelegramMessageKind
 
 
 class Action(enum.StrEnum):
@@ -52,30 +52,3 @@ class OutboxItem(msgspec.Struct, kw_only=True):
     enqueued_at: datetime | None = None
     # CARD: the stream sequence of the task state the card shows (an older one never wins).
     card_version: int | None = None
-
-
-def item_for(
-    cause: Event,
-    key: str,
-    chat_id: int,
-    thread_id: int | None,
-    kind: TelegramMessageKind,
-    *,
-    action: Action = Action.SEND,
-    text: str = "",
-    task_number: int | None = None,
-    reply_to_message_id: int | None = None,
-) -> OutboxItem:
-    """An item caused by ``cause`` (its correlation carried on to the effect that reports it)."""
-    return OutboxItem(
-        key=key,
-        chat_id=chat_id,
-        thread_id=thread_id,
-        action=action,
-        kind=kind,
-        correlation_id=cause.correlation_id,
-        causation_id=cause.event_id,
-        text=text,
-        task_number=task_number,
-        reply_to_message_id=reply_to_message_id,
-    )

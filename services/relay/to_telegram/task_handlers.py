@@ -20,7 +20,8 @@ from contracts.events import (
     TelegramMessageKind,
 )
 from services.relay.directory import BindingDirectory
-from services.relay.to_telegram.items import Action, OutboxItem, item_for
+from services.relay.to_telegram.handlers import item_for
+from services.relay.to_telegram.items import Action, OutboxItem
 from services.relay.to_telegram.sender import Outbox
 from services.relay.to_telegram.task_texts import card_text, change_lines, command_answer_text
 
