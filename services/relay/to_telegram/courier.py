@@ -60,11 +60,8 @@ from services.relay.to_telegram.telegram_text import (
 )
 
 log = structlog.get_logger("relay.courier")
-T = TypeVar("T")
-# Kinds Telegram may refuse where it still takes the same bytes as a document.
-_REFUSABLE_KINDS = (MediaKind.PHOTO, MediaKind.VIDEO, MediaKind.VOICE)
-AnyInputMedia = InputMediaAudio | InputMediaDocument | InputMediaLivePhoto | InputMediaPhoto | InputMediaVideo
 
+# --- Telegram's pace, shared by the relay's replicas ---------------------------------------
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -157,6 +154,9 @@ class TelegramPace:
         self._next_at[chat_id] = next_at
 
 
+# --- which Telegram messages show which comment --------------------------------------------
+
+
 class SentComment(msgspec.Struct, kw_only=True):
     comment_id: int
     chat_id: int
@@ -223,6 +223,14 @@ class SentComments:
 
     async def forget_combined(self, chat_id: int, message_id: int) -> None:
         await self._combined.delete_one({"_id": f"{chat_id}:{message_id}"})
+
+
+# --- the courier ------------------------------------------------------------------------------
+
+T = TypeVar("T")
+# Kinds Telegram may refuse where it still takes the same bytes as a document.
+_REFUSABLE_KINDS = (MediaKind.PHOTO, MediaKind.VIDEO, MediaKind.VOICE)
+AnyInputMedia = InputMediaAudio | InputMediaDocument | InputMediaLivePhoto | InputMediaPhoto | InputMediaVideo
 
 
 class StepLog(Protocol):
@@ -298,6 +306,26 @@ class Courier:
     async def wait_for_turn(self, chat_id: int) -> None:
         """Return when the group may get its next message."""
         await self._pace.wait_for_group(chat_id)
+
+    async def call(self, chat_id: int, messages: int, call: Callable[[], Awaitable[T]]) -> T:
+        """One Bot API call of ``messages`` messages, in the group's turn."""
+        await self.wait_for_turn(chat_id)
+        await self._pace.take_bot_slots(messages)
+        # Right before the call, after the waits for the pace: the group's lease (renewed here)
+        # must not run out between this check and the record of what was sent, or another
+        # replica would take the group over and send the same item again.
+        if not await self._leases.acquire(group_lease_key(chat_id)):
+            raise LeaseLost(f"group {chat_id} is sent to by another relay replica now")
+        try:
+            result = await call()
+        except TelegramRetryAfter as error:
+            await self._pace.hold_group(chat_id, float(error.retry_after))
+            raise
+        except Exception:
+            await self._pace.group_sent(chat_id, messages)
+            raise
+        await self._pace.group_sent(chat_id, messages)
+        return result
 
     # --- sends --------------------------------------------------------------------------------
 
@@ -499,27 +527,6 @@ class Courier:
         if kind is MediaKind.VOICE:
             return lambda: self._bot.send_voice(voice=upload, **common)
         return lambda: self._bot.send_document(document=upload, **common)
-
-    # --- every call ---------------------------------------------------------------------------
-
-    async def call(self, chat_id: int, messages: int, call: Callable[[], Awaitable[T]]) -> T:
-        await self._pace.wait_for_group(chat_id)
-        await self._pace.take_bot_slots(messages)
-        # Right before the call, after the waits for the pace: the group's lease (renewed here)
-        # must not run out between this check and the record of what was sent, or another
-        # replica would take the group over and send the same item again.
-        if not await self._leases.acquire(group_lease_key(chat_id)):
-            raise LeaseLost(f"group {chat_id} is sent to by another relay replica now")
-        try:
-            result = await call()
-        except TelegramRetryAfter as error:
-            await self._pace.hold_group(chat_id, float(error.retry_after))
-            raise
-        except Exception:
-            await self._pace.group_sent(chat_id, messages)
-            raise
-        await self._pace.group_sent(chat_id, messages)
-        return result
 
 
 def _input_media(
