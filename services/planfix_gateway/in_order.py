@@ -47,7 +47,7 @@ from contracts.subjects import PLANFIX_STREAM
 log = structlog.get_logger("planfix_gateway.in_order")
 
 # The first page is small: usually the last stored comment is among the few newest.
-FIRST_PAGE = 20
+FIRST_PAGE = 10
 PAGE_SIZE = 100
 # Pages read at most to reach back to the last stored comment.
 MAX_PAGES = 5

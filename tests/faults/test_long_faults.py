@@ -153,9 +153,10 @@ def test_planfix_over_its_daily_cap_pauses_until_it_resets_then_everything_flows
     assert_exact(*bridge.report(fault, chats, written))
     refused = bridge.fake_planfix.refused_for_daily_cap() - refused_before
     print(f"\n{fault}: {refused} requests refused with code 22 (the rest waited without asking)")
-    # Each process learns the pause from its own refusal or from the bucket: no request per
-    # message or per retry.
-    assert 0 < refused <= 8
+    # Each process learns the pause from its own refusal or from the bucket: what it had in
+    # flight when the cap hit is refused (the relay carries the groups' tasks side by side; the
+    # gateway and the binder a few), then nothing more: no request per message or per retry.
+    assert 0 < refused <= len(chats) + 4
     assert bridge.dead_letters() == dead_before
 
 
