@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import msgspec
 import nats.js.errors
 import structlog
 
@@ -61,7 +62,12 @@ async def last_stored_in(js: Any, task_number: int) -> int | None:
         raw = await js.get_last_msg(PLANFIX_STREAM.name, subjects.planfix_comment_added(task_number))
     except nats.js.errors.NotFoundError:
         return None
-    event = decode_event(raw.data)
+    try:
+        event = decode_event(raw.data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        # Not ours to read (a newer version's event): carry from the announced comment on.
+        log.warning("last_stored_comment_unreadable", task_number=task_number)
+        return None
     return event.comment_id if isinstance(event, PlanfixCommentAdded) else None
 
 
