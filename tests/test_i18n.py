@@ -173,9 +173,8 @@ NOT_FOR_PEOPLE = {
     "services/relay/to_telegram/sender.py": (
         "no message set aside under this key",
         "queued again for group ",
-        "refused by Telegram",
-        ": Telegram refused it: ",
     ),
+    "services/relay/to_telegram/dead_letters.py": ("refused by Telegram", ": Telegram refused it: "),
     "services/relay/to_telegram/revisions.py": ("message to edit not found", "message to delete not found"),
     # Issue 18: Bot API error texts the task card recognises; the operator's reason on a TaskUnbound.
     "services/relay/to_telegram/task_card.py": ("message to edit not found", "not enough rights"),

@@ -13,7 +13,7 @@ import asyncio
 
 from bridge_lib.lease import CLOCK_TOLERANCE_S, Leases
 from bridge_lib.pacing import MAX_PLAUSIBLE_AHEAD_S, SharedPacer
-from services.relay.to_telegram.pacing import TelegramPace
+from services.relay.to_telegram.courier import TelegramPace
 from tests.test_relay_courier import MemoryBucket
 
 TTL_S = 20.0

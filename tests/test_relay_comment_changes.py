@@ -22,7 +22,8 @@ from contracts.subjects import PLANFIX_STREAM, planfix_comment_added
 from services.relay.directory import BindingDirectory
 from services.relay.effects import OwnComments
 from services.relay.to_telegram.handlers import ToTelegram, router
-from services.relay.to_telegram.outbox import Outbox, OutboxItem
+from services.relay.to_telegram.items import OutboxItem
+from services.relay.to_telegram.sender import Outbox
 
 OUR_SOURCE_ID = "0c6b7f0e-2d7a-4f0e-9a56-6a3f1c9b8e11"
 TASK, CHAT = 4821, -100777

@@ -23,10 +23,16 @@ from aiogram.methods.base import TelegramType
 from bridge_lib.lease import LeaseLost, Leases
 from bridge_lib.planfix import PlanfixClient
 from contracts.events import TelegramMessageKind
-from services.relay.to_telegram.courier import Courier
-from services.relay.to_telegram.outbox import Action, Outbox, OutboxItem
-from services.relay.to_telegram.pacing import TelegramPace, group_lease_key
-from services.relay.to_telegram.sent_comments import CombinedMessage, SentComment, SentComments
+from services.relay.to_telegram.courier import (
+    CombinedMessage,
+    Courier,
+    SentComment,
+    SentComments,
+    TelegramPace,
+    group_lease_key,
+)
+from services.relay.to_telegram.items import Action, OutboxItem
+from services.relay.to_telegram.sender import Outbox
 from services.relay.to_telegram.telegram_text import COMBINED_SEPARATOR, TEXT_LIMIT, visible_length
 
 CHAT = -100555

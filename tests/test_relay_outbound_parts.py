@@ -16,10 +16,10 @@ from bridge_lib.lease import Leases
 from contracts.events import PlanfixFile, TelegramMessageKind
 from contracts.subjects import BucketSpec
 from services.relay.directory import BoundTask
+from services.relay.to_telegram.courier import TelegramPace, group_lease_key
+from services.relay.to_telegram.items import Action, OutboxItem
 from services.relay.to_telegram.media import MediaKind, media_groups, media_kind, too_large
 from services.relay.to_telegram.notices import status_text
-from services.relay.to_telegram.outbox import Action, OutboxItem
-from services.relay.to_telegram.pacing import TelegramPace, group_lease_key
 from services.relay.to_telegram.sender import next_batch
 from tests.support import LoopThread, connect_nats
 

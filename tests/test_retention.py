@@ -20,7 +20,8 @@ from bridge_lib import retention
 from bridge_lib.eventbus import EventPublisher, stream_config
 from contracts.events import TelegramMessageKind
 from contracts.subjects import ALL_STREAMS, DAY, DEADLETTER_STREAM, StreamSpec
-from services.relay.to_telegram.outbox import Action, ItemState, Outbox, OutboxItem
+from services.relay.to_telegram.items import Action, ItemState, OutboxItem
+from services.relay.to_telegram.sender import Outbox
 from tests.support import LoopThread
 
 T = TypeVar("T")

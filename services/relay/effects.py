@@ -2,7 +2,7 @@
 comments the relay wrote itself (so the Planfix -> Telegram wing never echoes them back).
 
 ``to_planfix.ledger`` is the one writer of ``comment_ledger_leads``; a lead ``pf:comment:<id>``
-means the relay posted that comment. ``to_telegram.sent_comments`` is the one writer of
+means the relay posted that comment. ``to_telegram.courier`` is the one writer of
 ``telegram_sent_comments`` (which bot messages show which Planfix comment); ``BridgedComments``
 reads it for the other wing: a reply in Telegram to such a message quotes the comment.
 """

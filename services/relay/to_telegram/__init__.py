@@ -1,8 +1,8 @@
 """Planfix -> Telegram: comments, binding decisions and answers shown in the groups.
 
-The path: ``handlers`` (events -> outbox items, with ``from_planfix_html`` and ``notices``) ->
-``outbox`` -> ``sender`` (per group, at its pace) -> ``courier`` (the Telegram calls; edits and
-deletions through ``revisions``) -> ``sent_comments``.
+The path: ``handlers`` (an event -> outbox items, the text from ``from_planfix_html``) ->
+``sender`` (each group's outbox, drained in order at the group's pace) -> ``courier`` (the
+Telegram calls, split by ``telegram_text``; edits and deletions through ``revisions``).
 """
 
 from __future__ import annotations
@@ -28,14 +28,12 @@ from services.relay.config import RelaySettings
 from services.relay.directory import BindingDirectory, group_texts
 from services.relay.effects import OwnComments
 from services.relay.people import PeopleDirectory
-from services.relay.to_telegram.courier import Courier
+from services.relay.to_telegram.courier import Courier, SentComments, TelegramPace
+from services.relay.to_telegram.dead_letters import DeadLetters
 from services.relay.to_telegram.handlers import ToTelegram, router
 from services.relay.to_telegram.notices import task_page
-from services.relay.to_telegram.outbox import Outbox
-from services.relay.to_telegram.pacing import TelegramPace
 from services.relay.to_telegram.revisions import CommentRevisions
-from services.relay.to_telegram.sender import Nudges, TelegramSender
-from services.relay.to_telegram.sent_comments import SentComments
+from services.relay.to_telegram.sender import Nudges, Outbox, TelegramSender
 from services.relay.to_telegram.task_card import TaskCards
 from services.relay.to_telegram.task_handlers import TaskLife
 
@@ -92,7 +90,8 @@ async def build(
         group_window_s=settings.group_pace_window_s,
         bot_per_second=settings.bot_pace_per_s,
     )
-    leases = Leases(pace_bucket, owner=owner, ttl_s=settings.group_lease_ttl_s)
+    texts = group_texts(directory, settings.bridge_language)
+    task_url = partial(task_page, settings.planfix_web_url)
     sent = SentComments(database)
     courier = Courier(
         bot=bot,
@@ -100,30 +99,26 @@ async def build(
         outbox=outbox,
         sent=sent,
         pace=pace,
-        leases=leases,
-        task_url=partial(task_page, settings.planfix_web_url),
-        texts=group_texts(directory, settings.bridge_language),
+        leases=Leases(pace_bucket, owner=owner, ttl_s=settings.group_lease_ttl_s),
+        task_url=task_url,
+        texts=texts,
     )
     nudges = Nudges(nats)
-    texts = group_texts(directory, settings.bridge_language)
-    cards = TaskCards(bot=bot, courier=courier, outbox=outbox, database=database, texts=texts)
+    dead_letters = DeadLetters(outbox=outbox, publisher=publisher)
     sender = TelegramSender(
         outbox=outbox,
-        pace=pace,
-        leases=leases,
         courier=courier,
-        revisions=CommentRevisions(
-            bot=bot, courier=courier, sent=sent, texts=group_texts(directory, settings.bridge_language)
-        ),
+        revisions=CommentRevisions(bot=bot, courier=courier, sent=sent, texts=texts),
+        cards=TaskCards(bot=bot, courier=courier, outbox=outbox, database=database, texts=texts),
         directory=directory,
         publisher=publisher,
         nudge=nudges.send,
+        set_aside=dead_letters.set_aside,
         max_attempts=settings.send_max_attempts,
         secret=settings.telegram_bot_token.get_secret_value(),
-        cards=cards,
     )
     await nudges.listen(sender.nudged)
-    await sender.letter_earlier_refusals()
+    await dead_letters.letter_earlier_refusals()
     # After the replay: only live binding changes (e.g. a resumed group) wake a sender.
     directory.on_change(sender.wake)
     handlers = ToTelegram(
@@ -138,7 +133,7 @@ async def build(
             directory=directory,
             outbox=outbox,
             wake=sender.wake,
-            task_url=partial(task_page, settings.planfix_web_url),
+            task_url=task_url,
             task_state=partial(last_task_state, nats.jetstream()),
             cards=settings.task_cards,
             texts=texts,

@@ -1,21 +1,25 @@
-"""Carrying one outbox item to Telegram: the API calls it takes, in order, each in its turn.
+"""Carrying an outbox item to Telegram: the calls it takes, each in the group's turn, and the
+record of which messages show the comment.
 
-Every call goes through ``call``: wait for the group's and the bot's pace, renew this replica's
-lease on the group, call, then start the group's next interval (on a 429, hold the group for
-exactly ``retry_after``). A send: files first (captioned with the text when it fits 1024 units,
-else with the author line, the text following), then the text in parts of at most 4096 units;
-each finished step is recorded, so a retry resumes after it. What Telegram cannot parse goes
-again as plain text. Edits and deletions of what was sent are in ``revisions.py``.
+Every call goes through ``Courier.call``: wait for the group's and the bot's pace, renew this
+replica's lease on the group, call, then start the group's next interval (a 429 holds the group
+for exactly ``retry_after``). A send: files first (captioned with the text when it fits 1024
+units, else with the author line, the text following), then the text in parts of at most 4096
+units; each finished step is recorded, so a retry resumes after it. Edits and deletions of what
+was sent: ``revisions.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
+import msgspec
 import structlog
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramRetryAfter
@@ -29,11 +33,15 @@ from aiogram.types import (
     Message,
     ReplyParameters,
 )
+from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from bridge_lib.i18n import Translator, translator
+from bridge_lib.kvstore import compare_and_set, read_entry
 from bridge_lib.lease import LeaseLost, Leases
 from bridge_lib.planfix import FileNotFound, FileTooLargeToDownload, PlanfixClient
 from contracts.events import PlanfixFile, TelegramMessageKind
+from services.relay.effects import SENT_COMMENTS
+from services.relay.to_telegram.items import OutboxItem
 from services.relay.to_telegram.media import (
     MAX_UPLOAD_BYTES,
     MediaFile,
@@ -43,9 +51,6 @@ from services.relay.to_telegram.media import (
     too_large,
     too_large_note,
 )
-from services.relay.to_telegram.outbox import Outbox, OutboxItem
-from services.relay.to_telegram.pacing import TelegramPace, group_lease_key
-from services.relay.to_telegram.sent_comments import CombinedMessage, CombinedPart, SentComment, SentComments
 from services.relay.to_telegram.telegram_text import (
     CAPTION_LIMIT,
     COMBINED_SEPARATOR,
@@ -55,10 +60,183 @@ from services.relay.to_telegram.telegram_text import (
 )
 
 log = structlog.get_logger("relay.courier")
+
+# --- Telegram's pace, shared by the relay's replicas ---------------------------------------
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+# Re-read the shared state at least this often while waiting (another replica may change it).
+_MAX_NAP_S = 5.0
+# Intervals below this are not paced (a KV round trip takes about as long).
+NEGLIGIBLE_INTERVAL_S = 0.001
+# A bot reservation is a fraction of a second ahead of its writer's clock (an album's parts at
+# 30 a second): further ahead, the writer's clock runs ahead of ours, and waiting for it would
+# hold every group that long at every send. Such a slot counts as free (Telegram's 429 still
+# guards the limit).
+_BOT_SLOT_MAX_AHEAD_S = 2.0
+
+
+def group_lease_key(chat_id: int) -> str:
+    """One sender per group keeps its messages in order and lets it combine what waits."""
+    return f"owner.{chat_id}"
+
+
+class TelegramPace:
+    """Telegram's pace, shared by the relay's replicas through the ``telegram_pace`` bucket:
+    ``chat.<id>`` and ``bot``, the Unix time of the next allowed send. Telegram allows a group
+    about 20 messages a minute and a bot about 30 a second. Only the group's lease holder writes
+    ``chat.<id>``, so it reads the key only on taking the group over (``forget``)."""
+
+    def __init__(
+        self,
+        kv: Any,
+        *,
+        group_limit: int,
+        group_window_s: float,
+        bot_per_second: float,
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._kv = kv
+        self.group_interval_s = group_window_s / group_limit
+        self._bot_interval_s = 1.0 / bot_per_second
+        self._clock = clock
+        self._sleep = sleep
+        # chat id -> next allowed send, as this replica last wrote or read it (see ``forget``).
+        self._next_at: dict[int, float] = {}
+
+    def forget(self, chat_id: int) -> None:
+        """This replica took the group over (or let it go): read its pace from the bucket again."""
+        self._next_at.pop(chat_id, None)
+
+    async def wait_for_group(self, chat_id: int) -> None:
+        """Return when the group may get its next message."""
+        while True:
+            next_at = self._next_at.get(chat_id)
+            if next_at is None:
+                value, _ = await read_entry(self._kv, f"chat.{chat_id}")
+                next_at = self._next_at[chat_id] = float(value) if value else 0.0
+            wait = next_at - self._clock()
+            if wait <= 0:
+                return
+            await self._sleep(min(wait, _MAX_NAP_S))
+            self.forget(chat_id)  # a long wait: look again (a 429 may have moved it)
+
+    async def take_bot_slots(self, messages: int = 1) -> None:
+        """Reserve ``messages`` of the bot's sends (waiting for them when the bot is busy)."""
+        if self._bot_interval_s < NEGLIGIBLE_INTERVAL_S:
+            return
+        while True:
+            value, revision = await read_entry(self._kv, "bot")
+            now = self._clock()
+            next_at = float(value) if value else 0.0
+            if next_at > now + _BOT_SLOT_MAX_AHEAD_S:
+                next_at = now  # written by a clock ahead of ours: see _BOT_SLOT_MAX_AHEAD_S
+            if next_at > now:
+                await self._sleep(min(next_at - now, _MAX_NAP_S))
+                continue
+            reserved = str(now + messages * self._bot_interval_s).encode()
+            if await compare_and_set(self._kv, "bot", reserved, revision) is not None:
+                return
+
+    async def group_sent(self, chat_id: int, messages: int = 1) -> None:
+        """Telegram answered a send of ``messages`` messages: the group's next turn starts now."""
+        if self.group_interval_s < NEGLIGIBLE_INTERVAL_S and self._next_at.get(chat_id, 0.0) <= 0.0:
+            return  # no pace, and no hold (429) recorded: nothing to write
+        await self._set_next(chat_id, self._clock() + messages * self.group_interval_s)
+
+    async def hold_group(self, chat_id: int, seconds: float) -> None:
+        """Telegram said to wait ``seconds`` (429 retry_after): nothing goes to the group before."""
+        await self._set_next(chat_id, self._clock() + seconds)
+
+    async def _set_next(self, chat_id: int, next_at: float) -> None:
+        await self._kv.put(f"chat.{chat_id}", str(next_at).encode())
+        self._next_at[chat_id] = next_at
+
+
+# --- which Telegram messages show which comment --------------------------------------------
+
+
+class SentComment(msgspec.Struct, kw_only=True):
+    comment_id: int
+    chat_id: int
+    thread_id: int | None = None
+    text: str = ""
+    short_caption: str = ""
+    # The messages carrying the text, in order; one message shared with other comments when
+    # ``combined`` (see ``CombinedMessage``).
+    text_message_ids: list[int] = msgspec.field(default_factory=list)
+    combined: bool = False
+    # The text went as the caption of this file message instead.
+    caption_message_id: int | None = None
+    file_message_ids: list[int] = msgspec.field(default_factory=list)
+    # The Planfix files the comment had when shown (None: shown before they were recorded); a
+    # file added in Planfix later is named in the group with a link (``revisions``).
+    file_ids: list[int] | None = None
+
+
+class CombinedPart(msgspec.Struct, kw_only=True):
+    comment_id: int
+    text: str
+
+
+class CombinedMessage(msgspec.Struct, kw_only=True):
+    chat_id: int
+    message_id: int
+    parts: list[CombinedPart]
+
+
+def _sent_id(comment_id: int, chat_id: int, thread_id: int | None) -> str:
+    return f"{comment_id}:{chat_id}:{thread_id or 0}"
+
+
+class SentComments:
+    """``telegram_sent_comments``: per comment and group, the text as last shown and the messages
+    that carry it. ``telegram_combined_messages``: the comments a combined message carries, in
+    order, so one can be edited or removed while the others stay."""
+
+    def __init__(self, database: AsyncIOMotorDatabase[Any]) -> None:
+        self._sent = database[SENT_COMMENTS]
+        self._combined = database["telegram_combined_messages"]
+
+    async def get(self, comment_id: int, chat_id: int, thread_id: int | None) -> SentComment | None:
+        document = await self._sent.find_one({"_id": _sent_id(comment_id, chat_id, thread_id)}, {"_id": 0})
+        return msgspec.convert(document, SentComment, strict=False) if document else None
+
+    async def save(self, sent: SentComment) -> None:
+        key = _sent_id(sent.comment_id, sent.chat_id, sent.thread_id)
+        # _id in the document too: nx-27017 does not take it from the filter on an upsert.
+        await self._sent.replace_one({"_id": key}, {"_id": key, **msgspec.to_builtins(sent)}, upsert=True)
+
+    async def forget(self, sent: SentComment) -> None:
+        await self._sent.delete_one({"_id": _sent_id(sent.comment_id, sent.chat_id, sent.thread_id)})
+
+    async def combined(self, chat_id: int, message_id: int) -> CombinedMessage | None:
+        document = await self._combined.find_one({"_id": f"{chat_id}:{message_id}"}, {"_id": 0})
+        return msgspec.convert(document, CombinedMessage, strict=False) if document else None
+
+    async def save_combined(self, message: CombinedMessage) -> None:
+        key = f"{message.chat_id}:{message.message_id}"
+        await self._combined.replace_one(
+            {"_id": key}, {"_id": key, **msgspec.to_builtins(message)}, upsert=True
+        )
+
+    async def forget_combined(self, chat_id: int, message_id: int) -> None:
+        await self._combined.delete_one({"_id": f"{chat_id}:{message_id}"})
+
+
+# --- the courier ------------------------------------------------------------------------------
+
 T = TypeVar("T")
 # Kinds Telegram may refuse where it still takes the same bytes as a document.
 _REFUSABLE_KINDS = (MediaKind.PHOTO, MediaKind.VIDEO, MediaKind.VOICE)
 AnyInputMedia = InputMediaAudio | InputMediaDocument | InputMediaLivePhoto | InputMediaPhoto | InputMediaVideo
+
+
+class StepLog(Protocol):
+    """Where each finished step of an item is recorded (the outbox), so a retry resumes after it."""
+
+    async def step_done(self, key: str, step: int, message_ids: list[int]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -82,7 +260,7 @@ class Courier:
         *,
         bot: Bot,
         planfix: PlanfixClient,
-        outbox: Outbox,
+        outbox: StepLog,
         sent: SentComments,
         pace: TelegramPace,
         leases: Leases,
@@ -103,6 +281,51 @@ class Courier:
 
     def task_url(self, task_number: int) -> str:
         return self._task_url(task_number)
+
+    # --- the group: this replica's to send to, in its turn ------------------------------------
+
+    def holds(self, chat_id: int) -> bool:
+        return self._leases.holds(group_lease_key(chat_id))
+
+    async def take_group(self, chat_id: int) -> bool:
+        """Take (or keep) the group's lease; False while another replica holds it."""
+        taking_over = not self.holds(chat_id)
+        if not await self._leases.acquire(group_lease_key(chat_id)):
+            return False
+        if taking_over:
+            self._pace.forget(chat_id)  # another replica may have sent meanwhile
+        return True
+
+    async def release_group(self, chat_id: int) -> None:
+        await self._leases.release(group_lease_key(chat_id))
+        self._pace.forget(chat_id)
+
+    async def release_all(self) -> None:
+        await self._leases.release_all()
+
+    async def wait_for_turn(self, chat_id: int) -> None:
+        """Return when the group may get its next message."""
+        await self._pace.wait_for_group(chat_id)
+
+    async def call(self, chat_id: int, messages: int, call: Callable[[], Awaitable[T]]) -> T:
+        """One Bot API call of ``messages`` messages, in the group's turn."""
+        await self.wait_for_turn(chat_id)
+        await self._pace.take_bot_slots(messages)
+        # Right before the call, after the waits for the pace: the group's lease (renewed here)
+        # must not run out between this check and the record of what was sent, or another
+        # replica would take the group over and send the same item again.
+        if not await self._leases.acquire(group_lease_key(chat_id)):
+            raise LeaseLost(f"group {chat_id} is sent to by another relay replica now")
+        try:
+            result = await call()
+        except TelegramRetryAfter as error:
+            await self._pace.hold_group(chat_id, float(error.retry_after))
+            raise
+        except Exception:
+            await self._pace.group_sent(chat_id, messages)
+            raise
+        await self._pace.group_sent(chat_id, messages)
+        return result
 
     # --- sends --------------------------------------------------------------------------------
 
@@ -148,6 +371,8 @@ class Courier:
         return message_id
 
     async def _plan(self, item: OutboxItem) -> list[Step]:
+        if not item.files:
+            return [Step(part) for part in split_html(item.text)]
         files = [await self._with_size(file) for file in item.files]
         notes = [
             too_large_note(file, self._task_url(item.task_number or 0), self._texts(item.chat_id))
@@ -302,27 +527,6 @@ class Courier:
         if kind is MediaKind.VOICE:
             return lambda: self._bot.send_voice(voice=upload, **common)
         return lambda: self._bot.send_document(document=upload, **common)
-
-    # --- every call ---------------------------------------------------------------------------
-
-    async def call(self, chat_id: int, messages: int, call: Callable[[], Awaitable[T]]) -> T:
-        await self._pace.wait_for_group(chat_id)
-        await self._pace.take_bot_slots(messages)
-        # Right before the call, after the waits for the pace: the group's lease (renewed here)
-        # must not run out between this check and the record of what was sent, or another
-        # replica would take the group over and send the same item again.
-        if not await self._leases.acquire(group_lease_key(chat_id)):
-            raise LeaseLost(f"group {chat_id} is sent to by another relay replica now")
-        try:
-            result = await call()
-        except TelegramRetryAfter as error:
-            await self._pace.hold_group(chat_id, float(error.retry_after))
-            raise
-        except Exception:
-            await self._pace.group_sent(chat_id, messages)
-            raise
-        await self._pace.group_sent(chat_id, messages)
-        return result
 
 
 def _input_media(

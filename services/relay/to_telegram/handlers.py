@@ -2,16 +2,15 @@
 
 Each handler turns one event into outbox items, one per group concerned, keyed by what they
 carry (a redelivered event adds nothing), wakes the groups' senders and returns: the event is
-settled in milliseconds whatever the groups' pace (``sender.py`` sends). Comments added, edited
-and deleted in a bound task follow in each group bound to it (never the relay's own); binding
-decisions, /status, /help, guidance and greetings are answered; a group that became a
-supergroup takes its waiting items along. ``router`` subscribes the handlers to their streams.
+settled in milliseconds whatever the groups' pace. Comments follow in each group bound to their
+task (never the relay's own); binding decisions, /status, /help, guidance and greetings are
+answered; a group that became a supergroup takes its waiting items along.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, get_args
 
 import structlog
@@ -41,7 +40,6 @@ from contracts.events import (
     PersonLinkRefused,
     PlanfixCommentAdded,
     PlanfixCommentChange,
-    PlanfixCommentDeleted,
     PlanfixCommentUpdated,
     PlanfixTaskStateChanged,
     TaskBound,
@@ -59,10 +57,11 @@ from contracts.subjects import (
     RELAY_PLANFIX_COMMENT_CHANGES,
     RELAY_TASK_CHANGES,
 )
-from services.relay.directory import BindingDirectory
+from services.relay.directory import BindingDirectory, BoundTask
 from services.relay.effects import OwnComments
 from services.relay.people import PeopleDirectory
 from services.relay.to_telegram.from_planfix_html import comment_author_line, telegram_comment_text
+from services.relay.to_telegram.items import Action, OutboxItem
 from services.relay.to_telegram.notices import (
     anonymous_admin_guidance,
     anonymous_command_answer,
@@ -78,9 +77,8 @@ from services.relay.to_telegram.notices import (
     unbind_rejected_notice,
     unbound_notice,
 )
-from services.relay.to_telegram.outbox import Action, Outbox, OutboxItem
 from services.relay.to_telegram.people_notices import link_in_private_text, linked_text, refused_text
-from services.relay.to_telegram.task_handlers import TaskLife
+from services.relay.to_telegram.sender import Outbox
 
 log = structlog.get_logger("relay.to_telegram")
 # An anonymous admin is told again how to fix it once the group was not told for this long.
@@ -89,6 +87,47 @@ ANONYMOUS_GUIDANCE_EVERY_S = 24 * 3600.0
 
 async def _false() -> bool:
     return False
+
+
+class TaskLifeHooks(Protocol):
+    """What the handlers ask of the task's life in its groups (``task_handlers.TaskLife``)."""
+
+    async def on_state_changed(self, event: PlanfixTaskStateChanged, delivery: Delivery) -> None: ...
+
+    async def on_bound(self, event: TaskBound) -> None: ...
+
+    async def on_command_answered(self, event: TaskCommandAnswered) -> None: ...
+
+    async def card_text(self, task_number: int, t: Translator) -> str | None: ...
+
+
+def item_for(
+    cause: Event,
+    key: str,
+    chat_id: int,
+    thread_id: int | None,
+    kind: TelegramMessageKind,
+    *,
+    action: Action = Action.SEND,
+    text: str = "",
+    task_number: int | None = None,
+    comment_id: int | None = None,
+    reply_to_message_id: int | None = None,
+) -> OutboxItem:
+    """An item caused by ``cause`` (its correlation carried on to the effect that reports it)."""
+    return OutboxItem(
+        key=key,
+        chat_id=chat_id,
+        thread_id=thread_id,
+        action=action,
+        kind=kind,
+        correlation_id=cause.correlation_id,
+        causation_id=cause.event_id,
+        text=text,
+        task_number=task_number,
+        comment_id=comment_id,
+        reply_to_message_id=reply_to_message_id,
+    )
 
 
 def written_by_bridge(comment: PlanfixCommentAdded | PlanfixCommentUpdated, our_source_id: str) -> bool:
@@ -109,7 +148,7 @@ class ToTelegram:
         planfix_source_id: str,
         planfix_web_url: str,
         people: PeopleDirectory | None = None,
-        task_life: TaskLife | None = None,
+        task_life: TaskLifeHooks | None = None,
         language: str = DEFAULT_LANGUAGE,
     ) -> None:
         self._directory = directory
@@ -132,7 +171,7 @@ class ToTelegram:
         return person.telegram_username if person is not None else None
 
     @property
-    def task_life(self) -> TaskLife | None:
+    def task_life(self) -> TaskLifeHooks | None:
         return self._task_life
 
     def texts_for(self, chat_id: int, event: Event | None = None) -> Translator:
@@ -150,53 +189,27 @@ class ToTelegram:
 
     async def carry_comment_change(self, event: PlanfixCommentChange, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(task_number=event.task_number, comment_id=event.comment_id)
+        # In the order a comment travels: its author's @username (people), its groups and their
+        # languages (directory), its text there (from_planfix_html), then whether it is ours
+        # (effects) and already out, and into each group's outbox (sender).
+        shown = event if isinstance(event, PlanfixCommentAdded | PlanfixCommentUpdated) else None
+        username = self._telegram_username(shown.author.id) if shown else None
         groups = await self._directory.groups_for(event.task_number)
-        comment_key = planfix_comment_key(event.comment_id)
-        items: list[OutboxItem] = []
-        username = (
-            self._telegram_username(event.author.id)
-            if isinstance(event, PlanfixCommentAdded | PlanfixCommentUpdated)
-            else None
-        )
-        for chat_id, thread_id in groups:
-            where = f"{chat_id}:{thread_id or 0}"
-            t = self.texts_for(chat_id)
-            if isinstance(event, PlanfixCommentAdded):
-                key = f"telegram-message:{comment_key}:{where}"
-                item = self._item(
-                    event, key, chat_id, thread_id, Action.SEND, TelegramMessageKind.PLANFIX_COMMENT
-                )
-                item.text = telegram_comment_text(event, username, t)
-                item.short_caption = comment_author_line(event, username, t)
-                item.files = list(event.files)
-            elif isinstance(event, PlanfixCommentUpdated):
-                key = f"telegram-edit:{event.event_id}:{where}"
-                item = self._item(
-                    event, key, chat_id, thread_id, Action.EDIT, TelegramMessageKind.PLANFIX_COMMENT
-                )
-                # Files added in Planfix are named, not sent again (``revisions``).
-                item.files = list(event.files)
-                item.text = telegram_comment_text(event, username, t)
-                item.short_caption = comment_author_line(event, username, t)
-            else:
-                key = f"telegram-delete:{comment_key}:{where}"
-                item = self._item(
-                    event, key, chat_id, thread_id, Action.DELETE, TelegramMessageKind.PLANFIX_COMMENT
-                )
-            item.task_number, item.comment_id = event.task_number, event.comment_id
-            items.append(item)
+        languages = [self.texts_for(chat_id) for chat_id, _ in groups]
+        items = [
+            _comment_item(event, chat_id, thread_id, username, t)
+            for (chat_id, thread_id), t in zip(groups, languages, strict=True)
+        ]
         # The questions before queueing do not depend on each other: asked together, one
         # round trip's wait instead of two (this consumer takes one event at a time).
         own, gone_out = await asyncio.gather(
-            self._is_own_comment(event) if not isinstance(event, PlanfixCommentDeleted) else _false(),
+            self._is_own_comment(shown) if shown else _false(),
             self._outbox.finished_among([item.key for item in items]),
         )
         if own:
             log.info("own_comment_not_echoed")
             return
-        if isinstance(event, PlanfixCommentAdded | PlanfixCommentUpdated) and link_codes.code_in(
-            event.text_html
-        ):
+        if shown and link_codes.code_in(shown.text_html):
             # A /link code is a secret until the binder spends it; nobody in a group needs it.
             log.info("link_code_comment_not_carried")
             return
@@ -225,19 +238,16 @@ class ToTelegram:
                 await self._task_life.on_command_answered(event)
             return
         if isinstance(event, BindingMoved):
-            moved = await self._outbox.move_chat(event.old_chat_id, event.chat_id)
-            log.info("binding_moved_items_follow", old_chat_id=event.old_chat_id, items=moved)
-            self._wake(event.chat_id)
+            await self._items_follow(event.old_chat_id, event.chat_id)
             return
         if isinstance(event, BindingSuspended):
             return  # the bot is no longer in the group: nobody to tell
         kind, text = self._binding_notice(event, self.texts_for(event.chat_id, event))
-        item = self._item(
-            event, f"telegram-notice:{event.event_id}", event.chat_id, event.thread_id, Action.SEND, kind
+        key = f"telegram-notice:{event.event_id}"
+        task_number = getattr(event, "task_number", None)
+        await self._enqueue(
+            item_for(event, key, event.chat_id, event.thread_id, kind, text=text, task_number=task_number)
         )
-        item.text = text
-        item.task_number = getattr(event, "task_number", None)
-        await self._enqueue(item)
         if isinstance(event, TaskBound) and self._task_life is not None:
             await self._task_life.on_bound(event)
 
@@ -252,36 +262,37 @@ class ToTelegram:
         | GroupLanguageRejected,
         t: Translator,
     ) -> tuple[TelegramMessageKind, str]:
-        if isinstance(event, TaskBound):
-            return TelegramMessageKind.BIND_CONFIRMATION, bound_notice(
-                event, self.task_url(event.task_number), t
-            )
-        if isinstance(event, BindRejected):
-            return TelegramMessageKind.BIND_REJECTION, rejected_notice(event, t)
-        if isinstance(event, TaskUnbound):
-            return TelegramMessageKind.UNBIND_CONFIRMATION, unbound_notice(event, t)
-        if isinstance(event, UnbindRejected):
-            return TelegramMessageKind.BIND_REJECTION, unbind_rejected_notice(event, t)
-        if isinstance(event, GroupLanguageChosen):
-            return TelegramMessageKind.BIND_CONFIRMATION, language_chosen_notice(event, t)
-        if isinstance(event, GroupLanguageRejected):
-            return TelegramMessageKind.BIND_REJECTION, language_rejected_notice(event, t)
-        return TelegramMessageKind.BINDING_RESUMED, resumed_notice(event, self.task_url(event.task_number), t)
+        match event:
+            case TaskBound():
+                url = self.task_url(event.task_number)
+                return TelegramMessageKind.BIND_CONFIRMATION, bound_notice(event, url, t)
+            case BindRejected():
+                return TelegramMessageKind.BIND_REJECTION, rejected_notice(event, t)
+            case TaskUnbound():
+                return TelegramMessageKind.UNBIND_CONFIRMATION, unbound_notice(event, t)
+            case UnbindRejected():
+                return TelegramMessageKind.BIND_REJECTION, unbind_rejected_notice(event, t)
+            case GroupLanguageChosen():
+                return TelegramMessageKind.BIND_CONFIRMATION, language_chosen_notice(event, t)
+            case GroupLanguageRejected():
+                return TelegramMessageKind.BIND_REJECTION, language_rejected_notice(event, t)
+            case BindingResumed():
+                url = self.task_url(event.task_number)
+                return TelegramMessageKind.BINDING_RESUMED, resumed_notice(event, url, t)
 
     # --- the group as a whole ----------------------------------------------------------------------
 
     async def answer_group_event(self, event: TelegramGroupEvent, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(chat_id=event.chat_id)
-        if isinstance(event, GroupCommandReceived):
-            await self._answer_command(event)
-        elif isinstance(event, AnonymousAdminPosted):
-            await self._guide_anonymous_admin(event)
-        elif isinstance(event, BotMembershipChanged):
-            await self._greet(event)
-        elif isinstance(event, ChatMigrated):
-            moved = await self._outbox.move_chat(event.old_chat_id, event.chat_id)
-            log.info("group_migrated_items_follow", old_chat_id=event.old_chat_id, items=moved)
-            self._wake(event.chat_id)
+        match event:
+            case GroupCommandReceived():
+                await self._answer_command(event)
+            case AnonymousAdminPosted():
+                await self._guide_anonymous_admin(event)
+            case BotMembershipChanged():
+                await self._greet(event)
+            case ChatMigrated():
+                await self._items_follow(event.old_chat_id, event.chat_id)
 
     async def _guide_anonymous_admin(self, event: AnonymousAdminPosted) -> None:
         """A command is answered with what to do; any other message gets the guidance, at most
@@ -290,40 +301,24 @@ class ToTelegram:
         t = self.texts_for(event.chat_id)
         if event.command is not None:
             key = f"telegram-anonymous-answer:{event.event_id}"
-            item = self._item(event, key, event.chat_id, event.thread_id, Action.SEND, kind)
-            bound = await self._directory.task_for(event.chat_id, event.thread_id)
-            status = status_text(
-                bound,
-                task_url=self.task_url(bound.task_number) if bound else "",
-                in_topic=event.thread_id is not None,
-                bot_reads_all_messages=True,
-                t=t,
-            )
-            item.text = anonymous_command_answer(event.command, status=status, help_=help_text(None, t), t=t)
+            _, status = await self._status(event, t, bot_reads_all_messages=True)
+            text = anonymous_command_answer(event.command, status=status, help_=help_text(None, t), t=t)
         else:
             key = f"telegram-anonymous-admin-guidance:{event.chat_id}:{event.event_id}"
             last = await self._outbox.last_sent_of_kind(event.chat_id, kind, besides=key)
             if last is not None and (event.occurred_at - last).total_seconds() < ANONYMOUS_GUIDANCE_EVERY_S:
                 log.info("anonymous_admin_guided_lately", last=last.isoformat())
                 return
-            item = self._item(event, key, event.chat_id, event.thread_id, Action.SEND, kind)
-            item.text = anonymous_admin_guidance(t)
-        item.reply_to_message_id = event.message_id
-        await self._enqueue(item)
+            text = anonymous_admin_guidance(t)
+        await self._reply(event, key, kind, text)
 
     async def _answer_command(self, event: GroupCommandReceived) -> None:
         t = self.texts_for(event.chat_id)
         if event.command is GroupCommand.LINK:
             text, kind = link_in_private_text(event.bot_username, t), TelegramMessageKind.HELP
         elif event.command is GroupCommand.STATUS:
-            bound = await self._directory.task_for(event.chat_id, event.thread_id)
-            text = status_text(
-                bound,
-                task_url=self.task_url(bound.task_number) if bound else "",
-                in_topic=event.thread_id is not None,
-                bot_reads_all_messages=event.bot_reads_all_messages,
-                other_bots=event.other_bots,
-                t=t,
+            bound, text = await self._status(
+                event, t, bot_reads_all_messages=event.bot_reads_all_messages, other_bots=event.other_bots
             )
             kind = TelegramMessageKind.STATUS
             card = None
@@ -333,11 +328,37 @@ class ToTelegram:
                 text = f"{text}\n\n{card}"
         else:
             text, kind = help_text(event.bot_username, t), TelegramMessageKind.HELP
-        item = self._item(
-            event, f"telegram-answer:{event.event_id}", event.chat_id, event.thread_id, Action.SEND, kind
+        await self._reply(event, f"telegram-answer:{event.event_id}", kind, text)
+
+    async def _status(
+        self,
+        event: AnonymousAdminPosted | GroupCommandReceived,
+        t: Translator,
+        *,
+        bot_reads_all_messages: bool,
+        other_bots: Sequence[str] = (),
+    ) -> tuple[BoundTask | None, str]:
+        """The task bound where the command was written, and the /status text about it."""
+        bound = await self._directory.task_for(event.chat_id, event.thread_id)
+        return bound, status_text(
+            bound,
+            task_url=self.task_url(bound.task_number) if bound else "",
+            in_topic=event.thread_id is not None,
+            bot_reads_all_messages=bot_reads_all_messages,
+            other_bots=other_bots,
+            t=t,
         )
-        item.text = text
-        item.reply_to_message_id = event.message_id
+
+    async def _reply(
+        self,
+        event: AnonymousAdminPosted | GroupCommandReceived,
+        key: str,
+        kind: TelegramMessageKind,
+        text: str,
+    ) -> None:
+        item = item_for(
+            event, key, event.chat_id, event.thread_id, kind, text=text, reply_to_message_id=event.message_id
+        )
         await self._enqueue(item)
 
     async def _greet(self, event: BotMembershipChanged) -> None:
@@ -348,16 +369,11 @@ class ToTelegram:
         await self._directory.catch_up()
         if self._directory.bindings_of(event.chat_id):
             return  # re-added to a bound group: the binder resumes it and that notice says so
-        item = self._item(
-            event,
-            f"telegram-greeting:{event.event_id}",
-            event.chat_id,
-            None,
-            Action.SEND,
-            TelegramMessageKind.GREETING,
+        text = greeting_text(self.texts_for(event.chat_id))
+        key = f"telegram-greeting:{event.event_id}"
+        await self._enqueue(
+            item_for(event, key, event.chat_id, None, TelegramMessageKind.GREETING, text=text)
         )
-        item.text = greeting_text(self.texts_for(event.chat_id))
-        await self._enqueue(item)
 
     # --- people --------------------------------------------------------------------------------
 
@@ -372,33 +388,57 @@ class ToTelegram:
         else:
             return  # found through the Planfix profile, or unlinked on the person's own word
         structlog.contextvars.bind_contextvars(telegram_user_id=event.telegram_user_id)
-        chat_id = event.telegram_user_id
-        item = self._item(
-            event, f"telegram-person:{event.event_id}", chat_id, None, Action.SEND, TelegramMessageKind.HELP
-        )
-        item.text = text
-        await self._enqueue(item)
+        key, chat_id = f"telegram-person:{event.event_id}", event.telegram_user_id
+        await self._enqueue(item_for(event, key, chat_id, None, TelegramMessageKind.HELP, text=text))
 
     # --- shared -------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _item(
-        cause: Event, key: str, chat_id: int, thread_id: int | None, action: Action, kind: TelegramMessageKind
-    ) -> OutboxItem:
-        return OutboxItem(
-            key=key,
-            chat_id=chat_id,
-            thread_id=thread_id,
-            action=action,
-            kind=kind,
-            correlation_id=cause.correlation_id,
-            causation_id=cause.event_id,
-        )
+    async def _items_follow(self, old_chat_id: int, chat_id: int) -> None:
+        """The group has a new chat id (a supergroup now): what waits for it goes along."""
+        moved = await self._outbox.move_chat(old_chat_id, chat_id)
+        log.info("group_moved_items_follow", old_chat_id=old_chat_id, items=moved)
+        self._wake(chat_id)
 
     async def _enqueue(self, item: OutboxItem, *, finished_checked: bool = False) -> None:
         stored = await self._outbox.enqueue(item, finished_checked=finished_checked)
         log.info("telegram_item_queued" if stored else "telegram_item_already_queued", key=item.key)
         self._wake(item.chat_id)
+
+
+def _comment_item(
+    event: PlanfixCommentChange,
+    chat_id: int,
+    thread_id: int | None,
+    telegram_username: str | None,
+    t: Translator,
+) -> OutboxItem:
+    """What the group gets for a comment change: the comment's text, an edit of what showed it,
+    or its deletion; keyed by the comment (an edit: by the change) and the group."""
+    where, comment = f"{chat_id}:{thread_id or 0}", planfix_comment_key(event.comment_id)
+    match event:
+        case PlanfixCommentAdded():
+            key, action = f"telegram-message:{comment}:{where}", Action.SEND
+        case PlanfixCommentUpdated():
+            key, action = f"telegram-edit:{event.event_id}:{where}", Action.EDIT
+        case _:
+            key, action = f"telegram-delete:{comment}:{where}", Action.DELETE
+    kind = TelegramMessageKind.PLANFIX_COMMENT
+    item = item_for(
+        event,
+        key,
+        chat_id,
+        thread_id,
+        kind,
+        action=action,
+        task_number=event.task_number,
+        comment_id=event.comment_id,
+    )
+    if isinstance(event, PlanfixCommentAdded | PlanfixCommentUpdated):
+        item.text = telegram_comment_text(event, telegram_username, t)
+        item.short_caption = comment_author_line(event, telegram_username, t)
+        # An edit names the files added in Planfix instead of sending them again (``revisions``).
+        item.files = list(event.files)
+    return item
 
 
 class Handlers(Protocol):

@@ -18,9 +18,8 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest
 
 from bridge_lib.i18n import N_, Translator, translator
-from services.relay.to_telegram.courier import Courier, said
-from services.relay.to_telegram.outbox import OutboxItem
-from services.relay.to_telegram.sent_comments import SentComment, SentComments
+from services.relay.to_telegram.courier import Courier, SentComment, SentComments, said
+from services.relay.to_telegram.items import OutboxItem
 from services.relay.to_telegram.task_texts import comment_files_added_text
 from services.relay.to_telegram.telegram_text import (
     CAPTION_LIMIT,

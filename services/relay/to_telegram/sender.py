@@ -1,27 +1,19 @@
-"""Per-group senders: drain each group's outbox in order, at the group's pace, combining bursts.
+"""Each group's outbox and the sender that drains it, in order, at the group's pace.
 
-One asyncio task per group with pending items, woken when an item is stored (and by a sweep,
-which also picks up the work of a replica that died). It takes the group's lease, waits for the
-group's turn, *then* reads what is pending, so comments that came meanwhile go out together
-(one message of at most 4096 units). Once the group's items are out it keeps the lease for
-``IDLE_HOLD_S`` in case more come; a replica storing an item for a group another one holds
-nudges the holder over core NATS (``NUDGE_SUBJECT``).
-
-Failures, per item: a 429 waits exactly ``retry_after``, then the same item goes again; a group
-that became a supergroup moves its items to the new id (and ``ChatMigrated`` is published);
-Telegram or Planfix unreachable, 5xx or a revoked token are retried without limit, in order; a
-refusal (400, 403) is retried up to ``max_attempts``, then the item is set aside as dead,
-``TelegramDeliveryFailed`` is published and a dead letter is stored beside every other
-consumer's (``bridge dlq``: the group, the reason, the first words; ``retry`` asks ``retry``
-here to queue it again). A suspended group keeps its items until resumed.
+A handler stores an item (``Outbox.enqueue``) and wakes the group's sender: one asyncio task
+per group with items waiting. The task takes the group (``Courier.take_group``), waits for its
+turn, *then* reads what waits, so comments stored meanwhile go out as one message, and hands it
+to the courier; what went out moves to the finished items and its effect is published. Failures
+(a 429, a refusal, a group that moved) and the replicas' nudges: docs/architecture.md, "Planfix
+-> Telegram in more detail".
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -35,23 +27,22 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo import ReturnDocument
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from bridge_lib import metrics
 from bridge_lib.eventbus import EventPublisher
-from bridge_lib.lease import LeaseLost, Leases
+from bridge_lib.lease import LeaseLost
 from bridge_lib.planfix import PlanfixAuthError, PlanfixRejected, PlanfixUnavailable
+from bridge_lib.redaction import redact
 from contracts import subjects
 from contracts.events import (
-    TELEGRAM_OUTBOX_CONSUMER,
-    TELEGRAM_OUTBOX_SOURCE,
     ChatMigrated,
-    DeadLetterReason,
     Envelope,
     Event,
-    MessageDeadLettered,
     RetryTelegramDelivery,
-    TelegramDeliveryFailed,
     TelegramDeliveryRetried,
+    TelegramMessageKind,
     TelegramMessagesDeleted,
     TelegramMessagesEdited,
     TelegramMessageSent,
@@ -62,13 +53,11 @@ from contracts.events import (
     utc_now,
 )
 from services.relay.directory import BindingDirectory
-from services.relay.effects import effect_msg_id
 from services.relay.to_telegram.courier import Courier
-from services.relay.to_telegram.outbox import Action, ItemState, Outbox, OutboxItem
-from services.relay.to_telegram.pacing import TelegramPace, group_lease_key
+from services.relay.to_telegram.items import Action, ItemState, OutboxItem
 from services.relay.to_telegram.revisions import CommentRevisions
 from services.relay.to_telegram.task_card import TaskCards
-from services.relay.to_telegram.telegram_text import combine, plain_text
+from services.relay.to_telegram.telegram_text import combine
 
 log = structlog.get_logger("relay.sender")
 
@@ -87,20 +76,184 @@ MAX_ACTIVE_GROUPS = 100
 NUDGE_SUBJECT = subjects.RELAY_OUTBOX_NUDGE
 # How long a stopping relay spends letting go of the groups it holds.
 RELEASE_ON_STOP_S = 2.0
+# What a delivered item's record keeps of its content: nothing (the message is in the group).
+_DELIVERED: dict[str, Any] = {"text": "", "short_caption": "", "files": []}
 
 
 def backoff_s(attempt: int) -> float:
     return float(min(60, 2 ** max(0, attempt - 1)))
 
 
-def _envelope(item: OutboxItem, key: str) -> Envelope:
-    # Like ``envelope_after``, from what the item kept of the event that caused it.
-    return {
-        "event_id": event_id_for(key),
-        "occurred_at": utc_now(),
-        "correlation_id": item.correlation_id,
-        "causation_id": item.causation_id,
-    }
+class Outbox:
+    """``telegram_outbox``: the items waiting, ordered by ``seq`` (from ``counters``, so the order
+    survives a group's move to a new chat id); ``progress`` holds each finished step of an item.
+    ``telegram_outbox_finished``: items sent or refused for good, kept to recognise a redelivered
+    event; a sent one keeps no text. Moving an item is an insert there, then a delete here: one
+    found in both (a crash between) is finished."""
+
+    def __init__(self, database: AsyncIOMotorDatabase[Any]) -> None:
+        self._items = database["telegram_outbox"]
+        self._finished = database["telegram_outbox_finished"]
+        self._counters = database["counters"]
+
+    async def create_indexes(self) -> None:
+        await self._items.create_index([("state", 1), ("chat_id", 1), ("seq", 1)], name="pending_by_chat")
+        # "When was this group last told X" (the anonymous-admin guidance), without a full scan.
+        await self._finished.create_index(
+            [("chat_id", 1), ("kind", 1), ("enqueued_at", -1)], name="by_chat_and_kind"
+        )
+
+    # --- put -----------------------------------------------------------------------------------
+
+    async def finished_among(self, keys: list[str]) -> set[str]:
+        """Which of these items went out already (or were given up)."""
+        if not keys:
+            return set()
+        return {str(d["_id"]) async for d in self._finished.find({"_id": {"$in": keys}}, {"_id": 1})}
+
+    async def enqueue(self, item: OutboxItem, *, finished_checked: bool = False) -> bool:
+        """Store the item; False when an item with its key exists already (a redelivery).
+        ``finished_checked``: the caller asked ``finished_among`` already."""
+        # One still waiting is refused by the insert below (same _id); one gone out is looked up.
+        if not finished_checked and await self._finished.find_one({"_id": item.key}, {"_id": 1}) is not None:
+            return False
+        item.seq = await self._next_seq()
+        try:
+            await self._items.insert_one(_document(item))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def move_chat(self, old_chat_id: int, new_chat_id: int) -> int:
+        """Pending items for a group that became a supergroup go to its new id, in their order."""
+        result = await self._items.update_many(
+            {"state": ItemState.PENDING.value, "chat_id": old_chat_id}, {"$set": {"chat_id": new_chat_id}}
+        )
+        return int(result.modified_count)
+
+    async def last_sent_of_kind(
+        self, chat_id: int, kind: TelegramMessageKind, *, besides: str
+    ) -> datetime | None:
+        """When the group's latest item of this kind (other than ``besides``) was stored."""
+        latest: datetime | None = None
+        query = {"chat_id": chat_id, "kind": kind.value, "_id": {"$ne": besides}}
+        for collection in (self._items, self._finished):
+            async for document in collection.find(query, {"enqueued_at": 1}).sort("enqueued_at", -1).limit(1):
+                stored = document.get("enqueued_at")
+                if isinstance(stored, datetime):
+                    stored = stored if stored.tzinfo else stored.replace(tzinfo=UTC)
+                    latest = stored if latest is None else max(latest, stored)
+        return latest
+
+    # --- take ----------------------------------------------------------------------------------
+
+    async def pending(self, chat_id: int, *, limit: int, after_crash: bool = True) -> list[OutboxItem]:
+        """The group's next items in order. ``after_crash``: also drop items a crash left in
+        both collections (needed once per taking over a group, not after this replica's own moves)."""
+        cursor = self._items.find({"state": ItemState.PENDING.value, "chat_id": chat_id}).sort("seq", 1)
+        documents = await cursor.to_list(limit)
+        if not documents or not after_crash:
+            return [_item(document) for document in documents]
+        finished = await self.finished_among([document["_id"] for document in documents])
+        for key in finished:  # left behind by a crash mid-move
+            await self._items.delete_one({"_id": key})
+        return [_item(document) for document in documents if document["_id"] not in finished]
+
+    async def has_pending(self, chat_id: int) -> bool:
+        found = await self._items.find_one({"state": ItemState.PENDING.value, "chat_id": chat_id}, {"_id": 1})
+        return found is not None
+
+    async def chats_with_pending(self) -> set[int]:
+        cursor = self._items.find({"state": ItemState.PENDING.value}, {"chat_id": 1})
+        return {int(document["chat_id"]) async for document in cursor}
+
+    async def step_done(self, key: str, step: int, message_ids: list[int]) -> None:
+        await self._items.update_one({"_id": key}, {"$set": {f"progress.{step}": message_ids}})
+
+    async def finish(self, items: list[OutboxItem]) -> None:
+        """The items went out (``progress`` holding what each step produced): move them, together.
+        Built from the items in hand: the sender holds the group's lease, nobody else changed them."""
+        finished_at = datetime.now(UTC)
+        documents = [
+            {**_document(item), **_DELIVERED, "state": ItemState.DONE.value, "finished_at": finished_at}
+            for item in items
+        ]
+        try:
+            await self._finished.insert_many(documents, ordered=False)
+        except (BulkWriteError, DuplicateKeyError):
+            # Some were moved before and not deleted here (a crash in between): keep the others.
+            for document in documents:
+                with contextlib.suppress(DuplicateKeyError):
+                    await self._finished.insert_one(document)
+        await self._items.delete_many({"_id": {"$in": [item.key for item in items]}})
+
+    # --- refused for good ----------------------------------------------------------------------
+
+    async def count_attempt(self, key: str, reason: str) -> int:
+        document = await self._items.find_one_and_update(
+            {"_id": key},
+            {"$inc": {"attempts": 1}, "$set": {"reason": redact(reason)}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return int(document["attempts"]) if document else 0
+
+    async def give_up(self, key: str, reason: str) -> None:
+        document = await self._items.find_one({"_id": key})
+        if document is None:
+            return
+        changes = {"state": ItemState.DEAD.value, "reason": redact(reason), "finished_at": datetime.now(UTC)}
+        # A duplicate: moved before, and the delete below did not happen.
+        with contextlib.suppress(DuplicateKeyError):
+            await self._finished.insert_one({**document, **changes})
+        await self._items.delete_one({"_id": key})
+
+    async def dead_not_lettered(self, limit: int = 1000) -> list[OutboxItem]:
+        """Items refused for good that no dead letter names yet (a crash between the two)."""
+        query = {"state": ItemState.DEAD.value, "dead_lettered": {"$ne": True}}
+        return [_item(document) for document in await self._finished.find(query).to_list(limit)]
+
+    async def mark_dead_lettered(self, key: str) -> None:
+        await self._finished.update_one({"_id": key}, {"$set": {"dead_lettered": True}})
+
+    async def revive(self, key: str) -> OutboxItem | None:
+        """A message refused for good waits again, last in its group's queue (an operator's
+        ``bridge dlq retry``), with a fresh retry budget; the steps it finished stay done.
+        None when no refused item has this key (it was sent, or revived already)."""
+        document = await self._finished.find_one({"_id": key, "state": ItemState.DEAD.value})
+        if document is None:
+            return None
+        item = _item(document)
+        item.state, item.attempts, item.reason = ItemState.PENDING, 0, None
+        item.seq = await self._next_seq()
+        # Waiting here first, then gone from there: a crash in between leaves it finished
+        # (``pending`` drops such a one), and the retry can be asked again.
+        with contextlib.suppress(DuplicateKeyError):
+            await self._items.insert_one(_document(item))
+        await self._finished.delete_one({"_id": key})
+        return item
+
+    async def _next_seq(self) -> int:
+        counter = await self._counters.find_one_and_update(
+            {"_id": "telegram_outbox"},
+            {"$inc": {"value": 1}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        return int(counter["value"])
+
+
+def _document(item: OutboxItem) -> dict[str, Any]:
+    fields: dict[str, Any] = msgspec.to_builtins(item, builtin_types=(datetime,))
+    fields["_id"] = fields.pop("key")
+    if fields.get("enqueued_at") is None:
+        fields["enqueued_at"] = datetime.now(UTC)
+    return fields
+
+
+def _item(document: dict[str, Any]) -> OutboxItem:
+    fields = {k: v for k, v in document.items() if k not in ("_id", "finished_at", "dead_lettered")}
+    # Lax: nx-27017 may hand back a boolean as 1/0.
+    return msgspec.convert({**fields, "key": document["_id"]}, OutboxItem, strict=False)
 
 
 class TelegramSender:
@@ -108,27 +261,26 @@ class TelegramSender:
         self,
         *,
         outbox: Outbox,
-        pace: TelegramPace,
-        leases: Leases,
         courier: Courier,
         revisions: CommentRevisions,
+        cards: TaskCards,
         directory: BindingDirectory,
         publisher: EventPublisher,
         nudge: Callable[[int], Awaitable[None]],
+        set_aside: Callable[[OutboxItem, str], Awaitable[None]],
         max_attempts: int,
         secret: str = "",
-        cards: TaskCards | None = None,
     ) -> None:
         self._outbox = outbox
-        self._cards = cards
-        self._pace = pace
-        self._leases = leases
         self._courier = courier
         self._revisions = revisions
+        self._cards = cards
         self._directory = directory
         self._publisher = publisher
         # Asks the other replicas' holder of a group to look at its outbox.
         self._nudge = nudge
+        # An item refused ``max_attempts`` times: given up, with its dead letter (``dead_letters``).
+        self._set_aside = set_aside
         self._max_attempts = max_attempts
         # Error texts may quote request URLs, and those carry the bot token.
         self._secret = secret
@@ -148,19 +300,6 @@ class TelegramSender:
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep())
 
-    async def letter_earlier_refusals(self) -> None:
-        """Messages set aside before refusals became dead letters (or just before a crash) are
-        stored as dead letters now, so ``bridge dlq`` shows every one."""
-        try:
-            items = await self._outbox.dead_not_lettered()
-        except Exception as error:  # the store away at start: the next start tries again
-            log.warning("earlier_refusals_not_read", error=f"{type(error).__name__}: {error}")
-            return
-        for item in items:
-            await self._store_dead_letter(item, item.reason or "refused by Telegram")
-        if items:
-            log.info("earlier_refusals_dead_lettered", items=len(items))
-
     async def stop(self) -> None:
         self._stopping = True
         tasks = [task for task in (self._sweeper, *self._workers.values()) if task is not None]
@@ -171,9 +310,11 @@ class TelegramSender:
                 await task
         # Let the other replicas take these groups now rather than when the leases run out.
         try:
-            await asyncio.wait_for(self._leases.release_all(), RELEASE_ON_STOP_S)
+            await asyncio.wait_for(self._courier.release_all(), RELEASE_ON_STOP_S)
         except Exception as error:  # NATS going away too: the leases then simply run out
             log.warning("group_leases_not_released", error=f"{type(error).__name__}: {error}")
+
+    # --- which groups are drained ----------------------------------------------------------------
 
     def wake(self, chat_id: int) -> None:
         """Something is pending for this group: make sure a task drains it."""
@@ -198,7 +339,7 @@ class TelegramSender:
 
     def nudged(self, chat_id: int) -> None:
         """Another replica stored an item for a group whose lease this one may hold."""
-        if self._leases.holds(group_lease_key(chat_id)):
+        if self._courier.holds(chat_id):
             self.wake(chat_id)
 
     async def _sweep(self) -> None:
@@ -231,6 +372,8 @@ class TelegramSender:
             self._workers.pop(chat_id, None)
             self._start_queued()
 
+    # --- one group's task ------------------------------------------------------------------------
+
     async def _drain(self, chat_id: int) -> None:
         solo_next = False
         outage = 0  # consecutive failures to reach Telegram or Planfix
@@ -239,16 +382,18 @@ class TelegramSender:
         after_crash = True
         all_out = False  # everything the last look found went out
         while not self._stopping:
-            taking_over = not self._leases.holds(group_lease_key(chat_id))
-            if not await self._leases.acquire(group_lease_key(chat_id)):
+            if self._directory.is_suspended(chat_id):
+                log.info("group_suspended_messages_kept")
+                await self._courier.release_group(chat_id)
+                return
+            taking_over = not self._courier.holds(chat_id)
+            if not await self._courier.take_group(chat_id):
                 if not await self._outbox.has_pending(chat_id):
                     return
                 await self._nudge(chat_id)
                 await asyncio.sleep(LEASE_BUSY_RETRY_S)
                 continue
-            if taking_over:
-                self._pace.forget(chat_id)  # another replica may have sent meanwhile
-                after_crash = True
+            after_crash = after_crash or taking_over
             if all_out:
                 all_out = False
                 # Anything stored since the last look woke this task; a nudge from another
@@ -256,15 +401,11 @@ class TelegramSender:
                 if not await self._more_within(chat_id, IDLE_HOLD_S) and not await self._outbox.has_pending(
                     chat_id
                 ):
-                    await self._release(chat_id)
+                    await self._courier.release_group(chat_id)
                     return
                 continue
-            if self._directory.is_suspended(chat_id):
-                log.info("group_suspended_messages_kept")
-                await self._release(chat_id)
-                return
             # The turn comes before the look: comments stored while waiting go out together.
-            await self._pace.wait_for_group(chat_id)
+            await self._courier.wait_for_turn(chat_id)
             items = await self._outbox.pending(chat_id, limit=PEEK, after_crash=after_crash)
             after_crash = False
             if not items:
@@ -319,10 +460,6 @@ class TelegramSender:
         self._again.discard(chat_id)
         return True
 
-    async def _release(self, chat_id: int) -> None:
-        await self._leases.release(group_lease_key(chat_id))
-        self._pace.forget(chat_id)
-
     async def _deliver(self, batch: list[OutboxItem]) -> None:
         structlog.contextvars.bind_contextvars(
             correlation_id=batch[0].correlation_id, outbox_key=batch[0].key, comment_id=batch[0].comment_id
@@ -335,54 +472,24 @@ class TelegramSender:
             await self._finish(batch, [[message_id]] * len(batch))
             return
         item = batch[0]
-        if item.action is Action.EDIT:
-            ids = await self._revisions.edit(item)
-        elif item.action is Action.DELETE:
-            ids = await self._revisions.delete(item)
-        elif item.action is Action.CARD and self._cards is not None:
-            ids = await self._cards.show(item)
-        else:
-            ids = await self._courier.send(item)
+        match item.action:
+            case Action.EDIT:
+                ids = await self._revisions.edit(item)
+            case Action.DELETE:
+                ids = await self._revisions.delete(item)
+            case Action.CARD:
+                ids = await self._cards.show(item)
+            case Action.SEND:
+                ids = await self._courier.send(item)
         log.info("telegram_item_done", action=str(item.action), kind=str(item.kind), message_ids=ids)
         await self._finish([item], [ids])
 
     async def _finish(self, batch: list[OutboxItem], message_ids: list[list[int]]) -> None:
         await self._outbox.finish(batch)
         for item, ids in zip(batch, message_ids, strict=True):
-            await self._publish_effect(item, ids)
+            await self._publisher.publish(_effect(item, ids))
 
-    async def _publish_effect(self, item: OutboxItem, message_ids: list[int]) -> None:
-        effect: Event
-        if item.action in (Action.SEND, Action.CARD):
-            effect = TelegramMessageSent(
-                **_envelope(item, item.key),
-                chat_id=item.chat_id,
-                message_ids=message_ids,
-                kind=item.kind,
-                task_number=item.task_number,
-                comment_id=item.comment_id,
-                thread_id=item.thread_id,
-            )
-            subject = subjects.telegram_message_sent(item.chat_id)
-        elif item.action is Action.EDIT:
-            effect = TelegramMessagesEdited(
-                **_envelope(item, item.key),
-                chat_id=item.chat_id,
-                comment_id=item.comment_id or 0,
-                message_ids=message_ids,
-                thread_id=item.thread_id,
-            )
-            subject = subjects.telegram_messages_edited(item.chat_id)
-        else:
-            effect = TelegramMessagesDeleted(
-                **_envelope(item, item.key),
-                chat_id=item.chat_id,
-                comment_id=item.comment_id or 0,
-                message_ids=message_ids,
-                thread_id=item.thread_id,
-            )
-            subject = subjects.telegram_messages_deleted(item.chat_id)
-        await self._publisher.publish(effect, subject=subject, msg_id=effect_msg_id(item.key))
+    # --- what Telegram would not take --------------------------------------------------------
 
     async def _refused(self, batch: list[OutboxItem], error: Exception) -> bool:
         """Count a refusal against the item; True when the next pass should send items one by one."""
@@ -398,55 +505,8 @@ class TelegramSender:
             log.warning("telegram_refused_retry_later", error=self._describe(error), attempt=attempt)
             await asyncio.sleep(backoff_s(attempt))
             return False
-        await self._dead(item, self._describe(error))
+        await self._set_aside(item, self._describe(error))
         return False
-
-    async def _dead(self, item: OutboxItem, reason: str) -> None:
-        log.error("telegram_delivery_failed", key=item.key, reason=reason, kind=str(item.kind))
-        await self._outbox.give_up(item.key, reason)
-        key = f"dead:{item.key}"
-        await self._publisher.publish(
-            TelegramDeliveryFailed(
-                **_envelope(item, key),
-                chat_id=item.chat_id,
-                outbox_key=item.key,
-                reason=reason,
-                kind=item.kind,
-                task_number=item.task_number,
-                comment_id=item.comment_id,
-                thread_id=item.thread_id,
-            ),
-            subject=subjects.telegram_delivery_failed(item.chat_id),
-            msg_id=effect_msg_id(key),
-        )
-        await self._store_dead_letter(item, reason)
-
-    async def _store_dead_letter(self, item: OutboxItem, reason: str) -> None:
-        """Set aside where every give-up is (``bridge dlq``): the group, the reason, the first words."""
-        # The item's place in the outbox: a revived item that is refused again is a new dead letter.
-        key = f"dead-letter:{item.key}:{item.seq}"
-        group = f"{item.chat_id}" if item.thread_id is None else f"{item.chat_id}/{item.thread_id}"
-        item.state, item.reason = ItemState.DEAD, reason
-        await self._publisher.publish(
-            MessageDeadLettered(
-                **_envelope(item, key),
-                consumer=TELEGRAM_OUTBOX_CONSUMER,
-                stream=TELEGRAM_OUTBOX_SOURCE,
-                stream_seq=item.seq,
-                original_subject=subjects.telegram_delivery_failed(item.chat_id),
-                original_headers={},
-                body_b64=base64.b64encode(msgspec.json.encode(item)).decode(),
-                reason=DeadLetterReason.PERMANENT_FAILURE,
-                detail=f"group {group}: Telegram refused it: {reason}; text: «{first_words(item)}»",
-                num_delivered=item.attempts,
-                original_event_type=f"telegram {item.action} ({item.kind})",
-                original_event_id=item.key,
-            ),
-            subject=subjects.dead_letter(TELEGRAM_OUTBOX_CONSUMER),
-            msg_id=key,
-        )
-        await self._outbox.mark_dead_lettered(item.key)
-        metrics.DEAD_LETTERS.labels(TELEGRAM_OUTBOX_CONSUMER, str(DeadLetterReason.PERMANENT_FAILURE)).inc()
 
     async def retry(self, command: RetryTelegramDelivery) -> TelegramDeliveryRetried:
         """An operator's ``bridge dlq retry`` of a message Telegram refused for good."""
@@ -467,30 +527,70 @@ class TelegramSender:
     async def _migrated(self, old_chat_id: int, new_chat_id: int, item: OutboxItem) -> None:
         moved = await self._outbox.move_chat(old_chat_id, new_chat_id)
         log.info("group_migrated_items_moved", new_chat_id=new_chat_id, items=moved)
-        await self._release(old_chat_id)
+        await self._courier.release_group(old_chat_id)
         key = telegram_migration_key(old_chat_id, new_chat_id)
         # The gateway publishes the same event from Telegram's service message; one is kept.
         await self._publisher.publish(
             ChatMigrated(
                 **root_envelope(key, caused_by=item.key), old_chat_id=old_chat_id, chat_id=new_chat_id
             ),
-            subject=subjects.telegram_group_migrated(new_chat_id),
             msg_id=key,
         )
         self.wake(new_chat_id)
 
 
-def first_words(item: OutboxItem, limit: int = 60) -> str:
-    """The beginning of an item's text as people would read it, for an operator's listing."""
-    words = " ".join(plain_text(item.text).split())
-    return words if len(words) <= limit else words[: limit - 1].rstrip() + "…"
+def item_envelope(item: OutboxItem, key: str) -> Envelope:
+    # Like ``envelope_after``, from what the item kept of the event that caused it.
+    return {
+        "event_id": event_id_for(key),
+        "occurred_at": utc_now(),
+        "correlation_id": item.correlation_id,
+        "causation_id": item.causation_id,
+    }
+
+
+def _effect(item: OutboxItem, message_ids: list[int]) -> Event:
+    """What the group now shows for the item; its id derives from the item's key, so a repeat
+    after a crash is stored once."""
+    envelope = item_envelope(item, item.key)
+    if item.action in (Action.SEND, Action.CARD):
+        return TelegramMessageSent(
+            **envelope,
+            chat_id=item.chat_id,
+            message_ids=message_ids,
+            kind=item.kind,
+            task_number=item.task_number,
+            comment_id=item.comment_id,
+            thread_id=item.thread_id,
+        )
+    changed = TelegramMessagesEdited if item.action is Action.EDIT else TelegramMessagesDeleted
+    return changed(
+        **envelope,
+        chat_id=item.chat_id,
+        comment_id=item.comment_id or 0,
+        message_ids=message_ids,
+        thread_id=item.thread_id,
+    )
+
+
+def combinable(item: OutboxItem) -> bool:
+    """A plain comment text: may share one message with its neighbours (unless Telegram refused
+    it already: then it goes alone, so the refusal is counted against it only)."""
+    return (
+        item.action is Action.SEND
+        and item.kind is TelegramMessageKind.PLANFIX_COMMENT
+        and not item.files
+        and not item.progress
+        and item.reply_to_message_id is None
+        and item.attempts == 0
+    )
 
 
 def next_batch(items: list[OutboxItem]) -> list[OutboxItem]:
     """The first item alone, or the run of plain comments at the head that fits one message."""
     run: list[OutboxItem] = []
     for item in items:
-        if not item.combinable or (run and item.thread_id != run[0].thread_id):
+        if not combinable(item) or (run and item.thread_id != run[0].thread_id):
             break
         run.append(item)
     if len(run) < 2:

@@ -23,8 +23,8 @@ from aiogram.exceptions import TelegramBadRequest
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from bridge_lib.i18n import Translator, translator
-from services.relay.to_telegram.courier import Courier, said
-from services.relay.to_telegram.outbox import Outbox, OutboxItem
+from services.relay.to_telegram.courier import Courier, StepLog, said
+from services.relay.to_telegram.items import OutboxItem
 from services.relay.to_telegram.task_texts import PIN_RIGHT_WANTED
 
 log = structlog.get_logger("relay.task_card")
@@ -49,7 +49,7 @@ class TaskCards:
         *,
         bot: Bot,
         courier: Courier,
-        outbox: Outbox,
+        outbox: StepLog,
         database: AsyncIOMotorDatabase[Any],
         texts: Callable[[int], Translator] = lambda chat_id: translator(),
     ) -> None:

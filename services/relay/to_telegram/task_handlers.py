@@ -1,17 +1,6 @@
-"""The task's life in its groups (issue 18): outbox items for the task card, one line per change,
-and the answers to task commands.
-
-* ``PlanfixTaskStateChanged`` (the planfix gateway stored a new state of a task): in each group
-  bound to the task, the change's lines (when it follows a known state and was seen through a
-  scenario's notice), then the card, posted or edited (``task_card``).
-* ``TaskBound``: the new group's card, drawn from the task's last known state; when none is
-  known yet the gateway is reading the task, and its state event brings the card.
-* ``/status``: the card's text under the answer.
-* ``TaskCommandAnswered``: the result of /done, /deadline or /assign, or why it was refused,
-  as a reply to the command.
-
-Every item is keyed by its cause and group: a redelivered event queues nothing new.
-"""
+"""The task's life in its groups: outbox items for the task card, one line per change, and the
+answers to task commands (docs/architecture.md, "The task's life in its group"). Every item is
+keyed by its cause and group: a redelivered event queues nothing new."""
 
 from __future__ import annotations
 
@@ -31,7 +20,9 @@ from contracts.events import (
     TelegramMessageKind,
 )
 from services.relay.directory import BindingDirectory
-from services.relay.to_telegram.outbox import Action, Outbox, OutboxItem
+from services.relay.to_telegram.handlers import item_for
+from services.relay.to_telegram.items import Action, OutboxItem
+from services.relay.to_telegram.sender import Outbox
 from services.relay.to_telegram.task_texts import card_text, change_lines, command_answer_text
 
 log = structlog.get_logger("relay.task_life")
@@ -39,20 +30,6 @@ log = structlog.get_logger("relay.task_life")
 # Changes told in a line: those a scenario or the reconciliation pass found (a state read on
 # binding is where the card starts, not a change).
 ANNOUNCED_CHANGES = frozenset({TaskStateSeen.WEBHOOK, TaskStateSeen.RECONCILE})
-
-
-def _item(
-    cause: Event, key: str, chat_id: int, thread_id: int | None, action: Action, kind: TelegramMessageKind
-) -> OutboxItem:
-    return OutboxItem(
-        key=key,
-        chat_id=chat_id,
-        thread_id=thread_id,
-        action=action,
-        kind=kind,
-        correlation_id=cause.correlation_id,
-        causation_id=cause.event_id,
-    )
 
 
 class TaskLife:
@@ -93,12 +70,11 @@ class TaskLife:
             )
             where = f"{chat_id}:{thread_id or 0}"
             if lines:
-                item = _item(
-                    event, f"task-change:{event.event_id}:{where}", chat_id, thread_id, Action.SEND,
-                    TelegramMessageKind.TASK_CHANGE,
-                )  # fmt: skip
-                item.text, item.task_number = "\n".join(lines), event.task_number
-                await self._enqueue(item)
+                key, text = f"task-change:{event.event_id}:{where}", "\n".join(lines)
+                kind = TelegramMessageKind.TASK_CHANGE
+                await self._enqueue(
+                    item_for(event, key, chat_id, thread_id, kind, text=text, task_number=event.task_number)
+                )
             if self._cards:
                 card = card_text(event.task_number, event.state, url, t)
                 await self._enqueue_card(
@@ -123,22 +99,27 @@ class TaskLife:
         return card_text(task_number, known.event.state, self._task_url(task_number), t) if known else None
 
     async def on_command_answered(self, event: TaskCommandAnswered) -> None:
-        item = _item(
-            event, f"task-command-answer:{event.event_id}", event.chat_id, event.thread_id, Action.SEND,
+        item = item_for(
+            event,
+            f"task-command-answer:{event.event_id}",
+            event.chat_id,
+            event.thread_id,
             TelegramMessageKind.TASK_COMMAND_ANSWER,
-        )  # fmt: skip
-        item.text = command_answer_text(event, self._texts(event.chat_id))
-        item.task_number = event.task_number
-        item.reply_to_message_id = event.message_id
+            text=command_answer_text(event, self._texts(event.chat_id)),
+            task_number=event.task_number,
+            reply_to_message_id=event.message_id,
+        )
         await self._enqueue(item)
 
     async def _enqueue_card(
         self, cause: Event, text: str, chat_id: int, thread_id: int | None, task_number: int, version: int
     ) -> None:
-        where = f"{chat_id}:{thread_id or 0}"
-        item = _item(cause, f"task-card:{cause.event_id}:{where}", chat_id, thread_id, Action.CARD,
-                     TelegramMessageKind.TASK_CARD)  # fmt: skip
-        item.text, item.task_number, item.card_version = text, task_number, version
+        key = f"task-card:{cause.event_id}:{chat_id}:{thread_id or 0}"
+        kind = TelegramMessageKind.TASK_CARD
+        item = item_for(
+            cause, key, chat_id, thread_id, kind, action=Action.CARD, text=text, task_number=task_number
+        )
+        item.card_version = version
         await self._enqueue(item)
 
     async def _enqueue(self, item: OutboxItem) -> None:
