@@ -7,11 +7,13 @@ import contextlib
 import gc
 import signal
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 from bridge_lib.jetstream_ready import JetStreamNotReady
+from bridge_lib.logging import configure_logging
+from bridge_lib.settings import BridgeSettings, load_settings
 
 log = structlog.get_logger("runtime")
 EXIT_FAILED = 1
@@ -52,6 +54,19 @@ def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     except JetStreamNotReady as error:
         log_startup_failed(error)
         raise SystemExit(EXIT_FAILED) from None
+
+
+Settings = TypeVar("Settings", bound=BridgeSettings)
+
+
+def serve(
+    service: str, settings_class: type[Settings], run: Callable[[Settings], Coroutine[Any, Any, None]]
+) -> None:
+    """A service's ``__main__`` after its imports are tuned: its settings (or exit naming the bad
+    ones), its logging, then ``run`` until stopped."""
+    settings = load_settings(settings_class, service)
+    configure_logging(service, settings.log_level)
+    run_service(lambda: run(settings))
 
 
 def log_startup_failed(error: JetStreamNotReady) -> None:
