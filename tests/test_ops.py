@@ -28,6 +28,7 @@ from bridge_cli.doctor import Finding, check_webhook
 from bridge_lib.settings import TelegramSettings
 from contracts.events import PlanfixCommentPosted, TaskBound, TelegramMessageReceived
 from devtools import devstack
+from devtools.devstack import HEALTH_PORT_VARIABLES, SERVICES
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET
@@ -41,14 +42,6 @@ from tests.support import (
     stays,
     wait_for_binding_notice,
 )
-
-SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
-HEALTH_PORT_SETTING = {
-    "telegram_gateway": "TELEGRAM_GATEWAY_HEALTH_PORT",
-    "planfix_gateway": "PLANFIX_GATEWAY_HEALTH_PORT",
-    "binder": "BINDER_HEALTH_PORT",
-    "relay": "RELAY_HEALTH_PORT",
-}
 
 
 @dataclass
@@ -144,7 +137,7 @@ def ops(
         "RELAY_TASK_CARDS": "false",
         # Two refusals set a Telegram message aside (the default is 8, with backoff).
         "RELAY_SEND_MAX_ATTEMPTS": "2",
-        **{HEALTH_PORT_SETTING[name]: str(port) for name, port in health_ports.items()},
+        **{HEALTH_PORT_VARIABLES[name]: str(port) for name, port in health_ports.items()},
     }
     log_dir = work_dir / "ops-logs"
     log_dir.mkdir(exist_ok=True)
