@@ -18,14 +18,13 @@ from bridge_lib.eventbus import (
     EventPublisher,
     consume_durably,
     ensure_streams,
-    make_broker,
     start_subscribers,
     undecoded,
 )
-from bridge_lib.health import mongo_ping, start_health_server
+from bridge_lib.health import mongo_ping
 from bridge_lib.planfix_setup import checked_planfix_client
-from bridge_lib.retention import RECORDED_AT, ensure_ttl_indexes, keep_sweeping
-from bridge_lib.runtime import wait_for_stop_signal
+from bridge_lib.retention import RECORDED_AT, start_retention
+from bridge_lib.runtime import broker_and_health, wait_for_stop_signal
 from contracts import subjects
 from contracts.events import (
     AdmitGroup,
@@ -201,29 +200,8 @@ async def run(settings: BinderSettings) -> None:
     codes = LinkCodes(mongo[settings.mongodb_database])
     await codes.create_indexes()
     database = mongo[settings.mongodb_database]
-    await ensure_ttl_indexes(database, RECORD_COLLECTIONS, days=settings.retention_days)
-    retention = asyncio.create_task(
-        keep_sweeping(
-            database,
-            RECORD_COLLECTIONS,
-            days=settings.retention_days,
-            interval_s=settings.retention_sweep_interval_min * 60,
-        ),
-        name="retention",
-    )
-    broker = make_broker(
-        settings.nats_url,
-        name="binder",
-        retry_max_delay_s=settings.retry_max_delay_s,
-        **settings.nats_connect_options(),
-    )
-    health = await start_health_server(
-        service="binder",
-        broker=broker,
-        host=settings.health_host,
-        port=settings.health_port,
-        checks={"mongodb": mongo_ping(mongo)},
-    )
+    retention = await start_retention(database, RECORD_COLLECTIONS, settings)
+    broker, health = await broker_and_health("binder", settings, checks={"mongodb": mongo_ping(mongo)})
     await broker.connect()
     await ensure_streams(
         broker, replicas=settings.nats_stream_replicas, timeout_s=settings.nats_startup_timeout_s
