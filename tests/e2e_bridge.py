@@ -3,7 +3,7 @@ the real store, the session's fake Telegram and Planfix servers.
 
 ``running_bridge`` starts them (a module's tests share one bridge; they stay independent by
 using their own chats and tasks) and, on the way out, fails the module if a service logged a
-traceback.
+traceback; ``bridge_fixture`` makes it a module's ``bridge`` fixture.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from contracts.events import TaskBound
 from devtools import devstack
+from devtools.devstack import SERVICES
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, GROUP_PACE, PLANFIX_TOKEN, WEBHOOK_SECRET
 from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events, wait_for_binding_notice
-
-SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
 
 
 @dataclass
@@ -202,3 +202,25 @@ def bind_new_task(
     if fake_planfix is not None:
         wait_for_binding_notice(bridge.events, fake_planfix, number)
     return number
+
+
+def bridge_fixture(
+    name: str, *, extra_env: dict[str, str] | None = None, fixture_name: str = "bridge"
+) -> Any:
+    """A test module's ``bridge`` fixture (``bridge = bridge_fixture(...)``): the whole bridge,
+    started once for the module; ``name`` names its directory, ``extra_env`` adds settings."""
+
+    @pytest.fixture(scope="module", name=fixture_name)
+    def bridge(
+        loop: LoopThread,
+        work_dir: Path,
+        mongo_url: str,
+        fake_telegram: FakeTelegram,
+        fake_planfix: FakePlanfix,
+    ) -> Iterator[Bridge]:
+        with running_bridge(
+            loop, work_dir, mongo_url, fake_telegram, fake_planfix, name=name, extra_env=extra_env
+        ) as running:
+            yield running
+
+    return bridge

@@ -8,23 +8,31 @@ the services run as real subprocesses, as in production.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
+from itertools import count
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 import nats
+from faststream.middlewares import AckPolicy
+from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client as NatsClient
 from nats.js.api import DeliverPolicy
 
-from contracts.events import AnyEvent, decode_event
+from bridge_lib.eventbus import Delivery, consume, durable_pull, ensure_streams, jstream, make_broker
+from contracts import subjects
+from contracts.events import AnyEvent, Envelope, TelegramMessageReceived, decode_event, utc_now
+from contracts.subjects import TELEGRAM_STREAM
 
 T = TypeVar("T")
 
@@ -83,6 +91,19 @@ def link_test_admin(fake_planfix: Any) -> str:
         if person.telegram_id == str(TEST_ADMIN_TELEGRAM_ID):
             return str(person.id)
     return str(fake_planfix.add_employee(TEST_ADMIN_NAME, telegram_id=TEST_ADMIN_TELEGRAM_ID))
+
+
+_event_ids = count(1)
+
+
+def envelope(event_id: str | None = None) -> Envelope:
+    """The envelope of an event a test builds: ``event_id``, else an id of its own; made now."""
+    return {
+        "event_id": event_id or f"e{next(_event_ids)}",
+        "occurred_at": utc_now(),
+        "correlation_id": "c",
+        "causation_id": "x",
+    }
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -201,3 +222,39 @@ async def read_stream_events(url: str, subject_filter: str) -> list[tuple[str, A
     finally:
         await nc.close()
     return events
+
+
+@contextlib.contextmanager
+def consuming_group_messages(
+    loop: LoopThread,
+    nats_url: str,
+    chat_id: int,
+    handler: Callable[[TelegramMessageReceived, Delivery], Awaitable[None]],
+    *,
+    name: str,
+    max_deliver: int = -1,
+) -> Iterator[str]:
+    """``handler`` takes a group's messages as a service's durable consumer does (through
+    ``consume``) until the block ends; yields the consumer's name."""
+    durable = f"{name}-{uuid.uuid4().hex[:8]}"
+    broker = make_broker(nats_url, name=name)
+
+    @broker.subscriber(
+        subjects.telegram_message_received(chat_id),
+        stream=jstream(TELEGRAM_STREAM),
+        ack_policy=AckPolicy.MANUAL,
+        **durable_pull(durable, max_deliver=max_deliver),
+    )
+    async def on_message(msg: NatsMessage) -> None:
+        await consume(msg, TelegramMessageReceived, handler)
+
+    async def start() -> None:
+        await broker.connect()
+        await ensure_streams(broker)
+        await broker.start()
+
+    loop.run(start())
+    try:
+        yield durable
+    finally:
+        loop.run(broker.stop())

@@ -35,14 +35,11 @@ from services.binder.decide import (
     decide,
     planfix_question,
 )
+from tests.support import envelope
 
 CHAT = -1001
 ADMIN = TelegramUser(id=7, full_name="Anna", username="anna")
 RULES = BindRules(account_url="https://acme.planfix.com", max_task_title=20, language="en")
-
-
-def envelope(name: str) -> dict[str, Any]:
-    return {"event_id": name, "occurred_at": utc_now(), "correlation_id": "c", "causation_id": "x"}
 
 
 def bind(

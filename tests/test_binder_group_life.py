@@ -19,12 +19,9 @@ from contracts.events import (
     utc_now,
 )
 from services.binder.group_life import GroupStep, StepKind, announcement, chats_to_read, plan
+from tests.support import envelope
 
 OLD, NEW = -100, -200
-
-
-def envelope() -> dict[str, Any]:
-    return {"event_id": "cause", "occurred_at": utc_now(), "correlation_id": "c", "causation_id": "x"}
 
 
 def binding(chat: int, task: int, *, thread: int | None = None, suspended: bool = False) -> Binding:
@@ -42,11 +39,11 @@ def binding(chat: int, task: int, *, thread: int | None = None, suspended: bool 
 
 def membership(is_member: bool) -> BotMembershipChanged:
     return BotMembershipChanged(
-        **envelope(), chat_id=OLD, status="member" if is_member else "kicked", is_member=is_member
+        **envelope("cause"), chat_id=OLD, status="member" if is_member else "kicked", is_member=is_member
     )
 
 
-MIGRATED = ChatMigrated(**envelope(), old_chat_id=OLD, chat_id=NEW)
+MIGRATED = ChatMigrated(**envelope("cause"), old_chat_id=OLD, chat_id=NEW)
 
 
 def kinds(steps: list[GroupStep]) -> list[tuple[StepKind, int]]:
@@ -88,7 +85,7 @@ def test_the_steps_for_a_change(event: Any, bindings: dict[int, list[Binding]], 
 
 def test_commands_are_not_the_binders_business() -> None:
     command = GroupCommandReceived(
-        **envelope(),
+        **envelope("cause"),
         chat_id=OLD,
         message_id=1,
         command=GroupCommand.STATUS,

@@ -7,13 +7,10 @@ fakes receive (and, where it matters, the events on the streams).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
 
 from contracts.events import (
     BindRejected,
@@ -23,20 +20,10 @@ from contracts.events import (
 )
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
-from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, running_bridge, texts_sent
-from tests.support import LoopThread, eventually, link_test_admin, relayed_comments, stays
+from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, bridge_fixture, texts_sent
+from tests.support import eventually, link_test_admin, relayed_comments, stays
 
-
-@pytest.fixture(scope="module")
-def bridge(
-    loop: LoopThread,
-    work_dir: Path,
-    mongo_url: str,
-    fake_telegram: FakeTelegram,
-    fake_planfix: FakePlanfix,
-) -> Iterator[Bridge]:
-    with running_bridge(loop, work_dir, mongo_url, fake_telegram, fake_planfix) as running:
-        yield running
+bridge = bridge_fixture("e2e")
 
 
 # --- binding ----------------------------------------------------------------------------------

@@ -5,39 +5,18 @@ group. Each test reads as what people see in the group and in the task."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
-
-import pytest
 
 from contracts.events import GroupLanguageChosen, TelegramMessageReceived
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
-from tests.e2e_bridge import ADMIN_ID, Bridge, running_bridge, texts_sent
-from tests.support import LoopThread, eventually, relayed_comments, wait_for_binding_notice
+from tests.e2e_bridge import ADMIN_ID, Bridge, bridge_fixture, texts_sent
+from tests.support import eventually, relayed_comments, wait_for_binding_notice
 
 MEMBER_ID = 7_716_001  # not an admin of any group here
 
 
-@pytest.fixture(scope="module")
-def bridge(
-    loop: LoopThread,
-    work_dir: Path,
-    mongo_url: str,
-    fake_telegram: FakeTelegram,
-    fake_planfix: FakePlanfix,
-) -> Iterator[Bridge]:
-    with running_bridge(
-        loop,
-        work_dir,
-        mongo_url,
-        fake_telegram,
-        fake_planfix,
-        name="e2e-lang",
-        extra_env={"BRIDGE_LANGUAGE": "ru"},
-    ) as running:
-        yield running
+bridge = bridge_fixture("e2e-lang", extra_env={"BRIDGE_LANGUAGE": "ru"})
 
 
 def said(fake_telegram: FakeTelegram, chat_id: int, count: int, what: str) -> list[str]:

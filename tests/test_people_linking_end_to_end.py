@@ -4,27 +4,18 @@ links its author; the code is then useless, never logged and never carried into 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from contracts.events import PersonLinked, PersonLinkRefused, PersonUnlinked
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
-from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, running_bridge, texts_sent
-from tests.support import LoopThread, eventually, stays
+from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, bridge_fixture, texts_sent
+from tests.support import eventually, stays
 
 CODE = re.compile(r"TGLINK-[0-9A-Z]{5}-[0-9A-Z]{5}")
 PERSON = 7_716_001
 
 
-@pytest.fixture(scope="module")
-def bridge(
-    loop: LoopThread, work_dir: Path, mongo_url: str, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix
-) -> Iterator[Bridge]:
-    with running_bridge(loop, work_dir, mongo_url, fake_telegram, fake_planfix, name="linking") as running:
-        yield running
+bridge = bridge_fixture("linking")
 
 
 def private(fake_telegram: FakeTelegram, user_id: int, text: str) -> None:

@@ -9,37 +9,28 @@ store, the re-read every 3 seconds instead of 10 minutes (reconciliation's grace
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import nats
-import pytest
 
 from contracts.events import PlanfixCommentAdded, PlanfixCommentDeleted, PlanfixCommentUpdated
 from contracts.subjects import PLANFIX_COMMENT_MARKS_BUCKET
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
-from tests.e2e_bridge import Bridge, bind_new_task, running_bridge
-from tests.support import LoopThread, eventually, stays
+from tests.e2e_bridge import Bridge, bind_new_task, bridge_fixture
+from tests.support import eventually, stays
 
 REREAD_INTERVAL_S = 3.0
 
 
-@pytest.fixture(scope="module")
-def bridge(
-    loop: LoopThread, work_dir: Path, mongo_url: str, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix
-) -> Iterator[Bridge]:
-    # A task read at every pass: its daily cap raised to what passes every 3 seconds need.
-    extra_env = {
+# A task read at every pass: its daily cap raised to what passes every 3 seconds need.
+bridge = bridge_fixture(
+    "reread",
+    extra_env={
         "PLANFIX_REREAD_INTERVAL_MIN": str(REREAD_INTERVAL_S / 60),
         "PLANFIX_REREAD_MAX_PER_DAY": "100000",
         "PLANFIX_RECONCILE_QUIET_INTERVAL_MIN": str(REREAD_INTERVAL_S / 60),
         "PLANFIX_RECONCILE_GRACE_S": "1",
-    }
-    with running_bridge(
-        loop, work_dir, mongo_url, fake_telegram, fake_planfix, name="reread", extra_env=extra_env
-    ) as running:
-        yield running
+    },
+)
 
 
 def shown(fake_telegram: FakeTelegram, chat_id: int) -> list[str]:

@@ -4,34 +4,16 @@ commands /done, /deadline and /assign, refused with the reason when they may not
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from contracts.events import PlanfixTaskStateChanged, TaskCommandAnswered
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_planfix_tasks import STATUS_COMPLETED, STATUS_IN_PROGRESS
 from sandbox.fake_telegram import FakeTelegram
-from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, running_bridge, texts_sent
-from tests.support import LoopThread, eventually, stays
+from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, bridge_fixture, texts_sent
+from tests.support import eventually, stays
 
-
-@pytest.fixture(scope="module")
-def bridge(
-    loop: LoopThread, work_dir: Path, mongo_url: str, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix
-) -> Iterator[Bridge]:
-    with running_bridge(
-        loop,
-        work_dir,
-        mongo_url,
-        fake_telegram,
-        fake_planfix,
-        name="task-life",
-        extra_env={"RELAY_TASK_CARDS": "true"},
-    ) as running:
-        yield running
+bridge = bridge_fixture("task-life", extra_env={"RELAY_TASK_CARDS": "true"})
 
 
 def card_of(fake_telegram: FakeTelegram, chat_id: int) -> dict[str, Any]:
