@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from itertools import count
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import nats
@@ -258,3 +258,21 @@ def consuming_group_messages(
         yield durable
     finally:
         loop.run(broker.stop())
+
+
+class Server(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Server)
+
+
+@contextlib.contextmanager
+def serving(loop: LoopThread, server: S) -> Iterator[S]:
+    """``server`` (a fake Telegram, Planfix...) listening on ``loop`` until the block ends."""
+    loop.run(server.start())
+    try:
+        yield server
+    finally:
+        loop.run(server.stop())

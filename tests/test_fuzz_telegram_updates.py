@@ -41,7 +41,7 @@ from services.telegram_gateway.app import build_dispatcher
 from services.telegram_gateway.polling import handle_update
 from services.telegram_gateway.webhook import SECRET_HEADER
 from tests.conftest import BOT_TOKEN
-from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events
+from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events, serving
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 # aiogram warns about every update of no kind it knows; generated ones are meant to be like that.
@@ -406,20 +406,14 @@ def own_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A NATS of this module's own: thousands of fuzzed events stay out of the session's streams."""
     work = tmp_path_factory.mktemp("fuzz-telegram")
     server = devstack.start_nats(work / "nats", log_file=work / "nats.log")
-    try:
+    with devstack.running(server):
         yield server.extra["url"]
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
 def own_telegram(loop: LoopThread) -> Iterator[FakeTelegram]:
-    fake = FakeTelegram(token=BOT_TOKEN, bot_username=BOT_USERNAME)
-    loop.run(fake.start())
-    try:
+    with serving(loop, FakeTelegram(token=BOT_TOKEN, bot_username=BOT_USERNAME)) as fake:
         yield fake
-    finally:
-        loop.run(fake.stop())
 
 
 def test_every_update_is_refused_with_a_reason_or_handled_leaving_an_event_or_a_log_line(

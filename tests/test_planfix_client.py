@@ -34,7 +34,7 @@ from contracts.events import planfix_source_object_id
 from sandbox.fake_planfix import FakePlanfix, RecordedCall, WebhookDelivery
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN
-from tests.support import LoopThread, ServiceProcess, eventually, stays
+from tests.support import LoopThread, ServiceProcess, eventually, serving, stays
 
 SOURCE_ID = "0c6b7f0e-2d7a-4f0e-9a56-6a3f1c9b8e11"
 OTHER_SOURCE_ID = "11111111-2222-3333-4444-555555555555"
@@ -57,15 +57,6 @@ def with_client(loop: LoopThread, fake_planfix: FakePlanfix) -> Callable[..., An
         return loop.run(go())
 
     return run
-
-
-@pytest.fixture
-def planfix_down(fake_planfix: FakePlanfix) -> Iterator[None]:
-    fake_planfix.set_unavailable(True)
-    try:
-        yield
-    finally:
-        fake_planfix.set_unavailable(False)
 
 
 def test_create_and_get_task(with_client: Callable[..., Any], fake_planfix: FakePlanfix) -> None:
@@ -511,9 +502,9 @@ def test_unknown_task_code_1000_is_not_retried(
 
 
 def test_throttling_is_retried_and_the_daily_cap_is_reported(loop: LoopThread) -> None:
-    fake = FakePlanfix(token=PLANFIX_TOKEN, rate_per_s=1.0, rate_tolerance_s=0.0, daily_cap=4)
-    loop.run(fake.start())
-    try:
+    with serving(
+        loop, FakePlanfix(token=PLANFIX_TOKEN, rate_per_s=1.0, rate_tolerance_s=0.0, daily_cap=4)
+    ) as fake:
         number = fake.add_task("Limits")
 
         async def go() -> tuple[list[int | None], type[Exception] | None]:
@@ -529,8 +520,6 @@ def test_throttling_is_retried_and_the_daily_cap_is_reported(loop: LoopThread) -
             return seen, None
 
         remaining, error = loop.run(go(), timeout_s=60)
-    finally:
-        loop.run(fake.stop())
     assert remaining == [3, 2, 1, 0]
     assert error is DailyLimitReached
     statuses = [c.status for c in fake.calls]
@@ -614,9 +603,7 @@ def test_an_unknown_file_is_file_not_found(with_client: Callable[..., Any], tmp_
 def test_over_the_daily_cap_the_account_pauses_until_time_to_reset(loop: LoopThread) -> None:
     """One refusal (code 22, ``timeToReset``) pauses the account's calls: the next ones are not
     sent at all until then, and go through again after."""
-    fake = FakePlanfix(token=PLANFIX_TOKEN)
-    loop.run(fake.start())
-    try:
+    with serving(loop, FakePlanfix(token=PLANFIX_TOKEN)) as fake:
         number = fake.add_task("Over the cap")
         fake.use_up_daily_cap(reset_after_s=2.0)
 
@@ -633,8 +620,6 @@ def test_over_the_daily_cap_the_account_pauses_until_time_to_reset(loop: LoopThr
             return waits
 
         waits = loop.run(go(), timeout_s=30)
-    finally:
-        loop.run(fake.stop())
     assert len(waits) == 3
     assert all(wait is not None and 0 < wait <= 2.0 for wait in waits)
     assert fake.refused_for_daily_cap() == 1  # the two after it were never sent

@@ -24,23 +24,18 @@ from bridge_lib.jetstream_ready import is_transient
 from contracts import subjects
 from contracts.events import TelegramMessageEdited, TelegramUser, root_envelope
 from devtools import devstack
+from devtools.devstack import SERVICES
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET
-from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events
-
-SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
+from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events, serving
 
 
 @pytest.fixture
 def own_telegram(loop: LoopThread) -> Iterator[FakeTelegram]:
     """A Bot API of this test's own: its gateway polls it without taking the session's updates."""
-    fake = FakeTelegram(token=BOT_TOKEN)
-    loop.run(fake.start())
-    try:
+    with serving(loop, FakeTelegram(token=BOT_TOKEN)) as fake:
         yield fake
-    finally:
-        loop.run(fake.stop())
 
 
 def bridge_env(nats_url: str, mongo_url: str, telegram: FakeTelegram, planfix: FakePlanfix) -> dict[str, str]:
