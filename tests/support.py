@@ -31,6 +31,7 @@ from nats.js.api import DeliverPolicy
 
 from bridge_lib.eventbus import Delivery, consume, durable_pull, ensure_streams, jstream, make_broker
 from contracts import subjects
+from contracts.bindings import Binding
 from contracts.events import AnyEvent, Envelope, TelegramMessageReceived, decode_event, utc_now
 from contracts.subjects import TELEGRAM_STREAM
 
@@ -104,6 +105,27 @@ def envelope(event_id: str | None = None) -> Envelope:
         "correlation_id": "c",
         "causation_id": "x",
     }
+
+
+def binding(
+    chat_id: int,
+    task_number: int,
+    *,
+    thread_id: int | None = None,
+    bound_by_user_id: int = 1,
+    suspended: bool = False,
+) -> Binding:
+    """A group (or forum topic) bound to task ``task_number``, titled "T<number>", just now."""
+    return Binding(
+        chat_id=chat_id,
+        thread_id=thread_id,
+        task_number=task_number,
+        task_title=f"T{task_number}",
+        bound_at=utc_now(),
+        bound_by_user_id=bound_by_user_id,
+        bound_event_id=f"b{task_number}",
+        suspended=suspended,
+    )
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,6 @@ from contracts.events import (
     UnbindRequested,
     derived_key,
     event_id_for,
-    utc_now,
 )
 from services.binder.decide import (
     BindOutcome,
@@ -35,7 +34,7 @@ from services.binder.decide import (
     decide,
     planfix_question,
 )
-from tests.support import envelope
+from tests.support import binding, envelope
 
 CHAT = -1001
 ADMIN = TelegramUser(id=7, full_name="Anna", username="anna")
@@ -82,15 +81,7 @@ def operator_unbind(task: int) -> UnbindGroup:
 
 
 def bound_to(task: int, thread: int | None = None) -> Binding:
-    return Binding(
-        chat_id=CHAT,
-        thread_id=thread,
-        task_number=task,
-        task_title=f"T{task}",
-        bound_at=utc_now(),
-        bound_by_user_id=ADMIN.id,
-        bound_event_id="b",
-    )
+    return binding(CHAT, task, thread_id=thread, bound_by_user_id=ADMIN.id)
 
 
 def shape(outcome: BindOutcome) -> tuple[str | None, int | None, str | None]:

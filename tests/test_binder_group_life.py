@@ -16,25 +16,11 @@ from contracts.events import (
     GroupCommand,
     GroupCommandReceived,
     TelegramUser,
-    utc_now,
 )
 from services.binder.group_life import GroupStep, StepKind, announcement, chats_to_read, plan
-from tests.support import envelope
+from tests.support import binding, envelope
 
 OLD, NEW = -100, -200
-
-
-def binding(chat: int, task: int, *, thread: int | None = None, suspended: bool = False) -> Binding:
-    return Binding(
-        chat_id=chat,
-        thread_id=thread,
-        task_number=task,
-        task_title=f"T{task}",
-        bound_at=utc_now(),
-        bound_by_user_id=1,
-        bound_event_id=f"b{task}",
-        suspended=suspended,
-    )
 
 
 def membership(is_member: bool) -> BotMembershipChanged:
@@ -55,7 +41,7 @@ def kinds(steps: list[GroupStep]) -> list[tuple[StepKind, int]]:
     [
         pytest.param(
             membership(False),
-            {OLD: [binding(OLD, 1), binding(OLD, 2, thread=5)]},
+            {OLD: [binding(OLD, 1), binding(OLD, 2, thread_id=5)]},
             [(StepKind.SUSPEND, 1), (StepKind.SUSPEND, 2)],
             id="removed: every binding suspended",
         ),
@@ -64,7 +50,7 @@ def kinds(steps: list[GroupStep]) -> list[tuple[StepKind, int]]:
         ),
         pytest.param(
             membership(True),
-            {OLD: [binding(OLD, 1, suspended=True), binding(OLD, 2, thread=5)]},
+            {OLD: [binding(OLD, 1, suspended=True), binding(OLD, 2, thread_id=5)]},
             [(StepKind.RESUME, 1)],
             id="back: the suspended ones resume",
         ),
@@ -72,7 +58,7 @@ def kinds(steps: list[GroupStep]) -> list[tuple[StepKind, int]]:
         pytest.param(MIGRATED, {OLD: [binding(OLD, 1)], NEW: []}, [(StepKind.MOVE, 1)], id="migrated"),
         pytest.param(
             MIGRATED,
-            {OLD: [binding(OLD, 1), binding(OLD, 2, thread=5)], NEW: [binding(NEW, 9)]},
+            {OLD: [binding(OLD, 1), binding(OLD, 2, thread_id=5)], NEW: [binding(NEW, 9)]},
             [(StepKind.LEAVE_BEHIND, 1), (StepKind.MOVE, 2)],
             id="the supergroup's own binding wins",
         ),
@@ -97,7 +83,7 @@ def test_commands_are_not_the_binders_business() -> None:
 
 def test_each_step_is_announced_with_an_id_from_its_cause_and_a_left_behind_binding_is_not() -> None:
     suspended = announcement(
-        membership(False), GroupStep(kind=StepKind.SUSPEND, binding=binding(OLD, 1, thread=5))
+        membership(False), GroupStep(kind=StepKind.SUSPEND, binding=binding(OLD, 1, thread_id=5))
     )
     resumed = announcement(membership(True), GroupStep(kind=StepKind.RESUME, binding=binding(OLD, 1)))
     moved = announcement(MIGRATED, GroupStep(kind=StepKind.MOVE, binding=binding(OLD, 1)))

@@ -41,6 +41,20 @@ OTHER_SOURCE_ID = "11111111-2222-3333-4444-555555555555"
 T = TypeVar("T")
 
 
+def comment_from_telegram(
+    task_number: int, html: str, message_key: str, *, file_ids: list[int] | None = None
+) -> Callable[[PlanfixClient], Awaitable[int]]:
+    """For ``with_client``: add the comment the relay writes for a Telegram message (its key, e.g.
+    "tg:-1:1", as the comment's source object id)."""
+    return lambda c: c.add_comment(
+        task_number=task_number,
+        description_html=html,
+        source_id=SOURCE_ID,
+        source_object_id=planfix_source_object_id(message_key),
+        file_ids=file_ids,
+    )
+
+
 @pytest.fixture
 def with_client(loop: LoopThread, fake_planfix: FakePlanfix) -> Callable[..., Any]:
     """Run ``action(client)`` on the loop with a fresh client; ``token`` overrides the good one."""
@@ -90,14 +104,7 @@ def test_unknown_task_is_task_not_found(with_client: Callable[..., Any]) -> None
 
 def test_comment_on_unknown_task_is_task_not_found(with_client: Callable[..., Any]) -> None:
     with pytest.raises(TaskNotFound):
-        with_client(
-            lambda c: c.add_comment(
-                task_number=7_199_998,
-                description_html="hi",
-                source_id=SOURCE_ID,
-                source_object_id=planfix_source_object_id("tg:1:1"),
-            )
-        )
+        with_client(comment_from_telegram(7_199_998, "hi", "tg:1:1"))
 
 
 def test_bad_token_is_auth_error(with_client: Callable[..., Any], fake_planfix: FakePlanfix) -> None:
@@ -133,12 +140,7 @@ def test_unreachable_is_unavailable(loop: LoopThread) -> None:
 def test_add_and_get_comment(with_client: Callable[..., Any], fake_planfix: FakePlanfix) -> None:
     number = fake_planfix.add_task("Comments")
     comment_id = with_client(
-        lambda c: c.add_comment(
-            task_number=number,
-            description_html="<b>Ivan (TG)</b>: hello<br>second line",
-            source_id=SOURCE_ID,
-            source_object_id=planfix_source_object_id("tg:-100123:456"),
-        )
+        comment_from_telegram(number, "<b>Ivan (TG)</b>: hello<br>second line", "tg:-100123:456")
     )
 
     comment = with_client(lambda c: c.get_comment(comment_id, source_id=SOURCE_ID))
@@ -163,14 +165,7 @@ def test_source_object_id_is_scoped_by_source_id(
     with_client: Callable[..., Any], fake_planfix: FakePlanfix
 ) -> None:
     number = fake_planfix.add_task("Scoping")
-    ours = with_client(
-        lambda c: c.add_comment(
-            task_number=number,
-            description_html="from tg",
-            source_id=SOURCE_ID,
-            source_object_id=planfix_source_object_id("tg:-1:1"),
-        )
-    )
+    ours = with_client(comment_from_telegram(number, "from tg", "tg:-1:1"))
 
     assert with_client(lambda c: c.get_comment(ours, source_id=OTHER_SOURCE_ID)).source_object_id is None
     assert with_client(lambda c: c.get_comment(ours)).source_object_id is None
@@ -285,14 +280,7 @@ def test_scenario_requests_one_at_a_time(
     try:
         number = fake_planfix.add_task("Scenario")
         ui_ids = [fake_planfix.add_employee_comment(number, f"ui {i}") for i in range(3)]
-        api_id = with_client(
-            lambda c: c.add_comment(
-                task_number=number,
-                description_html="api",
-                source_id=SOURCE_ID,
-                source_object_id=planfix_source_object_id("tg:-5:5"),
-            )
-        )
+        api_id = with_client(comment_from_telegram(number, "api", "tg:-5:5"))
         fake_planfix.post_webhook(number, ui_ids[0])
         fake_planfix.add_employee_comment(number, "silent", fire_webhook=False)
 
@@ -325,14 +313,7 @@ def test_api_comments_can_skip_the_scenario(
     fake_planfix.fire_webhooks_for_api_comments = False
     try:
         number = fake_planfix.add_task("No echo scenario")
-        with_client(
-            lambda c: c.add_comment(
-                task_number=number,
-                description_html="api",
-                source_id=SOURCE_ID,
-                source_object_id=planfix_source_object_id("tg:-6:6"),
-            )
-        )
+        with_client(comment_from_telegram(number, "api", "tg:-6:6"))
         ui = fake_planfix.add_employee_comment(number, "ui")
         [delivery] = eventually(
             lambda: [d for d in fake_planfix.webhook_deliveries if d.task_number == number],
@@ -381,15 +362,7 @@ def test_upload_a_file_and_attach_it_then_update_the_comment(
 ) -> None:
     number = fake_planfix.add_task("Files")
     file_id = with_client(lambda c: c.upload_file(name="report.pdf", data=b"%PDF-1.4 hi", content_type="x/y"))
-    comment_id = with_client(
-        lambda c: c.add_comment(
-            task_number=number,
-            description_html="see file",
-            source_id=SOURCE_ID,
-            source_object_id=planfix_source_object_id("tg:-7:7"),
-            file_ids=[file_id],
-        )
-    )
+    comment_id = with_client(comment_from_telegram(number, "see file", "tg:-7:7", file_ids=[file_id]))
 
     with_client(
         lambda c: c.update_comment(task_number=number, comment_id=comment_id, description_html="edited")
@@ -482,12 +455,7 @@ def test_a_creation_is_not_repeated_after_a_5xx(
 
     with pytest.raises(PlanfixUnavailable):
         with_client(
-            lambda c: c.add_comment(
-                task_number=number,
-                description_html="x",
-                source_id=SOURCE_ID,
-                source_object_id=planfix_source_object_id("tg:-8:8"),
-            ),
+            comment_from_telegram(number, "x", "tg:-8:8"),
             retry_attempts=3,
         )
     assert len(calls_to(fake_planfix, "POST", f"/rest/task/{number}/comments/")) == 1
