@@ -349,14 +349,7 @@ class Sandbox:
             None,
         ) or self.planfix.add_employee(person.first_name, lastname=person.last_name)
         before = len(self.telegram.sent_messages(person.user_id))
-        self.telegram.add_group_message(
-            person.user_id,
-            "/link",
-            user_id=person.user_id,
-            first_name=person.first_name,
-            last_name=person.last_name,
-            username=person.username,
-        )
+        self._in_private_chat(person, "/link")
         code = None
         for _ in range(200):
             for message in self.telegram.sent_messages(person.user_id)[before:]:
@@ -373,9 +366,13 @@ class Sandbox:
         )
 
     def unlink_person(self, person: Person) -> None:
+        self._in_private_chat(person, "/unlink")
+
+    def _in_private_chat(self, person: Person, text: str) -> None:
+        """``person`` writes ``text`` to the bot in their private chat (its id is theirs)."""
         self.telegram.add_group_message(
             person.user_id,
-            "/unlink",
+            text,
             user_id=person.user_id,
             first_name=person.first_name,
             last_name=person.last_name,

@@ -24,6 +24,7 @@ from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
 from contracts.events import PlanfixCommentWebhookReceived
 from devtools.devstack import free_port
 from services.planfix_gateway.webhook import BadWebhook, WebhookReceiver, parse_webhook
+from tests.fuzzing import with_flipped_bytes
 from tests.support import LoopThread, read_stream_events
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "2000"))
@@ -62,35 +63,18 @@ def multipart(fields: dict[str, str]) -> bytes:
     return ("".join(parts) + f"--{BOUNDARY}--\r\n").encode("utf-8", errors="surrogatepass")
 
 
-def mutate(data: bytes, flips: list[tuple[int, int]]) -> bytes:
-    mutable = bytearray(data)
-    for position, value in flips:
-        if mutable:
-            mutable[position % len(mutable)] = value
-    return bytes(mutable)
-
-
 bodies = st.one_of(
     st.binary(max_size=300),
     json_values.map(lambda value: json.dumps(value).encode()),
     notice_like.map(lambda value: json.dumps(value).encode()),
-    st.tuples(
-        notice_like.map(lambda value: json.dumps(value).encode()),
-        st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=4),
-    ).map(lambda pair: mutate(*pair)),
+    with_flipped_bytes(notice_like.map(lambda value: json.dumps(value).encode()), reach=200),
     # Planfix pastes template values raw: quotes and newlines inside "strings".
     st.text(max_size=40).map(lambda text: f'{{"task": "4821", "comment": "{text}"}}'.encode()),
     # Forms, as a scenario may send them: the same fields, url-encoded or in multipart parts.
     form_like.map(lambda fields: urlencode(fields).encode()),
-    st.tuples(
-        form_like.map(lambda fields: urlencode(fields).encode()),
-        st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=4),
-    ).map(lambda pair: mutate(*pair)),
+    with_flipped_bytes(form_like.map(lambda fields: urlencode(fields).encode()), reach=200),
     form_like.map(lambda fields: multipart(fields)),
-    st.tuples(
-        form_like.map(lambda fields: multipart(fields)),
-        st.lists(st.tuples(st.integers(0, 300), st.integers(0, 255)), max_size=4),
-    ).map(lambda pair: mutate(*pair)),
+    with_flipped_bytes(form_like.map(lambda fields: multipart(fields)), reach=300),
 )
 CONTENT_TYPES = st.sampled_from(
     [
