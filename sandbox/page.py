@@ -255,13 +255,10 @@ class Sandbox:
         sender_chat = None
         if person.status == "anonymous":
             sender_chat = {"id": group.chat_id, "type": _chat_type(group.chat_id), "title": group.title}
-        update = self.telegram.add_group_message(
+        update = self._written_by(
+            person,
             group.chat_id,
             body,
-            user_id=person.user_id,
-            first_name=person.first_name,
-            last_name=person.last_name,
-            username=person.username,
             chat_title=group.title,
             thread_id=thread_id,
             sender_chat=sender_chat,
@@ -370,13 +367,18 @@ class Sandbox:
 
     def _in_private_chat(self, person: Person, text: str) -> None:
         """``person`` writes ``text`` to the bot in their private chat (its id is theirs)."""
-        self.telegram.add_group_message(
-            person.user_id,
+        self._written_by(person, person.user_id, text)
+
+    def _written_by(self, person: Person, chat_id: int, text: str | None, **more: Any) -> dict[str, Any]:
+        """The update of ``person``'s message in ``chat_id`` (``more``: as ``add_group_message``)."""
+        return self.telegram.add_group_message(
+            chat_id,
             text,
             user_id=person.user_id,
             first_name=person.first_name,
             last_name=person.last_name,
             username=person.username,
+            **more,
         )
 
     def _messages(self, group: Group, thread_id: int | None) -> list[dict[str, Any]]:
