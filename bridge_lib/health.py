@@ -17,7 +17,6 @@ does its job either way, and a failing healthcheck then makes the problem visibl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ParamSpec
 
@@ -28,6 +27,7 @@ from faststream.nats import NatsBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge_lib import metrics
+from bridge_lib.cancel import cancelled
 from contracts.subjects import ConsumerSpec
 
 log = structlog.get_logger("health")
@@ -127,10 +127,7 @@ class HealthServer:
         log.info("health_server_started", host=self._host, port=self._port)
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        await cancelled(self._poller)
         if self._runner is not None:
             await self._runner.cleanup()
 

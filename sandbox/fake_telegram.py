@@ -38,7 +38,6 @@ an admin), and, as in Telegram, the bot never receives their messages.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import dataclasses
 import json
@@ -56,6 +55,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bridge_lib.cancel import cancelled
 from sandbox.fake_telegram_media import (
     FILE_KINDS,
     MAX_CAPTION_UTF16,
@@ -268,10 +268,7 @@ class FakeTelegram:
     async def stop(self) -> None:
         self._stopping = True
         self._wake_pollers()  # pending long polls answer [] at once instead of holding shutdown
-        if self._webhook_worker is not None:
-            self._webhook_worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._webhook_worker
+        await cancelled(self._webhook_worker)
         if self._http is not None:
             await self._http.close()
         if self._runner is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import subprocess
@@ -25,6 +24,7 @@ import pytest
 from aiogram import Dispatcher
 from aiogram.types import Message
 
+from bridge_lib.cancel import cancelled
 from bridge_lib.telegram import make_bot
 from contracts import subjects
 from contracts.events import (
@@ -230,9 +230,7 @@ def test_an_update_whose_handling_failed_is_fetched_again_before_the_ones_after_
             # One more poll confirms everything handled.
             await asyncio.sleep(0.5)
         finally:
-            polling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await polling
+            await cancelled(polling)
         try:
             left = await bot.get_updates(timeout=0)
             return [str(update.message.text) for update in left if update.message]

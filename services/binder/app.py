@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, get_args
 
@@ -13,6 +12,7 @@ from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsMessage
 from motor.motor_asyncio import AsyncIOMotorClient
 
+from bridge_lib.cancel import cancelled
 from bridge_lib.eventbus import (
     Delivery,
     EventPublisher,
@@ -235,10 +235,7 @@ async def run(settings: BinderSettings) -> None:
     finally:
         log.info("binder_stopping")
         retention.cancel()
-        if refreshing is not None:
-            refreshing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refreshing
+        await cancelled(refreshing)
         await people.stop()
         await broker.stop()
         await health.stop()

@@ -15,7 +15,6 @@ mode (the update stays unconfirmed; a restart retries it) or the webhook port ca
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import traceback
 from collections.abc import Awaitable, Callable
@@ -35,6 +34,7 @@ from aiogram.utils.backoff import Backoff
 from aiohttp import web
 from faststream.nats import NatsBroker
 
+from bridge_lib.cancel import cancelled
 from bridge_lib.eventbus import EventPublisher, ensure_streams
 from bridge_lib.i18n import DEFAULT_LANGUAGE
 from bridge_lib.jetstream_ready import JetStreamNotReady
@@ -152,9 +152,7 @@ async def run(settings: TelegramGatewaySettings) -> None:
             work.result()  # polling only ends by failing
         else:
             log.info("telegram_gateway_stopping")
-            work.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await work
+            await cancelled(work)
     except TelegramUnauthorizedError:
         log.error("telegram_token_refused", detail=TOKEN_REFUSED, hint=TOKEN_HINT)
         raise SystemExit(2) from None
@@ -175,9 +173,7 @@ async def run(settings: TelegramGatewaySettings) -> None:
         log.error("telegram_gateway_failed", error=type(error).__name__, traceback=redact(text, bot.token))
         raise SystemExit(1) from None
     finally:
-        stop.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await stop
+        await cancelled(stop)
         await broker.stop()
         await health.stop()
         await bot.session.close()
