@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from itertools import count
 from pathlib import Path
@@ -220,6 +220,16 @@ class ServiceProcess:
 
 async def connect_nats(url: str) -> NatsClient:
     return await nats.connect(url, connect_timeout=5, max_reconnect_attempts=5)
+
+
+@contextlib.asynccontextmanager
+async def jetstream(url: str) -> AsyncIterator[Any]:
+    """JetStream on a NATS connection of the block's own, closed when it ends."""
+    nc = await connect_nats(url)
+    try:
+        yield nc.jetstream()
+    finally:
+        await nc.close()
 
 
 async def read_stream_events(url: str, subject_filter: str) -> list[tuple[str, AnyEvent]]:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 
@@ -37,6 +36,7 @@ from tests.support import (
     LoopThread,
     ServiceProcess,
     eventually,
+    jetstream,
     read_stream_events,
     relayed_comments,
     stays,
@@ -434,12 +434,9 @@ def test_replay_into_one_consumer_is_handled_by_that_consumer_only(
 
 def _relay_caught_up(ops: OpsBridge) -> bool:
     async def check() -> bool:
-        nc = await nats.connect(ops.nats_url)
-        try:
-            info = await nc.jetstream().consumer_info("TELEGRAM", "relay-telegram-inbound")
+        async with jetstream(ops.nats_url) as js:
+            info = await js.consumer_info("TELEGRAM", "relay-telegram-inbound")
             return bool(info.num_pending == 0 and info.num_ack_pending == 0)
-        finally:
-            await nc.close()
 
     return ops.loop.run(check())
 
@@ -628,11 +625,8 @@ def test_a_message_set_aside_before_refusals_were_dead_letters_is_listed_after_t
 
 def test_an_undecodable_message_is_dead_lettered_not_dropped(ops: OpsBridge, unique_chat_id: int) -> None:
     async def publish_garbage() -> None:
-        nc = await nats.connect(ops.nats_url)
-        try:
-            await nc.jetstream().publish(f"telegram.message.received.{unique_chat_id}", b"\x00 not an event")
-        finally:
-            await nc.close()
+        async with jetstream(ops.nats_url) as js:
+            await js.publish(f"telegram.message.received.{unique_chat_id}", b"\x00 not an event")
 
     ops.loop.run(publish_garbage())
 

@@ -35,7 +35,7 @@ from bridge_lib.pacing import NoPacing
 from bridge_lib.planfix import DailyLimitReached
 from contracts.events import DeadLetterReason, TelegramMessageReceived
 from contracts.subjects import TELEGRAM_STREAM
-from tests.support import LoopThread, consuming_group_messages, eventually
+from tests.support import LoopThread, consuming_group_messages, eventually, jetstream
 from tests.test_dead_letters import dead_letters_of, publish_message
 
 
@@ -231,9 +231,7 @@ def test_a_consumer_made_with_a_delivery_limit_loses_it_at_start(loop: LoopThrea
     durable = f"test-old-{uuid.uuid4().hex[:8]}"
 
     async def scenario() -> int:
-        nc = await nats.connect(nats_url)
-        try:
-            js = nc.jetstream()
+        async with jetstream(nats_url) as js:
             broker = make_broker(nats_url, name="test-upgrade")
             await broker.connect()
             await ensure_streams(broker)
@@ -246,8 +244,6 @@ def test_a_consumer_made_with_a_delivery_limit_loses_it_at_start(loop: LoopThrea
             info = await js.consumer_info(TELEGRAM_STREAM.name, durable)
             await js.delete_consumer(TELEGRAM_STREAM.name, durable)
             return int(info.config.max_deliver or 0)
-        finally:
-            await nc.close()
 
     assert loop.run(scenario()) == -1
 

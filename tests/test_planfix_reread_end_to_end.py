@@ -9,14 +9,12 @@ store, the re-read every 3 seconds instead of 10 minutes (reconciliation's grace
 
 from __future__ import annotations
 
-import nats
-
 from contracts.events import PlanfixCommentAdded, PlanfixCommentDeleted, PlanfixCommentUpdated
 from contracts.subjects import PLANFIX_COMMENT_MARKS_BUCKET
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.e2e_bridge import Bridge, bind_new_task, bridge_fixture
-from tests.support import eventually, stays
+from tests.support import eventually, jetstream, stays
 
 REREAD_INTERVAL_S = 3.0
 
@@ -103,15 +101,13 @@ def test_a_comment_edited_then_deleted_without_a_scenario_is_edited_then_deleted
 
 def mark_of(bridge: Bridge, task_number: int) -> int | None:
     async def read() -> int | None:
-        nc = await nats.connect(bridge.nats_url)
-        try:
-            kv = await nc.jetstream().key_value(PLANFIX_COMMENT_MARKS_BUCKET.name)
-            entry = await kv.get(f"task_{task_number}")
-            return int(entry.value or b"0")
-        except Exception:
-            return None
-        finally:
-            await nc.close()
+        async with jetstream(bridge.nats_url) as js:
+            try:
+                kv = await js.key_value(PLANFIX_COMMENT_MARKS_BUCKET.name)
+                entry = await kv.get(f"task_{task_number}")
+                return int(entry.value or b"0")
+            except Exception:
+                return None
 
     return bridge.loop.run(read())
 
