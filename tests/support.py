@@ -148,6 +148,18 @@ class LoopThread:
         future: Future[T] = asyncio.run_coroutine_threadsafe(wrapper(), self.loop)
         return future.result(timeout_s)
 
+    @contextlib.contextmanager
+    def entered(self, manager: contextlib.AbstractAsyncContextManager[T]) -> Iterator[T]:
+        """An async context manager entered and left on the loop, around a synchronous block."""
+        value = self.run(manager.__aenter__())
+        try:
+            yield value
+        except BaseException as error:
+            if not self.run(manager.__aexit__(type(error), error, error.__traceback__)):
+                raise
+        else:
+            self.run(manager.__aexit__(None, None, None))
+
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)

@@ -31,6 +31,7 @@ from devtools.devstack import HEALTH_PORT_VARIABLES, SERVICES
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET
+from tests.e2e_bridge import stack_env
 from tests.support import (
     REPO_ROOT,
     LoopThread,
@@ -121,16 +122,14 @@ def ops(
     webhook_port = devstack.free_port()
     health_ports = {name: devstack.free_port() for name in SERVICES}
     env = {
-        "NATS_URL": nats_server.extra["url"],
-        "MONGODB_URL": mongo_url,
-        "MONGODB_DATABASE": f"ops_{webhook_port}",
-        "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
-        "TELEGRAM_API_BASE_URL": fake_telegram.base_url,
-        "PLANFIX_BASE_URL": fake_planfix.base_url,
-        "PLANFIX_API_TOKEN": PLANFIX_TOKEN,
-        "PLANFIX_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "PLANFIX_WEBHOOK_PORT": str(webhook_port),
-        "PLANFIX_WEBHOOK_HOST": "127.0.0.1",
+        **stack_env(
+            nats_server.extra["url"],
+            mongo_url,
+            f"ops_{webhook_port}",
+            fake_telegram,
+            fake_planfix,
+            webhook_port=webhook_port,
+        ),
         "HEALTH_HOST": "127.0.0.1",
         "LOG_LEVEL": "INFO",
         # The task card (issue 18) is one more message per bound group; these tests count without it.

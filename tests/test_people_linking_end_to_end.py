@@ -8,7 +8,7 @@ import re
 from contracts.events import PersonLinked, PersonLinkRefused, PersonUnlinked
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
-from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, bridge_fixture, texts_sent
+from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, bridge_fixture, texts_sent, the_answer
 from tests.support import eventually, stays
 
 CODE = re.compile(r"TGLINK-[0-9A-Z]{5}-[0-9A-Z]{5}")
@@ -124,8 +124,6 @@ def test_link_in_a_group_points_to_the_private_chat(
 ) -> None:
     fake_telegram.set_member_status(unique_chat_id, ADMIN_ID, "member")
 
-    fake_telegram.add_group_message(unique_chat_id, "/link")
-
-    [reply] = eventually(lambda: texts_sent(fake_telegram, unique_chat_id), what="answer")
+    reply = the_answer(fake_telegram, unique_chat_id, "/link", what="answer")
     assert "?start=link" in reply
     assert not CODE.search(reply)
