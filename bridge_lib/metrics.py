@@ -96,6 +96,10 @@ PLANFIX_COMMENTS_RECONCILED = Counter(
     "bridge_planfix_comments_reconciled",
     "Planfix comments no webhook announced, found and carried by reconciliation (webhooks broken?)",
 )
+PLANFIX_TASK_CHANGES_RECONCILED = Counter(
+    "bridge_planfix_task_changes_reconciled",
+    "Planfix task changes no scenario notice announced, found by reconciliation (task scenario off?)",
+)
 PLANFIX_BUDGET = Gauge(
     "bridge_planfix_daily_budget_remaining",
     "Planfix REST requests left today, as Planfix last reported it (NaN until known)",

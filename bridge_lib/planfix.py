@@ -129,6 +129,11 @@ class PlanfixUnavailable(PlanfixError):
     """Planfix could not be reached or asked us to slow down; the call may succeed later."""
 
 
+class PlanfixNoAnswer(PlanfixUnavailable):
+    """The request was sent and no answer came (a timeout, the connection lost, a gateway's
+    504): Planfix may have done it all the same."""
+
+
 class PlanfixThrottled(PlanfixUnavailable):
     """Planfix refused the request for going over the per-second limit."""
 
@@ -836,7 +841,7 @@ class PlanfixClient:
         except (httpx.ConnectError, httpx.ConnectTimeout) as error:
             raise _NotSent(f"{method} {path}: {type(error).__name__}") from error
         except httpx.TransportError as error:
-            raise PlanfixUnavailable(f"{method} {path}: {type(error).__name__}") from error
+            raise PlanfixNoAnswer(f"{method} {path}: {type(error).__name__}") from error
         self._note_budget(response)
         body = _json_or_empty(response)
         try:
@@ -911,6 +916,8 @@ def _raise_for(
             f"{where}, code 22: the account's request limit is used up",
             reset_after_s=_time_to_reset(body) or _retry_after(response),
         )
+    if response.status_code == 504 and code is None:
+        raise PlanfixNoAnswer(f"{where}: a gateway in front of Planfix gave up waiting")
     if response.status_code >= 500 and code in (None, CODE_UNKNOWN):
         raise PlanfixUnavailable(f"{where} {body.get('error', '')}".strip())
     failed = response.status_code >= 400 or (body.get("result") not in (None, "success") and code is not None)

@@ -530,10 +530,12 @@ class PlanfixTaskWebhookReceived(Event, frozen=True, kw_only=True, tag="planfix.
 
 
 class TaskStateSeen(enum.StrEnum):
-    """Why the gateway read the task: a scenario's notice, or a group was bound to it."""
+    """Why the gateway read the task: a scenario's notice, a group was bound to it, or the
+    re-read's reconciliation pass found it due (a change no notice announced)."""
 
     WEBHOOK = "webhook"
     BOUND = "bound"
+    RECONCILE = "reconcile"
 
 
 class PlanfixTaskStateChanged(Event, frozen=True, kw_only=True, tag="planfix.task_state_changed.v1"):

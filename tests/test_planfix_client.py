@@ -26,6 +26,7 @@ from bridge_lib.planfix import (
     PlanfixAuthError,
     PlanfixClient,
     PlanfixFileInfo,
+    PlanfixNoAnswer,
     PlanfixUnavailable,
     TaskDefaults,
     TaskNotFound,
@@ -459,6 +460,33 @@ def test_a_creation_is_not_repeated_after_a_5xx(
             retry_attempts=3,
         )
     assert len(calls_to(fake_planfix, "POST", f"/rest/task/{number}/comments/")) == 1
+
+
+@pytest.mark.parametrize(("delay_s", "status"), [(1.5, None), (0.0, 504)])
+def test_a_creation_that_got_no_answer_says_planfix_may_have_made_it(
+    loop: LoopThread, fake_planfix: FakePlanfix, no_retry_waits: None, delay_s: float, status: int | None
+) -> None:
+    # A timeout, or a gateway's 504: the relay then looks for the comment before posting again.
+    number = fake_planfix.add_task("No answer")
+    if delay_s:
+        fake_planfix.delay_next(delay_s)
+    if status:
+        fake_planfix.fail_next(1, status=status)
+
+    async def go() -> None:
+        async with PlanfixClient(
+            base_url=fake_planfix.base_url, token=PLANFIX_TOKEN, timeout_s=0.5, retry_attempts=3
+        ) as client:
+            await client.add_comment(
+                task_number=number,
+                description_html="x",
+                source_id=SOURCE_ID,
+                source_object_id=planfix_source_object_id("tg:-8:9"),
+            )
+
+    with pytest.raises(PlanfixNoAnswer):
+        loop.run(go())
+    assert len(calls_to(fake_planfix, "POST", f"/rest/task/{number}/comments/")) <= 1
 
 
 def test_unknown_task_code_1000_is_not_retried(

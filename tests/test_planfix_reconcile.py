@@ -4,13 +4,32 @@ then passes against a stand-in Planfix and a recording publisher (``test_planfix
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import msgspec
+import nats.js.errors
 import pytest
 
 from bridge_lib import metrics
+from bridge_lib.eventbus import Delivery
+from bridge_lib.planfix import PlanfixComment, TaskPeople
 from contracts import subjects
-from contracts.events import PlanfixCommentAdded, event_id_for, planfix_comment_key
+from contracts.events import (
+    PlanfixCommentAdded,
+    PlanfixTaskState,
+    PlanfixTaskStateChanged,
+    PlanfixTaskWebhookReceived,
+    TaskStateSeen,
+    encode_event,
+    event_id_for,
+    planfix_comment_key,
+    root_envelope,
+)
 from services.planfix_gateway.reconcile import MemoryMarks, check_comments, due_tasks, mark_with_pending
 from services.planfix_gateway.reread import CommentRereader, Watchlist
+from services.planfix_gateway.task_fetcher import TaskFetcher
 from tests.test_planfix_reread import (
     ACTIVE_S,
     NOW,
@@ -205,3 +224,154 @@ def test_the_fold_remembers_every_added_comment_of_a_bound_task_for_the_active_w
     assert watch.folded_in(999) == frozenset()
     watch.forget_before(NOW - ACTIVE_S)
     assert watch.folded_in(TASK) == {12, 13, 14}
+
+
+# --- task changes no scenario notice announced ------------------------------------------------
+
+
+class StandInTasks(StandInPlanfix):
+    """The stand-in Planfix with tasks too: ``GET /task/{id}`` answers the task's state now."""
+
+    def __init__(self, comments: list[PlanfixComment], states: dict[int, PlanfixTaskState]) -> None:
+        super().__init__(comments)
+        self.states = states
+        # Set: each read waits for it (two reads in flight at once).
+        self.hold: asyncio.Event | None = None
+
+    async def get_task_state(self, number: int) -> tuple[PlanfixTaskState, TaskPeople]:
+        self.requests.append(f"task {number}")
+        if self.hold is not None:
+            await self.hold.wait()
+        return self.states[number], TaskPeople(number=number)
+
+
+class StoredStates(RecordingPublisher):
+    """The PLANFIX stream as the task fetcher sees it: what is published (a repeated message id
+    dropped), and the last message of a subject read back (``last_task_state``)."""
+
+    async def get_last_msg(self, stream: str, subject: str) -> Any:
+        on_subject = [
+            (seq, event) for seq, (at, event) in enumerate(self.stored.values(), 1) if at == subject
+        ]
+        if not on_subject:
+            raise nats.js.errors.NotFoundError
+        seq, event = on_subject[-1]
+        return SimpleNamespace(seq=seq, data=encode_event(event))
+
+    def changes(self, task: int) -> list[PlanfixTaskStateChanged]:
+        subject = subjects.planfix_task_changed(task)
+        return [e for s, e in self.stored.values() if s == subject and isinstance(e, PlanfixTaskStateChanged)]
+
+
+QUIET_S = 3600.0
+NEW = PlanfixTaskState(name="Boiler", status_id=1, status_name="New", status_active=True)
+IN_PROGRESS = msgspec.structs.replace(NEW, status_id=2, status_name="In progress")
+
+
+def task_fetcher(planfix: StandInTasks, stream: StoredStates) -> TaskFetcher:
+    return TaskFetcher(planfix=planfix, publisher=stream, jetstream=lambda: stream)  # type: ignore[arg-type]
+
+
+def state_reconciler(
+    planfix: StandInTasks, watch: Watchlist, stream: StoredStates, clock: list[float], tasks: TaskFetcher
+) -> CommentRereader:
+    return CommentRereader(
+        planfix=planfix,
+        publisher=stream,
+        watchlist=watch,
+        source_id=SOURCE_ID,
+        interval_s=600,
+        active_s=ACTIVE_S,
+        max_per_day=100_000,
+        clock=lambda: clock[0],
+        marks=MemoryMarks({TASK: 11}),
+        quiet_interval_s=QUIET_S,
+        task_states=tasks,
+    )
+
+
+def a_bound_task_with_a_comment() -> Watchlist:
+    watch = Watchlist()
+    for event in (bound(-100, TASK), added(11, task=TASK, at=NOW - 60)):
+        watch.apply(event)
+    return watch
+
+
+async def test_a_status_change_no_notice_announced_is_stored_once_by_a_pass() -> None:
+    planfix = StandInTasks([comment(11, task=TASK)], {TASK: NEW})
+    stream = StoredStates()
+    tasks = task_fetcher(planfix, stream)
+    await tasks.on_bound(bound(-100, TASK), Delivery(stream_seq=1, num_delivered=1))  # the card's first state
+    clock = [NOW]
+    reconcile = state_reconciler(planfix, a_bound_task_with_a_comment(), stream, clock, tasks)
+    found_before = metrics.PLANFIX_TASK_CHANGES_RECONCILED._value.get()
+
+    planfix.states[TASK] = IN_PROGRESS  # changed in Planfix; the task scenario sends nothing
+    planfix.requests.clear()
+    first = await reconcile.run_pass()
+
+    assert (first.requests, first.states_read, first.task_changes) == (2, 1, 1)
+    assert planfix.requests == [f"list {TASK}", f"task {TASK}"]
+    [bind, change] = stream.changes(TASK)
+    assert (bind.seen_on, change.seen_on) == (TaskStateSeen.BOUND, TaskStateSeen.RECONCILE)
+    assert change.previous == NEW
+    assert change.state == IN_PROGRESS
+    assert metrics.PLANFIX_TASK_CHANGES_RECONCILED._value.get() == found_before + 1
+
+    # The next pass lists the comments of the (active) task again, but reads its state only once
+    # a quiet interval has passed: and then finds nothing new.
+    clock[0] += 600
+    second = await reconcile.run_pass()
+    assert (second.requests, second.states_read, second.task_changes) == (1, 0, 0)
+    clock[0] += QUIET_S
+    third = await reconcile.run_pass()
+    assert (third.requests, third.states_read, third.task_changes) == (2, 1, 0)
+    assert len(stream.changes(TASK)) == 2
+    assert metrics.PLANFIX_TASK_CHANGES_RECONCILED._value.get() == found_before + 1
+
+
+async def test_a_task_state_costs_one_read_per_quiet_interval_a_day() -> None:
+    planfix = StandInTasks([comment(11, task=TASK)], {TASK: NEW})
+    stream = StoredStates()
+    clock = [NOW]
+    watch = Watchlist()
+    watch.apply(bound(-100, TASK))  # no comment relayed: a quiet task
+    reconcile = state_reconciler(planfix, watch, stream, clock, task_fetcher(planfix, stream))
+    found_before = metrics.PLANFIX_TASK_CHANGES_RECONCILED._value.get()
+
+    requests = changes = 0
+    for _ in range(144):  # a day of passes, every 10 minutes
+        outcome = await reconcile.run_pass()
+        requests, changes = requests + outcome.requests, changes + outcome.task_changes
+        clock[0] += 600
+
+    # 24 state reads (one an hour) beside the quiet task's 24 comment lists.
+    assert planfix.requests.count(f"task {TASK}") == 24
+    assert requests == 48
+    # Its first state (none was stored): no change a notice missed; then nothing new.
+    assert [change.seen_on for change in stream.changes(TASK)] == [TaskStateSeen.RECONCILE]
+    assert changes == 0
+    assert metrics.PLANFIX_TASK_CHANGES_RECONCILED._value.get() == found_before
+
+
+async def test_a_change_a_notice_and_a_pass_both_find_is_stored_once() -> None:
+    planfix = StandInTasks([comment(11, task=TASK)], {TASK: NEW})
+    stream = StoredStates()
+    # Two replicas: one answers the notice, the other holds the re-read's lease.
+    on_notice, in_pass = task_fetcher(planfix, stream), task_fetcher(planfix, stream)
+    await on_notice.on_bound(bound(-100, TASK), Delivery(stream_seq=1, num_delivered=1))
+    reconcile = state_reconciler(planfix, a_bound_task_with_a_comment(), stream, [NOW], in_pass)
+    planfix.states[TASK] = IN_PROGRESS
+    planfix.hold = asyncio.Event()
+    notice = PlanfixTaskWebhookReceived(**root_envelope("notice", caused_by="notice"), task_number=TASK)
+
+    both = asyncio.gather(
+        on_notice.on_notice(notice, Delivery(stream_seq=2, num_delivered=1)), reconcile.run_pass()
+    )
+    await asyncio.sleep(0.01)  # both have read the stored state and asked Planfix
+    planfix.hold.set()
+    _, outcome = await both
+
+    assert planfix.requests.count(f"task {TASK}") == 3  # the bind, the notice, the pass
+    assert [change.state for change in stream.changes(TASK)] == [NEW, IN_PROGRESS]
+    assert outcome.task_changes == 0  # the notice's read stored it first

@@ -1,5 +1,5 @@
-"""Edits and deletions made in Planfix with no scenario telling the bridge, and comments whose
-webhook never came, end to end.
+"""Edits and deletions made in Planfix with no scenario telling the bridge, comments whose
+webhook never came, and a task change with its scenario off, end to end.
 
 Planfix's help shows no scenario event for "comment changed" or "comment deleted", so the
 fake Planfix here changes comments without any webhook (``fire_webhook=False``) and the
@@ -9,12 +9,14 @@ store, the re-read every 3 seconds instead of 10 minutes (reconciliation's grace
 
 from __future__ import annotations
 
-from contracts.events import PlanfixCommentAdded, PlanfixCommentDeleted, PlanfixCommentUpdated
+from contracts.events import PlanfixCommentAdded, PlanfixCommentDeleted, PlanfixCommentUpdated, TaskStateSeen
 from contracts.subjects import PLANFIX_COMMENT_MARKS_BUCKET
 from sandbox.fake_planfix import FakePlanfix
+from sandbox.fake_planfix_tasks import STATUS_IN_PROGRESS
 from sandbox.fake_telegram import FakeTelegram
 from tests.e2e_bridge import Bridge, bind_new_task, bridge_fixture
 from tests.support import eventually, jetstream, stays
+from tests.test_task_life_end_to_end import card_of, has_card, state_events
 
 REREAD_INTERVAL_S = 3.0
 
@@ -27,6 +29,7 @@ bridge = bridge_fixture(
         "PLANFIX_REREAD_MAX_PER_DAY": "100000",
         "PLANFIX_RECONCILE_QUIET_INTERVAL_MIN": str(REREAD_INTERVAL_S / 60),
         "PLANFIX_RECONCILE_GRACE_S": "1",
+        "RELAY_TASK_CARDS": "true",
     },
 )
 
@@ -148,3 +151,33 @@ def test_a_comment_whose_webhook_never_came_is_found_and_shown_once(
     assert [e.comment_id for e in added_events] == [lost, after]
     log = bridge.processes["planfix_gateway"].log_text()
     assert log.count("comment_found_by_reconciliation") == 2
+
+
+def test_a_status_change_no_scenario_announced_reaches_the_card_and_is_told_in_a_line(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
+) -> None:
+    chat = unique_chat_id
+    number = bind_new_task(bridge, fake_telegram, chat, "Silent status", fake_planfix)
+    eventually(lambda: has_card(fake_telegram, chat), what="card posted")
+    card = card_of(fake_telegram, chat)
+    assert "New" in card["text"]
+
+    fake_planfix.set_task_status(number, STATUS_IN_PROGRESS, fire_webhook=False)  # the task scenario is off
+
+    eventually(
+        lambda: "In progress" in card_of(fake_telegram, chat)["text"],
+        timeout_s=30,
+        what="the card edited after the pass read the task",
+    )
+    assert card_of(fake_telegram, chat)["message_id"] == card["message_id"]
+    eventually(
+        lambda: any("Status: New → In progress" in text for text in shown(fake_telegram, chat)),
+        what="the change told in a line",
+    )
+    found = [e for e in state_events(bridge, number) if e.seen_on is TaskStateSeen.RECONCILE]
+    assert [(e.previous.status_name if e.previous else None, e.state.status_name) for e in found] == [
+        ("New", "In progress")
+    ]
+    # Later passes read the task again and find nothing new.
+    stays(lambda: len(state_events(bridge, number)) == 2, for_s=2.5 * REREAD_INTERVAL_S, what="stored once")
+    assert "task_change_found_by_reconciliation" in bridge.processes["planfix_gateway"].log_text()

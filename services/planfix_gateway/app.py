@@ -102,10 +102,12 @@ async def run(settings: PlanfixGatewaySettings) -> int:
 
 @dataclass(frozen=True)
 class Gateway:
-    """The webhook receiver and the fetcher's subscriber, built together."""
+    """The webhook receiver and the fetchers' subscribers, built together; the task fetcher
+    also serves the reconciliation pass (``reread``)."""
 
     receiver: WebhookReceiver
     router: NatsRouter
+    tasks: TaskFetcher
 
 
 def build(settings: PlanfixGatewaySettings, broker: NatsBroker, planfix: PlanfixClient) -> Gateway:
@@ -140,7 +142,7 @@ def build(settings: PlanfixGatewaySettings, broker: NatsBroker, planfix: Planfix
         before_fetch=receiver.no_burst_pending,
     )
     router.include_router(build_task_router(tasks))
-    return Gateway(receiver=receiver, router=router)
+    return Gateway(receiver=receiver, router=router, tasks=tasks)
 
 
 def in_order_carrier(
@@ -214,7 +216,9 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
         )
         return EXIT_FAILED
     if settings.planfix_reread_interval_min > 0:
-        rereading = asyncio.create_task(_reread(settings, broker, planfix, receiver), name="reread")
+        rereading = asyncio.create_task(
+            _reread(settings, broker, planfix, receiver, gateway.tasks), name="reread"
+        )
         stack.push_async_callback(_cancel, rereading)
     else:
         log.info("reread_off", hint="edits and deletions come only from scenario notices, if any")
@@ -230,9 +234,14 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
 
 
 async def _reread(
-    settings: PlanfixGatewaySettings, broker: NatsBroker, planfix: PlanfixClient, receiver: WebhookReceiver
+    settings: PlanfixGatewaySettings,
+    broker: NatsBroker,
+    planfix: PlanfixClient,
+    receiver: WebhookReceiver,
+    tasks: TaskFetcher,
 ) -> None:
-    """Re-read bound tasks' recent comments for edits and deletions (``reread``), for ever.
+    """Re-read bound tasks' recent comments for edits and deletions, and reconcile their
+    comments and states (``reread``), for ever.
 
     Started after the webhook listener and outside start-up: its stream replay must neither
     delay the first answers to Planfix nor stop the service when NATS is slow.
@@ -281,6 +290,7 @@ async def _reread(
             quiet_interval_s=settings.planfix_reconcile_quiet_interval_min * 60,
             grace_s=settings.planfix_reconcile_grace_s,
             webhooks_drained=partial(fetcher_drained, js),
+            task_states=tasks,
         )
         log.info(
             "reread_on",

@@ -68,7 +68,8 @@ class PlanfixGatewaySettings(NatsSettings, PlanfixSettings, HealthSettings):
     # active tasks than a period's share, each is read in turn, less often.
     planfix_reread_max_per_day: int = Field(default=5000, alias="PLANFIX_REREAD_MAX_PER_DAY", ge=1)
     # Reconciliation (comments no webhook announced), in the same passes and budget: bound tasks
-    # without recent comments are read this often (active ones every PLANFIX_REREAD_INTERVAL_MIN).
+    # without recent comments are read this often (active ones every PLANFIX_REREAD_INTERVAL_MIN),
+    # and every bound task's state (task changes no notice announced).
     planfix_reconcile_quiet_interval_min: float = Field(
         default=60.0, alias="PLANFIX_RECONCILE_QUIET_INTERVAL_MIN", gt=0
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import msgspec
 import nats.js.errors
 import structlog
 
@@ -47,7 +48,7 @@ from contracts.subjects import PLANFIX_STREAM
 log = structlog.get_logger("planfix_gateway.in_order")
 
 # The first page is small: usually the last stored comment is among the few newest.
-FIRST_PAGE = 20
+FIRST_PAGE = 10
 PAGE_SIZE = 100
 # Pages read at most to reach back to the last stored comment.
 MAX_PAGES = 5
@@ -61,7 +62,12 @@ async def last_stored_in(js: Any, task_number: int) -> int | None:
         raw = await js.get_last_msg(PLANFIX_STREAM.name, subjects.planfix_comment_added(task_number))
     except nats.js.errors.NotFoundError:
         return None
-    event = decode_event(raw.data)
+    try:
+        event = decode_event(raw.data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        # Not ours to read (a newer version's event): carry from the announced comment on.
+        log.warning("last_stored_comment_unreadable", task_number=task_number)
+        return None
     return event.comment_id if isinstance(event, PlanfixCommentAdded) else None
 
 

@@ -167,7 +167,12 @@ def due_tasks(
     due = []
     for task in bound:
         period = interval_s if task in active else quiet_interval_s
-        # A pass comes every interval, give or take: 10 % early still counts as due.
-        if task in hurried or now - last_read.get(task, float("-inf")) >= period * 0.9:
+        if task in hurried or is_due(last_read.get(task), now=now, period_s=period):
             due.append(task)
     return sorted(due, key=lambda task: (last_read.get(task, 0.0), -active.get(task, 0.0), task))
+
+
+def is_due(last_read: float | None, *, now: float, period_s: float) -> bool:
+    """Whether something last read at ``last_read`` (None: never) is to be read again: a pass
+    comes every interval, give or take, so 10 % early still counts as due."""
+    return last_read is None or now - last_read >= period_s * 0.9

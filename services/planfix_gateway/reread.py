@@ -9,7 +9,9 @@ docs/architecture.md.
 
 With ``marks`` (the service's default) the same pass reconciles: every bound task is read, the
 active ones each interval and the rest every ``PLANFIX_RECONCILE_QUIET_INTERVAL_MIN``, and
-comments no webhook announced are carried (``reconcile``).
+comments no webhook announced are carried (``reconcile``); with ``task_states`` too, each due
+task's state is read at most once per ``PLANFIX_RECONCILE_QUIET_INTERVAL_MIN`` and a change no
+scenario notice announced is stored as the notice would have stored it (``task_fetcher``).
 """
 
 from __future__ import annotations
@@ -57,7 +59,15 @@ from contracts.events import (
 from contracts.subjects import ALL_BINDING_EVENTS, ALL_PLANFIX_COMMENT_CHANGES, BINDING_STREAM, PLANFIX_STREAM
 from services.planfix_gateway.fetcher import no_wait
 from services.planfix_gateway.in_order import files_of, store, store_listed
-from services.planfix_gateway.reconcile import MAX_PAGES, Marks, check_comments, due_tasks, mark_with_pending
+from services.planfix_gateway.reconcile import (
+    MAX_PAGES,
+    Marks,
+    check_comments,
+    due_tasks,
+    is_due,
+    mark_with_pending,
+)
+from services.planfix_gateway.task_fetcher import ReadOutcome
 
 log = structlog.get_logger("planfix_gateway.reread")
 
@@ -80,6 +90,12 @@ class CommentSource(CommentLister, Protocol):
     daily_budget_remaining: int | None
 
     async def get_comment(self, comment_id: int, *, source_id: str | None = None) -> PlanfixComment: ...
+
+
+class TaskStates(Protocol):
+    """Reads a task's state and stores it when it changed (``task_fetcher.TaskFetcher``)."""
+
+    async def reconcile(self, task_number: int) -> ReadOutcome: ...
 
 
 class Watched(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -373,6 +389,9 @@ class PassOutcome:
     deletions: int = 0
     # Comments no webhook announced, carried by reconciliation.
     found: int = 0
+    # Task states read, and the changes among them no scenario notice announced.
+    states_read: int = 0
+    task_changes: int = 0
     skipped: str | None = None
 
 
@@ -401,6 +420,7 @@ class CommentRereader:
         grace_s: float = 60.0,
         webhooks_drained: Callable[[], Awaitable[bool]] = webhooks_drained,
         monotonic: Callable[[], float] = time.monotonic,
+        task_states: TaskStates | None = None,
     ) -> None:
         self._planfix = planfix
         self._publisher = publisher
@@ -423,6 +443,9 @@ class CommentRereader:
         self._webhooks_drained = webhooks_drained
         self._monotonic = monotonic
         self._missing_since: dict[int, tuple[int, float]] = {}
+        # Task states (reconciliation only): task -> when its state was last read by a pass.
+        self._task_states = task_states
+        self._state_read: dict[int, float] = {}
 
     @property
     def requests_per_pass(self) -> float:
@@ -477,6 +500,8 @@ class CommentRereader:
                 edits=outcome.edits,
                 deletions=outcome.deletions,
                 found=outcome.found,
+                states_read=outcome.states_read,
+                task_changes=outcome.task_changes,
                 skipped=outcome.skipped,
                 took_s=round(time.monotonic() - started - self._interval_s, 1),
             )
@@ -494,9 +519,9 @@ class CommentRereader:
         active = self._watchlist.active_tasks(since)
         bound = self._watchlist.bound_tasks()
         kept = set(active) if self._marks is None else bound
-        for task in list(self._last_read):
-            if task not in kept:
-                del self._last_read[task]
+        for reads in (self._last_read, self._state_read):
+            for task in [task for task in reads if task not in kept]:
+                del reads[task]
         self._credit = next_credit(self._credit, self._share)
         allowance = math.floor(self._credit)
         if self._marks is None:
@@ -512,6 +537,7 @@ class CommentRereader:
                 break
             try:
                 await self._reread(task, since, outcome, drained=drained)
+                await self._read_state(task, outcome, allowance)
             except DailyLimitReached:
                 outcome.skipped = "daily limit reached"
                 break
@@ -555,6 +581,20 @@ class CommentRereader:
             await self._edits_and_deletions(task, snapshot, page, outcome)
         if self._marks is not None:
             await self._reconcile(task, page, outcome, drained=drained)
+
+    async def _read_state(self, task: int, outcome: PassOutcome, allowance: int) -> None:
+        """Read the task's state if a quiet interval passed since the last pass read it (one
+        request): a change no scenario notice announced is stored (``TaskFetcher.reconcile``)."""
+        if self._task_states is None or self._marks is None or outcome.requests >= allowance:
+            return
+        now = self._clock()
+        if not is_due(self._state_read.get(task), now=now, period_s=self._quiet_interval_s):
+            return
+        self._state_read[task] = now
+        outcome.requests += 1
+        outcome.states_read += 1
+        if await self._task_states.reconcile(task) == "stored":
+            outcome.task_changes += 1
 
     async def _edits_and_deletions(
         self, task: int, snapshot: dict[int, Watched], page: list[PlanfixComment], outcome: PassOutcome

@@ -1,6 +1,6 @@
 """Faults past short outages: Planfix away for (simulated) hours, over its daily cap, webhooks
-that never come or come late and out of order, the store killed mid-burst, a relay whose clock
-is 30 s off, and two faults at once. Same counting as ``test_faults``: sent, delivered, lost,
+that never come or come late and out of order, the store killed mid-burst, the streams at their
+byte cap, a relay whose clock is 30 s off, and two faults at once. Same counting as ``test_faults``: sent, delivered, lost,
 duplicated, reordered, both ways.
 
 A bridge of its own (its own store, so a fault may kill it): the retry delay is capped at
@@ -34,6 +34,8 @@ FIRST_CHAT_ID = -1009800000000
 REREAD_INTERVAL_S = 3.0
 # Where a scenario request goes when the webhook "fails": nothing listens there.
 DEAD_WEBHOOK_URL = "http://127.0.0.1:9/planfix/webhook/nobody-home"
+# How long the streams stay at their byte cap.
+STREAMS_FULL_S = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +99,26 @@ def fetcher_idle(bridge: FaultBridge) -> bool:
     return bridge.loop.run(read())
 
 
+def set_byte_caps(bridge: FaultBridge, caps: dict[str, int | None]) -> dict[str, int]:
+    """Set each stream's ``max_bytes`` (None: what it holds now, so it is full); the caps before."""
+
+    async def run() -> dict[str, int]:
+        nc = await nats.connect(bridge.cluster.url.split(","))
+        try:
+            js = nc.jetstream()
+            before: dict[str, int] = {}
+            for name, cap in caps.items():
+                info = await js.stream_info(name)
+                before[name] = info.config.max_bytes or -1
+                info.config.max_bytes = info.state.bytes if cap is None else cap
+                await js.update_stream(info.config)
+            return before
+        finally:
+            await nc.close()
+
+    return bridge.loop.run(run())
+
+
 def marked_tasks(bridge: FaultBridge) -> set[int]:
     """Tasks reconciliation has a mark for (it checks comments above it)."""
 
@@ -153,9 +175,10 @@ def test_planfix_over_its_daily_cap_pauses_until_it_resets_then_everything_flows
     assert_exact(*bridge.report(fault, chats, written))
     refused = bridge.fake_planfix.refused_for_daily_cap() - refused_before
     print(f"\n{fault}: {refused} requests refused with code 22 (the rest waited without asking)")
-    # Each process learns the pause from its own refusal or from the bucket: no request per
-    # message or per retry.
-    assert 0 < refused <= 8
+    # Each process learns the pause from its own refusal or from the bucket: what it had in
+    # flight when the cap hit is refused (the relay carries the groups' tasks side by side; the
+    # gateway and the binder a few), then nothing more: no request per message or per retry.
+    assert 0 < refused <= len(chats) + 4
     assert bridge.dead_letters() == dead_before
 
 
@@ -235,6 +258,33 @@ def test_the_store_killed_and_restarted_mid_burst_loses_and_reorders_nothing(bri
 
     # A Telegram send whose record the store could not take is sent again: one per group at most.
     assert_exact(*bridge.report(fault, chats, written), telegram_in_flight=len(chats))
+
+
+def test_streams_at_their_byte_cap_refuse_then_everything_flows_once_there_is_room(
+    bridge: FaultBridge,
+) -> None:
+    fault = "streams-full"
+    chats = groups()
+    webhooks_before = len(bridge.fake_planfix.webhook_deliveries)
+    dead_before = bridge.dead_letters()
+    caps: dict[str, int] = {}
+
+    def fill_streams() -> None:
+        # Both streams that take what comes from outside refuse new messages (discard policy
+        # "new") for a while: the gateways wait and retry, Telegram and Planfix keep the rest.
+        caps.update(set_byte_caps(bridge, {"TELEGRAM": None, "PLANFIX": None}))
+        time.sleep(STREAMS_FULL_S)
+        set_byte_caps(bridge, {name: cap for name, cap in caps.items()})
+
+    written = bridge.burst(fault, chats, SIZES.long_messages, midway=fill_streams)
+    bridge.redeliver_failed_webhooks(webhooks_before)
+    bridge.settle(fault, chats, written)
+
+    assert_exact(*bridge.report(fault, chats, written))
+    assert bridge.dead_letters() == dead_before
+    full = sum(p.log_text().count("stream_full") for p in bridge.all_processes())
+    print(f"\n{fault}: {full} publishes refused by a full stream, then retried")
+    assert full >= 1
 
 
 def test_a_relay_replica_with_its_clock_30_s_off_keeps_every_group_in_order(bridge: FaultBridge) -> None:

@@ -10,7 +10,9 @@ batch was planned, plus what its steps carried since).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
+import time
 from collections.abc import Callable, Sequence
 from zoneinfo import ZoneInfo
 
@@ -31,6 +33,7 @@ from bridge_lib.planfix import (
     PlanfixAuthError,
     PlanfixClient,
     PlanfixComment,
+    PlanfixNoAnswer,
     PlanfixRejected,
     PlanfixUnavailable,
     Recipients,
@@ -76,6 +79,16 @@ log = structlog.get_logger("relay.to_planfix")
 
 # How far back to look for a comment lost in a crash (pages of 100).
 _RECOVERY_PAGES = 5
+# How long a post that got no answer may still turn up in Planfix (a request cut at our timeout
+# or by a stop is still worked on there): until then it is looked for, not posted again.
+UNSURE_POST_GRACE_S = 60.0
+
+
+def may_post_again(unsure_since: float | None, now: float, *, grace_s: float = UNSURE_POST_GRACE_S) -> bool:
+    """Whether a comment not found in Planfix may be posted (again): never tried without an
+    answer, or that try is ``grace_s`` old. A time ahead of ``now`` (another replica's clock)
+    counts from ``now``: the wait is longer, never shorter."""
+    return unsure_since is None or now - unsure_since >= grace_s
 
 
 class Carrier:
@@ -247,16 +260,30 @@ class Carrier:
                 if entry.owner is not None and found.owner_id not in (None, entry.owner):
                     entry.owner = None  # the robot posted it (the owner was refused): edits name authors
                 return found.id
+            if not may_post_again(entry.unsure_since, time.time()):
+                raise PlanfixUnavailable(
+                    "an earlier post of this comment got no answer; looking for it again before posting"
+                )
         if not self._authors.owners_on:
             entry.owner = None  # Planfix refused owners lately: the robot writes, naming authors
         try:
-            return await self._add_comment(entry)
+            return await self._add_comment_or_mark_unsure(entry)
         except OwnerRefused as refused:
             # Nothing was posted: the same comment again, by the robot (same sourceObjectId).
             entry.owner = None
-            comment_id = await self._add_comment(entry)
+            comment_id = await self._add_comment_or_mark_unsure(entry)
             self._authors.owner_refused(refused)
             return comment_id
+
+    async def _add_comment_or_mark_unsure(self, entry: LedgerEntry) -> int:
+        try:
+            return await self._add_comment(entry)
+        except (PlanfixNoAnswer, asyncio.CancelledError):
+            # Planfix may make it yet: the next try looks for it first (``may_post_again``).
+            entry.unsure_since = time.time()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._ledger.mark_unsure(entry.run_key, entry.unsure_since))
+            raise
 
     async def _add_comment(self, entry: LedgerEntry) -> int:
         return await self._planfix.add_comment(

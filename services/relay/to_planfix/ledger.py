@@ -54,6 +54,9 @@ class LedgerEntry(msgspec.Struct, kw_only=True):
     # and the employees its messages mention (told beside the configured recipients).
     owner: str | None = None
     mentioned: list[str] = []
+    # When a post of it got no answer (timed out, cut by a stop; wall clock): Planfix may still
+    # make that comment, so it is looked for a while before being posted again.
+    unsure_since: float | None = None
 
     def block_for(self, message_key: str) -> Block | None:
         return next((block for block in self.blocks if block.message_key == message_key), None)
@@ -104,6 +107,9 @@ class CommentLedger:
         fields = msgspec.to_builtins(entry)
         fields.pop("run_key")
         await self._entries.update_one({"_id": entry.run_key}, {"$set": fields})
+
+    async def mark_unsure(self, run_key: str, since: float) -> None:
+        await self._entries.update_one({"_id": run_key}, {"$set": {"unsure_since": since}})
 
     async def lead_here(self, entry: LedgerEntry, keys: Sequence[str]) -> None:
         """Make ``keys`` (and the posted comment's id) lead to the entry; a key leading elsewhere

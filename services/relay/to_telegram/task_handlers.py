@@ -36,6 +36,10 @@ from services.relay.to_telegram.task_texts import card_text, change_lines, comma
 
 log = structlog.get_logger("relay.task_life")
 
+# Changes told in a line: those a scenario or the reconciliation pass found (a state read on
+# binding is where the card starts, not a change).
+ANNOUNCED_CHANGES = frozenset({TaskStateSeen.WEBHOOK, TaskStateSeen.RECONCILE})
+
 
 def _item(
     cause: Event, key: str, chat_id: int, thread_id: int | None, action: Action, kind: TelegramMessageKind
@@ -84,7 +88,7 @@ class TaskLife:
             t = self._texts(chat_id)
             lines = (
                 change_lines(event.previous, event.state, t, url)
-                if event.previous is not None and event.seen_on is TaskStateSeen.WEBHOOK
+                if event.previous is not None and event.seen_on in ANNOUNCED_CHANGES
                 else []
             )
             where = f"{chat_id}:{thread_id or 0}"

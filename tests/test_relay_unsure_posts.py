@@ -1,0 +1,27 @@
+"""A comment whose post got no answer (a timeout, a stop cutting the call) may still be made by
+Planfix: it is looked for before being posted again, for ``UNSURE_POST_GRACE_S``. The stack's
+version: tests/test_stop_and_store_outage.py (SIGTERM while Planfix holds the call past the stop
+grace: one comment, not two)."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.relay.to_planfix.carrier import UNSURE_POST_GRACE_S, may_post_again
+
+NOW = 1_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("unsure_since", "expected"),
+    [
+        (None, True),  # every earlier try was answered (or there was none)
+        (NOW - 5, False),  # it may land yet: look again later
+        (NOW - UNSURE_POST_GRACE_S, True),  # long enough: Planfix did not make it
+        (NOW + 30, False),  # written by a replica whose clock runs ahead: wait longer, not less
+    ],
+)
+def test_a_comment_not_found_is_posted_again_only_once_an_unanswered_post_is_old_enough(
+    unsure_since: float | None, expected: bool
+) -> None:
+    assert may_post_again(unsure_since, NOW) is expected
