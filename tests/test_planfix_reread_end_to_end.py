@@ -16,7 +16,7 @@ from sandbox.fake_planfix_tasks import STATUS_IN_PROGRESS
 from sandbox.fake_telegram import FakeTelegram
 from tests.e2e_bridge import Bridge, bind_new_task, bridge_fixture
 from tests.support import eventually, jetstream, stays
-from tests.test_task_life_end_to_end import card_of, has_card, state_events
+from tests.test_task_life_end_to_end import bound_with_its_card, card_of, state_events
 
 REREAD_INTERVAL_S = 3.0
 
@@ -157,8 +157,7 @@ def test_a_status_change_no_scenario_announced_reaches_the_card_and_is_told_in_a
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     chat = unique_chat_id
-    number = bind_new_task(bridge, fake_telegram, chat, "Silent status", fake_planfix)
-    eventually(lambda: has_card(fake_telegram, chat), what="card posted")
+    number = bound_with_its_card(bridge, fake_telegram, fake_planfix, chat, "Silent status")
     card = card_of(fake_telegram, chat)
     assert "New" in card["text"]
 

@@ -32,6 +32,15 @@ def has_card(fake_telegram: FakeTelegram, chat_id: int) -> bool:
     return any("Assigner:" in str(m["text"]) for m in fake_telegram.chat_messages(chat_id))
 
 
+def bound_with_its_card(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, chat_id: int, title: str
+) -> int:
+    """The group bound to a new task titled ``title`` and the task's card posted; its number."""
+    number = bind_new_task(bridge, fake_telegram, chat_id, title, fake_planfix)
+    eventually(lambda: has_card(fake_telegram, chat_id), what="card posted")
+    return number
+
+
 def task_reads(fake_planfix: FakePlanfix, task: int) -> int:
     return sum(1 for c in fake_planfix.calls if c.method == "GET" and c.path == f"/rest/task/{task}")
 
@@ -106,8 +115,7 @@ def test_done_sets_the_completed_status_and_tells_the_group(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     chat = unique_chat_id
-    task = bind_new_task(bridge, fake_telegram, chat, "Close me", fake_planfix)
-    eventually(lambda: has_card(fake_telegram, chat), what="card posted")
+    task = bound_with_its_card(bridge, fake_telegram, fake_planfix, chat, "Close me")
 
     calls_before = len(fake_planfix.calls)
     command(fake_telegram, chat, "/done")
@@ -188,8 +196,7 @@ def test_assign_makes_a_linked_employee_an_assignee_and_the_card_says_so(
     chat = unique_chat_id
     maria_tg = 7_718_001
     maria = fake_planfix.add_employee("Maria Lebedeva", telegram_id=maria_tg)
-    task = bind_new_task(bridge, fake_telegram, chat, "Needs hands", fake_planfix)
-    eventually(lambda: has_card(fake_telegram, chat), what="card posted")
+    task = bound_with_its_card(bridge, fake_telegram, fake_planfix, chat, "Needs hands")
     # Maria writes a task command once: the binder learns who she is from her Planfix profile.
     command(
         fake_telegram, chat, "/deadline someday", user_id=maria_tg, first_name="Maria", username="maria_l"
@@ -220,8 +227,7 @@ def test_a_file_added_to_the_task_in_planfix_is_named_in_the_group_with_a_link(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     chat = unique_chat_id
-    task = bind_new_task(bridge, fake_telegram, chat, "Drawings", fake_planfix)
-    eventually(lambda: has_card(fake_telegram, chat), what="card posted")
+    task = bound_with_its_card(bridge, fake_telegram, fake_planfix, chat, "Drawings")
 
     fake_planfix.add_task_file(task, "floor plan.pdf", b"%PDF-1.7 plan")
 
