@@ -124,29 +124,13 @@ async def planfix_call(base_url: str, task: int, calls: int) -> dict[str, float]
     body = {"description": "<p>comment</p>", "sourceId": "bench", "sourceObjectId": "x"}
     out = {}
     async with PlanfixClient(base_url=base_url, token=PLANFIX_TOKEN) as client:
-        out["httpx (PlanfixClient.add_comment)"] = await cpu_ms_per_call(
-            calls,
-            lambda i: client.add_comment(
-                task_number=task,
-                description_html="<p>comment</p>",
-                source_id="bench",
-                source_object_id=str(i),
-            ),
-        )
+        out["httpx (PlanfixClient.add_comment)"] = await cpu_ms_per_call(calls, _commenter(client, task))
     transport = _aiohttp_transport_for_httpx()
     if transport is not None:
         async with PlanfixClient(base_url=base_url, token=PLANFIX_TOKEN, transport=transport) as client:
             out[
                 "httpx over httpx-aiohttp's AiohttpTransport (PlanfixClient(transport=...))"
-            ] = await cpu_ms_per_call(
-                calls,
-                lambda i: client.add_comment(
-                    task_number=task,
-                    description_html="<p>comment</p>",
-                    source_id="bench",
-                    source_object_id=str(i),
-                ),
-            )
+            ] = await cpu_ms_per_call(calls, _commenter(client, task))
     headers = {"Authorization": f"Bearer {PLANFIX_TOKEN}", "Accept": "application/json"}
     async with aiohttp.ClientSession(base_url=base_url, headers=headers) as session:
 
@@ -158,6 +142,17 @@ async def planfix_call(base_url: str, task: int, calls: int) -> dict[str, float]
 
         out["aiohttp (same request)"] = await cpu_ms_per_call(calls, post)
     return out
+
+
+def _commenter(client: PlanfixClient, task: int) -> Callable[[int], Awaitable[int]]:
+    """The i-th call: the same comment, with its own source object id (as the relay adds them)."""
+
+    def add(i: int) -> Awaitable[int]:
+        return client.add_comment(
+            task_number=task, description_html="<p>comment</p>", source_id="bench", source_object_id=str(i)
+        )
+
+    return add
 
 
 def _aiohttp_transport_for_httpx() -> Any:

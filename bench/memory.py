@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.report import Figure, Results
-from bench.stack import SERVICES, BenchStack
+from bench.stack import BenchStack
 from bench.stats import distribution, trend
 from bench.traffic import Receipts, both_ways
+from devtools.devstack import SERVICES
 
 RSS_TARGET_MB = 100.0
 GROWTH_LIMIT_MB_PER_10_MIN = 5.0

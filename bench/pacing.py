@@ -14,8 +14,10 @@ that names what is missing; adapting the names here is all it takes to enable th
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -75,6 +77,19 @@ def _no_time(config: BenchConfig) -> str | None:
     return "make bench's 10 minutes are used up; run python -m bench --mode pacing"
 
 
+@contextlib.contextmanager
+def _paced_stack(work_dir: Path, prefix: str, *, other_side: set[str]) -> Iterator[BenchStack]:
+    """A started stack that paces as configured, but for ``other_side``'s pacing variables (off:
+    only the side measured waits), stopped on the way out."""
+    stack = BenchStack(Path(tempfile.mkdtemp(prefix=prefix, dir=work_dir)), pacing_off=False)
+    stack.extra_env = {k: v for k, v in PACING_OFF.items() if k in other_side}
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
 def _planfix_side(results: Results, config: BenchConfig, work_dir: Path, declared: set[str]) -> None:
     item = "4 pacing Planfix"
     why = _missing(PLANFIX_LIMIT_OPTION, FakePlanfix(token="probe"), PLANFIX_PACING_VARIABLES, declared)
@@ -85,11 +100,7 @@ def _planfix_side(results: Results, config: BenchConfig, work_dir: Path, declare
         )
         results.skipped(item, name, why)
         return
-    other_side_off = {k: v for k, v in PACING_OFF.items() if k in TELEGRAM_PACING_VARIABLES & declared}
-    stack = BenchStack(Path(tempfile.mkdtemp(prefix="planfix-pacing-", dir=work_dir)), pacing_off=False)
-    stack.extra_env = other_side_off
-    try:
-        stack.start()
+    with _paced_stack(work_dir, "planfix-pacing-", other_side=TELEGRAM_PACING_VARIABLES & declared) as stack:
         setattr(stack.planfix, PLANFIX_LIMIT_OPTION, PLANFIX_ALLOWED_PER_S)
         pairs = bind_by_command(stack, config.pacing_planfix_tasks, timeout_s=config.pacing_timeout_s)
         time.sleep(2.0)  # the binder's calls leave the budget
@@ -145,8 +156,6 @@ def _planfix_side(results: Results, config: BenchConfig, work_dir: Path, declare
             "comments": comments,
             "drained": drained,
         }
-    finally:
-        stack.stop()
 
 
 def _telegram_side(results: Results, config: BenchConfig, work_dir: Path, declared: set[str]) -> None:
@@ -156,11 +165,7 @@ def _telegram_side(results: Results, config: BenchConfig, work_dir: Path, declar
     if why:
         results.skipped(item, f"{config.pacing_telegram_comments} comments into one group at ~20/min", why)
         return
-    other_side_off = {k: v for k, v in PACING_OFF.items() if k in PLANFIX_PACING_VARIABLES & declared}
-    stack = BenchStack(Path(tempfile.mkdtemp(prefix="telegram-pacing-", dir=work_dir)), pacing_off=False)
-    stack.extra_env = other_side_off
-    try:
-        stack.start()
+    with _paced_stack(work_dir, "telegram-pacing-", other_side=PLANFIX_PACING_VARIABLES & declared) as stack:
         stack.telegram.set_group_pace((TELEGRAM_ALLOWED_PER_MIN, 60.0))
         [(chat, task)] = bind_by_command(stack, 1, timeout_s=config.pacing_timeout_s)
         time.sleep(3.0)  # the binding notice is out of the way
@@ -191,5 +196,3 @@ def _telegram_side(results: Results, config: BenchConfig, work_dir: Path, declar
             "refused": refused,
             "drained": drained,
         }
-    finally:
-        stack.stop()

@@ -20,6 +20,7 @@ import psutil
 
 from bench.settings_probe import pacing_off_env
 from devtools import devstack
+from devtools.devstack import HEALTH_PORT_VARIABLES, SERVICES
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests import support
@@ -29,13 +30,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BOT_TOKEN = "123456:BENCH-token-for-the-fake"
 PLANFIX_TOKEN = "bench-planfix-token"
 WEBHOOK_SECRET = "bench-webhook-path-secret"
-SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
-HEALTH_PORT_VARIABLES = {
-    "binder": "BINDER_HEALTH_PORT",
-    "relay": "RELAY_HEALTH_PORT",
-    "planfix_gateway": "PLANFIX_GATEWAY_HEALTH_PORT",
-    "telegram_gateway": "TELEGRAM_GATEWAY_HEALTH_PORT",
-}
 # What each service logs once it serves (its consumers are bound, its listener is up).
 READY_MARKERS = {
     "binder": "binder_started",

@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 from bench.report import Figure, Results
-from bench.stack import HEALTH_PORT_VARIABLES, READY_MARKERS, REPO_ROOT, service_env, start_fakes
+from bench.stack import READY_MARKERS, REPO_ROOT, service_env, start_fakes
 from devtools import devstack
+from devtools.devstack import HEALTH_PORT_VARIABLES
 from tests.support import LoopThread
 
 

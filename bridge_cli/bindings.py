@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -121,6 +121,14 @@ async def _ask_binder_to_audit(nats_url: str, *, max_planfix_reads: int, timeout
         max_planfix_reads=max_planfix_reads,
     )
     return await _ask_binder(nats_url, subjects.BINDER_AUDIT_BINDINGS, command, BindingsAudited, timeout_s)
+
+
+def _binder_answer(asking: Coroutine[Any, Any, A], *, hint: str) -> A:
+    """The binder's answer; when it gives none, the command fails saying so, and ``hint``."""
+    try:
+        return context.run(asking)
+    except (nats.errors.Error, TimeoutError) as error:
+        raise context.fail(f"the binder did not answer ({type(error).__name__})", hint=hint) from None
 
 
 # --- bindings list / show / unbind --------------------------------------------------------------
@@ -302,15 +310,10 @@ def audit(
     linked, not an employee, not on the task; the chat is not allowed; too many groups on a task).
     Exits 1 when there is any: they keep working until an operator unbinds them."""
     target = context.target(ctx)
-    try:
-        answer = context.run(
-            _ask_binder_to_audit(target.nats_url, max_planfix_reads=max_planfix_reads, timeout_s=wait)
-        )
-    except (nats.errors.Error, TimeoutError) as error:
-        raise context.fail(
-            f"the binder did not answer ({type(error).__name__})",
-            hint="the binder audits with its own policy and Planfix budget: start it and run this again",
-        ) from None
+    answer = _binder_answer(
+        _ask_binder_to_audit(target.nats_url, max_planfix_reads=max_planfix_reads, timeout_s=wait),
+        hint="the binder audits with its own policy and Planfix budget: start it and run this again",
+    )
     out = context.console()
     for finding in answer.findings:
         by = finding.bound_by_user_id if finding.bound_by_user_id is not None else "unknown"
@@ -334,13 +337,10 @@ def rebuild(
 ) -> None:
     """Ask the binder to rewrite its bindings from the binding events alone; report differences."""
     target = context.target(ctx)
-    try:
-        answer = context.run(_ask_binder_to_rebuild(target.nats_url, dry_run=dry_run, timeout_s=wait))
-    except (nats.errors.Error, TimeoutError) as error:
-        raise context.fail(
-            f"the binder did not answer ({type(error).__name__})",
-            hint="the binder rebuilds its own store: start it (python -m services.binder) and run this again",
-        ) from None
+    answer = _binder_answer(
+        _ask_binder_to_rebuild(target.nats_url, dry_run=dry_run, timeout_s=wait),
+        hint="the binder rebuilds its own store: start it (python -m services.binder) and run this again",
+    )
     out = context.console()
     found = answer.differences
     for difference in found:

@@ -60,25 +60,20 @@ class DumpRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     @classmethod
     def of(cls, message: StoredMessage) -> DumpRecord:
-        try:
-            msgspec.json.decode(message.data)
-        except msgspec.DecodeError:
-            return cls(
-                stream=message.stream,
-                seq=message.seq,
-                subject=message.subject,
-                headers=message.headers,
-                time=message.time,
-                data_b64=base64.b64encode(message.data).decode("ascii"),
-            )
-        return cls(
+        record = cls(
             stream=message.stream,
             seq=message.seq,
             subject=message.subject,
             headers=message.headers,
             time=message.time,
-            event=msgspec.Raw(message.data),
         )
+        try:
+            msgspec.json.decode(message.data)
+        except msgspec.DecodeError:
+            record.data_b64 = base64.b64encode(message.data).decode("ascii")
+        else:
+            record.event = msgspec.Raw(message.data)
+        return record
 
     def to_message(self) -> StoredMessage:
         if self.event is not None:

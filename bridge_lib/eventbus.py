@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import msgspec
 import nats.errors
@@ -250,9 +250,28 @@ def durable_pull(durable: str, *, ack_wait_s: float = 60.0, max_deliver: int = -
     }
 
 
+# A publish that JetStream did not take for now: tried again with the same message id.
+_JETSTREAM_AWAY: tuple[type[Exception], ...] = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.OutboundBufferLimitError,
+    nats.js.errors.ServiceUnavailableError,
+    # The stream has no leader for a moment (a node of the cluster died).
+    nats.js.errors.NoStreamResponseError,
+)
+
+
+class Connected(Protocol):
+    """A broker, or anything else holding a nats-py connection (made once it connects)."""
+
+    @property
+    def connection(self) -> Any: ...
+
+
 class EventPublisher:
     def __init__(
-        self, broker: NatsBroker, *, give_up_after_s: float = 300.0, attempt_timeout_s: float = 5.0
+        self, broker: Connected, *, give_up_after_s: float = 300.0, attempt_timeout_s: float = 5.0
     ) -> None:
         self._broker = broker
         self._give_up_after_s = give_up_after_s
@@ -304,15 +323,7 @@ class EventPublisher:
             try:
                 js = self._jetstream()
                 ack = await js.publish(subject, payload, headers=headers, timeout=self._attempt_timeout_s)
-            except (
-                nats.errors.TimeoutError,
-                nats.errors.NoRespondersError,
-                nats.errors.ConnectionClosedError,
-                nats.errors.OutboundBufferLimitError,
-                nats.js.errors.ServiceUnavailableError,
-                # The stream has no leader for a moment (a node of the cluster died).
-                nats.js.errors.NoStreamResponseError,
-            ) as error:
+            except _JETSTREAM_AWAY as error:
                 if time.monotonic() > deadline:
                     raise
                 if getattr(error, "err_code", None) == STREAM_FULL:
@@ -391,13 +402,8 @@ def retry_hint_s(error: BaseException) -> float | None:
 _OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     ConnectionError,
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionClosedError,
     nats.errors.StaleConnectionError,
-    nats.errors.OutboundBufferLimitError,
-    nats.js.errors.ServiceUnavailableError,
-    nats.js.errors.NoStreamResponseError,
+    *_JETSTREAM_AWAY,
 )
 _PYMONGO_OUTAGES = frozenset(
     {"ConnectionFailure", "ExecutionTimeout", "WTimeoutError", "WaitQueueTimeoutError"}
@@ -756,12 +762,9 @@ async def store_dead_letter(
 class ConnectionPublisher(EventPublisher):
     """An ``EventPublisher`` (same headers, same retries) over a bare nats-py connection."""
 
-    def __init__(
-        self, connection: Any, *, give_up_after_s: float = 30.0, attempt_timeout_s: float = 5.0
-    ) -> None:
-        self._connection = connection
-        self._give_up_after_s = give_up_after_s
-        self._attempt_timeout_s = attempt_timeout_s
+    def __init__(self, connection: Any, *, give_up_after_s: float = 30.0) -> None:
+        super().__init__(_Connection(connection), give_up_after_s=give_up_after_s)
 
-    def _jetstream(self) -> Any:
-        return self._connection.jetstream()
+
+class _Connection(NamedTuple):
+    connection: Any

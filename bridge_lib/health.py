@@ -17,9 +17,8 @@ does its job either way, and a failing healthcheck then makes the problem visibl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ParamSpec
 
 import msgspec
 import structlog
@@ -28,6 +27,7 @@ from faststream.nats import NatsBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge_lib import metrics
+from bridge_lib.cancel import cancelled
 from contracts.subjects import ConsumerSpec
 
 log = structlog.get_logger("health")
@@ -127,10 +127,7 @@ class HealthServer:
         log.info("health_server_started", host=self._host, port=self._port)
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        await cancelled(self._poller)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -211,18 +208,17 @@ async def _problem_of(check: Check) -> str | None:
     return None
 
 
-async def start_health_server(
-    *,
-    service: str,
-    broker: NatsBroker,
-    host: str,
-    port: int,
-    checks: Mapping[str, Check] | None = None,
-    extra_consumers: Sequence[ConsumerRef] = (),
-) -> HealthServer:
-    """Start the server (or log why not) and return it; ``stop()`` it on the way out."""
-    server = HealthServer(
-        service=service, broker=broker, host=host, port=port, checks=checks, extra_consumers=extra_consumers
-    )
-    await server.start()
-    return server
+P = ParamSpec("P")
+
+
+def _started(server_of: Callable[P, HealthServer]) -> Callable[P, Awaitable[HealthServer]]:
+    async def start(*args: P.args, **kwargs: P.kwargs) -> HealthServer:
+        server = server_of(*args, **kwargs)
+        await server.start()
+        return server
+
+    return start
+
+
+# Takes HealthServer's arguments: the server started (or why not logged); ``stop()`` it on the way out.
+start_health_server = _started(HealthServer)

@@ -77,7 +77,7 @@ from bridge_lib.planfix_tasks import (
     statuses_from_json,
     task_state_from_json,
 )
-from contracts.events import PlanfixTaskState
+from contracts.events import PlanfixFile, PlanfixTaskState
 
 log = structlog.get_logger("planfix")
 
@@ -224,10 +224,8 @@ class PlanfixTask(msgspec.Struct, frozen=True, kw_only=True):
     name: str
 
 
-class PlanfixFileInfo(msgspec.Struct, frozen=True, kw_only=True):
-    id: int
-    name: str = ""
-    size: int | None = None
+# A comment's file as Planfix lists it: what the events carry of it (``contracts.events``).
+PlanfixFileInfo = PlanfixFile
 
 
 class PlanfixComment(msgspec.Struct, frozen=True, kw_only=True):

@@ -104,3 +104,20 @@ async def keep_sweeping(
         except PyMongoError as error:
             log.warning("retention_sweep_failed", error=type(error).__name__)
         await sleep(interval_s)
+
+
+async def start_retention(
+    database: Any, collections: Mapping[str, str], settings: RetentionSettings
+) -> asyncio.Task[None]:
+    """A service's records expire: TTL indexes where the store has them, and the sweep running
+    (cancel the task on the way out)."""
+    await ensure_ttl_indexes(database, collections, days=settings.retention_days)
+    return asyncio.create_task(
+        keep_sweeping(
+            database,
+            collections,
+            days=settings.retention_days,
+            interval_s=settings.retention_sweep_interval_min * 60,
+        ),
+        name="retention",
+    )

@@ -6,12 +6,17 @@ import asyncio
 import contextlib
 import gc
 import signal
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 import structlog
+from faststream.nats import NatsBroker
 
+from bridge_lib.eventbus import make_broker
+from bridge_lib.health import Check, ConsumerRef, HealthServer, start_health_server
 from bridge_lib.jetstream_ready import JetStreamNotReady
+from bridge_lib.logging import configure_logging
+from bridge_lib.settings import BridgeSettings, load_settings
 
 log = structlog.get_logger("runtime")
 EXIT_FAILED = 1
@@ -52,6 +57,56 @@ def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     except JetStreamNotReady as error:
         log_startup_failed(error)
         raise SystemExit(EXIT_FAILED) from None
+
+
+Settings = TypeVar("Settings", bound=BridgeSettings)
+
+
+def serve(
+    service: str, settings_class: type[Settings], run: Callable[[Settings], Coroutine[Any, Any, None]]
+) -> None:
+    """A service's ``__main__`` after its imports are tuned: its settings (or exit naming the bad
+    ones), its logging, then ``run`` until stopped."""
+    settings = load_settings(settings_class, service)
+    configure_logging(service, settings.log_level)
+    run_service(lambda: run(settings))
+
+
+class BrokerSettings(Protocol):
+    """What a service's settings say about its NATS connection and its health server."""
+
+    nats_url: str
+    retry_max_delay_s: float
+    health_host: str
+    health_port: int
+
+    def nats_connect_options(self) -> dict[str, Any]: ...
+
+
+async def broker_and_health(
+    service: str,
+    settings: BrokerSettings,
+    *,
+    checks: Mapping[str, Check] | None = None,
+    extra_consumers: Sequence[ConsumerRef] = (),
+) -> tuple[NatsBroker, HealthServer]:
+    """The service's broker, not connected yet, and its health server, started: /healthz
+    answers (not ready) while the service connects and waits for JetStream."""
+    broker = make_broker(
+        settings.nats_url,
+        name=service,
+        retry_max_delay_s=settings.retry_max_delay_s,
+        **settings.nats_connect_options(),
+    )
+    health = await start_health_server(
+        service=service,
+        broker=broker,
+        host=settings.health_host,
+        port=settings.health_port,
+        checks=checks,
+        extra_consumers=extra_consumers,
+    )
+    return broker, health
 
 
 def log_startup_failed(error: JetStreamNotReady) -> None:

@@ -18,6 +18,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# The bridge's services (``python -m services.<name>``) and the variable of each one's health port.
+SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
+HEALTH_PORT_VARIABLES = {
+    "binder": "BINDER_HEALTH_PORT",
+    "relay": "RELAY_HEALTH_PORT",
+    "planfix_gateway": "PLANFIX_GATEWAY_HEALTH_PORT",
+    "telegram_gateway": "TELEGRAM_GATEWAY_HEALTH_PORT",
+}
+
 
 def venv_binary(name: str) -> str:
     candidate = Path(sys.executable).parent / name
@@ -83,9 +92,7 @@ def start_nats(
     """``config_file``: a nats-server configuration (e.g. with deploy/nats/accounts.conf's users),
     ``env``: variables it reads (their passwords); the flags below take precedence over it."""
     port = port or free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
-    process = subprocess.Popen(
+    process = _spawn(
         [
             venv_binary("nats-server"),
             "--jetstream",
@@ -99,12 +106,31 @@ def start_nats(
             f"bridge-dev-{port}",
             *(["--config", str(config_file)] if config_file is not None else []),
         ],
-        stdout=out,
-        stderr=subprocess.STDOUT,
+        data_dir=data_dir,
+        port=port,
+        log_file=log_file,
+        what="nats-server",
         env={**os.environ, **env} if env is not None else None,
     )
-    wait_for_port(port, process=process, what="nats-server")
     return ManagedProcess("nats", process, port, {"url": f"nats://127.0.0.1:{port}"})
+
+
+def _spawn(
+    command: list[str],
+    *,
+    data_dir: Path,
+    port: int,
+    log_file: Path | None,
+    what: str,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """A server process keeping its data in ``data_dir``, its output in ``log_file`` (or nowhere),
+    once it listens on ``port``."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
+    process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    wait_for_port(port, process=process, what=what)
+    return process
 
 
 @dataclass
@@ -157,24 +183,19 @@ def start_nats_cluster(base_dir: Path, *, size: int = 3, log_dir: Path | None = 
 def _start_cluster_node(
     index: int, port: int, cluster_ports: list[int], data_dir: Path, log_file: Path | None
 ) -> ManagedProcess:
-    data_dir.mkdir(parents=True, exist_ok=True)
     routes = ",".join(f"nats-route://127.0.0.1:{other}" for other in cluster_ports)
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
-    process = subprocess.Popen(
+    process = _spawn(
         [venv_binary("nats-server"), "--jetstream", "--store_dir", str(data_dir), "--addr", "127.0.0.1",
          "--port", str(port), "--server_name", f"bridge-node{index}", "--cluster_name", "bridge",
          "--cluster", f"nats://127.0.0.1:{cluster_ports[index]}", "--routes", routes],
-        stdout=out, stderr=subprocess.STDOUT,
+        data_dir=data_dir, port=port, log_file=log_file, what=f"nats-server node {index}",
     )  # fmt: skip
-    wait_for_port(port, process=process, what=f"nats-server node {index}")
     return ManagedProcess(f"nats{index}", process, port, {"url": f"nats://127.0.0.1:{port}"})
 
 
 def start_nx27017(data_dir: Path, *, port: int | None = None, log_file: Path | None = None) -> ManagedProcess:
     port = port or free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
-    process = subprocess.Popen(
+    process = _spawn(
         [
             venv_binary("nx-27017"),
             "--data-dir",
@@ -188,10 +209,11 @@ def start_nx27017(data_dir: Path, *, port: int | None = None, log_file: Path | N
             "--pid-file",
             str(data_dir / "nx-27017.pid"),
         ],
-        stdout=out,
-        stderr=subprocess.STDOUT,
+        data_dir=data_dir,
+        port=port,
+        log_file=log_file,
+        what="nx-27017",
     )
-    wait_for_port(port, process=process, what="nx-27017")
     return ManagedProcess("mongo", process, port, {"url": f"mongodb://127.0.0.1:{port}"})
 
 

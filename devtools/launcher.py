@@ -15,7 +15,7 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TextIO
 
@@ -24,8 +24,8 @@ from dotenv import dotenv_values
 from bridge_cli.service_settings import settings_problems
 from bridge_lib.redaction import redact
 from devtools import devstack
+from devtools.devstack import SERVICES
 
-SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
 COLOURS = {"binder": 36, "relay": 35, "planfix_gateway": 33, "telegram_gateway": 34, "sandbox": 32}
 SETTINGS_ERROR_EXIT = 2
 STOP_TIMEOUT_S = 10.0
@@ -178,28 +178,8 @@ def run_live(var: Path) -> None:
             file=sys.stderr,
         )
         raise SystemExit(SETTINGS_ERROR_EXIT)
-    infra: list[devstack.ManagedProcess] = []
-    try:
-        if not os.environ.get("NATS_URL"):
-            nats = devstack.start_nats(
-                var / "nats", port=_port("NATS_PORT", 4222), log_file=var / "nats-server.log"
-            )
-            infra.append(nats)
-            os.environ["NATS_URL"] = nats.extra["url"]
-        if not os.environ.get("MONGODB_URL"):
-            mongo = devstack.start_nx27017(
-                var / "mongo", port=_port("MONGODB_PORT", 27017), log_file=var / "nx-27017.out"
-            )
-            infra.append(mongo)
-            os.environ["MONGODB_URL"] = mongo.extra["url"]
-        print(infrastructure_line(var), flush=True)
-        fatal = asyncio.run(supervise(dict(os.environ)))
-        if fatal:
-            print(fatal, file=sys.stderr)
-            raise SystemExit(SETTINGS_ERROR_EXIT)
-    finally:
-        for process in reversed(infra):
-            process.stop()
+    with infrastructure(var):
+        _exit_if_fatal(asyncio.run(supervise(dict(os.environ))))
 
 
 def run_sandbox(var: Path) -> None:
@@ -244,30 +224,43 @@ def run_sandbox(var: Path) -> None:
         raise SystemExit(SETTINGS_ERROR_EXIT)
     banner = sandbox_banner(f"http://{page_host}:{page_port}", var)
     print(banner, flush=True)
-    infra: list[devstack.ManagedProcess] = []
-    try:
-        nats = devstack.start_nats(
-            var / "nats", port=_port("NATS_PORT", 4222), log_file=var / "nats-server.log"
-        )
-        infra.append(nats)
-        os.environ["NATS_URL"] = nats.extra["url"]
-        mongo = devstack.start_nx27017(
-            var / "mongo", port=_port("MONGODB_PORT", 27017), log_file=var / "nx-27017.out"
-        )
-        infra.append(mongo)
-        os.environ["MONGODB_URL"] = mongo.extra["url"]
-        print(infrastructure_line(var), flush=True)
+    with infrastructure(var):
 
         def ready() -> None:
             print(banner.replace("SANDBOX MODE", "SANDBOX MODE: ready", 1), flush=True)
 
-        fatal = asyncio.run(supervise(dict(os.environ), sandbox_port=page_port, on_all_started=ready))
-        if fatal:
-            print(fatal, file=sys.stderr)
-            raise SystemExit(SETTINGS_ERROR_EXIT)
+        _exit_if_fatal(asyncio.run(supervise(dict(os.environ), sandbox_port=page_port, on_all_started=ready)))
+
+
+@contextlib.contextmanager
+def infrastructure(var: Path) -> Iterator[None]:
+    """NATS and the store under ``var`` (their URLs put in the environment), stopped on the way
+    out; a NATS_URL or MONGODB_URL already set is used instead."""
+    started: list[devstack.ManagedProcess] = []
+    try:
+        if not os.environ.get("NATS_URL"):
+            nats = devstack.start_nats(
+                var / "nats", port=_port("NATS_PORT", 4222), log_file=var / "nats-server.log"
+            )
+            started.append(nats)
+            os.environ["NATS_URL"] = nats.extra["url"]
+        if not os.environ.get("MONGODB_URL"):
+            mongo = devstack.start_nx27017(
+                var / "mongo", port=_port("MONGODB_PORT", 27017), log_file=var / "nx-27017.out"
+            )
+            started.append(mongo)
+            os.environ["MONGODB_URL"] = mongo.extra["url"]
+        print(infrastructure_line(var), flush=True)
+        yield
     finally:
-        for process in reversed(infra):
+        for process in reversed(started):
             process.stop()
+
+
+def _exit_if_fatal(fatal: str | None) -> None:
+    if fatal:
+        print(fatal, file=sys.stderr)
+        raise SystemExit(SETTINGS_ERROR_EXIT)
 
 
 def infrastructure_line(var: Path) -> str:

@@ -81,7 +81,6 @@ sits behind a ``threading.Lock``, webhook sends are handed to the server's loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import secrets
@@ -96,6 +95,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
+from bridge_lib.cancel import cancelled
 from sandbox.fake_planfix_tasks import (
     DEFAULT_PROCESS_ID,
     STATUS_NEW,
@@ -387,10 +387,7 @@ class FakePlanfix(TaskLife):
         self._worker = asyncio.create_task(self._webhook_worker())
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        await cancelled(self._worker)
         if self._session is not None:
             await self._session.close()
         if self._runner is not None:

@@ -38,7 +38,6 @@ an admin), and, as in Telegram, the bot never receives their messages.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import dataclasses
 import json
@@ -56,6 +55,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bridge_lib.cancel import cancelled
 from sandbox.fake_telegram_media import (
     FILE_KINDS,
     MAX_CAPTION_UTF16,
@@ -268,10 +268,7 @@ class FakeTelegram:
     async def stop(self) -> None:
         self._stopping = True
         self._wake_pollers()  # pending long polls answer [] at once instead of holding shutdown
-        if self._webhook_worker is not None:
-            self._webhook_worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._webhook_worker
+        await cancelled(self._webhook_worker)
         if self._http is not None:
             await self._http.close()
         if self._runner is not None:
@@ -932,10 +929,7 @@ class FakeTelegram:
         """The bot leaves; Telegram then sends the bot's own ``my_chat_member`` (from: the bot)."""
         chat_id = _chat_id(params)
         with self._lock:
-            chat = self._chat_locked(chat_id)
-            if chat.chat["type"] == "private":
-                raise BotAPIError(400, "Bad Request: chat member status can't be changed in private chats")
-            self._check_reachable_locked(chat)
+            chat = self._group_locked(chat_id, "chat member status can't be changed in private chats")
             old, chat.bot_status = chat.bot_status, "left"
             self.left_chats.append(chat_id)
             self._enqueue_locked(
@@ -967,12 +961,8 @@ class FakeTelegram:
             return chat_member(user, chat.members.get(user_id, "member"))
 
     async def _get_chat_administrators(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        chat_id = _chat_id(params)
         with self._lock:
-            chat = self._chat_locked(chat_id)
-            if chat.chat["type"] == "private":
-                raise BotAPIError(400, "Bad Request: there are no administrators in the private chat")
-            self._check_reachable_locked(chat)
+            chat = self._group_locked(_chat_id(params), "there are no administrators in the private chat")
             admins = [
                 chat_member({"id": user_id, "is_bot": False, "first_name": "User"}, status)
                 for user_id, status in chat.members.items()
@@ -1142,6 +1132,14 @@ class FakeTelegram:
         chat = self._chat_locked(chat_id)
         self._check_reachable_locked(chat)
         self._take_pace_locked(chat, new_messages)
+        return chat
+
+    def _group_locked(self, chat_id: int, refusal_in_private: str) -> _ChatState:
+        """A group the bot is in, for a call private chats refuse (Telegram's words)."""
+        chat = self._chat_locked(chat_id)
+        if chat.chat["type"] == "private":
+            raise BotAPIError(400, f"Bad Request: {refusal_in_private}")
+        self._check_reachable_locked(chat)
         return chat
 
     def _check_reachable_locked(self, chat: _ChatState) -> None:

@@ -255,13 +255,10 @@ class Sandbox:
         sender_chat = None
         if person.status == "anonymous":
             sender_chat = {"id": group.chat_id, "type": _chat_type(group.chat_id), "title": group.title}
-        update = self.telegram.add_group_message(
+        update = self._written_by(
+            person,
             group.chat_id,
             body,
-            user_id=person.user_id,
-            first_name=person.first_name,
-            last_name=person.last_name,
-            username=person.username,
             chat_title=group.title,
             thread_id=thread_id,
             sender_chat=sender_chat,
@@ -349,14 +346,7 @@ class Sandbox:
             None,
         ) or self.planfix.add_employee(person.first_name, lastname=person.last_name)
         before = len(self.telegram.sent_messages(person.user_id))
-        self.telegram.add_group_message(
-            person.user_id,
-            "/link",
-            user_id=person.user_id,
-            first_name=person.first_name,
-            last_name=person.last_name,
-            username=person.username,
-        )
+        self._in_private_chat(person, "/link")
         code = None
         for _ in range(200):
             for message in self.telegram.sent_messages(person.user_id)[before:]:
@@ -373,13 +363,22 @@ class Sandbox:
         )
 
     def unlink_person(self, person: Person) -> None:
-        self.telegram.add_group_message(
-            person.user_id,
-            "/unlink",
+        self._in_private_chat(person, "/unlink")
+
+    def _in_private_chat(self, person: Person, text: str) -> None:
+        """``person`` writes ``text`` to the bot in their private chat (its id is theirs)."""
+        self._written_by(person, person.user_id, text)
+
+    def _written_by(self, person: Person, chat_id: int, text: str | None, **more: Any) -> dict[str, Any]:
+        """The update of ``person``'s message in ``chat_id`` (``more``: as ``add_group_message``)."""
+        return self.telegram.add_group_message(
+            chat_id,
+            text,
             user_id=person.user_id,
             first_name=person.first_name,
             last_name=person.last_name,
             username=person.username,
+            **more,
         )
 
     def _messages(self, group: Group, thread_id: int | None) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ os.environ.setdefault("BRIDGE_LANGUAGE", "en")
 from devtools import devstack  # noqa: E402
 from sandbox.fake_planfix import FakePlanfix  # noqa: E402
 from sandbox.fake_telegram import FakeTelegram  # noqa: E402
-from tests.support import LoopThread, link_test_admin  # noqa: E402
+from tests.support import LoopThread, link_test_admin, serving  # noqa: E402
 
 BOT_TOKEN = "123456:TEST-token-for-the-fake"
 PLANFIX_TOKEN = "test-planfix-token"
@@ -51,10 +51,8 @@ def loop() -> Iterator[LoopThread]:
 @pytest.fixture(scope="session")
 def nats_url(work_dir: Path) -> Iterator[str]:
     server = devstack.start_nats(work_dir / "nats", log_file=work_dir / "nats-server.log")
-    try:
+    with devstack.running(server):
         yield server.extra["url"]
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -65,31 +63,32 @@ def mongo_url(work_dir: Path) -> Iterator[str]:
         yield external
         return
     server = devstack.start_nx27017(work_dir / "mongo", log_file=work_dir / "nx-27017.out")
-    try:
+    with devstack.running(server):
         yield server.extra["url"]
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
 def fake_telegram(loop: LoopThread) -> Iterator[FakeTelegram]:
-    fake = FakeTelegram(token=BOT_TOKEN, group_pace=GROUP_PACE)
-    loop.run(fake.start())
-    try:
+    with serving(loop, FakeTelegram(token=BOT_TOKEN, group_pace=GROUP_PACE)) as fake:
         yield fake
-    finally:
-        loop.run(fake.stop())
 
 
 @pytest.fixture(scope="session")
 def fake_planfix(loop: LoopThread) -> Iterator[FakePlanfix]:
     fake = FakePlanfix(token=PLANFIX_TOKEN)
     link_test_admin(fake)
-    loop.run(fake.start())
-    try:
+    with serving(loop, fake):
         yield fake
+
+
+@pytest.fixture
+def planfix_down(fake_planfix: FakePlanfix) -> Iterator[None]:
+    """The session's fake Planfix is unavailable during the test."""
+    fake_planfix.set_unavailable(True)
+    try:
+        yield
     finally:
-        loop.run(fake.stop())
+        fake_planfix.set_unavailable(False)
 
 
 _ids = itertools.count(1)

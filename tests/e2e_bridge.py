@@ -3,7 +3,7 @@ the real store, the session's fake Telegram and Planfix servers.
 
 ``running_bridge`` starts them (a module's tests share one bridge; they stay independent by
 using their own chats and tasks) and, on the way out, fails the module if a service logged a
-traceback.
+traceback; ``bridge_fixture`` makes it a module's ``bridge`` fixture.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from contracts.events import TaskBound
 from devtools import devstack
+from devtools.devstack import SERVICES
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, GROUP_PACE, PLANFIX_TOKEN, WEBHOOK_SECRET
 from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events, wait_for_binding_notice
-
-SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
 
 
 @dataclass
@@ -81,6 +81,33 @@ class Bridge:
         self.processes[name].start()
 
 
+def stack_env(
+    nats_url: str,
+    mongo_url: str,
+    database: str,
+    telegram: FakeTelegram,
+    planfix: FakePlanfix,
+    *,
+    webhook_port: int,
+    bot_token: str = BOT_TOKEN,
+    planfix_token: str = PLANFIX_TOKEN,
+) -> dict[str, str]:
+    """What every service of a test's stack is told: its NATS and store (``database``), the fake
+    Telegram and Planfix and their tokens, and where the Planfix webhook listens."""
+    return {
+        "NATS_URL": nats_url,
+        "MONGODB_URL": mongo_url,
+        "MONGODB_DATABASE": database,
+        "TELEGRAM_BOT_TOKEN": bot_token,
+        "TELEGRAM_API_BASE_URL": telegram.base_url,
+        "PLANFIX_BASE_URL": planfix.base_url,
+        "PLANFIX_API_TOKEN": planfix_token,
+        "PLANFIX_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "PLANFIX_WEBHOOK_PORT": str(webhook_port),
+        "PLANFIX_WEBHOOK_HOST": "127.0.0.1",
+    }
+
+
 @contextlib.contextmanager
 def running_bridge(
     loop: LoopThread,
@@ -121,19 +148,12 @@ def running_bridge(
         reader_url = nats.extra["url"]
     database = f"{name.replace('-', '_')}_{webhook_port}"
     env = {
-        "NATS_URL": nats.extra["url"],
-        "MONGODB_URL": mongo_url,
-        "MONGODB_DATABASE": database,
-        "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
-        "TELEGRAM_API_BASE_URL": fake_telegram.base_url,
-        "PLANFIX_BASE_URL": fake_planfix.base_url,
-        "PLANFIX_API_TOKEN": PLANFIX_TOKEN,
+        **stack_env(
+            nats.extra["url"], mongo_url, database, fake_telegram, fake_planfix, webhook_port=webhook_port
+        ),
         # The shared fake enforces no rate (test_planfix_pacing does); keep these tests quick.
         "PLANFIX_RATE_PER_S": "50",
         "PLANFIX_BURST": "5",
-        "PLANFIX_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "PLANFIX_WEBHOOK_PORT": str(webhook_port),
-        "PLANFIX_WEBHOOK_HOST": "127.0.0.1",
         # The fake sends its scenario requests back to back, much faster than Planfix over the
         # internet (which the default of 50 a second is made for): the limit stays on, higher.
         "PLANFIX_WEBHOOK_RATE_PER_S": "1000",
@@ -180,6 +200,14 @@ def texts_sent(fake_telegram: FakeTelegram, chat_id: int) -> list[str]:
     return [str(message["text"]) for message in fake_telegram.sent_messages(chat_id)]
 
 
+def the_answer(fake_telegram: FakeTelegram, chat_id: int, text: str, *, what: str, **sender: Any) -> str:
+    """Someone writes ``text`` in the group (``sender``: as ``add_group_message`` takes it); the
+    bot's one message there, its answer."""
+    fake_telegram.add_group_message(chat_id, text, **sender)
+    [answer] = eventually(lambda: texts_sent(fake_telegram, chat_id), what=what)
+    return answer
+
+
 ADMIN_ID = 501  # the default sender of FakeTelegram.add_group_message
 
 
@@ -202,3 +230,25 @@ def bind_new_task(
     if fake_planfix is not None:
         wait_for_binding_notice(bridge.events, fake_planfix, number)
     return number
+
+
+def bridge_fixture(
+    name: str, *, extra_env: dict[str, str] | None = None, fixture_name: str = "bridge"
+) -> Any:
+    """A test module's ``bridge`` fixture (``bridge = bridge_fixture(...)``): the whole bridge,
+    started once for the module; ``name`` names its directory, ``extra_env`` adds settings."""
+
+    @pytest.fixture(scope="module", name=fixture_name)
+    def bridge(
+        loop: LoopThread,
+        work_dir: Path,
+        mongo_url: str,
+        fake_telegram: FakeTelegram,
+        fake_planfix: FakePlanfix,
+    ) -> Iterator[Bridge]:
+        with running_bridge(
+            loop, work_dir, mongo_url, fake_telegram, fake_planfix, name=name, extra_env=extra_env
+        ) as running:
+            yield running
+
+    return bridge

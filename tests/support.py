@@ -8,23 +8,32 @@ the services run as real subprocesses, as in production.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Future
+from itertools import count
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import nats
+from faststream.middlewares import AckPolicy
+from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client as NatsClient
 from nats.js.api import DeliverPolicy
 
-from contracts.events import AnyEvent, decode_event
+from bridge_lib.eventbus import Delivery, consume, durable_pull, ensure_streams, jstream, make_broker
+from contracts import subjects
+from contracts.bindings import Binding
+from contracts.events import AnyEvent, Envelope, TelegramMessageReceived, decode_event, utc_now
+from contracts.subjects import TELEGRAM_STREAM
 
 T = TypeVar("T")
 
@@ -85,6 +94,40 @@ def link_test_admin(fake_planfix: Any) -> str:
     return str(fake_planfix.add_employee(TEST_ADMIN_NAME, telegram_id=TEST_ADMIN_TELEGRAM_ID))
 
 
+_event_ids = count(1)
+
+
+def envelope(event_id: str | None = None) -> Envelope:
+    """The envelope of an event a test builds: ``event_id``, else an id of its own; made now."""
+    return {
+        "event_id": event_id or f"e{next(_event_ids)}",
+        "occurred_at": utc_now(),
+        "correlation_id": "c",
+        "causation_id": "x",
+    }
+
+
+def binding(
+    chat_id: int,
+    task_number: int,
+    *,
+    thread_id: int | None = None,
+    bound_by_user_id: int = 1,
+    suspended: bool = False,
+) -> Binding:
+    """A group (or forum topic) bound to task ``task_number``, titled "T<number>", just now."""
+    return Binding(
+        chat_id=chat_id,
+        thread_id=thread_id,
+        task_number=task_number,
+        task_title=f"T{task_number}",
+        bound_at=utc_now(),
+        bound_by_user_id=bound_by_user_id,
+        bound_event_id=f"b{task_number}",
+        suspended=suspended,
+    )
+
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -104,6 +147,18 @@ class LoopThread:
 
         future: Future[T] = asyncio.run_coroutine_threadsafe(wrapper(), self.loop)
         return future.result(timeout_s)
+
+    @contextlib.contextmanager
+    def entered(self, manager: contextlib.AbstractAsyncContextManager[T]) -> Iterator[T]:
+        """An async context manager entered and left on the loop, around a synchronous block."""
+        value = self.run(manager.__aenter__())
+        try:
+            yield value
+        except BaseException as error:
+            if not self.run(manager.__aexit__(type(error), error, error.__traceback__)):
+                raise
+        else:
+            self.run(manager.__aexit__(None, None, None))
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -179,6 +234,16 @@ async def connect_nats(url: str) -> NatsClient:
     return await nats.connect(url, connect_timeout=5, max_reconnect_attempts=5)
 
 
+@contextlib.asynccontextmanager
+async def jetstream(url: str) -> AsyncIterator[Any]:
+    """JetStream on a NATS connection of the block's own, closed when it ends."""
+    nc = await connect_nats(url)
+    try:
+        yield nc.jetstream()
+    finally:
+        await nc.close()
+
+
 async def read_stream_events(url: str, subject_filter: str) -> list[tuple[str, AnyEvent]]:
     """Every event stored so far under ``subject_filter`` (within one stream), in stream order."""
     nc = await connect_nats(url)
@@ -201,3 +266,57 @@ async def read_stream_events(url: str, subject_filter: str) -> list[tuple[str, A
     finally:
         await nc.close()
     return events
+
+
+@contextlib.contextmanager
+def consuming_group_messages(
+    loop: LoopThread,
+    nats_url: str,
+    chat_id: int,
+    handler: Callable[[TelegramMessageReceived, Delivery], Awaitable[None]],
+    *,
+    name: str,
+    max_deliver: int = -1,
+) -> Iterator[str]:
+    """``handler`` takes a group's messages as a service's durable consumer does (through
+    ``consume``) until the block ends; yields the consumer's name."""
+    durable = f"{name}-{uuid.uuid4().hex[:8]}"
+    broker = make_broker(nats_url, name=name)
+
+    @broker.subscriber(
+        subjects.telegram_message_received(chat_id),
+        stream=jstream(TELEGRAM_STREAM),
+        ack_policy=AckPolicy.MANUAL,
+        **durable_pull(durable, max_deliver=max_deliver),
+    )
+    async def on_message(msg: NatsMessage) -> None:
+        await consume(msg, TelegramMessageReceived, handler)
+
+    async def start() -> None:
+        await broker.connect()
+        await ensure_streams(broker)
+        await broker.start()
+
+    loop.run(start())
+    try:
+        yield durable
+    finally:
+        loop.run(broker.stop())
+
+
+class Server(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Server)
+
+
+@contextlib.contextmanager
+def serving(loop: LoopThread, server: S) -> Iterator[S]:
+    """``server`` (a fake Telegram, Planfix...) listening on ``loop`` until the block ends."""
+    loop.run(server.start())
+    try:
+        yield server
+    finally:
+        loop.run(server.stop())

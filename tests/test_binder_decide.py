@@ -20,7 +20,6 @@ from contracts.events import (
     UnbindRequested,
     derived_key,
     event_id_for,
-    utc_now,
 )
 from services.binder.decide import (
     BindOutcome,
@@ -35,14 +34,11 @@ from services.binder.decide import (
     decide,
     planfix_question,
 )
+from tests.support import binding, envelope
 
 CHAT = -1001
 ADMIN = TelegramUser(id=7, full_name="Anna", username="anna")
 RULES = BindRules(account_url="https://acme.planfix.com", max_task_title=20, language="en")
-
-
-def envelope(name: str) -> dict[str, Any]:
-    return {"event_id": name, "occurred_at": utc_now(), "correlation_id": "c", "causation_id": "x"}
 
 
 def bind(
@@ -85,15 +81,7 @@ def operator_unbind(task: int) -> UnbindGroup:
 
 
 def bound_to(task: int, thread: int | None = None) -> Binding:
-    return Binding(
-        chat_id=CHAT,
-        thread_id=thread,
-        task_number=task,
-        task_title=f"T{task}",
-        bound_at=utc_now(),
-        bound_by_user_id=ADMIN.id,
-        bound_event_id="b",
-    )
+    return binding(CHAT, task, thread_id=thread, bound_by_user_id=ADMIN.id)
 
 
 def shape(outcome: BindOutcome) -> tuple[str | None, int | None, str | None]:

@@ -16,37 +16,20 @@ from contracts.events import (
     GroupCommand,
     GroupCommandReceived,
     TelegramUser,
-    utc_now,
 )
 from services.binder.group_life import GroupStep, StepKind, announcement, chats_to_read, plan
+from tests.support import binding, envelope
 
 OLD, NEW = -100, -200
 
 
-def envelope() -> dict[str, Any]:
-    return {"event_id": "cause", "occurred_at": utc_now(), "correlation_id": "c", "causation_id": "x"}
-
-
-def binding(chat: int, task: int, *, thread: int | None = None, suspended: bool = False) -> Binding:
-    return Binding(
-        chat_id=chat,
-        thread_id=thread,
-        task_number=task,
-        task_title=f"T{task}",
-        bound_at=utc_now(),
-        bound_by_user_id=1,
-        bound_event_id=f"b{task}",
-        suspended=suspended,
-    )
-
-
 def membership(is_member: bool) -> BotMembershipChanged:
     return BotMembershipChanged(
-        **envelope(), chat_id=OLD, status="member" if is_member else "kicked", is_member=is_member
+        **envelope("cause"), chat_id=OLD, status="member" if is_member else "kicked", is_member=is_member
     )
 
 
-MIGRATED = ChatMigrated(**envelope(), old_chat_id=OLD, chat_id=NEW)
+MIGRATED = ChatMigrated(**envelope("cause"), old_chat_id=OLD, chat_id=NEW)
 
 
 def kinds(steps: list[GroupStep]) -> list[tuple[StepKind, int]]:
@@ -58,7 +41,7 @@ def kinds(steps: list[GroupStep]) -> list[tuple[StepKind, int]]:
     [
         pytest.param(
             membership(False),
-            {OLD: [binding(OLD, 1), binding(OLD, 2, thread=5)]},
+            {OLD: [binding(OLD, 1), binding(OLD, 2, thread_id=5)]},
             [(StepKind.SUSPEND, 1), (StepKind.SUSPEND, 2)],
             id="removed: every binding suspended",
         ),
@@ -67,7 +50,7 @@ def kinds(steps: list[GroupStep]) -> list[tuple[StepKind, int]]:
         ),
         pytest.param(
             membership(True),
-            {OLD: [binding(OLD, 1, suspended=True), binding(OLD, 2, thread=5)]},
+            {OLD: [binding(OLD, 1, suspended=True), binding(OLD, 2, thread_id=5)]},
             [(StepKind.RESUME, 1)],
             id="back: the suspended ones resume",
         ),
@@ -75,7 +58,7 @@ def kinds(steps: list[GroupStep]) -> list[tuple[StepKind, int]]:
         pytest.param(MIGRATED, {OLD: [binding(OLD, 1)], NEW: []}, [(StepKind.MOVE, 1)], id="migrated"),
         pytest.param(
             MIGRATED,
-            {OLD: [binding(OLD, 1), binding(OLD, 2, thread=5)], NEW: [binding(NEW, 9)]},
+            {OLD: [binding(OLD, 1), binding(OLD, 2, thread_id=5)], NEW: [binding(NEW, 9)]},
             [(StepKind.LEAVE_BEHIND, 1), (StepKind.MOVE, 2)],
             id="the supergroup's own binding wins",
         ),
@@ -88,7 +71,7 @@ def test_the_steps_for_a_change(event: Any, bindings: dict[int, list[Binding]], 
 
 def test_commands_are_not_the_binders_business() -> None:
     command = GroupCommandReceived(
-        **envelope(),
+        **envelope("cause"),
         chat_id=OLD,
         message_id=1,
         command=GroupCommand.STATUS,
@@ -100,7 +83,7 @@ def test_commands_are_not_the_binders_business() -> None:
 
 def test_each_step_is_announced_with_an_id_from_its_cause_and_a_left_behind_binding_is_not() -> None:
     suspended = announcement(
-        membership(False), GroupStep(kind=StepKind.SUSPEND, binding=binding(OLD, 1, thread=5))
+        membership(False), GroupStep(kind=StepKind.SUSPEND, binding=binding(OLD, 1, thread_id=5))
     )
     resumed = announcement(membership(True), GroupStep(kind=StepKind.RESUME, binding=binding(OLD, 1)))
     moved = announcement(MIGRATED, GroupStep(kind=StepKind.MOVE, binding=binding(OLD, 1)))

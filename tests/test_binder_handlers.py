@@ -33,7 +33,7 @@ from contracts.events import (
     root_envelope,
     telegram_bind_key,
 )
-from services.binder.app import router
+from services.binder.app import bindings_router
 from services.binder.bind_policy import BindPolicy
 from services.binder.decide import BindOutcome, BindRules
 from services.binder.group_life import GroupChange
@@ -135,10 +135,6 @@ class Published:
         return [type(event).__name__ for event, _, _ in self.events]
 
 
-async def _not_here(*args: Any) -> Any:
-    raise AssertionError("linking is tested in tests/test_linking.py")
-
-
 @dataclass
 class Binderd:
     """The binder's router over in-memory collaborators."""
@@ -160,17 +156,7 @@ class Binderd:
         group_life = GroupLife(store=self.store, publisher=self.published)
         rebuilder = StoreRebuilder(store=self.store, read_stream=self._read_stream)
         broker = NatsBroker(apply_types=False)
-        broker.include_router(
-            router(
-                on_request=binder.handle,
-                on_group_event=group_life.handle,
-                on_rebuild=rebuilder.handle,
-                on_comment=_not_here,
-                on_private=_not_here,
-                on_audit=_not_here,
-                on_admit=_not_here,
-            )
-        )
+        broker.include_router(bindings_router(binder, group_life, rebuilder))
         return broker
 
     async def _read_stream(self) -> tuple[Bindings, int]:

@@ -20,10 +20,9 @@ from contracts.events import (
     TaskUnbound,
     TelegramUser,
     root_envelope,
-    utc_now,
 )
-from services.binder.store import Binding, BindingStore, BindOutcome, group_key
-from tests.support import LoopThread
+from services.binder.store import BindingStore, BindOutcome, group_key
+from tests.support import LoopThread, binding
 
 
 @pytest.fixture
@@ -40,18 +39,6 @@ def store(loop: LoopThread, mongo_url: str) -> Iterator[tuple[BindingStore, Any]
     finally:
         loop.run(client.drop_database(name))
         client.close()
-
-
-def binding(chat_id: int, task_number: int) -> Binding:
-    return Binding(
-        chat_id=chat_id,
-        thread_id=None,
-        task_number=task_number,
-        task_title=f"task {task_number}",
-        bound_at=utc_now(),
-        bound_by_user_id=1,
-        bound_event_id=f"e{task_number}",
-    )
 
 
 def test_binding_again_replaces_the_groups_task(loop: LoopThread, store: tuple[BindingStore, Any]) -> None:

@@ -3,7 +3,6 @@ these bindings. No NATS, no store."""
 
 from __future__ import annotations
 
-from itertools import count
 from typing import Any
 
 import pytest
@@ -19,21 +18,11 @@ from contracts.events import (
     TaskBound,
     TaskUnbound,
     TelegramUser,
-    utc_now,
 )
+from tests.support import envelope
 
 CHAT, OTHER_CHAT, SUPERGROUP = -1001, -1002, -1003
 ADMIN = TelegramUser(id=7, full_name="Anna")
-_ids = count(1)
-
-
-def envelope() -> dict[str, Any]:
-    return {
-        "event_id": f"e{next(_ids)}",
-        "occurred_at": utc_now(),
-        "correlation_id": "c",
-        "causation_id": "x",
-    }
 
 
 def bound(task: int, chat: int = CHAT, thread: int | None = None) -> TaskBound:

@@ -7,13 +7,10 @@ fakes receive (and, where it matters, the events on the streams).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
 
 from contracts.events import (
     BindRejected,
@@ -23,20 +20,10 @@ from contracts.events import (
 )
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
-from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, running_bridge, texts_sent
-from tests.support import LoopThread, eventually, link_test_admin, relayed_comments, stays
+from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, bridge_fixture, texts_sent, the_answer
+from tests.support import eventually, link_test_admin, relayed_comments, stays
 
-
-@pytest.fixture(scope="module")
-def bridge(
-    loop: LoopThread,
-    work_dir: Path,
-    mongo_url: str,
-    fake_telegram: FakeTelegram,
-    fake_planfix: FakePlanfix,
-) -> Iterator[Bridge]:
-    with running_bridge(loop, work_dir, mongo_url, fake_telegram, fake_planfix) as running:
-        yield running
+bridge = bridge_fixture("e2e")
 
 
 # --- binding ----------------------------------------------------------------------------------
@@ -65,9 +52,7 @@ def test_task_with_a_number_binds_an_existing_task(
     fake_planfix.set_task_people(number, participants=[link_test_admin(fake_planfix)])
     fake_telegram.set_member_status(unique_chat_id, ADMIN_ID, "administrator")
 
-    fake_telegram.add_group_message(unique_chat_id, f"/task {number}")
-
-    [confirmation] = eventually(lambda: texts_sent(fake_telegram, unique_chat_id), what="confirmation")
+    confirmation = the_answer(fake_telegram, unique_chat_id, f"/task {number}", what="confirmation")
     assert f"#{number}" in confirmation
     assert "Printer on floor 3" in confirmation
     document = bridge.binding_document(unique_chat_id)
@@ -79,9 +64,7 @@ def test_task_with_a_missing_number_tells_the_group_why_and_stores_nothing(
     bridge: Bridge, fake_telegram: FakeTelegram, unique_chat_id: int
 ) -> None:
     fake_telegram.set_member_status(unique_chat_id, ADMIN_ID, "administrator")
-    fake_telegram.add_group_message(unique_chat_id, "/task 999999")
-
-    [reason] = eventually(lambda: texts_sent(fake_telegram, unique_chat_id), what="rejection")
+    reason = the_answer(fake_telegram, unique_chat_id, "/task 999999", what="rejection")
     assert "999999" in reason
     assert "not found" in reason
     assert bridge.binding_document(unique_chat_id) is None
@@ -381,9 +364,7 @@ def test_a_stranger_admin_of_a_new_group_cannot_bind_an_existing_task_and_learns
     fake_planfix.set_task_people(number, participants=[link_test_admin(fake_planfix)])
     fake_telegram.set_member_status(unique_chat_id, STRANGER_ID, "creator")
 
-    fake_telegram.add_group_message(unique_chat_id, f"/task {number}", user_id=STRANGER_ID)
-
-    [reply] = eventually(lambda: texts_sent(fake_telegram, unique_chat_id), what="refusal")
+    reply = the_answer(fake_telegram, unique_chat_id, f"/task {number}", what="refusal", user_id=STRANGER_ID)
     assert "not linked to a Planfix employee" in reply
     assert "Planfix → profile → Telegram" in reply
     assert "ACME" not in reply
@@ -403,9 +384,9 @@ def test_a_strangers_task_with_a_title_creates_no_task(
     tasks_before = len(fake_planfix.tasks())
     fake_telegram.set_member_status(unique_chat_id, STRANGER_ID + 1, "creator")
 
-    fake_telegram.add_group_message(unique_chat_id, "/task Give me everything", user_id=STRANGER_ID + 1)
-
-    [reply] = eventually(lambda: texts_sent(fake_telegram, unique_chat_id), what="refusal")
+    reply = the_answer(
+        fake_telegram, unique_chat_id, "/task Give me everything", what="refusal", user_id=STRANGER_ID + 1
+    )
     assert "not linked" in reply
     assert len(fake_planfix.tasks()) == tasks_before
     assert bridge.binding_document(unique_chat_id) is None
@@ -420,9 +401,14 @@ def test_a_linked_participant_binds_and_the_bind_is_announced_in_the_task_but_no
     fake_planfix.set_task_people(number, auditors=[maria])
     fake_telegram.set_member_status(unique_chat_id, maria_tg, "administrator")
 
-    fake_telegram.add_group_message(unique_chat_id, f"/task {number}", user_id=maria_tg, chat_title="Movers")
-
-    [confirmation] = eventually(lambda: texts_sent(fake_telegram, unique_chat_id), what="confirmation")
+    confirmation = the_answer(
+        fake_telegram,
+        unique_chat_id,
+        f"/task {number}",
+        what="confirmation",
+        user_id=maria_tg,
+        chat_title="Movers",
+    )
     assert "Office move" in confirmation
     [notice] = eventually(lambda: fake_planfix.comments(number), what="bind announced in the task")
     assert "Bound to Telegram group «Movers» by Maria Lebedeva" in notice.description
@@ -450,9 +436,7 @@ def test_a_linked_employee_who_is_not_on_the_task_cannot_bind_it(
     fake_planfix.set_task_people(number, participants=[link_test_admin(fake_planfix)])
     fake_telegram.set_member_status(unique_chat_id, oleg_tg, "administrator")
 
-    fake_telegram.add_group_message(unique_chat_id, f"/task {number}", user_id=oleg_tg)
-
-    [reply] = eventually(lambda: texts_sent(fake_telegram, unique_chat_id), what="refusal")
+    reply = the_answer(fake_telegram, unique_chat_id, f"/task {number}", what="refusal", user_id=oleg_tg)
     assert "not among the task" in reply
     assert bridge.binding_document(unique_chat_id) is None
     assert relayed_comments(fake_planfix, number) == fake_planfix.comments(number) == []

@@ -7,23 +7,15 @@ that succeeds is not. (Undecodable messages and permanent failures are covered e
 from __future__ import annotations
 
 import base64
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from faststream.middlewares import AckPolicy
-from faststream.nats import NatsBroker
-from faststream.nats.annotations import NatsMessage
 
 from bridge_lib.eventbus import (
     Delivery,
     EventPublisher,
     TransientFailure,
-    consume,
-    durable_pull,
-    ensure_streams,
-    jstream,
     make_broker,
 )
 from contracts import subjects
@@ -37,7 +29,7 @@ from contracts.events import (
     utc_now,
 )
 from contracts.subjects import TELEGRAM_STREAM
-from tests.support import LoopThread, eventually, read_stream_events
+from tests.support import LoopThread, consuming_group_messages, eventually, read_stream_events
 
 MAX_DELIVER = 2
 
@@ -60,28 +52,10 @@ def flaky_consumer(
     loop: LoopThread, nats_url: str, unique_chat_id: int
 ) -> Iterator[tuple[FlakyHandler, str]]:
     handler = FlakyHandler()
-    durable = f"test-dlq-{uuid.uuid4().hex[:8]}"
-    broker: NatsBroker = make_broker(nats_url, name="test-dead-letters")
-
-    @broker.subscriber(
-        subjects.telegram_message_received(unique_chat_id),
-        stream=jstream(TELEGRAM_STREAM),
-        ack_policy=AckPolicy.MANUAL,
-        **durable_pull(durable, max_deliver=MAX_DELIVER),
-    )
-    async def on_message(msg: NatsMessage) -> None:
-        await consume(msg, TelegramMessageReceived, handler)
-
-    async def start() -> None:
-        await broker.connect()
-        await ensure_streams(broker)
-        await broker.start()
-
-    loop.run(start())
-    try:
+    with consuming_group_messages(
+        loop, nats_url, unique_chat_id, handler, name="test-dead-letters", max_deliver=MAX_DELIVER
+    ) as durable:
         yield handler, durable
-    finally:
-        loop.run(broker.stop())
 
 
 def publish_message(

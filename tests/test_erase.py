@@ -6,25 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
-from tests.e2e_bridge import Bridge, bind_new_task, running_bridge, texts_sent
-from tests.support import REPO_ROOT, LoopThread, eventually, relayed_comments
+from tests.e2e_bridge import Bridge, bind_new_task, bridge_fixture, texts_sent
+from tests.support import REPO_ROOT, eventually, relayed_comments
 
-
-@pytest.fixture(scope="module")
-def bridge(
-    loop: LoopThread, work_dir: Path, mongo_url: str, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix
-) -> Iterator[Bridge]:
-    with running_bridge(loop, work_dir, mongo_url, fake_telegram, fake_planfix, name="erase") as running:
-        yield running
+bridge = bridge_fixture("erase")
 
 
 def bridge_cli(bridge: Bridge, *args: str) -> subprocess.CompletedProcess[str]:

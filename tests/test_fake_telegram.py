@@ -35,7 +35,7 @@ from devtools import devstack
 from sandbox.fake_telegram import FakeTelegram
 from sandbox.fake_telegram_media import BotAPIError, check_media_group
 from tests.conftest import BOT_TOKEN
-from tests.support import LoopThread, eventually
+from tests.support import LoopThread, eventually, serving
 
 T = TypeVar("T")
 GROUP = -1005550000001
@@ -43,12 +43,8 @@ GROUP = -1005550000001
 
 @pytest.fixture
 def fake(loop: LoopThread) -> Iterator[FakeTelegram]:
-    fake = FakeTelegram(token=BOT_TOKEN, group_pace=(3, 60.0))
-    loop.run(fake.start())
-    try:
+    with serving(loop, FakeTelegram(token=BOT_TOKEN, group_pace=(3, 60.0))) as fake:
         yield fake
-    finally:
-        loop.run(fake.stop())
 
 
 @pytest.fixture

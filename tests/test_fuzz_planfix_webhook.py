@@ -16,15 +16,14 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
 from contracts.events import PlanfixCommentWebhookReceived
-from devtools.devstack import free_port
-from services.planfix_gateway.webhook import BadWebhook, WebhookReceiver, parse_webhook
+from services.planfix_gateway.webhook import BadWebhook, parse_webhook
+from tests.fuzzing import with_flipped_bytes
 from tests.support import LoopThread, read_stream_events
+from tests.test_webhook_answers_first import listening_receiver
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "2000"))
 SECRET = "fuzz-secret-0123456789abcdef"
@@ -62,35 +61,18 @@ def multipart(fields: dict[str, str]) -> bytes:
     return ("".join(parts) + f"--{BOUNDARY}--\r\n").encode("utf-8", errors="surrogatepass")
 
 
-def mutate(data: bytes, flips: list[tuple[int, int]]) -> bytes:
-    mutable = bytearray(data)
-    for position, value in flips:
-        if mutable:
-            mutable[position % len(mutable)] = value
-    return bytes(mutable)
-
-
 bodies = st.one_of(
     st.binary(max_size=300),
     json_values.map(lambda value: json.dumps(value).encode()),
     notice_like.map(lambda value: json.dumps(value).encode()),
-    st.tuples(
-        notice_like.map(lambda value: json.dumps(value).encode()),
-        st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=4),
-    ).map(lambda pair: mutate(*pair)),
+    with_flipped_bytes(notice_like.map(lambda value: json.dumps(value).encode()), reach=200),
     # Planfix pastes template values raw: quotes and newlines inside "strings".
     st.text(max_size=40).map(lambda text: f'{{"task": "4821", "comment": "{text}"}}'.encode()),
     # Forms, as a scenario may send them: the same fields, url-encoded or in multipart parts.
     form_like.map(lambda fields: urlencode(fields).encode()),
-    st.tuples(
-        form_like.map(lambda fields: urlencode(fields).encode()),
-        st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=4),
-    ).map(lambda pair: mutate(*pair)),
+    with_flipped_bytes(form_like.map(lambda fields: urlencode(fields).encode()), reach=200),
     form_like.map(lambda fields: multipart(fields)),
-    st.tuples(
-        form_like.map(lambda fields: multipart(fields)),
-        st.lists(st.tuples(st.integers(0, 300), st.integers(0, 255)), max_size=4),
-    ).map(lambda pair: mutate(*pair)),
+    with_flipped_bytes(form_like.map(lambda fields: multipart(fields)), reach=300),
 )
 CONTENT_TYPES = st.sampled_from(
     [
@@ -121,30 +103,8 @@ def test_parsing_any_body_gives_ids_or_a_reason(body: bytes, content_type: str) 
 
 @pytest.fixture(scope="module")
 def webhook_url(loop: LoopThread, nats_url: str) -> Iterator[str]:
-    broker = make_broker(nats_url, name="fuzz")
-    port = free_port()
-    runner_holder: list[web.AppRunner] = []
-
-    async def start() -> None:
-        await broker.connect()
-        await ensure_streams(broker)
-        webhook = WebhookReceiver(
-            secret=SECRET, max_body=4096, publisher=EventPublisher(broker), publish_timeout_s=4.0
-        )
-        runner = web.AppRunner(webhook.app())
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        runner_holder.append(runner)
-
-    async def stop() -> None:
-        await runner_holder[0].cleanup()
-        await broker.stop()
-
-    loop.run(start())
-    try:
+    with loop.entered(listening_receiver(nats_url, SECRET, name="fuzz")) as (_, port):
         yield f"http://127.0.0.1:{port}/planfix/webhook/"
-    finally:
-        loop.run(stop())
 
 
 STATUSES: Counter[int] = Counter()

@@ -41,7 +41,8 @@ from services.telegram_gateway.app import build_dispatcher
 from services.telegram_gateway.polling import handle_update
 from services.telegram_gateway.webhook import SECRET_HEADER
 from tests.conftest import BOT_TOKEN
-from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events
+from tests.fuzzing import with_flipped_bytes
+from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events, serving
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 # aiogram warns about every update of no kind it knows; generated ones are meant to be like that.
@@ -370,21 +371,10 @@ mutated_updates = st.builds(
 update_values = st.one_of(updates, updates, mutated_updates, json_values)
 
 
-def flip(data: bytes, flips: list[tuple[int, int]]) -> bytes:
-    mutable = bytearray(data)
-    for position, value in flips:
-        if mutable:
-            mutable[position % len(mutable)] = value
-    return bytes(mutable)
-
-
 bodies = st.one_of(
     update_values.map(lambda value: json.dumps(value).encode()),
     st.binary(max_size=300),
-    st.tuples(
-        updates.map(lambda value: json.dumps(value).encode()),
-        st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)), min_size=1, max_size=4),
-    ).map(lambda pair: flip(*pair)),
+    with_flipped_bytes(updates.map(lambda value: json.dumps(value).encode()), reach=2000, min_flips=1),
 )
 
 # ---- the handling path -------------------------------------------------------------------------
@@ -406,20 +396,14 @@ def own_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A NATS of this module's own: thousands of fuzzed events stay out of the session's streams."""
     work = tmp_path_factory.mktemp("fuzz-telegram")
     server = devstack.start_nats(work / "nats", log_file=work / "nats.log")
-    try:
+    with devstack.running(server):
         yield server.extra["url"]
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
 def own_telegram(loop: LoopThread) -> Iterator[FakeTelegram]:
-    fake = FakeTelegram(token=BOT_TOKEN, bot_username=BOT_USERNAME)
-    loop.run(fake.start())
-    try:
+    with serving(loop, FakeTelegram(token=BOT_TOKEN, bot_username=BOT_USERNAME)) as fake:
         yield fake
-    finally:
-        loop.run(fake.stop())
 
 
 def test_every_update_is_refused_with_a_reason_or_handled_leaving_an_event_or_a_log_line(

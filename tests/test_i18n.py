@@ -9,7 +9,6 @@ import re
 import shutil
 import string
 import subprocess
-from itertools import count
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -33,7 +32,6 @@ from contracts.events import (
     PrivateCommandAnswered,
     TaskBound,
     TelegramUser,
-    utc_now,
 )
 from services.binder.decide import BindRules, announcement, decide
 from services.relay.directory import BoundTask
@@ -47,20 +45,11 @@ from services.relay.to_telegram.notices import (
 from services.telegram_gateway.commands import bot_commands
 from services.telegram_gateway.group_life import unknown_group_text
 from services.telegram_gateway.private_chat import answer_text, person_texts
+from tests.support import envelope
 from tools.messages import SOURCES, extract
 
 ROOT = Path(__file__).resolve().parent.parent
 RU, EN = translator("ru"), translator("en")
-_ids = count(1)
-
-
-def envelope() -> dict[str, Any]:
-    return {
-        "event_id": f"e{next(_ids)}",
-        "occurred_at": utc_now(),
-        "correlation_id": "c",
-        "causation_id": "x",
-    }
 
 
 def catalogue(language: str) -> Any:

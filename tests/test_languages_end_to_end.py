@@ -5,39 +5,19 @@ group. Each test reads as what people see in the group and in the task."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
-
-import pytest
+from typing import Any
 
 from contracts.events import GroupLanguageChosen, TelegramMessageReceived
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
-from tests.e2e_bridge import ADMIN_ID, Bridge, running_bridge, texts_sent
-from tests.support import LoopThread, eventually, relayed_comments, wait_for_binding_notice
+from tests.e2e_bridge import ADMIN_ID, Bridge, bridge_fixture, texts_sent
+from tests.support import eventually, relayed_comments, wait_for_binding_notice
 
 MEMBER_ID = 7_716_001  # not an admin of any group here
 
 
-@pytest.fixture(scope="module")
-def bridge(
-    loop: LoopThread,
-    work_dir: Path,
-    mongo_url: str,
-    fake_telegram: FakeTelegram,
-    fake_planfix: FakePlanfix,
-) -> Iterator[Bridge]:
-    with running_bridge(
-        loop,
-        work_dir,
-        mongo_url,
-        fake_telegram,
-        fake_planfix,
-        name="e2e-lang",
-        extra_env={"BRIDGE_LANGUAGE": "ru"},
-    ) as running:
-        yield running
+bridge = bridge_fixture("e2e-lang", extra_env={"BRIDGE_LANGUAGE": "ru"})
 
 
 def said(fake_telegram: FakeTelegram, chat_id: int, count: int, what: str) -> list[str]:
@@ -47,6 +27,14 @@ def said(fake_telegram: FakeTelegram, chat_id: int, count: int, what: str) -> li
         what=what,
     )
     return texts
+
+
+def answer_to(
+    fake_telegram: FakeTelegram, chat_id: int, text: str, *, nth: int, what: str, **sender: Any
+) -> str:
+    """Someone writes ``text`` in the group; the bot's ``nth`` message there, its answer."""
+    fake_telegram.add_group_message(chat_id, text, **sender)
+    return said(fake_telegram, chat_id, nth, what)[nth - 1]
 
 
 def bind(
@@ -119,15 +107,15 @@ def test_lang_switches_a_group_and_what_follows_is_in_the_language_chosen(
     number = bind(fake_telegram, fake_planfix, bridge, unique_chat_id, "Переезд офиса", None)
     assert texts_sent(fake_telegram, unique_chat_id)[0].startswith("✅ Создана задача ПланФикса")
 
-    fake_telegram.add_group_message(unique_chat_id, "/lang en", user_id=MEMBER_ID, first_name="Oleg")
-    refused = said(fake_telegram, unique_chat_id, 2, "refusal")[1]
+    refused = answer_to(
+        fake_telegram, unique_chat_id, "/lang en", nth=2, what="refusal", user_id=MEMBER_ID, first_name="Oleg"
+    )
     assert (
         refused == "⚠️ Не удалось сменить язык: сменить язык группы могут только её администраторы, извините."
     )
 
-    fake_telegram.add_group_message(unique_chat_id, "/lang EN")
     assert (
-        said(fake_telegram, unique_chat_id, 3, "confirmation")[2]
+        answer_to(fake_telegram, unique_chat_id, "/lang EN", nth=3, what="confirmation")
         == "🌐 From now on I speak English in this group."
     )
     [chosen] = [
@@ -137,18 +125,15 @@ def test_lang_switches_a_group_and_what_follows_is_in_the_language_chosen(
     ]
     assert (chosen.language, chosen.chosen_by and chosen.chosen_by.id) == ("en", ADMIN_ID)
 
-    fake_telegram.add_group_message(unique_chat_id, "/status")
-    assert said(fake_telegram, unique_chat_id, 4, "status")[3].startswith(
+    assert answer_to(fake_telegram, unique_chat_id, "/status", nth=4, what="status").startswith(
         "🔗 This group is bound to Planfix task"
     )
-    fake_telegram.add_group_message(unique_chat_id, "/lang fr")
-    assert said(fake_telegram, unique_chat_id, 5, "refusal")[4] == (
+    assert answer_to(fake_telegram, unique_chat_id, "/lang fr", nth=5, what="refusal") == (
         "⚠️ Could not change the language: the bridge speaks ru, en: write /lang ru or /lang en."
     )
 
     # The unbind notice in the task follows the group's new language, and so does the group's answer.
-    fake_telegram.add_group_message(unique_chat_id, "/unbind")
-    assert said(fake_telegram, unique_chat_id, 6, "unbind confirmation")[5].startswith(
+    assert answer_to(fake_telegram, unique_chat_id, "/unbind", nth=6, what="unbind confirmation").startswith(
         "🔓 This group is no longer bound to Planfix task"
     )
     eventually(
@@ -160,12 +145,10 @@ def test_lang_switches_a_group_and_what_follows_is_in_the_language_chosen(
     )
 
     # Back to Russian: the next answer is Russian again.
-    fake_telegram.add_group_message(unique_chat_id, "/lang ru")
-    assert said(fake_telegram, unique_chat_id, 7, "confirmation")[6] == (
+    assert answer_to(fake_telegram, unique_chat_id, "/lang ru", nth=7, what="confirmation") == (
         "🌐 Теперь я говорю в этой группе на русском языке."
     )
-    fake_telegram.add_group_message(unique_chat_id, "/status")
-    assert said(fake_telegram, unique_chat_id, 8, "status")[7].startswith(
+    assert answer_to(fake_telegram, unique_chat_id, "/status", nth=8, what="status").startswith(
         "ℹ️ Эта группа не привязана к задаче ПланФикса."
     )
 

@@ -89,6 +89,13 @@ def test_a_service_entry_point_tunes_imports_before_it_imports_its_app(service: 
     assert ast.unparse(main.body[0]) == "lean_imports.install()"
 
 
+def assert_passes_in_a_fresh_interpreter(probe: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_an_entry_point_loads_nothing_heavy_before_main_runs() -> None:
     probe = (
         "import sys\n"
@@ -97,10 +104,7 @@ def test_an_entry_point_loads_nothing_heavy_before_main_runs() -> None:
         "heavy = [name for name in ('aiogram', 'httpx', 'structlog', 'pydantic') if name in sys.modules]\n"
         "assert heavy == [], heavy\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
+    assert_passes_in_a_fresh_interpreter(probe)
 
 
 def test_importing_bridge_lib_changes_nothing() -> None:
@@ -113,7 +117,4 @@ def test_importing_bridge_lib_changes_nothing() -> None:
         "assert added == {'bridge_lib'}, sorted(added)\n"
         "assert all(module is not None for module in sys.modules.values())\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
+    assert_passes_in_a_fresh_interpreter(probe)

@@ -33,19 +33,23 @@ class Clocks:
         return self.real - 900_000.0
 
 
-def replicas(bucket: MemoryBucket, clocks: Clocks, *, b_offset_s: float) -> tuple[Leases, Leases]:
-    a = Leases(bucket, owner="relay-a", ttl_s=TTL_S, clock=clocks.wall(), monotonic=clocks.monotonic)
-    b = Leases(
-        bucket, owner="relay-b", ttl_s=TTL_S, clock=clocks.wall(b_offset_s), monotonic=clocks.monotonic
-    )
-    return a, b
+def replica(bucket: MemoryBucket, clocks: Clocks, owner: str, *, offset_s: float = 0.0) -> Leases:
+    """A relay replica's leases, its wall clock ``offset_s`` off the real time."""
+    return Leases(bucket, owner=owner, ttl_s=TTL_S, clock=clocks.wall(offset_s), monotonic=clocks.monotonic)
+
+
+async def a_holds_the_lease(*, b_offset_s: float) -> tuple[Leases, Leases, Clocks, MemoryBucket]:
+    """Replicas A and B (B's clock ``b_offset_s`` off) on one bucket, A holding ``KEY``."""
+    bucket, clocks = MemoryBucket(), Clocks()
+    a = replica(bucket, clocks, "relay-a")
+    b = replica(bucket, clocks, "relay-b", offset_s=b_offset_s)
+    assert await a.acquire(KEY)
+    return a, b, clocks, bucket
 
 
 def test_a_replica_whose_clock_is_30_s_ahead_never_takes_a_lease_still_held() -> None:
     async def scenario() -> list[bool]:
-        bucket, clocks = MemoryBucket(), Clocks()
-        a, b = replicas(bucket, clocks, b_offset_s=30.0)
-        assert await a.acquire(KEY)
+        a, b, clocks, _ = await a_holds_the_lease(b_offset_s=30.0)
         taken = []
         for _ in range(40):  # 200 s, A working all along (it renews at half its lease time)
             clocks.real += 5.0
@@ -58,9 +62,7 @@ def test_a_replica_whose_clock_is_30_s_ahead_never_takes_a_lease_still_held() ->
 
 def test_a_replica_whose_clock_is_30_s_behind_takes_over_a_lapsed_lease_in_one_lease_time() -> None:
     async def scenario() -> tuple[bool, bool]:
-        bucket, clocks = MemoryBucket(), Clocks()
-        a, b = replicas(bucket, clocks, b_offset_s=-30.0)
-        assert await a.acquire(KEY)
+        _, b, clocks, _ = await a_holds_the_lease(b_offset_s=-30.0)
         # A dies now. B looks at once, then once its own clock says a lease time went by.
         first = await b.acquire(KEY)
         clocks.real += TTL_S
@@ -71,17 +73,13 @@ def test_a_replica_whose_clock_is_30_s_behind_takes_over_a_lapsed_lease_in_one_l
 
 def test_a_released_lease_or_one_over_long_ago_is_taken_at_once() -> None:
     async def scenario() -> tuple[bool, bool]:
-        bucket, clocks = MemoryBucket(), Clocks()
-        a, b = replicas(bucket, clocks, b_offset_s=0.0)
-        assert await a.acquire(KEY)
+        a, b, clocks, bucket = await a_holds_the_lease(b_offset_s=0.0)
         await a.release(KEY)
         released = await b.acquire(KEY)
         await b.release(KEY)
         assert await a.acquire("other")
         clocks.real += TTL_S + CLOCK_TOLERANCE_S + 1  # the holder died long before B started
-        fresh_b = Leases(
-            bucket, owner="relay-c", ttl_s=TTL_S, clock=clocks.wall(), monotonic=clocks.monotonic
-        )
+        fresh_b = replica(bucket, clocks, "relay-c")
         return released, await fresh_b.acquire("other")
 
     assert asyncio.run(scenario()) == (True, True)
@@ -89,9 +87,7 @@ def test_a_released_lease_or_one_over_long_ago_is_taken_at_once() -> None:
 
 def test_the_revision_fences_a_holder_that_paused_past_its_lease() -> None:
     async def scenario() -> tuple[bool, bool]:
-        bucket, clocks = MemoryBucket(), Clocks()
-        a, b = replicas(bucket, clocks, b_offset_s=0.0)
-        assert await a.acquire(KEY)
+        a, b, clocks, _ = await a_holds_the_lease(b_offset_s=0.0)
         assert not await b.acquire(KEY)
         clocks.real += TTL_S  # A stalls (a long pause) for a whole lease time
         taken = await b.acquire(KEY)

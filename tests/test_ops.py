@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 
@@ -28,27 +27,22 @@ from bridge_cli.doctor import Finding, check_webhook
 from bridge_lib.settings import TelegramSettings
 from contracts.events import PlanfixCommentPosted, TaskBound, TelegramMessageReceived
 from devtools import devstack
+from devtools.devstack import HEALTH_PORT_VARIABLES, SERVICES
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET
+from tests.e2e_bridge import stack_env
 from tests.support import (
     REPO_ROOT,
     LoopThread,
     ServiceProcess,
     eventually,
+    jetstream,
     read_stream_events,
     relayed_comments,
     stays,
     wait_for_binding_notice,
 )
-
-SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
-HEALTH_PORT_SETTING = {
-    "telegram_gateway": "TELEGRAM_GATEWAY_HEALTH_PORT",
-    "planfix_gateway": "PLANFIX_GATEWAY_HEALTH_PORT",
-    "binder": "BINDER_HEALTH_PORT",
-    "relay": "RELAY_HEALTH_PORT",
-}
 
 
 @dataclass
@@ -128,23 +122,21 @@ def ops(
     webhook_port = devstack.free_port()
     health_ports = {name: devstack.free_port() for name in SERVICES}
     env = {
-        "NATS_URL": nats_server.extra["url"],
-        "MONGODB_URL": mongo_url,
-        "MONGODB_DATABASE": f"ops_{webhook_port}",
-        "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
-        "TELEGRAM_API_BASE_URL": fake_telegram.base_url,
-        "PLANFIX_BASE_URL": fake_planfix.base_url,
-        "PLANFIX_API_TOKEN": PLANFIX_TOKEN,
-        "PLANFIX_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "PLANFIX_WEBHOOK_PORT": str(webhook_port),
-        "PLANFIX_WEBHOOK_HOST": "127.0.0.1",
+        **stack_env(
+            nats_server.extra["url"],
+            mongo_url,
+            f"ops_{webhook_port}",
+            fake_telegram,
+            fake_planfix,
+            webhook_port=webhook_port,
+        ),
         "HEALTH_HOST": "127.0.0.1",
         "LOG_LEVEL": "INFO",
         # The task card (issue 18) is one more message per bound group; these tests count without it.
         "RELAY_TASK_CARDS": "false",
         # Two refusals set a Telegram message aside (the default is 8, with backoff).
         "RELAY_SEND_MAX_ATTEMPTS": "2",
-        **{HEALTH_PORT_SETTING[name]: str(port) for name, port in health_ports.items()},
+        **{HEALTH_PORT_VARIABLES[name]: str(port) for name, port in health_ports.items()},
     }
     log_dir = work_dir / "ops-logs"
     log_dir.mkdir(exist_ok=True)
@@ -441,12 +433,9 @@ def test_replay_into_one_consumer_is_handled_by_that_consumer_only(
 
 def _relay_caught_up(ops: OpsBridge) -> bool:
     async def check() -> bool:
-        nc = await nats.connect(ops.nats_url)
-        try:
-            info = await nc.jetstream().consumer_info("TELEGRAM", "relay-telegram-inbound")
+        async with jetstream(ops.nats_url) as js:
+            info = await js.consumer_info("TELEGRAM", "relay-telegram-inbound")
             return bool(info.num_pending == 0 and info.num_ack_pending == 0)
-        finally:
-            await nc.close()
 
     return ops.loop.run(check())
 
@@ -635,11 +624,8 @@ def test_a_message_set_aside_before_refusals_were_dead_letters_is_listed_after_t
 
 def test_an_undecodable_message_is_dead_lettered_not_dropped(ops: OpsBridge, unique_chat_id: int) -> None:
     async def publish_garbage() -> None:
-        nc = await nats.connect(ops.nats_url)
-        try:
-            await nc.jetstream().publish(f"telegram.message.received.{unique_chat_id}", b"\x00 not an event")
-        finally:
-            await nc.close()
+        async with jetstream(ops.nats_url) as js:
+            await js.publish(f"telegram.message.received.{unique_chat_id}", b"\x00 not an event")
 
     ops.loop.run(publish_garbage())
 

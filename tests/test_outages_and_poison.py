@@ -17,9 +17,6 @@ from typing import Any
 import nats
 import nats.errors
 import pytest
-from faststream.middlewares import AckPolicy
-from faststream.nats import NatsBroker
-from faststream.nats.annotations import NatsMessage
 from nats.js.api import ConsumerConfig
 
 from bridge_lib import eventbus, metrics
@@ -29,20 +26,16 @@ from bridge_lib.eventbus import (
     PermanentFailure,
     Retry,
     TransientFailure,
-    consume,
-    durable_pull,
     ensure_streams,
     failure_kind,
-    jstream,
     make_broker,
     outage_delay_s,
 )
 from bridge_lib.pacing import NoPacing
 from bridge_lib.planfix import DailyLimitReached
-from contracts import subjects
 from contracts.events import DeadLetterReason, TelegramMessageReceived
 from contracts.subjects import TELEGRAM_STREAM
-from tests.support import LoopThread, eventually
+from tests.support import LoopThread, consuming_group_messages, eventually, jetstream
 from tests.test_dead_letters import dead_letters_of, publish_message
 
 
@@ -197,28 +190,10 @@ def poison_consumer(
     monkeypatch.setattr(eventbus, "CRASH_LIMIT", 3)
     eventbus.set_retry_max_delay(0.2)
     handler = PoisonHandler()
-    durable = f"test-poison-{uuid.uuid4().hex[:8]}"
-    broker: NatsBroker = make_broker(nats_url, name="test-poison")
-
-    @broker.subscriber(
-        subjects.telegram_message_received(unique_chat_id),
-        stream=jstream(TELEGRAM_STREAM),
-        ack_policy=AckPolicy.MANUAL,
-        **durable_pull(durable),
-    )
-    async def on_message(msg: NatsMessage) -> None:
-        await consume(msg, TelegramMessageReceived, handler)
-
-    async def start() -> None:
-        await broker.connect()
-        await ensure_streams(broker)
-        await broker.start()
-
-    loop.run(start())
     try:
-        yield handler, durable
+        with consuming_group_messages(loop, nats_url, unique_chat_id, handler, name="test-poison") as durable:
+            yield handler, durable
     finally:
-        loop.run(broker.stop())
         eventbus.set_retry_max_delay(eventbus.DEFAULT_RETRY_MAX_DELAY_S)
 
 
@@ -256,9 +231,7 @@ def test_a_consumer_made_with_a_delivery_limit_loses_it_at_start(loop: LoopThrea
     durable = f"test-old-{uuid.uuid4().hex[:8]}"
 
     async def scenario() -> int:
-        nc = await nats.connect(nats_url)
-        try:
-            js = nc.jetstream()
+        async with jetstream(nats_url) as js:
             broker = make_broker(nats_url, name="test-upgrade")
             await broker.connect()
             await ensure_streams(broker)
@@ -271,8 +244,6 @@ def test_a_consumer_made_with_a_delivery_limit_loses_it_at_start(loop: LoopThrea
             info = await js.consumer_info(TELEGRAM_STREAM.name, durable)
             await js.delete_consumer(TELEGRAM_STREAM.name, durable)
             return int(info.config.max_deliver or 0)
-        finally:
-            await nc.close()
 
     assert loop.run(scenario()) == -1
 

@@ -10,32 +10,20 @@ deletions) and the calls that reached the fakes.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from contracts.events import TelegramDeliveryFailed, TelegramMessageReceived
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
-from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, running_bridge
-from tests.support import LoopThread, eventually, relayed_comments, stays
+from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, bridge_fixture
+from tests.support import eventually, relayed_comments, stays
 
 MEMBER_ID = 777  # someone in the group who is not an admin
 
 
-@pytest.fixture(scope="module")
-def bridge(
-    loop: LoopThread, work_dir: Path, mongo_url: str, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix
-) -> Iterator[Bridge]:
-    # Two refusals set a message aside (the default is 8, with backoff): keeps that test short.
-    extra_env = {"RELAY_SEND_MAX_ATTEMPTS": "2"}
-    with running_bridge(
-        loop, work_dir, mongo_url, fake_telegram, fake_planfix, name="outbound", extra_env=extra_env
-    ) as running:
-        yield running
+# Two refusals set a message aside (the default is 8, with backoff): keeps that test short.
+bridge = bridge_fixture("outbound", extra_env={"RELAY_SEND_MAX_ATTEMPTS": "2"})
 
 
 def shown(fake_telegram: FakeTelegram, chat_id: int) -> list[str]:

@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-from itertools import count
-from typing import Any
-
-from contracts.events import PersonLinked, PersonLinkMethod, PersonUnlinked, utc_now
+from contracts.events import PersonLinked, PersonLinkMethod, PersonUnlinked
 from contracts.people import fold
-
-_ids = count(1)
-
-
-def envelope() -> dict[str, Any]:
-    return {
-        "event_id": f"e{next(_ids)}",
-        "occurred_at": utc_now(),
-        "correlation_id": "c",
-        "causation_id": "x",
-    }
+from tests.support import envelope
 
 
 def linked(telegram_id: int, planfix_id: str, username: str | None = None) -> PersonLinked:

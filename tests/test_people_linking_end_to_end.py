@@ -4,27 +4,18 @@ links its author; the code is then useless, never logged and never carried into 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from contracts.events import PersonLinked, PersonLinkRefused, PersonUnlinked
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
-from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, running_bridge, texts_sent
-from tests.support import LoopThread, eventually, stays
+from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, bridge_fixture, texts_sent, the_answer
+from tests.support import eventually, stays
 
 CODE = re.compile(r"TGLINK-[0-9A-Z]{5}-[0-9A-Z]{5}")
 PERSON = 7_716_001
 
 
-@pytest.fixture(scope="module")
-def bridge(
-    loop: LoopThread, work_dir: Path, mongo_url: str, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix
-) -> Iterator[Bridge]:
-    with running_bridge(loop, work_dir, mongo_url, fake_telegram, fake_planfix, name="linking") as running:
-        yield running
+bridge = bridge_fixture("linking")
 
 
 def private(fake_telegram: FakeTelegram, user_id: int, text: str) -> None:
@@ -133,8 +124,6 @@ def test_link_in_a_group_points_to_the_private_chat(
 ) -> None:
     fake_telegram.set_member_status(unique_chat_id, ADMIN_ID, "member")
 
-    fake_telegram.add_group_message(unique_chat_id, "/link")
-
-    [reply] = eventually(lambda: texts_sent(fake_telegram, unique_chat_id), what="answer")
+    reply = the_answer(fake_telegram, unique_chat_id, "/link", what="answer")
     assert "?start=link" in reply
     assert not CODE.search(reply)

@@ -35,11 +35,25 @@ from contracts.events import planfix_source_object_id
 from sandbox.fake_planfix import FakePlanfix, RecordedCall, WebhookDelivery
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN
-from tests.support import LoopThread, ServiceProcess, eventually, stays
+from tests.support import LoopThread, ServiceProcess, eventually, serving, stays
 
 SOURCE_ID = "0c6b7f0e-2d7a-4f0e-9a56-6a3f1c9b8e11"
 OTHER_SOURCE_ID = "11111111-2222-3333-4444-555555555555"
 T = TypeVar("T")
+
+
+def comment_from_telegram(
+    task_number: int, html: str, message_key: str, *, file_ids: list[int] | None = None
+) -> Callable[[PlanfixClient], Awaitable[int]]:
+    """For ``with_client``: add the comment the relay writes for a Telegram message (its key, e.g.
+    "tg:-1:1", as the comment's source object id)."""
+    return lambda c: c.add_comment(
+        task_number=task_number,
+        description_html=html,
+        source_id=SOURCE_ID,
+        source_object_id=planfix_source_object_id(message_key),
+        file_ids=file_ids,
+    )
 
 
 @pytest.fixture
@@ -58,15 +72,6 @@ def with_client(loop: LoopThread, fake_planfix: FakePlanfix) -> Callable[..., An
         return loop.run(go())
 
     return run
-
-
-@pytest.fixture
-def planfix_down(fake_planfix: FakePlanfix) -> Iterator[None]:
-    fake_planfix.set_unavailable(True)
-    try:
-        yield
-    finally:
-        fake_planfix.set_unavailable(False)
 
 
 def test_create_and_get_task(with_client: Callable[..., Any], fake_planfix: FakePlanfix) -> None:
@@ -100,14 +105,7 @@ def test_unknown_task_is_task_not_found(with_client: Callable[..., Any]) -> None
 
 def test_comment_on_unknown_task_is_task_not_found(with_client: Callable[..., Any]) -> None:
     with pytest.raises(TaskNotFound):
-        with_client(
-            lambda c: c.add_comment(
-                task_number=7_199_998,
-                description_html="hi",
-                source_id=SOURCE_ID,
-                source_object_id=planfix_source_object_id("tg:1:1"),
-            )
-        )
+        with_client(comment_from_telegram(7_199_998, "hi", "tg:1:1"))
 
 
 def test_bad_token_is_auth_error(with_client: Callable[..., Any], fake_planfix: FakePlanfix) -> None:
@@ -143,12 +141,7 @@ def test_unreachable_is_unavailable(loop: LoopThread) -> None:
 def test_add_and_get_comment(with_client: Callable[..., Any], fake_planfix: FakePlanfix) -> None:
     number = fake_planfix.add_task("Comments")
     comment_id = with_client(
-        lambda c: c.add_comment(
-            task_number=number,
-            description_html="<b>Ivan (TG)</b>: hello<br>second line",
-            source_id=SOURCE_ID,
-            source_object_id=planfix_source_object_id("tg:-100123:456"),
-        )
+        comment_from_telegram(number, "<b>Ivan (TG)</b>: hello<br>second line", "tg:-100123:456")
     )
 
     comment = with_client(lambda c: c.get_comment(comment_id, source_id=SOURCE_ID))
@@ -173,14 +166,7 @@ def test_source_object_id_is_scoped_by_source_id(
     with_client: Callable[..., Any], fake_planfix: FakePlanfix
 ) -> None:
     number = fake_planfix.add_task("Scoping")
-    ours = with_client(
-        lambda c: c.add_comment(
-            task_number=number,
-            description_html="from tg",
-            source_id=SOURCE_ID,
-            source_object_id=planfix_source_object_id("tg:-1:1"),
-        )
-    )
+    ours = with_client(comment_from_telegram(number, "from tg", "tg:-1:1"))
 
     assert with_client(lambda c: c.get_comment(ours, source_id=OTHER_SOURCE_ID)).source_object_id is None
     assert with_client(lambda c: c.get_comment(ours)).source_object_id is None
@@ -295,14 +281,7 @@ def test_scenario_requests_one_at_a_time(
     try:
         number = fake_planfix.add_task("Scenario")
         ui_ids = [fake_planfix.add_employee_comment(number, f"ui {i}") for i in range(3)]
-        api_id = with_client(
-            lambda c: c.add_comment(
-                task_number=number,
-                description_html="api",
-                source_id=SOURCE_ID,
-                source_object_id=planfix_source_object_id("tg:-5:5"),
-            )
-        )
+        api_id = with_client(comment_from_telegram(number, "api", "tg:-5:5"))
         fake_planfix.post_webhook(number, ui_ids[0])
         fake_planfix.add_employee_comment(number, "silent", fire_webhook=False)
 
@@ -335,14 +314,7 @@ def test_api_comments_can_skip_the_scenario(
     fake_planfix.fire_webhooks_for_api_comments = False
     try:
         number = fake_planfix.add_task("No echo scenario")
-        with_client(
-            lambda c: c.add_comment(
-                task_number=number,
-                description_html="api",
-                source_id=SOURCE_ID,
-                source_object_id=planfix_source_object_id("tg:-6:6"),
-            )
-        )
+        with_client(comment_from_telegram(number, "api", "tg:-6:6"))
         ui = fake_planfix.add_employee_comment(number, "ui")
         [delivery] = eventually(
             lambda: [d for d in fake_planfix.webhook_deliveries if d.task_number == number],
@@ -391,15 +363,7 @@ def test_upload_a_file_and_attach_it_then_update_the_comment(
 ) -> None:
     number = fake_planfix.add_task("Files")
     file_id = with_client(lambda c: c.upload_file(name="report.pdf", data=b"%PDF-1.4 hi", content_type="x/y"))
-    comment_id = with_client(
-        lambda c: c.add_comment(
-            task_number=number,
-            description_html="see file",
-            source_id=SOURCE_ID,
-            source_object_id=planfix_source_object_id("tg:-7:7"),
-            file_ids=[file_id],
-        )
-    )
+    comment_id = with_client(comment_from_telegram(number, "see file", "tg:-7:7", file_ids=[file_id]))
 
     with_client(
         lambda c: c.update_comment(task_number=number, comment_id=comment_id, description_html="edited")
@@ -492,12 +456,7 @@ def test_a_creation_is_not_repeated_after_a_5xx(
 
     with pytest.raises(PlanfixUnavailable):
         with_client(
-            lambda c: c.add_comment(
-                task_number=number,
-                description_html="x",
-                source_id=SOURCE_ID,
-                source_object_id=planfix_source_object_id("tg:-8:8"),
-            ),
+            comment_from_telegram(number, "x", "tg:-8:8"),
             retry_attempts=3,
         )
     assert len(calls_to(fake_planfix, "POST", f"/rest/task/{number}/comments/")) == 1
@@ -539,9 +498,9 @@ def test_unknown_task_code_1000_is_not_retried(
 
 
 def test_throttling_is_retried_and_the_daily_cap_is_reported(loop: LoopThread) -> None:
-    fake = FakePlanfix(token=PLANFIX_TOKEN, rate_per_s=1.0, rate_tolerance_s=0.0, daily_cap=4)
-    loop.run(fake.start())
-    try:
+    with serving(
+        loop, FakePlanfix(token=PLANFIX_TOKEN, rate_per_s=1.0, rate_tolerance_s=0.0, daily_cap=4)
+    ) as fake:
         number = fake.add_task("Limits")
 
         async def go() -> tuple[list[int | None], type[Exception] | None]:
@@ -557,8 +516,6 @@ def test_throttling_is_retried_and_the_daily_cap_is_reported(loop: LoopThread) -
             return seen, None
 
         remaining, error = loop.run(go(), timeout_s=60)
-    finally:
-        loop.run(fake.stop())
     assert remaining == [3, 2, 1, 0]
     assert error is DailyLimitReached
     statuses = [c.status for c in fake.calls]
@@ -642,9 +599,7 @@ def test_an_unknown_file_is_file_not_found(with_client: Callable[..., Any], tmp_
 def test_over_the_daily_cap_the_account_pauses_until_time_to_reset(loop: LoopThread) -> None:
     """One refusal (code 22, ``timeToReset``) pauses the account's calls: the next ones are not
     sent at all until then, and go through again after."""
-    fake = FakePlanfix(token=PLANFIX_TOKEN)
-    loop.run(fake.start())
-    try:
+    with serving(loop, FakePlanfix(token=PLANFIX_TOKEN)) as fake:
         number = fake.add_task("Over the cap")
         fake.use_up_daily_cap(reset_after_s=2.0)
 
@@ -661,8 +616,6 @@ def test_over_the_daily_cap_the_account_pauses_until_time_to_reset(loop: LoopThr
             return waits
 
         waits = loop.run(go(), timeout_s=30)
-    finally:
-        loop.run(fake.stop())
     assert len(waits) == 3
     assert all(wait is not None and 0 < wait <= 2.0 for wait in waits)
     assert fake.refused_for_daily_cap() == 1  # the two after it were never sent

@@ -66,15 +66,6 @@ def run(
 
 
 @pytest.fixture
-def planfix_down(fake_planfix: FakePlanfix) -> Iterator[None]:
-    fake_planfix.set_unavailable(True)
-    try:
-        yield
-    finally:
-        fake_planfix.set_unavailable(False)
-
-
-@pytest.fixture
 def owner_refused(fake_planfix: FakePlanfix) -> Iterator[None]:
     fake_planfix.refuse_owner()
     try:

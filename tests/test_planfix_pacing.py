@@ -23,7 +23,8 @@ from contracts.events import TaskBound
 from devtools import devstack
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
-from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET
+from tests.conftest import PLANFIX_TOKEN, WEBHOOK_SECRET
+from tests.e2e_bridge import stack_env
 from tests.support import (
     LoopThread,
     ServiceProcess,
@@ -66,19 +67,13 @@ def paced(
     loop.run(planfix.start())
     nats = devstack.start_nats(work_dir / "paced-nats", log_file=work_dir / "paced-nats.log")
     webhook_port = devstack.free_port()
+    database = f"paced_{webhook_port}"
     env = {
-        "NATS_URL": nats.extra["url"],
-        "MONGODB_URL": mongo_url,
-        "MONGODB_DATABASE": f"paced_{webhook_port}",
-        "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
-        "TELEGRAM_API_BASE_URL": fake_telegram.base_url,
-        "PLANFIX_BASE_URL": planfix.base_url,
-        "PLANFIX_API_TOKEN": PLANFIX_TOKEN,
+        **stack_env(
+            nats.extra["url"], mongo_url, database, fake_telegram, planfix, webhook_port=webhook_port
+        ),
         "PLANFIX_RATE_PER_S": "1",
         "PLANFIX_BURST": "1",
-        "PLANFIX_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "PLANFIX_WEBHOOK_PORT": str(webhook_port),
-        "PLANFIX_WEBHOOK_HOST": "127.0.0.1",
     }
     processes = []
     for index, name in enumerate(("binder", "relay", "relay", "planfix_gateway", "telegram_gateway")):

@@ -9,40 +9,29 @@ store, the re-read every 3 seconds instead of 10 minutes (reconciliation's grace
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import nats
-import pytest
-
 from contracts.events import PlanfixCommentAdded, PlanfixCommentDeleted, PlanfixCommentUpdated, TaskStateSeen
 from contracts.subjects import PLANFIX_COMMENT_MARKS_BUCKET
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_planfix_tasks import STATUS_IN_PROGRESS
 from sandbox.fake_telegram import FakeTelegram
-from tests.e2e_bridge import Bridge, bind_new_task, running_bridge
-from tests.support import LoopThread, eventually, stays
-from tests.test_task_life_end_to_end import card_of, has_card, state_events
+from tests.e2e_bridge import Bridge, bind_new_task, bridge_fixture
+from tests.support import eventually, jetstream, stays
+from tests.test_task_life_end_to_end import bound_with_its_card, card_of, state_events
 
 REREAD_INTERVAL_S = 3.0
 
 
-@pytest.fixture(scope="module")
-def bridge(
-    loop: LoopThread, work_dir: Path, mongo_url: str, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix
-) -> Iterator[Bridge]:
-    # A task read at every pass: its daily cap raised to what passes every 3 seconds need.
-    extra_env = {
+# A task read at every pass: its daily cap raised to what passes every 3 seconds need.
+bridge = bridge_fixture(
+    "reread",
+    extra_env={
         "PLANFIX_REREAD_INTERVAL_MIN": str(REREAD_INTERVAL_S / 60),
         "PLANFIX_REREAD_MAX_PER_DAY": "100000",
         "PLANFIX_RECONCILE_QUIET_INTERVAL_MIN": str(REREAD_INTERVAL_S / 60),
         "PLANFIX_RECONCILE_GRACE_S": "1",
         "RELAY_TASK_CARDS": "true",
-    }
-    with running_bridge(
-        loop, work_dir, mongo_url, fake_telegram, fake_planfix, name="reread", extra_env=extra_env
-    ) as running:
-        yield running
+    },
+)
 
 
 def shown(fake_telegram: FakeTelegram, chat_id: int) -> list[str]:
@@ -115,15 +104,13 @@ def test_a_comment_edited_then_deleted_without_a_scenario_is_edited_then_deleted
 
 def mark_of(bridge: Bridge, task_number: int) -> int | None:
     async def read() -> int | None:
-        nc = await nats.connect(bridge.nats_url)
-        try:
-            kv = await nc.jetstream().key_value(PLANFIX_COMMENT_MARKS_BUCKET.name)
-            entry = await kv.get(f"task_{task_number}")
-            return int(entry.value or b"0")
-        except Exception:
-            return None
-        finally:
-            await nc.close()
+        async with jetstream(bridge.nats_url) as js:
+            try:
+                kv = await js.key_value(PLANFIX_COMMENT_MARKS_BUCKET.name)
+                entry = await kv.get(f"task_{task_number}")
+                return int(entry.value or b"0")
+            except Exception:
+                return None
 
     return bridge.loop.run(read())
 
@@ -170,8 +157,7 @@ def test_a_status_change_no_scenario_announced_reaches_the_card_and_is_told_in_a
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     chat = unique_chat_id
-    number = bind_new_task(bridge, fake_telegram, chat, "Silent status", fake_planfix)
-    eventually(lambda: has_card(fake_telegram, chat), what="card posted")
+    number = bound_with_its_card(bridge, fake_telegram, fake_planfix, chat, "Silent status")
     card = card_of(fake_telegram, chat)
     assert "New" in card["text"]
 

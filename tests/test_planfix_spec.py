@@ -29,7 +29,7 @@ from sandbox.planfix_spec import EXTRACT_PATH, load_spec
 from sandbox.planfix_spec.checker import RequestChecker
 from tests.conftest import PLANFIX_TOKEN
 from tests.planfix_openapi import Exchange, RecordingTransport, spec_check
-from tests.support import LoopThread
+from tests.support import LoopThread, serving
 from tools import planfix_spec_extract
 
 SOURCE_ID = "0c6b7f0e-2d7a-4f0e-9a56-6a3f1c9b8e11"
@@ -239,12 +239,8 @@ NOT_PLANFIX_CALLS = frozenset({"aclose"})
 
 @pytest.fixture(scope="module")
 def fake(loop: LoopThread) -> Iterator[FakePlanfix]:
-    fake = FakePlanfix(token=PLANFIX_TOKEN)
-    loop.run(fake.start())
-    try:
+    with serving(loop, FakePlanfix(token=PLANFIX_TOKEN)) as fake:
         yield fake
-    finally:
-        loop.run(fake.stop())
 
 
 def _run_call(loop: LoopThread, fake: FakePlanfix, call: Call, tmp: Path) -> list[Exchange]:
@@ -416,15 +412,13 @@ def test_a_planned_server_error_carries_a_definite_code(loop: LoopThread, fake: 
 
 
 def test_throttling_answers_as_public_code_sees_it(loop: LoopThread) -> None:
-    fake = FakePlanfix(token=PLANFIX_TOKEN, rate_per_s=1.0, rate_tolerance_s=0.0, daily_cap=1)
-    loop.run(fake.start())
-    try:
+    with serving(
+        loop, FakePlanfix(token=PLANFIX_TOKEN, rate_per_s=1.0, rate_tolerance_s=0.0, daily_cap=1)
+    ) as fake:
         first = _raw(loop, "GET", fake.base_url + "ping", headers=AUTH)
         too_soon = _raw(loop, "GET", fake.base_url + "ping", headers=AUTH)
         fake.rate_per_s = None
         over_cap = _raw(loop, "GET", fake.base_url + "ping", headers=AUTH)
-    finally:
-        loop.run(fake.stop())
 
     assert first.status == 200
     assert too_soon.status == 429

@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from devtools import devstack
+from devtools.devstack import HEALTH_PORT_VARIABLES
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
-from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET
+from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN
+from tests.e2e_bridge import stack_env
 from tests.support import ServiceProcess, eventually
 
 WRONG_BOT_TOKEN = "424242:AAwrong-bot-token-secret-part"
@@ -32,20 +34,17 @@ def service_env(
     planfix_token: str,
 ) -> dict[str, str]:
     return {
-        "NATS_URL": nats_url,
-        "MONGODB_URL": mongo_url,
-        "MONGODB_DATABASE": f"tokens_{devstack.free_port()}",
-        "TELEGRAM_BOT_TOKEN": bot_token,
-        "TELEGRAM_API_BASE_URL": telegram.base_url,
-        "PLANFIX_BASE_URL": planfix.base_url,
-        "PLANFIX_API_TOKEN": planfix_token,
-        "PLANFIX_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "PLANFIX_WEBHOOK_PORT": str(devstack.free_port()),
-        "PLANFIX_WEBHOOK_HOST": "127.0.0.1",
-        **{
-            f"{name.upper()}_HEALTH_PORT": "0"
-            for name in ("binder", "relay", "planfix_gateway", "telegram_gateway")
-        },
+        **stack_env(
+            nats_url,
+            mongo_url,
+            f"tokens_{devstack.free_port()}",
+            telegram,
+            planfix,
+            webhook_port=devstack.free_port(),
+            bot_token=bot_token,
+            planfix_token=planfix_token,
+        ),
+        **{variable: "0" for variable in HEALTH_PORT_VARIABLES.values()},
     }
 
 

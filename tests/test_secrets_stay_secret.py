@@ -26,8 +26,8 @@ from contracts.subjects import DEADLETTER_STREAM
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET
-from tests.e2e_bridge import Bridge, bind_new_task, running_bridge
-from tests.support import LoopThread, connect_nats, eventually, relayed_comments
+from tests.e2e_bridge import Bridge, bind_new_task, bridge_fixture
+from tests.support import LoopThread, connect_nats, eventually, jetstream, relayed_comments
 
 REAL_LOOKING_TOKEN = "7012345678:AAH3kq9ZP-xr_8Tt0Qy4mWv1Lb2Nc3Jd5Ke"
 FILE_URL = f"https://api.telegram.org/file/bot{REAL_LOOKING_TOKEN}/photos/file_7.jpg"
@@ -176,12 +176,7 @@ def test_a_dead_letters_reason_is_stored_redacted(loop: LoopThread, nats_url: st
 # --- end to end: a failing download ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def bridge(
-    loop: LoopThread, work_dir: Path, mongo_url: str, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix
-) -> Iterator[Bridge]:
-    with running_bridge(loop, work_dir, mongo_url, fake_telegram, fake_planfix, name="secrets") as running:
-        yield running
+bridge = bridge_fixture("secrets")
 
 
 def _photo(fake_telegram: FakeTelegram, data: bytes) -> tuple[str, list[dict[str, Any]]]:
@@ -192,9 +187,7 @@ def _photo(fake_telegram: FakeTelegram, data: bytes) -> tuple[str, list[dict[str
 
 def _everything_stored_in_deadletter(bridge: Bridge) -> str:
     async def read() -> str:
-        nc = await connect_nats(bridge.nats_url)
-        try:
-            js = nc.jetstream()
+        async with jetstream(bridge.nats_url) as js:
             try:
                 info = await js.stream_info(DEADLETTER_STREAM.name)
             except Exception:
@@ -211,8 +204,6 @@ def _everything_stored_in_deadletter(bridge: Bridge) -> str:
                 if body:
                     texts.append(base64.b64decode(body).decode(errors="replace"))
             return "\n".join(texts)
-        finally:
-            await nc.close()
 
     return bridge.loop.run(read())
 

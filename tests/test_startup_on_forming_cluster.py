@@ -24,38 +24,26 @@ from bridge_lib.jetstream_ready import is_transient
 from contracts import subjects
 from contracts.events import TelegramMessageEdited, TelegramUser, root_envelope
 from devtools import devstack
+from devtools.devstack import SERVICES
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
-from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET
-from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events
-
-SERVICES = ("binder", "relay", "planfix_gateway", "telegram_gateway")
+from tests.conftest import BOT_TOKEN
+from tests.e2e_bridge import stack_env
+from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events, serving
 
 
 @pytest.fixture
 def own_telegram(loop: LoopThread) -> Iterator[FakeTelegram]:
     """A Bot API of this test's own: its gateway polls it without taking the session's updates."""
-    fake = FakeTelegram(token=BOT_TOKEN)
-    loop.run(fake.start())
-    try:
+    with serving(loop, FakeTelegram(token=BOT_TOKEN)) as fake:
         yield fake
-    finally:
-        loop.run(fake.stop())
 
 
 def bridge_env(nats_url: str, mongo_url: str, telegram: FakeTelegram, planfix: FakePlanfix) -> dict[str, str]:
+    database = f"forming_{devstack.free_port()}"
     return {
-        "NATS_URL": nats_url,
+        **stack_env(nats_url, mongo_url, database, telegram, planfix, webhook_port=devstack.free_port()),
         "NATS_STREAM_REPLICAS": "3",
-        "MONGODB_URL": mongo_url,
-        "MONGODB_DATABASE": f"forming_{devstack.free_port()}",
-        "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
-        "TELEGRAM_API_BASE_URL": telegram.base_url,
-        "PLANFIX_BASE_URL": planfix.base_url,
-        "PLANFIX_API_TOKEN": PLANFIX_TOKEN,
-        "PLANFIX_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "PLANFIX_WEBHOOK_PORT": str(devstack.free_port()),
-        "PLANFIX_WEBHOOK_HOST": "127.0.0.1",
         "LOG_LEVEL": "INFO",
         **{f"{name.upper()}_HEALTH_PORT": str(devstack.free_port()) for name in SERVICES},
     }

@@ -57,11 +57,7 @@ def own_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
 
 @pytest.fixture(scope="module")
 def bridge(
-    loop: LoopThread,
-    work_dir: Path,
-    own_store: Store,
-    fake_telegram: FakeTelegram,
-    fake_planfix: FakePlanfix,
+    loop: LoopThread, work_dir: Path, own_store: Store, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix
 ) -> Iterator[Bridge]:
     with running_bridge(
         loop, work_dir, own_store.server.extra["url"], fake_telegram, fake_planfix, name="stop-outage"
@@ -76,15 +72,25 @@ def stop_within_10_s_with_exit_0(bridge: Bridge, name: str) -> None:
     assert f"{name}_stopping" in process.log_text()
 
 
+def stop_the_relay_while_planfix_holds_a_comment(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, chat_id: int, *, hold_s: float
+) -> int:
+    """The relay gets SIGTERM while Planfix holds a message's comment for ``hold_s``, and stops
+    in time; the bound task's number."""
+    number = bind_new_task(bridge, fake_telegram, chat_id, "Stop the relay mid-call")
+    fake_planfix.delay_next(hold_s)
+    fake_telegram.add_group_message(chat_id, "in flight at SIGTERM")
+    eventually(lambda: fake_planfix.held_requests() > 0, what="the relay waiting on Planfix")
+    stop_within_10_s_with_exit_0(bridge, "relay")
+    return number
+
+
 def test_sigterm_to_the_relay_while_it_posts_a_comment_lets_the_post_finish_then_exits(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Stop the relay mid-call")
-    fake_planfix.delay_next(PLANFIX_ANSWERS_WITHIN_GRACE_S)
-    fake_telegram.add_group_message(unique_chat_id, "in flight at SIGTERM")
-    eventually(lambda: fake_planfix.held_requests() > 0, what="the relay waiting on Planfix")
-
-    stop_within_10_s_with_exit_0(bridge, "relay")
+    number = stop_the_relay_while_planfix_holds_a_comment(
+        bridge, fake_telegram, fake_planfix, unique_chat_id, hold_s=PLANFIX_ANSWERS_WITHIN_GRACE_S
+    )
 
     # Done before it exited, not left for the next start.
     comments = relayed_comments(fake_planfix, number)
@@ -97,12 +103,9 @@ def test_sigterm_to_the_relay_while_it_posts_a_comment_lets_the_post_finish_then
 def test_sigterm_to_the_relay_while_planfix_holds_the_call_past_the_stop_grace_then_once(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Stop the relay mid-call")
-    fake_planfix.delay_next(PLANFIX_HOLDS_PAST_RESTART_S)
-    fake_telegram.add_group_message(unique_chat_id, "in flight at SIGTERM")
-    eventually(lambda: fake_planfix.held_requests() > 0, what="the relay waiting on Planfix")
-
-    stop_within_10_s_with_exit_0(bridge, "relay")
+    number = stop_the_relay_while_planfix_holds_a_comment(
+        bridge, fake_telegram, fake_planfix, unique_chat_id, hold_s=PLANFIX_HOLDS_PAST_RESTART_S
+    )
     bridge.processes["relay"].start()
 
     eventually(lambda: relayed_comments(fake_planfix, number), timeout_s=60, what="the comment")

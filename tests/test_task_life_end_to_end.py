@@ -4,34 +4,16 @@ commands /done, /deadline and /assign, refused with the reason when they may not
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from contracts.events import PlanfixTaskStateChanged, TaskCommandAnswered
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_planfix_tasks import STATUS_COMPLETED, STATUS_IN_PROGRESS
 from sandbox.fake_telegram import FakeTelegram
-from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, running_bridge, texts_sent
-from tests.support import LoopThread, eventually, stays
+from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, bridge_fixture, texts_sent
+from tests.support import eventually, stays
 
-
-@pytest.fixture(scope="module")
-def bridge(
-    loop: LoopThread, work_dir: Path, mongo_url: str, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix
-) -> Iterator[Bridge]:
-    with running_bridge(
-        loop,
-        work_dir,
-        mongo_url,
-        fake_telegram,
-        fake_planfix,
-        name="task-life",
-        extra_env={"RELAY_TASK_CARDS": "true"},
-    ) as running:
-        yield running
+bridge = bridge_fixture("task-life", extra_env={"RELAY_TASK_CARDS": "true"})
 
 
 def card_of(fake_telegram: FakeTelegram, chat_id: int) -> dict[str, Any]:
@@ -48,6 +30,15 @@ def shown(fake_telegram: FakeTelegram, chat_id: int) -> list[str]:
 
 def has_card(fake_telegram: FakeTelegram, chat_id: int) -> bool:
     return any("Assigner:" in str(m["text"]) for m in fake_telegram.chat_messages(chat_id))
+
+
+def bound_with_its_card(
+    bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, chat_id: int, title: str
+) -> int:
+    """The group bound to a new task titled ``title`` and the task's card posted; its number."""
+    number = bind_new_task(bridge, fake_telegram, chat_id, title, fake_planfix)
+    eventually(lambda: has_card(fake_telegram, chat_id), what="card posted")
+    return number
 
 
 def task_reads(fake_planfix: FakePlanfix, task: int) -> int:
@@ -124,8 +115,7 @@ def test_done_sets_the_completed_status_and_tells_the_group(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     chat = unique_chat_id
-    task = bind_new_task(bridge, fake_telegram, chat, "Close me", fake_planfix)
-    eventually(lambda: has_card(fake_telegram, chat), what="card posted")
+    task = bound_with_its_card(bridge, fake_telegram, fake_planfix, chat, "Close me")
 
     calls_before = len(fake_planfix.calls)
     command(fake_telegram, chat, "/done")
@@ -206,8 +196,7 @@ def test_assign_makes_a_linked_employee_an_assignee_and_the_card_says_so(
     chat = unique_chat_id
     maria_tg = 7_718_001
     maria = fake_planfix.add_employee("Maria Lebedeva", telegram_id=maria_tg)
-    task = bind_new_task(bridge, fake_telegram, chat, "Needs hands", fake_planfix)
-    eventually(lambda: has_card(fake_telegram, chat), what="card posted")
+    task = bound_with_its_card(bridge, fake_telegram, fake_planfix, chat, "Needs hands")
     # Maria writes a task command once: the binder learns who she is from her Planfix profile.
     command(
         fake_telegram, chat, "/deadline someday", user_id=maria_tg, first_name="Maria", username="maria_l"
@@ -238,8 +227,7 @@ def test_a_file_added_to_the_task_in_planfix_is_named_in_the_group_with_a_link(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     chat = unique_chat_id
-    task = bind_new_task(bridge, fake_telegram, chat, "Drawings", fake_planfix)
-    eventually(lambda: has_card(fake_telegram, chat), what="card posted")
+    task = bound_with_its_card(bridge, fake_telegram, fake_planfix, chat, "Drawings")
 
     fake_planfix.add_task_file(task, "floor plan.pdf", b"%PDF-1.7 plan")
 

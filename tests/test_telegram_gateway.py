@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import subprocess
@@ -25,6 +24,7 @@ import pytest
 from aiogram import Dispatcher
 from aiogram.types import Message
 
+from bridge_lib.cancel import cancelled
 from bridge_lib.telegram import make_bot
 from contracts import subjects
 from contracts.events import (
@@ -114,6 +114,22 @@ class Streams:
 @pytest.fixture
 def streams(loop: LoopThread, nats_url: str, gateway: ServiceProcess) -> Streams:
     return Streams(loop, nats_url)
+
+
+def add_undecodable_message(fake: FakeTelegram, chat_id: int, *, message_id: int) -> dict[str, Any]:
+    """Queue a group message aiogram cannot decode (``is_bot`` is not a bool), as Telegram would
+    send it; its text is what no log may show."""
+    return fake.add_update(
+        {
+            "message": {
+                "message_id": message_id,
+                "date": int(time.time()),
+                "chat": {"id": chat_id, "type": "supergroup", "title": "Support group"},
+                "from": {"id": 501, "is_bot": "perhaps", "first_name": "Ivan"},
+                "text": "a secret plan nobody may log",
+            }
+        }
+    )
 
 
 def handled_up_to(fake: FakeTelegram, streams: Streams, chat_id: int) -> None:
@@ -214,9 +230,7 @@ def test_an_update_whose_handling_failed_is_fetched_again_before_the_ones_after_
             # One more poll confirms everything handled.
             await asyncio.sleep(0.5)
         finally:
-            polling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await polling
+            await cancelled(polling)
         try:
             left = await bot.get_updates(timeout=0)
             return [str(update.message.text) for update in left if update.message]
@@ -437,17 +451,7 @@ def test_webhook_mode_registers_checks_the_secret_and_stores_what_telegram_posts
             assert client.post(url, content=b"not json", headers={SECRET_HEADER: secret}).status_code == 200
 
         # An update aiogram cannot decode, as Telegram posts it, then an ordinary one behind it.
-        odd = fake.add_update(
-            {
-                "message": {
-                    "message_id": 778,
-                    "date": int(time.time()),
-                    "chat": {"id": unique_chat_id, "type": "supergroup", "title": "Support group"},
-                    "from": {"id": 501, "is_bot": "perhaps", "first_name": "Ivan"},
-                    "text": "a secret plan nobody may log",
-                }
-            }
-        )
+        odd = add_undecodable_message(fake, unique_chat_id, message_id=778)
         fake.add_group_message(unique_chat_id, "carried by the webhook")
 
         [event] = eventually(lambda: streams.messages(unique_chat_id), what="the posted update stored")
@@ -633,17 +637,7 @@ def test_an_update_aiogram_cannot_decode_becomes_a_dead_letter_and_the_others_ar
 ) -> None:
     # aiogram refuses the whole getUpdates answer when one update in it does not fit its models.
     fake_telegram.add_group_message(unique_chat_id, "before the odd one")
-    odd = fake_telegram.add_update(
-        {
-            "message": {
-                "message_id": 777,
-                "date": int(time.time()),
-                "chat": {"id": unique_chat_id, "type": "supergroup", "title": "Support group"},
-                "from": {"id": 501, "is_bot": "perhaps", "first_name": "Ivan"},
-                "text": "a secret plan nobody may log",
-            }
-        }
-    )
+    odd = add_undecodable_message(fake_telegram, unique_chat_id, message_id=777)
     fake_telegram.add_group_message(unique_chat_id, "after the odd one")
 
     eventually(

@@ -3,15 +3,10 @@ adds it to, saying why and how to link; it stays where a linked employee adds it
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
-from tests.e2e_bridge import Bridge, running_bridge, texts_sent
-from tests.support import LoopThread, eventually, stays
+from tests.e2e_bridge import Bridge, bridge_fixture, texts_sent
+from tests.support import eventually, stays
 
 PERSON = 7_717_001
 
@@ -19,20 +14,9 @@ PERSON = 7_717_001
 # --- TELEGRAM_LEAVE_UNKNOWN_GROUPS ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def guarded_bridge(
-    loop: LoopThread, work_dir: Path, mongo_url: str, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix
-) -> Iterator[Bridge]:
-    with running_bridge(
-        loop,
-        work_dir,
-        mongo_url,
-        fake_telegram,
-        fake_planfix,
-        name="guarded",
-        extra_env={"TELEGRAM_LEAVE_UNKNOWN_GROUPS": "true"},
-    ) as running:
-        yield running
+guarded_bridge = bridge_fixture(
+    "guarded", extra_env={"TELEGRAM_LEAVE_UNKNOWN_GROUPS": "true"}, fixture_name="guarded_bridge"
+)
 
 
 def test_the_bot_leaves_a_group_a_stranger_adds_it_to_and_says_why(

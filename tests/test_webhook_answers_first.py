@@ -8,6 +8,8 @@ One request at a time, as Planfix sends them, never holds the fetcher back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -17,6 +19,29 @@ from services.planfix_gateway.webhook import WebhookReceiver
 from tests.support import LoopThread
 
 SECRET = "answers-first-secret"
+
+
+@contextlib.asynccontextmanager
+async def listening_receiver(
+    nats_url: str, secret: str, *, name: str
+) -> AsyncIterator[tuple[WebhookReceiver, int]]:
+    """The gateway's webhook receiver storing into NATS, listening on a port of its own (given
+    with it) until the block ends."""
+    broker = make_broker(nats_url, name=name)
+    await broker.connect()
+    await ensure_streams(broker)
+    receiver = WebhookReceiver(
+        secret=secret, max_body=4096, publisher=EventPublisher(broker), publish_timeout_s=4.0
+    )
+    runner = web.AppRunner(receiver.app())
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield receiver, port
+    finally:
+        await runner.cleanup()
+        await broker.stop()
 
 
 class HeldRequest:
@@ -52,17 +77,7 @@ def test_a_fetch_waits_while_several_webhook_requests_wait_for_their_answers(
     loop: LoopThread, nats_url: str
 ) -> None:
     async def scenario() -> tuple[bool, bool, list[bytes]]:
-        broker = make_broker(nats_url, name="answers-first")
-        await broker.connect()
-        await ensure_streams(broker)
-        receiver = WebhookReceiver(
-            secret=SECRET, max_body=4096, publisher=EventPublisher(broker), publish_timeout_s=4.0
-        )
-        runner = web.AppRunner(receiver.app())
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        try:
+        async with listening_receiver(nats_url, SECRET, name="answers-first") as (receiver, port):
             first, second = HeldRequest(port, 7301001), HeldRequest(port, 7301002)
             await first.start()
             await _pending(receiver, 1)
@@ -79,9 +94,6 @@ def test_a_fetch_waits_while_several_webhook_requests_wait_for_their_answers(
             statuses = [await first.finish(), await second.finish()]
             await asyncio.wait_for(fetch_may_start, 30)
             return one_at_a_time_went_ahead, burst_held_it, statuses
-        finally:
-            await runner.cleanup()
-            await broker.stop()
 
     went_ahead, held, statuses = loop.run(scenario(), timeout_s=60)
 

@@ -216,65 +216,54 @@ function endContext() {
   $("compose-context").hidden = true;
 }
 
-async function sendMessage(event) {
-  event.preventDefault();
+// A form's submit: its action, any error shown, then the page refreshed.
+function onSubmit(action) {
+  return async (event) => {
+    event.preventDefault();
+    try {
+      await action();
+    } catch (error) {
+      alert(error.message);
+    }
+    refreshSoon();
+  };
+}
+
+async function sendMessage() {
   const form = new FormData($("compose"));
   const base = "/api/groups/" + state.chat + "/messages";
-  try {
-    if (state.mode === "edit") {
-      const edit = new FormData();
-      edit.set("text", form.get("text"));
-      await post(base + "/" + state.target + "/edit", edit);
-    } else {
-      if (state.mode === "reply") form.set("reply_to", state.target);
-      if (state.thread !== null) form.set("thread", state.thread);
-      await post(base, form);
-    }
-    $("message-text").value = "";
-    $("message-file").value = "";
-    endContext();
-  } catch (error) {
-    alert(error.message);
+  if (state.mode === "edit") {
+    const edit = new FormData();
+    edit.set("text", form.get("text"));
+    await post(base + "/" + state.target + "/edit", edit);
+  } else {
+    if (state.mode === "reply") form.set("reply_to", state.target);
+    if (state.thread !== null) form.set("thread", state.thread);
+    await post(base, form);
   }
-  refreshSoon();
+  $("message-text").value = "";
+  $("message-file").value = "";
+  endContext();
 }
 
-async function addComment(event) {
-  event.preventDefault();
-  try {
-    await post("/api/tasks/" + state.view.task.number + "/comments", new FormData($("comment-form")));
-    $("comment-text").value = "";
-    $("comment-file").value = "";
-  } catch (error) {
-    alert(error.message);
-  }
-  refreshSoon();
+async function addComment() {
+  await post("/api/tasks/" + state.view.task.number + "/comments", new FormData($("comment-form")));
+  $("comment-text").value = "";
+  $("comment-file").value = "";
 }
 
-async function newGroup(event) {
-  event.preventDefault();
-  try {
-    const result = await post("/api/groups", new FormData($("new-group")));
-    $("new-group").reset();
-    select(result.chat_id, null);
-  } catch (error) {
-    alert(error.message);
-  }
-  refreshSoon();
+async function newGroup() {
+  const result = await post("/api/groups", new FormData($("new-group")));
+  $("new-group").reset();
+  select(result.chat_id, null);
 }
 
-async function newTopic(event) {
-  event.preventDefault();
+async function newTopic() {
   const form = new FormData($("new-topic"));
   form.set("person", $("person").value);
-  try {
-    const result = await post("/api/groups/" + state.chat + "/topics", form);
-    $("new-topic").reset();
-    select(state.chat, result.thread_id);
-  } catch (error) {
-    alert(error.message);
-  }
-  refreshSoon();
+  const result = await post("/api/groups/" + state.chat + "/topics", form);
+  $("new-topic").reset();
+  select(state.chat, result.thread_id);
 }
 
 // --- timeline ------------------------------------------------------------------------------
@@ -336,14 +325,14 @@ function followEvents() {
 // --- start ---------------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
-  $("compose").addEventListener("submit", sendMessage);
+  $("compose").addEventListener("submit", onSubmit(sendMessage));
   $("message-text").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); $("compose").requestSubmit(); }
   });
   $("compose-cancel").addEventListener("click", endContext);
-  $("comment-form").addEventListener("submit", addComment);
-  $("new-group").addEventListener("submit", newGroup);
-  $("new-topic").addEventListener("submit", newTopic);
+  $("comment-form").addEventListener("submit", onSubmit(addComment));
+  $("new-group").addEventListener("submit", onSubmit(newGroup));
+  $("new-topic").addEventListener("submit", onSubmit(newTopic));
   $("filter").addEventListener("input", applyFilter);
   followEvents();
   refresh();

@@ -8,6 +8,7 @@ looking the person up admits the group: binding stays guarded by the bind policy
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
@@ -43,20 +44,20 @@ class ChatBindings(Protocol):
     async def bindings_of_chat(self, chat_id: int) -> list[Binding]: ...
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Admission:
-    def __init__(self, *, store: ChatBindings, requesters: Requesters, access: BindAccess) -> None:
-        self._store = store
-        self._requesters = requesters
-        self._access = access
+    store: ChatBindings
+    requesters: Requesters
+    access: BindAccess
 
     async def handle(self, command: AdmitGroup) -> GroupAdmissionDecided:
-        bound = bool(await self._store.bindings_of_chat(command.chat_id))
+        bound = bool(await self.store.bindings_of_chat(command.chat_id))
         person = None
         try:
-            if not bound and command.added_by is not None and not self._access.allowed_chats:
-                person = await self._requesters.person_for(command.added_by, cause=command)
+            if not bound and command.added_by is not None and not self.access.allowed_chats:
+                person = await self.requesters.person_for(command.added_by, cause=command)
             admitted, why = decide_admission(
-                bound=bound, access=self._access, chat_id=command.chat_id, person=person
+                bound=bound, access=self.access, chat_id=command.chat_id, person=person
             )
         except TransientFailure:
             admitted, why = True, "planfix_away"

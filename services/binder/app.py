@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, get_args
 
@@ -13,31 +12,26 @@ from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsMessage
 from motor.motor_asyncio import AsyncIOMotorClient
 
+from bridge_lib.cancel import cancelled
 from bridge_lib.eventbus import (
-    Delivery,
     EventPublisher,
     consume_durably,
     ensure_streams,
-    make_broker,
     start_subscribers,
     undecoded,
 )
-from bridge_lib.health import mongo_ping, start_health_server
+from bridge_lib.health import mongo_ping
 from bridge_lib.planfix_setup import checked_planfix_client
-from bridge_lib.retention import RECORDED_AT, ensure_ttl_indexes, keep_sweeping
-from bridge_lib.runtime import wait_for_stop_signal
+from bridge_lib.retention import RECORDED_AT, start_retention
+from bridge_lib.runtime import broker_and_health, wait_for_stop_signal
 from contracts import subjects
 from contracts.events import (
     AdmitGroup,
     AnswerPrivateCommand,
     AuditBindings,
-    BindingsAudited,
-    BindingStoreRebuilt,
     Event,
-    GroupAdmissionDecided,
     PlanfixCommentAdded,
     PlanfixTaskStateChanged,
-    PrivateCommandAnswered,
     RebuildBindingStore,
     TaskCommandRequested,
     TelegramGroupEvent,
@@ -64,41 +58,14 @@ from services.binder.task_notices import Comments, TaskNotices
 
 log = structlog.get_logger("binder")
 
-Handle = Callable[[Any, Delivery], Awaitable[None]]
-Rebuild = Callable[[RebuildBindingStore], Awaitable[BindingStoreRebuilt]]
-Answer = Callable[[AnswerPrivateCommand], Awaitable[PrivateCommandAnswered]]
-Audit = Callable[[AuditBindings], Awaitable[BindingsAudited]]
-Admit = Callable[[AdmitGroup], Awaitable[GroupAdmissionDecided]]
 
-
-def router(
-    *,
-    on_request: Handle,
-    on_group_event: Handle,
-    on_rebuild: Rebuild,
-    on_comment: Handle,
-    on_private: Answer,
-    on_audit: Audit,
-    on_admit: Admit,
-    on_task_command: Handle | None = None,
-    on_task_closed: Handle | None = None,
-) -> NatsRouter:
-    """The binder's subscribers, handing each message to the handler given."""
+def bindings_router(binder: Binder, group_life: GroupLife, rebuilder: StoreRebuilder) -> NatsRouter:
+    """The subscribers that decide the bindings: requests, the groups' life, and the operator's
+    rebuild of the store."""
     binder_router = NatsRouter()
-    consume_durably(binder_router, BINDER_BIND_REQUESTS, get_args(BinderRequest), on_request)
-    consume_durably(binder_router, BINDER_GROUP_CHANGES, get_args(TelegramGroupEvent), on_group_event)
-    consume_durably(binder_router, BINDER_LINK_CODES, (PlanfixCommentAdded,), on_comment)
-    if on_task_command is not None:
-        consume_durably(binder_router, BINDER_TASK_COMMANDS, TaskCommandRequested, on_task_command)
-    if on_task_closed is not None:
-        consume_durably(binder_router, BINDER_CLOSED_TASKS, PlanfixTaskStateChanged, on_task_closed)
-
-    # NATS requests, not streams' messages (left out of the AsyncAPI document of the streams):
-    # from the gateway (a private command's answer may hold a /link code: never stored) and the CLI.
-    answer_requests(binder_router, subjects.BINDER_PRIVATE_COMMAND, AnswerPrivateCommand, on_private)
-    answer_requests(binder_router, subjects.BINDER_ADMIT_GROUP, AdmitGroup, on_admit)
-    answer_requests(binder_router, subjects.BINDER_AUDIT_BINDINGS, AuditBindings, on_audit)
-    answer_requests(binder_router, subjects.BINDER_REBUILD_STORE, RebuildBindingStore, on_rebuild)
+    consume_durably(binder_router, BINDER_BIND_REQUESTS, get_args(BinderRequest), binder.handle)
+    consume_durably(binder_router, BINDER_GROUP_CHANGES, get_args(TelegramGroupEvent), group_life.handle)
+    answer_requests(binder_router, subjects.BINDER_REBUILD_STORE, RebuildBindingStore, rebuilder.handle)
     return binder_router
 
 
@@ -163,28 +130,29 @@ def build(
         requesters=requesters,
         notices=TaskNotices(store=store, planfix=planfix, source_id=settings.planfix_source_id),
     )
-    group_life = GroupLife(store=store, publisher=publisher)
     rebuilder = StoreRebuilder(store=store, read_stream=lambda: bindings_in_stream(js))
-    return router(
-        on_request=binder.handle,
-        on_group_event=group_life.handle,
-        on_rebuild=rebuilder.handle,
-        on_comment=linking.redeem,
-        on_private=linking.answer,
-        on_audit=BindingAudit(store=store, known=people, planfix=planfix, access=access).handle,
-        on_admit=Admission(store=store, requesters=requesters, access=access).handle,
-        on_task_command=TaskCommands(
-            store=store,
-            planfix=planfix,
-            publisher=publisher,
-            requesters=requesters,
-            known=people,
-            policy=settings.bind_policy,
-        ).handle,
-        on_task_closed=ClosedTasks(
-            store=store, publisher=publisher, enabled=settings.unbind_closed_tasks
-        ).handle,
+    binder_router = bindings_router(binder, GroupLife(store=store, publisher=publisher), rebuilder)
+    task_commands = TaskCommands(
+        store=store,
+        planfix=planfix,
+        publisher=publisher,
+        requesters=requesters,
+        known=people,
+        policy=settings.bind_policy,
     )
+    closed_tasks = ClosedTasks(store=store, publisher=publisher, enabled=settings.unbind_closed_tasks)
+    consume_durably(binder_router, BINDER_LINK_CODES, (PlanfixCommentAdded,), linking.redeem)
+    consume_durably(binder_router, BINDER_TASK_COMMANDS, TaskCommandRequested, task_commands.handle)
+    consume_durably(binder_router, BINDER_CLOSED_TASKS, PlanfixTaskStateChanged, closed_tasks.handle)
+
+    # NATS requests, not streams' messages (left out of the AsyncAPI document of the streams):
+    # from the gateway (a private command's answer may hold a /link code: never stored) and the CLI.
+    audit = BindingAudit(store=store, known=people, planfix=planfix, access=access)
+    admission = Admission(store=store, requesters=requesters, access=access)
+    answer_requests(binder_router, subjects.BINDER_PRIVATE_COMMAND, AnswerPrivateCommand, linking.answer)
+    answer_requests(binder_router, subjects.BINDER_ADMIT_GROUP, AdmitGroup, admission.handle)
+    answer_requests(binder_router, subjects.BINDER_AUDIT_BINDINGS, AuditBindings, audit.handle)
+    return binder_router
 
 
 # The binder's decision records (collection -> date field), deleted after RETENTION_DAYS
@@ -201,29 +169,8 @@ async def run(settings: BinderSettings) -> None:
     codes = LinkCodes(mongo[settings.mongodb_database])
     await codes.create_indexes()
     database = mongo[settings.mongodb_database]
-    await ensure_ttl_indexes(database, RECORD_COLLECTIONS, days=settings.retention_days)
-    retention = asyncio.create_task(
-        keep_sweeping(
-            database,
-            RECORD_COLLECTIONS,
-            days=settings.retention_days,
-            interval_s=settings.retention_sweep_interval_min * 60,
-        ),
-        name="retention",
-    )
-    broker = make_broker(
-        settings.nats_url,
-        name="binder",
-        retry_max_delay_s=settings.retry_max_delay_s,
-        **settings.nats_connect_options(),
-    )
-    health = await start_health_server(
-        service="binder",
-        broker=broker,
-        host=settings.health_host,
-        port=settings.health_port,
-        checks={"mongodb": mongo_ping(mongo)},
-    )
+    retention = await start_retention(database, RECORD_COLLECTIONS, settings)
+    broker, health = await broker_and_health("binder", settings, checks={"mongodb": mongo_ping(mongo)})
     await broker.connect()
     await ensure_streams(
         broker, replicas=settings.nats_stream_replicas, timeout_s=settings.nats_startup_timeout_s
@@ -257,10 +204,7 @@ async def run(settings: BinderSettings) -> None:
     finally:
         log.info("binder_stopping")
         retention.cancel()
-        if refreshing is not None:
-            refreshing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refreshing
+        await cancelled(refreshing)
         await people.stop()
         await broker.stop()
         await health.stop()

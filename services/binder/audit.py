@@ -10,6 +10,7 @@ the rest reported "unchecked".
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
@@ -34,19 +35,17 @@ class TaskPeopleReader(Protocol):
     async def get_task_people(self, number: int) -> TaskPeople: ...
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class BindingAudit:
-    def __init__(
-        self, *, store: AuditStore, known: Known, planfix: TaskPeopleReader, access: BindAccess
-    ) -> None:
-        self._store = store
-        self._known = known
-        self._planfix = planfix
-        self._access = access
+    store: AuditStore
+    known: Known
+    planfix: TaskPeopleReader
+    access: BindAccess
 
     async def handle(self, command: AuditBindings) -> BindingsAudited:
-        bindings = await self._store.all_bindings()
-        await self._known.catch_up()
-        people = self._known.people
+        bindings = await self.store.all_bindings()
+        await self.known.catch_up()
+        people = self.known.people
         per_task = Counter(binding.task_number for binding in bindings)
         reads = 0
         task_people: dict[int, TaskPeople | None] = {}
@@ -54,7 +53,7 @@ class BindingAudit:
         for binding in sorted(bindings, key=lambda b: b.key):
             person = people.get(binding.bound_by_user_id) if binding.bound_by_user_id is not None else None
             needs_task = (
-                self._access.policy is BindPolicy.PARTICIPANTS and person is not None and person.is_employee
+                self.access.policy is BindPolicy.PARTICIPANTS and person is not None and person.is_employee
             )
             if needs_task and binding.task_number not in task_people:
                 if reads < command.max_planfix_reads:
@@ -71,11 +70,11 @@ class BindingAudit:
                     person=person,
                     # The task exists: "no people read" must not pass as a new task's "anyone".
                     task_people=known_task or TaskPeople(number=binding.task_number),
-                    chat_allowed=self._access.chat_allowed(binding.chat_id),
+                    chat_allowed=self.access.chat_allowed(binding.chat_id),
                     # The others bound to the task, as if this one asked last.
                     groups_on_task=per_task[binding.task_number] - 1,
                 )
-                found = bind_refusal(self._access.policy, ask, groups_per_task=self._access.groups_per_task)
+                found = bind_refusal(self.access.policy, ask, groups_per_task=self.access.groups_per_task)
                 refusal = str(found) if found is not None else None
             if refusal is not None:
                 findings.append(
@@ -96,7 +95,7 @@ class BindingAudit:
         )
         return BindingsAudited(
             **envelope_after(command, f"audited:{command.event_id}"),
-            policy=str(self._access.policy),
+            policy=str(self.access.policy),
             findings=findings,
             bindings=len(bindings),
             planfix_reads=reads,
@@ -104,7 +103,7 @@ class BindingAudit:
 
     async def _read(self, task_number: int) -> TaskPeople | None:
         try:
-            return await self._planfix.get_task_people(task_number)
+            return await self.planfix.get_task_people(task_number)
         except (PlanfixUnavailable, PlanfixRejected) as error:
             log.warning("audit_task_people_unread", task_number=task_number, error=type(error).__name__)
             return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
@@ -115,36 +115,26 @@ class BindAccess:
         return not self.allowed_chats or chat_id in self.allowed_chats
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Binder:
     """``/task``, ``/unbind`` and an operator's ``UnbindGroup``."""
 
-    def __init__(
-        self,
-        *,
-        store: Store,
-        planfix: Tasks,
-        publisher: Publisher,
-        rules: BindRules,
-        access: BindAccess | None = None,
-        requesters: Requesters | None = None,
-        notices: TaskNotices | None = None,
-    ) -> None:
-        self._store = store
-        self._planfix = planfix
-        self._publisher = publisher
-        self._rules = rules
-        self._access = access or BindAccess()
-        # None: nobody is known (every bind under participants/employees is refused as not linked).
-        self._requesters = requesters
-        self._notices = notices
+    store: Store
+    planfix: Tasks
+    publisher: Publisher
+    rules: BindRules
+    access: BindAccess = field(default_factory=BindAccess)
+    # None: nobody is known (every bind under participants/employees is refused as not linked).
+    requesters: Requesters | None = None
+    notices: TaskNotices | None = None
 
     async def handle(self, request: BinderRequest, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(chat_id=request.chat_id)
         key = request_key(request)
-        outcome = await self._store.outcome_for(key)
+        outcome = await self.store.outcome_for(key)
         if outcome is None or outcome.decided is None:
             outcome = await self._decide(request, key, outcome)
-            await self._store.save_outcome(outcome)
+            await self.store.save_outcome(outcome)
             log.info(
                 _DECIDED_LOG[outcome.decided or ""],
                 task_number=outcome.task_number,
@@ -152,41 +142,41 @@ class Binder:
                 refusal=outcome.refusal,
             )
         event, subject, msg_id = announcement(request, outcome)
-        await self._store.apply(event)
-        await self._publisher.publish(event, subject=subject, msg_id=msg_id)
-        if self._notices is not None and isinstance(event, TaskBound | TaskUnbound):
+        await self.store.apply(event)
+        await self.publisher.publish(event, subject=subject, msg_id=msg_id)
+        if self.notices is not None and isinstance(event, TaskBound | TaskUnbound):
             await self._announce_in_task(event, request)
 
     async def _decide(self, request: BinderRequest, key: str, earlier: BindOutcome | None) -> BindOutcome:
         # The group's language words the refusals and the new task's description.
-        language = await self._store.language_of(request.chat_id)
-        question = planfix_question(request, self._rules, language=language)
+        language = await self.store.language_of(request.chat_id)
+        question = planfix_question(request, self.rules, language=language)
         if question is None:
-            binding = await self._store.binding_for(group_key(request.chat_id, request.thread_id))
-            return decide(request, binding, None, self._rules, language=language)
+            binding = await self.store.binding_for(group_key(request.chat_id, request.thread_id))
+            return decide(request, binding, None, self.rules, language=language)
         assert isinstance(request, BindRequested)  # only a bind asks Planfix
         asked = question.number if isinstance(question, LookUpTask) else None
         # Who asks, before Planfix hears of the task: a stranger learns nothing about it.
         person = await self._requester(request)
-        spoken = language or self._rules.language
+        spoken = language or self.rules.language
         if (refusal := self._refusal(request, person, None)) is not None:
             return refused(request, refusal, task_number=asked, language=spoken)
         assigner = person.planfix_id if person is not None and person.is_employee else None
         answer, people = await self._ask(question, key, earlier, assigner=assigner)
         if isinstance(answer, TaskFound) and not answer.created:
-            others = {binding.chat_id for binding in await self._store.bindings_of_task(answer.number)} - {
+            others = {binding.chat_id for binding in await self.store.bindings_of_task(answer.number)} - {
                 request.chat_id
             }
             task_people = people or TaskPeople(number=answer.number)
             if (refusal := self._refusal(request, person, task_people, len(others))) is not None:
                 return refused(request, refusal, task_number=answer.number, language=spoken)
-        binding = await self._store.binding_for(group_key(request.chat_id, request.thread_id))
-        return decide(request, binding, answer, self._rules, language=language)
+        binding = await self.store.binding_for(group_key(request.chat_id, request.thread_id))
+        return decide(request, binding, answer, self.rules, language=language)
 
     async def _requester(self, request: BindRequested) -> Person | None:
-        if self._access.policy is BindPolicy.ADMINS or self._requesters is None:
+        if self.access.policy is BindPolicy.ADMINS or self.requesters is None:
             return None
-        return await self._requesters.person_for(request.requested_by, cause=request)
+        return await self.requesters.person_for(request.requested_by, cause=request)
 
     def _refusal(
         self, request: BindRequested, person: Person | None, task_people: TaskPeople | None, groups: int = 0
@@ -197,10 +187,10 @@ class Binder:
             requester_is_admin=True,
             person=person,
             task_people=task_people,
-            chat_allowed=self._access.chat_allowed(request.chat_id),
+            chat_allowed=self.access.chat_allowed(request.chat_id),
             groups_on_task=groups,
         )
-        return bind_refusal(self._access.policy, ask, groups_per_task=self._access.groups_per_task)
+        return bind_refusal(self.access.policy, ask, groups_per_task=self.access.groups_per_task)
 
     async def _ask(
         self, question: PlanfixQuestion, key: str, earlier: BindOutcome | None, *, assigner: str | None
@@ -209,19 +199,19 @@ class Binder:
         try:
             match question:
                 case LookUpTask(number=asked):
-                    task = await self._planfix.get_task(asked)
+                    task = await self.planfix.get_task(asked)
                     people = None
-                    if self._access.policy is BindPolicy.PARTICIPANTS:
-                        people = await self._planfix.get_task_people(asked)
+                    if self.access.policy is BindPolicy.PARTICIPANTS:
+                        people = await self.planfix.get_task_people(asked)
                     return TaskFound(number=task.number, title=task.name or f"#{task.number}"), people
                 case CreateTask(title=title, description=description):
                     created = earlier.created_task_number if earlier else None
                     if created is None:
-                        created = await self._planfix.create_task(
+                        created = await self.planfix.create_task(
                             name=title, description=description, assigner=assigner
                         )
                         # Remembered before anything else can fail, so a retry reuses the task.
-                        await self._store.save_outcome(
+                        await self.store.save_outcome(
                             BindOutcome(request_key=key, created_task_number=created)
                         )
                         log.info("task_created", task_number=created)
@@ -238,74 +228,74 @@ class Binder:
             return PlanfixRefused(number, error.code), None
 
     async def _announce_in_task(self, event: TaskBound | TaskUnbound, request: BinderRequest) -> None:
-        assert self._notices is not None
+        assert self.notices is not None
         if isinstance(request, BindRequested) and request.chat_title:
-            await self._store.remember_title(request.chat_id, request.chat_title)
+            await self.store.remember_title(request.chat_id, request.chat_title)
             title: str | None = request.chat_title
         else:
-            title = await self._store.title_of(request.chat_id)
+            title = await self.store.title_of(request.chat_id)
         user = request.requested_by if isinstance(request, BindRequested | UnbindRequested) else None
-        person = self._requesters.known(user.id) if self._requesters and user else None
+        person = self.requesters.known_person(user.id) if self.requesters and user else None
         operator = event.unbound_by if isinstance(event, TaskUnbound) else ""
         # Applied before: a first bind has given the group its binder's language by now.
-        texts = translator(await self._store.language_of(request.chat_id) or self._rules.language)
+        texts = translator(await self.store.language_of(request.chat_id) or self.rules.language)
         by = who_did(user, planfix_name=person.name if person else None, operator=operator, texts=texts)
-        await self._notices.post(
+        await self.notices.post(
             notice_comments(event, group_title=title or str(request.chat_id), by=by, texts=texts)
         )
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class GroupLife:
     """The bot's membership of a group and the group's migration to a supergroup."""
 
-    def __init__(self, *, store: Store, publisher: Publisher) -> None:
-        self._store = store
-        self._publisher = publisher
+    store: Store
+    publisher: Publisher
 
     async def handle(self, event: TelegramGroupEvent, delivery: Delivery) -> None:
         chats = group_life.chats_to_read(event)
         if not chats:
             return  # commands and anonymous admins are the relay's business
         structlog.contextvars.bind_contextvars(chat_id=event.chat_id)
-        change = await self._store.change_for(event.event_id)
+        change = await self.store.change_for(event.event_id)
         if change is None:
-            bindings = {chat_id: await self._store.bindings_of_chat(chat_id) for chat_id in chats}
+            bindings = {chat_id: await self.store.bindings_of_chat(chat_id) for chat_id in chats}
             change = GroupChange(key=event.event_id, steps=group_life.plan(event, bindings))
-            await self._store.save_change(change)
+            await self.store.save_change(change)
         for step in change.steps:
             log.info(f"binding_{step.kind}", task_number=step.binding.task_number)
             if (announced := group_life.announcement(event, step)) is not None:
                 published, subject, msg_id = announced
-                await self._store.apply(published)
-                await self._publisher.publish(published, subject=subject, msg_id=msg_id)
+                await self.store.apply(published)
+                await self.publisher.publish(published, subject=subject, msg_id=msg_id)
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class StoreRebuilder:
     """``RebuildBindingStore``: the store made to say what the BINDING stream adds up to."""
 
-    def __init__(self, *, store: Store, read_stream: Callable[[], Awaitable[tuple[Bindings, int]]]) -> None:
-        self._store = store
-        self._read_stream = read_stream
-        # One rebuild at a time in this process (a second operator's waits).
-        self._lock = asyncio.Lock()
+    store: Store
+    read_stream: Callable[[], Awaitable[tuple[Bindings, int]]]
+    # One rebuild at a time in this process (a second operator's waits).
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     async def handle(self, command: RebuildBindingStore) -> BindingStoreRebuilt:
         async with self._lock:
             # The store first: a request handled meanwhile is then in the stream read after it, and
             # the repair only ever moves the store towards a newer fold.
-            stored = await self._store.all_bindings()
-            desired, events = await self._read_stream()
+            stored = await self.store.all_bindings()
+            desired, events = await self.read_stream()
             found = differences(desired, stored)
             if not command.dry_run:
                 have = {binding.key: binding for binding in stored}
                 want = {binding.key: binding for binding in desired}
                 for difference in found:
                     if difference.what == "removed":
-                        await self._store.unbind(
+                        await self.store.unbind(
                             difference.group_key, task_number=have[difference.group_key].task_number
                         )
                     else:
-                        await self._store.bind(want[difference.group_key])
+                        await self.store.bind(want[difference.group_key])
         log.info(
             "binding_store_rebuilt",
             differences=len(found),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
@@ -156,27 +157,17 @@ def person_of_employee(people: People, planfix_id: str) -> Person | None:
     return next((p for p in people.by_telegram_id.values() if p.planfix_id == planfix_id), None)
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Linking:
     """Answers the private commands and redeems codes written in Planfix."""
 
-    def __init__(
-        self,
-        *,
-        codes: LinkCodes,
-        known: Known,
-        requesters: Requesters,
-        planfix: LinkPlanfix,
-        publisher: Publisher,
-        our_source_id: str,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._codes = codes
-        self._known = known
-        self._requesters = requesters
-        self._planfix = planfix
-        self._publisher = publisher
-        self._source_id = our_source_id
-        self._clock = clock
+    codes: LinkCodes
+    known: Known
+    requesters: Requesters
+    planfix: LinkPlanfix
+    publisher: Publisher
+    our_source_id: str
+    clock: Callable[[], float] = time.time
 
     # --- private commands ------------------------------------------------------------------------
 
@@ -194,18 +185,18 @@ class Linking:
 
     async def _issue_code(self, command: AnswerPrivateCommand) -> PrivateCommandAnswered:
         user = command.user
-        await self._known.catch_up()
-        if (person := self._known.people.get(user.id)) is not None:
+        await self.known.catch_up()
+        if (person := self.known.people.get(user.id)) is not None:
             return self._answer(command, PrivateAnswer.ALREADY_LINKED, person)
-        now = self._clock()
-        recent = await self._codes.issued_since(user.id, now - 3600)
+        now = self.clock()
+        recent = await self.codes.issued_since(user.id, now - 3600)
         if len(recent) >= CODES_PER_HOUR:
             retry_after = int(recent[0] + 3600 - now) + 1
             log.info("link_code_refused_too_many", telegram_user_id=user.id)
             return self._answer(command, PrivateAnswer.TOO_MANY_CODES, retry_after_s=retry_after)
         code = link_codes.new_code()
-        await self._codes.forget_before(now - 86_400)
-        await self._codes.issue(
+        await self.codes.forget_before(now - 86_400)
+        await self.codes.issue(
             IssuedCode(
                 digest=link_codes.digest(code),
                 telegram_user_id=user.id,
@@ -220,8 +211,8 @@ class Linking:
         return self._answer(command, PrivateAnswer.CODE_ISSUED, code=code, expires_in_s=CODE_TTL_S)
 
     async def _unlink(self, command: AnswerPrivateCommand) -> PrivateCommandAnswered:
-        await self._known.catch_up()
-        person = self._known.people.get(command.user.id)
+        await self.known.catch_up()
+        person = self.known.people.get(command.user.id)
         if person is None:
             return self._answer(command, PrivateAnswer.NOT_LINKED)
         key = f"people:unlink_command:{command.user.id}:{person.planfix_id}:{command.event_id}"
@@ -231,14 +222,14 @@ class Linking:
             planfix_person_id=person.planfix_id,
             why="unlink_command",
         )
-        await self._publisher.publish(unlinked, subject=subjects.subject_for(unlinked), msg_id=key)
-        self._known.apply(unlinked)
+        await self.publisher.publish(unlinked, subject=subjects.subject_for(unlinked), msg_id=key)
+        self.known.apply(unlinked)
         log.info("person_unlinked", telegram_user_id=command.user.id, planfix_person_id=person.planfix_id)
         return self._answer(command, PrivateAnswer.UNLINKED, person)
 
     async def _whoami(self, command: AnswerPrivateCommand) -> PrivateCommandAnswered:
         # Asks Planfix when the fold does not know the person (found: linked from now on).
-        person = await self._requesters.person_for(command.user, cause=command)
+        person = await self.requesters.person_for(command.user, cause=command)
         if person is None:
             return self._answer(command, PrivateAnswer.NOT_LINKED)
         if person.is_employee and not await self._still_active(person):
@@ -250,14 +241,14 @@ class Linking:
                 planfix_person_id=person.planfix_id,
                 why="employee_inactive",
             )
-            await self._publisher.publish(unlinked, subject=subjects.subject_for(unlinked), msg_id=key)
-            self._known.apply(unlinked)
+            await self.publisher.publish(unlinked, subject=subjects.subject_for(unlinked), msg_id=key)
+            self.known.apply(unlinked)
             return self._answer(command, PrivateAnswer.NOT_LINKED)
         return self._answer(command, PrivateAnswer.LINKED, person)
 
     async def _still_active(self, person: Person) -> bool:
         try:
-            employee = await self._planfix.get_employee(person.planfix_id)
+            employee = await self.planfix.get_employee(person.planfix_id)
         except (PlanfixUnavailable, PlanfixRejected):
             return True  # the fold's answer stands while Planfix cannot be asked
         return employee is not None and employee.is_active
@@ -287,10 +278,10 @@ class Linking:
     async def redeem(self, comment: PlanfixCommentAdded, delivery: Delivery) -> None:
         """A comment holding a code links its author to the code's Telegram user."""
         code = link_codes.code_in(comment.text_html)
-        if code is None or comment.source_id == self._source_id:
+        if code is None or comment.source_id == self.our_source_id:
             return  # no code; or a comment the bridge wrote (someone pasted a code in a group)
         structlog.contextvars.bind_contextvars(task_number=comment.task_number, comment_id=comment.comment_id)
-        issued = await self._codes.find(link_codes.digest(code))
+        issued = await self.codes.find(link_codes.digest(code))
         if issued is None:
             log.info("link_code_unknown")
             return
@@ -299,17 +290,17 @@ class Linking:
             return
         author = comment.author.id or ""
         employee = await self._employee(author)
-        await self._known.catch_up()
-        people = self._known.people
+        await self.known.catch_up()
+        people = self.known.people
         outcome = decide_redemption(
             code=issued,
             author_id=author,
             employee=employee,
             people=people,
             person_of_employee=person_of_employee(people, author),
-            now=self._clock(),
+            now=self.clock(),
         )
-        if not await self._codes.spend(issued.digest, comment.comment_id):
+        if not await self.codes.spend(issued.digest, comment.comment_id):
             log.info("link_code_already_spent")
             return
         if isinstance(outcome, LinkRefusal):
@@ -323,7 +314,7 @@ class Linking:
         if not author.startswith("user:"):
             return None
         try:
-            return await self._planfix.get_employee(author)
+            return await self.planfix.get_employee(author)
         except PlanfixUnavailable as error:
             # Nothing written yet: the comment is redelivered and the code still works.
             raise TransientFailure(
@@ -344,8 +335,8 @@ class Linking:
             telegram_username=issued.telegram_username,
             language_code=issued.language_code,
         )
-        await self._publisher.publish(linked, subject=subjects.subject_for(linked), msg_id=key)
-        self._known.apply(linked)
+        await self.publisher.publish(linked, subject=subjects.subject_for(linked), msg_id=key)
+        self.known.apply(linked)
         log.info(
             "person_linked",
             telegram_user_id=issued.telegram_user_id,
@@ -364,13 +355,13 @@ class Linking:
             comment_id=comment.comment_id,
             language_code=issued.language_code,
         )
-        await self._publisher.publish(refused, subject=subjects.subject_for(refused), msg_id=key)
+        await self.publisher.publish(refused, subject=subjects.subject_for(refused), msg_id=key)
         log.info("person_link_refused", telegram_user_id=issued.telegram_user_id, refusal=str(refusal))
 
     async def _delete(self, comment_id: int) -> None:
         """The code comment is noise in the task once spent: deleted where the token may."""
         try:
-            await self._planfix.delete_comment(comment_id)
+            await self.planfix.delete_comment(comment_id)
         except (PlanfixRejected, PlanfixUnavailable) as error:
             # Left in place: the code in it is spent and links nobody.
             log.warning("link_code_comment_not_deleted", error=type(error).__name__)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -95,44 +96,36 @@ def person_linked_key(telegram_user_id: int, planfix_id: str) -> str:
     return f"people:planfix_profile:{telegram_user_id}:{planfix_id}"
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Requesters:
     """The Planfix person behind a Telegram user, learned once."""
 
-    def __init__(
-        self,
-        *,
-        known: Known,
-        planfix: Employees,
-        publisher: Publisher,
-        not_found_ttl_s: float = NOT_FOUND_TTL_S,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._known = known
-        self._planfix = planfix
-        self._publisher = publisher
-        self._not_found_ttl_s = not_found_ttl_s
-        self._clock = clock
-        # Telegram user id -> when Planfix last said "no such employee".
-        self._not_found: dict[int, float] = {}
+    known: Known
+    planfix: Employees
+    publisher: Publisher
+    not_found_ttl_s: float = NOT_FOUND_TTL_S
+    clock: Callable[[], float] = time.monotonic
+    # Telegram user id -> when Planfix last said "no such employee".
+    _not_found: dict[int, float] = field(default_factory=dict, init=False)
 
-    def known(self, telegram_user_id: int) -> Person | None:
+    def known_person(self, telegram_user_id: int) -> Person | None:
         """The person as the fold knows them now (no Planfix request)."""
-        return self._known.people.get(telegram_user_id)
+        return self.known.people.get(telegram_user_id)
 
     async def person_for(self, user: TelegramUser, *, cause: Event) -> Person | None:
         """The person the fold knows, else the employee Planfix names (linked now), else None."""
-        if (person := self._known.people.get(user.id)) is not None:
+        if (person := self.known.people.get(user.id)) is not None:
             return person
         asked_at = self._not_found.get(user.id)
-        if asked_at is not None and self._clock() - asked_at < self._not_found_ttl_s:
+        if asked_at is not None and self.clock() - asked_at < self.not_found_ttl_s:
             return None
         # Maybe linked by another binder replica, or stored before this one caught up.
-        await self._known.catch_up()
-        if (person := self._known.people.get(user.id)) is not None:
+        await self.known.catch_up()
+        if (person := self.known.people.get(user.id)) is not None:
             return person
         found = await self._employee_of(user)
         if found is None:
-            self._not_found[user.id] = self._clock()
+            self._not_found[user.id] = self.clock()
             self._forget_stale()
             log.info("requester_not_linked", telegram_user_id=user.id)
             return None
@@ -146,18 +139,18 @@ class Requesters:
             how=PersonLinkMethod.PLANFIX_PROFILE,
             telegram_username=user.username or found.telegram_username,
         )
-        await self._publisher.publish(linked, subject=subjects.subject_for(linked), msg_id=key)
-        self._known.apply(linked)
+        await self.publisher.publish(linked, subject=subjects.subject_for(linked), msg_id=key)
+        self.known.apply(linked)
         log.info("person_linked", telegram_user_id=user.id, planfix_person_id=found.id, how="planfix_profile")
-        return self._known.people.get(user.id)
+        return self.known.people.get(user.id)
 
     async def _employee_of(self, user: TelegramUser) -> PlanfixPerson | None:
         try:
-            matches = await self._planfix.find_employees_by_telegram_id(user.id)
+            matches = await self.planfix.find_employees_by_telegram_id(user.id)
             active = _active_employees(matches)
             if not active and user.username:
                 active = _active_employees(
-                    await self._planfix.find_employees_by_telegram_username(user.username)
+                    await self.planfix.find_employees_by_telegram_username(user.username)
                 )
         except PlanfixUnavailable as error:
             raise TransientFailure(f"Planfix unavailable while looking up a requester: {error}") from error
@@ -170,8 +163,8 @@ class Requesters:
         return active[0] if active else None
 
     def _forget_stale(self) -> None:
-        now = self._clock()
-        stale = [user for user, at in self._not_found.items() if now - at >= self._not_found_ttl_s]
+        now = self.clock()
+        stale = [user for user, at in self._not_found.items() if now - at >= self.not_found_ttl_s]
         for user in stale:
             del self._not_found[user]
 

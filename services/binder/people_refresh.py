@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
@@ -55,28 +56,21 @@ class EmployeeList(Protocol):
     async def list_employees(self, *, only_active: bool = False) -> list[PlanfixPerson]: ...
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class PeopleRefresh:
-    def __init__(
-        self,
-        *,
-        known: Known,
-        planfix: EmployeeList,
-        publisher: Publisher,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._known = known
-        self._planfix = planfix
-        self._publisher = publisher
-        self._clock = clock
+    known: Known
+    planfix: EmployeeList
+    publisher: Publisher
+    clock: Callable[[], float] = time.time
 
     async def once(self) -> int:
         """One pass; how many links ended."""
-        await self._known.catch_up()
-        people = self._known.people
+        await self.known.catch_up()
+        people = self.known.people
         if not any(person.is_employee for person in people.by_telegram_id.values()):
             return 0  # nobody to check: no request spent
-        employees = await self._planfix.list_employees()
-        day = int(self._clock() // 86_400)
+        employees = await self.planfix.list_employees()
+        day = int(self.clock() // 86_400)
         ended = 0
         for person, why in stale_links(people, employees):
             key = f"people:refresh:{day}:{person.telegram_user_id}:{person.planfix_id}"
@@ -86,8 +80,8 @@ class PeopleRefresh:
                 planfix_person_id=person.planfix_id,
                 why=why,
             )
-            await self._publisher.publish(event, subject=subjects.subject_for(event), msg_id=key)
-            self._known.apply(event)
+            await self.publisher.publish(event, subject=subjects.subject_for(event), msg_id=key)
+            self.known.apply(event)
             log.info("person_unlinked", telegram_user_id=person.telegram_user_id, why=why)
             ended += 1
         log.info("people_refreshed", people=len(people), employees=len(employees), unlinked=ended)

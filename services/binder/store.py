@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
+from bridge_lib.documents import load_keyed, store_keyed
 from contracts.bindings import (
     Binding,
     Bindings,
@@ -147,30 +148,17 @@ class BindingStore:
         await self._requests.update_one({"_id": request_key}, {"$set": fields}, upsert=True)
 
     async def change_for(self, key: str) -> GroupChange | None:
-        document = await self._changes.find_one({"_id": key})
-        if not document:
-            return None
-        document["key"] = document.pop("_id")
-        return msgspec.convert(document, GroupChange, strict=False)
+        return await load_keyed(self._changes, key, GroupChange)
 
     async def save_change(self, change: GroupChange) -> None:
-        fields = msgspec.to_builtins(change, builtin_types=(datetime,))
-        key = fields.pop("key")
-        # _id in the document too: nx-27017 does not take it from the filter on an upsert.
-        await self._changes.replace_one({"_id": key}, {"_id": key, **fields}, upsert=True)
+        await store_keyed(self._changes, change)
 
     async def notice_for(self, key: str) -> TaskNotice | None:
         """What became of the bind/unbind comment ``key`` (``task_notices``)."""
-        document = await self._notices.find_one({"_id": key})
-        if not document:
-            return None
-        document["key"] = document.pop("_id")
-        return msgspec.convert(document, TaskNotice, strict=False)
+        return await load_keyed(self._notices, key, TaskNotice)
 
     async def save_notice(self, notice: TaskNotice) -> None:
-        fields = msgspec.to_builtins(notice)
-        key = fields.pop("key")
-        await self._notices.replace_one({"_id": key}, {"_id": key, **fields}, upsert=True)
+        await store_keyed(self._notices, notice)
 
     async def remember_title(self, chat_id: int, title: str) -> None:
         """The group's title as its last /task gave it, for the unbind comment's wording."""

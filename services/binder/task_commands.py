@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Protocol
 
@@ -196,42 +197,32 @@ class _Refused(Exception):
         self.detail = detail
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class TaskCommands:
-    def __init__(
-        self,
-        *,
-        store: BindingStore,
-        planfix: TaskPlanfix,
-        publisher: Publisher,
-        requesters: Requesters,
-        known: Known,
-        policy: BindPolicy,
-        today: Callable[[], date] = date.today,
-    ) -> None:
-        self._store = store
-        self._planfix = planfix
-        self._publisher = publisher
-        self._requesters = requesters
-        self._known = known
-        self._policy = policy
-        self._today = today
+    store: BindingStore
+    planfix: TaskPlanfix
+    publisher: Publisher
+    requesters: Requesters
+    known: Known
+    policy: BindPolicy
+    today: Callable[[], date] = date.today
 
     async def handle(self, event: TaskCommandRequested, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(chat_id=event.chat_id, command=str(event.command))
         task_number: int | None = None
         who = event.requested_by.display
         try:
-            binding = await self._store.binding_for(group_key(event.chat_id, event.thread_id))
+            binding = await self.store.binding_for(group_key(event.chat_id, event.thread_id))
             if binding is None:
                 raise _Refused("not_bound")
             task_number = binding.task_number
             person = None
-            if self._policy is not BindPolicy.ADMINS:
-                person = await self._requesters.person_for(event.requested_by, cause=event)
+            if self.policy is not BindPolicy.ADMINS:
+                person = await self.requesters.person_for(event.requested_by, cause=event)
             if person is not None:
                 who = person.name or who
             why = refusal(
-                self._policy, requester_is_admin=event.requester_is_admin, person=person, task_people=None
+                self.policy, requester_is_admin=event.requester_is_admin, person=person, task_people=None
             )
             if why is not None:
                 raise _Refused(why)
@@ -250,22 +241,22 @@ class TaskCommands:
         deadline = None
         assignee = None
         if event.command is TaskCommand.DEADLINE:
-            deadline = parse_deadline(event.argument, today=self._today())
+            deadline = parse_deadline(event.argument, today=self.today())
             if deadline is None:
                 raise _Refused("bad_date", event.argument)
         if event.command is TaskCommand.ASSIGN:
             assignee = self._assignee(event.argument)
         try:
-            state, people = await self._planfix.get_task_state(task)
+            state, people = await self.planfix.get_task_state(task)
             why = refusal(
-                self._policy, requester_is_admin=event.requester_is_admin, person=person, task_people=people
+                self.policy, requester_is_admin=event.requester_is_admin, person=person, task_people=people
             )
             if why is not None:
                 raise _Refused(why)
             if event.command is TaskCommand.DONE:
                 return await self._done(task, state)
             if deadline is not None:
-                await self._planfix.update_task(task, deadline=deadline)
+                await self.planfix.update_task(task, deadline=deadline)
                 return "deadline_set", deadline.strftime("%d.%m.%Y")
             assert assignee is not None
             wanted = TaskPeople(
@@ -273,7 +264,7 @@ class TaskCommands:
                 assignees=people.assignees | {assignee.planfix_id},
                 assignee_groups=people.assignee_groups,
             )
-            await self._planfix.update_task(task, assignees=wanted)
+            await self.planfix.update_task(task, assignees=wanted)
             return "assigned", assignee.name
         except PlanfixUnavailable as error:
             raise TransientFailure(f"Planfix unavailable for a task command: {error}") from error
@@ -288,19 +279,19 @@ class TaskCommands:
     async def _done(self, task: int, state: PlanfixTaskState) -> tuple[str, str]:
         if state.process_id is None:
             raise _Refused("no_completed_status")
-        completed = completed_status(await self._planfix.get_task_statuses(state.process_id))
+        completed = completed_status(await self.planfix.get_task_statuses(state.process_id))
         if completed is None:
             raise _Refused("no_completed_status")
         if state.status_id == completed.id:
             raise _Refused("already_done", completed.name)
-        await self._planfix.update_task(task, status_id=completed.id)
+        await self.planfix.update_task(task, status_id=completed.id)
         return "completed", completed.name
 
     def _assignee(self, argument: str) -> Person:
         username = argument.strip().split()[0] if argument.strip() else ""
         if not username.startswith("@") or len(username) < 2:
             raise _Refused("no_person")
-        found = self._known.people.by_username(username)
+        found = self.known.people.by_username(username)
         if found is None or not found.is_employee:
             raise _Refused("unknown_person", username)
         return found
@@ -328,7 +319,7 @@ class TaskCommands:
             thread_id=event.thread_id,
             requested_by=who,
         )
-        stored = await self._publisher.publish(
+        stored = await self.publisher.publish(
             answer, subject=subjects.binding_task_command_answered(event.chat_id), msg_id=key
         )
         log.info("task_command_answered", done=done, outcome=outcome, task_number=task, duplicate=not stored)
@@ -344,21 +335,21 @@ def closed_now(event: PlanfixTaskStateChanged) -> bool:
     return was_open and (event.state.status_active is False or event.state.is_deleted)
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class ClosedTasks:
     """With ``BINDER_UNBIND_CLOSED_TASKS=true``: the groups of a task closed in Planfix are
     unbound (``TaskUnbound``, by ``planfix:task_closed``); the relay tells each group."""
 
-    def __init__(self, *, store: BindingStore, publisher: UnbindPublisher, enabled: bool) -> None:
-        self._store = store
-        self._publisher = publisher
-        # Off (the default): the consumer still exists (``bridge doctor`` expects every declared
-        # one) and acknowledges each change at once.
-        self._enabled = enabled
+    store: BindingStore
+    publisher: UnbindPublisher
+    # Off (the default): the consumer still exists (``bridge doctor`` expects every declared
+    # one) and acknowledges each change at once.
+    enabled: bool
 
     async def handle(self, event: PlanfixTaskStateChanged, delivery: Delivery) -> None:
-        if not self._enabled or not closed_now(event):
+        if not self.enabled or not closed_now(event):
             return
-        for binding in await self._store.bindings_of_task(event.task_number):
+        for binding in await self.store.bindings_of_task(event.task_number):
             key = derived_key(event, f"closed-unbind:{group_key(binding.chat_id, binding.thread_id)}")
             unbound = TaskUnbound(
                 **envelope_after(event, key),
@@ -368,8 +359,8 @@ class ClosedTasks:
                 reason=f"the task is {event.state.status_name or 'closed'} in Planfix",
                 thread_id=binding.thread_id,
             )
-            await self._store.apply(unbound)
-            await self._publisher.publish(
+            await self.store.apply(unbound)
+            await self.publisher.publish(
                 unbound, subject=subjects.binding_unbound(binding.chat_id), msg_id=key
             )
             log.info("closed_task_unbound", task_number=event.task_number, chat_id=binding.chat_id)

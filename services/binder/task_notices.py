@@ -112,31 +112,31 @@ class Comments(CommentLister, Protocol):
     ) -> int: ...
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class TaskNotices:
-    def __init__(self, *, store: NoticeStore, planfix: Comments, source_id: str) -> None:
-        self._store = store
-        self._planfix = planfix
-        self._source_id = source_id
+    store: NoticeStore
+    planfix: Comments
+    source_id: str
 
     async def post(self, comments: list[NoticeComment]) -> None:
         for comment in comments:
             await self._post_once(comment)
 
     async def _post_once(self, comment: NoticeComment) -> None:
-        notice = await self._store.notice_for(comment.key)
+        notice = await self.store.notice_for(comment.key)
         if notice is not None and notice.posted:
             return
         try:
             found = None
             if notice is None:
-                await self._store.save_notice(TaskNotice(key=comment.key, task_number=comment.task_number))
+                await self.store.save_notice(TaskNotice(key=comment.key, task_number=comment.task_number))
             else:
                 found = await self._find(comment)
             if found is None:
-                found = await self._planfix.add_comment(
+                found = await self.planfix.add_comment(
                     task_number=comment.task_number,
                     description_html=comment.html,
-                    source_id=self._source_id,
+                    source_id=self.source_id,
                     source_object_id=planfix_source_object_id(comment.key),
                 )
         except PlanfixUnavailable as error:
@@ -145,7 +145,7 @@ class TaskNotices:
             # The task went away or the robot may not write there: the binding stands regardless.
             log.warning("binding_notice_refused", task_number=comment.task_number, code=error.code)
             found = None
-        await self._store.save_notice(
+        await self.store.save_notice(
             TaskNotice(key=comment.key, task_number=comment.task_number, posted=True, comment_id=found)
         )
         log.info("binding_notice_posted", task_number=comment.task_number, comment_id=found)
@@ -153,8 +153,8 @@ class TaskNotices:
     async def _find(self, comment: NoticeComment) -> int | None:
         wanted = planfix_source_object_id(comment.key)
         for page in range(_RECOVERY_PAGES):
-            found = await self._planfix.list_comments(
-                comment.task_number, source_id=self._source_id, offset=page * 100, newest_first=True
+            found = await self.planfix.list_comments(
+                comment.task_number, source_id=self.source_id, offset=page * 100, newest_first=True
             )
             for existing in found:
                 if existing.source_object_id == wanted:

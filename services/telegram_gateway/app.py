@@ -15,7 +15,6 @@ mode (the update stays unconfirmed; a restart retries it) or the webhook port ca
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import traceback
 from collections.abc import Awaitable, Callable
@@ -35,11 +34,16 @@ from aiogram.utils.backoff import Backoff
 from aiohttp import web
 from faststream.nats import NatsBroker
 
-from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker
-from bridge_lib.health import start_health_server
+from bridge_lib.cancel import cancelled
+from bridge_lib.eventbus import EventPublisher, ensure_streams
 from bridge_lib.i18n import DEFAULT_LANGUAGE
 from bridge_lib.jetstream_ready import JetStreamNotReady
-from bridge_lib.runtime import freeze_startup_heap, log_startup_failed, wait_for_stop_signal
+from bridge_lib.runtime import (
+    broker_and_health,
+    freeze_startup_heap,
+    log_startup_failed,
+    wait_for_stop_signal,
+)
 from bridge_lib.telegram import TOKEN_HINT, TOKEN_REFUSED, make_bot
 from contracts.events import AnswerPrivateCommand, PrivateCommandAnswered
 from services.telegram_gateway.commands import BOT_COMMANDS, BotProfile, build_commands_router, command_menus
@@ -139,15 +143,7 @@ async def run(settings: TelegramGatewaySettings) -> None:
     bot = make_bot(
         settings.telegram_bot_token.get_secret_value(), api_base_url=settings.telegram_api_base_url
     )
-    broker = make_broker(
-        settings.nats_url,
-        name="telegram_gateway",
-        retry_max_delay_s=settings.retry_max_delay_s,
-        **settings.nats_connect_options(),
-    )
-    health = await start_health_server(
-        service="telegram_gateway", broker=broker, host=settings.health_host, port=settings.health_port
-    )
+    broker, health = await broker_and_health("telegram_gateway", settings)
     stop = asyncio.create_task(wait_for_stop_signal())
     work = asyncio.create_task(_serve(bot, broker, settings))
     try:
@@ -156,9 +152,7 @@ async def run(settings: TelegramGatewaySettings) -> None:
             work.result()  # polling only ends by failing
         else:
             log.info("telegram_gateway_stopping")
-            work.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await work
+            await cancelled(work)
     except TelegramUnauthorizedError:
         log.error("telegram_token_refused", detail=TOKEN_REFUSED, hint=TOKEN_HINT)
         raise SystemExit(2) from None
@@ -179,9 +173,7 @@ async def run(settings: TelegramGatewaySettings) -> None:
         log.error("telegram_gateway_failed", error=type(error).__name__, traceback=redact(text, bot.token))
         raise SystemExit(1) from None
     finally:
-        stop.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await stop
+        await cancelled(stop)
         await broker.stop()
         await health.stop()
         await bot.session.close()

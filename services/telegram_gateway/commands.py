@@ -31,6 +31,7 @@ from contracts.events import (
     GroupCommandReceived,
     GroupLanguageRequested,
     OtherBotCommanded,
+    TelegramUser,
     UnbindRequested,
     telegram_bind_key,
     telegram_command_key,
@@ -41,7 +42,7 @@ from contracts.events import (
 from services.telegram_gateway import content, filters
 from services.telegram_gateway.inbound import on_group_message
 from services.telegram_gateway.other_bots import OtherBots, command_for_other_bot
-from services.telegram_gateway.record import Record, envelope
+from services.telegram_gateway.record import AboutMessage, Record, about_message
 
 log = structlog.get_logger("telegram_gateway.commands")
 
@@ -136,25 +137,40 @@ async def requester_is_admin(bot: Bot, message: Message) -> bool | None:
     return member.status in (ChatMemberStatus.CREATOR, ChatMemberStatus.ADMINISTRATOR)
 
 
-async def on_task_command(
-    message: Message, command: CommandObject, event_update: Update, record: Record, bot: Bot
-) -> None:
+class CommandRequest(AboutMessage):
+    """What every command event of a group carries: who wrote the command, and where."""
+
+    requested_by: TelegramUser
+    thread_id: int | None
+
+
+def command_request(message: Message, event_update: Update, key: str) -> CommandRequest | None:
+    """The fields of a command's event; None (logged) when nobody can be named as its sender,
+    and the command is left."""
     requested_by = content.sender_of(message)
     if requested_by is None:
         log.info("message_without_sender_ignored", chat_id=message.chat.id, message_id=message.message_id)
-        return
-    key = telegram_bind_key(message.chat.id, message.message_id)
-    args = parse_task_args(command.args)
-    event = BindRequested(
-        **envelope(event_update, key),
-        chat_id=message.chat.id,
-        message_id=message.message_id,
+        return None
+    return CommandRequest(
+        **about_message(event_update, message, key),
         requested_by=requested_by,
+        thread_id=content.thread_of(message),
+    )
+
+
+async def on_task_command(
+    message: Message, command: CommandObject, event_update: Update, record: Record, bot: Bot
+) -> None:
+    args = parse_task_args(command.args)
+    key = telegram_bind_key(message.chat.id, message.message_id)
+    if (request := command_request(message, event_update, key)) is None:
+        return
+    event = BindRequested(
+        **request,
         task_number=args.task_number,
         task_title=args.task_title,
         task_link=args.task_link,
         chat_title=message.chat.title,
-        thread_id=content.thread_of(message),
         requester_is_admin=await requester_is_admin(bot, message),
     )
     await record(
@@ -167,19 +183,10 @@ async def on_task_command(
 
 
 async def on_unbind_command(message: Message, event_update: Update, record: Record, bot: Bot) -> None:
-    requested_by = content.sender_of(message)
-    if requested_by is None:
-        log.info("message_without_sender_ignored", chat_id=message.chat.id, message_id=message.message_id)
-        return
     key = telegram_unbind_key(message.chat.id, message.message_id)
-    event = UnbindRequested(
-        **envelope(event_update, key),
-        chat_id=message.chat.id,
-        message_id=message.message_id,
-        requested_by=requested_by,
-        thread_id=content.thread_of(message),
-        requester_is_admin=await requester_is_admin(bot, message),
-    )
+    if (request := command_request(message, event_update, key)) is None:
+        return
+    event = UnbindRequested(**request, requester_is_admin=await requester_is_admin(bot, message))
     # Same subject as /task: the binder sees a group's bind and unbind requests in order.
     await record(event, subject=subjects.telegram_bind_requested(message.chat.id), key=key)
 
@@ -187,19 +194,14 @@ async def on_unbind_command(message: Message, event_update: Update, record: Reco
 async def on_lang_command(
     message: Message, command: CommandObject, event_update: Update, record: Record, bot: Bot
 ) -> None:
-    requested_by = content.sender_of(message)
-    if requested_by is None:
-        log.info("message_without_sender_ignored", chat_id=message.chat.id, message_id=message.message_id)
-        return
+    # Bounded: the binder echoes it in a refusal.
+    language = (command.args or "").strip().lower()[:16]
     key = telegram_language_key(message.chat.id, message.message_id)
+    if (request := command_request(message, event_update, key)) is None:
+        return
     event = GroupLanguageRequested(
-        **envelope(event_update, key),
-        chat_id=message.chat.id,
-        message_id=message.message_id,
-        requested_by=requested_by,
-        # Bounded: the binder echoes it in a refusal.
-        language=(command.args or "").strip().lower()[:16],
-        thread_id=content.thread_of(message),
+        **request,
+        language=language,
         requester_is_admin=await requester_is_admin(bot, message),
     )
     # Same subject as /task: the binder sees a group's requests in the order written.
@@ -219,9 +221,7 @@ async def on_task_for_other_bot(
     await on_group_message(message, event_update, record)
     key = telegram_other_bot_key(message.chat.id, message.message_id)
     event = OtherBotCommanded(
-        **envelope(event_update, key),
-        chat_id=message.chat.id,
-        message_id=message.message_id,
+        **about_message(event_update, message, key),
         bot_username=addressed,
         command="task",
         sent_by=content.sender_of(message),
@@ -244,20 +244,14 @@ def question_handler(command: GroupCommand) -> QuestionHandler:
         bot: Bot,
         other_bots: OtherBots,
     ) -> None:
-        requested_by = content.sender_of(message)
-        if requested_by is None:
-            log.info("message_without_sender_ignored", chat_id=message.chat.id, message_id=message.message_id)
-            return
         key = telegram_command_key(message.chat.id, message.message_id)
+        if (request := command_request(message, event_update, key)) is None:
+            return
         # Asked at /status only: a Bot API call (and a stream read) per message would be waste.
         others = await other_bots.in_group(bot, message.chat.id) if command is GroupCommand.STATUS else []
         event = GroupCommandReceived(
-            **envelope(event_update, key),
-            chat_id=message.chat.id,
-            message_id=message.message_id,
+            **request,
             command=command,
-            requested_by=requested_by,
-            thread_id=content.thread_of(message),
             bot_reads_all_messages=bot_profile.reads_all_group_messages,
             bot_username=bot_profile.username,
             other_bots=others,

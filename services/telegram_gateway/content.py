@@ -93,31 +93,15 @@ def attachments_of(message: Message) -> list[TelegramAttachment]:
     if message.photo:
         # Telegram sends every size it made; the last is the largest.
         largest: PhotoSize = max(message.photo, key=lambda size: size.width * size.height)
-        return [
-            TelegramAttachment(
-                kind="photo",
-                file_id=largest.file_id,
-                file_unique_id=largest.file_unique_id,
-                file_name=f"photo_{message.message_id}.jpg",
-                mime_type="image/jpeg",
-                file_size=largest.file_size,
-            )
-        ]
+        return [_attachment("photo", largest, f"photo_{message.message_id}.jpg", "image/jpeg")]
     if message.sticker:
         sticker = message.sticker
         # Animated (.tgs) and video (.webm) stickers are not pictures Planfix can show.
         still = not sticker.is_animated and not sticker.is_video
+        attachment = _attachment("sticker", sticker, f"sticker_{message.message_id}.webp", "image/webp")
         return [
-            TelegramAttachment(
-                kind="sticker",
-                file_id=sticker.file_id,
-                file_unique_id=sticker.file_unique_id,
-                file_name=f"sticker_{message.message_id}.webp",
-                mime_type="image/webp",
-                file_size=sticker.file_size,
-                emoji=sticker.emoji,
-                set_name=sticker.set_name,
-                is_image=still,
+            msgspec.structs.replace(
+                attachment, emoji=sticker.emoji, set_name=sticker.set_name, is_image=still
             )
         ]
     for kind, default_name, default_mime in (
@@ -132,17 +116,20 @@ def attachments_of(message: Message) -> list[TelegramAttachment]:
         if media is None:
             continue
         name = getattr(media, "file_name", None) or _numbered(default_name, message.message_id)
-        return [
-            TelegramAttachment(
-                kind=kind,
-                file_id=media.file_id,
-                file_unique_id=media.file_unique_id,
-                file_name=name,
-                mime_type=getattr(media, "mime_type", None) or default_mime,
-                file_size=media.file_size,
-            )
-        ]
+        return [_attachment(kind, media, name, getattr(media, "mime_type", None) or default_mime)]
     return []
+
+
+def _attachment(kind: str, media: Any, file_name: str, mime_type: str) -> TelegramAttachment:
+    """A message's file: Telegram's ids and size of ``media``, named and typed."""
+    return TelegramAttachment(
+        kind=kind,
+        file_id=media.file_id,
+        file_unique_id=media.file_unique_id,
+        file_name=file_name,
+        mime_type=mime_type,
+        file_size=media.file_size,
+    )
 
 
 def _numbered(name: str, message_id: int) -> str:

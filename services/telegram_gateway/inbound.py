@@ -20,7 +20,7 @@ from contracts.events import (
     telegram_update_key,
 )
 from services.telegram_gateway import content, filters
-from services.telegram_gateway.record import Record, envelope
+from services.telegram_gateway.record import Record, about_message
 
 log = structlog.get_logger("telegram_gateway")
 
@@ -32,9 +32,7 @@ async def on_group_message(message: Message, event_update: Update, record: Recor
         return
     key = telegram_message_key(message.chat.id, message.message_id)
     event = TelegramMessageReceived(
-        **envelope(event_update, key),
-        chat_id=message.chat.id,
-        message_id=message.message_id,
+        **about_message(event_update, message, key),
         sender=sender,
         text=content.dice_text(message) or content.text_of(message),
         sent_at=message.date,
@@ -68,9 +66,7 @@ async def on_edited_group_message(message: Message, event_update: Update, record
         return
     key = telegram_update_key("edit", message.chat.id, event_update.update_id)
     event = TelegramMessageEdited(
-        **envelope(event_update, key),
-        chat_id=message.chat.id,
-        message_id=message.message_id,
+        **about_message(event_update, message, key),
         sender=sender,
         text=content.text_of(message),
         entities=content.entities_of(message),
@@ -94,9 +90,7 @@ async def on_message_reaction(reaction: MessageReactionUpdated, event_update: Up
         return
     key = telegram_update_key("reaction", reaction.chat.id, event_update.update_id)
     event = TelegramReactionChanged(
-        **envelope(event_update, key),
-        chat_id=reaction.chat.id,
-        message_id=reaction.message_id,
+        **about_message(event_update, reaction, key),
         actor=actor,
         reactions=content.reactions_of(list(reaction.new_reaction)),
         changed_at=reaction.date,

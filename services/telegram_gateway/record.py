@@ -8,7 +8,7 @@ its key (JetStream's ``Nats-Msg-Id``). Content stays out of the logs: ids, kinds
 from __future__ import annotations
 
 import structlog
-from aiogram.types import Update
+from aiogram.types import Message, MessageReactionUpdated, Update
 
 from bridge_lib.eventbus import EventPublisher
 from contracts.events import Envelope, Event, root_envelope
@@ -19,6 +19,18 @@ log = structlog.get_logger("telegram_gateway")
 def envelope(update: Update, key: str) -> Envelope:
     """For an event an update starts: its id made from ``key``, caused by the update."""
     return root_envelope(key, caused_by=f"tg:update:{update.update_id}")
+
+
+class AboutMessage(Envelope):
+    """An event's envelope and the group message it is about."""
+
+    chat_id: int
+    message_id: int
+
+
+def about_message(update: Update, message: Message | MessageReactionUpdated, key: str) -> AboutMessage:
+    """For an event an update about one message starts (a message, its edit, a reaction)."""
+    return AboutMessage(**envelope(update, key), chat_id=message.chat.id, message_id=message.message_id)
 
 
 class Record:

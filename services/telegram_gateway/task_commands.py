@@ -5,7 +5,6 @@ The gateway carries the command as written and whether the sender is the group's
 
 from __future__ import annotations
 
-import structlog
 from aiogram import Bot, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message, Update
@@ -13,11 +12,9 @@ from aiogram.types import Message, Update
 from bridge_lib.i18n import N_
 from contracts import subjects
 from contracts.events import TaskCommand, TaskCommandRequested, telegram_task_command_key
-from services.telegram_gateway import content, filters
-from services.telegram_gateway.commands import requester_is_admin
-from services.telegram_gateway.record import Record, envelope
-
-log = structlog.get_logger("telegram_gateway.task_commands")
+from services.telegram_gateway import filters
+from services.telegram_gateway.commands import command_request, requester_is_admin
+from services.telegram_gateway.record import Record
 
 # For Telegram's command menu (setMyCommands), beside ``commands.BOT_COMMANDS``.
 TASK_BOT_COMMANDS = {
@@ -30,19 +27,14 @@ TASK_BOT_COMMANDS = {
 async def on_task_command(
     message: Message, command: CommandObject, event_update: Update, record: Record, bot: Bot
 ) -> None:
-    requested_by = content.sender_of(message)
-    if requested_by is None:
-        log.info("message_without_sender_ignored", chat_id=message.chat.id, message_id=message.message_id)
-        return
+    task_command = TaskCommand(command.command.lower())
     key = telegram_task_command_key(message.chat.id, message.message_id)
+    if (request := command_request(message, event_update, key)) is None:
+        return
     event = TaskCommandRequested(
-        **envelope(event_update, key),
-        chat_id=message.chat.id,
-        message_id=message.message_id,
-        command=TaskCommand(command.command.lower()),
+        **request,
+        command=task_command,
         argument=(command.args or "").strip()[:200],
-        requested_by=requested_by,
-        thread_id=content.thread_of(message),
         requester_is_admin=await requester_is_admin(bot, message),
     )
     await record(event, subject=subjects.telegram_task_command_requested(message.chat.id), key=key)
