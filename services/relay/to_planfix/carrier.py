@@ -28,6 +28,7 @@ from bridge_lib.eventbus import (
 )
 from bridge_lib.i18n import Translator, translator
 from bridge_lib.planfix import (
+    REQUEST_SENT,
     CommentNotFound,
     OwnerRefused,
     PlanfixAuthError,
@@ -261,9 +262,18 @@ class Carrier:
                     entry.owner = None  # the robot posted it (the owner was refused): edits name authors
                 return found.id
             if not may_post_again(entry.unsure_since, time.time()):
-                raise PlanfixUnavailable(
-                    "an earlier post of this comment got no answer; looking for it again before posting"
+                # Planfix may still make it: wait out the rest of the grace here (a retry's
+                # growing delay would overshoot it), then look once more.
+                assert entry.unsure_since is not None
+                wait_s = max(
+                    0.0, min(UNSURE_POST_GRACE_S, entry.unsure_since + UNSURE_POST_GRACE_S - time.time())
                 )
+                log.info("unanswered_post_waited_for", wait_s=round(wait_s, 1))
+                await asyncio.sleep(wait_s)
+                found = await self._find_comment(entry.task_number, entry.run_key)
+                if found is not None:
+                    log.info("comment_found_after_crash", comment_id=found.id)
+                    return found.id
         if not self._authors.owners_on:
             entry.owner = None  # Planfix refused owners lately: the robot writes, naming authors
         try:
@@ -276,14 +286,22 @@ class Carrier:
             return comment_id
 
     async def _add_comment_or_mark_unsure(self, entry: LedgerEntry) -> int:
+        REQUEST_SENT.set(False)
         try:
             return await self._add_comment(entry)
-        except (PlanfixNoAnswer, asyncio.CancelledError):
-            # Planfix may make it yet: the next try looks for it first (``may_post_again``).
-            entry.unsure_since = time.time()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._ledger.mark_unsure(entry.run_key, entry.unsure_since))
+        except PlanfixNoAnswer:
+            await self._mark_unsure(entry)
             raise
+        except asyncio.CancelledError:
+            if REQUEST_SENT.get():  # cut while Planfix had it (a stop); not while waiting to send
+                await self._mark_unsure(entry)
+            raise
+
+    async def _mark_unsure(self, entry: LedgerEntry) -> None:
+        """Planfix may make the comment yet: the next try looks for it first (``may_post_again``)."""
+        entry.unsure_since = time.time()
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._ledger.mark_unsure(entry.run_key, entry.unsure_since))
 
     async def _add_comment(self, entry: LedgerEntry) -> int:
         return await self._planfix.add_comment(
