@@ -196,6 +196,7 @@ def test_comments_whose_webhooks_never_came_are_found_by_reconciliation(bridge: 
         eventually(
             lambda: bridge.fake_planfix.webhooks_waiting() == 0, timeout_s=60, what="scenario queue empty"
         )
+        eventually(lambda: fetcher_idle(bridge), timeout_s=60, what="every notice fetched")
         bridge.fake_planfix.webhook_url = None
 
     try:
