@@ -22,13 +22,12 @@ import structlog
 from aiohttp import web
 from faststream.nats import NatsBroker, NatsRouter
 
-from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker, start_subscribers
-from bridge_lib.health import start_health_server
+from bridge_lib.eventbus import EventPublisher, ensure_streams, start_subscribers
 from bridge_lib.jetstream_ready import JetStreamNotReady, when_jetstream_ready
 from bridge_lib.lease import Lease, open_lease_bucket
 from bridge_lib.planfix import PlanfixClient
 from bridge_lib.planfix_setup import checked_planfix_client
-from bridge_lib.runtime import log_startup_failed
+from bridge_lib.runtime import broker_and_health, log_startup_failed
 from contracts.subjects import FETCHER_COMMENT_WEBHOOKS
 from services.planfix_gateway.config import PlanfixGatewaySettings
 from services.planfix_gateway.fetcher import CONSUMER as FETCHER_CONSUMER
@@ -167,21 +166,11 @@ def in_order_carrier(
 
 async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitStack) -> int | None:
     """Start everything, registering each teardown on ``stack``; an exit code if start-up failed."""
-    broker = make_broker(
-        settings.nats_url,
-        name=SERVICE,
-        retry_max_delay_s=settings.retry_max_delay_s,
-        **settings.nats_connect_options(),
+    # The fetcher's consumer is named before its subscriber exists: not ready until it is bound.
+    broker, health = await broker_and_health(
+        SERVICE, settings, extra_consumers=[FETCHER_CONSUMER, *TASK_CONSUMERS]
     )
     stack.push_async_callback(_stop_broker, broker)
-    # The fetcher's consumer is named before its subscriber exists: not ready until it is bound.
-    health = await start_health_server(
-        service=SERVICE,
-        broker=broker,
-        host=settings.health_host,
-        port=settings.health_port,
-        extra_consumers=[FETCHER_CONSUMER, *TASK_CONSUMERS],
-    )
     stack.push_async_callback(health.stop)
     log.info("nats_connecting")
     await broker.connect()
