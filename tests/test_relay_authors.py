@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bridge_lib.i18n import translator
+from bridge_lib.people_directory import PeopleDirectory
 from bridge_lib.planfix import OwnerRefused, RecipientRole, Recipients
 from contracts.events import (
     PersonLinked,
@@ -23,7 +24,6 @@ from contracts.events import (
     utc_now,
 )
 from contracts.people import People, fold
-from services.relay.people import PeopleDirectory
 from services.relay.to_planfix.authors import OWNERS_OFF_S, Authors, mentioned_employees, owner_key
 from services.relay.to_planfix.from_telegram_html import build_block, comment_html
 from services.relay.to_telegram.from_planfix_html import comment_author_line, telegram_comment_text

@@ -17,6 +17,7 @@ from bridge_lib.health import consumer_ref, mongo_ping
 from bridge_lib.jetstream_ready import when_jetstream_ready
 from bridge_lib.kvstore import ensure_bucket
 from bridge_lib.lease import Lease, open_lease_bucket
+from bridge_lib.people_directory import PeopleDirectory
 from bridge_lib.planfix_setup import checked_planfix_client
 from bridge_lib.retention import RECORDED_AT, start_retention
 from bridge_lib.runtime import broker_and_health, freeze_startup_heap, wait_for_stop_signal
@@ -28,7 +29,6 @@ from contracts.subjects import (
 from services.relay import to_planfix, to_telegram
 from services.relay.config import RelaySettings
 from services.relay.directory import BindingDirectory
-from services.relay.people import PeopleDirectory
 
 log = structlog.get_logger("relay")
 # Of the 10 s a stop may take, what the Telegram -> Planfix step in flight gets to finish.
