@@ -58,7 +58,7 @@ from services.planfix_gateway.reread import (
     verdict,
 )
 from tests.conftest import PLANFIX_TOKEN
-from tests.support import LoopThread, read_stream_events
+from tests.support import LoopThread, envelope, read_stream_events
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0
@@ -133,10 +133,7 @@ def added(
 
 def bound(chat_id: int, task: int, thread_id: int | None = None) -> TaskBound:
     return TaskBound(
-        event_id=str(uuid.uuid4()),
-        occurred_at=datetime.now(UTC),
-        correlation_id="c",
-        causation_id="c",
+        **envelope(),
         chat_id=chat_id,
         task_number=task,
         task_title="t",
@@ -304,20 +301,14 @@ def test_only_bound_tasks_with_recent_comments_written_by_people_are_watched() -
 def test_bindings_follow_unbinding_and_moves() -> None:
     watch = Watchlist()
     moved = BindingMoved(
-        event_id="m",
-        occurred_at=datetime.now(UTC),
-        correlation_id="m",
-        causation_id="m",
+        **envelope("m"),
         old_chat_id=-1,
         chat_id=-1001,
         task_number=5,
         task_title="t",
     )
     unbound_old = TaskUnbound(
-        event_id="u",
-        occurred_at=datetime.now(UTC),
-        correlation_id="u",
-        causation_id="u",
+        **envelope("u"),
         chat_id=-2,
         task_number=6,
         unbound_by="telegram:1",
@@ -352,10 +343,7 @@ def test_updates_and_deletions_change_what_is_watched() -> None:
     assert (seen.fingerprint, seen.changes, seen.last_event_id) == (fingerprint("<p>two</p>", (3,)), 1, "upd")
     watch.apply(
         PlanfixCommentDeleted(
-            event_id="d",
-            occurred_at=datetime.now(UTC),
-            correlation_id="c",
-            causation_id="c",
+            **envelope("d"),
             task_number=4821,
             comment_id=11,
         )
@@ -499,10 +487,7 @@ async def test_an_update_folded_while_the_page_was_read_is_not_overwritten_by_th
             # A scenario's notice was handled while our request was on its way.
             watch.apply(
                 PlanfixCommentUpdated(
-                    event_id="webhook-edit",
-                    occurred_at=datetime.now(UTC),
-                    correlation_id="c",
-                    causation_id="c",
+                    **envelope("webhook-edit"),
                     task_number=4821,
                     comment_id=11,
                     text_html="<p>v3</p>",
