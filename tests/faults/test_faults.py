@@ -10,18 +10,12 @@ groups, ``default`` (``make faults``) 200 each way; ``make test`` runs every fau
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from sandbox.fake_planfix import FakePlanfix
-from sandbox.fake_telegram import FakeTelegram
 from tests.faults.figures import Figures
-from tests.faults.stack import FaultBridge, fault_bridge, sizes
-from tests.support import LoopThread
+from tests.faults.stack import FaultBridge, fault_bridge_fixture, sizes
 
 SIZES = sizes()
 # A fault, its burst and the wait for everything to arrive take minutes at the full sizes.
@@ -29,26 +23,11 @@ pytestmark = pytest.mark.timeout(900)
 FIRST_CHAT_ID = -1009700000000
 
 
-@pytest.fixture(scope="module")
-def bridge(
-    loop: LoopThread,
-    work_dir: Path,
-    mongo_url: str,
-    fake_telegram: FakeTelegram,
-    fake_planfix: FakePlanfix,
-) -> Iterator[FaultBridge]:
-    figures_file = work_dir / "fault-figures.txt"
-    with fault_bridge(
-        loop, work_dir / "faults", mongo_url, fake_telegram, fake_planfix, figures_file
-    ) as running:
-        running.bind_groups(all_groups())
-        yield running
-    print(f"\nfault figures ({os.environ.get('FAULTS_SCALE', 'quick')} sizes):")
-    print(figures_file.read_text())
-
-
 def all_groups() -> list[int]:
     return [FIRST_CHAT_ID - index for index in range(max(SIZES.groups, SIZES.replica_groups))]
+
+
+bridge = fault_bridge_fixture("fault", all_groups)
 
 
 def crash_groups() -> list[int]:
