@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.faults.figures import Figures
+from tests.faults.figures import assert_exact
 from tests.faults.stack import FaultBridge, fault_bridge_fixture, sizes
 
 SIZES = sizes()
@@ -32,15 +32,6 @@ bridge = fault_bridge_fixture("fault", all_groups)
 
 def crash_groups() -> list[int]:
     return all_groups()[: SIZES.groups]
-
-
-def assert_exact(to_planfix: Figures, to_telegram: Figures, *, telegram_in_flight: int = 0) -> None:
-    assert to_planfix.lost == 0
-    assert to_telegram.lost == 0
-    assert to_planfix.duplicated == 0, "Planfix must get every message exactly once"
-    assert to_telegram.duplicated <= telegram_in_flight
-    assert to_planfix.reordered == 0
-    assert to_telegram.reordered == 0
 
 
 @pytest.mark.parametrize("service", ["relay", "telegram_gateway", "planfix_gateway", "binder"])

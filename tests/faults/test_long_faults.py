@@ -19,7 +19,7 @@ import nats
 import pytest
 
 from contracts.subjects import FETCHER_COMMENT_WEBHOOKS, PLANFIX_COMMENT_MARKS_BUCKET
-from tests.faults.figures import Figures
+from tests.faults.figures import assert_exact
 from tests.faults.stack import RETRY_MAX_DELAY_S_UNDER_TEST, FaultBridge, fault_bridge_fixture, sizes
 from tests.support import eventually
 
@@ -49,15 +49,6 @@ bridge = fault_bridge_fixture(
         "PLANFIX_REREAD_MAX_PER_DAY": "1000000",
     },
 )
-
-
-def assert_exact(to_planfix: Figures, to_telegram: Figures, *, telegram_in_flight: int = 0) -> None:
-    assert to_planfix.lost == 0
-    assert to_telegram.lost == 0
-    assert to_planfix.duplicated == 0, "Planfix must get every message exactly once"
-    assert to_telegram.duplicated <= telegram_in_flight
-    assert to_planfix.reordered == 0
-    assert to_telegram.reordered == 0
 
 
 def fetcher_idle(bridge: FaultBridge) -> bool:
