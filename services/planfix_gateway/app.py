@@ -23,17 +23,18 @@ from aiohttp import web
 from faststream.nats import NatsBroker, NatsRouter
 
 from bridge_lib.eventbus import EventPublisher, ensure_streams, start_subscribers
-from bridge_lib.jetstream_ready import JetStreamNotReady, when_jetstream_ready
-from bridge_lib.lease import Lease, open_lease_bucket
+from bridge_lib.jetstream_ready import JetStreamNotReady
+from bridge_lib.kvstore import bucket_when_ready
+from bridge_lib.lease import Lease
 from bridge_lib.planfix import PlanfixClient
 from bridge_lib.planfix_setup import checked_planfix_client
 from bridge_lib.runtime import broker_and_health, log_startup_failed
-from contracts.subjects import FETCHER_COMMENT_WEBHOOKS
+from contracts.subjects import FETCHER_COMMENT_WEBHOOKS, LEASES_BUCKET, PLANFIX_COMMENT_MARKS_BUCKET
 from services.planfix_gateway.config import PlanfixGatewaySettings
 from services.planfix_gateway.fetcher import CONSUMER as FETCHER_CONSUMER
 from services.planfix_gateway.fetcher import CommentFetcher, build_router
 from services.planfix_gateway.in_order import InOrderCarrier, last_stored_in
-from services.planfix_gateway.reconcile import open_marks
+from services.planfix_gateway.reconcile import BucketMarks
 from services.planfix_gateway.reread import (
     LEASE_KEY,
     LEASE_TTL_S,
@@ -244,17 +245,9 @@ async def _reread(
         feed = WatchFeed(watchlist, active_s=active_s)
         try:
             await feed.start(js, timeout_s=settings.nats_startup_timeout_s)
-            lease_bucket = await when_jetstream_ready(
-                "the LEASES bucket",
-                partial(open_lease_bucket, js, replicas=settings.nats_stream_replicas),
-                timeout_s=settings.nats_startup_timeout_s,
-            )
+            lease_bucket = await bucket_when_ready(js, LEASES_BUCKET, settings)
             marks = (
-                await when_jetstream_ready(
-                    "the PLANFIX_COMMENT_MARKS bucket",
-                    partial(open_marks, js, replicas=settings.nats_stream_replicas),
-                    timeout_s=settings.nats_startup_timeout_s,
-                )
+                BucketMarks(await bucket_when_ready(js, PLANFIX_COMMENT_MARKS_BUCKET, settings))
                 if settings.planfix_reconcile
                 else None
             )
