@@ -165,26 +165,18 @@ def test_where_planfix_refuses_owners_the_robot_writes_naming_the_author(
     employee = fake_planfix.add_employee("Petr Refused", telegram_id=user_id, telegram="petr_r")
     link(bridge, user_id, employee, "Petr Refused", "petr_r")
     number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Refused owners")
+
+    def petr_writes(text: str) -> FakeComment:
+        fake_telegram.add_group_message(
+            unique_chat_id, text, user_id=user_id, first_name="Petr", last_name="R", username="petr_r"
+        )
+        [comment] = comments_of(fake_planfix, number, text)
+        return comment
+
     fake_planfix.refuse_owner()
     try:
-        fake_telegram.add_group_message(
-            unique_chat_id,
-            "Written by the robot",
-            user_id=user_id,
-            first_name="Petr",
-            last_name="R",
-            username="petr_r",
-        )
-        [comment] = comments_of(fake_planfix, number, "Written by the robot")
-        fake_telegram.add_group_message(
-            unique_chat_id,
-            "Again by the robot",
-            user_id=user_id,
-            first_name="Petr",
-            last_name="R",
-            username="petr_r",
-        )
-        [again] = comments_of(fake_planfix, number, "Again by the robot")
+        comment = petr_writes("Written by the robot")
+        again = petr_writes("Again by the robot")
     finally:
         fake_planfix.refuse_owner(False)
 
