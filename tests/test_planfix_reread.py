@@ -8,6 +8,7 @@ NATS and the fake Planfix.
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,7 @@ from services.planfix_gateway.reread import (
     DAILY_RESERVE,
     PAGE_SIZE,
     CommentRereader,
+    CommentSource,
     Watched,
     WatchFeed,
     Watchlist,
@@ -408,16 +410,20 @@ class RecordingPublisher(EventPublisher):
         return True
 
 
-def rereader(planfix: StandInPlanfix, watch: Watchlist, publisher: RecordingPublisher) -> CommentRereader:
+def rereader(
+    planfix: CommentSource, watch: Watchlist, publisher: RecordingPublisher | EventPublisher, **options: Any
+) -> CommentRereader:
+    """A pass every 10 min over the comments of the last ``ACTIVE_S``, at most 5000 reads a day,
+    at ``NOW``; ``options``: the rest of ``CommentRereader``'s settings, or other values of these."""
+    settings: dict[str, Any] = {
+        "interval_s": 600,
+        "active_s": ACTIVE_S,
+        "max_per_day": 5000,
+        "clock": lambda: NOW,
+        **options,
+    }
     return CommentRereader(
-        planfix=planfix,
-        publisher=publisher,
-        watchlist=watch,
-        source_id=SOURCE_ID,
-        interval_s=600,
-        active_s=ACTIVE_S,
-        max_per_day=5000,
-        clock=lambda: NOW,
+        planfix=planfix, publisher=publisher, watchlist=watch, source_id=SOURCE_ID, **settings
     )
 
 
@@ -586,16 +592,7 @@ def test_the_fold_replays_the_streams_and_a_pass_against_the_fake_publishes_once
             fake_planfix.edit_comment(edited, "<p>second</p>", fire_webhook=False)
             fake_planfix.delete_comment(gone, fire_webhook=False)
             async with PlanfixClient(base_url=fake_planfix.base_url, token=PLANFIX_TOKEN) as client:
-                reread = CommentRereader(
-                    planfix=client,
-                    publisher=publisher,
-                    watchlist=watch,
-                    source_id=SOURCE_ID,
-                    interval_s=600,
-                    active_s=ACTIVE_S,
-                    max_per_day=5000,
-                    catch_up=feed.catch_up,
-                )
+                reread = rereader(client, watch, publisher, clock=time.time, catch_up=feed.catch_up)
                 first = await reread.run_pass()
                 second = await reread.run_pass()
             return first, second, [watch.current(c) for c in (kept, edited, gone)]
