@@ -29,7 +29,7 @@ from devtools import devstack
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import GROUP_PACE, WEBHOOK_SECRET
-from tests.e2e_bridge import stack_env
+from tests.e2e_bridge import stack_env, started, wait_until_started
 from tests.faults.figures import Figures, count, marker, markers_in
 from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events, relayed_comments
 
@@ -293,10 +293,6 @@ class FaultBridge:
         return to_planfix, to_telegram
 
 
-def started(process: ServiceProcess, name: str) -> bool:
-    return f"{name}_started" in process.log_text()
-
-
 async def jetstream_ready(url: str) -> bool:
     try:
         nc = await nats.connect(server_urls(url), connect_timeout=2, max_reconnect_attempts=1)
@@ -376,8 +372,7 @@ def fault_bridge(
     )
     try:
         devstack.wait_for_port(webhook_port, timeout_s=60, what="planfix_gateway")
-        for name in ("relay", "binder"):
-            eventually(partial(started, processes[name], name), timeout_s=60, what=f"{name} started")
+        wait_until_started(processes, timeout_s=60)
         yield bridge
     finally:
         fake_planfix.webhook_url = previous_webhook_url
