@@ -34,7 +34,7 @@ from services.relay.to_planfix.files import FileUploader
 from services.relay.to_planfix.ledger import CommentLedger
 from services.relay.to_planfix.plan import plan_batch
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN
-from tests.support import LoopThread, eventually, stays
+from tests.support import LoopThread, envelope, eventually, stays
 
 SOURCE_ID = "0c6b7f0e-2d7a-4f0e-9a56-6a3f1c9b8e11"
 
@@ -113,10 +113,7 @@ def relay(
 def messages(chat_id: int, *texts: str) -> list[TelegramMessageReceived]:
     return [
         TelegramMessageReceived(
-            event_id=event_id_for(telegram_message_key(chat_id, number)),
-            occurred_at=utc_now(),
-            correlation_id="c",
-            causation_id="u",
+            **envelope(event_id_for(telegram_message_key(chat_id, number))),
             chat_id=chat_id,
             message_id=number,
             sender=TelegramUser(id=1, full_name="Ivan"),
