@@ -113,9 +113,10 @@ def started(process: ServiceProcess, name: str) -> bool:
     return f"{name}_started" in process.log_text()
 
 
-def wait_until_started(processes: Mapping[str, ServiceProcess], *, timeout_s: float) -> None:
-    """Ready when the relay's consumers exist (it starts them after its directory caught up) and
-    the binder's."""
+def wait_until_ready(processes: Mapping[str, ServiceProcess], webhook_port: int, *, timeout_s: float) -> None:
+    """Ready when the planfix gateway listens on ``webhook_port`` and the relay's consumers exist
+    (it starts them after its directory caught up), and the binder's."""
+    devstack.wait_for_port(webhook_port, timeout_s=timeout_s, what="planfix_gateway")
     for name in ("relay", "binder"):
         eventually(partial(started, processes[name], name), timeout_s=timeout_s, what=f"{name} started")
 
@@ -186,9 +187,8 @@ def running_bridge(
     previous_webhook_url = fake_planfix.webhook_url
     fake_planfix.webhook_url = webhook_url
     try:
-        devstack.wait_for_port(webhook_port, timeout_s=30, what="planfix_gateway")
         bridge = Bridge(reader_url, mongo_url, database, webhook_url, processes, loop)
-        wait_until_started(processes, timeout_s=30)
+        wait_until_ready(processes, webhook_port, timeout_s=30)
         yield bridge
     finally:
         fake_planfix.webhook_url = previous_webhook_url

@@ -29,7 +29,7 @@ from devtools import devstack
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import GROUP_PACE, WEBHOOK_SECRET
-from tests.e2e_bridge import stack_env, started, wait_until_started
+from tests.e2e_bridge import stack_env, started, wait_until_ready
 from tests.faults.figures import Figures, count, marker, markers_in
 from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events, relayed_comments
 
@@ -371,8 +371,7 @@ def fault_bridge(
         store_dir=store_dir if store is not None else None,
     )
     try:
-        devstack.wait_for_port(webhook_port, timeout_s=60, what="planfix_gateway")
-        wait_until_started(processes, timeout_s=60)
+        wait_until_ready(processes, webhook_port, timeout_s=60)
         yield bridge
     finally:
         fake_planfix.webhook_url = previous_webhook_url
