@@ -82,9 +82,9 @@ class PlanfixGatewaySettings(NatsSettings, PlanfixSettings, HealthSettings):
     @field_validator("planfix_webhook_secret")
     @classmethod
     def _secret_shape(cls, value: SecretStr) -> SecretStr:
-        return _long_secret_of(
-            value, _URL_SAFE, "may only contain letters, digits and - _ . ~ (it is part of a URL path)"
-        )
+        if not _URL_SAFE.fullmatch(_long_enough(value)):
+            raise ValueError("may only contain letters, digits and - _ . ~ (it is part of a URL path)")
+        return value
 
     @field_validator("planfix_webhook_header_name")
     @classmethod
@@ -102,9 +102,9 @@ class PlanfixGatewaySettings(NatsSettings, PlanfixSettings, HealthSettings):
     def _header_value_shape(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return None
-        return _long_secret_of(
-            value, _HEADER_VALUE, "may only contain printable ASCII, without spaces at either end"
-        )
+        if not _HEADER_VALUE.fullmatch(_long_enough(value)):
+            raise ValueError("may only contain printable ASCII, without spaces at either end")
+        return value
 
     @model_validator(mode="after")
     def _header_both_or_neither(self) -> Self:
@@ -123,12 +123,9 @@ class PlanfixGatewaySettings(NatsSettings, PlanfixSettings, HealthSettings):
         return self.planfix_webhook_header_name, self.planfix_webhook_header_value.get_secret_value()
 
 
-def _long_secret_of(value: SecretStr, allowed: re.Pattern[str], rule: str) -> SecretStr:
-    """``value`` if it is at least ``MIN_SECRET_LENGTH`` characters of ``allowed``; else the
-    settings error (``rule`` saying which characters)."""
+def _long_enough(value: SecretStr) -> str:
+    """The secret's text, if it is at least ``MIN_SECRET_LENGTH`` characters long."""
     secret = value.get_secret_value()
     if len(secret) < MIN_SECRET_LENGTH:
         raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters long")
-    if not allowed.fullmatch(secret):
-        raise ValueError(rule)
-    return value
+    return secret
