@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 import nats.js.errors
 from nats.js.api import KeyValueConfig, StorageType
 
+from bridge_lib.jetstream_ready import when_jetstream_ready
 from contracts.subjects import BucketSpec
 
 
@@ -38,6 +40,22 @@ async def ensure_bucket(js: Any, spec: BucketSpec, *, replicas: int = 1) -> Any:
     except nats.js.errors.BadRequestError:
         # Another replica created it a moment ago.
         return await js.key_value(spec.name)
+
+
+class BucketSettings(Protocol):
+    """What a service's settings say about its buckets: their copies, and how long start-up waits."""
+
+    nats_stream_replicas: int
+    nats_startup_timeout_s: float
+
+
+async def bucket_when_ready(js: Any, spec: BucketSpec, settings: BucketSettings) -> Any:
+    """``ensure_bucket`` at a service's start: retried while JetStream is not ready yet."""
+    return await when_jetstream_ready(
+        f"the {spec.name} bucket",
+        partial(ensure_bucket, js, spec, replicas=settings.nats_stream_replicas),
+        timeout_s=settings.nats_startup_timeout_s,
+    )
 
 
 async def read_entry(kv: Any, key: str) -> tuple[bytes | None, int]:

@@ -25,8 +25,7 @@ import nats.errors
 import nats.js.errors
 import structlog
 
-from bridge_lib.kvstore import compare_and_set, ensure_bucket, read_entry
-from contracts.subjects import LEASES_BUCKET
+from bridge_lib.kvstore import compare_and_set, read_entry
 
 log = structlog.get_logger("lease")
 
@@ -55,10 +54,6 @@ def _holder(value: bytes) -> _Holder | None:
         return _Holder(owner=owner, until=float(until or 0))
     except ValueError:
         return None
-
-
-async def open_lease_bucket(js: Any, *, replicas: int = 1) -> Any:
-    return await ensure_bucket(js, LEASES_BUCKET, replicas=replicas)
 
 
 class Leases:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-import nats.js.errors
 
-from contracts.events import PlanfixTaskStateChanged, decode_event
+from bridge_lib.last_event import last_event
+from contracts.events import PlanfixTaskStateChanged
 from contracts.subjects import PLANFIX_STREAM, planfix_task_changed
 
 
@@ -25,14 +25,7 @@ class KnownState(msgspec.Struct, frozen=True, kw_only=True):
 
 async def last_task_state(js: Any, task_number: int) -> KnownState | None:
     """The task's last stored state, or None when none is stored (or it aged out of the stream)."""
-    try:
-        raw = await js.get_last_msg(PLANFIX_STREAM.name, planfix_task_changed(task_number))
-    except nats.js.errors.NotFoundError:
+    found = await last_event(js, PLANFIX_STREAM.name, planfix_task_changed(task_number))
+    if found is None or not isinstance(found.event, PlanfixTaskStateChanged):
         return None
-    try:
-        event = decode_event(raw.data or b"")
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    if not isinstance(event, PlanfixTaskStateChanged):
-        return None
-    return KnownState(event=event, seq=int(raw.seq))
+    return KnownState(event=found.event, seq=int(found.message.seq))

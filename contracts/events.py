@@ -1120,9 +1120,14 @@ def root_envelope(source_key: str, *, caused_by: str) -> Envelope:
 
 def envelope_after(cause: Event, key: str) -> Envelope:
     """For an event caused by another: same correlation, caused by it, id from ``key``."""
+    return envelope_in(key, correlation_id=cause.correlation_id, causation_id=cause.event_id)
+
+
+def envelope_in(key: str, *, correlation_id: str, causation_id: str) -> Envelope:
+    """``envelope_after`` where only the cause's ids were kept (in a store or a fold)."""
     return {
         "event_id": event_id_for(key),
         "occurred_at": utc_now(),
-        "correlation_id": cause.correlation_id,
-        "causation_id": cause.event_id,
+        "correlation_id": correlation_id,
+        "causation_id": causation_id,
     }

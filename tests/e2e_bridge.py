@@ -9,8 +9,9 @@ traceback; ``bridge_fixture`` makes it a module's ``bridge`` fixture.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,18 @@ def stack_env(
     }
 
 
+def started(process: ServiceProcess, name: str) -> bool:
+    return f"{name}_started" in process.log_text()
+
+
+def wait_until_ready(processes: Mapping[str, ServiceProcess], webhook_port: int, *, timeout_s: float) -> None:
+    """Ready when the planfix gateway listens on ``webhook_port`` and the relay's consumers exist
+    (it starts them after its directory caught up), and the binder's."""
+    devstack.wait_for_port(webhook_port, timeout_s=timeout_s, what="planfix_gateway")
+    for name in ("relay", "binder"):
+        eventually(partial(started, processes[name], name), timeout_s=timeout_s, what=f"{name} started")
+
+
 @contextlib.contextmanager
 def running_bridge(
     loop: LoopThread,
@@ -174,15 +187,8 @@ def running_bridge(
     previous_webhook_url = fake_planfix.webhook_url
     fake_planfix.webhook_url = webhook_url
     try:
-        devstack.wait_for_port(webhook_port, timeout_s=30, what="planfix_gateway")
         bridge = Bridge(reader_url, mongo_url, database, webhook_url, processes, loop)
-        # Ready when the relay's consumers exist (it starts them after its directory caught up).
-        eventually(
-            lambda: "relay_started" in processes["relay"].log_text(), timeout_s=30, what="relay started"
-        )
-        eventually(
-            lambda: "binder_started" in processes["binder"].log_text(), timeout_s=30, what="binder started"
-        )
+        wait_until_ready(processes, webhook_port, timeout_s=30)
         yield bridge
     finally:
         fake_planfix.webhook_url = previous_webhook_url

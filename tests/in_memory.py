@@ -1,5 +1,6 @@
 """Doubles for handler tests that run in memory, in milliseconds: a Bot API session that records
-each call (after aiogram's tests/mocked_bot.py) and a publisher that keeps what it was given."""
+each call (after aiogram's tests/mocked_bot.py), a publisher that keeps what it was given, and a
+clock that moves when slept on."""
 
 from __future__ import annotations
 
@@ -120,3 +121,18 @@ class RecordingPublisher:
                 seen.add(each.msg_id)
                 kept.append(each)
         return kept
+
+
+class Clock:
+    """Time that moves only when the code under test sleeps (or the test says so)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self.slept: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(round(seconds, 3))
+        self.now += seconds

@@ -131,8 +131,6 @@ NOT_FOR_PEOPLE = {
     # `bridge bindings rebuild`: the operator's report.
     "services/binder/rebuild.py": (", no longer suspended", ": no binding event says so"),
     # Startup failures and hints: the operator's log.
-    "services/planfix_gateway/app.py": ("the LEASES bucket",),
-    "services/relay/app.py": ("the LEASES bucket",),
     "services/telegram_gateway/app.py": (
         "The bot's webhook is set to another address",
         "Give the bridge a bot of its own",

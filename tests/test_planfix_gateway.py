@@ -748,19 +748,24 @@ def test_nats_down_answers_503_then_recovers(work_dir: Path, fake_planfix: FakeP
 # --- start-up and shutdown ------------------------------------------------------------------------
 
 
-def test_missing_settings_exit_2_naming_them(work_dir: Path) -> None:
-    # Run outside the repository so that no .env file can fill the gaps.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLANFIX_", "NATS_"))}
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    result = subprocess.run(
+def gateway_run(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m services.planfix_gateway`` run until it exits (at start-up, in these tests)."""
+    return subprocess.run(
         [sys.executable, "-m", "services.planfix_gateway"],
-        cwd=work_dir,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_missing_settings_exit_2_naming_them(work_dir: Path) -> None:
+    # Run outside the repository so that no .env file can fill the gaps.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLANFIX_", "NATS_"))}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    result = gateway_run(env, work_dir)
 
     assert result.returncode == 2
     for name in ("PLANFIX_BASE_URL", "PLANFIX_API_TOKEN", "PLANFIX_WEBHOOK_SECRET"):
@@ -776,15 +781,7 @@ def test_short_secret_is_refused(work_dir: Path) -> None:
         "PLANFIX_API_TOKEN": "t",
         "PLANFIX_WEBHOOK_SECRET": "short",
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "services.planfix_gateway"],
-        cwd=work_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = gateway_run(env, work_dir)
 
     assert result.returncode == 2
     assert "PLANFIX_WEBHOOK_SECRET is invalid" in result.stderr

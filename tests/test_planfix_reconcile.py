@@ -33,12 +33,12 @@ from services.planfix_gateway.task_fetcher import TaskFetcher
 from tests.test_planfix_reread import (
     ACTIVE_S,
     NOW,
-    SOURCE_ID,
     RecordingPublisher,
     StandInPlanfix,
     added,
     bound,
     comment,
+    rereader,
 )
 
 TASK = 4821
@@ -101,15 +101,11 @@ def reconciler(
     async def webhooks_drained() -> bool:
         return drained[0] if drained else True
 
-    return CommentRereader(
-        planfix=planfix,
-        publisher=publisher,
-        watchlist=watch,
-        source_id=SOURCE_ID,
-        interval_s=600,
-        active_s=ACTIVE_S,
+    return rereader(
+        planfix,
+        watch,
+        publisher,
         max_per_day=100_000,
-        clock=lambda: NOW,
         marks=marks,
         grace_s=60,
         webhooks_drained=webhooks_drained,
@@ -275,13 +271,10 @@ def task_fetcher(planfix: StandInTasks, stream: StoredStates) -> TaskFetcher:
 def state_reconciler(
     planfix: StandInTasks, watch: Watchlist, stream: StoredStates, clock: list[float], tasks: TaskFetcher
 ) -> CommentRereader:
-    return CommentRereader(
-        planfix=planfix,
-        publisher=stream,
-        watchlist=watch,
-        source_id=SOURCE_ID,
-        interval_s=600,
-        active_s=ACTIVE_S,
+    return rereader(
+        planfix,
+        watch,
+        stream,
         max_per_day=100_000,
         clock=lambda: clock[0],
         marks=MemoryMarks({TASK: 11}),

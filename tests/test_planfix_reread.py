@@ -8,6 +8,7 @@ NATS and the fake Planfix.
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,7 @@ from services.planfix_gateway.reread import (
     DAILY_RESERVE,
     PAGE_SIZE,
     CommentRereader,
+    CommentSource,
     Watched,
     WatchFeed,
     Watchlist,
@@ -58,7 +60,7 @@ from services.planfix_gateway.reread import (
     verdict,
 )
 from tests.conftest import PLANFIX_TOKEN
-from tests.support import LoopThread, read_stream_events
+from tests.support import LoopThread, envelope, read_stream_events
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0
@@ -133,10 +135,7 @@ def added(
 
 def bound(chat_id: int, task: int, thread_id: int | None = None) -> TaskBound:
     return TaskBound(
-        event_id=str(uuid.uuid4()),
-        occurred_at=datetime.now(UTC),
-        correlation_id="c",
-        causation_id="c",
+        **envelope(),
         chat_id=chat_id,
         task_number=task,
         task_title="t",
@@ -304,20 +303,14 @@ def test_only_bound_tasks_with_recent_comments_written_by_people_are_watched() -
 def test_bindings_follow_unbinding_and_moves() -> None:
     watch = Watchlist()
     moved = BindingMoved(
-        event_id="m",
-        occurred_at=datetime.now(UTC),
-        correlation_id="m",
-        causation_id="m",
+        **envelope("m"),
         old_chat_id=-1,
         chat_id=-1001,
         task_number=5,
         task_title="t",
     )
     unbound_old = TaskUnbound(
-        event_id="u",
-        occurred_at=datetime.now(UTC),
-        correlation_id="u",
-        causation_id="u",
+        **envelope("u"),
         chat_id=-2,
         task_number=6,
         unbound_by="telegram:1",
@@ -352,10 +345,7 @@ def test_updates_and_deletions_change_what_is_watched() -> None:
     assert (seen.fingerprint, seen.changes, seen.last_event_id) == (fingerprint("<p>two</p>", (3,)), 1, "upd")
     watch.apply(
         PlanfixCommentDeleted(
-            event_id="d",
-            occurred_at=datetime.now(UTC),
-            correlation_id="c",
-            causation_id="c",
+            **envelope("d"),
             task_number=4821,
             comment_id=11,
         )
@@ -420,16 +410,20 @@ class RecordingPublisher(EventPublisher):
         return True
 
 
-def rereader(planfix: StandInPlanfix, watch: Watchlist, publisher: RecordingPublisher) -> CommentRereader:
+def rereader(
+    planfix: CommentSource, watch: Watchlist, publisher: RecordingPublisher | EventPublisher, **options: Any
+) -> CommentRereader:
+    """A pass every 10 min over the comments of the last ``ACTIVE_S``, at most 5000 reads a day,
+    at ``NOW``; ``options``: the rest of ``CommentRereader``'s settings, or other values of these."""
+    settings: dict[str, Any] = {
+        "interval_s": 600,
+        "active_s": ACTIVE_S,
+        "max_per_day": 5000,
+        "clock": lambda: NOW,
+        **options,
+    }
     return CommentRereader(
-        planfix=planfix,
-        publisher=publisher,
-        watchlist=watch,
-        source_id=SOURCE_ID,
-        interval_s=600,
-        active_s=ACTIVE_S,
-        max_per_day=5000,
-        clock=lambda: NOW,
+        planfix=planfix, publisher=publisher, watchlist=watch, source_id=SOURCE_ID, **settings
     )
 
 
@@ -499,10 +493,7 @@ async def test_an_update_folded_while_the_page_was_read_is_not_overwritten_by_th
             # A scenario's notice was handled while our request was on its way.
             watch.apply(
                 PlanfixCommentUpdated(
-                    event_id="webhook-edit",
-                    occurred_at=datetime.now(UTC),
-                    correlation_id="c",
-                    causation_id="c",
+                    **envelope("webhook-edit"),
                     task_number=4821,
                     comment_id=11,
                     text_html="<p>v3</p>",
@@ -601,16 +592,7 @@ def test_the_fold_replays_the_streams_and_a_pass_against_the_fake_publishes_once
             fake_planfix.edit_comment(edited, "<p>second</p>", fire_webhook=False)
             fake_planfix.delete_comment(gone, fire_webhook=False)
             async with PlanfixClient(base_url=fake_planfix.base_url, token=PLANFIX_TOKEN) as client:
-                reread = CommentRereader(
-                    planfix=client,
-                    publisher=publisher,
-                    watchlist=watch,
-                    source_id=SOURCE_ID,
-                    interval_s=600,
-                    active_s=ACTIVE_S,
-                    max_per_day=5000,
-                    catch_up=feed.catch_up,
-                )
+                reread = rereader(client, watch, publisher, clock=time.time, catch_up=feed.catch_up)
                 first = await reread.run_pass()
                 second = await reread.run_pass()
             return first, second, [watch.current(c) for c in (kept, edited, gone)]

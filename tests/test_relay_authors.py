@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bridge_lib.i18n import translator
+from bridge_lib.people_directory import PeopleDirectory
 from bridge_lib.planfix import OwnerRefused, RecipientRole, Recipients
 from contracts.events import (
     PersonLinked,
@@ -23,10 +24,10 @@ from contracts.events import (
     utc_now,
 )
 from contracts.people import People, fold
-from services.relay.people import PeopleDirectory
 from services.relay.to_planfix.authors import OWNERS_OFF_S, Authors, mentioned_employees, owner_key
 from services.relay.to_planfix.from_telegram_html import build_block, comment_html
 from services.relay.to_telegram.from_planfix_html import comment_author_line, telegram_comment_text
+from tests.support import envelope
 
 EN = translator("en")
 ANNA = TelegramUser(id=11, full_name="Anna Petrova", username="anna_p")  # an employee
@@ -38,10 +39,7 @@ CHANNEL = TelegramUser(id=-1005, full_name="Ops news", is_channel=True)
 
 def linked(user: TelegramUser, planfix_id: str) -> PersonLinked:
     return PersonLinked(
-        event_id=event_id_for(f"link:{user.id}"),
-        occurred_at=utc_now(),
-        correlation_id="c",
-        causation_id="c",
+        **envelope(event_id_for(f"link:{user.id}")),
         telegram_user_id=user.id,
         planfix_person_id=planfix_id,
         name=user.full_name,
@@ -57,10 +55,7 @@ def message(
     text: str = "hi", entities: list[TelegramEntity] | None = None, by: TelegramUser = STRANGER
 ) -> TelegramMessageReceived:
     return TelegramMessageReceived(
-        event_id=event_id_for(f"m:{text}"),
-        occurred_at=utc_now(),
-        correlation_id="c",
-        causation_id="u",
+        **envelope(event_id_for(f"m:{text}")),
         chat_id=-100,
         message_id=1,
         sender=by,
@@ -186,10 +181,7 @@ def test_the_author_line_names_the_author_only_when_the_robot_writes() -> None:
 
 def comment_by(person_id: str, name: str) -> PlanfixCommentAdded:
     return PlanfixCommentAdded(
-        event_id="e",
-        occurred_at=utc_now(),
-        correlation_id="c",
-        causation_id="c",
+        **envelope("e"),
         task_number=1,
         comment_id=2,
         text_html="<p>done</p>",

@@ -34,6 +34,7 @@ from services.relay.to_telegram.courier import (
 from services.relay.to_telegram.items import Action, OutboxItem
 from services.relay.to_telegram.sender import Outbox
 from services.relay.to_telegram.telegram_text import COMBINED_SEPARATOR, TEXT_LIMIT, visible_length
+from tests.in_memory import Clock
 
 CHAT = -100555
 
@@ -134,19 +135,6 @@ class MemorySent(SentComments):
 
     async def save_combined(self, message: CombinedMessage) -> None:
         self.combined_messages[message.message_id] = message
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-        self.slept: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(round(seconds, 3))
-        self.now += seconds
 
 
 @dataclass

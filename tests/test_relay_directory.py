@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from contracts.events import TaskBound, TaskUnbound, TelegramUser, utc_now
+from contracts.events import TaskBound, TaskUnbound, TelegramUser
 from services.relay.directory import BindingDirectory
+from tests.support import envelope
 
 CHAT = -1001234
 ADMIN = TelegramUser(id=1, full_name="Anna")
 
 
-def envelope(n: int) -> dict[str, object]:
-    return {"event_id": f"e{n}", "occurred_at": utc_now(), "correlation_id": "c", "causation_id": "x"}
-
-
 def bound(task_number: int, n: int) -> TaskBound:
     return TaskBound(
-        **envelope(n),  # type: ignore[arg-type]
+        **envelope(f"e{n}"),
         chat_id=CHAT,
         task_number=task_number,
         task_title=f"Task {task_number}",
@@ -25,7 +22,9 @@ def bound(task_number: int, n: int) -> TaskBound:
 
 
 def unbound(task_number: int, n: int) -> TaskUnbound:
-    return TaskUnbound(**envelope(n), chat_id=CHAT, task_number=task_number, unbound_by="bridge-cli:ops")  # type: ignore[arg-type]
+    return TaskUnbound(
+        **envelope(f"e{n}"), chat_id=CHAT, task_number=task_number, unbound_by="bridge-cli:ops"
+    )
 
 
 def test_an_operators_late_unbind_of_the_old_task_leaves_the_new_binding() -> None:

@@ -4,8 +4,10 @@ so no test waits for real time)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ from services.relay.to_telegram.items import Action, OutboxItem
 from services.relay.to_telegram.media import MediaKind, media_groups, media_kind, too_large
 from services.relay.to_telegram.notices import status_text
 from services.relay.to_telegram.sender import next_batch
+from tests.in_memory import Clock
 from tests.support import LoopThread, connect_nats
 
 MB = 1024 * 1024
@@ -131,19 +134,16 @@ def test_status_says_how_to_switch_group_privacy_off_when_it_is_on() -> None:
 # --- pace and leases over NATS KV ----------------------------------------------------------------
 
 
-class Clock:
-    """Time that moves only when the code under test sleeps (or the test says so)."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-        self.slept: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(round(seconds, 3))
-        self.now += seconds
+@contextlib.asynccontextmanager
+async def fresh_bucket(nats_url: str, kind: str) -> AsyncIterator[Any]:
+    """A KV bucket of this test's own (``<kind>_<random>``) on the session's NATS."""
+    nc = await connect_nats(nats_url)
+    try:
+        yield await ensure_bucket(
+            nc.jetstream(), BucketSpec(name=f"{kind}_{uuid.uuid4().hex[:8]}", description="t")
+        )
+    finally:
+        await nc.close()
 
 
 def test_a_group_gets_its_next_message_an_interval_after_the_last_answer(
@@ -152,11 +152,7 @@ def test_a_group_gets_its_next_message_an_interval_after_the_last_answer(
     clock = Clock()
 
     async def scenario() -> list[float]:
-        nc = await connect_nats(nats_url)
-        try:
-            kv = await ensure_bucket(
-                nc.jetstream(), BucketSpec(name=f"pace_{uuid.uuid4().hex[:8]}", description="t")
-            )
+        async with fresh_bucket(nats_url, "pace") as kv:
             pace = TelegramPace(
                 kv, group_limit=20, group_window_s=60, bot_per_second=30, clock=clock.time, sleep=clock.sleep
             )
@@ -169,8 +165,6 @@ def test_a_group_gets_its_next_message_an_interval_after_the_last_answer(
             await pace.hold_group(-1, 7)  # a 429 with retry_after 7
             await pace.wait_for_group(-1)
             return clock.slept
-        finally:
-            await nc.close()
 
     assert loop.run(scenario()) == [3.0, 5.0, 1.0, 5.0, 2.0]
 
@@ -179,11 +173,7 @@ def test_bot_slots_are_spaced_for_every_caller(loop: LoopThread, nats_url: str) 
     clock = Clock()
 
     async def scenario() -> list[float]:
-        nc = await connect_nats(nats_url)
-        try:
-            kv = await ensure_bucket(
-                nc.jetstream(), BucketSpec(name=f"pace_{uuid.uuid4().hex[:8]}", description="t")
-            )
+        async with fresh_bucket(nats_url, "pace") as kv:
             replicas = [
                 TelegramPace(
                     kv,
@@ -198,8 +188,6 @@ def test_bot_slots_are_spaced_for_every_caller(loop: LoopThread, nats_url: str) 
             for pace in (*replicas, *replicas):
                 await pace.take_bot_slots()
             return clock.slept
-        finally:
-            await nc.close()
 
     assert loop.run(scenario()) == [0.1, 0.1, 0.1]
 
@@ -208,11 +196,7 @@ def test_one_replica_at_a_time_sends_to_a_group(loop: LoopThread, nats_url: str)
     clock = Clock()
 
     async def scenario() -> list[bool]:
-        nc = await connect_nats(nats_url)
-        try:
-            kv = await ensure_bucket(
-                nc.jetstream(), BucketSpec(name=f"lease_{uuid.uuid4().hex[:8]}", description="t")
-            )
+        async with fresh_bucket(nats_url, "lease") as kv:
             first = Leases(kv, owner="relay-a", ttl_s=60, clock=clock.time)
             second = Leases(kv, owner="relay-b", ttl_s=60, clock=clock.time)
             group = group_lease_key(-1)
@@ -224,7 +208,5 @@ def test_one_replica_at_a_time_sends_to_a_group(loop: LoopThread, nats_url: str)
             clock.now += 61  # relay-b stalls past its lease: its revision stayed a whole lease time
             results.append(await first.acquire(group))
             return results
-        finally:
-            await nc.close()
 
     assert loop.run(scenario()) == [True, False, True, True, False, True]

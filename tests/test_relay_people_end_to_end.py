@@ -55,6 +55,15 @@ def link(bridge: Bridge, telegram_user_id: int, planfix_id: str, name: str, user
     )
 
 
+def linked_employee(
+    bridge: Bridge, fake_planfix: FakePlanfix, telegram_user_id: int, name: str, username: str
+) -> str:
+    """A Planfix employee with this Telegram, linked (``link``); their Planfix id."""
+    employee = fake_planfix.add_employee(name, telegram_id=telegram_user_id, telegram=username)
+    link(bridge, telegram_user_id, employee, name, username)
+    return employee
+
+
 def comments_of(fake_planfix: FakePlanfix, number: int, needle: str) -> list[FakeComment]:
     def found() -> list[FakeComment]:
         return [c for c in fake_planfix.comments(number) if needle in c.description]
@@ -66,8 +75,7 @@ def test_a_linked_employees_message_is_their_comment_and_their_planfix_comment_n
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     user_id = person_id_for(unique_chat_id)
-    employee = fake_planfix.add_employee("Maria Linked", telegram_id=user_id, telegram="maria_l")
-    link(bridge, user_id, employee, "Maria Linked", "maria_l")
+    employee = linked_employee(bridge, fake_planfix, user_id, "Maria Linked", "maria_l")
     number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Owners")
 
     fake_telegram.add_group_message(
@@ -141,8 +149,7 @@ def test_a_mentioned_linked_employee_is_a_recipient_of_the_comment(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     mentioned_id = person_id_for(unique_chat_id)
-    employee = fake_planfix.add_employee("Olga Mentioned", telegram_id=mentioned_id, telegram="olga_m")
-    link(bridge, mentioned_id, employee, "Olga Mentioned", "olga_m")
+    employee = linked_employee(bridge, fake_planfix, mentioned_id, "Olga Mentioned", "olga_m")
     number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Mentions")
 
     text = "Could @olga_m look at this"
@@ -162,29 +169,20 @@ def test_where_planfix_refuses_owners_the_robot_writes_naming_the_author(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     user_id = person_id_for(unique_chat_id)
-    employee = fake_planfix.add_employee("Petr Refused", telegram_id=user_id, telegram="petr_r")
-    link(bridge, user_id, employee, "Petr Refused", "petr_r")
+    linked_employee(bridge, fake_planfix, user_id, "Petr Refused", "petr_r")
     number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Refused owners")
+
+    def petr_writes(text: str) -> FakeComment:
+        fake_telegram.add_group_message(
+            unique_chat_id, text, user_id=user_id, first_name="Petr", last_name="R", username="petr_r"
+        )
+        [comment] = comments_of(fake_planfix, number, text)
+        return comment
+
     fake_planfix.refuse_owner()
     try:
-        fake_telegram.add_group_message(
-            unique_chat_id,
-            "Written by the robot",
-            user_id=user_id,
-            first_name="Petr",
-            last_name="R",
-            username="petr_r",
-        )
-        [comment] = comments_of(fake_planfix, number, "Written by the robot")
-        fake_telegram.add_group_message(
-            unique_chat_id,
-            "Again by the robot",
-            user_id=user_id,
-            first_name="Petr",
-            last_name="R",
-            username="petr_r",
-        )
-        [again] = comments_of(fake_planfix, number, "Again by the robot")
+        comment = petr_writes("Written by the robot")
+        again = petr_writes("Again by the robot")
     finally:
         fake_planfix.refuse_owner(False)
 

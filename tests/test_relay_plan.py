@@ -31,6 +31,7 @@ from services.relay.to_planfix.plan import (
     plan_batch,
     replan,
 )
+from tests.support import envelope
 
 ANNA = TelegramUser(id=1, full_name="Anna")
 BORIS = TelegramUser(id=2, full_name="Boris")
@@ -44,10 +45,7 @@ def msg(
     chat_id: int, message_id: int, text: str = "", album: str | None = None, by: TelegramUser = ANNA
 ) -> TelegramMessageReceived:
     return TelegramMessageReceived(
-        event_id=event_id_for(telegram_message_key(chat_id, message_id)),
-        occurred_at=utc_now(),
-        correlation_id="c",
-        causation_id="u",
+        **envelope(event_id_for(telegram_message_key(chat_id, message_id))),
         chat_id=chat_id,
         message_id=message_id,
         sender=by,
@@ -59,10 +57,7 @@ def msg(
 
 def edit(chat_id: int, message_id: int) -> TelegramMessageEdited:
     return TelegramMessageEdited(
-        event_id=f"edit-{chat_id}-{message_id}",
-        occurred_at=utc_now(),
-        correlation_id="c",
-        causation_id="u",
+        **envelope(f"edit-{chat_id}-{message_id}"),
         chat_id=chat_id,
         message_id=message_id,
         sender=ANNA,
@@ -73,10 +68,7 @@ def edit(chat_id: int, message_id: int) -> TelegramMessageEdited:
 
 def reaction(chat_id: int, message_id: int) -> TelegramReactionChanged:
     return TelegramReactionChanged(
-        event_id=f"reaction-{chat_id}-{message_id}",
-        occurred_at=utc_now(),
-        correlation_id="c",
-        causation_id="u",
+        **envelope(f"reaction-{chat_id}-{message_id}"),
         chat_id=chat_id,
         message_id=message_id,
         actor=ANNA,

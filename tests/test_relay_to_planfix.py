@@ -34,7 +34,7 @@ from services.relay.to_planfix.files import FileUploader
 from services.relay.to_planfix.ledger import CommentLedger
 from services.relay.to_planfix.plan import plan_batch
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN
-from tests.support import LoopThread, eventually, stays
+from tests.support import LoopThread, envelope, eventually, stays
 
 SOURCE_ID = "0c6b7f0e-2d7a-4f0e-9a56-6a3f1c9b8e11"
 
@@ -56,6 +56,19 @@ class Relay:
                 await self.carrier.carry(step, leads, attempts=attempt)
 
         self.loop.run(go())
+
+    def carry_answer_lost(
+        self, message: TelegramMessageReceived, planfix: FakePlanfix, *, comments: int
+    ) -> None:
+        """The first attempt: Planfix creates the comment while the client gives up waiting (the
+        attempt fails); back once Planfix finished, the task holding ``comments`` comments."""
+        planfix.delay_next(1.5)
+        with pytest.raises(TransientFailure):
+            self.carry([message], attempt=1)
+        eventually(
+            lambda: len(planfix.comments(self.task_number)) == comments,
+            what="Planfix finished the slow request",
+        )
 
 
 @pytest.fixture
@@ -100,10 +113,7 @@ def relay(
 def messages(chat_id: int, *texts: str) -> list[TelegramMessageReceived]:
     return [
         TelegramMessageReceived(
-            event_id=event_id_for(telegram_message_key(chat_id, number)),
-            occurred_at=utc_now(),
-            correlation_id="c",
-            causation_id="u",
+            **envelope(event_id_for(telegram_message_key(chat_id, number))),
             chat_id=chat_id,
             message_id=number,
             sender=TelegramUser(id=1, full_name="Ivan"),
@@ -137,11 +147,8 @@ def test_a_comment_created_but_not_confirmed_is_found_not_posted_again(
     relay: Relay, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     [message] = messages(unique_chat_id, "answer lost")
-    fake_planfix.delay_next(1.5)  # Planfix creates the comment; the client gives up waiting
-    with pytest.raises(TransientFailure):
-        relay.carry([message], attempt=1)
     # NATS redelivers after a delay (1 s, then longer); by then Planfix has finished the request.
-    eventually(lambda: fake_planfix.comments(relay.task_number), what="Planfix finished the slow request")
+    relay.carry_answer_lost(message, fake_planfix, comments=1)
 
     relay.carry([message], attempt=2)
     relay.carry([message], attempt=3)
@@ -156,10 +163,7 @@ def test_a_comment_created_but_not_confirmed_is_found_when_a_rewound_consumer_br
     relay: Relay, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     [message] = messages(unique_chat_id, "answer lost, consumer rewound")
-    fake_planfix.delay_next(1.5)  # Planfix creates the comment; the client gives up waiting
-    with pytest.raises(TransientFailure):
-        relay.carry([message], attempt=1)
-    eventually(lambda: fake_planfix.comments(relay.task_number), what="Planfix finished the slow request")
+    relay.carry_answer_lost(message, fake_planfix, comments=1)
 
     # The next holder of the lease recreated the consumer: the message comes as a first delivery.
     relay.carry([message], attempt=1)
@@ -174,12 +178,7 @@ def test_a_comment_lost_in_transit_on_a_task_with_600_comments_is_still_found_no
     for number in range(600):
         fake_planfix.add_employee_comment(relay.task_number, f"<p>earlier {number}</p>", fire_webhook=False)
     [message] = messages(unique_chat_id, "posted just before the crash")
-    fake_planfix.delay_next(1.5)  # Planfix creates the comment; the client gives up waiting
-    with pytest.raises(TransientFailure):
-        relay.carry([message], attempt=1)
-    eventually(
-        lambda: len(fake_planfix.comments(relay.task_number)) == 601, what="Planfix finished the slow request"
-    )
+    relay.carry_answer_lost(message, fake_planfix, comments=601)
 
     relay.carry([message], attempt=2)
 

@@ -21,6 +21,7 @@ from bridge_lib.eventbus import (
     undecoded,
 )
 from bridge_lib.health import mongo_ping
+from bridge_lib.people_directory import PeopleDirectory
 from bridge_lib.planfix_setup import checked_planfix_client
 from bridge_lib.retention import RECORDED_AT, start_retention
 from bridge_lib.runtime import broker_and_health, wait_for_stop_signal
@@ -49,7 +50,7 @@ from services.binder.config import BinderSettings
 from services.binder.decide import BinderRequest, BindRules
 from services.binder.handlers import BindAccess, Binder, GroupLife, Publisher, StoreRebuilder, Tasks
 from services.binder.linking import LinkCodes, Linking, LinkPlanfix
-from services.binder.people import Employees, Known, PeopleDirectory, Requesters
+from services.binder.people import Employees, Known, Requesters
 from services.binder.people_refresh import PeopleRefresh
 from services.binder.rebuild import bindings_in_stream
 from services.binder.store import BindingStore

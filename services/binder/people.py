@@ -1,12 +1,11 @@
 """Who the person writing ``/task`` is in Planfix: the binder's live copy of the PEOPLE fold, and
 the one Planfix question asked about a Telegram user the fold does not know.
 
-``PeopleDirectory`` replays the PEOPLE stream at start through an ordered consumer, then follows
-it (as the relay's ``BindingDirectory`` follows BINDING). ``Requesters.person_for`` answers from
-it; for a stranger it asks Planfix once (an active employee whose profile carries the Telegram id,
-else the username), publishes ``PersonLinked(how=planfix_profile)`` when found, and remembers a
-"not found" for a while, so a stranger spamming ``/task`` costs at most one Planfix lookup per
-period. A Planfix outage raises ``TransientFailure``: the request is retried, never judged
+``Requesters.person_for`` answers from the fold (``bridge_lib.people_directory``); for a stranger
+it asks Planfix once (an active employee whose profile carries the Telegram id, else the username),
+publishes ``PersonLinked(how=planfix_profile)`` when found, and remembers a "not found" for a
+while, so a stranger spamming ``/task`` costs at most one Planfix lookup per period. A Planfix
+outage raises ``TransientFailure``: the request is retried, never judged
 "not linked".
 """
 
@@ -15,14 +14,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
 from bridge_lib.eventbus import TransientFailure
-from bridge_lib.followed_fold import FollowedFold
 from bridge_lib.planfix import PlanfixPerson, PlanfixRejected, PlanfixUnavailable
-from contracts import people as people_fold
 from contracts import subjects
 from contracts.events import (
     AnyEvent,
@@ -33,42 +30,11 @@ from contracts.events import (
     envelope_after,
 )
 from contracts.people import People, Person
-from contracts.subjects import ALL_PEOPLE_EVENTS, PEOPLE_STREAM
 
 log = structlog.get_logger("binder.people")
 
 # How long "no employee has this Telegram" is believed before Planfix is asked again.
 NOT_FOUND_TTL_S = 600.0
-
-
-class PeopleDirectory:
-    """The PEOPLE fold, kept up to date; lookups are reads of an immutable ``People``."""
-
-    def __init__(self) -> None:
-        self._fold = FollowedFold(
-            stream=PEOPLE_STREAM,
-            subject_filter=ALL_PEOPLE_EVENTS,
-            initial=People(),
-            evolve=people_fold.evolve,
-        )
-
-    @property
-    def people(self) -> People:
-        return self._fold.value
-
-    async def start(self, js: Any) -> None:
-        await self._fold.start(js)
-        log.info("people_directory_ready", people=len(self.people))
-
-    async def stop(self) -> None:
-        await self._fold.stop()
-
-    def apply(self, event: AnyEvent) -> None:
-        self._fold.apply(event)
-
-    async def catch_up(self, timeout_s: float = 10.0) -> None:
-        """Wait until every PEOPLE event stored by now has been applied."""
-        await self._fold.catch_up(timeout_s)
 
 
 class Publisher(Protocol):

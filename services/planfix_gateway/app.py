@@ -22,19 +22,19 @@ import structlog
 from aiohttp import web
 from faststream.nats import NatsBroker, NatsRouter
 
-from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker, start_subscribers
-from bridge_lib.health import start_health_server
-from bridge_lib.jetstream_ready import JetStreamNotReady, when_jetstream_ready
-from bridge_lib.lease import Lease, open_lease_bucket
+from bridge_lib.eventbus import EventPublisher, ensure_streams, start_subscribers
+from bridge_lib.jetstream_ready import JetStreamNotReady
+from bridge_lib.kvstore import bucket_when_ready
+from bridge_lib.lease import Lease
 from bridge_lib.planfix import PlanfixClient
 from bridge_lib.planfix_setup import checked_planfix_client
-from bridge_lib.runtime import log_startup_failed
-from contracts.subjects import FETCHER_COMMENT_WEBHOOKS
+from bridge_lib.runtime import broker_and_health, log_startup_failed
+from contracts.subjects import FETCHER_COMMENT_WEBHOOKS, LEASES_BUCKET, PLANFIX_COMMENT_MARKS_BUCKET
 from services.planfix_gateway.config import PlanfixGatewaySettings
 from services.planfix_gateway.fetcher import CONSUMER as FETCHER_CONSUMER
 from services.planfix_gateway.fetcher import CommentFetcher, build_router
 from services.planfix_gateway.in_order import InOrderCarrier, last_stored_in
-from services.planfix_gateway.reconcile import open_marks
+from services.planfix_gateway.reconcile import BucketMarks
 from services.planfix_gateway.reread import (
     LEASE_KEY,
     LEASE_TTL_S,
@@ -167,21 +167,11 @@ def in_order_carrier(
 
 async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitStack) -> int | None:
     """Start everything, registering each teardown on ``stack``; an exit code if start-up failed."""
-    broker = make_broker(
-        settings.nats_url,
-        name=SERVICE,
-        retry_max_delay_s=settings.retry_max_delay_s,
-        **settings.nats_connect_options(),
+    # The fetcher's consumer is named before its subscriber exists: not ready until it is bound.
+    broker, health = await broker_and_health(
+        SERVICE, settings, extra_consumers=[FETCHER_CONSUMER, *TASK_CONSUMERS]
     )
     stack.push_async_callback(_stop_broker, broker)
-    # The fetcher's consumer is named before its subscriber exists: not ready until it is bound.
-    health = await start_health_server(
-        service=SERVICE,
-        broker=broker,
-        host=settings.health_host,
-        port=settings.health_port,
-        extra_consumers=[FETCHER_CONSUMER, *TASK_CONSUMERS],
-    )
     stack.push_async_callback(health.stop)
     log.info("nats_connecting")
     await broker.connect()
@@ -255,17 +245,9 @@ async def _reread(
         feed = WatchFeed(watchlist, active_s=active_s)
         try:
             await feed.start(js, timeout_s=settings.nats_startup_timeout_s)
-            lease_bucket = await when_jetstream_ready(
-                "the LEASES bucket",
-                partial(open_lease_bucket, js, replicas=settings.nats_stream_replicas),
-                timeout_s=settings.nats_startup_timeout_s,
-            )
+            lease_bucket = await bucket_when_ready(js, LEASES_BUCKET, settings)
             marks = (
-                await when_jetstream_ready(
-                    "the PLANFIX_COMMENT_MARKS bucket",
-                    partial(open_marks, js, replicas=settings.nats_stream_replicas),
-                    timeout_s=settings.nats_startup_timeout_s,
-                )
+                BucketMarks(await bucket_when_ready(js, PLANFIX_COMMENT_MARKS_BUCKET, settings))
                 if settings.planfix_reconcile
                 else None
             )

@@ -82,10 +82,7 @@ class PlanfixGatewaySettings(NatsSettings, PlanfixSettings, HealthSettings):
     @field_validator("planfix_webhook_secret")
     @classmethod
     def _secret_shape(cls, value: SecretStr) -> SecretStr:
-        secret = value.get_secret_value()
-        if len(secret) < MIN_SECRET_LENGTH:
-            raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters long")
-        if not _URL_SAFE.fullmatch(secret):
+        if not _URL_SAFE.fullmatch(_long_enough(value)):
             raise ValueError("may only contain letters, digits and - _ . ~ (it is part of a URL path)")
         return value
 
@@ -105,10 +102,7 @@ class PlanfixGatewaySettings(NatsSettings, PlanfixSettings, HealthSettings):
     def _header_value_shape(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return None
-        secret = value.get_secret_value()
-        if len(secret) < MIN_SECRET_LENGTH:
-            raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters long")
-        if not _HEADER_VALUE.fullmatch(secret):
+        if not _HEADER_VALUE.fullmatch(_long_enough(value)):
             raise ValueError("may only contain printable ASCII, without spaces at either end")
         return value
 
@@ -127,3 +121,11 @@ class PlanfixGatewaySettings(NatsSettings, PlanfixSettings, HealthSettings):
         if self.planfix_webhook_header_name is None or self.planfix_webhook_header_value is None:
             return None
         return self.planfix_webhook_header_name, self.planfix_webhook_header_value.get_secret_value()
+
+
+def _long_enough(value: SecretStr) -> str:
+    """The secret's text, if it is at least ``MIN_SECRET_LENGTH`` characters long."""
+    secret = value.get_secret_value()
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters long")
+    return secret

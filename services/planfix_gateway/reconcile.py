@@ -27,9 +27,8 @@ import nats.errors
 import nats.js.errors
 import structlog
 
-from bridge_lib.kvstore import ensure_bucket, read_entry
+from bridge_lib.kvstore import read_entry
 from bridge_lib.planfix import PlanfixComment
-from contracts.subjects import PLANFIX_COMMENT_MARKS_BUCKET
 
 log = structlog.get_logger("planfix_gateway.reconcile")
 
@@ -84,10 +83,6 @@ class BucketMarks:
     def forget(self) -> None:
         """Read the bucket again (another replica held the lease meanwhile)."""
         self._known.clear()
-
-
-async def open_marks(js: Any, *, replicas: int = 1) -> BucketMarks:
-    return BucketMarks(await ensure_bucket(js, PLANFIX_COMMENT_MARKS_BUCKET, replicas=replicas))
 
 
 def _key(task_number: int) -> str:

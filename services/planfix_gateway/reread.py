@@ -51,10 +51,9 @@ from contracts.events import (
     TaskBound,
     TaskUnbound,
     decode_event,
-    event_id_for,
+    envelope_in,
     planfix_comment_deleted_key,
     planfix_comment_reread_key,
-    utc_now,
 )
 from contracts.subjects import ALL_BINDING_EVENTS, ALL_PLANFIX_COMMENT_CHANGES, BINDING_STREAM, PLANFIX_STREAM
 from services.planfix_gateway.fetcher import no_wait
@@ -716,12 +715,7 @@ class CommentRereader:
 
 def _envelope(seen: Watched, key: str) -> Envelope:
     # In the comment's story (bridge trace follows it), caused by the content it replaces.
-    return {
-        "event_id": event_id_for(key),
-        "occurred_at": utc_now(),
-        "correlation_id": seen.correlation_id,
-        "causation_id": seen.last_event_id,
-    }
+    return envelope_in(key, correlation_id=seen.correlation_id, causation_id=seen.last_event_id)
 
 
 async def _first_seq_since(js: Any, stream: str, subject: str, since: float) -> int:

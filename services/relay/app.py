@@ -7,28 +7,23 @@ import asyncio
 import os
 import socket
 import uuid
-from functools import partial
 
 import structlog
 from motor.motor_asyncio import AsyncIOMotorClient
 
-from bridge_lib.eventbus import EventPublisher, ensure_streams, make_broker, start_subscribers
-from bridge_lib.health import consumer_ref, mongo_ping, start_health_server
-from bridge_lib.jetstream_ready import when_jetstream_ready
-from bridge_lib.kvstore import ensure_bucket
-from bridge_lib.lease import Lease, open_lease_bucket
+from bridge_lib.eventbus import EventPublisher, ensure_streams, start_subscribers
+from bridge_lib.health import consumer_ref, mongo_ping
+from bridge_lib.kvstore import bucket_when_ready
+from bridge_lib.lease import Lease
+from bridge_lib.people_directory import PeopleDirectory
 from bridge_lib.planfix_setup import checked_planfix_client
-from bridge_lib.retention import RECORDED_AT, ensure_ttl_indexes, keep_sweeping
-from bridge_lib.runtime import freeze_startup_heap, wait_for_stop_signal
+from bridge_lib.retention import RECORDED_AT, start_retention
+from bridge_lib.runtime import broker_and_health, freeze_startup_heap, wait_for_stop_signal
 from bridge_lib.telegram import make_bot, telegram_self_check
-from contracts.subjects import (
-    RELAY_TELEGRAM_INBOUND,
-    TELEGRAM_PACE_BUCKET,
-)
+from contracts.subjects import LEASES_BUCKET, RELAY_TELEGRAM_INBOUND, TELEGRAM_PACE_BUCKET
 from services.relay import to_planfix, to_telegram
 from services.relay.config import RelaySettings
 from services.relay.directory import BindingDirectory
-from services.relay.people import PeopleDirectory
 
 log = structlog.get_logger("relay")
 # Of the 10 s a stop may take, what the Telegram -> Planfix step in flight gets to finish.
@@ -55,19 +50,8 @@ async def run(settings: RelaySettings) -> None:
         api_base_url=settings.telegram_api_base_url,
         timeout_s=30.0,
     )
-    broker = make_broker(
-        settings.nats_url,
-        name="relay",
-        retry_max_delay_s=settings.retry_max_delay_s,
-        **settings.nats_connect_options(),
-    )
-    health = await start_health_server(
-        service="relay",
-        broker=broker,
-        host=settings.health_host,
-        port=settings.health_port,
-        checks={"mongodb": mongo_ping(mongo)},
-        extra_consumers=[INBOUND_CONSUMER],
+    broker, health = await broker_and_health(
+        "relay", settings, checks={"mongodb": mongo_ping(mongo)}, extra_consumers=[INBOUND_CONSUMER]
     )
     await broker.connect()
     await ensure_streams(
@@ -83,16 +67,8 @@ async def run(settings: RelaySettings) -> None:
     await people.start(js)
     publisher = EventPublisher(broker)
     owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    lease_bucket = await when_jetstream_ready(
-        "the LEASES bucket",
-        partial(open_lease_bucket, js, replicas=settings.nats_stream_replicas),
-        timeout_s=settings.nats_startup_timeout_s,
-    )
-    pace_bucket = await when_jetstream_ready(
-        f"the {TELEGRAM_PACE_BUCKET.name} bucket",
-        partial(ensure_bucket, js, TELEGRAM_PACE_BUCKET, replicas=settings.nats_stream_replicas),
-        timeout_s=settings.nats_startup_timeout_s,
-    )
+    lease_bucket = await bucket_when_ready(js, LEASES_BUCKET, settings)
+    pace_bucket = await bucket_when_ready(js, TELEGRAM_PACE_BUCKET, settings)
 
     inbound = await to_planfix.build(
         settings,
@@ -118,16 +94,7 @@ async def run(settings: RelaySettings) -> None:
         people=people,
     )
     broker.include_router(outbound.router)
-    await ensure_ttl_indexes(database, RECORD_COLLECTIONS, days=settings.retention_days)
-    retention = asyncio.create_task(
-        keep_sweeping(
-            database,
-            RECORD_COLLECTIONS,
-            days=settings.retention_days,
-            interval_s=settings.retention_sweep_interval_min * 60,
-        ),
-        name="retention",
-    )
+    retention = await start_retention(database, RECORD_COLLECTIONS, settings)
 
     await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
     outbound.sender.start()

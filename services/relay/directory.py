@@ -13,13 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-import nats.js.errors
 import structlog
 
 from bridge_lib.followed_fold import FollowedFold
 from bridge_lib.i18n import Translator, translator
+from bridge_lib.last_event import last_event
 from contracts.bindings import Binding, Bindings, GroupLanguage, evolve, touched_groups
-from contracts.events import AnyEvent, ChatMigrated, decode_event
+from contracts.events import AnyEvent, ChatMigrated
 from contracts.subjects import ALL_BINDING_EVENTS, BINDING_STREAM, TELEGRAM_STREAM, telegram_group_migrated
 
 log = structlog.get_logger("relay.directory")
@@ -111,18 +111,11 @@ class BindingDirectory:
         """The group's old chat id if it became a supergroup; only ever asked on a miss."""
         if chat_id in self._migrated_from:
             return self._migrated_from[chat_id]
-        try:
-            raw = await self._js.get_last_msg(TELEGRAM_STREAM.name, telegram_group_migrated(chat_id))
-        except nats.js.errors.NotFoundError:
+        found = await last_event(self._js, TELEGRAM_STREAM.name, telegram_group_migrated(chat_id))
+        if found is None or not isinstance(found.event, ChatMigrated):
             return None
-        try:
-            event = decode_event(raw.data or b"")
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None
-        if not isinstance(event, ChatMigrated):
-            return None
-        self._migrated_from[chat_id] = event.old_chat_id
-        return event.old_chat_id
+        self._migrated_from[chat_id] = found.event.old_chat_id
+        return found.event.old_chat_id
 
     async def groups_for(self, task_number: int) -> list[Group]:
         groups = self._bindings.groups_of(task_number)

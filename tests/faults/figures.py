@@ -58,3 +58,15 @@ def count(sent: Mapping[int, int], seen: Mapping[int, Iterable[int]]) -> Figures
         delivered += len(first_seen)
     total = sum(sent.values())
     return Figures(total, delivered, total - delivered, duplicated, reordered)
+
+
+def assert_exact(to_planfix: Figures, to_telegram: Figures, *, telegram_in_flight: int = 0) -> None:
+    """Nothing lost or reordered either way, nothing posted twice to Planfix; Telegram may show at
+    most ``telegram_in_flight`` messages twice (sent, but their record cut by the fault)."""
+    figures = f"to Planfix: {to_planfix}; to Telegram: {to_telegram}"
+    assert to_planfix.lost == 0, figures
+    assert to_telegram.lost == 0, figures
+    assert to_planfix.duplicated == 0, f"Planfix must get every message exactly once ({figures})"
+    assert to_telegram.duplicated <= telegram_in_flight, figures
+    assert to_planfix.reordered == 0, figures
+    assert to_telegram.reordered == 0, figures

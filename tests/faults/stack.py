@@ -17,16 +17,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import nats
 import nats.errors
+import pytest
 
 from bridge_lib.eventbus import server_urls
 from contracts.events import TaskBound
 from devtools import devstack
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
-from tests.conftest import BOT_TOKEN, GROUP_PACE, PLANFIX_TOKEN, WEBHOOK_SECRET
+from tests.conftest import GROUP_PACE, WEBHOOK_SECRET
+from tests.e2e_bridge import stack_env, started, wait_until_ready
 from tests.faults.figures import Figures, count, marker, markers_in
 from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events, relayed_comments
 
@@ -290,10 +293,6 @@ class FaultBridge:
         return to_planfix, to_telegram
 
 
-def started(process: ServiceProcess, name: str) -> bool:
-    return f"{name}_started" in process.log_text()
-
-
 async def jetstream_ready(url: str) -> bool:
     try:
         nc = await nats.connect(server_urls(url), connect_timeout=2, max_reconnect_attempts=1)
@@ -334,21 +333,19 @@ def fault_bridge(
     eventually(lambda: loop.run(jetstream_ready(cluster.url)), timeout_s=60, what="JetStream cluster ready")
     webhook_port = devstack.free_port()
     env = {
-        "NATS_URL": cluster.url,
+        **stack_env(
+            cluster.url,
+            mongo_url,
+            f"faults_{webhook_port}",
+            fake_telegram,
+            fake_planfix,
+            webhook_port=webhook_port,
+        ),
         "NATS_STREAM_REPLICAS": "3",
-        "MONGODB_URL": mongo_url,
-        "MONGODB_DATABASE": f"faults_{webhook_port}",
-        "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
-        "TELEGRAM_API_BASE_URL": fake_telegram.base_url,
-        "PLANFIX_BASE_URL": fake_planfix.base_url,
-        "PLANFIX_API_TOKEN": PLANFIX_TOKEN,
         "PLANFIX_RATE_PER_S": "50",
         "PLANFIX_BURST": "5",
         # A hung Planfix answer is given up on (and retried) after this long.
         "PLANFIX_TIMEOUT_S": "3",
-        "PLANFIX_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "PLANFIX_WEBHOOK_PORT": str(webhook_port),
-        "PLANFIX_WEBHOOK_HOST": "127.0.0.1",
         "RELAY_GROUP_PACE_MESSAGES": str(GROUP_PACE[0]),
         "RELAY_GROUP_PACE_WINDOW_S": str(GROUP_PACE[1]),
         "RELAY_GROUP_LEASE_TTL_S": str(GROUP_LEASE_TTL_S),
@@ -374,9 +371,7 @@ def fault_bridge(
         store_dir=store_dir if store is not None else None,
     )
     try:
-        devstack.wait_for_port(webhook_port, timeout_s=60, what="planfix_gateway")
-        for name in ("relay", "binder"):
-            eventually(partial(started, processes[name], name), timeout_s=60, what=f"{name} started")
+        wait_until_ready(processes, webhook_port, timeout_s=60)
         yield bridge
     finally:
         fake_planfix.webhook_url = previous_webhook_url
@@ -385,3 +380,41 @@ def fault_bridge(
         cluster.stop()
         if bridge.store is not None:
             bridge.store.stop()
+
+
+def fault_bridge_fixture(
+    label: str,
+    groups: Callable[[], list[int]],
+    *,
+    own_store: bool = False,
+    extra_env: dict[str, str] | None = None,
+) -> Any:
+    """A fault test module's ``bridge`` fixture (``bridge = fault_bridge_fixture(...)``): the bridge
+    under faults with ``groups()`` bound, started once for the module; at the end the figures,
+    kept in ``<label>-figures.txt`` of the run directory, are printed."""
+
+    @pytest.fixture(scope="module", name="bridge")
+    def bridge(
+        loop: LoopThread,
+        work_dir: Path,
+        mongo_url: str,
+        fake_telegram: FakeTelegram,
+        fake_planfix: FakePlanfix,
+    ) -> Iterator[FaultBridge]:
+        figures_file = work_dir / f"{label.replace(' ', '-')}-figures.txt"
+        with fault_bridge(
+            loop,
+            work_dir / f"{label.replace(' ', '-')}s",
+            mongo_url,
+            fake_telegram,
+            fake_planfix,
+            figures_file,
+            own_store=own_store,
+            extra_env=extra_env,
+        ) as running:
+            running.bind_groups(groups())
+            yield running
+        print(f"\n{label} figures ({os.environ.get('FAULTS_SCALE', 'quick')} sizes):")
+        print(figures_file.read_text())
+
+    return bridge

@@ -10,18 +10,12 @@ groups, ``default`` (``make faults``) 200 each way; ``make test`` runs every fau
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from sandbox.fake_planfix import FakePlanfix
-from sandbox.fake_telegram import FakeTelegram
-from tests.faults.figures import Figures
-from tests.faults.stack import FaultBridge, fault_bridge, sizes
-from tests.support import LoopThread
+from tests.faults.figures import assert_exact
+from tests.faults.stack import FaultBridge, fault_bridge_fixture, sizes
 
 SIZES = sizes()
 # A fault, its burst and the wait for everything to arrive take minutes at the full sizes.
@@ -29,39 +23,15 @@ pytestmark = pytest.mark.timeout(900)
 FIRST_CHAT_ID = -1009700000000
 
 
-@pytest.fixture(scope="module")
-def bridge(
-    loop: LoopThread,
-    work_dir: Path,
-    mongo_url: str,
-    fake_telegram: FakeTelegram,
-    fake_planfix: FakePlanfix,
-) -> Iterator[FaultBridge]:
-    figures_file = work_dir / "fault-figures.txt"
-    with fault_bridge(
-        loop, work_dir / "faults", mongo_url, fake_telegram, fake_planfix, figures_file
-    ) as running:
-        running.bind_groups(all_groups())
-        yield running
-    print(f"\nfault figures ({os.environ.get('FAULTS_SCALE', 'quick')} sizes):")
-    print(figures_file.read_text())
-
-
 def all_groups() -> list[int]:
     return [FIRST_CHAT_ID - index for index in range(max(SIZES.groups, SIZES.replica_groups))]
 
 
+bridge = fault_bridge_fixture("fault", all_groups)
+
+
 def crash_groups() -> list[int]:
     return all_groups()[: SIZES.groups]
-
-
-def assert_exact(to_planfix: Figures, to_telegram: Figures, *, telegram_in_flight: int = 0) -> None:
-    assert to_planfix.lost == 0
-    assert to_telegram.lost == 0
-    assert to_planfix.duplicated == 0, "Planfix must get every message exactly once"
-    assert to_telegram.duplicated <= telegram_in_flight
-    assert to_planfix.reordered == 0
-    assert to_telegram.reordered == 0
 
 
 @pytest.mark.parametrize("service", ["relay", "telegram_gateway", "planfix_gateway", "binder"])

@@ -13,20 +13,15 @@ messages each way).
 from __future__ import annotations
 
 import json
-import os
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import nats
 import pytest
 
 from contracts.subjects import FETCHER_COMMENT_WEBHOOKS, PLANFIX_COMMENT_MARKS_BUCKET
-from sandbox.fake_planfix import FakePlanfix
-from sandbox.fake_telegram import FakeTelegram
-from tests.faults.figures import Figures
-from tests.faults.stack import RETRY_MAX_DELAY_S_UNDER_TEST, FaultBridge, fault_bridge, sizes
-from tests.support import LoopThread, eventually
+from tests.faults.figures import assert_exact
+from tests.faults.stack import RETRY_MAX_DELAY_S_UNDER_TEST, FaultBridge, fault_bridge_fixture, sizes
+from tests.support import eventually
 
 SIZES = sizes()
 pytestmark = pytest.mark.timeout(900)
@@ -38,49 +33,22 @@ DEAD_WEBHOOK_URL = "http://127.0.0.1:9/planfix/webhook/nobody-home"
 STREAMS_FULL_S = 5.0
 
 
-@pytest.fixture(scope="module")
-def bridge(
-    loop: LoopThread,
-    work_dir: Path,
-    mongo_url: str,
-    fake_telegram: FakeTelegram,
-    fake_planfix: FakePlanfix,
-) -> Iterator[FaultBridge]:
-    figures_file = work_dir / "long-fault-figures.txt"
-    extra_env = {
+def groups() -> list[int]:
+    return [FIRST_CHAT_ID - index for index in range(SIZES.long_groups)]
+
+
+bridge = fault_bridge_fixture(
+    "long fault",
+    groups,
+    own_store=True,
+    extra_env={
         "RETRY_MAX_DELAY_S": str(RETRY_MAX_DELAY_S_UNDER_TEST),
         "PLANFIX_REREAD_INTERVAL_MIN": str(REREAD_INTERVAL_S / 60),
         "PLANFIX_RECONCILE_QUIET_INTERVAL_MIN": str(REREAD_INTERVAL_S / 60),
         "PLANFIX_RECONCILE_GRACE_S": "1",
         "PLANFIX_REREAD_MAX_PER_DAY": "1000000",
-    }
-    with fault_bridge(
-        loop,
-        work_dir / "long-faults",
-        mongo_url,
-        fake_telegram,
-        fake_planfix,
-        figures_file,
-        own_store=True,
-        extra_env=extra_env,
-    ) as running:
-        running.bind_groups(groups())
-        yield running
-    print(f"\nlong fault figures ({os.environ.get('FAULTS_SCALE', 'quick')} sizes):")
-    print(figures_file.read_text())
-
-
-def groups() -> list[int]:
-    return [FIRST_CHAT_ID - index for index in range(SIZES.long_groups)]
-
-
-def assert_exact(to_planfix: Figures, to_telegram: Figures, *, telegram_in_flight: int = 0) -> None:
-    assert to_planfix.lost == 0
-    assert to_telegram.lost == 0
-    assert to_planfix.duplicated == 0, "Planfix must get every message exactly once"
-    assert to_telegram.duplicated <= telegram_in_flight
-    assert to_planfix.reordered == 0
-    assert to_telegram.reordered == 0
+    },
+)
 
 
 def fetcher_idle(bridge: FaultBridge) -> bool:

@@ -15,11 +15,11 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from bridge_lib.eventbus import EventPublisher
 from bridge_lib.lease import Lease
+from bridge_lib.people_directory import PeopleDirectory
 from bridge_lib.planfix import PlanfixClient
 from services.relay.config import RelaySettings
 from services.relay.directory import BindingDirectory, group_texts
 from services.relay.effects import BridgedComments
-from services.relay.people import PeopleDirectory
 from services.relay.to_planfix.authors import Authors, ContactBook
 from services.relay.to_planfix.carrier import Carrier
 from services.relay.to_planfix.consumer import InboundConsumer

@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import nats.js.errors
 import structlog
 
-from contracts.events import BindRejected, BindRequested, TaskBound, decode_event
+from bridge_lib.last_event import last_event
+from contracts.events import AnyEvent, BindRejected, BindRequested, TaskBound
 from contracts.subjects import (
     BINDING_STREAM,
     TELEGRAM_STREAM,
@@ -111,12 +111,6 @@ class PendingBinds:
                 return True
         return False
 
-    async def _last(self, stream: str, subject: str) -> Any:
-        try:
-            raw = await self._js.get_last_msg(stream, subject)
-        except nats.js.errors.NotFoundError:
-            return None
-        try:
-            return decode_event(raw.data or b"")
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None
+    async def _last(self, stream: str, subject: str) -> AnyEvent | None:
+        found = await last_event(self._js, stream, subject)
+        return found.event if found is not None else None

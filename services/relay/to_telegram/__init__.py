@@ -20,6 +20,7 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from bridge_lib.eventbus import EventPublisher, undecoded
 from bridge_lib.lease import Leases
+from bridge_lib.people_directory import PeopleDirectory
 from bridge_lib.planfix import PlanfixClient
 from bridge_lib.task_state import last_task_state
 from contracts.events import RetryTelegramDelivery, TelegramDeliveryRetried, envelope_after
@@ -27,7 +28,6 @@ from contracts.subjects import RELAY_RETRY_TELEGRAM_DELIVERY
 from services.relay.config import RelaySettings
 from services.relay.directory import BindingDirectory, group_texts
 from services.relay.effects import OwnComments
-from services.relay.people import PeopleDirectory
 from services.relay.to_telegram.courier import Courier, SentComments, TelegramPace
 from services.relay.to_telegram.dead_letters import DeadLetters
 from services.relay.to_telegram.handlers import ToTelegram, router

@@ -19,6 +19,7 @@ from faststream.nats import NatsRouter
 from bridge_lib import link_codes
 from bridge_lib.eventbus import Delivery, consume_durably
 from bridge_lib.i18n import DEFAULT_LANGUAGE, Translator, language_or_default, translator
+from bridge_lib.people_directory import PeopleDirectory
 from contracts.bindings import language_after
 from contracts.events import (
     AnonymousAdminPosted,
@@ -59,7 +60,6 @@ from contracts.subjects import (
 )
 from services.relay.directory import BindingDirectory, BoundTask
 from services.relay.effects import OwnComments
-from services.relay.people import PeopleDirectory
 from services.relay.to_telegram.from_planfix_html import comment_author_line, telegram_comment_text
 from services.relay.to_telegram.items import Action, OutboxItem
 from services.relay.to_telegram.notices import (

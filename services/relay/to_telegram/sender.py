@@ -47,10 +47,9 @@ from contracts.events import (
     TelegramMessagesEdited,
     TelegramMessageSent,
     envelope_after,
-    event_id_for,
+    envelope_in,
     root_envelope,
     telegram_migration_key,
-    utc_now,
 )
 from services.relay.directory import BindingDirectory
 from services.relay.to_telegram.courier import Courier
@@ -541,12 +540,7 @@ class TelegramSender:
 
 def item_envelope(item: OutboxItem, key: str) -> Envelope:
     # Like ``envelope_after``, from what the item kept of the event that caused it.
-    return {
-        "event_id": event_id_for(key),
-        "occurred_at": utc_now(),
-        "correlation_id": item.correlation_id,
-        "causation_id": item.causation_id,
-    }
+    return envelope_in(key, correlation_id=item.correlation_id, causation_id=item.causation_id)
 
 
 def _effect(item: OutboxItem, message_ids: list[int]) -> Event:

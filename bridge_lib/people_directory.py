@@ -1,10 +1,10 @@
-"""Who each Telegram person is in Planfix: the relay's live copy of ``contracts.people`` (the
-PEOPLE fold), shared by both wings.
+"""Who each Telegram person is in Planfix: a service's live copy of ``contracts.people`` (the
+PEOPLE fold). The relay names comments' owners and mentioned people from it; the binder learns
+who writes ``/task``.
 
 At start it replays the PEOPLE stream through an ordered consumer, then follows it; lookups are
-reads of an immutable ``People`` value, so naming a comment's owner or a mentioned person costs
-no Planfix request and no store round trip. A person not (yet) known is simply unknown: their
-message is carried as a stranger's, never held back.
+reads of an immutable ``People`` value, so a lookup costs no Planfix request and no store round
+trip. A person not (yet) known is simply unknown (``catch_up`` for who must not miss a link).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from contracts.events import AnyEvent, PersonLinked, PersonUnlinked
 from contracts.people import People, Person, evolve
 from contracts.subjects import ALL_PEOPLE_EVENTS, PEOPLE_STREAM
 
-log = structlog.get_logger("relay.people")
+log = structlog.get_logger("people_directory")
 
 
 class PeopleDirectory:
@@ -50,6 +50,10 @@ class PeopleDirectory:
 
     def apply(self, event: AnyEvent) -> None:
         self._fold.apply(event)
+
+    async def catch_up(self, timeout_s: float = 10.0) -> None:
+        """Wait until every PEOPLE event stored by now has been applied."""
+        await self._fold.catch_up(timeout_s)
 
     def _changed(self, people: People, event: AnyEvent) -> None:
         self._reindex()
