@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import email.utils
 import uuid
-from contextvars import ContextVar
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -81,10 +80,6 @@ from bridge_lib.planfix_tasks import (
 from contracts.events import PlanfixFile, PlanfixTaskState
 
 log = structlog.get_logger("planfix")
-
-# Set when a request of the current task leaves for Planfix: a caller whose call was cancelled
-# can tell "maybe made" from "never sent" (reset it before the call).
-REQUEST_SENT: ContextVar[bool] = ContextVar("planfix_request_sent", default=False)
 
 # Planfix error codes the bridge acts on.
 CODE_BAD_TOKEN = 1
@@ -842,7 +837,6 @@ class PlanfixClient:
         except PacingUnavailable as error:
             raise _NotSent(str(error)) from error
         try:
-            REQUEST_SENT.set(True)
             response = await self._http.request(method, path, json=json, params=params, files=files)
         except (httpx.ConnectError, httpx.ConnectTimeout) as error:
             raise _NotSent(f"{method} {path}: {type(error).__name__}") from error

@@ -28,7 +28,6 @@ from bridge_lib.eventbus import (
 )
 from bridge_lib.i18n import Translator, translator
 from bridge_lib.planfix import (
-    REQUEST_SENT,
     CommentNotFound,
     OwnerRefused,
     PlanfixAuthError,
@@ -83,6 +82,15 @@ _RECOVERY_PAGES = 5
 # How long a post that got no answer may still turn up in Planfix (a request cut at our timeout
 # or by a stop is still worked on there): until then it is looked for, not posted again.
 UNSURE_POST_GRACE_S = 60.0
+
+
+class UnsurePostPending(PlanfixUnavailable):
+    """A post that got no answer may still be made by Planfix: look again in ``retry_after_s``
+    (the consumer's retry honours it and keeps the batch's messages in hand meanwhile)."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__("an earlier post of this comment got no answer; looking for it again before posting")
+        self.retry_after_s = max(0.1, min(UNSURE_POST_GRACE_S, retry_after_s))
 
 
 def may_post_again(unsure_since: float | None, now: float, *, grace_s: float = UNSURE_POST_GRACE_S) -> bool:
@@ -262,18 +270,8 @@ class Carrier:
                     entry.owner = None  # the robot posted it (the owner was refused): edits name authors
                 return found.id
             if not may_post_again(entry.unsure_since, time.time()):
-                # Planfix may still make it: wait out the rest of the grace here (a retry's
-                # growing delay would overshoot it), then look once more.
                 assert entry.unsure_since is not None
-                wait_s = max(
-                    0.0, min(UNSURE_POST_GRACE_S, entry.unsure_since + UNSURE_POST_GRACE_S - time.time())
-                )
-                log.info("unanswered_post_waited_for", wait_s=round(wait_s, 1))
-                await asyncio.sleep(wait_s)
-                found = await self._find_comment(entry.task_number, entry.run_key)
-                if found is not None:
-                    log.info("comment_found_after_crash", comment_id=found.id)
-                    return found.id
+                raise UnsurePostPending(entry.unsure_since + UNSURE_POST_GRACE_S - time.time())
         if not self._authors.owners_on:
             entry.owner = None  # Planfix refused owners lately: the robot writes, naming authors
         try:
@@ -286,15 +284,10 @@ class Carrier:
             return comment_id
 
     async def _add_comment_or_mark_unsure(self, entry: LedgerEntry) -> int:
-        REQUEST_SENT.set(False)
         try:
             return await self._add_comment(entry)
         except PlanfixNoAnswer:
             await self._mark_unsure(entry)
-            raise
-        except asyncio.CancelledError:
-            if REQUEST_SENT.get():  # cut while Planfix had it (a stop); not while waiting to send
-                await self._mark_unsure(entry)
             raise
 
     async def _mark_unsure(self, entry: LedgerEntry) -> None:
