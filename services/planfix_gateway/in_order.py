@@ -18,11 +18,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-import msgspec
-import nats.js.errors
 import structlog
 
 from bridge_lib.eventbus import EventPublisher, TransientFailure
+from bridge_lib.last_event import last_event
 from bridge_lib.planfix import (
     CommentLister,
     PlanfixAuthError,
@@ -38,7 +37,6 @@ from contracts.events import (
     PlanfixCommentWebhookReceived,
     PlanfixFile,
     PlanfixPerson,
-    decode_event,
     envelope_after,
     planfix_comment_key,
     root_envelope,
@@ -57,18 +55,10 @@ LastStored = Callable[[int], Awaitable[int | None]]
 
 
 async def last_stored_in(js: Any, task_number: int) -> int | None:
-    """The id of the task's newest comment in the PLANFIX stream (None: none kept)."""
-    try:
-        raw = await js.get_last_msg(PLANFIX_STREAM.name, subjects.planfix_comment_added(task_number))
-    except nats.js.errors.NotFoundError:
-        return None
-    try:
-        event = decode_event(raw.data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        # Not ours to read (a newer version's event): carry from the announced comment on.
-        log.warning("last_stored_comment_unreadable", task_number=task_number)
-        return None
-    return event.comment_id if isinstance(event, PlanfixCommentAdded) else None
+    """The id of the task's newest comment in the PLANFIX stream (None: none kept, or unreadable:
+    then the announced comment is where the task starts)."""
+    last = await last_event(js, PLANFIX_STREAM.name, subjects.planfix_comment_added(task_number))
+    return last.event.comment_id if last is not None and isinstance(last.event, PlanfixCommentAdded) else None
 
 
 def comments_to_carry(
