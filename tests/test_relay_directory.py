@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contracts.events import TaskBound, TaskUnbound, TelegramUser
+from contracts.events import BindingResumed, BindingSuspended, TaskBound, TaskUnbound, TelegramUser
 from services.relay.directory import BindingDirectory
 from tests.support import envelope
 
@@ -45,9 +45,21 @@ def test_an_unbind_of_the_current_task_removes_it() -> None:
 
 def test_a_change_wakes_its_chat_and_an_event_that_changes_nothing_wakes_nobody() -> None:
     directory = BindingDirectory()
-    woken: list[int] = []
-    directory.on_change(woken.append)
+    woken: list[tuple[int, bool]] = []
+    directory.on_change(lambda chat_id, suspended: woken.append((chat_id, suspended)))
     for event in (bound(1, 1), unbound(2, 2), bound(2, 3)):
         directory.apply(event)
-    assert woken == [CHAT, CHAT]
+    assert woken == [(CHAT, False), (CHAT, False)]
     assert directory.bindings_of(CHAT)[None].task_number == 2
+
+
+def test_the_sender_is_told_when_the_bot_leaves_a_group_and_when_it_is_back() -> None:
+    directory = BindingDirectory()
+    told: list[tuple[int, bool]] = []
+    directory.apply(bound(1, 1))
+    directory.on_change(lambda chat_id, suspended: told.append((chat_id, suspended)))
+    directory.apply(BindingSuspended(**envelope("e2"), chat_id=CHAT, task_number=1))
+    assert directory.suspended_groups() == {CHAT}
+    directory.apply(BindingResumed(**envelope("e3"), chat_id=CHAT, task_number=1, task_title="Task 1"))
+    assert told == [(CHAT, True), (CHAT, False)]
+    assert directory.suspended_groups() == set()

@@ -52,10 +52,11 @@ class BindingDirectory:
         self._js: Any = None
         # new chat id -> old chat id, learned from ChatMigrated events on a miss.
         self._migrated_from: dict[int, int] = {}
-        self._listeners: list[Callable[[int], None]] = []
+        self._listeners: list[Callable[[int, bool], None]] = []
 
-    def on_change(self, listener: Callable[[int], None]) -> None:
-        """Call ``listener(chat_id)`` whenever a group's binding changes (e.g. to wake its sender)."""
+    def on_change(self, listener: Callable[[int, bool], None]) -> None:
+        """Call ``listener(chat_id, suspended)`` whenever a group's binding changes: the sender
+        learns here, not by asking at each turn, whether the bot may write in the group."""
         self._listeners.append(listener)
 
     @property
@@ -83,8 +84,9 @@ class BindingDirectory:
         if not touched:
             return  # a group's language: nothing waits on it
         chat_id = touched[-1][0]
+        suspended = self.is_suspended(chat_id)
         for listener in self._listeners:
-            listener(chat_id)
+            listener(chat_id, suspended)
 
     def language_of(self, chat_id: int) -> GroupLanguage | None:
         """The language chosen for the group (/lang, or its first binder's); None: the default."""
@@ -93,6 +95,9 @@ class BindingDirectory:
     def is_suspended(self, chat_id: int) -> bool:
         """The bot left this group: nothing may be sent there until the binding resumes."""
         return any(binding.suspended for binding in self._bindings.of_chat(chat_id).values())
+
+    def suspended_groups(self) -> set[int]:
+        return {chat_id for (chat_id, _), binding in self._bindings.by_group.items() if binding.suspended}
 
     def bindings_of(self, chat_id: int) -> dict[int | None, BoundTask]:
         """Every binding of a chat, by forum topic (None: the group as a whole)."""

@@ -110,7 +110,7 @@ async def build(
         courier=courier,
         revisions=CommentRevisions(bot=bot, courier=courier, sent=sent, texts=texts),
         cards=TaskCards(bot=bot, courier=courier, outbox=outbox, database=database, texts=texts),
-        directory=directory,
+        suspended_groups=directory.suspended_groups(),
         publisher=publisher,
         nudge=nudges.send,
         set_aside=dead_letters.set_aside,
@@ -120,7 +120,7 @@ async def build(
     await nudges.listen(sender.nudged)
     await dead_letters.letter_earlier_refusals()
     # After the replay: only live binding changes (e.g. a resumed group) wake a sender.
-    directory.on_change(sender.wake)
+    directory.on_change(sender.binding_changed)
     handlers = ToTelegram(
         directory=directory,
         own_comments=OwnComments(database),

@@ -51,7 +51,6 @@ from contracts.events import (
     root_envelope,
     telegram_migration_key,
 )
-from services.relay.directory import BindingDirectory
 from services.relay.to_telegram.courier import Courier
 from services.relay.to_telegram.items import Action, ItemState, OutboxItem
 from services.relay.to_telegram.revisions import CommentRevisions
@@ -263,7 +262,7 @@ class TelegramSender:
         courier: Courier,
         revisions: CommentRevisions,
         cards: TaskCards,
-        directory: BindingDirectory,
+        suspended_groups: set[int],
         publisher: EventPublisher,
         nudge: Callable[[int], Awaitable[None]],
         set_aside: Callable[[OutboxItem, str], Awaitable[None]],
@@ -274,7 +273,8 @@ class TelegramSender:
         self._courier = courier
         self._revisions = revisions
         self._cards = cards
-        self._directory = directory
+        # Groups the bot was removed from, kept by the directory's pushes (``binding_changed``).
+        self._suspended = set(suspended_groups)
         self._publisher = publisher
         # Asks the other replicas' holder of a group to look at its outbox.
         self._nudge = nudge
@@ -314,6 +314,11 @@ class TelegramSender:
             log.warning("group_leases_not_released", error=f"{type(error).__name__}: {error}")
 
     # --- which groups are drained ----------------------------------------------------------------
+
+    def binding_changed(self, chat_id: int, suspended: bool) -> None:
+        """The directory's word on a group's binding: a resumed group's items go out."""
+        (self._suspended.add if suspended else self._suspended.discard)(chat_id)
+        self.wake(chat_id)
 
     def wake(self, chat_id: int) -> None:
         """Something is pending for this group: make sure a task drains it."""
@@ -381,7 +386,7 @@ class TelegramSender:
         after_crash = True
         all_out = False  # everything the last look found went out
         while not self._stopping:
-            if self._directory.is_suspended(chat_id):
+            if chat_id in self._suspended:
                 log.info("group_suspended_messages_kept")
                 await self._courier.release_group(chat_id)
                 return
@@ -497,7 +502,7 @@ class TelegramSender:
             log.warning("combined_message_refused_sending_singly", error=self._describe(error))
             return True
         item = batch[0]
-        if self._directory.is_suspended(item.chat_id):
+        if item.chat_id in self._suspended:
             return False
         attempt = await self._outbox.count_attempt(item.key, self._describe(error))
         if attempt < self._max_attempts:
