@@ -48,9 +48,10 @@ def main() -> None:
                 time.sleep(0.3)
             result = burst(stack, receipts, tasks=tasks, count=args.messages, timeout_s=300)
             cpu = ", ".join(f"{k} {v:.2f}" for k, v in sorted(result.cpu_ms_per_message.items()))
+            ops = ", ".join(f"{k} {v:.2f}" for k, v in sorted(result.store_ops_per_message.items()))
             print(
                 f"round {round_}: {result.delivered}/{args.messages} in {result.seconds:.2f} s "
-                f"= {result.msg_per_s:.0f} msg/s; CPU ms/msg: {cpu}",
+                f"= {result.msg_per_s:.0f} msg/s; CPU ms/msg: {cpu}; store ops/msg: {ops}",
                 flush=True,
             )
             for sampler in samplers:

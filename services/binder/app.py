@@ -10,7 +10,6 @@ import msgspec
 import structlog
 from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsMessage
-from motor.motor_asyncio import AsyncIOMotorClient
 
 from bridge_lib.cancel import cancelled
 from bridge_lib.eventbus import (
@@ -25,6 +24,7 @@ from bridge_lib.people_directory import PeopleDirectory
 from bridge_lib.planfix_setup import checked_planfix_client
 from bridge_lib.retention import RECORDED_AT, start_retention
 from bridge_lib.runtime import broker_and_health, wait_for_stop_signal
+from bridge_lib.store import store_client
 from contracts import subjects
 from contracts.events import (
     AdmitGroup,
@@ -162,9 +162,7 @@ RECORD_COLLECTIONS = {"bind_requests": RECORDED_AT, "group_changes": RECORDED_AT
 
 
 async def run(settings: BinderSettings) -> None:
-    mongo: AsyncIOMotorClient[dict[str, object]] = AsyncIOMotorClient(
-        settings.mongodb_url, serverSelectionTimeoutMS=10_000, tz_aware=True
-    )
+    mongo = store_client(settings.mongodb_url)
     store = BindingStore(mongo[settings.mongodb_database])
     await store.create_indexes()
     codes = LinkCodes(mongo[settings.mongodb_database])
