@@ -11,11 +11,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
+
 from bench.bindings import bind_by_command
 from bench.capacity import burst, cpu_per_message
 from bench.latency import offered
 from bench.profile import Sampler
-from bench.stack import BenchStack
+from bench.stack import STORE_OPERATIONS_METRIC, BenchStack
 from bench.traffic import Receipts
 
 PROFILED = ("relay", "planfix_gateway")
@@ -75,6 +77,16 @@ def main() -> None:
                 + ", ".join(f"{k} {v:.2f}" for k, v in sorted(offered_cpu.items())),
                 flush=True,
             )
+        for label, process in stack.services.items():
+            lines = [
+                line
+                for line in httpx.get(process.metrics_url, timeout=5).text.splitlines()
+                if line.startswith(STORE_OPERATIONS_METRIC)
+            ]
+            if lines:
+                print(
+                    f"{label} store commands since start:", "; ".join(line.split("{", 1)[1] for line in lines)
+                )
     finally:
         stack.stop()
     print(f"work dir {work_dir}")
