@@ -11,6 +11,7 @@ import structlog
 from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsMessage
 
+from bridge_lib import link_codes
 from bridge_lib.cancel import cancelled
 from bridge_lib.eventbus import (
     EventPublisher,
@@ -142,7 +143,13 @@ def build(
         policy=settings.bind_policy,
     )
     closed_tasks = ClosedTasks(store=store, publisher=publisher, enabled=settings.unbind_closed_tasks)
-    consume_durably(binder_router, BINDER_LINK_CODES, (PlanfixCommentAdded,), linking.redeem)
+    consume_durably(
+        binder_router,
+        BINDER_LINK_CODES,
+        (PlanfixCommentAdded,),
+        linking.redeem,
+        wanted=link_codes.may_hold_code,
+    )
     consume_durably(binder_router, BINDER_TASK_COMMANDS, TaskCommandRequested, task_commands.handle)
     consume_durably(binder_router, BINDER_CLOSED_TASKS, PlanfixTaskStateChanged, closed_tasks.handle)
 
