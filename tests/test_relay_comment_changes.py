@@ -35,7 +35,10 @@ class MemoryOutbox(Outbox):
     def __init__(self) -> None:
         self.items: dict[str, OutboxItem] = {}
 
-    async def enqueue(self, item: OutboxItem) -> bool:
+    async def finished_among(self, keys: list[str]) -> set[str]:
+        return set()
+
+    async def enqueue(self, item: OutboxItem, *, finished_checked: bool = False) -> bool:
         return self.items.setdefault(item.key, item) is item
 
 

@@ -32,7 +32,7 @@ INBOUND_CONSUMER = consumer_ref(RELAY_TELEGRAM_INBOUND)
 # The relay's records (collection -> date field), deleted after RETENTION_DAYS (bridge_lib.retention);
 # the waiting outbox and the contacts made for Telegram people are state, kept.
 RECORD_COLLECTIONS = {
-    "telegram_outbox": "finished_at",  # only finished items have one
+    "telegram_outbox_finished": "finished_at",
     "comment_ledger": RECORDED_AT,
     "comment_ledger_leads": RECORDED_AT,
     "telegram_sent_comments": RECORDED_AT,
