@@ -186,14 +186,14 @@ def evolve(bindings: Bindings, event: AnyEvent) -> Bindings:
         case BindingMoved():
             current = bindings.get(event.old_chat_id, event.thread_id)
             # A move of a binding this fold does not hold makes it, in the new chat.
-            moved = (
+            binding = (
                 _binding_made_by(event, bound_by_user_id=None)
                 if current is None
                 else msgspec.structs.replace(
                     current, chat_id=event.chat_id, task_number=event.task_number, task_title=event.task_title
                 )
             )
-            return bindings.without((event.old_chat_id, event.thread_id)).with_binding(moved)
+            return bindings.without((event.old_chat_id, event.thread_id)).with_binding(binding)
         case _:
             return bindings
 
