@@ -11,10 +11,10 @@ import re
 import ssl
 import sys
 import uuid
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
-from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge_lib.planfix import ContactDefaults, RecipientRole, Recipients, RolesForm, TaskDefaults
 from bridge_lib.redaction import register_settings_secrets
@@ -238,6 +238,14 @@ NOTIFY_CHOICES: dict[str, RecipientRole | None] = {
 
 def _split_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _split_if_text(value: object) -> object:
+    return _split_list(value) if isinstance(value, str) else value
+
+
+# Whole numbers written as a comma-separated list ("1, 2,3"; empty: none), e.g. chat ids.
+CommaSeparatedInts = Annotated[frozenset[int], NoDecode, BeforeValidator(_split_if_text)]
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -111,7 +111,7 @@ def build(
     )
     access = BindAccess(
         policy=settings.bind_policy,
-        allowed_chats=settings.allowed_chat_ids,
+        allowed_chats=settings.allowed_chats,
         groups_per_task=settings.groups_per_task,
     )
     requesters = Requesters(known=people, planfix=planfix, publisher=publisher)
