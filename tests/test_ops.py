@@ -609,7 +609,7 @@ def test_a_message_set_aside_before_refusals_were_dead_letters_is_listed_after_t
         "reason": "Telegram server says - Bad Request: CHAT_WRITE_FORBIDDEN",
         "enqueued_at": datetime.now(UTC),
     }
-    ops.mongo(lambda db: db["telegram_outbox_finished"].insert_one(document))
+    ops.mongo(lambda db: db["telegram_outbox"].insert_one(document))
 
     assert ops.processes["relay"].stop() == 0
     ops.processes["relay"].start()

@@ -484,7 +484,7 @@ def test_an_anonymous_admin_is_told_again_after_a_quiet_day_and_their_commands_a
     # A day goes by: the guidance went out 25 hours ago.
     eventually(
         lambda: bridge.update_documents(
-            "telegram_outbox_finished",
+            "telegram_outbox",
             {"chat_id": unique_chat_id, "kind": "anonymous_admin_guidance"},
             {"$set": {"enqueued_at": datetime.now(UTC) - timedelta(hours=25)}},
         ),

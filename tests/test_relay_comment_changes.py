@@ -35,10 +35,7 @@ class MemoryOutbox(Outbox):
     def __init__(self) -> None:
         self.items: dict[str, OutboxItem] = {}
 
-    async def finished_among(self, keys: list[str]) -> set[str]:
-        return set()
-
-    async def enqueue(self, item: OutboxItem, *, finished_checked: bool = False) -> bool:
+    async def enqueue(self, item: OutboxItem) -> bool:
         return self.items.setdefault(item.key, item) is item
 
 

@@ -117,7 +117,7 @@ def test_a_delivered_outbox_item_keeps_no_text_and_a_refused_one_keeps_it_with_a
             dead.key,
             "Bad Request at https://api.telegram.org/bot123456:ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef1234/sendMessage",
         )
-        finished = database["telegram_outbox_finished"]
+        finished = database["telegram_outbox"]
         return await finished.find_one({"_id": "sent"}), await finished.find_one({"_id": "dead"})
 
     sent, dead = with_database(loop, mongo_url, work)

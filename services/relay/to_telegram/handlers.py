@@ -9,7 +9,6 @@ answered; a group that became a supergroup takes its waiting items along.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, get_args
 
@@ -83,10 +82,6 @@ from services.relay.to_telegram.sender import Outbox
 log = structlog.get_logger("relay.to_telegram")
 # An anonymous admin is told again how to fix it once the group was not told for this long.
 ANONYMOUS_GUIDANCE_EVERY_S = 24 * 3600.0
-
-
-async def _false() -> bool:
-    return False
 
 
 class TaskLifeHooks(Protocol):
@@ -191,7 +186,7 @@ class ToTelegram:
         structlog.contextvars.bind_contextvars(task_number=event.task_number, comment_id=event.comment_id)
         # In the order a comment travels: its author's @username (people), its groups and their
         # languages (directory), its text there (from_planfix_html), then whether it is ours
-        # (effects) and already out, and into each group's outbox (sender).
+        # (effects), and into each group's outbox unless its key is taken already (sender).
         shown = event if isinstance(event, PlanfixCommentAdded | PlanfixCommentUpdated) else None
         username = self._telegram_username(shown.author.id) if shown else None
         groups = await self._directory.groups_for(event.task_number)
@@ -200,13 +195,7 @@ class ToTelegram:
             _comment_item(event, chat_id, thread_id, username, t)
             for (chat_id, thread_id), t in zip(groups, languages, strict=True)
         ]
-        # The questions before queueing do not depend on each other: asked together, one
-        # round trip's wait instead of two (this consumer takes one event at a time).
-        own, gone_out = await asyncio.gather(
-            self._is_own_comment(shown) if shown else _false(),
-            self._outbox.finished_among([item.key for item in items]),
-        )
-        if own:
+        if shown and await self._is_own_comment(shown):
             log.info("own_comment_not_echoed")
             return
         if shown and link_codes.code_in(shown.text_html):
@@ -217,10 +206,7 @@ class ToTelegram:
             log.info("unbound_task_not_relayed")
             return
         for item in items:
-            if item.key in gone_out:
-                log.info("telegram_item_already_queued", key=item.key)
-                continue
-            await self._enqueue(item, finished_checked=True)
+            await self._enqueue(item)
 
     async def _is_own_comment(self, comment: PlanfixCommentAdded | PlanfixCommentUpdated) -> bool:
         # Two independent signs: the sourceId written on the comment (there even when the
@@ -399,8 +385,8 @@ class ToTelegram:
         log.info("group_moved_items_follow", old_chat_id=old_chat_id, items=moved)
         self._wake(chat_id)
 
-    async def _enqueue(self, item: OutboxItem, *, finished_checked: bool = False) -> None:
-        stored = await self._outbox.enqueue(item, finished_checked=finished_checked)
+    async def _enqueue(self, item: OutboxItem) -> None:
+        stored = await self._outbox.enqueue(item)
         log.info("telegram_item_queued" if stored else "telegram_item_already_queued", key=item.key)
         self._wake(item.chat_id)
 

@@ -28,8 +28,8 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from pymongo import ReturnDocument
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import DuplicateKeyError
 
 from bridge_lib.eventbus import EventPublisher
 from bridge_lib.lease import LeaseLost
@@ -83,38 +83,27 @@ def backoff_s(attempt: int) -> float:
 
 
 class Outbox:
-    """``telegram_outbox``: the items waiting, ordered by ``seq`` (from ``counters``, so the order
-    survives a group's move to a new chat id); ``progress`` holds each finished step of an item.
-    ``telegram_outbox_finished``: items sent or refused for good, kept to recognise a redelivered
-    event; a sent one keeps no text. Moving an item is an insert there, then a delete here: one
-    found in both (a crash between) is finished."""
+    """``telegram_outbox``: every item, by ``state``. Pending ones go out ordered by ``seq`` (from
+    ``counters``, so the order survives a group's move to a new chat id), ``progress`` holding each
+    finished step. Items sent or refused for good stay (until ``RETENTION_DAYS``) to recognise a
+    redelivered event: its item's key is taken already. A sent one keeps no text."""
 
     def __init__(self, database: AsyncIOMotorDatabase[Any]) -> None:
         self._items = database["telegram_outbox"]
-        self._finished = database["telegram_outbox_finished"]
         self._counters = database["counters"]
 
     async def create_indexes(self) -> None:
         await self._items.create_index([("state", 1), ("chat_id", 1), ("seq", 1)], name="pending_by_chat")
         # "When was this group last told X" (the anonymous-admin guidance), without a full scan.
-        await self._finished.create_index(
+        await self._items.create_index(
             [("chat_id", 1), ("kind", 1), ("enqueued_at", -1)], name="by_chat_and_kind"
         )
 
     # --- put -----------------------------------------------------------------------------------
 
-    async def finished_among(self, keys: list[str]) -> set[str]:
-        """Which of these items went out already (or were given up)."""
-        if not keys:
-            return set()
-        return {str(d["_id"]) async for d in self._finished.find({"_id": {"$in": keys}}, {"_id": 1})}
-
-    async def enqueue(self, item: OutboxItem, *, finished_checked: bool = False) -> bool:
-        """Store the item; False when an item with its key exists already (a redelivery).
-        ``finished_checked``: the caller asked ``finished_among`` already."""
-        # One still waiting is refused by the insert below (same _id); one gone out is looked up.
-        if not finished_checked and await self._finished.find_one({"_id": item.key}, {"_id": 1}) is not None:
-            return False
+    async def enqueue(self, item: OutboxItem) -> bool:
+        """Store the item; False when an item with its key exists already, waiting or gone out
+        (a redelivery)."""
         item.seq = await self._next_seq()
         try:
             await self._items.insert_one(_document(item))
@@ -133,29 +122,19 @@ class Outbox:
         self, chat_id: int, kind: TelegramMessageKind, *, besides: str
     ) -> datetime | None:
         """When the group's latest item of this kind (other than ``besides``) was stored."""
-        latest: datetime | None = None
         query = {"chat_id": chat_id, "kind": kind.value, "_id": {"$ne": besides}}
-        for collection in (self._items, self._finished):
-            async for document in collection.find(query, {"enqueued_at": 1}).sort("enqueued_at", -1).limit(1):
-                stored = document.get("enqueued_at")
-                if isinstance(stored, datetime):
-                    stored = stored if stored.tzinfo else stored.replace(tzinfo=UTC)
-                    latest = stored if latest is None else max(latest, stored)
-        return latest
+        async for document in self._items.find(query, {"enqueued_at": 1}).sort("enqueued_at", -1).limit(1):
+            stored = document.get("enqueued_at")
+            if isinstance(stored, datetime):
+                return stored if stored.tzinfo else stored.replace(tzinfo=UTC)
+        return None
 
     # --- take ----------------------------------------------------------------------------------
 
-    async def pending(self, chat_id: int, *, limit: int, after_crash: bool = True) -> list[OutboxItem]:
-        """The group's next items in order. ``after_crash``: also drop items a crash left in
-        both collections (needed once per taking over a group, not after this replica's own moves)."""
+    async def pending(self, chat_id: int, *, limit: int) -> list[OutboxItem]:
+        """The group's next items in order."""
         cursor = self._items.find({"state": ItemState.PENDING.value, "chat_id": chat_id}).sort("seq", 1)
-        documents = await cursor.to_list(limit)
-        if not documents or not after_crash:
-            return [_item(document) for document in documents]
-        finished = await self.finished_among([document["_id"] for document in documents])
-        for key in finished:  # left behind by a crash mid-move
-            await self._items.delete_one({"_id": key})
-        return [_item(document) for document in documents if document["_id"] not in finished]
+        return [_item(document) for document in await cursor.to_list(limit)]
 
     async def has_pending(self, chat_id: int) -> bool:
         found = await self._items.find_one({"state": ItemState.PENDING.value, "chat_id": chat_id}, {"_id": 1})
@@ -169,21 +148,25 @@ class Outbox:
         await self._items.update_one({"_id": key}, {"$set": {f"progress.{step}": message_ids}})
 
     async def finish(self, items: list[OutboxItem]) -> None:
-        """The items went out (``progress`` holding what each step produced): move them, together.
-        Built from the items in hand: the sender holds the group's lease, nobody else changed them."""
+        """The items went out (``progress`` holding what each step produced): one round trip."""
         finished_at = datetime.now(UTC)
-        documents = [
-            {**_document(item), **_DELIVERED, "state": ItemState.DONE.value, "finished_at": finished_at}
-            for item in items
-        ]
-        try:
-            await self._finished.insert_many(documents, ordered=False)
-        except (BulkWriteError, DuplicateKeyError):
-            # Some were moved before and not deleted here (a crash in between): keep the others.
-            for document in documents:
-                with contextlib.suppress(DuplicateKeyError):
-                    await self._finished.insert_one(document)
-        await self._items.delete_many({"_id": {"$in": [item.key for item in items]}})
+        await self._items.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": item.key},
+                    {
+                        "$set": {
+                            **_DELIVERED,
+                            "progress": item.progress,
+                            "state": ItemState.DONE.value,
+                            "finished_at": finished_at,
+                        }
+                    },
+                )
+                for item in items
+            ],
+            ordered=False,
+        )
 
     # --- refused for good ----------------------------------------------------------------------
 
@@ -196,39 +179,31 @@ class Outbox:
         return int(document["attempts"]) if document else 0
 
     async def give_up(self, key: str, reason: str) -> None:
-        document = await self._items.find_one({"_id": key})
-        if document is None:
-            return
         changes = {"state": ItemState.DEAD.value, "reason": redact(reason), "finished_at": datetime.now(UTC)}
-        # A duplicate: moved before, and the delete below did not happen.
-        with contextlib.suppress(DuplicateKeyError):
-            await self._finished.insert_one({**document, **changes})
-        await self._items.delete_one({"_id": key})
+        await self._items.update_one({"_id": key, "state": ItemState.PENDING.value}, {"$set": changes})
 
     async def dead_not_lettered(self, limit: int = 1000) -> list[OutboxItem]:
         """Items refused for good that no dead letter names yet (a crash between the two)."""
         query = {"state": ItemState.DEAD.value, "dead_lettered": {"$ne": True}}
-        return [_item(document) for document in await self._finished.find(query).to_list(limit)]
+        return [_item(document) for document in await self._items.find(query).to_list(limit)]
 
     async def mark_dead_lettered(self, key: str) -> None:
-        await self._finished.update_one({"_id": key}, {"$set": {"dead_lettered": True}})
+        await self._items.update_one({"_id": key}, {"$set": {"dead_lettered": True}})
 
     async def revive(self, key: str) -> OutboxItem | None:
         """A message refused for good waits again, last in its group's queue (an operator's
         ``bridge dlq retry``), with a fresh retry budget; the steps it finished stay done.
         None when no refused item has this key (it was sent, or revived already)."""
-        document = await self._finished.find_one({"_id": key, "state": ItemState.DEAD.value})
-        if document is None:
-            return None
-        item = _item(document)
-        item.state, item.attempts, item.reason = ItemState.PENDING, 0, None
-        item.seq = await self._next_seq()
-        # Waiting here first, then gone from there: a crash in between leaves it finished
-        # (``pending`` drops such a one), and the retry can be asked again.
-        with contextlib.suppress(DuplicateKeyError):
-            await self._items.insert_one(_document(item))
-        await self._finished.delete_one({"_id": key})
-        return item
+        seq = await self._next_seq()
+        document = await self._items.find_one_and_update(
+            {"_id": key, "state": ItemState.DEAD.value},
+            {
+                "$set": {"state": ItemState.PENDING.value, "attempts": 0, "reason": None, "seq": seq},
+                "$unset": {"finished_at": "", "dead_lettered": ""},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return _item(document) if document is not None else None
 
     async def _next_seq(self) -> int:
         counter = await self._counters.find_one_and_update(
@@ -381,23 +356,18 @@ class TelegramSender:
     async def _drain(self, chat_id: int) -> None:
         solo_next = False
         outage = 0  # consecutive failures to reach Telegram or Planfix
-        # Until this replica has looked once since taking the group, items may be left in both
-        # outbox collections by a crash (its own or a replica's that held the group before).
-        after_crash = True
         all_out = False  # everything the last look found went out
         while not self._stopping:
             if chat_id in self._suspended:
                 log.info("group_suspended_messages_kept")
                 await self._courier.release_group(chat_id)
                 return
-            taking_over = not self._courier.holds(chat_id)
             if not await self._courier.take_group(chat_id):
                 if not await self._outbox.has_pending(chat_id):
                     return
                 await self._nudge(chat_id)
                 await asyncio.sleep(LEASE_BUSY_RETRY_S)
                 continue
-            after_crash = after_crash or taking_over
             if all_out:
                 all_out = False
                 # Anything stored since the last look woke this task; a nudge from another
@@ -410,8 +380,7 @@ class TelegramSender:
                 continue
             # The turn comes before the look: comments stored while waiting go out together.
             await self._courier.wait_for_turn(chat_id)
-            items = await self._outbox.pending(chat_id, limit=PEEK, after_crash=after_crash)
-            after_crash = False
+            items = await self._outbox.pending(chat_id, limit=PEEK)
             if not items:
                 all_out = True
                 continue
