@@ -269,6 +269,12 @@ class Connected(Protocol):
     def connection(self) -> Any: ...
 
 
+class Publisher(Protocol):
+    """What a handler needs of ``EventPublisher`` (tests pass a recorder of their own)."""
+
+    async def publish(self, event: Event, *, subject: str, msg_id: str) -> bool: ...
+
+
 class EventPublisher:
     def __init__(
         self, broker: Connected, *, give_up_after_s: float = 300.0, attempt_timeout_s: float = 5.0

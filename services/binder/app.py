@@ -15,6 +15,7 @@ from bridge_lib import link_codes
 from bridge_lib.cancel import cancelled
 from bridge_lib.eventbus import (
     EventPublisher,
+    Publisher,
     consume_durably,
     ensure_streams,
     start_subscribers,
@@ -49,7 +50,7 @@ from services.binder.admission import Admission
 from services.binder.audit import BindingAudit
 from services.binder.config import BinderSettings
 from services.binder.decide import BinderRequest, BindRules
-from services.binder.handlers import BindAccess, Binder, GroupLife, Publisher, StoreRebuilder, Tasks
+from services.binder.handlers import BindAccess, Binder, GroupLife, StoreRebuilder, Tasks
 from services.binder.linking import LinkCodes, Linking, LinkPlanfix
 from services.binder.people import Employees, Known, Requesters
 from services.binder.people_refresh import PeopleRefresh
@@ -111,7 +112,7 @@ def build(
     )
     access = BindAccess(
         policy=settings.bind_policy,
-        allowed_chats=settings.allowed_chat_ids,
+        allowed_chats=settings.allowed_chats,
         groups_per_task=settings.groups_per_task,
     )
     requesters = Requesters(known=people, planfix=planfix, publisher=publisher)
