@@ -225,7 +225,9 @@ async def _declare_consumer(js: Any, stream: str, config: ConsumerConfig) -> Non
         log.info("consumer_updated", consumer=config.durable_name, max_deliver=config.max_deliver)
 
 
-def durable_pull(durable: str, *, ack_wait_s: float = 60.0, max_deliver: int = -1) -> dict[str, Any]:
+def durable_pull(
+    durable: str, *, ack_wait_s: float = 60.0, max_deliver: int = -1, in_flight: int = 1
+) -> dict[str, Any]:
     """Subscriber options for a durable pull consumer that handles one message at a time.
 
     One at a time keeps the order of a group's messages; ``ack_wait`` is longer than the
@@ -234,18 +236,19 @@ def durable_pull(durable: str, *, ack_wait_s: float = 60.0, max_deliver: int = -
     when a replica dies mid-message the next delivery is that message again (after
     ``ack_wait``), not a newer one; and several replicas on one durable still go in order.
     ``max_deliver=-1``: no delivery is the last one; ``consume`` decides when to give up.
+    ``in_flight`` above 1 (``ConsumerSpec.in_flight``): fetched that many at a time, order aside.
     """
     _max_deliver_by_consumer[durable] = max_deliver
     return {
         "durable": durable,
         "decoder": undecoded,
-        "pull_sub": PullSub(batch_size=1, timeout=5.0),
+        "pull_sub": PullSub(batch_size=in_flight, timeout=5.0),
         "config": ConsumerConfig(
             durable_name=durable,
             ack_policy=JsAckPolicy.EXPLICIT,
             ack_wait=ack_wait_s,
             max_deliver=max_deliver,
-            max_ack_pending=1,
+            max_ack_pending=in_flight,
         ),
     }
 
@@ -562,7 +565,12 @@ def consume_durably(
         ack_policy=AckPolicy.MANUAL,
         # The channel's name in the AsyncAPI document: two services may read one filter.
         title=f"{consumer.filter_subject}:{consumer.durable}",
-        **durable_pull(consumer.durable, ack_wait_s=consumer.ack_wait_s, max_deliver=consumer.max_deliver),
+        **durable_pull(
+            consumer.durable,
+            ack_wait_s=consumer.ack_wait_s,
+            max_deliver=consumer.max_deliver,
+            in_flight=consumer.in_flight,
+        ),
     )(on_message)
 
 

@@ -456,11 +456,22 @@ class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
     # No last delivery: an outage is waited out however long it lasts, and a message that keeps
     # crashing its handler is set aside by ``bridge_lib.eventbus`` (CRASH_LIMIT), not by JetStream.
     max_deliver: int = -1
+    # Messages handed out before the first is acknowledged. 1 keeps the stream's order, also
+    # across replicas and a replica's death; more, for a reader to whom order means nothing,
+    # spares a round trip per message.
+    in_flight: int = 1
 
 
-def _consumer(durable: str, stream: StreamSpec, filter_subject: str, service: str, what: str) -> ConsumerSpec:
+def _consumer(
+    durable: str, stream: StreamSpec, filter_subject: str, service: str, what: str, in_flight: int = 1
+) -> ConsumerSpec:
     return ConsumerSpec(
-        durable=durable, stream=stream.name, filter_subject=filter_subject, service=service, description=what
+        durable=durable,
+        stream=stream.name,
+        filter_subject=filter_subject,
+        service=service,
+        description=what,
+        in_flight=in_flight,
     )
 
 
@@ -491,6 +502,7 @@ RELAY_BINDING_NOTICES = _consumer(
 BINDER_LINK_CODES = _consumer(
     "binder-link-codes", P, ALL_PLANFIX_COMMENTS, BINDER,
     "links a Telegram user to the Planfix employee who wrote their /link code as a comment",
+    in_flight=100,  # codes are independent of each other, and almost no comment holds one
 )  # fmt: skip
 RELAY_PEOPLE_NOTICES = _consumer(
     "relay-people-notices", PEOPLE, ALL_PEOPLE_EVENTS, RELAY,
