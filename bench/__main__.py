@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         config = BenchConfig(**{**config.__dict__, "soak_s": args.soak_seconds})
     output = args.output or RESULTS_DIR / ("latest.json" if config.name == "full" else f"{config.name}.json")
     work_dir = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
-    results = Results(mode=config.name)
+    results = Results(mode=config.name, previous=Results.details_in(output))
     print(f"bench ({config.name}): work directory {work_dir}", flush=True)
     failed = False
     try:

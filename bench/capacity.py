@@ -128,6 +128,65 @@ def report_capacity(
         "group_to_task": _detail(inbound),
         "task_to_group": _detail(outbound),
     }
+    report_cost_per_message(results, inbound, outbound)
+
+
+# The store's process apart: nx-27017 here, much slower than a production MongoDB.
+STORE = "mongo"
+FAKES = "fakes (bench process)"
+COST_TARGETS = {"group_to_task": 0.5, "task_to_group": 2.0}
+STORE_OPS_TARGET = 3.0
+
+
+def report_cost_per_message(results: Results, inbound: BurstResult, outbound: BurstResult) -> None:
+    """Issue 19: the bridge's CPU per message over all its processes (the fakes apart), with
+    and without the store, and store commands per message; beside the previous run's."""
+    before = results.previous.get("capacity", {})
+    for direction, result in (("group_to_task", inbound), ("task_to_group", outbound)):
+        shown = direction.replace("_to_", "→")
+        cpu = {k: v for k, v in result.cpu_ms_per_message.items() if k != FAKES}
+        cpu_before = {
+            k: v for k, v in before.get(direction, {}).get("cpu_ms_per_message", {}).items() if k != FAKES
+        }
+        total, total_before = sum(cpu.values()), sum(cpu_before.values())
+        target = COST_TARGETS[direction]
+        results.add(
+            Figure(
+                "19 cost",
+                f"CPU per message {shown}, all processes",
+                total,
+                "ms",
+                baseline=f"previous run: {total_before:.2f} ms" if cpu_before else "",
+                target=f"≤ {target:g} ms",
+                met=total <= target,
+            )
+        )
+        without = total - cpu.get(STORE, 0.0)
+        without_before = total_before - cpu_before.get(STORE, 0.0)
+        results.add(
+            Figure(
+                "19 cost",
+                f"CPU per message {shown}, without the store's process",
+                without,
+                "ms",
+                baseline=f"previous run: {without_before:.2f} ms" if cpu_before else "",
+            )
+        )
+        ops = sum(result.store_ops_per_message.values())
+        ops_before = before.get(direction, {}).get("store_ops_per_message")
+        results.add(
+            Figure(
+                "19 cost",
+                f"store commands per message {shown}",
+                ops,
+                "",
+                baseline=f"previous run: {sum(ops_before.values()):.2f}"
+                if ops_before
+                else "not counted before",
+                target=f"≤ {STORE_OPS_TARGET:g}" if direction == "task_to_group" else "",
+                met=ops <= STORE_OPS_TARGET if direction == "task_to_group" else None,
+            )
+        )
 
 
 def _lost(result: BurstResult) -> str:
@@ -142,4 +201,5 @@ def _detail(result: BurstResult) -> dict[str, object]:
         "seconds": result.seconds,
         "msg_per_s": result.msg_per_s,
         "cpu_ms_per_message": result.cpu_ms_per_message,
+        "store_ops_per_message": result.store_ops_per_message,
     }

@@ -47,6 +47,8 @@ class Results:
     details: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     load_before: tuple[float, float, float] = field(default_factory=os.getloadavg)
+    # The details of the run this one replaces (its results file), for "before" figures.
+    previous: dict[str, Any] = field(default_factory=dict)
 
     def add(self, figure: Figure) -> Figure:
         self.figures.append(figure)
@@ -70,6 +72,14 @@ class Results:
             "notes": self.notes,
             "details": self.details,
         }
+
+    @staticmethod
+    def details_in(path: Path) -> dict[str, Any]:
+        try:
+            details = json.loads(path.read_text()).get("details", {})
+        except (OSError, ValueError, AttributeError):
+            return {}
+        return details if isinstance(details, dict) else {}
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
