@@ -25,7 +25,6 @@ from contracts.events import (
     RebuildBindingStore,
     TaskBound,
     TaskUnbound,
-    TelegramUser,
     UnbindGroup,
     UnbindRejected,
     encode_event,
@@ -38,9 +37,9 @@ from services.binder.bind_policy import BindPolicy
 from services.binder.decide import BindOutcome, BindRules
 from services.binder.group_life import GroupChange
 from services.binder.handlers import BindAccess, Binder, GroupLife, StoreRebuilder
+from tests.support import ANNA
 
 CHAT = -1001
-ADMIN = TelegramUser(id=7, full_name="Anna")
 
 
 @dataclass
@@ -181,7 +180,7 @@ def task_command(message_id: int, **named: Any) -> BindRequested:
         **root_envelope(key, caused_by=key),
         chat_id=CHAT,
         message_id=message_id,
-        requested_by=ADMIN,
+        requested_by=ANNA,
         requester_is_admin=True,
         **named,
     )

@@ -40,6 +40,7 @@ from tests.support import (
     jetstream,
     read_stream_events,
     relayed_comments,
+    run_module,
     stays,
     wait_for_binding_notice,
 )
@@ -61,15 +62,8 @@ class OpsBridge:
 
     def cli(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """``bridge ARGS`` as a separate process, the way an operator runs it."""
-        return subprocess.run(
-            [sys.executable, "-m", "bridge_cli", *args],
-            cwd=REPO_ROOT,
-            env={**os.environ, **self.env, **(extra_env or {}), "COLUMNS": "250"},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        env = {**self.env, **(extra_env or {}), "COLUMNS": "250"}
+        return run_module("bridge_cli", *args, env=env, timeout_s=120)
 
     def ok(self, *args: str) -> str:
         result = self.cli(*args)
