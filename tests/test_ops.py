@@ -135,19 +135,17 @@ def ops(
     log_dir = work_dir / "ops-logs"
     log_dir.mkdir(exist_ok=True)
     processes = {name: ServiceProcess(name, env, log_dir).start() for name in SERVICES}
-    previous_webhook_url = fake_planfix.webhook_url
-    fake_planfix.webhook_url = f"http://127.0.0.1:{webhook_port}/planfix/webhook/{WEBHOOK_SECRET}"
     bridge = OpsBridge(env, nats_server, nats_dir, work_dir, health_ports, processes, loop)
     try:
-        for name in SERVICES:
-            eventually(
-                lambda name=name: bridge.readiness(name) == 200,  # type: ignore[misc]
-                timeout_s=40,
-                what=f"{name} ready",
-            )
-        yield bridge
+        with fake_planfix.webhooks_to(f"http://127.0.0.1:{webhook_port}/planfix/webhook/{WEBHOOK_SECRET}"):
+            for name in SERVICES:
+                eventually(
+                    lambda name=name: bridge.readiness(name) == 200,  # type: ignore[misc]
+                    timeout_s=40,
+                    what=f"{name} ready",
+                )
+            yield bridge
     finally:
-        fake_planfix.webhook_url = previous_webhook_url
         for process in processes.values():
             process.stop()
         bridge.nats.stop()

@@ -99,12 +99,8 @@ def gateway(nats_url: str, fake_planfix: FakePlanfix, work_dir: Path) -> Iterato
 @pytest.fixture
 def scenario_to(gateway: Gateway, fake_planfix: FakePlanfix) -> Iterator[None]:
     """Point the fake's comment scenario at the gateway for one test."""
-    previous = fake_planfix.webhook_url
-    fake_planfix.webhook_url = gateway.webhook_url
-    try:
+    with fake_planfix.webhooks_to(gateway.webhook_url):
         yield
-    finally:
-        fake_planfix.webhook_url = previous
 
 
 def task_events(loop: LoopThread, nats_url: str, task_number: int) -> list[AnyEvent]:

@@ -355,8 +355,6 @@ def fault_bridge(
     }
     log_dir = run_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    previous_webhook_url = fake_planfix.webhook_url
-    fake_planfix.webhook_url = f"http://127.0.0.1:{webhook_port}/planfix/webhook/{WEBHOOK_SECRET}"
     processes = {name: ServiceProcess(name, env, log_dir).start() for name in SERVICES}
     bridge = FaultBridge(
         loop,
@@ -371,10 +369,10 @@ def fault_bridge(
         store_dir=store_dir if store is not None else None,
     )
     try:
-        wait_until_ready(processes, webhook_port, timeout_s=60)
-        yield bridge
+        with fake_planfix.webhooks_to(f"http://127.0.0.1:{webhook_port}/planfix/webhook/{WEBHOOK_SECRET}"):
+            wait_until_ready(processes, webhook_port, timeout_s=60)
+            yield bridge
     finally:
-        fake_planfix.webhook_url = previous_webhook_url
         for process in bridge.all_processes():
             process.stop()
         cluster.stop()
