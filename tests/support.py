@@ -42,6 +42,7 @@ from contracts.events import (
     utc_now,
 )
 from contracts.subjects import TELEGRAM_STREAM
+from devtools import devstack
 
 T = TypeVar("T")
 
@@ -357,6 +358,14 @@ def consuming_group_messages(
         yield durable
     finally:
         loop.run(broker.stop())
+
+
+@contextlib.contextmanager
+def own_nats_server(directory: Path) -> Iterator[str]:
+    """A nats-server keeping its data and its log in ``directory``, until the block ends: its URL."""
+    server = devstack.start_nats(directory / "nats", log_file=directory / "nats-server.log")
+    with devstack.running(server):
+        yield server.extra["url"]
 
 
 class Server(Protocol):
