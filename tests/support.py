@@ -35,6 +35,8 @@ from contracts.bindings import Binding
 from contracts.events import (
     AnyEvent,
     Envelope,
+    PersonLinked,
+    PersonLinkMethod,
     TaskBound,
     TelegramMessageReceived,
     TelegramUser,
@@ -131,6 +133,23 @@ def task_bound(chat_id: int, task_number: int, header: Envelope | None = None, *
         created_task=False,
         requested_by=ANNA,
         **more,
+    )
+
+
+def person_linked(
+    user: TelegramUser,
+    planfix_id: str,
+    header: Envelope | None = None,
+    how: PersonLinkMethod = PersonLinkMethod.PLANFIX_PROFILE,
+) -> PersonLinked:
+    """``user`` linked to the Planfix person ``planfix_id``, under their Telegram name and username."""
+    return PersonLinked(
+        **(header or envelope()),
+        telegram_user_id=user.id,
+        planfix_person_id=planfix_id,
+        name=user.full_name,
+        how=how,
+        telegram_username=user.username,
     )
 
 

@@ -12,8 +12,6 @@ from contracts import subjects
 from contracts.events import (
     AnyEvent,
     Envelope,
-    PersonLinked,
-    PersonLinkMethod,
     PersonUnlinked,
     PlanfixCommentAction,
     PlanfixCommentAdded,
@@ -28,7 +26,7 @@ from contracts.events import (
     utc_now,
 )
 from services.relay.to_telegram.handlers import written_by_bridge
-from tests.support import envelope
+from tests.support import envelope, person_linked
 
 EXPECTED_TAGS = {
     "planfix.task_webhook_received.v1",
@@ -229,14 +227,8 @@ def test_every_durable_consumer_reads_subjects_of_its_own_stream() -> None:
 
 
 def test_people_events_round_trip_with_their_tags() -> None:
-    linked = PersonLinked(
-        **envelope(event_id_for("people:link:5:user:101")),
-        telegram_user_id=5,
-        planfix_person_id="user:101",
-        name="Anna Ivanova",
-        how=PersonLinkMethod.PLANFIX_PROFILE,
-        telegram_username="anna",
-    )
+    anna = TelegramUser(id=5, full_name="Anna Ivanova", username="anna")
+    linked = person_linked(anna, "user:101", envelope(event_id_for("people:link:5:user:101")))
     unlinked = PersonUnlinked(
         **envelope(event_id_for("people:unlink:5:user:101")),
         telegram_user_id=5,

@@ -7,12 +7,12 @@ The test refusing owners comes last: after a refusal the relay writes as the rob
 
 from __future__ import annotations
 
-from contracts.events import PersonLinked, PersonLinkMethod, encode_event, event_id_for, utc_now
+from contracts.events import TelegramUser, encode_event, event_id_for
 from contracts.subjects import subject_for
 from sandbox.fake_planfix import ROBOT_ID, FakeComment, FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.e2e_bridge import Bridge, bind_new_task, texts_sent
-from tests.support import connect_nats, eventually
+from tests.support import connect_nats, envelope, eventually, person_linked
 from tests.test_bridge_end_to_end import bridge
 
 __all__ = ["bridge"]  # the module-scoped bridge fixture: one for this module
@@ -25,16 +25,9 @@ def person_id_for(chat_id: int) -> int:
 
 def link(bridge: Bridge, telegram_user_id: int, planfix_id: str, name: str, username: str) -> None:
     """The binder's ``PersonLinked``, published as it would; waits until the relay applied it."""
-    event = PersonLinked(
-        event_id=event_id_for(f"test-link:{telegram_user_id}:{planfix_id}"),
-        occurred_at=utc_now(),
-        correlation_id="test",
-        causation_id="test",
-        telegram_user_id=telegram_user_id,
-        planfix_person_id=planfix_id,
-        name=name,
-        how=PersonLinkMethod.PLANFIX_PROFILE,
-        telegram_username=username,
+    user = TelegramUser(id=telegram_user_id, full_name=name, username=username)
+    event = person_linked(
+        user, planfix_id, envelope(event_id_for(f"test-link:{telegram_user_id}:{planfix_id}"))
     )
 
     async def publish() -> None:
