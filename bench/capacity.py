@@ -10,7 +10,7 @@ which says where the bridge's cost lies on a machine where every process shares 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bench.report import Figure, Results
 from bench.stack import BenchStack, Usage
@@ -23,6 +23,8 @@ class BurstResult:
     delivered: int
     seconds: float
     cpu_ms_per_message: dict[str, float]
+    # MongoDB commands per message, by service (what sends none is left out).
+    store_ops_per_message: dict[str, float] = field(default_factory=dict)
 
     @property
     def msg_per_s(self) -> float:
@@ -47,16 +49,21 @@ def burst(
     timeout_s: float,
 ) -> BurstResult:
     """``count`` messages into ``chats`` (or comments into ``tasks``) at once; wait until all are out."""
-    before = stack.usage()
+    before, ops_before = stack.usage(), stack.store_operations()
     if chats:
         batch = send_group_messages(stack.telegram, chats, count, rate=None)
     else:
         batch = add_task_comments(stack.planfix, tasks, count, rate=None)
     receipts.wait_for(batch, timeout_s=timeout_s, check=stack.check_alive)
-    after = stack.usage()
+    after, ops_after = stack.usage(), stack.store_operations()
     delivered = receipts.delivered(batch)
     seconds = receipts.last_arrival(batch) - batch.started
-    return BurstResult(batch, delivered, seconds, cpu_per_message(before, after, delivered))
+    ops = {
+        label: (ops_after[label] - count_before) / max(delivered, 1)
+        for label, count_before in ops_before.items()
+        if ops_after.get(label, 0.0) > count_before
+    }
+    return BurstResult(batch, delivered, seconds, cpu_per_message(before, after, delivered), ops)
 
 
 def report_capacity(

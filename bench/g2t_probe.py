@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         figures["burst"] = {
             "messages": result.delivered,
             "comments": receipts.calls_per_run.get(("planfix", result.batch.run), 0),
+            "store_ops_per_message": {k: round(v, 2) for k, v in result.store_ops_per_message.items()},
             "msg_per_s": round(result.msg_per_s, 1),
             "cpu_ms_per_message": {k: round(v, 3) for k, v in result.cpu_ms_per_message.items()},
         }

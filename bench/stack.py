@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import psutil
 
 from bench.settings_probe import pacing_off_env
@@ -25,6 +26,8 @@ from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests import support
 from tests.support import LoopThread
+
+STORE_OPERATIONS_METRIC = "bridge_store_operations_total{"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BOT_TOKEN = "123456:BENCH-token-for-the-fake"
@@ -49,6 +52,7 @@ class ServiceProcess(support.ServiceProcess):
         self.label = label
         self.log_path = log_dir / f"{label.replace('#', '-')}.log"
         self.started_at = 0.0
+        self.metrics_url = ""
 
     def start(self) -> ServiceProcess:
         self.started_at = time.monotonic()
@@ -128,8 +132,10 @@ class BenchStack:
         label = label or service
         # Each process its own health/metrics port (where the services have one): the fixed
         # defaults would collide between replicas and with other stacks on the machine.
-        env = {**self.env, HEALTH_PORT_VARIABLES[service]: str(devstack.free_port())}
+        port = devstack.free_port()
+        env = {**self.env, HEALTH_PORT_VARIABLES[service]: str(port)}
         process = ServiceProcess(service, label, env, self.work_dir / "logs").start()
+        process.metrics_url = f"http://127.0.0.1:{port}/metrics"
         self.services[label] = process
         return process
 
@@ -160,6 +166,10 @@ class BenchStack:
         pids |= {name: managed.process.pid for name, managed in self.infra.items()}
         pids["fakes (bench process)"] = os.getpid()
         return {label: usage_of(pid) for label, pid in pids.items()}
+
+    def store_operations(self) -> dict[str, float]:
+        """MongoDB commands each service has sent so far (``bridge_store_operations_total``)."""
+        return {label: store_operations_of(process.metrics_url) for label, process in self.services.items()}
 
     def settle(
         self, label_prefix: str | tuple[str, ...] = SERVICES, *, below: float = 0.1, timeout_s: float = 30.0
@@ -192,6 +202,18 @@ class BenchStack:
         for managed in reversed(list(self.infra.values())):
             managed.stop()
         self.loop.close()
+
+
+def store_operations_of(metrics_url: str) -> float:
+    try:
+        text = httpx.get(metrics_url, timeout=5).text
+    except httpx.HTTPError:
+        return 0.0
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith(STORE_OPERATIONS_METRIC)
+    )
 
 
 def usage_of(pid: int) -> Usage:

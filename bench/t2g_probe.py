@@ -11,11 +11,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
+
 from bench.bindings import bind_by_command
 from bench.capacity import burst, cpu_per_message
 from bench.latency import offered
 from bench.profile import Sampler
-from bench.stack import BenchStack
+from bench.stack import STORE_OPERATIONS_METRIC, BenchStack
 from bench.traffic import Receipts
 
 PROFILED = ("relay", "planfix_gateway")
@@ -48,9 +50,10 @@ def main() -> None:
                 time.sleep(0.3)
             result = burst(stack, receipts, tasks=tasks, count=args.messages, timeout_s=300)
             cpu = ", ".join(f"{k} {v:.2f}" for k, v in sorted(result.cpu_ms_per_message.items()))
+            ops = ", ".join(f"{k} {v:.2f}" for k, v in sorted(result.store_ops_per_message.items()))
             print(
                 f"round {round_}: {result.delivered}/{args.messages} in {result.seconds:.2f} s "
-                f"= {result.msg_per_s:.0f} msg/s; CPU ms/msg: {cpu}",
+                f"= {result.msg_per_s:.0f} msg/s; CPU ms/msg: {cpu}; store ops/msg: {ops}",
                 flush=True,
             )
             for sampler in samplers:
@@ -74,6 +77,16 @@ def main() -> None:
                 + ", ".join(f"{k} {v:.2f}" for k, v in sorted(offered_cpu.items())),
                 flush=True,
             )
+        for label, process in stack.services.items():
+            lines = [
+                line
+                for line in httpx.get(process.metrics_url, timeout=5).text.splitlines()
+                if line.startswith(STORE_OPERATIONS_METRIC)
+            ]
+            if lines:
+                print(
+                    f"{label} store commands since start:", "; ".join(line.split("{", 1)[1] for line in lines)
+                )
     finally:
         stack.stop()
     print(f"work dir {work_dir}")

@@ -214,6 +214,57 @@ class ReplayPlan(msgspec.Struct, kw_only=True):
     also_seen_by: list[str]
 
 
+class ReplaySource(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the replayed messages come from: a dump file, or a range of a stream."""
+
+    file: Path | None = None
+    stream: str | None = None
+    from_seq: int | None = None
+    to_seq: int | None = None
+
+    async def messages(self, js: Any) -> list[StoredMessage]:
+        if self.file is not None:
+            decoder = msgspec.json.Decoder(DumpRecord)
+            content = await asyncio.to_thread(self.file.read_bytes)
+            lines = [line for line in content.splitlines() if line.strip()]
+            try:
+                return [decoder.decode(line).to_message() for line in lines]
+            except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                raise context.fail(f"{self.file} is not a `bridge events dump` file: {error}") from None
+        assert self.stream is not None
+        return [m async for m in read_stream(js, self.stream, start_seq=self.from_seq, end_seq=self.to_seq)]
+
+
+class ReplayMode(msgspec.Struct, frozen=True, kw_only=True):
+    """How the messages are sent again: where to, marked how, and whether at all (``dry_run``)."""
+
+    replay_id: str
+    # A durable consumer's name, or a subject (it contains a dot); None: each message's own subject.
+    into: str | None = None
+    dry_run: bool = False
+    force_effects: bool = False
+
+    @property
+    def into_consumer(self) -> bool:
+        return self.into is not None and "." not in self.into
+
+    def headers(self, message: StoredMessage) -> dict[str, str]:
+        """``message``'s headers as replayed: a new message id, marked with this replay."""
+        headers = {
+            name: value
+            for name, value in message.headers.items()
+            if name not in (MSG_ID_HEADER, REPLAY_HEADER, FORCE_EFFECTS_HEADER, REPLAY_INTO_HEADER)
+        }
+        headers[MSG_ID_HEADER] = f"replay:{self.replay_id}:{message.stream}:{message.seq}"
+        headers[REPLAY_HEADER] = self.replay_id
+        if self.into_consumer:
+            assert self.into is not None
+            headers[REPLAY_INTO_HEADER] = self.into
+        if self.force_effects:
+            headers[FORCE_EFFECTS_HEADER] = "true"
+        return headers
+
+
 @app.command()
 def replay(
     ctx: typer.Context,
@@ -262,48 +313,31 @@ def replay(
     if file is not None and not file.is_file():
         raise context.fail(f"{file} is not a file")
     wanted = _filter(chat, task, event_type)
-    marker = replay_id or f"r{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(2)}"
-    context.run(
-        _replay(
-            target.nats_url,
-            file=file,
-            stream=stream.upper() if stream else None,
-            from_seq=from_seq,
-            to_seq=to_seq,
-            into=into,
-            wanted=wanted,
-            dry_run=dry_run,
-            force_effects=force_effects,
-            replay_id=marker,
-        )
+    source = ReplaySource(
+        file=file, stream=stream.upper() if stream else None, from_seq=from_seq, to_seq=to_seq
     )
+    mode = ReplayMode(
+        replay_id=replay_id or f"r{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(2)}",
+        into=into,
+        dry_run=dry_run,
+        force_effects=force_effects,
+    )
+    context.run(_replay(target.nats_url, source, mode, wanted))
 
 
-async def _replay(
-    nats_url: str,
-    *,
-    file: Path | None,
-    stream: str | None,
-    from_seq: int | None,
-    to_seq: int | None,
-    into: str | None,
-    wanted: EventFilter,
-    dry_run: bool,
-    force_effects: bool,
-    replay_id: str,
-) -> None:
+async def _replay(nats_url: str, source: ReplaySource, mode: ReplayMode, wanted: EventFilter) -> None:
     out = context.console()
     nc = await _connect_or_exit(nats_url)
     try:
         js = nc.jetstream()
-        messages = await _source_messages(js, file, stream, from_seq, to_seq)
+        messages = await source.messages(js)
         consumers = await _all_consumers(js)
-        plans, skipped = _plan(messages, into, consumers, wanted)
-        verb = "would send" if dry_run else "sending"
+        plans, skipped = _plan(messages, mode, consumers, wanted)
+        verb = "would send" if mode.dry_run else "sending"
         out.print(
-            f"replay {replay_id}: {verb} {len(plans)} message(s)"
-            + (f", {skipped} not for {into}" if skipped else "")
-            + (" with --force-effects (effects are carried out again)" if force_effects else "")
+            f"replay {mode.replay_id}: {verb} {len(plans)} message(s)"
+            + (f", {skipped} not for {mode.into}" if skipped else "")
+            + (" with --force-effects (effects are carried out again)" if mode.force_effects else "")
         )
         sent = 0
         for plan in plans:
@@ -311,43 +345,16 @@ async def _replay(
             line.append(f"  -> {plan.subject}")
             if plan.also_seen_by:
                 who = ", ".join(plan.also_seen_by)
-                into_consumer = into is not None and "." not in into
-                line.append(f" (skipped by {who})" if into_consumer else f" (handled by {who})")
+                line.append(f" (skipped by {who})" if mode.into_consumer else f" (handled by {who})")
             out.print(line)
-            if dry_run:
+            if mode.dry_run:
                 continue
-            headers = {
-                name: value
-                for name, value in plan.message.headers.items()
-                if name not in (MSG_ID_HEADER, REPLAY_HEADER, FORCE_EFFECTS_HEADER, REPLAY_INTO_HEADER)
-            }
-            headers[MSG_ID_HEADER] = f"replay:{replay_id}:{plan.message.stream}:{plan.message.seq}"
-            headers[REPLAY_HEADER] = replay_id
-            if into is not None and "." not in into:
-                headers[REPLAY_INTO_HEADER] = into
-            if force_effects:
-                headers[FORCE_EFFECTS_HEADER] = "true"
-            await publish_raw(js, plan.subject, plan.message.data, headers)
+            await publish_raw(js, plan.subject, plan.message.data, mode.headers(plan.message))
             sent += 1
-        if not dry_run:
-            out.print(f"replay {replay_id}: sent {sent} message(s)")
+        if not mode.dry_run:
+            out.print(f"replay {mode.replay_id}: sent {sent} message(s)")
     finally:
         await nc.close()
-
-
-async def _source_messages(
-    js: Any, file: Path | None, stream: str | None, from_seq: int | None, to_seq: int | None
-) -> list[StoredMessage]:
-    if file is not None:
-        decoder = msgspec.json.Decoder(DumpRecord)
-        content = await asyncio.to_thread(file.read_bytes)
-        lines = [line for line in content.splitlines() if line.strip()]
-        try:
-            return [decoder.decode(line).to_message() for line in lines]
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            raise context.fail(f"{file} is not a `bridge events dump` file: {error}") from None
-    assert stream is not None
-    return [m async for m in read_stream(js, stream, start_seq=from_seq, end_seq=to_seq)]
 
 
 async def _all_consumers(js: Any) -> dict[str, tuple[str, list[str]]]:
@@ -369,11 +376,11 @@ async def _all_consumers(js: Any) -> dict[str, tuple[str, list[str]]]:
 
 def _plan(
     messages: list[StoredMessage],
-    into: str | None,
+    mode: ReplayMode,
     consumers: dict[str, tuple[str, list[str]]],
     wanted: EventFilter,
 ) -> tuple[list[ReplayPlan], int]:
-    into_consumer = into is not None and "." not in into
+    into, into_consumer = mode.into, mode.into_consumer
     if into_consumer and into not in consumers:
         raise context.fail(
             f"no durable consumer named {into!r}",

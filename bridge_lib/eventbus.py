@@ -269,6 +269,12 @@ class Connected(Protocol):
     def connection(self) -> Any: ...
 
 
+class Publisher(Protocol):
+    """What a handler needs of ``EventPublisher`` (tests pass a recorder of their own)."""
+
+    async def publish(self, event: Event, *, subject: str, msg_id: str) -> bool: ...
+
+
 class EventPublisher:
     def __init__(
         self, broker: Connected, *, give_up_after_s: float = 300.0, attempt_timeout_s: float = 5.0
@@ -486,10 +492,16 @@ async def consume(
     msg: NatsMessage,
     event_type: type[E] | tuple[type[Any], ...],
     handler: Callable[[Any, Delivery], Awaitable[None]],
+    *,
+    wanted: Callable[[bytes], bool] | None = None,
 ) -> None:
     """Decode, handle and settle one JetStream message (FastStream subscriber, MANUAL ack)."""
     raw = msg.raw_message
     delivery = delivery_of(raw, raw.metadata.consumer)
+    if wanted is not None and not wanted(msg.body):
+        # Most of a busy stream, for a consumer that looks for a rare few: no decoding, no line.
+        await settle(raw, delivery, "not_wanted", Ack(counted_as="skipped"))
+        return
     # Handlers bind more context (chat, task, comment); none of it may leak into the next message.
     context_before = structlog.contextvars.get_contextvars()
     token = _current_delivery.set(delivery)
@@ -533,13 +545,16 @@ def consume_durably(
     consumer: ConsumerSpec,
     event_type: type[E] | tuple[type[Any], ...],
     handler: Callable[[Any, Delivery], Awaitable[None]],
+    *,
+    wanted: Callable[[bytes], bool] | None = None,
 ) -> None:
     """Subscribe ``handler`` to ``consumer`` as ``contracts.subjects`` declares it: a durable pull
-    consumer, one message at a time, each decoded to ``event_type`` and settled by ``consume``."""
+    consumer, one message at a time, each decoded to ``event_type`` and settled by ``consume``.
+    ``wanted``: a test of the raw body; a message failing it is acknowledged unread."""
     stream = next(spec for spec in ALL_STREAMS if spec.name == consumer.stream)
 
     async def on_message(msg: NatsMessage) -> None:
-        await consume(msg, event_type, handler)
+        await consume(msg, event_type, handler, wanted=wanted)
 
     router.subscriber(
         consumer.filter_subject,

@@ -9,7 +9,7 @@ the moment of the question has been applied (``TransientFailure`` when NATS cann
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -22,7 +22,7 @@ from contracts.events import AnyEvent, decode_event
 from contracts.subjects import StreamSpec
 
 log = structlog.get_logger("followed_fold")
-S = TypeVar("S")
+S = TypeVar("S", bound=Sized)
 
 
 class FollowedFold(Generic[S]):
@@ -67,6 +67,7 @@ class FollowedFold(Generic[S]):
                         cb=self._on_message,
                     )
                 await self.catch_up(timeout_s)
+                log.info("fold_ready", stream=self._stream.name, size=len(self._value))
                 return
             except (TransientFailure, nats.errors.Error, TimeoutError) as error:
                 if loop.time() >= deadline:

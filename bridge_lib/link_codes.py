@@ -36,6 +36,11 @@ def canonical(code: str) -> str:
     return code.strip().upper().translate(_CONFUSABLE).replace(PREFIX.translate(_CONFUSABLE), PREFIX)
 
 
+def may_hold_code(raw: bytes) -> bool:
+    """Whether a stored comment's bytes could hold a code: False for almost every comment."""
+    return PREFIX.lower().encode() in raw.lower()
+
+
 def code_in(text_html: str) -> str | None:
     """The first link code in a comment's text (HTML), canonical; None when there is none."""
     if PREFIX.lower() not in text_html.lower():

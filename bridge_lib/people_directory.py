@@ -9,8 +9,6 @@ trip. A person not (yet) known is simply unknown (``catch_up`` for who must not 
 
 from __future__ import annotations
 
-from typing import Any
-
 import structlog
 
 from bridge_lib.followed_fold import FollowedFold
@@ -21,9 +19,9 @@ from contracts.subjects import ALL_PEOPLE_EVENTS, PEOPLE_STREAM
 log = structlog.get_logger("people_directory")
 
 
-class PeopleDirectory:
+class PeopleDirectory(FollowedFold[People]):
     def __init__(self, people: People | None = None) -> None:
-        self._fold = FollowedFold(
+        super().__init__(
             stream=PEOPLE_STREAM,
             subject_filter=ALL_PEOPLE_EVENTS,
             initial=people if people is not None else People(),
@@ -35,25 +33,11 @@ class PeopleDirectory:
 
     @property
     def people(self) -> People:
-        return self._fold.value
+        return self.value
 
     @property
     def _people(self) -> People:
-        return self._fold.value
-
-    async def start(self, js: Any, *, timeout_s: float = 10.0) -> None:
-        await self._fold.start(js, timeout_s=timeout_s)
-        log.info("people_directory_ready", people=len(self._people))
-
-    async def stop(self) -> None:
-        await self._fold.stop()
-
-    def apply(self, event: AnyEvent) -> None:
-        self._fold.apply(event)
-
-    async def catch_up(self, timeout_s: float = 10.0) -> None:
-        """Wait until every PEOPLE event stored by now has been applied."""
-        await self._fold.catch_up(timeout_s)
+        return self.value
 
     def _changed(self, people: People, event: AnyEvent) -> None:
         self._reindex()

@@ -46,6 +46,14 @@ _SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(/planfix/webhook/)[^/\s?'\"]+"), rf"\g<1>{MASK}"),
 )
 
+# Every rule in one pass, to find out whether a text needs any: almost no log value does, and
+# one search is several times cheaper than each rule's substitution in turn.
+_ANY_SHAPE = re.compile(
+    "|".join(f"(?{'i' if pattern.flags & re.IGNORECASE else ''}:{pattern.pattern})" for pattern, _ in _SHAPES)
+)
+
+_BEARER = re.compile(r"bearer\s", re.IGNORECASE)
+
 _lock = threading.Lock()
 _secrets: set[str] = set()
 _known: re.Pattern[str] | None = None
@@ -108,6 +116,11 @@ def redact(text: str) -> str:
     known = _known
     if known is not None:
         text = known.sub(MASK, text)
+    # Every shape but a bare "Bearer x" holds one of these characters.
+    if ":" not in text and "=" not in text and "/" not in text and _BEARER.search(text) is None:
+        return text
+    if _ANY_SHAPE.search(text) is None:
+        return text
     for pattern, replacement in _SHAPES:
         text = pattern.sub(replacement, text)
     return text

@@ -7,16 +7,21 @@ it needs, so each one asks only for its own credentials.
 
 from __future__ import annotations
 
+import re
 import ssl
 import sys
 import uuid
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge_lib.planfix import ContactDefaults, RecipientRole, Recipients, RolesForm, TaskDefaults
 from bridge_lib.redaction import register_settings_secrets
+
+# A secret shorter than this is guessable: whoever guesses it may post to the bridge.
+MIN_SECRET_LENGTH = 16
+HOW_TO_MAKE_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 # What to tell an operator about a variable that is missing or wrong.
 HOW_TO_GET: dict[str, str] = {
@@ -31,12 +36,29 @@ HOW_TO_GET: dict[str, str] = {
         "(paid plans only; best issued for a dedicated 'robot' employee)"
     ),
     "PLANFIX_WEBHOOK_SECRET": (
-        "any long random string, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'; "
+        f"any long random string, e.g. {HOW_TO_MAKE_SECRET}; "
         "the Planfix scenario calls /planfix/webhook/<this secret>"
     ),
     "NATS_URL": "the NATS server, e.g. nats://127.0.0.1:4222",
     "MONGODB_URL": "the MongoDB server, e.g. mongodb://127.0.0.1:27017",
 }
+
+
+def shaped_secret(shape: re.Pattern[str], refusal: str) -> AfterValidator:
+    """The check of a secret setting (``Annotated[SecretStr, shaped_secret(...)]``): at least
+    ``MIN_SECRET_LENGTH`` characters, all of them as ``shape`` allows (``refusal`` says which)."""
+
+    def check(value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_SECRET_LENGTH} characters long (e.g. {HOW_TO_MAKE_SECRET})"
+            )
+        if not shape.fullmatch(secret):
+            raise ValueError(refusal)
+        return value
+
+    return AfterValidator(check)
 
 
 class BridgeSettings(BaseSettings):
@@ -216,6 +238,14 @@ NOTIFY_CHOICES: dict[str, RecipientRole | None] = {
 
 def _split_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _split_if_text(value: object) -> object:
+    return _split_list(value) if isinstance(value, str) else value
+
+
+# Whole numbers written as a comma-separated list ("1, 2,3"; empty: none), e.g. chat ids.
+CommaSeparatedInts = Annotated[frozenset[int], NoDecode, BeforeValidator(_split_if_text)]
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -169,17 +169,7 @@ def evolve(bindings: Bindings, event: AnyEvent) -> Bindings:
         bindings = bindings.with_language(event.chat_id, moved)
     match event:
         case TaskBound():
-            return bindings.with_binding(
-                Binding(
-                    chat_id=event.chat_id,
-                    thread_id=event.thread_id,
-                    task_number=event.task_number,
-                    task_title=event.task_title,
-                    bound_at=event.occurred_at,
-                    bound_by_user_id=event.requested_by.id,
-                    bound_event_id=event.event_id,
-                )
-            )
+            return bindings.with_binding(_binding_made_by(event, bound_by_user_id=event.requested_by.id))
         case TaskUnbound():
             current = bindings.get(event.chat_id, event.thread_id)
             # Only the binding that was removed: an unbind of task A stored after a rebind to
@@ -195,25 +185,30 @@ def evolve(bindings: Bindings, event: AnyEvent) -> Bindings:
             return bindings.with_binding(msgspec.structs.replace(current, suspended=suspended))
         case BindingMoved():
             current = bindings.get(event.old_chat_id, event.thread_id)
-            moved_from = current or Binding(
-                chat_id=event.old_chat_id,
-                thread_id=event.thread_id,
-                task_number=event.task_number,
-                task_title=event.task_title,
-                bound_at=event.occurred_at,
-                bound_by_user_id=None,
-                bound_event_id=event.event_id,
-            )
-            return bindings.without((event.old_chat_id, event.thread_id)).with_binding(
-                msgspec.structs.replace(
-                    moved_from,
-                    chat_id=event.chat_id,
-                    task_number=event.task_number,
-                    task_title=event.task_title,
+            # A move of a binding this fold does not hold makes it, in the new chat.
+            binding = (
+                _binding_made_by(event, bound_by_user_id=None)
+                if current is None
+                else msgspec.structs.replace(
+                    current, chat_id=event.chat_id, task_number=event.task_number, task_title=event.task_title
                 )
             )
+            return bindings.without((event.old_chat_id, event.thread_id)).with_binding(binding)
         case _:
             return bindings
+
+
+def _binding_made_by(event: TaskBound | BindingMoved, *, bound_by_user_id: int | None) -> Binding:
+    """The binding an event makes in its group (the new chat, for a move)."""
+    return Binding(
+        chat_id=event.chat_id,
+        thread_id=event.thread_id,
+        task_number=event.task_number,
+        task_title=event.task_title,
+        bound_at=event.occurred_at,
+        bound_by_user_id=bound_by_user_id,
+        bound_event_id=event.event_id,
+    )
 
 
 def touched_groups(event: AnyEvent) -> list[Group]:

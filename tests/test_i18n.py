@@ -139,6 +139,8 @@ NOT_FOR_PEOPLE = {
         "Group Privacy is on, so the bot only sees commands",
         "the bot's webhook is set to another address",
     ),
+    # A setting's refusal (bridge_lib.settings.shaped_secret): the operator's terminal at start.
+    "services/planfix_gateway/config.py": ("may only contain",),
     # HTTP answers to Planfix's and Telegram's servers, and reasons stored for operators.
     "services/planfix_gateway/reread.py": ("daily budget low (", "daily limit reached"),
     "services/planfix_gateway/webhook.py": (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from bridge_lib import link_codes
@@ -28,6 +29,9 @@ def test_a_new_code_is_found_in_its_own_text() -> None:
 )
 def test_a_code_is_read_from_a_comment(text_html: str, found: str | None) -> None:
     assert link_codes.code_in(text_html) == found
+    # The binder reads a stored comment only when its bytes may hold a code: never one missed.
+    stored = msgspec.json.encode({"text_html": text_html})
+    assert link_codes.may_hold_code(stored) or found is None
 
 
 @pytest.mark.parametrize(
@@ -47,3 +51,7 @@ def test_the_digest_is_the_same_for_the_ways_a_code_is_written() -> None:
     assert link_codes.digest("tglink-abcde-12345") == link_codes.digest("TGLINK-ABCDE-12345")
     assert link_codes.digest("TGLINK-ABCDE-1234O") == link_codes.digest("TGLINK-ABCDE-12340")
     assert "ABCDE" not in link_codes.digest("TGLINK-ABCDE-12345")
+
+
+def test_a_stored_comment_without_a_code_is_not_read() -> None:
+    assert not link_codes.may_hold_code(msgspec.json.encode({"text_html": "<p>an ordinary comment</p>"}))

@@ -102,8 +102,8 @@ class MemorySent(SentComments):
         self.sent: dict[int, SentComment] = {}
         self.combined_messages: dict[int, CombinedMessage] = {}
 
-    async def save(self, sent: SentComment) -> None:
-        self.sent[sent.comment_id] = sent
+    async def save_all(self, sent: list[SentComment]) -> None:
+        self.sent.update((one.comment_id, one) for one in sent)
 
     async def save_combined(self, message: CombinedMessage) -> None:
         self.combined_messages[message.message_id] = message

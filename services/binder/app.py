@@ -10,11 +10,12 @@ import msgspec
 import structlog
 from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsMessage
-from motor.motor_asyncio import AsyncIOMotorClient
 
+from bridge_lib import link_codes
 from bridge_lib.cancel import cancelled
 from bridge_lib.eventbus import (
     EventPublisher,
+    Publisher,
     consume_durably,
     ensure_streams,
     start_subscribers,
@@ -25,6 +26,7 @@ from bridge_lib.people_directory import PeopleDirectory
 from bridge_lib.planfix_setup import checked_planfix_client
 from bridge_lib.retention import RECORDED_AT, start_retention
 from bridge_lib.runtime import broker_and_health, wait_for_stop_signal
+from bridge_lib.store import store_client
 from contracts import subjects
 from contracts.events import (
     AdmitGroup,
@@ -48,7 +50,7 @@ from services.binder.admission import Admission
 from services.binder.audit import BindingAudit
 from services.binder.config import BinderSettings
 from services.binder.decide import BinderRequest, BindRules
-from services.binder.handlers import BindAccess, Binder, GroupLife, Publisher, StoreRebuilder, Tasks
+from services.binder.handlers import BindAccess, Binder, GroupLife, StoreRebuilder, Tasks
 from services.binder.linking import LinkCodes, Linking, LinkPlanfix
 from services.binder.people import Employees, Known, Requesters
 from services.binder.people_refresh import PeopleRefresh
@@ -110,7 +112,7 @@ def build(
     )
     access = BindAccess(
         policy=settings.bind_policy,
-        allowed_chats=settings.allowed_chat_ids,
+        allowed_chats=settings.allowed_chats,
         groups_per_task=settings.groups_per_task,
     )
     requesters = Requesters(known=people, planfix=planfix, publisher=publisher)
@@ -142,7 +144,13 @@ def build(
         policy=settings.bind_policy,
     )
     closed_tasks = ClosedTasks(store=store, publisher=publisher, enabled=settings.unbind_closed_tasks)
-    consume_durably(binder_router, BINDER_LINK_CODES, (PlanfixCommentAdded,), linking.redeem)
+    consume_durably(
+        binder_router,
+        BINDER_LINK_CODES,
+        (PlanfixCommentAdded,),
+        linking.redeem,
+        wanted=link_codes.may_hold_code,
+    )
     consume_durably(binder_router, BINDER_TASK_COMMANDS, TaskCommandRequested, task_commands.handle)
     consume_durably(binder_router, BINDER_CLOSED_TASKS, PlanfixTaskStateChanged, closed_tasks.handle)
 
@@ -162,9 +170,7 @@ RECORD_COLLECTIONS = {"bind_requests": RECORDED_AT, "group_changes": RECORDED_AT
 
 
 async def run(settings: BinderSettings) -> None:
-    mongo: AsyncIOMotorClient[dict[str, object]] = AsyncIOMotorClient(
-        settings.mongodb_url, serverSelectionTimeoutMS=10_000, tz_aware=True
-    )
+    mongo = store_client(settings.mongodb_url)
     store = BindingStore(mongo[settings.mongodb_database])
     await store.create_indexes()
     codes = LinkCodes(mongo[settings.mongodb_database])

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from bridge_lib.retention import RetentionSettings
-from bridge_lib.settings import HealthSettings, MongoSettings, NatsSettings, PlanfixSettings
+from bridge_lib.settings import (
+    CommaSeparatedInts,
+    HealthSettings,
+    MongoSettings,
+    NatsSettings,
+    PlanfixSettings,
+)
 from services.binder.bind_policy import BindPolicy
 
 
@@ -19,7 +25,7 @@ class BinderSettings(NatsSettings, MongoSettings, PlanfixSettings, HealthSetting
     # employee (employees), or any group admin (admins: the old behaviour, unsafe for a public bot).
     bind_policy: BindPolicy = Field(default=BindPolicy.PARTICIPANTS, alias="BINDER_BIND_POLICY")
     # Chat ids that may bind at all, comma-separated; empty: every chat.
-    allowed_chats: str = Field(default="", alias="BINDER_ALLOWED_CHATS")
+    allowed_chats: CommaSeparatedInts = Field(default=frozenset(), alias="BINDER_ALLOWED_CHATS")
     # How many groups may be bound to one task at once.
     groups_per_task: int = Field(default=1, alias="BINDER_GROUPS_PER_TASK", ge=1)
     # How often links are checked against Planfix (fired employees, changed profiles); 0: never.
@@ -27,15 +33,3 @@ class BinderSettings(NatsSettings, MongoSettings, PlanfixSettings, HealthSetting
     # A task completed or cancelled in Planfix (a final status) unbinds its groups (true), or
     # they stay bound and the task card says the task is closed (false, the default).
     unbind_closed_tasks: bool = Field(default=False, alias="BINDER_UNBIND_CLOSED_TASKS")
-
-    @field_validator("allowed_chats")
-    @classmethod
-    def _chat_ids(cls, value: str) -> str:
-        for part in value.split(","):
-            if part.strip():
-                int(part.strip())  # a ValueError names the setting in pydantic's message
-        return value
-
-    @property
-    def allowed_chat_ids(self) -> frozenset[int]:
-        return frozenset(int(part) for part in self.allowed_chats.split(",") if part.strip())

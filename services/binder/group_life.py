@@ -80,41 +80,42 @@ def plan(event: TelegramGroupEvent, bindings: dict[int, list[Binding]]) -> list[
 Announcement = BindingSuspended | BindingResumed | BindingMoved
 
 
+# What each announced step's key says (the key is its message id: a redelivery repeats it).
+_KEY_WORD = {StepKind.SUSPEND: "suspended", StepKind.RESUME: "resumed", StepKind.MOVE: "moved"}
+
+
 def announcement(cause: TelegramGroupEvent, step: GroupStep) -> tuple[Announcement, str, str] | None:
     """The event a step publishes, its subject and message id; None for a step nobody is told of."""
     binding = step.binding
-    where = binding.key
+    if step.kind is StepKind.LEAVE_BEHIND:
+        return None
+    key = derived_key(cause, f"{_KEY_WORD[step.kind]}:{binding.key}")
+    envelope = envelope_after(cause, key)
+    announced: Announcement
     match step.kind:
         case StepKind.SUSPEND:
-            key = derived_key(cause, f"suspended:{where}")
-            suspended = BindingSuspended(
-                **envelope_after(cause, key),
+            announced = BindingSuspended(
+                **envelope,
                 chat_id=binding.chat_id,
                 thread_id=binding.thread_id,
                 task_number=binding.task_number,
             )
-            return suspended, subjects.binding_suspended(binding.chat_id), key
         case StepKind.RESUME:
-            key = derived_key(cause, f"resumed:{where}")
-            resumed = BindingResumed(
-                **envelope_after(cause, key),
+            announced = BindingResumed(
+                **envelope,
                 chat_id=binding.chat_id,
                 thread_id=binding.thread_id,
                 task_number=binding.task_number,
                 task_title=binding.task_title,
             )
-            return resumed, subjects.binding_resumed(binding.chat_id), key
         case StepKind.MOVE:
             assert isinstance(cause, ChatMigrated)
-            key = derived_key(cause, f"moved:{where}")
-            moved = BindingMoved(
-                **envelope_after(cause, key),
+            announced = BindingMoved(
+                **envelope,
                 old_chat_id=cause.old_chat_id,
                 chat_id=cause.chat_id,
                 thread_id=binding.thread_id,
                 task_number=binding.task_number,
                 task_title=binding.task_title,
             )
-            return moved, subjects.binding_moved(cause.chat_id), key
-        case StepKind.LEAVE_BEHIND:
-            return None
+    return announced, subjects.subject_for(announced), key

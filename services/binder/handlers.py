@@ -14,7 +14,7 @@ from typing import Protocol
 
 import structlog
 
-from bridge_lib.eventbus import Delivery, TransientFailure
+from bridge_lib.eventbus import Delivery, Publisher, TransientFailure
 from bridge_lib.i18n import translator
 from bridge_lib.planfix import (
     CODE_ACCESS_DENIED,
@@ -29,7 +29,6 @@ from contracts.events import (
     BindingEvent,
     BindingStoreRebuilt,
     BindRequested,
-    Event,
     RebuildBindingStore,
     TaskBound,
     TaskUnbound,
@@ -69,10 +68,6 @@ _DECIDED_LOG = {
     "rejected": "bind_rejected",
     "chosen": "group_language_chosen",
 }
-
-
-class Publisher(Protocol):
-    async def publish(self, event: Event, *, subject: str, msg_id: str) -> bool: ...
 
 
 class Store(Protocol):

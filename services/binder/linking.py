@@ -23,7 +23,7 @@ import structlog
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from bridge_lib import link_codes
-from bridge_lib.eventbus import Delivery, TransientFailure
+from bridge_lib.eventbus import Delivery, Publisher, TransientFailure
 from bridge_lib.planfix import PlanfixPerson, PlanfixRejected, PlanfixUnavailable
 from contracts import subjects
 from contracts.events import (
@@ -40,7 +40,7 @@ from contracts.events import (
     envelope_after,
 )
 from contracts.people import People, Person
-from services.binder.people import Known, Publisher, Requesters
+from services.binder.people import Known, Requesters, record_people_event
 
 log = structlog.get_logger("binder.linking")
 
@@ -222,8 +222,7 @@ class Linking:
             planfix_person_id=person.planfix_id,
             why="unlink_command",
         )
-        await self.publisher.publish(unlinked, subject=subjects.subject_for(unlinked), msg_id=key)
-        self.known.apply(unlinked)
+        await record_people_event(unlinked, key, publisher=self.publisher, known=self.known)
         log.info("person_unlinked", telegram_user_id=command.user.id, planfix_person_id=person.planfix_id)
         return self._answer(command, PrivateAnswer.UNLINKED, person)
 
@@ -241,8 +240,7 @@ class Linking:
                 planfix_person_id=person.planfix_id,
                 why="employee_inactive",
             )
-            await self.publisher.publish(unlinked, subject=subjects.subject_for(unlinked), msg_id=key)
-            self.known.apply(unlinked)
+            await record_people_event(unlinked, key, publisher=self.publisher, known=self.known)
             return self._answer(command, PrivateAnswer.NOT_LINKED)
         return self._answer(command, PrivateAnswer.LINKED, person)
 
@@ -335,8 +333,7 @@ class Linking:
             telegram_username=issued.telegram_username,
             language_code=issued.language_code,
         )
-        await self.publisher.publish(linked, subject=subjects.subject_for(linked), msg_id=key)
-        self.known.apply(linked)
+        await record_people_event(linked, key, publisher=self.publisher, known=self.known)
         log.info(
             "person_linked",
             telegram_user_id=issued.telegram_user_id,

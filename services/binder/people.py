@@ -18,7 +18,7 @@ from typing import Protocol
 
 import structlog
 
-from bridge_lib.eventbus import TransientFailure
+from bridge_lib.eventbus import Publisher, TransientFailure
 from bridge_lib.planfix import PlanfixPerson, PlanfixRejected, PlanfixUnavailable
 from contracts import subjects
 from contracts.events import (
@@ -26,6 +26,7 @@ from contracts.events import (
     Event,
     PersonLinked,
     PersonLinkMethod,
+    PersonUnlinked,
     TelegramUser,
     envelope_after,
 )
@@ -35,10 +36,6 @@ log = structlog.get_logger("binder.people")
 
 # How long "no employee has this Telegram" is believed before Planfix is asked again.
 NOT_FOUND_TTL_S = 600.0
-
-
-class Publisher(Protocol):
-    async def publish(self, event: Event, *, subject: str, msg_id: str) -> bool: ...
 
 
 class Employees(Protocol):
@@ -55,6 +52,15 @@ class Known(Protocol):
     def people(self) -> People: ...
     def apply(self, event: AnyEvent) -> None: ...
     async def catch_up(self, timeout_s: float = 10.0) -> None: ...
+
+
+async def record_people_event(
+    event: PersonLinked | PersonUnlinked, key: str, *, publisher: Publisher, known: Known
+) -> None:
+    """Store a PEOPLE event, then apply it to this binder's fold: the next request sees it at
+    once, without waiting for the stream to bring it back (applying it twice changes nothing)."""
+    await publisher.publish(event, subject=subjects.subject_for(event), msg_id=key)
+    known.apply(event)
 
 
 def person_linked_key(telegram_user_id: int, planfix_id: str) -> str:
@@ -105,8 +111,7 @@ class Requesters:
             how=PersonLinkMethod.PLANFIX_PROFILE,
             telegram_username=user.username or found.telegram_username,
         )
-        await self.publisher.publish(linked, subject=subjects.subject_for(linked), msg_id=key)
-        self.known.apply(linked)
+        await record_people_event(linked, key, publisher=self.publisher, known=self.known)
         log.info("person_linked", telegram_user_id=user.id, planfix_person_id=found.id, how="planfix_profile")
         return self.known.people.get(user.id)
 

@@ -18,11 +18,11 @@ from typing import Protocol
 
 import structlog
 
+from bridge_lib.eventbus import Publisher
 from bridge_lib.planfix import PlanfixPerson, PlanfixRejected, PlanfixUnavailable, same_username
-from contracts import subjects
 from contracts.events import PersonLinkMethod, PersonUnlinked, root_envelope
 from contracts.people import People, Person
-from services.binder.people import Known, Publisher
+from services.binder.people import Known, record_people_event
 
 log = structlog.get_logger("binder.people_refresh")
 
@@ -80,8 +80,7 @@ class PeopleRefresh:
                 planfix_person_id=person.planfix_id,
                 why=why,
             )
-            await self.publisher.publish(event, subject=subjects.subject_for(event), msg_id=key)
-            self.known.apply(event)
+            await record_people_event(event, key, publisher=self.publisher, known=self.known)
             log.info("person_unlinked", telegram_user_id=person.telegram_user_id, why=why)
             ended += 1
         log.info("people_refreshed", people=len(people), employees=len(employees), unlinked=ended)

@@ -24,7 +24,7 @@ from typing import Protocol
 
 import structlog
 
-from bridge_lib.eventbus import Delivery, TransientFailure
+from bridge_lib.eventbus import Delivery, Publisher, TransientFailure
 from bridge_lib.planfix import PlanfixRejected, PlanfixUnavailable, TaskNotFound, TaskPeople
 from bridge_lib.planfix_tasks import TaskStatusInfo
 from contracts import subjects
@@ -186,10 +186,6 @@ class TaskPlanfix(Protocol):
     ) -> bool: ...
 
 
-class Publisher(Protocol):
-    async def publish(self, event: TaskCommandAnswered, *, subject: str, msg_id: str) -> bool: ...
-
-
 class _Refused(Exception):
     def __init__(self, outcome: str, detail: str = "") -> None:
         super().__init__(outcome)
@@ -341,7 +337,7 @@ class ClosedTasks:
     unbound (``TaskUnbound``, by ``planfix:task_closed``); the relay tells each group."""
 
     store: BindingStore
-    publisher: UnbindPublisher
+    publisher: Publisher
     # Off (the default): the consumer still exists (``bridge doctor`` expects every declared
     # one) and acknowledges each change at once.
     enabled: bool
@@ -364,7 +360,3 @@ class ClosedTasks:
                 unbound, subject=subjects.binding_unbound(binding.chat_id), msg_id=key
             )
             log.info("closed_task_unbound", task_number=event.task_number, chat_id=binding.chat_id)
-
-
-class UnbindPublisher(Protocol):
-    async def publish(self, event: TaskUnbound, *, subject: str, msg_id: str) -> bool: ...

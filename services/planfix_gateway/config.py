@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Self
+from typing import Annotated, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from bridge_lib.settings import HealthSettings, NatsSettings, PlanfixSettings
+from bridge_lib.settings import HealthSettings, NatsSettings, PlanfixSettings, shaped_secret
 
-MIN_SECRET_LENGTH = 16
 # Characters that survive a URL path untouched (RFC 3986 "unreserved").
 _URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 # An HTTP field name (RFC 9110 "token"), and a value of visible ASCII with inner spaces only.
@@ -35,13 +34,19 @@ _RESERVED_HEADERS = frozenset(
         "x-real-ip",
     }
 )
+_URL_SAFE_SECRET = shaped_secret(
+    _URL_SAFE, "may only contain letters, digits and - _ . ~ (it is part of a URL path)"
+)
+_HEADER_VALUE_SECRET = shaped_secret(
+    _HEADER_VALUE, "may only contain printable ASCII, without spaces at either end"
+)
 
 
 class PlanfixGatewaySettings(NatsSettings, PlanfixSettings, HealthSettings):
     health_port: int = Field(default=9102, alias="PLANFIX_GATEWAY_HEALTH_PORT", ge=0, le=65535)
     # The URL path token the Planfix scenario calls (/planfix/webhook/<secret>): Planfix cannot
     # sign its requests, so this secret is the only thing keeping strangers out.
-    planfix_webhook_secret: SecretStr = Field(alias="PLANFIX_WEBHOOK_SECRET")
+    planfix_webhook_secret: Annotated[SecretStr, _URL_SAFE_SECRET] = Field(alias="PLANFIX_WEBHOOK_SECRET")
     planfix_webhook_host: str = Field(default="0.0.0.0", alias="PLANFIX_WEBHOOK_HOST")
     planfix_webhook_port: int = Field(default=8081, alias="PLANFIX_WEBHOOK_PORT", ge=0, le=65535)
     # A scenario body holds two ids; anything near this size is not from our scenario.
@@ -57,7 +62,9 @@ class PlanfixGatewaySettings(NatsSettings, PlanfixSettings, HealthSettings):
     # Optional second factor: a header the scenario's HTTP request sets (Planfix lets a scenario
     # add headers), checked after the path; both set or neither.
     planfix_webhook_header_name: str | None = Field(default=None, alias="PLANFIX_WEBHOOK_HEADER_NAME")
-    planfix_webhook_header_value: SecretStr | None = Field(default=None, alias="PLANFIX_WEBHOOK_HEADER_VALUE")
+    planfix_webhook_header_value: Annotated[SecretStr, _HEADER_VALUE_SECRET] | None = Field(
+        default=None, alias="PLANFIX_WEBHOOK_HEADER_VALUE"
+    )
     # Edits and deletions noticed by re-reading: every this many minutes, the newest page of
     # comments of each bound task with recent comments (one request per task per period; 0: off).
     planfix_reread_interval_min: float = Field(default=10.0, alias="PLANFIX_REREAD_INTERVAL_MIN", ge=0)
@@ -79,13 +86,6 @@ class PlanfixGatewaySettings(NatsSettings, PlanfixSettings, HealthSettings):
     # false: the re-read only watches edits and deletions, nothing missed is carried.
     planfix_reconcile: bool = Field(default=True, alias="PLANFIX_RECONCILE")
 
-    @field_validator("planfix_webhook_secret")
-    @classmethod
-    def _secret_shape(cls, value: SecretStr) -> SecretStr:
-        if not _URL_SAFE.fullmatch(_long_enough(value)):
-            raise ValueError("may only contain letters, digits and - _ . ~ (it is part of a URL path)")
-        return value
-
     @field_validator("planfix_webhook_header_name")
     @classmethod
     def _header_name_shape(cls, value: str | None) -> str | None:
@@ -95,15 +95,6 @@ class PlanfixGatewaySettings(NatsSettings, PlanfixSettings, HealthSettings):
             raise ValueError("must be an HTTP header name: letters, digits and - (e.g. X-Bridge-Key)")
         if value.lower() in _RESERVED_HEADERS:
             raise ValueError(f"{value} is set by HTTP or a proxy; choose your own, e.g. X-Bridge-Key")
-        return value
-
-    @field_validator("planfix_webhook_header_value")
-    @classmethod
-    def _header_value_shape(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return None
-        if not _HEADER_VALUE.fullmatch(_long_enough(value)):
-            raise ValueError("may only contain printable ASCII, without spaces at either end")
         return value
 
     @model_validator(mode="after")
@@ -121,11 +112,3 @@ class PlanfixGatewaySettings(NatsSettings, PlanfixSettings, HealthSettings):
         if self.planfix_webhook_header_name is None or self.planfix_webhook_header_value is None:
             return None
         return self.planfix_webhook_header_name, self.planfix_webhook_header_value.get_secret_value()
-
-
-def _long_enough(value: SecretStr) -> str:
-    """The secret's text, if it is at least ``MIN_SECRET_LENGTH`` characters long."""
-    secret = value.get_secret_value()
-    if len(secret) < MIN_SECRET_LENGTH:
-        raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters long")
-    return secret

@@ -9,7 +9,6 @@ import socket
 import uuid
 
 import structlog
-from motor.motor_asyncio import AsyncIOMotorClient
 
 from bridge_lib.eventbus import EventPublisher, ensure_streams, start_subscribers
 from bridge_lib.health import consumer_ref, mongo_ping
@@ -19,6 +18,7 @@ from bridge_lib.people_directory import PeopleDirectory
 from bridge_lib.planfix_setup import checked_planfix_client
 from bridge_lib.retention import RECORDED_AT, start_retention
 from bridge_lib.runtime import broker_and_health, freeze_startup_heap, wait_for_stop_signal
+from bridge_lib.store import store_client
 from bridge_lib.telegram import make_bot, telegram_self_check
 from contracts.subjects import LEASES_BUCKET, RELAY_TELEGRAM_INBOUND, TELEGRAM_PACE_BUCKET
 from services.relay import to_planfix, to_telegram
@@ -41,9 +41,7 @@ RECORD_COLLECTIONS = {
 
 
 async def run(settings: RelaySettings) -> None:
-    mongo: AsyncIOMotorClient[dict[str, object]] = AsyncIOMotorClient(
-        settings.mongodb_url, serverSelectionTimeoutMS=10_000, tz_aware=True
-    )
+    mongo = store_client(settings.mongodb_url)
     database = mongo[settings.mongodb_database]
     bot = make_bot(
         settings.telegram_bot_token.get_secret_value(),

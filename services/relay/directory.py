@@ -10,7 +10,6 @@ binding: a miss looks up the group's ``ChatMigrated`` (TELEGRAM stream) and answ
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
 import structlog
@@ -40,16 +39,15 @@ class BoundTask(msgspec.Struct, frozen=True, gc=False):
 Group = tuple[int, int | None]  # (chat id, forum topic id or None)
 
 
-class BindingDirectory:
+class BindingDirectory(FollowedFold[Bindings]):
     def __init__(self) -> None:
-        self._fold = FollowedFold(
+        super().__init__(
             stream=BINDING_STREAM,
             subject_filter=ALL_BINDING_EVENTS,
             initial=Bindings(),
             evolve=evolve,
             on_change=self._changed,
         )
-        self._js: Any = None
         # new chat id -> old chat id, learned from ChatMigrated events on a miss.
         self._migrated_from: dict[int, int] = {}
         self._listeners: list[Callable[[int, bool], None]] = []
@@ -61,22 +59,7 @@ class BindingDirectory:
 
     @property
     def _bindings(self) -> Bindings:
-        return self._fold.value
-
-    async def start(self, js: Any) -> None:
-        self._js = js
-        await self._fold.start(js)
-        log.info("binding_directory_ready", groups=len(self._bindings))
-
-    async def stop(self) -> None:
-        await self._fold.stop()
-
-    def apply(self, event: AnyEvent) -> None:
-        self._fold.apply(event)
-
-    async def catch_up(self, timeout_s: float = 10.0) -> None:
-        """Wait until every binding event stored by now has been applied."""
-        await self._fold.catch_up(timeout_s)
+        return self.value
 
     def _changed(self, bindings: Bindings, event: AnyEvent) -> None:
         # The event's own chat: for a move, the new chat id (the last group touched).

@@ -223,7 +223,13 @@ async def _serve(bot: Bot, broker: NatsBroker, settings: TelegramGatewaySettings
     await _retrying("deleteWebhook", lambda: bot.delete_webhook(drop_pending_updates=False))
     log.info("telegram_gateway_started", mode="polling", allowed_updates=allowed_updates)
     freeze_startup_heap()
-    await poll_updates(bot, dispatcher, allowed_updates=allowed_updates, undecodable=undecodable)
+    await poll_updates(
+        bot,
+        dispatcher,
+        allowed_updates=allowed_updates,
+        undecodable=undecodable,
+        plain_record=dispatcher["record"],
+    )
 
 
 async def _check_webhook_owner(bot: Bot, settings: TelegramGatewaySettings) -> None:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 
 from bridge_lib.redaction import register_secret
-from bridge_lib.settings import HealthSettings, NatsSettings, TelegramSettings
+from bridge_lib.settings import HealthSettings, NatsSettings, TelegramSettings, shaped_secret
 
-MIN_WEBHOOK_SECRET_LENGTH = 16
 # What Telegram accepts as a webhook secret_token.
 _SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
+_WEBHOOK_SECRET = shaped_secret(_SECRET_TOKEN, "Telegram accepts 1-256 characters from A-Z a-z 0-9 _ -")
 
 
 class TelegramGatewaySettings(TelegramSettings, NatsSettings, HealthSettings):
@@ -21,7 +22,9 @@ class TelegramGatewaySettings(TelegramSettings, NatsSettings, HealthSettings):
     telegram_webhook_url: str | None = Field(default=None, alias="TELEGRAM_WEBHOOK_URL")
     # The X-Telegram-Bot-Api-Secret-Token Telegram sends with each update. Unset: derived from
     # the bot token, so every gateway replica agrees without another secret to manage.
-    telegram_webhook_secret: SecretStr | None = Field(default=None, alias="TELEGRAM_WEBHOOK_SECRET")
+    telegram_webhook_secret: Annotated[SecretStr, _WEBHOOK_SECRET] | None = Field(
+        default=None, alias="TELEGRAM_WEBHOOK_SECRET"
+    )
     telegram_webhook_host: str = Field(default="0.0.0.0", alias="TELEGRAM_WEBHOOK_HOST")
     telegram_webhook_port: int = Field(default=8082, alias="TELEGRAM_WEBHOOK_PORT", ge=0, le=65535)
     # An update is a few kB; a body this large is not from Telegram.
@@ -45,21 +48,6 @@ class TelegramGatewaySettings(TelegramSettings, NatsSettings, HealthSettings):
             return None
         if not value.startswith(("https://", "http://")):
             raise ValueError("must be the public https:// address Telegram posts updates to")
-        return value
-
-    @field_validator("telegram_webhook_secret")
-    @classmethod
-    def _secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return None
-        if not _SECRET_TOKEN.fullmatch(value.get_secret_value()):
-            raise ValueError("Telegram accepts 1-256 characters from A-Z a-z 0-9 _ -")
-        if len(value.get_secret_value()) < MIN_WEBHOOK_SECRET_LENGTH:
-            # Telegram takes one character; a guessable secret lets anyone post updates.
-            raise ValueError(
-                f"must be at least {MIN_WEBHOOK_SECRET_LENGTH} characters long "
-                "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'), or unset"
-            )
         return value
 
     def webhook_secret(self) -> str:

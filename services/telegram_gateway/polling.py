@@ -2,14 +2,17 @@
 
 When handling an update fails (NATS away, a stream electing a leader), the offset stays before
 it and the same updates are fetched again, in order, after a growing pause; a repeat is dropped
-by its key. ``Dispatcher.start_polling`` would confirm the update anyway (aiogram 3.31). A batch
-aiogram cannot decode is decoded update by update, the bad ones kept as dead letters
-(``undecodable``). Why this way: docs/architecture.md.
+by its key. ``Dispatcher.start_polling`` would confirm the update anyway (aiogram 3.31). Updates
+are read one by one: a plain group text without the dispatcher (``plain_messages``), the rest as
+aiogram's ``Update``; one aiogram cannot decode is kept as a dead letter (``undecodable``). Why
+this way: docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import Any
 
 import structlog
 from aiogram import Bot, Dispatcher
@@ -21,18 +24,28 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramUnauthorizedError,
 )
+from aiogram.methods import GetUpdates
 from aiogram.types import Update
 from aiogram.types.update import UpdateTypeLookupError
 from aiogram.utils.backoff import Backoff, BackoffConfig
 from pydantic import ValidationError
 
-from services.telegram_gateway.undecodable import UndecodableUpdates, raw_updates_of, update_id_of
+from services.telegram_gateway.plain_messages import plain_group_message, record_plain
+from services.telegram_gateway.record import Record
+from services.telegram_gateway.undecodable import UndecodableUpdates, update_id_of, what_failed
 
 log = structlog.get_logger("telegram_gateway")
 
 # Long enough to keep idle traffic low, well under the 60 s session timeout plus this value.
 POLL_TIMEOUT_S = 25
 BACKOFF = BackoffConfig(min_delay=1.0, max_delay=30.0, factor=1.6, jitter=0.1)
+
+
+class RawUpdates(GetUpdates):
+    """``getUpdates`` through aiogram's session (its errors, retries and call metrics), answered
+    as plain dicts: each update is read on its own (``plain_messages`` or aiogram's ``Update``)."""
+
+    __returning__ = list[dict[str, Any]]  # type: ignore[assignment]
 
 
 async def poll_updates(
@@ -42,10 +55,12 @@ async def poll_updates(
     allowed_updates: list[str],
     timeout_s: int = POLL_TIMEOUT_S,
     undecodable: UndecodableUpdates | None = None,
+    plain_record: Record | None = None,
 ) -> None:
     """Fetch and handle updates until cancelled; an update whose handling failed is fetched again.
 
-    Without ``undecodable`` a batch aiogram cannot decode is only retried (and logged).
+    Without ``undecodable`` an update aiogram cannot decode is only fetched again (and logged);
+    with ``plain_record`` a plain group text is stored through it without the dispatcher.
     """
     offset: int | None = None
     backoff = Backoff(config=BACKOFF)
@@ -54,12 +69,11 @@ async def poll_updates(
     request_timeout = int(bot.session.timeout + timeout_s)
     while True:
         try:
-            updates = await bot.get_updates(
-                offset=offset,
-                timeout=timeout_s,
-                allowed_updates=allowed_updates,
+            answer: Any = await bot(
+                RawUpdates(offset=offset, timeout=timeout_s, allowed_updates=allowed_updates),
                 request_timeout=request_timeout,
             )
+            raw_updates: list[dict[str, Any]] = answer
         except TelegramRetryAfter as error:
             log.warning("get_updates_flood_wait", retry_after_s=error.retry_after)
             await asyncio.sleep(error.retry_after)
@@ -67,15 +81,6 @@ async def poll_updates(
         except TelegramUnauthorizedError:
             raise
         except ClientDecodeError as error:
-            raw_updates = raw_updates_of(error.data)
-            if raw_updates is not None and undecodable is not None:
-                confirmed = await _handle_one_by_one(
-                    bot, dispatcher, raw_updates, offset, undecodable, handling_backoff
-                )
-                if confirmed != offset:
-                    offset = confirmed
-                    backoff.reset()
-                    continue
             delay = next(backoff)
             # Not str(error): it holds the whole answer, people's messages included.
             detail = f"{error.message}: {type(error.original).__name__}"
@@ -94,23 +99,61 @@ async def poll_updates(
             await asyncio.sleep(delay)
             continue
         backoff.reset()
-        for update in updates:
-            if not await _handled_or_paused(bot, dispatcher, update, handling_backoff):
-                break  # fetch again from the same offset: this update comes first
+        offset = await _handle_in_order(
+            bot, dispatcher, plain_record, raw_updates, offset, undecodable, handling_backoff
+        )
+
+
+async def _handle_in_order(
+    bot: Bot,
+    dispatcher: Dispatcher,
+    plain_record: Record | None,
+    raw_updates: list[dict[str, Any]],
+    offset: int | None,
+    undecodable: UndecodableUpdates | None,
+    backoff: Backoff,
+) -> int | None:
+    """Handle the updates in order, a plain group text without the dispatcher, one aiogram cannot
+    decode as a dead letter; the offset that confirms them (up to the first whose event or dead
+    letter could not be stored: it comes again)."""
+    for raw in raw_updates:
+        plain = plain_group_message(raw) if plain_record is not None else None
+        if plain is not None and plain_record is not None:
+            event, subject = plain
+            handled = await _handled_or_paused(
+                event.update_id, record_plain(plain_record, event, subject), bot.token, backoff
+            )
+        else:
+            try:
+                update = Update.model_validate(raw, context={"bot": bot})
+            except ValidationError as error:
+                handled = await _dead_lettered_or_paused(raw, error, undecodable, backoff)
+            else:
+                handled = await _handled_or_paused(
+                    update.update_id, handle_update(bot, dispatcher, update), bot.token, backoff
+                )
+        if not handled:
+            return offset  # fetched again from here: this update comes first
+        update_id = update_id_of(raw)
+        if update_id is not None:
             # max(): an update delivered again must not move the offset back.
-            offset = update.update_id + 1 if offset is None else max(offset, update.update_id + 1)
+            offset = update_id + 1 if offset is None else max(offset, update_id + 1)
+    return offset
 
 
-async def _handled_or_paused(bot: Bot, dispatcher: Dispatcher, update: Update, backoff: Backoff) -> bool:
+async def _handled_or_paused(
+    update_id: int | None, handling: Awaitable[None], token: str, backoff: Backoff
+) -> bool:
     """Handle one update; False (after a growing pause) when its event could not be stored."""
     try:
-        await handle_update(bot, dispatcher, update)
+        with structlog.contextvars.bound_contextvars(update_id=update_id):
+            await handling
     except Exception as error:
         delay = next(backoff)
         log.warning(
             "update_not_stored",
-            update_id=update.update_id,
-            error=redact(f"{type(error).__name__}: {error}", bot.token),
+            update_id=update_id,
+            error=redact(f"{type(error).__name__}: {error}", token),
             retry_in_s=delay,
         )
         await asyncio.sleep(delay)
@@ -119,39 +162,27 @@ async def _handled_or_paused(bot: Bot, dispatcher: Dispatcher, update: Update, b
     return True
 
 
-async def _handle_one_by_one(
-    bot: Bot,
-    dispatcher: Dispatcher,
-    raw_updates: list[object],
-    offset: int | None,
-    undecodable: UndecodableUpdates,
-    handling_backoff: Backoff,
-) -> int | None:
-    """Handle what decodes, dead-letter what does not, in order; the offset that confirms them
-    (up to the first update whose event or dead letter could not be stored: it comes again)."""
-    log.warning(
-        "get_updates_batch_undecodable",
-        updates=len(raw_updates),
-        what_now="decoding the updates one by one; those that cannot be read become dead letters",
-    )
-    for raw in raw_updates:
-        try:
-            update = Update.model_validate(raw, context={"bot": bot})
-        except ValidationError as error:
-            try:
-                await undecodable.store(raw, error)
-            except Exception as store_error:
-                delay = next(handling_backoff)
-                log.warning("dead_letter_not_stored", error=type(store_error).__name__, retry_in_s=delay)
-                await asyncio.sleep(delay)
-                return offset
-        else:
-            if not await _handled_or_paused(bot, dispatcher, update, handling_backoff):
-                return offset
-        update_id = update_id_of(raw)
-        if update_id is not None:
-            offset = update_id + 1 if offset is None else max(offset, update_id + 1)
-    return offset
+async def _dead_lettered_or_paused(
+    raw: dict[str, Any], error: ValidationError, undecodable: UndecodableUpdates | None, backoff: Backoff
+) -> bool:
+    """An update aiogram cannot read: kept as a dead letter and confirmed; False (after a pause)
+    when it could not be kept, or there is nowhere to keep it."""
+    if undecodable is None:
+        delay = next(backoff)
+        log.warning(
+            "update_undecodable", update_id=update_id_of(raw), problems=what_failed(error), retry_in_s=delay
+        )
+        await asyncio.sleep(delay)
+        return False
+    log.warning("update_undecodable_dead_lettered", update_id=update_id_of(raw), problems=what_failed(error))
+    try:
+        await undecodable.store(raw, error)
+    except Exception as store_error:
+        delay = next(backoff)
+        log.warning("dead_letter_not_stored", error=type(store_error).__name__, retry_in_s=delay)
+        await asyncio.sleep(delay)
+        return False
+    return True
 
 
 async def handle_update(bot: Bot, dispatcher: Dispatcher, update: Update) -> None:

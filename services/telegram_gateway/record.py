@@ -18,7 +18,11 @@ log = structlog.get_logger("telegram_gateway")
 
 def envelope(update: Update, key: str) -> Envelope:
     """For an event an update starts: its id made from ``key``, caused by the update."""
-    return root_envelope(key, caused_by=f"tg:update:{update.update_id}")
+    return envelope_for_update(update.update_id, key)
+
+
+def envelope_for_update(update_id: int, key: str) -> Envelope:
+    return root_envelope(key, caused_by=f"tg:update:{update_id}")
 
 
 class AboutMessage(Envelope):

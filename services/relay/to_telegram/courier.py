@@ -34,6 +34,7 @@ from aiogram.types import (
     ReplyParameters,
 )
 from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo import ReplaceOne
 
 from bridge_lib.i18n import Translator, translator
 from bridge_lib.kvstore import compare_and_set, read_entry
@@ -204,9 +205,18 @@ class SentComments:
         return msgspec.convert(document, SentComment, strict=False) if document else None
 
     async def save(self, sent: SentComment) -> None:
-        key = _sent_id(sent.comment_id, sent.chat_id, sent.thread_id)
-        # _id in the document too: nx-27017 does not take it from the filter on an upsert.
-        await self._sent.replace_one({"_id": key}, {"_id": key, **msgspec.to_builtins(sent)}, upsert=True)
+        await self.save_all([sent])
+
+    async def save_all(self, sent: list[SentComment]) -> None:
+        """One round trip for the comments of a combined message."""
+        replacements = []
+        for one in sent:
+            key = _sent_id(one.comment_id, one.chat_id, one.thread_id)
+            # _id in the document too: nx-27017 does not take it from the filter on an upsert.
+            replacements.append(
+                ReplaceOne({"_id": key}, {"_id": key, **msgspec.to_builtins(one)}, upsert=True)
+            )
+        await self._sent.bulk_write(replacements, ordered=False)
 
     async def forget(self, sent: SentComment) -> None:
         await self._sent.delete_one({"_id": _sent_id(sent.comment_id, sent.chat_id, sent.thread_id)})
@@ -357,8 +367,8 @@ class Courier:
         await self._sent.save_combined(
             CombinedMessage(chat_id=first.chat_id, message_id=message_id, parts=parts)
         )
-        for item in items:
-            await self._sent.save(
+        await self._sent.save_all(
+            [
                 SentComment(
                     comment_id=item.comment_id or 0,
                     chat_id=item.chat_id,
@@ -367,7 +377,9 @@ class Courier:
                     text_message_ids=[message_id],
                     combined=True,
                 )
-            )
+                for item in items
+            ]
+        )
         return message_id
 
     async def _plan(self, item: OutboxItem) -> list[Step]:
