@@ -81,12 +81,13 @@ sits behind a ``threading.Lock``, webhook sends are handed to the server's loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -589,6 +590,17 @@ class FakePlanfix(TaskLife):
         """The token's employee loses access to the task: reading it answers code 6."""
         with self._lock:
             self._denied_tasks.add(task_number)
+
+    @contextlib.contextmanager
+    def webhooks_to(self, url: str | None) -> Iterator[None]:
+        """The comment scenario sends its requests to ``url`` (None: sends none) until the block
+        ends, then again where it sent them before."""
+        previous = self.webhook_url
+        self.webhook_url = url
+        try:
+            yield
+        finally:
+            self.webhook_url = previous
 
     def set_unavailable(self, unavailable: bool) -> None:
         with self._lock:

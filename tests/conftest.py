@@ -26,7 +26,7 @@ os.environ.setdefault("BRIDGE_LANGUAGE", "en")
 from devtools import devstack  # noqa: E402
 from sandbox.fake_planfix import FakePlanfix  # noqa: E402
 from sandbox.fake_telegram import FakeTelegram  # noqa: E402
-from tests.support import LoopThread, link_test_admin, serving  # noqa: E402
+from tests.support import LoopThread, link_test_admin, own_nats_server, serving  # noqa: E402
 
 BOT_TOKEN = "123456:TEST-token-for-the-fake"
 PLANFIX_TOKEN = "test-planfix-token"
@@ -50,9 +50,8 @@ def loop() -> Iterator[LoopThread]:
 
 @pytest.fixture(scope="session")
 def nats_url(work_dir: Path) -> Iterator[str]:
-    server = devstack.start_nats(work_dir / "nats", log_file=work_dir / "nats-server.log")
-    with devstack.running(server):
-        yield server.extra["url"]
+    with own_nats_server(work_dir) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -184,14 +184,11 @@ def running_bridge(
         name: ServiceProcess(name, {**env, **service_env[name]}, log_dir).start() for name in SERVICES
     }
     webhook_url = f"http://127.0.0.1:{webhook_port}/planfix/webhook/{WEBHOOK_SECRET}"
-    previous_webhook_url = fake_planfix.webhook_url
-    fake_planfix.webhook_url = webhook_url
     try:
-        bridge = Bridge(reader_url, mongo_url, database, webhook_url, processes, loop)
-        wait_until_ready(processes, webhook_port, timeout_s=30)
-        yield bridge
+        with fake_planfix.webhooks_to(webhook_url):
+            wait_until_ready(processes, webhook_port, timeout_s=30)
+            yield Bridge(reader_url, mongo_url, database, webhook_url, processes, loop)
     finally:
-        fake_planfix.webhook_url = previous_webhook_url
         for process in processes.values():
             process.stop()
         nats.stop()

@@ -62,12 +62,14 @@ class RecordingSession(BaseSession):
     ) -> TelegramType:
         self.calls.append(method)
         answers = self._answers[type(method)]
-        if not answers:
-            raise UnexpectedCall(f"no answer queued for {type(method).__name__}")
-        status, content = answers.popleft()
+        status, content = answers.popleft() if answers else self.unasked(method)
         # aiogram's own checks: an error answer raises the typed error a real one would.
         response = self.check_response(bot=bot, method=method, status_code=status, content=content)
         return response.result  # type: ignore[return-value]
+
+    def unasked(self, method: TelegramMethod[Any]) -> tuple[int, str]:
+        """The answer to a call the test queued none for (its HTTP status and body): none here."""
+        raise UnexpectedCall(f"no answer queued for {type(method).__name__}")
 
     async def close(self) -> None:
         pass

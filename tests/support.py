@@ -32,8 +32,19 @@ from nats.js.api import DeliverPolicy
 from bridge_lib.eventbus import Delivery, consume, durable_pull, ensure_streams, jstream, make_broker
 from contracts import subjects
 from contracts.bindings import Binding
-from contracts.events import AnyEvent, Envelope, TelegramMessageReceived, decode_event, utc_now
+from contracts.events import (
+    AnyEvent,
+    Envelope,
+    PersonLinked,
+    PersonLinkMethod,
+    TaskBound,
+    TelegramMessageReceived,
+    TelegramUser,
+    decode_event,
+    utc_now,
+)
 from contracts.subjects import TELEGRAM_STREAM
+from devtools import devstack
 
 T = TypeVar("T")
 
@@ -107,6 +118,41 @@ def envelope(event_id: str | None = None) -> Envelope:
     }
 
 
+# The admin who binds groups in the in-memory tests.
+ANNA = TelegramUser(id=7, full_name="Anna")
+
+
+def task_bound(chat_id: int, task_number: int, header: Envelope | None = None, **more: Any) -> TaskBound:
+    """Anna bound group ``chat_id`` to task ``task_number``, titled "T<number>", which she named
+    (``more``: the topic's ``thread_id``, the ``previous_task_number``...)."""
+    return TaskBound(
+        **(header or envelope()),
+        chat_id=chat_id,
+        task_number=task_number,
+        task_title=f"T{task_number}",
+        created_task=False,
+        requested_by=ANNA,
+        **more,
+    )
+
+
+def person_linked(
+    user: TelegramUser,
+    planfix_id: str,
+    header: Envelope | None = None,
+    how: PersonLinkMethod = PersonLinkMethod.PLANFIX_PROFILE,
+) -> PersonLinked:
+    """``user`` linked to the Planfix person ``planfix_id``, under their Telegram name and username."""
+    return PersonLinked(
+        **(header or envelope()),
+        telegram_user_id=user.id,
+        planfix_person_id=planfix_id,
+        name=user.full_name,
+        how=how,
+        telegram_username=user.username,
+    )
+
+
 def binding(
     chat_id: int,
     task_number: int,
@@ -129,6 +175,35 @@ def binding(
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_module(
+    module: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    without: tuple[str, ...] = (),
+    cwd: Path = REPO_ROOT,
+    timeout_s: float = 60,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` of this checkout as a separate process, run to its end: in this
+    process's environment but the settings named with ``without`` prefixes, and ``env`` over it
+    (where ``cwd`` is outside the repository, no .env file fills what that leaves out)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env={**environ_without(*without), **(env or {}), "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=check,
+    )
+
+
+def environ_without(*prefixes: str) -> dict[str, str]:
+    """This process's environment but the settings named with ``prefixes``: what a service run
+    by a test must do without."""
+    return {name: value for name, value in os.environ.items() if not name.startswith(prefixes)}
 
 
 class LoopThread:
@@ -302,6 +377,14 @@ def consuming_group_messages(
         yield durable
     finally:
         loop.run(broker.stop())
+
+
+@contextlib.contextmanager
+def own_nats_server(directory: Path) -> Iterator[str]:
+    """A nats-server keeping its data and its log in ``directory``, until the block ends: its URL."""
+    server = devstack.start_nats(directory / "nats", log_file=directory / "nats-server.log")
+    with devstack.running(server):
+        yield server.extra["url"]
 
 
 class Server(Protocol):

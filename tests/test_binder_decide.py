@@ -41,25 +41,17 @@ ADMIN = TelegramUser(id=7, full_name="Anna", username="anna")
 RULES = BindRules(account_url="https://acme.planfix.com", max_task_title=20, language="en")
 
 
-def bind(
-    *,
-    number: int | None = None,
-    title: str | None = None,
-    link: str | None = None,
-    admin: bool | None = True,
-    thread: int | None = None,
-) -> BindRequested:
+def bind(*, admin: bool | None = True, **named: Any) -> BindRequested:
+    """Anna's /task in the group, ``admin`` or not: what it names (``task_number``, ``task_title``,
+    ``task_link``, ``thread_id``) comes in ``named``."""
     return BindRequested(
         **envelope("bind"),
         chat_id=CHAT,
         message_id=5,
         requested_by=ADMIN,
-        task_number=number,
-        task_title=title,
-        task_link=link,
         requester_is_admin=admin,
-        thread_id=thread,
         chat_title="Printers",
+        **named,
     )
 
 
@@ -91,20 +83,20 @@ def shape(outcome: BindOutcome) -> tuple[str | None, int | None, str | None]:
 @pytest.mark.parametrize(
     ("request_", "question"),
     [
-        pytest.param(bind(number=42), LookUpTask(42), id="a number is looked up"),
+        pytest.param(bind(task_number=42), LookUpTask(42), id="a number is looked up"),
         pytest.param(
-            bind(link="https://acme.planfix.com/task/42?comment=3"), LookUpTask(42), id="so is our link"
+            bind(task_link="https://acme.planfix.com/task/42?comment=3"), LookUpTask(42), id="so is our link"
         ),
         pytest.param(
-            bind(title="  Printer   on floor three is out of toner "),
+            bind(task_title="  Printer   on floor three is out of toner "),
             CreateTask(
                 "Printer on floor th…",
                 "Created from Telegram group «Printers» by Anna (@anna).",
             ),
             id="a title creates a task, shortened",
         ),
-        pytest.param(bind(number=42, admin=False), None, id="a refusal asks nothing"),
-        pytest.param(bind(link="https://other.planfix.com/task/42"), None, id="another account's link"),
+        pytest.param(bind(task_number=42, admin=False), None, id="a refusal asks nothing"),
+        pytest.param(bind(task_link="https://other.planfix.com/task/42"), None, id="another account's link"),
         pytest.param(bind(), None, id="nothing to bind"),
         pytest.param(unbind(), None, id="an unbind"),
         pytest.param(operator_unbind(1), None, id="an operator's unbind"),
@@ -116,23 +108,23 @@ def test_what_planfix_is_asked_first(request_: Any, question: Any) -> None:
 
 BIND_TABLE = [
     pytest.param(
-        bind(number=42), None, TaskFound(number=42, title="Printer"), ("bound", 42, None), id="bind"
+        bind(task_number=42), None, TaskFound(number=42, title="Printer"), ("bound", 42, None), id="bind"
     ),
     pytest.param(
-        bind(title="Printer"),
+        bind(task_title="Printer"),
         None,
         TaskFound(number=77, title="Printer", created=True),
         ("bound", 77, None),
         id="bind a new task",
     ),
     pytest.param(
-        bind(number=42, admin=False), None, None, ("rejected", None, "not_allowed"), id="not an admin"
+        bind(task_number=42, admin=False), None, None, ("rejected", None, "not_allowed"), id="not an admin"
     ),
     pytest.param(
-        bind(number=42, admin=None), None, None, ("rejected", None, "not_allowed"), id="admin unknown"
+        bind(task_number=42, admin=None), None, None, ("rejected", None, "not_allowed"), id="admin unknown"
     ),
     pytest.param(
-        bind(link="https://example.com/x"),
+        bind(task_link="https://example.com/x"),
         None,
         None,
         ("rejected", None, "invalid_request"),
@@ -140,10 +132,14 @@ BIND_TABLE = [
     ),
     pytest.param(bind(), None, None, ("rejected", None, "invalid_request"), id="nothing to bind"),
     pytest.param(
-        bind(number=42), None, TaskNotVisible(42), ("rejected", 42, "task_not_found"), id="missing or hidden"
+        bind(task_number=42),
+        None,
+        TaskNotVisible(42),
+        ("rejected", 42, "task_not_found"),
+        id="missing or hidden",
     ),
     pytest.param(
-        bind(number=42),
+        bind(task_number=42),
         None,
         PlanfixRefused(42, 13),
         ("rejected", 42, "planfix_refused"),
@@ -177,14 +173,14 @@ def test_the_outcome_of_a_request(
 
 def test_everyone_may_bind_when_the_rules_say_so() -> None:
     rules = BindRules(account_url=RULES.account_url, everyone_may_bind=True, language="en")
-    outcome = decide(bind(number=42, admin=False), None, TaskFound(number=42, title="P"), rules)
+    outcome = decide(bind(task_number=42, admin=False), None, TaskFound(number=42, title="P"), rules)
     assert outcome.decided == "bound"
 
 
 def test_a_rebind_names_the_task_it_replaces_and_a_created_task_is_remembered() -> None:
-    outcome = decide(bind(title="P"), bound_to(3), TaskFound(number=77, title="P", created=True), RULES)
+    outcome = decide(bind(task_title="P"), bound_to(3), TaskFound(number=77, title="P", created=True), RULES)
     assert (outcome.previous_task_number, outcome.created_task_number) == (3, 77)
-    same = decide(bind(number=3), bound_to(3), TaskFound(number=3, title="T3"), RULES)
+    same = decide(bind(task_number=3), bound_to(3), TaskFound(number=3, title="T3"), RULES)
     assert same.previous_task_number is None
 
 
@@ -192,14 +188,14 @@ def test_a_rebind_names_the_task_it_replaces_and_a_created_task_is_remembered() 
     ("request_", "binding", "task", "detail"),
     [
         pytest.param(
-            bind(number=42, admin=False),
+            bind(task_number=42, admin=False),
             None,
             None,
             "only the group's admins can bind it, sorry",
             id="not admin",
         ),
         pytest.param(
-            bind(number=42),
+            bind(task_number=42),
             None,
             TaskNotVisible(42),
             "task #42 was not found in Planfix, or the bridge's Planfix user cannot see it",
@@ -220,7 +216,7 @@ def test_a_refusal_says_why(request_: Any, binding: Binding | None, task: Any, d
 
 
 def test_each_outcome_is_announced_by_its_event_with_an_id_from_the_request() -> None:
-    request = bind(number=42)
+    request = bind(task_number=42)
     event, subject, msg_id = announcement(
         request, decide(request, bound_to(3), TaskFound(number=42, title="P"), RULES)
     )

@@ -25,7 +25,6 @@ from contracts.events import (
     RebuildBindingStore,
     TaskBound,
     TaskUnbound,
-    TelegramUser,
     UnbindGroup,
     UnbindRejected,
     encode_event,
@@ -38,9 +37,9 @@ from services.binder.bind_policy import BindPolicy
 from services.binder.decide import BindOutcome, BindRules
 from services.binder.group_life import GroupChange
 from services.binder.handlers import BindAccess, Binder, GroupLife, StoreRebuilder
+from tests.support import ANNA
 
 CHAT = -1001
-ADMIN = TelegramUser(id=7, full_name="Anna")
 
 
 @dataclass
@@ -174,16 +173,16 @@ async def deliver(
     await broker.publish(encode_event(event), subject=subject, reply_to=jetstream_reply(seq, consumer))
 
 
-def task_command(message_id: int, *, number: int | None = None, title: str | None = None) -> BindRequested:
+def task_command(message_id: int, **named: Any) -> BindRequested:
+    """Anna's /task as the gateway records it, naming ``task_number`` or ``task_title`` in ``named``."""
     key = telegram_bind_key(CHAT, message_id)
     return BindRequested(
         **root_envelope(key, caused_by=key),
         chat_id=CHAT,
         message_id=message_id,
-        requested_by=ADMIN,
-        task_number=number,
-        task_title=title,
+        requested_by=ANNA,
         requester_is_admin=True,
+        **named,
     )
 
 
@@ -199,7 +198,7 @@ def operator_unbind(task_number: int) -> UnbindGroup:
 async def test_a_task_command_binds_the_group_and_announces_it() -> None:
     binderd = Binderd()
     async with TestNatsBroker(binderd.broker()) as broker:
-        await deliver(broker, task_command(1, number=42), subjects.telegram_bind_requested(CHAT), seq=1)
+        await deliver(broker, task_command(1, task_number=42), subjects.telegram_bind_requested(CHAT), seq=1)
 
     [(event, subject, msg_id)] = binderd.published.events
     assert isinstance(event, TaskBound)
@@ -211,7 +210,7 @@ async def test_a_task_command_binds_the_group_and_announces_it() -> None:
 
 async def test_a_redelivered_task_with_a_title_creates_one_task_and_announces_it_again() -> None:
     binderd = Binderd()
-    command = task_command(2, title="Broken chair")
+    command = task_command(2, task_title="Broken chair")
     async with TestNatsBroker(binderd.broker()) as broker:
         await deliver(broker, command, subjects.telegram_bind_requested(CHAT), seq=2)
         await deliver(broker, command, subjects.telegram_bind_requested(CHAT), seq=2)
@@ -227,8 +226,8 @@ async def test_an_operators_unbind_after_a_rebind_is_refused_and_the_new_binding
     # The operator looked at task 42 and said "Go ahead?"; an admin wrote /task 43 meanwhile.
     binderd = Binderd()
     async with TestNatsBroker(binderd.broker()) as broker:
-        await deliver(broker, task_command(1, number=42), subjects.telegram_bind_requested(CHAT), seq=1)
-        await deliver(broker, task_command(2, number=43), subjects.telegram_bind_requested(CHAT), seq=2)
+        await deliver(broker, task_command(1, task_number=42), subjects.telegram_bind_requested(CHAT), seq=1)
+        await deliver(broker, task_command(2, task_number=43), subjects.telegram_bind_requested(CHAT), seq=2)
         await deliver(broker, operator_unbind(42), subjects.telegram_bind_requested(CHAT), seq=3)
         await deliver(broker, operator_unbind(43), subjects.telegram_bind_requested(CHAT), seq=4)
 
@@ -250,7 +249,7 @@ async def test_the_bot_removed_suspends_the_groups_binding() -> None:
         is_member=False,
     )
     async with TestNatsBroker(binderd.broker()) as broker:
-        await deliver(broker, task_command(1, number=42), subjects.telegram_bind_requested(CHAT), seq=1)
+        await deliver(broker, task_command(1, task_number=42), subjects.telegram_bind_requested(CHAT), seq=1)
         await deliver(
             broker,
             removed,
@@ -269,7 +268,7 @@ async def test_the_bot_removed_suspends_the_groups_binding() -> None:
 async def test_a_rebuild_restores_what_the_stream_says_and_answers_with_the_differences() -> None:
     binderd = Binderd()
     async with TestNatsBroker(binderd.broker()) as broker:
-        await deliver(broker, task_command(1, number=42), subjects.telegram_bind_requested(CHAT), seq=1)
+        await deliver(broker, task_command(1, task_number=42), subjects.telegram_bind_requested(CHAT), seq=1)
         binderd.stream = [event for event, _, _ in binderd.published.events if isinstance(event, TaskBound)]
         binderd.store.bindings = Bindings()  # the collection emptied
 

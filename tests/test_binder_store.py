@@ -22,7 +22,7 @@ from contracts.events import (
     root_envelope,
 )
 from services.binder.store import BindingStore, BindOutcome, group_key
-from tests.support import LoopThread, binding
+from tests.support import LoopThread, binding, task_bound
 
 
 @pytest.fixture
@@ -83,13 +83,8 @@ def test_an_outcome_is_remembered_per_request(loop: LoopThread, store: tuple[Bin
 
 
 def _bound(chat_id: int, task_number: int) -> TaskBound:
-    return TaskBound(
-        **root_envelope(f"test:bound:{chat_id}:{task_number}", caused_by="test"),
-        chat_id=chat_id,
-        task_number=task_number,
-        task_title=f"task {task_number}",
-        created_task=False,
-        requested_by=TelegramUser(id=1, full_name="Anna"),
+    return task_bound(
+        chat_id, task_number, root_envelope(f"test:bound:{chat_id}:{task_number}", caused_by="test")
     )
 
 

@@ -17,24 +17,14 @@ from contracts.events import (
     BindRejected,
     TaskBound,
     TaskUnbound,
-    TelegramUser,
 )
-from tests.support import envelope
+from tests.support import ANNA, envelope, task_bound
 
 CHAT, OTHER_CHAT, SUPERGROUP = -1001, -1002, -1003
-ADMIN = TelegramUser(id=7, full_name="Anna")
 
 
 def bound(task: int, chat: int = CHAT, thread: int | None = None) -> TaskBound:
-    return TaskBound(
-        **envelope(),
-        chat_id=chat,
-        thread_id=thread,
-        task_number=task,
-        task_title=f"T{task}",
-        created_task=False,
-        requested_by=ADMIN,
-    )
+    return task_bound(chat, task, thread_id=thread)
 
 
 def unbound(task: int, chat: int = CHAT, thread: int | None = None) -> TaskUnbound:
@@ -104,4 +94,4 @@ def test_a_move_keeps_who_bound_it_and_when() -> None:
     bindings = fold([first, moved(1)])
     binding = bindings.get(SUPERGROUP)
     assert binding is not None
-    assert (binding.bound_event_id, binding.bound_by_user_id) == (first.event_id, ADMIN.id)
+    assert (binding.bound_event_id, binding.bound_by_user_id) == (first.event_id, ANNA.id)

@@ -11,8 +11,7 @@ import pytest
 from contracts import subjects
 from contracts.events import (
     AnyEvent,
-    PersonLinked,
-    PersonLinkMethod,
+    Envelope,
     PersonUnlinked,
     PlanfixCommentAction,
     PlanfixCommentAdded,
@@ -27,6 +26,7 @@ from contracts.events import (
     utc_now,
 )
 from services.relay.to_telegram.handlers import written_by_bridge
+from tests.support import envelope, person_linked
 
 EXPECTED_TAGS = {
     "planfix.task_webhook_received.v1",
@@ -76,35 +76,48 @@ def test_every_event_type_has_its_explicit_stable_tag() -> None:
     assert tags == EXPECTED_TAGS
 
 
-def test_an_event_round_trips_with_its_tag_and_envelope() -> None:
-    event = TelegramMessageReceived(
-        event_id=event_id_for("tg:msg:-100:1"),
-        occurred_at=utc_now(),
-        correlation_id="c",
-        causation_id="tg:update:9",
-        chat_id=-100,
-        message_id=1,
+def group_message(chat_id: int, message_id: int, header: Envelope) -> TelegramMessageReceived:
+    """Ivan's "hi" in group ``chat_id``."""
+    return TelegramMessageReceived(
+        **header,
+        chat_id=chat_id,
+        message_id=message_id,
         sender=TelegramUser(id=5, full_name="Ivan"),
         text="hi",
         sent_at=utc_now(),
     )
+
+
+def stored_event(event_type: str, **fields: object) -> bytes:
+    """An event as a stream holds it, written by an earlier version: its tag, envelope and ``fields``."""
+    return msgspec.json.encode(
+        {
+            "type": event_type,
+            "event_id": "e",
+            "occurred_at": "2026-01-01T00:00:00Z",
+            "correlation_id": "c",
+            "causation_id": "x",
+            **fields,
+        }
+    )
+
+
+def stored_comment(**fields: object) -> bytes:
+    """Comment 9 of task 4821, "<p>hi</p>", as an earlier version stored it, with ``fields``."""
+    return stored_event(
+        "planfix.comment_added.v1", task_number=4821, comment_id=9, text_html="<p>hi</p>", **fields
+    )
+
+
+def test_an_event_round_trips_with_its_tag_and_envelope() -> None:
+    event = group_message(-100, 1, {**envelope(event_id_for("tg:msg:-100:1")), "causation_id": "tg:update:9"})
     wire = encode_event(event)
     assert msgspec.json.decode(wire)["type"] == "telegram.message_received.v1"
     assert decode_event(wire) == event
 
 
 def test_an_older_consumer_skips_fields_it_does_not_know() -> None:
-    event = TelegramMessageReceived(
-        event_id="e",
-        occurred_at=utc_now(),
-        correlation_id="c",
-        causation_id="x",
-        chat_id=-1,
-        message_id=1,
-        sender=TelegramUser(id=5, full_name="Ivan"),
-        text="hi",
-        sent_at=utc_now(),
-    )
+    event = group_message(-1, 1, envelope("e"))
     raw = msgspec.json.decode(encode_event(event))
     raw["added_in_a_later_version"] = {"anything": 1}
     assert decode_event(msgspec.json.encode(raw)) == event
@@ -122,33 +135,9 @@ def test_undecodable_input_raises_a_clear_error() -> None:
         decode_event(b"not json")
 
 
+# Every family in the catalogue, so that a new one is checked as soon as it is declared.
 @pytest.mark.parametrize(
-    "subject",
-    [
-        subjects.telegram_message_received(-1001),
-        subjects.telegram_bind_requested(-1001),
-        subjects.planfix_comment_webhook(4821),
-        subjects.planfix_comment_added(4821),
-        subjects.binding_bound(-1001),
-        subjects.binding_rejected(-1001),
-        subjects.planfix_comment_posted(4821),
-        subjects.telegram_message_sent(-1001),
-        subjects.binding_unbound(-1001),
-        subjects.dead_letter("relay-telegram-inbound"),
-        subjects.telegram_group_command(-1001),
-        subjects.telegram_anonymous_admin_posted(-1001),
-        subjects.telegram_bot_membership_changed(-1001),
-        subjects.telegram_group_migrated(-1001),
-        subjects.planfix_comment_updated(4821),
-        subjects.planfix_comment_deleted(4821),
-        subjects.binding_unbind_rejected(-1001),
-        subjects.binding_suspended(-1001),
-        subjects.binding_resumed(-1001),
-        subjects.binding_moved(-1001),
-        subjects.telegram_messages_edited(-1001),
-        subjects.telegram_messages_deleted(-1001),
-        subjects.telegram_delivery_failed(-1001),
-    ],
+    "subject", [spec.subject(-1001) for spec in subjects.CATALOGUE], ids=lambda subject: subject
 )
 def test_every_subject_belongs_to_exactly_one_stream(subject: str) -> None:
     def matches(pattern: str) -> bool:
@@ -159,33 +148,14 @@ def test_every_subject_belongs_to_exactly_one_stream(subject: str) -> None:
 
 
 def test_a_comment_event_from_before_files_existed_still_decodes_with_no_files() -> None:
-    old = {
-        "type": "planfix.comment_added.v1",
-        "event_id": "e",
-        "occurred_at": "2026-01-01T00:00:00Z",
-        "correlation_id": "c",
-        "causation_id": "x",
-        "task_number": 4821,
-        "comment_id": 9,
-        "text_html": "<p>hi</p>",
-        "author": {"id": "user:7", "name": "Olga"},
-    }
-    event = decode_event(msgspec.json.encode(old))
+    event = decode_event(stored_comment(author={"id": "user:7", "name": "Olga"}))
     assert isinstance(event, PlanfixCommentAdded)
     assert event.files == []
 
 
 def test_a_webhook_notice_from_before_edits_existed_means_added() -> None:
-    old = {
-        "type": "planfix.comment_webhook_received.v1",
-        "event_id": "e",
-        "occurred_at": "2026-01-01T00:00:00Z",
-        "correlation_id": "c",
-        "causation_id": "x",
-        "task_number": 4821,
-        "comment_id": 9,
-    }
-    event = decode_event(msgspec.json.encode(old))
+    old = stored_event("planfix.comment_webhook_received.v1", task_number=4821, comment_id=9)
+    event = decode_event(old)
     assert isinstance(event, PlanfixCommentWebhookReceived)
     assert event.action is PlanfixCommentAction.ADDED
 
@@ -205,38 +175,24 @@ OUR_SOURCE_ID = "0c6b7f0e-2d7a-4f0e-9a56-6a3f1c9b8e11"
 def test_comments_written_before_and_after_uuids_still_count_as_ours(
     source_id: str | None, source_object_id: str | None, ours: bool
 ) -> None:
-    stored = {
-        "type": "planfix.comment_added.v1",
-        "event_id": "e",
-        "occurred_at": "2026-01-01T00:00:00Z",
-        "correlation_id": "c",
-        "causation_id": "x",
-        "task_number": 4821,
-        "comment_id": 9,
-        "text_html": "<p>hi</p>",
-        "author": {"id": "user:1", "name": "Robot"},
-        "source_id": source_id,
-        "source_object_id": source_object_id,
-    }
-    event = decode_event(msgspec.json.encode(stored))
+    stored = stored_comment(
+        author={"id": "user:1", "name": "Robot"}, source_id=source_id, source_object_id=source_object_id
+    )
+    event = decode_event(stored)
     assert isinstance(event, PlanfixCommentAdded)
     assert written_by_bridge(event, OUR_SOURCE_ID) is ours
 
 
 def test_a_posted_comment_recorded_with_the_old_source_object_id_still_decodes() -> None:
-    stored = {
-        "type": "effect.planfix_comment_posted.v1",
-        "event_id": "e",
-        "occurred_at": "2026-01-01T00:00:00Z",
-        "correlation_id": "c",
-        "causation_id": "x",
-        "task_number": 4821,
-        "comment_id": 9,
-        "source_object_id": "tg:msg:-100:5",
-        "chat_id": -100,
-        "message_id": 5,
-    }
-    event = decode_event(msgspec.json.encode(stored))
+    stored = stored_event(
+        "effect.planfix_comment_posted.v1",
+        task_number=4821,
+        comment_id=9,
+        source_object_id="tg:msg:-100:5",
+        chat_id=-100,
+        message_id=5,
+    )
+    event = decode_event(stored)
     assert isinstance(event, PlanfixCommentPosted)
     assert event.source_object_id == "tg:msg:-100:5"
 
@@ -255,17 +211,7 @@ def test_every_event_knows_its_route_and_its_stream_takes_it(event_type: type[ms
 
 
 def test_an_event_is_published_on_its_familys_subject_with_its_key() -> None:
-    event = TelegramMessageReceived(
-        event_id="e",
-        occurred_at=utc_now(),
-        correlation_id="c",
-        causation_id="x",
-        chat_id=-1001,
-        message_id=5,
-        sender=TelegramUser(id=1, full_name="Ivan"),
-        text="hi",
-        sent_at=utc_now(),
-    )
+    event = group_message(-1001, 5, envelope("e"))
     assert subjects.subject_for(event) == "telegram.message.received.-1001"
 
 
@@ -281,22 +227,10 @@ def test_every_durable_consumer_reads_subjects_of_its_own_stream() -> None:
 
 
 def test_people_events_round_trip_with_their_tags() -> None:
-    linked = PersonLinked(
-        event_id=event_id_for("people:link:5:user:101"),
-        occurred_at=utc_now(),
-        correlation_id="c",
-        causation_id="x",
-        telegram_user_id=5,
-        planfix_person_id="user:101",
-        name="Anna Ivanova",
-        how=PersonLinkMethod.PLANFIX_PROFILE,
-        telegram_username="anna",
-    )
+    anna = TelegramUser(id=5, full_name="Anna Ivanova", username="anna")
+    linked = person_linked(anna, "user:101", envelope(event_id_for("people:link:5:user:101")))
     unlinked = PersonUnlinked(
-        event_id=event_id_for("people:unlink:5:user:101"),
-        occurred_at=utc_now(),
-        correlation_id="c",
-        causation_id="x",
+        **envelope(event_id_for("people:unlink:5:user:101")),
         telegram_user_id=5,
         planfix_person_id="user:101",
         why="unlink_command",

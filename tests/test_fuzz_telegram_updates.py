@@ -42,7 +42,7 @@ from services.telegram_gateway.polling import handle_update
 from services.telegram_gateway.webhook import SECRET_HEADER
 from tests.conftest import BOT_TOKEN
 from tests.fuzzing import with_flipped_bytes
-from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events, serving
+from tests.support import LoopThread, ServiceProcess, eventually, own_nats_server, read_stream_events, serving
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 # aiogram warns about every update of no kind it knows; generated ones are meant to be like that.
@@ -394,10 +394,8 @@ class CountingPublisher(EventPublisher):
 @pytest.fixture(scope="module")
 def own_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A NATS of this module's own: thousands of fuzzed events stay out of the session's streams."""
-    work = tmp_path_factory.mktemp("fuzz-telegram")
-    server = devstack.start_nats(work / "nats", log_file=work / "nats.log")
-    with devstack.running(server):
-        yield server.extra["url"]
+    with own_nats_server(tmp_path_factory.mktemp("fuzz-telegram")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

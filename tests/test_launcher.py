@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from devtools.launcher import chosen_mode
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.conftest import BOT_TOKEN, PLANFIX_TOKEN, WEBHOOK_SECRET
-from tests.support import REPO_ROOT, eventually
+from tests.support import REPO_ROOT, environ_without, eventually, run_module
 
 REQUIRED = ("TELEGRAM_BOT_TOKEN", "PLANFIX_BASE_URL", "PLANFIX_API_TOKEN", "PLANFIX_WEBHOOK_SECRET")
 
@@ -43,21 +42,12 @@ def test_an_unknown_bridge_mode_is_refused() -> None:
 
 
 def test_missing_credentials_are_named_with_how_to_get_them(tmp_path: Path) -> None:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("TELEGRAM_", "PLANFIX_", "NATS_", "MONGODB_", "BRIDGE_"))
-    }
     # Live mode asked for: without credentials it names them and stops (no sandbox instead).
-    env.update(PYTHONPATH=str(REPO_ROOT), BRIDGE_MODE="live")
-
-    result = subprocess.run(
-        [sys.executable, "-m", "devtools.launcher"],
+    result = run_module(
+        "devtools.launcher",
+        env={"BRIDGE_MODE": "live"},
+        without=("TELEGRAM_", "PLANFIX_", "NATS_", "MONGODB_", "BRIDGE_"),
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
 
     assert result.returncode == 2
@@ -73,11 +63,7 @@ def test_make_run_starts_the_whole_bridge_and_ctrl_c_stops_it(
     tmp_path: Path, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     webhook_port = devstack.free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("TELEGRAM_", "PLANFIX_", "NATS_", "MONGODB_", "BRIDGE_", "SANDBOX_"))
-    }
+    env = environ_without("TELEGRAM_", "PLANFIX_", "NATS_", "MONGODB_", "BRIDGE_", "SANDBOX_")
     env.update(
         PYTHONPATH=str(REPO_ROOT),
         TELEGRAM_BOT_TOKEN=BOT_TOKEN,

@@ -40,6 +40,7 @@ from tests.support import (
     jetstream,
     read_stream_events,
     relayed_comments,
+    run_module,
     stays,
     wait_for_binding_notice,
 )
@@ -61,20 +62,20 @@ class OpsBridge:
 
     def cli(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """``bridge ARGS`` as a separate process, the way an operator runs it."""
-        return subprocess.run(
-            [sys.executable, "-m", "bridge_cli", *args],
-            cwd=REPO_ROOT,
-            env={**os.environ, **self.env, **(extra_env or {}), "COLUMNS": "250"},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        env = {**self.env, **(extra_env or {}), "COLUMNS": "250"}
+        return run_module("bridge_cli", *args, env=env, timeout_s=120)
 
     def ok(self, *args: str) -> str:
         result = self.cli(*args)
         assert result.returncode == 0, f"bridge {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
         return result.stdout
+
+    def dump_telegram_events(self, chat_id: int, *only: str) -> Path:
+        """``bridge events dump`` of the group's TELEGRAM events (``only``: more filters, such as
+        ``--type``), into a file of the group's own; the file."""
+        dump = self.work_dir / f"telegram-events-{chat_id}.jsonl"
+        self.ok("events", "dump", "--stream", "TELEGRAM", "--chat", str(chat_id), *only, "-o", str(dump))
+        return dump
 
     def health(self, service: str, path: str) -> httpx.Response:
         return httpx.get(f"http://127.0.0.1:{self.health_ports[service]}{path}", timeout=5)
@@ -141,19 +142,17 @@ def ops(
     log_dir = work_dir / "ops-logs"
     log_dir.mkdir(exist_ok=True)
     processes = {name: ServiceProcess(name, env, log_dir).start() for name in SERVICES}
-    previous_webhook_url = fake_planfix.webhook_url
-    fake_planfix.webhook_url = f"http://127.0.0.1:{webhook_port}/planfix/webhook/{WEBHOOK_SECRET}"
     bridge = OpsBridge(env, nats_server, nats_dir, work_dir, health_ports, processes, loop)
     try:
-        for name in SERVICES:
-            eventually(
-                lambda name=name: bridge.readiness(name) == 200,  # type: ignore[misc]
-                timeout_s=40,
-                what=f"{name} ready",
-            )
-        yield bridge
+        with fake_planfix.webhooks_to(f"http://127.0.0.1:{webhook_port}/planfix/webhook/{WEBHOOK_SECRET}"):
+            for name in SERVICES:
+                eventually(
+                    lambda name=name: bridge.readiness(name) == 200,  # type: ignore[misc]
+                    timeout_s=40,
+                    what=f"{name} ready",
+                )
+            yield bridge
     finally:
-        fake_planfix.webhook_url = previous_webhook_url
         for process in processes.values():
             process.stop()
         bridge.nats.stop()
@@ -348,17 +347,12 @@ def test_trace_of_an_unknown_message_says_so(ops: OpsBridge) -> None:
 
 
 def test_dump_then_replay_reproduces_the_effects_once(
-    ops: OpsBridge,
-    fake_telegram: FakeTelegram,
-    fake_planfix: FakePlanfix,
-    unique_chat_id: int,
-    tmp_path: Path,
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     task, _ = bind_new_task(ops, fake_telegram, unique_chat_id, "Replay", fake_planfix)
     say(ops, fake_telegram, fake_planfix, unique_chat_id, task, "replay me")
-    dump = tmp_path / "events.jsonl"
 
-    ops.ok("events", "dump", "--stream", "TELEGRAM", "--chat", str(unique_chat_id), "-o", str(dump))
+    dump = ops.dump_telegram_events(unique_chat_id)
     records = dump.read_text().splitlines()
     assert len(records) == 2  # the /task command and the message
     assert all('"seq":' in record and '"Nats-Msg-Id"' in record for record in records)
@@ -394,21 +388,13 @@ def test_dump_then_replay_reproduces_the_effects_once(
 
 
 def test_replay_into_one_consumer_is_handled_by_that_consumer_only(
-    ops: OpsBridge,
-    fake_telegram: FakeTelegram,
-    fake_planfix: FakePlanfix,
-    unique_chat_id: int,
-    tmp_path: Path,
+    ops: OpsBridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
     bind_new_task(ops, fake_telegram, unique_chat_id, "Replay into one", fake_planfix)
     before = len(texts_sent(fake_telegram, unique_chat_id))
     fake_telegram.add_group_message(unique_chat_id, "/status")
     eventually(lambda: len(texts_sent(fake_telegram, unique_chat_id)) == before + 1, what="/status answered")
-    dump = tmp_path / "status.jsonl"
-    ops.ok(
-        "events", "dump", "--stream", "TELEGRAM", "--chat", str(unique_chat_id),
-        "--type", "command_received", "-o", str(dump),
-    )  # fmt: skip
+    dump = ops.dump_telegram_events(unique_chat_id, "--type", "command_received")
     replay_id = f"into-binder-{unique_chat_id}"
 
     # /status is read by the binder (which skips it) and by the relay (which answers it).

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from contracts.events import PersonLinked, PersonLinkMethod, PersonUnlinked
+from contracts.events import PersonLinked, PersonLinkMethod, PersonUnlinked, TelegramUser
 from contracts.people import fold
-from tests.support import envelope
+from tests.support import envelope, person_linked
 
 
 def linked(telegram_id: int, planfix_id: str, username: str | None = None) -> PersonLinked:
-    return PersonLinked(
-        **envelope(),
-        telegram_user_id=telegram_id,
-        planfix_person_id=planfix_id,
-        name="N",
-        how=PersonLinkMethod.LINK_CODE,
-        telegram_username=username,
-    )
+    user = TelegramUser(id=telegram_id, full_name="N", username=username)
+    return person_linked(user, planfix_id, how=PersonLinkMethod.LINK_CODE)
 
 
 def unlinked(telegram_id: int, planfix_id: str) -> PersonUnlinked:

@@ -276,25 +276,23 @@ def test_scenario_requests_one_at_a_time(
 ) -> None:
     receiver = _Receiver()
     loop.run(receiver.start())
-    previous = fake_planfix.webhook_url
-    fake_planfix.webhook_url = receiver.url
     try:
-        number = fake_planfix.add_task("Scenario")
-        ui_ids = [fake_planfix.add_employee_comment(number, f"ui {i}") for i in range(3)]
-        api_id = with_client(comment_from_telegram(number, "api", "tg:-5:5"))
-        fake_planfix.post_webhook(number, ui_ids[0])
-        fake_planfix.add_employee_comment(number, "silent", fire_webhook=False)
+        with fake_planfix.webhooks_to(receiver.url):
+            number = fake_planfix.add_task("Scenario")
+            ui_ids = [fake_planfix.add_employee_comment(number, f"ui {i}") for i in range(3)]
+            api_id = with_client(comment_from_telegram(number, "api", "tg:-5:5"))
+            fake_planfix.post_webhook(number, ui_ids[0])
+            fake_planfix.add_employee_comment(number, "silent", fire_webhook=False)
 
-        expected = [*ui_ids, api_id, ui_ids[0]]
+            expected = [*ui_ids, api_id, ui_ids[0]]
 
-        def mine() -> list[WebhookDelivery]:
-            return [d for d in fake_planfix.webhook_deliveries if d.task_number == number]
+            def mine() -> list[WebhookDelivery]:
+                return [d for d in fake_planfix.webhook_deliveries if d.task_number == number]
 
-        eventually(lambda: len(mine()) >= len(expected), what="five scenario requests")
-        stays(lambda: len(mine()) == len(expected), for_s=0.3, what="no request for the silent comment")
-        deliveries = mine()
+            eventually(lambda: len(mine()) >= len(expected), what="five scenario requests")
+            stays(lambda: len(mine()) == len(expected), for_s=0.3, what="no request for the silent comment")
+            deliveries = mine()
     finally:
-        fake_planfix.webhook_url = previous
         assert receiver.runner is not None
         loop.run(receiver.runner.cleanup())
 
@@ -309,19 +307,17 @@ def test_scenario_requests_one_at_a_time(
 def test_api_comments_can_skip_the_scenario(
     fake_planfix: FakePlanfix, with_client: Callable[..., Any]
 ) -> None:
-    previous = fake_planfix.webhook_url
-    fake_planfix.webhook_url = "http://127.0.0.1:9/never"
     fake_planfix.fire_webhooks_for_api_comments = False
     try:
-        number = fake_planfix.add_task("No echo scenario")
-        with_client(comment_from_telegram(number, "api", "tg:-6:6"))
-        ui = fake_planfix.add_employee_comment(number, "ui")
-        [delivery] = eventually(
-            lambda: [d for d in fake_planfix.webhook_deliveries if d.task_number == number],
-            what="the UI comment's scenario request",
-        )
+        with fake_planfix.webhooks_to("http://127.0.0.1:9/never"):
+            number = fake_planfix.add_task("No echo scenario")
+            with_client(comment_from_telegram(number, "api", "tg:-6:6"))
+            ui = fake_planfix.add_employee_comment(number, "ui")
+            [delivery] = eventually(
+                lambda: [d for d in fake_planfix.webhook_deliveries if d.task_number == number],
+                what="the UI comment's scenario request",
+            )
     finally:
-        fake_planfix.webhook_url = previous
         fake_planfix.fire_webhooks_for_api_comments = True
     assert delivery.comment_id == ui
     # Nothing listens there: no answer is recorded as status 0 with the error.

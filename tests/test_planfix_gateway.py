@@ -7,9 +7,6 @@ keep running use a private nats-server so that they never take notices from the 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +33,7 @@ from devtools import devstack
 from sandbox.fake_planfix import FakePlanfix
 from services.planfix_gateway.config import PlanfixGatewaySettings
 from tests.conftest import PLANFIX_TOKEN, WEBHOOK_SECRET
-from tests.support import REPO_ROOT, LoopThread, ServiceProcess, eventually, read_stream_events, stays
+from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events, run_module, stays
 
 E = TypeVar("E", bound=Event)
 OUR_SOURCE_ID = "0c6b7f0e-2d7a-4f0e-9a56-6a3f1c9b8e11"
@@ -102,12 +99,8 @@ def gateway(nats_url: str, fake_planfix: FakePlanfix, work_dir: Path) -> Iterato
 @pytest.fixture
 def scenario_to(gateway: Gateway, fake_planfix: FakePlanfix) -> Iterator[None]:
     """Point the fake's comment scenario at the gateway for one test."""
-    previous = fake_planfix.webhook_url
-    fake_planfix.webhook_url = gateway.webhook_url
-    try:
+    with fake_planfix.webhooks_to(gateway.webhook_url):
         yield
-    finally:
-        fake_planfix.webhook_url = previous
 
 
 def task_events(loop: LoopThread, nats_url: str, task_number: int) -> list[AnyEvent]:
@@ -748,24 +741,9 @@ def test_nats_down_answers_503_then_recovers(work_dir: Path, fake_planfix: FakeP
 # --- start-up and shutdown ------------------------------------------------------------------------
 
 
-def gateway_run(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``python -m services.planfix_gateway`` run until it exits (at start-up, in these tests)."""
-    return subprocess.run(
-        [sys.executable, "-m", "services.planfix_gateway"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_missing_settings_exit_2_naming_them(work_dir: Path) -> None:
     # Run outside the repository so that no .env file can fill the gaps.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLANFIX_", "NATS_"))}
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    result = gateway_run(env, work_dir)
+    result = run_module("services.planfix_gateway", without=("PLANFIX_", "NATS_"), cwd=work_dir)
 
     assert result.returncode == 2
     for name in ("PLANFIX_BASE_URL", "PLANFIX_API_TOKEN", "PLANFIX_WEBHOOK_SECRET"):
@@ -775,13 +753,11 @@ def test_missing_settings_exit_2_naming_them(work_dir: Path) -> None:
 
 def test_short_secret_is_refused(work_dir: Path) -> None:
     env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO_ROOT),
         "PLANFIX_BASE_URL": "http://127.0.0.1:9/rest/",
         "PLANFIX_API_TOKEN": "t",
         "PLANFIX_WEBHOOK_SECRET": "short",
     }
-    result = gateway_run(env, work_dir)
+    result = run_module("services.planfix_gateway", env=env, cwd=work_dir)
 
     assert result.returncode == 2
     assert "PLANFIX_WEBHOOK_SECRET is invalid" in result.stderr

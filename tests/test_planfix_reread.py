@@ -36,7 +36,6 @@ from contracts.events import (
     PlanfixPerson,
     TaskBound,
     TaskUnbound,
-    TelegramUser,
     event_id_for,
     planfix_comment_deleted_key,
     planfix_comment_key,
@@ -60,13 +59,12 @@ from services.planfix_gateway.reread import (
     verdict,
 )
 from tests.conftest import PLANFIX_TOKEN
-from tests.support import LoopThread, envelope, read_stream_events
+from tests.support import LoopThread, envelope, read_stream_events, task_bound
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0
 ACTIVE_S = 24 * HOUR
 SOURCE_ID = "0c6b7f0e-2d7a-4f0e-9a56-6a3f1c9b8e11"
-ADMIN = TelegramUser(id=501, full_name="Anna")
 _numbers = itertools.count(1)
 
 
@@ -134,15 +132,7 @@ def added(
 
 
 def bound(chat_id: int, task: int, thread_id: int | None = None) -> TaskBound:
-    return TaskBound(
-        **envelope(),
-        chat_id=chat_id,
-        task_number=task,
-        task_title="t",
-        created_task=False,
-        requested_by=ADMIN,
-        thread_id=thread_id,
-    )
+    return task_bound(chat_id, task, thread_id=thread_id)
 
 
 # --- what happened to one comment -----------------------------------------------------------------

@@ -13,8 +13,6 @@ from bridge_lib.i18n import translator
 from bridge_lib.people_directory import PeopleDirectory
 from bridge_lib.planfix import OwnerRefused, RecipientRole, Recipients
 from contracts.events import (
-    PersonLinked,
-    PersonLinkMethod,
     PlanfixCommentAdded,
     PlanfixPerson,
     TelegramEntity,
@@ -27,7 +25,7 @@ from contracts.people import People, fold
 from services.relay.to_planfix.authors import OWNERS_OFF_S, Authors, mentioned_employees, owner_key
 from services.relay.to_planfix.from_telegram_html import build_block, comment_html
 from services.relay.to_telegram.from_planfix_html import comment_author_line, telegram_comment_text
-from tests.support import envelope
+from tests.support import envelope, person_linked
 
 EN = translator("en")
 ANNA = TelegramUser(id=11, full_name="Anna Petrova", username="anna_p")  # an employee
@@ -37,18 +35,7 @@ BOT = TelegramUser(id=14, full_name="Helper", username="helper_bot", is_bot=True
 CHANNEL = TelegramUser(id=-1005, full_name="Ops news", is_channel=True)
 
 
-def linked(user: TelegramUser, planfix_id: str) -> PersonLinked:
-    return PersonLinked(
-        **envelope(event_id_for(f"link:{user.id}")),
-        telegram_user_id=user.id,
-        planfix_person_id=planfix_id,
-        name=user.full_name,
-        how=PersonLinkMethod.PLANFIX_PROFILE,
-        telegram_username=user.username,
-    )
-
-
-PEOPLE: People = fold([linked(ANNA, "user:5"), linked(CARL, "contact:9")])
+PEOPLE: People = fold([person_linked(ANNA, "user:5"), person_linked(CARL, "contact:9")])
 
 
 def message(

@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import deque
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
 import nats.js.errors
 import pytest
 from aiogram import Bot
-from aiogram.client.session.base import BaseSession
 from aiogram.exceptions import TelegramRetryAfter
 from aiogram.methods import SendMediaGroup, SendMessage, TelegramMethod
-from aiogram.methods.base import TelegramType
 
 from bridge_lib.lease import LeaseLost, Leases
 from bridge_lib.planfix import PlanfixClient
@@ -34,36 +30,21 @@ from services.relay.to_telegram.courier import (
 from services.relay.to_telegram.items import Action, OutboxItem
 from services.relay.to_telegram.sender import Outbox
 from services.relay.to_telegram.telegram_text import COMBINED_SEPARATOR, TEXT_LIMIT, visible_length
-from tests.in_memory import Clock
+from tests.in_memory import Clock, RecordingSession
 
 CHAT = -100555
 
 
-class RecordingSession(BaseSession):
-    """Records every Bot API call; answers the next one as told (``answer_next``), else with a
-    success: a new message for a send, ``True`` for an edit or a deletion."""
+class SucceedingSession(RecordingSession):
+    """Records every Bot API call; answers it as the test queued (``answer``), else with a success:
+    a new message for a send, ``True`` for an edit or a deletion."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.calls: list[TelegramMethod[Any]] = []
-        self._answers: deque[tuple[int, dict[str, Any]]] = deque()
         self._message_ids = iter(range(1000, 10_000))
 
-    def answer_next(self, status: int, description: str, **parameters: Any) -> None:
-        self._answers.append((status, {"ok": False, "description": description, "parameters": parameters}))
-
-    async def make_request(
-        self,
-        bot: Bot,
-        method: TelegramMethod[TelegramType],
-        timeout: int | None = None,  # noqa: ASYNC109 - aiogram's signature
-    ) -> TelegramType:
-        self.calls.append(method)
-        if self._answers:
-            status, body = self._answers.popleft()
-        else:
-            status, body = 200, {"ok": True, "result": self._result(method)}
-        return self.check_response(bot, method, status, json.dumps(body)).result  # type: ignore[return-value]
+    def unasked(self, method: TelegramMethod[Any]) -> tuple[int, str]:
+        return 200, json.dumps({"ok": True, "result": self._result(method)})
 
     def _result(self, method: TelegramMethod[Any]) -> Any:
         if isinstance(method, SendMediaGroup):
@@ -72,15 +53,6 @@ class RecordingSession(BaseSession):
 
     def _message(self) -> dict[str, Any]:
         return {"message_id": next(self._message_ids), "date": 0, "chat": {"id": CHAT, "type": "supergroup"}}
-
-    async def close(self) -> None:
-        pass
-
-    async def stream_content(  # type: ignore[override]
-        self, url: str, headers: dict[str, Any] | None = None, timeout: int = 30, chunk_size: int = 65536,  # noqa: ASYNC109
-        raise_for_status: bool = True,
-    ) -> AsyncGenerator[bytes, None]:  # fmt: skip
-        yield b""
 
 
 @dataclass
@@ -140,7 +112,7 @@ class MemorySent(SentComments):
 @dataclass
 class Rig:
     courier: Courier
-    session: RecordingSession
+    session: SucceedingSession
     bucket: MemoryBucket
     clock: Clock
     outbox: MemoryOutbox
@@ -149,7 +121,7 @@ class Rig:
 
 @pytest.fixture
 def rig() -> Rig:
-    session = RecordingSession()
+    session = SucceedingSession()
     bot = Bot("42:TEST", session=session)
     bucket, clock = MemoryBucket(), Clock()
     pace = TelegramPace(
@@ -182,7 +154,7 @@ def comment(text: str, *, comment_id: int = 7, reply_to: int | None = None) -> O
     )
 
 
-def sent_texts(session: RecordingSession) -> list[str]:
+def sent_texts(session: SucceedingSession) -> list[str]:
     return [call.text for call in session.calls if isinstance(call, SendMessage)]
 
 
@@ -208,7 +180,9 @@ def test_a_long_comment_goes_in_parts_in_order_each_step_recorded(rig: Rig) -> N
 
 
 def test_what_telegram_cannot_parse_goes_again_as_plain_text(rig: Rig) -> None:
-    rig.session.answer_next(400, "Bad Request: can't parse entities: unexpected end tag")
+    rig.session.answer(
+        SendMessage, error_code=400, description="Bad Request: can't parse entities: unexpected end tag"
+    )
 
     asyncio.run(rig.courier.send(comment("<b>Anna</b> · Planfix:\n1 < 2")))
 
@@ -229,7 +203,9 @@ def test_comments_waiting_together_go_as_one_message_each_keeping_its_author_lin
 
 
 def test_a_429_holds_the_group_for_exactly_retry_after(rig: Rig) -> None:
-    rig.session.answer_next(429, "Too Many Requests: retry after 17", retry_after=17)
+    rig.session.answer(
+        SendMessage, error_code=429, description="Too Many Requests: retry after 17", retry_after=17
+    )
 
     async def scenario() -> None:
         with pytest.raises(TelegramRetryAfter):

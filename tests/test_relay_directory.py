@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from contracts.events import BindingResumed, BindingSuspended, TaskBound, TaskUnbound, TelegramUser
+from contracts.events import BindingResumed, BindingSuspended, TaskBound, TaskUnbound
 from services.relay.directory import BindingDirectory
-from tests.support import envelope
+from tests.support import envelope, task_bound
 
 CHAT = -1001234
-ADMIN = TelegramUser(id=1, full_name="Anna")
 
 
 def bound(task_number: int, n: int) -> TaskBound:
-    return TaskBound(
-        **envelope(f"e{n}"),
-        chat_id=CHAT,
-        task_number=task_number,
-        task_title=f"Task {task_number}",
-        created_task=False,
-        requested_by=ADMIN,
-    )
+    return task_bound(CHAT, task_number, envelope(f"e{n}"))
 
 
 def unbound(task_number: int, n: int) -> TaskUnbound:
@@ -60,6 +52,6 @@ def test_the_sender_is_told_when_the_bot_leaves_a_group_and_when_it_is_back() ->
     directory.on_change(lambda chat_id, suspended: told.append((chat_id, suspended)))
     directory.apply(BindingSuspended(**envelope("e2"), chat_id=CHAT, task_number=1))
     assert directory.suspended_groups() == {CHAT}
-    directory.apply(BindingResumed(**envelope("e3"), chat_id=CHAT, task_number=1, task_title="Task 1"))
+    directory.apply(BindingResumed(**envelope("e3"), chat_id=CHAT, task_number=1, task_title="T1"))
     assert told == [(CHAT, True), (CHAT, False)]
     assert directory.suspended_groups() == set()

@@ -7,12 +7,12 @@ The test refusing owners comes last: after a refusal the relay writes as the rob
 
 from __future__ import annotations
 
-from contracts.events import PersonLinked, PersonLinkMethod, encode_event, event_id_for, utc_now
+from contracts.events import TelegramUser, encode_event, event_id_for
 from contracts.subjects import subject_for
 from sandbox.fake_planfix import ROBOT_ID, FakeComment, FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.e2e_bridge import Bridge, bind_new_task, texts_sent
-from tests.support import connect_nats, eventually
+from tests.support import connect_nats, envelope, eventually, person_linked
 from tests.test_bridge_end_to_end import bridge
 
 __all__ = ["bridge"]  # the module-scoped bridge fixture: one for this module
@@ -25,16 +25,9 @@ def person_id_for(chat_id: int) -> int:
 
 def link(bridge: Bridge, telegram_user_id: int, planfix_id: str, name: str, username: str) -> None:
     """The binder's ``PersonLinked``, published as it would; waits until the relay applied it."""
-    event = PersonLinked(
-        event_id=event_id_for(f"test-link:{telegram_user_id}:{planfix_id}"),
-        occurred_at=utc_now(),
-        correlation_id="test",
-        causation_id="test",
-        telegram_user_id=telegram_user_id,
-        planfix_person_id=planfix_id,
-        name=name,
-        how=PersonLinkMethod.PLANFIX_PROFILE,
-        telegram_username=username,
+    user = TelegramUser(id=telegram_user_id, full_name=name, username=username)
+    event = person_linked(
+        user, planfix_id, envelope(event_id_for(f"test-link:{telegram_user_id}:{planfix_id}"))
     )
 
     async def publish() -> None:
@@ -56,12 +49,14 @@ def link(bridge: Bridge, telegram_user_id: int, planfix_id: str, name: str, user
 
 
 def linked_employee(
-    bridge: Bridge, fake_planfix: FakePlanfix, telegram_user_id: int, name: str, username: str
-) -> str:
-    """A Planfix employee with this Telegram, linked (``link``); their Planfix id."""
+    bridge: Bridge, fake_planfix: FakePlanfix, chat_id: int, name: str, username: str
+) -> tuple[int, str]:
+    """The test's own Telegram user (``person_id_for``) as a Planfix employee, linked (``link``):
+    their Telegram id and their Planfix id."""
+    telegram_user_id = person_id_for(chat_id)
     employee = fake_planfix.add_employee(name, telegram_id=telegram_user_id, telegram=username)
     link(bridge, telegram_user_id, employee, name, username)
-    return employee
+    return telegram_user_id, employee
 
 
 def comments_of(fake_planfix: FakePlanfix, number: int, needle: str) -> list[FakeComment]:
@@ -74,8 +69,7 @@ def comments_of(fake_planfix: FakePlanfix, number: int, needle: str) -> list[Fak
 def test_a_linked_employees_message_is_their_comment_and_their_planfix_comment_names_their_username(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    user_id = person_id_for(unique_chat_id)
-    employee = linked_employee(bridge, fake_planfix, user_id, "Maria Linked", "maria_l")
+    user_id, employee = linked_employee(bridge, fake_planfix, unique_chat_id, "Maria Linked", "maria_l")
     number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Owners")
 
     fake_telegram.add_group_message(
@@ -148,8 +142,7 @@ def test_an_employee_whose_profile_names_their_telegram_writes_as_themselves_bef
 def test_a_mentioned_linked_employee_is_a_recipient_of_the_comment(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    mentioned_id = person_id_for(unique_chat_id)
-    employee = linked_employee(bridge, fake_planfix, mentioned_id, "Olga Mentioned", "olga_m")
+    mentioned_id, employee = linked_employee(bridge, fake_planfix, unique_chat_id, "Olga Mentioned", "olga_m")
     number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Mentions")
 
     text = "Could @olga_m look at this"
@@ -168,8 +161,7 @@ def test_a_mentioned_linked_employee_is_a_recipient_of_the_comment(
 def test_where_planfix_refuses_owners_the_robot_writes_naming_the_author(
     bridge: Bridge, fake_telegram: FakeTelegram, fake_planfix: FakePlanfix, unique_chat_id: int
 ) -> None:
-    user_id = person_id_for(unique_chat_id)
-    linked_employee(bridge, fake_planfix, user_id, "Petr Refused", "petr_r")
+    user_id, _ = linked_employee(bridge, fake_planfix, unique_chat_id, "Petr Refused", "petr_r")
     number = bind_new_task(bridge, fake_telegram, unique_chat_id, "Refused owners")
 
     def petr_writes(text: str) -> FakeComment:

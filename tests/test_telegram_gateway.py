@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -56,7 +54,7 @@ from services.telegram_gateway.commands import TaskArgs, our_command, parse_task
 from services.telegram_gateway.polling import poll_updates
 from services.telegram_gateway.webhook import SECRET_HEADER
 from tests.conftest import BOT_TOKEN
-from tests.support import REPO_ROOT, LoopThread, ServiceProcess, eventually, read_stream_events, stays
+from tests.support import LoopThread, ServiceProcess, eventually, read_stream_events, run_module, stays
 
 
 def gateway_env(fake: FakeTelegram, nats_url: str) -> dict[str, str]:
@@ -257,16 +255,7 @@ def test_an_update_whose_handling_failed_is_fetched_again_before_the_ones_after_
 
 def run_gateway_briefly(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     # cwd outside the repository: a developer's .env must not supply what the test leaves out.
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "NATS_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "services.telegram_gateway"],
-        env={**base, "PYTHONPATH": str(REPO_ROOT), **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_module("services.telegram_gateway", env=env, without=("TELEGRAM_", "NATS_"), cwd=cwd)
 
 
 def test_a_missing_token_is_named_and_exits_2_without_a_traceback(work_dir: Path) -> None:
@@ -678,13 +667,10 @@ def test_an_update_aiogram_cannot_decode_becomes_a_dead_letter_and_the_others_ar
 
 
 def bridge_cli(gateway: ServiceProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bridge_cli", *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, "NATS_URL": gateway.env["NATS_URL"], "COLUMNS": "250"},
-        capture_output=True,
-        text=True,
-        timeout=60,
+    return run_module(
+        "bridge_cli",
+        *args,
+        env={"NATS_URL": gateway.env["NATS_URL"], "COLUMNS": "250"},
         check=True,
     )
 

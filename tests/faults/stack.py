@@ -114,6 +114,10 @@ class FaultBridge:
     # The store the services use when the bridge started its own (so a fault may kill it).
     store: devstack.ManagedProcess | None = None
     store_dir: Path | None = None
+    # When the last burst began: how many scenario requests the fake Planfix had sent, and how
+    # many messages were dead-lettered.
+    webhooks_before_burst: int = 0
+    dead_letters_before_burst: int = 0
 
     # --- processes ------------------------------------------------------------------------
 
@@ -160,8 +164,18 @@ class FaultBridge:
     def dead_letters(self) -> int:
         return len(self.loop.run(read_stream_events(self.cluster.nodes[2].extra["url"], "deadletter.>")))
 
+    def dead_lettered_since_the_burst(self) -> int:
+        return self.dead_letters() - self.dead_letters_before_burst
+
     def all_processes(self) -> list[ServiceProcess]:
         return [*self.processes.values(), *self.extra_relays]
+
+    def assert_logged(self, fault: str, event: str, each: str) -> None:
+        """The services (or the extra relays) logged ``event`` during ``fault``; how many times is
+        printed with the figures, as "N ``each``"."""
+        times = sum(process.log_text().count(event) for process in self.all_processes())
+        print(f"\n{fault}: {times} {each}")
+        assert times >= 1, f"{fault}: no {event} logged"
 
     # --- groups -----------------------------------------------------------------------------
 
@@ -200,6 +214,8 @@ class FaultBridge:
         """Write ``messages_each_way`` messages in the groups and as many comments in their tasks,
         round-robin over the groups; ``midway`` runs (the fault) when half are written.
         Returns how many were written per group (each way)."""
+        self.webhooks_before_burst = len(self.fake_planfix.webhook_deliveries)
+        self.dead_letters_before_burst = self.dead_letters()
         written = dict.fromkeys(chat_ids, 0)
         for index in range(messages_each_way):
             if midway is not None and index == messages_each_way // 2:
@@ -216,9 +232,11 @@ class FaultBridge:
             written[chat_id] = seq + 1
         return written
 
-    def redeliver_failed_webhooks(self, since: int, *, timeout_s: float = 120) -> int:
+    def redeliver_failed_webhooks(self, *, timeout_s: float = 120) -> int:
         """Planfix retries a scenario request that got no 200 (after 15 min for real; here now),
-        again and again until every one since ``since`` was answered 200. Returns the retries."""
+        again and again until every one since the last burst began was answered 200. Returns the
+        retries."""
+        since = self.webhooks_before_burst
         retried = 0
 
         def all_answered() -> bool:
@@ -355,8 +373,6 @@ def fault_bridge(
     }
     log_dir = run_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    previous_webhook_url = fake_planfix.webhook_url
-    fake_planfix.webhook_url = f"http://127.0.0.1:{webhook_port}/planfix/webhook/{WEBHOOK_SECRET}"
     processes = {name: ServiceProcess(name, env, log_dir).start() for name in SERVICES}
     bridge = FaultBridge(
         loop,
@@ -371,10 +387,10 @@ def fault_bridge(
         store_dir=store_dir if store is not None else None,
     )
     try:
-        wait_until_ready(processes, webhook_port, timeout_s=60)
-        yield bridge
+        with fake_planfix.webhooks_to(f"http://127.0.0.1:{webhook_port}/planfix/webhook/{WEBHOOK_SECRET}"):
+            wait_until_ready(processes, webhook_port, timeout_s=60)
+            yield bridge
     finally:
-        fake_planfix.webhook_url = previous_webhook_url
         for process in bridge.all_processes():
             process.stop()
         cluster.stop()

@@ -38,7 +38,6 @@ def crash_groups() -> list[int]:
 def test_kill_9_of_a_service_mid_burst_loses_and_reorders_nothing(bridge: FaultBridge, service: str) -> None:
     fault = f"kill-{service.replace('_', '')}"
     groups = crash_groups()
-    webhooks_before = len(bridge.fake_planfix.webhook_deliveries)
 
     def crash() -> None:
         bridge.kill(service)
@@ -48,7 +47,7 @@ def test_kill_9_of_a_service_mid_burst_loses_and_reorders_nothing(bridge: FaultB
     written = bridge.burst(fault, groups, SIZES.messages_each_way, midway=crash)
     if service == "planfix_gateway":
         # The scenario requests Planfix sent while the gateway was down got no answer.
-        bridge.redeliver_failed_webhooks(webhooks_before)
+        bridge.redeliver_failed_webhooks()
     bridge.settle(fault, groups, written)
 
     to_planfix, to_telegram = bridge.report(fault, groups, written)
@@ -59,7 +58,6 @@ def test_kill_9_of_a_service_mid_burst_loses_and_reorders_nothing(bridge: FaultB
 
 def test_losing_one_of_three_nats_nodes_mid_burst_loses_and_duplicates_nothing(bridge: FaultBridge) -> None:
     groups = crash_groups()
-    webhooks_before = len(bridge.fake_planfix.webhook_deliveries)
 
     written = bridge.burst(
         "kill-natsnode",
@@ -69,7 +67,7 @@ def test_losing_one_of_three_nats_nodes_mid_burst_loses_and_duplicates_nothing(b
     )
     # While a stream elects its new leader the gateway answers Planfix 503 (it could not store
     # the notice); Planfix sends those requests again.
-    retried = bridge.redeliver_failed_webhooks(webhooks_before)
+    retried = bridge.redeliver_failed_webhooks()
     print(f"\nkill-natsnode: {retried} Planfix scenario requests answered 503 and sent again")
     bridge.settle("kill-natsnode", groups, written)
     bridge.cluster.start_node(0)
@@ -79,7 +77,6 @@ def test_losing_one_of_three_nats_nodes_mid_burst_loses_and_duplicates_nothing(b
 
 def test_planfix_down_and_timing_out_then_everything_flows_in_order(bridge: FaultBridge) -> None:
     groups = crash_groups()
-    webhooks_before = len(bridge.fake_planfix.webhook_deliveries)
 
     def outage() -> None:
         bridge.fake_planfix.set_unavailable(True)
@@ -89,7 +86,7 @@ def test_planfix_down_and_timing_out_then_everything_flows_in_order(bridge: Faul
         bridge.fake_planfix.delay_next(4.0, times=3)
 
     written = bridge.burst("planfix-outage", groups, SIZES.messages_each_way, midway=outage)
-    bridge.redeliver_failed_webhooks(webhooks_before)
+    bridge.redeliver_failed_webhooks()
     bridge.settle("planfix-outage", groups, written)
 
     assert_exact(*bridge.report("planfix-outage", groups, written))
