@@ -12,7 +12,6 @@ from services.binder.linking import (
     IssuedCode,
     Linked,
     decide_redemption,
-    person_of_employee,
 )
 
 NOW = 1_000_000.0
@@ -75,7 +74,6 @@ def test_what_a_code_does(
         author_id=author,
         employee=employee,
         people=people,
-        person_of_employee=person_of_employee(people, author),
         now=now,
     )
 
