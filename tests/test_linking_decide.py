@@ -69,12 +69,6 @@ def test_what_a_code_does(
     for someone in known:
         people = people.with_person(someone)
 
-    outcome = decide_redemption(
-        code=CODE,
-        author_id=author,
-        employee=employee,
-        people=people,
-        now=now,
-    )
+    outcome = decide_redemption(code=CODE, author_id=author, employee=employee, people=people, now=now)
 
     assert outcome == expected, case
