@@ -157,17 +157,7 @@ def run_soak(
     phase: Phases,
 ) -> None:
     with phase("soak"):
-        soak(
-            stack,
-            receipts,
-            results,
-            chats=chats,
-            tasks=tasks,
-            rate=config.soak_rate,
-            seconds=config.soak_s,
-            sample_every_s=config.soak_sample_s,
-            drain_timeout_s=config.drain_timeout_s,
-        )
+        soak(stack, receipts, results, config, chats=chats, tasks=tasks)
 
 
 class Phases:
