@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bindings import bind_by_command
+from bench.bindings import bind_by_command, link_people_by_events
 from bench.capacity import burst, report_capacity
 from bench.ceiling import measure_ceiling
 from bench.config import MODES, BenchConfig
@@ -144,6 +144,17 @@ def run_on_stack(config: BenchConfig, results: Results, stack: BenchStack, phase
         run_webhook(stack, results, concurrent=config.webhook_concurrent, rounds=config.webhook_rounds)
     with phase("scale"):
         run_scale(stack, receipts, config, results, other_groups=config.groups)
+    with phase("people"):
+        # Issue 19: memory with the largest scale's groups bound and as many people known.
+        people = max(config.scale_groups)
+        link_people_by_events(stack, people)
+        stack.settle()
+        report_rss(
+            results,
+            f"with {people:,} groups bound and {people:,} people known",
+            service_rss(stack),
+            baseline="after the scale runs",
+        )
     run_soak(config, results, stack, receipts, chats, tasks, phase)
 
 
