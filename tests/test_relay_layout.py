@@ -47,3 +47,13 @@ def test_what_the_wings_share_imports_neither_wing() -> None:
 def test_only_the_shared_modules_and_the_composition_sit_beside_the_wings() -> None:
     beside = {path.name for path in RELAY.glob("*.py")}
     assert beside == {*SHARED, "__init__.py", "__main__.py", "app.py"}
+
+
+# What runs at a group's turn, minutes after the comment came: it never asks the directory
+# again (docs/architecture.md, "One message each way": no file entered twice).
+GROUP_TURN = ("sender.py", "courier.py", "telegram_text.py", "revisions.py", "task_card.py", "media.py")
+
+
+@pytest.mark.parametrize("name", GROUP_TURN)
+def test_a_groups_turn_does_not_read_the_directory(name: str) -> None:
+    assert "services.relay.directory" not in imported_modules(RELAY / "to_telegram" / name)
