@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, get_args
+from typing import Any, Protocol, TypedDict, Unpack, get_args
 
 import structlog
 from faststream.nats import NatsRouter
@@ -102,6 +102,15 @@ class TaskLifeHooks(Protocol):
     async def card_text(self, task_number: int, t: Translator) -> str | None: ...
 
 
+class ItemContent(TypedDict, total=False):
+    """What an item may carry besides where it goes (``OutboxItem``'s fields of these names)."""
+
+    text: str
+    task_number: int | None
+    comment_id: int | None
+    reply_to_message_id: int | None
+
+
 def item_for(
     cause: Event,
     key: str,
@@ -110,10 +119,7 @@ def item_for(
     kind: TelegramMessageKind,
     *,
     action: Action = Action.SEND,
-    text: str = "",
-    task_number: int | None = None,
-    comment_id: int | None = None,
-    reply_to_message_id: int | None = None,
+    **content: Unpack[ItemContent],
 ) -> OutboxItem:
     """An item caused by ``cause`` (its correlation carried on to the effect that reports it)."""
     return OutboxItem(
@@ -124,10 +130,7 @@ def item_for(
         kind=kind,
         correlation_id=cause.correlation_id,
         causation_id=cause.event_id,
-        text=text,
-        task_number=task_number,
-        comment_id=comment_id,
-        reply_to_message_id=reply_to_message_id,
+        **content,
     )
 
 
