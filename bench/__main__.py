@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bindings import bind_by_command
+from bench.bindings import bind_by_command, link_people_by_events
 from bench.capacity import burst, report_capacity
 from bench.ceiling import measure_ceiling
 from bench.config import MODES, BenchConfig
@@ -27,7 +27,7 @@ from bench.report import Results, markdown_table, table
 from bench.scale import run_scale
 from bench.stack import REPO_ROOT, BenchStack
 from bench.startup import run_startup
-from bench.traffic import Receipts
+from bench.traffic import GroupMessages, Receipts, TaskComments
 from bench.webhook import run_webhook
 from tests.support import LoopThread
 
@@ -108,13 +108,13 @@ def run_on_stack(config: BenchConfig, results: Results, stack: BenchStack, phase
         run_soak(config, results, stack, receipts, chats, tasks, phase)
         return
     with phase("warm-up"):
-        burst(stack, receipts, chats=chats, count=config.warmup_messages, timeout_s=120)
-        burst(stack, receipts, tasks=tasks, count=config.warmup_messages, timeout_s=120)
+        burst(stack, receipts, GroupMessages(chats), count=config.warmup_messages, timeout_s=120)
+        burst(stack, receipts, TaskComments(tasks), count=config.warmup_messages, timeout_s=120)
     with phase("ceiling"):
         ceiling = measure_ceiling(stack.work_dir, config.ceiling_messages)
     with phase("capacity"):
-        inbound = burst(stack, receipts, chats=chats, count=config.capacity_messages, timeout_s=300)
-        outbound = burst(stack, receipts, tasks=tasks, count=config.capacity_messages, timeout_s=300)
+        inbound = burst(stack, receipts, GroupMessages(chats), count=config.capacity_messages, timeout_s=300)
+        outbound = burst(stack, receipts, TaskComments(tasks), count=config.capacity_messages, timeout_s=300)
         report_capacity(results, ceiling, inbound, outbound)
     messages = inbound.batch.count + outbound.batch.count + 2 * config.warmup_messages
     if config.profile:
@@ -124,18 +124,18 @@ def run_on_stack(config: BenchConfig, results: Results, stack: BenchStack, phase
                 for label in PROFILED
             ]
             time.sleep(0.3)
-            burst(stack, receipts, chats=chats, count=config.profile_messages, timeout_s=300)
+            burst(stack, receipts, GroupMessages(chats), count=config.profile_messages, timeout_s=300)
             report_profiles(results, [sampler.result() for sampler in samplers], config.profile_messages)
             messages += config.profile_messages
-    for direction, target in (("group→task", {"chats": chats}), ("task→group", {"tasks": tasks})):
+    for direction, traffic in (("group→task", GroupMessages(chats)), ("task→group", TaskComments(tasks))):
         with phase(f"latency {direction}"):
             batch, dist, drained = offered(
                 stack,
                 receipts,
+                traffic,
                 rate=config.latency_rate,
                 seconds=config.latency_s,
                 drain_timeout_s=config.drain_timeout_s,
-                **target,  # type: ignore[arg-type]
             )
             report_latency(results, direction, batch, dist, drained)
             messages += batch.count
@@ -144,6 +144,17 @@ def run_on_stack(config: BenchConfig, results: Results, stack: BenchStack, phase
         run_webhook(stack, results, concurrent=config.webhook_concurrent, rounds=config.webhook_rounds)
     with phase("scale"):
         run_scale(stack, receipts, config, results, other_groups=config.groups)
+    with phase("people"):
+        # Issue 19: memory with the largest scale's groups bound and as many people known.
+        people = max(config.scale_groups)
+        link_people_by_events(stack, people)
+        stack.settle()
+        report_rss(
+            results,
+            f"with {people:,} groups bound and {people:,} people known",
+            service_rss(stack),
+            baseline="after the scale runs",
+        )
     run_soak(config, results, stack, receipts, chats, tasks, phase)
 
 
@@ -157,17 +168,7 @@ def run_soak(
     phase: Phases,
 ) -> None:
     with phase("soak"):
-        soak(
-            stack,
-            receipts,
-            results,
-            chats=chats,
-            tasks=tasks,
-            rate=config.soak_rate,
-            seconds=config.soak_s,
-            sample_every_s=config.soak_sample_s,
-            drain_timeout_s=config.drain_timeout_s,
-        )
+        soak(stack, receipts, results, config, chats=chats, tasks=tasks)
 
 
 class Phases:

@@ -18,7 +18,14 @@ import nats
 from bench.stack import BenchStack, task_number_in
 from bridge_lib.eventbus import CORRELATION_HEADER, EVENT_TYPE_HEADER, MSG_ID_HEADER
 from contracts import subjects
-from contracts.events import TaskBound, TelegramUser, encode_event, root_envelope
+from contracts.events import (
+    PersonLinked,
+    PersonLinkMethod,
+    TaskBound,
+    TelegramUser,
+    encode_event,
+    root_envelope,
+)
 
 _chat_ids = itertools.count(1)
 BENCH_USER = TelegramUser(id=501, full_name="Bench Admin", username="bench_admin")
@@ -104,3 +111,40 @@ def wait_for_notices(stack: BenchStack, chats: set[int], *, timeout_s: float) ->
         stack.check_alive()
         time.sleep(0.2)
     return time.monotonic() - started
+
+
+# Telegram user ids of the people ``link_people_by_events`` makes (clear of the traffic's users).
+FIRST_BENCH_PERSON = 900_000_000
+
+
+def link_people_by_events(stack: BenchStack, count: int) -> None:
+    """``count`` Telegram people linked to Planfix employees by ``PersonLinked`` events: what the
+    relay and the binder then keep in their people folds."""
+    stack.loop.run(_publish_people(stack.env["NATS_URL"], count), timeout_s=300)
+
+
+async def _publish_people(nats_url: str, count: int) -> None:
+    client = await nats.connect(nats_url)
+    try:
+        js = client.jetstream()
+        ids = range(FIRST_BENCH_PERSON, FIRST_BENCH_PERSON + count)
+        for start in range(0, count, 256):
+            await asyncio.gather(*(_link_one(js, user_id) for user_id in ids[start : start + 256]))
+    finally:
+        await client.close()
+
+
+async def _link_one(js: nats.js.JetStreamContext, user_id: int) -> None:
+    key = f"bench:linked:{user_id}"
+    event = PersonLinked(
+        **root_envelope(key, caused_by=key),
+        telegram_user_id=user_id,
+        planfix_person_id=f"user:{user_id}",
+        name=f"Bench Person {user_id}",
+        how=PersonLinkMethod.PLANFIX_PROFILE,
+        telegram_username=f"bench_person_{user_id}",
+    )
+    headers = {MSG_ID_HEADER: key, EVENT_TYPE_HEADER: event.tag, CORRELATION_HEADER: event.correlation_id}
+    await js.publish(
+        subjects.PERSON_LINKED.subject(user_id), encode_event(event), headers=headers, timeout=30
+    )

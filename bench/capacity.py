@@ -9,12 +9,11 @@ which says where the bridge's cost lies on a machine where every process shares 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bench.report import Figure, Results
 from bench.stack import BenchStack, Usage
-from bench.traffic import Batch, Receipts, add_task_comments, send_group_messages
+from bench.traffic import Batch, Receipts, Traffic
 
 
 @dataclass
@@ -40,20 +39,11 @@ def cpu_per_message(before: dict[str, Usage], after: dict[str, Usage], messages:
 
 
 def burst(
-    stack: BenchStack,
-    receipts: Receipts,
-    *,
-    chats: Sequence[int] = (),
-    tasks: Sequence[int] = (),
-    count: int,
-    timeout_s: float,
+    stack: BenchStack, receipts: Receipts, traffic: Traffic, *, count: int, timeout_s: float
 ) -> BurstResult:
-    """``count`` messages into ``chats`` (or comments into ``tasks``) at once; wait until all are out."""
+    """``count`` messages of ``traffic`` at once; wait until all are out."""
     before, ops_before = stack.usage(), stack.store_operations()
-    if chats:
-        batch = send_group_messages(stack.telegram, chats, count, rate=None)
-    else:
-        batch = add_task_comments(stack.planfix, tasks, count, rate=None)
+    batch = traffic.send(stack.telegram, stack.planfix, count, rate=None)
     receipts.wait_for(batch, timeout_s=timeout_s, check=stack.check_alive)
     after, ops_after = stack.usage(), stack.store_operations()
     delivered = receipts.delivered(batch)

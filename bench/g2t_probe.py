@@ -24,7 +24,7 @@ from bench.capacity import burst
 from bench.latency import offered
 from bench.profile import Sampler
 from bench.stack import BenchStack
-from bench.traffic import Receipts
+from bench.traffic import GroupMessages, Receipts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.start()  # inside: a service failing at start must not leave the others running
         receipts = Receipts(stack.telegram, stack.planfix)
-        chats = [chat for chat, _ in bind_by_command(stack, args.groups)]
+        messages = GroupMessages([chat for chat, _ in bind_by_command(stack, args.groups)])
         time.sleep(1.0)
-        burst(stack, receipts, chats=chats, count=200, timeout_s=120)  # warm-up
+        burst(stack, receipts, messages, count=200, timeout_s=120)  # warm-up
         # What each process spends with nothing to do (polls, heartbeats): part of any figure
         # per message at a low rate.
         before = stack.usage()
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         after = stack.usage()
         figures["idle_cpu_ms_per_s"] = {k: round((after[k].cpu_s - before[k].cpu_s) * 100, 2) for k in after}
         print(json.dumps({"idle_cpu_ms_per_s": figures["idle_cpu_ms_per_s"]}), flush=True)
-        result = burst(stack, receipts, chats=chats, count=args.burst, timeout_s=300)
+        result = burst(stack, receipts, messages, count=args.burst, timeout_s=300)
         figures["burst"] = {
             "messages": result.delivered,
             "comments": receipts.calls_per_run.get(("planfix", result.batch.run), 0),
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             before = stack.usage()
             batch, dist, drained = offered(
-                stack, receipts, chats=chats, rate=rate, seconds=args.seconds, drain_timeout_s=120
+                stack, receipts, messages, rate=rate, seconds=args.seconds, drain_timeout_s=120
             )
             after = stack.usage()
             cpu = {k: round((after[k].cpu_s - before[k].cpu_s) * 1000 / batch.count, 3) for k in after}

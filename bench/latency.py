@@ -10,13 +10,12 @@ the latencies grow, and the table says so.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 from bench.report import Figure, Results
 from bench.stack import BenchStack
 from bench.stats import distribution
-from bench.traffic import Batch, Receipts, add_task_comments, send_group_messages
+from bench.traffic import Batch, Receipts, Traffic
 
 P50_TARGET_MS = 5.0
 P99_TARGET_MS = 25.0
@@ -25,18 +24,15 @@ P99_TARGET_MS = 25.0
 def offered(
     stack: BenchStack,
     receipts: Receipts,
+    traffic: Traffic,
     *,
-    chats: Sequence[int] = (),
-    tasks: Sequence[int] = (),
     rate: float,
     seconds: float,
     drain_timeout_s: float,
 ) -> tuple[Batch, dict[str, float], bool]:
+    """``traffic`` at ``rate`` messages a second for ``seconds``; its latencies once drained."""
     count = max(1, int(rate * seconds))
-    if chats:
-        batch = send_group_messages(stack.telegram, chats, count, rate=rate)
-    else:
-        batch = add_task_comments(stack.planfix, tasks, count, rate=rate)
+    batch = traffic.send(stack.telegram, stack.planfix, count, rate=rate)
     drained = receipts.wait_for(batch, timeout_s=drain_timeout_s, check=stack.check_alive)
     dist = distribution(receipts.latencies_ms(batch, stack.planfix))
     # What the bridge carried while the load lasted, and after: below the offered rate = a queue.

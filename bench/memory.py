@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from bench.config import BenchConfig
 from bench.report import Figure, Results
 from bench.stack import BenchStack
 from bench.stats import distribution, trend
@@ -48,14 +49,13 @@ def soak(
     stack: BenchStack,
     receipts: Receipts,
     results: Results,
+    config: BenchConfig,
     *,
     chats: Sequence[int],
     tasks: Sequence[int],
-    rate: float,
-    seconds: float,
-    sample_every_s: float,
-    drain_timeout_s: float,
 ) -> None:
+    """``config.soak_rate`` messages a second, half each way, for ``config.soak_s``; RSS sampled."""
+    rate, seconds, drain_timeout_s = config.soak_rate, config.soak_s, config.drain_timeout_s
     samples: list[tuple[float, dict[str, float]]] = []
     stop = threading.Event()
     started = time.monotonic()
@@ -63,7 +63,7 @@ def soak(
     def sample() -> None:
         while not stop.is_set():
             samples.append((time.monotonic() - started, service_rss(stack)))
-            stop.wait(sample_every_s)
+            stop.wait(config.soak_sample_s)
 
     sampler = threading.Thread(target=sample, name="rss-sampler", daemon=True)
     sampler.start()

@@ -24,7 +24,7 @@ from bench.config import BenchConfig
 from bench.latency import offered
 from bench.report import Figure, Results
 from bench.stack import BenchStack
-from bench.traffic import Receipts
+from bench.traffic import GroupMessages, Receipts
 
 FIRST_SCALE_TASK = 7_000_000
 SECOND_RELAY = "relay#2"
@@ -60,13 +60,13 @@ def run_scale(
             if ready_s is not None:
                 # A process's first messages cost several times the later ones (lazy imports,
                 # first connections): keep the new relay's out of the figures.
-                burst(stack, receipts, chats=chats, count=config.warmup_messages, timeout_s=120)
+                burst(stack, receipts, GroupMessages(chats), count=config.warmup_messages, timeout_s=120)
             stack.settle("relay")
-            result = burst(stack, receipts, chats=chats, count=config.scale_messages, timeout_s=300)
+            result = burst(stack, receipts, GroupMessages(chats), count=config.scale_messages, timeout_s=300)
             _, dist, drained = offered(
                 stack,
                 receipts,
-                chats=chats,
+                GroupMessages(chats),
                 rate=config.scale_latency_rate,
                 seconds=config.scale_latency_s,
                 drain_timeout_s=config.drain_timeout_s,

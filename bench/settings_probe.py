@@ -27,6 +27,9 @@ PACING_OFF: dict[str, str] = {
     "RELAY_GROUP_PACE_MESSAGES": "1000000",
     "RELAY_GROUP_PACE_WINDOW_S": "1",
     "RELAY_BOT_PACE_PER_S": "100000",
+    # The planfix gateway's guard against a flood of webhooks (answered 429 above it).
+    "PLANFIX_WEBHOOK_RATE_PER_S": "100000",
+    "PLANFIX_WEBHOOK_BURST": "100000",
 }
 _PACING_LIKE = re.compile(r"RATE|PACE|PACING|BURST|PER_MIN|PER_S\b|_PER_SECOND|BUDGET", re.IGNORECASE)
 

@@ -18,7 +18,7 @@ from bench.capacity import burst, cpu_per_message
 from bench.latency import offered
 from bench.profile import Sampler
 from bench.stack import STORE_OPERATIONS_METRIC, BenchStack
-from bench.traffic import Receipts
+from bench.traffic import Receipts, TaskComments
 
 PROFILED = ("relay", "planfix_gateway")
 
@@ -38,9 +38,9 @@ def main() -> None:
     try:
         receipts = Receipts(stack.telegram, stack.planfix)
         pairs = bind_by_command(stack, args.groups)
-        tasks = [task for _, task in pairs]
+        comments = TaskComments([task for _, task in pairs])
         time.sleep(1.0)
-        burst(stack, receipts, tasks=tasks, count=200, timeout_s=120)
+        burst(stack, receipts, comments, count=200, timeout_s=120)
         for round_ in range(args.rounds):
             samplers = []
             if args.profile and round_ == args.rounds - 1:
@@ -48,7 +48,7 @@ def main() -> None:
                     Sampler(stack.services[label].pid, label, work_dir, duration_s=8) for label in PROFILED
                 ]
                 time.sleep(0.3)
-            result = burst(stack, receipts, tasks=tasks, count=args.messages, timeout_s=300)
+            result = burst(stack, receipts, comments, count=args.messages, timeout_s=300)
             cpu = ", ".join(f"{k} {v:.2f}" for k, v in sorted(result.cpu_ms_per_message.items()))
             ops = ", ".join(f"{k} {v:.2f}" for k, v in sorted(result.store_ops_per_message.items()))
             print(
@@ -67,7 +67,7 @@ def main() -> None:
         if args.rate:
             before = stack.usage()
             batch, dist, drained = offered(
-                stack, receipts, tasks=tasks, rate=args.rate, seconds=args.seconds, drain_timeout_s=120
+                stack, receipts, comments, rate=args.rate, seconds=args.seconds, drain_timeout_s=120
             )
             offered_cpu = cpu_per_message(before, stack.usage(), batch.count)
             print(

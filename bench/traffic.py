@@ -168,6 +168,29 @@ def add_task_comments(planfix: FakePlanfix, tasks: Sequence[int], count: int, *,
     return batch
 
 
+@dataclass(frozen=True)
+class GroupMessages:
+    """Group→task traffic: text messages round-robin over ``chats``."""
+
+    chats: Sequence[int]
+
+    def send(self, telegram: FakeTelegram, planfix: FakePlanfix, count: int, *, rate: float | None) -> Batch:
+        return send_group_messages(telegram, self.chats, count, rate=rate)
+
+
+@dataclass(frozen=True)
+class TaskComments:
+    """Task→group traffic: comments "in the Planfix UI" round-robin over ``tasks``."""
+
+    tasks: Sequence[int]
+
+    def send(self, telegram: FakeTelegram, planfix: FakePlanfix, count: int, *, rate: float | None) -> Batch:
+        return add_task_comments(planfix, self.tasks, count, rate=rate)
+
+
+Traffic = GroupMessages | TaskComments
+
+
 def both_ways(
     telegram: FakeTelegram,
     planfix: FakePlanfix,

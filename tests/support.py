@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Future
 from itertools import count
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 import nats
+import pytest
 from faststream.middlewares import AckPolicy
 from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client as NatsClient
@@ -106,6 +107,11 @@ def link_test_admin(fake_planfix: Any) -> str:
 
 
 _event_ids = count(1)
+
+
+def named_cases(names: Sequence[str], table: Sequence[tuple[Any, ...]]) -> pytest.MarkDecorator:
+    """``pytest.mark.parametrize`` over a table whose rows start with the case's name, its id."""
+    return pytest.mark.parametrize(names, [row[1:] for row in table], ids=[row[0] for row in table])
 
 
 def envelope(event_id: str | None = None) -> Envelope:

@@ -12,7 +12,6 @@ from services.binder.linking import (
     IssuedCode,
     Linked,
     decide_redemption,
-    person_of_employee,
 )
 
 NOW = 1_000_000.0
@@ -70,13 +69,6 @@ def test_what_a_code_does(
     for someone in known:
         people = people.with_person(someone)
 
-    outcome = decide_redemption(
-        code=CODE,
-        author_id=author,
-        employee=employee,
-        people=people,
-        person_of_employee=person_of_employee(people, author),
-        now=now,
-    )
+    outcome = decide_redemption(code=CODE, author_id=author, employee=employee, people=people, now=now)
 
     assert outcome == expected, case

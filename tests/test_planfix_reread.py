@@ -59,7 +59,7 @@ from services.planfix_gateway.reread import (
     verdict,
 )
 from tests.conftest import PLANFIX_TOKEN
-from tests.support import LoopThread, envelope, read_stream_events, task_bound
+from tests.support import LoopThread, envelope, named_cases, read_stream_events, task_bound
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0
@@ -151,11 +151,7 @@ VERDICTS: list[tuple[str, Watched, PlanfixComment | None, bool, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("seen", "now", "relay_hidden", "expected"),
-    [case[1:] for case in VERDICTS],
-    ids=[case[0] for case in VERDICTS],
-)
+@named_cases(("seen", "now", "relay_hidden", "expected"), VERDICTS)
 def test_a_comment_is_judged_by_its_text_files_and_state(
     seen: Watched, now: PlanfixComment | None, relay_hidden: bool, expected: str
 ) -> None:
@@ -216,11 +212,7 @@ SELECTIONS: list[tuple[str, dict[int, float], dict[int, float], int, list[int]]]
 ]
 
 
-@pytest.mark.parametrize(
-    ("active", "last_read", "allowance", "expected"),
-    [case[1:] for case in SELECTIONS],
-    ids=[case[0] for case in SELECTIONS],
-)
+@named_cases(("active", "last_read", "allowance", "expected"), SELECTIONS)
 def test_tasks_are_read_in_turn_within_the_allowance(
     active: dict[int, float], last_read: dict[int, float], allowance: int, expected: list[int]
 ) -> None:
@@ -258,9 +250,7 @@ CREDITS: list[tuple[str, float, float, float]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("credit", "share", "expected"), [case[1:] for case in CREDITS], ids=[case[0] for case in CREDITS]
-)
+@named_cases(("credit", "share", "expected"), CREDITS)
 def test_a_pass_spends_its_share_and_saves_up_no_burst(credit: float, share: float, expected: float) -> None:
     assert next_credit(credit, share) == pytest.approx(expected)
 

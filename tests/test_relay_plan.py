@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import pytest
-
 from contracts.events import (
     TelegramMessageEdited,
     TelegramMessageReceived,
@@ -31,7 +29,7 @@ from services.relay.to_planfix.plan import (
     plan_batch,
     replan,
 )
-from tests.support import envelope
+from tests.support import envelope, named_cases
 
 ANNA = TelegramUser(id=1, full_name="Anna")
 BORIS = TelegramUser(id=2, full_name="Boris")
@@ -158,11 +156,7 @@ CASES: list[tuple[str, list[InboundEvent], dict[str, str], CombineLimits, list[l
 ]
 
 
-@pytest.mark.parametrize(
-    ("events", "ledger", "limits", "chains"),
-    [case[1:] for case in CASES],
-    ids=[case[0] for case in CASES],
-)
+@named_cases(("events", "ledger", "limits", "chains"), CASES)
 def test_a_batch_becomes_one_chain_of_steps_per_task(
     events: list[InboundEvent],
     ledger: dict[str, str],
@@ -271,11 +265,7 @@ OWNER_CASES: list[OwnerCase] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("events", "owners", "max_messages", "chains"),
-    [case[1:] for case in OWNER_CASES],
-    ids=[case[0] for case in OWNER_CASES],
-)
+@named_cases(("events", "owners", "max_messages", "chains"), OWNER_CASES)
 def test_with_owners_only_consecutive_messages_of_one_owner_share_a_comment(
     events: list[InboundEvent],
     owners: dict[int, str | None],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar, get_args
+from typing import Any, TypeVar, get_args
 
 import msgspec
 import structlog
@@ -23,6 +23,7 @@ from bridge_lib.eventbus import (
 )
 from bridge_lib.health import mongo_ping
 from bridge_lib.people_directory import PeopleDirectory
+from bridge_lib.planfix import PlanfixClient
 from bridge_lib.planfix_setup import checked_planfix_client
 from bridge_lib.retention import RECORDED_AT, start_retention
 from bridge_lib.runtime import broker_and_health, wait_for_stop_signal
@@ -50,14 +51,14 @@ from services.binder.admission import Admission
 from services.binder.audit import BindingAudit
 from services.binder.config import BinderSettings
 from services.binder.decide import BinderRequest, BindRules
-from services.binder.handlers import BindAccess, Binder, GroupLife, StoreRebuilder, Tasks
-from services.binder.linking import LinkCodes, Linking, LinkPlanfix
-from services.binder.people import Employees, Known, Requesters
+from services.binder.handlers import BindAccess, Binder, GroupLife, StoreRebuilder
+from services.binder.linking import LinkCodes, Linking
+from services.binder.people import Known, Requesters
 from services.binder.people_refresh import PeopleRefresh
 from services.binder.rebuild import bindings_in_stream
 from services.binder.store import BindingStore
-from services.binder.task_commands import ClosedTasks, TaskCommands, TaskPlanfix
-from services.binder.task_notices import Comments, TaskNotices
+from services.binder.task_commands import ClosedTasks, TaskCommands
+from services.binder.task_notices import TaskNotices
 
 log = structlog.get_logger("binder")
 
@@ -88,15 +89,11 @@ def answer_requests(
     nats_router.subscriber(subject, queue="binder", decoder=undecoded, include_in_schema=False)(on_request)
 
 
-class BinderPlanfix(Tasks, Employees, Comments, LinkPlanfix, TaskPlanfix, Protocol):
-    """Everything the binder asks Planfix (``bridge_lib.planfix.PlanfixClient``)."""
-
-
 def build(
     settings: BinderSettings,
     *,
     store: BindingStore,
-    planfix: BinderPlanfix,
+    planfix: PlanfixClient,
     publisher: Publisher,
     js: Any,
     people: Known,

@@ -20,6 +20,7 @@ from contracts.events import (
     BindingRejectionReason,
     BindRejected,
     BindRequested,
+    Envelope,
     GroupLanguageChosen,
     GroupLanguageRejected,
     GroupLanguageRequested,
@@ -270,25 +271,33 @@ def decide(
             return BindOutcome(request_key=key, decided="unbound", task_number=binding.task_number)
 
 
+class _GroupEnvelope(Envelope):
+    """The envelope of an announcement, with the group (or forum topic) it is about."""
+
+    chat_id: int
+    thread_id: int | None
+
+
+def _in_group(request: BinderRequest, key: str) -> _GroupEnvelope:
+    """An announcement's envelope: after ``request``, in its group, the message id from ``key``."""
+    return {**envelope_after(request, key), "chat_id": request.chat_id, "thread_id": request.thread_id}
+
+
 def announcement(request: BinderRequest, outcome: BindOutcome) -> tuple[Announcement, str, str]:
     """The event ``outcome`` publishes, its subject and its message id (derived from the request)."""
-    chat_id, thread_id = request.chat_id, request.thread_id
+    chat_id = request.chat_id
     if isinstance(request, GroupLanguageRequested):
         if outcome.decided == "chosen" and outcome.language is not None:
             key = derived_key(request, "language-chosen")
             chosen = GroupLanguageChosen(
-                **envelope_after(request, key),
-                chat_id=chat_id,
-                thread_id=thread_id,
+                **_in_group(request, key),
                 language=outcome.language,
                 chosen_by=request.requested_by,
             )
             return chosen, subjects.binding_language_chosen(chat_id), key
         key = derived_key(request, "language-rejected")
         language_refused = GroupLanguageRejected(
-            **envelope_after(request, key),
-            chat_id=chat_id,
-            thread_id=thread_id,
+            **_in_group(request, key),
             language=outcome.language or request.language,
             reason=BindingRejectionReason(outcome.reason or BindingRejectionReason.INVALID_REQUEST),
             detail=outcome.detail or "",
@@ -298,9 +307,7 @@ def announcement(request: BinderRequest, outcome: BindOutcome) -> tuple[Announce
         if outcome.decided == "bound" and outcome.task_number is not None:
             key = derived_key(request, "bound")
             bound = TaskBound(
-                **envelope_after(request, key),
-                chat_id=chat_id,
-                thread_id=thread_id,
+                **_in_group(request, key),
                 task_number=outcome.task_number,
                 task_title=outcome.task_title or "",
                 created_task=outcome.created_task_number is not None,
@@ -310,9 +317,7 @@ def announcement(request: BinderRequest, outcome: BindOutcome) -> tuple[Announce
             return bound, subjects.binding_bound(chat_id), key
         key = derived_key(request, "rejected")
         rejected = BindRejected(
-            **envelope_after(request, key),
-            chat_id=chat_id,
-            thread_id=thread_id,
+            **_in_group(request, key),
             reason=BindingRejectionReason(outcome.reason or BindingRejectionReason.INVALID_REQUEST),
             detail=outcome.detail or "",
             task_number=outcome.task_number,
@@ -330,9 +335,7 @@ def announcement(request: BinderRequest, outcome: BindOutcome) -> tuple[Announce
         else:
             by, why, person = request.operator, request.reason, None
         unbound = TaskUnbound(
-            **envelope_after(request, key),
-            chat_id=chat_id,
-            thread_id=thread_id,
+            **_in_group(request, key),
             task_number=outcome.task_number,
             unbound_by=by,
             reason=why,
@@ -341,9 +344,7 @@ def announcement(request: BinderRequest, outcome: BindOutcome) -> tuple[Announce
         return unbound, subjects.binding_unbound(chat_id), key
     key = derived_key(request, "unbind-rejected")
     refused = UnbindRejected(
-        **envelope_after(request, key),
-        chat_id=chat_id,
-        thread_id=thread_id,
+        **_in_group(request, key),
         reason=BindingRejectionReason(outcome.reason or BindingRejectionReason.NOT_BOUND),
         detail=outcome.detail or "",
     )

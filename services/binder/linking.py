@@ -126,7 +126,6 @@ def decide_redemption(
     author_id: str,
     employee: PlanfixPerson | None,
     people: People,
-    person_of_employee: Person | None,
     now: float,
 ) -> Redemption:
     """What a code written in a comment by ``author_id`` does."""
@@ -139,7 +138,8 @@ def decide_redemption(
     current = people.get(code.telegram_user_id)
     if current is not None:
         return AlreadyLinkedSame() if current.planfix_id == author_id else LinkRefusal.ALREADY_LINKED
-    if person_of_employee is not None and person_of_employee.telegram_user_id != code.telegram_user_id:
+    linked_to_author = person_of_employee(people, author_id)
+    if linked_to_author is not None and linked_to_author.telegram_user_id != code.telegram_user_id:
         return LinkRefusal.EMPLOYEE_LINKED_ELSEWHERE
     return Linked()
 
@@ -289,14 +289,8 @@ class Linking:
         author = comment.author.id or ""
         employee = await self._employee(author)
         await self.known.catch_up()
-        people = self.known.people
         outcome = decide_redemption(
-            code=issued,
-            author_id=author,
-            employee=employee,
-            people=people,
-            person_of_employee=person_of_employee(people, author),
-            now=self.clock(),
+            code=issued, author_id=author, employee=employee, people=self.known.people, now=self.clock()
         )
         if not await self.codes.spend(issued.digest, comment.comment_id):
             log.info("link_code_already_spent")

@@ -20,12 +20,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Protocol
 
 import structlog
 
 from bridge_lib.eventbus import Delivery, Publisher, TransientFailure
-from bridge_lib.planfix import PlanfixRejected, PlanfixUnavailable, TaskNotFound, TaskPeople
+from bridge_lib.planfix import PlanfixClient, PlanfixRejected, PlanfixUnavailable, TaskNotFound, TaskPeople
 from bridge_lib.planfix_tasks import TaskStatusInfo
 from contracts import subjects
 from contracts.bindings import group_key
@@ -173,19 +172,6 @@ def refusal(
     return str(found) if found is not None else None
 
 
-class TaskPlanfix(Protocol):
-    async def get_task_state(self, number: int) -> tuple[PlanfixTaskState, TaskPeople]: ...
-    async def get_task_statuses(self, process_id: int) -> list[TaskStatusInfo]: ...
-    async def update_task(
-        self,
-        number: int,
-        *,
-        status_id: int | None = None,
-        deadline: date | None = None,
-        assignees: TaskPeople | None = None,
-    ) -> bool: ...
-
-
 class _Refused(Exception):
     def __init__(self, outcome: str, detail: str = "") -> None:
         super().__init__(outcome)
@@ -196,7 +182,7 @@ class _Refused(Exception):
 @dataclass(frozen=True, kw_only=True, eq=False)
 class TaskCommands:
     store: BindingStore
-    planfix: TaskPlanfix
+    planfix: PlanfixClient
     publisher: Publisher
     requesters: Requesters
     known: Known
