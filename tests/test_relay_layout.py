@@ -10,7 +10,7 @@ import pytest
 
 RELAY = Path(__file__).resolve().parent.parent / "services" / "relay"
 WINGS = ("to_planfix", "to_telegram")
-SHARED = ("directory.py", "effects.py", "config.py")
+SHARED = ("directory.py", "effects.py", "config.py", "shared.py")
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -18,6 +18,7 @@ arrive only where an operator can send them; otherwise ``reread`` notices edits 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
 from faststream.nats import NatsRouter
@@ -65,35 +66,26 @@ async def no_wait() -> None:
     """A ``before_fetch`` that waits for nothing."""
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class CommentFetcher:
-    def __init__(
-        self,
-        *,
-        planfix: PlanfixClient,
-        publisher: EventPublisher,
-        source_id: str,
-        relay_hidden: bool = False,
-        before_fetch: Callable[[], Awaitable[None]] = no_wait,
-        in_order: InOrderCarrier | None = None,
-    ) -> None:
-        self._planfix = planfix
-        # None: each notice's comment alone (tests of one notice; tools without a stream).
-        self._in_order = in_order
-        self._publisher = publisher
-        self._source_id = source_id
-        self._relay_hidden = relay_hidden
-        # Webhook answers come first: they hold Planfix's scenario queue, a fetch holds nothing.
-        self._before_fetch = before_fetch
+    planfix: PlanfixClient
+    publisher: EventPublisher
+    source_id: str
+    relay_hidden: bool = False
+    # Webhook answers come first: they hold Planfix's scenario queue, a fetch holds nothing.
+    before_fetch: Callable[[], Awaitable[None]] = no_wait
+    # None: each notice's comment alone (tests of one notice; tools without a stream).
+    in_order: InOrderCarrier | None = None
 
     async def handle(self, notice: PlanfixCommentWebhookReceived, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(action=notice.action)
         if (
             notice.action is PlanfixCommentAction.ADDED
-            and self._in_order is not None
-            and await self._in_order.carry_announced(notice)
+            and self.in_order is not None
+            and await self.in_order.carry_announced(notice)
         ):
             return
-        await self._before_fetch()
+        await self.before_fetch()
         comment = await self._fetch(notice.comment_id)
         if notice.action is PlanfixCommentAction.DELETED:
             await self._publish_deleted(notice, comment)
@@ -103,7 +95,7 @@ class CommentFetcher:
         if comment.is_deleted:
             log.info("comment_deleted_skipped", comment_id=comment.id)
             return
-        if comment.is_hidden and not self._relay_hidden:
+        if comment.is_hidden and not self.relay_hidden:
             # Hidden comments are Planfix-internal; PLANFIX_RELAY_HIDDEN_COMMENTS=true relays them.
             log.info("hidden_comment_not_relayed", comment_id=comment.id)
             return
@@ -114,9 +106,9 @@ class CommentFetcher:
         if notice.action is PlanfixCommentAction.UPDATED:
             await self._publish_updated(notice, comment, task_number)
             return
-        added = comment_added(notice, comment, task_number=task_number, our_source_id=self._source_id)
+        added = comment_added(notice, comment, task_number=task_number, our_source_id=self.source_id)
         await store(
-            self._publisher,
+            self.publisher,
             added,
             subject=subjects.planfix_comment_added(task_number),
             key=planfix_comment_key(comment.id),
@@ -133,11 +125,11 @@ class CommentFetcher:
             comment_id=comment.id,
             text_html=comment.description,
             author=PlanfixPerson(id=comment.owner_id, name=comment.owner_name),
-            source_id=self._source_id if comment.source_object_id else None,
+            source_id=self.source_id if comment.source_object_id else None,
             source_object_id=comment.source_object_id,
             files=files_of(comment),
         )
-        await store(self._publisher, updated, subject=subjects.planfix_comment_updated(task_number), key=key)
+        await store(self.publisher, updated, subject=subjects.planfix_comment_updated(task_number), key=key)
 
     async def _publish_deleted(
         self, notice: PlanfixCommentWebhookReceived, comment: PlanfixComment | None
@@ -150,11 +142,11 @@ class CommentFetcher:
         deleted = PlanfixCommentDeleted(
             **envelope_after(notice, key), task_number=task_number, comment_id=notice.comment_id
         )
-        await store(self._publisher, deleted, subject=subjects.planfix_comment_deleted(task_number), key=key)
+        await store(self.publisher, deleted, subject=subjects.planfix_comment_deleted(task_number), key=key)
 
     async def _fetch(self, comment_id: int) -> PlanfixComment | None:
         try:
-            return await self._planfix.get_comment(comment_id, source_id=self._source_id)
+            return await self.planfix.get_comment(comment_id, source_id=self.source_id)
         except PlanfixUnavailable as error:
             raise TransientFailure(str(error)) from error
         except CommentNotFound:

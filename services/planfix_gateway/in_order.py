@@ -16,6 +16,7 @@ kept, when it is taken for a late notice and dropped.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -75,30 +76,21 @@ def comments_to_carry(
     ]
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class InOrderCarrier:
-    def __init__(
-        self,
-        *,
-        planfix: CommentLister,
-        publisher: EventPublisher,
-        source_id: str,
-        relay_hidden: bool,
-        last_stored: LastStored,
-        before_read: Callable[[], Awaitable[None]],
-    ) -> None:
-        self._planfix = planfix
-        self._publisher = publisher
-        self._source_id = source_id
-        self._relay_hidden = relay_hidden
-        self._last_stored = last_stored
-        self._before_read = before_read
+    planfix: CommentLister
+    publisher: EventPublisher
+    source_id: str
+    relay_hidden: bool
+    last_stored: LastStored
+    before_read: Callable[[], Awaitable[None]]
 
     async def carry_announced(self, notice: PlanfixCommentWebhookReceived) -> bool:
         """Store the announced comment and every one before it not stored yet, in order. False
         when the task's list does not show it (another task's, or the list unreadable): the
         caller then fetches it alone."""
         task = notice.task_number
-        last = await self._last_stored(task)
+        last = await self.last_stored(task)
         if last is not None and notice.comment_id <= last:
             log.info("comment_carried_before", comment_id=notice.comment_id, last_stored=last)
             return True
@@ -108,7 +100,7 @@ class InOrderCarrier:
         listed = await self._read_back(task, floor)
         if listed is None or all(comment.id != notice.comment_id for comment in listed):
             return False
-        for comment in comments_to_carry(listed, floor=floor, relay_hidden=self._relay_hidden):
+        for comment in comments_to_carry(listed, floor=floor, relay_hidden=self.relay_hidden):
             key = planfix_comment_key(comment.id)
             envelope = (
                 envelope_after(notice, key)
@@ -116,7 +108,7 @@ class InOrderCarrier:
                 else root_envelope(key, caused_by=f"listed-after:{notice.event_id}")
             )
             await store_added(
-                self._publisher, envelope, comment, task=task, source_id=self._source_id, noticed_by="webhook"
+                self.publisher, envelope, comment, task=task, source_id=self.source_id, noticed_by="webhook"
             )
         return True
 
@@ -125,11 +117,11 @@ class InOrderCarrier:
         comments: list[PlanfixComment] = []
         page_size = FIRST_PAGE
         for _ in range(MAX_PAGES):
-            await self._before_read()
+            await self.before_read()
             try:
-                page = await self._planfix.list_comments(
+                page = await self.planfix.list_comments(
                     task,
-                    source_id=self._source_id,
+                    source_id=self.source_id,
                     offset=len(comments),
                     page_size=page_size,
                     newest_first=True,

@@ -399,56 +399,38 @@ async def webhooks_drained() -> bool:
     return True
 
 
+@dataclass(kw_only=True, eq=False)
 class CommentRereader:
-    def __init__(
-        self,
-        *,
-        planfix: CommentSource,
-        publisher: EventPublisher,
-        watchlist: Watchlist,
-        source_id: str,
-        interval_s: float,
-        active_s: float,
-        max_per_day: int,
-        relay_hidden: bool = False,
-        before_read: Callable[[], Awaitable[None]] = no_wait,
-        catch_up: Callable[[], Awaitable[None]] = no_wait,
-        clock: Callable[[], float] = time.time,
-        marks: Marks | None = None,
-        quiet_interval_s: float = 3600.0,
-        grace_s: float = 60.0,
-        webhooks_drained: Callable[[], Awaitable[bool]] = webhooks_drained,
-        monotonic: Callable[[], float] = time.monotonic,
-        task_states: TaskStates | None = None,
-    ) -> None:
-        self._planfix = planfix
-        self._publisher = publisher
-        self._watchlist = watchlist
-        self._source_id = source_id
-        self._interval_s = interval_s
-        self._active_s = active_s
-        self._share = pass_share(max_per_day, interval_s)
-        self._credit = 0.0
-        self._relay_hidden = relay_hidden
-        self._before_read = before_read
-        self._catch_up = catch_up
-        self._clock = clock
-        self._last_read: dict[int, float] = {}
-        self._told_unreached: set[int] = set()
-        # Reconciliation (off without ``marks``): comment id -> (task, when first seen missing).
-        self._marks = marks
-        self._quiet_interval_s = quiet_interval_s
-        self._grace_s = grace_s
-        self._webhooks_drained = webhooks_drained
-        self._monotonic = monotonic
-        self._missing_since: dict[int, tuple[int, float]] = {}
-        # Task states (reconciliation only): task -> when its state was last read by a pass.
-        self._task_states = task_states
-        self._state_read: dict[int, float] = {}
+    planfix: CommentSource
+    publisher: EventPublisher
+    watchlist: Watchlist
+    source_id: str
+    interval_s: float
+    active_s: float
+    max_per_day: int
+    relay_hidden: bool = False
+    before_read: Callable[[], Awaitable[None]] = no_wait
+    catch_up: Callable[[], Awaitable[None]] = no_wait
+    clock: Callable[[], float] = time.time
+    # Reconciliation (off without ``marks``).
+    marks: Marks | None = None
+    quiet_interval_s: float = 3600.0
+    grace_s: float = 60.0
+    webhooks_drained: Callable[[], Awaitable[bool]] = webhooks_drained
+    monotonic: Callable[[], float] = time.monotonic
+    task_states: TaskStates | None = None
+    # What a pass may still spend (``next_credit``).
+    _credit: float = field(default=0.0, init=False)
+    _last_read: dict[int, float] = field(default_factory=dict, init=False)
+    _told_unreached: set[int] = field(default_factory=set, init=False)
+    # Comment id -> (task, when first seen missing).
+    _missing_since: dict[int, tuple[int, float]] = field(default_factory=dict, init=False)
+    # Task states (reconciliation only): task -> when its state was last read by a pass.
+    _state_read: dict[int, float] = field(default_factory=dict, init=False)
 
     @property
     def requests_per_pass(self) -> float:
-        return self._share
+        return pass_share(self.max_per_day, self.interval_s)
 
     async def run(self, lease: Lease) -> None:
         """Re-read every interval while holding the lease; stand by while another replica does."""
@@ -486,7 +468,7 @@ class CommentRereader:
         # The first pass one interval after start: what was just folded needs no re-read yet.
         while True:
             started = time.monotonic()
-            await asyncio.sleep(self._interval_s)
+            await asyncio.sleep(self.interval_s)
             try:
                 outcome = await self.run_pass()
             except Exception as error:  # NATS or Planfix away: the next pass tries again
@@ -502,35 +484,35 @@ class CommentRereader:
                 states_read=outcome.states_read,
                 task_changes=outcome.task_changes,
                 skipped=outcome.skipped,
-                took_s=round(time.monotonic() - started - self._interval_s, 1),
+                took_s=round(time.monotonic() - started - self.interval_s, 1),
             )
 
     async def run_pass(self) -> PassOutcome:
         """Re-read the tasks due now and publish what changed; what one pass did."""
         outcome = PassOutcome()
-        remaining = self._planfix.daily_budget_remaining
+        remaining = self.planfix.daily_budget_remaining
         if remaining is not None and remaining < DAILY_RESERVE:
             outcome.skipped = f"daily budget low ({remaining} left)"
             return outcome
-        await self._catch_up()
-        since = self._clock() - self._active_s
-        self._watchlist.forget_before(since)
-        active = self._watchlist.active_tasks(since)
-        bound = self._watchlist.bound_tasks()
-        kept = set(active) if self._marks is None else bound
+        await self.catch_up()
+        since = self.clock() - self.active_s
+        self.watchlist.forget_before(since)
+        active = self.watchlist.active_tasks(since)
+        bound = self.watchlist.bound_tasks()
+        kept = set(active) if self.marks is None else bound
         for reads in (self._last_read, self._state_read):
             for task in [task for task in reads if task not in kept]:
                 del reads[task]
-        self._credit = next_credit(self._credit, self._share)
+        self._credit = next_credit(self._credit, self.requests_per_pass)
         allowance = math.floor(self._credit)
-        if self._marks is None:
+        if self.marks is None:
             tasks = tasks_to_read(active, self._last_read, allowance)
             drained = False
         else:
             tasks = self._due(active, bound)
             # A missed comment is carried only while no webhook notice waits for the fetcher: a
             # notice of an older comment would otherwise come after it.
-            drained = await self._webhooks_drained()
+            drained = await self.webhooks_drained()
         for task in tasks:
             if outcome.requests >= allowance:
                 break
@@ -543,62 +525,62 @@ class CommentRereader:
             except PlanfixError as error:
                 # Planfix away, the task gone or no longer readable: the other tasks still go.
                 log.warning("reread_task_failed", task_number=task, error=str(error))
-            self._last_read[task] = self._clock()
+            self._last_read[task] = self.clock()
         # Confirmations may overspend a little: the next pass has that much less.
         self._credit -= outcome.requests
         return outcome
 
     def _due(self, active: Mapping[int, float], bound: set[int]) -> list[int]:
-        now = self._monotonic()
+        now = self.monotonic()
         for comment_id, (task, _) in list(self._missing_since.items()):
             if task not in bound:
                 del self._missing_since[comment_id]
-        hurried = {task for task, first in self._missing_since.values() if now - first >= self._grace_s}
+        hurried = {task for task, first in self._missing_since.values() if now - first >= self.grace_s}
         return due_tasks(
             bound,
             active,
             self._last_read,
-            now=self._clock(),
-            interval_s=self._interval_s,
-            quiet_interval_s=self._quiet_interval_s,
+            now=self.clock(),
+            interval_s=self.interval_s,
+            quiet_interval_s=self.quiet_interval_s,
             hurried=hurried,
         )
 
     async def _reread(self, task: int, since: float, outcome: PassOutcome, *, drained: bool = False) -> None:
         # What the group was shown, taken before the read: an update folded while we read is
         # newer than our page, and must not be overwritten by it (see ``_still``).
-        snapshot = self._watchlist.watched_in(task, since)
-        if not snapshot and self._marks is None:
+        snapshot = self.watchlist.watched_in(task, since)
+        if not snapshot and self.marks is None:
             return
-        await self._before_read()
+        await self.before_read()
         outcome.requests += 1
         outcome.tasks_read += 1
-        page = await self._planfix.list_comments(
-            task, source_id=self._source_id, page_size=PAGE_SIZE, newest_first=True
+        page = await self.planfix.list_comments(
+            task, source_id=self.source_id, page_size=PAGE_SIZE, newest_first=True
         )
         if snapshot:
             await self._edits_and_deletions(task, snapshot, page, outcome)
-        if self._marks is not None:
+        if self.marks is not None:
             await self._reconcile(task, page, outcome, drained=drained)
 
     async def _read_state(self, task: int, outcome: PassOutcome, allowance: int) -> None:
         """Read the task's state if a quiet interval passed since the last pass read it (one
         request): a change no scenario notice announced is stored (``TaskFetcher.reconcile``)."""
-        if self._task_states is None or self._marks is None or outcome.requests >= allowance:
+        if self.task_states is None or self.marks is None or outcome.requests >= allowance:
             return
-        now = self._clock()
-        if not is_due(self._state_read.get(task), now=now, period_s=self._quiet_interval_s):
+        now = self.clock()
+        if not is_due(self._state_read.get(task), now=now, period_s=self.quiet_interval_s):
             return
         self._state_read[task] = now
         outcome.requests += 1
         outcome.states_read += 1
-        if await self._task_states.reconcile(task) == "stored":
+        if await self.task_states.reconcile(task) == "stored":
             outcome.task_changes += 1
 
     async def _edits_and_deletions(
         self, task: int, snapshot: dict[int, Watched], page: list[PlanfixComment], outcome: PassOutcome
     ) -> None:
-        reading = read_page(snapshot, page, page_size=PAGE_SIZE, relay_hidden=self._relay_hidden)
+        reading = read_page(snapshot, page, page_size=PAGE_SIZE, relay_hidden=self.relay_hidden)
         if reading.unreached and task not in self._told_unreached:
             # Once per task: the order of the list does not change from pass to pass.
             self._told_unreached.add(task)
@@ -615,12 +597,12 @@ class CommentRereader:
         # (GET /comment/{id}): a list that renders a comment otherwise must not rewrite it.
         to_confirm = [seen for seen, _ in reading.edited] + reading.missing
         for seen in to_confirm[:MAX_CONFIRMS_PER_TASK]:
-            await self._before_read()
+            await self.before_read()
             outcome.requests += 1
             confirmed = await self._confirm(seen.comment_id)
             if not self._still(seen):
                 continue
-            match verdict(seen, confirmed, relay_hidden=self._relay_hidden):
+            match verdict(seen, confirmed, relay_hidden=self.relay_hidden):
                 case "deleted":
                     outcome.deletions += await self._publish_deletion(seen)
                 case "edited" if confirmed is not None:
@@ -632,8 +614,8 @@ class CommentRereader:
         self, task: int, page: list[PlanfixComment], outcome: PassOutcome, *, drained: bool
     ) -> None:
         """Carry the task's comments above its mark that no webhook announced (``reconcile``)."""
-        assert self._marks is not None
-        mark = await self._marks.get(task)
+        assert self.marks is not None
+        mark = await self.marks.get(task)
         comments = list(page)
         offset = len(page)
         while mark is not None and len(comments) == offset and offset % PAGE_SIZE == 0 and offset:
@@ -642,32 +624,32 @@ class CommentRereader:
             if offset >= MAX_PAGES * PAGE_SIZE:
                 log.warning("reconcile_pages_do_not_reach_the_mark", task_number=task, mark=mark)
                 break
-            await self._before_read()
+            await self.before_read()
             outcome.requests += 1
-            comments += await self._planfix.list_comments(
-                task, source_id=self._source_id, offset=offset, page_size=PAGE_SIZE, newest_first=True
+            comments += await self.planfix.list_comments(
+                task, source_id=self.source_id, offset=offset, page_size=PAGE_SIZE, newest_first=True
             )
             offset += PAGE_SIZE
         check = check_comments(
-            comments, mark, folded=self._watchlist.folded_in(task), relay_hidden=self._relay_hidden
+            comments, mark, folded=self.watchlist.folded_in(task), relay_hidden=self.relay_hidden
         )
         missed_ids = {comment.id for comment in check.missed}
         for comment_id, (of_task, _) in list(self._missing_since.items()):
             if of_task == task and comment_id not in missed_ids:
                 del self._missing_since[comment_id]  # its webhook came after all
-        now = self._monotonic()
+        now = self.monotonic()
         waiting: list[int] = []
         due: list[PlanfixComment] = []
         for comment in check.missed:  # oldest first; one still in its grace holds the newer ones
             first = self._missing_since.setdefault(comment.id, (task, now))[1]
-            if waiting or not drained or now - first < self._grace_s:
+            if waiting or not drained or now - first < self.grace_s:
                 waiting.append(comment.id)
             else:
                 due.append(comment)
                 del self._missing_since[comment.id]
         if due:
             found = await store_listed(
-                self._publisher, due, task=task, source_id=self._source_id, noticed_by="reconcile"
+                self.publisher, due, task=task, source_id=self.source_id, noticed_by="reconcile"
             )
             for comment_id in found:
                 metrics.PLANFIX_COMMENTS_RECONCILED.inc()
@@ -680,14 +662,14 @@ class CommentRereader:
             outcome.found += len(found)
         new_mark = mark_with_pending(check.new_mark if comments else (mark or 0), waiting)
         if new_mark is not None:
-            await self._marks.set(task, new_mark)
+            await self.marks.set(task, new_mark)
 
     def _still(self, seen: Watched) -> bool:
-        return self._watchlist.current(seen.comment_id) == seen
+        return self.watchlist.current(seen.comment_id) == seen
 
     async def _confirm(self, comment_id: int) -> PlanfixComment | None:
         try:
-            return await self._planfix.get_comment(comment_id, source_id=self._source_id)
+            return await self.planfix.get_comment(comment_id, source_id=self.source_id)
         except CommentNotFound:
             return None
 
@@ -702,7 +684,7 @@ class CommentRereader:
             files=files_of(now),
         )
         subject = subjects.planfix_comment_updated(updated.task_number)
-        return int(await store(self._publisher, updated, subject=subject, key=key, noticed_by="reread"))
+        return int(await store(self.publisher, updated, subject=subject, key=key, noticed_by="reread"))
 
     async def _publish_deletion(self, seen: Watched) -> int:
         key = planfix_comment_deleted_key(seen.comment_id)
@@ -710,7 +692,7 @@ class CommentRereader:
             **_envelope(seen, key), task_number=seen.task_number, comment_id=seen.comment_id
         )
         subject = subjects.planfix_comment_deleted(seen.task_number)
-        return int(await store(self._publisher, deleted, subject=subject, key=key, noticed_by="reread"))
+        return int(await store(self.publisher, deleted, subject=subject, key=key, noticed_by="reread"))
 
 
 def _envelope(seen: Watched, key: str) -> Envelope:

@@ -1,5 +1,5 @@
 """The relay, composed: settings -> clients -> the two wings (``to_planfix``, ``to_telegram``)
--> run until stopped. The wings share only the binding directory and ``effects``."""
+-> run until stopped. The wings share only what ``shared.Shared`` holds and ``effects``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from contracts.subjects import LEASES_BUCKET, RELAY_TELEGRAM_INBOUND, TELEGRAM_P
 from services.relay import to_planfix, to_telegram
 from services.relay.config import RelaySettings
 from services.relay.directory import BindingDirectory
+from services.relay.shared import Shared
 
 log = structlog.get_logger("relay")
 # Of the 10 s a stop may take, what the Telegram -> Planfix step in flight gets to finish.
@@ -63,33 +64,23 @@ async def run(settings: RelaySettings) -> None:
     await directory.start(js)
     people = PeopleDirectory()
     await people.start(js)
-    publisher = EventPublisher(broker)
+    shared = Shared(
+        database=database,
+        bot=bot,
+        planfix=planfix,
+        publisher=EventPublisher(broker),
+        directory=directory,
+        people=people,
+    )
     owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     lease_bucket = await bucket_when_ready(js, LEASES_BUCKET, settings)
     pace_bucket = await bucket_when_ready(js, TELEGRAM_PACE_BUCKET, settings)
 
     inbound = await to_planfix.build(
-        settings,
-        js=js,
-        database=database,
-        directory=directory,
-        planfix=planfix,
-        bot=bot,
-        publisher=publisher,
-        lease=Lease(lease_bucket, "relay_inbound", owner=owner),
-        people=people,
+        settings, shared, js=js, lease=Lease(lease_bucket, "relay_inbound", owner=owner)
     )
     outbound = await to_telegram.build(
-        settings,
-        database=database,
-        nats=broker.connection,
-        pace_bucket=pace_bucket,
-        directory=directory,
-        planfix=planfix,
-        bot=bot,
-        publisher=publisher,
-        owner=owner,
-        people=people,
+        settings, shared, nats=broker.connection, pace_bucket=pace_bucket, owner=owner
     )
     broker.include_router(outbound.router)
     retention = await start_retention(database, RECORD_COLLECTIONS, settings)

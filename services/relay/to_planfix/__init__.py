@@ -10,16 +10,11 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from aiogram import Bot
-from motor.motor_asyncio import AsyncIOMotorDatabase
-
-from bridge_lib.eventbus import EventPublisher
 from bridge_lib.lease import Lease
-from bridge_lib.people_directory import PeopleDirectory
-from bridge_lib.planfix import PlanfixClient
 from services.relay.config import RelaySettings
-from services.relay.directory import BindingDirectory, group_texts
+from services.relay.directory import group_texts
 from services.relay.effects import BridgedComments
+from services.relay.shared import Shared
 from services.relay.to_planfix.authors import Authors, ContactBook
 from services.relay.to_planfix.carrier import Carrier
 from services.relay.to_planfix.consumer import InboundConsumer
@@ -30,32 +25,21 @@ from services.relay.to_planfix.previous_layout import adopt_previous_layout
 from services.relay.to_planfix.replies import QuotedComments
 
 
-async def build(
-    settings: RelaySettings,
-    *,
-    js: Any,
-    database: AsyncIOMotorDatabase[Any],
-    directory: BindingDirectory,
-    planfix: PlanfixClient,
-    bot: Bot,
-    publisher: EventPublisher,
-    lease: Lease,
-    people: PeopleDirectory | None = None,
-) -> InboundConsumer:
+async def build(settings: RelaySettings, shared: Shared, *, js: Any, lease: Lease) -> InboundConsumer:
+    database, directory, planfix = shared.database, shared.directory, shared.planfix
     await adopt_previous_layout(database)
     ledger = CommentLedger(database)
-    known = people or PeopleDirectory()
     authors = Authors(
-        people=lambda: known.people,
+        people=lambda: shared.people.people,
         contacts=ContactBook(database, planfix) if settings.planfix_contacts == "create" else None,
         recipients=settings.planfix_recipients,
         notify_mentioned=settings.planfix_notify_mentioned,
     )
     carrier = Carrier(
         ledger=ledger,
-        files=FileUploader(bot=bot, planfix=planfix),
+        files=FileUploader(bot=shared.bot, planfix=planfix),
         planfix=planfix,
-        publisher=publisher,
+        publisher=shared.publisher,
         planfix_source_id=settings.planfix_source_id,
         zone=ZoneInfo(settings.relay_timezone),
         authors=authors,

@@ -14,6 +14,7 @@ import contextlib
 import html
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -36,7 +37,6 @@ from bridge_lib.planfix import (
     PlanfixNoAnswer,
     PlanfixRejected,
     PlanfixUnavailable,
-    Recipients,
 )
 from contracts import subjects
 from contracts.events import (
@@ -100,32 +100,22 @@ def may_post_again(unsure_since: float | None, now: float, *, grace_s: float = U
     return unsure_since is None or now - unsure_since >= grace_s
 
 
+def robot_authors() -> Authors:
+    """Every comment by the robot, naming its authors (a ``Carrier`` given no ``authors``)."""
+    return Authors(people=People, contacts=None, recipients=None, notify_mentioned=False)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Carrier:
-    def __init__(
-        self,
-        *,
-        ledger: CommentLedger,
-        files: FileUploader,
-        planfix: PlanfixClient,
-        publisher: EventPublisher,
-        planfix_source_id: str,
-        zone: ZoneInfo,
-        recipients: Recipients | None = None,
-        authors: Authors | None = None,
-        texts: Callable[[int], Translator] = lambda chat_id: translator(),
-    ) -> None:
-        # What the comments it writes say, in each group's language (by chat id).
-        self._texts = texts
-        self._ledger = ledger
-        self._files = files
-        self._planfix = planfix
-        self._publisher = publisher
-        self._source_id = planfix_source_id
-        self._zone = zone
-        # Without ``authors``: every comment by the robot, naming its authors.
-        self._authors = authors or Authors(
-            people=People, contacts=None, recipients=recipients, notify_mentioned=False
-        )
+    ledger: CommentLedger
+    files: FileUploader
+    planfix: PlanfixClient
+    publisher: EventPublisher
+    planfix_source_id: str
+    zone: ZoneInfo
+    authors: Authors = field(default_factory=robot_authors)
+    # What the comments it writes say, in each group's language (by chat id).
+    texts: Callable[[int], Translator] = lambda chat_id: translator()
 
     async def carry(self, step: Step, leads: dict[str, str], *, attempts: int) -> None:
         """Carry one step; ``attempts``: how often its messages were delivered (1: the first)."""
@@ -178,7 +168,7 @@ class Carrier:
         albums = list(dict.fromkeys(m.media_group_id for m in messages if m.media_group_id))
         with_files = any(attachment.is_image for message in messages for attachment in message.attachments)
         # One owner per comment: ``plan_batch`` combines only messages of one owner.
-        owner = await self._authors.owner(messages[0].sender)
+        owner = await self.authors.owner(messages[0].sender)
         entry_chat = messages[0].chat_id
         entry = LedgerEntry(
             run_key=run_key,
@@ -186,14 +176,14 @@ class Carrier:
             chat_id=messages[0].chat_id,
             blocks=[]
             if with_files
-            else [build_block(message, self._zone, [], self._texts(entry_chat)) for message in messages],
+            else [build_block(message, self.zone, [], self.texts(entry_chat)) for message in messages],
             media_group_id=albums[0] if len(albums) == 1 else None,
             keys=[*(m.source_key for m in messages), *(album_key(messages[0].chat_id, a) for a in albums)],
             uploading=with_files,
             owner=owner,
-            mentioned=self._authors.mentioned(messages, owner),
+            mentioned=self.authors.mentioned(messages, owner),
         )
-        stored, earlier = await self._ledger.plan(entry)
+        stored, earlier = await self.ledger.plan(entry)
         if earlier and not stored.uploading:
             return stored, True
         if with_files:
@@ -202,13 +192,13 @@ class Carrier:
             for message in messages:
                 file_ids, notes = await self._upload_files(entry, message, attempts)
                 entry.file_ids += file_ids
-                entry.blocks.append(build_block(message, self._zone, notes, self._texts(entry.chat_id)))
+                entry.blocks.append(build_block(message, self.zone, notes, self.texts(entry.chat_id)))
             entry.uploading = False
-            await self._ledger.save(entry)
+            await self.ledger.save(entry)
         return entry, False
 
     async def _resume(self, run_key: str, message: TelegramMessageReceived, leads: dict[str, str]) -> None:
-        entry = await self._ledger.load(run_key)
+        entry = await self.ledger.load(run_key)
         if entry is None:
             raise TransientFailure(f"planned comment {run_key} not found in the ledger")
         structlog.contextvars.bind_contextvars(task_number=entry.task_number, chat_id=entry.chat_id)
@@ -233,7 +223,7 @@ class Carrier:
             entry.published = [*entry.published, effect_msg_id(effect_key)]
             # Side by side, in one round trip's wait: each is idempotent, and if one fails the
             # step is tried again, finding the comment by ``sourceObjectId`` if ``save`` was lost.
-            writes = [self._ledger.save(entry), self._ledger.lead_here(entry, entry.keys)]
+            writes = [self.ledger.save(entry), self.ledger.lead_here(entry, entry.keys)]
             log.info(
                 "comment_posted",
                 comment_id=entry.comment_id,
@@ -241,9 +231,9 @@ class Carrier:
                 files=len(entry.file_ids),
             )
         elif lead:
-            writes = [self._ledger.lead_here(entry, entry.keys)]
+            writes = [self.ledger.lead_here(entry, entry.keys)]
         published = publish_effect(
-            self._publisher,
+            self.publisher,
             PlanfixCommentPosted(
                 **envelope_after(cause, effect_key),
                 task_number=entry.task_number,
@@ -272,7 +262,7 @@ class Carrier:
             if not may_post_again(entry.unsure_since, time.time()):
                 assert entry.unsure_since is not None
                 raise UnsurePostPending(entry.unsure_since + UNSURE_POST_GRACE_S - time.time())
-        if not self._authors.owners_on:
+        if not self.authors.owners_on:
             entry.owner = None  # Planfix refused owners lately: the robot writes, naming authors
         try:
             return await self._add_comment_or_mark_unsure(entry)
@@ -280,7 +270,7 @@ class Carrier:
             # Nothing was posted: the same comment again, by the robot (same sourceObjectId).
             entry.owner = None
             comment_id = await self._add_comment_or_mark_unsure(entry)
-            self._authors.owner_refused(refused)
+            self.authors.owner_refused(refused)
             return comment_id
 
     async def _add_comment_or_mark_unsure(self, entry: LedgerEntry) -> int:
@@ -294,18 +284,16 @@ class Carrier:
         """Planfix may make the comment yet: the next try looks for it first (``may_post_again``)."""
         entry.unsure_since = time.time()
         with contextlib.suppress(Exception):
-            await asyncio.shield(self._ledger.mark_unsure(entry.run_key, entry.unsure_since))
+            await asyncio.shield(self.ledger.mark_unsure(entry.run_key, entry.unsure_since))
 
     async def _add_comment(self, entry: LedgerEntry) -> int:
-        return await self._planfix.add_comment(
+        return await self.planfix.add_comment(
             task_number=entry.task_number,
-            description_html=comment_html(
-                entry.blocks, self._texts(entry.chat_id), named=entry.owner is None
-            ),
-            source_id=self._source_id,
+            description_html=comment_html(entry.blocks, self.texts(entry.chat_id), named=entry.owner is None),
+            source_id=self.planfix_source_id,
             source_object_id=planfix_source_object_id(entry.run_key),
             file_ids=entry.file_ids,
-            recipients=self._authors.recipients(entry.mentioned),
+            recipients=self.authors.recipients(entry.mentioned),
             owner=entry.owner,
         )
 
@@ -314,8 +302,12 @@ class Carrier:
         first: a comment just posted is on the first page however long the task is."""
         wanted = {planfix_source_object_id(run_key), run_key}  # run_key: written before UUIDs
         for page in range(_RECOVERY_PAGES):
-            comments = await self._planfix.list_comments(
-                task_number, source_id=self._source_id, offset=page * 100, page_size=100, newest_first=True
+            comments = await self.planfix.list_comments(
+                task_number,
+                source_id=self.planfix_source_id,
+                offset=page * 100,
+                page_size=100,
+                newest_first=True,
             )
             for comment in comments:
                 if comment.source_object_id in wanted:
@@ -341,9 +333,9 @@ class Carrier:
                 continue  # an animated sticker: its emoji and set are in the text
             upload = entry.uploads.get(attachment.file_unique_id)
             if upload is None:
-                upload = await self._files.upload(attachment, attempts, self._texts(entry.chat_id))
+                upload = await self.files.upload(attachment, attempts, self.texts(entry.chat_id))
                 entry.uploads[attachment.file_unique_id] = upload
-                await self._ledger.record_upload(entry.run_key, attachment.file_unique_id, upload)
+                await self.ledger.record_upload(entry.run_key, attachment.file_unique_id, upload)
             if upload.file_id is not None:
                 file_ids.append(upload.file_id)
             if upload.note is not None:
@@ -356,28 +348,28 @@ class Carrier:
         """A part that arrived after its album's comment was planned: its files (and caption, if
         it has one) are added to that comment."""
         run_key = leads.get(step.album_key)
-        album = await self._ledger.load(run_key) if run_key else None
+        album = await self.ledger.load(run_key) if run_key else None
         if album is None:  # the album's comment was never made (its post was given up)
             await self._post(Post(step.task_number, (step.message,)), leads, attempts)
             return
         message = step.message
         structlog.contextvars.bind_contextvars(task_number=album.task_number, chat_id=album.chat_id)
         file_ids, notes = await self._upload_files(album, message, attempts)
-        block = build_block(message, self._zone, notes, self._texts(album.chat_id))
+        block = build_block(message, self.zone, notes, self.texts(album.chat_id))
         if (block.body or block.tail) and album.block_for(message.source_key) is None:
             album.blocks.append(block)
         album.file_ids.extend(f for f in file_ids if f not in album.file_ids)
         if message.source_key not in album.keys:
             album.keys.append(message.source_key)
         if album.comment_id is None:
-            await self._ledger.save(album)
+            await self.ledger.save(album)
             await self._finish(album, message, leads, redelivered=True, lead=True)
             return
         await self._rewrite(album, files_changed=True)
         effect_key = self._add_update_event(album, message)
-        await self._ledger.save(album)
+        await self.ledger.save(album)
         # Lead written last: a redelivery of a part not leading here yet adds it again (files reused).
-        await self._ledger.lead_here(album, [message.source_key])
+        await self.ledger.lead_here(album, [message.source_key])
         leads.setdefault(message.source_key, album.run_key)
         await self._publish_update(album, message.message_id, "album_part", message, effect_key)
         log.info("late_album_part_added", comment_id=album.comment_id, files=len(album.file_ids))
@@ -397,7 +389,7 @@ class Carrier:
             await self._apply(run_key, changes, attempts)
 
     async def _apply(self, run_key: str, updates: list[Update], attempts: int) -> None:
-        entry = await self._ledger.load(run_key)
+        entry = await self.ledger.load(run_key)
         if entry is None:
             return
         structlog.contextvars.bind_contextvars(task_number=entry.task_number, comment_id=entry.comment_id)
@@ -412,12 +404,12 @@ class Carrier:
             log.info("comment_unchanged")
             return
         if entry.comment_id is None:
-            await self._ledger.save(entry)  # not posted yet: it will be posted as it is now
+            await self.ledger.save(entry)  # not posted yet: it will be posted as it is now
             return
         await self._rewrite(entry, files_changed=files_changed)
         last = updates[-1]
         effect_key = self._add_update_event(entry, last)
-        await self._ledger.save(entry)
+        await self.ledger.save(entry)
         reason = "edit" if isinstance(last, TelegramMessageEdited) else "reaction"
         await self._publish_update(entry, last.message_id, reason, last, effect_key)
         log.info("comment_updated", reason=reason, updates=len(updates))
@@ -443,7 +435,7 @@ class Carrier:
         replaced = [label for unique_id, label in block.files.items() if unique_id not in now]
         added = [file_label(attachment) for attachment in new]
         block.tail = with_tail_lines(
-            block.tail, [replaced_note(replaced, added, self._texts(entry.chat_id)), *notes]
+            block.tail, [replaced_note(replaced, added, self.texts(entry.chat_id)), *notes]
         )
         kept = {unique_id: label for unique_id, label in block.files.items() if unique_id in now}
         block.files = {**kept, **{a.file_unique_id: file_label(a) for a in new}}
@@ -453,11 +445,11 @@ class Carrier:
     async def _rewrite(self, entry: LedgerEntry, *, files_changed: bool) -> None:
         assert entry.comment_id is not None
         try:
-            await self._planfix.update_comment(
+            await self.planfix.update_comment(
                 task_number=entry.task_number,
                 comment_id=entry.comment_id,
                 description_html=comment_html(
-                    entry.blocks, self._texts(entry.chat_id), named=entry.owner is None
+                    entry.blocks, self.texts(entry.chat_id), named=entry.owner is None
                 ),
                 file_ids=entry.file_ids if files_changed else None,
             )
@@ -477,7 +469,7 @@ class Carrier:
     ) -> None:
         assert entry.comment_id is not None
         await publish_effect(
-            self._publisher,
+            self.publisher,
             PlanfixCommentRewritten(
                 **envelope_after(cause, effect_key),
                 task_number=entry.task_number,

@@ -55,11 +55,10 @@ class Post:
 
 
 @dataclass(frozen=True)
-class Resume:
-    """A message the ledger holds already (a redelivery): its comment finished as planned."""
+class OneMessage:
+    """A step of one message, into a comment already planned."""
 
     task_number: int
-    run_key: str
     message: TelegramMessageReceived
 
     @property
@@ -68,16 +67,17 @@ class Resume:
 
 
 @dataclass(frozen=True)
-class AddToAlbum:
+class Resume(OneMessage):
+    """A message the ledger holds already (a redelivery): its comment finished as planned."""
+
+    run_key: str
+
+
+@dataclass(frozen=True)
+class AddToAlbum(OneMessage):
     """A part that came after its album's comment was planned: added to that comment."""
 
-    task_number: int
     album_key: str
-    message: TelegramMessageReceived
-
-    @property
-    def events(self) -> tuple[InboundEvent, ...]:
-        return (self.message,)
 
 
 @dataclass(frozen=True)
@@ -188,9 +188,9 @@ def _chunk_steps(
     for message in chunk:
         album = album_key(message.chat_id, message.media_group_id) if message.media_group_id else None
         if (run_key := known.get(message.source_key)) is not None:
-            steps.append(Resume(task_number, run_key, message))
+            steps.append(Resume(task_number, message, run_key))
         elif album is not None and (album in known or album in albums_posted):
-            steps.append(AddToAlbum(task_number, album, message))
+            steps.append(AddToAlbum(task_number, message, album))
         else:
             fresh.append(message)
     if fresh:

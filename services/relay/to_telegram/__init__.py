@@ -13,21 +13,18 @@ from typing import Any
 
 import msgspec
 import structlog
-from aiogram import Bot
 from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsMessage
-from motor.motor_asyncio import AsyncIOMotorDatabase
 
-from bridge_lib.eventbus import EventPublisher, undecoded
+from bridge_lib.eventbus import undecoded
 from bridge_lib.lease import Leases
-from bridge_lib.people_directory import PeopleDirectory
-from bridge_lib.planfix import PlanfixClient
 from bridge_lib.task_state import last_task_state
 from contracts.events import RetryTelegramDelivery, TelegramDeliveryRetried, envelope_after
 from contracts.subjects import RELAY_RETRY_TELEGRAM_DELIVERY
 from services.relay.config import RelaySettings
-from services.relay.directory import BindingDirectory, group_texts
+from services.relay.directory import group_texts
 from services.relay.effects import OwnComments
+from services.relay.shared import Shared
 from services.relay.to_telegram.courier import Courier, SentComments, TelegramPace
 from services.relay.to_telegram.dead_letters import DeadLetters
 from services.relay.to_telegram.handlers import ToTelegram, router
@@ -70,18 +67,9 @@ class ToTelegramWing:
 
 
 async def build(
-    settings: RelaySettings,
-    *,
-    database: AsyncIOMotorDatabase[Any],
-    nats: Any,
-    pace_bucket: Any,
-    directory: BindingDirectory,
-    planfix: PlanfixClient,
-    bot: Bot,
-    publisher: EventPublisher,
-    owner: str,
-    people: PeopleDirectory | None = None,
+    settings: RelaySettings, shared: Shared, *, nats: Any, pace_bucket: Any, owner: str
 ) -> ToTelegramWing:
+    database, directory, bot, publisher = shared.database, shared.directory, shared.bot, shared.publisher
     outbox = Outbox(database)
     await outbox.create_indexes()
     pace = TelegramPace(
@@ -95,7 +83,7 @@ async def build(
     sent = SentComments(database)
     courier = Courier(
         bot=bot,
-        planfix=planfix,
+        planfix=shared.planfix,
         outbox=outbox,
         sent=sent,
         pace=pace,
@@ -128,7 +116,7 @@ async def build(
         wake=sender.wake,
         planfix_source_id=settings.planfix_source_id,
         planfix_web_url=settings.planfix_web_url,
-        people=people,
+        people=shared.people,
         task_life=TaskLife(
             directory=directory,
             outbox=outbox,

@@ -264,77 +264,62 @@ def said(error: TelegramBadRequest, *fragments: str) -> bool:
     return any(fragment in message for fragment in fragments)
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Courier:
-    def __init__(
-        self,
-        *,
-        bot: Bot,
-        planfix: PlanfixClient,
-        outbox: StepLog,
-        sent: SentComments,
-        pace: TelegramPace,
-        leases: Leases,
-        task_url: Callable[[int], str],
-        texts: Callable[[int], Translator] = lambda chat_id: translator(),
-        scratch_dir: Path | None = None,
-    ) -> None:
-        self._bot = bot
-        self._planfix = planfix
-        self._outbox = outbox
-        self._sent = sent
-        self._pace = pace
-        self._leases = leases
-        self._task_url = task_url
-        # The group's language, for the notes the courier adds (a file too large to send).
-        self._texts = texts
-        self._scratch_dir = scratch_dir
-
-    def task_url(self, task_number: int) -> str:
-        return self._task_url(task_number)
+    bot: Bot
+    planfix: PlanfixClient
+    outbox: StepLog
+    sent: SentComments
+    pace: TelegramPace
+    leases: Leases
+    task_url: Callable[[int], str]
+    # The group's language, for the notes the courier adds (a file too large to send).
+    texts: Callable[[int], Translator] = lambda chat_id: translator()
+    scratch_dir: Path | None = None
 
     # --- the group: this replica's to send to, in its turn ------------------------------------
 
     def holds(self, chat_id: int) -> bool:
-        return self._leases.holds(group_lease_key(chat_id))
+        return self.leases.holds(group_lease_key(chat_id))
 
     async def take_group(self, chat_id: int) -> bool:
         """Take (or keep) the group's lease; False while another replica holds it."""
         taking_over = not self.holds(chat_id)
-        if not await self._leases.acquire(group_lease_key(chat_id)):
+        if not await self.leases.acquire(group_lease_key(chat_id)):
             return False
         if taking_over:
-            self._pace.forget(chat_id)  # another replica may have sent meanwhile
+            self.pace.forget(chat_id)  # another replica may have sent meanwhile
         return True
 
     async def release_group(self, chat_id: int) -> None:
-        await self._leases.release(group_lease_key(chat_id))
-        self._pace.forget(chat_id)
+        await self.leases.release(group_lease_key(chat_id))
+        self.pace.forget(chat_id)
 
     async def release_all(self) -> None:
-        await self._leases.release_all()
+        await self.leases.release_all()
 
     async def wait_for_turn(self, chat_id: int) -> None:
         """Return when the group may get its next message."""
-        await self._pace.wait_for_group(chat_id)
+        await self.pace.wait_for_group(chat_id)
 
     async def call(self, chat_id: int, messages: int, call: Callable[[], Awaitable[T]]) -> T:
         """One Bot API call of ``messages`` messages, in the group's turn."""
         await self.wait_for_turn(chat_id)
-        await self._pace.take_bot_slots(messages)
+        await self.pace.take_bot_slots(messages)
         # Right before the call, after the waits for the pace: the group's lease (renewed here)
         # must not run out between this check and the record of what was sent, or another
         # replica would take the group over and send the same item again.
-        if not await self._leases.acquire(group_lease_key(chat_id)):
+        if not await self.leases.acquire(group_lease_key(chat_id)):
             raise LeaseLost(f"group {chat_id} is sent to by another relay replica now")
         try:
             result = await call()
         except TelegramRetryAfter as error:
-            await self._pace.hold_group(chat_id, float(error.retry_after))
+            await self.pace.hold_group(chat_id, float(error.retry_after))
             raise
         except Exception:
-            await self._pace.group_sent(chat_id, messages)
+            await self.pace.group_sent(chat_id, messages)
             raise
-        await self._pace.group_sent(chat_id, messages)
+        await self.pace.group_sent(chat_id, messages)
         return result
 
     # --- sends --------------------------------------------------------------------------------
@@ -352,9 +337,9 @@ class Courier:
                 item.progress[str(index)] = done[index]
                 if index < len(steps) - 1:
                     # The last step is recorded by finishing the item, right after this.
-                    await self._outbox.step_done(item.key, index, done[index])
+                    await self.outbox.step_done(item.key, index, done[index])
         if item.kind is TelegramMessageKind.PLANFIX_COMMENT and item.comment_id is not None:
-            await self._sent.save(self._record(item, steps, done, as_text))
+            await self.sent.save(self._record(item, steps, done, as_text))
         return [message_id for index in sorted(done) for message_id in done[index]]
 
     async def send_combined(self, items: list[OutboxItem]) -> int:
@@ -364,10 +349,10 @@ class Courier:
             first, COMBINED_SEPARATOR.join(item.text for item in items), reply=False
         )
         parts = [CombinedPart(comment_id=item.comment_id or 0, text=item.text) for item in items]
-        await self._sent.save_combined(
+        await self.sent.save_combined(
             CombinedMessage(chat_id=first.chat_id, message_id=message_id, parts=parts)
         )
-        await self._sent.save_all(
+        await self.sent.save_all(
             [
                 SentComment(
                     comment_id=item.comment_id or 0,
@@ -387,7 +372,7 @@ class Courier:
             return [Step(part) for part in split_html(item.text)]
         files = [await self._with_size(file) for file in item.files]
         notes = [
-            too_large_note(file, self._task_url(item.task_number or 0), self._texts(item.chat_id))
+            too_large_note(file, self.task_url(item.task_number or 0), self.texts(item.chat_id))
             for file in files
             if too_large(file)
         ]
@@ -408,7 +393,7 @@ class Courier:
         if file.size is not None:
             return file
         try:
-            info = await self._planfix.get_file(file.id)
+            info = await self.planfix.get_file(file.id)
         except FileNotFound:
             return file
         return PlanfixFile(id=file.id, name=file.name or info.name, size=info.size)
@@ -458,7 +443,7 @@ class Courier:
         thread_id = item.thread_id
 
         def send(body: str, parse_mode: Any, thread: int | None) -> Callable[[], Awaitable[Message]]:
-            return lambda: self._bot.send_message(
+            return lambda: self.bot.send_message(
                 chat_id=item.chat_id,
                 text=body,
                 parse_mode=parse_mode,
@@ -483,7 +468,7 @@ class Courier:
 
     async def _send_media(self, item: OutboxItem, caption: str, media: list[MediaFile]) -> list[int]:
         async with anyio.TemporaryDirectory(
-            dir=str(self._scratch_dir) if self._scratch_dir else None
+            dir=str(self.scratch_dir) if self.scratch_dir else None
         ) as scratch:
             present: list[tuple[MediaFile, FSInputFile]] = []
             for index, entry in enumerate(media):
@@ -505,7 +490,7 @@ class Courier:
             messages = await self.call(
                 item.chat_id,
                 len(group),
-                lambda: self._bot.send_media_group(
+                lambda: self.bot.send_media_group(
                     chat_id=item.chat_id, media=group, message_thread_id=item.thread_id
                 ),
             )
@@ -513,7 +498,7 @@ class Courier:
 
     async def _download(self, file: PlanfixFile, path: Path) -> bool:
         try:
-            await self._planfix.download_file(file.id, path, max_bytes=MAX_UPLOAD_BYTES)
+            await self.planfix.download_file(file.id, path, max_bytes=MAX_UPLOAD_BYTES)
         except FileNotFound:
             log.warning("planfix_file_gone_skipped", file_id=file.id)
             return False
@@ -531,14 +516,14 @@ class Courier:
             "message_thread_id": item.thread_id,
         }
         if kind is MediaKind.PHOTO:
-            return lambda: self._bot.send_photo(photo=upload, **common)
+            return lambda: self.bot.send_photo(photo=upload, **common)
         if kind is MediaKind.VIDEO:
-            return lambda: self._bot.send_video(video=upload, **common)
+            return lambda: self.bot.send_video(video=upload, **common)
         if kind is MediaKind.AUDIO:
-            return lambda: self._bot.send_audio(audio=upload, **common)
+            return lambda: self.bot.send_audio(audio=upload, **common)
         if kind is MediaKind.VOICE:
-            return lambda: self._bot.send_voice(voice=upload, **common)
-        return lambda: self._bot.send_document(document=upload, **common)
+            return lambda: self.bot.send_voice(voice=upload, **common)
+        return lambda: self.bot.send_document(document=upload, **common)
 
 
 def _input_media(

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, get_args
+from dataclasses import dataclass
+from typing import Any, Protocol, TypedDict, Unpack, get_args
 
 import structlog
 from faststream.nats import NatsRouter
@@ -101,6 +102,15 @@ class TaskLifeHooks(Protocol):
     async def card_text(self, task_number: int, t: Translator) -> str | None: ...
 
 
+class ItemContent(TypedDict, total=False):
+    """What an item may carry besides where it goes (``OutboxItem``'s fields of these names)."""
+
+    text: str
+    task_number: int | None
+    comment_id: int | None
+    reply_to_message_id: int | None
+
+
 def item_for(
     cause: Event,
     key: str,
@@ -109,10 +119,7 @@ def item_for(
     kind: TelegramMessageKind,
     *,
     action: Action = Action.SEND,
-    text: str = "",
-    task_number: int | None = None,
-    comment_id: int | None = None,
-    reply_to_message_id: int | None = None,
+    **content: Unpack[ItemContent],
 ) -> OutboxItem:
     """An item caused by ``cause`` (its correlation carried on to the effect that reports it)."""
     return OutboxItem(
@@ -123,10 +130,7 @@ def item_for(
         kind=kind,
         correlation_id=cause.correlation_id,
         causation_id=cause.event_id,
-        text=text,
-        task_number=task_number,
-        comment_id=comment_id,
-        reply_to_message_id=reply_to_message_id,
+        **content,
     )
 
 
@@ -137,53 +141,37 @@ def written_by_bridge(comment: PlanfixCommentAdded | PlanfixCommentUpdated, our_
     return comment.source_id == our_source_id
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class ToTelegram:
-    def __init__(
-        self,
-        *,
-        directory: BindingDirectory,
-        own_comments: OwnComments,
-        outbox: Outbox,
-        wake: Callable[[int], None],
-        planfix_source_id: str,
-        planfix_web_url: str,
-        people: PeopleDirectory | None = None,
-        task_life: TaskLifeHooks | None = None,
-        language: str = DEFAULT_LANGUAGE,
-    ) -> None:
-        self._directory = directory
-        self._task_life = task_life
-        # BRIDGE_LANGUAGE: a group without a language of its own hears this one.
-        self._language = language
-        self._people = people
-        self._own_comments = own_comments
-        self._outbox = outbox
-        # Tells the group's sender something is waiting.
-        self._wake = wake
-        self._source_id = planfix_source_id
-        self._web_url = planfix_web_url
+    directory: BindingDirectory
+    own_comments: OwnComments
+    outbox: Outbox
+    # Tells the group's sender something is waiting.
+    wake: Callable[[int], None]
+    planfix_source_id: str
+    planfix_web_url: str
+    people: PeopleDirectory | None = None
+    task_life: TaskLifeHooks | None = None
+    # BRIDGE_LANGUAGE: a group without a language of its own hears this one.
+    language: str = DEFAULT_LANGUAGE
 
     def _telegram_username(self, planfix_id: str | None) -> str | None:
         """A linked employee's Telegram username, when the PEOPLE fold knows it."""
-        if self._people is None or planfix_id is None or not planfix_id.startswith("user:"):
+        if self.people is None or planfix_id is None or not planfix_id.startswith("user:"):
             return None
-        person = self._people.by_planfix_id(planfix_id)
+        person = self.people.by_planfix_id(planfix_id)
         return person.telegram_username if person is not None else None
-
-    @property
-    def task_life(self) -> TaskLifeHooks | None:
-        return self._task_life
 
     def texts_for(self, chat_id: int, event: Event | None = None) -> Translator:
         """The group's language; a binding event is counted in before the directory has it (the
         confirmation of /lang, the first bind's language)."""
-        current = self._directory.language_of(chat_id)
+        current = self.directory.language_of(chat_id)
         if event is not None:
             current = language_after(current, event)  # type: ignore[arg-type]
-        return translator(current.language if current is not None else self._language)
+        return translator(current.language if current is not None else self.language)
 
     def task_url(self, task_number: int) -> str:
-        return task_page(self._web_url, task_number)
+        return task_page(self.planfix_web_url, task_number)
 
     # --- comments -------------------------------------------------------------------------------
 
@@ -194,7 +182,7 @@ class ToTelegram:
         # (effects) and already out, and into each group's outbox (sender).
         shown = event if isinstance(event, PlanfixCommentAdded | PlanfixCommentUpdated) else None
         username = self._telegram_username(shown.author.id) if shown else None
-        groups = await self._directory.groups_for(event.task_number)
+        groups = await self.directory.groups_for(event.task_number)
         languages = [self.texts_for(chat_id) for chat_id, _ in groups]
         items = [
             _comment_item(event, chat_id, thread_id, username, t)
@@ -204,7 +192,7 @@ class ToTelegram:
         # round trip's wait instead of two (this consumer takes one event at a time).
         own, gone_out = await asyncio.gather(
             self._is_own_comment(shown) if shown else _false(),
-            self._outbox.finished_among([item.key for item in items]),
+            self.outbox.finished_among([item.key for item in items]),
         )
         if own:
             log.info("own_comment_not_echoed")
@@ -225,17 +213,17 @@ class ToTelegram:
     async def _is_own_comment(self, comment: PlanfixCommentAdded | PlanfixCommentUpdated) -> bool:
         # Two independent signs: the sourceId written on the comment (there even when the
         # webhook beats our own record), and the record of comment ids we created.
-        if written_by_bridge(comment, self._source_id):
+        if written_by_bridge(comment, self.planfix_source_id):
             return True
-        return await self._own_comments.includes(comment.comment_id)
+        return await self.own_comments.includes(comment.comment_id)
 
     # --- binding decisions ------------------------------------------------------------------------
 
     async def announce_binding(self, event: BindingEvent | TaskCommandAnswered, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(chat_id=event.chat_id)
         if isinstance(event, TaskCommandAnswered):
-            if self._task_life is not None:
-                await self._task_life.on_command_answered(event)
+            if self.task_life is not None:
+                await self.task_life.on_command_answered(event)
             return
         if isinstance(event, BindingMoved):
             await self._items_follow(event.old_chat_id, event.chat_id)
@@ -248,8 +236,8 @@ class ToTelegram:
         await self._enqueue(
             item_for(event, key, event.chat_id, event.thread_id, kind, text=text, task_number=task_number)
         )
-        if isinstance(event, TaskBound) and self._task_life is not None:
-            await self._task_life.on_bound(event)
+        if isinstance(event, TaskBound) and self.task_life is not None:
+            await self.task_life.on_bound(event)
 
     def _binding_notice(
         self,
@@ -305,7 +293,7 @@ class ToTelegram:
             text = anonymous_command_answer(event.command, status=status, help_=help_text(None, t), t=t)
         else:
             key = f"telegram-anonymous-admin-guidance:{event.chat_id}:{event.event_id}"
-            last = await self._outbox.last_sent_of_kind(event.chat_id, kind, besides=key)
+            last = await self.outbox.last_sent_of_kind(event.chat_id, kind, besides=key)
             if last is not None and (event.occurred_at - last).total_seconds() < ANONYMOUS_GUIDANCE_EVERY_S:
                 log.info("anonymous_admin_guided_lately", last=last.isoformat())
                 return
@@ -322,8 +310,8 @@ class ToTelegram:
             )
             kind = TelegramMessageKind.STATUS
             card = None
-            if bound is not None and self._task_life is not None:
-                card = await self._task_life.card_text(bound.task_number, t)
+            if bound is not None and self.task_life is not None:
+                card = await self.task_life.card_text(bound.task_number, t)
             if card:
                 text = f"{text}\n\n{card}"
         else:
@@ -339,7 +327,7 @@ class ToTelegram:
         other_bots: Sequence[str] = (),
     ) -> tuple[BoundTask | None, str]:
         """The task bound where the command was written, and the /status text about it."""
-        bound = await self._directory.task_for(event.chat_id, event.thread_id)
+        bound = await self.directory.task_for(event.chat_id, event.thread_id)
         return bound, status_text(
             bound,
             task_url=self.task_url(bound.task_number) if bound else "",
@@ -366,8 +354,8 @@ class ToTelegram:
             return  # removed: the binder suspends the binding; nobody to tell
         if event.left_unknown_group:
             return  # the gateway said why and left (TELEGRAM_LEAVE_UNKNOWN_GROUPS)
-        await self._directory.catch_up()
-        if self._directory.bindings_of(event.chat_id):
+        await self.directory.catch_up()
+        if self.directory.bindings_of(event.chat_id):
             return  # re-added to a bound group: the binder resumes it and that notice says so
         text = greeting_text(self.texts_for(event.chat_id))
         key = f"telegram-greeting:{event.event_id}"
@@ -380,7 +368,7 @@ class ToTelegram:
     async def tell_person(self, event: PersonEvent, delivery: Delivery) -> None:
         """In the person's private chat (its id is theirs): their /link code linked them, or why not."""
         # The person's Telegram language, as they asked for the code; else the default.
-        t = translator(language_or_default(getattr(event, "language_code", None), self._language))
+        t = translator(language_or_default(getattr(event, "language_code", None), self.language))
         if isinstance(event, PersonLinked) and event.how is PersonLinkMethod.LINK_CODE:
             text = linked_text(event.name, t)
         elif isinstance(event, PersonLinkRefused):
@@ -395,14 +383,14 @@ class ToTelegram:
 
     async def _items_follow(self, old_chat_id: int, chat_id: int) -> None:
         """The group has a new chat id (a supergroup now): what waits for it goes along."""
-        moved = await self._outbox.move_chat(old_chat_id, chat_id)
+        moved = await self.outbox.move_chat(old_chat_id, chat_id)
         log.info("group_moved_items_follow", old_chat_id=old_chat_id, items=moved)
-        self._wake(chat_id)
+        self.wake(chat_id)
 
     async def _enqueue(self, item: OutboxItem, *, finished_checked: bool = False) -> None:
-        stored = await self._outbox.enqueue(item, finished_checked=finished_checked)
+        stored = await self.outbox.enqueue(item, finished_checked=finished_checked)
         log.info("telegram_item_queued" if stored else "telegram_item_already_queued", key=item.key)
-        self._wake(item.chat_id)
+        self.wake(item.chat_id)
 
 
 def _comment_item(

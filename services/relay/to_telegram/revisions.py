@@ -12,6 +12,7 @@ comments, and where Telegram no longer lets a bot delete (after 48 hours) marks 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 from aiogram import Bot
@@ -36,30 +37,23 @@ log = structlog.get_logger("relay.revisions")
 DELETED_MARK = N_("🗑 <i>This comment was deleted in Planfix.</i>")
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class CommentRevisions:
-    def __init__(
-        self,
-        *,
-        bot: Bot,
-        courier: Courier,
-        sent: SentComments,
-        texts: Callable[[int], Translator] = lambda chat_id: translator(),
-    ) -> None:
-        self._bot = bot
-        self._courier = courier
-        self._sent = sent
-        self._texts = texts
+    bot: Bot
+    courier: Courier
+    sent: SentComments
+    texts: Callable[[int], Translator] = lambda chat_id: translator()
 
     async def edit(self, item: OutboxItem) -> list[int]:
         """Show the comment's new text where it was shown; the ids of the messages changed."""
-        sent = await self._sent.get(item.comment_id or 0, item.chat_id, item.thread_id)
+        sent = await self.sent.get(item.comment_id or 0, item.chat_id, item.thread_id)
         if sent is None:
             log.info("edit_of_a_comment_never_shown_here_ignored")
             return []
         named = await self._name_added_files(item, sent)
         if sent.text == item.text:
             if named:
-                await self._sent.save(sent)
+                await self.sent.save(sent)
             return named
         if sent.combined:
             changed = await self._edit_combined(item, sent)
@@ -68,7 +62,7 @@ class CommentRevisions:
         else:
             changed = await self._edit_parts(item, sent)
         sent.text = item.text
-        await self._sent.save(sent)
+        await self.sent.save(sent)
         return named + changed
 
     async def _name_added_files(self, item: OutboxItem, sent: SentComment) -> list[int]:
@@ -85,13 +79,13 @@ class CommentRevisions:
         first = shown_in[0] if shown_in else None
         item.reply_to_message_id = first
         text = comment_files_added_text(
-            [file.name for file in added], self._courier.task_url(item.task_number), self._texts(item.chat_id)
+            [file.name for file in added], self.courier.task_url(item.task_number), self.texts(item.chat_id)
         )
-        return [await self._courier.send_text(item, text, reply=first is not None)]
+        return [await self.courier.send_text(item, text, reply=first is not None)]
 
     async def _edit_combined(self, item: OutboxItem, sent: SentComment) -> list[int]:
         message_id = sent.text_message_ids[0]
-        combined = await self._sent.combined(item.chat_id, message_id)
+        combined = await self.sent.combined(item.chat_id, message_id)
         if combined is None:
             return []
         for part in combined.parts:
@@ -100,17 +94,17 @@ class CommentRevisions:
         joined = COMBINED_SEPARATOR.join(part.text for part in combined.parts)
         if fits(joined, TEXT_LIMIT):
             await self._edit_text(item.chat_id, message_id, joined)
-            await self._sent.save_combined(combined)
+            await self.sent.save_combined(combined)
             return [message_id]
         # No longer fits beside its neighbours: it leaves the shared message and stands alone.
         combined.parts = [part for part in combined.parts if part.comment_id != item.comment_id]
         await self._edit_text(
             item.chat_id, message_id, COMBINED_SEPARATOR.join(p.text for p in combined.parts)
         )
-        await self._sent.save_combined(combined)
+        await self.sent.save_combined(combined)
         sent.combined = False
         sent.text_message_ids = [
-            await self._courier.send_text(item, part, reply=False) for part in split_html(item.text)
+            await self.courier.send_text(item, part, reply=False) for part in split_html(item.text)
         ]
         return [message_id, *sent.text_message_ids]
 
@@ -121,7 +115,7 @@ class CommentRevisions:
             return [sent.caption_message_id]
         await self._edit_caption_text(item.chat_id, sent.caption_message_id, sent.short_caption)
         sent.text_message_ids = [
-            await self._courier.send_text(item, part, reply=False) for part in split_html(item.text)
+            await self.courier.send_text(item, part, reply=False) for part in split_html(item.text)
         ]
         return [sent.caption_message_id, *sent.text_message_ids]
 
@@ -134,9 +128,9 @@ class CommentRevisions:
                 await self._edit_text(item.chat_id, old[index], part)
                 changed.append(old[index])
             else:
-                new_id = await self._courier.send_text(item, part, reply=False)
+                new_id = await self.courier.send_text(item, part, reply=False)
                 sent.text_message_ids.append(new_id)
-                await self._sent.save(sent)
+                await self.sent.save(sent)
                 changed.append(new_id)
         for extra in old[len(parts) :]:
             await self._delete_or_mark(item.chat_id, extra, media=False)
@@ -146,17 +140,17 @@ class CommentRevisions:
 
     async def _edit_text(self, chat_id: int, message_id: int, text: str) -> None:
         try:
-            await self._courier.call(
+            await self.courier.call(
                 chat_id,
                 1,
-                lambda: self._bot.edit_message_text(text=text, chat_id=chat_id, message_id=message_id),
+                lambda: self.bot.edit_message_text(text=text, chat_id=chat_id, message_id=message_id),
             )
         except TelegramBadRequest as error:
             if said(error, "can't parse entities"):
-                await self._courier.call(
+                await self.courier.call(
                     chat_id,
                     1,
-                    lambda: self._bot.edit_message_text(
+                    lambda: self.bot.edit_message_text(
                         text=plain_text(text), chat_id=chat_id, message_id=message_id, parse_mode=None
                     ),
                 )
@@ -165,10 +159,10 @@ class CommentRevisions:
 
     async def _edit_caption_text(self, chat_id: int, message_id: int, caption: str) -> None:
         try:
-            await self._courier.call(
+            await self.courier.call(
                 chat_id,
                 1,
-                lambda: self._bot.edit_message_caption(
+                lambda: self.bot.edit_message_caption(
                     chat_id=chat_id, message_id=message_id, caption=caption
                 ),
             )
@@ -180,7 +174,7 @@ class CommentRevisions:
 
     async def delete(self, item: OutboxItem) -> list[int]:
         """Remove what showed the comment; the ids of the messages removed or changed."""
-        sent = await self._sent.get(item.comment_id or 0, item.chat_id, item.thread_id)
+        sent = await self.sent.get(item.comment_id or 0, item.chat_id, item.thread_id)
         if sent is None:
             log.info("deletion_of_a_comment_never_shown_here_ignored")
             return []
@@ -194,26 +188,26 @@ class CommentRevisions:
         for message_id in sent.file_message_ids:
             await self._delete_or_mark(item.chat_id, message_id, media=True)
             changed.append(message_id)
-        await self._sent.forget(sent)
+        await self.sent.forget(sent)
         return changed
 
     async def _leave_combined(self, chat_id: int, sent: SentComment) -> list[int]:
         message_id = sent.text_message_ids[0]
-        combined = await self._sent.combined(chat_id, message_id)
+        combined = await self.sent.combined(chat_id, message_id)
         others = [p for p in combined.parts if p.comment_id != sent.comment_id] if combined else []
         if combined is None or not others:
             await self._delete_or_mark(chat_id, message_id, media=False)
-            await self._sent.forget_combined(chat_id, message_id)
+            await self.sent.forget_combined(chat_id, message_id)
             return [message_id]
         combined.parts = others
         await self._edit_text(chat_id, message_id, COMBINED_SEPARATOR.join(p.text for p in others))
-        await self._sent.save_combined(combined)
+        await self.sent.save_combined(combined)
         return [message_id]
 
     async def _delete_or_mark(self, chat_id: int, message_id: int, *, media: bool) -> None:
         try:
-            await self._courier.call(
-                chat_id, 1, lambda: self._bot.delete_message(chat_id=chat_id, message_id=message_id)
+            await self.courier.call(
+                chat_id, 1, lambda: self.bot.delete_message(chat_id=chat_id, message_id=message_id)
             )
         except TelegramBadRequest as error:
             if said(error, "message to delete not found"):
@@ -221,7 +215,7 @@ class CommentRevisions:
             if not said(error, "can't be deleted"):
                 raise
             log.info("message_too_old_to_delete_marked_instead", message_id=message_id)
-            mark = self._texts(chat_id).gettext(DELETED_MARK)
+            mark = self.texts(chat_id).gettext(DELETED_MARK)
             if media:
                 await self._edit_caption_text(chat_id, message_id, mark)
             else:

@@ -14,13 +14,14 @@ state it shows (``card_version``). Delivered at the group's pace like any other 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import structlog
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest
-from motor.motor_asyncio import AsyncIOMotorDatabase
+from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 
 from bridge_lib.i18n import Translator, translator
 from services.relay.to_telegram.courier import Courier, StepLog, said
@@ -43,21 +44,17 @@ def group_key(chat_id: int, thread_id: int | None) -> str:
     return f"{chat_id}/{thread_id or 0}"
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class TaskCards:
-    def __init__(
-        self,
-        *,
-        bot: Bot,
-        courier: Courier,
-        outbox: StepLog,
-        database: AsyncIOMotorDatabase[Any],
-        texts: Callable[[int], Translator] = lambda chat_id: translator(),
-    ) -> None:
-        self._texts = texts
-        self._bot = bot
-        self._courier = courier
-        self._outbox = outbox
-        self._cards = database["task_cards"]
+    bot: Bot
+    courier: Courier
+    outbox: StepLog
+    database: AsyncIOMotorDatabase[Any]
+    texts: Callable[[int], Translator] = lambda chat_id: translator()
+
+    @property
+    def _cards(self) -> AsyncIOMotorCollection[Any]:
+        return self.database["task_cards"]
 
     async def card_of(self, chat_id: int, thread_id: int | None) -> TaskCard | None:
         document = await self._cards.find_one({"_id": group_key(chat_id, thread_id)})
@@ -84,9 +81,9 @@ class TaskCards:
         if item.progress.get("0"):
             message_id = item.progress["0"][0]  # sent before a crash: pin that one
         else:
-            message_id = await self._courier.send_text(item, item.text, reply=False)
+            message_id = await self.courier.send_text(item, item.text, reply=False)
             item.progress["0"] = [message_id]
-            await self._outbox.step_done(item.key, 0, [message_id])
+            await self.outbox.step_done(item.key, 0, [message_id])
         await self._save(item, message_id, version, pinned=False)
         pinned = await self._pin(item, message_id)
         await self._save(item, message_id, version, pinned=pinned)
@@ -95,10 +92,10 @@ class TaskCards:
     async def _edit(self, item: OutboxItem, message_id: int) -> bool:
         """False when the card is gone (someone deleted it): a new one is posted."""
         try:
-            await self._courier.call(
+            await self.courier.call(
                 item.chat_id,
                 1,
-                lambda: self._bot.edit_message_text(
+                lambda: self.bot.edit_message_text(
                     text=item.text, chat_id=item.chat_id, message_id=message_id
                 ),
             )
@@ -113,10 +110,10 @@ class TaskCards:
 
     async def _pin(self, item: OutboxItem, message_id: int) -> bool:
         try:
-            await self._courier.call(
+            await self.courier.call(
                 item.chat_id,
                 1,
-                lambda: self._bot.pin_chat_message(
+                lambda: self.bot.pin_chat_message(
                     chat_id=item.chat_id, message_id=message_id, disable_notification=True
                 ),
             )
@@ -124,8 +121,8 @@ class TaskCards:
             if not said(error, "not enough rights", "chat_admin_required", "rights"):
                 raise
             log.info("task_card_not_pinned_no_right", error=error.message)
-            wanted = self._texts(item.chat_id).gettext(PIN_RIGHT_WANTED)
-            await self._courier.send_text(item, wanted, reply=False)
+            wanted = self.texts(item.chat_id).gettext(PIN_RIGHT_WANTED)
+            await self.courier.send_text(item, wanted, reply=False)
             return False
         return True
 

@@ -5,6 +5,7 @@ keyed by its cause and group: a redelivered event queues nothing new."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
 
@@ -32,37 +33,27 @@ log = structlog.get_logger("relay.task_life")
 ANNOUNCED_CHANGES = frozenset({TaskStateSeen.WEBHOOK, TaskStateSeen.RECONCILE})
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class TaskLife:
-    def __init__(
-        self,
-        *,
-        directory: BindingDirectory,
-        outbox: Outbox,
-        wake: Callable[[int], None],
-        task_url: Callable[[int], str],
-        task_state: Callable[[int], Awaitable[KnownState | None]],
-        cards: bool = True,
-        texts: Callable[[int], Translator] = lambda chat_id: translator(),
-    ) -> None:
-        # RELAY_TASK_CARDS: without cards, the groups get the change lines only.
-        self._cards = cards
-        # The group's language (``directory.group_texts``).
-        self._texts = texts
-        self._directory = directory
-        self._outbox = outbox
-        self._wake = wake
-        self._task_url = task_url
-        self._task_state = task_state
+    directory: BindingDirectory
+    outbox: Outbox
+    wake: Callable[[int], None]
+    task_url: Callable[[int], str]
+    task_state: Callable[[int], Awaitable[KnownState | None]]
+    # RELAY_TASK_CARDS: without cards, the groups get the change lines only.
+    cards: bool = True
+    # The group's language (``directory.group_texts``).
+    texts: Callable[[int], Translator] = lambda chat_id: translator()
 
     async def on_state_changed(self, event: PlanfixTaskStateChanged, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(task_number=event.task_number)
-        groups = await self._directory.groups_for(event.task_number)
+        groups = await self.directory.groups_for(event.task_number)
         if not groups:
             log.info("task_change_for_no_group")
             return
-        url = self._task_url(event.task_number)
+        url = self.task_url(event.task_number)
         for chat_id, thread_id in groups:
-            t = self._texts(chat_id)
+            t = self.texts(chat_id)
             lines = (
                 change_lines(event.previous, event.state, t, url)
                 if event.previous is not None and event.seen_on in ANNOUNCED_CHANGES
@@ -75,28 +66,28 @@ class TaskLife:
                 await self._enqueue(
                     item_for(event, key, chat_id, thread_id, kind, text=text, task_number=event.task_number)
                 )
-            if self._cards:
+            if self.cards:
                 card = card_text(event.task_number, event.state, url, t)
                 await self._enqueue_card(
                     event, card, chat_id, thread_id, event.task_number, delivery.stream_seq
                 )
 
     async def on_bound(self, event: TaskBound) -> None:
-        if not self._cards:
+        if not self.cards:
             return
-        known = await self._task_state(event.task_number)
+        known = await self.task_state(event.task_number)
         if known is None:
             log.info("task_card_waits_for_the_task_state", task_number=event.task_number)
             return
-        t = self._texts(event.chat_id)
-        card = card_text(event.task_number, known.event.state, self._task_url(event.task_number), t)
+        t = self.texts(event.chat_id)
+        card = card_text(event.task_number, known.event.state, self.task_url(event.task_number), t)
         await self._enqueue_card(event, card, event.chat_id, event.thread_id, event.task_number, known.seq)
 
     async def card_text(self, task_number: int, t: Translator) -> str | None:
-        if not self._cards:
+        if not self.cards:
             return None
-        known = await self._task_state(task_number)
-        return card_text(task_number, known.event.state, self._task_url(task_number), t) if known else None
+        known = await self.task_state(task_number)
+        return card_text(task_number, known.event.state, self.task_url(task_number), t) if known else None
 
     async def on_command_answered(self, event: TaskCommandAnswered) -> None:
         item = item_for(
@@ -105,7 +96,7 @@ class TaskLife:
             event.chat_id,
             event.thread_id,
             TelegramMessageKind.TASK_COMMAND_ANSWER,
-            text=command_answer_text(event, self._texts(event.chat_id)),
+            text=command_answer_text(event, self.texts(event.chat_id)),
             task_number=event.task_number,
             reply_to_message_id=event.message_id,
         )
@@ -123,6 +114,6 @@ class TaskLife:
         await self._enqueue(item)
 
     async def _enqueue(self, item: OutboxItem) -> None:
-        stored = await self._outbox.enqueue(item)
+        stored = await self.outbox.enqueue(item)
         log.info("telegram_item_queued" if stored else "telegram_item_already_queued", key=item.key)
-        self._wake(item.chat_id)
+        self.wake(item.chat_id)
