@@ -24,7 +24,6 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from aiogram.methods import SendMessage
 
 from bridge_lib.metrics import OUTBOUND_CALLS, OUTBOUND_SECONDS
 
@@ -88,17 +87,3 @@ async def telegram_self_check(bot: Bot) -> bool:
     else:
         log.info("telegram_self_check_ok", bot_username=me.username)
     return True
-
-
-class SendMessageForId(SendMessage):
-    """``sendMessage`` through the same session (its defaults, errors and call metrics), its
-    answer read as plain JSON: building aiogram's whole ``Message`` model for the one
-    ``message_id`` the sender keeps was a tenth of the relay's CPU per comment."""
-
-    __returning__ = dict[str, Any]  # type: ignore[assignment]
-
-
-async def send_message_for_id(bot: Bot, **fields: Any) -> int:
-    """``bot.send_message(**fields)``, answering the new message's id only."""
-    answer: Any = await bot(SendMessageForId(**fields))
-    return int(answer["message_id"])

@@ -30,8 +30,7 @@ class RecordingSession(BaseSession):
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[TelegramMethod[Any]] = []
-        # By the Bot API method's name, as Telegram sees it (a subclass of a method is that method).
-        self._answers: defaultdict[str, deque[tuple[int, str]]] = defaultdict(deque)
+        self._answers: defaultdict[type[TelegramMethod[Any]], deque[tuple[int, str]]] = defaultdict(deque)
 
     def answer(
         self,
@@ -50,7 +49,7 @@ class RecordingSession(BaseSession):
             description=description,
             parameters=ResponseParameters(retry_after=retry_after) if retry_after else None,
         )
-        self._answers[method.__api_method__].append((error_code, response.model_dump_json(exclude_none=True)))
+        self._answers[method].append((error_code, response.model_dump_json(exclude_none=True)))
 
     def calls_of(self, method: type[M]) -> list[M]:
         return [call for call in self.calls if isinstance(call, method)]
@@ -62,7 +61,7 @@ class RecordingSession(BaseSession):
         timeout: int | None = None,  # noqa: ASYNC109 - BaseSession's signature
     ) -> TelegramType:
         self.calls.append(method)
-        answers = self._answers[method.__api_method__]
+        answers = self._answers[type(method)]
         status, content = answers.popleft() if answers else self.unasked(method)
         # aiogram's own checks: an error answer raises the typed error a real one would.
         response = self.check_response(bot=bot, method=method, status_code=status, content=content)

@@ -164,7 +164,7 @@ def test_a_long_comment_goes_in_parts_in_order_each_step_recorded(rig: Rig) -> N
     message_ids = asyncio.run(rig.courier.send(comment(text, reply_to=3)))
 
     calls = rig.session.calls
-    assert [call.__api_method__ for call in calls] == ["sendMessage", "sendMessage"]
+    assert [type(call) for call in calls] == [SendMessage, SendMessage]
     assert all(visible_length(call.text) <= TEXT_LIMIT for call in calls if isinstance(call, SendMessage))
     assert [call.parse_mode for call in calls if isinstance(call, SendMessage)] == ["HTML", "HTML"]
     first, second = (call for call in calls if isinstance(call, SendMessage))

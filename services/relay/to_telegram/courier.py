@@ -40,7 +40,6 @@ from bridge_lib.i18n import Translator, translator
 from bridge_lib.kvstore import compare_and_set, read_entry
 from bridge_lib.lease import LeaseLost, Leases
 from bridge_lib.planfix import FileNotFound, FileTooLargeToDownload, PlanfixClient
-from bridge_lib.telegram import send_message_for_id
 from contracts.events import PlanfixFile, TelegramMessageKind
 from services.relay.effects import SENT_COMMENTS
 from services.relay.to_telegram.items import OutboxItem
@@ -443,9 +442,8 @@ class Courier:
         reply_to = item.reply_to_message_id if reply else None
         thread_id = item.thread_id
 
-        def send(body: str, parse_mode: Any, thread: int | None) -> Callable[[], Awaitable[int]]:
-            return lambda: send_message_for_id(
-                self.bot,
+        def send(body: str, parse_mode: Any, thread: int | None) -> Callable[[], Awaitable[Message]]:
+            return lambda: self.bot.send_message(
                 chat_id=item.chat_id,
                 text=body,
                 parse_mode=parse_mode,
@@ -456,17 +454,17 @@ class Courier:
             )
 
         try:
-            message_id = await self.call(item.chat_id, 1, send(text, "HTML", thread_id))
+            message = await self.call(item.chat_id, 1, send(text, "HTML", thread_id))
         except TelegramBadRequest as error:
             if said(error, "can't parse entities"):
                 log.warning("html_refused_sent_as_plain_text", error=error.message)
-                message_id = await self.call(item.chat_id, 1, send(plain_text(text), None, thread_id))
+                message = await self.call(item.chat_id, 1, send(plain_text(text), None, thread_id))
             elif said(error, "thread not found") and thread_id is not None:
                 log.warning("forum_topic_gone_sent_to_general", thread_id=thread_id)
-                message_id = await self.call(item.chat_id, 1, send(text, "HTML", None))
+                message = await self.call(item.chat_id, 1, send(text, "HTML", None))
             else:
                 raise
-        return message_id
+        return message.message_id
 
     async def _send_media(self, item: OutboxItem, caption: str, media: list[MediaFile]) -> list[int]:
         async with anyio.TemporaryDirectory(
