@@ -302,6 +302,19 @@ def test_bindings_follow_unbinding_and_moves() -> None:
     assert watch.bound_tasks() == {5, 7}
 
 
+def test_a_task_stays_bound_while_any_of_its_groups_is() -> None:
+    watch = Watchlist()
+    for event in (
+        bound(-1, 5),
+        bound(-2, 5),
+        TaskUnbound(**envelope("u"), chat_id=-1, task_number=5, unbound_by="telegram:1"),
+    ):
+        watch.apply(event)
+    assert watch.bound_tasks() == {5}
+    watch.apply(TaskUnbound(**envelope("u2"), chat_id=-2, task_number=5, unbound_by="telegram:1"))
+    assert watch.bound_tasks() == set()
+
+
 def test_updates_and_deletions_change_what_is_watched() -> None:
     watch = Watchlist()
     watch.apply(bound(-100, 4821))

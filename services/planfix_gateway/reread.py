@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -213,6 +214,9 @@ class Watchlist:
     def __init__(self, *, relay_hidden: bool = False) -> None:
         self._relay_hidden = relay_hidden
         self._task_by_group: dict[Group, int] = {}
+        # Bound task -> how many groups it is bound to: "is this task bound" for every comment
+        # without a walk over all the groups (10,000 of them at scale).
+        self._groups_of_task: Counter[int] = Counter()
         self._comments: dict[int, Watched] = {}
         self._by_task: dict[int, set[int]] = {}
         # Every comment of a bound task an added event was folded for (ours and hidden too), and
@@ -222,15 +226,15 @@ class Watchlist:
 
     def apply(self, event: Any) -> None:
         if isinstance(event, TaskBound):
-            self._task_by_group[(event.chat_id, event.thread_id)] = event.task_number
+            self._bind((event.chat_id, event.thread_id), event.task_number)
         elif isinstance(event, TaskUnbound):
             group = (event.chat_id, event.thread_id)
             # Only the binding that was removed: a later rebind to another task stands.
             if self._task_by_group.get(group) == event.task_number:
-                del self._task_by_group[group]
+                self._unbind(group)
         elif isinstance(event, BindingMoved):
-            self._task_by_group.pop((event.old_chat_id, event.thread_id), None)
-            self._task_by_group[(event.chat_id, event.thread_id)] = event.task_number
+            self._unbind((event.old_chat_id, event.thread_id))
+            self._bind((event.chat_id, event.thread_id), event.task_number)
         elif isinstance(event, PlanfixCommentAdded):
             self._added(event)
         elif isinstance(event, PlanfixCommentUpdated):
@@ -245,14 +249,26 @@ class Watchlist:
         elif isinstance(event, PlanfixCommentDeleted):
             self._forget(event.comment_id)
 
+    def _bind(self, group: Group, task_number: int) -> None:
+        self._unbind(group)
+        self._task_by_group[group] = task_number
+        self._groups_of_task[task_number] += 1
+
+    def _unbind(self, group: Group) -> None:
+        task_number = self._task_by_group.pop(group, None)
+        if task_number is not None:
+            self._groups_of_task[task_number] -= 1
+            if self._groups_of_task[task_number] <= 0:
+                del self._groups_of_task[task_number]
+
     def _added(self, event: PlanfixCommentAdded) -> None:
-        if event.task_number in self._task_by_group.values() and event.comment_id not in self._folded:
+        if event.task_number in self._groups_of_task and event.comment_id not in self._folded:
             self._folded[event.comment_id] = (event.task_number, event.occurred_at.timestamp())
             self._folded_by_task.setdefault(event.task_number, set()).add(event.comment_id)
         ours = event.source_object_id is not None or event.source_id is not None
         if ours or (event.is_hidden and not self._relay_hidden) or event.comment_id in self._comments:
             return
-        if event.task_number not in self._task_by_group.values():
+        if event.task_number not in self._groups_of_task:
             # No group was shown it: nothing to keep in step (and an account's other tasks cost
             # no memory). Bindings are folded first (``WatchFeed.start``), then followed live.
             return
@@ -290,7 +306,7 @@ class Watchlist:
         return frozenset(self._folded_by_task.get(task_number, ()))
 
     def bound_tasks(self) -> set[int]:
-        return set(self._task_by_group.values())
+        return set(self._groups_of_task)
 
     def active_tasks(self, since: float) -> dict[int, float]:
         """Bound tasks with a comment relayed since ``since``: task -> its latest such comment."""
