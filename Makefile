@@ -83,7 +83,7 @@ nats-auth: install
 messages: install
 	$(BIN)/python tools/messages.py
 
-# Benchmarks (docs/benchmarks.md): one table, figures in bench/results/latest.json, < 10 minutes.
+# Benchmarks (docs/benchmarks.md): one table, figures in bench/results/latest.json, about 15 minutes.
 bench: install
 	$(BIN)/python -m bench
 
