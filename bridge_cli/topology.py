@@ -12,7 +12,7 @@ from faststream.nats import NatsBroker
 
 from bridge_lib.eventbus import consume_durably, jstream
 from bridge_lib.health import ConsumerRef
-from contracts.subjects import ALL_STREAMS, CONSUMERS, RELAY_TELEGRAM_INBOUND, ConsumerSpec
+from contracts.subjects import ALL_STREAMS, CONSUMERS, ConsumerSpec
 
 
 async def _never_run(*_: Any) -> None:
@@ -25,10 +25,10 @@ def _stream(consumer: ConsumerSpec) -> Any:
 
 def service_brokers() -> dict[str, NatsBroker]:
     """One unconnected broker per service that consumes, with a subscriber per durable consumer
-    (the relay's batch reader is not a FastStream subscriber: it is left out)."""
+    (the relay's batch readers are not FastStream subscribers: they are left out)."""
     brokers: dict[str, NatsBroker] = {}
     for consumer in CONSUMERS:
-        if consumer is RELAY_TELEGRAM_INBOUND:
+        if consumer.batched:
             continue
         consume_durably(brokers.setdefault(consumer.service, NatsBroker()), consumer, (), _never_run)
     return brokers

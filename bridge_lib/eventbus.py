@@ -587,7 +587,7 @@ async def _handle(
     try:
         await handler(event, delivery)
     except Exception as error:
-        verdict = _verdict_on_failure(error, event, delivery)
+        verdict = verdict_on_failure(error, event, delivery)
     else:
         verdict = Ack()
         metrics.EVENT_AGE_SECONDS.labels(delivery.consumer, event.tag).observe(
@@ -600,7 +600,7 @@ async def _handle(
         metrics.HANDLING_SECONDS.labels(delivery.consumer, event.tag).observe(time.perf_counter() - started)
 
 
-def _verdict_on_failure(error: Exception, event: Event, delivery: Delivery) -> Verdict:
+def verdict_on_failure(error: Exception, event: Event, delivery: Delivery) -> Verdict:
     """What a failed handling leads to: wait out an outage, retry a crash a few times, or set the
     message aside (dead letter) so its group's later messages go on."""
     kind = failure_kind(error)

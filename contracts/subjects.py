@@ -458,12 +458,22 @@ class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
     max_deliver: int = -1
     # Messages handed out before the first is acknowledged. 1 keeps the stream's order, also
     # across replicas and a replica's death; more, for a reader to whom order means nothing,
-    # spares a round trip per message.
+    # spares a round trip per message (or is one batch, when ``batched``).
     in_flight: int = 1
+    # Read in batches of ``in_flight``, in order, by one replica at a time (a lease), rewound on
+    # taking over (``bridge_lib.ordered_batches``); not a FastStream subscriber.
+    batched: bool = False
 
 
 def _consumer(
-    durable: str, stream: StreamSpec, filter_subject: str, service: str, what: str, in_flight: int = 1
+    durable: str,
+    stream: StreamSpec,
+    filter_subject: str,
+    service: str,
+    what: str,
+    in_flight: int = 1,
+    *,
+    batched: bool = False,
 ) -> ConsumerSpec:
     return ConsumerSpec(
         durable=durable,
@@ -472,6 +482,7 @@ def _consumer(
         service=service,
         description=what,
         in_flight=in_flight,
+        batched=batched,
     )
 
 
@@ -490,10 +501,12 @@ BINDER_GROUP_CHANGES = _consumer(
 RELAY_TELEGRAM_INBOUND = _consumer(
     "relay-telegram-inbound", T, ALL_TELEGRAM_MESSAGE_ACTIVITY, RELAY,
     "carries group messages, edits and reactions to Planfix, in batches (one active replica)",
+    in_flight=1000, batched=True,
 )  # fmt: skip
 RELAY_PLANFIX_COMMENT_CHANGES = _consumer(
     "relay-planfix-comment-changes", P, ALL_PLANFIX_COMMENT_CHANGES, RELAY,
-    "queues added, edited and deleted comments for their groups",
+    "queues added, edited and deleted comments for their groups, in batches (one active replica)",
+    in_flight=100, batched=True,
 )  # fmt: skip
 RELAY_BINDING_NOTICES = _consumer(
     "relay-binding-notices", B, ALL_BINDING_EVENTS, RELAY,

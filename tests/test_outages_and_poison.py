@@ -93,7 +93,7 @@ def _delivery(seq: int, delivered: int, consumer: str = "c") -> Delivery:
 def test_a_crashing_message_is_set_aside_after_the_crash_limit_and_outages_never_count() -> None:
     event = object()
     verdicts = [
-        eventbus._verdict_on_failure(KeyError("x"), event, _delivery(7, n))  # type: ignore[arg-type]
+        eventbus.verdict_on_failure(KeyError("x"), event, _delivery(7, n))  # type: ignore[arg-type]
         for n in range(1, eventbus.CRASH_LIMIT + 1)
     ]
     assert all(isinstance(v, Retry) and v.crashed for v in verdicts[:-1])
@@ -103,13 +103,13 @@ def test_a_crashing_message_is_set_aside_after_the_crash_limit_and_outages_never
 
     # A thousand deliveries of an outage: still a retry, never a dead letter.
     for n in range(1, 1000, 37):
-        verdict = eventbus._verdict_on_failure(TransientFailure("down"), event, _delivery(8, n))  # type: ignore[arg-type]
+        verdict = eventbus.verdict_on_failure(TransientFailure("down"), event, _delivery(8, n))  # type: ignore[arg-type]
         assert isinstance(verdict, Retry)
         assert not verdict.crashed
 
 
 def test_a_permanent_refusal_is_set_aside_at_once() -> None:
-    verdict = eventbus._verdict_on_failure(PermanentFailure("no such task"), object(), _delivery(9, 1))  # type: ignore[arg-type]
+    verdict = eventbus.verdict_on_failure(PermanentFailure("no such task"), object(), _delivery(9, 1))  # type: ignore[arg-type]
     assert isinstance(verdict, DeadLetter)
     assert verdict.reason == DeadLetterReason.PERMANENT_FAILURE
 

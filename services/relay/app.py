@@ -20,7 +20,12 @@ from bridge_lib.retention import RECORDED_AT, start_retention
 from bridge_lib.runtime import broker_and_health, freeze_startup_heap, wait_for_stop_signal
 from bridge_lib.store import store_client
 from bridge_lib.telegram import make_bot, telegram_self_check
-from contracts.subjects import LEASES_BUCKET, RELAY_TELEGRAM_INBOUND, TELEGRAM_PACE_BUCKET
+from contracts.subjects import (
+    LEASES_BUCKET,
+    RELAY_PLANFIX_COMMENT_CHANGES,
+    RELAY_TELEGRAM_INBOUND,
+    TELEGRAM_PACE_BUCKET,
+)
 from services.relay import to_planfix, to_telegram
 from services.relay.config import RelaySettings
 from services.relay.directory import BindingDirectory
@@ -29,7 +34,10 @@ from services.relay.shared import Shared
 log = structlog.get_logger("relay")
 # Of the 10 s a stop may take, what the Telegram -> Planfix step in flight gets to finish.
 INBOUND_STOP_GRACE_S = 7.0
-INBOUND_CONSUMER = consumer_ref(RELAY_TELEGRAM_INBOUND)
+# A batch of comments into the outbox takes milliseconds; what is not stored by then stays for
+# the next holder.
+COMMENTS_STOP_GRACE_S = 1.0
+BATCH_CONSUMERS = [consumer_ref(RELAY_TELEGRAM_INBOUND), consumer_ref(RELAY_PLANFIX_COMMENT_CHANGES)]
 # The relay's records (collection -> date field), deleted after RETENTION_DAYS (bridge_lib.retention);
 # the waiting outbox and the contacts made for Telegram people are state, kept.
 RECORD_COLLECTIONS = {
@@ -50,7 +58,7 @@ async def run(settings: RelaySettings) -> None:
         timeout_s=30.0,
     )
     broker, health = await broker_and_health(
-        "relay", settings, checks={"mongodb": mongo_ping(mongo)}, extra_consumers=[INBOUND_CONSUMER]
+        "relay", settings, checks={"mongodb": mongo_ping(mongo)}, extra_consumers=BATCH_CONSUMERS
     )
     await broker.connect()
     await ensure_streams(
@@ -80,7 +88,12 @@ async def run(settings: RelaySettings) -> None:
         settings, shared, js=js, lease=Lease(lease_bucket, "relay_inbound", owner=owner)
     )
     outbound = await to_telegram.build(
-        settings, shared, nats=broker.connection, pace_bucket=pace_bucket, owner=owner
+        settings,
+        shared,
+        nats=broker.connection,
+        pace_bucket=pace_bucket,
+        lease_bucket=lease_bucket,
+        owner=owner,
     )
     broker.include_router(outbound.router)
     retention = await start_retention(database, RECORD_COLLECTIONS, settings)
@@ -88,19 +101,22 @@ async def run(settings: RelaySettings) -> None:
     await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
     outbound.sender.start()
     inbound_task = asyncio.create_task(inbound.run(), name="inbound")
+    comments_task = asyncio.create_task(outbound.comment_changes.run(), name="comment-changes")
     log.info("relay_started")
     freeze_startup_heap()
     try:
         stop = asyncio.create_task(wait_for_stop_signal())
-        await asyncio.wait({stop, inbound_task}, return_when=asyncio.FIRST_COMPLETED)
-        if inbound_task.done():
-            inbound_task.result()  # it only ends by failing
+        await asyncio.wait({stop, inbound_task, comments_task}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (inbound_task, comments_task):
+            if task.done():
+                task.result()  # it only ends by failing
         stop.cancel()
     finally:
         log.info("relay_stopping")
         retention.cancel()
         # Most of the 10 s a stop may take: the Planfix call in flight is let finish.
         await inbound.stop(inbound_task, grace_s=INBOUND_STOP_GRACE_S)
+        await outbound.comment_changes.stop(comments_task, grace_s=COMMENTS_STOP_GRACE_S)
         await outbound.sender.stop()
         await directory.stop()
         await people.stop()

@@ -34,7 +34,15 @@ class OwnComments:
         self._leads = database[COMMENT_LEADS]
 
     async def includes(self, comment_id: int) -> bool:
-        return await self._leads.find_one({"_id": planfix_comment_key(comment_id)}, {"_id": 1}) is not None
+        return bool(await self.among([comment_id]))
+
+    async def among(self, comment_ids: list[int]) -> set[int]:
+        """Which of these comments the relay posted (one round trip, none for no ids)."""
+        if not comment_ids:
+            return set()
+        keys = {planfix_comment_key(comment_id): comment_id for comment_id in comment_ids}
+        found = self._leads.find({"_id": {"$in": list(keys)}}, {"_id": 1})
+        return {keys[str(document["_id"])] async for document in found}
 
 
 async def publish_effect(publisher: EventPublisher, event: Event, *, subject: str, effect_key: str) -> None:

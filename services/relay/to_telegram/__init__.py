@@ -17,9 +17,15 @@ from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsMessage
 
 from bridge_lib.eventbus import undecoded
-from bridge_lib.lease import Leases
+from bridge_lib.lease import Lease, Leases
+from bridge_lib.ordered_batches import OrderedBatches
 from bridge_lib.task_state import last_task_state
-from contracts.events import RetryTelegramDelivery, TelegramDeliveryRetried, envelope_after
+from contracts.events import (
+    PlanfixCommentChange,
+    RetryTelegramDelivery,
+    TelegramDeliveryRetried,
+    envelope_after,
+)
 from contracts.subjects import RELAY_RETRY_TELEGRAM_DELIVERY
 from services.relay.config import RelaySettings
 from services.relay.directory import group_texts
@@ -27,7 +33,7 @@ from services.relay.effects import OwnComments
 from services.relay.shared import Shared
 from services.relay.to_telegram.courier import Courier, SentComments, TelegramPace
 from services.relay.to_telegram.dead_letters import DeadLetters
-from services.relay.to_telegram.handlers import ToTelegram, router
+from services.relay.to_telegram.handlers import ToTelegram, comment_changes, router
 from services.relay.to_telegram.notices import task_page
 from services.relay.to_telegram.revisions import CommentRevisions
 from services.relay.to_telegram.sender import Nudges, Outbox, TelegramSender
@@ -63,11 +69,13 @@ def answer_retries(nats_router: NatsRouter, sender: TelegramSender) -> None:
 @dataclass(frozen=True)
 class ToTelegramWing:
     router: NatsRouter  # the durable consumers, to include in the broker
+    # The comments' consumer, run beside the broker's (one replica at a time).
+    comment_changes: OrderedBatches[PlanfixCommentChange]
     sender: TelegramSender  # started once the consumers are, stopped before the broker
 
 
 async def build(
-    settings: RelaySettings, shared: Shared, *, nats: Any, pace_bucket: Any, owner: str
+    settings: RelaySettings, shared: Shared, *, nats: Any, pace_bucket: Any, lease_bucket: Any, owner: str
 ) -> ToTelegramWing:
     database, directory, bot, publisher = shared.database, shared.directory, shared.bot, shared.publisher
     outbox = Outbox(database)
@@ -130,4 +138,7 @@ async def build(
     )
     nats_router = router(handlers)
     answer_retries(nats_router, sender)
-    return ToTelegramWing(router=nats_router, sender=sender)
+    lease = Lease(lease_bucket, "relay_comment_changes", owner=owner)
+    return ToTelegramWing(
+        router=nats_router, comment_changes=comment_changes(nats.jetstream(), handlers, lease), sender=sender
+    )

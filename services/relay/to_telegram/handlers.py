@@ -20,6 +20,9 @@ from faststream.nats import NatsRouter
 from bridge_lib import link_codes
 from bridge_lib.eventbus import Delivery, consume_durably
 from bridge_lib.i18n import DEFAULT_LANGUAGE, Translator, language_or_default, translator
+from bridge_lib.lease import Lease
+from bridge_lib.ordered_batches import Handlers as BatchHandlers
+from bridge_lib.ordered_batches import OrderedBatches
 from bridge_lib.people_directory import PeopleDirectory
 from contracts.bindings import language_after
 from contracts.events import (
@@ -84,10 +87,6 @@ from services.relay.to_telegram.sender import Outbox
 log = structlog.get_logger("relay.to_telegram")
 # An anonymous admin is told again how to fix it once the group was not told for this long.
 ANONYMOUS_GUIDANCE_EVERY_S = 24 * 3600.0
-
-
-async def _false() -> bool:
-    return False
 
 
 class TaskLifeHooks(Protocol):
@@ -176,46 +175,76 @@ class ToTelegram:
     # --- comments -------------------------------------------------------------------------------
 
     async def carry_comment_change(self, event: PlanfixCommentChange, delivery: Delivery) -> None:
-        structlog.contextvars.bind_contextvars(task_number=event.task_number, comment_id=event.comment_id)
+        await self.carry_comment_changes([event])
+
+    async def carry_comment_changes(self, events: Sequence[PlanfixCommentChange]) -> None:
+        """Comment changes in stream order, into their groups' outboxes: the store is asked each
+        question once for the whole batch (which are ours, which went out already), and the
+        items are stored together, in the batch's order."""
         # In the order a comment travels: its author's @username (people), its groups and their
         # languages (directory), its text there (from_planfix_html), then whether it is ours
         # (effects) and already out, and into each group's outbox (sender).
-        shown = event if isinstance(event, PlanfixCommentAdded | PlanfixCommentUpdated) else None
+        planned = [(event, await self._comment_items(event)) for event in events]
+        own, gone_out = await asyncio.gather(
+            self._own_among([shown for event in events if (shown := _shown(event)) is not None]),
+            self.outbox.finished_among([item.key for _, items in planned for item in items]),
+        )
+        queued: list[OutboxItem] = []
+        for event, items in planned:
+            with structlog.contextvars.bound_contextvars(
+                correlation_id=event.correlation_id,
+                event_id=event.event_id,
+                task_number=event.task_number,
+                comment_id=event.comment_id,
+            ):
+                queued += self._to_queue(event, items, own=event.comment_id in own, gone_out=gone_out)
+        stored = await self.outbox.enqueue_all(queued, finished_checked=True)
+        for item in queued:
+            log.info(
+                "telegram_item_queued" if item.key in stored else "telegram_item_already_queued",
+                key=item.key,
+                correlation_id=item.correlation_id,
+            )
+        for chat_id in dict.fromkeys(item.chat_id for item in queued):
+            self.wake(chat_id)
+
+    async def _comment_items(self, event: PlanfixCommentChange) -> list[OutboxItem]:
+        shown = _shown(event)
         username = self._telegram_username(shown.author.id) if shown else None
         groups = await self.directory.groups_for(event.task_number)
-        languages = [self.texts_for(chat_id) for chat_id, _ in groups]
-        items = [
-            _comment_item(event, chat_id, thread_id, username, t)
-            for (chat_id, thread_id), t in zip(groups, languages, strict=True)
+        return [
+            _comment_item(event, chat_id, thread_id, username, self.texts_for(chat_id))
+            for chat_id, thread_id in groups
         ]
-        # The questions before queueing do not depend on each other: asked together, one
-        # round trip's wait instead of two (this consumer takes one event at a time).
-        own, gone_out = await asyncio.gather(
-            self._is_own_comment(shown) if shown else _false(),
-            self.outbox.finished_among([item.key for item in items]),
-        )
+
+    def _to_queue(
+        self, event: PlanfixCommentChange, items: list[OutboxItem], *, own: bool, gone_out: set[str]
+    ) -> list[OutboxItem]:
+        shown = _shown(event)
         if own:
             log.info("own_comment_not_echoed")
-            return
+            return []
         if shown and link_codes.code_in(shown.text_html):
             # A /link code is a secret until the binder spends it; nobody in a group needs it.
             log.info("link_code_comment_not_carried")
-            return
-        if not groups:
+            return []
+        if not items:
             log.info("unbound_task_not_relayed")
-            return
+            return []
         for item in items:
             if item.key in gone_out:
                 log.info("telegram_item_already_queued", key=item.key)
-                continue
-            await self._enqueue(item, finished_checked=True)
+        return [item for item in items if item.key not in gone_out]
 
-    async def _is_own_comment(self, comment: PlanfixCommentAdded | PlanfixCommentUpdated) -> bool:
-        # Two independent signs: the sourceId written on the comment (there even when the
-        # webhook beats our own record), and the record of comment ids we created.
-        if written_by_bridge(comment, self.planfix_source_id):
-            return True
-        return await self.own_comments.includes(comment.comment_id)
+    async def _own_among(self, comments: list[PlanfixCommentAdded | PlanfixCommentUpdated]) -> set[int]:
+        """Which of these comments the relay wrote. Two independent signs: the sourceId written on
+        the comment (there even when the webhook beats our own record), and the record of the
+        comment ids we created."""
+        own = {
+            comment.comment_id for comment in comments if written_by_bridge(comment, self.planfix_source_id)
+        }
+        unsure = [comment.comment_id for comment in comments if comment.comment_id not in own]
+        return own | await self.own_comments.among(unsure)
 
     # --- binding decisions ------------------------------------------------------------------------
 
@@ -393,6 +422,11 @@ class ToTelegram:
         self.wake(item.chat_id)
 
 
+def _shown(event: PlanfixCommentChange) -> PlanfixCommentAdded | PlanfixCommentUpdated | None:
+    """The comment as it reads now (None for a deletion)."""
+    return event if isinstance(event, PlanfixCommentAdded | PlanfixCommentUpdated) else None
+
+
 def _comment_item(
     event: PlanfixCommentChange,
     chat_id: int,
@@ -432,8 +466,6 @@ def _comment_item(
 class Handlers(Protocol):
     """What the relay's durable consumers hand their events to (``ToTelegram``)."""
 
-    def carry_comment_change(self, event: Any, delivery: Delivery) -> Awaitable[None]: ...
-
     def announce_binding(self, event: Any, delivery: Delivery) -> Awaitable[None]: ...
 
     def answer_group_event(self, event: Any, delivery: Delivery) -> Awaitable[None]: ...
@@ -441,16 +473,21 @@ class Handlers(Protocol):
     def tell_person(self, event: Any, delivery: Delivery) -> Awaitable[None]: ...
 
 
-def router(handlers: Handlers) -> NatsRouter:
-    """The relay's three durable consumers, each handing its events to ``handlers``."""
-    nats_router = NatsRouter()
-    # Added, updated and deleted comments through one consumer: a task's changes stay in order.
-    consume_durably(
-        nats_router,
+def comment_changes(js: Any, handlers: ToTelegram, lease: Lease) -> OrderedBatches[PlanfixCommentChange]:
+    """Added, updated and deleted comments through one consumer, in batches: a task's changes stay
+    in order, and a burst costs the store a few round trips per batch, not per comment."""
+    return OrderedBatches(
+        js,
         RELAY_PLANFIX_COMMENT_CHANGES,
         get_args(PlanfixCommentChange),
-        handlers.carry_comment_change,
+        BatchHandlers(batch=handlers.carry_comment_changes, one=handlers.carry_comment_change),
+        lease=lease,
     )
+
+
+def router(handlers: Handlers) -> NatsRouter:
+    """The relay's other durable consumers, each handing its events to ``handlers``."""
+    nats_router = NatsRouter()
     consume_durably(
         nats_router,
         RELAY_BINDING_NOTICES,

@@ -78,6 +78,9 @@ RELEASE_ON_STOP_S = 2.0
 _DELIVERED: dict[str, Any] = {"text": "", "short_caption": "", "files": []}
 
 
+DUPLICATE_KEY = 11000
+
+
 def backoff_s(attempt: int) -> float:
     return float(min(60, 2 ** max(0, attempt - 1)))
 
@@ -112,15 +115,31 @@ class Outbox:
     async def enqueue(self, item: OutboxItem, *, finished_checked: bool = False) -> bool:
         """Store the item; False when an item with its key exists already (a redelivery).
         ``finished_checked``: the caller asked ``finished_among`` already."""
+        return bool(await self.enqueue_all([item], finished_checked=finished_checked))
+
+    async def enqueue_all(self, items: list[OutboxItem], *, finished_checked: bool = False) -> set[str]:
+        """Store the items, in this order; the keys stored (an item whose key exists already, a
+        redelivery, is not). ``finished_checked``: the caller asked ``finished_among`` already."""
         # One still waiting is refused by the insert below (same _id); one gone out is looked up.
-        if not finished_checked and await self._finished.find_one({"_id": item.key}, {"_id": 1}) is not None:
-            return False
-        item.seq = await self._next_seq()
+        if not finished_checked:
+            gone_out = await self.finished_among([item.key for item in items])
+            items = [item for item in items if item.key not in gone_out]
+        if not items:
+            return set()
+        last = await self._next_seq(len(items))
+        for seq, item in enumerate(items, start=last - len(items) + 1):
+            item.seq = seq
+        documents = [_document(item) for item in items]
         try:
-            await self._items.insert_one(_document(item))
-        except DuplicateKeyError:
-            return False
-        return True
+            await self._items.insert_many(documents, ordered=False)
+        except BulkWriteError as error:
+            errors = error.details.get("writeErrors", [])
+            if any(found.get("code") != DUPLICATE_KEY for found in errors):
+                raise
+            # Those queued already (a redelivery): the others are stored.
+            refused = {documents[found["index"]]["_id"] for found in errors}
+            return {item.key for item in items if item.key not in refused}
+        return {item.key for item in items}
 
     async def move_chat(self, old_chat_id: int, new_chat_id: int) -> int:
         """Pending items for a group that became a supergroup go to its new id, in their order."""
@@ -222,7 +241,7 @@ class Outbox:
             return None
         item = _item(document)
         item.state, item.attempts, item.reason = ItemState.PENDING, 0, None
-        item.seq = await self._next_seq()
+        item.seq = await self._next_seq(1)
         # Waiting here first, then gone from there: a crash in between leaves it finished
         # (``pending`` drops such a one), and the retry can be asked again.
         with contextlib.suppress(DuplicateKeyError):
@@ -230,10 +249,11 @@ class Outbox:
         await self._finished.delete_one({"_id": key})
         return item
 
-    async def _next_seq(self) -> int:
+    async def _next_seq(self, count: int) -> int:
+        """The last of ``count`` new places in the order (the others just below it)."""
         counter = await self._counters.find_one_and_update(
             {"_id": "telegram_outbox"},
-            {"$inc": {"value": 1}},
+            {"$inc": {"value": count}},
             upsert=True,
             return_document=ReturnDocument.AFTER,
         )
