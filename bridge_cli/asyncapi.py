@@ -27,7 +27,7 @@ from bridge_cli.streams import subject_matches
 from bridge_cli.topology import service_brokers
 from bridge_lib.health import durable_consumers
 from contracts.events import AnyEvent
-from contracts.subjects import CATALOGUE, SubjectSpec
+from contracts.subjects import CATALOGUE, CONSUMERS, SubjectSpec
 
 OUTPUT = Path("docs") / "asyncapi" / "bridge.yaml"
 SCHEMA_REF = "#/components/schemas/{name}"
@@ -104,9 +104,15 @@ def _describe_consumers(document: dict[str, Any], by_service: dict[str, Any]) ->
         found = consumers.get(channel["address"])
         if found is not None:
             service, consumer = found
+            spec = next(spec for spec in CONSUMERS if spec.durable == consumer.durable)
+            pace = (
+                f"in ordered batches of up to {spec.in_flight}, one replica at a time"
+                if spec.batched
+                else "one message at a time"
+            )
             channel["description"] = (
                 f"Consumed by {service} through the durable pull consumer {consumer.durable} "
-                f"on stream {consumer.stream} (explicit ack, one message at a time)."
+                f"on stream {consumer.stream} (explicit ack, {pace})."
             )
     for message in document.get("components", {}).get("messages", {}).values():
         message["correlationId"] = {"location": "$message.header#/Bridge-Correlation-Id"}

@@ -25,11 +25,9 @@ def _stream(consumer: ConsumerSpec) -> Any:
 
 def service_brokers() -> dict[str, NatsBroker]:
     """One unconnected broker per service that consumes, with a subscriber per durable consumer
-    (the relay's batch readers are not FastStream subscribers: they are left out)."""
+    (the relay's batch readers are not FastStream subscribers; they are described alike)."""
     brokers: dict[str, NatsBroker] = {}
     for consumer in CONSUMERS:
-        if consumer.batched:
-            continue
         consume_durably(brokers.setdefault(consumer.service, NatsBroker()), consumer, (), _never_run)
     return brokers
 

@@ -1,53 +1,52 @@
-"""The relay's Planfix comment consumer in memory: FastStream's ``TestNatsBroker`` delivers an
-event to the relay's own subscriber (``to_telegram.handlers.router``), and what it queues for
-the groups is read from an outbox kept in a dictionary. No NATS server, no store."""
+"""The relay's Planfix comment handler in memory: a batch of comment events, as the relay's
+ordered batch consumer hands it over (``to_telegram.handlers.comment_changes``), and what it
+queues for the groups, read from an outbox kept in a dictionary. No NATS server, no store.
+The consumer itself, on a real JetStream: ``test_ordered_batches.py``."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from faststream.nats import TestNatsBroker
-
-from bridge_lib.eventbus import make_broker
 from contracts.events import (
     PlanfixCommentAdded,
     PlanfixPerson,
     TaskBound,
     TelegramUser,
-    encode_event,
     root_envelope,
 )
-from contracts.subjects import PLANFIX_STREAM, planfix_comment_added
 from services.relay.directory import BindingDirectory
 from services.relay.effects import OwnComments
-from services.relay.to_telegram.handlers import ToTelegram, router
+from services.relay.to_telegram.handlers import ToTelegram
 from services.relay.to_telegram.items import OutboxItem
 from services.relay.to_telegram.sender import Outbox
 
 OUR_SOURCE_ID = "0c6b7f0e-2d7a-4f0e-9a56-6a3f1c9b8e11"
 TASK, CHAT = 4821, -100777
-# A JetStream delivery's reply subject: where ``consume`` reads the stream position and attempts.
-JS_REPLY = f"$JS.ACK.{PLANFIX_STREAM.name}.relay-planfix-comment-changes.1.42.42.1700000000000000000.0"
 
 
 class MemoryOutbox(Outbox):
-    def __init__(self) -> None:
+    def __init__(self, gone_out: frozenset[str] = frozenset()) -> None:
         self.items: dict[str, OutboxItem] = {}
+        self.gone_out = gone_out
+        self.store_calls = 0
 
     async def finished_among(self, keys: list[str]) -> set[str]:
-        return set()
+        self.store_calls += 1
+        return set(keys) & self.gone_out
 
-    async def enqueue(self, item: OutboxItem, *, finished_checked: bool = False) -> bool:
-        return self.items.setdefault(item.key, item) is item
+    async def enqueue_all(self, items: list[OutboxItem], *, finished_checked: bool = False) -> set[str]:
+        self.store_calls += 1
+        return {item.key for item in items if self.items.setdefault(item.key, item) is item}
 
 
-class NoOwnComments(OwnComments):
-    def __init__(self) -> None:
-        pass
+class OwnCommentIds(OwnComments):
+    def __init__(self, ids: frozenset[int] = frozenset()) -> None:
+        self.ids = ids
+        self.asked: list[list[int]] = []
 
-    async def includes(self, comment_id: int) -> bool:
-        return False
+    async def among(self, comment_ids: list[int]) -> set[int]:
+        self.asked.append(comment_ids)
+        return set(comment_ids) & self.ids
 
 
 def added(comment_id: int, text_html: str, *, source_id: str | None = None) -> PlanfixCommentAdded:
@@ -62,7 +61,12 @@ def added(comment_id: int, text_html: str, *, source_id: str | None = None) -> P
     )
 
 
-def deliver(*events: PlanfixCommentAdded) -> tuple[MemoryOutbox, list[int], Any]:
+def deliver(
+    *batches: list[PlanfixCommentAdded],
+    own: frozenset[int] = frozenset(),
+    gone_out: frozenset[str] = frozenset(),
+) -> tuple[MemoryOutbox, list[int], OwnCommentIds]:
+    """Each batch handed to the handler as the consumer would, one after the other."""
     directory = BindingDirectory()
     directory.apply(
         TaskBound(
@@ -74,37 +78,28 @@ def deliver(*events: PlanfixCommentAdded) -> tuple[MemoryOutbox, list[int], Any]
             requested_by=TelegramUser(id=1, full_name="Anna"),
         )
     )
-    outbox, woken = MemoryOutbox(), list[int]()
+    outbox, woken, own_comments = MemoryOutbox(gone_out), list[int](), OwnCommentIds(own)
     handlers = ToTelegram(
         directory=directory,
-        own_comments=NoOwnComments(),
+        own_comments=own_comments,
         outbox=outbox,
         wake=woken.append,
         planfix_source_id=OUR_SOURCE_ID,
         planfix_web_url="https://acc.planfix.com/",
         language="en",
     )
-    consumers = router(handlers)
-    broker = make_broker("nats://127.0.0.1:4222", name="test-relay")
-    broker.include_router(consumers)
 
-    async def scenario() -> Any:
-        async with TestNatsBroker(broker) as test_broker:
-            for event in events:
-                await test_broker.publish(
-                    encode_event(event), subject=planfix_comment_added(TASK), reply_to=JS_REPLY
-                )
-            # The comment consumer's handler (declared first), as FastStream recorded its calls.
-            # Calls to the relay's subscribers, as FastStream recorded them (the comment one only).
-            return sum(subscriber.calls[0].handler.mock.call_count for subscriber in consumers.subscribers)
+    async def scenario() -> None:
+        for batch in batches:
+            await handlers.carry_comment_changes(batch)
 
-    return outbox, woken, asyncio.run(scenario())
+    asyncio.run(scenario())
+    return outbox, woken, own_comments
 
 
 def test_a_comment_in_a_bound_task_is_queued_for_the_group_with_its_author_line() -> None:
-    outbox, woken, handled = deliver(added(9001, "<p>The printer is <strong>fixed</strong></p>"))
+    outbox, woken, _ = deliver([added(9001, "<p>The printer is <strong>fixed</strong></p>")])
 
-    assert handled == 1
     [item] = outbox.items.values()
     assert item.key == f"telegram-message:pf:comment:9001:{CHAT}:0"
     assert item.text == "<b>Olga</b> · Planfix:\nThe printer is <b>fixed</b>"
@@ -117,7 +112,32 @@ def test_a_comment_the_bridge_wrote_itself_is_never_echoed_and_a_repeat_adds_not
     ours = added(9002, "<p>from Telegram</p>", source_id=OUR_SOURCE_ID)
     theirs = added(9003, "<p>from Planfix</p>")
 
-    outbox, _, handled = deliver(ours, theirs, theirs)
+    outbox, _, _ = deliver([ours, theirs], [theirs])
 
-    assert handled == 3
     assert [item.comment_id for item in outbox.items.values()] == [9003]
+
+
+def test_a_batch_asks_the_store_each_question_once_and_queues_in_the_batchs_order() -> None:
+    comments = [added(9100 + n, f"<p>comment {n}</p>") for n in range(20)]
+    ours_by_record = 9105
+    sent_before = f"telegram-message:pf:comment:9107:{CHAT}:0"
+
+    outbox, woken, own_comments = deliver(
+        comments, own=frozenset({ours_by_record}), gone_out=frozenset({sent_before})
+    )
+
+    queued = [item.comment_id for item in outbox.items.values()]
+    assert queued == [9100 + n for n in range(20) if n not in (5, 7)]
+    # Ours by our record, and already gone out: neither queued; one question of each kind.
+    assert own_comments.asked == [[9100 + n for n in range(20)]]
+    assert outbox.store_calls == 2  # which went out already, then one insert of them all
+    assert woken == [CHAT]
+
+
+def test_a_comment_carrying_our_source_id_is_ours_without_asking_the_store() -> None:
+    ours = added(9201, "<p>from Telegram</p>", source_id=OUR_SOURCE_ID)
+
+    outbox, _, own_comments = deliver([ours])
+
+    assert outbox.items == {}
+    assert own_comments.asked == [[]]

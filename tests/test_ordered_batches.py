@@ -1,0 +1,215 @@
+"""A consumer read in ordered batches (``bridge_lib.ordered_batches``), on a real JetStream.
+
+Each test has a stream and a lease bucket of its own. The events are Planfix comments; the
+handlers record what they were given. What must hold: every event is handled once it is
+published, in the stream's order, in batches when several wait; a failing batch is carried
+again one by one, a failing event retried before anything after it; a holder that died with
+messages unacknowledged is taken over from the oldest of them, not after newer ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import nats
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from bridge_lib import eventbus
+from bridge_lib.eventbus import Delivery, TransientFailure
+from bridge_lib.lease import Lease
+from bridge_lib.ordered_batches import Handlers, OrderedBatches
+from contracts.events import PlanfixCommentAdded, PlanfixPerson, encode_event, root_envelope
+from contracts.subjects import ConsumerSpec
+from tests.support import LoopThread
+
+
+def comment(comment_id: int) -> PlanfixCommentAdded:
+    key = f"test:comment:{comment_id}"
+    return PlanfixCommentAdded(
+        **root_envelope(key, caused_by=key),
+        task_number=1,
+        comment_id=comment_id,
+        text_html=f"<p>{comment_id}</p>",
+        author=PlanfixPerson(id="user:5", name="Olga"),
+    )
+
+
+class Recorder:
+    """The handlers: what was carried, in order, and the batches it came in."""
+
+    def __init__(self, *, batch_fails: bool = False, fail_times: dict[int, int] | None = None) -> None:
+        self.carried: list[int] = []
+        self.batches: list[int] = []
+        self.tries: dict[int, int] = {}
+        self._batch_fails = batch_fails
+        self._fail_times = dict(fail_times or {})
+        self.changed = asyncio.Event()
+
+    async def batch(self, events: Sequence[PlanfixCommentAdded]) -> None:
+        if self._batch_fails:
+            raise RuntimeError("the store refused the batch")
+        self.batches.append(len(events))
+        self._record([event.comment_id for event in events])
+
+    async def one(self, event: PlanfixCommentAdded, delivery: Delivery) -> None:
+        self.tries[event.comment_id] = self.tries.get(event.comment_id, 0) + 1
+        if self._fail_times.get(event.comment_id, 0) >= self.tries[event.comment_id]:
+            raise TransientFailure("the store is away")
+        self.batches.append(1)
+        self._record([event.comment_id])
+
+    def _record(self, ids: list[int]) -> None:
+        self.carried += ids
+        self.changed.set()
+
+    async def until(self, count: int, timeout_s: float = 20.0) -> None:
+        async with asyncio.timeout(timeout_s):
+            while len(self.carried) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+class Scenario:
+    """A stream, a lease bucket and a consumer spec of their own."""
+
+    def __init__(self, nats_url: str) -> None:
+        self.nats_url = nats_url
+        self.name = f"TEST_BATCHES_{uuid.uuid4().hex[:8]}"
+        self.spec = ConsumerSpec(
+            durable="reader",
+            stream=self.name,
+            filter_subject=f"{self.name}.>",
+            service="test",
+            description="reads comments in ordered batches",
+            in_flight=100,
+            batched=True,
+        )
+
+    async def __aenter__(self) -> Scenario:
+        self.client = await nats.connect(self.nats_url)
+        self.js = self.client.jetstream()
+        await self.js.add_stream(name=self.name, subjects=[f"{self.name}.>"])
+        self.kv = await self.js.create_key_value(bucket=f"{self.name}_LEASES")
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        await self.js.delete_stream(self.name)
+        await self.js.delete_key_value(f"{self.name}_LEASES")
+        await self.client.close()
+
+    async def publish(self, ids: range) -> None:
+        for comment_id in ids:
+            await self.js.publish(f"{self.name}.c", encode_event(comment(comment_id)))
+
+    def consumer(self, recorder: Recorder) -> OrderedBatches[PlanfixCommentAdded]:
+        lease = Lease(self.kv, "reader", owner=uuid.uuid4().hex, ttl_s=3.0)
+        return OrderedBatches(
+            self.js,
+            self.spec,
+            PlanfixCommentAdded,
+            Handlers(batch=recorder.batch, one=recorder.one),
+            lease=lease,
+        )
+
+    async def run_until(self, recorder: Recorder, count: int, *, publish_meanwhile: range = range(0)) -> Any:
+        consumer = self.consumer(recorder)
+        task = asyncio.create_task(consumer.run())
+        try:
+            await self.publish(publish_meanwhile)
+            await recorder.until(count)
+            await asyncio.sleep(0.2)  # the acknowledgements of the last batch
+        finally:
+            await consumer.stop(task, grace_s=2.0)
+        return await self.js.consumer_info(self.name, self.spec.durable)
+
+
+def test_what_waits_is_carried_in_batches_in_stream_order_and_all_acknowledged(
+    loop: LoopThread, nats_url: str
+) -> None:
+    recorder = Recorder()
+
+    async def scenario() -> Any:
+        async with Scenario(nats_url) as stream:
+            await stream.publish(range(1, 251))
+            return await stream.run_until(recorder, 260, publish_meanwhile=range(251, 261))
+
+    info = loop.run(scenario(), timeout_s=60)
+
+    assert recorder.carried == list(range(1, 261))
+    assert max(recorder.batches) == 100  # a batch is what waits, up to the consumer's in_flight
+    assert info.num_ack_pending == 0
+    assert info.ack_floor.stream_seq == 260
+
+
+def test_a_failing_batch_is_carried_one_by_one_and_a_failing_event_is_retried_before_the_next(
+    loop: LoopThread, nats_url: str
+) -> None:
+    recorder = Recorder(batch_fails=True, fail_times={3: 2})
+    eventbus.set_retry_max_delay(0.05)
+
+    async def scenario() -> Any:
+        async with Scenario(nats_url) as stream:
+            await stream.publish(range(1, 8))
+            return await stream.run_until(recorder, 7)
+
+    try:
+        info = loop.run(scenario(), timeout_s=60)
+    finally:
+        eventbus.set_retry_max_delay(30.0)
+
+    assert recorder.carried == [1, 2, 3, 4, 5, 6, 7]
+    assert recorder.tries[3] == 3
+    assert info.num_ack_pending == 0
+
+
+def test_a_holder_that_died_mid_batch_is_taken_over_from_its_oldest_unacknowledged_message(
+    loop: LoopThread, nats_url: str
+) -> None:
+    recorder = Recorder()
+
+    async def scenario() -> Any:
+        async with Scenario(nats_url) as stream:
+            await stream.publish(range(1, 11))
+            # The holder that died: it fetched 1-6, and acknowledged 1 and 2 only.
+            config = ConsumerConfig(
+                durable_name=stream.spec.durable, ack_policy=AckPolicy.EXPLICIT, max_ack_pending=100
+            )
+            dead = await stream.js.pull_subscribe(
+                stream.spec.filter_subject, durable=stream.spec.durable, stream=stream.name, config=config
+            )
+            fetched = await dead.fetch(6, timeout=5)
+            for message in fetched[:2]:
+                await message.ack_sync()
+            return await stream.run_until(recorder, 13, publish_meanwhile=range(11, 16))
+
+    info = loop.run(scenario(), timeout_s=60)
+
+    # 3 to 6 first, then what came after them: the order the stream has.
+    assert recorder.carried[:13] == list(range(3, 16))
+    assert info.num_ack_pending == 0
+
+
+def test_a_consumer_an_earlier_version_made_one_message_at_a_time_is_given_the_batch_size(
+    loop: LoopThread, nats_url: str
+) -> None:
+    recorder = Recorder()
+
+    async def scenario() -> Any:
+        async with Scenario(nats_url) as stream:
+            old = ConsumerConfig(
+                durable_name=stream.spec.durable,
+                filter_subject=stream.spec.filter_subject,
+                ack_policy=AckPolicy.EXPLICIT,
+                max_ack_pending=1,
+            )
+            await stream.js.add_consumer(stream.name, config=old)
+            await stream.publish(range(1, 31))
+            return await stream.run_until(recorder, 30)
+
+    info = loop.run(scenario(), timeout_s=60)
+
+    assert recorder.carried == list(range(1, 31))
+    assert info.config.max_ack_pending == 100
