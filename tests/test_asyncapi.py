@@ -7,7 +7,7 @@ import typing
 from bridge_cli.architecture_doc import rendered
 from bridge_cli.asyncapi import OUTPUT, build_document, render
 from contracts.events import AnyEvent
-from contracts.subjects import ALL_STREAMS, CATALOGUE
+from contracts.subjects import ALL_STREAMS, CATALOGUE, CONSUMERS
 from tests.support import REPO_ROOT
 
 
@@ -27,10 +27,10 @@ def test_every_event_type_is_published_somewhere_in_the_catalogue() -> None:
 def test_every_consumer_channel_has_a_typed_payload_and_names_its_durable_consumer() -> None:
     document = build_document()
     receiving = [c for c in document["channels"].values() if "Consumed by" in c.get("description", "")]
-    # FastStream subscribers only: the relay reads telegram.message.> with its own batch consumer.
-    # + issue 18: the gateway's task notices and binds, the relay's task changes, the binder's
-    # task commands and closed tasks.
-    assert len(receiving) == 13
+    # Every durable consumer of the catalogue, the relay's two batch readers among them.
+    assert len(receiving) == len(CONSUMERS) == 14
+    batched = [c["description"] for c in receiving if "ordered batches" in c["description"]]
+    assert len(batched) == 2
     for message in document["components"]["messages"].values():
         payload = message["payload"]
         refs = payload.get("oneOf", [payload])
