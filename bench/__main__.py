@@ -115,7 +115,12 @@ def run_on_stack(config: BenchConfig, results: Results, stack: BenchStack, phase
     with phase("capacity"):
         inbound = burst(stack, receipts, GroupMessages(chats), count=config.capacity_messages, timeout_s=300)
         outbound = burst(stack, receipts, TaskComments(tasks), count=config.capacity_messages, timeout_s=300)
-        report_capacity(results, ceiling, inbound, outbound)
+        wider = [task for _, task in bind_by_command(stack, config.outbound_groups - config.groups)]
+        time.sleep(1.0)
+        widely = burst(
+            stack, receipts, TaskComments(tasks + wider), count=config.capacity_messages, timeout_s=300
+        )
+        report_capacity(results, ceiling, inbound, outbound, widely, config.outbound_groups)
     messages = inbound.batch.count + outbound.batch.count + 2 * config.warmup_messages
     if config.profile:
         with phase("profile"):

@@ -56,8 +56,17 @@ def burst(
     return BurstResult(batch, delivered, seconds, cpu_per_message(before, after, delivered), ops)
 
 
+# Issue 19: comments carried into 100 groups with Telegram's pacing off.
+WIDE_OUTBOUND_TARGET = 200.0
+
+
 def report_capacity(
-    results: Results, ceiling: dict[str, float], inbound: BurstResult, outbound: BurstResult
+    results: Results,
+    ceiling: dict[str, float],
+    inbound: BurstResult,
+    outbound: BurstResult,
+    widely: BurstResult | None = None,
+    wide_groups: int = 0,
 ) -> None:
     ceiling_rate = ceiling["msg_per_s"]
     ratio = inbound.msg_per_s / ceiling_rate
@@ -101,6 +110,19 @@ def report_capacity(
             note=_lost(outbound),
         )
     )
+    if widely is not None:
+        results.add(
+            Figure(
+                "1 capacity",
+                f"bridge task→group into {wide_groups} groups",
+                widely.msg_per_s,
+                "msg/s",
+                baseline=f"burst of {widely.batch.count:,}, Telegram's pacing off",
+                target=f"≥ {WIDE_OUTBOUND_TARGET:.0f} msg/s",
+                met=widely.msg_per_s >= WIDE_OUTBOUND_TARGET and widely.delivered == widely.batch.count,
+                note=_lost(widely),
+            )
+        )
     cpu_in, cpu_out = inbound.cpu_ms_per_message, outbound.cpu_ms_per_message
     for label in sorted(cpu_in, key=lambda name: -(cpu_in[name] + cpu_out.get(name, 0.0))):
         if max(cpu_in[label], cpu_out.get(label, 0.0)) >= 0.05:
@@ -117,6 +139,7 @@ def report_capacity(
         "ceiling": ceiling,
         "group_to_task": _detail(inbound),
         "task_to_group": _detail(outbound),
+        **({"task_to_group_wide": _detail(widely)} if widely is not None else {}),
     }
     report_cost_per_message(results, inbound, outbound)
 

@@ -10,6 +10,8 @@ class BenchConfig:
     name: str
     # Groups bound with /task, over which capacity, latency and soak messages are spread.
     groups: int = 20
+    # Issue 19: task→group is also measured into this many groups (the first ``groups`` among them).
+    outbound_groups: int = 100
     ceiling_messages: int = 20_000
     # Messages each way before anything is measured (and through a newly started relay).
     warmup_messages: int = 200
@@ -51,6 +53,7 @@ FULL = BenchConfig(name="full")
 QUICK = BenchConfig(
     name="quick",
     groups=3,
+    outbound_groups=5,
     ceiling_messages=300,
     warmup_messages=5,
     capacity_messages=30,

@@ -229,3 +229,26 @@ def test_nothing_is_sent_to_a_group_another_replica_holds(rig: Rig) -> None:
     asyncio.run(scenario())
 
     assert rig.session.calls == []
+
+
+def test_a_message_telegram_took_counts_as_sent_when_its_pace_cannot_be_shared(rig: Rig) -> None:
+    # NATS losing a node right after the send: the pace's bucket times out. The message is out,
+    # so its step is recorded and nothing is sent again; the group's pace still holds here.
+    put = rig.bucket.put
+
+    async def failing_for_groups(key: str, value: bytes) -> int:
+        if key.startswith("chat."):
+            raise nats.errors.TimeoutError
+        return await put(key, value)
+
+    async def scenario() -> list[int]:
+        ids = await rig.courier.send(comment("out once"))
+        rig.bucket.put = failing_for_groups  # type: ignore[method-assign]
+        ids += await rig.courier.send(comment("and once more", comment_id=8))
+        return ids
+
+    ids = asyncio.run(scenario())
+
+    assert len(ids) == 2
+    assert sent_texts(rig.session) == ["out once", "and once more"]
+    assert rig.clock.slept == [3.0]  # the second waited its turn: 60 s / 20 messages
