@@ -48,6 +48,7 @@ from contracts.subjects import ConsumerSpec
 log = structlog.get_logger("ordered_batches")
 
 E = TypeVar("E", bound=Event)
+T = TypeVar("T")
 # Longest wait for the consumer to be (re)created before the loop starts again.
 SUBSCRIBE_TIMEOUT_S = 30.0
 # How long a fetch waits for a first message before asking again.
@@ -84,6 +85,9 @@ class OrderedBatches(Generic[E]):
         self._lease = lease
         self._stopping = asyncio.Event()
         self._carrying = False
+        # Where a rewind deleted the consumer to start again from, until it is made again: a try
+        # cut off in between (a NATS node lost) must not make it anew from the stream's start.
+        self._rewound_to: int | None = None
 
     async def run(self) -> None:
         """Consume while holding the lease; stand by while another replica holds it. A NATS
@@ -126,7 +130,7 @@ class OrderedBatches(Generic[E]):
         await cancelled(task)
 
     async def _consume(self) -> None:
-        subscription = await asyncio.wait_for(self._subscribe(), SUBSCRIBE_TIMEOUT_S)
+        subscription = await within(self._subscribe(), SUBSCRIBE_TIMEOUT_S)
         log.info("batch_consumer_started", consumer=self._consumer.durable)
         try:
             while not self._stopping.is_set():
@@ -170,9 +174,11 @@ class OrderedBatches(Generic[E]):
             max_ack_pending=spec.in_flight,
         )
         await self._bring_to_batch_size(config)
-        return await self._js.pull_subscribe(
+        subscription = await self._js.pull_subscribe(
             spec.filter_subject, durable=spec.durable, stream=spec.stream, config=config
         )
+        self._rewound_to = None
+        return subscription
 
     async def _bring_to_batch_size(self, config: ConsumerConfig) -> None:
         """A consumer made by an earlier version read one message at a time: it is given this
@@ -194,7 +200,7 @@ class OrderedBatches(Generic[E]):
         try:
             info = await self._js.consumer_info(spec.stream, spec.durable)
         except nats.js.errors.NotFoundError:
-            return None
+            return self._rewound_to
         # A pull answered while a stream's leader moved can leave messages delivered and not
         # counted as pending: anything delivered past the floor counts.
         delivered_beyond_floor = int(info.delivered.stream_seq) > int(info.ack_floor.stream_seq)
@@ -208,8 +214,9 @@ class OrderedBatches(Generic[E]):
             delivered_stream_seq=int(info.delivered.stream_seq),
             from_stream_seq=start_seq,
         )
+        self._rewound_to = start_seq if self._rewound_to is None else min(start_seq, self._rewound_to)
         await self._js.delete_consumer(spec.stream, spec.durable)
-        return start_seq
+        return self._rewound_to
 
     async def _fetch_unless_stopping(self, subscription: Any) -> list[Any]:
         fetch = asyncio.ensure_future(subscription.fetch(self._consumer.in_flight, timeout=FETCH_WAIT_S))
@@ -218,7 +225,7 @@ class OrderedBatches(Generic[E]):
             await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
             fetch.cancel()
-            fetch.add_done_callback(_outcome_collected)
+            fetch.add_done_callback(outcome_collected)
             raise
         finally:
             stopping.cancel()
@@ -354,20 +361,38 @@ def _observe(delivery: Delivery, event: Event, seconds: float) -> None:
     metrics.EVENT_AGE_SECONDS.labels(delivery.consumer, event.tag).observe(max(0.0, age))
 
 
-async def cancelled(task: asyncio.Future[Any]) -> None:
-    """Cancel a task and wait for it; what it raises while being cancelled is only logged
-    (nats-py's ``fetch`` can raise an IndexError instead of CancelledError when cancelled)."""
+async def within(awaitable: Awaitable[T], seconds: float) -> T:
+    """The awaitable's result, or TimeoutError after ``seconds`` even when it does not end on
+    being cancelled (JetStream API calls while a stream's leader moves were seen to linger)."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        task.add_done_callback(outcome_collected)
+        raise TimeoutError(f"not done within {seconds} s")
+    return task.result()
+
+
+async def cancelled(task: asyncio.Future[Any], *, patience_s: float = 5.0) -> None:
+    """Cancel a task and wait for it, for at most ``patience_s`` (then it is left to end on its
+    own); what it raises while being cancelled is only logged (nats-py's ``fetch`` can raise an
+    IndexError instead of CancelledError when cancelled)."""
     if task.done():
         return
     task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=patience_s)
+    if not done:
+        log.warning("task_left_to_end_on_its_own", patience_s=patience_s)
+        task.add_done_callback(outcome_collected)
+        return
     try:
-        await task
+        task.result()
     except (asyncio.CancelledError, LeaseLost):
         pass
     except Exception as error:
         log.warning("stopped_with_error", error=f"{type(error).__name__}: {error}")
 
 
-def _outcome_collected(future: asyncio.Future[Any]) -> None:
+def outcome_collected(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()

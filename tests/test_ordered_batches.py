@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import nats
+import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from bridge_lib import eventbus
@@ -104,18 +105,20 @@ class Scenario:
         for comment_id in ids:
             await self.js.publish(f"{self.name}.c", encode_event(comment(comment_id)))
 
-    def consumer(self, recorder: Recorder) -> OrderedBatches[PlanfixCommentAdded]:
+    def consumer(self, recorder: Recorder, js: Any = None) -> OrderedBatches[PlanfixCommentAdded]:
         lease = Lease(self.kv, "reader", owner=uuid.uuid4().hex, ttl_s=3.0)
         return OrderedBatches(
-            self.js,
+            js or self.js,
             self.spec,
             PlanfixCommentAdded,
             Handlers(batch=recorder.batch, one=recorder.one),
             lease=lease,
         )
 
-    async def run_until(self, recorder: Recorder, count: int, *, publish_meanwhile: range = range(0)) -> Any:
-        consumer = self.consumer(recorder)
+    async def run_until(
+        self, recorder: Recorder, count: int, *, publish_meanwhile: range = range(0), js: Any = None
+    ) -> Any:
+        consumer = self.consumer(recorder, js)
         task = asyncio.create_task(consumer.run())
         try:
             await self.publish(publish_meanwhile)
@@ -190,6 +193,50 @@ def test_a_holder_that_died_mid_batch_is_taken_over_from_its_oldest_unacknowledg
     # 3 to 6 first, then what came after them: the order the stream has.
     assert recorder.carried[:13] == list(range(3, 16))
     assert info.num_ack_pending == 0
+
+
+class FirstSubscribeTimesOut:
+    """JetStream whose first pull subscription times out (a NATS node lost meanwhile)."""
+
+    def __init__(self, js: Any) -> None:
+        self._js = js
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._js, name)
+
+    async def pull_subscribe(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise nats.errors.TimeoutError
+        return await self._js.pull_subscribe(*args, **kwargs)
+
+
+def test_a_takeover_cut_off_after_its_rewind_still_starts_from_the_oldest_unacknowledged_message(
+    loop: LoopThread, nats_url: str
+) -> None:
+    recorder = Recorder()
+
+    async def scenario() -> Any:
+        async with Scenario(nats_url) as stream:
+            await stream.publish(range(1, 11))
+            config = ConsumerConfig(
+                durable_name=stream.spec.durable, ack_policy=AckPolicy.EXPLICIT, max_ack_pending=100
+            )
+            dead = await stream.js.pull_subscribe(
+                stream.spec.filter_subject, durable=stream.spec.durable, stream=stream.name, config=config
+            )
+            fetched = await dead.fetch(6, timeout=5)
+            for message in fetched[:2]:
+                await message.ack_sync()
+            flaky = FirstSubscribeTimesOut(stream.js)
+            return await stream.run_until(recorder, 8, js=flaky)
+
+    loop.run(scenario(), timeout_s=60)
+
+    # The consumer was deleted by the first try and made by the second from where the first
+    # rewound to, not from the stream's start.
+    assert recorder.carried == list(range(3, 11))
 
 
 def test_a_consumer_an_earlier_version_made_one_message_at_a_time_is_given_the_batch_size(

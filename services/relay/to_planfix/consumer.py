@@ -36,6 +36,7 @@ from bridge_lib.eventbus import (
     settle,
 )
 from bridge_lib.lease import Lease, LeaseLost
+from bridge_lib.ordered_batches import cancelled, outcome_collected, within
 from contracts.events import (
     DeadLetterReason,
     TelegramMessageEdited,
@@ -114,6 +115,8 @@ class InboundConsumer:
         self._stopping = asyncio.Event()
         self._authors = authors
         self._carrying = False
+        # Where a rewind deleted the consumer to start again from, until it is made again.
+        self._rewound_to: int | None = None
 
     async def stop(self, task: asyncio.Task[None], *, grace_s: float) -> None:
         """Stop pulling and let the unit in flight finish (a Planfix call cut off mid-way could
@@ -162,7 +165,7 @@ class InboundConsumer:
     async def _consume(self) -> None:
         # Bounded: a JetStream API call left waiting (a leader moving under load) must not hold
         # the inbound side for ever; a timeout restarts the loop like any NATS hiccup.
-        subscription = await asyncio.wait_for(self._subscribe(), SUBSCRIBE_TIMEOUT_S)
+        subscription = await within(self._subscribe(), SUBSCRIBE_TIMEOUT_S)
         log.info("inbound_consumer_started")
         try:
             while not self._stopping.is_set():
@@ -196,7 +199,7 @@ class InboundConsumer:
 
     async def _subscribe(self) -> Any:
         start_seq = await self._restart_point()
-        return await self._js.pull_subscribe(
+        subscription = await self._js.pull_subscribe(
             ALL_TELEGRAM_MESSAGE_ACTIVITY,
             durable=DURABLE,
             stream=TELEGRAM_STREAM.name,
@@ -210,6 +213,8 @@ class InboundConsumer:
                 max_ack_pending=1000,
             ),
         )
+        self._rewound_to = None
+        return subscription
 
     async def _fetch_unless_stopping(self, subscription: Any) -> list[Any]:
         fetch = asyncio.ensure_future(subscription.fetch(self._batch, timeout=5.0))
@@ -220,7 +225,7 @@ class InboundConsumer:
             # Cancelled (the lease lost, the service stopping): the pull ends unread, and its
             # outcome is collected so that no "exception was never retrieved" reaches the log.
             fetch.cancel()
-            fetch.add_done_callback(_outcome_collected)
+            fetch.add_done_callback(outcome_collected)
             raise
         finally:
             stopping.cancel()
@@ -248,7 +253,7 @@ class InboundConsumer:
         try:
             info = await self._js.consumer_info(TELEGRAM_STREAM.name, DURABLE)
         except nats.js.errors.NotFoundError:
-            return None
+            return self._rewound_to  # deleted by a try cut off before it made the consumer again
         delivered_beyond_floor = int(info.delivered.stream_seq) > int(info.ack_floor.stream_seq)
         # Messages can be delivered and not counted as pending: a pull answered while a
         # stream's leader moved (a NATS node died) leaves them in transit, and JetStream would
@@ -262,8 +267,9 @@ class InboundConsumer:
             delivered_stream_seq=int(info.delivered.stream_seq),
             from_stream_seq=start_seq,
         )
+        self._rewound_to = start_seq if self._rewound_to is None else min(start_seq, self._rewound_to)
         await self._js.delete_consumer(TELEGRAM_STREAM.name, DURABLE)
-        return start_seq
+        return self._rewound_to
 
     async def _rest_of_album(self, subscription: Any, messages: list[Any]) -> list[Any]:
         """More messages while the newest one is an album part younger than the window."""
@@ -519,23 +525,6 @@ class InboundConsumer:
                     await raw.in_progress()
 
 
-async def cancelled(task: asyncio.Task[Any]) -> None:
-    """Cancel a task and wait for it; what it raises while being cancelled is only logged.
-
-    (nats-py's ``fetch`` can raise an IndexError instead of CancelledError when cancelled
-    mid-request; a stop must not turn that into a crash.)
-    """
-    if task.done():
-        return
-    task.cancel()
-    try:
-        await task
-    except (asyncio.CancelledError, LeaseLost):
-        pass
-    except Exception as error:
-        log.warning("stopped_with_error", task=task.get_name(), error=f"{type(error).__name__}: {error}")
-
-
 def _keys_of(events: list[InboundEvent]) -> list[str]:
     """What may lead to a comment already: the batch's messages, their albums, what edits and
     reactions are about."""
@@ -545,8 +534,3 @@ def _keys_of(events: list[InboundEvent]) -> list[str]:
         if isinstance(event, TelegramMessageReceived) and event.media_group_id:
             keys[album_key(event.chat_id, event.media_group_id)] = None
     return list(keys)
-
-
-def _outcome_collected(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
