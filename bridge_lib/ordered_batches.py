@@ -203,10 +203,10 @@ class OrderedBatches(Generic[E]):
             return self._rewound_to
         # A pull answered while a stream's leader moved can leave messages delivered and not
         # counted as pending: anything delivered past the floor counts.
-        delivered_beyond_floor = int(info.delivered.stream_seq) > int(info.ack_floor.stream_seq)
-        if not info.num_ack_pending and not delivered_beyond_floor:
+        floor = acknowledged_up_to(info)
+        if not info.num_ack_pending and int(info.delivered.stream_seq) <= floor:
             return None
-        start_seq = int(info.ack_floor.stream_seq) + 1
+        start_seq = floor + 1
         log.warning(
             "batch_consumer_rewound",
             consumer=spec.durable,
@@ -359,6 +359,14 @@ def _observe(delivery: Delivery, event: Event, seconds: float) -> None:
     metrics.HANDLING_SECONDS.labels(delivery.consumer, event.tag).observe(seconds)
     age = (datetime.now(UTC) - event.occurred_at).total_seconds()
     metrics.EVENT_AGE_SECONDS.labels(delivery.consumer, event.tag).observe(max(0.0, age))
+
+
+def acknowledged_up_to(info: Any) -> int:
+    """The stream sequence a consumer has settled everything up to. A consumer made to start at
+    a sequence reports an acknowledgement floor of 0 until it acknowledges something, though
+    nothing before its start is its to deliver."""
+    starts_after = int(getattr(info.config, "opt_start_seq", None) or 1) - 1
+    return max(int(info.ack_floor.stream_seq), starts_after)
 
 
 async def within(awaitable: Awaitable[T], seconds: float) -> T:

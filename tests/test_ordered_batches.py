@@ -12,16 +12,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import nats
 import nats.errors
-from nats.js.api import AckPolicy, ConsumerConfig
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bridge_lib import eventbus
 from bridge_lib.eventbus import Delivery, TransientFailure
 from bridge_lib.lease import Lease
-from bridge_lib.ordered_batches import Handlers, OrderedBatches
+from bridge_lib.ordered_batches import Handlers, OrderedBatches, acknowledged_up_to
 from contracts.events import PlanfixCommentAdded, PlanfixPerson, encode_event, root_envelope
 from contracts.subjects import ConsumerSpec
 from tests.support import LoopThread
@@ -237,6 +239,48 @@ def test_a_takeover_cut_off_after_its_rewind_still_starts_from_the_oldest_unackn
     # The consumer was deleted by the first try and made by the second from where the first
     # rewound to, not from the stream's start.
     assert recorder.carried == list(range(3, 11))
+
+
+def test_a_consumer_made_to_start_further_on_is_not_rewound_to_the_streams_start(
+    loop: LoopThread, nats_url: str
+) -> None:
+    # As a takeover leaves it: made from a sequence, nothing acknowledged yet.
+    recorder = Recorder()
+
+    async def scenario() -> Any:
+        async with Scenario(nats_url) as stream:
+            await stream.publish(range(1, 11))
+            made = ConsumerConfig(
+                durable_name=stream.spec.durable,
+                filter_subject=stream.spec.filter_subject,
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=5,
+                max_ack_pending=100,
+            )
+            await stream.js.add_consumer(stream.name, config=made)
+            return await stream.run_until(recorder, 6)
+
+    loop.run(scenario(), timeout_s=60)
+
+    assert recorder.carried == list(range(5, 11))
+
+
+@pytest.mark.parametrize(
+    ("ack_floor", "opt_start_seq", "settled_up_to"),
+    [
+        (0, None, 0),  # a new consumer from the stream's start
+        (0, 31, 30),  # made from 31, nothing acknowledged: a clustered one says floor 0 then
+        (40, 31, 40),  # acknowledged on from there
+        (12, None, 12),
+    ],
+)
+def test_what_a_consumer_has_settled(ack_floor: int, opt_start_seq: int | None, settled_up_to: int) -> None:
+    info = SimpleNamespace(
+        ack_floor=SimpleNamespace(stream_seq=ack_floor), config=SimpleNamespace(opt_start_seq=opt_start_seq)
+    )
+
+    assert acknowledged_up_to(info) == settled_up_to
 
 
 def test_a_consumer_an_earlier_version_made_one_message_at_a_time_is_given_the_batch_size(

@@ -36,7 +36,7 @@ from bridge_lib.eventbus import (
     settle,
 )
 from bridge_lib.lease import Lease, LeaseLost
-from bridge_lib.ordered_batches import cancelled, outcome_collected, within
+from bridge_lib.ordered_batches import acknowledged_up_to, cancelled, outcome_collected, within
 from contracts.events import (
     DeadLetterReason,
     TelegramMessageEdited,
@@ -254,13 +254,13 @@ class InboundConsumer:
             info = await self._js.consumer_info(TELEGRAM_STREAM.name, DURABLE)
         except nats.js.errors.NotFoundError:
             return self._rewound_to  # deleted by a try cut off before it made the consumer again
-        delivered_beyond_floor = int(info.delivered.stream_seq) > int(info.ack_floor.stream_seq)
+        floor = acknowledged_up_to(info)
         # Messages can be delivered and not counted as pending: a pull answered while a
         # stream's leader moved (a NATS node died) leaves them in transit, and JetStream would
         # hand them out again only after newer ones. Anything delivered past the floor counts.
-        if not info.num_ack_pending and not delivered_beyond_floor:
+        if not info.num_ack_pending and int(info.delivered.stream_seq) <= floor:
             return None
-        start_seq = int(info.ack_floor.stream_seq) + 1
+        start_seq = floor + 1
         log.warning(
             "inbound_consumer_rewound",
             in_flight=info.num_ack_pending,
