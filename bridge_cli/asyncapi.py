@@ -105,11 +105,12 @@ def _describe_consumers(document: dict[str, Any], by_service: dict[str, Any]) ->
         if found is not None:
             service, consumer = found
             spec = next(spec for spec in CONSUMERS if spec.durable == consumer.durable)
-            pace = (
-                f"in ordered batches of up to {spec.in_flight}, one replica at a time"
-                if spec.batched
-                else "one message at a time"
-            )
+            if spec.batched and spec.ordered:
+                pace = f"in ordered batches of up to {spec.in_flight}, one replica at a time"
+            elif spec.batched:
+                pace = f"in batches of up to {spec.in_flight}, order aside"
+            else:
+                pace = "one message at a time"
             channel["description"] = (
                 f"Consumed by {service} through the durable pull consumer {consumer.durable} "
                 f"on stream {consumer.stream} (explicit ack, {pace})."

@@ -76,13 +76,18 @@ class OrderedBatches(Generic[E]):
         event_type: type[E] | tuple[type[Any], ...],
         handlers: Handlers[E],
         *,
-        lease: Lease,
+        lease: Lease | None,
+        wanted: Callable[[bytes], bool] | None = None,
     ) -> None:
+        """``lease``: None for a reader to whom order means nothing (``ConsumerSpec.ordered``
+        False): every replica reads then, and nothing is rewound. ``wanted``: a test of the raw
+        body; a message failing it is acknowledged unread."""
         self._js = js
         self._consumer = consumer
         self._event_type = event_type
         self._handlers = handlers
-        self._lease = lease
+        self._lease: Lease | _EveryReplica = lease or _EveryReplica()
+        self._wanted = wanted
         self._stopping = asyncio.Event()
         self._carrying = False
         # Where a rewind deleted the consumer to start again from, until it is made again: a try
@@ -197,6 +202,8 @@ class OrderedBatches(Generic[E]):
         """Just after the acknowledgement floor, when an earlier holder left messages
         unacknowledged (the consumer is then deleted, to be made again from there)."""
         spec = self._consumer
+        if not spec.ordered:
+            return None  # other replicas read it too; what a dead one left comes after ack_wait
         try:
             info = await self._js.consumer_info(spec.stream, spec.durable)
         except nats.js.errors.NotFoundError:
@@ -258,6 +265,10 @@ class OrderedBatches(Generic[E]):
         delivery = delivery_of(raw, self._consumer.durable)
         if delivery.meant_for_another:
             await settle(raw, delivery, "replay", Ack(counted_as="skipped"))
+            return None
+        if self._wanted is not None and not self._wanted(raw.data):
+            # Most of a busy stream, for a reader that looks for a rare few: no decoding.
+            await settle(raw, delivery, "not_wanted", Ack(counted_as="skipped"))
             return None
         try:
             event = decode_event(raw.data)
@@ -353,6 +364,19 @@ class OrderedBatches(Generic[E]):
             yield
         finally:
             await cancelled(beating)
+
+
+class _EveryReplica:
+    """In place of a lease, for a reader every replica runs."""
+
+    async def acquire(self) -> None:
+        return None
+
+    async def keep(self) -> None:
+        await asyncio.Event().wait()
+
+    async def release(self) -> None:
+        return None
 
 
 def _observe(delivery: Delivery, event: Event, seconds: float) -> None:

@@ -460,9 +460,11 @@ class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
     # across replicas and a replica's death; more, for a reader to whom order means nothing,
     # spares a round trip per message (or is one batch, when ``batched``).
     in_flight: int = 1
-    # Read in batches of ``in_flight``, in order, by one replica at a time (a lease), rewound on
-    # taking over (``bridge_lib.ordered_batches``); not a FastStream subscriber.
+    # Read in batches of up to ``in_flight`` (``bridge_lib.ordered_batches``), not by a FastStream
+    # subscriber; when ``ordered``, in order, by one replica at a time (a lease), rewound on
+    # taking over.
     batched: bool = False
+    ordered: bool = True
 
 
 def _consumer(
@@ -474,6 +476,7 @@ def _consumer(
     in_flight: int = 1,
     *,
     batched: bool = False,
+    ordered: bool = True,
 ) -> ConsumerSpec:
     return ConsumerSpec(
         durable=durable,
@@ -483,6 +486,7 @@ def _consumer(
         description=what,
         in_flight=in_flight,
         batched=batched,
+        ordered=ordered,
     )
 
 
@@ -515,7 +519,9 @@ RELAY_BINDING_NOTICES = _consumer(
 BINDER_LINK_CODES = _consumer(
     "binder-link-codes", P, ALL_PLANFIX_COMMENTS, BINDER,
     "links a Telegram user to the Planfix employee who wrote their /link code as a comment",
-    in_flight=100,  # codes are independent of each other, and almost no comment holds one
+    # Codes are independent of each other, and almost no comment holds one: read in batches by
+    # every replica, the others acknowledged unread.
+    in_flight=100, batched=True, ordered=False,
 )  # fmt: skip
 RELAY_PEOPLE_NOTICES = _consumer(
     "relay-people-notices", PEOPLE, ALL_PEOPLE_EVENTS, RELAY,

@@ -21,7 +21,9 @@ from bridge_lib.eventbus import (
     start_subscribers,
     undecoded,
 )
-from bridge_lib.health import mongo_ping
+from bridge_lib.health import consumer_ref, mongo_ping
+from bridge_lib.ordered_batches import Handlers as BatchHandlers
+from bridge_lib.ordered_batches import OrderedBatches
 from bridge_lib.people_directory import PeopleDirectory
 from bridge_lib.planfix import PlanfixClient
 from bridge_lib.planfix_setup import checked_planfix_client
@@ -98,9 +100,10 @@ def build(
     js: Any,
     people: Known,
     codes: LinkCodes,
-) -> NatsRouter:
-    """The binder's handlers, each with its collaborators, behind its subscribers; ``people`` is
-    the PEOPLE fold, started (caught up) before the subscribers are."""
+) -> tuple[NatsRouter, OrderedBatches[PlanfixCommentAdded]]:
+    """The binder's handlers, each with its collaborators, behind its subscribers, and the
+    reader of /link codes in comments (run beside them); ``people`` is the PEOPLE fold, started
+    (caught up) before the subscribers are."""
     rules = BindRules(
         account_url=settings.planfix_base_url,
         max_task_title=settings.max_task_title,
@@ -141,11 +144,13 @@ def build(
         policy=settings.bind_policy,
     )
     closed_tasks = ClosedTasks(store=store, publisher=publisher, enabled=settings.unbind_closed_tasks)
-    consume_durably(
-        binder_router,
+
+    code_reader = OrderedBatches(
+        js,
         BINDER_LINK_CODES,
-        (PlanfixCommentAdded,),
-        linking.redeem,
+        PlanfixCommentAdded,
+        BatchHandlers(batch=linking.redeem_all, one=linking.redeem),
+        lease=None,
         wanted=link_codes.may_hold_code,
     )
     consume_durably(binder_router, BINDER_TASK_COMMANDS, TaskCommandRequested, task_commands.handle)
@@ -158,7 +163,7 @@ def build(
     answer_requests(binder_router, subjects.BINDER_PRIVATE_COMMAND, AnswerPrivateCommand, linking.answer)
     answer_requests(binder_router, subjects.BINDER_ADMIT_GROUP, AdmitGroup, admission.handle)
     answer_requests(binder_router, subjects.BINDER_AUDIT_BINDINGS, AuditBindings, audit.handle)
-    return binder_router
+    return binder_router, code_reader
 
 
 # The binder's decision records (collection -> date field), deleted after RETENTION_DAYS
@@ -174,7 +179,12 @@ async def run(settings: BinderSettings) -> None:
     await codes.create_indexes()
     database = mongo[settings.mongodb_database]
     retention = await start_retention(database, RECORD_COLLECTIONS, settings)
-    broker, health = await broker_and_health("binder", settings, checks={"mongodb": mongo_ping(mongo)})
+    broker, health = await broker_and_health(
+        "binder",
+        settings,
+        checks={"mongodb": mongo_ping(mongo)},
+        extra_consumers=[consumer_ref(BINDER_LINK_CODES)],
+    )
     await broker.connect()
     await ensure_streams(
         broker, replicas=settings.nats_stream_replicas, timeout_s=settings.nats_startup_timeout_s
@@ -186,18 +196,18 @@ async def run(settings: BinderSettings) -> None:
     # Who people are, caught up before the first request is decided.
     people = PeopleDirectory()
     await people.start(js)
-    broker.include_router(
-        build(
-            settings,
-            store=store,
-            planfix=planfix,
-            publisher=EventPublisher(broker),
-            js=js,
-            people=people,
-            codes=codes,
-        )
+    binder_router, code_reader = build(
+        settings,
+        store=store,
+        planfix=planfix,
+        publisher=EventPublisher(broker),
+        js=js,
+        people=people,
+        codes=codes,
     )
+    broker.include_router(binder_router)
     await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
+    reading_codes = asyncio.create_task(code_reader.run(), name="link-codes")
     refreshing = None
     if settings.people_refresh_h > 0:
         refresh = PeopleRefresh(known=people, planfix=planfix, publisher=EventPublisher(broker))
@@ -208,6 +218,7 @@ async def run(settings: BinderSettings) -> None:
     finally:
         log.info("binder_stopping")
         retention.cancel()
+        await code_reader.stop(reading_codes, grace_s=1.0)
         await cancelled(refreshing)
         await people.stop()
         await broker.stop()

@@ -14,7 +14,7 @@ by the first comment that holds it, whatever the outcome, and the comment is del
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -275,6 +275,17 @@ class Linking:
 
     async def redeem(self, comment: PlanfixCommentAdded, delivery: Delivery) -> None:
         """A comment holding a code links its author to the code's Telegram user."""
+        await self.redeem_all([comment])
+
+    async def redeem_all(self, comments: Sequence[PlanfixCommentAdded]) -> None:
+        """Each comment holding a code links its author to the code's Telegram user, in turn."""
+        for comment in comments:
+            with structlog.contextvars.bound_contextvars(
+                correlation_id=comment.correlation_id, event_id=comment.event_id
+            ):
+                await self._redeem(comment)
+
+    async def _redeem(self, comment: PlanfixCommentAdded) -> None:
         code = link_codes.code_in(comment.text_html)
         if code is None or comment.source_id == self.our_source_id:
             return  # no code; or a comment the bridge wrote (someone pasted a code in a group)
