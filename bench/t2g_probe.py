@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--profiled", default=",".join(PROFILED), help="services py-spy samples")
     parser.add_argument("--rate", type=float, default=0.0, help="then this offered load (msg/s) ...")
     parser.add_argument("--seconds", type=float, default=20.0, help="... for this long")
     args = parser.parse_args()
@@ -45,7 +46,8 @@ def main() -> None:
             samplers = []
             if args.profile and round_ == args.rounds - 1:
                 samplers = [
-                    Sampler(stack.services[label].pid, label, work_dir, duration_s=8) for label in PROFILED
+                    Sampler(stack.services[label].pid, label, work_dir, duration_s=8)
+                    for label in args.profiled.split(",")
                 ]
                 time.sleep(0.3)
             result = burst(stack, receipts, comments, count=args.messages, timeout_s=300)

@@ -88,6 +88,7 @@ class OrderedBatches(Generic[E]):
         self._handlers = handlers
         self._lease: Lease | _EveryReplica = lease or _EveryReplica()
         self._wanted = wanted
+        self._not_wanted = metrics.EVENTS_IN.labels(consumer.durable, "not_wanted", "skipped")
         self._stopping = asyncio.Event()
         self._carrying = False
         # Where a rewind deleted the consumer to start again from, until it is made again: a try
@@ -262,13 +263,15 @@ class OrderedBatches(Generic[E]):
 
     async def _readable(self, raw: Any) -> tuple[E, Any, Delivery] | None:
         """The message's event, or None once a message that is not for this consumer is settled."""
+        if self._wanted is not None and not self._wanted(raw.data):
+            # Most of a busy stream, for a reader that looks for a rare few: not even its
+            # headers are read.
+            await raw.ack()
+            self._not_wanted.inc()
+            return None
         delivery = delivery_of(raw, self._consumer.durable)
         if delivery.meant_for_another:
             await settle(raw, delivery, "replay", Ack(counted_as="skipped"))
-            return None
-        if self._wanted is not None and not self._wanted(raw.data):
-            # Most of a busy stream, for a reader that looks for a rare few: no decoding.
-            await settle(raw, delivery, "not_wanted", Ack(counted_as="skipped"))
             return None
         try:
             event = decode_event(raw.data)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -107,7 +107,9 @@ class Scenario:
         for comment_id in ids:
             await self.js.publish(f"{self.name}.c", encode_event(comment(comment_id)))
 
-    def consumer(self, recorder: Recorder, js: Any = None) -> OrderedBatches[PlanfixCommentAdded]:
+    def consumer(
+        self, recorder: Recorder, js: Any = None, wanted: Callable[[bytes], bool] | None = None
+    ) -> OrderedBatches[PlanfixCommentAdded]:
         lease = Lease(self.kv, "reader", owner=uuid.uuid4().hex, ttl_s=3.0)
         return OrderedBatches(
             js or self.js,
@@ -115,12 +117,19 @@ class Scenario:
             PlanfixCommentAdded,
             Handlers(batch=recorder.batch, one=recorder.one),
             lease=lease,
+            wanted=wanted,
         )
 
     async def run_until(
-        self, recorder: Recorder, count: int, *, publish_meanwhile: range = range(0), js: Any = None
+        self,
+        recorder: Recorder,
+        count: int,
+        *,
+        publish_meanwhile: range = range(0),
+        js: Any = None,
+        wanted: Callable[[bytes], bool] | None = None,
     ) -> Any:
-        consumer = self.consumer(recorder, js)
+        consumer = self.consumer(recorder, js, wanted)
         task = asyncio.create_task(consumer.run())
         try:
             await self.publish(publish_meanwhile)
@@ -147,6 +156,24 @@ def test_what_waits_is_carried_in_batches_in_stream_order_and_all_acknowledged(
     assert max(recorder.batches) == 100  # a batch is what waits, up to the consumer's in_flight
     assert info.num_ack_pending == 0
     assert info.ack_floor.stream_seq == 260
+
+
+def test_a_reader_looking_for_a_few_acknowledges_the_rest_unread(loop: LoopThread, nats_url: str) -> None:
+    recorder = Recorder()
+
+    def wanted(body: bytes) -> bool:
+        return b"<p>7</p>" in body or b"<p>17</p>" in body
+
+    async def scenario() -> Any:
+        async with Scenario(nats_url) as stream:
+            await stream.publish(range(1, 21))
+            return await stream.run_until(recorder, 2, wanted=wanted)
+
+    info = loop.run(scenario(), timeout_s=60)
+
+    assert recorder.carried == [7, 17]
+    assert info.num_ack_pending == 0
+    assert info.ack_floor.stream_seq == 20
 
 
 def test_a_failing_batch_is_carried_one_by_one_and_a_failing_event_is_retried_before_the_next(
