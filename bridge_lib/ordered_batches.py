@@ -11,6 +11,10 @@ question for a whole batch instead of one per message) and to whom order matters
 - a batch whose handler fails is carried again one message at a time, each retried *here*
   (a ``nak`` would let newer messages overtake it) until it is handled or set aside as a dead
   letter, by the same verdicts ``eventbus.consume`` gives.
+
+``BatchReader`` is the loop (lease, subscription, rewind, fetches, stop), also the relay's
+Telegram -> Planfix consumer's; ``OrderedBatches`` hands a fetch's events to a pair of handlers.
+A reader to whom order means nothing runs without the lease, on every replica, never rewound.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ SUBSCRIBE_TIMEOUT_S = 30.0
 FETCH_WAIT_S = 5.0
 
 
-class _Stopping(Exception):
+class Stopping(Exception):
     """The service is stopping: leave what is not settled for the next holder."""
 
 
@@ -68,27 +72,17 @@ class Handlers(Generic[E]):
     one: Callable[[E, Delivery], Awaitable[None]]
 
 
-class OrderedBatches(Generic[E]):
-    def __init__(
-        self,
-        js: Any,
-        consumer: ConsumerSpec,
-        event_type: type[E] | tuple[type[Any], ...],
-        handlers: Handlers[E],
-        *,
-        lease: Lease | None,
-        wanted: Callable[[bytes], bool] | None = None,
-    ) -> None:
-        """``lease``: None for a reader to whom order means nothing (``ConsumerSpec.ordered``
-        False): every replica reads then, and nothing is rewound. ``wanted``: a test of the raw
-        body; a message failing it is acknowledged unread."""
+class BatchReader:
+    """The loop of a reader of batches: the lease (none for a reader every replica runs), the
+    subscription (rewound on taking over, when ordered), fetches until stopped. What a fetch's
+    messages become is the subclass's ``_handle``; it settles every one of them."""
+
+    def __init__(self, js: Any, consumer: ConsumerSpec, *, lease: Lease | None, fetch_size: int = 0) -> None:
         self._js = js
         self._consumer = consumer
-        self._event_type = event_type
-        self._handlers = handlers
         self._lease: Lease | _EveryReplica = lease or _EveryReplica()
-        self._wanted = wanted
-        self._not_wanted = metrics.EVENTS_IN.labels(consumer.durable, "not_wanted", "skipped")
+        # Messages a fetch asks for (at most ``in_flight``, the consumer's max_ack_pending).
+        self._fetch_size = fetch_size or consumer.in_flight
         self._stopping = asyncio.Event()
         self._carrying = False
         # Where a rewind deleted the consumer to start again from, until it is made again: a try
@@ -144,7 +138,7 @@ class OrderedBatches(Generic[E]):
                     messages = await self._fetch_unless_stopping(subscription)
                 except nats.errors.TimeoutError:
                     continue
-                except _Stopping:
+                except Stopping:
                     return
                 except nats.errors.Error as error:
                     log.warning(
@@ -153,11 +147,13 @@ class OrderedBatches(Generic[E]):
                     await asyncio.sleep(1.0)
                     return
                 if not messages:
+                    # A pull can end empty (a stream leader moving in a cluster): nothing to do.
                     continue
+                messages += await self._more(subscription, messages)
                 self._carrying = True
                 try:
                     await self._handle(messages)
-                except _Stopping:
+                except Stopping:
                     log.info("batch_consumer_stopped_mid_batch", consumer=self._consumer.durable)
                     return
                 finally:
@@ -227,7 +223,7 @@ class OrderedBatches(Generic[E]):
         return self._rewound_to
 
     async def _fetch_unless_stopping(self, subscription: Any) -> list[Any]:
-        fetch = asyncio.ensure_future(subscription.fetch(self._consumer.in_flight, timeout=FETCH_WAIT_S))
+        fetch = asyncio.ensure_future(subscription.fetch(self._fetch_size, timeout=FETCH_WAIT_S))
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -240,8 +236,46 @@ class OrderedBatches(Generic[E]):
         if not fetch.done():
             # What this pull brings meanwhile stays unacknowledged for the next holder.
             await cancelled(fetch)
-            raise _Stopping
+            raise Stopping
         return list(fetch.result())
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, unless the service stops meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        if self._stopping.is_set():
+            raise Stopping
+
+    async def _more(self, subscription: Any, messages: list[Any]) -> list[Any]:
+        """What else to fetch before the batch is handled (nothing, unless a subclass waits for
+        the rest of something)."""
+        return []
+
+    async def _handle(self, messages: list[Any]) -> None:
+        raise NotImplementedError
+
+
+class OrderedBatches(BatchReader, Generic[E]):
+    """Events read in batches (``BatchReader``), each run of them carried as one unit."""
+
+    def __init__(
+        self,
+        js: Any,
+        consumer: ConsumerSpec,
+        event_type: type[E] | tuple[type[Any], ...],
+        handlers: Handlers[E],
+        *,
+        lease: Lease | None,
+        wanted: Callable[[bytes], bool] | None = None,
+    ) -> None:
+        """``lease``: None for a reader to whom order means nothing (``ConsumerSpec.ordered``
+        False): every replica reads then, and nothing is rewound. ``wanted``: a test of the raw
+        body; a message failing it is acknowledged unread."""
+        super().__init__(js, consumer, lease=lease)
+        self._event_type = event_type
+        self._handlers = handlers
+        self._wanted = wanted
+        self._not_wanted = metrics.EVENTS_IN.labels(consumer.durable, "not_wanted", "skipped")
 
     # --- one batch ----------------------------------------------------------------------------
 
@@ -343,13 +377,6 @@ class OrderedBatches(Generic[E]):
                 await raw.in_progress()
             await self._pause(verdict.delay_s)
             attempt += 1
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep, unless the service stops meanwhile."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        if self._stopping.is_set():
-            raise _Stopping
 
     @contextlib.asynccontextmanager
     async def _in_progress(self, raws: list[Any]) -> AsyncIterator[None]:

@@ -6,6 +6,8 @@ younger than ``album_window_s`` waits that long for the album's other parts. A s
 retried *here*, before anything after it, because a ``nak`` would let JetStream hand out newer
 messages of the group first. One replica consumes at a time (a lease in NATS KV): Planfix allows
 about one request per second per account, so more would add no throughput, only disorder.
+The loop around it (lease, subscription, rewind on taking over, stop) is
+``bridge_lib.ordered_batches.BatchReader``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import msgspec
 import nats.errors
 import nats.js.errors
 import structlog
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bridge_lib import metrics
 from bridge_lib.eventbus import (
@@ -35,8 +36,8 @@ from bridge_lib.eventbus import (
     retry_delay_s,
     settle,
 )
-from bridge_lib.lease import Lease, LeaseLost
-from bridge_lib.ordered_batches import acknowledged_up_to, cancelled, outcome_collected, within
+from bridge_lib.lease import Lease
+from bridge_lib.ordered_batches import BatchReader, Stopping
 from contracts.events import (
     DeadLetterReason,
     TelegramMessageEdited,
@@ -46,9 +47,7 @@ from contracts.events import (
     telegram_message_key,
 )
 from contracts.subjects import (
-    ALL_TELEGRAM_MESSAGE_ACTIVITY,
     RELAY_TELEGRAM_INBOUND,
-    TELEGRAM_STREAM,
 )
 from services.relay.directory import BindingDirectory
 from services.relay.to_planfix.authors import Authors
@@ -66,9 +65,6 @@ from services.relay.to_planfix.plan import (
 )
 from services.relay.to_planfix.replies import QuotedComments
 
-# Longest wait for the consumer to be (re)created before the loop starts again.
-SUBSCRIBE_TIMEOUT_S = 30.0
-
 log = structlog.get_logger("relay.inbound")
 
 DURABLE = RELAY_TELEGRAM_INBOUND.durable
@@ -79,11 +75,7 @@ CRASH_ATTEMPTS = 10
 _HEARTBEAT_S = ACK_WAIT_S / 3
 
 
-class _Stopping(Exception):
-    """The service is stopping: leave what is not started yet for the next holder."""
-
-
-class InboundConsumer:
+class InboundConsumer(BatchReader):
     def __init__(
         self,
         js: Any,
@@ -100,178 +92,19 @@ class InboundConsumer:
         bind_wait_s: float = BIND_WAIT_S,
         quotes: QuotedComments | None = None,
     ) -> None:
+        super().__init__(js, RELAY_TELEGRAM_INBOUND, lease=lease, fetch_size=batch)
         self._quotes = quotes
-        self._js = js
         self._pending_binds = PendingBinds(js, directory, wait_s=bind_wait_s, pause=self._pause)
         self._directory = directory
         self._ledger = ledger
         self._carrier = carrier
-        self._lease = lease
         self._limits = limits
-        self._batch = batch
         self._album_window_s = album_window_s
         # Steps of different tasks carried at once (Planfix round trips and store writes overlap).
         self._slots = asyncio.Semaphore(max(1, concurrency))
-        self._stopping = asyncio.Event()
         self._authors = authors
-        self._carrying = False
-        # Where a rewind deleted the consumer to start again from, until it is made again.
-        self._rewound_to: int | None = None
 
-    async def stop(self, task: asyncio.Task[None], *, grace_s: float) -> None:
-        """Stop pulling and let the unit in flight finish (a Planfix call cut off mid-way could
-        be posted again after a restart); after ``grace_s`` it is cut off anyway. Whatever was
-        not carried stays unacknowledged: the next holder starts from it."""
-        self._stopping.set()
-        if self._carrying and not task.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait({task}, timeout=grace_s)
-        await cancelled(task)
-
-    async def run(self) -> None:
-        """Consume while holding the lease; stand by while another replica holds it.
-
-        Nothing here ends the process: a NATS hiccup while taking or keeping the lease, or a
-        failure of the consuming loop, is logged and the loop starts again a moment later.
-        """
-        try:
-            while not self._stopping.is_set():
-                try:
-                    await self._lease.acquire()
-                except Exception as error:
-                    log.warning("lease_acquire_failed", error=f"{type(error).__name__}: {error}")
-                    await asyncio.sleep(1.0)
-                    continue
-                keep = asyncio.create_task(self._lease.keep(), name="lease-keep")
-                work = asyncio.create_task(self._consume(), name="inbound-consume")
-                try:
-                    done, _ = await asyncio.wait({keep, work}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for task in (keep, work):
-                        await cancelled(task)
-                for task in done:
-                    failure = None if task.cancelled() else task.exception()
-                    if failure is not None and not isinstance(failure, LeaseLost):
-                        log.warning(
-                            "inbound_restarting",
-                            task=task.get_name(),
-                            error=f"{type(failure).__name__}: {failure}",
-                        )
-                await asyncio.sleep(0.5)
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._lease.release(), 2.0)
-
-    async def _consume(self) -> None:
-        # Bounded: a JetStream API call left waiting (a leader moving under load) must not hold
-        # the inbound side for ever; a timeout restarts the loop like any NATS hiccup.
-        subscription = await within(self._subscribe(), SUBSCRIBE_TIMEOUT_S)
-        log.info("inbound_consumer_started")
-        try:
-            while not self._stopping.is_set():
-                try:
-                    messages = await self._fetch_unless_stopping(subscription)
-                except nats.errors.TimeoutError:
-                    continue
-                except _Stopping:
-                    return
-                except nats.errors.Error as error:
-                    # NATS away or a leader moving: start again shortly, from the acknowledgement
-                    # floor if this pull's messages went astray (``_restart_point``).
-                    log.warning("inbound_fetch_failed", error=type(error).__name__)
-                    await asyncio.sleep(1.0)
-                    return
-                if not messages:
-                    # A pull can end empty (a stream leader moving in a cluster): nothing to do.
-                    continue
-                messages += await self._rest_of_album(subscription, messages)
-                self._carrying = True
-                try:
-                    await self._handle(messages)
-                except _Stopping:
-                    log.info("inbound_stopped_between_units")
-                    return
-                finally:
-                    self._carrying = False
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(subscription.unsubscribe(), 5.0)
-
-    async def _subscribe(self) -> Any:
-        start_seq = await self._restart_point()
-        subscription = await self._js.pull_subscribe(
-            ALL_TELEGRAM_MESSAGE_ACTIVITY,
-            durable=DURABLE,
-            stream=TELEGRAM_STREAM.name,
-            config=ConsumerConfig(
-                durable_name=DURABLE,
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL if start_seq is None else DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=start_seq,
-                ack_wait=ACK_WAIT_S,
-                max_deliver=-1,
-                max_ack_pending=1000,
-            ),
-        )
-        self._rewound_to = None
-        return subscription
-
-    async def _fetch_unless_stopping(self, subscription: Any) -> list[Any]:
-        fetch = asyncio.ensure_future(subscription.fetch(self._batch, timeout=5.0))
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            # Cancelled (the lease lost, the service stopping): the pull ends unread, and its
-            # outcome is collected so that no "exception was never retrieved" reaches the log.
-            fetch.cancel()
-            fetch.add_done_callback(outcome_collected)
-            raise
-        finally:
-            stopping.cancel()
-        if not fetch.done():
-            # Anything this pull brought in the meantime stays unacknowledged for the next holder.
-            await cancelled(fetch)
-            raise _Stopping
-        return list(fetch.result())
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep, unless the service stops meanwhile."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        if self._stopping.is_set():
-            raise _Stopping
-
-    async def _restart_point(self) -> int | None:
-        """Where to start when an earlier holder left messages unacknowledged (it died mid-batch).
-
-        JetStream would redeliver those only after ``ack_wait``, and hand out newer messages in
-        the meantime: a group's order would break. So the consumer is recreated from just after
-        its acknowledgement floor; whatever after it was already carried is skipped by the
-        stored plans and effect records (idempotent), so nothing is posted twice.
-        """
-        try:
-            info = await self._js.consumer_info(TELEGRAM_STREAM.name, DURABLE)
-        except nats.js.errors.NotFoundError:
-            return self._rewound_to  # deleted by a try cut off before it made the consumer again
-        floor = acknowledged_up_to(info)
-        # Messages can be delivered and not counted as pending: a pull answered while a
-        # stream's leader moved (a NATS node died) leaves them in transit, and JetStream would
-        # hand them out again only after newer ones. Anything delivered past the floor counts.
-        if not info.num_ack_pending and int(info.delivered.stream_seq) <= floor:
-            return None
-        start_seq = floor + 1
-        log.warning(
-            "inbound_consumer_rewound",
-            in_flight=info.num_ack_pending,
-            delivered_stream_seq=int(info.delivered.stream_seq),
-            from_stream_seq=start_seq,
-        )
-        self._rewound_to = start_seq if self._rewound_to is None else min(start_seq, self._rewound_to)
-        await self._js.delete_consumer(TELEGRAM_STREAM.name, DURABLE)
-        return self._rewound_to
-
-    async def _rest_of_album(self, subscription: Any, messages: list[Any]) -> list[Any]:
+    async def _more(self, subscription: Any, messages: list[Any]) -> list[Any]:
         """More messages while the newest one is an album part younger than the window."""
         more: list[Any] = []
         while True:
@@ -282,7 +115,7 @@ class InboundConsumer:
             if age >= self._album_window_s:
                 return more
             try:
-                more += await subscription.fetch(self._batch, timeout=self._album_window_s - age + 0.05)
+                more += await subscription.fetch(self._fetch_size, timeout=self._album_window_s - age + 0.05)
             except nats.errors.TimeoutError:
                 return more
 
@@ -364,16 +197,16 @@ class InboundConsumer:
         )
         failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         for failure in failures:
-            if not isinstance(failure, _Stopping):
+            if not isinstance(failure, Stopping):
                 raise failure
         if failures:
-            raise _Stopping
+            raise Stopping
 
     async def _carry_chain(self, chain: list[Step], leads: dict[str, str], raw_of: dict[str, Any]) -> None:
         for step in chain:
             async with self._slots:
                 if self._stopping.is_set():
-                    raise _Stopping
+                    raise Stopping
                 raws = [raw_of[event.event_id] for event in step.events]
                 attempts = max(raw.metadata.num_delivered for raw in raws)
                 with structlog.contextvars.bound_contextvars(
@@ -410,7 +243,7 @@ class InboundConsumer:
                     *(self._pending_binds.outcome(*group, newest[group]) for group in unbound)
                 )
                 break
-            except _Stopping:
+            except Stopping:
                 raise
             except Exception:
                 retry_in = retry_delay_s(attempts)
