@@ -96,10 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--people", type=int, default=10_000)
     parser.add_argument("--warmup", type=int, default=300, help="messages each way before the idle figure")
     parser.add_argument("--folds", action="store_true", help="also the folds' own size, in this process")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (service logs)")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="for the services (e.g. MALLOC_ARENA_MAX=2)"
+    )
     args = parser.parse_args(argv)
     work_dir = Path(tempfile.mkdtemp(prefix="bridge-mem-"))
-    stack = BenchStack(work_dir / "stack")
+    stack = BenchStack(work_dir / "stack", extra_env=dict(item.split("=", 1) for item in args.env))
     figures: dict[str, object] = {"work_dir": str(work_dir)}
 
     def note(when: str) -> None:
