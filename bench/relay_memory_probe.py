@@ -6,7 +6,8 @@ binds a few groups with ``/task`` and carries some messages both ways (so the re
 and built what its message paths need, as in the full run), then binds ``--groups`` groups by
 ``TaskBound`` events (waiting for the relay's binding notices, as ``bench.scale`` does) and links
 ``--people`` people by ``PersonLinked`` events. It prints the relay's RSS (and its anonymous
-part, what the process itself allocated) after each step. ``--folds`` adds what the two folds
+part, what the process itself allocated) after each step; ``--restart`` adds a relay started at
+that scale (both folds replayed from their streams). ``--folds`` adds what the two folds
 alone take for the same events, built in this process and measured with tracemalloc.
 For a before/after comparison run it from both trees in one sitting.
 """
@@ -96,8 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--people", type=int, default=10_000)
     parser.add_argument("--warmup", type=int, default=300, help="messages each way before the idle figure")
     parser.add_argument("--folds", action="store_true", help="also the folds' own size, in this process")
+    parser.add_argument("--restart", action="store_true", help="then restart the relay (the folds replayed)")
     parser.add_argument(
-        "--env", action="append", default=[], metavar="NAME=VALUE", help="for the services (e.g. MALLOC_ARENA_MAX=2)"
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="for the services (e.g. MALLOC_ARENA_MAX=2)",
     )
     args = parser.parse_args(argv)
     work_dir = Path(tempfile.mkdtemp(prefix="bridge-mem-"))
@@ -130,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         link_people_by_events(stack, args.people)
         time.sleep(2.0)  # the relay's fold follows the stream on its own
         note(f"with {args.groups:,} groups and {args.people:,} people")
+        if args.restart:
+            # What a relay started at this scale holds: both folds replayed from their streams.
+            stack.stop_service("relay")
+            stack.wait_ready([stack.start_service("relay")], timeout_s=300)
+            note("restarted")
         stack.check_alive()
     finally:
         stack.stop()
