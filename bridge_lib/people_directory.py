@@ -28,8 +28,9 @@ class PeopleDirectory(FollowedFold[People]):
             evolve=evolve,
             on_change=self._changed,
         )
-        self._by_planfix_id: dict[str, Person] = {}
-        self._reindex()
+        # Built on the first lookup after a change: links are rare, lookups per comment, and a
+        # replay of 10,000 links would otherwise rebuild it 10,000 times.
+        self._by_planfix_id: dict[str, Person] | None = None
 
     @property
     def people(self) -> People:
@@ -40,7 +41,7 @@ class PeopleDirectory(FollowedFold[People]):
         return self.value
 
     def _changed(self, people: People, event: AnyEvent) -> None:
-        self._reindex()
+        self._by_planfix_id = None
         if isinstance(event, PersonLinked | PersonUnlinked):
             log.info("person_link_applied", telegram_user_id=event.telegram_user_id, people=len(people))
 
@@ -52,8 +53,8 @@ class PeopleDirectory(FollowedFold[People]):
 
     def by_planfix_id(self, planfix_id: str) -> Person | None:
         """The Telegram person linked to a Planfix employee or contact ("user:N", "contact:N")."""
+        if self._by_planfix_id is None:
+            self._by_planfix_id = {
+                person.planfix_id: person for person in self._people.by_telegram_id.values()
+            }
         return self._by_planfix_id.get(planfix_id)
-
-    def _reindex(self) -> None:
-        # Rebuilt on a change only (links are rare, lookups are per message).
-        self._by_planfix_id = {person.planfix_id: person for person in self._people.by_telegram_id.values()}

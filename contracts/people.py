@@ -31,7 +31,10 @@ class Person(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 def username_key(username: str) -> str:
     """Telegram usernames are case-insensitive; "@Anna" and "anna" are one person."""
-    return username.lstrip("@").lower()
+    key = username.lstrip("@").lower()
+    # A username already in this form is its own key: a fold of 10,000 people keeps one string
+    # for both, not two.
+    return username if key == username else key
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,6 +89,19 @@ def test_lookups_follow_the_fold() -> None:
     assert bindings.groups_of(1) == [(OTHER_CHAT, None), (CHAT, None)]  # the old value stands
 
 
+def test_a_chats_topics_and_a_tasks_groups_follow_binds_and_unbinds() -> None:
+    bindings = fold([bound(5, thread=42), bound(1), bound(1), bound(5, chat=OTHER_CHAT)])
+    assert set(bindings.of_chat(CHAT)) == {42, None}
+    assert (bindings.groups_of(1), bindings.groups_of(5)) == (
+        [(CHAT, None)],
+        [(OTHER_CHAT, None), (CHAT, 42)],
+    )
+    bindings = fold([unbound(5, thread=42)], bindings)
+    assert (set(bindings.of_chat(CHAT)), bindings.groups_of(5)) == ({None}, [(OTHER_CHAT, None)])
+    bindings = fold([unbound(1), unbound(5, chat=OTHER_CHAT)], bindings)
+    assert (bindings.of_chat(CHAT), bindings.groups_of(1), bindings.groups_of(5)) == ({}, [], [])
+
+
 def test_a_move_keeps_who_bound_it_and_when() -> None:
     first = bound(1)
     bindings = fold([first, moved(1)])

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from contracts.events import BindingResumed, BindingSuspended, TaskBound, TaskUnbound
-from services.relay.directory import BindingDirectory
+import asyncio
+
+from contracts.bindings import fold
+from contracts.events import AnyEvent, BindingMoved, BindingResumed, BindingSuspended, TaskBound, TaskUnbound
+from services.relay.directory import BindingDirectory, BoundTask
 from tests.support import envelope, task_bound
 
 CHAT = -1001234
+SUPERGROUP, OTHER_CHAT = -1005678, -1009999
 
 
 def bound(task_number: int, n: int) -> TaskBound:
@@ -55,3 +59,35 @@ def test_the_sender_is_told_when_the_bot_leaves_a_group_and_when_it_is_back() ->
     directory.apply(BindingResumed(**envelope("e3"), chat_id=CHAT, task_number=1, task_title="T1"))
     assert told == [(CHAT, True), (CHAT, False)]
     assert directory.suspended_groups() == set()
+
+
+def test_the_directory_answers_what_the_fold_of_the_same_events_holds() -> None:
+    # Its copy keeps no provenance (who bound, when): tasks, titles and suspensions are the fold's.
+    events: list[AnyEvent] = [
+        bound(1, 1),
+        task_bound(CHAT, 5, envelope("e2"), thread_id=42),
+        task_bound(OTHER_CHAT, 1, envelope("e3")),
+        BindingSuspended(**envelope("e4"), chat_id=CHAT, task_number=1),
+        BindingMoved(**envelope("e5"), old_chat_id=CHAT, chat_id=SUPERGROUP, task_number=1, task_title="T1"),
+        BindingMoved(
+            **envelope("e6"),
+            old_chat_id=CHAT,
+            chat_id=SUPERGROUP,
+            thread_id=42,
+            task_number=5,
+            task_title="T5",
+        ),
+        BindingResumed(**envelope("e7"), chat_id=OTHER_CHAT, task_number=1, task_title="T1"),
+        unbound(1, 8),
+    ]
+    directory = BindingDirectory()
+    for event in events:
+        directory.apply(event)
+    bindings = fold(events)
+    for chat in (CHAT, SUPERGROUP, OTHER_CHAT):
+        expected = {thread: BoundTask.of(binding) for thread, binding in bindings.of_chat(chat).items()}
+        assert directory.bindings_of(chat) == expected
+        assert directory.is_suspended(chat) == any(b.suspended for b in expected.values())
+    for task in (1, 5):
+        assert asyncio.run(directory.groups_for(task)) == bindings.groups_of(task)
+    assert directory.suspended_groups() == {SUPERGROUP}

@@ -10,6 +10,7 @@ binding: a miss looks up the group's ``ChatMigrated`` (TELEGRAM stream) and answ
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import msgspec
 import structlog
@@ -38,6 +39,27 @@ class BoundTask(msgspec.Struct, frozen=True, gc=False):
 
 Group = tuple[int, int | None]  # (chat id, forum topic id or None)
 
+# The relay reads of a binding its task and whether it is suspended, never who made it, when or
+# by which event: its copy holds these as the same blank values (~1.8 MB less at 10,000 groups).
+# No ``Binding`` leaves this module (lookups answer ``BoundTask``), so the blanks stay inside.
+_BLANK_BOUND_AT = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _evolve_without_provenance(bindings: Bindings, event: AnyEvent) -> Bindings:
+    """``contracts.bindings.evolve``, then the bindings it made or changed without their provenance."""
+    after = evolve(bindings, event)
+    if after is bindings:
+        return after
+    for chat_id, thread_id in touched_groups(event):
+        binding = after.get(chat_id, thread_id)
+        if binding is not None and binding.bound_event_id:
+            after = after.with_binding(
+                msgspec.structs.replace(
+                    binding, bound_at=_BLANK_BOUND_AT, bound_by_user_id=None, bound_event_id=""
+                )
+            )
+    return after
+
 
 class BindingDirectory(FollowedFold[Bindings]):
     def __init__(self) -> None:
@@ -45,7 +67,7 @@ class BindingDirectory(FollowedFold[Bindings]):
             stream=BINDING_STREAM,
             subject_filter=ALL_BINDING_EVENTS,
             initial=Bindings(),
-            evolve=evolve,
+            evolve=_evolve_without_provenance,
             on_change=self._changed,
         )
         # new chat id -> old chat id, learned from ChatMigrated events on a miss.
