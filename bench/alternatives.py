@@ -7,7 +7,7 @@ way, in one process, CPU time per operation:
 * gateway: aiogram runs every synchronous filter (``F...`` magic filters, plain functions)
   through ``asyncio.to_thread``; the same router with the filters wrapped as ``async def`` runs
   them inline.
-* relay and fetcher: one Planfix REST call through httpx (``PlanfixClient``) against the same
+* relay and fetcher: one Planfix REST call through ``PlanfixClient`` against the same
   call through aiohttp, both to the fake Planfix.
 * relay and binder: a store round trip through motor (a thread-pool hop per operation)
   against PyMongo's native asyncio client, both to nx-27017.
@@ -37,11 +37,15 @@ from bench.stack import BOT_TOKEN, PLANFIX_TOKEN
 from bridge_lib.eventbus import EventPublisher
 from bridge_lib.logging import configure_logging
 from bridge_lib.planfix import PlanfixClient
+from contracts.events import planfix_source_object_id
 from devtools import devstack
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from services.telegram_gateway.app import build_dispatcher
 from tests.support import LoopThread
+
+# Planfix takes only a UUID as a sourceId.
+SOURCE_ID = "6f1d3c1e-8b1a-4c55-9d0e-3b7f2a9c4e10"
 
 
 async def cpu_ms_per_call(calls: int, call: Callable[[int], Awaitable[Any]]) -> float:
@@ -121,10 +125,12 @@ def _feeder(dispatcher: Dispatcher, bot: Bot, updates: list[Update]) -> Callable
 
 
 async def planfix_call(base_url: str, task: int, calls: int) -> dict[str, float]:
-    body = {"description": "<p>comment</p>", "sourceId": "bench", "sourceObjectId": "x"}
+    body = {"description": "<p>comment</p>", "sourceId": SOURCE_ID}
     out = {}
     async with PlanfixClient(base_url=base_url, token=PLANFIX_TOKEN) as client:
-        out["httpx (PlanfixClient.add_comment)"] = await cpu_ms_per_call(calls, _commenter(client, task))
+        out["PlanfixClient.add_comment (AiohttpTransport.exchange)"] = await cpu_ms_per_call(
+            calls, _commenter(client, task)
+        )
     transport = _aiohttp_transport_for_httpx()
     if transport is not None:
         async with PlanfixClient(base_url=base_url, token=PLANFIX_TOKEN, transport=transport) as client:
@@ -136,7 +142,8 @@ async def planfix_call(base_url: str, task: int, calls: int) -> dict[str, float]
 
         async def post(i: int) -> Any:
             async with session.post(
-                f"task/{task}/comments/", json={**body, "sourceObjectId": str(i)}
+                f"task/{task}/comments/",
+                json={**body, "sourceObjectId": planfix_source_object_id(f"bench:{i}")},
             ) as answer:
                 return await answer.json()
 
@@ -149,7 +156,10 @@ def _commenter(client: PlanfixClient, task: int) -> Callable[[int], Awaitable[in
 
     def add(i: int) -> Awaitable[int]:
         return client.add_comment(
-            task_number=task, description_html="<p>comment</p>", source_id="bench", source_object_id=str(i)
+            task_number=task,
+            description_html="<p>comment</p>",
+            source_id=SOURCE_ID,
+            source_object_id=planfix_source_object_id(f"bench:{i}"),
         )
 
     return add

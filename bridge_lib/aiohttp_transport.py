@@ -10,11 +10,19 @@ after that is a ``ReadError`` / ``ReadTimeout``. httpx's timeouts (connect, read
 applied by aiohttp. The body is handed over undecoded (aiohttp's decompression is off) and as a
 stream, so httpx decodes it as usual and a streamed download never sits in memory whole.
 Cookies and redirects stay httpx's business (aiohttp keeps no cookies and follows nothing).
+
+``exchange`` is the same request without httpx's objects, for a small JSON call answered whole:
+building an ``httpx.Request`` (its URL parsed and merged with the base) and reading an
+``httpx.Response`` cost more client CPU than aiohttp's whole exchange.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import zlib
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import aiohttp
 import httpx
@@ -22,6 +30,31 @@ import httpx
 _CHUNK = 64 * 1024
 # Framing headers aiohttp sets itself from the body it is given.
 _FRAMING = frozenset({"transfer-encoding", "content-length"})
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer read whole: what a JSON API call needs of it."""
+
+    status_code: int
+    # Case-insensitive, as HTTP header names are.
+    headers: Mapping[str, str]
+    content: bytes
+
+
+@runtime_checkable
+class Exchanging(Protocol):
+    """A transport that also sends a request without httpx's objects (``AiohttpTransport.exchange``)."""
+
+    async def exchange(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        timeouts: Mapping[str, float | None],
+    ) -> Answer: ...
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -48,28 +81,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             if name.decode("latin-1").lower() not in _FRAMING
         ]
         body = await request.aread()
-        try:
+        with _as_httpx_errors(request):
             answer = await self._session_now().request(
                 request.method,
                 str(request.url),
                 headers=headers,
                 data=body or None,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    connect=timeouts.get("pool"),
-                    sock_connect=timeouts.get("connect"),
-                    sock_read=timeouts.get("read"),
-                ),
+                timeout=_aiohttp_timeout(timeouts),
             )
-        except aiohttp.ConnectionTimeoutError as error:
-            raise httpx.ConnectTimeout(str(error) or "connect timed out", request=request) from error
-        except aiohttp.ClientConnectorError as error:
-            raise httpx.ConnectError(str(error), request=request) from error
-        except TimeoutError as error:  # aiohttp.SocketTimeoutError included
-            raise httpx.ReadTimeout(str(error) or "read timed out", request=request) from error
-        except aiohttp.ClientError as error:
-            raise httpx.ReadError(f"{type(error).__name__}: {error}", request=request) from error
         return httpx.Response(
             status_code=answer.status,
             headers=list(answer.raw_headers),
@@ -77,10 +97,75 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": (answer.reason or "").encode()},
         )
 
+    async def exchange(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        timeouts: Mapping[str, float | None],
+    ) -> Answer:
+        """One request, its answer read whole; the same errors as ``handle_async_request``.
+        ``timeouts``: httpx's (``connect``, ``read``, ``pool``)."""
+        with _as_httpx_errors(None):
+            async with self._session_now().request(
+                method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=_aiohttp_timeout(timeouts),
+            ) as answer:
+                content = _decoded(await answer.read(), answer.headers.get("Content-Encoding", ""))
+                return Answer(status_code=answer.status, headers=answer.headers, content=content)
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _decoded(content: bytes, encoding: str) -> bytes:
+    """The body without its gzip or deflate coding (what httpx asks for and undoes); another
+    coding is left as it came."""
+    encoding = encoding.strip().lower()
+    try:
+        if encoding in ("gzip", "x-gzip"):
+            return zlib.decompress(content, 16 + zlib.MAX_WBITS)
+        if encoding == "deflate":
+            # Meant as zlib-wrapped; some servers send it raw.
+            try:
+                return zlib.decompress(content)
+            except zlib.error:
+                return zlib.decompress(content, -zlib.MAX_WBITS)
+    except zlib.error as error:
+        raise httpx.DecodingError(f"{encoding} body: {error}") from error
+    return content
+
+
+def _aiohttp_timeout(timeouts: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(
+        total=None,
+        connect=timeouts.get("pool"),
+        sock_connect=timeouts.get("connect"),
+        sock_read=timeouts.get("read"),
+    )
+
+
+@contextlib.contextmanager
+def _as_httpx_errors(request: httpx.Request | None) -> Iterator[None]:
+    """aiohttp's failures as httpx's errors of the same meaning (a connect error: nothing sent)."""
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as error:
+        raise httpx.ConnectTimeout(str(error) or "connect timed out", request=request) from error
+    except aiohttp.ClientConnectorError as error:
+        raise httpx.ConnectError(str(error), request=request) from error
+    except TimeoutError as error:  # aiohttp.SocketTimeoutError included
+        raise httpx.ReadTimeout(str(error) or "read timed out", request=request) from error
+    except aiohttp.ClientError as error:
+        raise httpx.ReadError(f"{type(error).__name__}: {error}", request=request) from error
 
 
 class _AnswerStream(httpx.AsyncByteStream):

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 from prometheus_client import Counter, Gauge, Histogram
+
+from bridge_lib.aiohttp_transport import Answer, Exchanging
 
 # Handling takes milliseconds when everything is local and up to the Planfix timeout (15 s) when
 # it is slow; end-to-end age spans minutes during an outage.
@@ -130,6 +133,9 @@ class PlanfixCallMetrics(httpx.AsyncBaseTransport):
 
     def __init__(self, inner: httpx.AsyncBaseTransport | None = None) -> None:
         self._inner = inner or httpx.AsyncHTTPTransport()
+        # Whether ``exchange`` may be used (the inner transport has it); asked once, as a
+        # protocol check is slow.
+        self.exchanging = isinstance(self._inner, Exchanging)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         operation = operation_name(request.method, request.url.path)
@@ -141,11 +147,38 @@ class PlanfixCallMetrics(httpx.AsyncBaseTransport):
             raise
         finally:
             OUTBOUND_SECONDS.labels("planfix", operation).observe(time.perf_counter() - started)
-        OUTBOUND_CALLS.labels("planfix", operation, http_result(response.status_code)).inc()
-        remaining = response.headers.get("X-RateLimit-Remaining")
+        self._counted(operation, response.status_code, response.headers)
+        return response
+
+    async def exchange(
+        self,
+        method: str,
+        url: str,
+        *,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        timeouts: Mapping[str, float | None],
+    ) -> Answer:
+        """``handle_async_request``'s counting around the inner transport's ``exchange``."""
+        assert isinstance(self._inner, Exchanging)
+        operation = operation_name(method, path)
+        started = time.perf_counter()
+        try:
+            answer = await self._inner.exchange(method, url, headers=headers, body=body, timeouts=timeouts)
+        except httpx.TransportError:
+            OUTBOUND_CALLS.labels("planfix", operation, "network_error").inc()
+            raise
+        finally:
+            OUTBOUND_SECONDS.labels("planfix", operation).observe(time.perf_counter() - started)
+        self._counted(operation, answer.status_code, answer.headers)
+        return answer
+
+    def _counted(self, operation: str, status: int, headers: Mapping[str, str]) -> None:
+        OUTBOUND_CALLS.labels("planfix", operation, http_result(status)).inc()
+        remaining = headers.get("X-RateLimit-Remaining")
         if remaining is not None and remaining.strip().isdigit():
             PLANFIX_BUDGET.set(float(remaining))
-        return response
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -9,6 +9,7 @@ headers, body). ``SpecCheck`` validates them against Planfix's OpenAPI document 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ from openapi_core import OpenAPI
 from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
+from bridge_lib.aiohttp_transport import Answer, Exchanging
 from sandbox.planfix_spec import BASE_PATH, Operation, PlanfixSpec, load_spec
 
 
@@ -66,6 +68,31 @@ class RecordingTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             response.status_code, headers=headers, content=content, extensions=response.extensions
         )
+
+    async def exchange(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        timeouts: Mapping[str, float | None],
+    ) -> Answer:
+        """The client's JSON calls, sent without httpx's objects (``AiohttpTransport.exchange``)."""
+        assert isinstance(self._inner, Exchanging)
+        answer = await self._inner.exchange(method, url, headers=headers, body=body, timeouts=timeouts)
+        self.exchanges.append(
+            Exchange(
+                method=method,
+                url=httpx.URL(url),
+                request_headers=httpx.Headers(dict(headers)),
+                request_body=body or b"",
+                status=answer.status_code,
+                response_headers=httpx.Headers(list(answer.headers.items())),
+                response_body=answer.content,
+            )
+        )
+        return answer
 
     async def aclose(self) -> None:
         await self._inner.aclose()

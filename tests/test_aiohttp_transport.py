@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import zlib
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
@@ -82,13 +83,29 @@ def test_a_creation_that_reached_planfix_and_got_no_answer_is_not_repeated(
         server.close()
 
 
-def test_a_gzip_encoded_answer_is_read(loop: LoopThread) -> None:
-    body = gzip.compress(json.dumps({"result": "success", "id": 4242}).encode())
+ANSWER = json.dumps({"result": "success", "id": 4242}).encode()
 
+
+def _raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        ("gzip", gzip.compress(ANSWER)),
+        ("deflate", zlib.compress(ANSWER)),
+        ("deflate", _raw_deflate(ANSWER)),  # some servers send deflate without zlib's wrapper
+        ("identity", ANSWER),
+    ],
+    ids=["gzip", "deflate", "raw deflate", "identity"],
+)
+def test_an_encoded_answer_is_read(encoding: str, body: bytes, loop: LoopThread) -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readexactly(int(_header(server.requests[-1], b"content-length")))
         head = (
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+            f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: {encoding}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         )
         writer.write(head.encode() + body)
@@ -98,7 +115,9 @@ def test_a_gzip_encoded_answer_is_read(loop: LoopThread) -> None:
     server = BareServer(loop, answer)
     try:
         assert add_comment(loop, server.base_url) == 4242
-        assert b"authorization: bearer t" in server.requests[0].lower()
+        sent = server.requests[0].lower()
+        assert b"accept-encoding: gzip, deflate" in sent
+        assert b"authorization: bearer t" in sent
     finally:
         server.close()
 
