@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
@@ -47,26 +49,34 @@ class TelegramCallMetrics(BaseRequestMiddleware):
     """aiogram session middleware: counts every Bot API call by method and result."""
 
     async def __call__(self, make_request: NextRequestMiddlewareType[Any], bot: Any, method: Any) -> Any:
-        operation = str(getattr(type(method), "__api_method__", "call"))
-        started = time.perf_counter()
-        result = "ok"
-        try:
+        with counted_telegram_call(str(getattr(type(method), "__api_method__", "call"))):
             return await make_request(bot, method)
-        except TelegramRetryAfter:
-            result = "throttled"
-            raise
-        except TelegramNetworkError:
-            result = "network_error"
-            raise
-        except TelegramServerError:
-            result = "server_error"
-            raise
-        except TelegramAPIError:
-            result = "client_error"
-            raise
-        finally:
-            OUTBOUND_CALLS.labels("telegram", operation, result).inc()
-            OUTBOUND_SECONDS.labels("telegram", operation).observe(time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def counted_telegram_call(operation: str) -> Iterator[None]:
+    """Count one Bot API call by its result (aiogram's error types), and time it; also for a
+    call sent beside aiogram's session (``getUpdates`` in the gateway)."""
+    started = time.perf_counter()
+    result = "ok"
+    try:
+        yield
+    except TelegramRetryAfter:
+        result = "throttled"
+        raise
+    except TelegramNetworkError:
+        result = "network_error"
+        raise
+    except (TelegramServerError, ClientDecodeError):
+        # An answer that is not the API's JSON (a proxy's error page) is the other side's fault.
+        result = "server_error"
+        raise
+    except TelegramAPIError:
+        result = "client_error"
+        raise
+    finally:
+        OUTBOUND_CALLS.labels("telegram", operation, result).inc()
+        OUTBOUND_SECONDS.labels("telegram", operation).observe(time.perf_counter() - started)
 
 
 async def telegram_self_check(bot: Bot) -> bool:
