@@ -326,13 +326,13 @@ class InboundConsumer(BatchReader):
                 # created before the answer was lost) before doing it again.
                 attempts += 1
                 continue
-            # Every message of the step acknowledged side by side: one round trip's wait.
-            await asyncio.gather(
-                *(
-                    settle(raw, delivery_of(raw, DURABLE), event.tag, Ack(confirmed=True))
-                    for event, raw in zip(step.events, raws, strict=True)
-                )
-            )
+            # Only the step's last acknowledgement waits for JetStream's confirmation: a
+            # consumer takes one connection's acknowledgements in the order they were sent, so
+            # once the last is confirmed the step's floor has moved.
+            settled = list(zip(step.events, raws, strict=True))
+            for index, (event, raw) in enumerate(settled, start=1):
+                verdict = Ack(confirmed=index == len(settled))
+                await settle(raw, delivery_of(raw, DURABLE), event.tag, verdict)
             elapsed = time.perf_counter() - started
             now = time.time()
             for event in step.events:
