@@ -150,7 +150,7 @@ def run_scale(
             )
         )
     for entry in results.details.get("scale_binding", []):
-        if entry["groups_added"] >= 1000:
+        if entry["groups_added"] >= 1000 and entry["notices_seconds"] is not None:
             results.add(
                 Figure(
                     "3 scale",
