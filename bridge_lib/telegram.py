@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import time
+import urllib.parse
 from collections.abc import Iterator
-from typing import Any
+from http import HTTPStatus
+from typing import Any, TypeVar
 
+import aiohttp
+import msgspec
 import structlog
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
@@ -26,10 +30,14 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
+from aiogram.methods import TelegramMethod
+from aiogram.types import Message
 
 from bridge_lib.metrics import OUTBOUND_CALLS, OUTBOUND_SECONDS
 
 log = structlog.get_logger("telegram")
+
+T = TypeVar("T")
 
 TOKEN_REFUSED = "Telegram answered 401 Unauthorized: TELEGRAM_BOT_TOKEN is wrong or was revoked"
 TOKEN_HINT = "copy the bot's token again from @BotFather (/mybots -> the bot -> API Token)"
@@ -77,6 +85,82 @@ def counted_telegram_call(operation: str) -> Iterator[None]:
     finally:
         OUTBOUND_CALLS.labels("telegram", operation, result).inc()
         OUTBOUND_SECONDS.labels("telegram", operation).observe(time.perf_counter() - started)
+
+
+class _SentMessage(msgspec.Struct):
+    message_id: int
+
+
+class _SentAnswer(msgspec.Struct):
+    ok: bool
+    result: _SentMessage | None = None
+
+
+_SENT_ANSWER = msgspec.json.Decoder(_SentAnswer)
+_FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+async def sent_message_id(bot: Bot, method: TelegramMethod[Message]) -> int:
+    """Send a method without files that Telegram answers with the message it made (``sendMessage``)
+    and return that message's id. The form is aiogram's (its defaults and values, urlencoded as
+    its session does); a successful answer is read by msgspec for the id alone instead of
+    validated whole as aiogram's ``Message`` (that costs more than the rest of the send)."""
+    session = bot.session
+    if not isinstance(session, AiohttpSession):
+        return (await bot(method)).message_id
+    files: dict[str, Any] = {}
+    fields = {}
+    for key, value in method.model_dump(warnings=False).items():
+        prepared = session.prepare_value(value, bot=bot, files=files)
+        if prepared:
+            fields[key] = prepared
+    if files:
+        return (await bot(method)).message_id
+    # doseq as aiohttp's form: a str enum (the default ParseMode) is sent as its value.
+    with counted_telegram_call(method.__api_method__):
+        status, content = await post_beside_aiogram(
+            bot,
+            method,
+            body=urllib.parse.urlencode(fields, doseq=True).encode(),
+            headers=_FORM,
+            timeout_s=session.timeout,
+        )
+        if status == HTTPStatus.OK:
+            with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
+                answer = _SENT_ANSWER.decode(content)
+                if answer.ok and answer.result is not None:
+                    return answer.result.message_id
+        return checked_result(bot, method, status, content).message_id
+
+
+async def post_beside_aiogram(
+    bot: Bot, method: TelegramMethod[Any], *, body: bytes, headers: dict[str, str], timeout_s: float
+) -> tuple[int, bytes]:
+    """POST a Bot API method on aiogram's own aiohttp session without its request machinery;
+    the status and the body. A network failure is aiogram's ``TelegramNetworkError``."""
+    session = bot.session
+    assert isinstance(session, AiohttpSession)
+    url = session.api.api_url(token=bot.token, method=method.__api_method__)
+    http = await session.create_session()
+    try:
+        async with http.post(
+            url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as response:
+            return response.status, await response.read()
+    except TimeoutError as error:
+        raise TelegramNetworkError(method=method, message="Request timeout error") from error
+    except aiohttp.ClientError as error:
+        raise TelegramNetworkError(method=method, message=f"{type(error).__name__}: {error}") from error
+
+
+def checked_result(bot: Bot, method: TelegramMethod[T], status: int, content: bytes) -> T:
+    """An answer read as aiogram reads it: the result, or aiogram's error for it (also for a
+    success without a result)."""
+    text = content.decode("utf-8", "replace")
+    result = bot.session.check_response(bot=bot, method=method, status_code=status, content=text).result
+    if result is None:
+        raise ClientDecodeError("Failed to deserialize object", ValueError("no result"), text)
+    return result
 
 
 async def telegram_self_check(bot: Bot) -> bool:

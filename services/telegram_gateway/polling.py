@@ -16,7 +16,6 @@ from collections.abc import Awaitable
 from http import HTTPStatus
 from typing import Any, cast
 
-import aiohttp
 import msgspec
 import structlog
 from aiogram import Bot, Dispatcher
@@ -26,7 +25,6 @@ from aiogram.exceptions import (
     ClientDecodeError,
     TelegramAPIError,
     TelegramConflictError,
-    TelegramNetworkError,
     TelegramRetryAfter,
     TelegramUnauthorizedError,
 )
@@ -36,7 +34,7 @@ from aiogram.types.update import UpdateTypeLookupError
 from aiogram.utils.backoff import Backoff, BackoffConfig
 from pydantic import ValidationError
 
-from bridge_lib.telegram import counted_telegram_call
+from bridge_lib.telegram import checked_result, counted_telegram_call, post_beside_aiogram
 from services.telegram_gateway.plain_messages import plain_group_message, record_plain
 from services.telegram_gateway.record import Record
 from services.telegram_gateway.undecodable import UndecodableUpdates, update_id_of, what_failed
@@ -72,31 +70,17 @@ async def fetch_updates(bot: Bot, method: RawUpdates, *, request_timeout: int) -
     if not isinstance(session, AiohttpSession):
         answer: Any = await bot(method, request_timeout=request_timeout)
         return cast(list[dict[str, Any]], answer)
-    url = session.api.api_url(token=bot.token, method=method.__api_method__)
     body = msgspec.json.encode(method.model_dump(exclude_none=True))
     with counted_telegram_call(method.__api_method__):
-        http = await session.create_session()
-        try:
-            async with http.post(
-                url,
-                data=body,
-                headers=_JSON,
-                timeout=aiohttp.ClientTimeout(total=request_timeout),
-            ) as response:
-                status, content = response.status, await response.read()
-        except TimeoutError as error:
-            raise TelegramNetworkError(method=method, message="Request timeout error") from error
-        except aiohttp.ClientError as error:
-            raise TelegramNetworkError(method=method, message=f"{type(error).__name__}: {error}") from error
+        status, content = await post_beside_aiogram(
+            bot, method, body=body, headers=_JSON, timeout_s=request_timeout
+        )
         if status == HTTPStatus.OK:
             with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
                 answer_read = _UPDATES_ANSWER.decode(content)
                 if answer_read.ok:
                     return answer_read.result
-        checked = session.check_response(
-            bot=bot, method=method, status_code=status, content=content.decode("utf-8", "replace")
-        )
-        return cast(list[dict[str, Any]], checked.result)
+        return cast(list[dict[str, Any]], checked_result(bot, method, status, content))
 
 
 _JSON = {"Content-Type": "application/json"}

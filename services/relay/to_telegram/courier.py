@@ -23,6 +23,7 @@ import msgspec
 import structlog
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramRetryAfter
+from aiogram.methods import SendMessage
 from aiogram.types import (
     FSInputFile,
     InputMediaAudio,
@@ -40,6 +41,7 @@ from bridge_lib.i18n import Translator, translator
 from bridge_lib.kvstore import compare_and_set, read_entry
 from bridge_lib.lease import LeaseLost, Leases
 from bridge_lib.planfix import FileNotFound, FileTooLargeToDownload, PlanfixClient
+from bridge_lib.telegram import sent_message_id
 from contracts.events import PlanfixFile, TelegramMessageKind
 from services.relay.effects import SENT_COMMENTS
 from services.relay.to_telegram.items import OutboxItem
@@ -448,8 +450,8 @@ class Courier:
         reply_to = item.reply_to_message_id if reply else None
         thread_id = item.thread_id
 
-        def send(body: str, parse_mode: Any, thread: int | None) -> Callable[[], Awaitable[Message]]:
-            return lambda: self.bot.send_message(
+        def send(body: str, parse_mode: Any, thread: int | None) -> Callable[[], Awaitable[int]]:
+            method = SendMessage(
                 chat_id=item.chat_id,
                 text=body,
                 parse_mode=parse_mode,
@@ -458,19 +460,18 @@ class Courier:
                 if reply_to
                 else None,
             )
+            return lambda: sent_message_id(self.bot, method)
 
         try:
-            message = await self.call(item.chat_id, 1, send(text, "HTML", thread_id))
+            return await self.call(item.chat_id, 1, send(text, "HTML", thread_id))
         except TelegramBadRequest as error:
             if said(error, "can't parse entities"):
                 log.warning("html_refused_sent_as_plain_text", error=error.message)
-                message = await self.call(item.chat_id, 1, send(plain_text(text), None, thread_id))
-            elif said(error, "thread not found") and thread_id is not None:
+                return await self.call(item.chat_id, 1, send(plain_text(text), None, thread_id))
+            if said(error, "thread not found") and thread_id is not None:
                 log.warning("forum_topic_gone_sent_to_general", thread_id=thread_id)
-                message = await self.call(item.chat_id, 1, send(text, "HTML", None))
-            else:
-                raise
-        return message.message_id
+                return await self.call(item.chat_id, 1, send(text, "HTML", None))
+            raise
 
     async def _send_media(self, item: OutboxItem, caption: str, media: list[MediaFile]) -> list[int]:
         async with anyio.TemporaryDirectory(
