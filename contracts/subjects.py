@@ -492,7 +492,9 @@ def _consumer(
 
 FETCHER_COMMENT_WEBHOOKS = _consumer(
     "planfix_gateway-comment-fetcher", P, ALL_PLANFIX_COMMENT_WEBHOOKS, FETCHER,
-    "fetches each comment a webhook named and stores it with its content",
+    "fetches the comments webhooks named and stores them with their content, in batches "
+    "(one read-back per task; one active replica)",
+    in_flight=100, batched=True,
 )  # fmt: skip
 BINDER_BIND_REQUESTS = _consumer(
     "binder-bind-requests", T, ALL_BIND_REQUESTS, BINDER,
