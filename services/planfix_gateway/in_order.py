@@ -6,7 +6,8 @@ comments are listed (one request, like the ``GET /comment`` it replaces) and eve
 the last one stored for the task is stored, oldest first. A notice of a comment at or below that
 one adds nothing and costs no request. Two carriers at once (replicas, reconciliation) are safe:
 each stores in ascending order and a comment's ``Nats-Msg-Id`` is its own (``planfix_comment_key``),
-so the second store of a comment is dropped by the stream.
+so the second store of a comment is dropped by the stream. A batch of notices (``carry_task``)
+reads each task once for all of its announced comments.
 
 Assumed: the notice names the comment's own task (the README's template). A notice naming
 another task falls back to fetching the comment alone, unless that task has a newer comment
@@ -116,8 +117,10 @@ class Carry:
 
 @dataclass(frozen=True)
 class CarryPlan:
-    stores: tuple[Carry, ...]  # ascending comment id
-    alone: tuple[PlanfixCommentWebhookReceived, ...]  # not in the list: fetched alone
+    """A task's read-back, decided: what to store (ascending comment id), what to fetch alone."""
+
+    stores: tuple[Carry, ...]
+    alone: tuple[PlanfixCommentWebhookReceived, ...]
 
 
 def carry_plan(listed: list[PlanfixComment] | None, reading: Reading, *, relay_hidden: bool) -> CarryPlan:
