@@ -7,8 +7,10 @@ for task→group, alone and quickly, for working on that path (before/after in o
 from __future__ import annotations
 
 import argparse
+import re
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -19,8 +21,15 @@ from bench.latency import offered
 from bench.profile import Sampler
 from bench.stack import STORE_OPERATIONS_METRIC, BenchStack
 from bench.traffic import Receipts, TaskComments
+from sandbox.fake_planfix import RecordedCall
 
 PROFILED = ("relay", "planfix_gateway")
+COMMENT_PATH = re.compile(r"/comment/\d+$")
+
+
+def comment_reads(calls: Sequence[RecordedCall]) -> int:
+    """The gateway's requests for comments (task lists, single comments) among ``calls``."""
+    return sum(1 for call in calls if call.path.endswith("/comments/list") or COMMENT_PATH.search(call.path))
 
 
 def main() -> None:
@@ -50,12 +59,15 @@ def main() -> None:
                     for label in args.profiled.split(",")
                 ]
                 time.sleep(0.3)
+            calls_before = len(stack.planfix.calls)
             result = burst(stack, receipts, comments, count=args.messages, timeout_s=300)
+            reads = comment_reads(stack.planfix.calls[calls_before:])
             cpu = ", ".join(f"{k} {v:.2f}" for k, v in sorted(result.cpu_ms_per_message.items()))
             ops = ", ".join(f"{k} {v:.2f}" for k, v in sorted(result.store_ops_per_message.items()))
             print(
                 f"round {round_}: {result.delivered}/{args.messages} in {result.seconds:.2f} s "
-                f"= {result.msg_per_s:.0f} msg/s; CPU ms/msg: {cpu}; store ops/msg: {ops}",
+                f"= {result.msg_per_s:.0f} msg/s; CPU ms/msg: {cpu}; store ops/msg: {ops}; "
+                f"Planfix comment reads/msg: {reads / max(result.delivered, 1):.3f}",
                 flush=True,
             )
             for sampler in samplers:

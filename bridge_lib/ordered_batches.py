@@ -360,7 +360,7 @@ class OrderedBatches(BatchReader, Generic[E]):
                 try:
                     await self._handlers.one(event, delivery)
                 except Exception as error:
-                    tried = dataclasses.replace(delivery, num_delivered=delivery.num_delivered + attempt)
+                    tried = msgspec.structs.replace(delivery, num_delivered=delivery.num_delivered + attempt)
                     verdict = verdict_on_failure(error, event, tried)
                 else:
                     _observe(delivery, event, time.perf_counter() - started)

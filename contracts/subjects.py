@@ -34,6 +34,9 @@ Order and scale (the choice, and why not N subject partitions):
   ``relay_inbound``); the calls are bounded by Planfix's limit per *account*, which no number of
   parallel partitions could raise, and a batch's messages for one task become one comment. When
   the holder dies with messages in flight the next holder rewinds to the acknowledgement floor.
+* Planfix webhook notices: one batch consumer held by one gateway replica at a time (lease
+  ``planfix_comment_fetcher``); a batch's new comments cost one read-back per task, and the
+  account's request limit leaves nothing for parallel readers to gain.
 * Planfix -> Telegram, where the limits are per *group*: comments go to a per-group outbox; each
   group is drained in order by the one replica holding its lease (``owner.<chat_id>``), and
   different groups are drained in parallel by whichever replicas hold them. This is the
@@ -492,7 +495,9 @@ def _consumer(
 
 FETCHER_COMMENT_WEBHOOKS = _consumer(
     "planfix_gateway-comment-fetcher", P, ALL_PLANFIX_COMMENT_WEBHOOKS, FETCHER,
-    "fetches each comment a webhook named and stores it with its content",
+    "fetches the comments webhooks named and stores them with their content, in batches "
+    "(one read-back per task; one active replica)",
+    in_flight=100, batched=True,
 )  # fmt: skip
 BINDER_BIND_REQUESTS = _consumer(
     "binder-bind-requests", T, ALL_BIND_REQUESTS, BINDER,

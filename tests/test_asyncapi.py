@@ -33,7 +33,7 @@ def test_every_consumer_channel_has_a_typed_payload_and_names_its_durable_consum
     order_aside = [
         c["description"] for c in receiving if "batches of up to 100, order aside" in c["description"]
     ]
-    assert (len(in_order), len(order_aside)) == (2, 1)
+    assert (len(in_order), len(order_aside)) == (3, 1)
     for message in document["components"]["messages"].values():
         payload = message["payload"]
         refs = payload.get("oneOf", [payload])

@@ -331,3 +331,37 @@ def test_a_consumer_an_earlier_version_made_one_message_at_a_time_is_given_the_b
 
     assert recorder.carried == list(range(1, 31))
     assert info.config.max_ack_pending == 100
+
+
+class HeldMessage:
+    """A delivered message as ``_carry_one`` settles it, without NATS."""
+
+    def __init__(self) -> None:
+        self.settled: list[str] = []
+
+    async def in_progress(self) -> None:
+        self.settled.append("in_progress")
+
+    async def ack(self) -> None:
+        self.settled.append("ack")
+
+
+def test_a_failing_event_is_retried_in_place_not_by_restarting_the_reader() -> None:
+    recorder = Recorder(fail_times={3: 2})
+    spec = ConsumerSpec(
+        durable="test-in-place", stream="S", filter_subject="s.>", service="test", description=""
+    )
+    reader = OrderedBatches(
+        None, spec, PlanfixCommentAdded, Handlers(recorder.batch, recorder.one), lease=None
+    )
+    raw = HeldMessage()
+    eventbus.set_retry_max_delay(0.05)
+    try:
+        asyncio.run(
+            reader._carry_one(comment(3), raw, Delivery(stream_seq=3, num_delivered=1, consumer=spec.durable))
+        )
+    finally:
+        eventbus.set_retry_max_delay(30.0)
+
+    assert recorder.tries[3] == 3
+    assert raw.settled == ["in_progress", "in_progress", "ack"]

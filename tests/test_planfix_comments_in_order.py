@@ -11,23 +11,37 @@ import pytest
 
 from bridge_lib.planfix import PlanfixClient
 from contracts.events import (
+    PlanfixCommentAction,
     PlanfixCommentAdded,
+    PlanfixCommentChange,
+    PlanfixCommentUpdated,
     PlanfixCommentWebhookReceived,
     planfix_comment_key,
     planfix_webhook_key,
     root_envelope,
 )
-from services.planfix_gateway.fetcher import CommentFetcher
-from services.planfix_gateway.in_order import FIRST_PAGE, InOrderCarrier, comments_to_carry
+from services.planfix_gateway.fetcher import CommentFetcher, plan_batch
+from services.planfix_gateway.in_order import (
+    FIRST_PAGE,
+    InOrderCarrier,
+    carry_plan,
+    comments_to_carry,
+    reading_of,
+)
+from tests.support import named_cases
 from tests.test_planfix_reread import SOURCE_ID, RecordingPublisher, StandInPlanfix, comment
 
 TASK = 4821
 
 
-def notice(comment_id: int, task: int = TASK) -> PlanfixCommentWebhookReceived:
-    key = planfix_webhook_key(comment_id)
+def notice(
+    comment_id: int, task: int = TASK, action: PlanfixCommentAction = PlanfixCommentAction.ADDED
+) -> PlanfixCommentWebhookReceived:
+    key = (
+        planfix_webhook_key(comment_id) if action is PlanfixCommentAction.ADDED else f"{action}:{comment_id}"
+    )
     return PlanfixCommentWebhookReceived(
-        **root_envelope(key, caused_by=key), task_number=task, comment_id=comment_id
+        **root_envelope(key, caused_by=key), task_number=task, comment_id=comment_id, action=action
     )
 
 
@@ -37,8 +51,10 @@ class Kept:
     def __init__(self, publisher: RecordingPublisher, last: dict[int, int] | None = None) -> None:
         self._publisher = publisher
         self._before = dict(last or {})
+        self.reads: list[int] = []
 
     async def last_stored(self, task: int) -> int | None:
+        self.reads.append(task)
         stored = [
             event.comment_id
             for _, event in self._publisher.stored.values()
@@ -168,3 +184,186 @@ async def test_a_comment_the_task_list_does_not_show_is_fetched_alone() -> None:
 
     assert stored_ids(publisher) == [101]
     assert planfix.requests == [f"list {TASK}", "get 101"]
+
+
+# --- a batch of notices ---------------------------------------------------------------------
+
+A, B = 4821, 4822
+ADDED, UPDATED, DELETED = (
+    PlanfixCommentAction.ADDED,
+    PlanfixCommentAction.UPDATED,
+    PlanfixCommentAction.DELETED,
+)
+
+# (name, the batch as (comment, task, action), added ids per task, the others' ids in order)
+PLAN_CASES = [
+    ("one task", [(1, A, ADDED), (2, A, ADDED)], {A: [1, 2]}, []),
+    (
+        "tasks in the order they first appear",
+        [(5, B, ADDED), (1, A, ADDED), (6, B, ADDED)],
+        {B: [5, 6], A: [1]},
+        [],
+    ),
+    (
+        "edits and deletions after the added ones, in stream order",
+        [(3, A, UPDATED), (1, A, ADDED), (2, B, DELETED), (4, A, ADDED)],
+        {A: [1, 4]},
+        [3, 2],
+    ),
+    (
+        "an edit of a comment added in the batch follows its add",
+        [(7, A, ADDED), (7, A, UPDATED)],
+        {A: [7]},
+        [7],
+    ),
+    ("only edits", [(3, A, UPDATED), (2, A, DELETED)], {}, [3, 2]),
+]
+
+
+@named_cases(("batch", "added", "others"), PLAN_CASES)
+def test_a_batch_is_grouped_by_task_with_edits_and_deletions_after(
+    batch: list[tuple[int, int, PlanfixCommentAction]], added: dict[int, list[int]], others: list[int]
+) -> None:
+    plan = plan_batch([notice(c, task, action) for c, task, action in batch], in_order=True)
+
+    assert {task: [n.comment_id for n in ns] for task, ns in plan.added_by_task.items()} == added
+    assert list(plan.added_by_task) == list(added)  # the order of tasks, too
+    assert [n.comment_id for n in plan.one_by_one] == others
+
+
+def test_without_a_carrier_every_notice_is_taken_alone_in_stream_order() -> None:
+    batch = [notice(2, B), notice(1, A), notice(2, B, UPDATED)]
+
+    plan = plan_batch(batch, in_order=False)
+
+    assert plan.added_by_task == {}
+    assert plan.one_by_one == tuple(batch)
+
+
+# (name, announced ids, last stored, floor or None: nothing to read)
+READING_CASES = [
+    ("down to the last stored", [12, 11, 14], 10, 10),
+    ("nothing kept: from the lowest announced", [14, 12, 13], None, 11),
+    ("late ones below the last stored add nothing", [8, 12, 9], 10, 10),
+    ("all late: nothing to read", [8, 9, 10], 10, None),
+]
+
+
+@named_cases(("announced", "last", "floor"), READING_CASES)
+def test_a_tasks_notices_call_for_one_reading_down_to_its_floor(
+    announced: list[int], last: int | None, floor: int | None
+) -> None:
+    reading = reading_of([notice(c) for c in announced], last)
+
+    assert (reading.floor if reading else None) == floor
+    if reading is not None:
+        assert list(reading.announced) == sorted(c for c in set(announced) if last is None or c > last)
+
+
+# (name, listed ids (None: unreadable), announced, last, stored as (id, notice's id, named), alone)
+CARRY_CASES = [
+    (
+        "missed ones before an announced one are found on the way to it",
+        [15, 14, 13, 12, 11],
+        [12, 14],
+        10,
+        [(11, 12, False), (12, 12, True), (13, 14, False), (14, 14, True), (15, 14, False)],
+        [],
+    ),
+    (
+        "nothing kept: from the lowest announced on",
+        [15, 14, 13],
+        [14, 15],
+        None,
+        [(14, 14, True), (15, 15, True)],
+        [],
+    ),
+    ("an unreadable list: each fetched alone", None, [12, 14], 10, [], [12, 14]),
+    ("a list showing none: another task's, fetched alone", [20, 19], [12], 10, [], [12]),
+    (
+        "one not shown is fetched alone, the rest stored",
+        [14, 13],
+        [12, 14],
+        None,
+        [(14, 14, True)],
+        [12],
+    ),
+]
+
+
+@named_cases(("listed", "announced", "last", "stored", "alone"), CARRY_CASES)
+def test_a_tasks_reading_stores_every_comment_above_the_floor_oldest_first(
+    listed: list[int] | None,
+    announced: list[int],
+    last: int | None,
+    stored: list[tuple[int, int, bool]],
+    alone: list[int],
+) -> None:
+    reading = reading_of([notice(c) for c in announced], last)
+    assert reading is not None
+
+    plan = carry_plan(None if listed is None else [comment(c) for c in listed], reading, relay_hidden=False)
+
+    assert [(c.comment.id, c.notice.comment_id, c.named) for c in plan.stores] == stored
+    assert [n.comment_id for n in plan.alone] == alone
+
+
+async def test_a_batch_of_notices_for_one_task_costs_one_list_and_one_read_of_the_last_stored() -> None:
+    planfix = StandInPlanfix([comment(i) for i in range(100, 121)])
+    publisher = RecordingPublisher()
+    kept = Kept(publisher, {TASK: 100})
+    fetcher = fetcher_over(planfix, publisher, kept)
+    announced = [notice(i) for i in (103, 101, 102, *range(104, 121))]  # one resent late
+
+    await fetcher.handle_all(announced)
+
+    assert stored_ids(publisher) == list(range(101, 121))
+    assert planfix.requests == [f"list {TASK}", f"list {TASK} from {FIRST_PAGE}"]  # 20 new: two pages
+    assert kept.reads == [TASK]
+    for n in announced:  # each announced comment goes on with its notice's story
+        stored = publisher.stored[planfix_comment_key(n.comment_id)][1]
+        assert (stored.correlation_id, stored.causation_id) == (n.correlation_id, n.event_id)
+
+
+async def test_a_batch_over_two_tasks_reads_each_once_and_keeps_each_tasks_order() -> None:
+    planfix = StandInPlanfix(
+        [comment(i, task=A) for i in range(10, 15)] + [comment(i, task=B) for i in range(50, 53)]
+    )
+    publisher = RecordingPublisher()
+    kept = Kept(publisher, {A: 10, B: 49})
+    fetcher = fetcher_over(planfix, publisher, kept)
+
+    await fetcher.handle_all([notice(12, A), notice(51, B), notice(14, A), notice(50, B), notice(52, B)])
+
+    assert planfix.requests == [f"list {A}", f"list {B}"]
+    assert kept.reads == [A, B]
+    assert stored_ids(publisher) == [11, 12, 13, 14, 50, 51, 52]
+
+
+async def test_in_a_batch_an_edit_follows_the_add_of_its_comment_and_a_late_notice_asks_nothing() -> None:
+    planfix = StandInPlanfix([comment(i) for i in range(100, 103)])
+    publisher = RecordingPublisher()
+    fetcher = fetcher_over(planfix, publisher, Kept(publisher, {TASK: 100}))
+
+    await fetcher.handle_all(
+        [notice(102, action=UPDATED), notice(99), notice(102), notice(101, action=DELETED)]
+    )
+
+    events = [cast(PlanfixCommentChange, event) for _, event in publisher.stored.values()]
+    assert [(type(e), e.comment_id) for e in events] == [
+        (PlanfixCommentAdded, 101),
+        (PlanfixCommentAdded, 102),
+        (PlanfixCommentUpdated, 102),
+    ]  # 101 is still there: its deletion notice is dropped
+    assert planfix.requests == [f"list {TASK}", "get 102", "get 101"]
+
+
+async def test_in_a_batch_a_comment_the_task_list_does_not_show_is_fetched_alone() -> None:
+    planfix = StandInPlanfix([comment(100), comment(101), comment(300, task=A + 7)])
+    publisher = RecordingPublisher()
+    fetcher = fetcher_over(planfix, publisher, Kept(publisher, {TASK: 99}))
+
+    await fetcher.handle_all([notice(101), notice(300)])  # 300 is another task's
+
+    assert stored_ids(publisher) == [100, 101, 300]
+    assert planfix.requests == [f"list {TASK}", "get 300"]

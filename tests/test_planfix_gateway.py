@@ -171,6 +171,31 @@ def test_employee_comment_becomes_webhook_and_comment_events(
     assert delivery.status == 200
 
 
+def test_a_burst_of_comments_in_a_few_tasks_is_stored_once_each_in_order_per_task(
+    loop: LoopThread, nats_url: str, fake_planfix: FakePlanfix, gateway: Gateway, scenario_to: None
+) -> None:
+    tasks = [fake_planfix.add_task(f"Gateway burst {n}") for n in range(4)]
+    written: dict[int, list[int]] = {task: [] for task in tasks}
+    for n in range(10):  # the tasks' comments interleaved, as several people write at once
+        for task in tasks:
+            written[task].append(fake_planfix.add_employee_comment(task, f"<p>burst {n}</p>"))
+
+    def all_stored() -> dict[int, list[int]]:
+        events = loop.run(read_stream_events(nats_url, "planfix.comment.added.>"))
+        stored: dict[int, list[int]] = {task: [] for task in tasks}
+        for _, event in events:
+            if isinstance(event, PlanfixCommentAdded) and event.task_number in stored:
+                stored[event.task_number].append(event.comment_id)
+        return stored if sum(map(len, stored.values())) >= 40 else {}
+
+    stored = eventually(all_stored, timeout_s=60, what="every comment of the burst")
+    eventually(lambda: fake_planfix.webhooks_waiting() == 0, what="every notice answered")
+    stays(lambda: all_stored() == stored, for_s=1.0, what="nothing stored twice")
+
+    assert stored == written  # once each, in Planfix's order per task
+    assert "batch_consumer_started" in gateway.service.log_text()
+
+
 def test_same_webhook_twice_is_stored_once(
     loop: LoopThread, nats_url: str, fake_planfix: FakePlanfix, gateway: Gateway, scenario_to: None
 ) -> None:

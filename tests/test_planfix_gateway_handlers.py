@@ -1,6 +1,6 @@
-"""The Planfix gateway's fetcher in memory: a stored webhook notice delivered through FastStream's
-``TestNatsBroker`` to the subscriber the gateway builds, Planfix answered by a stub, the events
-kept by a recording publisher. No NATS, no HTTP; milliseconds.
+"""The Planfix gateway's fetcher in memory: a stored webhook notice handed to the handler the
+gateway's reader falls back to for one notice (``CommentFetcher.handle``), Planfix answered by a
+stub, the events kept by a recording publisher. No NATS, no HTTP; milliseconds.
 
 tests/test_planfix_gateway.py runs the same path through a real process, NATS and the fake Planfix.
 """
@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import cast
 
-import msgspec
 import pytest
-from faststream.nats import NatsBroker, TestNatsBroker
 
-from bridge_lib.eventbus import EventPublisher
+from bridge_lib.eventbus import Delivery, EventPublisher, TransientFailure
 from bridge_lib.planfix import CommentNotFound, PlanfixClient, PlanfixComment, PlanfixUnavailable
 from contracts import subjects
 from contracts.events import (
@@ -30,8 +28,7 @@ from contracts.events import (
     planfix_webhook_key,
     root_envelope,
 )
-from contracts.subjects import PLANFIX_STREAM
-from services.planfix_gateway.fetcher import DURABLE, CommentFetcher, build_router
+from services.planfix_gateway.fetcher import DURABLE, CommentFetcher
 from tests.in_memory import RecordingPublisher
 
 TASK, COMMENT = 4821, 90017
@@ -73,9 +70,8 @@ def notice(action: PlanfixCommentAction = PlanfixCommentAction.ADDED) -> Planfix
     )
 
 
-def js_reply(delivered: int = 1) -> str:
-    """The reply subject JetStream gives a delivered message: where ``consume`` reads its position."""
-    return f"$JS.ACK.{PLANFIX_STREAM.name}.{DURABLE}.{delivered}.7.7.1700000000000000000.0"
+def delivery() -> Delivery:
+    return Delivery(consumer=DURABLE, stream_seq=7, num_delivered=1)
 
 
 async def deliver(planfix: StubPlanfix, stored: PlanfixCommentWebhookReceived) -> RecordingPublisher:
@@ -83,15 +79,7 @@ async def deliver(planfix: StubPlanfix, stored: PlanfixCommentWebhookReceived) -
     fetcher = CommentFetcher(
         planfix=cast(PlanfixClient, planfix), publisher=cast(EventPublisher, publisher), source_id=SOURCE_ID
     )
-    broker = NatsBroker(apply_types=False)  # as the service's broker (bridge_lib.eventbus.make_broker)
-    broker.include_router(build_router(fetcher.handle))
-    async with TestNatsBroker(broker) as test_broker:
-        await test_broker.publish(
-            msgspec.json.encode(stored),
-            subject=subjects.planfix_comment_webhook(TASK),
-            stream=PLANFIX_STREAM.name,
-            reply_to=js_reply(),
-        )
+    await fetcher.handle(stored, delivery())
     return publisher
 
 
@@ -167,8 +155,7 @@ async def test_a_delete_notice_counts_only_once_planfix_confirms_it() -> None:
 async def test_planfix_away_leaves_the_notice_for_a_later_delivery() -> None:
     planfix = StubPlanfix(comment(), unavailable=True)
 
-    publisher = await deliver(planfix, notice())
+    with pytest.raises(TransientFailure):  # the reader tries it again later
+        await deliver(planfix, notice())
 
-    # consume() answered with a delayed nak (TestNatsBroker's message takes it silently).
-    assert publisher.published == []
     assert planfix.asked == [(COMMENT, SOURCE_ID)]

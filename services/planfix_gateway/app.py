@@ -2,8 +2,9 @@
 
 Start-up order: NATS (waits for it if it is down), streams, a Planfix self-check (a bad token
 stops the service with exit 2; an unreachable Planfix only warns, the fetcher retries), the
-fetcher, then the HTTP listener. SIGTERM/SIGINT stop the listener first (no new notices),
-then drain NATS, and the process exits 0.
+fetchers, then the HTTP listener. SIGTERM/SIGINT stop the listener first (no new notices), then
+the comment fetcher (its batch in hand let finish for a moment), then drain NATS, and the
+process exits 0.
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ from bridge_lib.eventbus import EventPublisher, ensure_streams, start_subscriber
 from bridge_lib.jetstream_ready import JetStreamNotReady
 from bridge_lib.kvstore import bucket_when_ready
 from bridge_lib.lease import Lease
+from bridge_lib.ordered_batches import OrderedBatches
 from bridge_lib.planfix import PlanfixClient
 from bridge_lib.planfix_setup import checked_planfix_client
 from bridge_lib.runtime import broker_and_health, log_startup_failed
+from contracts.events import PlanfixCommentWebhookReceived
 from contracts.subjects import FETCHER_COMMENT_WEBHOOKS, LEASES_BUCKET, PLANFIX_COMMENT_MARKS_BUCKET
 from services.planfix_gateway.config import PlanfixGatewaySettings
 from services.planfix_gateway.fetcher import CONSUMER as FETCHER_CONSUMER
-from services.planfix_gateway.fetcher import CommentFetcher, build_router
+from services.planfix_gateway.fetcher import CommentFetcher, reader
 from services.planfix_gateway.in_order import InOrderCarrier, last_stored_in
 from services.planfix_gateway.reconcile import BucketMarks
 from services.planfix_gateway.reread import (
@@ -64,6 +67,11 @@ WEBHOOK_PUBLISH_ATTEMPT_S = 1.5
 # Below the fetcher's ack_wait (60 s), so a stuck publish is retried before NATS redelivers.
 FETCHER_PUBLISH_GIVE_UP_S = 30.0
 STOP_TIMEOUT_S = 10.0
+# One replica reads the stored notices at a time (``fetcher.reader``).
+FETCHER_LEASE_KEY = "planfix_comment_fetcher"
+# What the batch in hand gets to finish at a stop; what is not stored by then is redone by the
+# next holder (every store is idempotent).
+FETCHER_STOP_GRACE_S = 5.0
 
 
 async def run(settings: PlanfixGatewaySettings) -> int:
@@ -102,15 +110,18 @@ async def run(settings: PlanfixGatewaySettings) -> int:
 
 @dataclass(frozen=True)
 class Gateway:
-    """The webhook receiver and the fetchers' subscribers, built together; the task fetcher
-    also serves the reconciliation pass (``reread``)."""
+    """The webhook receiver, the comment fetcher's reader and the task fetcher's subscribers,
+    built together; the task fetcher also serves the reconciliation pass (``reread``)."""
 
     receiver: WebhookReceiver
+    comments: OrderedBatches[PlanfixCommentWebhookReceived]
     router: NatsRouter
     tasks: TaskFetcher
 
 
-def build(settings: PlanfixGatewaySettings, broker: NatsBroker, planfix: PlanfixClient) -> Gateway:
+def build(
+    settings: PlanfixGatewaySettings, broker: NatsBroker, planfix: PlanfixClient, *, lease: Lease
+) -> Gateway:
     receiver = WebhookReceiver(
         secret=settings.planfix_webhook_secret.get_secret_value(),
         max_body=settings.planfix_webhook_max_body,
@@ -134,15 +145,18 @@ def build(settings: PlanfixGatewaySettings, broker: NatsBroker, planfix: Planfix
         before_fetch=receiver.no_burst_pending,
         in_order=in_order_carrier(settings, broker, planfix, publisher, receiver),
     )
-    router = build_router(fetcher.handle)
     tasks = TaskFetcher(
         planfix=planfix,
         publisher=EventPublisher(broker, give_up_after_s=FETCHER_PUBLISH_GIVE_UP_S),
         jetstream=lambda: broker.connection.jetstream(),
         before_fetch=receiver.no_burst_pending,
     )
-    router.include_router(build_task_router(tasks))
-    return Gateway(receiver=receiver, router=router, tasks=tasks)
+    return Gateway(
+        receiver=receiver,
+        comments=reader(broker.connection.jetstream(), fetcher, lease),
+        router=build_task_router(tasks),
+        tasks=tasks,
+    )
 
 
 def in_order_carrier(
@@ -167,7 +181,8 @@ def in_order_carrier(
 
 async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitStack) -> int | None:
     """Start everything, registering each teardown on ``stack``; an exit code if start-up failed."""
-    # The fetcher's consumer is named before its subscriber exists: not ready until it is bound.
+    # The comment fetcher's consumer is read by its own loop, the task fetcher's are named before
+    # their subscribers exist: not ready until each is made.
     broker, health = await broker_and_health(
         SERVICE, settings, extra_consumers=[FETCHER_CONSUMER, *TASK_CONSUMERS]
     )
@@ -183,10 +198,15 @@ async def _start(settings: PlanfixGatewaySettings, stack: contextlib.AsyncExitSt
         return EXIT_CONFIG
     stack.push_async_callback(planfix.aclose)
 
-    gateway = build(settings, broker, planfix)
+    js = broker.connection.jetstream()
+    lease_bucket = await bucket_when_ready(js, LEASES_BUCKET, settings)
+    gateway = build(settings, broker, planfix, lease=Lease(lease_bucket, FETCHER_LEASE_KEY, owner=_owner()))
     receiver = gateway.receiver
     broker.include_router(gateway.router)
     await start_subscribers(broker, timeout_s=settings.nats_startup_timeout_s)
+    # Stopped after the listener (no new notices) and before the Planfix client and NATS close.
+    comments = asyncio.create_task(gateway.comments.run(), name="comment-fetcher")
+    stack.push_async_callback(partial(gateway.comments.stop, grace_s=FETCHER_STOP_GRACE_S), comments)
 
     runner = web.AppRunner(receiver.app(), access_log=None)  # the access log would show the secret path
     await runner.setup()
@@ -287,10 +307,14 @@ async def _reread(
             reconcile=settings.planfix_reconcile,
             quiet_interval_min=settings.planfix_reconcile_quiet_interval_min,
         )
-        owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        await rereader.run(Lease(lease_bucket, LEASE_KEY, owner=owner, ttl_s=LEASE_TTL_S))
+        await rereader.run(Lease(lease_bucket, LEASE_KEY, owner=_owner(), ttl_s=LEASE_TTL_S))
     finally:
         await feed.stop()
+
+
+def _owner() -> str:
+    """This replica, as a lease holder."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 async def fetcher_drained(js: Any) -> bool:

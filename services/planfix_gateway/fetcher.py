@@ -1,7 +1,9 @@
 """The JetStream side: for each stored webhook notice, fetch the comment and publish what happened.
 
 Fetching here and not in the HTTP handler keeps the webhook answer fast and lets an outage of
-the Planfix API wait in the stream: the notice is redelivered until the fetch works.
+the Planfix API wait in the stream: the notice is redelivered until the fetch works. The notices
+are read in ordered batches (``bridge_lib.ordered_batches``, one replica at a time): a burst of
+comments costs one read-back per task, not one per comment.
 
 * ``comment.added`` -> ``PlanfixCommentAdded`` (text, author, files), once per comment, each
   task's in the order Planfix numbered them (``in_order``: a late notice adds nothing).
@@ -17,20 +19,16 @@ arrive only where an operator can send them; otherwise ``reread`` notices edits 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
-from faststream.nats import NatsRouter
 
-from bridge_lib.eventbus import (
-    Delivery,
-    EventPublisher,
-    PermanentFailure,
-    TransientFailure,
-    consume_durably,
-)
+from bridge_lib.eventbus import Delivery, EventPublisher, PermanentFailure, TransientFailure
 from bridge_lib.health import consumer_ref
+from bridge_lib.lease import Lease
+from bridge_lib.ordered_batches import Handlers, OrderedBatches
 from bridge_lib.planfix import (
     CommentNotFound,
     PlanfixAuthError,
@@ -78,13 +76,33 @@ class CommentFetcher:
     in_order: InOrderCarrier | None = None
 
     async def handle(self, notice: PlanfixCommentWebhookReceived, delivery: Delivery) -> None:
-        structlog.contextvars.bind_contextvars(action=notice.action)
-        if (
-            notice.action is PlanfixCommentAction.ADDED
-            and self.in_order is not None
-            and await self.in_order.carry_announced(notice)
-        ):
-            return
+        """One notice (alone in its batch, or its batch failed)."""
+        await self._one(notice)
+
+    async def _one(self, notice: PlanfixCommentWebhookReceived) -> None:
+        with structlog.contextvars.bound_contextvars(action=notice.action):
+            if (
+                notice.action is PlanfixCommentAction.ADDED
+                and self.in_order is not None
+                and await self.in_order.carry_announced(notice)
+            ):
+                return
+            await self._fetch_alone(notice)
+
+    async def handle_all(self, notices: Sequence[PlanfixCommentWebhookReceived]) -> None:
+        """A batch of notices, in stream order: each task's added comments for one read of its
+        last stored comment and one read-back (``InOrderCarrier.carry_task``), then the others."""
+        carrier = self.in_order
+        plan = plan_batch(notices, in_order=carrier is not None)
+        for task, announced in plan.added_by_task.items():
+            assert carrier is not None
+            for notice in await carrier.carry_task(task, announced):
+                with structlog.contextvars.bound_contextvars(action=notice.action):
+                    await self._fetch_alone(notice)
+        for notice in plan.one_by_one:
+            await self._one(notice)
+
+    async def _fetch_alone(self, notice: PlanfixCommentWebhookReceived) -> None:
         await self.before_fetch()
         comment = await self._fetch(notice.comment_id)
         if notice.action is PlanfixCommentAction.DELETED:
@@ -172,11 +190,42 @@ def comment_added(
     return comment_added_as(envelope, comment, task_number=task_number, our_source_id=our_source_id)
 
 
-NoticeHandler = Callable[[PlanfixCommentWebhookReceived, Delivery], Awaitable[None]]
+@dataclass(frozen=True)
+class BatchPlan:
+    """What a batch of notices becomes: each task's ``comment.added`` notices carried together,
+    tasks in the order they first appear; then the ``one_by_one``, in stream order."""
+
+    added_by_task: dict[int, tuple[PlanfixCommentWebhookReceived, ...]]
+    one_by_one: tuple[PlanfixCommentWebhookReceived, ...]
 
 
-def build_router(handle: NoticeHandler) -> NatsRouter:
-    """The subscriber to stored webhook notices, handing each to ``handle`` (``CommentFetcher.handle``)."""
-    router = NatsRouter()
-    consume_durably(router, FETCHER_COMMENT_WEBHOOKS, PlanfixCommentWebhookReceived, handle)
-    return router
+def plan_batch(notices: Sequence[PlanfixCommentWebhookReceived], *, in_order: bool) -> BatchPlan:
+    """Group a batch's notices (``in_order`` False: no carrier, each notice alone).
+
+    Edits and deletions wait until the batch's added comments are stored: they are other
+    comments' events, in no order with those, or an edit or deletion of a comment added in this
+    batch, which then follows its add as it should."""
+    if not in_order:
+        return BatchPlan(added_by_task={}, one_by_one=tuple(notices))
+    added: dict[int, list[PlanfixCommentWebhookReceived]] = {}
+    others = []
+    for notice in notices:
+        if notice.action is PlanfixCommentAction.ADDED:
+            added.setdefault(notice.task_number, []).append(notice)
+        else:
+            others.append(notice)
+    return BatchPlan(
+        added_by_task={task: tuple(announced) for task, announced in added.items()}, one_by_one=tuple(others)
+    )
+
+
+def reader(js: Any, fetcher: CommentFetcher, lease: Lease) -> OrderedBatches[PlanfixCommentWebhookReceived]:
+    """The stored webhook notices, read in ordered batches by one replica at a time: a burst
+    costs one read-back per task, not one per comment."""
+    return OrderedBatches(
+        js,
+        FETCHER_COMMENT_WEBHOOKS,
+        PlanfixCommentWebhookReceived,
+        Handlers(batch=fetcher.handle_all, one=fetcher.handle),
+        lease=lease,
+    )

@@ -6,7 +6,8 @@ comments are listed (one request, like the ``GET /comment`` it replaces) and eve
 the last one stored for the task is stored, oldest first. A notice of a comment at or below that
 one adds nothing and costs no request. Two carriers at once (replicas, reconciliation) are safe:
 each stores in ascending order and a comment's ``Nats-Msg-Id`` is its own (``planfix_comment_key``),
-so the second store of a comment is dropped by the stream.
+so the second store of a comment is dropped by the stream. A batch of notices (``carry_task``)
+reads each task once for all of its announced comments.
 
 Assumed: the notice names the comment's own task (the README's template). A notice naming
 another task falls back to fetching the comment alone, unless that task has a newer comment
@@ -15,7 +16,7 @@ kept, when it is taken for a late notice and dropped.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,76 @@ def comments_to_carry(
     ]
 
 
+@dataclass(frozen=True)
+class Reading:
+    """What one read-back of a task is for: ``announced``, the notices of comments above the
+    ``last`` one stored (None: none kept), by comment id, ascending (the first notice of each)."""
+
+    last: int | None
+    announced: dict[int, PlanfixCommentWebhookReceived]
+
+    @property
+    def floor(self) -> int:
+        """How far back the task is listed: to the last stored comment or, with nothing of the
+        task kept yet, from the lowest announced one on (older ones came before the bridge kept
+        the task's news, or before it was bound)."""
+        return self.last if self.last is not None else min(self.announced) - 1
+
+
+def reading_of(notices: Iterable[PlanfixCommentWebhookReceived], last: int | None) -> Reading | None:
+    """The read-back a task's notices call for, given the last comment stored for the task
+    (None: nothing to read, every announced comment is stored already)."""
+    announced: dict[int, PlanfixCommentWebhookReceived] = {}
+    for notice in notices:
+        if last is None or notice.comment_id > last:
+            announced.setdefault(notice.comment_id, notice)
+    if not announced:
+        return None
+    return Reading(last=last, announced=dict(sorted(announced.items())))
+
+
+@dataclass(frozen=True)
+class Carry:
+    """A listed comment to store: ``named`` by ``notice`` (its story goes on), or else listed
+    on the way to it (a story of its own, noted as found after ``notice``)."""
+
+    comment: PlanfixComment
+    notice: PlanfixCommentWebhookReceived
+    named: bool
+
+
+@dataclass(frozen=True)
+class CarryPlan:
+    """A task's read-back, decided: what to store (ascending comment id), what to fetch alone."""
+
+    stores: tuple[Carry, ...]
+    alone: tuple[PlanfixCommentWebhookReceived, ...]
+
+
+def carry_plan(listed: list[PlanfixComment] | None, reading: Reading, *, relay_hidden: bool) -> CarryPlan:
+    """What a task's read-back becomes: the announced comments the list does not show (None:
+    unreadable) fetched alone; the listed comments above the floor of those it shows stored,
+    oldest first (a list showing none of them is taken for another task's: nothing stored)."""
+    shown_ids = {comment.id for comment in listed or ()}
+    shown = {cid: notice for cid, notice in reading.announced.items() if cid in shown_ids}
+    alone = tuple(notice for cid, notice in reading.announced.items() if cid not in shown_ids)
+    if listed is None or not shown:
+        return CarryPlan(stores=(), alone=alone)
+    floor = reading.last if reading.last is not None else min(shown) - 1
+    stores = []
+    for comment in comments_to_carry(listed, floor=floor, relay_hidden=relay_hidden):
+        named = shown.get(comment.id)
+        if named is not None:
+            stores.append(Carry(comment=comment, notice=named, named=True))
+            continue
+        # Found on the way to the nearest announced comment above it (or past the newest).
+        above = [notice for cid, notice in shown.items() if cid > comment.id]
+        stores.append(
+            Carry(comment=comment, notice=above[0] if above else list(shown.values())[-1], named=False)
+        )
+    return CarryPlan(stores=tuple(stores), alone=alone)
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
 class InOrderCarrier:
     planfix: CommentLister
@@ -89,28 +160,39 @@ class InOrderCarrier:
         """Store the announced comment and every one before it not stored yet, in order. False
         when the task's list does not show it (another task's, or the list unreadable): the
         caller then fetches it alone."""
-        task = notice.task_number
+        return not await self.carry_task(notice.task_number, [notice])
+
+    async def carry_task(
+        self, task: int, notices: Sequence[PlanfixCommentWebhookReceived]
+    ) -> list[PlanfixCommentWebhookReceived]:
+        """Store the comments ``notices`` announced in ``task`` and every one before them not
+        stored yet, in order, for one read of the last stored comment and one read-back. The
+        notices whose comment the list does not show, to be fetched alone."""
         last = await self.last_stored(task)
-        if last is not None and notice.comment_id <= last:
-            log.info("comment_carried_before", comment_id=notice.comment_id, last_stored=last)
-            return True
-        # Nothing of the task kept yet: from the announced comment on (older ones came before
-        # the bridge kept the task's news, or before it was bound).
-        floor = last if last is not None else notice.comment_id - 1
-        listed = await self._read_back(task, floor)
-        if listed is None or all(comment.id != notice.comment_id for comment in listed):
-            return False
-        for comment in comments_to_carry(listed, floor=floor, relay_hidden=self.relay_hidden):
-            key = planfix_comment_key(comment.id)
+        for late in notices:
+            if last is not None and late.comment_id <= last:
+                log.info("comment_carried_before", comment_id=late.comment_id, last_stored=last)
+        reading = reading_of(notices, last)
+        if reading is None:
+            return []
+        listed = await self._read_back(task, reading.floor)
+        plan = carry_plan(listed, reading, relay_hidden=self.relay_hidden)
+        for carry in plan.stores:
+            key = planfix_comment_key(carry.comment.id)
             envelope = (
-                envelope_after(notice, key)
-                if comment.id == notice.comment_id
-                else root_envelope(key, caused_by=f"listed-after:{notice.event_id}")
+                envelope_after(carry.notice, key)
+                if carry.named
+                else root_envelope(key, caused_by=f"listed-after:{carry.notice.event_id}")
             )
             await store_added(
-                self.publisher, envelope, comment, task=task, source_id=self.source_id, noticed_by="webhook"
+                self.publisher,
+                envelope,
+                carry.comment,
+                task=task,
+                source_id=self.source_id,
+                noticed_by="webhook",
             )
-        return True
+        return list(plan.alone)
 
     async def _read_back(self, task: int, floor: int) -> list[PlanfixComment] | None:
         """The task's newest comments back to ``floor`` (None: the task could not be listed)."""
