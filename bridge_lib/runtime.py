@@ -14,6 +14,7 @@ from faststream.nats import NatsBroker
 
 from bridge_lib.eventbus import make_broker
 from bridge_lib.health import Check, ConsumerRef, HealthServer, start_health_server
+from bridge_lib.heap_trim import trim_heap_periodically
 from bridge_lib.jetstream_ready import JetStreamNotReady
 from bridge_lib.logging import configure_logging
 from bridge_lib.settings import BridgeSettings, load_settings
@@ -69,7 +70,20 @@ def serve(
     ones), its logging, then ``run`` until stopped."""
     settings = load_settings(settings_class, service)
     configure_logging(service, settings.log_level)
-    run_service(lambda: run(settings))
+    run_service(lambda: _with_heap_trim(run(settings), settings.heap_trim_interval_s))
+
+
+async def _with_heap_trim(main: Coroutine[Any, Any, None], interval_s: float) -> None:
+    if not interval_s:
+        await main
+        return
+    trimming = asyncio.create_task(trim_heap_periodically(interval_s), name="heap-trim")
+    try:
+        await main
+    finally:
+        trimming.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await trimming
 
 
 class BrokerSettings(Protocol):

@@ -68,6 +68,9 @@ class BridgeSettings(BaseSettings):
     # What the bot speaks in a group until /lang chooses (or its first binder's Telegram language
     # decides): "ru" or "en". Log messages stay English whatever this says.
     bridge_language: str = Field(default="ru", alias="BRIDGE_LANGUAGE", pattern="^(ru|en)$")
+    # How often the service hands freed heap pages back to the system (glibc's malloc_trim), so
+    # RSS comes down after a burst; 0: never.
+    heap_trim_interval_s: float = Field(default=10.0, alias="HEAP_TRIM_INTERVAL_S", ge=0, le=3600)
 
 
 class HealthSettings(BridgeSettings):
