@@ -20,7 +20,7 @@ from bench.capacity import burst, report_capacity
 from bench.ceiling import measure_ceiling
 from bench.config import MODES, BenchConfig
 from bench.latency import offered, report_latency
-from bench.memory import report_rss, service_rss, soak
+from bench.memory import report_rss, settled_rss, soak
 from bench.pacing import run_pacing
 from bench.profile import Sampler, report_profiles
 from bench.report import Results, markdown_table, table
@@ -103,7 +103,7 @@ def run_on_stack(config: BenchConfig, results: Results, stack: BenchStack, phase
         pairs = bind_by_command(stack, config.groups)
         chats, tasks = [chat for chat, _ in pairs], [task for _, task in pairs]
         time.sleep(1.0)
-    report_rss(results, "idle", service_rss(stack), baseline=f"{config.groups} groups bound, no traffic")
+    report_rss(results, "idle", settled_rss(stack), baseline=f"{config.groups} groups bound, no traffic")
     if config.soak_only:
         run_soak(config, results, stack, receipts, chats, tasks, phase)
         return
@@ -144,7 +144,7 @@ def run_on_stack(config: BenchConfig, results: Results, stack: BenchStack, phase
             )
             report_latency(results, direction, batch, dist, drained)
             messages += batch.count
-    report_rss(results, "after messages", service_rss(stack), baseline=f"after {messages:,} messages")
+    report_rss(results, "after messages", settled_rss(stack), baseline=f"after {messages:,} messages")
     with phase("webhook"):
         run_webhook(stack, results, concurrent=config.webhook_concurrent, rounds=config.webhook_rounds)
     with phase("scale"):
@@ -153,11 +153,10 @@ def run_on_stack(config: BenchConfig, results: Results, stack: BenchStack, phase
         # Issue 19: memory with the largest scale's groups bound and as many people known.
         people = max(config.scale_groups)
         link_people_by_events(stack, people)
-        stack.settle()
         report_rss(
             results,
             f"with {people:,} groups bound and {people:,} people known",
-            service_rss(stack),
+            settled_rss(stack),
             baseline="after the scale runs",
         )
     run_soak(config, results, stack, receipts, chats, tasks, phase)

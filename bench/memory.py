@@ -19,14 +19,27 @@ from bench.report import Figure, Results
 from bench.stack import BenchStack
 from bench.stats import distribution, trend
 from bench.traffic import Receipts, both_ways
+from bridge_lib.settings import BridgeSettings
 from devtools.devstack import SERVICES
 
 RSS_TARGET_MB = 100.0
 GROWTH_LIMIT_MB_PER_10_MIN = 5.0
 
 
+# A service hands its freed heap back every HEAP_TRIM_INTERVAL_S: RSS is read once it had the chance.
+HEAP_TRIM_S = float(BridgeSettings.model_fields["heap_trim_interval_s"].default)
+
+
 def service_rss(stack: BenchStack) -> dict[str, float]:
     return {label: usage.rss_mb for label, usage in stack.usage().items() if label.split("#")[0] in SERVICES}
+
+
+def settled_rss(stack: BenchStack) -> dict[str, float]:
+    """Every service's RSS once they are idle and have trimmed their heaps (what they hold, not
+    the peak of the phase before)."""
+    stack.settle()
+    time.sleep(HEAP_TRIM_S + 1.0)
+    return service_rss(stack)
 
 
 def report_rss(results: Results, when: str, rss: dict[str, float], *, baseline: str = "") -> None:

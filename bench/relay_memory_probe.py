@@ -31,6 +31,7 @@ from bench.bindings import (
     wait_for_notices,
 )
 from bench.capacity import burst
+from bench.memory import HEAP_TRIM_S
 from bench.scale import FIRST_SCALE_TASK
 from bench.stack import BenchStack
 from bench.traffic import GroupMessages, Receipts, TaskComments
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def note(when: str) -> None:
         stack.settle("relay")
+        time.sleep(HEAP_TRIM_S + 1.0)  # the relay trims its heap meanwhile
         figures[when] = relay_memory(stack)
         print(json.dumps({when: figures[when]}), flush=True)
 
