@@ -276,10 +276,11 @@ def test_a_group_bound_from_a_russian_telegram_hears_russian_until_lang_switches
     page.select_option("#language", "ru")
 
     write_as(page, "anna", "/task Сверка счетов")
-    expect(page.locator("#messages .bubble.bot").last).to_contain_text("группа к ней привязана")
+    # The task card follows the notice at once: look for the notice, not the last bubble.
+    expect(page.locator("#messages .bubble.bot", has_text="группа к ней привязана")).to_be_visible()
     expect(page.locator("#comments")).to_contain_text("Привязана к группе Telegram «Бухгалтерия»")
     write_as(page, "anna", "/lang en")
-    expect(page.locator("#messages .bubble.bot").last).to_contain_text("From now on I speak English")
+    expect(page.locator("#messages .bubble.bot", has_text="From now on I speak English")).to_be_visible()
     snap(page, "09-languages")
 
     page.select_option("#language", "en")
