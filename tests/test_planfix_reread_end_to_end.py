@@ -13,7 +13,7 @@ from contracts.events import PlanfixCommentAdded, PlanfixCommentDeleted, Planfix
 from contracts.subjects import PLANFIX_COMMENT_MARKS_BUCKET
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_planfix_tasks import STATUS_IN_PROGRESS
-from sandbox.fake_telegram import FakeTelegram
+from sandbox.fake_telegram import FakeTelegram, RecordedCall
 from tests.e2e_bridge import Bridge, bind_new_task, bridge_fixture
 from tests.support import eventually, jetstream, stays
 from tests.test_task_life_end_to_end import bound_with_its_card, card_of, state_events
@@ -38,8 +38,16 @@ def shown(fake_telegram: FakeTelegram, chat_id: int) -> list[str]:
     return [message["text"] for message in fake_telegram.chat_messages(chat_id)]
 
 
-def calls_to(fake_telegram: FakeTelegram, method: str, chat_id: int) -> list[object]:
+def calls_to(fake_telegram: FakeTelegram, method: str, chat_id: int) -> list[RecordedCall]:
     return [c for c in fake_telegram.calls if c.method == method and c.params.get("chat_id") == chat_id]
+
+
+def edits_of(fake_telegram: FakeTelegram, chat_id: int, message_id: object) -> list[RecordedCall]:
+    return [
+        c
+        for c in calls_to(fake_telegram, "editMessageText", chat_id)
+        if c.params.get("message_id") == message_id
+    ]
 
 
 def changes_of(bridge: Bridge, comment_id: int) -> list[object]:
@@ -76,7 +84,7 @@ def test_a_comment_edited_then_deleted_without_a_scenario_is_edited_then_deleted
     stays(
         lambda: (
             len(changes_of(bridge, changing)) == 1
-            and len(calls_to(fake_telegram, "editMessageText", unique_chat_id)) == 1
+            and len(edits_of(fake_telegram, unique_chat_id, original["message_id"])) == 1
         ),
         for_s=2.5 * REREAD_INTERVAL_S,
         what="one edit, however many passes",

@@ -237,6 +237,18 @@ def test_a_file_added_to_the_task_in_planfix_is_named_in_the_group_with_a_link(
     )
     line = next(t for t in texts_sent(fake_telegram, chat) if "floor plan.pdf" in t)
     assert f"/task/{task}" in line
+    # The card shows no files: its text is the same, and no call of the group's 20 a minute is spent.
+    stays(
+        lambda: (
+            not [
+                c
+                for c in fake_telegram.calls
+                if c.method == "editMessageText" and c.params.get("chat_id") == chat
+            ]
+        ),
+        for_s=1.5,
+        what="the card not edited",
+    )
 
     # /status shows the card too.
     command(fake_telegram, chat, "/status")

@@ -7,12 +7,14 @@ state it shows (``card_version``). Delivered at the group's pace like any other 
   group), pin it; when Telegram refuses the pin for want of the right, say once which right is
   wanted (a card is never posted twice: the send is a recorded step of the item);
 * a card: edit it, unless it shows a newer state already (the items of one group go in order,
-  but a card drawn at bind time may be queued after a newer state's);
+  but a card drawn at bind time may be queued after a newer state's) or this very text (a
+  state change outside the card, a repeated read: no call spent of the group's 20 a minute);
 * a card someone deleted: post a new one.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +40,12 @@ class TaskCard(msgspec.Struct, kw_only=True):
     message_id: int
     version: int = 0
     pinned: bool = False
+    # The shown text's digest ("" in cards saved before it was kept: edited once more).
+    text_digest: str = ""
+
+
+def text_digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def group_key(chat_id: int, thread_id: int | None) -> str:
@@ -71,6 +79,10 @@ class TaskCards:
         if card is not None and card.task_number == item.task_number and "0" not in item.progress:
             if card.version > version:
                 log.info("task_card_newer_already", version=card.version, item_version=version)
+                return [card.message_id]
+            if card.text_digest == text_digest(item.text):
+                log.info("task_card_unchanged", version=version)
+                await self._save(item, card.message_id, version, pinned=card.pinned)
                 return [card.message_id]
             if await self._edit(item, card.message_id):
                 await self._save(item, card.message_id, version, pinned=card.pinned)
@@ -137,6 +149,7 @@ class TaskCards:
                     "message_id": message_id,
                     "version": version,
                     "pinned": pinned,
+                    "text_digest": text_digest(item.text),
                 }
             },
             upsert=True,
