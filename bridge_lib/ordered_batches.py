@@ -77,12 +77,23 @@ class BatchReader:
     subscription (rewound on taking over, when ordered), fetches until stopped. What a fetch's
     messages become is the subclass's ``_handle``; it settles every one of them."""
 
-    def __init__(self, js: Any, consumer: ConsumerSpec, *, lease: Lease | None, fetch_size: int = 0) -> None:
+    def __init__(
+        self,
+        js: Any,
+        consumer: ConsumerSpec,
+        *,
+        lease: Lease | None,
+        fetch_size: int = 0,
+        linger_s: float = 0.0,
+    ) -> None:
         self._js = js
         self._consumer = consumer
         self._lease: Lease | _EveryReplica = lease or _EveryReplica()
         # Messages a fetch asks for (at most ``in_flight``, the consumer's max_ack_pending).
         self._fetch_size = fetch_size or consumer.in_flight
+        # After a fetch that was not full, wait this long before the next: for a reader to whom
+        # a moment means nothing, what arrives meanwhile comes in one fetch, not one each.
+        self._linger_s = linger_s
         self._stopping = asyncio.Event()
         self._carrying = False
         # Where a rewind deleted the consumer to start again from, until it is made again: a try
@@ -158,6 +169,11 @@ class BatchReader:
                     return
                 finally:
                     self._carrying = False
+                if self._linger_s and len(messages) < self._fetch_size:
+                    try:
+                        await self._pause(self._linger_s)
+                    except Stopping:
+                        return
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(subscription.unsubscribe(), 5.0)
@@ -267,11 +283,12 @@ class OrderedBatches(BatchReader, Generic[E]):
         *,
         lease: Lease | None,
         wanted: Callable[[bytes], bool] | None = None,
+        linger_s: float = 0.0,
     ) -> None:
         """``lease``: None for a reader to whom order means nothing (``ConsumerSpec.ordered``
         False): every replica reads then, and nothing is rewound. ``wanted``: a test of the raw
-        body; a message failing it is acknowledged unread."""
-        super().__init__(js, consumer, lease=lease)
+        body; a message failing it is acknowledged unread. ``linger_s``: ``BatchReader``'s."""
+        super().__init__(js, consumer, lease=lease, linger_s=linger_s)
         self._event_type = event_type
         self._handlers = handlers
         self._wanted = wanted

@@ -108,7 +108,11 @@ class Scenario:
             await self.js.publish(f"{self.name}.c", encode_event(comment(comment_id)))
 
     def consumer(
-        self, recorder: Recorder, js: Any = None, wanted: Callable[[bytes], bool] | None = None
+        self,
+        recorder: Recorder,
+        js: Any = None,
+        wanted: Callable[[bytes], bool] | None = None,
+        linger_s: float = 0.0,
     ) -> OrderedBatches[PlanfixCommentAdded]:
         lease = Lease(self.kv, "reader", owner=uuid.uuid4().hex, ttl_s=3.0)
         return OrderedBatches(
@@ -118,6 +122,7 @@ class Scenario:
             Handlers(batch=recorder.batch, one=recorder.one),
             lease=lease,
             wanted=wanted,
+            linger_s=linger_s,
         )
 
     async def run_until(
@@ -174,6 +179,29 @@ def test_a_reader_looking_for_a_few_acknowledges_the_rest_unread(loop: LoopThrea
     assert recorder.carried == [7, 17]
     assert info.num_ack_pending == 0
     assert info.ack_floor.stream_seq == 20
+
+
+def test_a_reader_that_may_linger_takes_a_trickle_in_a_few_fetches_not_one_each(
+    loop: LoopThread, nats_url: str
+) -> None:
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        async with Scenario(nats_url) as stream:
+            consumer = stream.consumer(recorder, linger_s=0.3)
+            task = asyncio.create_task(consumer.run())
+            try:
+                for comment_id in range(1, 31):
+                    await stream.publish(range(comment_id, comment_id + 1))
+                    await asyncio.sleep(0.02)
+                await recorder.until(30)
+            finally:
+                await consumer.stop(task, grace_s=2.0)
+
+    loop.run(scenario(), timeout_s=60)
+
+    assert recorder.carried == list(range(1, 31))
+    assert len(recorder.batches) <= 6, recorder.batches  # 0.6 s of trickle, a fetch per 0.3 s
 
 
 def test_a_failing_batch_is_carried_one_by_one_and_a_failing_event_is_retried_before_the_next(

@@ -152,6 +152,7 @@ def build(
         BatchHandlers(batch=linking.redeem_all, one=linking.redeem),
         lease=None,
         wanted=link_codes.may_hold_code,
+        linger_s=LINK_CODE_READER_LINGER_S,
     )
     consume_durably(binder_router, BINDER_TASK_COMMANDS, TaskCommandRequested, task_commands.handle)
     consume_durably(binder_router, BINDER_CLOSED_TASKS, PlanfixTaskStateChanged, closed_tasks.handle)
@@ -165,6 +166,10 @@ def build(
     answer_requests(binder_router, subjects.BINDER_AUDIT_BINDINGS, AuditBindings, audit.handle)
     return binder_router, code_reader
 
+
+# A link code is redeemed a quarter of a second later at most, and the binder reads a busy
+# task->group stream in a few fetches a second instead of one per comment.
+LINK_CODE_READER_LINGER_S = 0.25
 
 # The binder's decision records (collection -> date field), deleted after RETENTION_DAYS
 # (bridge_lib.retention); bindings and group titles are state, kept.
