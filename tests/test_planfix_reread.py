@@ -45,6 +45,7 @@ from sandbox.fake_planfix import FakePlanfix
 from services.planfix_gateway.reread import (
     DAILY_RESERVE,
     PAGE_SIZE,
+    WATCHED_PER_TASK,
     CommentRereader,
     CommentSource,
     Watched,
@@ -278,6 +279,32 @@ def test_only_bound_tasks_with_recent_comments_written_by_people_are_watched() -
     watch.forget_before(since)
     assert watch.current(21) is None
     assert watch.current(41) is None  # no group was shown it
+
+
+def test_a_busy_task_keeps_only_the_page_a_pass_can_check() -> None:
+    watch = Watchlist()
+    watch.apply(bound(-100, 1))
+    for comment_id in range(1, WATCHED_PER_TASK + 51):
+        watch.apply(added(comment_id, task=1))
+        watch.apply(added(100_000 + comment_id, task=1, ours=True))
+
+    watched = watch.watched_in(1, NOW - ACTIVE_S)
+    assert sorted(watched) == list(range(51, WATCHED_PER_TASK + 51))
+    # Folded (ours too): the task's newest page, so reconciliation finds nothing missed on it.
+    assert len(watch.folded_in(1)) == WATCHED_PER_TASK
+
+
+def test_past_the_most_comments_watched_the_oldest_are_let_go_first() -> None:
+    watch = Watchlist(max_watched=150)
+    for task in (1, 2, 3):
+        watch.apply(bound(-task, task))
+    for comment_id in range(1, 301):
+        watch.apply(added(comment_id, task=1 + comment_id % 3))
+
+    since = NOW - ACTIVE_S
+    kept = sorted(c for task in (1, 2, 3) for c in watch.watched_in(task, since))
+    assert kept == list(range(151, 301))
+    assert watch.current(150) is None
 
 
 def test_bindings_follow_unbinding_and_moves() -> None:

@@ -261,7 +261,9 @@ async def _reread(
     js = broker.connection.jetstream()
     while True:
         # A fresh fold each try: events applied by a half-finished replay must not count twice.
-        watchlist = Watchlist(relay_hidden=settings.planfix_relay_hidden_comments)
+        watchlist = Watchlist(
+            relay_hidden=settings.planfix_relay_hidden_comments, max_watched=settings.planfix_reread_watch_max
+        )
         feed = WatchFeed(watchlist, active_s=active_s)
         try:
             await feed.start(js, timeout_s=settings.nats_startup_timeout_s)

@@ -71,6 +71,9 @@ class PlanfixGatewaySettings(NatsSettings, PlanfixSettings, HealthSettings):
     # A comment is watched for edits for this long after it was relayed; a task with no comment
     # that recent is not re-read at all.
     planfix_reread_active_h: float = Field(default=24.0, alias="PLANFIX_REREAD_ACTIVE_H", gt=0)
+    # Comments watched at most (about 0.5 kB each), the oldest let go first; a task's newest 100
+    # at most (what a pass reads of it).
+    planfix_reread_watch_max: int = Field(default=20_000, alias="PLANFIX_REREAD_WATCH_MAX", ge=100)
     # Requests a day the re-read may spend at most (of the account's 20,000-100,000): with more
     # active tasks than a period's share, each is read in turn, less often.
     planfix_reread_max_per_day: int = Field(default=5000, alias="PLANFIX_REREAD_MAX_PER_DAY", ge=1)

@@ -80,6 +80,10 @@ LEASE_KEY = "planfix_reread"
 LEASE_TTL_S = 60.0
 # Comments confirmed one by one (GET /comment) per task and pass; the rest wait for the next.
 MAX_CONFIRMS_PER_TASK = 5
+# Comments watched per task: a pass reads a task's newest page, and a watched comment older than
+# a full page is past what it can check (``read_page``), so keeping it would cost memory for
+# nothing (a busy task would otherwise hold a day of comments).
+WATCHED_PER_TASK = PAGE_SIZE
 
 Group = tuple[int, int | None]
 
@@ -211,8 +215,11 @@ def requests_per_day(tasks: int, interval_s: float, max_per_day: int) -> int:
 class Watchlist:
     """Bound tasks and the recently relayed comments, folded from BINDING and PLANFIX events."""
 
-    def __init__(self, *, relay_hidden: bool = False) -> None:
+    def __init__(self, *, relay_hidden: bool = False, max_watched: int = 20_000) -> None:
+        """``max_watched``: comments watched at most, the oldest let go first
+        (``PLANFIX_REREAD_WATCH_MAX``); twice that many are remembered as folded."""
         self._relay_hidden = relay_hidden
+        self._max_watched = max_watched
         self._task_by_group: dict[Group, int] = {}
         # Bound task -> how many groups it is bound to: "is this task bound" for every comment
         # without a walk over all the groups (10,000 of them at scale).
@@ -220,7 +227,10 @@ class Watchlist:
         self._comments: dict[int, Watched] = {}
         self._by_task: dict[int, set[int]] = {}
         # Every comment of a bound task an added event was folded for (ours and hidden too), and
-        # when: reconciliation carries only the others.
+        # when: reconciliation carries only the others. Its newest page per task is enough: one
+        # let go and listed again is stored again under its key, which JetStream drops as a
+        # duplicate for a day (the active window's length by default).
+        # Both dicts are in the order comments came (the stream's): the first is the oldest.
         self._folded: dict[int, tuple[int, float]] = {}
         self._folded_by_task: dict[int, set[int]] = {}
 
@@ -264,7 +274,12 @@ class Watchlist:
     def _added(self, event: PlanfixCommentAdded) -> None:
         if event.task_number in self._groups_of_task and event.comment_id not in self._folded:
             self._folded[event.comment_id] = (event.task_number, event.occurred_at.timestamp())
-            self._folded_by_task.setdefault(event.task_number, set()).add(event.comment_id)
+            folded = self._folded_by_task.setdefault(event.task_number, set())
+            folded.add(event.comment_id)
+            if len(folded) > WATCHED_PER_TASK:
+                self._unfold(min(folded))
+            if len(self._folded) > 2 * self._max_watched:
+                self._unfold(next(iter(self._folded)))
         ours = event.source_object_id is not None or event.source_id is not None
         if ours or (event.is_hidden and not self._relay_hidden) or event.comment_id in self._comments:
             return
@@ -280,7 +295,12 @@ class Watchlist:
             correlation_id=event.correlation_id,
             last_event_id=event.event_id,
         )
-        self._by_task.setdefault(event.task_number, set()).add(event.comment_id)
+        watched = self._by_task.setdefault(event.task_number, set())
+        watched.add(event.comment_id)
+        if len(watched) > WATCHED_PER_TASK:
+            self._forget(min(watched))
+        if len(self._comments) > self._max_watched:
+            self._forget(next(iter(self._comments)))
 
     def _forget(self, comment_id: int) -> None:
         seen = self._comments.pop(comment_id, None)
@@ -290,16 +310,19 @@ class Watchlist:
             if not ids:
                 self._by_task.pop(seen.task_number, None)
 
+    def _unfold(self, comment_id: int) -> None:
+        task, _ = self._folded.pop(comment_id)
+        ids = self._folded_by_task.get(task, set())
+        ids.discard(comment_id)
+        if not ids:
+            self._folded_by_task.pop(task, None)
+
     def forget_before(self, since: float) -> None:
         """Stop watching comments relayed before ``since`` (memory stays a window's worth)."""
         for comment_id in [c for c, seen in self._comments.items() if seen.relayed_at < since]:
             self._forget(comment_id)
         for comment_id in [c for c, (_, at) in self._folded.items() if at < since]:
-            task, _ = self._folded.pop(comment_id)
-            ids = self._folded_by_task.get(task, set())
-            ids.discard(comment_id)
-            if not ids:
-                self._folded_by_task.pop(task, None)
+            self._unfold(comment_id)
 
     def folded_in(self, task_number: int) -> frozenset[int]:
         """The comments of the task whose added event was folded (within the active window)."""
