@@ -171,7 +171,7 @@ class InOrderCarrier:
         last = await self.last_stored(task)
         for late in notices:
             if last is not None and late.comment_id <= last:
-                log.info("comment_carried_before", comment_id=late.comment_id, last_stored=last)
+                log.debug("comment_carried_before", comment_id=late.comment_id, last_stored=last)
         reading = reading_of(notices, last)
         if reading is None:
             return []
