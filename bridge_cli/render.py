@@ -109,7 +109,12 @@ def summary(event: AnyEvent) -> str:
                 f"for chat {event.chat_id} message {event.message_id}"
             )
         case TelegramMessageSent():
-            return f"sent {event.kind} to chat {event.chat_id} as message(s) {event.message_ids}"
+            together = (
+                f", together with comment(s) {[shown.comment_id for shown in event.also_shows]}"
+                if event.also_shows
+                else ""
+            )
+            return f"sent {event.kind} to chat {event.chat_id} as message(s) {event.message_ids}{together}"
         case PlanfixTaskWebhookReceived():
             return f"task #{event.task_number}: webhook for a task change"
         case PlanfixTaskStateChanged():

@@ -25,9 +25,10 @@ from bridge_cli.events import _all_consumers, _connect_or_exit
 from bridge_cli.filters import parse_moment
 from bridge_cli.render import event_line, published_by
 from bridge_cli.streams import StoredMessage, read_stream, stream_names, subject_matches
-from bridge_lib.eventbus import CORRELATION_HEADER
+from bridge_lib.eventbus import CORRELATION_HEADER, EVENT_TYPE_HEADER
 from contracts.events import (
     MessageDeadLettered,
+    TelegramMessageSent,
     event_id_for,
     planfix_webhook_key,
     telegram_bind_key,
@@ -96,7 +97,7 @@ async def _trace(nats_url: str, ids: list[str], since: datetime | None) -> bool:
         steps: list[StoredMessage] = []
         for stream in stream_names():
             async for message in read_stream(js, stream, start_time=since):
-                if _correlation_of(message) in wanted:
+                if not wanted.isdisjoint(correlations_of(message)):
                     steps.append(message)
         steps.sort(key=lambda m: (m.time or datetime.min, m.stream, m.seq))
         progress = await _consumer_progress(js)
@@ -127,6 +128,16 @@ async def _trace(nats_url: str, ids: list[str], since: datetime | None) -> bool:
                 f"      -> `bridge dlq show {message.seq}`; `bridge dlq retry {message.seq}` re-delivers it"
             )
     return True
+
+
+def correlations_of(message: StoredMessage) -> list[str]:
+    """The stories the message is a step of: one, or each comment one Telegram message shows."""
+    own = _correlation_of(message)
+    if message.headers.get(EVENT_TYPE_HEADER) == TelegramMessageSent.__struct_config__.tag:
+        event = message.event()
+        if isinstance(event, TelegramMessageSent):
+            return event.correlation_ids()
+    return [own] if own else []
 
 
 def _correlation_of(message: StoredMessage) -> str | None:

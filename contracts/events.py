@@ -630,8 +630,21 @@ class TelegramMessageKind(enum.StrEnum):
     TASK_COMMAND_ANSWER = "task_command_answer"
 
 
+class CommentAlsoShown(msgspec.Struct, frozen=True, kw_only=True):
+    """A further comment one Telegram message shows (comments sent together), with its own story's
+    ids, so that ``bridge trace`` of that comment finds the message too."""
+
+    comment_id: int
+    task_number: int | None = None
+    correlation_id: str
+    causation_id: str
+
+
 class TelegramMessageSent(Event, frozen=True, kw_only=True, tag="effect.telegram_message_sent.v1"):
-    """The bridge sent a message into a Telegram group."""
+    """The bridge sent a message into a Telegram group.
+
+    Comments sent together as one message are one event: the first comment's (its envelope,
+    ``comment_id``), the others in ``also_shows`` in the order the message shows them."""
 
     chat_id: int
     message_ids: list[int]
@@ -639,6 +652,11 @@ class TelegramMessageSent(Event, frozen=True, kw_only=True, tag="effect.telegram
     task_number: int | None = None
     comment_id: int | None = None
     thread_id: int | None = None
+    also_shows: list[CommentAlsoShown] = []
+
+    def correlation_ids(self) -> list[str]:
+        """Every story this message is a step of: its own and each further comment's."""
+        return [self.correlation_id, *(shown.correlation_id for shown in self.also_shows)]
 
 
 # --- Operations: messages a consumer gave up on ------------------------------------------------

@@ -14,13 +14,16 @@ from prometheus_client import REGISTRY
 from bridge_cli.bindings import fold_bindings
 from bridge_cli.filters import EventFilter, parse_moment
 from bridge_cli.streams import StoredMessage, subject_matches
-from bridge_cli.trace import correlation_ids
-from bridge_lib.eventbus import server_urls
+from bridge_cli.trace import correlation_ids, correlations_of
+from bridge_lib.eventbus import CORRELATION_HEADER, EVENT_TYPE_HEADER, server_urls
 from bridge_lib.planfix import PlanfixClient
 from contracts.bindings import Binding, Bindings
 from contracts.events import (
+    CommentAlsoShown,
     TaskBound,
     TaskUnbound,
+    TelegramMessageKind,
+    TelegramMessageSent,
     TelegramUser,
     encode_event,
     event_id_for,
@@ -53,6 +56,22 @@ def test_a_telegram_reference_traces_both_a_message_and_a_task_command() -> None
         event_id_for(telegram_bind_key(-1001, 42)),
     ]
     assert correlation_ids("  abc-123 ") == ["abc-123"]
+
+
+def test_a_trace_of_any_comment_sent_together_finds_the_one_message_that_shows_it() -> None:
+    sent = TelegramMessageSent(
+        **root_envelope("outbox:first", caused_by="story-1"),
+        chat_id=-100,
+        message_ids=[55],
+        kind=TelegramMessageKind.PLANFIX_COMMENT,
+        comment_id=1,
+        also_shows=[CommentAlsoShown(comment_id=2, correlation_id="story-2", causation_id="ev-2")],
+    )
+    headers = {EVENT_TYPE_HEADER: sent.tag, CORRELATION_HEADER: sent.correlation_id}
+    stored = StoredMessage(stream="EFFECTS", seq=9, subject="effect.telegram.message_sent.-100", time=None,
+                           headers=headers, data=encode_event(sent))  # fmt: skip
+
+    assert correlations_of(stored) == [sent.correlation_id, "story-2"]
 
 
 def test_times_are_iso_or_ages() -> None:

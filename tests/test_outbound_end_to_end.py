@@ -13,7 +13,12 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from contracts.events import TelegramDeliveryFailed, TelegramMessageReceived
+from contracts.events import (
+    TelegramDeliveryFailed,
+    TelegramMessageKind,
+    TelegramMessageReceived,
+    TelegramMessageSent,
+)
 from sandbox.fake_planfix import FakePlanfix
 from sandbox.fake_telegram import FakeTelegram
 from tests.e2e_bridge import ADMIN_ID, Bridge, bind_new_task, bridge_fixture
@@ -40,6 +45,17 @@ def wait_shown(
         what=f"a message with {fragment!r}",
     )
     return found[0]
+
+
+def comment_effects(bridge: Bridge, chat_id: int) -> list[TelegramMessageSent]:
+    """The effects of the comments sent into the group (one per Telegram message)."""
+    return [
+        e
+        for e in bridge.events("effect.telegram.message_sent.>")
+        if isinstance(e, TelegramMessageSent)
+        and e.chat_id == chat_id
+        and e.kind is TelegramMessageKind.PLANFIX_COMMENT
+    ]
 
 
 def calls_to(fake_telegram: FakeTelegram, method: str, chat_id: int) -> list[Any]:
@@ -121,6 +137,19 @@ def test_a_burst_of_200_comments_arrives_complete_in_order_combined_and_without_
     assert len(messages) <= 100, f"combined into fewer messages, not {len(messages)}"
     assert fake_telegram.flood_refusals(unique_chat_id) == 0
     assert all(c.error_code is None for c in calls_to(fake_telegram, "sendMessage", unique_chat_id))
+    # One effect per message sent, naming every comment the message shows.
+    burst = {
+        m["message_id"] for m in fake_telegram.chat_messages(unique_chat_id) if "Burst comment" in m["text"]
+    }
+
+    def effects_of_the_burst() -> list[TelegramMessageSent]:
+        found = [e for e in comment_effects(bridge, unique_chat_id) if set(e.message_ids) <= burst]
+        return found if {i for e in found for i in e.message_ids} == burst else []
+
+    effects = eventually(effects_of_the_burst, what="the burst's effects")
+    assert len(effects) == len(burst)
+    named = [c for e in effects for c in [e.comment_id, *(shown.comment_id for shown in e.also_shows)]]
+    assert len(named) == len(set(named)) == 200
 
 
 def test_a_message_telegram_refuses_for_good_is_set_aside_visibly_and_the_next_still_arrives(

@@ -10,19 +10,20 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import pytest
 
 from bridge_lib.i18n import translator
 from bridge_lib.kvstore import ensure_bucket
 from bridge_lib.lease import Leases
-from contracts.events import PlanfixFile, TelegramMessageKind
+from contracts.events import PlanfixFile, TelegramMessageKind, decode_event, event_id_for
 from contracts.subjects import BucketSpec
 from services.relay.directory import BoundTask
 from services.relay.to_telegram.courier import TelegramPace, group_lease_key
 from services.relay.to_telegram.items import Action, OutboxItem
 from services.relay.to_telegram.media import MediaKind, media_groups, media_kind, too_large
 from services.relay.to_telegram.notices import status_text
-from services.relay.to_telegram.sender import next_batch
+from services.relay.to_telegram.sender import combined_effect, next_batch
 from tests.in_memory import Clock
 from tests.support import LoopThread, connect_nats
 
@@ -109,6 +110,25 @@ def test_what_cannot_share_a_message_goes_alone() -> None:
     plain = item("first")
     assert next_batch([plain, item("other topic", thread_id=7)]) == [plain]
     assert len(next_batch([item("1"), item("2"), notice, item("3")])) == 2
+
+
+def test_comments_sent_together_are_one_effect_naming_each_with_its_own_story() -> None:
+    together = [
+        item("one", comment_id=11, task_number=5, correlation_id="story-11", causation_id="ev-11"),
+        item("two", comment_id=12, task_number=5, correlation_id="story-12", causation_id="ev-12"),
+        item("three", comment_id=13, task_number=5, correlation_id="story-13", causation_id="ev-13"),
+    ]
+
+    effect = combined_effect(together, message_id=901)
+
+    assert (effect.comment_id, effect.message_ids, effect.correlation_id) == (11, [901], "story-11")
+    assert effect.event_id == event_id_for(together[0].key)  # a repeat after a crash is stored once
+    assert [(s.comment_id, s.correlation_id, s.causation_id) for s in effect.also_shows] == [
+        (12, "story-12", "ev-12"),
+        (13, "story-13", "ev-13"),
+    ]
+    assert effect.correlation_ids() == ["story-11", "story-12", "story-13"]
+    assert decode_event(msgspec.json.encode(effect)) == effect
 
 
 # --- /status -------------------------------------------------------------------------------------
