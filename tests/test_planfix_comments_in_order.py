@@ -5,6 +5,7 @@ publisher; the stack's version is the fault suite's kill of the gateway mid-burs
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
 
 import pytest
@@ -24,10 +25,13 @@ from services.planfix_gateway.fetcher import CommentFetcher, plan_batch
 from services.planfix_gateway.in_order import (
     FIRST_PAGE,
     InOrderCarrier,
+    LastStored,
+    LastStoredCache,
     carry_plan,
     comments_to_carry,
     reading_of,
 )
+from tests.in_memory import Clock
 from tests.support import named_cases
 from tests.test_planfix_reread import SOURCE_ID, RecordingPublisher, StandInPlanfix, comment
 
@@ -65,6 +69,15 @@ class Kept:
 
 
 def fetcher_over(planfix: StandInPlanfix, publisher: RecordingPublisher, kept: Kept) -> CommentFetcher:
+    return fetcher_with(planfix, publisher, kept.last_stored)
+
+
+def fetcher_with(
+    planfix: StandInPlanfix,
+    publisher: RecordingPublisher,
+    last_stored: LastStored,
+    on_stored: Callable[[int, int], None] = lambda task, comment_id: None,
+) -> CommentFetcher:
     async def nothing() -> None:
         return None
 
@@ -73,8 +86,9 @@ def fetcher_over(planfix: StandInPlanfix, publisher: RecordingPublisher, kept: K
         publisher=publisher,
         source_id=SOURCE_ID,
         relay_hidden=False,
-        last_stored=kept.last_stored,
+        last_stored=last_stored,
         before_read=nothing,
+        on_stored=on_stored,
     )
     return CommentFetcher(
         planfix=cast(PlanfixClient, planfix), publisher=publisher, source_id=SOURCE_ID, in_order=carrier
@@ -367,3 +381,63 @@ async def test_in_a_batch_a_comment_the_task_list_does_not_show_is_fetched_alone
 
     assert stored_ids(publisher) == [100, 101, 300]
     assert planfix.requests == [f"list {TASK}", "get 300"]
+
+
+# --- the last stored comment, read once a minute -------------------------------------------------
+
+
+async def test_a_burst_reads_each_tasks_last_stored_comment_once_and_its_own_stores_move_it_on() -> None:
+    planfix = StandInPlanfix([comment(i) for i in range(100, 110)])
+    publisher = RecordingPublisher()
+    kept = Kept(publisher, {TASK: 100})
+    clock = Clock()
+    cached = LastStoredCache(kept.last_stored, trust_s=60, clock=clock.time)
+    fetcher = fetcher_with(planfix, publisher, cached, on_stored=cached.stored)
+
+    for batch in ([notice(101), notice(102)], [notice(104)], [notice(103)], [notice(107)]):
+        await fetcher.handle_all(batch)
+
+    assert stored_ids(publisher) == list(range(101, 110))  # every one listed above the last
+    assert kept.reads == [TASK]  # one read: the stores since are the replica's own
+    # The first list stored up to 109: the later notices name stored comments and ask nothing.
+    assert planfix.requests == [f"list {TASK}"]
+
+
+async def test_a_tasks_last_stored_comment_is_read_again_once_trusted_for_a_minute() -> None:
+    reads: list[int] = []
+    stream = {TASK: 100}
+
+    async def read(task: int) -> int | None:
+        reads.append(task)
+        return stream.get(task)
+
+    clock = Clock()
+    cached = LastStoredCache(read, trust_s=60, clock=clock.time)
+
+    assert await cached(TASK) == 100
+    cached.stored(TASK, 104)
+    cached.stored(TASK, 102)  # an older one stored again: the last stays 104
+    clock.now += 59
+    assert await cached(TASK) == 104
+    stream[TASK] = 120  # another replica stored more meanwhile
+    clock.now += 1
+    assert await cached(TASK) == 120
+    # A task with nothing stored is read each time (nothing to keep).
+    assert await cached(TASK + 1) is None
+    assert await cached(TASK + 1) is None
+    assert reads == [TASK, TASK, TASK + 1, TASK + 1]
+
+
+async def test_at_most_so_many_tasks_are_remembered_the_longest_kept_going_first() -> None:
+    async def read(task: int) -> int | None:
+        return task * 10
+
+    clock = Clock()
+    cached = LastStoredCache(read, trust_s=60, kept=2, clock=clock.time)
+    for task in (1, 2, 3):
+        await cached(task)
+        clock.now += 1
+
+    cached.stored(4, 41)
+
+    assert list(cached._known) == [3, 4]

@@ -36,7 +36,7 @@ from contracts.subjects import FETCHER_COMMENT_WEBHOOKS, LEASES_BUCKET, PLANFIX_
 from services.planfix_gateway.config import PlanfixGatewaySettings
 from services.planfix_gateway.fetcher import CONSUMER as FETCHER_CONSUMER
 from services.planfix_gateway.fetcher import CommentFetcher, reader
-from services.planfix_gateway.in_order import InOrderCarrier, last_stored_in
+from services.planfix_gateway.in_order import InOrderCarrier, LastStoredCache, last_stored_in
 from services.planfix_gateway.reconcile import BucketMarks
 from services.planfix_gateway.reread import (
     LEASE_KEY,
@@ -169,13 +169,15 @@ def in_order_carrier(
     async def last_stored(task_number: int) -> int | None:
         return await last_stored_in(broker.connection.jetstream(), task_number)
 
+    cached = LastStoredCache(last_stored)
     return InOrderCarrier(
         planfix=planfix,
         publisher=publisher,
         source_id=settings.planfix_source_id,
         relay_hidden=settings.planfix_relay_hidden_comments,
-        last_stored=last_stored,
+        last_stored=cached,
         before_read=receiver.no_burst_pending,
+        on_stored=cached.stored,
     )
 
 

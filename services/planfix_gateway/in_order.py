@@ -16,6 +16,7 @@ kept, when it is taken for a late notice and dropped.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,61 @@ PAGE_SIZE = 100
 MAX_PAGES = 5
 
 LastStored = Callable[[int], Awaitable[int | None]]
+
+# How long a task's last stored comment, once read from the stream, is trusted without a read.
+# Only another replica's stores make it stale (too low): the comments between are then listed
+# and stored again, and dropped as repeats by their message ids (the stream knows them for a day).
+LAST_STORED_TRUST_S = 60.0
+# Tasks remembered at most (an int and a time each).
+LAST_STORED_KEPT = 20_000
+
+
+class LastStoredCache:
+    """``last_stored_in`` read once per task per ``trust_s``, moved on in between by this
+    replica's own stores (``stored``): a burst's batches skip a JetStream request per task, which
+    was a tenth of the gateway's CPU per comment."""
+
+    def __init__(
+        self,
+        read: LastStored,
+        *,
+        trust_s: float = LAST_STORED_TRUST_S,
+        kept: int = LAST_STORED_KEPT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read = read
+        self._trust_s = trust_s
+        self._kept = kept
+        self._clock = clock
+        # task -> (newest comment id known stored, when the stream was last read for it)
+        self._known: dict[int, tuple[int, float]] = {}
+
+    async def __call__(self, task: int) -> int | None:
+        known = self._known.get(task)
+        if known is not None and self._clock() - known[1] < self._trust_s:
+            return known[0]
+        last = await self._read(task)
+        if last is None:
+            self._known.pop(task, None)
+        else:
+            self._keep(task, last, self._clock())
+        return last
+
+    def stored(self, task: int, comment_id: int) -> None:
+        """This replica stored the comment (or found it stored): the task's last is at least it."""
+        known = self._known.get(task)
+        if known is None:
+            self._keep(task, comment_id, self._clock())
+        elif comment_id > known[0]:
+            self._known[task] = (comment_id, known[1])
+
+    def _keep(self, task: int, last: int, read_at: float) -> None:
+        if task not in self._known and len(self._known) >= self._kept:
+            now = self._clock()
+            self._known = {t: k for t, k in self._known.items() if now - k[1] < self._trust_s}
+            if len(self._known) >= self._kept:
+                del self._known[next(iter(self._known))]  # the longest kept
+        self._known[task] = (last, read_at)
 
 
 async def last_stored_in(js: Any, task_number: int) -> int | None:
@@ -155,6 +211,8 @@ class InOrderCarrier:
     relay_hidden: bool
     last_stored: LastStored
     before_read: Callable[[], Awaitable[None]]
+    # Told of each comment stored (``LastStoredCache.stored``).
+    on_stored: Callable[[int, int], None] = lambda task, comment_id: None
 
     async def carry_announced(self, notice: PlanfixCommentWebhookReceived) -> bool:
         """Store the announced comment and every one before it not stored yet, in order. False
@@ -192,6 +250,7 @@ class InOrderCarrier:
                 source_id=self.source_id,
                 noticed_by="webhook",
             )
+            self.on_stored(task, carry.comment.id)
         return list(plan.alone)
 
     async def _read_back(self, task: int, floor: int) -> list[PlanfixComment] | None:
