@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import pytest
 
@@ -10,6 +11,7 @@ from services.relay.to_telegram.telegram_text import (
     CAPTION_LIMIT,
     TEXT_LIMIT,
     combine,
+    first_combined,
     fits,
     plain_text,
     split_html,
@@ -111,3 +113,18 @@ def test_consecutive_texts_are_combined_up_to_the_limit() -> None:
     # 1000 + 2 + 1000 + 2 + 2000 = 4004 units; the blank line between two texts counts.
     assert combine(texts) == [[0, 1, 2], [3], [4], [5]]
     assert combine(["x"] * 3) == [[0, 1, 2]]
+    for start in range(len(texts)):  # the first message is combine's first group
+        assert first_combined(texts[start:]) == len(combine(texts[start:])[0])
+    assert first_combined([]) == 0
+
+
+def test_the_first_message_measures_one_text_past_it_not_the_whole_backlog() -> None:
+    measured: list[str] = []
+
+    def backlog() -> Iterator[str]:
+        for n in range(300):
+            measured.append(f"comment {n}")
+            yield "c" * 1000
+
+    assert first_combined(backlog()) == 4  # 4 × 1000 + 3 blank lines = 4006 units
+    assert len(measured) == 5

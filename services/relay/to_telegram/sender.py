@@ -56,7 +56,7 @@ from services.relay.to_telegram.courier import Courier
 from services.relay.to_telegram.items import Action, ItemState, OutboxItem
 from services.relay.to_telegram.revisions import CommentRevisions
 from services.relay.to_telegram.task_card import TaskCards
-from services.relay.to_telegram.telegram_text import combine
+from services.relay.to_telegram.telegram_text import first_combined
 
 log = structlog.get_logger("relay.sender")
 
@@ -641,7 +641,7 @@ def next_batch(items: list[OutboxItem]) -> list[OutboxItem]:
         run.append(item)
     if len(run) < 2:
         return [items[0]]
-    return [run[index] for index in combine([item.text for item in run])[0]]
+    return run[: first_combined(item.text for item in run)]
 
 
 class Nudges:

@@ -12,6 +12,7 @@ the one separator character at each cut.
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
@@ -162,20 +163,32 @@ def _render_slice(chars: list[tuple[str, tuple[_Tag, ...]]]) -> str:
     return render(runs)
 
 
-def combine(texts: list[str], limit: int = TEXT_LIMIT) -> list[list[int]]:
+def combine(texts: Iterable[str], limit: int = TEXT_LIMIT) -> list[list[int]]:
     """Group consecutive texts (by index) so each group, joined by a blank line, fits ``limit``.
 
     A text too long to share a message stays alone (it is split on its own when sent).
     """
-    groups: list[list[int]] = []
+    return list(_combined(texts, limit))
+
+
+def first_combined(texts: Iterable[str], limit: int = TEXT_LIMIT) -> int:
+    """How many texts at the head share the first message (``combine``'s first group), measuring
+    one text past it: a group's backlog may hold hundreds, and each is parsed to be measured."""
+    return len(next(_combined(texts, limit), []))
+
+
+def _combined(texts: Iterable[str], limit: int) -> Iterator[list[int]]:
+    group: list[int] = []
     used = 0
     separator = utf16_len(COMBINED_SEPARATOR)
     for index, text in enumerate(texts):
         length = visible_length(text)
-        if groups and used + separator + length <= limit:
-            groups[-1].append(index)
+        if group and used + separator + length <= limit:
+            group.append(index)
             used += separator + length
         else:
-            groups.append([index])
-            used = length
-    return groups
+            if group:
+                yield group
+            group, used = [index], length
+    if group:
+        yield group
